@@ -1,0 +1,145 @@
+//! `cache stats`, `cache gc` (least-recently-used eviction to a size cap) and `cache verify`.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::Path;
+use std::time::SystemTime;
+
+use walkdir::WalkDir;
+
+use super::{ActionEntry, Cache};
+use crate::fingerprint::hash::{hash_file, hex, Digest};
+
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub entries: u64,
+    pub blobs: u64,
+    pub blob_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub entries_removed: u64,
+    pub blobs_removed: u64,
+    pub bytes_freed: u64,
+    pub bytes_left: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub blobs_checked: u64,
+    pub blobs_bad: Vec<String>,
+    pub entries_removed: u64,
+}
+
+fn files_under(dir: &Path) -> impl Iterator<Item = (std::path::PathBuf, fs::Metadata)> {
+    WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| e.metadata().ok().map(|m| (e.into_path(), m)))
+}
+
+fn digest_of_name(path: &Path) -> Option<Digest> {
+    let name = path.file_name()?.to_str()?;
+    let name = name.strip_suffix(".json").unwrap_or(name);
+    let bytes = hex::decode(name).ok()?;
+    bytes.try_into().ok()
+}
+
+fn entry_blobs(e: &ActionEntry) -> impl Iterator<Item = Digest> + '_ {
+    e.outputs.files.iter().map(|f| f.digest).chain(e.stdout_digest).chain(e.stderr_digest)
+}
+
+pub fn stats(cache: &Cache) -> CacheStats {
+    let mut s = CacheStats::default();
+    for _ in files_under(&cache.root.join("ac")) {
+        s.entries += 1;
+    }
+    for (_, m) in files_under(&cache.root.join("blobs")) {
+        s.blobs += 1;
+        s.blob_bytes += m.len();
+    }
+    s
+}
+
+/// Evict least-recently-used entries until the blobs they reference fit in `max_size`, then
+/// delete every blob no remaining entry references. Stray temp files are removed too.
+pub fn gc(cache: &Cache, max_size: u64) -> GcReport {
+    let mut report = GcReport::default();
+    let mut entries: Vec<(SystemTime, std::path::PathBuf, Option<ActionEntry>)> =
+        files_under(&cache.root.join("ac"))
+            .map(|(p, m)| {
+                let e = fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok());
+                (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), p, e)
+            })
+            .collect();
+    // Newest first: keep entries while their blobs fit.
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+    let blob_size = |d: &Digest| fs::metadata(cache.blob_path(d)).map(|m| m.len()).unwrap_or(0);
+    let mut keep: HashSet<Digest> = HashSet::new();
+    let mut kept_bytes = 0u64;
+    for (_, path, entry) in &entries {
+        let Some(entry) = entry else {
+            let _ = fs::remove_file(path);
+            report.entries_removed += 1;
+            continue;
+        };
+        let new: Vec<Digest> = entry_blobs(entry).filter(|d| !keep.contains(d)).collect();
+        let add: u64 = new.iter().map(blob_size).sum();
+        if kept_bytes + add <= max_size {
+            kept_bytes += add;
+            keep.extend(new);
+        } else {
+            let _ = fs::remove_file(path);
+            report.entries_removed += 1;
+        }
+    }
+    for (p, m) in files_under(&cache.root.join("blobs")) {
+        let referenced = digest_of_name(&p).is_some_and(|d| keep.contains(&d));
+        if !referenced && fs::remove_file(&p).is_ok() {
+            report.blobs_removed += 1;
+            report.bytes_freed += m.len();
+        }
+    }
+    for (p, _) in files_under(&cache.root.join("tmp")) {
+        let _ = fs::remove_file(p);
+    }
+    report.bytes_left = kept_bytes;
+    report
+}
+
+/// Rehash every blob; remove damaged ones and the entries that reference them.
+pub fn verify(cache: &Cache) -> VerifyReport {
+    let mut report = VerifyReport::default();
+    let mut bad: HashSet<Digest> = HashSet::new();
+    for (p, m) in files_under(&cache.root.join("blobs")) {
+        report.blobs_checked += 1;
+        let ok = match (digest_of_name(&p), hash_file(&p, m.len())) {
+            (Some(name), Ok(actual)) => name == actual,
+            _ => false,
+        };
+        if !ok {
+            if let Some(d) = digest_of_name(&p) {
+                bad.insert(d);
+            }
+            report
+                .blobs_bad
+                .push(p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            let _ = fs::remove_file(&p);
+        }
+    }
+    for (p, _) in files_under(&cache.root.join("ac")) {
+        let entry: Option<ActionEntry> = fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let broken = match &entry {
+            None => true,
+            Some(e) => entry_blobs(e).any(|d| bad.contains(&d) || !cache.blob_path(&d).exists()),
+        };
+        if broken {
+            let _ = fs::remove_file(&p);
+            report.entries_removed += 1;
+        }
+    }
+    let _ = hex;
+    report
+}

@@ -1,0 +1,49 @@
+//! Advisory file locks (flock) for the project and the cache.
+//!
+//! A build holds its project's lock exclusively, so two gvbuild processes on one project run one
+//! after the other, and a shared lock on the cache, so any number of projects build at once.
+//! `cache gc` and `cache verify` take the cache lock exclusively. Locks vanish with the process
+//! that holds them, so a killed gvbuild never leaves a stale lock.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::path::Path;
+
+pub struct Lock {
+    _file: File,
+}
+
+pub enum Mode {
+    Shared,
+    Exclusive,
+}
+
+/// Take the lock at `path`; if another process holds it, call `waiting` once (with what the
+/// holder wrote into the lock file) and then block until it is free.
+pub fn acquire(path: &Path, mode: Mode, waiting: impl FnOnce(&str)) -> io::Result<Lock> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+    let attempt = match mode {
+        Mode::Shared => file.try_lock_shared(),
+        Mode::Exclusive => file.try_lock(),
+    };
+    match attempt {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(path).unwrap_or_default();
+            waiting(holder.trim());
+            match mode {
+                Mode::Shared => file.lock_shared()?,
+                Mode::Exclusive => file.lock()?,
+            }
+        }
+        Err(TryLockError::Error(e)) => return Err(e),
+    }
+    if matches!(mode, Mode::Exclusive) {
+        file.set_len(0)?;
+        let _ = write!(file, "pid {}", std::process::id());
+    }
+    Ok(Lock { _file: file })
+}

@@ -1,0 +1,286 @@
+//! The content-addressed store shared by every project on the machine.
+//!
+//! Layout under the cache folder:
+//! - `blobs/ab/abcdef…`: file contents, named by their blake3, read-only;
+//! - `ac/ab/<key>.json`: action entries, one per full key: the step's outputs (path, digest, size,
+//!   executable bit; symlinks; folders), its exit status and the digest of its log;
+//! - `deps/ab/<first-level key>.json`: the lists of discovered inputs seen for a first-level key;
+//! - `tmp/`: where writes are staged before their atomic rename;
+//! - `lock`: shared by builds, exclusive for `cache gc` and `cache verify`.
+//!
+//! Promises: every write is a temp file renamed into place, so a killed process never leaves a
+//! half-written blob or entry under its final name. Every blob is verified against its digest as
+//! it is read; a mismatch evicts the blob and the entry and is reported as a miss, never as an
+//! output. Failed or killed steps store nothing. The last use of an entry is its file's mtime,
+//! which `cache gc` evicts by, oldest first.
+
+mod gc;
+pub mod lock;
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use self::gc::{gc, stats, verify, CacheStats, GcReport, VerifyReport};
+use crate::fingerprint::hash::{hex, Digest};
+use crate::fingerprint::outputs::OutputTree;
+use crate::fsutil;
+
+/// Bump when the entry format changes.
+const ENTRY_VERSION: u32 = 1;
+const CHUNK: usize = 1 << 20;
+
+/// Default cap for `cache gc` without `--max-size`.
+pub const DEFAULT_MAX_SIZE: u64 = 20 << 30;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionEntry {
+    pub version: u32,
+    pub outputs: OutputTree,
+    pub exit_code: i32,
+    /// The step's combined stdout and stderr, as a blob.
+    pub stdout_digest: Option<Digest>,
+    pub stderr_digest: Option<Digest>,
+}
+
+impl ActionEntry {
+    pub fn new(outputs: OutputTree, stdout_digest: Option<Digest>) -> Self {
+        ActionEntry { version: ENTRY_VERSION, outputs, exit_code: 0, stdout_digest, stderr_digest: None }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache I/O error at {path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
+    #[error(
+        "blob {digest} in the cache is damaged (its content no longer matches its name); it was evicted"
+    )]
+    Corrupt { digest: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
+    move |cause| CacheError::Io { path: path.to_path_buf(), cause }
+}
+
+pub struct Cache {
+    root: PathBuf,
+}
+
+/// The default cache folder: `$GVBUILD_CACHE_DIR`, else `$XDG_CACHE_HOME/gvbuild`, else
+/// `~/.cache/gvbuild`.
+pub fn default_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("gvbuild");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".cache").join("gvbuild"),
+        None => std::env::temp_dir().join("gvbuild-cache"),
+    }
+}
+
+impl Cache {
+    pub fn open(root: &Path) -> Result<Cache, CacheError> {
+        for sub in ["blobs", "ac", "deps", "tmp"] {
+            let p = root.join(sub);
+            fs::create_dir_all(&p).map_err(io_err(&p))?;
+        }
+        Ok(Cache { root: root.to_path_buf() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        let h = hex(d);
+        self.root.join("blobs").join(&h[..2]).join(h)
+    }
+
+    fn entry_path(&self, key: &Digest) -> PathBuf {
+        let h = hex(key);
+        self.root.join("ac").join(&h[..2]).join(format!("{h}.json"))
+    }
+
+    fn deps_path(&self, first: &Digest) -> PathBuf {
+        let h = hex(first);
+        self.root.join("deps").join(&h[..2]).join(format!("{h}.json"))
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        fsutil::temp_beside(&self.root.join("tmp").join("w"))
+    }
+
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).exists()
+    }
+
+    /// Store the file at `src`, which should hash to `expected`, copying and hashing in one pass.
+    /// Returns false (storing nothing) if the file changed since it was hashed.
+    pub fn put_file(&self, src: &Path, expected: &Digest) -> Result<bool, CacheError> {
+        let dest = self.blob_path(expected);
+        if dest.exists() {
+            return Ok(true);
+        }
+        let tmp = self.tmp_path();
+        let result = (|| {
+            let mut input = File::open(src).map_err(io_err(src))?;
+            let mut out = File::create(&tmp).map_err(io_err(&tmp))?;
+            let digest = copy_hashing(&mut input, &mut out).map_err(io_err(src))?;
+            drop(out);
+            if &digest != expected {
+                return Ok(false);
+            }
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444)).map_err(io_err(&tmp))?;
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+            Ok(true)
+        })();
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+
+    /// Store bytes as a blob.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, CacheError> {
+        let digest = *blake3::hash(bytes).as_bytes();
+        let dest = self.blob_path(&digest);
+        if dest.exists() {
+            return Ok(digest);
+        }
+        let tmp = self.tmp_path();
+        fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+        let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444));
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+        Ok(digest)
+    }
+
+    /// Read a blob fully, verified.
+    pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>, CacheError> {
+        let p = self.blob_path(d);
+        let bytes = fs::read(&p).map_err(io_err(&p))?;
+        if blake3::hash(&bytes).as_bytes() != d {
+            let _ = fs::remove_file(&p);
+            return Err(CacheError::Corrupt { digest: hex(d) });
+        }
+        Ok(bytes)
+    }
+
+    /// Write blob `d` to `dest` as a fresh copy, verifying while copying. On a mismatch nothing
+    /// is left at `dest`, the blob is evicted, and `Corrupt` is returned.
+    pub fn restore_copy(&self, d: &Digest, dest: &Path, exec: bool) -> Result<(), CacheError> {
+        let src = self.blob_path(d);
+        let tmp = fsutil::temp_beside(dest);
+        let result = (|| {
+            let mut input = File::open(&src).map_err(io_err(&src))?;
+            let mut out = File::create(&tmp).map_err(io_err(&tmp))?;
+            let digest = copy_hashing(&mut input, &mut out).map_err(io_err(&src))?;
+            drop(out);
+            if &digest != d {
+                let _ = fs::remove_file(&src);
+                return Err(CacheError::Corrupt { digest: hex(d) });
+            }
+            let mode = if exec { 0o755 } else { 0o644 };
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
+            fs::rename(&tmp, dest).map_err(io_err(dest))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Hard-link blob `d` at `dest` after re-verifying it (a blob edited through an earlier link
+    /// is caught here and never restored). The blob is read-only; so is the link.
+    pub fn restore_hardlink(&self, d: &Digest, dest: &Path, exec: bool) -> Result<(), CacheError> {
+        let src = self.blob_path(d);
+        let size = fs::metadata(&src).map_err(io_err(&src))?.len();
+        let actual = crate::fingerprint::hash::hash_file(&src, size).map_err(io_err(&src))?;
+        if &actual != d {
+            let _ = fs::remove_file(&src);
+            return Err(CacheError::Corrupt { digest: hex(d) });
+        }
+        // The blob's mode is shared by every link: executables get r-x for all, others r--.
+        let mode = if exec { 0o555 } else { 0o444 };
+        fs::set_permissions(&src, fs::Permissions::from_mode(mode)).map_err(io_err(&src))?;
+        let tmp = fsutil::temp_beside(dest);
+        fs::hard_link(&src, &tmp).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, dest).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            CacheError::Io { path: dest.to_path_buf(), cause: e }
+        })
+    }
+
+    pub fn get_entry(&self, key: &Digest) -> Option<ActionEntry> {
+        let p = self.entry_path(key);
+        let bytes = fs::read(&p).ok()?;
+        match serde_json::from_slice::<ActionEntry>(&bytes) {
+            Ok(e) if e.version == ENTRY_VERSION => Some(e),
+            _ => {
+                let _ = fs::remove_file(&p);
+                None
+            }
+        }
+    }
+
+    pub fn has_entry(&self, key: &Digest) -> bool {
+        self.entry_path(key).exists()
+    }
+
+    /// Mark an entry as used now, for LRU eviction.
+    pub fn touch_entry(&self, key: &Digest) {
+        if let Ok(f) = File::options().append(true).open(self.entry_path(key)) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+    }
+
+    pub fn put_entry(&self, key: &Digest, entry: &ActionEntry) -> Result<(), CacheError> {
+        let p = self.entry_path(key);
+        let bytes =
+            serde_json::to_vec(entry).map_err(|e| CacheError::Io { path: p.clone(), cause: e.into() })?;
+        fsutil::write_atomic(&p, &bytes).map_err(io_err(&p))
+    }
+
+    pub fn evict_entry(&self, key: &Digest) {
+        let _ = fs::remove_file(self.entry_path(key));
+    }
+
+    /// The discovered-input lists recorded for a first-level key, newest first.
+    pub fn get_dep_lists(&self, first: &Digest) -> Vec<Vec<String>> {
+        fs::read(self.deps_path(first)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    /// Remember a discovered-input list for a first-level key (at most 16 kept).
+    pub fn add_dep_list(&self, first: &Digest, list: &[String]) -> Result<(), CacheError> {
+        let mut lists = self.get_dep_lists(first);
+        lists.retain(|l| l != list);
+        lists.insert(0, list.to_vec());
+        lists.truncate(16);
+        let p = self.deps_path(first);
+        let bytes =
+            serde_json::to_vec(&lists).map_err(|e| CacheError::Io { path: p.clone(), cause: e.into() })?;
+        fsutil::write_atomic(&p, &bytes).map_err(io_err(&p))
+    }
+}
+
+/// Copy `input` to `out` and return the blake3 of what was copied.
+fn copy_hashing(input: &mut File, out: &mut File) -> io::Result<Digest> {
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+    }
+    Ok(*h.finalize().as_bytes())
+}

@@ -1,0 +1,620 @@
+//! The command line. Each subcommand is a thin function over the library.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use miette::Diagnostic;
+use thiserror::Error;
+
+use crate::cache::{self, lock, Cache, CacheError};
+use crate::config::{ConfigError, ConfigErrors};
+use crate::diag::Source;
+use crate::exec::{self, report::Reporter, Ctx, Opts};
+use crate::fingerprint::state::{ExplainStore, State};
+use crate::fingerprint::tools::ToolCache;
+use crate::fingerprint::StatCache;
+use crate::fsutil;
+use crate::graph::Graph;
+use crate::steps::run::Jobs;
+
+const EXAMPLES: &str = "\
+Examples:
+  gvbuild                       build the `default` target (else every target)
+  gvbuild image                 build the target `image` and what it needs
+  gvbuild --target stage-libs   the same, for `stage-libs`
+  gvbuild -j4 -k all            four steps at a time, keep going past failures
+  gvbuild --explain             say why each step ran or was restored
+  gvbuild -n                    dry run: what would run, and why
+  gvbuild --json                one JSON event per line on stdout
+  gvbuild --set cuda_arch=sm_80 override a var
+  gvbuild list                  the targets, with descriptions
+  gvbuild graph | dot -Tsvg     the graph as DOT (--format json for JSON)
+  gvbuild clean                 remove every declared output
+  gvbuild cache gc --max-size 5G   trim the cache, least recently used first
+
+Exit status: 0 success, 1 a step failed, 2 bad usage or an invalid gevulot.yaml, 130 interrupted.";
+
+#[derive(Parser, Debug)]
+#[command(name = "gvbuild", version, about = "Declarative, content-hashed, cached builds for Gevulot prover images", after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(flatten)]
+    build: BuildArgs,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct GlobalArgs {
+    /// Run as if started in DIR.
+    #[arg(short = 'C', long = "directory", value_name = "DIR", global = true)]
+    dir: Option<PathBuf>,
+    /// The build file (default: gevulot.yaml).
+    #[arg(short = 'f', long = "file", value_name = "FILE", global = true)]
+    file: Option<PathBuf>,
+    /// The cache folder (default: $XDG_CACHE_HOME/gvbuild or ~/.cache/gvbuild).
+    #[arg(long, value_name = "DIR", env = "GVBUILD_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Override a var: NAME=VALUE (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE", global = true)]
+    set: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+struct BuildArgs {
+    /// Targets to build (default: the `default` target, else every target).
+    #[arg(value_name = "TARGET")]
+    targets: Vec<String>,
+    /// A target to build (repeatable); the same as naming it.
+    #[arg(long = "target", value_name = "NAME")]
+    target: Vec<String>,
+    /// Steps run at once (default: the number of cores).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    jobs: Option<usize>,
+    /// Keep building what does not depend on a failed step.
+    #[arg(short = 'k', long = "keep-going")]
+    keep_going: bool,
+    /// Show each step's output live.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+    /// One JSON object per line on stdout, nothing else.
+    #[arg(long)]
+    json: bool,
+    /// Say why each step that ran or was restored was not fresh.
+    #[arg(long)]
+    explain: bool,
+    /// Print what would run and why; touch nothing.
+    #[arg(short = 'n', long = "dry-run")]
+    dry_run: bool,
+    /// Run this target's step even if it is fresh or cached (repeatable).
+    #[arg(long, value_name = "TARGET")]
+    rebuild: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Build targets (the default command).
+    Build(BuildArgs),
+    /// List the targets.
+    List,
+    /// Print the graph (DOT, or JSON).
+    Graph {
+        #[arg(long, value_enum, default_value = "dot")]
+        format: GraphFormat,
+    },
+    /// Remove declared outputs (of the named targets, else of every target).
+    Clean {
+        #[arg(value_name = "TARGET")]
+        targets: Vec<String>,
+    },
+    /// Inspect and maintain the cache.
+    Cache {
+        #[command(subcommand)]
+        cmd: CacheCmd,
+    },
+    /// Print the JSON Schema of gevulot.yaml.
+    Schema,
+    /// Download a URL and print its hash to pin (arrives with fetch steps).
+    #[command(hide = true)]
+    Hash { args: Vec<String> },
+    /// Print an ELF's shared-library closure (arrives with stage steps).
+    #[command(hide = true)]
+    Libs { args: Vec<String> },
+    /// Show what a Nanos image holds (arrives with the native image builder).
+    #[command(hide = true)]
+    Inspect { args: Vec<String> },
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheCmd {
+    /// Entries, blobs and size.
+    Stats,
+    /// Evict least-recently-used entries until the cache fits in a size (default 20G).
+    Gc {
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+    },
+    /// Rehash every blob; remove damaged ones and the entries that need them.
+    Verify,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum GraphFormat {
+    Dot,
+    Json,
+}
+
+#[derive(Debug, Error, Diagnostic)]
+pub enum Error {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Config(#[from] ConfigErrors),
+    #[error("{0}")]
+    #[diagnostic(code(gvbuild::usage))]
+    Usage(String),
+    #[error("{0}")]
+    #[diagnostic(code(gvbuild::io))]
+    Io(String),
+    #[error(transparent)]
+    #[diagnostic(code(gvbuild::cache))]
+    Cache(#[from] CacheError),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::Usage(_) => 2,
+            Error::Io(_) | Error::Cache(_) => 1,
+        }
+    }
+}
+
+fn io_error<'a>(what: &str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    let what = what.to_string();
+    move |e| Error::Io(format!("{what} {}: {e}", path.display()))
+}
+
+/// Run gvbuild with these arguments; returns the exit status.
+pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return Ok(code);
+        }
+    };
+    let global = cli.global;
+    match cli.cmd {
+        None => build(&global, cli.build),
+        Some(Cmd::Build(b)) => {
+            let mut merged = b;
+            merged.targets.extend(cli.build.targets);
+            merged.target.extend(cli.build.target);
+            build(&global, merged)
+        }
+        Some(Cmd::List) => list(&global),
+        Some(Cmd::Graph { format }) => graph(&global, format),
+        Some(Cmd::Clean { targets }) => clean(&global, &targets),
+        Some(Cmd::Cache { cmd }) => cache_cmd(&global, cmd),
+        Some(Cmd::Schema) => {
+            out(&schema_json());
+            Ok(0)
+        }
+        Some(Cmd::Hash { .. }) | Some(Cmd::Libs { .. }) | Some(Cmd::Inspect { .. }) => Err(Error::Usage(
+            "this subcommand is reserved: it arrives with the Gevulot step kinds (fetch, stage, image) in a later version".into(),
+        )),
+    }
+}
+
+/// The JSON Schema of gevulot.yaml, as committed in schema/gevulot.schema.json.
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(crate::config::raw::RawFile);
+    let mut s = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+#[allow(clippy::print_stdout)]
+fn out(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes());
+}
+
+#[allow(clippy::print_stderr)]
+fn note(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+/// The project: where gevulot.yaml is, its text, and its state folder.
+struct Project {
+    root: PathBuf,
+    source: Source,
+    state_dir: PathBuf,
+}
+
+fn open_project(g: &GlobalArgs) -> Result<Project, Error> {
+    let cwd =
+        std::env::current_dir().map_err(|e| Error::Io(format!("cannot read the current folder: {e}")))?;
+    let base = match &g.dir {
+        Some(d) => cwd.join(d),
+        None => cwd,
+    };
+    let file = base.join(g.file.as_deref().unwrap_or(Path::new("gevulot.yaml")));
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        Error::Config(ConfigErrors {
+            file: file.display().to_string(),
+            errors: vec![ConfigError::Read { path: file.display().to_string(), cause: e.to_string() }],
+        })
+    })?;
+    let file = std::fs::canonicalize(&file).unwrap_or(file);
+    let root = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let shown = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let shown = match &g.dir {
+        Some(d) if g.file.is_none() => d.join(&shown).display().to_string(),
+        _ => g.file.as_ref().map(|f| f.display().to_string()).unwrap_or(shown),
+    };
+    let state_dir = root.join(".gvbuild");
+    Ok(Project { root, source: Source::new(shown, text), state_dir })
+}
+
+fn prepare_state_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(io_error("cannot create the state folder", dir))?;
+    let ignore = dir.join(".gitignore");
+    if !ignore.exists() {
+        let _ = std::fs::write(&ignore, "# gvbuild's state folder: never commit it\n*\n");
+    }
+    Ok(())
+}
+
+fn overrides(g: &GlobalArgs) -> Result<Vec<(String, String)>, Error> {
+    g.set
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(Error::Usage(format!("--set takes NAME=VALUE, got `{s}`"))),
+        })
+        .collect()
+}
+
+fn load_graph(g: &GlobalArgs, p: &Project) -> Result<Graph, Error> {
+    prepare_state_dir(&p.state_dir)?;
+    Ok(Graph::load(&p.source, &overrides(g)?, &p.state_dir)?)
+}
+
+fn project_lock(p: &Project) -> Result<lock::Lock, Error> {
+    let path = p.state_dir.join("lock");
+    lock::acquire(&path, lock::Mode::Exclusive, |holder| {
+        let who = if holder.is_empty() { String::new() } else { format!(" ({holder})") };
+        note(&format!("gvbuild: waiting for another gvbuild running in this project{who} to finish..."));
+    })
+    .map_err(io_error("cannot lock", &path))
+}
+
+fn cache_dir(g: &GlobalArgs) -> PathBuf {
+    g.cache_dir.clone().filter(|d| !d.as_os_str().is_empty()).unwrap_or_else(cache::default_dir)
+}
+
+fn open_cache(g: &GlobalArgs, mode: lock::Mode) -> Result<(Cache, lock::Lock), Error> {
+    let dir = cache_dir(g);
+    let cache = Cache::open(&dir)?;
+    let path = dir.join("lock");
+    let l = lock::acquire(&path, mode, |_| {
+        note("gvbuild: waiting for `gvbuild cache gc` or `cache verify` to finish with the cache...");
+    })
+    .map_err(io_error("cannot lock", &path))?;
+    Ok((cache, l))
+}
+
+fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
+    let mut timings = Timings::new();
+    let p = open_project(g)?;
+    prepare_state_dir(&p.state_dir)?;
+    let _lock = project_lock(&p)?;
+    let jobs = Jobs::new(&p.state_dir);
+    if !args.dry_run {
+        let killed = jobs.kill_leftovers();
+        if killed > 0 {
+            note(&format!("gvbuild: stopped {killed} step(s) left running by an earlier, killed gvbuild"));
+        }
+    }
+    timings.mark("open and lock");
+    let graph = load_graph(g, &p)?;
+    timings.mark("load graph");
+    let mut names = args.targets.clone();
+    names.extend(args.target.iter().cloned());
+    let selected = graph.select(&names).map_err(Error::Usage)?;
+    for r in &args.rebuild {
+        if graph.lookup(r).is_none() {
+            return Err(Error::Usage(format!("--rebuild names unknown target `{r}`")));
+        }
+    }
+    check_unset_vars(&graph, &selected, &p.source)?;
+
+    let (cache, _cache_lock) = open_cache(g, lock::Mode::Shared)?;
+    let opts = Opts {
+        jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        keep_going: args.keep_going,
+        verbose: args.verbose,
+        json: args.json,
+        explain: args.explain,
+        dry_run: args.dry_run,
+        rebuild: args.rebuild.iter().cloned().collect::<HashSet<_>>(),
+    };
+    let explain = (opts.explain || opts.dry_run).then(|| ExplainStore::load(&p.state_dir));
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, interrupted.clone());
+    }
+    let ctx = Arc::new(Ctx {
+        root: p.root.clone(),
+        state_dir: p.state_dir.clone(),
+        stat: StatCache::load(&p.state_dir.join("stat.bin")),
+        state: RwLock::new(State::load(&p.state_dir)),
+        graph,
+        cache,
+        tools: ToolCache::default(),
+        jobs,
+        explain,
+        opts: opts.clone(),
+        interrupted: interrupted.clone(),
+    });
+    // Kill running steps' process groups as soon as a signal arrives.
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let ctx = ctx.clone();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                if ctx.interrupted.load(Ordering::SeqCst) {
+                    ctx.jobs.kill_all();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(30));
+            }
+        })
+    };
+    let mut reporter = Reporter::new(opts.json, opts.explain, opts.dry_run, opts.verbose);
+    timings.mark("load state");
+    let summary = exec::build(ctx.clone(), &selected, &mut reporter);
+    timings.mark("build");
+    done.store(true, Ordering::SeqCst);
+    let _ = watcher.join();
+    let was_interrupted = interrupted.load(Ordering::SeqCst);
+
+    if !opts.dry_run {
+        if let Ok(mut state) = ctx.state.write() {
+            if let Err(e) = state.save() {
+                reporter.warn(&format!("could not save the build state: {e}"));
+            }
+        }
+        if let Err(e) = ctx.stat.save(&p.state_dir.join("stat.bin")) {
+            reporter.warn(&format!("could not save the stat cache: {e}"));
+        }
+        if !reporter.explained.is_empty() {
+            let mut store = ExplainStore::load(&p.state_dir);
+            for (name, e) in reporter.explained.drain(..) {
+                store.set(&name, e);
+            }
+            let _ = store.save();
+        }
+    }
+    timings.mark("save state");
+    reporter.finish(&summary, was_interrupted);
+    timings.report();
+    Ok(if was_interrupted {
+        130
+    } else if summary.failed > 0 || summary.skipped > 0 {
+        1
+    } else {
+        0
+    })
+}
+
+/// `GVBUILD_TIMINGS=1` prints how long each phase of a build took, to stderr.
+struct Timings {
+    on: bool,
+    last: std::time::Instant,
+    marks: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Timings {
+    fn new() -> Timings {
+        let on = std::env::var_os("GVBUILD_TIMINGS").is_some_and(|v| !v.is_empty() && v != "0");
+        Timings { on, last: std::time::Instant::now(), marks: Vec::new() }
+    }
+
+    fn mark(&mut self, what: &'static str) {
+        if self.on {
+            let now = std::time::Instant::now();
+            self.marks.push((what, now - self.last));
+            self.last = now;
+        }
+    }
+
+    fn report(&self) {
+        for (what, d) in &self.marks {
+            note(&format!("timing: {what:<14} {:>8.2} ms", d.as_secs_f64() * 1000.0));
+        }
+    }
+}
+
+/// A step that is about to be built and uses a var declared without a value is an error.
+fn check_unset_vars(graph: &Graph, selected: &[usize], source: &Source) -> Result<(), Error> {
+    let mut errors = Vec::new();
+    for &i in selected {
+        let t = graph.target(i);
+        if t.step.is_none() {
+            continue;
+        }
+        for (name, span) in &t.unset_vars {
+            errors.push(ConfigError::UnsetVar {
+                name: name.clone(),
+                target: t.name.clone(),
+                src: source.named(),
+                span: (*span).into(),
+                help: format!("give `{name}` a value under `vars:`, or pass `--set {name}=VALUE`"),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Config(ConfigErrors { file: source.name.clone(), errors }))
+    }
+}
+
+fn list(g: &GlobalArgs) -> Result<u8, Error> {
+    let p = open_project(g)?;
+    let graph = load_graph(g, &p)?;
+    let width = graph.project.targets.iter().map(|t| t.name.len()).max().unwrap_or(0);
+    let mut text = String::new();
+    for t in &graph.project.targets {
+        let kind = if t.step.is_some() { "step " } else { "group" };
+        let default =
+            if graph.project.default.as_deref() == Some(t.name.as_str()) { " (default)" } else { "" };
+        let desc = t.description.as_deref().unwrap_or("");
+        text.push_str(&format!("{:<width$}  {kind}  {desc}{default}\n", t.name).replace("  \n", "\n"));
+    }
+    out(&text);
+    Ok(0)
+}
+
+fn graph(g: &GlobalArgs, format: GraphFormat) -> Result<u8, Error> {
+    let p = open_project(g)?;
+    let graph = load_graph(g, &p)?;
+    let text = match format {
+        GraphFormat::Dot => {
+            let mut s = String::from("digraph gvbuild {\n  rankdir=LR;\n");
+            for t in &graph.project.targets {
+                let shape = if t.step.is_some() { "box" } else { "ellipse" };
+                s.push_str(&format!("  {:?} [shape={shape}];\n", t.name));
+            }
+            for t in &graph.project.targets {
+                for d in &t.deps {
+                    s.push_str(&format!("  {:?} -> {:?};\n", t.name, d.name));
+                }
+            }
+            s.push_str("}\n");
+            s
+        }
+        GraphFormat::Json => {
+            let targets: Vec<serde_json::Value> = graph
+                .project
+                .targets
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "name": t.name,
+                        "kind": if t.step.is_some() { "step" } else { "group" },
+                        "description": t.description,
+                        "deps": t.deps.iter().map(|d| &d.name).collect::<Vec<_>>(),
+                        "inputs": t.inputs.iter().map(|i| &i.path).collect::<Vec<_>>(),
+                        "outputs": t.outputs.iter().map(|o| &o.path).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            let mut s = serde_json::to_string_pretty(
+                &serde_json::json!({ "default": graph.project.default, "targets": targets }),
+            )
+            .unwrap_or_default();
+            s.push('\n');
+            s
+        }
+    };
+    out(&text);
+    Ok(0)
+}
+
+fn clean(g: &GlobalArgs, names: &[String]) -> Result<u8, Error> {
+    let p = open_project(g)?;
+    let graph = load_graph(g, &p)?;
+    let _lock = project_lock(&p)?;
+    let mut which = Vec::new();
+    if names.is_empty() {
+        which.extend(0..graph.len());
+    } else {
+        for n in names {
+            which.push(
+                graph
+                    .lookup(n)
+                    .ok_or_else(|| Error::Usage(format!("no target named `{n}` in this project")))?,
+            );
+        }
+    }
+    let mut state = State::load(&p.state_dir);
+    let stat = StatCache::load(&p.state_dir.join("stat.bin"));
+    let mut removed = 0;
+    for i in which {
+        let t = graph.target(i);
+        for o in &t.outputs {
+            let abs = p.root.join(&o.path);
+            if std::fs::symlink_metadata(&abs).is_ok() {
+                fsutil::remove_path(&abs).map_err(io_error("cannot remove", &abs))?;
+                removed += 1;
+            }
+            stat.forget(&o.path);
+        }
+        state.set(&t.name, None);
+    }
+    state.save().map_err(io_error("cannot save the state in", &p.state_dir))?;
+    let _ = stat.save(&p.state_dir.join("stat.bin"));
+    out(&format!("gvbuild: removed {removed} output(s)\n"));
+    Ok(0)
+}
+
+fn cache_cmd(g: &GlobalArgs, cmd: CacheCmd) -> Result<u8, Error> {
+    match cmd {
+        CacheCmd::Stats => {
+            let (cache, _l) = open_cache(g, lock::Mode::Shared)?;
+            let s = cache::stats(&cache);
+            out(&format!(
+                "cache: {}\nentries: {}\nblobs: {}\nsize: {} ({} bytes)\n",
+                cache.root().display(),
+                s.entries,
+                s.blobs,
+                fsutil::human_size(s.blob_bytes),
+                s.blob_bytes
+            ));
+        }
+        CacheCmd::Gc { max_size } => {
+            let max = match max_size {
+                None => cache::DEFAULT_MAX_SIZE,
+                Some(s) => fsutil::parse_size(&s).ok_or_else(|| {
+                    Error::Usage(format!("--max-size takes a size such as 5G or 500M, got `{s}`"))
+                })?,
+            };
+            let (cache, _l) = open_cache(g, lock::Mode::Exclusive)?;
+            let r = cache::gc(&cache, max);
+            out(&format!(
+                "gc: removed {} entries and {} blobs ({}); {} left\n",
+                r.entries_removed,
+                r.blobs_removed,
+                fsutil::human_size(r.bytes_freed),
+                fsutil::human_size(r.bytes_left)
+            ));
+        }
+        CacheCmd::Verify => {
+            let (cache, _l) = open_cache(g, lock::Mode::Exclusive)?;
+            let r = cache::verify(&cache);
+            out(&format!(
+                "verify: {} blobs checked, {} damaged (removed), {} entries removed\n",
+                r.blobs_checked,
+                r.blobs_bad.len(),
+                r.entries_removed
+            ));
+            for b in &r.blobs_bad {
+                out(&format!("damaged: {b}\n"));
+            }
+            if !r.blobs_bad.is_empty() {
+                return Ok(1);
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,506 @@
+//! gevulot.yaml: the serde types, loading, variable expansion and validation.
+//!
+//! [`parse`] turns the YAML text into a validated [`Project`]: names resolved, vars expanded,
+//! paths normalised and checked. Every error found is reported in one go, each pointing at its
+//! place in the file. Checks that need the whole graph (cycles, outputs read without a dependency)
+//! live in `graph.rs`.
+
+pub mod error;
+pub mod expand;
+pub mod raw;
+
+use std::collections::{BTreeMap, HashSet};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+pub use self::error::{ConfigError, ConfigErrors};
+use self::expand::{expand, VarProblem, Vars};
+pub use self::raw::RestoreMode;
+use self::raw::{RawFile, RawTarget};
+use crate::diag::{suggest, Source, Span};
+
+/// Subcommand names, which a target may not take.
+pub const RESERVED: &[&str] =
+    &["build", "list", "graph", "clean", "cache", "help", "hash", "libs", "inspect", "schema"];
+
+/// A validated gevulot.yaml.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Project {
+    pub default: Option<String>,
+    pub targets: Vec<Target>,
+}
+
+/// A path as written in `inputs` or `outputs`, normalised.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PathSpec {
+    /// Project-relative (no `.`/`..`, `/`-separated) or, for system inputs, absolute.
+    pub path: String,
+    /// The path contains glob characters (`*?[{`).
+    pub glob: bool,
+    pub span: Span,
+}
+
+/// A dependency name and where it was written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DepRef {
+    pub name: String,
+    pub span: Span,
+}
+
+/// One target after validation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    pub name: String,
+    pub span: Span,
+    pub description: Option<String>,
+    pub deps: Vec<DepRef>,
+    /// Declared inputs (for built-in kinds: the paths their fields name).
+    pub inputs: Vec<PathSpec>,
+    /// Declared outputs; a depfile is one of them.
+    pub outputs: Vec<PathSpec>,
+    /// `None` for a group.
+    pub step: Option<Step>,
+    pub cache: bool,
+    pub restore: RestoreMode,
+    /// Vars declared with no value that this target's step uses: an error once it is built.
+    pub unset_vars: Vec<(String, Span)>,
+}
+
+/// What a target does. One variant per step kind (later: fetch, stage, manifest, image).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Step {
+    Run(RunStep),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunStep {
+    pub command: String,
+    /// Project-relative path of the Makefile-style depfile, if any.
+    pub depfile: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub pass_env: Vec<String>,
+    pub tools: Vec<String>,
+}
+
+impl Project {
+    pub fn find(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+/// Parse and validate a gevulot.yaml. `overrides` are `--set name=value` pairs.
+pub fn parse(source: &Source, overrides: &[(String, String)]) -> Result<Project, ConfigErrors> {
+    let fail = |errors| ConfigErrors { file: source.name.clone(), errors };
+    let raw = parse_raw(source).map_err(fail)?;
+    let mut v = Validator { src: source, errors: Vec::new(), vars: Vars::new() };
+    let project = v.project(raw, overrides);
+    if v.errors.is_empty() {
+        Ok(project)
+    } else {
+        Err(fail(v.errors))
+    }
+}
+
+/// Deserialize, collecting up to this many YAML-level errors (unknown keys, wrong types).
+const MAX_YAML_ERRORS: usize = 20;
+
+/// serde stops at the first error. To report more in one run, each target that failed is blanked
+/// out (its lines replaced by spaces, so every position stays the same) and the rest parsed again.
+fn parse_raw(source: &Source) -> Result<RawFile, Vec<ConfigError>> {
+    let mut text = source.text.to_string();
+    let mut errors = Vec::new();
+    let mut ranges: Option<Vec<(usize, usize)>> = None;
+    loop {
+        let err = match serde_saphyr::from_str::<RawFile>(&text) {
+            Ok(raw) if errors.is_empty() => return Ok(raw),
+            Ok(_) => return Err(errors),
+            Err(err) => err,
+        };
+        let offset = err.location().map(|l| Span::of(&l).offset);
+        let ranges = ranges.get_or_insert_with(|| target_ranges(&source.text));
+        let hit = offset.and_then(|o| ranges.iter().position(|&(s, e)| s <= o && o < e));
+        // After the first error, only errors inside a not-yet-blanked target are real: blanking
+        // can itself make the rest of the file wrong (an empty `targets:`).
+        if errors.is_empty() || hit.is_some() {
+            errors.push(yaml_error(source, &err));
+        }
+        match hit {
+            Some(i) if errors.len() < MAX_YAML_ERRORS => {
+                let (start, end) = ranges.remove(i);
+                blank(&mut text, start, end);
+            }
+            _ => return Err(errors),
+        }
+    }
+}
+
+/// Byte ranges of each target's lines (from its key's line to the next key's line).
+fn target_ranges(text: &str) -> Vec<(usize, usize)> {
+    #[derive(Deserialize)]
+    struct KeysOnly {
+        #[serde(default)]
+        targets: IndexMap<Spanned<String>, serde::de::IgnoredAny>,
+    }
+    let Ok(keys) = serde_saphyr::from_str::<KeysOnly>(text) else {
+        return Vec::new();
+    };
+    let line_start = |o: usize| text[..o.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let starts: Vec<usize> =
+        keys.targets.keys().map(|k| line_start(Span::of(&k.referenced).offset)).collect();
+    let mut ranges = Vec::with_capacity(starts.len());
+    for (i, &s) in starts.iter().enumerate() {
+        let e = starts.get(i + 1).copied().unwrap_or(text.len());
+        ranges.push((s, e.max(s)));
+    }
+    ranges
+}
+
+fn blank(text: &mut String, start: usize, end: usize) {
+    // One space per byte keeps every later offset where it was; newlines keep line numbers.
+    let padded: String = text[start..end]
+        .chars()
+        .flat_map(|c| {
+            let (fill, n) = if c == '\n' { ('\n', 1) } else { (' ', c.len_utf8()) };
+            std::iter::repeat_n(fill, n)
+        })
+        .collect();
+    text.replace_range(start..end, &padded);
+}
+
+fn yaml_error(source: &Source, err: &serde_saphyr::Error) -> ConfigError {
+    let plain = err.without_snippet().render_with_options(serde_saphyr::render_options! {
+        snippets: serde_saphyr::SnippetMode::Off,
+    });
+    // The plain rendering repeats the position ("... at line 3 column 5"); miette shows it.
+    let message = match plain.find(" at line ") {
+        Some(i) => plain[..i].to_string(),
+        None => plain,
+    };
+    let message = message.strip_prefix("error: ").unwrap_or(&message).to_string();
+    let message = strip_position_prefix(&message);
+    let span = err.location().map(|l| Span::of(&l)).unwrap_or_default();
+    let help = if message.contains("unknown field") {
+        Some("see the gevulot.yaml reference in README.md, or schema/gevulot.schema.json".to_string())
+    } else {
+        None
+    };
+    ConfigError::Yaml { label: short_label(&message), message, src: source.named(), span: span.into(), help }
+}
+
+fn strip_position_prefix(message: &str) -> String {
+    // "line 3 column 5: unknown field ..." -> "unknown field ..."
+    if let Some(rest) = message.strip_prefix("line ") {
+        if let Some(i) = rest.find(": ") {
+            return rest[i + 2..].to_string();
+        }
+    }
+    message.to_string()
+}
+
+fn short_label(message: &str) -> String {
+    match message.find(", expected") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+struct Validator<'a> {
+    src: &'a Source,
+    errors: Vec<ConfigError>,
+    vars: Vars,
+}
+
+impl Validator<'_> {
+    fn project(&mut self, raw: RawFile, overrides: &[(String, String)]) -> Project {
+        for (name, value) in &raw.vars {
+            self.vars.insert(name.value.clone(), value.value.clone());
+        }
+        for (name, value) in overrides {
+            self.vars.insert(name.clone(), Some(value.clone()));
+        }
+        let names: HashSet<&str> = raw.targets.keys().map(|k| k.value.as_str()).collect();
+        let mut targets = Vec::with_capacity(raw.targets.len());
+        for (name, body) in &raw.targets {
+            targets.push(self.target(name, &body.value, &names));
+        }
+        let default = raw.default.as_ref().map(|d| {
+            if !names.contains(d.value.as_str()) {
+                self.errors.push(ConfigError::UnknownDefault {
+                    name: d.value.clone(),
+                    src: self.src.named(),
+                    span: Span::of(&d.referenced).into(),
+                    help: suggest(&d.value, names.iter().copied()),
+                });
+            }
+            d.value.clone()
+        });
+        Project { default, targets }
+    }
+
+    fn target(&mut self, name: &Spanned<String>, raw: &RawTarget, names: &HashSet<&str>) -> Target {
+        let span = Span::of(&name.referenced);
+        let n = name.value.as_str();
+        if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+            self.errors.push(ConfigError::BadName {
+                name: n.into(),
+                src: self.src.named(),
+                span: span.into(),
+            });
+        } else if RESERVED.contains(&n) {
+            self.errors.push(ConfigError::ReservedName {
+                name: n.into(),
+                src: self.src.named(),
+                span: span.into(),
+            });
+        }
+        let mut unset_vars = Vec::new();
+        let deps = raw
+            .deps
+            .iter()
+            .flatten()
+            .map(|d| {
+                if !names.contains(d.value.as_str()) {
+                    self.errors.push(ConfigError::UnknownDep {
+                        target: n.into(),
+                        dep: d.value.clone(),
+                        src: self.src.named(),
+                        span: Span::of(&d.referenced).into(),
+                        help: suggest(&d.value, names.iter().copied().filter(|c| *c != n)),
+                    });
+                }
+                DepRef { name: d.value.clone(), span: Span::of(&d.referenced) }
+            })
+            .collect::<Vec<_>>();
+
+        let step = match &raw.run {
+            Some(run) => {
+                let command = self.expand(run, n, &mut unset_vars);
+                let depfile = raw
+                    .depfile
+                    .as_ref()
+                    .map(|d| (self.expand(d, n, &mut unset_vars), Span::of(&d.referenced)));
+                let env = raw
+                    .env
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.value.clone(), self.expand(v, n, &mut unset_vars)))
+                    .collect();
+                let pass_env = raw.pass_env.iter().flatten().map(|p| p.value.clone()).collect();
+                let tools = raw.tools.iter().flatten().map(|t| self.expand(t, n, &mut unset_vars)).collect();
+                Some((RunStep { command, depfile: None, env, pass_env, tools }, depfile))
+            }
+            None => {
+                let group_fields: [(&str, Option<&serde_saphyr::Location>); 9] = [
+                    ("inputs", raw.inputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+                    ("outputs", raw.outputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+                    ("depfile", raw.depfile.as_ref().map(|s| &s.referenced)),
+                    ("env", raw.env.as_ref().and_then(|m| m.keys().next()).map(|s| &s.referenced)),
+                    ("pass_env", raw.pass_env.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+                    ("tools", raw.tools.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+                    ("cache", raw.cache.as_ref().map(|s| &s.referenced)),
+                    ("restore", raw.restore.as_ref().map(|s| &s.referenced)),
+                    ("deps", None),
+                ];
+                for (field, loc) in group_fields {
+                    if let Some(loc) = loc {
+                        self.errors.push(ConfigError::GroupField {
+                            target: n.into(),
+                            field: field.into(),
+                            src: self.src.named(),
+                            span: Span::of(loc).into(),
+                        });
+                    }
+                }
+                if deps.is_empty() {
+                    self.errors.push(ConfigError::EmptyTarget {
+                        target: n.into(),
+                        src: self.src.named(),
+                        span: span.into(),
+                    });
+                }
+                None
+            }
+        };
+
+        let mut inputs = Vec::new();
+        let mut outputs = Vec::new();
+        let mut step_out = None;
+        if let Some((mut run, depfile)) = step {
+            for i in raw.inputs.iter().flatten() {
+                let path = self.expand(i, n, &mut unset_vars);
+                if let Some(p) = self.input_path(&path, Span::of(&i.referenced), n) {
+                    inputs.push(p);
+                }
+            }
+            for o in raw.outputs.iter().flatten() {
+                let path = self.expand(o, n, &mut unset_vars);
+                if let Some(p) = self.output_path(&path, Span::of(&o.referenced), n) {
+                    outputs.push(p);
+                }
+            }
+            if let Some((path, span)) = depfile {
+                if let Some(p) = self.output_path(&path, span, n) {
+                    run.depfile = Some(p.path.clone());
+                    if !outputs.iter().any(|o| o.path == p.path) {
+                        outputs.push(p);
+                    }
+                }
+            }
+            step_out = Some(Step::Run(run));
+        }
+        Target {
+            name: n.into(),
+            span,
+            description: raw.description.as_ref().map(|d| d.value.clone()),
+            deps,
+            inputs,
+            outputs,
+            step: step_out,
+            cache: raw.cache.as_ref().is_none_or(|c| c.value),
+            restore: raw.restore.as_ref().map(|r| r.value).unwrap_or_default(),
+            unset_vars,
+        }
+    }
+
+    /// Expand vars in one YAML string, reporting problems at the exact `${...}` where possible.
+    fn expand(&mut self, s: &Spanned<String>, target: &str, unset: &mut Vec<(String, Span)>) -> String {
+        let (out, problems) = expand(&s.value, &self.vars);
+        for p in problems {
+            match p {
+                VarProblem::Undefined { name, at } => {
+                    let help = match suggest(&name, self.vars.keys().map(String::as_str)) {
+                        Some(dym) => format!("{dym} (write `$${{{name}}}` to pass `${{{name}}}` to the shell)"),
+                        None => format!(
+                            "declare it under `vars:` or pass `--set {name}=VALUE`; write `$${{{name}}}` to pass `${{{name}}}` to the shell"
+                        ),
+                    };
+                    self.errors.push(ConfigError::UndefinedVar {
+                        name,
+                        src: self.src.named(),
+                        span: self.inner_span(s, at).into(),
+                        help,
+                    });
+                }
+                VarProblem::Unset { name, at } => unset.push((name, self.inner_span(s, at))),
+                VarProblem::Unclosed { at } => self.errors.push(ConfigError::UnclosedVar {
+                    src: self.src.named(),
+                    span: self.inner_span(s, at).into(),
+                }),
+            }
+        }
+        let _ = target;
+        out
+    }
+
+    /// The span of `at` (a byte range in the value) inside the source, when the value is written
+    /// literally there (plain or quoted without escapes); else the whole value.
+    fn inner_span(&self, s: &Spanned<String>, at: (usize, usize)) -> Span {
+        let whole = Span::of(&s.referenced);
+        let text = &self.src.text;
+        let written = text.get(whole.offset..whole.offset + whole.len).unwrap_or("");
+        if written == s.value {
+            return Span::new(whole.offset + at.0, at.1);
+        }
+        if let Some(i) = written.find(s.value.as_str()) {
+            if written[i..].starts_with(&s.value) && s.value.len() + 2 >= written.len() {
+                return Span::new(whole.offset + i + at.0, at.1);
+            }
+        }
+        whole
+    }
+
+    fn input_path(&mut self, path: &str, span: Span, target: &str) -> Option<PathSpec> {
+        let glob = is_glob(path);
+        if path.starts_with('/') {
+            return Some(PathSpec { path: normalize_abs(path), glob, span });
+        }
+        match normalize_rel(path) {
+            Some(p) => Some(PathSpec { path: p, glob, span }),
+            None => {
+                self.errors.push(ConfigError::InputOutside {
+                    path: path.into(),
+                    target: target.into(),
+                    src: self.src.named(),
+                    span: span.into(),
+                });
+                None
+            }
+        }
+    }
+
+    fn output_path(&mut self, path: &str, span: Span, target: &str) -> Option<PathSpec> {
+        if is_glob(path) {
+            self.errors.push(ConfigError::Invalid {
+                message: format!("output `{path}` of target `{target}` is a glob"),
+                src: self.src.named(),
+                span: span.into(),
+                label: "outputs are exact paths".into(),
+                help: Some("name the file, or the folder that holds the files".into()),
+            });
+            return None;
+        }
+        match normalize_rel(path).filter(|p| !path.starts_with('/') && p != ".") {
+            Some(p) => Some(PathSpec { path: p, glob: false, span }),
+            None => {
+                self.errors.push(ConfigError::OutputOutside {
+                    path: path.into(),
+                    target: target.into(),
+                    src: self.src.named(),
+                    span: span.into(),
+                });
+                None
+            }
+        }
+    }
+}
+
+pub fn is_glob(path: &str) -> bool {
+    path.contains(['*', '?', '[', '{'])
+}
+
+/// Normalise a relative path: drop `.` and empty parts, resolve `..`; `None` if it climbs out.
+pub fn normalize_rel(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    if parts.is_empty() {
+        return Some(".".into());
+    }
+    Some(parts.join("/"))
+}
+
+fn normalize_abs(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_relative_paths() {
+        assert_eq!(normalize_rel("./a//b/../c/").as_deref(), Some("a/c"));
+        assert_eq!(normalize_rel("a/.."), Some(".".into()));
+        assert_eq!(normalize_rel("../x"), None);
+        assert_eq!(normalize_rel("a/../../x"), None);
+    }
+}

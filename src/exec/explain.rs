@@ -1,0 +1,150 @@
+//! Why a step was not fresh, as typed reasons (cargo's dirty reasons, for build steps).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::fingerprint::state::Explained;
+use crate::fingerprint::{FileId, KeyParts};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    NoRecord,
+    Forced,
+    Uncached,
+    CommandChanged,
+    OutputsDeclChanged,
+    DepfileChanged,
+    InputChanged(String),
+    InputAdded(String),
+    InputRemoved(String),
+    DiscoveredChanged(String),
+    DepOutputsChanged(String),
+    DepAdded(String),
+    DepRemoved(String),
+    EnvChanged(String),
+    PassEnvChanged(String),
+    ToolChanged { name: String, what: &'static str },
+    FormatChanged,
+    OutputsModified,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::NoRecord => write!(f, "no previous build of this target is recorded in this project"),
+            Reason::Forced => write!(f, "forced by --rebuild"),
+            Reason::Uncached => write!(f, "`cache: false`: runs on every build"),
+            Reason::CommandChanged => write!(f, "the command changed"),
+            Reason::OutputsDeclChanged => write!(f, "the declared outputs changed"),
+            Reason::DepfileChanged => write!(f, "the depfile setting changed"),
+            Reason::InputChanged(p) => write!(f, "input {p} changed"),
+            Reason::InputAdded(p) => write!(f, "input {p} is new"),
+            Reason::InputRemoved(p) => write!(f, "input {p} is gone"),
+            Reason::DiscoveredChanged(p) => write!(f, "discovered input {p} changed"),
+            Reason::DepOutputsChanged(d) => write!(f, "dependency {d} produced new outputs"),
+            Reason::DepAdded(d) => write!(f, "new dependency {d}"),
+            Reason::DepRemoved(d) => write!(f, "dependency {d} was removed"),
+            Reason::EnvChanged(v) => write!(f, "env {v} changed"),
+            Reason::PassEnvChanged(v) => write!(f, "pass_env {v} changed"),
+            Reason::ToolChanged { name, what } => write!(f, "tool {name} changed ({what})"),
+            Reason::FormatChanged => write!(f, "the key format changed (new gvbuild version)"),
+            Reason::OutputsModified => write!(f, "its outputs on disk differ from the last build"),
+        }
+    }
+}
+
+fn diff_files(
+    old: &BTreeMap<String, FileId>,
+    new: &BTreeMap<String, FileId>,
+    out: &mut Vec<Reason>,
+    discovered: bool,
+) {
+    for (p, id) in new {
+        match old.get(p) {
+            None if !discovered => out.push(Reason::InputAdded(p.clone())),
+            Some(o) if o != id => out.push(if discovered {
+                Reason::DiscoveredChanged(p.clone())
+            } else {
+                Reason::InputChanged(p.clone())
+            }),
+            _ => {}
+        }
+    }
+    if !discovered {
+        for p in old.keys() {
+            if !new.contains_key(p) {
+                out.push(Reason::InputRemoved(p.clone()));
+            }
+        }
+    }
+}
+
+fn diff_map<V: PartialEq>(
+    old: &BTreeMap<String, V>,
+    new: &BTreeMap<String, V>,
+    mut f: impl FnMut(&str) -> Reason,
+    out: &mut Vec<Reason>,
+) {
+    for k in old.keys().chain(new.keys().filter(|k| !old.contains_key(*k))) {
+        if old.get(k) != new.get(k) {
+            out.push(f(k));
+        }
+    }
+}
+
+/// Compare the previous parts of a target's key with the current ones.
+pub fn diff(
+    prev: Option<&Explained>,
+    parts: &KeyParts,
+    discovered: &BTreeMap<String, FileId>,
+) -> Vec<Reason> {
+    let Some(prev) = prev else {
+        return vec![Reason::NoRecord];
+    };
+    let old = &prev.parts;
+    let mut out = Vec::new();
+    if old.version != parts.version {
+        return vec![Reason::FormatChanged];
+    }
+    if old.step.command != parts.step.command || old.step.kind != parts.step.kind {
+        out.push(Reason::CommandChanged);
+    }
+    if old.step.outputs != parts.step.outputs {
+        out.push(Reason::OutputsDeclChanged);
+    }
+    if old.step.depfile != parts.step.depfile {
+        out.push(Reason::DepfileChanged);
+    }
+    diff_files(&old.inputs, &parts.inputs, &mut out, false);
+    diff_files(&prev.discovered, discovered, &mut out, true);
+    for (d, digest) in &parts.deps {
+        match old.deps.get(d) {
+            None => out.push(Reason::DepAdded(d.clone())),
+            Some(o) if o != digest => out.push(Reason::DepOutputsChanged(d.clone())),
+            _ => {}
+        }
+    }
+    for d in old.deps.keys() {
+        if !parts.deps.contains_key(d) {
+            out.push(Reason::DepRemoved(d.clone()));
+        }
+    }
+    diff_map(&old.env, &parts.env, |k| Reason::EnvChanged(k.to_string()), &mut out);
+    diff_map(&old.pass_env, &parts.pass_env, |k| Reason::PassEnvChanged(k.to_string()), &mut out);
+    for (name, id) in &parts.tools {
+        match old.tools.get(name) {
+            Some(o) if o.digest != id.digest => {
+                out.push(Reason::ToolChanged { name: name.clone(), what: "binary" })
+            }
+            Some(o) if o.version != id.version => {
+                out.push(Reason::ToolChanged { name: name.clone(), what: "--version output" })
+            }
+            None => out.push(Reason::ToolChanged { name: name.clone(), what: "newly listed" }),
+            _ => {}
+        }
+    }
+    if out.is_empty() {
+        out.push(Reason::OutputsModified);
+    }
+    out
+}

@@ -1,0 +1,383 @@
+//! The scheduler: which steps run when, and in parallel.
+//!
+//! # Overview
+//! The selected targets' step targets form a DAG. Each starts *waiting* on its step deps (groups
+//! flattened away). When the last dep finishes it becomes *ready*; ready steps are handed to a
+//! rayon pool of `-j N` threads, at most N at a time, where [`runner::process`] takes it through
+//! fingerprint -> fresh? -> restore? -> run -> store and sends a [`runner::Done`] back. The
+//! scheduler thread alone records results: the journal, the outputs digest that dependents key
+//! on, events and progress.
+//!
+//! # How a step moves through states
+//! waiting -> ready -> in flight -> one of `fresh`, `restored`, `ran`, `failed`; or `skipped`
+//! when a dependency failed (or, without `-k`, when the build stopped after a failure). Once a
+//! step fails, no new step starts unless `--keep-going` is given; running ones finish.
+//!
+//! # Parallelism
+//! At most N steps are in flight. Hashing a large file inside a step uses rayon's global pool,
+//! separate from the step pool, so a big hash never occupies a step slot's worth of threads.
+//! SIGINT and SIGTERM kill the process groups of running steps; the scheduler then stops
+//! starting steps, folds what finished into the state and exits with status 130.
+
+pub mod explain;
+pub mod report;
+pub mod runner;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+use crate::cache::Cache;
+use crate::fingerprint::state::{ExplainStore, State};
+use crate::fingerprint::tools::ToolCache;
+use crate::fingerprint::{Digest, StatCache};
+use crate::graph::Graph;
+use crate::steps::run::Jobs;
+use report::Reporter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ran,
+    Restored,
+    Fresh,
+    Failed,
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ran => "ran",
+            Outcome::Restored => "restored",
+            Outcome::Fresh => "fresh",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Opts {
+    pub jobs: usize,
+    pub keep_going: bool,
+    pub verbose: bool,
+    pub json: bool,
+    pub explain: bool,
+    pub dry_run: bool,
+    pub rebuild: HashSet<String>,
+}
+
+/// Everything a step needs, shared by the pool threads.
+pub struct Ctx {
+    pub root: PathBuf,
+    pub state_dir: PathBuf,
+    pub graph: Graph,
+    pub cache: Cache,
+    pub stat: StatCache,
+    pub tools: ToolCache,
+    pub jobs: Jobs,
+    pub state: RwLock<State>,
+    pub explain: Option<ExplainStore>,
+    pub opts: Opts,
+    pub interrupted: Arc<AtomicBool>,
+}
+
+impl Ctx {
+    pub fn log_path(&self, target: &str) -> PathBuf {
+        self.state_dir.join("logs").join(format!("{target}.log"))
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Summary {
+    pub ran: usize,
+    pub restored: usize,
+    pub fresh: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl Summary {
+    fn add(&mut self, o: Outcome) {
+        match o {
+            Outcome::Ran => self.ran += 1,
+            Outcome::Restored => self.restored += 1,
+            Outcome::Fresh => self.fresh += 1,
+            Outcome::Failed => self.failed += 1,
+            Outcome::Skipped => self.skipped += 1,
+        }
+    }
+}
+
+/// Build the step targets among `selected` (which is closed under deps).
+pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summary {
+    let g = &ctx.graph;
+    let steps: Vec<usize> = selected.iter().copied().filter(|&i| g.target(i).step.is_some()).collect();
+    let in_sel: HashSet<usize> = steps.iter().copied().collect();
+    let n = g.len();
+    let mut waiting = vec![0usize; n];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for &i in &steps {
+        for &d in &g.step_deps[i] {
+            if in_sel.contains(&d) {
+                waiting[i] += 1;
+                dependents[d].push(i);
+            }
+        }
+    }
+    let mut blocked = vec![false; n];
+    let mut out_digest: Vec<Option<Digest>> = vec![None; n];
+    let mut summary = Summary::default();
+    let mut remaining = steps.len();
+    let mut in_flight = 0usize;
+    let mut stopping = false;
+    let jobs = ctx.opts.jobs.max(1);
+    reporter.start(steps.len());
+
+    let pool = match rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .thread_name(|i| format!("gvbuild-step-{i}"))
+        .build()
+    {
+        Ok(p) => p,
+        Err(e) => {
+            reporter.warn(&format!("could not start the step pool: {e}"));
+            return summary;
+        }
+    };
+
+    // Phase one: find the fresh steps, a topological level at a time, in parallel. Only a step
+    // whose deps are all fresh can be checked here; the rest go to the scheduler below, which
+    // checks again once their deps have finished (a dep that reruns to identical outputs leaves
+    // them fresh: early cutoff).
+    let order = topo_order(&steps, &g.step_deps, &in_sel);
+    let mut depth = vec![0usize; n];
+    for &i in &order {
+        depth[i] =
+            g.step_deps[i].iter().filter(|d| in_sel.contains(d)).map(|&d| depth[d] + 1).max().unwrap_or(0);
+    }
+    let max_depth = order.iter().map(|&i| depth[i]).max().unwrap_or(0);
+    let mut levels: Vec<Vec<usize>> = vec![Vec::new(); max_depth + 1];
+    for &i in &order {
+        levels[depth[i]].push(i);
+    }
+    let mut fresh_done = vec![false; n];
+    ctx.stat.set_frozen(true);
+    for level in &levels {
+        let candidates: Vec<usize> = level
+            .iter()
+            .copied()
+            .filter(|&i| g.step_deps[i].iter().filter(|d| in_sel.contains(d)).all(|&d| fresh_done[d]))
+            .collect();
+        if candidates.is_empty() {
+            continue;
+        }
+        let results: Vec<(usize, Option<runner::Done>)> = pool.install(|| {
+            use rayon::prelude::*;
+            candidates
+                .par_iter()
+                .map(|&i| (i, runner::check_fresh(&ctx, g.target(i), dep_digests(g, i, &out_digest))))
+                .collect()
+        });
+        for (i, done) in results {
+            let Some(done) = done else { continue };
+            fresh_done[i] = true;
+            out_digest[i] = done.outputs_digest;
+            waiting[i] = usize::MAX;
+            remaining -= 1;
+            summary.add(Outcome::Fresh);
+            reporter.step(&ctx, &g.target(i).name, Outcome::Fresh, Some(&done), done.ms, done.key);
+            for &dep in &dependents[i] {
+                waiting[dep] -= 1;
+            }
+        }
+    }
+    ctx.stat.set_frozen(false);
+    let mut ready: VecDeque<usize> = steps.iter().copied().filter(|&i| waiting[i] == 0).collect();
+    let (tx, rx) = mpsc::channel::<(usize, runner::Done)>();
+    let mut finished: Vec<usize> = Vec::new();
+
+    while remaining > 0 {
+        if ctx.interrupted.load(Ordering::SeqCst) {
+            stopping = true;
+        }
+        // Start what may start.
+        while in_flight < jobs && !stopping {
+            let Some(i) = ready.pop_front() else { break };
+            if blocked[i] {
+                finished.push(i);
+                continue;
+            }
+            let deps = dep_digests(g, i, &out_digest);
+            if ctx.opts.dry_run {
+                // A dependency that would run has no outputs yet: so this step would run too.
+                if let Some(&d) = g.step_deps[i].iter().find(|&&d| out_digest[d].is_none()) {
+                    let mut done = runner::Done::would_run();
+                    done.reasons.push(explain::Reason::DepOutputsChanged(g.target(d).name.clone()));
+                    in_flight += 1;
+                    let _ = tx.send((i, done));
+                    continue;
+                }
+            }
+            let ctx2 = ctx.clone();
+            let tx = tx.clone();
+            in_flight += 1;
+            reporter.started(&g.target(i).name);
+            pool.spawn(move || {
+                let done = runner::process(&ctx2, ctx2.graph.target(i), deps);
+                let _ = tx.send((i, done));
+            });
+        }
+        // Skip what can no longer run.
+        for i in finished.drain(..) {
+            skip(
+                i,
+                &ctx,
+                reporter,
+                &mut summary,
+                &mut remaining,
+                &mut waiting,
+                &dependents,
+                &mut blocked,
+                &mut ready,
+            );
+        }
+        if stopping && in_flight == 0 {
+            // Everything not started is skipped.
+            let rest: Vec<usize> =
+                ready.drain(..).chain(steps.iter().copied().filter(|&i| waiting[i] > 0)).collect();
+            for i in rest {
+                if waiting[i] != usize::MAX {
+                    waiting[i] = usize::MAX;
+                    summary.add(Outcome::Skipped);
+                    remaining = remaining.saturating_sub(1);
+                    reporter.step(&ctx, &g.target(i).name, Outcome::Skipped, None, 0, None);
+                }
+            }
+            break;
+        }
+        if in_flight == 0 && ready.is_empty() {
+            break;
+        }
+        if in_flight == 0 {
+            continue;
+        }
+        let Ok((i, done)) = rx.recv() else { break };
+        in_flight -= 1;
+        remaining -= 1;
+        waiting[i] = usize::MAX;
+        let name = g.target(i).name.clone();
+        if done.update_record {
+            if let Ok(state) = ctx.state.read() {
+                if let Err(e) = state.append(&name, done.record.as_ref()) {
+                    reporter.warn(&format!("could not write the build journal: {e}"));
+                }
+            }
+            if let Ok(mut state) = ctx.state.write() {
+                state.set(&name, done.record.clone());
+            }
+        }
+        summary.add(done.outcome);
+        reporter.step(&ctx, &name, done.outcome, Some(&done), done.ms, done.key);
+        let failed = done.outcome == Outcome::Failed;
+        out_digest[i] = done.outputs_digest;
+        if let Some(e) = done.explained {
+            reporter.explained.push((name, e));
+        }
+        if failed && !ctx.opts.keep_going {
+            stopping = true;
+        }
+        for &dep in &dependents[i] {
+            if failed {
+                blocked[dep] = true;
+            }
+            waiting[dep] -= 1;
+            if waiting[dep] == 0 {
+                if blocked[dep] {
+                    finished.push(dep);
+                } else {
+                    ready.push_back(dep);
+                }
+            }
+        }
+        for j in finished.drain(..) {
+            skip(
+                j,
+                &ctx,
+                reporter,
+                &mut summary,
+                &mut remaining,
+                &mut waiting,
+                &dependents,
+                &mut blocked,
+                &mut ready,
+            );
+        }
+    }
+    drop(tx);
+    summary
+}
+
+fn dep_digests(g: &Graph, i: usize, out_digest: &[Option<Digest>]) -> BTreeMap<String, Digest> {
+    g.step_deps[i].iter().filter_map(|&d| out_digest[d].map(|dg| (g.target(d).name.clone(), dg))).collect()
+}
+
+/// The steps ordered so that every step comes after its deps (the graph has no cycles).
+fn topo_order(steps: &[usize], step_deps: &[Vec<usize>], in_sel: &HashSet<usize>) -> Vec<usize> {
+    let mut order = Vec::with_capacity(steps.len());
+    let mut seen: HashSet<usize> = HashSet::with_capacity(steps.len());
+    for &root in steps {
+        // Iterative post-order DFS: (node, deps already pushed?)
+        let mut stack = vec![(root, false)];
+        while let Some((node, expanded)) = stack.pop() {
+            if expanded {
+                order.push(node);
+                continue;
+            }
+            if !seen.insert(node) {
+                continue;
+            }
+            stack.push((node, true));
+            for &d in &step_deps[node] {
+                if in_sel.contains(&d) && !seen.contains(&d) {
+                    stack.push((d, false));
+                }
+            }
+        }
+    }
+    order
+}
+
+#[allow(clippy::too_many_arguments)]
+fn skip(
+    i: usize,
+    ctx: &Ctx,
+    reporter: &mut Reporter,
+    summary: &mut Summary,
+    remaining: &mut usize,
+    waiting: &mut [usize],
+    dependents: &[Vec<usize>],
+    blocked: &mut [bool],
+    ready: &mut VecDeque<usize>,
+) {
+    let mut stack = vec![i];
+    while let Some(i) = stack.pop() {
+        waiting[i] = usize::MAX;
+        summary.add(Outcome::Skipped);
+        *remaining -= 1;
+        reporter.step(ctx, &ctx.graph.target(i).name, Outcome::Skipped, None, 0, None);
+        for &d in &dependents[i] {
+            blocked[d] = true;
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                stack.push(d);
+            }
+        }
+    }
+    let _ = ready;
+}

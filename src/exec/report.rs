@@ -1,0 +1,223 @@
+//! What the user sees while building: JSON events, plain lines, or a progress bar.
+//!
+//! - `--json`: stdout carries one JSON object per line and nothing else (human text goes to
+//!   stderr): a `step` event per step target, then a `summary`.
+//! - On a terminal: a progress bar with the running steps; finished steps that did something are
+//!   printed above it.
+//! - Otherwise: one plain line per step that ran, was restored, failed or was skipped; fresh
+//!   steps are counted in the closing summary line.
+
+use std::io::{self, IsTerminal, Write};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use super::runner::Done;
+use super::{Ctx, Outcome, Summary};
+use crate::fingerprint::hash::hex;
+use crate::fingerprint::state::Explained;
+use crate::fingerprint::Digest;
+
+/// Lines of a failed step's log shown inline (the whole log stays in the log file).
+const LOG_TAIL_LINES: usize = 60;
+
+pub struct Reporter {
+    json: bool,
+    explain: bool,
+    dry_run: bool,
+    progress: Option<ProgressBar>,
+    running: Vec<String>,
+    started: Instant,
+    pub explained: Vec<(String, Explained)>,
+}
+
+impl Reporter {
+    pub fn new(json: bool, explain: bool, dry_run: bool, verbose: bool) -> Reporter {
+        let progress = (!json && !verbose && io::stderr().is_terminal()).then(|| {
+            let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template("{spinner} [{pos}/{len}] {wide_msg}") {
+                pb.set_style(style);
+            }
+            pb
+        });
+        Reporter {
+            json,
+            explain,
+            dry_run,
+            progress,
+            running: Vec::new(),
+            started: Instant::now(),
+            explained: Vec::new(),
+        }
+    }
+
+    /// A human line: above the progress bar, or on stdout (stderr under --json).
+    fn line(&self, text: &str) {
+        if let Some(pb) = &self.progress {
+            pb.println(text);
+        } else if self.json {
+            let _ = writeln!(io::stderr().lock(), "{text}");
+        } else {
+            let _ = writeln!(io::stdout().lock(), "{text}");
+        }
+    }
+
+    pub fn warn(&self, text: &str) {
+        if let Some(pb) = &self.progress {
+            pb.println(format!("warning: {text}"));
+        } else {
+            let _ = writeln!(io::stderr().lock(), "warning: {text}");
+        }
+    }
+
+    pub fn start(&mut self, total: usize) {
+        self.started = Instant::now();
+        if let Some(pb) = &self.progress {
+            pb.set_length(total as u64);
+            pb.enable_steady_tick(std::time::Duration::from_millis(120));
+        }
+    }
+
+    pub fn started(&mut self, name: &str) {
+        if self.progress.is_some() {
+            self.running.push(name.to_string());
+            self.refresh();
+        }
+    }
+
+    fn refresh(&self) {
+        if let Some(pb) = &self.progress {
+            pb.set_message(self.running.join(", "));
+        }
+    }
+
+    pub fn step(
+        &mut self,
+        ctx: &Ctx,
+        name: &str,
+        outcome: Outcome,
+        done: Option<&Done>,
+        ms: u64,
+        key: Option<Digest>,
+    ) {
+        if let Some(pb) = &self.progress {
+            self.running.retain(|r| r != name);
+            pb.inc(1);
+            self.refresh();
+        }
+        if self.json {
+            let mut ev = json!({
+                "event": "step",
+                "target": name,
+                "outcome": outcome.as_str(),
+                "key": key.map(|k| hex(&k)),
+                "ms": ms,
+            });
+            if let (true, Some(d)) = (self.explain || self.dry_run, done) {
+                ev["reasons"] = d.reasons.iter().map(|r| r.to_string()).collect();
+            }
+            if self.dry_run {
+                ev["dry_run"] = true.into();
+            }
+            let mut out = io::stdout().lock();
+            let _ = writeln!(out, "{ev}");
+        }
+        if let Some(d) = done {
+            for w in &d.warnings {
+                self.warn(w);
+            }
+        }
+        let reasons = done
+            .map(|d| d.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "))
+            .unwrap_or_default();
+        if self.dry_run {
+            let verb = match outcome {
+                Outcome::Ran => "would run",
+                Outcome::Restored => "would restore",
+                Outcome::Failed => "cannot check",
+                _ => return,
+            };
+            let why = match done.and_then(|d| d.error.clone()) {
+                Some(e) => e,
+                None => reasons,
+            };
+            if !self.json {
+                self.line(&format!("{verb:<13} {name}: {why}"));
+            }
+            return;
+        }
+        let human = match outcome {
+            Outcome::Fresh => None,
+            Outcome::Ran => Some(format!("ran       {name} ({ms} ms)")),
+            Outcome::Restored => Some(format!("restored  {name} ({ms} ms)")),
+            Outcome::Skipped => Some(format!("skipped   {name} (a dependency failed or the build stopped)")),
+            Outcome::Failed => Some(format!("FAILED    {name}")),
+        };
+        if let (Some(h), false) = (&human, self.json) {
+            self.line(h);
+            if self.explain && matches!(outcome, Outcome::Ran | Outcome::Restored) && !reasons.is_empty() {
+                self.line(&format!("          why: {reasons}"));
+            }
+        }
+        if outcome == Outcome::Failed {
+            if let Some(d) = done {
+                self.failure(ctx, name, d);
+            }
+        }
+    }
+
+    fn failure(&self, ctx: &Ctx, name: &str, d: &Done) {
+        let mut msg =
+            format!("error: step `{name}` failed: {}\n", d.error.as_deref().unwrap_or("unknown error"));
+        if let Some(cmd) = &d.command {
+            msg.push_str(&format!("  command: {cmd}\n"));
+        }
+        if let Some(log) = &d.log {
+            let shown = log.strip_prefix(&ctx.root).unwrap_or(log);
+            msg.push_str(&format!("  log: {}\n", shown.display()));
+            if let Ok(text) = std::fs::read_to_string(log) {
+                let lines: Vec<&str> = text.lines().collect();
+                let from = lines.len().saturating_sub(LOG_TAIL_LINES);
+                if from > 0 {
+                    msg.push_str(&format!("  ... {from} earlier lines in the log\n"));
+                }
+                for l in &lines[from..] {
+                    msg.push_str(&format!("  | {l}\n"));
+                }
+            }
+        }
+        if let Some(pb) = &self.progress {
+            pb.suspend(|| {
+                let _ = write!(io::stderr().lock(), "{msg}");
+            });
+        } else {
+            let _ = write!(io::stderr().lock(), "{msg}");
+        }
+    }
+
+    pub fn finish(&self, summary: &Summary, interrupted: bool) {
+        if let Some(pb) = &self.progress {
+            pb.finish_and_clear();
+        }
+        if self.json {
+            let ev = json!({
+                "event": "summary",
+                "ran": summary.ran,
+                "restored": summary.restored,
+                "fresh": summary.fresh,
+                "failed": summary.failed,
+                "skipped": summary.skipped,
+            });
+            let _ = writeln!(io::stdout().lock(), "{ev}");
+            return;
+        }
+        let secs = self.started.elapsed().as_secs_f64();
+        let head = if self.dry_run { "gvbuild (dry run)" } else { "gvbuild" };
+        let tail = if interrupted { ", interrupted" } else { "" };
+        self.line(&format!(
+            "{head}: {} ran, {} restored, {} fresh, {} failed, {} skipped in {secs:.2} s{tail}",
+            summary.ran, summary.restored, summary.fresh, summary.failed, summary.skipped
+        ));
+    }
+}

@@ -1,0 +1,515 @@
+//! One step target, start to finish: fingerprint -> fresh? -> restore? -> run -> store.
+//!
+//! Runs on a pool thread. It reads the shared context and returns a [`Done`]; the scheduler alone
+//! updates the project state from it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
+
+use super::explain::{self, Reason};
+use super::{Ctx, Outcome};
+use crate::cache::{ActionEntry, CacheError};
+use crate::config::{RestoreMode, RunStep, Step, Target};
+use crate::fingerprint::outputs::OutputTree;
+use crate::fingerprint::state::{Explained, Record};
+use crate::fingerprint::{depfile, full_key, inputs, Digest, FileId, KeyParts, StepDef, KEY_VERSION};
+use crate::fsutil;
+use crate::steps::run::{self as run_step, RunSpec};
+
+/// What happened to one step target.
+pub struct Done {
+    pub outcome: Outcome,
+    pub key: Option<Digest>,
+    pub outputs_digest: Option<Digest>,
+    pub ms: u64,
+    /// Why it was not fresh (filled for --explain and --dry-run).
+    pub reasons: Vec<Reason>,
+    /// For a failure: what went wrong, the command and its log.
+    pub error: Option<String>,
+    pub command: Option<String>,
+    pub log: Option<PathBuf>,
+    pub warnings: Vec<String>,
+    /// The new record for the project state (None: forget the old one).
+    pub record: Option<Record>,
+    pub update_record: bool,
+    pub explained: Option<Explained>,
+}
+
+impl Done {
+    fn new(outcome: Outcome) -> Done {
+        Done {
+            outcome,
+            key: None,
+            outputs_digest: None,
+            ms: 0,
+            reasons: Vec::new(),
+            error: None,
+            command: None,
+            log: None,
+            warnings: Vec::new(),
+            record: None,
+            update_record: false,
+            explained: None,
+        }
+    }
+
+    pub fn would_run() -> Done {
+        Done::new(Outcome::Ran)
+    }
+
+    fn failed(msg: String) -> Done {
+        let mut d = Done::new(Outcome::Failed);
+        d.error = Some(msg);
+        d
+    }
+}
+
+pub fn process(ctx: &Ctx, target: &Target, deps: BTreeMap<String, Digest>) -> Done {
+    let start = Instant::now();
+    let mut done = match &target.step {
+        Some(Step::Run(run)) => process_run(ctx, target, run, deps),
+        None => Done::new(Outcome::Fresh),
+    };
+    done.ms = start.elapsed().as_millis() as u64;
+    done
+}
+
+/// Phase one of a no-op build: is this step fresh, given its deps' output digests? `None` when
+/// it is not (or cannot be checked), and the full runner must take it.
+pub fn check_fresh(ctx: &Ctx, t: &Target, deps: BTreeMap<String, Digest>) -> Option<Done> {
+    let start = Instant::now();
+    let Some(Step::Run(run)) = &t.step else { return None };
+    let parts = fingerprint(ctx, t, run, deps).ok()?;
+    let record = ctx.state.read().ok().and_then(|s| s.get(&t.name).cloned())?;
+    let mut d = fresh(ctx, t, run, &parts, &record)?;
+    d.ms = start.elapsed().as_millis() as u64;
+    Some(d)
+}
+
+/// Step 1: everything the first-level key is made of.
+fn fingerprint(
+    ctx: &Ctx,
+    t: &Target,
+    run: &RunStep,
+    deps: BTreeMap<String, Digest>,
+) -> Result<KeyParts, Done> {
+    let root = ctx.root.as_path();
+    let inputs = inputs::resolve(root, &t.inputs, &ctx.stat).map_err(|e| Done::failed(e.to_string()))?;
+    let mut tools = BTreeMap::new();
+    for name in &run.tools {
+        let id = ctx.tools.identify(name, root, &ctx.stat).map_err(Done::failed)?;
+        tools.insert(name.clone(), id);
+    }
+    let pass_env = run.pass_env.iter().map(|v| (v.clone(), std::env::var(v).ok())).collect();
+    Ok(KeyParts {
+        version: KEY_VERSION,
+        step: StepDef {
+            kind: "run".into(),
+            command: run.command.clone(),
+            outputs: t.outputs.iter().map(|o| o.path.clone()).collect(),
+            depfile: run.depfile.clone(),
+        },
+        inputs,
+        deps,
+        env: run.env.clone(),
+        pass_env,
+        tools,
+    })
+}
+
+/// The full key for a list of discovered inputs, if all of them still exist.
+fn full_for(
+    ctx: &Ctx,
+    run: &RunStep,
+    first: Digest,
+    list: &[String],
+) -> Option<(Digest, BTreeMap<String, FileId>)> {
+    if run.depfile.is_none() {
+        return Some((first, BTreeMap::new()));
+    }
+    let ids = discovered_ids(ctx, list)?;
+    Some((full_key(&first, &ids), ids))
+}
+
+/// Step 2: fresh when the key equals the one recorded for this target and the outputs on disk
+/// still match their digests.
+fn fresh(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, rec: &Record) -> Option<Done> {
+    if !t.cache || ctx.opts.rebuild.contains(&t.name) {
+        return None;
+    }
+    let (key, _) = full_for(ctx, run, parts.key(), &rec.discovered)?;
+    if key != rec.key {
+        return None;
+    }
+    let tree = OutputTree::collect(&ctx.root, &parts.step.outputs, &ctx.stat).ok()?;
+    if tree.digest() != rec.outputs_digest {
+        return None;
+    }
+    let mut d = Done::new(Outcome::Fresh);
+    d.key = Some(key);
+    d.outputs_digest = Some(rec.outputs_digest);
+    Some(d)
+}
+
+fn process_run(ctx: &Ctx, t: &Target, run: &RunStep, deps: BTreeMap<String, Digest>) -> Done {
+    let root = ctx.root.as_path();
+    let parts = match fingerprint(ctx, t, run, deps) {
+        Ok(p) => p,
+        Err(d) => return d,
+    };
+    let outputs = parts.step.outputs.clone();
+    let first = parts.key();
+    let record = ctx.state.read().ok().and_then(|s| s.get(&t.name).cloned());
+    let record = record.as_ref();
+    let forced = ctx.opts.rebuild.contains(&t.name);
+    let has_depfile = run.depfile.is_some();
+    if let Some(d) = record.and_then(|r| fresh(ctx, t, run, &parts, r)) {
+        return d;
+    }
+    let recorded = record.and_then(|r| full_for(ctx, run, first, &r.discovered).map(|k| (r, k)));
+    let now_discovered = recorded.as_ref().map(|(_, (_, ids))| ids.clone()).unwrap_or_default();
+    let mut reasons = Vec::new();
+    if ctx.opts.explain || ctx.opts.dry_run {
+        if forced {
+            reasons.push(Reason::Forced);
+        } else if !t.cache {
+            reasons.push(Reason::Uncached);
+        } else {
+            reasons =
+                explain::diff(ctx.explain.as_ref().and_then(|e| e.map.get(&t.name)), &parts, &now_discovered);
+        }
+    }
+    let explained = |discovered: BTreeMap<String, FileId>| Explained { parts: parts.clone(), discovered };
+
+    // 3. Restore?
+    if t.cache && !forced {
+        let mut lists: Vec<Vec<String>> = Vec::new();
+        if has_depfile {
+            if let Some(r) = record {
+                lists.push(r.discovered.clone());
+            }
+            lists.extend(ctx.cache.get_dep_lists(&first));
+        } else {
+            lists.push(Vec::new());
+        }
+        for list in lists {
+            let Some((key, ids)) = full_for(ctx, run, first, &list) else {
+                continue;
+            };
+            let Some(entry) = ctx.cache.get_entry(&key) else {
+                continue;
+            };
+            if ctx.opts.dry_run {
+                let mut d = Done::new(Outcome::Restored);
+                d.key = Some(key);
+                d.reasons = reasons;
+                return d;
+            }
+            match restore(ctx, t, &outputs, &entry) {
+                Ok(()) => {
+                    ctx.cache.touch_entry(&key);
+                    let outputs_digest = entry.outputs.digest();
+                    let mut d = Done::new(Outcome::Restored);
+                    d.key = Some(key);
+                    d.outputs_digest = Some(outputs_digest);
+                    d.reasons = reasons;
+                    d.record = Some(Record { key, outputs: entry.outputs, outputs_digest, discovered: list });
+                    d.update_record = true;
+                    d.explained = Some(explained(ids));
+                    return d;
+                }
+                Err(e) => {
+                    // A damaged blob or a bad entry is a miss, never a wrong output.
+                    ctx.cache.evict_entry(&key);
+                    clear_outputs(root, &outputs);
+                    let mut d = Done::new(Outcome::Ran);
+                    d.warnings.push(format!("{e}; running the step instead"));
+                    return finish_run(ctx, t, run, parts, first, reasons, d.warnings);
+                }
+            }
+        }
+    }
+    if ctx.opts.dry_run {
+        let mut d = Done::new(Outcome::Ran);
+        d.reasons = reasons;
+        return d;
+    }
+
+    // 4. Run, then 5. store.
+    finish_run(ctx, t, run, parts, first, reasons, Vec::new())
+}
+
+fn discovered_ids(ctx: &Ctx, list: &[String]) -> Option<BTreeMap<String, FileId>> {
+    let mut ids = BTreeMap::new();
+    for p in list {
+        let abs = abs_path(&ctx.root, p);
+        ids.insert(p.clone(), ctx.stat.file_id(p, &abs).ok()?);
+    }
+    Some(ids)
+}
+
+fn abs_path(root: &Path, p: &str) -> PathBuf {
+    if p.starts_with('/') {
+        PathBuf::from(p)
+    } else {
+        root.join(p)
+    }
+}
+
+fn clear_outputs(root: &Path, outputs: &[String]) {
+    for o in outputs {
+        let _ = fsutil::remove_path(&root.join(o));
+    }
+}
+
+/// An entry's paths must lie inside the declared outputs: a shared or tampered cache must never
+/// write elsewhere in the project.
+fn inside_outputs(path: &str, outputs: &[String]) -> bool {
+    !path.split('/').any(|c| c == ".." || c == "." || c.is_empty())
+        && outputs
+            .iter()
+            .any(|o| path == o || path.strip_prefix(o.as_str()).is_some_and(|r| r.starts_with('/')))
+}
+
+fn restore(ctx: &Ctx, t: &Target, outputs: &[String], entry: &ActionEntry) -> Result<(), CacheError> {
+    let root = ctx.root.as_path();
+    let tree = &entry.outputs;
+    let all_paths = tree
+        .files
+        .iter()
+        .map(|f| &f.path)
+        .chain(tree.symlinks.iter().map(|l| &l.path))
+        .chain(tree.dirs.iter());
+    for p in all_paths {
+        if !inside_outputs(p, outputs) {
+            return Err(CacheError::Corrupt {
+                digest: format!("entry (it names `{p}`, outside the declared outputs)"),
+            });
+        }
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |cause| CacheError::Io { path, cause }
+    };
+    clear_outputs(root, outputs);
+    for d in &tree.dirs {
+        let abs = root.join(d);
+        fs::create_dir_all(&abs).map_err(io(&abs))?;
+    }
+    for f in &tree.files {
+        let abs = root.join(&f.path);
+        if let Some(parent) = abs.parent() {
+            fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let result = match t.restore {
+            RestoreMode::Copy => ctx.cache.restore_copy(&f.digest, &abs, f.exec),
+            RestoreMode::Hardlink => ctx.cache.restore_hardlink(&f.digest, &abs, f.exec),
+        };
+        if let Err(e) = result {
+            clear_outputs(root, outputs);
+            return Err(e);
+        }
+        ctx.stat.record(&f.path, &abs, f.digest);
+    }
+    for l in &tree.symlinks {
+        let abs = root.join(&l.path);
+        if let Some(parent) = abs.parent() {
+            fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::os::unix::fs::symlink(&l.target, &abs).map_err(io(&abs))?;
+    }
+    if let Some(d) = entry.stdout_digest {
+        if let Ok(bytes) = ctx.cache.read_blob(&d) {
+            let _ = fsutil::write_atomic(&ctx.log_path(&t.name), &bytes);
+        }
+    }
+    Ok(())
+}
+
+fn finish_run(
+    ctx: &Ctx,
+    t: &Target,
+    run: &RunStep,
+    parts: KeyParts,
+    first: Digest,
+    reasons: Vec<Reason>,
+    mut warnings: Vec<String>,
+) -> Done {
+    let root = ctx.root.as_path();
+    let outputs = &parts.step.outputs;
+    let log = ctx.log_path(&t.name);
+    let mut done = Done::new(Outcome::Failed);
+    done.reasons = reasons;
+    done.command = Some(run.command.clone());
+    done.log = Some(log.clone());
+
+    clear_outputs(root, outputs);
+    for o in outputs {
+        if let Some(parent) = root.join(o).parent() {
+            let _ = fs::create_dir_all(parent);
+        }
+    }
+    let started = SystemTime::now();
+    let live = ctx.opts.verbose.then(|| format!("[{}] ", t.name));
+    let spec = RunSpec {
+        command: &run.command,
+        root,
+        env: &run.env_with(&parts.pass_env),
+        log: &log,
+        live: live.as_deref(),
+    };
+    let status = match run_step::run(&spec, &ctx.jobs) {
+        Ok(s) => s,
+        Err(e) => {
+            done.error = Some(format!("could not start /bin/sh: {e}"));
+            return done;
+        }
+    };
+    if ctx.interrupted.load(Ordering::SeqCst) {
+        done.error = Some("interrupted".into());
+        clear_outputs(root, outputs);
+        return done;
+    }
+    if !status.success() {
+        done.error = Some(match status.code() {
+            Some(c) => format!("the command exited with status {c}"),
+            None => "the command was killed by a signal".into(),
+        });
+        return done;
+    }
+    let tree = match OutputTree::collect(root, outputs, &ctx.stat) {
+        Ok(t) => t,
+        Err(e) => {
+            done.error = Some(e.to_string());
+            return done;
+        }
+    };
+    let outputs_digest = tree.digest();
+    done.outcome = Outcome::Ran;
+    done.outputs_digest = Some(outputs_digest);
+
+    // Inputs edited while the step ran make its result unrepeatable: keep it, but store nothing
+    // and record nothing, so the next build runs it again.
+    let mut storable = true;
+    match inputs::resolve(root, &t.inputs, &ctx.stat) {
+        Ok(now) if now == parts.inputs => {}
+        _ => {
+            storable = false;
+            warnings.push(format!("an input of `{}` changed while it ran; its result is not cached", t.name));
+        }
+    }
+
+    let mut list = Vec::new();
+    let mut ids = BTreeMap::new();
+    if let Some(dep) = &run.depfile {
+        match fs::read_to_string(root.join(dep)) {
+            Ok(text) => {
+                for p in depfile::parse(&text) {
+                    let Some(p) = project_path(root, &p) else {
+                        continue;
+                    };
+                    if outputs.iter().any(|o| &p == o || p.starts_with(&format!("{o}/")))
+                        || ids.contains_key(&p)
+                    {
+                        continue;
+                    }
+                    let abs = abs_path(root, &p);
+                    let Ok(meta) = fs::metadata(&abs) else {
+                        continue;
+                    };
+                    if meta.modified().is_ok_and(|m| m >= started) {
+                        storable = false;
+                        warnings.push(format!(
+                            "discovered input {p} of `{}` changed while it ran; its result is not cached",
+                            t.name
+                        ));
+                    }
+                    if let Ok(id) = ctx.stat.file_id_with_meta(&p, &abs, &meta) {
+                        list.push(p.clone());
+                        ids.insert(p, id);
+                    }
+                }
+            }
+            Err(e) => {
+                done.outcome = Outcome::Failed;
+                done.error = Some(format!("the step did not write its depfile {dep}: {e}"));
+                return done;
+            }
+        }
+    }
+    let key = if run.depfile.is_some() { full_key(&first, &ids) } else { first };
+    done.key = Some(key);
+    done.warnings = warnings;
+    done.update_record = true;
+    if !storable {
+        return done;
+    }
+    if t.cache {
+        if let Err(e) = store(ctx, key, first, &tree, &list, &log, run.depfile.is_some()) {
+            done.warnings.push(format!("could not store `{}` in the cache: {e}", t.name));
+        }
+    }
+    done.record = Some(Record { key, outputs: tree, outputs_digest, discovered: list });
+    done.explained = Some(Explained { parts, discovered: ids });
+    done
+}
+
+fn store(
+    ctx: &Ctx,
+    key: Digest,
+    first: Digest,
+    tree: &OutputTree,
+    list: &[String],
+    log: &Path,
+    has_depfile: bool,
+) -> Result<(), String> {
+    for f in &tree.files {
+        match ctx.cache.put_file(&ctx.root.join(&f.path), &f.digest) {
+            Ok(true) => {}
+            Ok(false) => return Err(format!("output {} changed while it was being stored", f.path)),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let log_digest = fs::read(log).ok().and_then(|b| ctx.cache.put_bytes(&b).ok());
+    ctx.cache.put_entry(&key, &ActionEntry::new(tree.clone(), log_digest)).map_err(|e| e.to_string())?;
+    if has_depfile {
+        ctx.cache.add_dep_list(&first, list).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A depfile path as the key names it: project-relative when inside the project, absolute for
+/// system files; `None` for paths that climb out relatively.
+fn project_path(root: &Path, p: &str) -> Option<String> {
+    if p.starts_with('/') {
+        if let Ok(rel) = Path::new(p).strip_prefix(root) {
+            return crate::config::normalize_rel(rel.to_str()?);
+        }
+        return Some(p.to_string());
+    }
+    match crate::config::normalize_rel(p) {
+        Some(r) => Some(r),
+        // A relative path out of the project (../sibling/x.h): key it by absolute path.
+        None => {
+            let abs = root.join(p);
+            let canon = fs::canonicalize(abs).ok()?;
+            canon.to_str().map(str::to_string)
+        }
+    }
+}
+
+impl RunStep {
+    /// The step's own environment: `env`, then the `pass_env` values that are set.
+    fn env_with(&self, pass: &BTreeMap<String, Option<String>>) -> BTreeMap<String, String> {
+        let mut env = self.env.clone();
+        for (k, v) in pass {
+            if let Some(v) = v {
+                env.insert(k.clone(), v.clone());
+            }
+        }
+        env
+    }
+}

@@ -1,0 +1,196 @@
+//! File hashing and the stat cache.
+//!
+//! A no-op build must not read every input again. The stat cache remembers, per path, the size,
+//! mtime, ctime and inode a file had when it was hashed, and its digest. When all four are
+//! unchanged the digest is reused. A file whose mtime is too close to the moment it was hashed
+//! is "racily clean" (a second write in the same clock tick would keep the same mtime), so its
+//! entry is not trusted and it is hashed again, as git does with its index.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::RwLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// A blake3 digest.
+pub type Digest = [u8; 32];
+
+/// Files at least this big are hashed with mmap and rayon.
+const MMAP_THRESHOLD: u64 = 4 << 20;
+/// An entry is trusted only if the file's mtime is this much older than the moment of hashing.
+const RACY_MARGIN_NS: i64 = 50_000_000;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatEntry {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub exec: bool,
+    pub digest: Digest,
+    pub hashed_at_ns: i64,
+}
+
+/// What a file is, for a key: its content digest and executable bit.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub digest: Digest,
+    pub exec: bool,
+    pub size: u64,
+}
+
+#[derive(Default)]
+pub struct StatCache {
+    map: RwLock<HashMap<String, StatEntry>>,
+    dirty: std::sync::atomic::AtomicBool,
+    /// While nothing runs (the fresh-check phase), a path stat-ed once, as one step's output,
+    /// need not be stat-ed again as another step's input.
+    memo: RwLock<Option<HashMap<String, FileId>>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StatFile {
+    version: u32,
+    entries: Vec<(String, StatEntry)>,
+}
+
+const STAT_VERSION: u32 = 1;
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+pub fn is_exec(meta: &fs::Metadata) -> bool {
+    meta.permissions().mode() & 0o111 != 0
+}
+
+impl StatCache {
+    pub fn load(path: &Path) -> StatCache {
+        let map = fs::read(path)
+            .ok()
+            .and_then(|b| bincode::deserialize::<StatFile>(&b).ok())
+            .filter(|f| f.version == STAT_VERSION)
+            .map(|f| f.entries.into_iter().collect())
+            .unwrap_or_default();
+        StatCache { map: RwLock::new(map), dirty: Default::default(), memo: RwLock::new(None) }
+    }
+
+    /// Start (true) or end (false) a phase in which no file changes: identities are memoised.
+    pub fn set_frozen(&self, frozen: bool) {
+        if let Ok(mut m) = self.memo.write() {
+            *m = frozen.then(HashMap::new);
+        }
+    }
+
+    pub fn memo_get(&self, key: &str) -> Option<FileId> {
+        self.memo.read().ok()?.as_ref()?.get(key).copied()
+    }
+
+    fn memo_put(&self, key: &str, id: FileId) {
+        if let Ok(mut m) = self.memo.write() {
+            if let Some(m) = m.as_mut() {
+                m.insert(key.to_string(), id);
+            }
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        if !self.dirty.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let map = self.map.read().map_err(|_| io::Error::other("stat cache lock poisoned"))?;
+        let entries: Vec<(String, StatEntry)> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let bytes =
+            bincode::serialize(&StatFile { version: STAT_VERSION, entries }).map_err(io::Error::other)?;
+        crate::fsutil::write_atomic(path, &bytes)
+    }
+
+    /// The identity of the file at `abs`, recorded under `key` (its project-relative or absolute
+    /// name). Reuses the recorded digest when the file's stat is unchanged and trustworthy.
+    pub fn file_id(&self, key: &str, abs: &Path) -> io::Result<FileId> {
+        let meta = fs::metadata(abs)?;
+        self.file_id_with_meta(key, abs, &meta)
+    }
+
+    pub fn file_id_with_meta(&self, key: &str, abs: &Path, meta: &fs::Metadata) -> io::Result<FileId> {
+        let size = meta.len();
+        let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+        let ctime_ns = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
+        let ino = meta.ino();
+        let exec = is_exec(meta);
+        if let Ok(map) = self.map.read() {
+            if let Some(e) = map.get(key) {
+                if e.size == size
+                    && e.mtime_ns == mtime_ns
+                    && e.ctime_ns == ctime_ns
+                    && e.ino == ino
+                    && e.exec == exec
+                    && e.hashed_at_ns - mtime_ns > RACY_MARGIN_NS
+                {
+                    let id = FileId { digest: e.digest, exec, size };
+                    drop(map);
+                    self.memo_put(key, id);
+                    return Ok(id);
+                }
+            }
+        }
+        let hashed_at_ns = now_ns();
+        let digest = hash_file(abs, size)?;
+        let entry = StatEntry { size, mtime_ns, ctime_ns, ino, exec, digest, hashed_at_ns };
+        if let Ok(mut map) = self.map.write() {
+            map.insert(key.to_string(), entry);
+        }
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        let id = FileId { digest, exec, size };
+        self.memo_put(key, id);
+        Ok(id)
+    }
+
+    /// Record a digest computed elsewhere (a file just written from a verified blob).
+    pub fn record(&self, key: &str, abs: &Path, digest: Digest) {
+        let Ok(meta) = fs::metadata(abs) else { return };
+        let entry = StatEntry {
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            ino: meta.ino(),
+            exec: is_exec(&meta),
+            digest,
+            hashed_at_ns: now_ns(),
+        };
+        if let Ok(mut map) = self.map.write() {
+            map.insert(key.to_string(), entry);
+        }
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut map) = self.map.write() {
+            if map.remove(key).is_some() {
+                self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// blake3 of a file's content: mmap + rayon for big files, a plain read for small ones.
+pub fn hash_file(path: &Path, size_hint: u64) -> io::Result<Digest> {
+    let mut h = blake3::Hasher::new();
+    if size_hint >= MMAP_THRESHOLD {
+        h.update_mmap_rayon(path)?;
+    } else {
+        let mut f = fs::File::open(path)?;
+        let mut buf = Vec::with_capacity(size_hint as usize + 1);
+        f.read_to_end(&mut buf)?;
+        h.update(&buf);
+    }
+    Ok(*h.finalize().as_bytes())
+}
+
+pub fn hex(d: &Digest) -> String {
+    hex::encode(d)
+}

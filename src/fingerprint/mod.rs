@@ -1,0 +1,167 @@
+//! What goes into a step's key, and what never does.
+//!
+//! # The key
+//!
+//! Every step target gets a *key*: the blake3 hash of a versioned [`KeyParts`] struct, serialized
+//! with bincode (BTreeMaps, so the bytes are deterministic). It holds:
+//!
+//! - **the step definition after var expansion**: kind, command, declared output paths, depfile;
+//! - **each input file**: its project-relative path (absolute for system files such as
+//!   `/usr/include/stdio.h`, keyed as written), its content digest and its executable bit.
+//!   Folders stand for every file below them; globs are expanded on every build, so a new file
+//!   matching `src/**/*.cu` changes the key;
+//! - **the digests of the dependencies' outputs**, not their keys: a dependency that reruns and
+//!   writes identical bytes leaves its dependents' keys unchanged (early cutoff);
+//! - **`env` and `pass_env` values** (an unset pass-through var is keyed as unset);
+//! - **each tool's identity**: the content digest of the executable it resolves to plus its
+//!   `--version` output, since rustup-style proxies share one binary for many toolchains. The
+//!   PATH used to find it is *not* keyed.
+//!
+//! Never in a key: mtimes, the project's absolute location, the cache location, the target's
+//! name, PATH/HOME/USER/TERM/LANG/TMPDIR. The same project cloned elsewhere with the same cache
+//! therefore computes the same keys and restores instead of running.
+//!
+//! # Depfiles: the two-level key
+//!
+//! Inputs a command discovers (headers listed in its `-MD` depfile) cannot be known before it
+//! runs. As in ccache's direct mode, the key above is the *first-level* key. The cache keeps, for
+//! each first-level key, the lists of discovered inputs seen after running it (project paths
+//! relative, system paths absolute). The *full* key is blake3 of the first-level key and the
+//! digests of one such list's files; a cache hit needs one list whose files still hash to an
+//! existing entry. Editing a discovered header therefore changes the full key, also in a fresh
+//! clone that only has the cache.
+//!
+//! # Files on disk
+//!
+//! In the project's state folder `.gvbuild/` (never in a key, safe to delete):
+//! - `graph.bin`: the validated graph, keyed by the YAML's bytes and the `--set` vars;
+//! - `state.bin` + `journal`: per target, the last key and the outputs it produced (the journal is
+//!   appended after each step and folded into `state.bin` at the end, so a killed build keeps
+//!   what finished);
+//! - `explain.bin`: the last [`KeyParts`] of each target, for `--explain`;
+//! - `stat.bin`: the stat cache (size, mtime, ctime, inode -> digest) that lets a no-op build skip
+//!   rehashing unchanged files;
+//! - `logs/<target>.log`: each step's output; `lock`: the project lock; `jobs`: running steps'
+//!   process groups, killed at the next start if gvbuild itself was killed.
+
+pub mod depfile;
+pub mod hash;
+pub mod inputs;
+pub mod outputs;
+pub mod state;
+pub mod tools;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::hash::{Digest, FileId, StatCache};
+
+/// Bump to invalidate every cache entry ever written.
+pub const KEY_VERSION: u32 = 1;
+
+/// Everything a step's first-level key is made of.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyParts {
+    pub version: u32,
+    pub step: StepDef,
+    pub inputs: BTreeMap<String, FileId>,
+    /// Dependency target name -> digest of its outputs.
+    pub deps: BTreeMap<String, Digest>,
+    pub env: BTreeMap<String, String>,
+    pub pass_env: BTreeMap<String, Option<String>>,
+    pub tools: BTreeMap<String, tools::ToolId>,
+}
+
+/// The step definition after var expansion.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StepDef {
+    pub kind: String,
+    pub command: String,
+    pub outputs: Vec<String>,
+    pub depfile: Option<String>,
+}
+
+impl KeyParts {
+    /// The first-level key.
+    pub fn key(&self) -> Digest {
+        let mut h = blake3::Hasher::new();
+        h.update(b"gvbuild key\0");
+        // bincode of plain structs and BTreeMaps cannot fail; an empty hash would still never
+        // collide with a real key because of the prefix.
+        if let Ok(bytes) = bincode::serialize(self) {
+            h.update(&bytes);
+        }
+        *h.finalize().as_bytes()
+    }
+}
+
+/// The full key of a step with discovered inputs.
+pub fn full_key(first: &Digest, discovered: &BTreeMap<String, FileId>) -> Digest {
+    let mut h = blake3::Hasher::new();
+    h.update(b"gvbuild full key\0");
+    h.update(first);
+    if let Ok(bytes) = bincode::serialize(discovered) {
+        h.update(&bytes);
+    }
+    *h.finalize().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> KeyParts {
+        let mut inputs = BTreeMap::new();
+        inputs.insert("src/a.c".into(), FileId { digest: [1; 32], exec: false, size: 3 });
+        let mut env = BTreeMap::new();
+        env.insert("LC_ALL".into(), "C".into());
+        KeyParts {
+            version: KEY_VERSION,
+            step: StepDef {
+                kind: "run".into(),
+                command: "cc -o out/a src/a.c".into(),
+                outputs: vec!["out/a".into()],
+                depfile: None,
+            },
+            inputs,
+            deps: BTreeMap::new(),
+            env,
+            pass_env: BTreeMap::new(),
+            tools: BTreeMap::new(),
+        }
+    }
+
+    /// Pins the key format: if this changes, every user's cache is invalidated, so it must be a
+    /// deliberate change that bumps KEY_VERSION.
+    #[test]
+    fn key_format_is_pinned() {
+        assert_eq!(
+            hash::hex(&sample().key()),
+            "ec5e040feab5286f44ec31d195bf7f0763c5315ff2891e91bb04d914dde01c5b"
+        );
+    }
+
+    #[test]
+    fn every_part_changes_the_key() {
+        let base = sample().key();
+        let mut p = sample();
+        p.step.command.push(' ');
+        assert_ne!(p.key(), base);
+        let mut p = sample();
+        p.inputs.values_mut().for_each(|f| f.exec = true);
+        assert_ne!(p.key(), base);
+        let mut p = sample();
+        p.env.insert("X".into(), "1".into());
+        assert_ne!(p.key(), base);
+        let mut p = sample();
+        p.pass_env.insert("X".into(), None);
+        assert_ne!(p.key(), base);
+        let mut p = sample();
+        p.deps.insert("gen".into(), [2; 32]);
+        assert_ne!(p.key(), base);
+        let mut p = sample();
+        p.tools.insert("cc".into(), tools::ToolId { digest: [3; 32], version: "1".into() });
+        assert_ne!(p.key(), base);
+    }
+}

@@ -1,0 +1,171 @@
+//! The project's memory of its last build: per target, the last key and the outputs it left.
+//!
+//! `state.bin` holds the records as of the last completed build; `journal` holds records appended
+//! as steps finish since then. Loading replays the journal over `state.bin`; a record torn by a
+//! killed process fails its checksum and is dropped, which only means that step is checked again.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::hash::Digest;
+use super::outputs::OutputTree;
+use super::KeyParts;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// The full key the outputs were produced (or restored) for.
+    pub key: Digest,
+    pub outputs: OutputTree,
+    pub outputs_digest: Digest,
+    /// Discovered inputs (from a depfile) when the step last ran.
+    pub discovered: Vec<String>,
+}
+
+/// What `--explain` compares against.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Explained {
+    pub parts: KeyParts,
+    pub discovered: std::collections::BTreeMap<String, super::FileId>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    version: u32,
+    records: Vec<(String, Record)>,
+}
+
+const STATE_VERSION: u32 = 1;
+
+pub struct State {
+    dir: PathBuf,
+    records: HashMap<String, Record>,
+    journal: Mutex<Option<fs::File>>,
+    dirty: bool,
+}
+
+impl State {
+    pub fn load(dir: &Path) -> State {
+        let mut records: HashMap<String, Record> = fs::read(dir.join("state.bin"))
+            .ok()
+            .and_then(|b| bincode::deserialize::<StateFile>(&b).ok())
+            .filter(|f| f.version == STATE_VERSION)
+            .map(|f| f.records.into_iter().collect())
+            .unwrap_or_default();
+        let mut dirty = false;
+        if let Ok(bytes) = fs::read(dir.join("journal")) {
+            for (name, rec) in replay(&bytes) {
+                dirty = true;
+                match rec {
+                    Some(r) => records.insert(name, r),
+                    None => records.remove(&name),
+                };
+            }
+        }
+        State { dir: dir.to_path_buf(), records, journal: Mutex::new(None), dirty }
+    }
+
+    pub fn get(&self, target: &str) -> Option<&Record> {
+        self.records.get(target)
+    }
+
+    /// Append a finished step's record (or its removal) to the journal, durable against a kill of
+    /// this process from the moment this returns.
+    pub fn append(&self, target: &str, rec: Option<&Record>) -> io::Result<()> {
+        let payload = bincode::serialize(&(target, rec)).map_err(io::Error::other)?;
+        let mut frame = Vec::with_capacity(payload.len() + 12);
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&blake3::hash(&payload).as_bytes()[..8]);
+        frame.extend_from_slice(&payload);
+        let mut guard = self.journal.lock().map_err(|_| io::Error::other("journal lock poisoned"))?;
+        if guard.is_none() {
+            *guard = Some(OpenOptions::new().create(true).append(true).open(self.dir.join("journal"))?);
+        }
+        match guard.as_mut() {
+            Some(f) => f.write_all(&frame),
+            None => Ok(()),
+        }
+    }
+
+    /// Fold new records in (they were journaled already).
+    pub fn set(&mut self, target: &str, rec: Option<Record>) {
+        self.dirty = true;
+        match rec {
+            Some(r) => self.records.insert(target.to_string(), r),
+            None => self.records.remove(target),
+        };
+    }
+
+    /// Write `state.bin` and drop the journal.
+    pub fn save(&mut self) -> io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let mut records: Vec<(String, Record)> =
+            self.records.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        let bytes =
+            bincode::serialize(&StateFile { version: STATE_VERSION, records }).map_err(io::Error::other)?;
+        crate::fsutil::write_atomic(&self.dir.join("state.bin"), &bytes)?;
+        if let Ok(mut j) = self.journal.lock() {
+            *j = None;
+        }
+        match fs::remove_file(self.dir.join("journal")) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+fn replay(mut bytes: &[u8]) -> Vec<(String, Option<Record>)> {
+    let mut out = Vec::new();
+    while bytes.len() >= 12 {
+        let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        let Some(payload) = bytes.get(12..12 + len) else {
+            break;
+        };
+        if blake3::hash(payload).as_bytes()[..8] != bytes[4..12] {
+            break;
+        }
+        match bincode::deserialize::<(String, Option<Record>)>(payload) {
+            Ok(r) => out.push(r),
+            Err(_) => break,
+        }
+        bytes = &bytes[12 + len..];
+    }
+    out
+}
+
+/// The last key parts of each target, for `--explain` and `--dry-run`. Loaded only then.
+pub struct ExplainStore {
+    path: PathBuf,
+    pub map: HashMap<String, Explained>,
+    dirty: bool,
+}
+
+impl ExplainStore {
+    pub fn load(dir: &Path) -> ExplainStore {
+        let path = dir.join("explain.bin");
+        let map = fs::read(&path).ok().and_then(|b| bincode::deserialize(&b).ok()).unwrap_or_default();
+        ExplainStore { path, map, dirty: false }
+    }
+
+    pub fn set(&mut self, target: &str, e: Explained) {
+        self.map.insert(target.to_string(), e);
+        self.dirty = true;
+    }
+
+    pub fn save(&mut self) -> io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let bytes = bincode::serialize(&self.map).map_err(io::Error::other)?;
+        crate::fsutil::write_atomic(&self.path, &bytes)
+    }
+}

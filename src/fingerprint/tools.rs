@@ -1,0 +1,73 @@
+//! Tool identity: what a tool named in `tools:` resolves to, keyed by content and version.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::hash::{Digest, StatCache};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ToolId {
+    /// blake3 of the resolved executable.
+    pub digest: Digest,
+    /// What `TOOL --version` printed (stdout then stderr), with its exit status.
+    pub version: String,
+}
+
+/// Tool identities found in this build: each tool's `--version` runs once per build, not once
+/// per step. Not persisted: a rustup proxy's version can change while its binary does not.
+#[derive(Default)]
+pub struct ToolCache {
+    seen: Mutex<HashMap<PathBuf, ToolId>>,
+}
+
+/// Find `name` the way a shell would: a path if it has a `/` (relative to the project), else the
+/// first executable match on the caller's PATH.
+pub fn resolve(name: &str, root: &Path) -> Option<PathBuf> {
+    if name.contains('/') {
+        let p = if name.starts_with('/') { PathBuf::from(name) } else { root.join(name) };
+        return p.is_file().then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    })
+}
+
+impl ToolCache {
+    pub fn identify(&self, name: &str, root: &Path, stat: &StatCache) -> Result<ToolId, String> {
+        let path = resolve(name, root).ok_or_else(|| {
+            format!("tool `{name}` was not found on PATH; install it, or name it by path in `tools:`")
+        })?;
+        if let Ok(seen) = self.seen.lock() {
+            if let Some(id) = seen.get(&path) {
+                return Ok(id.clone());
+            }
+        }
+        let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        let key = real.to_string_lossy().into_owned();
+        let digest = stat
+            .file_id(&key, &real)
+            .map_err(|e| format!("cannot read tool `{name}` at {}: {e}", real.display()))?
+            .digest;
+        let version =
+            match Command::new(&path).arg("--version").current_dir(root).stdin(Stdio::null()).output() {
+                Ok(o) => format!(
+                    "{}{}[exit {}]",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr),
+                    o.status.code().map_or("signal".to_string(), |c| c.to_string())
+                ),
+                Err(e) => format!("[--version failed: {e}]"),
+            };
+        let id = ToolId { digest, version };
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(path, id.clone());
+        }
+        Ok(id)
+    }
+}

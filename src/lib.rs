@@ -1,0 +1,30 @@
+//! gvbuild: declarative, content-hashed, cached builds for Gevulot prover images.
+//!
+//! # Architecture, in the order a build flows through it
+//!
+//! 1. [`cli`]: the command line; each subcommand is a thin function over the modules below.
+//! 2. [`config`]: gevulot.yaml as serde types with source spans, var expansion, validation.
+//! 3. [`graph`]: the DAG (petgraph), whole-graph checks (cycles, outputs), selection, and the
+//!    parse cache that keeps YAML parsing off the no-op path.
+//! 4. [`fingerprint`]: what goes into a step's key (start reading here: its module docs), file
+//!    hashing and the stat cache, the project's state of the last build.
+//! 5. [`cache`]: the content-addressed store of blobs and action entries, locks, gc, verify.
+//! 6. [`exec`]: the scheduler feeding a rayon pool, the per-step runner (fingerprint -> fresh? ->
+//!    restore? -> run -> store), reporting and `--explain`.
+//! 7. [`steps`]: one module per built-in step kind; `run` executes shell commands.
+//!
+//! [`diag`] turns spans into miette labels; [`fsutil`] and [`sys`] are small helpers.
+//! Data flows one way down this list; no module reaches back up it.
+
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod diag;
+pub mod exec;
+pub mod fingerprint;
+pub mod fsutil;
+pub mod graph;
+pub mod steps;
+mod sys;
+
+pub use cli::{run, Error};

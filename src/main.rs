@@ -1,0 +1,25 @@
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match gvbuild::run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            let code = err.exit_code();
+            let color =
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal();
+            let _ = miette::set_hook(Box::new(move |_| {
+                let handler = miette::MietteHandlerOpts::new().color(color).unicode(color);
+                let handler = if color { handler } else { handler.width(100) };
+                Box::new(handler.build())
+            }));
+            let report = miette::Report::new(err);
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("{report:?}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}

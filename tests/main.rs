@@ -1,0 +1,10 @@
+//! Integration tests: each file is one feature, run against the real `gvbuild` binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
+
+mod support;
+
+mod cache_promises;
+mod errors;
+mod incremental;
+mod schema;
+mod smoke;

@@ -1,0 +1,253 @@
+//! The test harness: temp projects, run with the real `gvbuild` binary.
+//!
+//! ```ignore
+//! let p = Project::new().file("gevulot.yaml", "...").file("a.txt", "x");
+//! let b = p.build(&[]);            // --json, asserts success, parses events
+//! assert_eq!(b.ran(), ["gen"]);
+//! p.gvbuild(&["list"]).success().stdout_has("gen");
+//! ```
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gvbuild")
+}
+
+/// A cache folder that several projects can share.
+#[derive(Clone)]
+pub struct SharedCache(Arc<TempDir>);
+
+impl SharedCache {
+    pub fn new() -> Self {
+        SharedCache(Arc::new(tempfile::Builder::new().prefix("gvcache").tempdir().unwrap()))
+    }
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+pub struct Project {
+    dir: TempDir,
+    pub cache: SharedCache,
+}
+
+impl Default for Project {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Project {
+    pub fn new() -> Self {
+        Self::with_cache(&SharedCache::new())
+    }
+
+    pub fn with_cache(cache: &SharedCache) -> Self {
+        let dir = tempfile::Builder::new().prefix("gvproj").tempdir().unwrap();
+        Project { dir, cache: cache.clone() }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn file(self, rel: &str, contents: &str) -> Self {
+        self.write(rel, contents);
+        self
+    }
+
+    pub fn write(&self, rel: &str, contents: &str) {
+        let p = self.path(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, contents).unwrap();
+    }
+
+    pub fn executable(&self, rel: &str, contents: &str) {
+        self.write(rel, contents);
+        fs::set_permissions(self.path(rel), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
+    }
+
+    pub fn exists(&self, rel: &str) -> bool {
+        self.path(rel).exists()
+    }
+
+    /// Copy every file of this project except `.gvbuild/` into a new project sharing the cache.
+    pub fn clone_to_new_folder(&self) -> Project {
+        let p = Project::with_cache(&self.cache);
+        copy_tree(self.root(), p.root());
+        p
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .current_dir(self.root())
+            .env("GVBUILD_CACHE_DIR", self.cache.path())
+            .env("NO_COLOR", "1")
+            .env_remove("CLICOLOR_FORCE")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn gvbuild(&self, args: &[&str]) -> Run {
+        let output = self.command(args).output().unwrap();
+        Run { output, args: args.iter().map(|s| s.to_string()).collect() }
+    }
+
+    /// `gvbuild --json ARGS`, which must succeed; its events parsed.
+    pub fn build(&self, args: &[&str]) -> Build {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let run = self.gvbuild(&all).success();
+        Build::parse(&run)
+    }
+
+    /// `gvbuild --json ARGS` whatever its exit status.
+    pub fn build_any(&self, args: &[&str]) -> (Run, Build) {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let run = self.gvbuild(&all);
+        let b = Build::parse(&run);
+        (run, b)
+    }
+}
+
+pub fn copy_tree(from: &Path, to: &Path) {
+    for entry in walkdir::WalkDir::new(from).into_iter().filter_entry(|e| e.file_name() != ".gvbuild") {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(from).unwrap();
+        let dest = to.join(rel);
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            fs::create_dir_all(&dest).unwrap();
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(entry.path()).unwrap(), &dest).unwrap();
+        } else {
+            fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+pub struct Run {
+    pub output: Output,
+    pub args: Vec<String>,
+}
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+    pub fn code(&self) -> i32 {
+        self.output.status.code().unwrap_or(-1)
+    }
+    fn describe(&self) -> String {
+        format!(
+            "gvbuild {:?}\nexit: {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.args,
+            self.output.status,
+            self.stdout(),
+            self.stderr()
+        )
+    }
+    pub fn success(self) -> Self {
+        assert!(self.output.status.success(), "expected success:\n{}", self.describe());
+        self
+    }
+    pub fn failure(self) -> Self {
+        assert!(!self.output.status.success(), "expected failure:\n{}", self.describe());
+        self
+    }
+    pub fn exit(self, code: i32) -> Self {
+        assert_eq!(self.code(), code, "wrong exit status:\n{}", self.describe());
+        self
+    }
+    pub fn stdout_has(self, s: &str) -> Self {
+        assert!(self.stdout().contains(s), "stdout lacks {s:?}:\n{}", self.describe());
+        self
+    }
+    pub fn stderr_has(self, s: &str) -> Self {
+        assert!(self.stderr().contains(s), "stderr lacks {s:?}:\n{}", self.describe());
+        self
+    }
+}
+
+/// The events of one `--json` build.
+#[derive(Debug)]
+pub struct Build {
+    pub events: Vec<Value>,
+    pub summary: Value,
+}
+
+impl Build {
+    pub fn parse(run: &Run) -> Build {
+        let mut events = Vec::new();
+        let mut summary = Value::Null;
+        for line in run.stdout().lines() {
+            let v: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line:?}\n{}", run.describe()));
+            match v["event"].as_str() {
+                Some("step") => events.push(v),
+                Some("summary") => summary = v,
+                other => panic!("unknown event {other:?}"),
+            }
+        }
+        Build { events, summary }
+    }
+
+    /// Targets with this outcome, sorted.
+    pub fn with(&self, outcome: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .events
+            .iter()
+            .filter(|e| e["outcome"] == outcome)
+            .map(|e| e["target"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+    pub fn ran(&self) -> Vec<String> {
+        self.with("ran")
+    }
+    pub fn restored(&self) -> Vec<String> {
+        self.with("restored")
+    }
+    pub fn fresh(&self) -> Vec<String> {
+        self.with("fresh")
+    }
+    pub fn outcomes(&self) -> BTreeMap<String, String> {
+        self.events
+            .iter()
+            .map(|e| (e["target"].as_str().unwrap().to_string(), e["outcome"].as_str().unwrap().to_string()))
+            .collect()
+    }
+    pub fn key(&self, target: &str) -> Option<String> {
+        self.events.iter().find(|e| e["target"] == target).and_then(|e| e["key"].as_str().map(str::to_string))
+    }
+}
+
+/// Sorted list of names, for comparing with `Build::ran()` and friends.
+pub fn names(list: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
