@@ -97,6 +97,29 @@ struct BuildArgs {
     rebuild: Vec<String>,
 }
 
+impl BuildArgs {
+    /// `gvbuild -n build app`: flags given before `build` count as much as those after it.
+    fn merge(self, after: BuildArgs) -> BuildArgs {
+        let mut targets = self.targets;
+        targets.extend(after.targets);
+        let mut target = self.target;
+        target.extend(after.target);
+        let mut rebuild = self.rebuild;
+        rebuild.extend(after.rebuild);
+        BuildArgs {
+            targets,
+            target,
+            jobs: after.jobs.or(self.jobs),
+            keep_going: self.keep_going || after.keep_going,
+            verbose: self.verbose || after.verbose,
+            json: self.json || after.json,
+            explain: self.explain || after.explain,
+            dry_run: self.dry_run || after.dry_run,
+            rebuild,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Build targets (the default command).
@@ -193,12 +216,7 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
     let global = cli.global;
     match cli.cmd {
         None => build(&global, cli.build),
-        Some(Cmd::Build(b)) => {
-            let mut merged = b;
-            merged.targets.extend(cli.build.targets);
-            merged.target.extend(cli.build.target);
-            build(&global, merged)
-        }
+        Some(Cmd::Build(b)) => build(&global, cli.build.merge(b)),
         Some(Cmd::List) => list(&global),
         Some(Cmd::Graph { format }) => graph(&global, format),
         Some(Cmd::Clean { targets }) => clean(&global, &targets),
@@ -375,7 +393,7 @@ fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
                 if ctx.interrupted.load(Ordering::SeqCst) {
                     ctx.jobs.kill_all();
                 }
-                std::thread::sleep(std::time::Duration::from_millis(30));
+                std::thread::park_timeout(std::time::Duration::from_millis(30));
             }
         })
     };
@@ -384,6 +402,7 @@ fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
     let summary = exec::build(ctx.clone(), &selected, &mut reporter);
     timings.mark("build");
     done.store(true, Ordering::SeqCst);
+    watcher.thread().unpark();
     let _ = watcher.join();
     let was_interrupted = interrupted.load(Ordering::SeqCst);
 

@@ -65,12 +65,18 @@ impl Source {
 }
 
 /// The closest candidate to `name`, if it is close enough to be a likely typo.
+/// Close enough means: few edits for the name's length (a swap of two letters counts as one),
+/// or a high Jaro-Winkler similarity (shared prefixes, as in `stage-lib` / `stage-libs`).
 pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let max_edits = (name.chars().count() / 3).max(1);
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(name, c), c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .filter_map(|c| {
+            let edits = strsim::osa_distance(name, c);
+            let jw = strsim::jaro_winkler(name, c);
+            (edits <= max_edits || jw > 0.85).then_some(((edits, std::cmp::Reverse((jw * 1e6) as u64)), c))
+        })
+        .min_by(|a, b| a.0.cmp(&b.0))
         .map(|(_, c)| c)
 }
 

@@ -4,7 +4,7 @@
 //! deliberate change to a message, accept the new ones with
 //! `INSTA_UPDATE=always cargo test --test integration errors` and read the diff.
 //!
-//! The tests at the end, under "Known defects", show bugs: they fail until gvbuild is fixed.
+//! The tests at the end, under "Regressions", pin bugs that were found and fixed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::support::*;
@@ -706,30 +706,30 @@ fn unknown_target_on_the_command_line() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Known defects: each of these fails until gvbuild is fixed (see the report that added them).
+// Regressions: each pins a bug that was found and fixed.
 
-/// The spec asks for "did you mean" on unknown keys; the message lists every field instead.
+/// Unknown keys once listed every field instead of saying "did you mean".
 #[test]
-fn known_defect_unknown_key_has_no_did_you_mean() {
+fn regression_unknown_key_suggests_the_closest_key() {
     let err = rejected("targets:\n  app:\n    run: echo hi\n    runn: echo typo\n", &[]);
     assert!(err.contains("did you mean `run`?"), "{err}");
     let err = rejected("target:\n  app:\n    run: echo\n", &[]);
     assert!(err.contains("did you mean `targets`?"), "{err}");
 }
 
-/// The commonest typo of a short name (two letters swapped) gets no suggestion: Jaro-Winkler's
-/// match window is 0 for 3-letter names, so `gne` scores 0.56 against `gen`.
+/// Two swapped letters in a short name once got no suggestion (Jaro-Winkler alone scores `gne`
+/// 0.56 against `gen`); an edit distance that counts a swap as one edit catches it.
 #[test]
-fn known_defect_no_did_you_mean_for_swapped_letters_in_short_names() {
+fn regression_swapped_letters_in_a_short_name_get_a_suggestion() {
     let err = rejected("targets:\n  gen:\n    run: echo\n  app:\n    deps: [gne]\n    run: echo\n", &[]);
     assert_errors_at(&err, &["5:12"]);
     assert!(err.contains("did you mean `gen`?"), "{err}");
 }
 
-/// In a multi-line `run: |` script (the usual way to write a long command) an undefined var is
-/// reported at the start of the script with the whole script as its span, not at the `${...}`.
+/// An undefined var in a multi-line `run: |` script was once reported with the whole script as
+/// its span; it must point at the `${...}` itself.
 #[test]
-fn known_defect_undefined_var_in_block_scalar_points_at_the_whole_script() {
+fn regression_undefined_var_in_a_block_scalar_points_at_the_reference() {
     let yaml = "\
 vars:
   cc: gcc
@@ -746,18 +746,17 @@ targets:
     assert_errors_at(&err, &["8:7"]);
 }
 
-/// Two targets with one name: the message tells the user to configure serde-saphyr.
+/// Two targets with one name once got a message telling the user to configure serde-saphyr.
 #[test]
-fn known_defect_duplicate_target_message_names_a_library_option() {
+fn regression_duplicate_target_message_speaks_of_the_yaml() {
     let err = rejected("targets:\n  app:\n    run: echo 1\n  app:\n    run: echo 2\n", &[]);
     assert_errors_at(&err, &["4:3"]);
     assert!(!err.contains("DuplicateKeyPolicy"), "{err}");
 }
 
-/// An empty gevulot.yaml gets "unexpected end of input" and a snippet with no line in it, where
-/// a file with no `targets:` gets "missing field `targets`" pointing at line 1.
+/// An empty gevulot.yaml once got "unexpected end of input" and an empty snippet.
 #[test]
-fn known_defect_empty_file_message() {
+fn regression_empty_file_says_what_a_build_file_needs() {
     let err = rejected("", &[]);
     assert!(err.contains("targets"), "{err}");
 }

@@ -60,6 +60,8 @@ pub enum CacheError {
         "blob {digest} in the cache is damaged (its content no longer matches its name); it was evicted"
     )]
     Corrupt { digest: String },
+    #[error("the cache entry is unusable: {0}")]
+    BadEntry(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
@@ -198,8 +200,12 @@ impl Cache {
     }
 
     /// Hard-link blob `d` at `dest` after re-verifying it (a blob edited through an earlier link
-    /// is caught here and never restored). The blob is read-only; so is the link.
+    /// is caught here and never restored). Blobs are read-only and their mode is shared by every
+    /// link, so executables, and caches on another filesystem, get a verified copy instead.
     pub fn restore_hardlink(&self, d: &Digest, dest: &Path, exec: bool) -> Result<(), CacheError> {
+        if exec {
+            return self.restore_copy(d, dest, exec);
+        }
         let src = self.blob_path(d);
         let size = fs::metadata(&src).map_err(io_err(&src))?.len();
         let actual = crate::fingerprint::hash::hash_file(&src, size).map_err(io_err(&src))?;
@@ -207,11 +213,16 @@ impl Cache {
             let _ = fs::remove_file(&src);
             return Err(CacheError::Corrupt { digest: hex(d) });
         }
-        // The blob's mode is shared by every link: executables get r-x for all, others r--.
-        let mode = if exec { 0o555 } else { 0o444 };
-        fs::set_permissions(&src, fs::Permissions::from_mode(mode)).map_err(io_err(&src))?;
         let tmp = fsutil::temp_beside(dest);
-        fs::hard_link(&src, &tmp).map_err(io_err(&tmp))?;
+        match fs::hard_link(&src, &tmp) {
+            Ok(()) => {}
+            Err(e)
+                if e.raw_os_error() == Some(libc::EXDEV) || e.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                return self.restore_copy(d, dest, exec);
+            }
+            Err(e) => return Err(CacheError::Io { path: tmp, cause: e }),
+        }
         fs::rename(&tmp, dest).map_err(|e| {
             let _ = fs::remove_file(&tmp);
             CacheError::Io { path: dest.to_path_buf(), cause: e }

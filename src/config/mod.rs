@@ -39,6 +39,8 @@ pub struct PathSpec {
     pub path: String,
     /// The path contains glob characters (`*?[{`).
     pub glob: bool,
+    /// Only validation (before the graph is cached) points at paths.
+    #[serde(skip)]
     pub span: Span,
 }
 
@@ -46,6 +48,7 @@ pub struct PathSpec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DepRef {
     pub name: String,
+    #[serde(skip)]
     pub span: Span,
 }
 
@@ -53,6 +56,7 @@ pub struct DepRef {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
     pub name: String,
+    #[serde(skip)]
     pub span: Span,
     pub description: Option<String>,
     pub deps: Vec<DepRef>,
@@ -109,6 +113,19 @@ const MAX_YAML_ERRORS: usize = 20;
 /// serde stops at the first error. To report more in one run, each target that failed is blanked
 /// out (its lines replaced by spaces, so every position stays the same) and the rest parsed again.
 fn parse_raw(source: &Source) -> Result<RawFile, Vec<ConfigError>> {
+    let has_content = source.text.lines().any(|l| {
+        let l = l.trim();
+        !l.is_empty() && !l.starts_with('#') && l != "---"
+    });
+    if !has_content {
+        return Err(vec![ConfigError::Invalid {
+            message: "the build file is empty".into(),
+            src: source.named(),
+            span: Span::new(0, 0).into(),
+            label: "nothing here".into(),
+            help: Some("a gevulot.yaml needs at least `targets:`, for example:\ntargets:\n  hello:\n    outputs: [hello.txt]\n    run: echo hello > hello.txt".into()),
+        }]);
+    }
     let mut text = source.text.to_string();
     let mut errors = Vec::new();
     let mut ranges: Option<Vec<(usize, usize)>> = None;
@@ -181,12 +198,37 @@ fn yaml_error(source: &Source, err: &serde_saphyr::Error) -> ConfigError {
     let message = message.strip_prefix("error: ").unwrap_or(&message).to_string();
     let message = strip_position_prefix(&message);
     let span = err.location().map(|l| Span::of(&l)).unwrap_or_default();
-    let help = if message.contains("unknown field") {
-        Some("see the gevulot.yaml reference in README.md, or schema/gevulot.schema.json".to_string())
+    if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
+        let key = key.split(',').next().unwrap_or(key).trim();
+        return ConfigError::Yaml {
+            message: format!("`{key}` is defined twice in the same mapping"),
+            label: "second definition".into(),
+            src: source.named(),
+            span: span.into(),
+            help: Some(format!("each name appears once: rename or merge the two `{key}` entries")),
+        };
+    }
+    let help = if let Some((field, expected)) = unknown_field(&message) {
+        let hint = suggest(field, expected.iter().copied())
+            .unwrap_or_else(|| format!("the keys allowed here: {}", expected.join(", ")));
+        Some(format!("{hint} (the gevulot.yaml reference is in README.md and schema/gevulot.schema.json)"))
+    } else if message.contains("while parsing a flow sequence") || message.contains("flow mapping") {
+        Some("a `${var}` or `{` inside `[...]` or `{...}` must be quoted: `[\"src/${name}.c\"]`".into())
     } else {
         None
     };
     ConfigError::Yaml { label: short_label(&message), message, src: source.named(), span: span.into(), help }
+}
+
+/// "unknown field `runn`, expected one of run, deps" -> ("runn", ["run", "deps"]).
+fn unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let list = rest
+        .split_once("expected one of ")
+        .map(|(_, l)| l)
+        .or_else(|| rest.split_once("expected ").map(|(_, l)| l))?;
+    Some((field, list.split(',').map(|s| s.trim().trim_matches('`')).filter(|s| !s.is_empty()).collect()))
 }
 
 fn strip_position_prefix(message: &str) -> String {
@@ -369,6 +411,15 @@ impl Validator<'_> {
         let (out, problems) = expand(&s.value, &self.vars);
         for p in problems {
             match p {
+                VarProblem::Undefined { name, at } if name.is_empty() => {
+                    self.errors.push(ConfigError::Invalid {
+                        message: "`${}` names no var".into(),
+                        src: self.src.named(),
+                        span: self.inner_span(s, at).into(),
+                        label: "empty var name".into(),
+                        help: Some("write `${name}` for a var, or `$$` for a literal `$`".into()),
+                    })
+                }
                 VarProblem::Undefined { name, at } => {
                     let help = match suggest(&name, self.vars.keys().map(String::as_str)) {
                         Some(dym) => format!("{dym} (write `$${{{name}}}` to pass `${{{name}}}` to the shell)"),
@@ -398,17 +449,18 @@ impl Validator<'_> {
     /// literally there (plain or quoted without escapes); else the whole value.
     fn inner_span(&self, s: &Spanned<String>, at: (usize, usize)) -> Span {
         let whole = Span::of(&s.referenced);
-        let text = &self.src.text;
-        let written = text.get(whole.offset..whole.offset + whole.len).unwrap_or("");
+        let written = self.src.text.get(whole.offset..whole.offset + whole.len).unwrap_or("");
         if written == s.value {
             return Span::new(whole.offset + at.0, at.1);
         }
-        if let Some(i) = written.find(s.value.as_str()) {
-            if written[i..].starts_with(&s.value) && s.value.len() + 2 >= written.len() {
-                return Span::new(whole.offset + i + at.0, at.1);
-            }
+        // Quoted, block (`|`) and folded scalars: the reference is the k-th occurrence of the
+        // same text in the value, so point at the k-th occurrence in the source.
+        let reference = &s.value[at.0..at.0 + at.1];
+        let k = s.value[..at.0].matches(reference).count();
+        match written.match_indices(reference).nth(k) {
+            Some((i, _)) => Span::new(whole.offset + i, at.1),
+            None => whole,
         }
-        whole
     }
 
     fn input_path(&mut self, path: &str, span: Span, target: &str) -> Option<PathSpec> {

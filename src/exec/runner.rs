@@ -95,12 +95,12 @@ fn fingerprint(
     t: &Target,
     run: &RunStep,
     deps: BTreeMap<String, Digest>,
-) -> Result<KeyParts, Done> {
+) -> Result<KeyParts, String> {
     let root = ctx.root.as_path();
-    let inputs = inputs::resolve(root, &t.inputs, &ctx.stat).map_err(|e| Done::failed(e.to_string()))?;
+    let inputs = inputs::resolve(root, &t.inputs, &ctx.stat).map_err(|e| e.to_string())?;
     let mut tools = BTreeMap::new();
     for name in &run.tools {
-        let id = ctx.tools.identify(name, root, &ctx.stat).map_err(Done::failed)?;
+        let id = ctx.tools.identify(name, root, &ctx.stat)?;
         tools.insert(name.clone(), id);
     }
     let pass_env = run.pass_env.iter().map(|v| (v.clone(), std::env::var(v).ok())).collect();
@@ -158,7 +158,7 @@ fn process_run(ctx: &Ctx, t: &Target, run: &RunStep, deps: BTreeMap<String, Dige
     let root = ctx.root.as_path();
     let parts = match fingerprint(ctx, t, run, deps) {
         Ok(p) => p,
-        Err(d) => return d,
+        Err(e) => return Done::failed(e),
     };
     let outputs = parts.step.outputs.clone();
     let first = parts.key();
@@ -285,9 +285,16 @@ fn restore(ctx: &Ctx, t: &Target, outputs: &[String], entry: &ActionEntry) -> Re
         .chain(tree.dirs.iter());
     for p in all_paths {
         if !inside_outputs(p, outputs) {
-            return Err(CacheError::Corrupt {
-                digest: format!("entry (it names `{p}`, outside the declared outputs)"),
-            });
+            return Err(CacheError::BadEntry(format!("it names `{p}`, outside the declared outputs")));
+        }
+    }
+    // Every declared output must be in the entry, or the restore would leave one missing.
+    for o in outputs {
+        let present = tree.files.iter().any(|f| &f.path == o)
+            || tree.symlinks.iter().any(|l| &l.path == o)
+            || tree.dirs.iter().any(|d| d == o);
+        if !present {
+            return Err(CacheError::BadEntry(format!("it lacks the declared output `{o}`")));
         }
     }
     let io = |path: &Path| {
