@@ -404,6 +404,7 @@ fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
     done.store(true, Ordering::SeqCst);
     watcher.thread().unpark();
     let _ = watcher.join();
+    ctx.jobs.finish();
     let was_interrupted = interrupted.load(Ordering::SeqCst);
 
     if !opts.dry_run {

@@ -130,13 +130,12 @@ impl Cache {
         let tmp = self.tmp_path();
         let result = (|| {
             let mut input = File::open(src).map_err(io_err(src))?;
-            let mut out = File::create(&tmp).map_err(io_err(&tmp))?;
+            let mut out = read_only_file(&tmp)?;
             let digest = copy_hashing(&mut input, &mut out).map_err(io_err(src))?;
             drop(out);
             if &digest != expected {
                 return Ok(false);
             }
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444)).map_err(io_err(&tmp))?;
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent).map_err(io_err(parent))?;
             }
@@ -155,8 +154,7 @@ impl Cache {
             return Ok(digest);
         }
         let tmp = self.tmp_path();
-        fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-        let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444));
+        read_only_file(&tmp)?.write_all(bytes).map_err(io_err(&tmp))?;
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
@@ -281,17 +279,29 @@ impl Cache {
     }
 }
 
-/// Copy `input` to `out` and return the blake3 of what was copied.
+/// A new file, read-only from the start (a blob never changes once written).
+fn read_only_file(path: &Path) -> Result<File, CacheError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options().write(true).create_new(true).mode(0o444).open(path).map_err(io_err(path))
+}
+
+/// Copy `input` to `out` and return the blake3 of what was copied. The buffer is reused per
+/// thread: a fresh megabyte per file would be zeroed and page-faulted in every time.
 fn copy_hashing(input: &mut File, out: &mut File) -> io::Result<Digest> {
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
     }
-    Ok(*h.finalize().as_bytes())
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let mut h = blake3::Hasher::new();
+        loop {
+            let n = input.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+        }
+        Ok(*h.finalize().as_bytes())
+    })
 }

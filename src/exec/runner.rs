@@ -480,7 +480,8 @@ fn store(
             Err(e) => return Err(e.to_string()),
         }
     }
-    let log_digest = fs::read(log).ok().and_then(|b| ctx.cache.put_bytes(&b).ok());
+    // Most steps print nothing: an empty log is not worth a blob.
+    let log_digest = fs::read(log).ok().filter(|b| !b.is_empty()).and_then(|b| ctx.cache.put_bytes(&b).ok());
     ctx.cache.put_entry(&key, &ActionEntry::new(tree.clone(), log_digest)).map_err(|e| e.to_string())?;
     if has_depfile {
         ctx.cache.add_dep_list(&first, list).map_err(|e| e.to_string())?;

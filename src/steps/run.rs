@@ -26,6 +26,9 @@ pub struct Jobs {
     file: PathBuf,
     token: String,
     running: Mutex<HashMap<u32, ()>>,
+    /// `jobs` is append-only: `+ PGID TOKEN` when a step starts, `- PGID` when it ends. Cheap
+    /// enough to keep on disk for every step; replayed by the next start.
+    log: Mutex<Option<File>>,
 }
 
 impl Jobs {
@@ -39,26 +42,41 @@ impl Jobs {
             file: state_dir.join("jobs"),
             token: token[..24.min(token.len())].to_string(),
             running: Mutex::new(HashMap::new()),
+            log: Mutex::new(None),
         }
     }
 
-    fn write(&self, running: &HashMap<u32, ()>) {
-        let text: String = running.keys().map(|p| format!("{p} {}\n", self.token)).collect();
-        let _ = crate::fsutil::write_atomic(&self.file, text.as_bytes());
+    fn append(&self, line: &str) {
+        if let Ok(mut log) = self.log.lock() {
+            if log.is_none() {
+                *log = fs::OpenOptions::new().create(true).append(true).open(&self.file).ok();
+            }
+            if let Some(f) = log.as_mut() {
+                let _ = f.write_all(line.as_bytes());
+            }
+        }
     }
 
     fn add(&self, pgid: u32) {
+        self.append(&format!("+ {pgid} {}\n", self.token));
         if let Ok(mut r) = self.running.lock() {
             r.insert(pgid, ());
-            self.write(&r);
         }
     }
 
     fn remove(&self, pgid: u32) {
         if let Ok(mut r) = self.running.lock() {
             r.remove(&pgid);
-            self.write(&r);
         }
+        self.append(&format!("- {pgid}\n"));
+    }
+
+    /// The build is over and no step runs: forget the log.
+    pub fn finish(&self) {
+        if let Ok(mut log) = self.log.lock() {
+            *log = None;
+        }
+        let _ = fs::remove_file(&self.file);
     }
 
     /// Kill every running step's process group (on SIGINT/SIGTERM).
@@ -76,13 +94,20 @@ impl Jobs {
         let Ok(text) = fs::read_to_string(&self.file) else {
             return 0;
         };
-        let recorded: Vec<(u32, String)> = text
-            .lines()
-            .filter_map(|l| {
-                let (p, t) = l.split_once(' ')?;
-                Some((p.parse().ok()?, t.to_string()))
-            })
-            .collect();
+        let mut open: HashMap<u32, String> = HashMap::new();
+        for line in text.lines() {
+            let mut parts = line.split(' ');
+            match (parts.next(), parts.next().and_then(|p| p.parse::<u32>().ok()), parts.next()) {
+                (Some("+"), Some(pgid), Some(token)) => {
+                    open.insert(pgid, token.to_string());
+                }
+                (Some("-"), Some(pgid), _) => {
+                    open.remove(&pgid);
+                }
+                _ => {}
+            }
+        }
+        let recorded: Vec<(u32, String)> = open.into_iter().collect();
         let mut killed = 0;
         if !recorded.is_empty() {
             for (pgid, token) in &recorded {
