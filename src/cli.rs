@@ -380,6 +380,7 @@ fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
         tools: ToolCache::default(),
         jobs,
         explain,
+        slots: exec::Slots::new(opts.jobs),
         opts: opts.clone(),
         interrupted: interrupted.clone(),
     });

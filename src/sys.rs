@@ -1,4 +1,4 @@
-//! The few POSIX calls std does not wrap: signalling process groups and the parent-death signal.
+//! The one POSIX call std does not wrap: signalling a process group.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -15,27 +15,6 @@ pub fn killpg(pgid: u32, sig: i32) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
-    }
-}
-
-/// Arrange for the child being spawned to get SIGKILL when the thread that spawned it dies, so
-/// that a killed gvbuild does not leave a step's shell running.
-pub fn kill_on_parent_death(cmd: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    let parent = std::process::id();
-    // SAFETY: the closure runs in the forked child before exec; it calls only prctl, getppid and
-    // _exit, which are async-signal-safe, and allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() as u32 != parent {
-                libc::_exit(137);
-            }
-            Ok(())
-        });
     }
 }
 

@@ -492,8 +492,46 @@ fn a_sigkilled_build_leaves_no_step_behind_and_the_next_build_is_correct() {
 
 #[test]
 fn sigkill_leftovers_are_killed_when_the_next_gvbuild_starts() {
-    // The next gvbuild has no step to run, so only its start can kill the leftover.
-    let p = Project::new()
+    // The reaper is killed too, so only the next gvbuild's start can kill the leftover (and
+    // that gvbuild has no step to run).
+    let p = sigkill_project();
+    let mut child = spawn(&p, &["slow"]);
+    wait_until("the step to start its sleeper", || read_pid(&p, "sleeper.pid").is_some());
+    let sleeper = read_pid(&p, "sleeper.pid").unwrap();
+    let reapers = reapers_of(&p);
+    assert_eq!(reapers.len(), 1, "one reaper per build: {reapers:?}");
+    signal("KILL", reapers[0]);
+    wait_until("the reaper to be gone", || !alive(reapers[0]));
+    signal("KILL", child.id());
+    wait_child(&mut child, "the killed gvbuild");
+    assert!(alive(sleeper), "with its reaper killed first, nothing else stops the step");
+
+    let r = p.gvbuild(&["--json", "other"]).success();
+    wait_until("the leftover step process to be gone", || !alive(sleeper));
+    assert!(r.stderr().contains("left running"), "the kill is reported: {}", r.stderr());
+}
+
+/// A gvbuild killed by SIGKILL takes its running steps with it: its reaper sees it go and kills
+/// their process groups, without waiting for another gvbuild to start.
+#[test]
+fn sigkill_takes_the_running_steps_down_at_once() {
+    let p = sigkill_project();
+    let mut child = spawn(&p, &["slow"]);
+    wait_until("the step to start its sleeper", || read_pid(&p, "sleeper.pid").is_some());
+    let sleeper = read_pid(&p, "sleeper.pid").unwrap();
+    signal("KILL", child.id());
+    wait_child(&mut child, "the killed gvbuild");
+    wait_until("the step's sleeper to be gone", || !alive(sleeper));
+    wait_until("the reaper to exit", || reapers_of(&p).is_empty());
+    // And the next build is correct.
+    fs::remove_file(p.path("hold")).unwrap();
+    let b = p.build(&["slow"]);
+    assert_eq!(b.ran(), names(&["slow"]));
+    assert_eq!(p.read("out/slow"), "done\n");
+}
+
+fn sigkill_project() -> Project {
+    Project::new()
         .file(
             "gevulot.yaml",
             &y(r#"
@@ -506,16 +544,22 @@ fn sigkill_leftovers_are_killed_when_the_next_gvbuild_starts() {
                 run: echo other > out/other
             "#),
         )
-        .file("hold", "");
-    let mut child = spawn(&p, &["slow"]);
-    wait_until("the step to start its sleeper", || read_pid(&p, "sleeper.pid").is_some());
-    let sleeper = read_pid(&p, "sleeper.pid").unwrap();
-    signal("KILL", child.id());
-    wait_child(&mut child, "the killed gvbuild");
+        .file("hold", "")
+}
 
-    let r = p.gvbuild(&["--json", "other"]).success();
-    wait_until("the leftover step process to be gone", || !alive(sleeper));
-    assert!(r.stderr().contains("left running"), "the kill is reported: {}", r.stderr());
+/// The pids of reaper processes watching this project's jobs log.
+fn reapers_of(p: &Project) -> Vec<u32> {
+    let jobs = fs::canonicalize(p.root()).unwrap().join(".gvbuild").join("jobs");
+    let needle = format!("__gvbuild_reaper\0{}\0", jobs.display());
+    let mut out = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        if String::from_utf8_lossy(&cmdline).contains(&needle) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 fn interrupt_kills_the_running_step_and_the_next_build_reruns_it(sig: &str) {

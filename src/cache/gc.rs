@@ -32,11 +32,17 @@ pub struct VerifyReport {
     pub entries_removed: u64,
 }
 
+/// A write staged by a gvbuild that was killed before its rename (see `fsutil::temp_beside`).
+fn is_temp(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') && n.contains(".gvtmp."))
+}
+
+/// The blobs or entries under `dir`; stray temp files are skipped.
 fn files_under(dir: &Path) -> impl Iterator<Item = (std::path::PathBuf, fs::Metadata)> {
     WalkDir::new(dir)
         .into_iter()
         .flatten()
-        .filter(|e| e.file_type().is_file())
+        .filter(|e| e.file_type().is_file() && !is_temp(e.path()))
         .filter_map(|e| e.metadata().ok().map(|m| (e.into_path(), m)))
 }
 
@@ -102,8 +108,13 @@ pub fn gc(cache: &Cache, max_size: u64) -> GcReport {
             report.bytes_freed += m.len();
         }
     }
-    for (p, _) in files_under(&cache.root.join("tmp")) {
-        let _ = fs::remove_file(p);
+    // gc holds the cache lock exclusively, so no build is writing: every temp file is stray.
+    for sub in ["blobs", "ac", "deps"] {
+        for e in WalkDir::new(cache.root.join(sub)).into_iter().flatten() {
+            if e.file_type().is_file() && is_temp(e.path()) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
     }
     report.bytes_left = kept_bytes;
     report

@@ -5,10 +5,9 @@
 //! - `ac/ab/<key>.json`: action entries, one per full key: the step's outputs (path, digest, size,
 //!   executable bit; symlinks; folders), its exit status and the digest of its log;
 //! - `deps/ab/<first-level key>.json`: the lists of discovered inputs seen for a first-level key;
-//! - `tmp/`: where writes are staged before their atomic rename;
 //! - `lock`: shared by builds, exclusive for `cache gc` and `cache verify`.
 //!
-//! Promises: every write is a temp file renamed into place, so a killed process never leaves a
+//! Promises: every write is a temp file beside its final name, renamed into place, so a killed process never leaves a
 //! half-written blob or entry under its final name. Every blob is verified against its digest as
 //! it is read; a mismatch evicts the blob and the entry and is reported as a miss, never as an
 //! output. Failed or killed steps store nothing. The last use of an entry is its file's mtime,
@@ -86,7 +85,7 @@ pub fn default_dir() -> PathBuf {
 
 impl Cache {
     pub fn open(root: &Path) -> Result<Cache, CacheError> {
-        for sub in ["blobs", "ac", "deps", "tmp"] {
+        for sub in ["blobs", "ac", "deps"] {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
@@ -112,10 +111,6 @@ impl Cache {
         self.root.join("deps").join(&h[..2]).join(format!("{h}.json"))
     }
 
-    fn tmp_path(&self) -> PathBuf {
-        fsutil::temp_beside(&self.root.join("tmp").join("w"))
-    }
-
     pub fn has_blob(&self, d: &Digest) -> bool {
         self.blob_path(d).exists()
     }
@@ -127,7 +122,12 @@ impl Cache {
         if dest.exists() {
             return Ok(true);
         }
-        let tmp = self.tmp_path();
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        // Staged beside its final name: the rename is atomic, and new files spread over the
+        // fan-out folders rather than piling into one.
+        let tmp = fsutil::temp_beside(&dest);
         let result = (|| {
             let mut input = File::open(src).map_err(io_err(src))?;
             let mut out = read_only_file(&tmp)?;
@@ -135,9 +135,6 @@ impl Cache {
             drop(out);
             if &digest != expected {
                 return Ok(false);
-            }
-            if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent).map_err(io_err(parent))?;
             }
             fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
             Ok(true)
@@ -153,12 +150,15 @@ impl Cache {
         if dest.exists() {
             return Ok(digest);
         }
-        let tmp = self.tmp_path();
-        read_only_file(&tmp)?.write_all(bytes).map_err(io_err(&tmp))?;
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
-        fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+        let tmp = fsutil::temp_beside(&dest);
+        let written = read_only_file(&tmp)?.write_all(bytes).map_err(io_err(&tmp));
+        if let Err(e) = written.and_then(|()| fs::rename(&tmp, &dest).map_err(io_err(&dest))) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         Ok(digest)
     }
 

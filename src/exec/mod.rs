@@ -14,7 +14,9 @@
 //! step fails, no new step starts unless `--keep-going` is given; running ones finish.
 //!
 //! # Parallelism
-//! At most N steps are in flight. Hashing a large file inside a step uses rayon's global pool,
+//! At most N commands run at once (`-j N`, a counting semaphore around the command itself), and
+//! up to 2N steps are in flight, so that one step's fingerprinting and storing overlaps another's
+//! command. Hashing a large file inside a step uses rayon's global pool,
 //! separate from the step pool, so a big hash never occupies a step slot's worth of threads.
 //! SIGINT and SIGTERM kill the process groups of running steps; the scheduler then stops
 //! starting steps, folds what finished into the state and exits with status 130.
@@ -85,6 +87,47 @@ pub struct Ctx {
     pub explain: Option<ExplainStore>,
     pub opts: Opts,
     pub interrupted: Arc<AtomicBool>,
+    /// Free command slots: `-j N` bounds the commands running, not the steps in flight.
+    pub slots: Slots,
+}
+
+/// A counting semaphore.
+pub struct Slots {
+    free: std::sync::Mutex<usize>,
+    cv: std::sync::Condvar,
+}
+
+impl Slots {
+    pub fn new(n: usize) -> Slots {
+        Slots { free: std::sync::Mutex::new(n.max(1)), cv: std::sync::Condvar::new() }
+    }
+
+    /// Hold a slot while the returned guard lives.
+    pub fn acquire(&self) -> SlotGuard<'_> {
+        if let Ok(mut free) = self.free.lock() {
+            while *free == 0 {
+                free = match self.cv.wait(free) {
+                    Ok(f) => f,
+                    Err(_) => return SlotGuard { slots: self },
+                };
+            }
+            *free -= 1;
+        }
+        SlotGuard { slots: self }
+    }
+}
+
+pub struct SlotGuard<'a> {
+    slots: &'a Slots,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut free) = self.slots.free.lock() {
+            *free += 1;
+        }
+        self.slots.cv.notify_one();
+    }
 }
 
 impl Ctx {
@@ -137,10 +180,13 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
     let mut in_flight = 0usize;
     let mut stopping = false;
     let jobs = ctx.opts.jobs.max(1);
+    // Fingerprinting and storing a step's outputs need no command slot: with twice as many
+    // steps in flight as commands allowed, a step's bookkeeping overlaps the next command.
+    let in_flight_max = jobs * 2;
     reporter.start(steps.len());
 
     let pool = match rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs)
+        .num_threads(in_flight_max)
         .thread_name(|i| format!("gvbuild-step-{i}"))
         .build()
     {
@@ -207,7 +253,7 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
             stopping = true;
         }
         // Start what may start.
-        while in_flight < jobs && !stopping {
+        while in_flight < in_flight_max && !stopping {
             let Some(i) = ready.pop_front() else { break };
             if blocked[i] {
                 finished.push(i);

@@ -368,7 +368,10 @@ fn finish_run(
         log: &log,
         live: live.as_deref(),
     };
-    let status = match run_step::run(&spec, &ctx.jobs) {
+    let slot = ctx.slots.acquire();
+    let status = run_step::run(&spec, &ctx.jobs);
+    drop(slot);
+    let status = match status {
         Ok(s) => s,
         Err(e) => {
             done.error = Some(format!("could not start /bin/sh: {e}"));

@@ -2,13 +2,13 @@
 //!
 //! The environment holds only `env`, `pass_env` and a fixed pass-through set that shells and
 //! toolchains need but that is not part of the key: PATH, HOME, USER, TERM, LANG, TMPDIR. Each
-//! step runs as the leader of a new process group, with a parent-death signal, and its group is
-//! recorded in `.gvbuild/jobs` while it runs, so an interrupted or killed gvbuild can always kill
-//! everything a step started (now, or at the next start).
+//! step runs as the leader of a new process group, recorded in `.gvbuild/jobs` while it runs.
+//! An interrupted gvbuild kills the groups itself; a killed one is outlived by its reaper (see
+//! [`reaper_main`]), which kills them; and the next start kills anything still left.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -27,8 +27,10 @@ pub struct Jobs {
     token: String,
     running: Mutex<HashMap<u32, ()>>,
     /// `jobs` is append-only: `+ PGID TOKEN` when a step starts, `- PGID` when it ends. Cheap
-    /// enough to keep on disk for every step; replayed by the next start.
+    /// enough to keep on disk for every step; replayed by the reaper and by the next start.
     log: Mutex<Option<File>>,
+    /// Our end of the reaper's stdin; it closes when this process ends.
+    reaper: Mutex<Option<io::PipeWriter>>,
 }
 
 impl Jobs {
@@ -43,6 +45,32 @@ impl Jobs {
             token: token[..24.min(token.len())].to_string(),
             running: Mutex::new(HashMap::new()),
             log: Mutex::new(None),
+            reaper: Mutex::new(None),
+        }
+    }
+
+    /// Start the reaper if it is not running yet. Failing to start it is not fatal: the next
+    /// gvbuild in this project still kills leftovers.
+    fn ensure_reaper(&self) {
+        let Ok(mut reaper) = self.reaper.lock() else { return };
+        if reaper.is_some() {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else { return };
+        let Ok((r, w)) = io::pipe() else { return };
+        let spawned = Command::new(exe)
+            .arg(REAPER_ARG)
+            .arg(&self.file)
+            .arg(&self.token)
+            .stdin(r)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn();
+        if let Ok(child) = spawned {
+            // Nobody waits for it: it outlives us by design and is reaped by init.
+            drop(child);
+            *reaper = Some(w);
         }
     }
 
@@ -58,6 +86,7 @@ impl Jobs {
     }
 
     fn add(&self, pgid: u32) {
+        self.ensure_reaper();
         self.append(&format!("+ {pgid} {}\n", self.token));
         if let Ok(mut r) = self.running.lock() {
             r.insert(pgid, ());
@@ -91,7 +120,17 @@ impl Jobs {
     /// Kill what a previous, killed gvbuild left running in this project: every process in a
     /// recorded group that still carries that build's token.
     pub fn kill_leftovers(&self) -> usize {
-        let Ok(text) = fs::read_to_string(&self.file) else {
+        let killed = kill_recorded(&self.file, None);
+        let _ = fs::remove_file(&self.file);
+        killed
+    }
+}
+
+/// Kill every process group that the jobs log at `file` records as started and not ended, when
+/// it still carries the recorded token (and, if `only` is given, that token is `only`).
+fn kill_recorded(file: &Path, only: Option<&str>) -> usize {
+    {
+        let Ok(text) = fs::read_to_string(file) else {
             return 0;
         };
         let mut open: HashMap<u32, String> = HashMap::new();
@@ -107,18 +146,37 @@ impl Jobs {
                 _ => {}
             }
         }
-        let recorded: Vec<(u32, String)> = open.into_iter().collect();
         let mut killed = 0;
-        if !recorded.is_empty() {
-            for (pgid, token) in &recorded {
-                if group_has_token(*pgid, token) && sys::killpg(*pgid, sys::SIGKILL).is_ok() {
-                    killed += 1;
-                }
+        for (pgid, token) in open {
+            if only.is_some_and(|t| t != token) {
+                continue;
+            }
+            if group_has_token(pgid, &token) && sys::killpg(pgid, sys::SIGKILL).is_ok() {
+                killed += 1;
             }
         }
-        let _ = fs::remove_file(&self.file);
         killed
     }
+}
+
+/// The hidden first argument that turns the gvbuild binary into a build's reaper.
+pub const REAPER_ARG: &str = "__gvbuild_reaper";
+
+/// The reaper: a small process started with a build's first step, in a process group of its
+/// own (so a Ctrl-C aimed at gvbuild does not reach it). Its stdin is a pipe whose other end
+/// only gvbuild holds. When gvbuild exits, however it exits, even by SIGKILL, the pipe closes:
+/// the reaper then kills every step group still recorded as running, and exits. This is what
+/// a parent-death signal would do, for the whole group rather than just its shell, and without
+/// the cost of forking gvbuild for every step.
+pub fn reaper_main(args: &[std::ffi::OsString]) -> u8 {
+    let (Some(file), Some(token)) = (args.first(), args.get(1).and_then(|t| t.to_str())) else {
+        return 2;
+    };
+    let mut buf = [0u8; 64];
+    let mut stdin = io::stdin().lock();
+    while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+    kill_recorded(Path::new(file), Some(token));
+    0
 }
 
 /// Whether any live process in group `pgid` has `GVBUILD_JOB=token` in its environment.
@@ -155,12 +213,56 @@ pub struct RunSpec<'a> {
     pub command: &'a str,
     pub root: &'a Path,
     pub env: &'a BTreeMap<String, String>,
+    /// Where the step's output goes. Written only when the step prints something: most steps
+    /// print nothing, and a file per step is a real cost on a large build.
     pub log: &'a Path,
     /// Print output live, each line prefixed with this.
     pub live: Option<&'a str>,
 }
 
-/// Run a step's command; its stdout and stderr go to the log file (and live to our stderr).
+/// Output kept in memory up to this size, then streamed to the log file.
+const LOG_MEMORY: usize = 1 << 20;
+
+/// A step's combined stdout and stderr, in memory until it grows large.
+struct LogSink<'a> {
+    path: &'a Path,
+    buf: Vec<u8>,
+    file: Option<File>,
+}
+
+impl LogSink<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.file.is_none() && self.buf.len() + bytes.len() > LOG_MEMORY {
+            let mut f = File::create(self.path)?;
+            f.write_all(&self.buf)?;
+            self.buf = Vec::new();
+            self.file = Some(f);
+        }
+        match &mut self.file {
+            Some(f) => f.write_all(bytes),
+            None => {
+                self.buf.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    /// Leave the log file holding exactly this run's output (none when it printed nothing).
+    fn finish(self) -> io::Result<()> {
+        if self.file.is_some() {
+            return Ok(());
+        }
+        if self.buf.is_empty() {
+            return match fs::remove_file(self.path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
+        fs::write(self.path, &self.buf)
+    }
+}
+
+/// Run a step's command; its stdout and stderr go to the log (and live to our stderr).
 pub fn run(spec: &RunSpec, jobs: &Jobs) -> io::Result<ExitStatus> {
     if let Some(parent) = spec.log.parent() {
         fs::create_dir_all(parent)?;
@@ -174,38 +276,54 @@ pub fn run(spec: &RunSpec, jobs: &Jobs) -> io::Result<ExitStatus> {
     }
     cmd.envs(spec.env).env(JOB_VAR, &jobs.token);
     cmd.process_group(0);
-    sys::kill_on_parent_death(&mut cmd);
-
-    let mut log = File::create(spec.log)?;
-    let reader = match spec.live {
-        None => {
-            cmd.stdout(log.try_clone()?).stderr(log.try_clone()?);
-            None
-        }
-        Some(_) => {
-            let (r, w) = io::pipe()?;
-            cmd.stdout(w.try_clone()?).stderr(w);
-            Some(r)
-        }
-    };
+    let (reader, writer) = io::pipe()?;
+    cmd.stdout(writer.try_clone()?).stderr(writer);
     let mut child = cmd.spawn()?;
     drop(cmd);
     let pgid = child.id();
     jobs.add(pgid);
-    if let (Some(r), Some(prefix)) = (reader, spec.live) {
-        for line in BufReader::new(r).split(b'\n') {
-            let Ok(line) = line else { break };
-            let _ = log.write_all(&line);
-            let _ = log.write_all(b"\n");
-            let mut err = io::stderr().lock();
-            let _ = err.write_all(prefix.as_bytes());
-            let _ = err.write_all(&line);
-            let _ = err.write_all(b"\n");
-        }
-    }
-    let status = child.wait();
-    // Whatever the step left running in its group would write behind our back: stop it.
-    let _ = sys::killpg(pgid, sys::SIGKILL);
+
+    // Read the output on its own thread, so that the wait below cannot be blocked by a pipe
+    // held open by something the step left running.
+    let mut sink = LogSink { path: spec.log, buf: Vec::new(), file: None };
+    let status = std::thread::scope(|scope| {
+        let sink = &mut sink;
+        let live = spec.live;
+        let pump = scope.spawn(move || -> io::Result<()> {
+            let mut reader = BufReader::new(reader);
+            match live {
+                None => {
+                    let mut chunk = [0u8; 16 * 1024];
+                    loop {
+                        let n = reader.read(&mut chunk)?;
+                        if n == 0 {
+                            return Ok(());
+                        }
+                        sink.write(&chunk[..n])?;
+                    }
+                }
+                Some(prefix) => {
+                    for line in reader.split(b'\n') {
+                        let line = line?;
+                        sink.write(&line)?;
+                        sink.write(b"\n")?;
+                        let mut err = io::stderr().lock();
+                        let _ = err.write_all(prefix.as_bytes());
+                        let _ = err.write_all(&line);
+                        let _ = err.write_all(b"\n");
+                    }
+                    Ok(())
+                }
+            }
+        });
+        let status = child.wait();
+        // Whatever the step left running in its group would write behind our back: stop it.
+        let _ = sys::killpg(pgid, sys::SIGKILL);
+        let pumped = pump.join().unwrap_or_else(|_| Err(io::Error::other("log reader panicked")));
+        status.and_then(|s| pumped.map(|()| s))
+    });
     jobs.remove(pgid);
-    status
+    let status = status?;
+    sink.finish()?;
+    Ok(status)
 }
