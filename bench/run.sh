@@ -15,8 +15,8 @@
 #   BIG_SIZE      size of the big input, as `head -c` takes it (default 2G)
 #   SKIP_BIG=1    skip the big-input figures
 #   KEEP_WORK=1   keep the scratch work dir
-#   TARGET_COLD TARGET_NOOP TARGET_LEAF TARGET_REHASH   max ratios (1.5 2.0 1.5 1.5)
-#   TARGET_RSS_MIB TARGET_EXTRA_MS                      max values (64, 5)
+#   TARGET_COLD TARGET_NOOP TARGET_LEAF TARGET_REHASH   max ratios (1.3 2.0 2.0 1.3)
+#   TARGET_RSS_MIB TARGET_EXTRA_MS                      max values (50, 5)
 #
 # Prints a Markdown table and writes it to bench/results.md.
 set -euo pipefail
@@ -32,11 +32,11 @@ NOOP_RUNS=${NOOP_RUNS:-10}
 LEAF=${LEAF:-t_0_0}
 BIG_SIZE=${BIG_SIZE:-2G}
 SKIP_BIG=${SKIP_BIG:-0}
-TARGET_COLD=${TARGET_COLD:-1.5}
+TARGET_COLD=${TARGET_COLD:-1.3}
 TARGET_NOOP=${TARGET_NOOP:-2.0}
-TARGET_LEAF=${TARGET_LEAF:-1.5}
-TARGET_REHASH=${TARGET_REHASH:-1.5}
-TARGET_RSS_MIB=${TARGET_RSS_MIB:-64}
+TARGET_LEAF=${TARGET_LEAF:-2.0}
+TARGET_REHASH=${TARGET_REHASH:-1.3}
+TARGET_RSS_MIB=${TARGET_RSS_MIB:-50}
 TARGET_EXTRA_MS=${TARGET_EXTRA_MS:-5}
 unset GVBUILD_CACHE_DIR || true
 
@@ -108,14 +108,20 @@ get() { cat "$RES/$1" 2>/dev/null || echo ""; }
 
 # ---------------------------------------------------------------- helpers
 # timed OUT CMD...: run CMD (stdout to OUT, stderr to OUT.err); LAST_US = wall µs.
+# GV, NJ and B3 also leave CPU time (user+sys, children included) in $CPU_FILE: LAST_CPU_MS.
 LAST_US=0
+LAST_CPU_MS=""
+CPU_FILE=/dev/null
 timed() {
     local out=$1; shift
     local t0 t1 rc=0
+    CPU_FILE=$out.cpu
+    rm -f "$CPU_FILE"
     t0=${EPOCHREALTIME/[.,]/}
     "$@" >"$out" 2>"$out.err" || rc=$?
     t1=${EPOCHREALTIME/[.,]/}
     LAST_US=$((t1 - t0))
+    LAST_CPU_MS=$(tail -n 1 "$CPU_FILE" 2>/dev/null | awk 'NF==2{printf "%.0f", ($1+$2)*1000}')
     if [[ $rc -ne 0 ]]; then
         log "command failed (exit $rc): $*"
         tail -n 20 "$out.err" >&2 || true
@@ -156,8 +162,10 @@ nj_steps() {
     grep -o '^\[[0-9]*/[0-9]*\]' "$1" | tail -n 1 | sed 's/^\[\([0-9]*\)\/.*/\1/' | grep . || echo "?"
 }
 
-GV() { "$GVBUILD" -C "$1" -j "$JOBS" --json --cache-dir "$2" all; }
-NJ() { ninja -C "$1" -j "$JOBS" all; }
+TIMEF=(/usr/bin/time -f '%U %S' -o)
+GV() { "${TIMEF[@]}" "$CPU_FILE" "$GVBUILD" -C "$1" -j "$JOBS" --json --cache-dir "$2" all; }
+NJ() { "${TIMEF[@]}" "$CPU_FILE" ninja -C "$1" -j "$JOBS" all; }
+B3() { "${TIMEF[@]}" "$CPU_FILE" b3sum "$1"; }
 
 # check_gv FILE WHAT EXPECT_RAN (EXPECT_RAN may be "-" to skip); records a note on mismatch
 check_gv() {
@@ -187,13 +195,16 @@ NTARGETS=$((LAYERS * WIDTH))
 
 # ---------------------------------------------------------------- sections
 sec_cold() {
-    local i gvs=() njs=() n
+    local i gvs=() njs=() n gcpu=() ncpu=()
     for ((i = 1; i <= RUNS; i++)); do
+        # Each cold run gets a new, never-used cache folder: deleting the last run's 20,000 cache
+        # files right before timing would charge gvbuild for ext4's scan of recently freed
+        # inodes (this disk has no journal), which no real cold build pays.
         rm -rf "$WORK/gv/out" "$WORK/gv/.gvbuild" "$WORK/cache"
-        mkdir -p "$WORK/gv/out" "$WORK/cache"
+        mkdir -p "$WORK/gv/out"
         sync
-        timed "$LOGS/cold-gv-$i" GV "$WORK/gv" "$WORK/cache"
-        gvs+=("$LAST_US")
+        timed "$LOGS/cold-gv-$i" GV "$WORK/gv" "$WORK/cache-cold-$i"
+        gvs+=("$LAST_US"); gcpu+=("$LAST_CPU_MS")
         check_gv "$LOGS/cold-gv-$i" "cold build run $i" "$NTARGETS"
         log "cold gvbuild run $i: $((LAST_US / 1000)) ms ($LAST_SUM)"
 
@@ -201,12 +212,14 @@ sec_cold() {
         mkdir -p "$WORK/nj/out"
         sync
         timed "$LOGS/cold-nj-$i" NJ "$WORK/nj"
-        njs+=("$LAST_US")
+        njs+=("$LAST_US"); ncpu+=("$LAST_CPU_MS")
         n=$(nj_steps "$LOGS/cold-nj-$i")
         [[ $n == "$NTARGETS" ]] || note "ninja cold build run $i ran $n steps, expected $NTARGETS"
         log "cold ninja   run $i: $((LAST_US / 1000)) ms ($n steps)"
     done
+    mv "$WORK/cache-cold-$RUNS" "$WORK/cache"
     record cold_gv "$(median_ms "${gvs[@]}")"; record cold_gv_all "$(list_ms "${gvs[@]}")"
+    record cold_gv_cpu_all "${gcpu[*]}"; record cold_nj_cpu_all "${ncpu[*]}"
     record cold_nj "$(median_ms "${njs[@]}")"; record cold_nj_all "$(list_ms "${njs[@]}")"
     if ! diff -rq "$WORK/gv/out" "$WORK/nj/out" >"$LOGS/cold-diff" 2>&1; then
         note "outputs of gvbuild and ninja differ after the cold build: $(head -n 3 "$LOGS/cold-diff" | tr '\n' ' ')"
@@ -214,20 +227,21 @@ sec_cold() {
 }
 
 sec_noop() {
-    local i gvs=() njs=() gr=() nr=() n
+    local i gvs=() njs=() gr=() nr=() n gcpu=() ncpu=()
     timed "$LOGS/noop-gv-warm" GV "$WORK/gv" "$WORK/cache"
     check_gv "$LOGS/noop-gv-warm" "no-op (warm-up)" 0
     timed "$LOGS/noop-nj-warm" NJ "$WORK/nj"
     for ((i = 1; i <= NOOP_RUNS; i++)); do
         timed "$LOGS/noop-gv-$i" GV "$WORK/gv" "$WORK/cache"
-        gvs+=("$LAST_US")
+        gvs+=("$LAST_US"); gcpu+=("$LAST_CPU_MS")
         check_gv "$LOGS/noop-gv-$i" "no-op run $i" 0
         timed "$LOGS/noop-nj-$i" NJ "$WORK/nj"
-        njs+=("$LAST_US")
+        njs+=("$LAST_US"); ncpu+=("$LAST_CPU_MS")
         n=$(nj_steps "$LOGS/noop-nj-$i")
         [[ $n == 0 ]] || note "ninja no-op run $i ran $n steps"
     done
     record noop_gv "$(median_ms "${gvs[@]}")"; record noop_gv_all "$(list_ms "${gvs[@]}")"
+    record noop_gv_cpu_all "${gcpu[*]}"; record noop_nj_cpu_all "${ncpu[*]}"
     record noop_nj "$(median_ms "${njs[@]}")"; record noop_nj_all "$(list_ms "${njs[@]}")"
     log "no-op medians: gvbuild $(get noop_gv) ms, ninja $(get noop_nj) ms"
     for ((i = 1; i <= 3; i++)); do
@@ -242,7 +256,7 @@ sec_noop() {
 }
 
 sec_leaf() {
-    local i gvs=() njs=() want n nonce r_ran r_restored
+    local i gvs=() njs=() want n nonce r_ran r_restored gcpu=() ncpu=()
     want=$("${GEN[@]}" --downstream "$LEAF")
     record leaf_steps "$want"
     cp "$WORK/gv/src/$LEAF.txt" "$WORK/leaf.orig"
@@ -250,7 +264,7 @@ sec_leaf() {
         nonce="change $i $(date +%s%N)"
         printf '%s\n' "$nonce" >>"$WORK/gv/src/$LEAF.txt"
         timed "$LOGS/leaf-gv-$i" GV "$WORK/gv" "$WORK/cache"
-        gvs+=("$LAST_US")
+        gvs+=("$LAST_US"); gcpu+=("$LAST_CPU_MS")
         check_gv "$LOGS/leaf-gv-$i" "one-leaf rebuild run $i" "$want"
         log "leaf gvbuild run $i: $((LAST_US / 1000)) ms ($LAST_SUM)"
         cp "$WORK/leaf.orig" "$WORK/gv/src/$LEAF.txt"
@@ -267,7 +281,7 @@ sec_leaf() {
 
         printf '%s\n' "$nonce" >>"$WORK/nj/src/$LEAF.txt"
         timed "$LOGS/leaf-nj-$i" NJ "$WORK/nj"
-        njs+=("$LAST_US")
+        njs+=("$LAST_US"); ncpu+=("$LAST_CPU_MS")
         n=$(nj_steps "$LOGS/leaf-nj-$i")
         [[ $n == "$want" ]] || note "ninja one-leaf run $i ran $n steps, expected $want"
         log "leaf ninja   run $i: $((LAST_US / 1000)) ms ($n steps)"
@@ -275,6 +289,7 @@ sec_leaf() {
         timed "$LOGS/leaf-nj-restore-$i" NJ "$WORK/nj"
     done
     record leaf_gv "$(median_ms "${gvs[@]}")"; record leaf_gv_all "$(list_ms "${gvs[@]}")"
+    record leaf_gv_cpu_all "${gcpu[*]}"; record leaf_nj_cpu_all "${ncpu[*]}"
     record leaf_nj "$(median_ms "${njs[@]}")"; record leaf_nj_all "$(list_ms "${njs[@]}")"
     # After restoring, both trees must again be up to date and equal.
     timed "$LOGS/leaf-gv-final" GV "$WORK/gv" "$WORK/cache"
@@ -285,7 +300,7 @@ sec_leaf() {
 }
 
 sec_big() {
-    local i need avail gs=() gb=() bs=() after
+    local i need avail gs=() gb=() bs=() after gcpu=() bcpu=()
     local S=$WORK/small SB=$WORK/smallbig
     need=$(python3 -c "import sys; s=sys.argv[1]; m={'K':1<<10,'M':1<<20,'G':1<<30}; print((int(s[:-1])*m[s[-1]] if s[-1] in m else int(s))//1024 + (1<<20))" "$BIG_SIZE")
     avail=$(df -Pk "$WORK" | awk 'NR==2{print $4}')
@@ -324,15 +339,16 @@ sec_big() {
         # mtime; a real edit is never that close to the build, so leave a gap.
         sleep 0.2
         timed "$LOGS/rehash-gv-$i" GV "$SB" "$WORK/cache-sb"
-        gs+=("$LAST_US")
+        gs+=("$LAST_US"); gcpu+=("$LAST_CPU_MS")
         check_gv "$LOGS/rehash-gv-$i" "no-op after touching the big input, run $i" 0
         log "rehash gvbuild run $i: $((LAST_US / 1000)) ms ($LAST_SUM)"
-        timed "$LOGS/rehash-b3-$i" b3sum "$SB/data/big.bin"
-        bs+=("$LAST_US")
+        timed "$LOGS/rehash-b3-$i" B3 "$SB/data/big.bin"
+        bs+=("$LAST_US"); bcpu+=("$LAST_CPU_MS")
         log "b3sum          run $i: $((LAST_US / 1000)) ms"
     done
     record rehash_gv "$(median_ms "${gs[@]}")"; record rehash_gv_all "$(list_ms "${gs[@]}")"
     record rehash_b3 "$(median_ms "${bs[@]}")"; record rehash_b3_all "$(list_ms "${bs[@]}")"
+    record rehash_gv_cpu_all "${gcpu[*]}"; record rehash_b3_cpu_all "${bcpu[*]}"
     # The rehash must be remembered: the next no-op should be cheap again.
     timed "$LOGS/after-rehash" GV "$SB" "$WORK/cache-sb"
     after=$LAST_US
@@ -413,6 +429,12 @@ rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "uncommitted")
     done
     [[ -n $(get leaf_restore_sum) ]] && echo "- gvbuild rebuild after restoring the leaf (run 1): $(get leaf_restore_ms) ms, $(get leaf_restore_sum)"
     [[ -n $(get after_rehash) ]] && echo "- gvbuild no-op right after the rehash runs: $(get after_rehash) ms"
+    echo
+    echo "CPU time per run, user+sys with children (ms; less sensitive to other load than wall time; 10 ms resolution):"
+    echo
+    for k in cold_gv cold_nj noop_gv noop_nj leaf_gv leaf_nj rehash_gv rehash_b3; do
+        [[ -n $(get "${k}_cpu_all") ]] && echo "- $k: $(get "${k}_cpu_all")"
+    done
     if [[ -s $RES/notes ]]; then
         echo
         echo "Notes:"

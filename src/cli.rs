@@ -500,7 +500,9 @@ fn list(g: &GlobalArgs) -> Result<u8, Error> {
         let default =
             if graph.project.default.as_deref() == Some(t.name.as_str()) { " (default)" } else { "" };
         let desc = t.description.as_deref().unwrap_or("");
-        text.push_str(&format!("{:<width$}  {kind}  {desc}{default}\n", t.name).replace("  \n", "\n"));
+        let line = format!("{:<width$}  {kind}  {desc}{default}", t.name);
+        text.push_str(line.trim_end());
+        text.push('\n');
     }
     out(&text);
     Ok(0)

@@ -4,7 +4,9 @@
 mod support;
 
 mod cache_promises;
+mod cli;
 mod errors;
 mod incremental;
+mod roundtrip;
 mod schema;
 mod smoke;

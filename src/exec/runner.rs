@@ -83,8 +83,9 @@ pub fn check_fresh(ctx: &Ctx, t: &Target, deps: BTreeMap<String, Digest>) -> Opt
     let start = Instant::now();
     let Some(Step::Run(run)) = &t.step else { return None };
     let parts = fingerprint(ctx, t, run, deps).ok()?;
-    let record = ctx.state.read().ok().and_then(|s| s.get(&t.name).cloned())?;
-    let mut d = fresh(ctx, t, run, &parts, &record)?;
+    // Only the scheduler thread writes the state, and not during this phase.
+    let state = ctx.state.read().ok()?;
+    let mut d = fresh(ctx, t, run, &parts, state.get(&t.name)?)?;
     d.ms = start.elapsed().as_millis() as u64;
     Some(d)
 }
@@ -225,9 +226,8 @@ fn process_run(ctx: &Ctx, t: &Target, run: &RunStep, deps: BTreeMap<String, Dige
                     // A damaged blob or a bad entry is a miss, never a wrong output.
                     ctx.cache.evict_entry(&key);
                     clear_outputs(root, &outputs);
-                    let mut d = Done::new(Outcome::Ran);
-                    d.warnings.push(format!("{e}; running the step instead"));
-                    return finish_run(ctx, t, run, parts, first, reasons, d.warnings);
+                    let warning = format!("{e}; running the step instead");
+                    return finish_run(ctx, t, run, parts, first, reasons, vec![warning]);
                 }
             }
         }
