@@ -8,23 +8,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// Strip the common leading indentation of a YAML text written inline in a test.
-fn y(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().skip_while(|l| l.trim().is_empty()).collect();
-    let indent = lines
-        .iter()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.len() - l.trim_start().len())
-        .min()
-        .unwrap_or(0);
-    let mut out = String::new();
-    for l in lines {
-        out.push_str(l.get(indent..).unwrap_or(""));
-        out.push('\n');
-    }
-    out
-}
-
 fn touch(p: &Project, rel: &str) {
     let st = Command::new("touch").arg(p.path(rel)).status().unwrap();
     assert!(st.success(), "touch {rel} failed");

@@ -254,11 +254,8 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
         }
         // Start what may start.
         while in_flight < in_flight_max && !stopping {
+            // Only steps whose deps all succeeded are ever ready.
             let Some(i) = ready.pop_front() else { break };
-            if blocked[i] {
-                finished.push(i);
-                continue;
-            }
             let deps = dep_digests(g, i, &out_digest);
             if ctx.opts.dry_run {
                 // A dependency that would run has no outputs yet: so this step would run too.
@@ -278,20 +275,6 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
                 let done = runner::process(&ctx2, ctx2.graph.target(i), deps);
                 let _ = tx.send((i, done));
             });
-        }
-        // Skip what can no longer run.
-        for i in finished.drain(..) {
-            skip(
-                i,
-                &ctx,
-                reporter,
-                &mut summary,
-                &mut remaining,
-                &mut waiting,
-                &dependents,
-                &mut blocked,
-                &mut ready,
-            );
         }
         if stopping && in_flight == 0 {
             // Everything not started is skipped.
@@ -351,18 +334,9 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
                 }
             }
         }
+        // Skip what can no longer run, and what depends on it.
         for j in finished.drain(..) {
-            skip(
-                j,
-                &ctx,
-                reporter,
-                &mut summary,
-                &mut remaining,
-                &mut waiting,
-                &dependents,
-                &mut blocked,
-                &mut ready,
-            );
+            skip(j, &ctx, reporter, &mut summary, &mut remaining, &mut waiting, &dependents, &mut blocked);
         }
     }
     drop(tx);
@@ -409,7 +383,6 @@ fn skip(
     waiting: &mut [usize],
     dependents: &[Vec<usize>],
     blocked: &mut [bool],
-    ready: &mut VecDeque<usize>,
 ) {
     let mut stack = vec![i];
     while let Some(i) = stack.pop() {
@@ -425,5 +398,4 @@ fn skip(
             }
         }
     }
-    let _ = ready;
 }

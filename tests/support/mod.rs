@@ -251,3 +251,20 @@ pub fn names(list: &[&str]) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Strip the common leading indentation of a YAML text written inline in a test.
+pub fn y(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().skip_while(|l| l.trim().is_empty()).collect();
+    let indent = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for l in lines {
+        out.push_str(l.get(indent..).unwrap_or(""));
+        out.push('\n');
+    }
+    out
+}
