@@ -143,9 +143,13 @@ enum Cmd {
     },
     /// Print the JSON Schema of gevulot.yaml.
     Schema,
-    /// Download a URL and print its hash to pin (arrives with fetch steps).
-    #[command(hide = true)]
-    Hash { args: Vec<String> },
+    /// Download a URL once and print the hash line to paste into a `fetch:` step.
+    Hash {
+        url: String,
+        /// Print the blake3 instead of the sha256.
+        #[arg(long)]
+        blake3: bool,
+    },
     /// Print an ELF's shared-library closure (arrives with stage steps).
     #[command(hide = true)]
     Libs { args: Vec<String> },
@@ -225,8 +229,10 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
             out(&schema_json());
             Ok(0)
         }
-        Some(Cmd::Hash { .. }) | Some(Cmd::Libs { .. }) | Some(Cmd::Inspect { .. }) => Err(Error::Usage(
-            "this subcommand is reserved: it arrives with the Gevulot step kinds (fetch, stage, image) in a later version".into(),
+        Some(Cmd::Hash { url, blake3 }) => hash(&global, &url, blake3),
+        Some(Cmd::Libs { .. }) | Some(Cmd::Inspect { .. }) => Err(Error::Usage(
+            "this subcommand is reserved: it arrives with the stage and image step kinds in a later version"
+                .into(),
         )),
     }
 }
@@ -589,6 +595,25 @@ fn clean(g: &GlobalArgs, names: &[String]) -> Result<u8, Error> {
     let _ = stat.save(&p.state_dir.join("stat.bin"));
     out(&format!("gvbuild: removed {removed} output(s)\n"));
     Ok(0)
+}
+
+/// `gvbuild hash URL`: download once (kept in the cache, so the build that follows downloads
+/// nothing) and print the pin.
+fn hash(g: &GlobalArgs, url: &str, blake3: bool) -> Result<u8, Error> {
+    let (cache, _l) = open_cache(g, lock::Mode::Shared)?;
+    let downloads = cache.root().join("downloads");
+    match crate::steps::fetch::download_and_keep(url, &downloads) {
+        Ok(h) => {
+            let (algo, hex) = if blake3 { ("blake3", h.blake3) } else { ("sha256", h.sha256) };
+            out(&format!("{algo}: {hex}\n"));
+            note(&format!("gvbuild: {url}: {} bytes; paste the line above into the `fetch:` step", h.size));
+            Ok(0)
+        }
+        Err(e) => {
+            note(&format!("error: {e}"));
+            Ok(1)
+        }
+    }
 }
 
 fn cache_cmd(g: &GlobalArgs, cmd: CacheCmd) -> Result<u8, Error> {

@@ -65,7 +65,7 @@ fn a_quiet_step_leaves_no_stale_log() {
 
 #[test]
 fn reserved_subcommands_say_they_are_not_here_yet() {
-    let r = project().gvbuild(&["hash", "https://example.invalid/x"]).exit(2);
+    let r = project().gvbuild(&["libs", "build/app"]).exit(2);
     assert!(r.stderr().contains("reserved"), "{}", r.stderr());
 }
 

@@ -76,6 +76,15 @@ pub struct Target {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Step {
     Run(RunStep),
+    Fetch(FetchStep),
+}
+
+/// `fetch:` after var expansion; its output is the target's one output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FetchStep {
+    pub url: String,
+    pub pin: crate::steps::fetch::Pin,
+    pub extract: Option<crate::steps::fetch::Extract>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -316,6 +325,25 @@ impl Validator<'_> {
             })
             .collect::<Vec<_>>();
 
+        if let Some(fetch) = &raw.fetch {
+            let (step, outputs) = match self.fetch_step(n, raw, fetch, &mut unset_vars) {
+                Some((step, into)) => (Some(Step::Fetch(step)), vec![into]),
+                None => (None, Vec::new()),
+            };
+            return Target {
+                name: n.into(),
+                span,
+                description: raw.description.as_ref().map(|d| d.value.clone()),
+                deps,
+                inputs: Vec::new(),
+                outputs,
+                step,
+                cache: raw.cache.as_ref().is_none_or(|c| c.value),
+                restore: raw.restore.as_ref().map(|r| r.value).unwrap_or_default(),
+                unset_vars,
+            };
+        }
+
         let step = match &raw.run {
             Some(run) => {
                 let command = self.expand(run, n, &mut unset_vars);
@@ -404,6 +432,118 @@ impl Validator<'_> {
             restore: raw.restore.as_ref().map(|r| r.value).unwrap_or_default(),
             unset_vars,
         }
+    }
+
+    /// Validate a `fetch:` step: no `run`, no run-only fields, a well-formed pin, a valid `into`.
+    fn fetch_step(
+        &mut self,
+        n: &str,
+        raw: &RawTarget,
+        f: &raw::RawFetch,
+        unset: &mut Vec<(String, Span)>,
+    ) -> Option<(FetchStep, PathSpec)> {
+        let not_here: [(&str, Option<&serde_saphyr::Location>); 7] = [
+            ("run", raw.run.as_ref().map(|s| &s.referenced)),
+            ("inputs", raw.inputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+            ("outputs", raw.outputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+            ("depfile", raw.depfile.as_ref().map(|s| &s.referenced)),
+            ("env", raw.env.as_ref().and_then(|m| m.keys().next()).map(|s| &s.referenced)),
+            ("pass_env", raw.pass_env.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+            ("tools", raw.tools.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+        ];
+        let mut ok = true;
+        for (field, loc) in not_here {
+            if let Some(loc) = loc {
+                ok = false;
+                let help = if field == "run" {
+                    "a target has at most one step: split it into two targets".to_string()
+                } else {
+                    "a `fetch` step's only output is its `into`, and its key is its pinned hash".to_string()
+                };
+                self.errors.push(ConfigError::Invalid {
+                    message: format!("`{field}` is not allowed next to `fetch` in target `{n}`"),
+                    src: self.src.named(),
+                    span: Span::of(loc).into(),
+                    label: format!("`{field}` here"),
+                    help: Some(help),
+                });
+            }
+        }
+        let url = self.expand(&f.url, n, unset);
+        let url_span = Span::of(&f.url.referenced);
+        let pin = match (&f.sha256, &f.blake3) {
+            (Some(_), Some(b)) => {
+                self.errors.push(ConfigError::Invalid {
+                    message: format!("fetch `{n}` pins both `sha256` and `blake3`"),
+                    src: self.src.named(),
+                    span: Span::of(&b.referenced).into(),
+                    label: "one pin is enough".into(),
+                    help: Some("keep one of them".into()),
+                });
+                None
+            }
+            (None, None) => {
+                self.errors.push(ConfigError::Invalid {
+                    message: format!("fetch `{n}` has no pinned hash"),
+                    src: self.src.named(),
+                    span: url_span.into(),
+                    label: "downloaded unverified".into(),
+                    help: Some(format!(
+                        "run `gvbuild hash {url}` and paste the `sha256:` line it prints into this `fetch:` (or pin it with a var: `sha256: ${{name}}`)"
+                    )),
+                });
+                None
+            }
+            (Some(h), None) | (None, Some(h)) => {
+                let algo = if f.sha256.is_some() {
+                    crate::steps::fetch::Algo::Sha256
+                } else {
+                    crate::steps::fetch::Algo::Blake3
+                };
+                let before = unset.len();
+                let hex = self.expand(h, n, unset).trim().to_ascii_lowercase();
+                let pinned_later = unset.len() > before;
+                if !pinned_later && (hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit())) {
+                    self.errors.push(ConfigError::Invalid {
+                        message: format!("the {} of fetch `{n}` is not 64 hex digits", algo.name()),
+                        src: self.src.named(),
+                        span: Span::of(&h.referenced).into(),
+                        label: "not a hash".into(),
+                        help: Some(format!("`gvbuild hash {url}` prints the line to paste")),
+                    });
+                    None
+                } else {
+                    Some(crate::steps::fetch::Pin { algo, hex })
+                }
+            }
+        };
+        let extract = f.extract.as_ref().map(|x| {
+            let max_size = match &x.max_size {
+                None => crate::steps::fetch::DEFAULT_MAX_SIZE,
+                Some(m) => crate::fsutil::parse_size(&m.value).unwrap_or_else(|| {
+                    self.errors.push(ConfigError::Invalid {
+                        message: format!("`max_size` of fetch `{n}` is not a size"),
+                        src: self.src.named(),
+                        span: Span::of(&m.referenced).into(),
+                        label: "not a size".into(),
+                        help: Some("write a size such as 512M or 4G".into()),
+                    });
+                    0
+                }),
+            };
+            crate::steps::fetch::Extract {
+                strip_components: x.strip_components.as_ref().map_or(0, |s| s.value),
+                max_size,
+                max_entries: x
+                    .max_entries
+                    .as_ref()
+                    .map_or(crate::steps::fetch::DEFAULT_MAX_ENTRIES, |m| m.value),
+            }
+        });
+        let into = self.expand(&f.into, n, unset);
+        let into = self.output_path(&into, Span::of(&f.into.referenced), n)?;
+        let pin = pin?;
+        ok.then_some((FetchStep { url, pin, extract }, into))
     }
 
     /// Expand vars in one YAML string, reporting problems at the exact `${...}` where possible.

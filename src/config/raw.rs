@@ -71,6 +71,43 @@ pub struct RawTarget {
     /// the blob re-verified on every restore).
     #[schemars(with = "Option<RestoreMode>")]
     pub restore: Option<Spanned<RestoreMode>>,
+    /// A built-in step: download a pinned file and save or extract it. Its one output is `into`.
+    pub fetch: Option<RawFetch>,
+}
+
+/// `fetch:` a file pinned by its hash, from http(s) or file:// URLs.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawFetch {
+    /// http://, https:// or file:///absolute/path. Not part of the key: the hash is.
+    #[schemars(with = "String")]
+    pub url: Spanned<String>,
+    /// The sha256 of the download, 64 hex digits (`gvbuild hash URL` prints it).
+    #[schemars(with = "Option<String>")]
+    pub sha256: Option<Spanned<String>>,
+    /// The blake3 of the download, 64 hex digits (`gvbuild hash --blake3 URL`).
+    #[schemars(with = "Option<String>")]
+    pub blake3: Option<Spanned<String>>,
+    /// Extract the download (tar, tar.gz, tar.xz, tar.zst, zip; recognised by content) into
+    /// `into`. Without it the download itself is saved as `into`.
+    pub extract: Option<RawExtract>,
+    /// The step's output: a file, or the folder the archive is extracted into.
+    #[schemars(with = "String")]
+    pub into: Spanned<String>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawExtract {
+    /// Leading path components dropped from every entry (like tar's --strip-components).
+    #[schemars(with = "Option<u32>")]
+    pub strip_components: Option<Spanned<u32>>,
+    /// The most bytes extraction may write (default 16G).
+    #[schemars(with = "Option<String>")]
+    pub max_size: Option<Spanned<String>>,
+    /// The most entries the archive may hold (default 1000000).
+    #[schemars(with = "Option<u64>")]
+    pub max_entries: Option<Spanned<u64>>,
 }
 
 /// How cached outputs are written back into the project.

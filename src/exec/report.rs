@@ -173,7 +173,7 @@ impl Reporter {
         if let Some(cmd) = &d.command {
             msg.push_str(&format!("  command: {cmd}\n"));
         }
-        if let Some(log) = &d.log {
+        if let Some(log) = d.log.as_ref().filter(|l| l.exists()) {
             let shown = log.strip_prefix(&ctx.root).unwrap_or(log);
             msg.push_str(&format!("  log: {}\n", shown.display()));
             if let Ok(text) = std::fs::read_to_string(log) {

@@ -17,6 +17,7 @@ use crate::fingerprint::outputs::OutputTree;
 use crate::fingerprint::state::{Explained, Record};
 use crate::fingerprint::{depfile, full_key, inputs, Digest, FileId, KeyParts, StepDef, KEY_VERSION};
 use crate::fsutil;
+use crate::steps::fetch;
 use crate::steps::run::{self as run_step, RunSpec};
 
 /// What happened to one step target.
@@ -70,7 +71,7 @@ impl Done {
 pub fn process(ctx: &Ctx, target: &Target, deps: BTreeMap<String, Digest>) -> Done {
     let start = Instant::now();
     let mut done = match &target.step {
-        Some(Step::Run(run)) => process_run(ctx, target, run, deps),
+        Some(step) => process_step(ctx, target, step, deps),
         None => Done::new(Outcome::Fresh),
     };
     done.ms = start.elapsed().as_millis() as u64;
@@ -81,11 +82,11 @@ pub fn process(ctx: &Ctx, target: &Target, deps: BTreeMap<String, Digest>) -> Do
 /// it is not (or cannot be checked), and the full runner must take it.
 pub fn check_fresh(ctx: &Ctx, t: &Target, deps: BTreeMap<String, Digest>) -> Option<Done> {
     let start = Instant::now();
-    let Some(Step::Run(run)) = &t.step else { return None };
-    let parts = fingerprint(ctx, t, run, deps).ok()?;
+    let step = t.step.as_ref()?;
+    let parts = fingerprint(ctx, t, step, deps).ok()?;
     // Only the scheduler thread writes the state, and not during this phase.
     let state = ctx.state.read().ok()?;
-    let mut d = fresh(ctx, t, run, &parts, state.get(&t.name)?)?;
+    let mut d = fresh(ctx, t, step, &parts, state.get(&t.name)?)?;
     d.ms = start.elapsed().as_millis() as u64;
     Some(d)
 }
@@ -94,10 +95,38 @@ pub fn check_fresh(ctx: &Ctx, t: &Target, deps: BTreeMap<String, Digest>) -> Opt
 fn fingerprint(
     ctx: &Ctx,
     t: &Target,
-    run: &RunStep,
+    step: &Step,
     deps: BTreeMap<String, Digest>,
 ) -> Result<KeyParts, String> {
     let root = ctx.root.as_path();
+    let outputs: Vec<String> = t.outputs.iter().map(|o| o.path.clone()).collect();
+    let run = match step {
+        Step::Run(run) => run,
+        // A fetch is what its pin says it is: the URL is not part of the key.
+        Step::Fetch(f) => {
+            let extract = match &f.extract {
+                None => "save".to_string(),
+                Some(x) => format!(
+                    "extract strip_components={} max_size={} max_entries={}",
+                    x.strip_components, x.max_size, x.max_entries
+                ),
+            };
+            return Ok(KeyParts {
+                version: KEY_VERSION,
+                step: StepDef {
+                    kind: "fetch".into(),
+                    command: format!("{}:{} {extract}", f.pin.algo.name(), f.pin.hex),
+                    outputs,
+                    depfile: None,
+                },
+                inputs: BTreeMap::new(),
+                deps,
+                env: BTreeMap::new(),
+                pass_env: BTreeMap::new(),
+                tools: BTreeMap::new(),
+            });
+        }
+    };
     let inputs = inputs::resolve(root, &t.inputs, &ctx.stat).map_err(|e| e.to_string())?;
     let mut tools = BTreeMap::new();
     for name in &run.tools {
@@ -110,7 +139,7 @@ fn fingerprint(
         step: StepDef {
             kind: "run".into(),
             command: run.command.clone(),
-            outputs: t.outputs.iter().map(|o| o.path.clone()).collect(),
+            outputs,
             depfile: run.depfile.clone(),
         },
         inputs,
@@ -121,14 +150,22 @@ fn fingerprint(
     })
 }
 
+/// The depfile of a step, if it has one.
+fn depfile_of(step: &Step) -> Option<&String> {
+    match step {
+        Step::Run(run) => run.depfile.as_ref(),
+        Step::Fetch(_) => None,
+    }
+}
+
 /// The full key for a list of discovered inputs, if all of them still exist.
 fn full_for(
     ctx: &Ctx,
-    run: &RunStep,
+    step: &Step,
     first: Digest,
     list: &[String],
 ) -> Option<(Digest, BTreeMap<String, FileId>)> {
-    if run.depfile.is_none() {
+    if depfile_of(step).is_none() {
         return Some((first, BTreeMap::new()));
     }
     let ids = discovered_ids(ctx, list)?;
@@ -137,11 +174,11 @@ fn full_for(
 
 /// Step 2: fresh when the key equals the one recorded for this target and the outputs on disk
 /// still match their digests.
-fn fresh(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, rec: &Record) -> Option<Done> {
+fn fresh(ctx: &Ctx, t: &Target, step: &Step, parts: &KeyParts, rec: &Record) -> Option<Done> {
     if !t.cache || ctx.opts.rebuild.contains(&t.name) {
         return None;
     }
-    let (key, _) = full_for(ctx, run, parts.key(), &rec.discovered)?;
+    let (key, _) = full_for(ctx, step, parts.key(), &rec.discovered)?;
     if key != rec.key {
         return None;
     }
@@ -155,9 +192,9 @@ fn fresh(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, rec: &Record) -
     Some(d)
 }
 
-fn process_run(ctx: &Ctx, t: &Target, run: &RunStep, deps: BTreeMap<String, Digest>) -> Done {
+fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Digest>) -> Done {
     let root = ctx.root.as_path();
-    let parts = match fingerprint(ctx, t, run, deps) {
+    let parts = match fingerprint(ctx, t, step, deps) {
         Ok(p) => p,
         Err(e) => return Done::failed(e),
     };
@@ -166,11 +203,11 @@ fn process_run(ctx: &Ctx, t: &Target, run: &RunStep, deps: BTreeMap<String, Dige
     let record = ctx.state.read().ok().and_then(|s| s.get(&t.name).cloned());
     let record = record.as_ref();
     let forced = ctx.opts.rebuild.contains(&t.name);
-    let has_depfile = run.depfile.is_some();
-    if let Some(d) = record.and_then(|r| fresh(ctx, t, run, &parts, r)) {
+    let has_depfile = depfile_of(step).is_some();
+    if let Some(d) = record.and_then(|r| fresh(ctx, t, step, &parts, r)) {
         return d;
     }
-    let recorded = record.and_then(|r| full_for(ctx, run, first, &r.discovered).map(|k| (r, k)));
+    let recorded = record.and_then(|r| full_for(ctx, step, first, &r.discovered).map(|k| (r, k)));
     let now_discovered = recorded.as_ref().map(|(_, (_, ids))| ids.clone()).unwrap_or_default();
     let mut reasons = Vec::new();
     if ctx.opts.explain || ctx.opts.dry_run {
@@ -197,7 +234,7 @@ fn process_run(ctx: &Ctx, t: &Target, run: &RunStep, deps: BTreeMap<String, Dige
             lists.push(Vec::new());
         }
         for list in lists {
-            let Some((key, ids)) = full_for(ctx, run, first, &list) else {
+            let Some((key, ids)) = full_for(ctx, step, first, &list) else {
                 continue;
             };
             let Some(entry) = ctx.cache.get_entry(&key) else {
@@ -227,7 +264,7 @@ fn process_run(ctx: &Ctx, t: &Target, run: &RunStep, deps: BTreeMap<String, Dige
                     ctx.cache.evict_entry(&key);
                     clear_outputs(root, &outputs);
                     let warning = format!("{e}; running the step instead");
-                    return finish_run(ctx, t, run, parts, first, reasons, vec![warning]);
+                    return finish_run(ctx, t, step, parts, first, reasons, vec![warning]);
                 }
             }
         }
@@ -239,7 +276,7 @@ fn process_run(ctx: &Ctx, t: &Target, run: &RunStep, deps: BTreeMap<String, Dige
     }
 
     // 4. Run, then 5. store.
-    finish_run(ctx, t, run, parts, first, reasons, Vec::new())
+    finish_run(ctx, t, step, parts, first, reasons, Vec::new())
 }
 
 fn discovered_ids(ctx: &Ctx, list: &[String]) -> Option<BTreeMap<String, FileId>> {
@@ -339,7 +376,7 @@ fn restore(ctx: &Ctx, t: &Target, outputs: &[String], entry: &ActionEntry) -> Re
 fn finish_run(
     ctx: &Ctx,
     t: &Target,
-    run: &RunStep,
+    step: &Step,
     parts: KeyParts,
     first: Digest,
     reasons: Vec<Reason>,
@@ -350,7 +387,6 @@ fn finish_run(
     let log = ctx.log_path(&t.name);
     let mut done = Done::new(Outcome::Failed);
     done.reasons = reasons;
-    done.command = Some(run.command.clone());
     done.log = Some(log.clone());
 
     clear_outputs(root, outputs);
@@ -360,34 +396,31 @@ fn finish_run(
         }
     }
     let started = SystemTime::now();
-    let live = ctx.opts.verbose.then(|| format!("[{}] ", t.name));
-    let spec = RunSpec {
-        command: &run.command,
-        root,
-        env: &run.env_with(&parts.pass_env),
-        log: &log,
-        live: live.as_deref(),
-    };
-    let slot = ctx.slots.acquire();
-    let status = run_step::run(&spec, &ctx.jobs);
-    drop(slot);
-    let status = match status {
-        Ok(s) => s,
-        Err(e) => {
-            done.error = Some(format!("could not start /bin/sh: {e}"));
-            return done;
+    match step {
+        Step::Run(run) => {
+            done.command = Some(run.command.clone());
+            if let Err(e) = execute_run(ctx, t, run, &parts, &log) {
+                done.error = Some(e);
+                return done;
+            }
         }
-    };
+        Step::Fetch(f) => {
+            done.command = Some(format!("fetch {}", f.url));
+            let into = root.join(&outputs[0]);
+            let downloads = ctx.cache.root().join("downloads");
+            let slot = ctx.slots.acquire();
+            let fetched = fetch::run(&f.url, &f.pin, f.extract.as_ref(), &into, &downloads);
+            drop(slot);
+            if let Err(e) = fetched {
+                done.error = Some(e.to_string());
+                clear_outputs(root, outputs);
+                return done;
+            }
+        }
+    }
     if ctx.interrupted.load(Ordering::SeqCst) {
         done.error = Some("interrupted".into());
         clear_outputs(root, outputs);
-        return done;
-    }
-    if !status.success() {
-        done.error = Some(match status.code() {
-            Some(c) => format!("the command exited with status {c}"),
-            None => "the command was killed by a signal".into(),
-        });
         return done;
     }
     let tree = match OutputTree::collect(root, outputs, &ctx.stat) {
@@ -414,7 +447,7 @@ fn finish_run(
 
     let mut list = Vec::new();
     let mut ids = BTreeMap::new();
-    if let Some(dep) = &run.depfile {
+    if let Some(dep) = depfile_of(step) {
         match fs::read_to_string(root.join(dep)) {
             Ok(text) => {
                 for p in depfile::parse(&text) {
@@ -450,7 +483,7 @@ fn finish_run(
             }
         }
     }
-    let key = if run.depfile.is_some() { full_key(&first, &ids) } else { first };
+    let key = if depfile_of(step).is_some() { full_key(&first, &ids) } else { first };
     done.key = Some(key);
     done.warnings = warnings;
     done.update_record = true;
@@ -458,13 +491,36 @@ fn finish_run(
         return done;
     }
     if t.cache {
-        if let Err(e) = store(ctx, key, first, &tree, &list, &log, run.depfile.is_some()) {
+        if let Err(e) = store(ctx, key, first, &tree, &list, &log, depfile_of(step).is_some()) {
             done.warnings.push(format!("could not store `{}` in the cache: {e}", t.name));
         }
     }
     done.record = Some(Record { key, outputs: tree, outputs_digest, discovered: list });
     done.explained = Some(Explained { parts, discovered: ids });
     done
+}
+
+/// Run a shell step in its command slot; `Err` says why it failed.
+fn execute_run(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, log: &Path) -> Result<(), String> {
+    let live = ctx.opts.verbose.then(|| format!("[{}] ", t.name));
+    let spec = RunSpec {
+        command: &run.command,
+        root: &ctx.root,
+        env: &run.env_with(&parts.pass_env),
+        log,
+        live: live.as_deref(),
+    };
+    let slot = ctx.slots.acquire();
+    let status = run_step::run(&spec, &ctx.jobs);
+    drop(slot);
+    let status = status.map_err(|e| format!("could not start /bin/sh: {e}"))?;
+    if ctx.interrupted.load(Ordering::SeqCst) || status.success() {
+        return Ok(());
+    }
+    Err(match status.code() {
+        Some(c) => format!("the command exited with status {c}"),
+        None => "the command was killed by a signal".into(),
+    })
 }
 
 fn store(

@@ -1,4 +1,5 @@
 //! Built-in step kinds, one file each. Today: `run` (a shell command). The Gevulot kinds (fetch,
 //! stage, manifest, image) join here as siblings.
 
+pub mod fetch;
 pub mod run;

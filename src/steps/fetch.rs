@@ -1,0 +1,611 @@
+//! The `fetch` step: download a pinned file (http, https, file://), verify it, and save or
+//! extract it into the step's one output.
+//!
+//! - The key is the pinned hash (and the extract options), never the URL: moving a mirror
+//!   changes nothing.
+//! - Downloads stream into a temp file while being hashed, with a size cap, bounded retries with
+//!   backoff on transient errors, and timeouts. A mismatch names the URL and both hashes and
+//!   leaves nothing behind. Verified downloads are kept in the cache under `downloads/ALGO/HEX`,
+//!   so once fetched a build works offline.
+//! - Extraction fails closed into a staging folder, renamed into place only when complete.
+//!   Refused, with the entry's name: `..` components, absolute paths, symlinks leaving the
+//!   output, hard links to files outside the archive, device files and FIFOs, writes through a
+//!   symlink. setuid/setgid/sticky and world-writable bits are stripped. The total size and
+//!   the number of entries are capped.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Seek, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::fsutil;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Algo {
+    Sha256,
+    Blake3,
+}
+
+impl Algo {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algo::Sha256 => "sha256",
+            Algo::Blake3 => "blake3",
+        }
+    }
+}
+
+/// A pinned hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pin {
+    pub algo: Algo,
+    /// Lowercase hex, 64 digits.
+    pub hex: String,
+}
+
+/// Caps against decompression bombs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extract {
+    pub strip_components: u32,
+    pub max_size: u64,
+    pub max_entries: u64,
+}
+
+pub const DEFAULT_MAX_SIZE: u64 = 16 << 30;
+pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+/// The largest download accepted.
+pub const MAX_DOWNLOAD: u64 = 16 << 30;
+const TRIES: u32 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("downloading {url} failed: HTTP status {status}")]
+    Status { url: String, status: u16 },
+    #[error("downloading {url} failed after {tries} tries: {cause}")]
+    Transport { url: String, tries: u32, cause: String },
+    #[error(
+        "{url} does not match its pinned hash\n  expected {algo}: {expected}\n  actual   {algo}: {actual}\nnothing was extracted or cached; if the new content is right, pin it with `gvbuild hash {url}`"
+    )]
+    Mismatch { url: String, algo: &'static str, expected: String, actual: String },
+    #[error("{url} is larger than the download limit of {limit} bytes")]
+    TooLarge { url: String, limit: u64 },
+    #[error("{what} {path}: {cause}")]
+    Io { what: &'static str, path: PathBuf, cause: io::Error },
+    #[error("archive entry `{entry}` {why}; nothing was extracted")]
+    Hostile { entry: String, why: &'static str },
+    #[error("the archive exceeds its limit of {limit} {what} (raise `extract: {{ {key}: ... }}` if it is genuine); nothing was extracted")]
+    Bomb { what: &'static str, key: &'static str, limit: u64 },
+    #[error("{url} is not an archive gvbuild can extract (tar, tar.gz, tar.xz, tar.zst or zip, recognised by content): {cause}")]
+    NotArchive { url: String, cause: String },
+    #[error("unsupported URL {url}: use http://, https:// or file:///ABSOLUTE/PATH")]
+    Scheme { url: String },
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FetchError + 'a {
+    move |cause| FetchError::Io { what, path: path.to_path_buf(), cause }
+}
+
+/// Both digests of a download, in hex.
+#[derive(Debug, Clone)]
+pub struct Hashes {
+    pub sha256: String,
+    pub blake3: String,
+    pub size: u64,
+}
+
+impl Hashes {
+    pub fn of(&self, algo: Algo) -> &str {
+        match algo {
+            Algo::Sha256 => &self.sha256,
+            Algo::Blake3 => &self.blake3,
+        }
+    }
+}
+
+/// Stream `url` into `dest` (a new file), hashing as it goes.
+pub fn download(url: &str, dest: &Path, limit: u64) -> Result<Hashes, FetchError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(FetchError::Scheme { url: url.into() });
+        }
+        let mut f = File::open(path).map_err(io_err("cannot read", Path::new(path)))?;
+        return copy_hashing(url, &mut f, dest, limit);
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(FetchError::Scheme { url: url.into() });
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(20)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut last = String::new();
+    for attempt in 1..=TRIES {
+        if attempt > 1 {
+            std::thread::sleep(Duration::from_millis(200 << (attempt - 2)));
+        }
+        match agent.get(url).call() {
+            Ok(mut resp) => {
+                let mut body = resp.body_mut().with_config().limit(limit.saturating_add(1)).reader();
+                match copy_hashing(url, &mut body, dest, limit) {
+                    Ok(h) => return Ok(h),
+                    // A connection dropped mid-body is worth another try.
+                    Err(FetchError::Io { cause, .. }) if attempt < TRIES => last = cause.to_string(),
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(ureq::Error::StatusCode(status)) => {
+                let transient = status >= 500 || status == 429 || status == 408;
+                if !transient || attempt == TRIES {
+                    return Err(FetchError::Status { url: url.into(), status });
+                }
+                last = format!("HTTP status {status}");
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(FetchError::Transport { url: url.into(), tries: TRIES, cause: last })
+}
+
+fn copy_hashing(url: &str, input: &mut dyn Read, dest: &Path, limit: u64) -> Result<Hashes, FetchError> {
+    let mut out = File::create(dest).map_err(io_err("cannot write", dest))?;
+    let mut sha = sha2::Sha256::new();
+    let mut b3 = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = input.read(&mut buf).map_err(io_err("cannot read", Path::new(url)))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        if size > limit {
+            return Err(FetchError::TooLarge { url: url.into(), limit });
+        }
+        sha.update(&buf[..n]);
+        b3.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(io_err("cannot write", dest))?;
+    }
+    Ok(Hashes { sha256: hex::encode(sha.finalize()), blake3: b3.finalize().to_hex().to_string(), size })
+}
+
+/// Hash a file already on disk.
+pub fn hash_file(path: &Path) -> io::Result<Hashes> {
+    let mut f = File::open(path)?;
+    let mut sha = sha2::Sha256::new();
+    let mut b3 = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        sha.update(&buf[..n]);
+        b3.update(&buf[..n]);
+    }
+    Ok(Hashes { sha256: hex::encode(sha.finalize()), blake3: b3.finalize().to_hex().to_string(), size })
+}
+
+/// The verified download for `pin`, from the downloads folder or the network.
+pub fn obtain(url: &str, pin: &Pin, downloads: &Path) -> Result<PathBuf, FetchError> {
+    let path = downloads.join(pin.algo.name()).join(&pin.hex);
+    if path.exists() {
+        match hash_file(&path) {
+            Ok(h) if h.of(pin.algo) == pin.hex => return Ok(path),
+            // Damaged: drop it and download again.
+            _ => {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+    let dir = path.parent().unwrap_or(downloads);
+    fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
+    let tmp = fsutil::temp_beside(&path);
+    let result = download(url, &tmp, MAX_DOWNLOAD).and_then(|h| {
+        let actual = h.of(pin.algo).to_string();
+        if actual != pin.hex {
+            return Err(FetchError::Mismatch {
+                url: url.into(),
+                algo: pin.algo.name(),
+                expected: pin.hex.clone(),
+                actual,
+            });
+        }
+        let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444));
+        fs::rename(&tmp, &path).map_err(io_err("cannot store", &path))
+    });
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(path)
+}
+
+/// Download `url` without a pin (for `gvbuild hash`) and keep it under both of its hashes.
+pub fn download_and_keep(url: &str, downloads: &Path) -> Result<Hashes, FetchError> {
+    let tmp_dir = downloads.join("sha256");
+    fs::create_dir_all(&tmp_dir).map_err(io_err("cannot create", &tmp_dir))?;
+    let tmp = fsutil::temp_beside(&tmp_dir.join("unpinned"));
+    let h = match download(url, &tmp, MAX_DOWNLOAD) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let _ = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444));
+    let by_sha = tmp_dir.join(&h.sha256);
+    let b3_dir = downloads.join("blake3");
+    let kept = fs::rename(&tmp, &by_sha).and_then(|()| fs::create_dir_all(&b3_dir));
+    if kept.is_ok() {
+        let _ = fs::hard_link(&by_sha, b3_dir.join(&h.blake3));
+    } else {
+        let _ = fs::remove_file(&tmp);
+    }
+    Ok(h)
+}
+
+/// Run a fetch step: obtain the download, then copy or extract it to `into`.
+pub fn run(
+    url: &str,
+    pin: &Pin,
+    extract: Option<&Extract>,
+    into: &Path,
+    downloads: &Path,
+) -> Result<(), FetchError> {
+    let file = obtain(url, pin, downloads)?;
+    if let Some(parent) = into.parent() {
+        fs::create_dir_all(parent).map_err(io_err("cannot create", parent))?;
+    }
+    match extract {
+        None => {
+            let tmp = fsutil::temp_beside(into);
+            let copied = fs::copy(&file, &tmp)
+                .and_then(|_| fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)))
+                .and_then(|()| fs::rename(&tmp, into));
+            if let Err(e) = copied {
+                let _ = fs::remove_file(&tmp);
+                return Err(FetchError::Io { what: "cannot write", path: into.to_path_buf(), cause: e });
+            }
+            Ok(())
+        }
+        Some(x) => {
+            let staging = fsutil::temp_beside(into);
+            fs::create_dir(&staging).map_err(io_err("cannot create", &staging))?;
+            let result = extract_archive(url, &file, &staging, x);
+            if let Err(e) = result {
+                let _ = fsutil::remove_path(&staging);
+                return Err(e);
+            }
+            let _ = fsutil::remove_path(into);
+            fs::rename(&staging, into).map_err(|e| {
+                let _ = fsutil::remove_path(&staging);
+                FetchError::Io { what: "cannot move into place", path: into.to_path_buf(), cause: e }
+            })
+        }
+    }
+}
+
+enum Kind {
+    Gzip,
+    Xz,
+    Zstd,
+    Zip,
+    Tar,
+}
+
+fn sniff(file: &Path) -> Result<Option<Kind>, io::Error> {
+    let mut head = [0u8; 512];
+    let mut f = File::open(file)?;
+    let mut n = 0;
+    while n < head.len() {
+        let r = f.read(&mut head[n..])?;
+        if r == 0 {
+            break;
+        }
+        n += r;
+    }
+    let h = &head[..n];
+    Ok(if h.starts_with(&[0x1f, 0x8b]) {
+        Some(Kind::Gzip)
+    } else if h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Some(Kind::Xz)
+    } else if h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some(Kind::Zstd)
+    } else if h.starts_with(b"PK\x03\x04") || h.starts_with(b"PK\x05\x06") {
+        Some(Kind::Zip)
+    } else if n >= 262 && &h[257..262] == b"ustar" {
+        Some(Kind::Tar)
+    } else {
+        None
+    })
+}
+
+fn extract_archive(url: &str, file: &Path, staging: &Path, x: &Extract) -> Result<(), FetchError> {
+    let kind = sniff(file).map_err(io_err("cannot read", file))?;
+    let open = || File::open(file).map_err(io_err("cannot read", file));
+    let mut ex = Extractor { root: staging, x, entries: 0, bytes: 0 };
+    match kind {
+        Some(Kind::Gzip) => ex.tar(flate2::read::GzDecoder::new(BufReader::new(open()?))),
+        Some(Kind::Zstd) => {
+            let dec = ruzstd::decoding::StreamingDecoder::new(BufReader::new(open()?))
+                .map_err(|e| FetchError::NotArchive { url: url.into(), cause: e.to_string() })?;
+            ex.tar(dec)
+        }
+        Some(Kind::Xz) => {
+            // lzma-rs decompresses into a writer: stage the tar stream in a capped temp file.
+            let tar_tmp = fsutil::temp_beside(&staging.with_extension("tar"));
+            let result = (|| {
+                let mut out = Capped {
+                    inner: File::create(&tar_tmp).map_err(io_err("cannot write", &tar_tmp))?,
+                    left: x
+                        .max_size
+                        .saturating_add(x.max_entries.saturating_mul(1024))
+                        .saturating_add(1 << 20),
+                };
+                lzma_rs::xz_decompress(&mut BufReader::new(open()?), &mut out).map_err(|e| match e {
+                    lzma_rs::error::Error::IoError(io) if io.kind() == io::ErrorKind::FileTooLarge => {
+                        FetchError::Bomb { what: "bytes", key: "max_size", limit: x.max_size }
+                    }
+                    e => FetchError::NotArchive { url: url.into(), cause: e.to_string() },
+                })?;
+                let mut f = out.inner;
+                f.seek(io::SeekFrom::Start(0)).map_err(io_err("cannot read", &tar_tmp))?;
+                ex.tar(BufReader::new(f))
+            })();
+            let _ = fs::remove_file(&tar_tmp);
+            result
+        }
+        Some(Kind::Tar) => ex.tar(BufReader::new(open()?)),
+        Some(Kind::Zip) => ex.zip(open()?, url),
+        None => Err(FetchError::NotArchive { url: url.into(), cause: "unknown format".into() }),
+    }
+}
+
+/// A writer that refuses to grow past a limit.
+struct Capped<W> {
+    inner: W,
+    left: u64,
+}
+
+impl<W: Write> Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, "archive too large"));
+        }
+        let n = self.inner.write(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct Extractor<'a> {
+    root: &'a Path,
+    x: &'a Extract,
+    entries: u64,
+    bytes: u64,
+}
+
+impl Extractor<'_> {
+    /// The relative path an entry lands at (after strip_components), or None to skip it.
+    fn target(&self, raw: &[u8]) -> Result<Option<Vec<String>>, FetchError> {
+        let name = String::from_utf8_lossy(raw).into_owned();
+        let Ok(text) = std::str::from_utf8(raw) else {
+            return Err(FetchError::Hostile { entry: name, why: "has a name that is not UTF-8" });
+        };
+        if text.contains('\0') {
+            return Err(FetchError::Hostile { entry: name, why: "has a NUL in its name" });
+        }
+        if text.starts_with('/') {
+            return Err(FetchError::Hostile { entry: name, why: "has an absolute path" });
+        }
+        let mut parts: Vec<String> = Vec::new();
+        for c in text.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => return Err(FetchError::Hostile { entry: name, why: "has a `..` component" }),
+                c => parts.push(c.to_string()),
+            }
+        }
+        let strip = self.x.strip_components as usize;
+        if parts.len() <= strip {
+            return Ok(None);
+        }
+        Ok(Some(parts.split_off(strip)))
+    }
+
+    fn count(&mut self, entry: &str) -> Result<(), FetchError> {
+        self.entries += 1;
+        if self.entries > self.x.max_entries {
+            let _ = entry;
+            return Err(FetchError::Bomb { what: "entries", key: "max_entries", limit: self.x.max_entries });
+        }
+        Ok(())
+    }
+
+    /// Create the parent folders of `parts`, refusing to go through a symlink.
+    fn prepare(&self, parts: &[String], entry: &str) -> Result<PathBuf, FetchError> {
+        let mut p = self.root.to_path_buf();
+        for c in &parts[..parts.len() - 1] {
+            p.push(c);
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(FetchError::Hostile {
+                        entry: entry.into(),
+                        why: "is written through a symbolic link",
+                    })
+                }
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(FetchError::Hostile { entry: entry.into(), why: "is written inside a file" })
+                }
+                Err(_) => fs::create_dir(&p).map_err(io_err("cannot create", &p))?,
+            }
+        }
+        let dest = self.root.join(parts.join("/"));
+        if let Ok(m) = fs::symlink_metadata(&dest) {
+            if m.is_dir() && !m.file_type().is_symlink() {
+                return Ok(dest);
+            }
+            let _ = fs::remove_file(&dest);
+        }
+        Ok(dest)
+    }
+
+    fn write_file(&mut self, reader: &mut dyn Read, dest: &Path, mode: u32) -> Result<(), FetchError> {
+        let mut out = File::create(dest).map_err(io_err("cannot write", dest))?;
+        let mut buf = vec![0u8; 128 * 1024];
+        loop {
+            let n = reader.read(&mut buf).map_err(io_err("cannot read the archive at", dest))?;
+            if n == 0 {
+                break;
+            }
+            self.bytes += n as u64;
+            if self.bytes > self.x.max_size {
+                return Err(FetchError::Bomb { what: "bytes", key: "max_size", limit: self.x.max_size });
+            }
+            out.write_all(&buf[..n]).map_err(io_err("cannot write", dest))?;
+        }
+        fs::set_permissions(dest, fs::Permissions::from_mode(safe_mode(mode)))
+            .map_err(io_err("cannot set mode of", dest))
+    }
+
+    /// A symlink at `parts` pointing at `target` must stay inside the output.
+    fn check_link(&self, parts: &[String], target: &str, entry: &str) -> Result<(), FetchError> {
+        if target.starts_with('/') {
+            return Err(FetchError::Hostile {
+                entry: entry.into(),
+                why: "is a symbolic link to an absolute path",
+            });
+        }
+        let mut at: Vec<&str> = parts[..parts.len() - 1].iter().map(String::as_str).collect();
+        for c in target.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    if at.pop().is_none() {
+                        return Err(FetchError::Hostile {
+                            entry: entry.into(),
+                            why: "is a symbolic link leading outside `into`",
+                        });
+                    }
+                }
+                c => at.push(c),
+            }
+        }
+        Ok(())
+    }
+
+    fn tar(&mut self, reader: impl Read) -> Result<(), FetchError> {
+        let mut archive = tar::Archive::new(reader);
+        let entries = archive.entries().map_err(io_err("cannot read the archive in", self.root))?;
+        for entry in entries {
+            let mut entry = entry.map_err(io_err("cannot read the archive in", self.root))?;
+            let raw = entry.path_bytes().into_owned();
+            let name = String::from_utf8_lossy(&raw).into_owned();
+            self.count(&name)?;
+            let kind = entry.header().entry_type();
+            let Some(parts) = self.target(&raw)? else { continue };
+            match kind {
+                tar::EntryType::Directory => {
+                    let dest = self.prepare(&parts, &name)?;
+                    fs::create_dir_all(&dest).map_err(io_err("cannot create", &dest))?;
+                }
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    let dest = self.prepare(&parts, &name)?;
+                    let mode = entry.header().mode().unwrap_or(0o644);
+                    self.write_file(&mut entry, &dest, mode)?;
+                }
+                tar::EntryType::Symlink => {
+                    let target = entry
+                        .link_name_bytes()
+                        .map(|l| String::from_utf8_lossy(&l).into_owned())
+                        .unwrap_or_default();
+                    self.check_link(&parts, &target, &name)?;
+                    let dest = self.prepare(&parts, &name)?;
+                    std::os::unix::fs::symlink(&target, &dest).map_err(io_err("cannot create", &dest))?;
+                }
+                tar::EntryType::Link => {
+                    let target = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
+                    let linked = match self.target(&target) {
+                        Ok(Some(t)) => self.root.join(t.join("/")),
+                        _ => {
+                            return Err(FetchError::Hostile {
+                                entry: name,
+                                why: "is a hard link to a file outside the archive",
+                            })
+                        }
+                    };
+                    let inside = fs::symlink_metadata(&linked).is_ok_and(|m| m.is_file());
+                    if !inside {
+                        return Err(FetchError::Hostile {
+                            entry: name,
+                            why: "is a hard link to a file outside the archive",
+                        });
+                    }
+                    let dest = self.prepare(&parts, &name)?;
+                    fs::hard_link(&linked, &dest).map_err(io_err("cannot create", &dest))?;
+                }
+                tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                    return Err(FetchError::Hostile { entry: name, why: "is a device file or FIFO" });
+                }
+                tar::EntryType::XGlobalHeader
+                | tar::EntryType::XHeader
+                | tar::EntryType::GNULongName
+                | tar::EntryType::GNULongLink => {}
+                _ => {
+                    return Err(FetchError::Hostile {
+                        entry: name,
+                        why: "has an entry type gvbuild does not extract",
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn zip(&mut self, file: File, url: &str) -> Result<(), FetchError> {
+        let mut archive = zip::ZipArchive::new(file)
+            .map_err(|e| FetchError::NotArchive { url: url.into(), cause: e.to_string() })?;
+        for i in 0..archive.len() {
+            let mut f = archive
+                .by_index(i)
+                .map_err(|e| FetchError::NotArchive { url: url.into(), cause: e.to_string() })?;
+            let name = f.name().to_string();
+            self.count(&name)?;
+            let Some(parts) = self.target(f.name_raw())? else { continue };
+            let mode = f.unix_mode().unwrap_or(0o644);
+            let file_type = mode & 0o170000;
+            if f.is_dir() {
+                let dest = self.prepare(&parts, &name)?;
+                fs::create_dir_all(&dest).map_err(io_err("cannot create", &dest))?;
+            } else if file_type == 0o120000 {
+                let mut target = String::new();
+                f.read_to_string(&mut target).map_err(io_err("cannot read the archive in", self.root))?;
+                self.check_link(&parts, &target, &name)?;
+                let dest = self.prepare(&parts, &name)?;
+                std::os::unix::fs::symlink(&target, &dest).map_err(io_err("cannot create", &dest))?;
+            } else if file_type == 0 || file_type == 0o100000 {
+                let dest = self.prepare(&parts, &name)?;
+                self.write_file(&mut f, &dest, mode)?;
+            } else {
+                return Err(FetchError::Hostile { entry: name, why: "is a device file or FIFO" });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Permission bits only, without setuid, setgid, sticky or world-write; always owner-readable.
+fn safe_mode(mode: u32) -> u32 {
+    (mode & 0o775) | 0o400
+}
