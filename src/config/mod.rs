@@ -469,9 +469,82 @@ impl Validator<'_> {
                 });
             }
         }
-        let url = self.expand(&f.url, n, unset);
-        let url_span = Span::of(&f.url.referenced);
-        let pin = match (&f.sha256, &f.blake3) {
+        let (url, pin) = match (&f.url, &f.git) {
+            (Some(url), None) => {
+                let url_span = Span::of(&url.referenced);
+                let url = self.expand(url, n, unset);
+                let pin = self.download_pin(n, f, &url, url_span, unset);
+                (url, pin)
+            }
+            (None, Some(git)) => {
+                let git_span = Span::of(&git.referenced);
+                let url = self.expand(git, n, unset);
+                let pin = self.git_pin(n, f, git_span, unset);
+                (url, pin)
+            }
+            (Some(_), Some(git)) => {
+                self.errors.push(ConfigError::Invalid {
+                    message: format!("fetch `{n}` has both `url` and `git`"),
+                    src: self.src.named(),
+                    span: Span::of(&git.referenced).into(),
+                    label: "one source per fetch".into(),
+                    help: Some("keep `url` for a download, or `git` with `rev` for a repository".into()),
+                });
+                return None;
+            }
+            (None, None) => {
+                self.errors.push(ConfigError::Invalid {
+                    message: format!("fetch `{n}` names nothing to fetch"),
+                    src: self.src.named(),
+                    span: Span::of(&f.into.referenced).into(),
+                    label: "fetched from where?".into(),
+                    help: Some(
+                        "add `url:` (with `sha256:`) for a download, or `git:` with `rev:` for a repository"
+                            .into(),
+                    ),
+                });
+                return None;
+            }
+        };
+        let extract = f.extract.as_ref().map(|x| {
+            let max_size = match &x.max_size {
+                None => crate::steps::fetch::DEFAULT_MAX_SIZE,
+                Some(m) => crate::fsutil::parse_size(&m.value).unwrap_or_else(|| {
+                    self.errors.push(ConfigError::Invalid {
+                        message: format!("`max_size` of fetch `{n}` is not a size"),
+                        src: self.src.named(),
+                        span: Span::of(&m.referenced).into(),
+                        label: "not a size".into(),
+                        help: Some("write a size such as 512M or 4G".into()),
+                    });
+                    0
+                }),
+            };
+            crate::steps::fetch::Extract {
+                strip_components: x.strip_components.as_ref().map_or(0, |s| s.value),
+                max_size,
+                max_entries: x
+                    .max_entries
+                    .as_ref()
+                    .map_or(crate::steps::fetch::DEFAULT_MAX_ENTRIES, |m| m.value),
+            }
+        });
+        let into = self.expand(&f.into, n, unset);
+        let into = self.output_path(&into, Span::of(&f.into.referenced), n)?;
+        let pin = pin?;
+        ok.then_some((FetchStep { url, pin, extract }, into))
+    }
+
+    /// The `sha256:` or `blake3:` pin of a download.
+    fn download_pin(
+        &mut self,
+        n: &str,
+        f: &raw::RawFetch,
+        url: &str,
+        url_span: Span,
+        unset: &mut Vec<(String, Span)>,
+    ) -> Option<crate::steps::fetch::Pin> {
+        match (&f.sha256, &f.blake3) {
             (Some(_), Some(b)) => {
                 self.errors.push(ConfigError::Invalid {
                     message: format!("fetch `{n}` pins both `sha256` and `blake3`"),
@@ -516,34 +589,66 @@ impl Validator<'_> {
                     Some(crate::steps::fetch::Pin { algo, hex })
                 }
             }
-        };
-        let extract = f.extract.as_ref().map(|x| {
-            let max_size = match &x.max_size {
-                None => crate::steps::fetch::DEFAULT_MAX_SIZE,
-                Some(m) => crate::fsutil::parse_size(&m.value).unwrap_or_else(|| {
-                    self.errors.push(ConfigError::Invalid {
-                        message: format!("`max_size` of fetch `{n}` is not a size"),
-                        src: self.src.named(),
-                        span: Span::of(&m.referenced).into(),
-                        label: "not a size".into(),
-                        help: Some("write a size such as 512M or 4G".into()),
-                    });
-                    0
-                }),
-            };
-            crate::steps::fetch::Extract {
-                strip_components: x.strip_components.as_ref().map_or(0, |s| s.value),
-                max_size,
-                max_entries: x
-                    .max_entries
-                    .as_ref()
-                    .map_or(crate::steps::fetch::DEFAULT_MAX_ENTRIES, |m| m.value),
+        }
+    }
+
+    /// The `rev:` of a git fetch: a full commit id, nothing else.
+    fn git_pin(
+        &mut self,
+        n: &str,
+        f: &raw::RawFetch,
+        git_span: Span,
+        unset: &mut Vec<(String, Span)>,
+    ) -> Option<crate::steps::fetch::Pin> {
+        for (field, loc) in [
+            ("sha256", f.sha256.as_ref().map(|s| &s.referenced)),
+            ("blake3", f.blake3.as_ref().map(|s| &s.referenced)),
+        ] {
+            if let Some(loc) = loc {
+                self.errors.push(ConfigError::Invalid {
+                    message: format!("`{field}` does not apply to a git fetch (`{n}`)"),
+                    src: self.src.named(),
+                    span: Span::of(loc).into(),
+                    label: "not for git".into(),
+                    help: Some("a git fetch is pinned by `rev:`, a full commit id".into()),
+                });
             }
-        });
-        let into = self.expand(&f.into, n, unset);
-        let into = self.output_path(&into, Span::of(&f.into.referenced), n)?;
-        let pin = pin?;
-        ok.then_some((FetchStep { url, pin, extract }, into))
+        }
+        if f.extract.is_some() {
+            self.errors.push(ConfigError::Invalid {
+                message: format!("`extract` does not apply to a git fetch (`{n}`)"),
+                src: self.src.named(),
+                span: git_span.into(),
+                label: "a git fetch is a checkout".into(),
+                help: Some("the output is the tree at `rev`, without `.git`; remove `extract`".into()),
+            });
+        }
+        let Some(rev) = &f.rev else {
+            self.errors.push(ConfigError::Invalid {
+                message: format!("git fetch `{n}` has no `rev`"),
+                src: self.src.named(),
+                span: git_span.into(),
+                label: "checked out at which commit?".into(),
+                help: Some("add `rev:` with the full commit id (`git rev-parse BRANCH` prints it)".into()),
+            });
+            return None;
+        };
+        let before = unset.len();
+        let hex = self.expand(rev, n, unset).trim().to_ascii_lowercase();
+        let full = matches!(hex.len(), 40 | 64) && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        if unset.len() == before && !full {
+            self.errors.push(ConfigError::Invalid {
+                message: format!("`rev` of git fetch `{n}` is not a full commit id"),
+                src: self.src.named(),
+                span: Span::of(&rev.referenced).into(),
+                label: "a branch, tag or short id is not a pin".into(),
+                help: Some(
+                    "a branch or tag can move: pin the full commit id (`git rev-parse REF` prints it)".into(),
+                ),
+            });
+            return None;
+        }
+        Some(crate::steps::fetch::Pin { algo: crate::steps::fetch::Algo::GitCommit, hex })
     }
 
     /// Expand vars in one YAML string, reporting problems at the exact `${...}` where possible.

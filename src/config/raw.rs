@@ -80,8 +80,14 @@ pub struct RawTarget {
 #[serde(deny_unknown_fields)]
 pub struct RawFetch {
     /// http://, https:// or file:///absolute/path. Not part of the key: the hash is.
-    #[schemars(with = "String")]
-    pub url: Spanned<String>,
+    #[schemars(with = "Option<String>")]
+    pub url: Option<Spanned<String>>,
+    /// A git repository (any URL git can clone), checked out at `rev`, without `.git`.
+    #[schemars(with = "Option<String>")]
+    pub git: Option<Spanned<String>>,
+    /// With `git`: the full commit id to check out. Branch and tag names are refused as unpinned.
+    #[schemars(with = "Option<String>")]
+    pub rev: Option<Spanned<String>>,
     /// The sha256 of the download, 64 hex digits (`gvbuild hash URL` prints it).
     #[schemars(with = "Option<String>")]
     pub sha256: Option<Spanned<String>>,

@@ -28,6 +28,8 @@ use crate::fsutil;
 pub enum Algo {
     Sha256,
     Blake3,
+    /// A git commit id: the `url` is a repository, checked out at that commit.
+    GitCommit,
 }
 
 impl Algo {
@@ -35,6 +37,7 @@ impl Algo {
         match self {
             Algo::Sha256 => "sha256",
             Algo::Blake3 => "blake3",
+            Algo::GitCommit => "commit",
         }
     }
 }
@@ -83,6 +86,8 @@ pub enum FetchError {
     NotArchive { url: String, cause: String },
     #[error("unsupported URL {url}: use http://, https:// or file:///ABSOLUTE/PATH")]
     Scheme { url: String },
+    #[error("git could not check out {rev} from {url}: {cause}")]
+    Git { url: String, rev: String, cause: String },
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FetchError + 'a {
@@ -100,7 +105,7 @@ pub struct Hashes {
 impl Hashes {
     pub fn of(&self, algo: Algo) -> &str {
         match algo {
-            Algo::Sha256 => &self.sha256,
+            Algo::Sha256 | Algo::GitCommit => &self.sha256,
             Algo::Blake3 => &self.blake3,
         }
     }
@@ -251,7 +256,55 @@ pub fn download_and_keep(url: &str, downloads: &Path) -> Result<Hashes, FetchErr
     Ok(h)
 }
 
-/// Run a fetch step: obtain the download, then copy or extract it to `into`.
+/// Check out `rev` (a full commit id) of the repository at `url` into `into`, without `.git`.
+fn git_checkout(url: &str, rev: &str, into: &Path) -> Result<(), FetchError> {
+    let staging = fsutil::temp_beside(into);
+    let fail = |cause: String| FetchError::Git { url: url.into(), rev: rev.into(), cause };
+    let git = |args: &[&str]| -> Result<String, FetchError> {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| fail(format!("cannot run git ({e}); is it installed?")))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+        }
+    };
+    let result = (|| {
+        let dir = staging.to_str().ok_or_else(|| fail("the output path is not UTF-8".into()))?;
+        git(&["init", "-q", dir])?;
+        // Fetch just that commit; a server that refuses a fetch by id gets a full fetch instead.
+        if git(&["-C", dir, "fetch", "-q", "--depth", "1", url, rev]).is_err() {
+            git(&[
+                "-C",
+                dir,
+                "fetch",
+                "-q",
+                url,
+                "+refs/heads/*:refs/remotes/origin/*",
+                "+refs/tags/*:refs/tags/*",
+            ])?;
+        }
+        git(&["-C", dir, "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", rev])?;
+        let head = git(&["-C", dir, "rev-parse", "HEAD"])?;
+        if head != rev {
+            return Err(fail(format!("HEAD is {head} after the checkout")));
+        }
+        fsutil::remove_path(&staging.join(".git")).map_err(io_err("cannot remove", &staging))?;
+        let _ = fsutil::remove_path(into);
+        fs::rename(&staging, into).map_err(io_err("cannot move into place", into))
+    })();
+    if result.is_err() {
+        let _ = fsutil::remove_path(&staging);
+    }
+    result
+}
+
+/// Run a fetch step: obtain the download, then copy or extract it to `into` (or check out a
+/// pinned git commit).
 pub fn run(
     url: &str,
     pin: &Pin,
@@ -259,10 +312,13 @@ pub fn run(
     into: &Path,
     downloads: &Path,
 ) -> Result<(), FetchError> {
-    let file = obtain(url, pin, downloads)?;
     if let Some(parent) = into.parent() {
         fs::create_dir_all(parent).map_err(io_err("cannot create", parent))?;
     }
+    if pin.algo == Algo::GitCommit {
+        return git_checkout(url, &pin.hex, into);
+    }
+    let file = obtain(url, pin, downloads)?;
     match extract {
         None => {
             let tmp = fsutil::temp_beside(into);
