@@ -621,13 +621,15 @@ fn cache_cmd(g: &GlobalArgs, cmd: CacheCmd) -> Result<u8, Error> {
         CacheCmd::Stats => {
             let (cache, _l) = open_cache(g, lock::Mode::Shared)?;
             let s = cache::stats(&cache);
+            let total = s.blob_bytes + s.download_bytes;
             out(&format!(
-                "cache: {}\nentries: {}\nblobs: {}\nsize: {} ({} bytes)\n",
+                "cache: {}\nentries: {}\nblobs: {}\ndownloads: {}\nsize: {} ({} bytes)\n",
                 cache.root().display(),
                 s.entries,
                 s.blobs,
-                fsutil::human_size(s.blob_bytes),
-                s.blob_bytes
+                s.downloads,
+                fsutil::human_size(total),
+                total
             ));
         }
         CacheCmd::Gc { max_size } => {

@@ -15,6 +15,8 @@ pub struct CacheStats {
     pub entries: u64,
     pub blobs: u64,
     pub blob_bytes: u64,
+    pub downloads: u64,
+    pub download_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +68,14 @@ pub fn stats(cache: &Cache) -> CacheStats {
         s.blobs += 1;
         s.blob_bytes += m.len();
     }
+    let mut inodes = HashSet::new();
+    for (_, m) in files_under(&cache.root.join("downloads")) {
+        use std::os::unix::fs::MetadataExt;
+        if inodes.insert(m.ino()) {
+            s.downloads += 1;
+            s.download_bytes += m.len();
+        }
+    }
     s
 }
 
@@ -108,8 +118,37 @@ pub fn gc(cache: &Cache, max_size: u64) -> GcReport {
             report.bytes_freed += m.len();
         }
     }
+    // Verified downloads (`fetch`) share the cap, most recently used first; the two names of one
+    // download (sha256 and blake3) are hard links and count once.
+    let mut downloads: Vec<(SystemTime, std::path::PathBuf, u64, u64)> =
+        files_under(&cache.root.join("downloads"))
+            .map(|(p, m)| {
+                use std::os::unix::fs::MetadataExt;
+                (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), p, m.len(), m.ino())
+            })
+            .collect();
+    downloads.sort_by_key(|d| std::cmp::Reverse(d.0));
+    let mut kept_inodes = HashSet::new();
+    for (_, path, len, ino) in downloads {
+        if kept_inodes.contains(&ino) {
+            continue;
+        }
+        if kept_bytes + len <= max_size {
+            kept_bytes += len;
+            kept_inodes.insert(ino);
+        } else if fs::remove_file(&path).is_ok() {
+            report.bytes_freed += len;
+        }
+    }
+    // A second name of a removed download is removed too.
+    for (path, m) in files_under(&cache.root.join("downloads")) {
+        use std::os::unix::fs::MetadataExt;
+        if !kept_inodes.contains(&m.ino()) {
+            let _ = fs::remove_file(path);
+        }
+    }
     // gc holds the cache lock exclusively, so no build is writing: every temp file is stray.
-    for sub in ["blobs", "ac", "deps"] {
+    for sub in ["blobs", "ac", "deps", "downloads"] {
         for e in WalkDir::new(cache.root.join(sub)).into_iter().flatten() {
             if e.file_type().is_file() && is_temp(e.path()) {
                 let _ = fs::remove_file(e.path());

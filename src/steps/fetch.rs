@@ -202,7 +202,13 @@ pub fn obtain(url: &str, pin: &Pin, downloads: &Path) -> Result<PathBuf, FetchEr
     let path = downloads.join(pin.algo.name()).join(&pin.hex);
     if path.exists() {
         match hash_file(&path) {
-            Ok(h) if h.of(pin.algo) == pin.hex => return Ok(path),
+            Ok(h) if h.of(pin.algo) == pin.hex => {
+                // Last use, for `cache gc`.
+                if let Ok(f) = File::open(&path) {
+                    let _ = f.set_modified(std::time::SystemTime::now());
+                }
+                return Ok(path);
+            }
             // Damaged: drop it and download again.
             _ => {
                 let _ = fs::remove_file(&path);
