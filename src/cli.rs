@@ -34,6 +34,7 @@ Examples:
   gvbuild --set cuda_arch=sm_80 override a var
   gvbuild list                  the targets, with descriptions
   gvbuild graph | dot -Tsvg     the graph as DOT (--format json for JSON)
+  gvbuild libs build/prover     the shared libraries an ELF needs, and where they resolve
   gvbuild clean                 remove every declared output
   gvbuild cache gc --max-size 5G   trim the cache, least recently used first
 
@@ -150,9 +151,14 @@ enum Cmd {
         #[arg(long)]
         blake3: bool,
     },
-    /// Print an ELF's shared-library closure (arrives with stage steps).
-    #[command(hide = true)]
-    Libs { args: Vec<String> },
+    /// Print the shared-library closure of ELF files and where each library resolves.
+    Libs {
+        #[arg(required = true, value_name = "ELF")]
+        elfs: Vec<PathBuf>,
+        /// A folder searched before RUNPATH, as LD_LIBRARY_PATH would be (repeatable).
+        #[arg(long, value_name = "DIR")]
+        search: Vec<PathBuf>,
+    },
     /// Show what a Nanos image holds (arrives with the native image builder).
     #[command(hide = true)]
     Inspect { args: Vec<String> },
@@ -230,9 +236,18 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
             Ok(0)
         }
         Some(Cmd::Hash { url, blake3 }) => hash(&global, &url, blake3),
-        Some(Cmd::Libs { .. }) | Some(Cmd::Inspect { .. }) => Err(Error::Usage(
-            "this subcommand is reserved: it arrives with the stage and image step kinds in a later version"
-                .into(),
+        Some(Cmd::Libs { elfs, search }) => match crate::steps::elf::closure(&elfs, &search) {
+            Ok(c) => {
+                out(&c.to_string());
+                Ok(0)
+            }
+            Err(e) => {
+                note(&format!("error: {e}"));
+                Ok(1)
+            }
+        },
+        Some(Cmd::Inspect { .. }) => Err(Error::Usage(
+            "this subcommand is reserved: it arrives with the native image builder in a later version".into(),
         )),
     }
 }

@@ -65,7 +65,7 @@ fn a_quiet_step_leaves_no_stale_log() {
 
 #[test]
 fn reserved_subcommands_say_they_are_not_here_yet() {
-    let r = project().gvbuild(&["libs", "build/app"]).exit(2);
+    let r = project().gvbuild(&["inspect", "build/app.img"]).exit(2);
     assert!(r.stderr().contains("reserved"), "{}", r.stderr());
 }
 
@@ -75,4 +75,14 @@ fn flags_before_and_after_build_combine() {
     let b = Build::parse(&p.gvbuild(&["--json", "build", "-n", "gen"]).success());
     assert_eq!(b.ran(), names(&["gen"]));
     assert!(!p.exists("out/gen.txt"), "-n after `build` is a dry run too");
+}
+
+#[test]
+fn libs_prints_the_closure_and_names_what_is_missing() {
+    let p = project();
+    let out = p.gvbuild(&["libs", "/bin/ls"]).success().stdout();
+    assert!(out.starts_with("interpreter /lib64/ld-linux-x86-64.so.2\n"), "{out}");
+    assert!(out.contains("libc.so.6 => "), "{out}");
+    let r = p.gvbuild(&["libs", "a.txt"]).exit(1);
+    assert!(r.stderr().contains("a.txt is not an ELF file"), "{}", r.stderr());
 }
