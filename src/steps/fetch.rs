@@ -393,7 +393,7 @@ fn extract_archive(url: &str, file: &Path, staging: &Path, x: &Extract) -> Resul
     let kind = sniff(file).map_err(io_err("cannot read", file))?;
     let open = || File::open(file).map_err(io_err("cannot read", file));
     let mut ex = Extractor { root: staging, x, entries: 0, bytes: 0 };
-    match kind {
+    let extracted = match kind {
         Some(Kind::Gzip) => ex.tar(flate2::read::GzDecoder::new(BufReader::new(open()?))),
         Some(Kind::Zstd) => {
             let dec = ruzstd::decoding::StreamingDecoder::new(BufReader::new(open()?))
@@ -405,7 +405,12 @@ fn extract_archive(url: &str, file: &Path, staging: &Path, x: &Extract) -> Resul
             let tar_tmp = fsutil::temp_beside(&staging.with_extension("tar"));
             let result = (|| {
                 let mut out = Capped {
-                    inner: File::create(&tar_tmp).map_err(io_err("cannot write", &tar_tmp))?,
+                    inner: File::options()
+                        .read(true)
+                        .write(true)
+                        .create_new(true)
+                        .open(&tar_tmp)
+                        .map_err(io_err("cannot write", &tar_tmp))?,
                     left: x
                         .max_size
                         .saturating_add(x.max_entries.saturating_mul(1024))
@@ -427,7 +432,75 @@ fn extract_archive(url: &str, file: &Path, staging: &Path, x: &Extract) -> Resul
         Some(Kind::Tar) => ex.tar(BufReader::new(open()?)),
         Some(Kind::Zip) => ex.zip(open()?, url),
         None => Err(FetchError::NotArchive { url: url.into(), cause: "unknown format".into() }),
+    };
+    extracted?;
+    verify_links(staging)
+}
+
+/// Each symlink is checked as it is extracted, but a chain of them (`a -> b/..` with `b` a
+/// link made later) can only be judged once all exist: resolve every link, following links
+/// inside the tree, and refuse any that leads out of it.
+fn verify_links(root: &Path) -> Result<(), FetchError> {
+    for entry in walkdir::WalkDir::new(root).min_depth(1) {
+        let entry = entry.map_err(|e| FetchError::Io {
+            what: "cannot read",
+            path: root.to_path_buf(),
+            cause: e.into(),
+        })?;
+        if !entry.file_type().is_symlink() {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        let parts: Vec<String> =
+            rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        if !stays_inside(root, &parts) {
+            return Err(FetchError::Hostile {
+                entry: rel.display().to_string(),
+                why: "is a symbolic link leading outside `into`",
+            });
+        }
     }
+    Ok(())
+}
+
+/// Whether the path `parts` (relative to `root`) resolves inside `root`, following symlinks
+/// found inside the tree (at most 40, as the kernel allows). Missing components are fine.
+fn stays_inside(root: &Path, parts: &[String]) -> bool {
+    let mut todo: std::collections::VecDeque<String> = parts.iter().cloned().collect();
+    let mut at: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop_front() {
+        match c.as_str() {
+            "" | "." => continue,
+            ".." => {
+                if at.pop().is_none() {
+                    return false;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        at.push(c);
+        let here = root.join(at.join("/"));
+        let Ok(meta) = fs::symlink_metadata(&here) else { continue };
+        if !meta.file_type().is_symlink() {
+            continue;
+        }
+        hops += 1;
+        if hops > 40 {
+            return false;
+        }
+        let Ok(target) = fs::read_link(&here) else { return false };
+        let target = target.to_string_lossy().into_owned();
+        if target.starts_with('/') {
+            return false;
+        }
+        at.pop();
+        for (i, t) in target.split('/').enumerate() {
+            todo.insert(i, t.to_string());
+        }
+    }
+    true
 }
 
 /// A writer that refuses to grow past a limit.
