@@ -6,6 +6,7 @@ mod support;
 mod cache_promises;
 mod cli;
 mod errors;
+mod fetch;
 mod fetch_git;
 mod incremental;
 mod roundtrip;

@@ -463,6 +463,18 @@ fn verify_links(root: &Path) -> Result<(), FetchError> {
     Ok(())
 }
 
+/// Whether any folder on the way to `parts` (relative to `root`) is a symlink.
+fn through_symlink(root: &Path, parts: &[String]) -> bool {
+    let mut p = root.to_path_buf();
+    for c in &parts[..parts.len().saturating_sub(1)] {
+        p.push(c);
+        if fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Whether the path `parts` (relative to `root`) resolves inside `root`, following symlinks
 /// found inside the tree (at most 40, as the kernel allows). Missing components are fine.
 fn stays_inside(root: &Path, parts: &[String]) -> bool {
@@ -672,7 +684,9 @@ impl Extractor<'_> {
                 tar::EntryType::Link => {
                     let target = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
                     let linked = match self.target(&target) {
-                        Ok(Some(t)) => self.root.join(t.join("/")),
+                        // The link's target must be a file extracted earlier, reached without
+                        // going through a symlink (which could lead anywhere).
+                        Ok(Some(t)) if !through_symlink(self.root, &t) => self.root.join(t.join("/")),
                         _ => {
                             return Err(FetchError::Hostile {
                                 entry: name,
