@@ -142,8 +142,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CacheCmd,
     },
-    /// Print the JSON Schema of gevulot.yaml.
-    Schema,
+    /// Print a JSON Schema: of gevulot.yaml (default) or of the manifest JSON written.
+    Schema {
+        #[arg(value_enum, default_value = "gevulot")]
+        of: SchemaOf,
+    },
     /// Download a URL once and print the hash line to paste into a `fetch:` step.
     Hash {
         url: String,
@@ -175,6 +178,12 @@ enum CacheCmd {
     },
     /// Rehash every blob; remove damaged ones and the entries that need them.
     Verify,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum SchemaOf {
+    Gevulot,
+    Manifest,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -231,8 +240,11 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
         Some(Cmd::Graph { format }) => graph(&global, format),
         Some(Cmd::Clean { targets }) => clean(&global, &targets),
         Some(Cmd::Cache { cmd }) => cache_cmd(&global, cmd),
-        Some(Cmd::Schema) => {
-            out(&schema_json());
+        Some(Cmd::Schema { of }) => {
+            out(&match of {
+                SchemaOf::Gevulot => schema_json(),
+                SchemaOf::Manifest => manifest_schema_json(),
+            });
             Ok(0)
         }
         Some(Cmd::Hash { url, blake3 }) => hash(&global, &url, blake3),
@@ -255,6 +267,14 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
 /// The JSON Schema of gevulot.yaml, as committed in schema/gevulot.schema.json.
 pub fn schema_json() -> String {
     let schema = schemars::schema_for!(crate::config::raw::RawFile);
+    let mut s = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// The JSON Schema of the manifest JSON, as committed in schema/nanos-manifest.schema.json.
+pub fn manifest_schema_json() -> String {
+    let schema = schemars::schema_for!(crate::steps::manifest::Manifest);
     let mut s = serde_json::to_string_pretty(&schema).unwrap_or_default();
     s.push('\n');
     s

@@ -9,6 +9,7 @@ mod errors;
 mod fetch;
 mod fetch_git;
 mod incremental;
+mod manifest;
 mod roundtrip;
 mod schema;
 mod smoke;

@@ -14,6 +14,20 @@ fn committed_schema_matches_the_types() {
     );
 }
 
+/// The same for the manifest JSON the `manifest` step writes.
+#[test]
+fn committed_manifest_schema_matches_the_type() {
+    let p = Project::new();
+    let generated = p.gvbuild(&["schema", "manifest"]).success().stdout();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/nanos-manifest.schema.json"))
+            .unwrap();
+    assert!(
+        generated == committed,
+        "schema/nanos-manifest.schema.json is stale: run `cargo run -- schema manifest > schema/nanos-manifest.schema.json`"
+    );
+}
+
 /// Every example project builds, and a second build finds everything fresh.
 #[test]
 fn hello_example_builds() {

@@ -77,6 +77,20 @@ pub struct Target {
 pub enum Step {
     Run(RunStep),
     Fetch(FetchStep),
+    Manifest(ManifestStep),
+}
+
+/// `manifest:` after validation: the JSON to write (or the file to canonicalise), and where it
+/// will be checked against the stage root.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestStep {
+    pub manifest: Option<Box<crate::steps::manifest::Manifest>>,
+    /// A hand-written manifest to validate and canonicalise instead.
+    pub from: Option<String>,
+    pub root: String,
+    pub klib_dir: Option<String>,
+    /// gevulot.yaml line and column of each field, for errors found while building.
+    pub at: BTreeMap<String, (usize, usize)>,
 }
 
 /// `fetch:` after var expansion; its output is the target's one output.
@@ -325,6 +339,24 @@ impl Validator<'_> {
             })
             .collect::<Vec<_>>();
 
+        if let Some(m) = raw.manifest.as_ref().filter(|_| raw.fetch.is_none()) {
+            let (step, inputs, outputs) = match self.manifest_step(n, raw, m, &mut unset_vars) {
+                Some((step, inputs, into)) => (Some(Step::Manifest(step)), inputs, vec![into]),
+                None => (None, Vec::new(), Vec::new()),
+            };
+            return Target {
+                name: n.into(),
+                span,
+                description: raw.description.as_ref().map(|d| d.value.clone()),
+                deps,
+                inputs,
+                outputs,
+                step,
+                cache: raw.cache.as_ref().is_none_or(|c| c.value),
+                restore: raw.restore.as_ref().map(|r| r.value).unwrap_or_default(),
+                unset_vars,
+            };
+        }
         if let Some(fetch) = &raw.fetch {
             let (step, outputs) = match self.fetch_step(n, raw, fetch, &mut unset_vars) {
                 Some((step, into)) => (Some(Step::Fetch(step)), vec![into]),
@@ -442,33 +474,7 @@ impl Validator<'_> {
         f: &raw::RawFetch,
         unset: &mut Vec<(String, Span)>,
     ) -> Option<(FetchStep, PathSpec)> {
-        let not_here: [(&str, Option<&serde_saphyr::Location>); 7] = [
-            ("run", raw.run.as_ref().map(|s| &s.referenced)),
-            ("inputs", raw.inputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
-            ("outputs", raw.outputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
-            ("depfile", raw.depfile.as_ref().map(|s| &s.referenced)),
-            ("env", raw.env.as_ref().and_then(|m| m.keys().next()).map(|s| &s.referenced)),
-            ("pass_env", raw.pass_env.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
-            ("tools", raw.tools.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
-        ];
-        let mut ok = true;
-        for (field, loc) in not_here {
-            if let Some(loc) = loc {
-                ok = false;
-                let help = if field == "run" {
-                    "a target has at most one step: split it into two targets".to_string()
-                } else {
-                    "a `fetch` step's only output is its `into`, and its key is its pinned hash".to_string()
-                };
-                self.errors.push(ConfigError::Invalid {
-                    message: format!("`{field}` is not allowed next to `fetch` in target `{n}`"),
-                    src: self.src.named(),
-                    span: Span::of(loc).into(),
-                    label: format!("`{field}` here"),
-                    help: Some(help),
-                });
-            }
-        }
+        let ok = self.builtin_alone("fetch", n, raw);
         let (url, pin) = match (&f.url, &f.git) {
             (Some(url), None) => {
                 let url_span = Span::of(&url.referenced);
@@ -533,6 +539,222 @@ impl Validator<'_> {
         let into = self.output_path(&into, Span::of(&f.into.referenced), n)?;
         let pin = pin?;
         ok.then_some((FetchStep { url, pin, extract }, into))
+    }
+
+    /// A built-in step stands alone: no `run`, no other built-in kind, and none of the fields
+    /// that only a `run` step has (its inputs and outputs follow from its own fields).
+    fn builtin_alone(&mut self, kind: &str, n: &str, raw: &RawTarget) -> bool {
+        let not_here: [(&str, Option<&serde_saphyr::Location>); 9] = [
+            ("run", raw.run.as_ref().map(|s| &s.referenced)),
+            ("fetch", if kind == "fetch" { None } else { raw.fetch.as_ref().map(|f| &f.into.referenced) }),
+            (
+                "manifest",
+                if kind == "manifest" { None } else { raw.manifest.as_ref().map(|m| &m.into.referenced) },
+            ),
+            ("inputs", raw.inputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+            ("outputs", raw.outputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+            ("depfile", raw.depfile.as_ref().map(|s| &s.referenced)),
+            ("env", raw.env.as_ref().and_then(|m| m.keys().next()).map(|s| &s.referenced)),
+            ("pass_env", raw.pass_env.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+            ("tools", raw.tools.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+        ];
+        let mut ok = true;
+        for (field, loc) in not_here {
+            if let Some(loc) = loc {
+                ok = false;
+                let help = if matches!(field, "run" | "fetch" | "manifest") {
+                    "a target has at most one step: split it into two targets".to_string()
+                } else {
+                    format!("a `{kind}` step's inputs and outputs follow from its own fields")
+                };
+                self.errors.push(ConfigError::Invalid {
+                    message: format!("`{field}` is not allowed next to `{kind}` in target `{n}`"),
+                    src: self.src.named(),
+                    span: Span::of(loc).into(),
+                    label: format!("`{field}` here"),
+                    help: Some(help),
+                });
+            }
+        }
+        ok
+    }
+
+    /// Validate a `manifest:` step. Returns the step, its inputs (stage root, klib folder,
+    /// `from` file) and its output.
+    fn manifest_step(
+        &mut self,
+        n: &str,
+        raw: &RawTarget,
+        m: &raw::RawManifest,
+        unset: &mut Vec<(String, Span)>,
+    ) -> Option<(ManifestStep, Vec<PathSpec>, PathSpec)> {
+        use crate::steps::manifest::{valid_memory, Manifest, RunConfig, GPU_KLIB};
+        let mut ok = self.builtin_alone("manifest", n, raw);
+        let err = |v: &mut Self, loc: &serde_saphyr::Location, message: String, label: &str, help: &str| {
+            v.errors.push(ConfigError::Invalid {
+                message,
+                src: v.src.named(),
+                span: Span::of(loc).into(),
+                label: label.into(),
+                help: Some(help.into()),
+            });
+        };
+        let root_s = self.expand(&m.root, n, unset);
+        let root = self.input_path(&root_s, Span::of(&m.root.referenced), n)?;
+        let into_s = self.expand(&m.into, n, unset);
+        let into = self.output_path(&into_s, Span::of(&m.into.referenced), n)?;
+        let mut inputs = vec![root.clone()];
+        let mut at = BTreeMap::new();
+        let mut locate = |v: &Self, field: &str, loc: &serde_saphyr::Location| {
+            at.insert(field.to_string(), v.src.line_col(Span::of(loc).offset));
+        };
+        locate(self, "root", &m.root.referenced);
+
+        if let Some(from) = &m.from {
+            let content = [
+                ("program", m.program.as_ref().map(|s| &s.referenced)),
+                ("args", m.args.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+                ("env", m.env.as_ref().and_then(|e| e.keys().next()).map(|s| &s.referenced)),
+                ("dirs", m.dirs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+                ("files", m.files.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+                ("workspace", m.workspace.as_ref().map(|w| &w.mount.referenced)),
+                ("gpu", m.gpu.as_ref().map(|s| &s.referenced)),
+                ("memory", m.memory.as_ref().map(|s| &s.referenced)),
+            ];
+            for (field, loc) in content {
+                if let Some(loc) = loc {
+                    ok = false;
+                    err(
+                        self,
+                        loc,
+                        format!("`{field}` next to `from` in manifest `{n}`"),
+                        "from the file, or from here?",
+                        "`from` takes the whole manifest from the file: put this setting there",
+                    );
+                }
+            }
+            let from_s = self.expand(from, n, unset);
+            let from_spec = self.input_path(&from_s, Span::of(&from.referenced), n)?;
+            locate(self, "from", &from.referenced);
+            inputs.push(from_spec.clone());
+            let klib_dir = m.klib_dir.as_ref().map(|k| self.expand(k, n, unset));
+            if let (Some(k), Some(loc)) = (&klib_dir, m.klib_dir.as_ref()) {
+                if let Some(p) = self.input_path(k, Span::of(&loc.referenced), n) {
+                    inputs.push(p);
+                }
+            }
+            let step =
+                ManifestStep { manifest: None, from: Some(from_spec.path), root: root.path, klib_dir, at };
+            return ok.then_some((step, inputs, into));
+        }
+
+        let Some(program) = &m.program else {
+            err(
+                self,
+                &m.root.referenced,
+                format!("manifest `{n}` names no program"),
+                "which program?",
+                "add `program:`, the program's path in the stage root",
+            );
+            return None;
+        };
+        locate(self, "program", &program.referenced);
+        let gpu = m.gpu.as_ref().is_some_and(|g| g.value);
+        if let (true, Some(ro)) = (gpu, m.readonly_rootfs.as_ref().filter(|r| r.value)) {
+            ok = false;
+            err(self, &ro.referenced, format!("manifest `{n}` asks for a GPU and a read-only root filesystem"), "cannot be read-only with `gpu: true`", "the GPU klib creates /dev/nvidiactl at boot, which a read-only root prevents: remove `readonly_rootfs`");
+        }
+        if let Some(mem) = &m.memory {
+            if !valid_memory(&mem.value) {
+                ok = false;
+                err(
+                    self,
+                    &mem.referenced,
+                    format!("`memory` of manifest `{n}` is not a size ops understands"),
+                    "not a size",
+                    "write a number with an optional k, m or g, e.g. `2g` or `512m`",
+                );
+            }
+        }
+        let Some(ws) = &m.workspace else {
+            err(self, &m.root.referenced, format!("manifest `{n}` has no workspace mount"), "no `workspace:` in this manifest", "a Gevulot program reads its tasks from the workspace: add `workspace: { mount: \"%1\", path: /workspace }`");
+            return None;
+        };
+        let mut klibs: Vec<String> = m.klibs.iter().flatten().map(|k| self.expand(k, n, unset)).collect();
+        if gpu && !klibs.iter().any(|k| k == GPU_KLIB) {
+            klibs.insert(0, GPU_KLIB.to_string());
+        }
+        if let Some(k) = m.klibs.as_ref().and_then(|v| v.first()) {
+            locate(self, "klibs", &k.referenced);
+        } else if let Some(g) = &m.gpu {
+            locate(self, "klibs", &g.referenced);
+        }
+        let klib_dir = match &m.klib_dir {
+            Some(k) => {
+                let dir = self.expand(k, n, unset);
+                let spec = self.input_path(&dir, Span::of(&k.referenced), n)?;
+                inputs.push(spec.clone());
+                Some(spec.path)
+            }
+            None if !klibs.is_empty() => {
+                let loc = m.gpu.as_ref().map(|g| &g.referenced).unwrap_or(&m.root.referenced);
+                err(
+                    self,
+                    loc,
+                    format!("manifest `{n}` loads klibs but has no `klib_dir`"),
+                    "klibs from where?",
+                    "add `klib_dir:`, the project folder holding the klibs (the GPU assets' klib folder)",
+                );
+                return None;
+            }
+            None => None,
+        };
+        for (field, list) in [("dirs", &m.dirs), ("files", &m.files)] {
+            if let Some(first) = list.as_ref().and_then(|v| v.first()) {
+                locate(self, field, &first.referenced);
+            }
+        }
+        let mut passthrough: BTreeMap<String, String> = m
+            .passthrough
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.value.clone(), self.expand(v, n, unset)))
+            .collect();
+        let readonly = m.readonly_rootfs.as_ref().map_or(!gpu, |r| r.value);
+        if readonly {
+            passthrough.insert("readonly_rootfs".into(), "true".into());
+        }
+        let program_s = self.expand(program, n, unset);
+        let manifest = Manifest {
+            args: m.args.iter().flatten().map(|a| self.expand(a, n, unset)).collect(),
+            base_volume_sz: m.base_volume_size.as_ref().map(|b| self.expand(b, n, unset)),
+            dirs: m.dirs.iter().flatten().map(|d| self.expand(d, n, unset)).collect(),
+            env: m.env.iter().flatten().map(|(k, v)| (k.value.clone(), self.expand(v, n, unset))).collect(),
+            files: m.files.iter().flatten().map(|f| self.expand(f, n, unset)).collect(),
+            // ops runs in the stage root, so the klib folder is named relative to it.
+            klib_dir: klib_dir.as_ref().map(|k| relative_to(k, &root.path)),
+            klibs,
+            passthrough,
+            map_dirs: m
+                .map_dirs
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.value.clone(), self.expand(v, n, unset)))
+                .collect(),
+            mounts: [(self.expand(&ws.mount, n, unset), self.expand(&ws.path, n, unset))]
+                .into_iter()
+                .collect(),
+            program: program_s,
+            reboot_on_exit: m.reboot_on_exit.as_ref().is_some_and(|r| r.value),
+            run_config: RunConfig {
+                cpus: m.cpus.as_ref().map(|c| c.value),
+                gpus: gpu.then_some(1),
+                memory: m.memory.as_ref().map(|m| m.value.clone()),
+            },
+        };
+        let step =
+            ManifestStep { manifest: Some(Box::new(manifest)), from: None, root: root.path, klib_dir, at };
+        ok.then_some((step, inputs, into))
     }
 
     /// The `sha256:` or `blake3:` pin of a download.
@@ -750,6 +972,20 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+}
+
+/// `to` (project-relative) as seen from the folder `from` (project-relative).
+pub fn relative_to(to: &str, from: &str) -> String {
+    let to: Vec<&str> = to.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let from: Vec<&str> = from.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let common = to.iter().zip(&from).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<&str> = vec![".."; from.len() - common];
+    parts.extend(&to[common..]);
+    if parts.is_empty() {
+        ".".into()
+    } else {
+        parts.join("/")
     }
 }
 

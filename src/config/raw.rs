@@ -73,6 +73,82 @@ pub struct RawTarget {
     pub restore: Option<Spanned<RestoreMode>>,
     /// A built-in step: download a pinned file and save or extract it. Its one output is `into`.
     pub fetch: Option<RawFetch>,
+    /// A built-in step: write the Nanos manifest (ops's JSON configuration) of a stage root.
+    pub manifest: Option<RawManifest>,
+}
+
+/// `manifest:` the program's Nanos configuration, checked against the stage root.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawManifest {
+    /// The program to run, a path inside the stage root (e.g. `prover`).
+    #[schemars(with = "Option<String>")]
+    pub program: Option<Spanned<String>>,
+    /// Its arguments, starting with argv[0] (e.g. `[prover]`).
+    #[schemars(with = "Option<Vec<String>>")]
+    pub args: Option<Vec<Spanned<String>>>,
+    /// Environment variables of the program.
+    #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
+    pub env: Option<IndexMap<Spanned<String>, Spanned<String>>>,
+    /// Folders of the stage root to put in the image (e.g. `[lib, nvidia]`).
+    #[schemars(with = "Option<Vec<String>>")]
+    pub dirs: Option<Vec<Spanned<String>>>,
+    /// Single files of the stage root to put in the image.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub files: Option<Vec<Spanned<String>>>,
+    /// ops's MapDirs: host folder -> image folder.
+    #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
+    pub map_dirs: Option<IndexMap<Spanned<String>, Spanned<String>>>,
+    /// The Gevulot workspace: `{ mount: "%1", path: /workspace }`. Required.
+    pub workspace: Option<RawWorkspace>,
+    /// An NVIDIA GPU: adds the `gpu_nvidia` klib (from `klib_dir`) and one GPU to RunConfig.
+    #[schemars(with = "Option<bool>")]
+    pub gpu: Option<Spanned<bool>>,
+    /// RunConfig.CPUs.
+    #[schemars(with = "Option<u32>")]
+    pub cpus: Option<Spanned<u32>>,
+    /// RunConfig.Memory, e.g. `2g`.
+    #[schemars(with = "Option<String>")]
+    pub memory: Option<Spanned<String>>,
+    /// The root filesystem read-only (default: true for CPU programs; a GPU program cannot have
+    /// it, since the GPU klib creates /dev/nvidiactl at boot).
+    #[schemars(with = "Option<bool>")]
+    pub readonly_rootfs: Option<Spanned<bool>>,
+    /// Reboot (exit the VM) when the program exits.
+    #[schemars(with = "Option<bool>")]
+    pub reboot_on_exit: Option<Spanned<bool>>,
+    /// More klibs to load, by name.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub klibs: Option<Vec<Spanned<String>>>,
+    /// The project folder holding the klibs (e.g. `build/assets/klibs`).
+    #[schemars(with = "Option<String>")]
+    pub klib_dir: Option<Spanned<String>>,
+    /// More ManifestPassthrough keys.
+    #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
+    pub passthrough: Option<IndexMap<Spanned<String>, Spanned<String>>>,
+    /// BaseVolumeSz, e.g. `500m`.
+    #[schemars(with = "Option<String>")]
+    pub base_volume_size: Option<Spanned<String>>,
+    /// Validate and canonicalise a hand-written manifest instead of writing one from fields.
+    #[schemars(with = "Option<String>")]
+    pub from: Option<Spanned<String>>,
+    /// The stage root the manifest describes (checked: program, dirs, files).
+    #[schemars(with = "String")]
+    pub root: Spanned<String>,
+    /// The JSON file written (ops reads it; it is not inside the image).
+    #[schemars(with = "String")]
+    pub into: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkspace {
+    /// The volume label, e.g. `%1`.
+    #[schemars(with = "String")]
+    pub mount: Spanned<String>,
+    /// Where it is mounted, e.g. `/workspace`.
+    #[schemars(with = "String")]
+    pub path: Spanned<String>,
 }
 
 /// `fetch:` a file pinned by its hash, from http(s) or file:// URLs.

@@ -102,6 +102,23 @@ fn fingerprint(
     let outputs: Vec<String> = t.outputs.iter().map(|o| o.path.clone()).collect();
     let run = match step {
         Step::Run(run) => run,
+        // A manifest is its JSON plus the stage root, klib folder and `from` file it checks.
+        Step::Manifest(m) => {
+            let command = match (&m.manifest, &m.from) {
+                (Some(json), _) => json.to_canonical(),
+                (None, from) => format!("from {}", from.as_deref().unwrap_or("")),
+            };
+            let inputs = inputs::resolve(root, &t.inputs, &ctx.stat).map_err(|e| e.to_string())?;
+            return Ok(KeyParts {
+                version: KEY_VERSION,
+                step: StepDef { kind: "manifest".into(), command, outputs, depfile: None },
+                inputs,
+                deps,
+                env: BTreeMap::new(),
+                pass_env: BTreeMap::new(),
+                tools: BTreeMap::new(),
+            });
+        }
         // A fetch is what its pin says it is: the URL is not part of the key.
         Step::Fetch(f) => {
             let extract = match &f.extract {
@@ -154,7 +171,7 @@ fn fingerprint(
 fn depfile_of(step: &Step) -> Option<&String> {
     match step {
         Step::Run(run) => run.depfile.as_ref(),
-        Step::Fetch(_) => None,
+        Step::Fetch(_) | Step::Manifest(_) => None,
     }
 }
 
@@ -401,6 +418,14 @@ fn finish_run(
             done.command = Some(run.command.clone());
             if let Err(e) = execute_run(ctx, t, run, &parts, &log) {
                 done.error = Some(e);
+                return done;
+            }
+        }
+        Step::Manifest(m) => {
+            done.command = Some(format!("manifest {}", outputs[0]));
+            if let Err(e) = crate::steps::manifest::write(ctx.root.as_path(), m, &outputs[0]) {
+                done.error = Some(e);
+                clear_outputs(root, outputs);
                 return done;
             }
         }

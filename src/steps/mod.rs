@@ -3,4 +3,5 @@
 
 pub mod elf;
 pub mod fetch;
+pub mod manifest;
 pub mod run;

@@ -1,0 +1,197 @@
+//! The `manifest` step: the ops-compatible Nanos configuration (JSON) of a program, written
+//! canonically (same inputs, same bytes) and checked against the stage root it describes.
+//!
+//! The JSON keys are ops's: Program, Args, Env, Dirs, Files, MapDirs, Mounts,
+//! ManifestPassthrough, RunConfig {CPUs, Memory, GPUs}, KlibDir, Klibs, RebootOnExit,
+//! BaseVolumeSz. `schema/nanos-manifest.schema.json` describes what is written.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The JSON written for ops (and, later, read by the native image builder). Field order is the
+/// serialization order: alphabetical, so the bytes are canonical.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(
+    title = "Nanos manifest (ops configuration)",
+    description = "What gvbuild's `manifest` step writes."
+)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    #[serde(rename = "Args", default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(rename = "BaseVolumeSz", default, skip_serializing_if = "Option::is_none")]
+    pub base_volume_sz: Option<String>,
+    #[serde(rename = "Dirs", default, skip_serializing_if = "Vec::is_empty")]
+    pub dirs: Vec<String>,
+    #[serde(rename = "Env", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(rename = "Files", default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    #[serde(rename = "KlibDir", default, skip_serializing_if = "Option::is_none")]
+    pub klib_dir: Option<String>,
+    #[serde(rename = "Klibs", default, skip_serializing_if = "Vec::is_empty")]
+    pub klibs: Vec<String>,
+    #[serde(rename = "ManifestPassthrough", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub passthrough: BTreeMap<String, String>,
+    #[serde(rename = "MapDirs", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub map_dirs: BTreeMap<String, String>,
+    #[serde(rename = "Mounts", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mounts: BTreeMap<String, String>,
+    #[serde(rename = "Program")]
+    pub program: String,
+    #[serde(rename = "RebootOnExit", default, skip_serializing_if = "std::ops::Not::not")]
+    pub reboot_on_exit: bool,
+    #[serde(rename = "RunConfig", default, skip_serializing_if = "RunConfig::is_empty")]
+    pub run_config: RunConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    #[serde(rename = "CPUs", default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    #[serde(rename = "GPUs", default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u32>,
+    #[serde(rename = "Memory", default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+impl RunConfig {
+    fn is_empty(&self) -> bool {
+        self.cpus.is_none() && self.gpus.is_none() && self.memory.is_none()
+    }
+}
+
+/// The klib that makes NVIDIA GPUs usable under Nanos.
+pub const GPU_KLIB: &str = "gpu_nvidia";
+
+impl Manifest {
+    /// Canonical bytes: keys in a fixed order, two-space indent, a final newline.
+    pub fn to_canonical(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+}
+
+/// Memory as ops takes it: a number with an optional unit k, m, g (either case), e.g. `2g`.
+pub fn valid_memory(s: &str) -> bool {
+    let digits = s.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G']);
+    !digits.is_empty() && s.len() - digits.len() <= 1 && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// What is wrong with a manifest against its stage root, as (field, message) pairs.
+/// `root` and `klib_dir` are (path, name shown in messages).
+pub fn check_root(
+    m: &Manifest,
+    root: (&Path, &str),
+    klib_dir: Option<(&Path, &str)>,
+) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    let (root, name) = root;
+    let program = root.join(m.program.trim_start_matches('/'));
+    match std::fs::metadata(&program) {
+        Ok(meta) if meta.is_file() => {}
+        _ => {
+            problems.push(("program", format!("the program `{}` is not in the stage root {name}", m.program)))
+        }
+    }
+    for d in &m.dirs {
+        if !root.join(d.trim_start_matches('/')).is_dir() {
+            problems.push(("dirs", format!("`{d}` (in dirs) is not a folder in the stage root {name}")));
+        }
+    }
+    for f in &m.files {
+        if !root.join(f.trim_start_matches('/')).is_file() {
+            problems.push(("files", format!("`{f}` (in files) is not a file in the stage root {name}")));
+        }
+    }
+    if let Some((dir, dir_name)) = klib_dir {
+        for k in &m.klibs {
+            if !dir.join(k).is_file() {
+                problems.push(("klibs", format!("klib `{k}` is not in the klib folder {dir_name}")));
+            }
+        }
+    }
+    problems
+}
+
+/// Write the manifest of step `m` to `into` (project-relative), after checking it against the
+/// stage root. `Err` says what is wrong, pointing into gevulot.yaml.
+pub fn write(root: &Path, m: &crate::config::ManifestStep, into: &str) -> Result<(), String> {
+    let at =
+        |field: &str| m.at.get(field).map(|(l, c)| format!("gevulot.yaml:{l}:{c}: ")).unwrap_or_default();
+    let manifest = match (&m.manifest, &m.from) {
+        (Some(json), _) => (**json).clone(),
+        (None, Some(from)) => {
+            let text = std::fs::read_to_string(root.join(from))
+                .map_err(|e| format!("{}cannot read {from}: {e}", at("from")))?;
+            let parsed: Manifest = serde_json::from_str(&text)
+                .map_err(|e| format!("{}{from} is not a manifest gvbuild understands: {e}", at("from")))?;
+            if !parsed.mounts.values().any(|p| p == "/workspace") {
+                return Err(format!(
+                    "{}{from} has no workspace mount: add \"Mounts\": {{\"%1\": \"/workspace\"}}",
+                    at("from")
+                ));
+            }
+            let gpu = parsed.klibs.iter().any(|k| k == GPU_KLIB);
+            if gpu && parsed.passthrough.get("readonly_rootfs").is_some_and(|v| v == "true") {
+                return Err(format!(
+                    "{}{from} loads the GPU klib with a read-only root filesystem; the klib creates /dev/nvidiactl at boot, which that prevents",
+                    at("from")
+                ));
+            }
+            parsed
+        }
+        (None, None) => return Err("a manifest step with neither fields nor `from`".into()),
+    };
+    let klib_dir = m.klib_dir.as_ref().map(|k| (root.join(k), k.as_str()));
+    let problems = check_root(
+        &manifest,
+        (&root.join(&m.root), &m.root),
+        klib_dir.as_ref().map(|(p, n)| (p.as_path(), *n)),
+    );
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems.iter().map(|(field, msg)| format!("{}{msg}", at(field))).collect();
+        return Err(lines.join("\n"));
+    }
+    let dest = root.join(into);
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    crate::fsutil::write_atomic(&dest, manifest.to_canonical().as_bytes())
+        .map_err(|e| format!("cannot write {into}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_bytes_do_not_depend_on_insertion_order() {
+        let mut a = Manifest { program: "prover".into(), ..Default::default() };
+        a.env.insert("B".into(), "2".into());
+        a.env.insert("A".into(), "1".into());
+        let mut b = Manifest { program: "prover".into(), ..Default::default() };
+        b.env.insert("A".into(), "1".into());
+        b.env.insert("B".into(), "2".into());
+        assert_eq!(a.to_canonical(), b.to_canonical());
+        assert_eq!(
+            a.to_canonical(),
+            "{\n  \"Env\": {\n    \"A\": \"1\",\n    \"B\": \"2\"\n  },\n  \"Program\": \"prover\"\n}\n"
+        );
+    }
+
+    #[test]
+    fn memory_syntax() {
+        for ok in ["2g", "512m", "1024", "4G"] {
+            assert!(valid_memory(ok), "{ok}");
+        }
+        for bad in ["", "g", "2gb", "two", "1.5g", "-1"] {
+            assert!(!valid_memory(bad), "{bad}");
+        }
+    }
+}
