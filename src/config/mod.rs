@@ -78,6 +78,7 @@ pub enum Step {
     Run(RunStep),
     Fetch(FetchStep),
     Manifest(ManifestStep),
+    Stage(crate::steps::stage::StageSpec),
 }
 
 /// `manifest:` after validation: the JSON to write (or the file to canonicalise), and where it
@@ -339,6 +340,24 @@ impl Validator<'_> {
             })
             .collect::<Vec<_>>();
 
+        if let Some(st) = raw.stage.as_ref().filter(|_| raw.fetch.is_none() && raw.manifest.is_none()) {
+            let (step, inputs, outputs) = match self.stage_step(n, raw, st, &mut unset_vars) {
+                Some((step, inputs, into)) => (Some(Step::Stage(step)), inputs, vec![into]),
+                None => (None, Vec::new(), Vec::new()),
+            };
+            return Target {
+                name: n.into(),
+                span,
+                description: raw.description.as_ref().map(|d| d.value.clone()),
+                deps,
+                inputs,
+                outputs,
+                step,
+                cache: raw.cache.as_ref().is_none_or(|c| c.value),
+                restore: raw.restore.as_ref().map(|r| r.value).unwrap_or_default(),
+                unset_vars,
+            };
+        }
         if let Some(m) = raw.manifest.as_ref().filter(|_| raw.fetch.is_none()) {
             let (step, inputs, outputs) = match self.manifest_step(n, raw, m, &mut unset_vars) {
                 Some((step, inputs, into)) => (Some(Step::Manifest(step)), inputs, vec![into]),
@@ -544,7 +563,8 @@ impl Validator<'_> {
     /// A built-in step stands alone: no `run`, no other built-in kind, and none of the fields
     /// that only a `run` step has (its inputs and outputs follow from its own fields).
     fn builtin_alone(&mut self, kind: &str, n: &str, raw: &RawTarget) -> bool {
-        let not_here: [(&str, Option<&serde_saphyr::Location>); 9] = [
+        let not_here: [(&str, Option<&serde_saphyr::Location>); 10] = [
+            ("stage", if kind == "stage" { None } else { raw.stage.as_ref().map(|s| &s.into.referenced) }),
             ("run", raw.run.as_ref().map(|s| &s.referenced)),
             ("fetch", if kind == "fetch" { None } else { raw.fetch.as_ref().map(|f| &f.into.referenced) }),
             (
@@ -562,7 +582,7 @@ impl Validator<'_> {
         for (field, loc) in not_here {
             if let Some(loc) = loc {
                 ok = false;
-                let help = if matches!(field, "run" | "fetch" | "manifest") {
+                let help = if matches!(field, "run" | "fetch" | "manifest" | "stage") {
                     "a target has at most one step: split it into two targets".to_string()
                 } else {
                     format!("a `{kind}` step's inputs and outputs follow from its own fields")
@@ -577,6 +597,59 @@ impl Validator<'_> {
             }
         }
         ok
+    }
+
+    /// Validate a `stage:` step. Returns the spec, its inputs (what `copy` and `libs_for` name)
+    /// and its output.
+    fn stage_step(
+        &mut self,
+        n: &str,
+        raw: &RawTarget,
+        st: &raw::RawStage,
+        unset: &mut Vec<(String, Span)>,
+    ) -> Option<(crate::steps::stage::StageSpec, Vec<PathSpec>, PathSpec)> {
+        let mut ok = self.builtin_alone("stage", n, raw);
+        let into_s = self.expand(&st.into, n, unset);
+        let into = self.output_path(&into_s, Span::of(&st.into.referenced), n)?;
+        let mut inputs = Vec::new();
+        let mut copy = Vec::new();
+        let mut at = BTreeMap::new();
+        for (i, rule) in st.copy.iter().flatten().enumerate() {
+            let from = self.expand(&rule.from, n, unset);
+            let to = self.expand(&rule.to, n, unset);
+            at.insert(format!("copy{i}"), self.src.line_col(Span::of(&rule.from.referenced).offset));
+            if let Some(p) = self.input_path(&from, Span::of(&rule.from.referenced), n) {
+                inputs.push(p.clone());
+                copy.push(crate::steps::stage::CopyRule { from: p.path, to: to.clone() });
+            }
+            if to.split('/').any(|c| c == "..") {
+                ok = false;
+                self.errors.push(ConfigError::Invalid {
+                    message: format!("`to` of a copy rule of stage `{n}` climbs out of the stage root"),
+                    src: self.src.named(),
+                    span: Span::of(&rule.to.referenced).into(),
+                    label: "`..` leaves the stage root".into(),
+                    help: Some("name a path inside the stage root, e.g. `lib/x86_64-linux-gnu/`".into()),
+                });
+            }
+        }
+        let mut libs_for = Vec::new();
+        for e in st.libs_for.iter().flatten() {
+            let path = self.expand(e, n, unset);
+            at.entry("libs_for".to_string())
+                .or_insert_with(|| self.src.line_col(Span::of(&e.referenced).offset));
+            if let Some(p) = self.input_path(&path, Span::of(&e.referenced), n) {
+                libs_for.push(p.path.clone());
+                inputs.push(p);
+            }
+        }
+        let search = st.search.iter().flatten().map(|s| self.expand(s, n, unset)).collect();
+        let lib_dir = st
+            .lib_dir
+            .as_ref()
+            .map_or_else(|| "lib/x86_64-linux-gnu".to_string(), |l| self.expand(l, n, unset));
+        let spec = crate::steps::stage::StageSpec { copy, libs_for, lib_dir, search, at };
+        ok.then_some((spec, inputs, into))
     }
 
     /// Validate a `manifest:` step. Returns the step, its inputs (stage root, klib folder,

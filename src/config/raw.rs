@@ -75,6 +75,40 @@ pub struct RawTarget {
     pub fetch: Option<RawFetch>,
     /// A built-in step: write the Nanos manifest (ops's JSON configuration) of a stage root.
     pub manifest: Option<RawManifest>,
+    /// A built-in step: build a stage root (the tree the image contains) from copy rules and
+    /// the shared-library closure of ELF files.
+    pub stage: Option<RawStage>,
+}
+
+/// `stage:` the tree the image will contain.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStage {
+    /// The stage root (the step's one output).
+    #[schemars(with = "String")]
+    pub into: Spanned<String>,
+    /// Copy rules: `from` a path or glob of the project, `to` a path in the stage root. A `to`
+    /// ending in `/` is a folder receiving every match; otherwise it renames exactly one file.
+    pub copy: Option<Vec<RawCopy>>,
+    /// ELF files whose whole shared-library closure is staged (each library under its soname
+    /// in `lib_dir`, the interpreter at its path).
+    #[schemars(with = "Option<Vec<String>>")]
+    pub libs_for: Option<Vec<Spanned<String>>>,
+    /// Where libraries go in the stage root (default `lib/x86_64-linux-gnu`).
+    #[schemars(with = "Option<String>")]
+    pub lib_dir: Option<Spanned<String>>,
+    /// Project folders searched for libraries first, as LD_LIBRARY_PATH would be.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub search: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCopy {
+    #[schemars(with = "String")]
+    pub from: Spanned<String>,
+    #[schemars(with = "String")]
+    pub to: Spanned<String>,
 }
 
 /// `manifest:` the program's Nanos configuration, checked against the stage root.

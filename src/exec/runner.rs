@@ -102,16 +102,29 @@ fn fingerprint(
     let outputs: Vec<String> = t.outputs.iter().map(|o| o.path.clone()).collect();
     let run = match step {
         Step::Run(run) => run,
-        // A manifest is its JSON plus the stage root, klib folder and `from` file it checks.
-        Step::Manifest(m) => {
-            let command = match (&m.manifest, &m.from) {
-                (Some(json), _) => json.to_canonical(),
-                (None, from) => format!("from {}", from.as_deref().unwrap_or("")),
+        // A manifest is its JSON plus the stage root, klib folder and `from` file it checks; a
+        // stage is its rules plus what they copy (and, discovered, the libraries).
+        Step::Manifest(_) | Step::Stage(_) => {
+            let (kind, command) = match step {
+                Step::Manifest(m) => (
+                    "manifest",
+                    match (&m.manifest, &m.from) {
+                        (Some(json), _) => json.to_canonical(),
+                        (None, from) => format!("from {}", from.as_deref().unwrap_or("")),
+                    },
+                ),
+                Step::Stage(st) => {
+                    let rules = serde_json::json!({
+                        "copy": st.copy, "libs_for": st.libs_for, "lib_dir": st.lib_dir, "search": st.search,
+                    });
+                    ("stage", rules.to_string())
+                }
+                _ => ("", String::new()),
             };
             let inputs = inputs::resolve(root, &t.inputs, &ctx.stat).map_err(|e| e.to_string())?;
             return Ok(KeyParts {
                 version: KEY_VERSION,
-                step: StepDef { kind: "manifest".into(), command, outputs, depfile: None },
+                step: StepDef { kind: kind.into(), command, outputs, depfile: None },
                 inputs,
                 deps,
                 env: BTreeMap::new(),
@@ -171,7 +184,16 @@ fn fingerprint(
 fn depfile_of(step: &Step) -> Option<&String> {
     match step {
         Step::Run(run) => run.depfile.as_ref(),
-        Step::Fetch(_) | Step::Manifest(_) => None,
+        Step::Fetch(_) | Step::Manifest(_) | Step::Stage(_) => None,
+    }
+}
+
+/// Whether the step discovers inputs while running (a depfile, or the libraries `libs_for`
+/// resolves), which makes its key two-level.
+fn discovers(step: &Step) -> bool {
+    match step {
+        Step::Stage(s) => !s.libs_for.is_empty(),
+        _ => depfile_of(step).is_some(),
     }
 }
 
@@ -182,7 +204,7 @@ fn full_for(
     first: Digest,
     list: &[String],
 ) -> Option<(Digest, BTreeMap<String, FileId>)> {
-    if depfile_of(step).is_none() {
+    if !discovers(step) {
         return Some((first, BTreeMap::new()));
     }
     let ids = discovered_ids(ctx, list)?;
@@ -220,7 +242,7 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
     let record = ctx.state.read().ok().and_then(|s| s.get(&t.name).cloned());
     let record = record.as_ref();
     let forced = ctx.opts.rebuild.contains(&t.name);
-    let has_depfile = depfile_of(step).is_some();
+    let has_depfile = discovers(step);
     if let Some(d) = record.and_then(|r| fresh(ctx, t, step, &parts, r)) {
         return d;
     }
@@ -413,7 +435,22 @@ fn finish_run(
         }
     }
     let started = SystemTime::now();
+    let mut staged_libs: Vec<std::path::PathBuf> = Vec::new();
     match step {
+        Step::Stage(st) => {
+            done.command = Some(format!("stage {}", outputs[0]));
+            match crate::steps::stage::run(root, st, &root.join(&outputs[0])) {
+                Ok(staged) => {
+                    warnings.extend(staged.warnings);
+                    staged_libs = staged.discovered;
+                }
+                Err(e) => {
+                    done.error = Some(e);
+                    clear_outputs(root, outputs);
+                    return done;
+                }
+            }
+        }
         Step::Run(run) => {
             done.command = Some(run.command.clone());
             if let Err(e) = execute_run(ctx, t, run, &parts, &log) {
@@ -472,43 +509,42 @@ fn finish_run(
 
     let mut list = Vec::new();
     let mut ids = BTreeMap::new();
-    if let Some(dep) = depfile_of(step) {
-        match fs::read_to_string(root.join(dep)) {
-            Ok(text) => {
-                for p in depfile::parse(&text) {
-                    let Some(p) = project_path(root, &p) else {
-                        continue;
-                    };
-                    if outputs.iter().any(|o| &p == o || p.starts_with(&format!("{o}/")))
-                        || ids.contains_key(&p)
-                    {
-                        continue;
-                    }
-                    let abs = abs_path(root, &p);
-                    let Ok(meta) = fs::metadata(&abs) else {
-                        continue;
-                    };
-                    if meta.modified().is_ok_and(|m| m >= started) {
-                        storable = false;
-                        warnings.push(format!(
-                            "discovered input {p} of `{}` changed while it ran; its result is not cached",
-                            t.name
-                        ));
-                    }
-                    if let Ok(id) = ctx.stat.file_id_with_meta(&p, &abs, &meta) {
-                        list.push(p.clone());
-                        ids.insert(p, id);
-                    }
-                }
-            }
+    let discovered_raw: Option<Vec<String>> = match (step, depfile_of(step)) {
+        (Step::Stage(_), _) => Some(staged_libs.iter().map(|p| p.to_string_lossy().into_owned()).collect()),
+        (_, Some(dep)) => match fs::read_to_string(root.join(dep)) {
+            Ok(text) => Some(depfile::parse(&text)),
             Err(e) => {
                 done.outcome = Outcome::Failed;
                 done.error = Some(format!("the step did not write its depfile {dep}: {e}"));
                 return done;
             }
+        },
+        _ => None,
+    };
+    for p in discovered_raw.iter().flatten() {
+        let Some(p) = project_path(root, p) else {
+            continue;
+        };
+        if outputs.iter().any(|o| &p == o || p.starts_with(&format!("{o}/"))) || ids.contains_key(&p) {
+            continue;
+        }
+        let abs = abs_path(root, &p);
+        let Ok(meta) = fs::metadata(&abs) else {
+            continue;
+        };
+        if meta.modified().is_ok_and(|m| m >= started) {
+            storable = false;
+            warnings.push(format!(
+                "discovered input {p} of `{}` changed while it ran; its result is not cached",
+                t.name
+            ));
+        }
+        if let Ok(id) = ctx.stat.file_id_with_meta(&p, &abs, &meta) {
+            list.push(p.clone());
+            ids.insert(p, id);
         }
     }
-    let key = if depfile_of(step).is_some() { full_key(&first, &ids) } else { first };
+    let key = if discovers(step) { full_key(&first, &ids) } else { first };
     done.key = Some(key);
     done.warnings = warnings;
     done.update_record = true;
@@ -516,7 +552,7 @@ fn finish_run(
         return done;
     }
     if t.cache {
-        if let Err(e) = store(ctx, key, first, &tree, &list, &log, depfile_of(step).is_some()) {
+        if let Err(e) = store(ctx, key, first, &tree, &list, &log, discovers(step)) {
             done.warnings.push(format!("could not store `{}` in the cache: {e}", t.name));
         }
     }

@@ -5,3 +5,4 @@ pub mod elf;
 pub mod fetch;
 pub mod manifest;
 pub mod run;
+pub mod stage;

@@ -1,0 +1,201 @@
+//! The `stage` step: build a stage root, the tree the image will contain.
+//!
+//! `copy` rules copy files and folders into it: a `to` ending in `/` is a folder that receives
+//! every match under its own name; any other `to` is a rename, which must match exactly one
+//! file. `libs_for` stages the whole shared-library closure of ELF files (see `elf.rs`): each
+//! library under its soname in `lib_dir`, the interpreter at its own path. The libraries found
+//! are returned as discovered inputs, so that a changed system library restages.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::elf;
+use crate::fsutil;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyRule {
+    /// Project-relative path or glob.
+    pub from: String,
+    /// Path inside the stage root; a trailing `/` makes it a folder.
+    pub to: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageSpec {
+    pub copy: Vec<CopyRule>,
+    /// Project-relative ELF files whose library closure is staged.
+    pub libs_for: Vec<String>,
+    /// Where libraries go inside the stage root.
+    pub lib_dir: String,
+    /// Project-relative folders searched first (as LD_LIBRARY_PATH would be).
+    pub search: Vec<String>,
+    /// gevulot.yaml line and column of each rule, for errors found while building.
+    pub at: BTreeMap<String, (usize, usize)>,
+}
+
+/// What staging found: discovered inputs (the libraries, absolute or project-relative) and
+/// warnings.
+#[derive(Debug, Default)]
+pub struct Staged {
+    pub discovered: Vec<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+/// Build the stage root at `into` (absolute), staging in a temp folder renamed into place.
+pub fn run(root: &Path, spec: &StageSpec, into: &Path) -> Result<Staged, String> {
+    let staging = fsutil::temp_beside(into);
+    fs::create_dir_all(&staging).map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+    let result = fill(root, spec, &staging);
+    match result {
+        Ok(staged) => {
+            let _ = fsutil::remove_path(into);
+            fs::rename(&staging, into).map_err(|e| format!("cannot move the stage root into place: {e}"))?;
+            Ok(staged)
+        }
+        Err(e) => {
+            let _ = fsutil::remove_path(&staging);
+            Err(e)
+        }
+    }
+}
+
+fn fill(root: &Path, spec: &StageSpec, staging: &Path) -> Result<Staged, String> {
+    let mut staged = Staged::default();
+    // Destination (inside the stage root) -> the rule that wrote it.
+    let mut written: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for (i, rule) in spec.copy.iter().enumerate() {
+        let at = spec
+            .at
+            .get(&format!("copy{i}"))
+            .map(|(l, c)| format!("gevulot.yaml:{l}:{c}: "))
+            .unwrap_or_default();
+        let matches = matches(root, &rule.from).map_err(|e| format!("{at}{e}"))?;
+        if matches.is_empty() {
+            return Err(format!("{at}`{}` matches nothing", rule.from));
+        }
+        let into_folder = rule.to.ends_with('/');
+        if !into_folder && matches.len() > 1 {
+            let list: Vec<String> = matches
+                .iter()
+                .map(|m| format!("  {}", m.strip_prefix(root).unwrap_or(m).display()))
+                .collect();
+            return Err(format!(
+                "{at}`{}` renames to `{}`, but {} files match:\n{}\nnarrow the glob, or end `to` with `/` to copy them all",
+                rule.from,
+                rule.to,
+                matches.len(),
+                list.join("\n")
+            ));
+        }
+        for m in matches {
+            let rel_to = rule.to.trim_start_matches('/');
+            let dest_rel = if into_folder {
+                Path::new(rel_to).join(m.file_name().unwrap_or_default())
+            } else {
+                PathBuf::from(rel_to)
+            };
+            copy_into(&m, &staging.join(&dest_rel), &dest_rel, &mut written, &rule.from)
+                .map_err(|e| format!("{at}{e}"))?;
+        }
+    }
+    if !spec.libs_for.is_empty() {
+        let at = spec.at.get("libs_for").map(|(l, c)| format!("gevulot.yaml:{l}:{c}: ")).unwrap_or_default();
+        let elfs: Vec<PathBuf> = spec.libs_for.iter().map(|e| root.join(e)).collect();
+        let search: Vec<PathBuf> = spec.search.iter().map(|s| root.join(s)).collect();
+        let closure = elf::closure(&elfs, &search).map_err(|e| format!("{at}{e}"))?;
+        let lib_dir = Path::new(spec.lib_dir.trim_start_matches('/'));
+        for lib in &closure.libs {
+            let dest_rel = lib_dir.join(&lib.soname);
+            if written.contains_key(&dest_rel) {
+                // A copy rule staged this library already (an alias such as libcuda.so.1).
+                continue;
+            }
+            copy_into(&lib.path, &staging.join(&dest_rel), &dest_rel, &mut written, "libs_for")
+                .map_err(|e| format!("{at}{e}"))?;
+            staged.discovered.push(lib.path.clone());
+        }
+        for interp in &closure.interpreters {
+            let dest_rel = PathBuf::from(interp.to_string_lossy().trim_start_matches('/'));
+            if !written.contains_key(&dest_rel) {
+                copy_into(interp, &staging.join(&dest_rel), &dest_rel, &mut written, "libs_for")
+                    .map_err(|e| format!("{at}{e}"))?;
+                staged.discovered.push(interp.clone());
+            }
+        }
+        let has_cudart = closure.libs.iter().any(|l| l.soname.starts_with("libcudart.so"));
+        let has_cuda = written.keys().any(|k| k.file_name().is_some_and(|n| n == "libcuda.so.1"));
+        if has_cudart && !has_cuda {
+            staged.warnings.push(format!(
+                "{at}libcudart is in the closure but no libcuda.so.1 is staged: the CUDA runtime loads the driver with dlopen, which the closure cannot see. Add the copy rule the Gevulot guide uses: {{ from: \"build/assets/libcuda.so.*.*.*\", to: {}/libcuda.so.1 }}",
+                spec.lib_dir.trim_end_matches('/')
+            ));
+        }
+    }
+    Ok(staged)
+}
+
+/// The files and folders a `from` names (a path, or a glob over project files).
+fn matches(root: &Path, from: &str) -> Result<Vec<PathBuf>, String> {
+    if !crate::config::is_glob(from) {
+        let p = root.join(from);
+        return Ok(if fs::symlink_metadata(&p).is_ok() { vec![p] } else { Vec::new() });
+    }
+    let glob = globset::GlobBuilder::new(from)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| format!("`{from}` is not a valid glob: {e}"))?
+        .compile_matcher();
+    let base: String =
+        from.split('/').take_while(|c| !crate::config::is_glob(c)).collect::<Vec<_>>().join("/");
+    let base_abs = if base.is_empty() { root.to_path_buf() } else { root.join(&base) };
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(&base_abs).sort_by_file_name().min_depth(1).into_iter().flatten() {
+        let Ok(rel) = e.path().strip_prefix(root) else { continue };
+        if glob.is_match(rel) {
+            out.push(e.path().to_path_buf());
+        }
+    }
+    // A folder that matches takes its contents with it: drop matches inside matched folders.
+    let folders: Vec<PathBuf> = out.iter().filter(|p| p.is_dir()).cloned().collect();
+    out.retain(|p| !folders.iter().any(|f| p != f && p.starts_with(f)));
+    Ok(out)
+}
+
+/// Copy a file (its content, following symlinks, keeping the executable bit) or a folder.
+fn copy_into(
+    src: &Path,
+    dest: &Path,
+    dest_rel: &Path,
+    written: &mut BTreeMap<PathBuf, String>,
+    rule: &str,
+) -> Result<(), String> {
+    let meta = fs::metadata(src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+    if meta.is_dir() {
+        for e in walkdir::WalkDir::new(src).sort_by_file_name().min_depth(1).into_iter().flatten() {
+            let Ok(rel) = e.path().strip_prefix(src) else { continue };
+            if e.file_type().is_dir() {
+                fs::create_dir_all(dest.join(rel))
+                    .map_err(|err| format!("cannot create {}: {err}", dest.join(rel).display()))?;
+            } else {
+                copy_into(e.path(), &dest.join(rel), &dest_rel.join(rel), written, rule)?;
+            }
+        }
+        fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+        return Ok(());
+    }
+    if let Some(previous) = written.insert(dest_rel.to_path_buf(), rule.to_string()) {
+        return Err(format!("`{}` is staged twice: by `{previous}` and by `{rule}`", dest_rel.display()));
+    }
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    fs::copy(src, dest)
+        .map_err(|e| format!("cannot copy {} to {}: {e}", src.display(), dest_rel.display()))?;
+    let mode = if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+    fs::set_permissions(dest, fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot set mode of {}: {e}", dest.display()))
+}
