@@ -13,3 +13,4 @@ mod manifest;
 mod roundtrip;
 mod schema;
 mod smoke;
+mod stage;
