@@ -8,6 +8,7 @@ mod cli;
 mod errors;
 mod fetch;
 mod fetch_git;
+mod image_ops;
 mod incremental;
 mod manifest;
 mod roundtrip;

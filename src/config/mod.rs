@@ -79,6 +79,7 @@ pub enum Step {
     Fetch(FetchStep),
     Manifest(ManifestStep),
     Stage(crate::steps::stage::StageSpec),
+    Image(crate::steps::image::ImageSpec),
 }
 
 /// `manifest:` after validation: the JSON to write (or the file to canonicalise), and where it
@@ -340,6 +341,28 @@ impl Validator<'_> {
             })
             .collect::<Vec<_>>();
 
+        if let Some(im) = raw
+            .image
+            .as_ref()
+            .filter(|_| raw.fetch.is_none() && raw.manifest.is_none() && raw.stage.is_none())
+        {
+            let (step, inputs, outputs) = match self.image_step(n, raw, im, &mut unset_vars) {
+                Some((step, inputs, into)) => (Some(Step::Image(step)), inputs, vec![into]),
+                None => (None, Vec::new(), Vec::new()),
+            };
+            return Target {
+                name: n.into(),
+                span,
+                description: raw.description.as_ref().map(|d| d.value.clone()),
+                deps,
+                inputs,
+                outputs,
+                step,
+                cache: raw.cache.as_ref().is_none_or(|c| c.value),
+                restore: raw.restore.as_ref().map(|r| r.value).unwrap_or_default(),
+                unset_vars,
+            };
+        }
         if let Some(st) = raw.stage.as_ref().filter(|_| raw.fetch.is_none() && raw.manifest.is_none()) {
             let (step, inputs, outputs) = match self.stage_step(n, raw, st, &mut unset_vars) {
                 Some((step, inputs, into)) => (Some(Step::Stage(step)), inputs, vec![into]),
@@ -563,7 +586,8 @@ impl Validator<'_> {
     /// A built-in step stands alone: no `run`, no other built-in kind, and none of the fields
     /// that only a `run` step has (its inputs and outputs follow from its own fields).
     fn builtin_alone(&mut self, kind: &str, n: &str, raw: &RawTarget) -> bool {
-        let not_here: [(&str, Option<&serde_saphyr::Location>); 10] = [
+        let not_here: [(&str, Option<&serde_saphyr::Location>); 11] = [
+            ("image", if kind == "image" { None } else { raw.image.as_ref().map(|s| &s.into.referenced) }),
             ("stage", if kind == "stage" { None } else { raw.stage.as_ref().map(|s| &s.into.referenced) }),
             ("run", raw.run.as_ref().map(|s| &s.referenced)),
             ("fetch", if kind == "fetch" { None } else { raw.fetch.as_ref().map(|f| &f.into.referenced) }),
@@ -582,7 +606,7 @@ impl Validator<'_> {
         for (field, loc) in not_here {
             if let Some(loc) = loc {
                 ok = false;
-                let help = if matches!(field, "run" | "fetch" | "manifest" | "stage") {
+                let help = if matches!(field, "run" | "fetch" | "manifest" | "stage" | "image") {
                     "a target has at most one step: split it into two targets".to_string()
                 } else {
                     format!("a `{kind}` step's inputs and outputs follow from its own fields")
@@ -597,6 +621,65 @@ impl Validator<'_> {
             }
         }
         ok
+    }
+
+    /// Validate an `image:` step. Returns the spec, its inputs (program, manifest, stage root)
+    /// and its output.
+    fn image_step(
+        &mut self,
+        n: &str,
+        raw: &RawTarget,
+        im: &raw::RawImage,
+        unset: &mut Vec<(String, Span)>,
+    ) -> Option<(crate::steps::image::ImageSpec, Vec<PathSpec>, PathSpec)> {
+        let mut ok = self.builtin_alone("image", n, raw);
+        match im.builder.value.as_str() {
+            "ops" => {}
+            other => {
+                ok = false;
+                let help = if other == "native" {
+                    "the native builder arrives in a later version; use `builder: ops` for now"
+                } else {
+                    "`builder: ops` runs `ops build`"
+                };
+                self.errors.push(ConfigError::Invalid {
+                    message: format!(
+                        "image `{n}` asks for builder `{other}`, which this gvbuild does not have"
+                    ),
+                    src: self.src.named(),
+                    span: Span::of(&im.builder.referenced).into(),
+                    label: "unknown builder".into(),
+                    help: Some(help.into()),
+                });
+            }
+        }
+        let mut path = |v: &mut Self, s: &Spanned<String>| {
+            let text = v.expand(s, n, unset);
+            v.input_path(&text, Span::of(&s.referenced), n)
+        };
+        let program = path(self, &im.program)?;
+        let manifest = path(self, &im.manifest)?;
+        let root = path(self, &im.root)?;
+        if !program.path.starts_with(&format!("{}/", root.path)) {
+            ok = false;
+            self.errors.push(ConfigError::Invalid {
+                message: format!("the program of image `{n}` is not inside its root `{}`", root.path),
+                src: self.src.named(),
+                span: Span::of(&im.program.referenced).into(),
+                label: "outside the stage root".into(),
+                help: Some(format!("name the program inside the stage root, e.g. `{}/prover`", root.path)),
+            });
+        }
+        let nanos_version = self.expand(&im.nanos_version, n, unset);
+        let into_s = self.expand(&im.into, n, unset);
+        let into = self.output_path(&into_s, Span::of(&im.into.referenced), n)?;
+        let spec = crate::steps::image::ImageSpec {
+            program: program.path.clone(),
+            manifest: manifest.path.clone(),
+            root: root.path.clone(),
+            nanos_version,
+        };
+        ok.then_some((spec, vec![program, manifest, root], into))
     }
 
     /// Validate a `stage:` step. Returns the spec, its inputs (what `copy` and `libs_for` name)

@@ -78,6 +78,32 @@ pub struct RawTarget {
     /// A built-in step: build a stage root (the tree the image contains) from copy rules and
     /// the shared-library closure of ELF files.
     pub stage: Option<RawStage>,
+    /// A built-in step: build the Nanos image of a stage root.
+    pub image: Option<RawImage>,
+}
+
+/// `image:` the bootable Nanos image.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawImage {
+    /// `ops` (runs `ops build`; ops must be installed). `native` arrives in a later version.
+    #[schemars(with = "String")]
+    pub builder: Spanned<String>,
+    /// The program, a path inside `root`.
+    #[schemars(with = "String")]
+    pub program: Spanned<String>,
+    /// The manifest JSON (a `manifest` step's `into`).
+    #[schemars(with = "String")]
+    pub manifest: Spanned<String>,
+    /// The stage root.
+    #[schemars(with = "String")]
+    pub root: Spanned<String>,
+    /// The Nanos version to build with, e.g. `0.1.51`.
+    #[schemars(with = "String")]
+    pub nanos_version: Spanned<String>,
+    /// The image file written.
+    #[schemars(with = "String")]
+    pub into: Spanned<String>,
 }
 
 /// `stage:` the tree the image will contain.

@@ -104,7 +104,7 @@ fn fingerprint(
         Step::Run(run) => run,
         // A manifest is its JSON plus the stage root, klib folder and `from` file it checks; a
         // stage is its rules plus what they copy (and, discovered, the libraries).
-        Step::Manifest(_) | Step::Stage(_) => {
+        Step::Manifest(_) | Step::Stage(_) | Step::Image(_) => {
             let (kind, command) = match step {
                 Step::Manifest(m) => (
                     "manifest",
@@ -119,9 +119,19 @@ fn fingerprint(
                     });
                     ("stage", rules.to_string())
                 }
+                Step::Image(im) => ("image", serde_json::json!(im).to_string()),
                 _ => ("", String::new()),
             };
             let inputs = inputs::resolve(root, &t.inputs, &ctx.stat).map_err(|e| e.to_string())?;
+            let mut tools = BTreeMap::new();
+            if let Step::Image(_) = step {
+                // ops's identity is part of an image's key; ops prints it with `ops version`.
+                let id = ctx
+                    .tools
+                    .identify_with("ops", root, &ctx.stat, &["version"])
+                    .map_err(|_| crate::steps::image::OPS_MISSING.to_string())?;
+                tools.insert("ops".to_string(), id);
+            }
             return Ok(KeyParts {
                 version: KEY_VERSION,
                 step: StepDef { kind: kind.into(), command, outputs, depfile: None },
@@ -129,7 +139,7 @@ fn fingerprint(
                 deps,
                 env: BTreeMap::new(),
                 pass_env: BTreeMap::new(),
-                tools: BTreeMap::new(),
+                tools,
             });
         }
         // A fetch is what its pin says it is: the URL is not part of the key.
@@ -184,7 +194,7 @@ fn fingerprint(
 fn depfile_of(step: &Step) -> Option<&String> {
     match step {
         Step::Run(run) => run.depfile.as_ref(),
-        Step::Fetch(_) | Step::Manifest(_) | Step::Stage(_) => None,
+        Step::Fetch(_) | Step::Manifest(_) | Step::Stage(_) | Step::Image(_) => None,
     }
 }
 
@@ -456,6 +466,61 @@ fn finish_run(
             if let Err(e) = execute_run(ctx, t, run, &parts, &log) {
                 done.error = Some(e);
                 return done;
+            }
+        }
+        Step::Image(im) => {
+            let name = crate::steps::image::image_name(&outputs[0]);
+            let ops_home = ctx.cache.root().join("ops-home");
+            let ops = crate::fingerprint::tools::resolve("ops", root);
+            let Some(ops) = ops else {
+                done.error = Some(crate::steps::image::OPS_MISSING.into());
+                return done;
+            };
+            let command = crate::steps::image::ops_command(&ops, im, root, &name);
+            done.command = Some(command.clone());
+            if let Err(e) = crate::steps::image::prepare_ops_home(&ops_home, &im.nanos_version) {
+                done.error = Some(e);
+                return done;
+            }
+            // A stale image of the same name must not pass for this build's.
+            for stale in
+                [ops_home.join("images").join(&name), ops_home.join("images").join(format!("{name}.img"))]
+            {
+                let _ = fs::remove_file(stale);
+            }
+            let env: BTreeMap<String, String> =
+                [("OPS_HOME".to_string(), ops_home.to_string_lossy().into_owned())].into_iter().collect();
+            let spec = RunSpec { command: &command, root, env: &env, log: &log, live: None };
+            let slot = ctx.slots.acquire();
+            let status = run_step::run(&spec, &ctx.jobs);
+            drop(slot);
+            match status {
+                Ok(s) if s.success() => {}
+                Ok(s) => {
+                    done.error = Some(format!(
+                        "ops failed (exit status {}); its output is below",
+                        s.code().map_or("signal".to_string(), |c| c.to_string())
+                    ));
+                    return done;
+                }
+                Err(e) => {
+                    done.error = Some(format!("could not run ops: {e}"));
+                    return done;
+                }
+            }
+            let Some(built) = crate::steps::image::built_image(&ops_home, &name) else {
+                done.error = Some(format!(
+                    "ops succeeded but left no image `{name}` in {}/images",
+                    ops_home.display()
+                ));
+                return done;
+            };
+            let dest = root.join(&outputs[0]);
+            if fs::rename(&built, &dest).is_err() {
+                if let Err(e) = fs::copy(&built, &dest).and_then(|_| fs::remove_file(&built)) {
+                    done.error = Some(format!("cannot move the image to {}: {e}", outputs[0]));
+                    return done;
+                }
             }
         }
         Step::Manifest(m) => {

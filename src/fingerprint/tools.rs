@@ -40,6 +40,17 @@ pub fn resolve(name: &str, root: &Path) -> Option<PathBuf> {
 
 impl ToolCache {
     pub fn identify(&self, name: &str, root: &Path, stat: &StatCache) -> Result<ToolId, String> {
+        self.identify_with(name, root, stat, &["--version"])
+    }
+
+    /// Like `identify`, for tools that print their version another way (`ops version`).
+    pub fn identify_with(
+        &self,
+        name: &str,
+        root: &Path,
+        stat: &StatCache,
+        version_args: &[&str],
+    ) -> Result<ToolId, String> {
         let path = resolve(name, root).ok_or_else(|| {
             format!("tool `{name}` was not found on PATH; install it, or name it by path in `tools:`")
         })?;
@@ -55,7 +66,7 @@ impl ToolCache {
             .map_err(|e| format!("cannot read tool `{name}` at {}: {e}", real.display()))?
             .digest;
         let version =
-            match Command::new(&path).arg("--version").current_dir(root).stdin(Stdio::null()).output() {
+            match Command::new(&path).args(version_args).current_dir(root).stdin(Stdio::null()).output() {
                 Ok(o) => format!(
                     "{}{}[exit {}]",
                     String::from_utf8_lossy(&o.stdout),

@@ -3,6 +3,7 @@
 
 pub mod elf;
 pub mod fetch;
+pub mod image;
 pub mod manifest;
 pub mod run;
 pub mod stage;
