@@ -6,6 +6,7 @@ mod support;
 mod cache_promises;
 mod cli;
 mod errors;
+mod examples;
 mod fetch;
 mod fetch_git;
 mod image_ops;
