@@ -5,8 +5,8 @@
 //! counts requests, so "downloaded once" and "downloaded nothing" are asserted, not assumed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod archives;
-mod http;
+pub mod archives;
+pub mod http;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
