@@ -392,20 +392,25 @@ fn restore(ctx: &Ctx, t: &Target, outputs: &[String], entry: &ActionEntry) -> Re
         let abs = root.join(d);
         fs::create_dir_all(&abs).map_err(io(&abs))?;
     }
-    for f in &tree.files {
-        let abs = root.join(&f.path);
-        if let Some(parent) = abs.parent() {
-            fs::create_dir_all(parent).map_err(io(parent))?;
-        }
-        let result = match t.restore {
-            RestoreMode::Copy => ctx.cache.restore_copy(&f.digest, &abs, f.exec),
-            RestoreMode::Hardlink => ctx.cache.restore_hardlink(&f.digest, &abs, f.exec),
-        };
-        if let Err(e) = result {
-            clear_outputs(root, outputs);
-            return Err(e);
-        }
-        ctx.stat.record(&f.path, &abs, f.digest);
+    // Files are independent of each other: restore (copy and verify) them in parallel.
+    let restored = {
+        use rayon::prelude::*;
+        tree.files.par_iter().try_for_each(|f| {
+            let abs = root.join(&f.path);
+            if let Some(parent) = abs.parent() {
+                fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            match t.restore {
+                RestoreMode::Copy => ctx.cache.restore_copy(&f.digest, &abs, f.exec),
+                RestoreMode::Hardlink => ctx.cache.restore_hardlink(&f.digest, &abs, f.exec),
+            }?;
+            ctx.stat.record(&f.path, &abs, f.digest);
+            Ok(())
+        })
+    };
+    if let Err(e) = restored {
+        clear_outputs(root, outputs);
+        return Err(e);
     }
     for l in &tree.symlinks {
         let abs = root.join(&l.path);
