@@ -45,6 +45,12 @@ for _ in $(seq 1 "$RUNS"); do
   gv_link+=("$(ms "$gv" -C "$work/p-hardlink" --cache-dir "$work/cache")")
   b3+=("$(ms sh -c "b3sum $work/p-copy/build/assets/*")")
 done
+# The restores really restored (no run), and the bytes are right.
+for mode in copy hardlink; do
+  rm -rf "$work/p-$mode/build/assets"
+  "$gv" -C "$work/p-$mode" --cache-dir "$work/cache" --json | grep -q '"restored":1' || { echo "$mode: not restored" >&2; exit 1; }
+  diff -r "$work/src/assets" "$work/p-$mode/build/assets" >/dev/null || { echo "$mode: restored bytes differ" >&2; exit 1; }
+done
 gc=$(median "${gv_copy[@]}"); ca=$(median "${cp_a[@]}"); gl=$(median "${gv_link[@]}"); bs=$(median "${b3[@]}")
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 echo "| figure | gvbuild ms | peer ms | ratio | target |"
