@@ -411,6 +411,7 @@ fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register(sig, interrupted.clone());
     }
+    let mut reporter = Reporter::new(opts.json, opts.explain, opts.dry_run, opts.verbose);
     let ctx = Arc::new(Ctx {
         root: p.root.clone(),
         state_dir: p.state_dir.clone(),
@@ -422,6 +423,7 @@ fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
         jobs,
         explain,
         slots: exec::Slots::new(opts.jobs),
+        progress: reporter.multi(),
         opts: opts.clone(),
         interrupted: interrupted.clone(),
     });
@@ -439,7 +441,6 @@ fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
             }
         })
     };
-    let mut reporter = Reporter::new(opts.json, opts.explain, opts.dry_run, opts.verbose);
     timings.mark("load state");
     let summary = exec::build(ctx.clone(), &selected, &mut reporter);
     timings.mark("build");
@@ -637,7 +638,9 @@ fn clean(g: &GlobalArgs, names: &[String]) -> Result<u8, Error> {
 fn hash(g: &GlobalArgs, url: &str, blake3: bool) -> Result<u8, Error> {
     let (cache, _l) = open_cache(g, lock::Mode::Shared)?;
     let downloads = cache.root().join("downloads");
-    match crate::steps::fetch::download_and_keep(url, &downloads) {
+    let bars = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        .then(|| indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr()));
+    match crate::steps::fetch::download_and_keep(url, &downloads, bars.as_ref()) {
         Ok(h) => {
             let (algo, hex) = if blake3 { ("blake3", h.blake3) } else { ("sha256", h.sha256) };
             out(&format!("{algo}: {hex}\n"));

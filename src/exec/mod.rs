@@ -89,6 +89,8 @@ pub struct Ctx {
     pub interrupted: Arc<AtomicBool>,
     /// Free command slots: `-j N` bounds the commands running, not the steps in flight.
     pub slots: Slots,
+    /// On a terminal: where a download adds its progress bar.
+    pub progress: Option<indicatif::MultiProgress>,
 }
 
 /// A counting semaphore.

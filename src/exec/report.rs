@@ -10,7 +10,7 @@
 use std::io::{self, IsTerminal, Write};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use super::runner::Done;
@@ -30,12 +30,16 @@ pub struct Reporter {
     running: Vec<String>,
     started: Instant,
     pub explained: Vec<(String, Explained)>,
+    /// Holds the build's bar and any download bars that steps add below it.
+    multi: Option<MultiProgress>,
 }
 
 impl Reporter {
     pub fn new(json: bool, explain: bool, dry_run: bool, verbose: bool) -> Reporter {
-        let progress = (!json && !verbose && io::stderr().is_terminal()).then(|| {
-            let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        let multi = (!json && !verbose && io::stderr().is_terminal())
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        let progress = multi.as_ref().map(|m| {
+            let pb = m.add(ProgressBar::no_length());
             if let Ok(style) = ProgressStyle::with_template("{spinner} [{pos}/{len}] {wide_msg}") {
                 pb.set_style(style);
             }
@@ -49,7 +53,13 @@ impl Reporter {
             running: Vec::new(),
             started: Instant::now(),
             explained: Vec::new(),
+            multi,
         }
+    }
+
+    /// Where steps may add bars of their own (downloads), on a terminal.
+    pub fn multi(&self) -> Option<MultiProgress> {
+        self.multi.clone()
     }
 
     /// A human line: above the progress bar, or on stdout (stderr under --json).

@@ -541,7 +541,8 @@ fn finish_run(
             let into = root.join(&outputs[0]);
             let downloads = ctx.cache.root().join("downloads");
             let slot = ctx.slots.acquire();
-            let fetched = fetch::run(&f.url, &f.pin, f.extract.as_ref(), &into, &downloads);
+            let fetched =
+                fetch::run(&f.url, &f.pin, f.extract.as_ref(), &into, &downloads, ctx.progress.as_ref());
             drop(slot);
             if let Err(e) = fetched {
                 done.error = Some(e.to_string());

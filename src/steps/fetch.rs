@@ -19,6 +19,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
@@ -112,13 +113,35 @@ impl Hashes {
 }
 
 /// Stream `url` into `dest` (a new file), hashing as it goes.
-pub fn download(url: &str, dest: &Path, limit: u64) -> Result<Hashes, FetchError> {
+/// A download's progress bar, added below the build's on a terminal.
+fn bar(progress: Option<&MultiProgress>, url: &str, total: Option<u64>) -> Option<ProgressBar> {
+    let multi = progress?;
+    let pb = multi.add(match total {
+        Some(t) => ProgressBar::new(t),
+        None => ProgressBar::no_length(),
+    });
+    let template = "  {msg} {bytes}/{total_bytes} {bytes_per_sec} {wide_bar}";
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        pb.set_style(style);
+    }
+    let name = url.rsplit('/').next().unwrap_or(url).to_string();
+    pb.set_message(name);
+    Some(pb)
+}
+
+pub fn download(
+    url: &str,
+    dest: &Path,
+    limit: u64,
+    progress: Option<&MultiProgress>,
+) -> Result<Hashes, FetchError> {
     if let Some(path) = url.strip_prefix("file://") {
         if !path.starts_with('/') {
             return Err(FetchError::Scheme { url: url.into() });
         }
         let mut f = File::open(path).map_err(io_err("cannot read", Path::new(path)))?;
-        return copy_hashing(url, &mut f, dest, limit);
+        let total = f.metadata().ok().map(|m| m.len());
+        return copy_hashing(url, &mut f, dest, limit, bar(progress, url, total));
     }
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(FetchError::Scheme { url: url.into() });
@@ -135,8 +158,9 @@ pub fn download(url: &str, dest: &Path, limit: u64) -> Result<Hashes, FetchError
         }
         match agent.get(url).call() {
             Ok(mut resp) => {
+                let total = resp.body().content_length();
                 let mut body = resp.body_mut().with_config().limit(limit.saturating_add(1)).reader();
-                match copy_hashing(url, &mut body, dest, limit) {
+                match copy_hashing(url, &mut body, dest, limit, bar(progress, url, total)) {
                     Ok(h) => return Ok(h),
                     // A connection dropped mid-body is worth another try.
                     Err(FetchError::Io { cause, .. }) if attempt < TRIES => last = cause.to_string(),
@@ -156,7 +180,13 @@ pub fn download(url: &str, dest: &Path, limit: u64) -> Result<Hashes, FetchError
     Err(FetchError::Transport { url: url.into(), tries: TRIES, cause: last })
 }
 
-fn copy_hashing(url: &str, input: &mut dyn Read, dest: &Path, limit: u64) -> Result<Hashes, FetchError> {
+fn copy_hashing(
+    url: &str,
+    input: &mut dyn Read,
+    dest: &Path,
+    limit: u64,
+    bar: Option<ProgressBar>,
+) -> Result<Hashes, FetchError> {
     let mut out = File::create(dest).map_err(io_err("cannot write", dest))?;
     let mut sha = sha2::Sha256::new();
     let mut b3 = blake3::Hasher::new();
@@ -174,6 +204,12 @@ fn copy_hashing(url: &str, input: &mut dyn Read, dest: &Path, limit: u64) -> Res
         sha.update(&buf[..n]);
         b3.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(io_err("cannot write", dest))?;
+        if let Some(pb) = &bar {
+            pb.inc(n as u64);
+        }
+    }
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
     }
     Ok(Hashes { sha256: hex::encode(sha.finalize()), blake3: b3.finalize().to_hex().to_string(), size })
 }
@@ -198,7 +234,12 @@ pub fn hash_file(path: &Path) -> io::Result<Hashes> {
 }
 
 /// The verified download for `pin`, from the downloads folder or the network.
-pub fn obtain(url: &str, pin: &Pin, downloads: &Path) -> Result<PathBuf, FetchError> {
+pub fn obtain(
+    url: &str,
+    pin: &Pin,
+    downloads: &Path,
+    progress: Option<&MultiProgress>,
+) -> Result<PathBuf, FetchError> {
     let path = downloads.join(pin.algo.name()).join(&pin.hex);
     if path.exists() {
         match hash_file(&path) {
@@ -218,7 +259,7 @@ pub fn obtain(url: &str, pin: &Pin, downloads: &Path) -> Result<PathBuf, FetchEr
     let dir = path.parent().unwrap_or(downloads);
     fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
     let tmp = fsutil::temp_beside(&path);
-    let result = download(url, &tmp, MAX_DOWNLOAD).and_then(|h| {
+    let result = download(url, &tmp, MAX_DOWNLOAD, progress).and_then(|h| {
         let actual = h.of(pin.algo).to_string();
         if actual != pin.hex {
             return Err(FetchError::Mismatch {
@@ -239,11 +280,15 @@ pub fn obtain(url: &str, pin: &Pin, downloads: &Path) -> Result<PathBuf, FetchEr
 }
 
 /// Download `url` without a pin (for `gvbuild hash`) and keep it under both of its hashes.
-pub fn download_and_keep(url: &str, downloads: &Path) -> Result<Hashes, FetchError> {
+pub fn download_and_keep(
+    url: &str,
+    downloads: &Path,
+    progress: Option<&MultiProgress>,
+) -> Result<Hashes, FetchError> {
     let tmp_dir = downloads.join("sha256");
     fs::create_dir_all(&tmp_dir).map_err(io_err("cannot create", &tmp_dir))?;
     let tmp = fsutil::temp_beside(&tmp_dir.join("unpinned"));
-    let h = match download(url, &tmp, MAX_DOWNLOAD) {
+    let h = match download(url, &tmp, MAX_DOWNLOAD, progress) {
         Ok(h) => h,
         Err(e) => {
             let _ = fs::remove_file(&tmp);
@@ -317,6 +362,7 @@ pub fn run(
     extract: Option<&Extract>,
     into: &Path,
     downloads: &Path,
+    progress: Option<&MultiProgress>,
 ) -> Result<(), FetchError> {
     if let Some(parent) = into.parent() {
         fs::create_dir_all(parent).map_err(io_err("cannot create", parent))?;
@@ -324,7 +370,7 @@ pub fn run(
     if pin.algo == Algo::GitCommit {
         return git_checkout(url, &pin.hex, into);
     }
-    let file = obtain(url, pin, downloads)?;
+    let file = obtain(url, pin, downloads, progress)?;
     match extract {
         None => {
             let tmp = fsutil::temp_beside(into);
