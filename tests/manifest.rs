@@ -163,3 +163,22 @@ fn from_canonicalises_a_hand_written_manifest() {
     let r = p.gvbuild(&[]).exit(1);
     assert!(r.stderr().contains("unknown field `Bogus`"), "{}", r.stderr());
 }
+
+#[test]
+fn the_manifest_depends_on_what_exists_in_the_stage_root_not_on_its_bytes() {
+    let p = project(GPU);
+    p.build(&[]);
+    // New program bytes: the stage reruns, the manifest (which only checks presence) does not.
+    p.write("gevulot.yaml", &p.read("gevulot.yaml").replace("#!/bin/sh", "#!/bin/sh -e"));
+    let b = p.build(&[]);
+    assert_eq!(b.ran(), names(&["stage"]));
+    assert_eq!(b.fresh(), names(&["manifest"]));
+    // A folder the manifest names disappears: it runs again, and fails saying so.
+    p.write("gevulot.yaml", &p.read("gevulot.yaml").replace(" build/root/nvidia", ""));
+    let r = p.gvbuild(&[]).exit(1);
+    assert!(
+        r.stderr().contains("`nvidia` (in dirs) is not a folder in the stage root build/root"),
+        "{}",
+        r.stderr()
+    );
+}

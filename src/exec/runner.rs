@@ -122,7 +122,15 @@ fn fingerprint(
                 Step::Image(im) => ("image", serde_json::json!(im).to_string()),
                 _ => ("", String::new()),
             };
-            let inputs = inputs::resolve(root, &t.inputs, &ctx.stat).map_err(|e| e.to_string())?;
+            // A manifest written from its fields depends on the stage root only through what it
+            // checks there: whether the program, dirs, files and klibs exist. Keying just that
+            // keeps it fresh when a staged file's content changes.
+            let inputs = key_inputs(ctx, t, step)?;
+            let deps = if matches!(step, Step::Manifest(m) if m.manifest.is_some()) {
+                BTreeMap::new()
+            } else {
+                deps
+            };
             let mut tools = BTreeMap::new();
             if let Step::Image(_) = step {
                 // ops's identity is part of an image's key; ops prints it with `ops version`.
@@ -188,6 +196,42 @@ fn fingerprint(
         pass_env,
         tools,
     })
+}
+
+/// The input files of a step's key (for a manifest written from its fields: what it checks).
+fn key_inputs(ctx: &Ctx, t: &Target, step: &Step) -> Result<BTreeMap<String, FileId>, String> {
+    match step {
+        Step::Manifest(m) if m.manifest.is_some() => Ok(presence(&ctx.root, m)),
+        Step::Fetch(_) => Ok(BTreeMap::new()),
+        _ => inputs::resolve(&ctx.root, &t.inputs, &ctx.stat).map_err(|e| e.to_string()),
+    }
+}
+
+/// What a manifest checks in the stage root, as keyable facts: each checked path and whether
+/// it is a file, a folder or absent.
+fn presence(root: &Path, m: &crate::config::ManifestStep) -> BTreeMap<String, FileId> {
+    let mut out = BTreeMap::new();
+    let Some(json) = &m.manifest else { return out };
+    let mut check = |path: String| {
+        let what: &[u8] = match fs::metadata(root.join(&path)) {
+            Ok(meta) if meta.is_dir() => b"folder",
+            Ok(_) => b"file",
+            Err(_) => b"absent",
+        };
+        let digest = *blake3::hash(what).as_bytes();
+        out.insert(format!("{path} (exists?)"), FileId { digest, exec: false, size: 0 });
+    };
+    let in_root = |p: &str| format!("{}/{}", m.root, p.trim_start_matches('/'));
+    check(in_root(&json.program));
+    for p in json.dirs.iter().chain(&json.files) {
+        check(in_root(p));
+    }
+    if let Some(dir) = &m.klib_dir {
+        for k in &json.klibs {
+            check(format!("{dir}/{k}"));
+        }
+    }
+    out
 }
 
 /// The depfile of a step, if it has one.
@@ -570,7 +614,7 @@ fn finish_run(
     // Inputs edited while the step ran make its result unrepeatable: keep it, but store nothing
     // and record nothing, so the next build runs it again.
     let mut storable = true;
-    match inputs::resolve(root, &t.inputs, &ctx.stat) {
+    match key_inputs(ctx, t, step) {
         Ok(now) if now == parts.inputs => {}
         _ => {
             storable = false;
