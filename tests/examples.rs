@@ -14,12 +14,9 @@ fn example(name: &str) -> Project {
     p
 }
 
-/// The guide's "Complete example": cargo builds the prover, the stage root gets it and its
-/// libraries, the baseline manifest is written, and `ops build` (a stand-in here: ops cannot be
-/// installed on this machine) makes the image.
-#[test]
-fn cpu_prover_example_builds_its_manifest_and_image() {
-    let p = example("cpu-prover");
+/// A stand-in `ops` (ops cannot be installed here) that "builds" an image by copying the
+/// program, and the PATH that finds it. Keep the folder alive while it is used.
+fn standin_ops() -> (tempfile::TempDir, String) {
     let bin = tempfile::tempdir().unwrap();
     let ops = bin.path().join("ops");
     fs::write(
@@ -29,6 +26,16 @@ fn cpu_prover_example_builds_its_manifest_and_image() {
     .unwrap();
     fs::set_permissions(&ops, fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
+    (bin, path)
+}
+
+/// The guide's "Complete example": cargo builds the prover, the stage root gets it and its
+/// libraries, the baseline manifest is written, and `ops build` (a stand-in here: ops cannot be
+/// installed on this machine) makes the image.
+#[test]
+fn cpu_prover_example_builds_its_manifest_and_image() {
+    let p = example("cpu-prover");
+    let (_bin, path) = standin_ops();
     let run = |args: &[&str]| {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
@@ -107,15 +114,7 @@ fn gpu_prover_example_builds_with_real_nvcc() {
 
     let p = example("gpu-prover");
     let _ = fs::remove_dir_all(p.path("shim/target"));
-    let bin = tempfile::tempdir().unwrap();
-    let ops = bin.path().join("ops");
-    fs::write(
-        &ops,
-        "#!/bin/sh\n[ \"$1\" = version ] && { echo standin; exit 0; }\n[ -x \"$2\" ] || exit 9\nmkdir -p \"$OPS_HOME/images\" && cp \"$2\" \"$OPS_HOME/images/$8.img\"\n",
-    )
-    .unwrap();
-    fs::set_permissions(&ops, fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
+    let (_bin, path) = standin_ops();
     let sets = [
         format!("assets_url={}", server.url("/nanos-0.1.51-gpu.tar.gz")),
         format!("assets_sha256={sha}"),

@@ -341,13 +341,21 @@ impl Validator<'_> {
             })
             .collect::<Vec<_>>();
 
-        if let Some(im) = raw
-            .image
-            .as_ref()
-            .filter(|_| raw.fetch.is_none() && raw.manifest.is_none() && raw.stage.is_none())
-        {
-            let (step, inputs, outputs) = match self.image_step(n, raw, im, &mut unset_vars) {
-                Some((step, inputs, into)) => (Some(Step::Image(step)), inputs, vec![into]),
+        // At most one built-in kind; `builtin_alone` reports any other step keys beside it.
+        let builtin = if let Some(im) = &raw.image {
+            Some(self.image_step(n, raw, im, &mut unset_vars).map(|(s, i, o)| (Step::Image(s), i, o)))
+        } else if let Some(st) = &raw.stage {
+            Some(self.stage_step(n, raw, st, &mut unset_vars).map(|(s, i, o)| (Step::Stage(s), i, o)))
+        } else if let Some(m) = &raw.manifest {
+            Some(self.manifest_step(n, raw, m, &mut unset_vars).map(|(s, i, o)| (Step::Manifest(s), i, o)))
+        } else {
+            raw.fetch.as_ref().map(|f| {
+                self.fetch_step(n, raw, f, &mut unset_vars).map(|(s, o)| (Step::Fetch(s), Vec::new(), o))
+            })
+        };
+        if let Some(built) = builtin {
+            let (step, inputs, outputs) = match built {
+                Some((step, inputs, into)) => (Some(step), inputs, vec![into]),
                 None => (None, Vec::new(), Vec::new()),
             };
             return Target {
@@ -356,60 +364,6 @@ impl Validator<'_> {
                 description: raw.description.as_ref().map(|d| d.value.clone()),
                 deps,
                 inputs,
-                outputs,
-                step,
-                cache: raw.cache.as_ref().is_none_or(|c| c.value),
-                restore: raw.restore.as_ref().map(|r| r.value).unwrap_or_default(),
-                unset_vars,
-            };
-        }
-        if let Some(st) = raw.stage.as_ref().filter(|_| raw.fetch.is_none() && raw.manifest.is_none()) {
-            let (step, inputs, outputs) = match self.stage_step(n, raw, st, &mut unset_vars) {
-                Some((step, inputs, into)) => (Some(Step::Stage(step)), inputs, vec![into]),
-                None => (None, Vec::new(), Vec::new()),
-            };
-            return Target {
-                name: n.into(),
-                span,
-                description: raw.description.as_ref().map(|d| d.value.clone()),
-                deps,
-                inputs,
-                outputs,
-                step,
-                cache: raw.cache.as_ref().is_none_or(|c| c.value),
-                restore: raw.restore.as_ref().map(|r| r.value).unwrap_or_default(),
-                unset_vars,
-            };
-        }
-        if let Some(m) = raw.manifest.as_ref().filter(|_| raw.fetch.is_none()) {
-            let (step, inputs, outputs) = match self.manifest_step(n, raw, m, &mut unset_vars) {
-                Some((step, inputs, into)) => (Some(Step::Manifest(step)), inputs, vec![into]),
-                None => (None, Vec::new(), Vec::new()),
-            };
-            return Target {
-                name: n.into(),
-                span,
-                description: raw.description.as_ref().map(|d| d.value.clone()),
-                deps,
-                inputs,
-                outputs,
-                step,
-                cache: raw.cache.as_ref().is_none_or(|c| c.value),
-                restore: raw.restore.as_ref().map(|r| r.value).unwrap_or_default(),
-                unset_vars,
-            };
-        }
-        if let Some(fetch) = &raw.fetch {
-            let (step, outputs) = match self.fetch_step(n, raw, fetch, &mut unset_vars) {
-                Some((step, into)) => (Some(Step::Fetch(step)), vec![into]),
-                None => (None, Vec::new()),
-            };
-            return Target {
-                name: n.into(),
-                span,
-                description: raw.description.as_ref().map(|d| d.value.clone()),
-                deps,
-                inputs: Vec::new(),
                 outputs,
                 step,
                 cache: raw.cache.as_ref().is_none_or(|c| c.value),
