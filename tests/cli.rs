@@ -86,3 +86,15 @@ fn libs_prints_the_closure_and_names_what_is_missing() {
     let r = p.gvbuild(&["libs", "a.txt"]).exit(1);
     assert!(r.stderr().contains("a.txt is not an ELF file"), "{}", r.stderr());
 }
+
+#[test]
+fn gvbuild_timings_reports_each_phase_on_stderr() {
+    let p = project();
+    let r = p.command(&["gen"]).env("GVBUILD_TIMINGS", "1").output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    for phase in ["load graph", "load state", "build", "save state"] {
+        assert!(err.contains(&format!("timing: {phase}")), "{phase}: {err}");
+    }
+    let quiet = p.gvbuild(&["gen"]).success();
+    assert!(!quiet.stderr().contains("timing:"), "{}", quiet.stderr());
+}

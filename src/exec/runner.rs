@@ -86,7 +86,7 @@ pub fn check_fresh(ctx: &Ctx, t: &Target, deps: BTreeMap<String, Digest>) -> Opt
     let parts = fingerprint(ctx, t, step, deps).ok()?;
     // Only the scheduler thread writes the state, and not during this phase.
     let state = ctx.state.read().ok()?;
-    let mut d = fresh(ctx, t, step, &parts, state.get(&t.name)?)?;
+    let mut d = fresh(ctx, t, step, &parts, parts.key(), state.get(&t.name)?)?;
     d.ms = start.elapsed().as_millis() as u64;
     Some(d)
 }
@@ -267,11 +267,11 @@ fn full_for(
 
 /// Step 2: fresh when the key equals the one recorded for this target and the outputs on disk
 /// still match their digests.
-fn fresh(ctx: &Ctx, t: &Target, step: &Step, parts: &KeyParts, rec: &Record) -> Option<Done> {
+fn fresh(ctx: &Ctx, t: &Target, step: &Step, parts: &KeyParts, first: Digest, rec: &Record) -> Option<Done> {
     if !t.cache || ctx.opts.rebuild.contains(&t.name) {
         return None;
     }
-    let (key, _) = full_for(ctx, step, parts.key(), &rec.discovered)?;
+    let (key, _) = full_for(ctx, step, first, &rec.discovered)?;
     if key != rec.key {
         return None;
     }
@@ -297,7 +297,7 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
     let record = record.as_ref();
     let forced = ctx.opts.rebuild.contains(&t.name);
     let has_depfile = discovers(step);
-    if let Some(d) = record.and_then(|r| fresh(ctx, t, step, &parts, r)) {
+    if let Some(d) = record.and_then(|r| fresh(ctx, t, step, &parts, first, r)) {
         return d;
     }
     let recorded = record.and_then(|r| full_for(ctx, step, first, &r.discovered).map(|k| (r, k)));

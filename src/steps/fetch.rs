@@ -188,21 +188,17 @@ fn copy_hashing(
     bar: Option<ProgressBar>,
 ) -> Result<Hashes, FetchError> {
     let mut out = File::create(dest).map_err(io_err("cannot write", dest))?;
-    let mut sha = sha2::Sha256::new();
-    let mut b3 = blake3::Hasher::new();
+    let mut hashes = BothHashes::default();
     let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
     loop {
         let n = input.read(&mut buf).map_err(io_err("cannot read", Path::new(url)))?;
         if n == 0 {
             break;
         }
-        size += n as u64;
-        if size > limit {
+        if hashes.size + n as u64 > limit {
             return Err(FetchError::TooLarge { url: url.into(), limit });
         }
-        sha.update(&buf[..n]);
-        b3.update(&buf[..n]);
+        let _ = hashes.write(&buf[..n]);
         out.write_all(&buf[..n]).map_err(io_err("cannot write", dest))?;
         if let Some(pb) = &bar {
             pb.inc(n as u64);
@@ -211,26 +207,44 @@ fn copy_hashing(
     if let Some(pb) = bar {
         pb.finish_and_clear();
     }
-    Ok(Hashes { sha256: hex::encode(sha.finalize()), blake3: b3.finalize().to_hex().to_string(), size })
+    Ok(hashes.finish())
 }
 
 /// Hash a file already on disk.
 pub fn hash_file(path: &Path) -> io::Result<Hashes> {
-    let mut f = File::open(path)?;
-    let mut sha = sha2::Sha256::new();
-    let mut b3 = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        sha.update(&buf[..n]);
-        b3.update(&buf[..n]);
+    let mut h = BothHashes::default();
+    io::copy(&mut File::open(path)?, &mut h)?;
+    Ok(h.finish())
+}
+
+/// The sha256 and blake3 of one stream, fed as a writer.
+#[derive(Default)]
+struct BothHashes {
+    sha: sha2::Sha256,
+    b3: blake3::Hasher,
+    size: u64,
+}
+
+impl Write for BothHashes {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sha.update(buf);
+        self.b3.update(buf);
+        self.size += buf.len() as u64;
+        Ok(buf.len())
     }
-    Ok(Hashes { sha256: hex::encode(sha.finalize()), blake3: b3.finalize().to_hex().to_string(), size })
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl BothHashes {
+    fn finish(self) -> Hashes {
+        Hashes {
+            sha256: hex::encode(self.sha.finalize()),
+            blake3: self.b3.finalize().to_hex().to_string(),
+            size: self.size,
+        }
+    }
 }
 
 /// The verified download for `pin`, from the downloads folder or the network.
