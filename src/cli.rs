@@ -35,6 +35,7 @@ Examples:
   gvbuild list                  the targets, with descriptions
   gvbuild graph | dot -Tsvg     the graph as DOT (--format json for JSON)
   gvbuild libs build/prover     the shared libraries an ELF needs, and where they resolve
+  gvbuild inspect build/prover.img   an image's partitions, root tuple and tree (--extract DIR)
   gvbuild clean                 remove every declared output
   gvbuild cache gc --max-size 5G   trim the cache, least recently used first
 
@@ -162,9 +163,16 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         search: Vec<PathBuf>,
     },
-    /// Show what a Nanos image holds (arrives with the native image builder).
-    #[command(hide = true)]
-    Inspect { args: Vec<String> },
+    /// Show what a Nanos image holds: partitions, filesystems, root tuple, tree.
+    Inspect {
+        image: PathBuf,
+        /// Copy the root filesystem's files out into this new or empty folder.
+        #[arg(long, value_name = "DIR")]
+        extract: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -258,9 +266,37 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
                 Ok(1)
             }
         },
-        Some(Cmd::Inspect { .. }) => Err(Error::Usage(
-            "this subcommand is reserved: it arrives with the native image builder in a later version".into(),
-        )),
+        Some(Cmd::Inspect { image, extract, json }) => inspect(&image, extract.as_deref(), json),
+    }
+}
+
+fn inspect(image: &Path, extract: Option<&Path>, json: bool) -> Result<u8, Error> {
+    let shown = image.display();
+    if let Some(dir) = extract {
+        return match crate::inspect::extract(image, dir) {
+            Ok(n) => {
+                note(&format!("extracted {n} files of {shown} into {}", dir.display()));
+                Ok(0)
+            }
+            Err(e) => {
+                note(&format!("error: {shown}: {e}"));
+                Ok(1)
+            }
+        };
+    }
+    match crate::inspect::describe(image) {
+        Ok(d) if json => {
+            out(&format!("{}\n", serde_json::to_string_pretty(&d).unwrap_or_default()));
+            Ok(0)
+        }
+        Ok(d) => {
+            out(&crate::inspect::render(&d));
+            Ok(0)
+        }
+        Err(e) => {
+            note(&format!("error: {shown}: {e}"));
+            Ok(1)
+        }
     }
 }
 

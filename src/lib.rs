@@ -20,11 +20,14 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod diag;
+pub mod disk;
 pub mod exec;
 pub mod fingerprint;
 pub mod fsutil;
 pub mod graph;
+pub mod inspect;
 pub mod steps;
+pub mod tfs;
 mod sys;
 
 pub use cli::{run, Error};

@@ -577,8 +577,8 @@ impl Validator<'_> {
         ok
     }
 
-    /// Validate an `image:` step. Returns the spec, its inputs (program, manifest, stage root)
-    /// and its output.
+    /// Validate an `image:` step. Returns the spec, its inputs (manifest, stage root, and the
+    /// release or program) and its output.
     fn image_step(
         &mut self,
         n: &str,
@@ -586,54 +586,137 @@ impl Validator<'_> {
         im: &raw::RawImage,
         unset: &mut Vec<(String, Span)>,
     ) -> Option<(crate::steps::image::ImageSpec, Vec<PathSpec>, PathSpec)> {
+        use crate::steps::image::{Builder, Extra, ImageSpec};
         let mut ok = self.builtin_alone("image", n, raw);
-        match im.builder.value.as_str() {
-            "ops" => {}
-            other => {
-                ok = false;
-                let help = if other == "native" {
-                    "the native builder arrives in a later version; use `builder: ops` for now"
-                } else {
-                    "`builder: ops` runs `ops build`"
-                };
-                self.errors.push(ConfigError::Invalid {
-                    message: format!(
-                        "image `{n}` asks for builder `{other}`, which this gvbuild does not have"
-                    ),
-                    src: self.src.named(),
-                    span: Span::of(&im.builder.referenced).into(),
-                    label: "unknown builder".into(),
-                    help: Some(help.into()),
-                });
-            }
-        }
-        let mut path = |v: &mut Self, s: &Spanned<String>| {
+        let path = |v: &mut Self, s: &Spanned<String>, unset: &mut Vec<(String, Span)>| {
             let text = v.expand(s, n, unset);
             v.input_path(&text, Span::of(&s.referenced), n)
         };
-        let program = path(self, &im.program)?;
-        let manifest = path(self, &im.manifest)?;
-        let root = path(self, &im.root)?;
-        if !program.path.starts_with(&format!("{}/", root.path)) {
-            ok = false;
-            self.errors.push(ConfigError::Invalid {
-                message: format!("the program of image `{n}` is not inside its root `{}`", root.path),
-                src: self.src.named(),
-                span: Span::of(&im.program.referenced).into(),
-                label: "outside the stage root".into(),
-                help: Some(format!("name the program inside the stage root, e.g. `{}/prover`", root.path)),
+        let manifest = path(self, &im.manifest, unset)?;
+        let root = path(self, &im.root, unset)?;
+        let mut inputs = vec![manifest.clone(), root.clone()];
+        let missing = |v: &mut Self, field: &str, builder: &str, example: &str| {
+            v.errors.push(ConfigError::Invalid {
+                message: format!("image `{n}` with `builder: {builder}` needs `{field}`"),
+                src: v.src.named(),
+                span: Span::of(&im.builder.referenced).into(),
+                label: format!("`builder: {builder}` here"),
+                help: Some(format!("add `{field}: {example}`")),
             });
-        }
-        let nanos_version = self.expand(&im.nanos_version, n, unset);
+        };
+        let only = |v: &mut Self, field: &str, loc: Option<&serde_saphyr::Location>, builder: &str| {
+            if let Some(loc) = loc {
+                v.errors.push(ConfigError::Invalid {
+                    message: format!("`{field}` of image `{n}` applies only to `builder: {builder}`"),
+                    src: v.src.named(),
+                    span: Span::of(loc).into(),
+                    label: "not used by this builder".into(),
+                    help: Some(format!("remove `{field}`, or use `builder: {builder}`")),
+                });
+                false
+            } else {
+                true
+            }
+        };
+        let nanos_version = im.nanos_version.as_ref().map(|v| self.expand(v, n, unset));
+        let builder = match im.builder.value.as_str() {
+            "native" => {
+                ok &= only(self, "program", im.program.as_ref().map(|p| &p.referenced), "ops");
+                let Some(rel) = &im.release else {
+                    missing(self, "release", "native", "build/nanos  # a fetch of the Nanos release");
+                    return None;
+                };
+                let release = path(self, rel, unset)?;
+                inputs.push(release.clone());
+                let size = match &im.size {
+                    None => None,
+                    Some(s) => {
+                        let text = self.expand(s, n, unset);
+                        match crate::fsutil::parse_size(&text) {
+                            Some(b) => Some(b),
+                            None => {
+                                ok = false;
+                                self.errors.push(ConfigError::Invalid {
+                                    message: format!("`size` of image `{n}` is not a size"),
+                                    src: self.src.named(),
+                                    span: Span::of(&s.referenced).into(),
+                                    label: "not a size".into(),
+                                    help: Some("write a number with an optional k, m or g, e.g. `256m`".into()),
+                                });
+                                None
+                            }
+                        }
+                    }
+                };
+                let mut extras = Vec::new();
+                for e in im.ops_extras.iter().flatten() {
+                    match Extra::parse(&e.value) {
+                        Some(x) => extras.push(x),
+                        None => {
+                            ok = false;
+                            let names = Extra::NAMES.join(", ");
+                            self.errors.push(ConfigError::Invalid {
+                                message: format!("image `{n}` asks for an unknown ops extra `{}`", e.value),
+                                src: self.src.named(),
+                                span: Span::of(&e.referenced).into(),
+                                label: "unknown extra".into(),
+                                help: Some(format!("the extras are: {names}")),
+                            });
+                        }
+                    }
+                }
+                extras.sort();
+                extras.dedup();
+                Builder::Native { release: release.path, size, extras }
+            }
+            "ops" => {
+                ok &= only(self, "release", im.release.as_ref().map(|p| &p.referenced), "native");
+                ok &= only(self, "size", im.size.as_ref().map(|p| &p.referenced), "native");
+                ok &= only(
+                    self,
+                    "ops_extras",
+                    im.ops_extras.as_ref().and_then(|v| v.first()).map(|p| &p.referenced),
+                    "native",
+                );
+                let Some(program) = &im.program else {
+                    missing(self, "program", "ops", &format!("{}/prover", root.path));
+                    return None;
+                };
+                let Some(version) = nanos_version.clone() else {
+                    missing(self, "nanos_version", "ops", "0.1.51");
+                    return None;
+                };
+                let program_spec = path(self, program, unset)?;
+                if !program_spec.path.starts_with(&format!("{}/", root.path)) {
+                    ok = false;
+                    self.errors.push(ConfigError::Invalid {
+                        message: format!("the program of image `{n}` is not inside its root `{}`", root.path),
+                        src: self.src.named(),
+                        span: Span::of(&program.referenced).into(),
+                        label: "outside the stage root".into(),
+                        help: Some(format!("name the program inside the stage root, e.g. `{}/prover`", root.path)),
+                    });
+                }
+                inputs.push(program_spec.clone());
+                Builder::Ops { program: program_spec.path, nanos_version: version }
+            }
+            other => {
+                self.errors.push(ConfigError::Invalid {
+                    message: format!("image `{n}` asks for builder `{other}`, which gvbuild does not have"),
+                    src: self.src.named(),
+                    span: Span::of(&im.builder.referenced).into(),
+                    label: "unknown builder".into(),
+                    help: Some(
+                        "`builder: native` writes the image itself; `builder: ops` runs `ops build`".into(),
+                    ),
+                });
+                return None;
+            }
+        };
         let into_s = self.expand(&im.into, n, unset);
         let into = self.output_path(&into_s, Span::of(&im.into.referenced), n)?;
-        let spec = crate::steps::image::ImageSpec {
-            program: program.path.clone(),
-            manifest: manifest.path.clone(),
-            root: root.path.clone(),
-            nanos_version,
-        };
-        ok.then_some((spec, vec![program, manifest, root], into))
+        let spec = ImageSpec { builder, manifest: manifest.path, root: root.path, nanos_version };
+        ok.then_some((spec, inputs, into))
     }
 
     /// Validate a `stage:` step. Returns the spec, its inputs (what `copy` and `libs_for` name)

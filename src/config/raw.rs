@@ -86,24 +86,38 @@ pub struct RawTarget {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawImage {
-    /// `ops` (runs `ops build`; ops must be installed). `native` arrives in a later version.
+    /// `native` (gvbuild writes the disk image itself: offline and reproducible) or `ops`
+    /// (runs `ops build`; ops must be installed).
     #[schemars(with = "String")]
     pub builder: Spanned<String>,
-    /// The program, a path inside `root`.
-    #[schemars(with = "String")]
-    pub program: Spanned<String>,
-    /// The manifest JSON (a `manifest` step's `into`).
+    /// The manifest JSON (a `manifest` step's `into`): the single source of the root tuple.
     #[schemars(with = "String")]
     pub manifest: Spanned<String>,
     /// The stage root.
     #[schemars(with = "String")]
     pub root: Spanned<String>,
-    /// The Nanos version to build with, e.g. `0.1.51`.
-    #[schemars(with = "String")]
-    pub nanos_version: Spanned<String>,
     /// The image file written.
     #[schemars(with = "String")]
     pub into: Spanned<String>,
+    /// `native`: the folder of the Nanos release (a `fetch` of the release tarball), holding
+    /// `kernel.img`, `boot.img` and `klibs/`.
+    #[schemars(with = "Option<String>")]
+    pub release: Option<Spanned<String>>,
+    /// `native`: the root filesystem's size, e.g. `256m` (default: the contents plus 512 KiB).
+    #[schemars(with = "Option<String>")]
+    pub size: Option<Spanned<String>>,
+    /// `native`: what ops adds on its own, opted into: `env` (USER, PWD, NANOS_VERSION,
+    /// NANOS_ARCH, IMAGE_NAME), `passwd` (/etc/passwd), `resolv_conf` (/etc/resolv.conf),
+    /// `hostname` (/proc/sys/kernel/hostname).
+    #[schemars(with = "Option<Vec<String>>")]
+    pub ops_extras: Option<Vec<Spanned<String>>>,
+    /// `ops`: the program, a path inside `root`.
+    #[schemars(with = "Option<String>")]
+    pub program: Option<Spanned<String>>,
+    /// `ops`: the Nanos version to build with, e.g. `0.1.51`; `native`: the version written to
+    /// NANOS_VERSION with `ops_extras: [env]`.
+    #[schemars(with = "Option<String>")]
+    pub nanos_version: Option<Spanned<String>>,
 }
 
 /// `stage:` the tree the image will contain.

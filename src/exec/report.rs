@@ -124,6 +124,9 @@ impl Reporter {
                 "key": key.map(|k| hex(&k)),
                 "ms": ms,
             });
+            if let Some((path, id)) = done.and_then(|d| d.image_id.as_ref()) {
+                ev["image"] = json!({ "path": path, "blake3": hex(id) });
+            }
             if let (true, Some(d)) = (self.explain || self.dry_run, done) {
                 ev["reasons"] = d.reasons.iter().map(|r| r.to_string()).collect();
             }
@@ -166,6 +169,11 @@ impl Reporter {
         };
         if let (Some(h), false) = (&human, self.json) {
             self.line(h);
+        }
+        if let (Some((path, id)), false) = (done.and_then(|d| d.image_id.as_ref()), self.json) {
+            self.line(&format!("image     {path}: program id (blake3) {}", hex(id)));
+        }
+        if let (Some(_), false) = (&human, self.json) {
             if self.explain && matches!(outcome, Outcome::Ran | Outcome::Restored) && !reasons.is_empty() {
                 self.line(&format!("          why: {reasons}"));
             }

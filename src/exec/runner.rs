@@ -18,6 +18,7 @@ use crate::fingerprint::state::{Explained, Record};
 use crate::fingerprint::{depfile, full_key, inputs, Digest, FileId, KeyParts, StepDef, KEY_VERSION};
 use crate::fsutil;
 use crate::steps::fetch;
+use crate::steps::image::{Builder, ImageSpec};
 use crate::steps::run::{self as run_step, RunSpec};
 
 /// What happened to one step target.
@@ -37,6 +38,8 @@ pub struct Done {
     pub record: Option<Record>,
     pub update_record: bool,
     pub explained: Option<Explained>,
+    /// For an image: its path and blake3, the Gevulot program id.
+    pub image_id: Option<(String, Digest)>,
 }
 
 impl Done {
@@ -54,6 +57,7 @@ impl Done {
             record: None,
             update_record: false,
             explained: None,
+            image_id: None,
         }
     }
 
@@ -132,12 +136,12 @@ fn fingerprint(
                 deps
             };
             let mut tools = BTreeMap::new();
-            if let Step::Image(_) = step {
+            if let Step::Image(ImageSpec { builder: Builder::Ops { .. }, .. }) = step {
                 // ops's identity is part of an image's key; ops prints it with `ops version`.
                 let id = ctx
                     .tools
                     .identify_with("ops", root, &ctx.stat, &["version"])
-                    .map_err(|_| crate::steps::image::OPS_MISSING.to_string())?;
+                    .map_err(|_| crate::steps::image::ops::OPS_MISSING.to_string())?;
                 tools.insert("ops".to_string(), id);
             }
             return Ok(KeyParts {
@@ -234,6 +238,14 @@ fn presence(root: &Path, m: &crate::config::ManifestStep) -> BTreeMap<String, Fi
     out
 }
 
+/// An image's path and blake3 (its one output file).
+fn image_id(step: &Step, tree: &OutputTree) -> Option<(String, Digest)> {
+    match (step, tree.files.as_slice()) {
+        (Step::Image(_), [f]) => Some((f.path.clone(), f.digest)),
+        _ => None,
+    }
+}
+
 /// The depfile of a step, if it has one.
 fn depfile_of(step: &Step) -> Option<&String> {
     match step {
@@ -247,6 +259,8 @@ fn depfile_of(step: &Step) -> Option<&String> {
 fn discovers(step: &Step) -> bool {
     match step {
         Step::Stage(s) => !s.libs_for.is_empty(),
+        // The native builder reads the klibs the manifest names from wherever it finds them.
+        Step::Image(ImageSpec { builder: Builder::Native { .. }, .. }) => true,
         _ => depfile_of(step).is_some(),
     }
 }
@@ -282,6 +296,7 @@ fn fresh(ctx: &Ctx, t: &Target, step: &Step, parts: &KeyParts, first: Digest, re
     let mut d = Done::new(Outcome::Fresh);
     d.key = Some(key);
     d.outputs_digest = Some(rec.outputs_digest);
+    d.image_id = image_id(step, &tree);
     Some(d)
 }
 
@@ -346,6 +361,7 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
                     let mut d = Done::new(Outcome::Restored);
                     d.key = Some(key);
                     d.outputs_digest = Some(outputs_digest);
+                    d.image_id = image_id(step, &entry.outputs);
                     d.reasons = reasons;
                     d.record = Some(Record { key, outputs: entry.outputs, outputs_digest, discovered: list });
                     d.update_record = true;
@@ -517,17 +533,35 @@ fn finish_run(
                 return done;
             }
         }
-        Step::Image(im) => {
+        Step::Image(im @ ImageSpec { builder: Builder::Native { .. }, .. }) => {
+            done.command = Some(format!("image {} (native)", outputs[0]));
+            let slot = ctx.slots.acquire();
+            let built = crate::steps::image::native::build(root, im, &outputs[0]);
+            drop(slot);
+            match built {
+                Ok(b) => {
+                    warnings.extend(b.warnings);
+                    staged_libs = b.discovered;
+                }
+                Err(e) => {
+                    done.error = Some(e);
+                    clear_outputs(root, outputs);
+                    return done;
+                }
+            }
+        }
+        Step::Image(im @ ImageSpec { builder: Builder::Ops { program, nanos_version }, .. }) => {
             let name = crate::steps::image::image_name(&outputs[0]);
             let ops_home = ctx.cache.root().join("ops-home");
             let ops = crate::fingerprint::tools::resolve("ops", root);
             let Some(ops) = ops else {
-                done.error = Some(crate::steps::image::OPS_MISSING.into());
+                done.error = Some(crate::steps::image::ops::OPS_MISSING.into());
                 return done;
             };
-            let command = crate::steps::image::ops_command(&ops, im, root, &name);
+            let command =
+                crate::steps::image::ops::ops_command(&ops, im, (program, nanos_version), root, &name);
             done.command = Some(command.clone());
-            if let Err(e) = crate::steps::image::prepare_ops_home(&ops_home, &im.nanos_version) {
+            if let Err(e) = crate::steps::image::ops::prepare_ops_home(&ops_home, nanos_version) {
                 done.error = Some(e);
                 return done;
             }
@@ -557,7 +591,7 @@ fn finish_run(
                     return done;
                 }
             }
-            let Some(built) = crate::steps::image::built_image(&ops_home, &name) else {
+            let Some(built) = crate::steps::image::ops::built_image(&ops_home, &name) else {
                 done.error = Some(format!(
                     "ops succeeded but left no image `{name}` in {}/images",
                     ops_home.display()
@@ -608,6 +642,7 @@ fn finish_run(
         }
     };
     let outputs_digest = tree.digest();
+    done.image_id = image_id(step, &tree);
     done.outcome = Outcome::Ran;
     done.outputs_digest = Some(outputs_digest);
 
@@ -625,7 +660,7 @@ fn finish_run(
     let mut list = Vec::new();
     let mut ids = BTreeMap::new();
     let discovered_raw: Option<Vec<String>> = match (step, depfile_of(step)) {
-        (Step::Stage(_), _) => Some(staged_libs.iter().map(|p| p.to_string_lossy().into_owned()).collect()),
+        (Step::Stage(_) | Step::Image(_), _) => Some(staged_libs.iter().map(|p| p.to_string_lossy().into_owned()).collect()),
         (_, Some(dep)) => match fs::read_to_string(root.join(dep)) {
             Ok(text) => Some(depfile::parse(&text)),
             Err(e) => {

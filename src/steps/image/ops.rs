@@ -1,4 +1,4 @@
-//! The `image` step with `builder: ops`: run `ops build` on the stage root and keep its image.
+//! `builder: ops`: run `ops build` on the stage root and keep its image.
 //!
 //! ops resolves the manifest's Dirs and Files against its working directory, so it runs in the
 //! stage root. Its state lives in a gvbuild-managed OPS_HOME (in the cache folder), never the
@@ -9,28 +9,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageSpec {
-    /// The program, project-relative (inside `root`).
-    pub program: String,
-    /// The manifest JSON, project-relative.
-    pub manifest: String,
-    /// The stage root, project-relative.
-    pub root: String,
-    pub nanos_version: String,
-}
+use super::ImageSpec;
 
 /// What ops needs and where it is.
 pub const OPS_MISSING: &str = "`ops` was not found on PATH. Install it (https://ops.city: \
 `curl https://ops.city/get.sh -sSfL | sh`), or use `builder: native`, which needs no ops";
-
-/// The image name passed to `ops build -i`, derived from the output file name.
-pub fn image_name(into: &str) -> String {
-    let file = Path::new(into).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    file.strip_suffix(".img").unwrap_or(&file).to_string()
-}
 
 /// Prepare the managed OPS_HOME for `version`: copy what the user's `~/.ops` has of it.
 pub fn prepare_ops_home(ops_home: &Path, version: &str) -> Result<(), String> {
@@ -67,11 +50,17 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// The shell command that runs ops (through the step runner, for its logs, process group and
 /// interruption), with every argument quoted.
-pub fn ops_command(ops: &Path, spec: &ImageSpec, project: &Path, name: &str) -> String {
-    let program = Path::new(&spec.program)
+pub fn ops_command(
+    ops: &Path,
+    spec: &ImageSpec,
+    (program, nanos_version): (&str, &str),
+    project: &Path,
+    name: &str,
+) -> String {
+    let program = Path::new(program)
         .strip_prefix(&spec.root)
         .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| spec.program.clone());
+        .unwrap_or_else(|_| program.to_string());
     let manifest = project.join(&spec.manifest);
     let args = [
         ops.to_string_lossy().into_owned(),
@@ -80,7 +69,7 @@ pub fn ops_command(ops: &Path, spec: &ImageSpec, project: &Path, name: &str) -> 
         "-c".into(),
         manifest.to_string_lossy().into_owned(),
         "--nanos-version".into(),
-        spec.nanos_version.clone(),
+        nanos_version.to_string(),
         "-i".into(),
         name.into(),
     ];

@@ -1,0 +1,235 @@
+//! The Nanos disk image around the filesystems: boot loader, kernel log area, boot and root TFS
+//! partitions, and the MBR partition table that ties them together.
+//!
+//! ```text
+//! 0            boot.img: stage1 (the MBR sector) and stage2, 512 + S bytes
+//! 512 + S      the kernel log dump area, 4 KiB of zeros (the kernel writes it on a crash)
+//! B            the boot TFS: /kernel and /klib/<name>; 12 MiB, or more when its contents need it
+//! B + boot     the root TFS, to the end of the image
+//! ```
+//!
+//! S comes from the filesystem region record that stage1 carries just before the partition
+//! table (at byte 0x1AA: base u64, length u64, type u32 = 12, little-endian); stage1 loads that
+//! many bytes of stage2. MBR entry 0 is the boot partition and entry 1 the root, both active,
+//! type 0x83; stage2 reads `/kernel` from entry 0 and the kernel mounts entry 1 as `/`. The CHS
+//! fields follow Nanos's mkfs formula byte for byte. Nothing else in boot.img is changed.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use crate::tfs::{self, FsNode, Tuple, VolumeSize};
+
+pub const SECTOR: u64 = 512;
+pub const KLOG_SIZE: u64 = 4096;
+/// The boot partition's size unless its contents need more.
+pub const BOOTFS_SIZE: u64 = 12 << 20;
+const REGION_AT: usize = 0x1aa;
+const REGION_FILESYSTEM: u32 = 12;
+const TABLE_AT: usize = 0x1be;
+const PART_TYPE: u8 = 0x83;
+
+/// What boot.img says about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootRecord {
+    /// Bytes of stage2 after the first sector.
+    pub stage2_len: u64,
+}
+
+/// Check a boot.img: an MBR signature and the filesystem region record.
+pub fn boot_record(boot: &[u8]) -> Result<BootRecord, String> {
+    if boot.len() < SECTOR as usize || boot[510..512] != [0x55, 0xaa] {
+        return Err("it does not start with a boot sector (no 55 AA signature at byte 510)".into());
+    }
+    let u64_at = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&boot[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let mut t = [0u8; 4];
+    t.copy_from_slice(&boot[REGION_AT + 16..REGION_AT + 20]);
+    if u32::from_le_bytes(t) != REGION_FILESYSTEM {
+        return Err("its boot sector has no filesystem region record (type 12 at byte 0x1BA)".into());
+    }
+    let stage2_len = u64_at(REGION_AT + 8);
+    if stage2_len % SECTOR != 0 || stage2_len > 64 << 20 {
+        return Err(format!("its boot record gives a stage2 length of {stage2_len} bytes"));
+    }
+    if boot.len() as u64 > SECTOR + stage2_len {
+        return Err(format!(
+            "it is {} bytes, but its boot record says stage1 and stage2 take {}",
+            boot.len(),
+            SECTOR + stage2_len
+        ));
+    }
+    Ok(BootRecord { stage2_len })
+}
+
+/// Nanos's CHS encoding of a byte offset (kept exactly as its mkfs writes it).
+fn chs(offset: u64) -> [u8; 3] {
+    let lba = offset / SECTOR;
+    let (mut cyl, mut head, mut sec) = ((lba / 63) / 255, (lba / 63) % 255, (lba % 63) + 1);
+    if cyl > 1023 {
+        (cyl, head, sec) = (1023, 254, 63);
+    }
+    [head as u8, ((cyl >> 8) | sec) as u8, (cyl & 0xff) as u8]
+}
+
+fn partition_entry(offset: u64, size: u64) -> Result<[u8; 16], String> {
+    let (lba, sectors) = (offset / SECTOR, size / SECTOR);
+    let (Ok(lba), Ok(sectors)) = (u32::try_from(lba), u32::try_from(sectors)) else {
+        return Err("the image is larger than an MBR partition table can describe (2 TiB)".into());
+    };
+    let mut e = [0u8; 16];
+    e[0] = 0x80;
+    e[1..4].copy_from_slice(&chs(offset));
+    e[4] = PART_TYPE;
+    e[5..8].copy_from_slice(&chs(offset + size - SECTOR));
+    e[8..12].copy_from_slice(&lba.to_le_bytes());
+    e[12..16].copy_from_slice(&sectors.to_le_bytes());
+    Ok(e)
+}
+
+/// What [`write_disk`] wrote.
+#[derive(Debug, Clone)]
+pub struct DiskWritten {
+    pub size: u64,
+    pub boot: tfs::Written,
+    pub root: tfs::Written,
+}
+
+/// Write a bootable disk image into `out` (a new, empty file).
+pub fn write_disk(
+    out: &File,
+    boot_img: &[u8],
+    boot_tree: &BTreeMap<String, FsNode>,
+    root_tree: &BTreeMap<String, FsNode>,
+    root_attrs: &Tuple,
+    root_size: Option<u64>,
+) -> Result<DiskWritten, String> {
+    let record = boot_record(boot_img).map_err(|e| format!("boot.img is not a Nanos boot loader: {e}"))?;
+    let boot_at = SECTOR + record.stage2_len + KLOG_SIZE;
+    let boot = tfs::write_volume(out, boot_at, boot_tree, &Tuple::new(), "", VolumeSize::AtLeast(BOOTFS_SIZE))
+        .map_err(|e| format!("the boot filesystem: {e}"))?;
+    let root_at = boot_at + boot.size;
+    let size = root_size.map_or(VolumeSize::Auto, VolumeSize::Requested);
+    let root = tfs::write_volume(out, root_at, root_tree, root_attrs, "", size)
+        .map_err(|e| format!("the root filesystem: {e}"))?;
+    let size = root_at + root.size;
+
+    let mut first = [0u8; SECTOR as usize];
+    first[..SECTOR as usize].copy_from_slice(&boot_img[..SECTOR as usize]);
+    first[TABLE_AT..TABLE_AT + 16].copy_from_slice(&partition_entry(boot_at, boot.size)?);
+    first[TABLE_AT + 16..TABLE_AT + 32].copy_from_slice(&partition_entry(root_at, root.size)?);
+    let write = |bytes: &[u8], at: u64| out.write_all_at(bytes, at).map_err(|e| format!("cannot write the image: {e}"));
+    write(&first, 0)?;
+    write(&boot_img[SECTOR as usize..], SECTOR)?;
+    out.set_len(size).map_err(|e| format!("cannot size the image: {e}"))?;
+    Ok(DiskWritten { size, boot, root })
+}
+
+/// A partition as the MBR lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub index: usize,
+    pub active: bool,
+    pub kind: u8,
+    pub start: u64,
+    pub sectors: u64,
+}
+
+/// An image as read: a disk with partitions, or a bare TFS volume.
+#[derive(Debug)]
+pub struct Disk {
+    pub size: u64,
+    /// The MBR's entries (empty for a bare volume).
+    pub partitions: Vec<Partition>,
+    /// Stage2's length when the boot sector carries Nanos's region record.
+    pub boot_record: Option<BootRecord>,
+    /// Each TFS volume with the partition it is in (`None`: the bare volume at byte 0).
+    pub volumes: Vec<(Option<usize>, tfs::Volume)>,
+}
+
+impl Disk {
+    /// The root filesystem: the volume whose root tuple names a program, else the last one.
+    pub fn root(&self) -> Option<&tfs::Volume> {
+        self.volumes
+            .iter()
+            .find(|(_, v)| v.root.contains_key("program"))
+            .or(self.volumes.last())
+            .map(|(_, v)| v)
+    }
+}
+
+/// Read an image: its partition table and every TFS volume in it.
+pub fn read_disk(file: &File) -> Result<Disk, String> {
+    let size = file.metadata().map_err(|e| format!("cannot read the image: {e}"))?.len();
+    if size < SECTOR {
+        return Err(format!("the image is {size} bytes, smaller than one sector"));
+    }
+    let mut first = [0u8; SECTOR as usize];
+    file.read_exact_at(&mut first, 0).map_err(|e| format!("cannot read the image: {e}"))?;
+    if first.starts_with(tfs::MAGIC) {
+        let vol = tfs::read_volume(file, 0, size)?;
+        return Ok(Disk { size, partitions: Vec::new(), boot_record: None, volumes: vec![(None, vol)] });
+    }
+    if first[510..512] != [0x55, 0xaa] {
+        return Err("neither a TFS volume (no `NVMTFS` at byte 0) nor a disk image (no MBR signature)".into());
+    }
+    let boot_record = boot_record(&first).ok();
+    let mut partitions = Vec::new();
+    for index in 0..4 {
+        let e = &first[TABLE_AT + 16 * index..TABLE_AT + 16 * (index + 1)];
+        let le = |b: &[u8]| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let (start, sectors) = (le(&e[8..12]), le(&e[12..16]));
+        if e[4] == 0 || sectors == 0 {
+            continue;
+        }
+        partitions.push(Partition { index, active: e[0] == 0x80, kind: e[4], start, sectors });
+    }
+    let mut volumes = Vec::new();
+    for p in &partitions {
+        let (at, len) = (p.start * SECTOR, p.sectors * SECTOR);
+        if at.checked_add(len).is_none_or(|end| end > size) {
+            return Err(format!(
+                "partition {} ({} sectors at sector {}) runs past the end of the image",
+                p.index + 1,
+                p.sectors,
+                p.start
+            ));
+        }
+        let mut magic = [0u8; 6];
+        if p.kind == PART_TYPE && file.read_exact_at(&mut magic, at).is_ok() && &magic == tfs::MAGIC {
+            let vol = tfs::read_volume(file, at, len).map_err(|e| format!("partition {}: {e}", p.index + 1))?;
+            volumes.push((Some(p.index), vol));
+        }
+    }
+    Ok(Disk { size, partitions, boot_record, volumes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chs_matches_nanos_mkfs() {
+        assert_eq!(chs(0), [0, 1, 0]);
+        // LBA 2057: cylinder 0, head 32, sector 42.
+        assert_eq!(chs(2057 * 512), [32, 42, 0]);
+        // Past cylinder 1023 every field saturates.
+        assert_eq!(chs(1 << 40), [254, 63, 255]);
+    }
+
+    #[test]
+    fn a_boot_sector_without_its_region_record_is_refused() {
+        let mut boot = vec![0u8; 1024];
+        boot[510] = 0x55;
+        boot[511] = 0xaa;
+        assert!(boot_record(&boot).unwrap_err().contains("region record"));
+        boot[REGION_AT + 8..REGION_AT + 16].copy_from_slice(&512u64.to_le_bytes());
+        boot[REGION_AT + 16..REGION_AT + 20].copy_from_slice(&12u32.to_le_bytes());
+        assert_eq!(boot_record(&boot).unwrap(), BootRecord { stage2_len: 512 });
+        boot.push(0);
+        assert!(boot_record(&boot).is_err());
+    }
+}

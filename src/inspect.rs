@@ -1,0 +1,223 @@
+//! `gvbuild inspect`: what a Nanos image holds (partition table, filesystems, root tuple, tree),
+//! as text or JSON, and `--extract`, which copies the root filesystem's tree out.
+
+use std::fs::{self, File};
+use std::io::BufWriter;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use serde_json::{json, Map, Value as Json};
+
+use crate::disk::{self, Disk};
+use crate::tfs::{self, Kind, Tuple, Value};
+
+/// A UUID as text.
+pub fn uuid_text(u: &[u8; 16]) -> String {
+    let h = hex::encode(u);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+fn to_json(v: &Value) -> Json {
+    match v {
+        Value::Str(b) | Value::Buffer(b) => Json::String(String::from_utf8_lossy(b).into_owned()),
+        Value::Int(n) => json!(n),
+        Value::Tuple(t) => Json::Object(t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+        Value::Vector(items) => Json::Array(items.iter().map(to_json).collect()),
+        Value::Null => Json::Null,
+    }
+}
+
+fn role(disk: &Disk, vol: &tfs::Volume) -> &'static str {
+    if vol.root.contains_key("program") || disk.volumes.len() == 1 {
+        "root"
+    } else if vol.root.get("children").and_then(Value::as_tuple).is_some_and(|c| c.contains_key("kernel")) {
+        "boot"
+    } else {
+        "data"
+    }
+}
+
+/// The tree of a volume as JSON rows.
+fn tree_json(root: &Tuple) -> Vec<Json> {
+    tfs::walk(root)
+        .into_iter()
+        .map(|(path, node)| match tfs::kind(node) {
+            Kind::Dir => json!({ "path": path, "kind": "dir" }),
+            Kind::File { len, exec } => json!({ "path": path, "kind": "file", "size": len, "exec": exec }),
+            Kind::Symlink(target) => json!({ "path": path, "kind": "symlink", "target": target }),
+            Kind::Other => json!({ "path": path, "kind": "other" }),
+        })
+        .collect()
+}
+
+/// Everything `inspect` shows, as JSON.
+pub fn describe(path: &Path) -> Result<Json, String> {
+    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let disk = disk::read_disk(&file)?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_mmap_rayon(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let partitions: Vec<Json> = disk
+        .partitions
+        .iter()
+        .map(|p| {
+            json!({
+                "number": p.index + 1, "active": p.active, "type": format!("0x{:02x}", p.kind),
+                "start_sector": p.start, "sectors": p.sectors,
+            })
+        })
+        .collect();
+    let filesystems: Vec<Json> = disk
+        .volumes
+        .iter()
+        .map(|(part, vol)| {
+            let mut attrs: Map<String, Json> =
+                vol.root.iter().filter(|(k, _)| k.as_str() != "children").map(|(k, v)| (k.clone(), to_json(v))).collect();
+            attrs.sort_keys();
+            json!({
+                "partition": part.map(|i| i + 1),
+                "role": role(&disk, vol),
+                "tfs_version": vol.version,
+                "uuid": uuid_text(&vol.uuid),
+                "label": vol.label,
+                "root_tuple": attrs,
+                "tree": tree_json(&vol.root),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "image": path.display().to_string(),
+        "size": disk.size,
+        "blake3": hasher.finalize().to_hex().to_string(),
+        "stage2_bytes": disk.boot_record.map(|r| r.stage2_len),
+        "partitions": partitions,
+        "filesystems": filesystems,
+    }))
+}
+
+/// `describe` as text for a person.
+pub fn render(d: &Json) -> String {
+    let mut out = String::new();
+    let s = |v: &Json| v.as_str().unwrap_or_default().to_string();
+    let n = |v: &Json| v.as_u64().unwrap_or_default();
+    out.push_str(&format!(
+        "image {}: {} ({} bytes)\n  blake3 {} (the Gevulot program id)\n",
+        s(&d["image"]),
+        crate::fsutil::human_size(n(&d["size"])),
+        n(&d["size"]),
+        s(&d["blake3"])
+    ));
+    let parts = d["partitions"].as_array().cloned().unwrap_or_default();
+    if parts.is_empty() {
+        out.push_str("no partition table: a bare TFS volume\n");
+    } else {
+        match d["stage2_bytes"].as_u64() {
+            Some(s2) => out.push_str(&format!(
+                "MBR partition table; Nanos boot loader with {s2} bytes of stage2, then a 4 KiB kernel log area\n"
+            )),
+            None => out.push_str("MBR partition table (no Nanos boot record)\n"),
+        }
+        for p in &parts {
+            let (start, sectors) = (n(&p["start_sector"]), n(&p["sectors"]));
+            out.push_str(&format!(
+                "  #{} {} type {}  sectors {}..{}  {}\n",
+                n(&p["number"]),
+                if p["active"].as_bool() == Some(true) { "active  " } else { "inactive" },
+                s(&p["type"]),
+                start,
+                start + sectors,
+                crate::fsutil::human_size(sectors * 512)
+            ));
+        }
+    }
+    for fsys in d["filesystems"].as_array().into_iter().flatten() {
+        let place = match fsys["partition"].as_u64() {
+            Some(p) => format!("partition {p}"),
+            None => "byte 0".into(),
+        };
+        out.push_str(&format!(
+            "\n{} filesystem ({place}): TFS version {}, UUID {}, label {:?}\n",
+            s(&fsys["role"]),
+            n(&fsys["tfs_version"]),
+            s(&fsys["uuid"]),
+            s(&fsys["label"])
+        ));
+        if let Some(attrs) = fsys["root_tuple"].as_object().filter(|a| !a.is_empty()) {
+            out.push_str("root tuple:\n");
+            for (k, v) in attrs {
+                out.push_str(&format!("  {k}: {}\n", show(v)));
+            }
+        }
+        out.push_str("tree:\n");
+        for row in fsys["tree"].as_array().into_iter().flatten() {
+            let path = s(&row["path"]);
+            let line = match row["kind"].as_str() {
+                Some("dir") => format!("{path}/"),
+                Some("file") => format!(
+                    "{path}  {} bytes{}",
+                    n(&row["size"]),
+                    if row["exec"].as_bool() == Some(true) { "  exec" } else { "" }
+                ),
+                Some("symlink") => format!("{path} -> {}", s(&row["target"])),
+                _ => format!("{path}  (neither file, folder nor symlink)"),
+            };
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
+}
+
+/// A root tuple value on one line: `a b c` vectors as `[a, b]`, tuples as `k=v, k=v`.
+fn show(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        Json::Array(items) => format!("[{}]", items.iter().map(show).collect::<Vec<_>>().join(", ")),
+        Json::Object(m) => m.iter().map(|(k, v)| format!("{k}:{}", show(v))).collect::<Vec<_>>().join(" "),
+        Json::Null => "<null>".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Copy the root filesystem's tree into `dir`, which must be new or empty. Executables get mode
+/// 0755, other files 0644. Returns the number of files written.
+pub fn extract(image: &Path, dir: &Path) -> Result<u64, String> {
+    let file = File::open(image).map_err(|e| format!("cannot open {}: {e}", image.display()))?;
+    let disk = disk::read_disk(&file)?;
+    let vol = disk.root().ok_or("the image holds no TFS filesystem")?;
+    match fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(format!("{} is not empty; extract into a new or empty folder", dir.display()));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?
+        }
+        Err(e) => return Err(format!("cannot use {}: {e}", dir.display())),
+    }
+    let mut files = 0;
+    for (path, node) in tfs::walk(&vol.root) {
+        for c in path.split('/').skip(1) {
+            if c.is_empty() || c == "." || c == ".." || c.contains('\0') {
+                return Err(format!("the image holds a name that cannot be extracted safely: {path:?}"));
+            }
+        }
+        let dest = dir.join(path.trim_start_matches('/'));
+        let fail = |e: std::io::Error| format!("cannot write {}: {e}", dest.display());
+        match tfs::kind(node) {
+            Kind::Dir => fs::create_dir(&dest).map_err(fail)?,
+            Kind::Symlink(target) => std::os::unix::fs::symlink(&target, &dest).map_err(fail)?,
+            Kind::File { exec, .. } => {
+                let out = File::options().write(true).create_new(true).open(&dest).map_err(fail)?;
+                let mut w = BufWriter::new(&out);
+                vol.copy_file(&file, node, &mut w)?;
+                std::io::Write::flush(&mut w).map_err(fail)?;
+                drop(w);
+                let mode = if exec { 0o755 } else { 0o644 };
+                fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).map_err(fail)?;
+                files += 1;
+            }
+            Kind::Other => {}
+        }
+    }
+    Ok(files)
+}

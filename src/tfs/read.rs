@@ -1,0 +1,235 @@
+//! Read a TFS volume: follow the log from sector 0, decode its entries, and read files back by
+//! their extents. Every length and offset is checked against the volume: a damaged or hostile
+//! image is an error, never a panic or a read outside the volume.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+
+use super::codec::{Cursor, Decoder};
+use super::{
+    Tuple, Value, END_OF_LOG, END_OF_SEGMENT, LABEL_MAX, LOG_EXTENSION_LINK, MAGIC, SECTOR, TUPLE_AVAILABLE,
+    TUPLE_EXTENDED, VERSION,
+};
+
+/// A log extension longer than this is refused (Nanos writes 512 KiB ones).
+const MAX_EXTENSION_BYTES: u64 = 64 << 20;
+const MAX_EXTENSIONS: usize = 100_000;
+
+/// A volume as read.
+#[derive(Debug, Clone)]
+pub struct Volume {
+    pub version: u64,
+    pub uuid: [u8; 16],
+    pub label: String,
+    pub root: Tuple,
+    /// Where the volume starts in its file, and how long it may be.
+    pub base: u64,
+    pub limit: u64,
+}
+
+fn read_at(file: &File, at: u64, len: u64) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, at).map_err(|e| format!("cannot read {len} bytes at byte {at}: {e}"))?;
+    Ok(buf)
+}
+
+/// Parse an extension's header; returns the cursor after it, the length in sectors, and for
+/// the first extension the UUID and label.
+fn header(bytes: &[u8], first: bool) -> Result<(Cursor<'_>, u64, u64, [u8; 16], String), String> {
+    if bytes.get(..6) != Some(&MAGIC[..]) {
+        return Err("no TFS here: the magic `NVMTFS` is missing".into());
+    }
+    let mut cur = Cursor { bytes, pos: 6 };
+    let version = cur.varint()?;
+    if version != VERSION {
+        return Err(format!(
+            "TFS version {version}; gvbuild reads version {VERSION}, which Nanos 0.1.51 and later write"
+        ));
+    }
+    let length = cur.varint()?;
+    let mut uuid = [0u8; 16];
+    let mut label = String::new();
+    if first {
+        uuid.copy_from_slice(cur.take(16)?);
+        let rest = &bytes[cur.pos..];
+        let end = rest.iter().take(LABEL_MAX + 1).position(|&b| b == 0).ok_or("the volume label is unterminated")?;
+        label = String::from_utf8_lossy(&rest[..end]).into_owned();
+        cur.pos += end + 1;
+    }
+    Ok((cur, version, length, uuid, label))
+}
+
+/// Read the TFS volume at byte `base` of `file`, at most `limit` bytes long.
+pub fn read_volume(file: &File, base: u64, limit: u64) -> Result<Volume, String> {
+    let sector0 = read_at(file, base, SECTOR)?;
+    let (_, version, _, uuid, label) = header(&sector0, true)?;
+    let mut decoder = Decoder::default();
+    let mut staging: Vec<u8> = Vec::new();
+    let mut remaining: u64 = 0;
+    let mut seen = HashSet::new();
+    let mut bytes = sector0;
+    let mut first = true;
+    'extensions: loop {
+        let (mut cur, ..) = header(&bytes, first)?;
+        first = false;
+        loop {
+            let frame = cur.u8().map_err(|_| "a log extension ends without END_OF_LOG".to_string())?;
+            match frame {
+                END_OF_LOG => break 'extensions,
+                END_OF_SEGMENT => {}
+                LOG_EXTENSION_LINK => {
+                    let start = cur.varint()?;
+                    let len = cur.varint()?;
+                    let at = start.checked_mul(SECTOR);
+                    let size = len.checked_mul(SECTOR).filter(|&s| s > 0 && s <= MAX_EXTENSION_BYTES);
+                    let (Some(at), Some(size)) = (at, size) else {
+                        return Err(format!("a log link to {len} sectors at sector {start}"));
+                    };
+                    if at.checked_add(size).is_none_or(|end| end > limit) {
+                        return Err(format!("a log link to sector {start} points outside the volume"));
+                    }
+                    if !seen.insert(start) || seen.len() > MAX_EXTENSIONS {
+                        return Err(format!("the log links back to sector {start}: a loop"));
+                    }
+                    bytes = read_at(file, base + at, size)?;
+                    continue 'extensions;
+                }
+                TUPLE_AVAILABLE => {
+                    if remaining > 0 {
+                        return Err("a new log entry starts before the last one ended".into());
+                    }
+                    let total = cur.varint()?;
+                    let part = cur.varint()?;
+                    if part > total {
+                        return Err(format!("a log record of {part} bytes in an entry of {total}"));
+                    }
+                    let data = cur.take(part)?;
+                    if part == total {
+                        decoder.entry(data)?;
+                    } else {
+                        staging = data.to_vec();
+                        remaining = total - part;
+                    }
+                }
+                TUPLE_EXTENDED => {
+                    let part = cur.varint()?;
+                    if part > remaining {
+                        return Err(format!("a continued log record of {part} bytes, {remaining} expected"));
+                    }
+                    staging.extend_from_slice(cur.take(part)?);
+                    remaining -= part;
+                    if remaining == 0 {
+                        decoder.entry(&staging)?;
+                        staging.clear();
+                    }
+                }
+                other => return Err(format!("an unknown log record type {other}")),
+            }
+        }
+    }
+    if remaining > 0 {
+        return Err("the log ends inside an entry".into());
+    }
+    Ok(Volume { version, uuid, label, root: decoder.root()?, base, limit })
+}
+
+/// What a node of the tree is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File { len: u64, exec: bool },
+    Symlink(String),
+    /// A tuple with none of `children`, `extents` or `linktarget`.
+    Other,
+}
+
+pub fn kind(node: &Tuple) -> Kind {
+    if let Some(target) = node.get("linktarget") {
+        return Kind::Symlink(target.text().unwrap_or_default());
+    }
+    if node.contains_key("children") {
+        return Kind::Dir;
+    }
+    if node.contains_key("extents") || node.contains_key("filelength") {
+        let len = node.get("filelength").and_then(Value::as_u64).unwrap_or(0);
+        return Kind::File { len, exec: node.contains_key("exec") };
+    }
+    Kind::Other
+}
+
+/// Every node under `t`, depth first in name order: (path from the root, node).
+pub fn walk(t: &Tuple) -> Vec<(String, &Tuple)> {
+    fn go<'a>(t: &'a Tuple, prefix: &str, out: &mut Vec<(String, &'a Tuple)>) {
+        let Some(children) = t.get("children").and_then(Value::as_tuple) else { return };
+        for (name, v) in children {
+            if let Some(node) = v.as_tuple() {
+                let path = format!("{prefix}/{name}");
+                out.push((path.clone(), node));
+                go(node, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    go(t, "", &mut out);
+    out
+}
+
+impl Volume {
+    /// Copy a file node's content to `to`, cut at its `filelength`; ranges no extent covers
+    /// read as zeros, as in Nanos.
+    pub fn copy_file(&self, file: &File, node: &Tuple, to: &mut dyn Write) -> Result<u64, String> {
+        let len = node.get("filelength").and_then(Value::as_u64).unwrap_or(0);
+        let mut extents: Vec<(u64, u64, u64)> = Vec::new();
+        if let Some(ext) = node.get("extents").and_then(Value::as_tuple) {
+            for (key, v) in ext {
+                let e = v.as_tuple().ok_or("an extent that is not a tuple")?;
+                let field = |f: &str| e.get(f).and_then(Value::as_u64).ok_or(format!("an extent without `{f}`"));
+                let at: u64 = key.parse().map_err(|_| format!("an extent at `{key}`, not a sector number"))?;
+                extents.push((at, field("offset")?, field("length")?));
+            }
+        }
+        extents.sort_unstable();
+        let mut pos = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        for (at, offset, sectors) in extents {
+            let start = at.checked_mul(SECTOR).ok_or("an extent out of range")?;
+            if start >= len {
+                continue;
+            }
+            if start < pos {
+                return Err("overlapping extents".into());
+            }
+            write_zeros(to, start - pos)?;
+            pos = start;
+            let bytes = sectors.checked_mul(SECTOR).ok_or("an extent out of range")?.min(len - start);
+            let from = offset.checked_mul(SECTOR).ok_or("an extent out of range")?;
+            if from.checked_add(bytes).is_none_or(|end| end > self.limit) {
+                return Err(format!("an extent at sector {offset} lies outside the volume"));
+            }
+            let mut done = 0;
+            while done < bytes {
+                let n = (bytes - done).min(buf.len() as u64) as usize;
+                file.read_exact_at(&mut buf[..n], self.base + from + done)
+                    .map_err(|e| format!("cannot read the image: {e}"))?;
+                to.write_all(&buf[..n]).map_err(|e| format!("cannot write: {e}"))?;
+                done += n as u64;
+            }
+            pos += bytes;
+        }
+        write_zeros(to, len - pos)?;
+        Ok(len)
+    }
+}
+
+fn write_zeros(to: &mut dyn Write, mut n: u64) -> Result<(), String> {
+    let zeros = [0u8; 8192];
+    while n > 0 {
+        let k = n.min(zeros.len() as u64) as usize;
+        to.write_all(&zeros[..k]).map_err(|e| format!("cannot write: {e}"))?;
+        n -= k as u64;
+    }
+    Ok(())
+}
+
