@@ -109,8 +109,9 @@ pub fn write_disk(
 ) -> Result<DiskWritten, String> {
     let record = boot_record(boot_img).map_err(|e| format!("boot.img is not a Nanos boot loader: {e}"))?;
     let boot_at = SECTOR + record.stage2_len + KLOG_SIZE;
-    let boot = tfs::write_volume(out, boot_at, boot_tree, &Tuple::new(), "", VolumeSize::AtLeast(BOOTFS_SIZE))
-        .map_err(|e| format!("the boot filesystem: {e}"))?;
+    let boot =
+        tfs::write_volume(out, boot_at, boot_tree, &Tuple::new(), "", VolumeSize::AtLeast(BOOTFS_SIZE))
+            .map_err(|e| format!("the boot filesystem: {e}"))?;
     let root_at = boot_at + boot.size;
     let size = root_size.map_or(VolumeSize::Auto, VolumeSize::Requested);
     let root = tfs::write_volume(out, root_at, root_tree, root_attrs, "", size)
@@ -121,7 +122,9 @@ pub fn write_disk(
     first[..SECTOR as usize].copy_from_slice(&boot_img[..SECTOR as usize]);
     first[TABLE_AT..TABLE_AT + 16].copy_from_slice(&partition_entry(boot_at, boot.size)?);
     first[TABLE_AT + 16..TABLE_AT + 32].copy_from_slice(&partition_entry(root_at, root.size)?);
-    let write = |bytes: &[u8], at: u64| out.write_all_at(bytes, at).map_err(|e| format!("cannot write the image: {e}"));
+    let write = |bytes: &[u8], at: u64| {
+        out.write_all_at(bytes, at).map_err(|e| format!("cannot write the image: {e}"))
+    };
     write(&first, 0)?;
     write(&boot_img[SECTOR as usize..], SECTOR)?;
     out.set_len(size).map_err(|e| format!("cannot size the image: {e}"))?;
@@ -200,7 +203,8 @@ pub fn read_disk(file: &File) -> Result<Disk, String> {
         }
         let mut magic = [0u8; 6];
         if p.kind == PART_TYPE && file.read_exact_at(&mut magic, at).is_ok() && &magic == tfs::MAGIC {
-            let vol = tfs::read_volume(file, at, len).map_err(|e| format!("partition {}: {e}", p.index + 1))?;
+            let vol =
+                tfs::read_volume(file, at, len).map_err(|e| format!("partition {}: {e}", p.index + 1))?;
             volumes.push((Some(p.index), vol));
         }
     }
@@ -208,6 +212,7 @@ pub fn read_disk(file: &File) -> Result<Disk, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

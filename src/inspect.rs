@@ -70,8 +70,12 @@ pub fn describe(path: &Path) -> Result<Json, String> {
         .volumes
         .iter()
         .map(|(part, vol)| {
-            let mut attrs: Map<String, Json> =
-                vol.root.iter().filter(|(k, _)| k.as_str() != "children").map(|(k, v)| (k.clone(), to_json(v))).collect();
+            let mut attrs: Map<String, Json> = vol
+                .root
+                .iter()
+                .filter(|(k, _)| k.as_str() != "children")
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect();
             attrs.sort_keys();
             json!({
                 "partition": part.map(|i| i + 1),
@@ -171,6 +175,7 @@ fn show(v: &Json) -> String {
     match v {
         Json::String(s) => s.clone(),
         Json::Array(items) => format!("[{}]", items.iter().map(show).collect::<Vec<_>>().join(", ")),
+        Json::Object(m) if m.is_empty() => "()".into(),
         Json::Object(m) => m.iter().map(|(k, v)| format!("{k}:{}", show(v))).collect::<Vec<_>>().join(" "),
         Json::Null => "<null>".into(),
         other => other.to_string(),

@@ -27,7 +27,7 @@ pub mod fsutil;
 pub mod graph;
 pub mod inspect;
 pub mod steps;
-pub mod tfs;
 mod sys;
+pub mod tfs;
 
 pub use cli::{run, Error};

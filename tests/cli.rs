@@ -64,9 +64,9 @@ fn a_quiet_step_leaves_no_stale_log() {
 }
 
 #[test]
-fn reserved_subcommands_say_they_are_not_here_yet() {
-    let r = project().gvbuild(&["inspect", "build/app.img"]).exit(2);
-    assert!(r.stderr().contains("reserved"), "{}", r.stderr());
+fn inspect_of_a_missing_image_names_it() {
+    let r = project().gvbuild(&["inspect", "build/app.img"]).exit(1);
+    assert!(r.stderr().contains("error: build/app.img: cannot open build/app.img"), "{}", r.stderr());
 }
 
 #[test]

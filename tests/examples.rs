@@ -1,6 +1,5 @@
 //! The example projects build in the test suite.
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::support::*;
@@ -14,42 +13,84 @@ fn example(name: &str) -> Project {
     p
 }
 
-/// A stand-in `ops` (ops cannot be installed here) that "builds" an image by copying the
-/// program, and the PATH that finds it. Keep the folder alive while it is used.
-fn standin_ops() -> (tempfile::TempDir, String) {
-    let bin = tempfile::tempdir().unwrap();
-    let ops = bin.path().join("ops");
-    fs::write(
-        &ops,
-        "#!/bin/sh\n[ \"$1\" = version ] && { echo standin; exit 0; }\n[ -x \"$2\" ] || exit 9\nmkdir -p \"$OPS_HOME/images\" && cp \"$2\" \"$OPS_HOME/images/$8.img\"\n",
-    )
-    .unwrap();
-    fs::set_permissions(&ops, fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
-    (bin, path)
+/// The stand-in Nanos release served on 127.0.0.1 (a real release cannot be downloaded
+/// here), and the `--set`s that point an example's `nanos` fetch at it.
+fn release_server() -> (crate::fetch::http::Server, Vec<String>) {
+    let (tarball, sha) = nanos_release_tarball();
+    let server = crate::fetch::http::Server::start();
+    server.serve("/nanos-release-linux-0.1.51.tar.gz", tarball);
+    let sets = vec![
+        format!("nanos_url={}", server.url("/nanos-release-linux-0.1.51.tar.gz")),
+        format!("nanos_sha256={sha}"),
+    ];
+    (server, sets)
+}
+
+/// The image step alone, on identical inputs: copy the example's stage root, manifest and
+/// release (and klib folder) into a new folder with a separate cache, build only the image
+/// there, and compare.
+fn image_step_again_elsewhere(p: &Project, image_yaml: &str, image: &str) {
+    let q = Project::new().file("gevulot.yaml", image_yaml);
+    for part in ["build/root", "build/nanos", "build/assets"] {
+        if p.path(part).exists() {
+            copy_tree(&p.path(part), &q.path(part));
+        }
+    }
+    for f in fs::read_dir(p.path("build")).unwrap().flatten() {
+        if f.path().extension().is_some_and(|e| e == "json") {
+            fs::copy(f.path(), q.path("build").join(f.file_name())).unwrap();
+        }
+    }
+    let b = q.build(&[]);
+    assert_eq!(b.ran(), names(&["image"]));
+    assert!(
+        fs::read(p.path(image)).unwrap() == fs::read(q.path(image)).unwrap(),
+        "the image step is deterministic"
+    );
 }
 
 /// The guide's "Complete example": cargo builds the prover, the stage root gets it and its
-/// libraries, the baseline manifest is written, and `ops build` (a stand-in here: ops cannot be
-/// installed on this machine) makes the image.
+/// libraries, the baseline manifest is written, and gvbuild writes the image natively from the
+/// (stand-in) Nanos release.
 #[test]
 fn cpu_prover_example_builds_its_manifest_and_image() {
     let p = example("cpu-prover");
-    let (_bin, path) = standin_ops();
+    let (server, sets) = release_server();
     let run = |args: &[&str]| {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let output = p.command(&all).env("PATH", &path).output().unwrap();
-        Build::parse(&Run { output, args: all.iter().map(|s| s.to_string()).collect() }.success())
+        let mut all: Vec<String> = vec!["--json".into()];
+        for s in &sets {
+            all.push("--set".into());
+            all.push(s.clone());
+        }
+        all.extend(args.iter().map(|s| s.to_string()));
+        let output = p.command(&all.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+        Build::parse(&Run { output, args: all }.success())
     };
     let b = run(&[]);
-    assert_eq!(b.ran(), names(&["image", "manifest", "my_prover", "stage"]));
+    assert_eq!(b.ran(), names(&["image", "manifest", "my_prover", "nanos", "stage"]));
+    assert_eq!(server.requests("/nanos-release-linux-0.1.51.tar.gz"), 1);
     let manifest = p.read("build/my_prover.json");
     assert!(manifest.contains("\"Program\": \"my_prover\""), "{manifest}");
     assert!(manifest.contains("\"readonly_rootfs\": \"true\""), "{manifest}");
     assert!(manifest.contains("\"%1\": \"/workspace\""), "{manifest}");
     assert!(p.path("build/root/lib/x86_64-linux-gnu/libc.so.6").is_file());
-    assert!(p.path("build/my_prover.img").is_file());
+
+    // The image holds what gevulot.yaml asked for, with the workspace as 9p mount tag 0.
+    let d = inspect(&p, "build/my_prover.img");
+    let root = filesystem(&d, "root");
+    assert_eq!(root["root_tuple"]["program"], "/my_prover");
+    assert_eq!(root["root_tuple"]["mounts"], serde_json::json!({ "%0": "/workspace" }));
+    assert_eq!(root["root_tuple"]["environment"]["RUST_LOG"], "debug");
+    let rows = tree_rows(root);
+    assert!(rows["/my_prover"].2, "the program is marked exec");
+    assert_eq!(rows["/workspace"].0, "dir");
+    assert!(rows.contains_key("/lib/x86_64-linux-gnu/libc.so.6"), "{rows:?}");
+    p.gvbuild(&["inspect", "build/my_prover.img"]).success().stdout_has("  mounts: %0:/workspace\n");
+    image_step_again_elsewhere(
+        &p,
+        "targets:\n  image:\n    image:\n      builder: native\n      release: build/nanos\n      manifest: build/my_prover.json\n      root: build/root\n      into: build/my_prover.img\n",
+        "build/my_prover.img",
+    );
 
     // The prover itself works: it proves every task in a workspace folder.
     fs::create_dir_all(p.path("ws")).unwrap();
@@ -114,8 +155,8 @@ fn gpu_prover_example_builds_with_real_nvcc() {
 
     let p = example("gpu-prover");
     let _ = fs::remove_dir_all(p.path("shim/target"));
-    let (_bin, path) = standin_ops();
-    let sets = [
+    let (release, release_sets) = release_server();
+    let mut sets = vec![
         format!("assets_url={}", server.url("/nanos-0.1.51-gpu.tar.gz")),
         format!("assets_sha256={sha}"),
         format!("nvcc={}", cuda.join("bin/nvcc").display()),
@@ -123,22 +164,19 @@ fn gpu_prover_example_builds_with_real_nvcc() {
         format!("cudart={cudart}"),
         "cuda_arch=sm_90".to_string(),
     ];
+    sets.extend(release_sets);
     let build = |p: &Project| {
         let mut args: Vec<String> = vec!["--json".into()];
         for s in &sets {
             args.push("--set".into());
             args.push(s.clone());
         }
-        let output = p
-            .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
-            .env("PATH", &path)
-            .output()
-            .unwrap();
+        let output = p.command(&args.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
         Build::parse(&Run { output, args }.success())
     };
 
     let b = build(&p);
-    assert_eq!(b.ran(), names(&["assets", "image", "manifest", "prover", "shim", "stage-libs"]));
+    assert_eq!(b.ran(), names(&["assets", "image", "manifest", "nanos", "prover", "shim", "stage-libs"]));
     let lib = "build/root/lib/x86_64-linux-gnu";
     for staged in ["libcuda.so.1", "libnvidia-ml.so.1", "libgevulot_shim.so", "libc.so.6", cudart.as_str()] {
         assert!(p.path(&format!("{lib}/{staged}")).is_file(), "{staged} is staged");
@@ -151,15 +189,38 @@ fn gpu_prover_example_builds_with_real_nvcc() {
         "{manifest}"
     );
     assert!(!manifest.contains("readonly_rootfs"), "{manifest}");
-    assert!(p.path("build/prover.img").is_file());
     assert_eq!(server.requests("/nanos-0.1.51-gpu.tar.gz"), 1);
+
+    // The image: the GPU klib in the boot filesystem, the libraries, firmware and program in
+    // the root, the workspace as 9p mount tag 0.
+    let d = inspect(&p, "build/prover.img");
+    let boot = tree_rows(filesystem(&d, "boot"));
+    assert_eq!(boot["/klib/gpu_nvidia"].1, "4", "the assets' klib: {boot:?}");
+    let root = filesystem(&d, "root");
+    assert_eq!(root["root_tuple"]["klibs"], "bootfs");
+    assert_eq!(root["root_tuple"]["mounts"], serde_json::json!({ "%0": "/workspace" }));
+    let rows = tree_rows(root);
+    for path in [
+        "/prover",
+        "/lib/x86_64-linux-gnu/libcuda.so.1",
+        "/lib/x86_64-linux-gnu/libgevulot_shim.so",
+        "/nvidia/535.104.05/gsp_ga10x.bin",
+    ] {
+        assert_eq!(rows.get(path).map(|r| r.0.as_str()), Some("file"), "{path} in {rows:?}");
+    }
+    assert!(rows["/prover"].2);
+    image_step_again_elsewhere(
+        &p,
+        "targets:\n  image:\n    image:\n      builder: native\n      release: build/nanos\n      manifest: build/prover.json\n      root: build/root\n      into: build/prover.img\n",
+        "build/prover.img",
+    );
 
     // Only the .cu file changes: prover, stage-libs and image rerun; shim and assets stay fresh.
     p.write("src/device_query.cu", &format!("{}\n// edited\n", p.read("src/device_query.cu")));
     // The manifest only checks that the program and folders exist, so it stays fresh too.
     let b = build(&p);
     assert_eq!(b.ran(), names(&["image", "prover", "stage-libs"]));
-    assert_eq!(b.fresh(), names(&["assets", "manifest", "shim"]));
+    assert_eq!(b.fresh(), names(&["assets", "manifest", "nanos", "shim"]));
 
     // Only a manifest env value changes: only manifest and image rerun.
     p.write("gevulot.yaml", &p.read("gevulot.yaml").replace("RUST_LOG: debug", "RUST_LOG: info"));
@@ -173,6 +234,7 @@ fn gpu_prover_example_builds_with_real_nvcc() {
     }
     let b = build(&c);
     assert!(b.ran().is_empty(), "{b:?}");
-    assert_eq!(b.restored().len(), 6);
+    assert_eq!(b.restored().len(), 7);
     assert_eq!(server.requests("/nanos-0.1.51-gpu.tar.gz"), 1);
+    assert_eq!(release.requests("/nanos-release-linux-0.1.51.tar.gz"), 1);
 }

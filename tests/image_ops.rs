@@ -143,8 +143,15 @@ fn a_failing_ops_shows_its_output_and_exit_code() {
 }
 
 #[test]
-fn the_native_builder_is_not_here_yet() {
-    let p = Project::new().file("gevulot.yaml", &YAML.replace("builder: ops", "builder: native"));
+fn an_unknown_builder_is_refused_and_each_builder_names_what_it_needs() {
+    let p = Project::new().file("gevulot.yaml", &YAML.replace("builder: ops", "builder: docker"));
     let err = p.gvbuild(&[]).exit(2).stderr();
-    assert!(err.contains("builder `native`"), "{err}");
+    assert!(err.contains("builder `docker`, which gvbuild does not have"), "{err}");
+    // The ops fields on a native image: `release` is missing, `program` does not apply.
+    p.write("gevulot.yaml", &YAML.replace("builder: ops", "builder: native"));
+    let err = p.gvbuild(&[]).exit(2).stderr();
+    assert!(err.contains("needs `release`"), "{err}");
+    p.write("gevulot.yaml", &YAML.replace("nanos_version: 0.1.51", "release: nanos"));
+    let err = p.gvbuild(&[]).exit(2).stderr();
+    assert!(err.contains("`release` of image `image` applies only to `builder: native`"), "{err}");
 }

@@ -9,21 +9,6 @@ use std::path::Path;
 
 use crate::support::*;
 
-/// xorshift64*: enough randomness for shapes, and no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn random_tree(rng: &mut Rng, dir: &Path, depth: u32, budget: &mut u32) {
     fs::create_dir_all(dir).unwrap();
     let entries = rng.below(6);

@@ -641,7 +641,9 @@ impl Validator<'_> {
                                     src: self.src.named(),
                                     span: Span::of(&s.referenced).into(),
                                     label: "not a size".into(),
-                                    help: Some("write a number with an optional k, m or g, e.g. `256m`".into()),
+                                    help: Some(
+                                        "write a number with an optional k, m or g, e.g. `256m`".into(),
+                                    ),
                                 });
                                 None
                             }
@@ -694,7 +696,10 @@ impl Validator<'_> {
                         src: self.src.named(),
                         span: Span::of(&program.referenced).into(),
                         label: "outside the stage root".into(),
-                        help: Some(format!("name the program inside the stage root, e.g. `{}/prover`", root.path)),
+                        help: Some(format!(
+                            "name the program inside the stage root, e.g. `{}/prover`",
+                            root.path
+                        )),
                     });
                 }
                 inputs.push(program_spec.clone());

@@ -660,7 +660,9 @@ fn finish_run(
     let mut list = Vec::new();
     let mut ids = BTreeMap::new();
     let discovered_raw: Option<Vec<String>> = match (step, depfile_of(step)) {
-        (Step::Stage(_) | Step::Image(_), _) => Some(staged_libs.iter().map(|p| p.to_string_lossy().into_owned()).collect()),
+        (Step::Stage(_) | Step::Image(_), _) => {
+            Some(staged_libs.iter().map(|p| p.to_string_lossy().into_owned()).collect())
+        }
         (_, Some(dep)) => match fs::read_to_string(root.join(dep)) {
             Ok(text) => Some(depfile::parse(&text)),
             Err(e) => {

@@ -260,7 +260,8 @@ impl Decoder {
                     return Err("a reference integer".into());
                 }
                 let magnitude = cur.varint()?;
-                let n = i64::try_from(magnitude).map_err(|_| format!("an integer out of range: {magnitude}"))?;
+                let n =
+                    i64::try_from(magnitude).map_err(|_| format!("an integer out of range: {magnitude}"))?;
                 Ok(Some(Decoded::Int(if len > 0 { -n } else { n })))
             }
             TYPE_STRING | TYPE_BUFFER => {
@@ -328,6 +329,7 @@ impl Decoder {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

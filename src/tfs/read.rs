@@ -54,7 +54,11 @@ fn header(bytes: &[u8], first: bool) -> Result<(Cursor<'_>, u64, u64, [u8; 16], 
     if first {
         uuid.copy_from_slice(cur.take(16)?);
         let rest = &bytes[cur.pos..];
-        let end = rest.iter().take(LABEL_MAX + 1).position(|&b| b == 0).ok_or("the volume label is unterminated")?;
+        let end = rest
+            .iter()
+            .take(LABEL_MAX + 1)
+            .position(|&b| b == 0)
+            .ok_or("the volume label is unterminated")?;
         label = String::from_utf8_lossy(&rest[..end]).into_owned();
         cur.pos += end + 1;
     }
@@ -139,7 +143,10 @@ pub fn read_volume(file: &File, base: u64, limit: u64) -> Result<Volume, String>
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     Dir,
-    File { len: u64, exec: bool },
+    File {
+        len: u64,
+        exec: bool,
+    },
     Symlink(String),
     /// A tuple with none of `children`, `extents` or `linktarget`.
     Other,
@@ -185,8 +192,10 @@ impl Volume {
         if let Some(ext) = node.get("extents").and_then(Value::as_tuple) {
             for (key, v) in ext {
                 let e = v.as_tuple().ok_or("an extent that is not a tuple")?;
-                let field = |f: &str| e.get(f).and_then(Value::as_u64).ok_or(format!("an extent without `{f}`"));
-                let at: u64 = key.parse().map_err(|_| format!("an extent at `{key}`, not a sector number"))?;
+                let field =
+                    |f: &str| e.get(f).and_then(Value::as_u64).ok_or(format!("an extent without `{f}`"));
+                let at: u64 =
+                    key.parse().map_err(|_| format!("an extent at `{key}`, not a sector number"))?;
                 extents.push((at, field("offset")?, field("length")?));
             }
         }
@@ -232,4 +241,3 @@ fn write_zeros(to: &mut dyn Write, mut n: u64) -> Result<(), String> {
     }
     Ok(())
 }
-

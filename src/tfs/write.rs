@@ -20,9 +20,16 @@ use super::{
 pub enum FsNode {
     Dir(BTreeMap<String, FsNode>),
     /// A file copied from the host; `len` is the size it must still have when copied.
-    File { source: PathBuf, len: u64, exec: bool },
+    File {
+        source: PathBuf,
+        len: u64,
+        exec: bool,
+    },
     /// A file whose bytes are given.
-    Bytes { data: Vec<u8>, exec: bool },
+    Bytes {
+        data: Vec<u8>,
+        exec: bool,
+    },
     Symlink(String),
 }
 
@@ -232,7 +239,10 @@ fn copy_file(out: &File, at: u64, p: &Placed) -> Result<blake3::Hash, String> {
             }
             let mut probe = [0u8; 1];
             if f.read(&mut probe).map_err(|e| format!("cannot read {}: {e}", source.display()))? != 0 {
-                return Err(format!("{} grew while the image was written (expected {len} bytes)", source.display()));
+                return Err(format!(
+                    "{} grew while the image was written (expected {len} bytes)",
+                    source.display()
+                ));
             }
         }
         _ => {}
@@ -264,10 +274,7 @@ pub fn write_volume(
     let (log, data_start) = loop {
         let data_start = 1 + LOG_EXTENSION_SECTORS * (extensions + 2);
         let mut root = attrs.clone();
-        root.insert(
-            "children".into(),
-            Value::Tuple(children_tuple(tree, &mut files.iter(), data_start)),
-        );
+        root.insert("children".into(), Value::Tuple(children_tuple(tree, &mut files.iter(), data_start)));
         let mut entry = Vec::new();
         Encoder::default().tuple(&mut entry, &root);
         let log = log_extensions(&entry);
@@ -334,6 +341,7 @@ pub fn write_volume(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -353,7 +361,10 @@ mod tests {
     fn a_long_log_spills_into_more_extensions() {
         let mut big = BTreeMap::new();
         for i in 0..40_000 {
-            big.insert(format!("file-with-a-long-name-{i:06}"), FsNode::Bytes { data: vec![], exec: i % 2 == 0 });
+            big.insert(
+                format!("file-with-a-long-name-{i:06}"),
+                FsNode::Bytes { data: vec![], exec: i % 2 == 0 },
+            );
         }
         let mut files = Vec::new();
         place(&big, "", &mut 0, &mut files).unwrap();

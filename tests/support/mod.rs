@@ -268,3 +268,104 @@ pub fn y(s: &str) -> String {
     }
     out
 }
+
+/// A stand-in Nanos release of the real one's shape (a real release cannot be downloaded here):
+/// `kernel.img` (an ELF header and filler), `boot.img` (a boot sector carrying the filesystem
+/// region record that stage1 has, then 8 sectors of stage2), and `klibs/` with two klibs.
+pub fn nanos_release_files() -> Vec<(&'static str, Vec<u8>)> {
+    let mut kernel = b"\x7fELF\x02\x01\x01\0".to_vec();
+    kernel.extend((0..300_000u32).map(|i| (i * 7 % 251) as u8));
+    let stage2_len: u64 = 8 * 512;
+    let mut boot = vec![0u8; 512];
+    boot[..4].copy_from_slice(b"\xeb\x3cGV");
+    boot[0x1aa..0x1b2].copy_from_slice(&0x8000u64.to_le_bytes());
+    boot[0x1b2..0x1ba].copy_from_slice(&stage2_len.to_le_bytes());
+    boot[0x1ba..0x1be].copy_from_slice(&12u32.to_le_bytes());
+    boot[510] = 0x55;
+    boot[511] = 0xaa;
+    boot.extend((0..stage2_len).map(|i| b"stage2 "[(i % 7) as usize]));
+    vec![
+        ("kernel.img", kernel),
+        ("boot.img", boot),
+        ("klibs/ntp", b"ntp klib".to_vec()),
+        ("klibs/gpu_nvidia", b"stand-in gpu klib".to_vec()),
+    ]
+}
+
+/// The stand-in release as a tar.gz (as nanos-release-linux-<v>.tar.gz is) and its sha256.
+pub fn nanos_release_tarball() -> (Vec<u8>, String) {
+    let mut tar = crate::fetch::archives::Tar::new().dir("klibs");
+    for (path, data) in nanos_release_files() {
+        tar = tar.file(path, &data, 0o644);
+    }
+    let gz = crate::fetch::archives::gzip(&tar.finish());
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&gz))
+    };
+    (gz, sha)
+}
+
+/// Write the stand-in release into `dir` of a project.
+pub fn write_nanos_release(p: &Project, dir: &str) {
+    for (path, data) in nanos_release_files() {
+        let dest = p.path(&format!("{dir}/{path}"));
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::write(dest, data).unwrap();
+    }
+}
+
+/// `gvbuild inspect --json IMAGE`, parsed.
+pub fn inspect(p: &Project, image: &str) -> serde_json::Value {
+    let run = p.gvbuild(&["inspect", "--json", image]).success();
+    serde_json::from_str(&run.stdout()).unwrap()
+}
+
+/// The filesystem of `role` (`root` or `boot`) in an inspect result.
+pub fn filesystem<'a>(d: &'a serde_json::Value, role: &str) -> &'a serde_json::Value {
+    d["filesystems"].as_array().unwrap().iter().find(|f| f["role"] == role).unwrap()
+}
+
+/// An inspect tree as path -> (kind, size or target, exec).
+pub fn tree_rows(fs_json: &serde_json::Value) -> BTreeMap<String, (String, String, bool)> {
+    fs_json["tree"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let detail = match r["kind"].as_str().unwrap() {
+                "file" => r["size"].to_string(),
+                "symlink" => r["target"].as_str().unwrap().to_string(),
+                _ => String::new(),
+            };
+            (
+                r["path"].as_str().unwrap().to_string(),
+                (r["kind"].as_str().unwrap().to_string(), detail, r["exec"].as_bool().unwrap_or(false)),
+            )
+        })
+        .collect()
+}
+
+/// xorshift64*: a small deterministic generator for property tests, so that a failure can be
+/// replayed from its seed, with no dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// gevulot.yaml with one native `image` target: release `nanos/`, manifest `prover.json`, stage
+/// root `root/`, into `prover.img`, plus `extra` (more fields, each line indented six spaces).
+pub fn native_image_yaml(extra: &str) -> String {
+    format!(
+        "targets:\n  image:\n    image:\n      builder: native\n      release: nanos\n      manifest: prover.json\n      root: root\n      into: prover.img\n{extra}"
+    )
+}

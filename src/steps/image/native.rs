@@ -183,7 +183,12 @@ fn symlinks(tree: &Tree, prefix: &[String], out: &mut Vec<Vec<String>>) {
 }
 
 /// The root tuple of `m` (without `children`).
-fn root_tuple(m: &Manifest, program: &str, extras: &[Extra], ids: (&str, Option<&str>)) -> Result<Tuple, String> {
+fn root_tuple(
+    m: &Manifest,
+    program: &str,
+    extras: &[Extra],
+    ids: (&str, Option<&str>),
+) -> Result<Tuple, String> {
     let mut t = Tuple::new();
     t.insert("program".into(), Value::str(program));
     t.insert("arguments".into(), Value::Vector(m.args.iter().map(|a| Value::str(a)).collect()));
@@ -231,9 +236,24 @@ pub fn renumber_mounts(mounts: &BTreeMap<String, String>) -> BTreeMap<String, St
     mounts.values().enumerate().map(|(i, path)| (format!("%{i}"), path.clone())).collect()
 }
 
+/// The release's files are at the top of the extracted tarball, or in its one subfolder.
+fn release_folder(dir: &Path) -> PathBuf {
+    if dir.join("kernel.img").exists() {
+        return dir.to_path_buf();
+    }
+    let subs: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    match subs.as_slice() {
+        [only] if only.join("kernel.img").exists() => only.clone(),
+        _ => dir.to_path_buf(),
+    }
+}
+
 fn read_manifest(path: &Path, shown: &str) -> Result<Manifest, String> {
     let text = fs::read_to_string(path).map_err(|e| format!("cannot read the manifest {shown}: {e}"))?;
-    serde_json::from_str(&text).map_err(|e| format!("the manifest {shown} is not one gvbuild understands: {e}"))
+    serde_json::from_str(&text)
+        .map_err(|e| format!("the manifest {shown} is not one gvbuild understands: {e}"))
 }
 
 /// Build the image of `spec` into `into` (project-relative).
@@ -243,7 +263,7 @@ pub fn build(project: &Path, spec: &ImageSpec, into: &str) -> Result<Built, Stri
     };
     let m = read_manifest(&project.join(&spec.manifest), &spec.manifest)?;
     let root_dir = project.join(&spec.root);
-    let release_dir = project.join(release);
+    let release_dir = release_folder(&project.join(release));
     let mut warnings = Vec::new();
 
     // The root filesystem: what the manifest names from the stage root.
@@ -335,8 +355,9 @@ pub fn build(project: &Path, spec: &ImageSpec, into: &str) -> Result<Built, Stri
         }
     }
     let mut head = [0u8; 4];
-    let is_elf = fs::File::open(&kernel).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head)).is_ok()
-        && head == *b"\x7fELF";
+    let is_elf =
+        fs::File::open(&kernel).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head)).is_ok()
+            && head == *b"\x7fELF";
     if !is_elf {
         return Err(format!("{release}/kernel.img is not an ELF file, so not a Nanos kernel"));
     }
@@ -393,6 +414,7 @@ pub fn build(project: &Path, spec: &ImageSpec, into: &str) -> Result<Built, Stri
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

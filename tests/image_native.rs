@@ -1,0 +1,334 @@
+//! `image: { builder: native }`: gvbuild writes the Nanos disk image itself from a (stand-in)
+//! release fetched with a pinned hash. The image is read back with `gvbuild inspect`: the
+//! partition table, the boot filesystem (kernel, klibs), the root tuple from the manifest with
+//! its mounts renumbered, and the tree; the same inputs give the same bytes anywhere.
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use serde_json::json;
+
+use crate::support::*;
+
+const YAML: &str = r#"vars:
+  release_url: ~
+  release_sha256: ~
+targets:
+  nanos:
+    fetch:
+      url: "${release_url}"
+      sha256: "${release_sha256}"
+      extract: {}
+      into: build/nanos
+  stage:
+    inputs: [src/]
+    outputs: [build/root]
+    run: rm -rf build/root && mkdir -p build && cp -a src build/root
+  manifest:
+    deps: [stage]
+    manifest:
+      program: prover
+      args: [prover, --fast]
+      env: { RUST_LOG: debug }
+      dirs: [lib]
+      files: [etc/prover.toml]
+      workspace: { mount: "%1", path: /workspace }
+      root: build/root
+      into: build/prover.json
+  image:
+    deps: [stage, manifest, nanos]
+    image:
+      builder: native
+      release: build/nanos
+      manifest: build/prover.json
+      root: build/root
+      into: build/prover.img
+"#;
+
+/// A project with the stand-in release tarball beside it (kept alive by the returned dir).
+fn project_with(yaml: &str) -> (Project, tempfile::TempDir, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (tarball, sha) = nanos_release_tarball();
+    let tar_path = dir.path().join("nanos-release-linux-0.1.51.tar.gz");
+    fs::write(&tar_path, tarball).unwrap();
+    let p = Project::new().file("gevulot.yaml", yaml);
+    write_stage_src(&p);
+    let sets = vec![
+        "--set".to_string(),
+        format!("release_url=file://{}", tar_path.display()),
+        "--set".to_string(),
+        format!("release_sha256={sha}"),
+    ];
+    (p, dir, sets)
+}
+
+fn write_stage_src(p: &Project) {
+    p.executable("src/prover", "#!prover v1\n");
+    p.write("src/lib/x86_64-linux-gnu/libfoo.so.1", "libfoo");
+    p.write("src/etc/prover.toml", "fast = true\n");
+    fs::create_dir_all(p.path("src/lib/empty")).unwrap();
+    std::os::unix::fs::symlink("x86_64-linux-gnu/libfoo.so.1", p.path("src/lib/libfoo.so")).unwrap();
+    p.write("src/notes.txt", "not in the image");
+}
+
+fn build(p: &Project, sets: &[String]) -> (Run, Build) {
+    let mut args: Vec<&str> = vec!["--json"];
+    args.extend(sets.iter().map(String::as_str));
+    let run = p.gvbuild(&args).success();
+    let b = Build::parse(&run);
+    (run, b)
+}
+
+#[test]
+fn native_image_holds_what_the_manifest_says_and_inspect_shows_it() {
+    let (p, _dir, sets) = project_with(YAML);
+    let (run, b) = build(&p, &sets);
+    assert_eq!(b.ran(), names(&["image", "manifest", "nanos", "stage"]));
+    // The image's blake3, the Gevulot program id, is reported.
+    let image = fs::read(p.path("build/prover.img")).unwrap();
+    let id = blake3::hash(&image).to_hex().to_string();
+    assert!(run.stdout().contains(&format!("\"blake3\":\"{id}\"")), "{}", run.stdout());
+    // Outside the manifest's dirs and files, a staged entry is left out, with a warning.
+    assert!(run.stderr().contains("notes.txt"), "{}", run.stderr());
+
+    let d = inspect(&p, "build/prover.img");
+    assert_eq!(d["blake3"], json!(id));
+    let parts = d["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    let boot_record_len = 8 * 512;
+    // Boot partition right after boot.img and the 4 KiB kernel log area; root right after it.
+    assert_eq!(parts[0]["start_sector"], json!((512 + boot_record_len + 4096) / 512));
+    assert_eq!(parts[0]["sectors"], json!(12 * 1024 * 1024 / 512));
+    assert_eq!(parts[0]["type"], json!("0x83"));
+    assert_eq!(parts[0]["active"], json!(true));
+    let root_start = parts[0]["start_sector"].as_u64().unwrap() + parts[0]["sectors"].as_u64().unwrap();
+    assert_eq!(parts[1]["start_sector"], json!(root_start));
+    assert_eq!((root_start + parts[1]["sectors"].as_u64().unwrap()) * 512, image.len() as u64);
+    // boot.img itself sits at the start, its partition table filled in.
+    let release = nanos_release_files();
+    let boot_img = &release.iter().find(|(n, _)| *n == "boot.img").unwrap().1;
+    assert_eq!(&image[..0x1be], &boot_img[..0x1be]);
+    assert_eq!(&image[512..boot_img.len()], &boot_img[512..]);
+
+    let boot = filesystem(&d, "boot");
+    assert_eq!(boot["tfs_version"], json!(5));
+    let rows = tree_rows(boot);
+    assert_eq!(rows["/kernel"].1, "300008");
+    assert_eq!(rows.len(), 1, "no klibs asked for: {rows:?}");
+
+    let root = filesystem(&d, "root");
+    assert_eq!(
+        root["root_tuple"],
+        json!({
+            "program": "/prover",
+            "arguments": ["prover", "--fast"],
+            "environment": { "RUST_LOG": "debug" },
+            "mounts": { "%0": "/workspace" },
+            "readonly_rootfs": "true",
+        })
+    );
+    let rows = tree_rows(root);
+    let want = [
+        ("/etc", ("dir", "", false)),
+        ("/etc/prover.toml", ("file", "12", false)),
+        ("/lib", ("dir", "", false)),
+        ("/lib/empty", ("dir", "", false)),
+        ("/lib/libfoo.so", ("symlink", "x86_64-linux-gnu/libfoo.so.1", false)),
+        ("/lib/x86_64-linux-gnu", ("dir", "", false)),
+        ("/lib/x86_64-linux-gnu/libfoo.so.1", ("file", "6", false)),
+        ("/prover", ("file", "12", true)),
+        ("/workspace", ("dir", "", false)),
+    ];
+    let want: std::collections::BTreeMap<_, _> =
+        want.into_iter().map(|(p, (k, d, x))| (p.to_string(), (k.to_string(), d.to_string(), x))).collect();
+    assert_eq!(rows, want);
+
+    // The text view, for a person: the renumbered mount and the exec attribute.
+    p.gvbuild(&["inspect", "build/prover.img"])
+        .success()
+        .stdout_has("  mounts: %0:/workspace\n")
+        .stdout_has("  /prover  12 bytes  exec\n")
+        .stdout_has(&format!("blake3 {id}"));
+
+    // --extract copies the root filesystem out, the same bytes and exec bits.
+    p.gvbuild(&["inspect", "build/prover.img", "--extract", "out"]).success();
+    assert_eq!(p.read("out/prover"), "#!prover v1\n");
+    assert_eq!(fs::metadata(p.path("out/prover")).unwrap().permissions().mode() & 0o777, 0o755);
+    assert_eq!(p.read("out/lib/x86_64-linux-gnu/libfoo.so.1"), "libfoo");
+    assert!(p.path("out/workspace").is_dir() && p.path("out/lib/empty").is_dir());
+    // Extraction never writes into a folder that has something in it.
+    p.gvbuild(&["inspect", "build/prover.img", "--extract", "out"]).failure().stderr_has("not empty");
+
+    // A no-op build is fresh and still names the program id.
+    let (run, b) = build(&p, &sets);
+    assert!(b.ran().is_empty(), "{b:?}");
+    assert!(run.stdout().contains(&id));
+}
+
+#[test]
+fn identical_inputs_in_two_folders_with_two_caches_give_identical_images() {
+    let (a, _da, sets_a) = project_with(YAML);
+    let (b, _db, sets_b) = project_with(YAML);
+    // Different mtimes and inode order must not matter.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    b.write("src/etc/prover.toml", "fast = true\n");
+    build(&a, &sets_a);
+    build(&b, &sets_b);
+    let (ia, ib) =
+        (fs::read(a.path("build/prover.img")).unwrap(), fs::read(b.path("build/prover.img")).unwrap());
+    assert!(ia == ib, "the two images differ");
+
+    // Changing one staged file changes the image and its program id; only stage and image run.
+    b.write("src/lib/x86_64-linux-gnu/libfoo.so.1", "libfoo2");
+    let (_, bb) = build(&b, &sets_b);
+    assert_eq!(bb.ran(), names(&["image", "stage"]));
+    let ib2 = fs::read(b.path("build/prover.img")).unwrap();
+    assert_ne!(blake3::hash(&ib), blake3::hash(&ib2));
+    // Changing it back gives the first image again, restored from the cache.
+    b.write("src/lib/x86_64-linux-gnu/libfoo.so.1", "libfoo");
+    let (_, bb) = build(&b, &sets_b);
+    assert!(bb.restored().contains(&"image".to_string()), "{bb:?}");
+    assert!(fs::read(b.path("build/prover.img")).unwrap() == ia);
+}
+
+/// The image step alone on identical inputs: the same stage root and manifest in two folders,
+/// built with separate caches, give the same bytes (no timestamps, no random UUID, no paths).
+#[test]
+fn the_image_step_is_deterministic_on_identical_inputs() {
+    let make = || {
+        let p = Project::new().file("gevulot.yaml", &native_image_yaml(""));
+        write_nanos_release(&p, "nanos");
+        p.executable("root/prover", "prover");
+        p.write("root/lib/a.so", &"a".repeat(5000));
+        p.write(
+            "prover.json",
+            "{\"Dirs\": [\"lib\"], \"Program\": \"prover\", \"Mounts\": {\"%1\": \"/workspace\"}}\n",
+        );
+        p
+    };
+    let (a, b) = (make(), make());
+    a.build(&[]);
+    b.build(&[]);
+    assert!(fs::read(a.path("prover.img")).unwrap() == fs::read(b.path("prover.img")).unwrap());
+}
+
+#[test]
+fn klibs_go_to_the_boot_filesystem_from_the_klib_folder_or_the_release() {
+    let yaml = native_image_yaml(
+        "      nanos_version: 0.1.51\n      ops_extras: [env, passwd, resolv_conf, hostname]\n",
+    );
+    let p = Project::new().file("gevulot.yaml", &yaml);
+    write_nanos_release(&p, "nanos");
+    p.executable("root/prover", "prover");
+    p.write("assets/gpu_nvidia", "the assets' gpu klib");
+    p.write(
+        "prover.json",
+        r#"{"Program": "prover", "Klibs": ["gpu_nvidia", "ntp"], "KlibDir": "../assets", "RebootOnExit": true,
+            "Env": {"USER": "prover"}, "ManifestPassthrough": {"readonly_rootfs": "true"}}"#,
+    );
+    p.build(&[]);
+    let d = inspect(&p, "prover.img");
+    let boot = tree_rows(filesystem(&d, "boot"));
+    assert_eq!(boot["/klib/gpu_nvidia"].1, "20", "from KlibDir, before the release's own");
+    assert_eq!(boot["/klib/ntp"].1, "8", "from the release's klibs/");
+    let root = filesystem(&d, "root");
+    assert_eq!(root["root_tuple"]["klibs"], json!("bootfs"));
+    assert_eq!(root["root_tuple"]["reboot_on_exit"], json!("t"));
+    assert_eq!(
+        root["root_tuple"]["environment"],
+        json!({ "USER": "prover", "PWD": "/", "NANOS_VERSION": "0.1.51", "NANOS_ARCH": "x86_64", "IMAGE_NAME": "prover" })
+    );
+    p.gvbuild(&["inspect", "prover.img", "--extract", "x"]).success();
+    assert_eq!(p.read("x/etc/passwd"), "root:x:0:0:root:/root:/bin/nobash");
+    assert_eq!(p.read("x/etc/resolv.conf"), "nameserver 8.8.8.8\n");
+    assert_eq!(p.read("x/proc/sys/kernel/hostname"), "uniboot");
+
+    // The klib from the klib folder is a discovered input: changing it rebuilds the image.
+    p.write("assets/gpu_nvidia", "a newer gpu klib");
+    let b = p.build(&[]);
+    assert_eq!(b.ran(), names(&["image"]));
+}
+
+/// Bad input is a clear error that names the cause, and leaves no image behind.
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let setup = |size: &str| {
+        let p = Project::new().file("gevulot.yaml", &native_image_yaml(&format!("      size: {size}\n")));
+        write_nanos_release(&p, "nanos");
+        p.executable("root/prover", "prover");
+        p.write("root/lib/a.so", "a");
+        p.write("prover.json", "{\"Program\": \"prover\", \"Dirs\": [\"lib\"]}");
+        p
+    };
+    let fails = |p: &Project, want: &str| {
+        let (run, _) = p.build_any(&[]);
+        assert_ne!(run.code(), 0);
+        assert!(run.stderr().contains(want), "want {want:?} in: {}", run.stderr());
+        assert!(!p.exists("prover.img"), "no image after a failure");
+    };
+
+    let p = setup("64m");
+    fs::remove_file(p.path("nanos/kernel.img")).unwrap();
+    fails(&p, "has no kernel.img");
+
+    let p = setup("64m");
+    fs::write(p.path("nanos/kernel.img"), "not an elf").unwrap();
+    fails(&p, "kernel.img is not an ELF file");
+
+    let p = setup("64m");
+    fs::write(p.path("nanos/boot.img"), vec![0u8; 1024]).unwrap();
+    fails(&p, "boot.img is not a Nanos boot loader");
+
+    let p = setup("64m");
+    fs::remove_file(p.path("root/prover")).unwrap();
+    std::os::unix::fs::symlink("prover2", p.path("root/prover")).unwrap();
+    std::os::unix::fs::symlink("prover", p.path("root/prover2")).unwrap();
+    p.write("prover.json", "{\"Program\": \"prover\", \"Dirs\": [\"lib\"], \"Files\": [\"prover2\"]}");
+    fails(&p, "symlink loop");
+
+    let p = setup("64m");
+    p.write("prover.json", "{\"Program\": \"prover3\", \"Dirs\": [\"lib\"]}");
+    fails(&p, "the program `prover3` is not in the stage root root");
+
+    let p = setup("64m");
+    std::os::unix::fs::symlink("a.so", p.path("root/lib/loop")).unwrap();
+    fs::remove_file(p.path("root/lib/a.so")).unwrap();
+    std::os::unix::fs::symlink("loop", p.path("root/lib/a.so")).unwrap();
+    fails(&p, "/lib/a.so` is in a symlink loop");
+
+    let p = setup("1m");
+    p.write("root/lib/big.so", &"x".repeat(2 << 20));
+    fails(&p, "the requested size 1.0 MiB is smaller than the contents");
+
+    let p = setup("64m");
+    let bad = std::ffi::OsStr::from_bytes(b"bad\xffname");
+    fs::write(p.path("root/lib").join(bad), "x").unwrap();
+    fails(&p, "not UTF-8");
+
+    let p = setup("64m");
+    p.write(
+        "prover.json",
+        "{\"Program\": \"prover\", \"Dirs\": [\"lib\"], \"ManifestPassthrough\": {\"children\": \"x\"}}",
+    );
+    fails(&p, "ManifestPassthrough sets `children`");
+}
+
+use std::os::unix::ffi::OsStrExt;
+
+#[test]
+fn config_errors_point_into_the_yaml() {
+    let p = Project::new().file(
+        "gevulot.yaml",
+        "targets:\n  image:\n    image:\n      builder: native\n      program: root/prover\n      manifest: m.json\n      root: root\n      into: i.img\n",
+    );
+    p.gvbuild(&[]).exit(2).stderr_has("needs `release`");
+    p.write(
+        "gevulot.yaml",
+        "targets:\n  image:\n    image:\n      builder: native\n      release: nanos\n      program: root/prover\n      size: huge\n      ops_extras: [certs]\n      manifest: m.json\n      root: root\n      into: i.img\n",
+    );
+    p.gvbuild(&[])
+        .exit(2)
+        .stderr_has("`program` of image `image` applies only to `builder: ops`")
+        .stderr_has("`size` of image `image` is not a size")
+        .stderr_has("unknown ops extra `certs`")
+        .stderr_has("gevulot.yaml:");
+}
