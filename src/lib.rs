@@ -11,7 +11,9 @@
 //! 5. [`cache`]: the content-addressed store of blobs and action entries, locks, gc, verify.
 //! 6. [`exec`]: the scheduler feeding a rayon pool, the per-step runner (fingerprint -> fresh? ->
 //!    restore? -> run -> store), reporting and `--explain`.
-//! 7. [`steps`]: one module per built-in step kind; `run` executes shell commands.
+//! 7. [`steps`]: one module per built-in step kind; `run` executes shell commands. The native
+//!    image builder writes [`disk`] images (boot loader, MBR, boot and root partitions) whose
+//!    filesystems are [`tfs`] volumes; [`inspect`] reads any of them back.
 //!
 //! [`diag`] turns spans into miette labels; [`fsutil`] and [`sys`] are small helpers.
 //! Data flows one way down this list; no module reaches back up it.

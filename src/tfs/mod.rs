@@ -178,8 +178,41 @@ fn quote(v: &Value) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// A log too long for one extension continues in the next (TUPLE_EXTENDED after a link),
+    /// and the reader puts it back together.
+    #[test]
+    fn a_log_over_several_extensions_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.img");
+        let out = std::fs::File::create(&path).unwrap();
+        let mut tree = BTreeMap::new();
+        for i in 0..30_000 {
+            let data = if i % 1000 == 0 { vec![i as u8; 700] } else { Vec::new() };
+            tree.insert(format!("a-rather-long-file-name-{i:06}"), FsNode::Bytes { data, exec: i % 3 == 0 });
+        }
+        let mut attrs = Tuple::new();
+        attrs.insert("program".into(), Value::str("/x"));
+        let w = write_volume(&out, 4096, &tree, &attrs, "big", VolumeSize::Auto).unwrap();
+        out.set_len(4096 + w.size).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let vol = read_volume(&f, 4096, w.size).unwrap();
+        assert_eq!(vol.label, "big");
+        assert_eq!(vol.uuid, w.uuid);
+        let children = vol.root["children"].as_tuple().unwrap();
+        assert_eq!(children.len(), 30_000);
+        let node = children["a-rather-long-file-name-002000"].as_tuple().unwrap();
+        assert_eq!(kind(node), Kind::File { len: 700, exec: false });
+        let mut bytes = Vec::new();
+        vol.copy_file(&f, node, &mut bytes).unwrap();
+        assert_eq!(bytes, vec![2000u32 as u8; 700]);
+        // The data went after more than one log extension and the two spare ones.
+        let offset = node["extents"].as_tuple().unwrap()["0"].as_tuple().unwrap()["offset"].as_u64().unwrap();
+        assert!(offset > 1 + 3 * LOG_EXTENSION_SECTORS, "data at sector {offset}");
+    }
 
     #[test]
     fn varints_are_big_endian_groups() {

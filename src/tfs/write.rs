@@ -356,22 +356,4 @@ mod tests {
             assert!(err.contains("name") || err.contains("cannot be"), "{bad:?}: {err}");
         }
     }
-
-    #[test]
-    fn a_long_log_spills_into_more_extensions() {
-        let mut big = BTreeMap::new();
-        for i in 0..40_000 {
-            big.insert(
-                format!("file-with-a-long-name-{i:06}"),
-                FsNode::Bytes { data: vec![], exec: i % 2 == 0 },
-            );
-        }
-        let mut files = Vec::new();
-        place(&big, "", &mut 0, &mut files).unwrap();
-        let mut entry = Vec::new();
-        let mut root = Tuple::new();
-        root.insert("children".into(), Value::Tuple(children_tuple(&big, &mut files.iter(), 0)));
-        Encoder::default().tuple(&mut entry, &root);
-        assert!(log_extensions(&entry).len() > 1);
-    }
 }

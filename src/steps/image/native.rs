@@ -399,7 +399,6 @@ pub fn build(project: &Path, spec: &ImageSpec, into: &str) -> Result<Built, Stri
             .open(&tmp)
             .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
         let w = crate::disk::write_disk(&out, &boot, &boot_tree, &tree, &attrs, root_size)?;
-        out.sync_all().map_err(|e| format!("cannot write {into}: {e}"))?;
         fs::rename(&tmp, &dest).map_err(|e| format!("cannot write {into}: {e}"))?;
         Ok::<_, String>(w)
     })();
