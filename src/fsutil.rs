@@ -97,6 +97,32 @@ pub fn parse_size(s: &str) -> Option<u64> {
     Some((num * mult as f64) as u64)
 }
 
+/// copy_file_range of `len` bytes from `from` at `off_in` to `to` at `off_out`. `Ok(false)` when
+/// the file systems do not support it (before anything was copied).
+pub fn copy_range(
+    from: &std::fs::File,
+    to: &std::fs::File,
+    mut off_in: u64,
+    mut off_out: u64,
+    len: u64,
+) -> io::Result<bool> {
+    use rustix::io::Errno;
+    let end = off_in + len;
+    let start = off_in;
+    while off_in < end {
+        let want = usize::try_from(end - off_in).unwrap_or(usize::MAX).min(1 << 30);
+        match rustix::fs::copy_file_range(from, Some(&mut off_in), to, Some(&mut off_out), want) {
+            Ok(0) => return Err(io::Error::other(format!("the file ended {} bytes early", end - off_in))),
+            Ok(_) => {}
+            Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP) if off_in == start => {
+                return Ok(false)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,8 @@ pub struct Reporter {
     running: Vec<String>,
     started: Instant,
     pub explained: Vec<(String, Explained)>,
+    /// GVBUILD_TIMINGS=1: also print how long each step's phases took.
+    timings: bool,
     /// Holds the build's bar and any download bars that steps add below it.
     multi: Option<MultiProgress>,
 }
@@ -46,6 +48,7 @@ impl Reporter {
             pb
         });
         Reporter {
+            timings: std::env::var_os("GVBUILD_TIMINGS").is_some_and(|v| !v.is_empty() && v != "0"),
             json,
             explain,
             dry_run,
@@ -74,10 +77,15 @@ impl Reporter {
     }
 
     pub fn warn(&self, text: &str) {
+        self.warn_raw(&format!("warning: {text}"));
+    }
+
+    /// A line on stderr, above the progress bar when there is one.
+    fn warn_raw(&self, line: &str) {
         if let Some(pb) = &self.progress {
-            pb.println(format!("warning: {text}"));
+            pb.println(line);
         } else {
-            let _ = writeln!(io::stderr().lock(), "warning: {text}");
+            let _ = writeln!(io::stderr().lock(), "{line}");
         }
     }
 
@@ -139,6 +147,14 @@ impl Reporter {
         if let Some(d) = done {
             for w in &d.warnings {
                 self.warn(w);
+            }
+            if self.timings && !d.phases.is_empty() {
+                let parts: Vec<String> = d
+                    .phases
+                    .iter()
+                    .map(|(what, t)| format!("{what} {:.2} ms", t.as_secs_f64() * 1000.0))
+                    .collect();
+                self.warn_raw(&format!("timing: step {name}: {}", parts.join(", ")));
             }
         }
         let reasons = done

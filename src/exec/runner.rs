@@ -40,6 +40,8 @@ pub struct Done {
     pub explained: Option<Explained>,
     /// For an image: its path and blake3, the Gevulot program id.
     pub image_id: Option<(String, Digest)>,
+    /// How long the phases of a step that ran took (shown with GVBUILD_TIMINGS=1).
+    pub phases: Vec<(&'static str, std::time::Duration)>,
 }
 
 impl Done {
@@ -58,6 +60,7 @@ impl Done {
             update_record: false,
             explained: None,
             image_id: None,
+            phases: Vec::new(),
         }
     }
 
@@ -510,6 +513,7 @@ fn finish_run(
         }
     }
     let started = SystemTime::now();
+    let run_started = Instant::now();
     let mut staged_libs: Vec<std::path::PathBuf> = Vec::new();
     match step {
         Step::Stage(st) => {
@@ -536,7 +540,12 @@ fn finish_run(
         Step::Image(im @ ImageSpec { builder: Builder::Native { .. }, .. }) => {
             done.command = Some(format!("image {} (native)", outputs[0]));
             let slot = ctx.slots.acquire();
-            let built = crate::steps::image::native::build(root, im, &outputs[0]);
+            // Files of the declared inputs were hashed for the key: reuse their digests.
+            let digest_of = |abs: &Path| {
+                let rel = abs.strip_prefix(root).ok()?.to_str()?;
+                ctx.stat.file_id(rel, abs).ok().map(|id| id.digest)
+            };
+            let built = crate::steps::image::native::build(root, im, &outputs[0], &digest_of);
             drop(slot);
             match built {
                 Ok(b) => {
@@ -634,6 +643,8 @@ fn finish_run(
         clear_outputs(root, outputs);
         return done;
     }
+    let ran_at = Instant::now();
+    done.phases.push(("run", ran_at.duration_since(run_started)));
     let tree = match OutputTree::collect(root, outputs, &ctx.stat) {
         Ok(t) => t,
         Err(e) => {
@@ -641,6 +652,7 @@ fn finish_run(
             return done;
         }
     };
+    done.phases.push(("hash outputs", ran_at.elapsed()));
     let outputs_digest = tree.digest();
     done.image_id = image_id(step, &tree);
     done.outcome = Outcome::Ran;
@@ -704,9 +716,11 @@ fn finish_run(
         return done;
     }
     if t.cache {
+        let storing = Instant::now();
         if let Err(e) = store(ctx, key, first, &tree, &list, &log, discovers(step)) {
             done.warnings.push(format!("could not store `{}` in the cache: {e}", t.name));
         }
+        done.phases.push(("store", storing.elapsed()));
     }
     done.record = Some(Record { key, outputs: tree, outputs_digest, discovered: list });
     done.explained = Some(Explained { parts, discovered: ids });

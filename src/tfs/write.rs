@@ -20,10 +20,13 @@ use super::{
 pub enum FsNode {
     Dir(BTreeMap<String, FsNode>),
     /// A file copied from the host; `len` is the size it must still have when copied.
+    /// `digest`, the blake3 of its content when already known, lets the copy stay in the
+    /// kernel (copy_file_range) instead of reading the file to hash it.
     File {
         source: PathBuf,
         len: u64,
         exec: bool,
+        digest: Option<[u8; 32]>,
     },
     /// A file whose bytes are given.
     Bytes {
@@ -211,8 +214,19 @@ fn copy_file(out: &File, at: u64, p: &Placed) -> Result<blake3::Hash, String> {
             pad_to_sector(&mut padded);
             out.write_all_at(&padded, at).map_err(|e| format!("cannot write the image: {e}"))?;
         }
-        FsNode::File { source, len, .. } => {
+        FsNode::File { source, len, digest, .. } => {
             let mut f = File::open(source).map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+            if let Some(digest) = digest {
+                // In the kernel; the rest of the last sector stays zeros, as the image is new.
+                let copied = crate::fsutil::copy_range(&f, out, 0, at, *len)
+                    .map_err(|e| format!("cannot copy {}: {e}", source.display()))?;
+                if copied {
+                    if f.metadata().map(|m| m.len()).ok() != Some(*len) {
+                        return Err(format!("{} changed size while the image was written", source.display()));
+                    }
+                    return Ok(blake3::Hash::from_bytes(*digest));
+                }
+            }
             let mut buf = vec![0u8; (1 << 20).min(len.div_ceil(SECTOR) * SECTOR) as usize];
             let mut done = 0u64;
             while done < *len {
@@ -299,10 +313,21 @@ pub fn write_volume(
         VolumeSize::Auto => auto,
     };
 
-    let hashes: Vec<blake3::Hash> = files
+    // Files whose digest is known are copied in the kernel, one after the other: writers of one
+    // file take its inode lock in turn, so more threads would only spin. The others are read,
+    // hashed and written on every core, where hashing is the work.
+    let known = |p: &Placed| matches!(p.node, FsNode::File { digest: Some(_), .. });
+    let at = |p: &Placed| base + (data_start + p.start) * SECTOR;
+    let mut hashes: Vec<Option<blake3::Hash>> = files
         .par_iter()
-        .map(|p| copy_file(out, base + (data_start + p.start) * SECTOR, p))
-        .collect::<Result<_, _>>()?;
+        .map(|p| if known(p) { Ok(None) } else { copy_file(out, at(p), p).map(Some) })
+        .collect::<Result<_, String>>()?;
+    for (p, h) in files.iter().zip(hashes.iter_mut()) {
+        if h.is_none() {
+            *h = Some(copy_file(out, at(p), p)?);
+        }
+    }
+    let hashes: Vec<blake3::Hash> = hashes.into_iter().flatten().collect();
 
     let mut id = blake3::Hasher::new();
     id.update(b"gvbuild tfs uuid v1\0");

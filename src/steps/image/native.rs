@@ -50,8 +50,11 @@ fn components(path: &str, what: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// The blake3 of a file's content when the caller already knows it (from its stat cache).
+pub type DigestOf<'a> = &'a (dyn Fn(&Path) -> Option<[u8; 32]> + Sync);
+
 /// Read a host file, folder or symlink into a node.
-fn host_node(path: &Path) -> Result<FsNode, String> {
+fn host_node(path: &Path, digest_of: DigestOf) -> Result<FsNode, String> {
     let meta = fs::symlink_metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let ft = meta.file_type();
     if ft.is_symlink() {
@@ -66,6 +69,7 @@ fn host_node(path: &Path) -> Result<FsNode, String> {
             source: path.to_path_buf(),
             len: meta.len(),
             exec: meta.permissions().mode() & 0o111 != 0,
+            digest: digest_of(path),
         });
     }
     if ft.is_dir() {
@@ -80,7 +84,7 @@ fn host_node(path: &Path) -> Result<FsNode, String> {
                     e.path().display()
                 ));
             };
-            children.insert(name.to_string(), host_node(&e.path())?);
+            children.insert(name.to_string(), host_node(&e.path(), digest_of)?);
         }
         return Ok(FsNode::Dir(children));
     }
@@ -257,7 +261,7 @@ fn read_manifest(path: &Path, shown: &str) -> Result<Manifest, String> {
 }
 
 /// Build the image of `spec` into `into` (project-relative).
-pub fn build(project: &Path, spec: &ImageSpec, into: &str) -> Result<Built, String> {
+pub fn build(project: &Path, spec: &ImageSpec, into: &str, digest_of: DigestOf) -> Result<Built, String> {
     let Builder::Native { release, size, extras } = &spec.builder else {
         return Err("not a native image".into());
     };
@@ -279,7 +283,7 @@ pub fn build(project: &Path, spec: &ImageSpec, into: &str) -> Result<Built, Stri
         if fs::symlink_metadata(&host).is_err() {
             return Err(format!("{what} `{from}` is not in the stage root {}", spec.root));
         }
-        insert(tree, &components(to, what)?, host_node(&host)?, to)
+        insert(tree, &components(to, what)?, host_node(&host, digest_of)?, to)
     };
     add(&mut tree, &m.program, &m.program, "the program")?;
     for d in &m.dirs {
@@ -362,7 +366,7 @@ pub fn build(project: &Path, spec: &ImageSpec, into: &str) -> Result<Built, Stri
         return Err(format!("{release}/kernel.img is not an ELF file, so not a Nanos kernel"));
     }
     let mut boot_tree = Tree::new();
-    boot_tree.insert("kernel".into(), host_node(&kernel)?);
+    boot_tree.insert("kernel".into(), host_node(&kernel, digest_of)?);
     let mut discovered = Vec::new();
     if !m.klibs.is_empty() {
         let mut klibs = Tree::new();
@@ -376,7 +380,7 @@ pub fn build(project: &Path, spec: &ImageSpec, into: &str) -> Result<Built, Stri
                 return Err(format!("klib `{k}` was not found; looked in {}", looked.join(" and ")));
             };
             discovered.push(found.clone());
-            klibs.insert(k.clone(), host_node(found)?);
+            klibs.insert(k.clone(), host_node(found, digest_of)?);
         }
         boot_tree.insert("klib".into(), FsNode::Dir(klibs));
     }
