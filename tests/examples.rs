@@ -99,10 +99,17 @@ fn cpu_prover_example_builds_its_manifest_and_image() {
     assert!(st.success());
     assert!(p.read("ws/a.proof").starts_with("3 "));
 
-    // Only the manifest's env changes: only manifest and image rerun.
+    // Only the manifest's env changes: only manifest and image rerun, and the image (its
+    // program id) changes with it.
+    let before = blake3::hash(&fs::read(p.path("build/my_prover.img")).unwrap());
     p.write("gevulot.yaml", &p.read("gevulot.yaml").replace("RUST_LOG: debug", "RUST_LOG: info"));
     let b = run(&[]);
     assert_eq!(b.ran(), names(&["image", "manifest"]));
+    assert_ne!(blake3::hash(&fs::read(p.path("build/my_prover.img")).unwrap()), before);
+    assert_eq!(
+        filesystem(&inspect(&p, "build/my_prover.img"), "root")["root_tuple"]["environment"]["RUST_LOG"],
+        "info"
+    );
     // A source change: the depfile makes cargo's sources inputs.
     p.write("my_prover/src/main.rs", &format!("{}\n// edited\n", p.read("my_prover/src/main.rs")));
     let b = run(&["--explain"]);
