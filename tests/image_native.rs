@@ -268,7 +268,8 @@ fn bad_inputs_are_clear_errors() {
 
     let p = setup("64m");
     fs::remove_file(p.path("nanos/kernel.img")).unwrap();
-    fails(&p, "has no kernel.img");
+    // Errors found while building name the gevulot.yaml field they are about.
+    fails(&p, "gevulot.yaml:5:16: the Nanos release folder nanos has no kernel.img");
 
     let p = setup("64m");
     fs::write(p.path("nanos/kernel.img"), "not an elf").unwrap();
@@ -287,7 +288,7 @@ fn bad_inputs_are_clear_errors() {
 
     let p = setup("64m");
     p.write("prover.json", "{\"Program\": \"prover3\", \"Dirs\": [\"lib\"]}");
-    fails(&p, "the program `prover3` is not in the stage root root");
+    fails(&p, "gevulot.yaml:6:17: the program `prover3` is not in the stage root root");
 
     let p = setup("64m");
     std::os::unix::fs::symlink("a.so", p.path("root/lib/loop")).unwrap();
@@ -297,7 +298,10 @@ fn bad_inputs_are_clear_errors() {
 
     let p = setup("1m");
     p.write("root/lib/big.so", &"x".repeat(2 << 20));
-    fails(&p, "the requested size 1.0 MiB is smaller than the contents");
+    fails(
+        &p,
+        "gevulot.yaml:9:13: the root filesystem: the requested size 1.0 MiB is smaller than the contents",
+    );
 
     let p = setup("64m");
     let bad = std::ffi::OsStr::from_bytes(b"bad\xffname");
@@ -331,4 +335,17 @@ fn config_errors_point_into_the_yaml() {
         .stderr_has("`size` of image `image` is not a size")
         .stderr_has("unknown ops extra `certs`")
         .stderr_has("gevulot.yaml:");
+}
+
+/// The YAML positions kept for error messages are not part of the key: moving the image's
+/// lines (a comment added above) leaves the image fresh.
+#[test]
+fn moving_the_image_in_the_yaml_does_not_rebuild_it() {
+    let p = Project::new().file("gevulot.yaml", &native_image_yaml(""));
+    write_nanos_release(&p, "nanos");
+    p.executable("root/prover", "prover");
+    p.write("prover.json", "{\"Program\": \"prover\"}");
+    assert_eq!(p.build(&[]).ran(), names(&["image"]));
+    p.write("gevulot.yaml", &format!("# a comment\n\n{}", native_image_yaml("")));
+    assert_eq!(p.build(&[]).fresh(), names(&["image"]));
 }

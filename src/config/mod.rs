@@ -720,7 +720,20 @@ impl Validator<'_> {
         };
         let into_s = self.expand(&im.into, n, unset);
         let into = self.output_path(&into_s, Span::of(&im.into.referenced), n)?;
-        let spec = ImageSpec { builder, manifest: manifest.path, root: root.path, nanos_version };
+        let mut at = BTreeMap::new();
+        let fields = [
+            ("manifest", Some(&im.manifest)),
+            ("root", Some(&im.root)),
+            ("release", im.release.as_ref()),
+            ("size", im.size.as_ref()),
+            ("into", Some(&im.into)),
+        ];
+        for (field, value) in fields {
+            if let Some(v) = value {
+                at.insert(field.to_string(), self.src.line_col(Span::of(&v.referenced).offset));
+            }
+        }
+        let spec = ImageSpec { builder, manifest: manifest.path, root: root.path, nanos_version, at };
         ok.then_some((spec, inputs, into))
     }
 

@@ -126,7 +126,7 @@ fn fingerprint(
                     });
                     ("stage", rules.to_string())
                 }
-                Step::Image(im) => ("image", serde_json::json!(im).to_string()),
+                Step::Image(im) => ("image", serde_json::json!(im.keyed()).to_string()),
                 _ => ("", String::new()),
             };
             // A manifest written from its fields depends on the stage root only through what it

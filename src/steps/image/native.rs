@@ -260,8 +260,21 @@ fn read_manifest(path: &Path, shown: &str) -> Result<Manifest, String> {
         .map_err(|e| format!("the manifest {shown} is not one gvbuild understands: {e}"))
 }
 
-/// Build the image of `spec` into `into` (project-relative).
+/// Build the image of `spec` into `into` (project-relative). An error starts with the
+/// gevulot.yaml line of the field it is about: the manifest, the release, or the size.
 pub fn build(project: &Path, spec: &ImageSpec, into: &str, digest_of: DigestOf) -> Result<Built, String> {
+    let mut field = "manifest";
+    build_in(project, spec, into, digest_of, &mut field).map_err(|e| format!("{}{e}", spec.at(field)))
+}
+
+/// `field` follows the build from section to section, naming what an error is about.
+fn build_in(
+    project: &Path,
+    spec: &ImageSpec,
+    into: &str,
+    digest_of: DigestOf,
+    field: &mut &'static str,
+) -> Result<Built, String> {
     let Builder::Native { release, size, extras } = &spec.builder else {
         return Err("not a native image".into());
     };
@@ -349,6 +362,7 @@ pub fn build(project: &Path, spec: &ImageSpec, into: &str, digest_of: DigestOf) 
     let attrs = root_tuple(&m, &program_shown, extras, (&name, spec.nanos_version.as_deref()))?;
 
     // The boot filesystem: the kernel and the klibs.
+    *field = "release";
     let kernel = release_dir.join("kernel.img");
     let boot_img = release_dir.join("boot.img");
     for (f, what) in [(&kernel, "kernel.img"), (&boot_img, "boot.img")] {
@@ -390,6 +404,7 @@ pub fn build(project: &Path, spec: &ImageSpec, into: &str, digest_of: DigestOf) 
         None => m.base_volume_sz.as_deref().and_then(crate::fsutil::parse_size),
     };
 
+    *field = if size.is_some() { "size" } else { "into" };
     let dest = project.join(into);
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
