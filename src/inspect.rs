@@ -199,15 +199,19 @@ pub fn extract(image: &Path, dir: &Path) -> Result<u64, String> {
         }
         Err(e) => return Err(format!("cannot use {}: {e}", dir.display())),
     }
+    if let Some(name) = tfs::bad_name(&vol.root) {
+        return Err(format!("the image holds a name that cannot be extracted safely: {name:?}"));
+    }
     let mut files = 0;
     for (path, node) in tfs::walk(&vol.root) {
-        for c in path.split('/').skip(1) {
-            if c.is_empty() || c == "." || c == ".." || c.contains('\0') {
-                return Err(format!("the image holds a name that cannot be extracted safely: {path:?}"));
-            }
-        }
         let dest = dir.join(path.trim_start_matches('/'));
         let fail = |e: std::io::Error| format!("cannot write {}: {e}", dest.display());
+        // Every parent is a folder this extraction made: never write through a symlink.
+        if let Some(parent) = dest.parent().filter(|p| *p != dir) {
+            if !fs::symlink_metadata(parent).is_ok_and(|m| m.is_dir()) {
+                return Err(format!("the image puts {path} under something that is not a folder"));
+            }
+        }
         match tfs::kind(node) {
             Kind::Dir => fs::create_dir(&dest).map_err(fail)?,
             Kind::Symlink(target) => std::os::unix::fs::symlink(&target, &dest).map_err(fail)?,

@@ -349,3 +349,26 @@ fn moving_the_image_in_the_yaml_does_not_rebuild_it() {
     p.write("gevulot.yaml", &format!("# a comment\n\n{}", native_image_yaml("")));
     assert_eq!(p.build(&[]).fresh(), names(&["image"]));
 }
+
+/// A crafted image whose names would make `--extract` write through a symlink it made (a name
+/// holding '/', under a symlink of the same prefix) is refused; nothing lands outside.
+#[test]
+fn extract_never_writes_outside_its_folder() {
+    let p = Project::new().file("gevulot.yaml", &native_image_yaml(""));
+    write_nanos_release(&p, "nanos");
+    p.executable("root/prover", "prover");
+    let victim = tempfile::tempdir().unwrap();
+    fs::create_dir_all(p.path("root/d")).unwrap();
+    std::os::unix::fs::symlink(victim.path(), p.path("root/d/evil")).unwrap();
+    p.write("root/d/evilXpayload", "planted");
+    p.write("prover.json", "{\"Program\": \"prover\", \"Dirs\": [\"d\"]}");
+    p.build(&[]);
+    let mut img = fs::read(p.path("prover.img")).unwrap();
+    let at = img.windows(12).position(|w| w == b"evilXpayload").expect("the name is in the log");
+    img[at + 4] = b'/';
+    fs::write(p.path("evil.img"), &img).unwrap();
+    p.gvbuild(&["inspect", "evil.img", "--extract", "out"])
+        .failure()
+        .stderr_has("cannot be extracted safely");
+    assert!(!victim.path().join("payload").exists());
+}

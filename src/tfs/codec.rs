@@ -13,8 +13,6 @@ const TYPE_STRING: u8 = 4;
 /// Deeper nesting than this in a log entry is refused (a hostile image must not overflow the
 /// reader's stack); real trees are a few dozen levels deep.
 const MAX_DEPTH: usize = 1000;
-/// Values materialised from one log at most (shared references could otherwise multiply).
-const MAX_VALUES: usize = 20_000_000;
 
 /// Encodes log entries, numbering symbols, tuples and vectors as the log's dictionary does.
 #[derive(Default)]
@@ -95,6 +93,12 @@ enum Decoded {
     Vector(usize),
     Buffer(Vec<u8>),
     Null,
+}
+
+/// Which tuples and vectors have their place in the tree being built.
+struct Placed {
+    tuples: Vec<bool>,
+    vectors: Vec<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -291,36 +295,42 @@ impl Decoder {
             Some(Slot::Tuple(id)) => *id,
             _ => return Err("the log holds no root tuple".into()),
         };
-        let mut budget = MAX_VALUES;
-        let mut path = Vec::new();
-        self.tree(id, &mut path, &mut budget)
+        // A tree: each tuple and vector has one place in it. Later entries reach back to add
+        // attributes, but a second place for the same tuple (a loop, or a shared subtree that
+        // would multiply on the way out) is refused, as is nesting deeper than any real tree.
+        let mut placed =
+            Placed { tuples: vec![false; self.tuples.len()], vectors: vec![false; self.vectors.len()] };
+        self.tree(id, 0, &mut placed)
     }
 
-    fn tree(&self, id: usize, path: &mut Vec<usize>, budget: &mut usize) -> Result<Tuple, String> {
-        if path.contains(&id) {
-            return Err("a tuple that contains itself".into());
+    fn tree(&self, id: usize, depth: usize, placed: &mut Placed) -> Result<Tuple, String> {
+        if depth > MAX_DEPTH {
+            return Err(format!("tuples nested more than {MAX_DEPTH} deep"));
         }
-        path.push(id);
+        if std::mem::replace(&mut placed.tuples[id], true) {
+            return Err("a tuple that appears twice in the tree (a loop or a shared subtree)".into());
+        }
         let mut out = Tuple::new();
         for (k, v) in &self.tuples[id] {
-            out.insert(k.clone(), self.materialise(v, path, budget)?);
+            out.insert(k.clone(), self.materialise(v, depth, placed)?);
         }
-        path.pop();
         Ok(out)
     }
 
-    fn materialise(&self, v: &Decoded, path: &mut Vec<usize>, budget: &mut usize) -> Result<Value, String> {
-        *budget = budget.checked_sub(1).ok_or("a log that expands to too many values")?;
+    fn materialise(&self, v: &Decoded, depth: usize, placed: &mut Placed) -> Result<Value, String> {
         Ok(match v {
             Decoded::Str(b) => Value::Str(b.clone()),
             Decoded::Int(n) => Value::Int(*n),
             Decoded::Buffer(b) => Value::Buffer(b.clone()),
             Decoded::Null => Value::Null,
-            Decoded::Tuple(id) => Value::Tuple(self.tree(*id, path, budget)?),
+            Decoded::Tuple(id) => Value::Tuple(self.tree(*id, depth + 1, placed)?),
             Decoded::Vector(id) => {
+                if std::mem::replace(&mut placed.vectors[*id], true) {
+                    return Err("a vector that appears twice in the tree".into());
+                }
                 let mut items = Vec::new();
                 for item in &self.vectors[*id] {
-                    items.push(self.materialise(item, path, budget)?);
+                    items.push(self.materialise(item, depth + 1, placed)?);
                 }
                 Value::Vector(items)
             }
@@ -369,6 +379,36 @@ mod tests {
         t.insert("e".into(), Value::Tuple(Tuple::new()));
         t.insert("long".into(), Value::str(&"z".repeat(5000)));
         assert_eq!(round_trip(&t), t);
+    }
+
+    /// Entries that each add a child to the tuple the previous entry made: a chain far deeper
+    /// than any tree, built across entries, must be an error, not a stack overflow.
+    #[test]
+    fn a_deep_chain_across_entries_is_refused() {
+        let mut d = Decoder::default();
+        // Entry 1: the root (index 1) with `a` (index 2) -> an empty tuple (index 3).
+        d.entry(&[0x91, 0x81, b'a', 0x90]).unwrap();
+        let mut last = 3u64;
+        for _ in 0..200_000 {
+            // A reference to tuple `last` adding `a` (symbol 2) -> a new empty tuple.
+            let mut e = vec![0x11];
+            push_varint(&mut e, last);
+            e.extend_from_slice(&[0x02, 0x90]);
+            d.entry(&e).unwrap();
+            last = d.dictionary.len() as u64;
+        }
+        assert!(d.root().unwrap_err().contains("deep"));
+    }
+
+    /// The same tuple placed under two names, many times over, would expand exponentially:
+    /// a tuple may have only one place in the tree.
+    #[test]
+    fn a_shared_subtree_is_refused() {
+        let mut d = Decoder::default();
+        // Root (1) with `a` (2) -> tuple 3; then root gets `b` (5) -> a reference to tuple 3.
+        d.entry(&[0x91, 0x81, b'a', 0x90]).unwrap();
+        d.entry(&[0x11, 0x01, 0x81, b'b', 0x10, 0x03]).unwrap();
+        assert!(d.root().unwrap_err().contains("twice"));
     }
 
     #[test]

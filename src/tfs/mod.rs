@@ -49,7 +49,7 @@ mod write;
 
 use std::collections::BTreeMap;
 
-pub use read::{kind, read_volume, walk, Kind, Volume};
+pub use read::{bad_name, kind, read_volume, walk, Kind, Volume};
 pub use write::{write_volume, FsNode, VolumeSize, Written};
 
 pub const SECTOR: u64 = 512;

@@ -166,6 +166,21 @@ pub fn kind(node: &Tuple) -> Kind {
     Kind::Other
 }
 
+/// The first name in the tree that no file system path can hold: empty, `.`, `..`, or with
+/// '/' or NUL (an extraction must refuse such an image rather than guess).
+pub fn bad_name(t: &Tuple) -> Option<String> {
+    let children = t.get("children").and_then(Value::as_tuple)?;
+    for (name, v) in children {
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+            return Some(name.clone());
+        }
+        if let Some(bad) = v.as_tuple().filter(|n| kind(n) == Kind::Dir).and_then(bad_name) {
+            return Some(bad);
+        }
+    }
+    None
+}
+
 /// Every node under `t`, depth first in name order: (path from the root, node).
 pub fn walk(t: &Tuple) -> Vec<(String, &Tuple)> {
     fn go<'a>(t: &'a Tuple, prefix: &str, out: &mut Vec<(String, &'a Tuple)>) {
@@ -174,7 +189,11 @@ pub fn walk(t: &Tuple) -> Vec<(String, &Tuple)> {
             if let Some(node) = v.as_tuple() {
                 let path = format!("{prefix}/{name}");
                 out.push((path.clone(), node));
-                go(node, &path, out);
+                // Only a folder's children are in the tree: a symlink or file that also
+                // carries `children` must not lead anywhere (an extraction would follow it).
+                if kind(node) == Kind::Dir {
+                    go(node, &path, out);
+                }
             }
         }
     }
