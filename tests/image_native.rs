@@ -260,8 +260,10 @@ fn bad_inputs_are_clear_errors() {
         p
     };
     let fails = |p: &Project, want: &str| {
+        // An image of the last good build is not left standing for the failed one.
+        fs::write(p.path("prover.img"), "an older image").unwrap();
         let (run, _) = p.build_any(&[]);
-        assert_ne!(run.code(), 0);
+        assert_ne!(run.code(), 0, "want {want:?}");
         assert!(run.stderr().contains(want), "want {want:?} in: {}", run.stderr());
         assert!(!p.exists("prover.img"), "no image after a failure");
     };
@@ -314,6 +316,29 @@ fn bad_inputs_are_clear_errors() {
         "{\"Program\": \"prover\", \"Dirs\": [\"lib\"], \"ManifestPassthrough\": {\"children\": \"x\"}}",
     );
     fails(&p, "ManifestPassthrough sets `children`");
+
+    let p = setup("64m");
+    p.write("prover.json", r#"{"Program": "prover", "Args": ["prover", ""]}"#);
+    fails(&p, "argument 1 in the manifest's Args is empty");
+
+    let p = setup("64m");
+    p.write("prover.json", r#"{"Program": "prover", "Env": {"EMPTY": ""}}"#);
+    fails(&p, "`EMPTY` in the manifest's Env, or its value, is empty");
+
+    let p = setup("64m");
+    fs::create_dir_all(p.path("elsewhere/x")).unwrap();
+    p.write("elsewhere/x/lib.so", "outside");
+    std::os::unix::fs::symlink("../elsewhere", p.path("root/out")).unwrap();
+    p.write("prover.json", r#"{"Program": "prover", "Dirs": ["out/x"]}"#);
+    fails(&p, "goes through the symlink `out`");
+
+    let p = setup("64m");
+    p.write("prover.json", r#"{"Program": "prover", "BaseVolumeSz": "lots"}"#);
+    fails(&p, "BaseVolumeSz `lots` is not a size");
+
+    let p = setup("64m");
+    p.write("prover.json", r#"{"Program": "prover", "Klibs": ["ntp"], "KlibDir": "../../.."}"#);
+    fails(&p, "KlibDir `../../..` is outside the project");
 }
 
 use std::os::unix::ffi::OsStrExt;
@@ -334,6 +359,7 @@ fn config_errors_point_into_the_yaml() {
         .stderr_has("`program` of image `image` applies only to `builder: ops`")
         .stderr_has("`size` of image `image` is not a size")
         .stderr_has("unknown ops extra `certs`")
+        .stderr_has("`size` of image `image` is not a size up to 2 TiB")
         .stderr_has("gevulot.yaml:");
 }
 
@@ -371,4 +397,61 @@ fn extract_never_writes_outside_its_folder() {
         .failure()
         .stderr_has("cannot be extracted safely");
     assert!(!victim.path().join("payload").exists());
+}
+
+/// What goes into the image beyond file contents is in the key: an empty folder, a symlink's
+/// text, a klib placed in the klib folder (ahead of the release's), a mount's options.
+#[test]
+fn the_image_key_holds_everything_the_image_holds() {
+    let p = Project::new().file("gevulot.yaml", &native_image_yaml(""));
+    write_nanos_release(&p, "nanos");
+    p.executable("root/prover", "prover");
+    p.write("root/lib/a.so", "same bytes");
+    p.write("root/lib/b.so", "same bytes");
+    std::os::unix::fs::symlink("a.so", p.path("root/lib/link.so")).unwrap();
+    p.write(
+        "prover.json",
+        r#"{"Program": "prover", "Dirs": ["lib"], "Klibs": ["ntp"], "KlibDir": "../assets", "Mounts": {"%1": "/data:ro"}}"#,
+    );
+    assert_eq!(p.build(&[]).ran(), names(&["image"]));
+    let rows = tree_rows(filesystem(&inspect(&p, "prover.img"), "root"));
+    assert_eq!(rows["/data"].0, "dir", "the mount point is the part before the options");
+    let image = || fs::read(p.path("prover.img")).unwrap();
+    let mut last = image();
+    let mut changed = |what: &str| {
+        let b = p.build(&[]);
+        assert_eq!(b.ran(), names(&["image"]), "{what} rebuilds the image");
+        let now = image();
+        assert!(now != last, "{what} changes the image");
+        last = now;
+    };
+    fs::create_dir_all(p.path("root/lib/empty")).unwrap();
+    changed("a new empty folder");
+    fs::remove_file(p.path("root/lib/link.so")).unwrap();
+    std::os::unix::fs::symlink("b.so", p.path("root/lib/link.so")).unwrap();
+    changed("a symlink pointed at a file with the same bytes");
+    p.write("assets/ntp", "the project's own ntp klib");
+    changed("a klib placed in the klib folder");
+    assert_eq!(tree_rows(filesystem(&inspect(&p, "prover.img"), "boot"))["/klib/ntp"].1, "26");
+    // A .git folder in the stage root is in neither the key nor the image.
+    p.write("root/lib/.git/HEAD", "ref");
+    assert!(p.build(&[]).ran().is_empty());
+}
+
+/// A symlinked kernel or klib (common for assets) goes into the boot filesystem as the file
+/// it points to: stage2 loads `/kernel` by name and cannot follow a link.
+#[test]
+fn symlinked_kernel_and_klibs_are_stored_as_files() {
+    let p = Project::new().file("gevulot.yaml", &native_image_yaml(""));
+    write_nanos_release(&p, "nanos");
+    fs::rename(p.path("nanos/kernel.img"), p.path("nanos/kernel-0.1.51.img")).unwrap();
+    std::os::unix::fs::symlink("kernel-0.1.51.img", p.path("nanos/kernel.img")).unwrap();
+    fs::rename(p.path("nanos/klibs/ntp"), p.path("nanos/klibs/ntp.real")).unwrap();
+    std::os::unix::fs::symlink("ntp.real", p.path("nanos/klibs/ntp")).unwrap();
+    p.executable("root/prover", "prover");
+    p.write("prover.json", r#"{"Program": "prover", "Klibs": ["ntp"]}"#);
+    p.build(&[]);
+    let boot = tree_rows(filesystem(&inspect(&p, "prover.img"), "boot"));
+    assert_eq!(boot["/kernel"], ("file".to_string(), "300008".to_string(), false));
+    assert_eq!(boot["/klib/ntp"].0, "file");
 }

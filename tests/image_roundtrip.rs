@@ -119,3 +119,19 @@ fn random_trees_round_trip_through_the_image() {
 fn thousands_of_files_round_trip_through_the_image() {
     round_trip(7, 5000);
 }
+
+/// A file over 32 MiB is stored in several extents (Nanos's largest is 32 MiB).
+#[test]
+fn a_file_in_several_extents_round_trips() {
+    let p = Project::new().file("gevulot.yaml", &native_image_yaml(""));
+    write_nanos_release(&p, "nanos");
+    p.executable("root/prover", "the program");
+    let big: Vec<u8> =
+        (0..(40u32 << 20) + 777).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    fs::create_dir_all(p.path("root/lib")).unwrap();
+    fs::write(p.path("root/lib/big.so"), &big).unwrap();
+    p.write("prover.json", r#"{"Program": "prover", "Dirs": ["lib"]}"#);
+    p.build(&[]);
+    p.gvbuild(&["inspect", "prover.img", "--extract", "out"]).success();
+    assert!(fs::read(p.path("out/lib/big.so")).unwrap() == big);
+}

@@ -633,11 +633,11 @@ impl Validator<'_> {
                     Some(s) => {
                         let text = self.expand(s, n, unset);
                         match crate::fsutil::parse_size(&text) {
-                            Some(b) => Some(b),
-                            None => {
+                            Some(b) if b <= crate::disk::MAX_SIZE => Some(b),
+                            _ => {
                                 ok = false;
                                 self.errors.push(ConfigError::Invalid {
-                                    message: format!("`size` of image `{n}` is not a size"),
+                                    message: format!("`size` of image `{n}` is not a size up to 2 TiB"),
                                     src: self.src.named(),
                                     span: Span::of(&s.referenced).into(),
                                     label: "not a size".into(),

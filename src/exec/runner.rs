@@ -126,7 +126,14 @@ fn fingerprint(
                     });
                     ("stage", rules.to_string())
                 }
-                Step::Image(im) => ("image", serde_json::json!(im.keyed()).to_string()),
+                Step::Image(im) => (
+                    "image",
+                    format!(
+                        "{} format {}",
+                        serde_json::json!(im.keyed()),
+                        crate::steps::image::native::FORMAT
+                    ),
+                ),
                 _ => ("", String::new()),
             };
             // A manifest written from its fields depends on the stage root only through what it
@@ -210,7 +217,50 @@ fn key_inputs(ctx: &Ctx, t: &Target, step: &Step) -> Result<BTreeMap<String, Fil
     match step {
         Step::Manifest(m) if m.manifest.is_some() => Ok(presence(&ctx.root, m)),
         Step::Fetch(_) => Ok(BTreeMap::new()),
+        Step::Image(im @ ImageSpec { builder: Builder::Native { .. }, .. }) => {
+            let mut ids = inputs::resolve(&ctx.root, &t.inputs, &ctx.stat).map_err(|e| e.to_string())?;
+            native_image_facts(ctx, im, &mut ids);
+            Ok(ids)
+        }
         _ => inputs::resolve(&ctx.root, &t.inputs, &ctx.stat).map_err(|e| e.to_string()),
+    }
+}
+
+/// What a native image holds beyond its input files' contents: the stage root's folders (empty
+/// ones too) and symlinks by their text, and each klib the manifest names, where the builder
+/// looks for it (the klib folder first, then the release), present or not.
+fn native_image_facts(ctx: &Ctx, im: &ImageSpec, ids: &mut BTreeMap<String, FileId>) {
+    let fact = |what: &[u8]| FileId { digest: *blake3::hash(what).as_bytes(), exec: false, size: 0 };
+    let root = ctx.root.join(&im.root);
+    let walker =
+        walkdir::WalkDir::new(&root).min_depth(1).sort_by_file_name().into_iter().filter_entry(|e| {
+            !(e.file_type().is_dir() && inputs::SKIP_DIRS.iter().any(|s| e.file_name() == *s))
+        });
+    for e in walker.flatten() {
+        let Ok(rel) = e.path().strip_prefix(&ctx.root) else { continue };
+        let rel = rel.to_string_lossy();
+        if e.file_type().is_dir() {
+            ids.insert(format!("{rel} (folder)"), fact(b"folder"));
+        } else if e.file_type().is_symlink() {
+            let target = fs::read_link(e.path()).map(|t| t.into_os_string().into_encoded_bytes());
+            ids.insert(format!("{rel} (link)"), fact(&target.unwrap_or_default()));
+        }
+    }
+    let Builder::Native { release, .. } = &im.builder else { return };
+    let Ok(text) = fs::read_to_string(ctx.root.join(&im.manifest)) else { return };
+    let Ok(m) = serde_json::from_str::<crate::steps::manifest::Manifest>(&text) else { return };
+    for k in &m.klibs {
+        let dirs =
+            m.klib_dir.iter().map(|d| Path::new(&im.root).join(d)).chain([Path::new(release).join("klibs")]);
+        for dir in dirs {
+            let rel = crate::config::normalize_rel(&dir.join(k).to_string_lossy()).unwrap_or_default();
+            let abs = ctx.root.join(&rel);
+            let id = match fs::metadata(&abs) {
+                Ok(meta) if meta.is_file() => ctx.stat.file_id_with_meta(&rel, &abs, &meta).ok(),
+                _ => None,
+            };
+            ids.insert(format!("{rel} (klib)"), id.unwrap_or_else(|| fact(b"absent")));
+        }
     }
 }
 
@@ -262,8 +312,6 @@ fn depfile_of(step: &Step) -> Option<&String> {
 fn discovers(step: &Step) -> bool {
     match step {
         Step::Stage(s) => !s.libs_for.is_empty(),
-        // The native builder reads the klibs the manifest names from wherever it finds them.
-        Step::Image(ImageSpec { builder: Builder::Native { .. }, .. }) => true,
         _ => depfile_of(step).is_some(),
     }
 }
@@ -548,10 +596,7 @@ fn finish_run(
             let built = crate::steps::image::native::build(root, im, &outputs[0], &digest_of);
             drop(slot);
             match built {
-                Ok(b) => {
-                    warnings.extend(b.warnings);
-                    staged_libs = b.discovered;
-                }
+                Ok(b) => warnings.extend(b.warnings),
                 Err(e) => {
                     done.error = Some(e);
                     clear_outputs(root, outputs);

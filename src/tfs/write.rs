@@ -312,6 +312,12 @@ pub fn write_volume(
         VolumeSize::AtLeast(floor) => auto.max(floor.div_ceil(SIZE_STEP) * SIZE_STEP),
         VolumeSize::Auto => auto,
     };
+    if size > crate::disk::MAX_SIZE {
+        return Err(format!(
+            "a volume of {} is more than an MBR partition can hold (2 TiB)",
+            crate::fsutil::human_size(size)
+        ));
+    }
 
     // Files whose digest is known are copied in the kernel, one after the other: writers of one
     // file take its inode lock in turn, so more threads would only spin. The others are read,

@@ -23,12 +23,14 @@ use crate::tfs::{FsNode, Tuple, Value};
 #[derive(Debug)]
 pub struct Built {
     pub warnings: Vec<String>,
-    /// Files read from outside the step's declared inputs (klibs from the klib folder).
-    pub discovered: Vec<PathBuf>,
     pub size: u64,
 }
 
 type Tree = BTreeMap<String, FsNode>;
+
+/// The version of what this builder writes, in every native image's key: bump it whenever the
+/// same inputs would give different image bytes, so that no older image is restored.
+pub const FORMAT: u32 = 1;
 
 /// Root tuple keys the manifest's passthrough cannot replace.
 const STRUCTURAL: [&str; 6] = ["children", "program", "arguments", "environment", "mounts", "klibs"];
@@ -78,6 +80,12 @@ fn host_node(path: &Path, digest_of: DigestOf) -> Result<FsNode, String> {
         for e in entries {
             let e = e.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let name = e.file_name();
+            if e.file_type().is_ok_and(|t| t.is_dir())
+                && crate::fingerprint::inputs::SKIP_DIRS.iter().any(|s| name == *s)
+            {
+                // Left out of every step's key, so left out of the image too.
+                continue;
+            }
             let Some(name) = name.to_str() else {
                 return Err(format!(
                     "{} has a name that is not UTF-8, which TFS cannot hold",
@@ -89,6 +97,16 @@ fn host_node(path: &Path, digest_of: DigestOf) -> Result<FsNode, String> {
         return Ok(FsNode::Dir(children));
     }
     Err(format!("{} is not a file, folder or symlink; an image cannot hold it", path.display()))
+}
+
+/// A regular file of the release or a klib folder, following symlinks: stage2 and the kernel
+/// load these by name, and a symlink in the boot filesystem would leave them nothing to load.
+fn boot_file(path: &Path, digest_of: DigestOf) -> Result<FsNode, String> {
+    let meta = fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a file", path.display()));
+    }
+    Ok(FsNode::File { source: path.to_path_buf(), len: meta.len(), exec: false, digest: digest_of(path) })
 }
 
 /// Put `node` at `path` in `tree`, merging folders; a file where a folder must go is an error.
@@ -193,6 +211,18 @@ fn root_tuple(
     extras: &[Extra],
     ids: (&str, Option<&str>),
 ) -> Result<Tuple, String> {
+    // TFS has no empty string: a zero-length value reads back as "no such attribute".
+    let empty = |what: String| {
+        Err(format!("{what} is empty; TFS cannot store an empty string (Nanos would read it as absent)"))
+    };
+    if let Some(i) = m.args.iter().position(String::is_empty) {
+        return empty(format!("argument {i} in the manifest's Args"));
+    }
+    for (what, map) in [("Env", &m.env), ("ManifestPassthrough", &m.passthrough), ("Mounts", &m.mounts)] {
+        if let Some((k, _)) = map.iter().find(|(k, v)| k.is_empty() || v.is_empty()) {
+            return empty(format!("`{k}` in the manifest's {what}, or its value,"));
+        }
+    }
     let mut t = Tuple::new();
     t.insert("program".into(), Value::str(program));
     t.insert("arguments".into(), Value::Vector(m.args.iter().map(|a| Value::str(a)).collect()));
@@ -235,9 +265,25 @@ fn root_tuple(
     Ok(t)
 }
 
-/// Mount labels as current ops writes them for 9p shares: `%0`, `%1`, … in sorted label order.
+/// Mount labels for the Gevulot node: each 9p share label (`%N`) is renumbered from `%0`, in
+/// the order of N, because the node attaches the workspace as 9p mount tag 0 and Nanos matches
+/// `%N` to mount tag N. Other labels (a volume's label or UUID) are kept as they are.
 pub fn renumber_mounts(mounts: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    mounts.values().enumerate().map(|(i, path)| (format!("%{i}"), path.clone())).collect()
+    let mut shares: Vec<(u64, &String, &String)> = Vec::new();
+    let mut out = BTreeMap::new();
+    for (label, path) in mounts {
+        match label.strip_prefix('%').and_then(|n| n.parse::<u64>().ok()) {
+            Some(n) => shares.push((n, label, path)),
+            None => {
+                out.insert(label.clone(), path.clone());
+            }
+        }
+    }
+    shares.sort();
+    for (i, (_, _, path)) in shares.into_iter().enumerate() {
+        out.insert(format!("%{i}"), path.clone());
+    }
+    out
 }
 
 /// The release's files are at the top of the extracted tarball, or in its one subfolder.
@@ -279,6 +325,13 @@ fn build_in(
         return Err("not a native image".into());
     };
     let m = read_manifest(&project.join(&spec.manifest), &spec.manifest)?;
+    let base_volume = match m.base_volume_sz.as_deref() {
+        None => None,
+        Some(b) => match crate::fsutil::parse_size(b) {
+            Some(n) if n <= crate::disk::MAX_SIZE => Some(n),
+            _ => return Err(format!("the manifest's BaseVolumeSz `{b}` is not a size up to 2 TiB")),
+        },
+    };
     let root_dir = project.join(&spec.root);
     let release_dir = release_folder(&project.join(release));
     let mut warnings = Vec::new();
@@ -292,6 +345,16 @@ fn build_in(
     let program_shown = format!("/{}", program.join("/"));
     let add = |tree: &mut Tree, from: &str, to: &str, what: &str| -> Result<(), String> {
         let from_c = components(from, what)?;
+        // A folder on the way that is a symlink would read from outside the stage root.
+        for i in 1..from_c.len() {
+            let parent = root_dir.join(from_c[..i].join("/"));
+            if fs::symlink_metadata(&parent).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(format!(
+                    "{what} `{from}` goes through the symlink `{}` in the stage root; name a path without symlinks on the way",
+                    from_c[..i].join("/")
+                ));
+            }
+        }
         let host = root_dir.join(from_c.join("/"));
         if fs::symlink_metadata(&host).is_err() {
             return Err(format!("{what} `{from}` is not in the stage root {}", spec.root));
@@ -311,7 +374,9 @@ fn build_in(
         }
         add(&mut tree, host, guest, "the folder (in MapDirs)")?;
     }
-    for path in m.mounts.values() {
+    for value in m.mounts.values() {
+        // `/data:ro`: the mount point is the part before the options, as ops reads it.
+        let path = value.split(':').next().unwrap_or_default();
         let c = components(path, "the mount point")?;
         match lookup(&tree, &c) {
             Some(FsNode::Dir(_)) => {}
@@ -380,10 +445,16 @@ fn build_in(
         return Err(format!("{release}/kernel.img is not an ELF file, so not a Nanos kernel"));
     }
     let mut boot_tree = Tree::new();
-    boot_tree.insert("kernel".into(), host_node(&kernel, digest_of)?);
-    let mut discovered = Vec::new();
+    boot_tree.insert("kernel".into(), boot_file(&kernel, digest_of)?);
     if !m.klibs.is_empty() {
         let mut klibs = Tree::new();
+        if let Some(d) = &m.klib_dir {
+            if crate::config::normalize_rel(&format!("{}/{d}", spec.root)).is_none() || d.starts_with('/') {
+                return Err(format!(
+                    "the manifest's KlibDir `{d}` is outside the project; name a project folder"
+                ));
+            }
+        }
         let klib_dir = m.klib_dir.as_ref().map(|d| root_dir.join(d));
         for k in &m.klibs {
             components(k, "the klib")?;
@@ -393,16 +464,12 @@ fn build_in(
                 let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
                 return Err(format!("klib `{k}` was not found; looked in {}", looked.join(" and ")));
             };
-            discovered.push(found.clone());
-            klibs.insert(k.clone(), host_node(found, digest_of)?);
+            klibs.insert(k.clone(), boot_file(found, digest_of)?);
         }
         boot_tree.insert("klib".into(), FsNode::Dir(klibs));
     }
     let boot = fs::read(&boot_img).map_err(|e| format!("cannot read {release}/boot.img: {e}"))?;
-    let root_size = match size {
-        Some(s) => Some(*s),
-        None => m.base_volume_sz.as_deref().and_then(crate::fsutil::parse_size),
-    };
+    let root_size = size.or(base_volume);
 
     *field = if size.is_some() { "size" } else { "into" };
     let dest = project.join(into);
@@ -428,7 +495,7 @@ fn build_in(
             return Err(e);
         }
     };
-    Ok(Built { warnings, discovered, size: written.size })
+    Ok(Built { warnings, size: written.size })
 }
 
 #[cfg(test)]
@@ -437,14 +504,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mounts_are_renumbered_from_zero_in_label_order() {
+    fn nine_p_mounts_are_renumbered_from_zero_and_volume_labels_kept() {
         let mut m = BTreeMap::new();
         m.insert("%1".to_string(), "/workspace".to_string());
         assert_eq!(renumber_mounts(&m), [("%0".to_string(), "/workspace".to_string())].into());
+        m.insert("%10".to_string(), "/ten".to_string());
+        m.insert("%2".to_string(), "/two".to_string());
         m.insert("data".to_string(), "/data".to_string());
         let r = renumber_mounts(&m);
-        assert_eq!(r.get("%0").map(String::as_str), Some("/workspace"));
-        assert_eq!(r.get("%1").map(String::as_str), Some("/data"));
+        let want: BTreeMap<String, String> =
+            [("%0", "/workspace"), ("%1", "/two"), ("%2", "/ten"), ("data", "/data")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        assert_eq!(r, want, "in the order of N, not of the text");
     }
 
     #[test]
