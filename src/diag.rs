@@ -4,6 +4,7 @@
 //! [`Source`] it belongs to. Spans are plain data so that the validated graph, cached in binary
 //! form, can still point into the YAML when a build-time check (an unset var) fails.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use miette::{NamedSource, SourceSpan};
@@ -83,4 +84,28 @@ pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str
 /// "did you mean `x`?" help text, or nothing.
 pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     did_you_mean(name, candidates).map(|c| format!("did you mean `{c}`?"))
+}
+
+/// Where each field of a built-in step is in the build file, for the plain-text errors found
+/// while building (`FILE:LINE:COL: message`). Never part of a step's key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Positions {
+    pub file: String,
+    pub at: BTreeMap<String, (usize, usize)>,
+}
+
+impl Positions {
+    pub fn new(source: &Source) -> Positions {
+        Positions { file: source.name.clone(), at: BTreeMap::new() }
+    }
+
+    /// Record `field` at byte `offset` of `source` (the first time only).
+    pub fn mark(&mut self, source: &Source, field: &str, offset: usize) {
+        self.at.entry(field.to_string()).or_insert_with(|| source.line_col(offset));
+    }
+
+    /// `FILE:LINE:COL: ` for `field`, or nothing when it was not recorded.
+    pub fn prefix(&self, field: &str) -> String {
+        self.at.get(field).map(|(l, c)| format!("{}:{l}:{c}: ", self.file)).unwrap_or_default()
+    }
 }

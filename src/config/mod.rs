@@ -91,8 +91,8 @@ pub struct ManifestStep {
     pub from: Option<String>,
     pub root: String,
     pub klib_dir: Option<String>,
-    /// gevulot.yaml line and column of each field, for errors found while building.
-    pub at: BTreeMap<String, (usize, usize)>,
+    /// Where each field is in the build file, for errors found while building.
+    pub at: crate::diag::Positions,
 }
 
 /// `fetch:` after var expansion; its output is the target's one output.
@@ -720,7 +720,7 @@ impl Validator<'_> {
         };
         let into_s = self.expand(&im.into, n, unset);
         let into = self.output_path(&into_s, Span::of(&im.into.referenced), n)?;
-        let mut at = BTreeMap::new();
+        let mut at = crate::diag::Positions::new(self.src);
         let fields = [
             ("manifest", Some(&im.manifest)),
             ("root", Some(&im.root)),
@@ -730,7 +730,7 @@ impl Validator<'_> {
         ];
         for (field, value) in fields {
             if let Some(v) = value {
-                at.insert(field.to_string(), self.src.line_col(Span::of(&v.referenced).offset));
+                at.mark(self.src, field, Span::of(&v.referenced).offset);
             }
         }
         let spec = ImageSpec { builder, manifest: manifest.path, root: root.path, nanos_version, at };
@@ -751,11 +751,11 @@ impl Validator<'_> {
         let into = self.output_path(&into_s, Span::of(&st.into.referenced), n)?;
         let mut inputs = Vec::new();
         let mut copy = Vec::new();
-        let mut at = BTreeMap::new();
+        let mut at = crate::diag::Positions::new(self.src);
         for (i, rule) in st.copy.iter().flatten().enumerate() {
             let from = self.expand(&rule.from, n, unset);
             let to = self.expand(&rule.to, n, unset);
-            at.insert(format!("copy{i}"), self.src.line_col(Span::of(&rule.from.referenced).offset));
+            at.mark(self.src, &format!("copy{i}"), Span::of(&rule.from.referenced).offset);
             if let Some(p) = self.input_path(&from, Span::of(&rule.from.referenced), n) {
                 inputs.push(p.clone());
                 copy.push(crate::steps::stage::CopyRule { from: p.path, to: to.clone() });
@@ -774,8 +774,7 @@ impl Validator<'_> {
         let mut libs_for = Vec::new();
         for e in st.libs_for.iter().flatten() {
             let path = self.expand(e, n, unset);
-            at.entry("libs_for".to_string())
-                .or_insert_with(|| self.src.line_col(Span::of(&e.referenced).offset));
+            at.mark(self.src, "libs_for", Span::of(&e.referenced).offset);
             if let Some(p) = self.input_path(&path, Span::of(&e.referenced), n) {
                 libs_for.push(p.path.clone());
                 inputs.push(p);
@@ -815,9 +814,9 @@ impl Validator<'_> {
         let into_s = self.expand(&m.into, n, unset);
         let into = self.output_path(&into_s, Span::of(&m.into.referenced), n)?;
         let mut inputs = vec![root.clone()];
-        let mut at = BTreeMap::new();
+        let mut at = crate::diag::Positions::new(self.src);
         let mut locate = |v: &Self, field: &str, loc: &serde_saphyr::Location| {
-            at.insert(field.to_string(), v.src.line_col(Span::of(loc).offset));
+            at.at.insert(field.to_string(), v.src.line_col(Span::of(loc).offset));
         };
         locate(self, "root", &m.root.referenced);
 

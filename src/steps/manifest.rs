@@ -122,8 +122,7 @@ pub fn check_root(
 /// Write the manifest of step `m` to `into` (project-relative), after checking it against the
 /// stage root. `Err` says what is wrong, pointing into gevulot.yaml.
 pub fn write(root: &Path, m: &crate::config::ManifestStep, into: &str) -> Result<(), String> {
-    let at =
-        |field: &str| m.at.get(field).map(|(l, c)| format!("gevulot.yaml:{l}:{c}: ")).unwrap_or_default();
+    let at = |field: &str| m.at.prefix(field);
     let manifest = match (&m.manifest, &m.from) {
         (Some(json), _) => (**json).clone(),
         (None, Some(from)) => {

@@ -33,8 +33,8 @@ pub struct StageSpec {
     pub lib_dir: String,
     /// Project-relative folders searched first (as LD_LIBRARY_PATH would be).
     pub search: Vec<String>,
-    /// gevulot.yaml line and column of each rule, for errors found while building.
-    pub at: BTreeMap<String, (usize, usize)>,
+    /// Where each rule is in the build file, for errors found while building.
+    pub at: crate::diag::Positions,
 }
 
 /// What staging found: discovered inputs (the libraries, absolute or project-relative) and
@@ -68,11 +68,7 @@ fn fill(root: &Path, spec: &StageSpec, staging: &Path) -> Result<Staged, String>
     // Destination (inside the stage root) -> the rule that wrote it.
     let mut written: BTreeMap<PathBuf, String> = BTreeMap::new();
     for (i, rule) in spec.copy.iter().enumerate() {
-        let at = spec
-            .at
-            .get(&format!("copy{i}"))
-            .map(|(l, c)| format!("gevulot.yaml:{l}:{c}: "))
-            .unwrap_or_default();
+        let at = spec.at.prefix(&format!("copy{i}"));
         let matches = matches(root, &rule.from).map_err(|e| format!("{at}{e}"))?;
         if matches.is_empty() {
             return Err(format!("{at}`{}` matches nothing", rule.from));
@@ -103,7 +99,7 @@ fn fill(root: &Path, spec: &StageSpec, staging: &Path) -> Result<Staged, String>
         }
     }
     if !spec.libs_for.is_empty() {
-        let at = spec.at.get("libs_for").map(|(l, c)| format!("gevulot.yaml:{l}:{c}: ")).unwrap_or_default();
+        let at = spec.at.prefix("libs_for");
         let elfs: Vec<PathBuf> = spec.libs_for.iter().map(|e| root.join(e)).collect();
         let search: Vec<PathBuf> = spec.search.iter().map(|s| root.join(s)).collect();
         let closure = elf::closure(&elfs, &search).map_err(|e| format!("{at}{e}"))?;

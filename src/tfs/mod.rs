@@ -41,7 +41,7 @@
 //! and the content: the same tree gives the same bytes on any machine, in any folder.
 //!
 //! Learned from Nanos's `src/fs/tlog.c`, `src/fs/tfs.c` and `src/runtime/tuple.c` (0.1.51) and
-//! checked against images its mkfs made (`../shared/nanos-vectors` in the tests).
+//! checked against images its mkfs made (`tests/data/nanos-vectors`).
 
 mod codec;
 mod read;

@@ -7,8 +7,6 @@
 pub mod native;
 pub mod ops;
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,21 +17,21 @@ pub struct ImageSpec {
     /// The stage root, project-relative.
     pub root: String,
     pub nanos_version: Option<String>,
-    /// gevulot.yaml line and column of each field, for errors found while building. Not part
-    /// of the key (see [`ImageSpec::keyed`]).
-    pub at: BTreeMap<String, (usize, usize)>,
+    /// Where each field is in the build file, for errors found while building. Not part of
+    /// the key (see [`ImageSpec::keyed`]).
+    pub at: crate::diag::Positions,
 }
 
 impl ImageSpec {
     /// The spec as the step's key holds it: without source positions, so that editing other
     /// lines of gevulot.yaml does not rebuild the image.
     pub fn keyed(&self) -> ImageSpec {
-        ImageSpec { at: BTreeMap::new(), ..self.clone() }
+        ImageSpec { at: crate::diag::Positions::default(), ..self.clone() }
     }
 
-    /// `gevulot.yaml:LINE:COL: ` for `field`, to start an error found while building.
+    /// `FILE:LINE:COL: ` for `field`, to start an error found while building.
     pub fn at(&self, field: &str) -> String {
-        self.at.get(field).map(|(l, c)| format!("gevulot.yaml:{l}:{c}: ")).unwrap_or_default()
+        self.at.prefix(field)
     }
 }
 

@@ -2,9 +2,9 @@
 //!
 //! The manifest JSON is the single source of the root tuple, read the way ops reads it: the
 //! image holds the program, `Dirs`, `Files` and `MapDirs` from the stage root; `Args`, `Env`,
-//! `Mounts`, `Klibs`, `RebootOnExit` and `ManifestPassthrough` become the root tuple. Mounts are
-//! renumbered as current ops does, every label in sorted order to `%0`, `%1`, …, because the
-//! Gevulot node attaches the workspace as 9p mount tag 0; each mount point folder is created.
+//! `Mounts`, `Klibs`, `RebootOnExit` and `ManifestPassthrough` become the root tuple. 9p mount
+//! labels (`%N`) are renumbered from `%0` in the order of N, because the Gevulot node attaches
+//! the workspace as 9p mount tag 0; each mount point folder is created.
 //! The boot partition holds the release's `kernel.img` and each klib as `/klib/<name>`.
 //!
 //! What ops adds on its own (environment variables, /etc/passwd, /etc/resolv.conf, the
@@ -406,11 +406,18 @@ fn build_in(
     for l in &links {
         resolve(&tree, l, &format!("/{}", l.join("/")))?;
     }
+    // MapDirs sources land elsewhere in the image, so they are not left out.
+    let map_from: Vec<String> = m
+        .map_dirs
+        .keys()
+        .filter_map(|h| h.trim_start_matches("./").split('/').next())
+        .map(String::from)
+        .collect();
     if let Ok(entries) = fs::read_dir(&root_dir) {
         let mut left: Vec<String> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !tree.contains_key(n))
+            .filter(|n| !tree.contains_key(n) && !map_from.contains(n))
             .collect();
         left.sort();
         if !left.is_empty() {
