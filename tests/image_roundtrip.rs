@@ -135,3 +135,57 @@ fn a_file_in_several_extents_round_trips() {
     p.gvbuild(&["inspect", "prover.img", "--extract", "out"]).success();
     assert!(fs::read(p.path("out/lib/big.so")).unwrap() == big);
 }
+
+/// The images are read back by a second, independent reader too (`tests/tools/tfs_decode.py`,
+/// written from Nanos's tlog.c and tuple.c and sharing nothing with gvbuild's reader), so that a
+/// mistake made alike in gvbuild's writer and reader cannot pass unseen.
+#[test]
+fn an_independent_reader_sees_the_staged_tree() {
+    use sha2::Digest;
+    for seed in [11, 12, 13] {
+        let mut rng = Rng(seed);
+        let p = Project::new().file("gevulot.yaml", &native_image_yaml(""));
+        write_nanos_release(&p, "nanos");
+        p.executable("root/prover", "the program");
+        let mut files = Vec::new();
+        fill(&p, &mut rng, "root/d0", 0, &mut files);
+        p.write("prover.json", r#"{"Program": "prover", "Args": ["prover", "-v"], "Dirs": ["d0"]}"#);
+        p.build(&[]);
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/tfs_decode.py");
+        let out =
+            std::process::Command::new("python3").arg(script).arg(p.path("prover.img")).output().unwrap();
+        assert!(out.status.success(), "seed {seed}: {}", String::from_utf8_lossy(&out.stderr));
+        let volumes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let root =
+            volumes.as_array().unwrap().iter().find(|v| v["root_tuple"]["program"] == "/prover").unwrap();
+        assert_eq!(root["version"], 5);
+        assert_eq!(root["root_tuple"]["arguments"], serde_json::json!(["prover", "-v"]));
+        let seen: BTreeMap<String, String> = root["tree"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let what = match r["kind"].as_str().unwrap() {
+                    "file" => format!("file {} {}", r["sha256"].as_str().unwrap(), r["exec"]),
+                    "symlink" => format!("symlink {}", r["target"].as_str().unwrap()),
+                    k => k.to_string(),
+                };
+                (r["path"].as_str().unwrap().to_string(), what)
+            })
+            .collect();
+        let want: BTreeMap<String, String> = read_tree(&p.path("root"))
+            .into_iter()
+            .map(|(path, node)| {
+                let what = match node {
+                    Node::Dir => "dir".to_string(),
+                    Node::File(data, exec) => {
+                        format!("file {} {exec}", hex::encode(sha2::Sha256::digest(&data)))
+                    }
+                    Node::Link(t) => format!("symlink {t}"),
+                };
+                (format!("/{path}"), what)
+            })
+            .collect();
+        assert_eq!(seen, want, "seed {seed}");
+    }
+}
