@@ -79,6 +79,7 @@ fn cpu_prover_example_builds_its_manifest_and_image() {
     let d = inspect(&p, "build/my_prover.img");
     let root = filesystem(&d, "root");
     assert_eq!(root["root_tuple"]["program"], "/my_prover");
+    assert_eq!(root["root_tuple"]["arguments"], serde_json::json!(["my_prover"]), "argv[0], with no Args");
     assert_eq!(root["root_tuple"]["mounts"], serde_json::json!({ "%0": "/workspace" }));
     assert_eq!(root["root_tuple"]["environment"]["RUST_LOG"], "debug");
     let rows = tree_rows(root);

@@ -225,7 +225,14 @@ fn root_tuple(
     }
     let mut t = Tuple::new();
     t.insert("program".into(), Value::str(program));
-    t.insert("arguments".into(), Value::Vector(m.args.iter().map(|a| Value::str(a)).collect()));
+    // Nanos passes `arguments` as argv as it is; with no Args, argv[0] is the program's name,
+    // which every program expects to find there.
+    let args = if m.args.is_empty() {
+        vec![Value::str(program.rsplit('/').next().unwrap_or(program))]
+    } else {
+        m.args.iter().map(|a| Value::str(a)).collect()
+    };
+    t.insert("arguments".into(), Value::Vector(args));
     let mut env = Tuple::new();
     if extras.contains(&Extra::Env) {
         let (image_name, nanos_version) = ids;
