@@ -182,6 +182,45 @@ fn quote(v: &Value) -> String {
 mod tests {
     use super::*;
 
+    /// ops's own TFS writer stores numbers as strings ("3073"); such an image reads the same.
+    #[test]
+    fn numbers_stored_as_strings_read_back() {
+        let mut extent = Tuple::new();
+        extent.insert("offset".into(), Value::str("1025"));
+        extent.insert("length".into(), Value::str("1"));
+        extent.insert("allocated".into(), Value::str("1"));
+        let mut extents = Tuple::new();
+        extents.insert("0".into(), Value::Tuple(extent));
+        let mut file = Tuple::new();
+        file.insert("extents".into(), Value::Tuple(extents));
+        file.insert("filelength".into(), Value::str("5"));
+        let mut children = Tuple::new();
+        children.insert("hello".into(), Value::Tuple(file));
+        let mut root = Tuple::new();
+        root.insert("children".into(), Value::Tuple(children));
+        let mut entry = Vec::new();
+        codec::Encoder::default().tuple(&mut entry, &root);
+        let mut img = vec![0u8; 1026 * 512];
+        let mut first = MAGIC.to_vec();
+        first.extend_from_slice(&[5, 1]);
+        first.extend_from_slice(&[7; 16]);
+        first.extend_from_slice(&[0, LOG_EXTENSION_LINK, 1, 0x88, 0, END_OF_LOG]);
+        img[..first.len()].copy_from_slice(&first);
+        let ext = &write::log_extensions(&entry)[0];
+        img[512..512 + ext.len()].copy_from_slice(ext);
+        img[1025 * 512..1025 * 512 + 5].copy_from_slice(b"hello");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ops.img");
+        std::fs::write(&path, &img).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let vol = read_volume(&f, 0, img.len() as u64).unwrap();
+        let node = vol.root["children"].as_tuple().unwrap()["hello"].as_tuple().unwrap();
+        assert_eq!(kind(node), Kind::File { len: 5, exec: false });
+        let mut bytes = Vec::new();
+        vol.copy_file(&f, node, &mut bytes).unwrap();
+        assert_eq!(bytes, b"hello");
+    }
+
     /// A log too long for one extension continues in the next (TUPLE_EXTENDED after a link),
     /// and the reader puts it back together.
     #[test]

@@ -15,7 +15,8 @@ use super::{
 
 /// A log extension longer than this is refused (Nanos writes 512 KiB ones).
 const MAX_EXTENSION_BYTES: u64 = 64 << 20;
-const MAX_EXTENSIONS: usize = 100_000;
+/// All of a log's extensions together; a real log is a few MiB even for 100,000 files.
+const MAX_LOG_BYTES: u64 = 1 << 30;
 
 /// A volume as read.
 #[derive(Debug, Clone)]
@@ -73,6 +74,7 @@ pub fn read_volume(file: &File, base: u64, limit: u64) -> Result<Volume, String>
     let mut staging: Vec<u8> = Vec::new();
     let mut remaining: u64 = 0;
     let mut seen = HashSet::new();
+    let mut log_bytes = 0u64;
     let mut bytes = sector0;
     let mut first = true;
     'extensions: loop {
@@ -94,8 +96,12 @@ pub fn read_volume(file: &File, base: u64, limit: u64) -> Result<Volume, String>
                     if at.checked_add(size).is_none_or(|end| end > limit) {
                         return Err(format!("a log link to sector {start} points outside the volume"));
                     }
-                    if !seen.insert(start) || seen.len() > MAX_EXTENSIONS {
+                    if !seen.insert(start) {
                         return Err(format!("the log links back to sector {start}: a loop"));
+                    }
+                    log_bytes += size;
+                    if log_bytes > MAX_LOG_BYTES {
+                        return Err("a log of more than 1 GiB, far more than any tree needs".into());
                     }
                     bytes = read_at(file, base + at, size)?;
                     continue 'extensions;

@@ -159,7 +159,7 @@ fn children_tuple<'a, I: Iterator<Item = &'a Placed<'a>>>(
 
 /// Split one log entry over extensions at sectors 1, 1025, 2049, …; returns each extension's
 /// bytes (the first 1-sector extension is written separately, with the UUID).
-fn log_extensions(entry: &[u8]) -> Vec<Vec<u8>> {
+pub(super) fn log_extensions(entry: &[u8]) -> Vec<Vec<u8>> {
     let capacity = (LOG_EXTENSION_SECTORS * SECTOR) as usize;
     let header = |buf: &mut Vec<u8>| {
         buf.extend_from_slice(MAGIC);
