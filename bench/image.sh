@@ -44,8 +44,7 @@ YAML
 "$gv" -C "$work/p" --cache-dir "$work/cache" >/dev/null
 root_mib=$(du -sm --apparent-size "$work/p/root" | cut -f1)
 
-ms() { python3 -c 'import sys,time,subprocess; t=time.perf_counter(); subprocess.run(sys.argv[1:],check=True,stdout=subprocess.DEVNULL); print(round((time.perf_counter()-t)*1000,1))' "$@"; }
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
+. "$here/bench/common.sh"
 declare -a write store cp_a
 for _ in $(seq 1 "$RUNS"); do
   rm -rf "$work/copy-of"; sync
@@ -65,7 +64,6 @@ cp "$work/p/prover.img" "$work/first.img"
 cmp "$work/p/prover.img" "$work/first.img" || { echo "the rebuilt image differs" >&2; exit 1; }
 img_mib=$(( $(stat -c %s "$work/p/prover.img") / 1048576 ))
 w=$(median "${write[@]}"); s=$(median "${store[@]}"); c=$(median "${cp_a[@]}")
-ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 echo "| figure ($root_mib MiB stage root, $((BIG + SMALL + 1)) files; image $img_mib MiB) | gvbuild ms | \`cp -a\` ms | ratio | target |"
 echo "| --- | ---: | ---: | ---: | --- |"
 echo "| write the image (the image step's run phase) | $w | $c | $(ratio "$w" "$c")× | ≤ 1.5× |"

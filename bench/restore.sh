@@ -33,8 +33,7 @@ YAML
   "$gv" -C "$work/p-$mode" --cache-dir "$work/cache" >/dev/null
 done
 
-ms() { python3 -c 'import sys,time,subprocess; t=time.perf_counter(); subprocess.run(sys.argv[1:],check=True,stdout=subprocess.DEVNULL); print(round((time.perf_counter()-t)*1000,1))' "$@"; }
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
+. "$here/bench/common.sh"
 declare -a gv_copy cp_a gv_link b3
 for _ in $(seq 1 "$RUNS"); do
   rm -rf "$work/p-copy/build/assets"; sync
@@ -52,7 +51,6 @@ for mode in copy hardlink; do
   diff -r "$work/src/assets" "$work/p-$mode/build/assets" >/dev/null || { echo "$mode: restored bytes differ" >&2; exit 1; }
 done
 gc=$(median "${gv_copy[@]}"); ca=$(median "${cp_a[@]}"); gl=$(median "${gv_link[@]}"); bs=$(median "${b3[@]}")
-ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 echo "| figure | gvbuild ms | peer ms | ratio | target |"
 echo "| --- | ---: | ---: | ---: | --- |"
 echo "| restore $((FILES * FILE_MIB)) MiB asset folder, \`restore: copy\` (peer: \`cp -a\`) | $gc | $ca | $(ratio "$gc" "$ca")× | ≤ 1.0× |"

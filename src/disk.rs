@@ -239,4 +239,28 @@ mod tests {
         boot.push(0);
         assert!(boot_record(&boot).is_err());
     }
+
+    /// The boot partition is 12 MiB unless the kernel and klibs need more; then it grows, and
+    /// the partition table and the root partition follow it.
+    #[test]
+    fn the_boot_partition_grows_for_big_contents() {
+        let mut boot_img = vec![0u8; 1024];
+        boot_img[510] = 0x55;
+        boot_img[511] = 0xaa;
+        boot_img[REGION_AT + 8..REGION_AT + 16].copy_from_slice(&512u64.to_le_bytes());
+        boot_img[REGION_AT + 16..REGION_AT + 20].copy_from_slice(&12u32.to_le_bytes());
+        let mut boot = BTreeMap::new();
+        boot.insert("kernel".to_string(), FsNode::Bytes { data: vec![1; 13 << 20], exec: false });
+        let mut root = BTreeMap::new();
+        root.insert("prover".to_string(), FsNode::Bytes { data: b"p".to_vec(), exec: true });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        let out = File::options().read(true).write(true).create_new(true).open(&path).unwrap();
+        let w = write_disk(&out, &boot_img, &boot, &root, &Tuple::new(), None).unwrap();
+        assert!(w.boot.size > BOOTFS_SIZE, "{}", w.boot.size);
+        let disk = read_disk(&File::open(&path).unwrap()).unwrap();
+        assert_eq!(disk.partitions[0].sectors * SECTOR, w.boot.size);
+        assert_eq!(disk.partitions[1].start, disk.partitions[0].start + disk.partitions[0].sectors);
+        assert_eq!(disk.volumes.len(), 2);
+    }
 }

@@ -816,7 +816,7 @@ impl Validator<'_> {
         let mut inputs = vec![root.clone()];
         let mut at = crate::diag::Positions::new(self.src);
         let mut locate = |v: &Self, field: &str, loc: &serde_saphyr::Location| {
-            at.at.insert(field.to_string(), v.src.line_col(Span::of(loc).offset));
+            at.mark(v.src, field, Span::of(loc).offset);
         };
         locate(self, "root", &m.root.referenced);
 

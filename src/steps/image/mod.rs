@@ -28,11 +28,6 @@ impl ImageSpec {
     pub fn keyed(&self) -> ImageSpec {
         ImageSpec { at: crate::diag::Positions::default(), ..self.clone() }
     }
-
-    /// `FILE:LINE:COL: ` for `field`, to start an error found while building.
-    pub fn at(&self, field: &str) -> String {
-        self.at.prefix(field)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -317,7 +317,7 @@ fn read_manifest(path: &Path, shown: &str) -> Result<Manifest, String> {
 /// gevulot.yaml line of the field it is about: the manifest, the release, or the size.
 pub fn build(project: &Path, spec: &ImageSpec, into: &str, digest_of: DigestOf) -> Result<Built, String> {
     let mut field = "manifest";
-    build_in(project, spec, into, digest_of, &mut field).map_err(|e| format!("{}{e}", spec.at(field)))
+    build_in(project, spec, into, digest_of, &mut field).map_err(|e| format!("{}{e}", spec.at.prefix(field)))
 }
 
 /// `field` follows the build from section to section, naming what an error is about.
