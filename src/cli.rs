@@ -462,6 +462,7 @@ fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
         progress: reporter.multi(),
         opts: opts.clone(),
         interrupted: interrupted.clone(),
+        producers: Default::default(),
     });
     // Kill running steps' process groups as soon as a signal arrives.
     let done = Arc::new(AtomicBool::new(false));

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{self, ConfigError, ConfigErrors, Project, Target};
 use crate::diag::{suggest, Source};
-use crate::fsutil;
+use crate::fingerprint::encode;
 
 pub struct Graph {
     pub project: Project,
@@ -28,6 +28,8 @@ pub struct Graph {
     index: HashMap<String, usize>,
     /// For each target, the step targets it depends on directly (groups flattened), sorted.
     pub step_deps: Vec<Vec<usize>>,
+    /// The parse key (YAML bytes and `--set` vars) this graph was loaded for.
+    pub key: [u8; 32],
 }
 
 #[derive(Serialize, Deserialize)]
@@ -37,8 +39,9 @@ struct Cached {
     step_deps: Vec<Vec<usize>>,
 }
 
-/// Bump when the cached form changes.
-const PARSE_CACHE_VERSION: u32 = 1;
+/// Bump when the cached form changes (a sealed file: see [`encode`]).
+const PARSE_CACHE_VERSION: u32 = 2;
+const GRAPH_MAGIC: &[u8; 8] = b"GVGRAPH\0";
 
 impl Graph {
     /// Load the graph for `source`, from the parse cache in `state_dir` when the YAML and vars
@@ -50,20 +53,19 @@ impl Graph {
     ) -> Result<Graph, ConfigErrors> {
         let key = parse_key(source, overrides);
         let cache_path = state_dir.join("graph.bin");
-        if let Ok(bytes) = std::fs::read(&cache_path) {
-            if let Ok(cached) = bincode::deserialize::<Cached>(&bytes) {
-                if cached.key == key {
-                    return Ok(Graph::from_parts(cached.project, cached.step_deps));
-                }
+        if let Some(cached) = encode::read_sealed::<Cached>(&cache_path, GRAPH_MAGIC, PARSE_CACHE_VERSION) {
+            if cached.key == key {
+                let mut g = Graph::from_parts(cached.project, cached.step_deps);
+                g.key = key;
+                return Ok(g);
             }
         }
         let project = config::parse(source, overrides)?;
-        let graph = Graph::check(project, source)?;
+        let mut graph = Graph::check(project, source)?;
+        graph.key = key;
         let cached = Cached { key, project: graph.project.clone(), step_deps: graph.step_deps.clone() };
-        if let Ok(bytes) = bincode::serialize(&cached) {
-            // The cache is an optimisation: failing to write it is not an error.
-            let _ = fsutil::write_atomic(&cache_path, &bytes);
-        }
+        // The cache is an optimisation: failing to write it is not an error.
+        let _ = encode::write_sealed(&cache_path, GRAPH_MAGIC, PARSE_CACHE_VERSION, &cached);
         Ok(graph)
     }
 
@@ -81,7 +83,7 @@ impl Graph {
                 }
             }
         }
-        Graph { project, dag, index, step_deps }
+        Graph { project, dag, index, step_deps, key: [0; 32] }
     }
 
     /// Build the graph and run the whole-graph checks, collecting every error.
@@ -192,6 +194,11 @@ impl Graph {
     }
 
     /// Whether `from` depends on `to` through any path of step deps.
+    /// Whether step target `from` depends on `to`, directly or through other targets.
+    pub fn depends_on(&self, from: usize, to: usize) -> bool {
+        self.reaches(from, to)
+    }
+
     fn reaches(&self, from: usize, to: usize) -> bool {
         if self.step_deps[from].binary_search(&to).is_ok() {
             return true;

@@ -23,9 +23,14 @@ pub enum Reason {
     DepRemoved(String),
     EnvChanged(String),
     PassEnvChanged(String),
-    ToolChanged { name: String, what: &'static str },
+    ToolChanged {
+        name: String,
+        what: &'static str,
+    },
     FormatChanged,
     OutputsModified,
+    /// Several cached results matched (each list of discovered inputs recorded for this key).
+    SeveralCachedResults(usize),
 }
 
 impl fmt::Display for Reason {
@@ -40,7 +45,12 @@ impl fmt::Display for Reason {
             Reason::InputChanged(p) => write!(f, "input {p} changed"),
             Reason::InputAdded(p) => write!(f, "input {p} is new"),
             Reason::InputRemoved(p) => write!(f, "input {p} is gone"),
-            Reason::DiscoveredChanged(p) => write!(f, "discovered input {p} changed"),
+            Reason::DiscoveredChanged(p) => match p.strip_prefix("lookups in ") {
+                Some(dir) => {
+                    write!(f, "a header it could include appeared or vanished in search folder {dir}")
+                }
+                None => write!(f, "discovered input {p} changed"),
+            },
             Reason::DepOutputsChanged(d) => write!(f, "dependency {d} produced new outputs"),
             Reason::DepAdded(d) => write!(f, "new dependency {d}"),
             Reason::DepRemoved(d) => write!(f, "dependency {d} was removed"),
@@ -49,6 +59,9 @@ impl fmt::Display for Reason {
             Reason::ToolChanged { name, what } => write!(f, "tool {name} changed ({what})"),
             Reason::FormatChanged => write!(f, "the key format changed (new gvbuild version)"),
             Reason::OutputsModified => write!(f, "its outputs on disk differ from the last build"),
+            Reason::SeveralCachedResults(n) => {
+                write!(f, "{n} cached results match its discovered inputs; running rather than guessing")
+            }
         }
     }
 }

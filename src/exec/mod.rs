@@ -25,7 +25,7 @@ pub mod explain;
 pub mod report;
 pub mod runner;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -91,6 +91,31 @@ pub struct Ctx {
     pub slots: Slots,
     /// On a terminal: where a download adds its progress bar.
     pub progress: Option<indicatif::MultiProgress>,
+    /// Declared output path -> the step target that writes it, built on first use.
+    pub producers: std::sync::OnceLock<HashMap<String, usize>>,
+}
+
+impl Ctx {
+    /// The step target whose declared outputs hold project path `path` (the output itself or
+    /// a file inside an output folder).
+    pub fn producer_of(&self, path: &str) -> Option<usize> {
+        let map = self.producers.get_or_init(|| {
+            let mut m = HashMap::new();
+            for (i, t) in self.graph.project.targets.iter().enumerate() {
+                for o in &t.outputs {
+                    m.insert(o.path.clone(), i);
+                }
+            }
+            m
+        });
+        let mut p = path;
+        loop {
+            if let Some(&i) = map.get(p) {
+                return Some(i);
+            }
+            p = &p[..p.rfind('/')?];
+        }
+    }
 }
 
 /// A counting semaphore.

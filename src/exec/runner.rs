@@ -15,7 +15,9 @@ use crate::cache::{ActionEntry, CacheError};
 use crate::config::{RestoreMode, RunStep, Step, Target};
 use crate::fingerprint::outputs::OutputTree;
 use crate::fingerprint::state::{Explained, Record};
-use crate::fingerprint::{depfile, full_key, inputs, Digest, FileId, KeyParts, StepDef, KEY_VERSION};
+use crate::fingerprint::{
+    depfile, discovered, full_key, inputs, Digest, FileId, KeyParts, StepDef, KEY_VERSION,
+};
 use crate::fsutil;
 use crate::steps::fetch;
 use crate::steps::image::{Builder, ImageSpec};
@@ -219,7 +221,7 @@ fn key_inputs(ctx: &Ctx, t: &Target, step: &Step) -> Result<BTreeMap<String, Fil
         Step::Fetch(_) => Ok(BTreeMap::new()),
         Step::Image(im @ ImageSpec { builder: Builder::Native { .. }, .. }) => {
             let mut ids = inputs::resolve(&ctx.root, &t.inputs, &ctx.stat).map_err(|e| e.to_string())?;
-            native_image_facts(ctx, im, &mut ids);
+            native_image_facts(ctx, im, &mut ids)?;
             Ok(ids)
         }
         _ => inputs::resolve(&ctx.root, &t.inputs, &ctx.stat).map_err(|e| e.to_string()),
@@ -229,26 +231,31 @@ fn key_inputs(ctx: &Ctx, t: &Target, step: &Step) -> Result<BTreeMap<String, Fil
 /// What a native image holds beyond its input files' contents: the stage root's folders (empty
 /// ones too) and symlinks by their text, and each klib the manifest names, where the builder
 /// looks for it (the klib folder first, then the release), present or not.
-fn native_image_facts(ctx: &Ctx, im: &ImageSpec, ids: &mut BTreeMap<String, FileId>) {
+fn native_image_facts(ctx: &Ctx, im: &ImageSpec, ids: &mut BTreeMap<String, FileId>) -> Result<(), String> {
     let fact = |what: &[u8]| FileId { digest: *blake3::hash(what).as_bytes(), exec: false, size: 0 };
     let root = ctx.root.join(&im.root);
     let walker =
         walkdir::WalkDir::new(&root).min_depth(1).sort_by_file_name().into_iter().filter_entry(|e| {
             !(e.file_type().is_dir() && inputs::SKIP_DIRS.iter().any(|s| e.file_name() == *s))
         });
-    for e in walker.flatten() {
+    for e in walker {
+        let e = e.map_err(|e| format!("cannot read the image root {}: {e}", im.root))?;
         let Ok(rel) = e.path().strip_prefix(&ctx.root) else { continue };
-        let rel = rel.to_string_lossy();
+        let rel = rel
+            .to_str()
+            .ok_or_else(|| format!("{} in the image root has a name that is not UTF-8", rel.display()))?;
         if e.file_type().is_dir() {
             ids.insert(format!("{rel} (folder)"), fact(b"folder"));
         } else if e.file_type().is_symlink() {
-            let target = fs::read_link(e.path()).map(|t| t.into_os_string().into_encoded_bytes());
-            ids.insert(format!("{rel} (link)"), fact(&target.unwrap_or_default()));
+            let target =
+                fs::read_link(e.path()).map_err(|err| format!("cannot read symlink {rel}: {err}"))?;
+            ids.insert(format!("{rel} (link)"), fact(target.as_os_str().as_encoded_bytes()));
         }
     }
-    let Builder::Native { release, .. } = &im.builder else { return };
-    let Ok(text) = fs::read_to_string(ctx.root.join(&im.manifest)) else { return };
-    let Ok(m) = serde_json::from_str::<crate::steps::manifest::Manifest>(&text) else { return };
+    let Builder::Native { release, .. } = &im.builder else { return Ok(()) };
+    // The builder itself reports a missing or malformed manifest, naming the YAML line.
+    let Ok(text) = fs::read_to_string(ctx.root.join(&im.manifest)) else { return Ok(()) };
+    let Ok(m) = serde_json::from_str::<crate::steps::manifest::Manifest>(&text) else { return Ok(()) };
     for k in &m.klibs {
         let dirs =
             m.klib_dir.iter().map(|d| Path::new(&im.root).join(d)).chain([Path::new(release).join("klibs")]);
@@ -262,6 +269,7 @@ fn native_image_facts(ctx: &Ctx, im: &ImageSpec, ids: &mut BTreeMap<String, File
             ids.insert(format!("{rel} (klib)"), id.unwrap_or_else(|| fact(b"absent")));
         }
     }
+    Ok(())
 }
 
 /// What a manifest checks in the stage root, as keyable facts: each checked path and whether
@@ -316,18 +324,49 @@ fn discovers(step: &Step) -> bool {
     }
 }
 
-/// The full key for a list of discovered inputs, if all of them still exist.
+/// The search folders whose lookups a step's discovered inputs are keyed with (see
+/// [`discovered`]): the command's include folders, or the stage step's `search` folders.
+fn search_dirs(step: &Step) -> Vec<String> {
+    match step {
+        Step::Run(run) => discovered::command_search_dirs(&run.command),
+        Step::Stage(st) => st.search.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// The full key for a list of discovered inputs: absent files are keyed as absent, and the
+/// search folders' lookups are keyed too. `Err` says which read failed.
 fn full_for(
     ctx: &Ctx,
     step: &Step,
     first: Digest,
     list: &[String],
-) -> Option<(Digest, BTreeMap<String, FileId>)> {
+) -> Result<(Digest, BTreeMap<String, FileId>), String> {
     if !discovers(step) {
-        return Some((first, BTreeMap::new()));
+        return Ok((first, BTreeMap::new()));
     }
-    let ids = discovered_ids(ctx, list)?;
-    Some((full_key(&first, &ids), ids))
+    let ids = discovered::identities(&ctx.root, list, &search_dirs(step), &ctx.stat)
+        .map_err(|e| format!("cannot read a discovered input: {e}"))?;
+    Ok((full_key(&first, &ids), ids))
+}
+
+/// A discovered file that another target declares as its output, read without a dependency
+/// path to that target: its content depended on the order the steps happened to run in.
+fn unordered_read(ctx: &Ctx, t: &Target, list: &[String], how: &str) -> Result<(), String> {
+    let Some(me) = ctx.graph.lookup(&t.name) else { return Ok(()) };
+    for p in list.iter().filter(|p| !p.starts_with('/')) {
+        let Some(producer) = ctx.producer_of(p) else { continue };
+        if producer != me && !ctx.graph.depends_on(me, producer) {
+            let other = &ctx.graph.target(producer).name;
+            return Err(format!(
+                "`{}` read `{p}` ({how}), which target `{other}` writes, but `{}` does not depend on \
+                 `{other}`: the file it read depended on the order the steps ran in. Add `{other}` to \
+                 its `deps` (or `{p}` to its `inputs`, which infers the dependency)",
+                t.name, t.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Step 2: fresh when the key equals the one recorded for this target and the outputs on disk
@@ -336,8 +375,14 @@ fn fresh(ctx: &Ctx, t: &Target, step: &Step, parts: &KeyParts, first: Digest, re
     if !t.cache || ctx.opts.rebuild.contains(&t.name) {
         return None;
     }
-    let (key, _) = full_for(ctx, step, first, &rec.discovered)?;
+    let (key, _) = full_for(ctx, step, first, &rec.discovered).ok()?;
     if key != rec.key {
+        return None;
+    }
+    if discovers(step)
+        && rec.graph_key != ctx.graph.key
+        && unordered_read(ctx, t, &rec.discovered, "").is_err()
+    {
         return None;
     }
     let tree = OutputTree::collect(&ctx.root, &parts.step.outputs, &ctx.stat).ok()?;
@@ -355,7 +400,14 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
     let root = ctx.root.as_path();
     let parts = match fingerprint(ctx, t, step, deps) {
         Ok(p) => p,
-        Err(e) => return Done::failed(e),
+        Err(e) => {
+            // A failed step leaves no outputs, also when its inputs could not be keyed: an
+            // output of an earlier build must not pass for this one's.
+            if !ctx.opts.dry_run {
+                clear_outputs(root, &t.outputs.iter().map(|o| o.path.clone()).collect::<Vec<_>>());
+            }
+            return Done::failed(e);
+        }
     };
     let outputs = parts.step.outputs.clone();
     let first = parts.key();
@@ -366,8 +418,8 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
     if let Some(d) = record.and_then(|r| fresh(ctx, t, step, &parts, first, r)) {
         return d;
     }
-    let recorded = record.and_then(|r| full_for(ctx, step, first, &r.discovered).map(|k| (r, k)));
-    let now_discovered = recorded.as_ref().map(|(_, (_, ids))| ids.clone()).unwrap_or_default();
+    let recorded = record.and_then(|r| full_for(ctx, step, first, &r.discovered).ok());
+    let now_discovered = recorded.map(|(_, ids)| ids).unwrap_or_default();
     let mut reasons = Vec::new();
     if ctx.opts.explain || ctx.opts.dry_run {
         if forced {
@@ -392,13 +444,29 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
         } else {
             lists.push(Vec::new());
         }
+        // Every recorded list whose full key has an entry could apply. One is a hit; several
+        // (they cannot all be what the command would produce now) mean the step runs.
+        let mut hits: Vec<(Digest, BTreeMap<String, FileId>, Vec<String>, ActionEntry)> = Vec::new();
         for list in lists {
-            let Some((key, ids)) = full_for(ctx, step, first, &list) else {
+            let Ok((key, ids)) = full_for(ctx, step, first, &list) else {
                 continue;
             };
+            if hits.iter().any(|h| h.0 == key) {
+                continue;
+            }
             let Some(entry) = ctx.cache.get_entry(&key) else {
                 continue;
             };
+            if let Err(e) = unordered_read(ctx, t, &list, "a discovered input of a cached result") {
+                return Done::failed(e);
+            }
+            hits.push((key, ids, list, entry));
+        }
+        if hits.len() > 1 {
+            reasons.push(Reason::SeveralCachedResults(hits.len()));
+            hits.clear();
+        }
+        if let Some((key, ids, list, entry)) = hits.pop() {
             if ctx.opts.dry_run {
                 let mut d = Done::new(Outcome::Restored);
                 d.key = Some(key);
@@ -414,7 +482,13 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
                     d.outputs_digest = Some(outputs_digest);
                     d.image_id = image_id(step, &entry.outputs);
                     d.reasons = reasons;
-                    d.record = Some(Record { key, outputs: entry.outputs, outputs_digest, discovered: list });
+                    d.record = Some(Record {
+                        key,
+                        outputs: entry.outputs,
+                        outputs_digest,
+                        discovered: list,
+                        graph_key: ctx.graph.key,
+                    });
                     d.update_record = true;
                     d.explained = Some(explained(ids));
                     return d;
@@ -437,15 +511,6 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
 
     // 4. Run, then 5. store.
     finish_run(ctx, t, step, parts, first, reasons, Vec::new())
-}
-
-fn discovered_ids(ctx: &Ctx, list: &[String]) -> Option<BTreeMap<String, FileId>> {
-    let mut ids = BTreeMap::new();
-    for p in list {
-        let abs = abs_path(&ctx.root, p);
-        ids.insert(p.clone(), ctx.stat.file_id(p, &abs).ok()?);
-    }
-    Some(ids)
 }
 
 fn abs_path(root: &Path, p: &str) -> PathBuf {
@@ -714,46 +779,27 @@ fn finish_run(
         }
     }
 
-    let mut list = Vec::new();
-    let mut ids = BTreeMap::new();
-    let discovered_raw: Option<Vec<String>> = match (step, depfile_of(step)) {
-        (Step::Stage(_) | Step::Image(_), _) => {
-            Some(staged_libs.iter().map(|p| p.to_string_lossy().into_owned()).collect())
+    let discovered = match discovered_after_run(ctx, t, step, &staged_libs, outputs, started) {
+        Ok(d) => d,
+        Err(e) => {
+            done.outcome = Outcome::Failed;
+            done.error = Some(e);
+            return done;
         }
-        (_, Some(dep)) => match fs::read_to_string(root.join(dep)) {
-            Ok(text) => Some(depfile::parse(&text)),
-            Err(e) => {
-                done.outcome = Outcome::Failed;
-                done.error = Some(format!("the step did not write its depfile {dep}: {e}"));
-                return done;
-            }
-        },
-        _ => None,
     };
-    for p in discovered_raw.iter().flatten() {
-        let Some(p) = project_path(root, p) else {
-            continue;
-        };
-        if outputs.iter().any(|o| &p == o || p.starts_with(&format!("{o}/"))) || ids.contains_key(&p) {
-            continue;
-        }
-        let abs = abs_path(root, &p);
-        let Ok(meta) = fs::metadata(&abs) else {
-            continue;
-        };
-        if meta.modified().is_ok_and(|m| m >= started) {
-            storable = false;
-            warnings.push(format!(
-                "discovered input {p} of `{}` changed while it ran; its result is not cached",
-                t.name
-            ));
-        }
-        if let Ok(id) = ctx.stat.file_id_with_meta(&p, &abs, &meta) {
-            list.push(p.clone());
-            ids.insert(p, id);
-        }
+    if let Some(w) = discovered.changed_while_running {
+        storable = false;
+        warnings.push(w);
     }
-    let key = if discovers(step) { full_key(&first, &ids) } else { first };
+    let list = discovered.list;
+    let (key, ids) = match full_for(ctx, step, first, &list) {
+        Ok(k) => k,
+        Err(e) => {
+            done.outcome = Outcome::Failed;
+            done.error = Some(e);
+            return done;
+        }
+    };
     done.key = Some(key);
     done.warnings = warnings;
     done.update_record = true;
@@ -767,9 +813,89 @@ fn finish_run(
         }
         done.phases.push(("store", storing.elapsed()));
     }
-    done.record = Some(Record { key, outputs: tree, outputs_digest, discovered: list });
+    done.record =
+        Some(Record { key, outputs: tree, outputs_digest, discovered: list, graph_key: ctx.graph.key });
     done.explained = Some(Explained { parts, discovered: ids });
     done
+}
+
+/// The discovered inputs of a step that just ran, as the key names them.
+struct AfterRun {
+    list: Vec<String>,
+    /// Set when a discovered file changed while the step ran: its result is not stored.
+    changed_while_running: Option<String>,
+}
+
+/// Read what a step discovered: its depfile (read as ninja does) or the stage step's libraries.
+/// Every named file must exist and be named in UTF-8; one that another target writes needs a
+/// dependency path to that target. `Err` names the depfile line.
+fn discovered_after_run(
+    ctx: &Ctx,
+    t: &Target,
+    step: &Step,
+    staged_libs: &[PathBuf],
+    outputs: &[String],
+    started: SystemTime,
+) -> Result<AfterRun, String> {
+    let root = ctx.root.as_path();
+    // (name, where it was named) for each discovered file.
+    let raw: Vec<(String, String)> = match (step, depfile_of(step)) {
+        (Step::Stage(_), _) => staged_libs
+            .iter()
+            .map(|p| match p.to_str() {
+                Some(s) => Ok((s.to_string(), "a library of `libs_for`".to_string())),
+                None => Err(format!("library {} has a name that is not UTF-8", p.display())),
+            })
+            .collect::<Result<_, _>>()?,
+        (_, Some(dep)) => {
+            let bytes = fs::read(root.join(dep))
+                .map_err(|e| format!("the step did not write its depfile {dep}: {e}"))?;
+            let parsed = depfile::parse(&bytes).map_err(|e| format!("cannot read depfile {dep}: {e}"))?;
+            parsed
+                .inputs
+                .into_iter()
+                .map(|i| match String::from_utf8(i.path) {
+                    Ok(s) => Ok((s, format!("depfile {dep} line {}", i.line))),
+                    Err(_) => Err(format!(
+                        "depfile {dep} line {} names a file whose name is not UTF-8; gvbuild keys only \
+                         UTF-8 paths",
+                        i.line
+                    )),
+                })
+                .collect::<Result<_, _>>()?
+        }
+        _ => return Ok(AfterRun { list: Vec::new(), changed_while_running: None }),
+    };
+    let mut list: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut changed_while_running = None;
+    for (named, whence) in raw {
+        let Some(p) = project_path(root, &named) else {
+            return Err(format!(
+                "{whence} names `{named}`, which does not exist; depfile paths are read relative to the \
+                 project folder, so write them relative to it or absolute"
+            ));
+        };
+        if outputs.iter().any(|o| &p == o || p.starts_with(&format!("{o}/"))) || !seen.insert(p.clone()) {
+            continue;
+        }
+        let abs = abs_path(root, &p);
+        let meta = fs::metadata(&abs).map_err(|e| {
+            format!(
+                "{whence} names `{named}`, which cannot be read ({e}); a file the command read must \
+                 exist after it ran (depfile paths are relative to the project folder)"
+            )
+        })?;
+        if meta.modified().is_ok_and(|m| m >= started) {
+            changed_while_running = Some(format!(
+                "discovered input {p} of `{}` changed while it ran; its result is not cached",
+                t.name
+            ));
+        }
+        list.push(p);
+    }
+    unordered_read(ctx, t, &list, "found through its depfile")?;
+    Ok(AfterRun { list, changed_while_running })
 }
 
 /// Run a shell step in its command slot; `Err` says why it failed.
@@ -833,9 +959,12 @@ fn project_path(root: &Path, p: &str) -> Option<String> {
         Some(r) => Some(r),
         // A relative path out of the project (../sibling/x.h): key it by absolute path.
         None => {
-            let abs = root.join(p);
-            let canon = fs::canonicalize(abs).ok()?;
-            canon.to_str().map(str::to_string)
+            let canon = fs::canonicalize(root.join(p)).ok()?;
+            let croot = fs::canonicalize(root).ok()?;
+            match canon.strip_prefix(&croot) {
+                Ok(rel) => crate::config::normalize_rel(rel.to_str()?),
+                Err(_) => canon.to_str().map(str::to_string),
+            }
         }
     }
 }

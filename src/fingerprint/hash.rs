@@ -6,12 +6,13 @@
 //! is "racily clean" (a second write in the same clock tick would keep the same mtime), so its
 //! entry is not trusted and it is hashed again, as git does with its index.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
-use std::sync::RwLock;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -50,15 +51,18 @@ pub struct StatCache {
     /// While nothing runs (the fresh-check phase), a path stat-ed once, as one step's output,
     /// need not be stat-ed again as another step's input.
     memo: RwLock<Option<HashMap<String, FileId>>>,
+    /// Folder listings, memoised in the same phase (see [`StatCache::listing`]).
+    listings: RwLock<Option<HashMap<PathBuf, Arc<HashSet<OsString>>>>>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct StatFile {
-    version: u32,
     entries: Vec<(String, StatEntry)>,
 }
 
-const STAT_VERSION: u32 = 1;
+/// The sealed format of `stat.bin` (see [`super::encode`]).
+const STAT_VERSION: u32 = 2;
+const STAT_MAGIC: &[u8; 8] = b"GVSTAT\0\0";
 
 fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
@@ -70,13 +74,15 @@ pub fn is_exec(meta: &fs::Metadata) -> bool {
 
 impl StatCache {
     pub fn load(path: &Path) -> StatCache {
-        let map = fs::read(path)
-            .ok()
-            .and_then(|b| bincode::deserialize::<StatFile>(&b).ok())
-            .filter(|f| f.version == STAT_VERSION)
+        let map = super::encode::read_sealed::<StatFile>(path, STAT_MAGIC, STAT_VERSION)
             .map(|f| f.entries.into_iter().collect())
             .unwrap_or_default();
-        StatCache { map: RwLock::new(map), dirty: Default::default(), memo: RwLock::new(None) }
+        StatCache {
+            map: RwLock::new(map),
+            dirty: Default::default(),
+            memo: RwLock::new(None),
+            listings: RwLock::new(None),
+        }
     }
 
     /// Start (true) or end (false) a phase in which no file changes: identities are memoised.
@@ -84,6 +90,29 @@ impl StatCache {
         if let Ok(mut m) = self.memo.write() {
             *m = frozen.then(HashMap::new);
         }
+        if let Ok(mut m) = self.listings.write() {
+            *m = frozen.then(HashMap::new);
+        }
+    }
+
+    /// The names in folder `dir` (empty when it is not a readable folder), read once per
+    /// fresh-check phase.
+    pub fn listing(&self, dir: &Path) -> Arc<HashSet<OsString>> {
+        if let Some(l) = self.listings.read().ok().and_then(|m| m.as_ref().and_then(|m| m.get(dir).cloned()))
+        {
+            return l;
+        }
+        let names: HashSet<OsString> = match fs::read_dir(dir) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+            Err(_) => HashSet::new(),
+        };
+        let names = Arc::new(names);
+        if let Ok(mut m) = self.listings.write() {
+            if let Some(m) = m.as_mut() {
+                m.insert(dir.to_path_buf(), names.clone());
+            }
+        }
+        names
     }
 
     pub fn memo_get(&self, key: &str) -> Option<FileId> {
@@ -104,9 +133,7 @@ impl StatCache {
         }
         let map = self.map.read().map_err(|_| io::Error::other("stat cache lock poisoned"))?;
         let entries: Vec<(String, StatEntry)> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        let bytes =
-            bincode::serialize(&StatFile { version: STAT_VERSION, entries }).map_err(io::Error::other)?;
-        crate::fsutil::write_atomic(path, &bytes)
+        super::encode::write_sealed(path, STAT_MAGIC, STAT_VERSION, &StatFile { entries })
     }
 
     /// The identity of the file at `abs`, recorded under `key` (its project-relative or absolute
@@ -117,6 +144,10 @@ impl StatCache {
     }
 
     pub fn file_id_with_meta(&self, key: &str, abs: &Path, meta: &fs::Metadata) -> io::Result<FileId> {
+        if !meta.is_file() {
+            // Opening a FIFO would block the build; a device or socket has no content to key.
+            return Err(io::Error::other(format!("{key} is {}, not a regular file", kind_of(meta))));
+        }
         let size = meta.len();
         let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
         let ctime_ns = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
@@ -174,6 +205,25 @@ impl StatCache {
                 self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// What a non-regular file is, in words.
+pub fn kind_of(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "a device"
+    } else if ft.is_dir() {
+        "a folder"
+    } else if ft.is_symlink() {
+        "a symlink"
+    } else {
+        "a regular file"
     }
 }
 

@@ -21,6 +21,12 @@ pub enum InputError {
     Io { path: String, cause: io::Error },
     #[error("input glob `{0}` is invalid: {1}")]
     Glob(String, String),
+    #[error("input `{0}` has a name that is not UTF-8; gvbuild keys only UTF-8 paths: rename it")]
+    NotUtf8(String),
+    #[error("input `{link}` is a symlink that leads back to its own ancestor `{ancestor}` (a loop)")]
+    Loop { link: String, ancestor: String },
+    #[error("input `{path}` is {kind}; inputs may hold only files, folders and symlinks")]
+    NotAFile { path: String, kind: &'static str },
 }
 
 /// Project-relative (or absolute) name -> identity of every file the inputs stand for.
@@ -78,6 +84,8 @@ fn literal(
     };
     if meta.is_dir() {
         walk(&abs, path, None, stat, out)
+    } else if !meta.is_file() {
+        Err(InputError::NotAFile { path: path.to_string(), kind: super::hash::kind_of(&meta) })
     } else {
         let id = stat
             .file_id_with_meta(path, &abs, &meta)
@@ -125,6 +133,12 @@ fn glob(
 }
 
 /// Every file below `abs` (named `name` in keys), optionally filtered by a glob on the name.
+///
+/// Symlinks are followed: a link to a file is keyed by the file's content, a link to a folder by
+/// every file below it (under the link's name), and every link also by its text. A dangling
+/// link is keyed by its text. A link that leads back to one of its own ancestors is an error
+/// naming both, as is anything that is not a file, folder or symlink (a FIFO would block the
+/// build), and a name that is not UTF-8. Only `.git` and `.gvbuild` folders are skipped.
 fn walk(
     abs: &Path,
     name: &str,
@@ -132,37 +146,56 @@ fn walk(
     stat: &StatCache,
     out: &mut BTreeMap<String, FileId>,
 ) -> Result<(), InputError> {
-    let walker = WalkDir::new(abs).sort_by_file_name().into_iter().filter_entry(|e| {
+    let walker = WalkDir::new(abs).follow_links(true).sort_by_file_name().into_iter().filter_entry(|e| {
         e.depth() == 0 || !(e.file_type().is_dir() && SKIP_DIRS.iter().any(|s| e.file_name() == *s))
     });
+    let key_of = |path: &Path| -> Result<String, InputError> {
+        let rel = path.strip_prefix(abs).unwrap_or(path);
+        match rel.to_str() {
+            Some("") => Ok(name.to_string()),
+            Some(rel) => Ok(join(name, rel)),
+            None => Err(InputError::NotUtf8(join(name, &rel.to_string_lossy()))),
+        }
+    };
+    let matches = |key: &str| filter.is_none_or(|m| m.is_match(key));
     for entry in walker {
-        let entry = entry.map_err(|e| InputError::Io { path: name.to_string(), cause: e.into() })?;
-        if entry.file_type().is_dir() {
-            continue;
-        }
-        let Ok(rel) = entry.path().strip_prefix(abs) else {
-            continue;
+        let entry = match entry {
+            Ok(e) => e,
+            Err(err) => {
+                let path = err.path().map(Path::to_path_buf).unwrap_or_else(|| abs.to_path_buf());
+                let key = key_of(&path)?;
+                if let Some(ancestor) = err.loop_ancestor() {
+                    return Err(InputError::Loop { link: key, ancestor: key_of(ancestor)? });
+                }
+                // A dangling link: what it says is all there is.
+                if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink())
+                    && fs::metadata(&path).is_err()
+                {
+                    if matches(&key) {
+                        let id =
+                            link_id(&path).map_err(|cause| InputError::Io { path: key.clone(), cause })?;
+                        out.insert(format!("{key} (link)"), id);
+                    }
+                    continue;
+                }
+                return Err(InputError::Io { path: key, cause: err.into() });
+            }
         };
-        let Some(rel) = rel.to_str() else { continue };
-        let key = join(name, rel);
-        if let Some(m) = filter {
-            if !m.is_match(&key) {
-                continue;
-            }
+        let key = key_of(entry.path())?;
+        if entry.path_is_symlink() && matches(&key) {
+            let id = link_id(entry.path()).map_err(|cause| InputError::Io { path: key.clone(), cause })?;
+            out.insert(format!("{key} (link)"), id);
         }
-        let id = if entry.file_type().is_symlink() {
-            match fs::metadata(entry.path()) {
-                Ok(m) if m.is_file() => stat.file_id_with_meta(&key, entry.path(), &m),
-                // A link to a folder or nowhere: its target text is what it is.
-                _ => link_id(entry.path()),
-            }
-        } else {
-            entry
-                .metadata()
-                .map_err(io::Error::from)
-                .and_then(|m| stat.file_id_with_meta(&key, entry.path(), &m))
+        if entry.file_type().is_dir() || !matches(&key) {
+            continue;
         }
-        .map_err(|cause| InputError::Io { path: key.clone(), cause })?;
+        let meta = entry.metadata().map_err(|e| InputError::Io { path: key.clone(), cause: e.into() })?;
+        if !meta.is_file() {
+            return Err(InputError::NotAFile { path: key, kind: super::hash::kind_of(&meta) });
+        }
+        let id = stat
+            .file_id_with_meta(&key, entry.path(), &meta)
+            .map_err(|cause| InputError::Io { path: key.clone(), cause })?;
         out.insert(key, id);
     }
     Ok(())

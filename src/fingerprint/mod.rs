@@ -45,6 +45,8 @@
 //!   process groups, killed at the next start if gvbuild itself was killed.
 
 pub mod depfile;
+pub mod discovered;
+pub mod encode;
 pub mod hash;
 pub mod inputs;
 pub mod outputs;
@@ -55,10 +57,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use self::encode::KeyWriter;
 pub use self::hash::{Digest, FileId, StatCache};
 
-/// Bump to invalidate every cache entry ever written.
-pub const KEY_VERSION: u32 = 1;
+/// Bump to invalidate every cache entry ever written. 2: the key bytes moved from bincode to
+/// [`encode`]; depfiles read as ninja does; absent discovered inputs and search-folder lookups
+/// keyed; symlinked folders followed.
+pub const KEY_VERSION: u32 = 2;
 
 /// Everything a step's first-level key is made of.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -83,28 +88,57 @@ pub struct StepDef {
 }
 
 impl KeyParts {
-    /// The first-level key.
+    /// The first-level key: blake3 of `gvbuild key\0` and every part in the format that
+    /// [`encode`] documents.
     pub fn key(&self) -> Digest {
-        let mut h = blake3::Hasher::new();
-        h.update(b"gvbuild key\0");
-        // bincode of plain structs and BTreeMaps cannot fail; an empty hash would still never
-        // collide with a real key because of the prefix.
-        if let Ok(bytes) = bincode::serialize(self) {
-            h.update(&bytes);
+        let mut w = KeyWriter::new(b"gvbuild key\0");
+        w.field("version").u64(self.version as u64);
+        w.field("step");
+        w.field("kind").str(&self.step.kind);
+        w.field("command").str(&self.step.command);
+        w.field("outputs").len(self.step.outputs.len());
+        for o in &self.step.outputs {
+            w.str(o);
         }
-        *h.finalize().as_bytes()
+        w.field("depfile").opt_str(self.step.depfile.as_deref());
+        w.field("inputs");
+        write_files(&mut w, &self.inputs);
+        w.field("deps").len(self.deps.len());
+        for (name, d) in &self.deps {
+            w.str(name).bytes(d);
+        }
+        w.field("env").len(self.env.len());
+        for (k, v) in &self.env {
+            w.str(k).str(v);
+        }
+        w.field("pass_env").len(self.pass_env.len());
+        for (k, v) in &self.pass_env {
+            w.str(k).opt_str(v.as_deref());
+        }
+        w.field("tools").len(self.tools.len());
+        for (name, t) in &self.tools {
+            w.str(name).bytes(&t.digest).str(&t.version);
+        }
+        w.finish()
     }
 }
 
-/// The full key of a step with discovered inputs.
-pub fn full_key(first: &Digest, discovered: &BTreeMap<String, FileId>) -> Digest {
-    let mut h = blake3::Hasher::new();
-    h.update(b"gvbuild full key\0");
-    h.update(first);
-    if let Ok(bytes) = bincode::serialize(discovered) {
-        h.update(&bytes);
+/// A map of file identities: name, digest, executable bit, size.
+fn write_files(w: &mut KeyWriter, files: &BTreeMap<String, FileId>) {
+    w.len(files.len());
+    for (name, id) in files {
+        w.str(name).bytes(&id.digest).bool(id.exec).u64(id.size);
     }
-    *h.finalize().as_bytes()
+}
+
+/// The full key of a step with discovered inputs: the first-level key plus the identities of
+/// the discovered files (absent ones included) and the lookup facts of its search folders.
+pub fn full_key(first: &Digest, discovered: &BTreeMap<String, FileId>) -> Digest {
+    let mut w = KeyWriter::new(b"gvbuild full key\0");
+    w.field("first").bytes(first);
+    w.field("discovered");
+    write_files(&mut w, discovered);
+    w.finish()
 }
 
 #[cfg(test)]
@@ -138,7 +172,7 @@ mod tests {
     fn key_format_is_pinned() {
         assert_eq!(
             hash::hex(&sample().key()),
-            "ec5e040feab5286f44ec31d195bf7f0763c5315ff2891e91bb04d914dde01c5b"
+            "d64879a06f4891212b54e76681a6dc7d47b8bf75ca0c7ab6036b2d8bece8e0d5"
         );
     }
 

@@ -40,17 +40,29 @@ pub enum OutputError {
     Missing(String),
     #[error("cannot read output `{path}`: {cause}")]
     Io { path: String, cause: io::Error },
+    #[error("output `{0}` has a name that is not UTF-8; gvbuild stores only UTF-8 paths")]
+    NotUtf8(String),
+    #[error("output `{path}` is {kind}; outputs may hold only files, folders and symlinks")]
+    NotAFile { path: String, kind: &'static str },
 }
 
 impl OutputTree {
     /// The digest dependents key on.
     pub fn digest(&self) -> Digest {
-        let mut h = blake3::Hasher::new();
-        h.update(b"gvbuild outputs\0");
-        if let Ok(bytes) = bincode::serialize(self) {
-            h.update(&bytes);
+        let mut w = super::encode::KeyWriter::new(b"gvbuild outputs\0");
+        w.field("files").len(self.files.len());
+        for f in &self.files {
+            w.str(&f.path).bytes(&f.digest).u64(f.size).bool(f.exec);
         }
-        *h.finalize().as_bytes()
+        w.field("symlinks").len(self.symlinks.len());
+        for l in &self.symlinks {
+            w.str(&l.path).str(&l.target);
+        }
+        w.field("dirs").len(self.dirs.len());
+        for d in &self.dirs {
+            w.str(d);
+        }
+        w.finish()
     }
 
     pub fn total_size(&self) -> u64 {
@@ -74,8 +86,12 @@ impl OutputTree {
             } else if meta.is_dir() {
                 for entry in WalkDir::new(&abs).sort_by_file_name() {
                     let entry = entry.map_err(|e| OutputError::Io { path: out.clone(), cause: e.into() })?;
-                    let rel = entry.path().strip_prefix(&abs).ok().and_then(|r| r.to_str()).unwrap_or("");
-                    let name = if rel.is_empty() { out.clone() } else { format!("{out}/{rel}") };
+                    let rel = entry.path().strip_prefix(&abs).unwrap_or(entry.path());
+                    let name = match rel.to_str() {
+                        Some("") => out.clone(),
+                        Some(rel) => format!("{out}/{rel}"),
+                        None => return Err(OutputError::NotUtf8(format!("{out}/{}", rel.to_string_lossy()))),
+                    };
                     let ft = entry.file_type();
                     if ft.is_dir() {
                         tree.dirs.push(name);
@@ -94,6 +110,11 @@ impl OutputTree {
                             size: id.size,
                             exec: id.exec,
                         });
+                    } else {
+                        let meta = entry
+                            .metadata()
+                            .map_err(|e| OutputError::Io { path: name.clone(), cause: e.into() })?;
+                        return Err(OutputError::NotAFile { path: name, kind: super::hash::kind_of(&meta) });
                     }
                 }
             } else {
@@ -114,5 +135,8 @@ impl OutputTree {
 
 fn link(abs: &Path, name: &str) -> Result<OutLink, OutputError> {
     let target = fs::read_link(abs).map_err(|cause| OutputError::Io { path: name.to_string(), cause })?;
-    Ok(OutLink { path: name.to_string(), target: target.to_string_lossy().into_owned() })
+    let target = target.into_os_string().into_string().map_err(|t| {
+        OutputError::NotUtf8(format!("{name} (a symlink to {})", std::path::Path::new(&t).display()))
+    })?;
+    Ok(OutLink { path: name.to_string(), target })
 }

@@ -12,9 +12,10 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use super::encode::{read_sealed, write_sealed};
 use super::hash::Digest;
 use super::outputs::OutputTree;
-use super::KeyParts;
+use super::{KeyParts, KEY_VERSION};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
@@ -24,6 +25,9 @@ pub struct Record {
     pub outputs_digest: Digest,
     /// Discovered inputs (from a depfile) when the step last ran.
     pub discovered: Vec<String>,
+    /// The graph key (YAML bytes and vars) under which `discovered` was last checked against the
+    /// other targets' outputs; another graph means checking it again.
+    pub graph_key: Digest,
 }
 
 /// What `--explain` compares against.
@@ -35,11 +39,14 @@ pub struct Explained {
 
 #[derive(Serialize, Deserialize)]
 struct StateFile {
-    version: u32,
     records: Vec<(String, Record)>,
 }
 
-const STATE_VERSION: u32 = 1;
+/// The sealed format of `state.bin` and `explain.bin` (see [`super::encode`]); journal frames
+/// carry [`KEY_VERSION`], so a journal left by another version is ignored.
+const STATE_VERSION: u32 = 2 + KEY_VERSION * 1000;
+const STATE_MAGIC: &[u8; 8] = b"GVSTATE\0";
+const EXPLAIN_MAGIC: &[u8; 8] = b"GVEXPLN\0";
 
 pub struct State {
     dir: PathBuf,
@@ -50,12 +57,10 @@ pub struct State {
 
 impl State {
     pub fn load(dir: &Path) -> State {
-        let mut records: HashMap<String, Record> = fs::read(dir.join("state.bin"))
-            .ok()
-            .and_then(|b| bincode::deserialize::<StateFile>(&b).ok())
-            .filter(|f| f.version == STATE_VERSION)
-            .map(|f| f.records.into_iter().collect())
-            .unwrap_or_default();
+        let mut records: HashMap<String, Record> =
+            read_sealed::<StateFile>(&dir.join("state.bin"), STATE_MAGIC, STATE_VERSION)
+                .map(|f| f.records.into_iter().collect())
+                .unwrap_or_default();
         let mut dirty = false;
         if let Ok(bytes) = fs::read(dir.join("journal")) {
             for (name, rec) in replay(&bytes) {
@@ -76,7 +81,7 @@ impl State {
     /// Append a finished step's record (or its removal) to the journal, durable against a kill of
     /// this process from the moment this returns.
     pub fn append(&self, target: &str, rec: Option<&Record>) -> io::Result<()> {
-        let payload = bincode::serialize(&(target, rec)).map_err(io::Error::other)?;
+        let payload = postcard::to_stdvec(&(KEY_VERSION, target, rec)).map_err(io::Error::other)?;
         let mut frame = Vec::with_capacity(payload.len() + 12);
         frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         frame.extend_from_slice(&blake3::hash(&payload).as_bytes()[..8]);
@@ -108,9 +113,7 @@ impl State {
         let mut records: Vec<(String, Record)> =
             self.records.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         records.sort_by(|a, b| a.0.cmp(&b.0));
-        let bytes =
-            bincode::serialize(&StateFile { version: STATE_VERSION, records }).map_err(io::Error::other)?;
-        crate::fsutil::write_atomic(&self.dir.join("state.bin"), &bytes)?;
+        write_sealed(&self.dir.join("state.bin"), STATE_MAGIC, STATE_VERSION, &StateFile { records })?;
         if let Ok(mut j) = self.journal.lock() {
             *j = None;
         }
@@ -133,9 +136,9 @@ fn replay(mut bytes: &[u8]) -> Vec<(String, Option<Record>)> {
         if blake3::hash(payload).as_bytes()[..8] != bytes[4..12] {
             break;
         }
-        match bincode::deserialize::<(String, Option<Record>)>(payload) {
-            Ok(r) => out.push(r),
-            Err(_) => break,
+        match postcard::from_bytes::<(u32, String, Option<Record>)>(payload) {
+            Ok((KEY_VERSION, name, rec)) => out.push((name, rec)),
+            _ => break,
         }
         bytes = &bytes[12 + len..];
     }
@@ -152,7 +155,7 @@ pub struct ExplainStore {
 impl ExplainStore {
     pub fn load(dir: &Path) -> ExplainStore {
         let path = dir.join("explain.bin");
-        let map = fs::read(&path).ok().and_then(|b| bincode::deserialize(&b).ok()).unwrap_or_default();
+        let map = read_sealed(&path, EXPLAIN_MAGIC, STATE_VERSION).unwrap_or_default();
         ExplainStore { path, map, dirty: false }
     }
 
@@ -165,7 +168,6 @@ impl ExplainStore {
         if !self.dirty {
             return Ok(());
         }
-        let bytes = bincode::serialize(&self.map).map_err(io::Error::other)?;
-        crate::fsutil::write_atomic(&self.path, &bytes)
+        write_sealed(&self.path, EXPLAIN_MAGIC, STATE_VERSION, &self.map)
     }
 }

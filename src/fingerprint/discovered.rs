@@ -1,0 +1,230 @@
+//! Discovered inputs: the files a step's depfile names (or the libraries the stage step's ELF
+//! closure resolved), and the lookups that could now find a different file.
+//!
+//! # What is keyed
+//!
+//! For a list of discovered files, the full key holds:
+//!
+//! - **each file's identity**: digest, executable bit and size; a file that no longer exists is
+//!   keyed as [`ABSENT`], so it can never match a result that was made while it existed;
+//! - **one lookup fact per search folder**: which of the names the step could have looked up
+//!   exist there. The names are every path suffix of every discovered file (`include/sub/x.h`
+//!   gives `x.h`, `sub/x.h` and `include/sub/x.h`), since an `#include "sub/x.h"` resolved in
+//!   one folder is shadowed by the same suffix in a folder searched earlier. The search folders
+//!   are the folders the command names with `-I`, `-iquote`, `-isystem`, `-idirafter` or
+//!   `--include-path` (also in the `-IDIR` and `--include-path=DIR` forms), the stage step's
+//!   `search` folders, and every project folder that holds a discovered file (the includer's own
+//!   folder is searched first for `#include "..."`).
+//!
+//! A header added to, removed from, or moved between any of those folders therefore changes the
+//! full key, as does an edited one. Lookups that no depfile records (a failed
+//! `__has_include` of a name no other include shares, an include spelled with `..`) are not
+//! covered; for those, name the folder under `inputs:`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::hash::{FileId, StatCache};
+
+/// The identity of a discovered file that does not exist. No real file has this size.
+pub const ABSENT: FileId = FileId { digest: [0; 32], exec: false, size: u64::MAX };
+
+/// The folders a command names as include search folders, in command order, each once.
+/// Words are split as a shell would split plain words and simple quotes; a folder given through
+/// a shell variable or a response file is not seen.
+pub fn command_search_dirs(command: &str) -> Vec<String> {
+    const FLAGS: &[&str] = &["-I", "-iquote", "-isystem", "-idirafter", "--include-path"];
+    let words = shell_words(command);
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |d: &str| {
+        if !d.is_empty() && !out.iter().any(|o| o == d) {
+            out.push(d.to_string());
+        }
+    };
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i].as_str();
+        if FLAGS.contains(&w) {
+            if let Some(next) = words.get(i + 1).filter(|n| !n.starts_with('-')) {
+                push(next);
+            }
+            i += 2;
+            continue;
+        }
+        if let Some(rest) = w.strip_prefix("--include-path=") {
+            push(rest);
+        } else if let Some(rest) = FLAGS.iter().find_map(|f| w.strip_prefix(f).filter(|r| !r.is_empty())) {
+            if !rest.starts_with('-') {
+                push(rest.strip_prefix('=').unwrap_or(rest));
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Split a command into words: whitespace separates, single and double quotes group, a
+/// backslash escapes the next character. Operators (`;`, `&&`, `|`) stay inside words, which
+/// only matters for flags glued to them.
+fn shell_words(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some('"'), '\\') => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, '\\') => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                    in_word = true;
+                }
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}
+
+fn abs_of(root: &Path, p: &str) -> PathBuf {
+    if p.starts_with('/') {
+        PathBuf::from(p)
+    } else {
+        root.join(p)
+    }
+}
+
+/// The identities of a discovered list (see the module docs): one entry per file, then one
+/// `lookups in DIR` fact per search folder.
+///
+/// `search` holds folders as the command names them (project-relative or absolute). Errors are
+/// reads that failed for another reason than absence (permissions, a FIFO).
+pub fn identities(
+    root: &Path,
+    list: &[String],
+    search: &[String],
+    stat: &StatCache,
+) -> io::Result<BTreeMap<String, FileId>> {
+    let mut ids = BTreeMap::new();
+    for p in list {
+        let abs = abs_of(root, p);
+        let id = match std::fs::metadata(&abs) {
+            Ok(meta) if meta.is_file() => stat.file_id_with_meta(p, &abs, &meta)?,
+            Ok(meta) if meta.is_dir() => {
+                FileId { digest: *blake3::hash(b"folder").as_bytes(), exec: false, size: 0 }
+            }
+            Ok(_) => return Err(io::Error::other(format!("discovered input {p} is not a regular file"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
+                ABSENT
+            }
+            Err(e) => return Err(e),
+        };
+        ids.insert(p.clone(), id);
+    }
+    if list.is_empty() {
+        return Ok(ids);
+    }
+    let mut dirs: BTreeSet<String> = BTreeSet::new();
+    for d in search {
+        let d = d.trim_end_matches('/');
+        let d = if d.is_empty() { "/" } else { d };
+        let d = if d.starts_with('/') {
+            d.to_string()
+        } else {
+            crate::config::normalize_rel(d).unwrap_or_else(|| d.to_string())
+        };
+        dirs.insert(d);
+    }
+    for p in list.iter().filter(|p| !p.starts_with('/')) {
+        dirs.insert(match p.rfind('/') {
+            Some(i) => p[..i].to_string(),
+            None => ".".to_string(),
+        });
+    }
+    let mut names: BTreeSet<&str> = BTreeSet::new();
+    for p in list {
+        let trimmed = p.trim_start_matches('/');
+        names.insert(trimmed);
+        for (i, c) in trimmed.char_indices() {
+            if c == '/' {
+                names.insert(&trimmed[i + 1..]);
+            }
+        }
+    }
+    let mut listings = HashMap::new();
+    for dir in dirs {
+        let base = if dir == "." { root.to_path_buf() } else { abs_of(root, &dir) };
+        let mut w = super::encode::KeyWriter::new(b"gvbuild lookups\0");
+        let mut present = 0u64;
+        for name in &names {
+            if name_exists(stat, &mut listings, &base, name) {
+                w.str(name);
+                present += 1;
+            }
+        }
+        ids.insert(format!("lookups in {dir}/"), FileId { digest: w.finish(), exec: false, size: present });
+    }
+    Ok(ids)
+}
+
+/// Whether `base/name` exists, by the names in folder listings (one `readdir` per folder).
+fn name_exists(
+    stat: &StatCache,
+    listings: &mut HashMap<PathBuf, Arc<HashSet<OsString>>>,
+    base: &Path,
+    name: &str,
+) -> bool {
+    let mut dir = base.to_path_buf();
+    for c in name.split('/') {
+        let listing = listings.entry(dir.clone()).or_insert_with(|| stat.listing(&dir));
+        if !listing.contains(OsStr::new(c)) {
+            return false;
+        }
+        dir.push(c);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_search_dirs;
+
+    #[test]
+    fn search_dirs_from_commands() {
+        assert_eq!(
+            command_search_dirs("cc -Iinclude -I build -isystem /opt/x -iquote=q -MD -MF a.d -o a a.c"),
+            vec!["include", "build", "/opt/x", "q"]
+        );
+        assert_eq!(
+            command_search_dirs("nvcc --include-path=inc --include-path gen -I'my dir' -I\"x y\""),
+            vec!["inc", "gen", "my dir", "x y"]
+        );
+        assert_eq!(command_search_dirs("cc -I -o a a.c"), Vec::<String>::new());
+    }
+}
