@@ -446,7 +446,7 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
         }
         // Every recorded list whose full key has an entry could apply. One is a hit; several
         // (they cannot all be what the command would produce now) mean the step runs.
-        let mut hits: Vec<(Digest, BTreeMap<String, FileId>, Vec<String>, ActionEntry)> = Vec::new();
+        let mut hits: Vec<Hit> = Vec::new();
         for list in lists {
             let Ok((key, ids)) = full_for(ctx, step, first, &list) else {
                 continue;
@@ -818,6 +818,10 @@ fn finish_run(
     done.explained = Some(Explained { parts, discovered: ids });
     done
 }
+
+/// A cached result that could apply: its full key, the discovered identities, the list and the
+/// action entry.
+type Hit = (Digest, BTreeMap<String, FileId>, Vec<String>, ActionEntry);
 
 /// The discovered inputs of a step that just ran, as the key names them.
 struct AfterRun {

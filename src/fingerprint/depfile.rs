@@ -202,6 +202,7 @@ pub fn parse(b: &[u8]) -> Result<Depfile, DepfileError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::parse;
 

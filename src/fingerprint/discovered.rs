@@ -212,6 +212,7 @@ fn name_exists(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::command_search_dirs;
 

@@ -132,6 +132,7 @@ pub fn write_sealed<T: Serialize + ?Sized>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
