@@ -32,7 +32,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result
+    // Name the file: "No space left on device" alone does not say where.
+    result.map_err(|e| io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
 }
 
 /// Remove a file, symlink or folder tree; a missing path is fine. Read-only files (hard-linked

@@ -61,6 +61,17 @@ pub enum CacheError {
     Corrupt { digest: String },
     #[error("the cache entry is unusable: {0}")]
     BadEntry(String),
+    /// Writing a restored output failed (a full disk, say): the cache itself is fine.
+    #[error("cannot write {path}: {cause}")]
+    Write { path: PathBuf, cause: io::Error },
+}
+
+impl CacheError {
+    /// Whether the error says the entry or a blob is unusable (evict it and run the step), as
+    /// opposed to a failure to write the restored files, which says nothing about the cache.
+    pub fn is_damaged_entry(&self) -> bool {
+        !matches!(self, CacheError::Write { .. })
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
@@ -142,7 +153,10 @@ impl Cache {
                 h.update_mmap_rayon(&tmp).map_err(io_err(&tmp))?;
                 *h.finalize().as_bytes()
             } else {
-                let d = copy_hashing(&mut input, &mut out).map_err(io_err(src))?;
+                let d = copy_hashing(&mut input, &mut out).map_err(|e| match e {
+                    CopyError::Read(cause) => CacheError::Io { path: src.to_path_buf(), cause },
+                    CopyError::Write(cause) => CacheError::Io { path: tmp.clone(), cause },
+                })?;
                 drop(out);
                 d
             };
@@ -192,17 +206,21 @@ impl Cache {
         let src = self.blob_path(d);
         let tmp = fsutil::temp_beside(dest);
         let result = (|| {
+            let write = |cause| CacheError::Write { path: dest.to_path_buf(), cause };
             let mut input = File::open(&src).map_err(io_err(&src))?;
-            let mut out = File::create(&tmp).map_err(io_err(&tmp))?;
-            let digest = copy_hashing(&mut input, &mut out).map_err(io_err(&src))?;
+            let mut out = File::create(&tmp).map_err(write)?;
+            let digest = copy_hashing(&mut input, &mut out).map_err(|e| match e {
+                CopyError::Read(cause) => CacheError::Io { path: src.clone(), cause },
+                CopyError::Write(cause) => write(cause),
+            })?;
             drop(out);
             if &digest != d {
                 let _ = fs::remove_file(&src);
                 return Err(CacheError::Corrupt { digest: hex(d) });
             }
             let mode = if exec { 0o755 } else { 0o644 };
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
-            fs::rename(&tmp, dest).map_err(io_err(dest))
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(write)?;
+            fs::rename(&tmp, dest).map_err(write)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -232,11 +250,11 @@ impl Cache {
             {
                 return self.restore_copy(d, dest, exec);
             }
-            Err(e) => return Err(CacheError::Io { path: tmp, cause: e }),
+            Err(e) => return Err(CacheError::Write { path: dest.to_path_buf(), cause: e }),
         }
         fs::rename(&tmp, dest).map_err(|e| {
             let _ = fs::remove_file(&tmp);
-            CacheError::Io { path: dest.to_path_buf(), cause: e }
+            CacheError::Write { path: dest.to_path_buf(), cause: e }
         })
     }
 
@@ -301,9 +319,15 @@ fn read_only_file(path: &Path) -> Result<File, CacheError> {
     File::options().write(true).create_new(true).mode(0o444).open(path).map_err(io_err(path))
 }
 
+/// Which side of a copy failed.
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
 /// Copy `input` to `out` and return the blake3 of what was copied. The buffer is reused per
 /// thread: a fresh megabyte per file would be zeroed and page-faulted in every time.
-fn copy_hashing(input: &mut File, out: &mut File) -> io::Result<Digest> {
+fn copy_hashing(input: &mut File, out: &mut File) -> Result<Digest, CopyError> {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
     }
@@ -311,12 +335,12 @@ fn copy_hashing(input: &mut File, out: &mut File) -> io::Result<Digest> {
         let mut buf = buf.borrow_mut();
         let mut h = blake3::Hasher::new();
         loop {
-            let n = input.read(&mut buf)?;
+            let n = input.read(&mut buf).map_err(CopyError::Read)?;
             if n == 0 {
                 break;
             }
             h.update(&buf[..n]);
-            out.write_all(&buf[..n])?;
+            out.write_all(&buf[..n]).map_err(CopyError::Write)?;
         }
         Ok(*h.finalize().as_bytes())
     })

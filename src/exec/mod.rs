@@ -274,6 +274,7 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
     let mut ready: VecDeque<usize> = steps.iter().copied().filter(|&i| waiting[i] == 0).collect();
     let (tx, rx) = mpsc::channel::<(usize, runner::Done)>();
     let mut finished: Vec<usize> = Vec::new();
+    let mut journal_warned = false;
 
     while remaining > 0 {
         if ctx.interrupted.load(Ordering::SeqCst) {
@@ -331,7 +332,13 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
         if done.update_record {
             if let Ok(state) = ctx.state.read() {
                 if let Err(e) = state.append(&name, done.record.as_ref()) {
-                    reporter.warn(&format!("could not write the build journal: {e}"));
+                    // Once is enough: a full disk fails every later append the same way.
+                    if !journal_warned {
+                        journal_warned = true;
+                        reporter.warn(&format!(
+                            "could not write the build journal ({e}); a killed build will recheck its steps"
+                        ));
+                    }
                 }
             }
             if let Ok(mut state) = ctx.state.write() {

@@ -493,6 +493,11 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
                     d.explained = Some(explained(ids));
                     return d;
                 }
+                Err(e) if !e.is_damaged_entry() => {
+                    // The entry is fine; the project could not take the files (a full disk).
+                    clear_outputs(root, &outputs);
+                    return Done::failed(format!("cannot restore `{}` from the cache: {e}", t.name));
+                }
                 Err(e) => {
                     // A damaged blob or a bad entry is a miss, never a wrong output.
                     ctx.cache.evict_entry(&key);
@@ -559,9 +564,10 @@ fn restore(ctx: &Ctx, t: &Target, outputs: &[String], entry: &ActionEntry) -> Re
             return Err(CacheError::BadEntry(format!("it lacks the declared output `{o}`")));
         }
     }
+    // Folders and links are written into the project: a failure there is not the cache's.
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |cause| CacheError::Io { path, cause }
+        move |cause| CacheError::Write { path, cause }
     };
     clear_outputs(root, outputs);
     for d in &tree.dirs {

@@ -88,12 +88,19 @@ impl State {
         frame.extend_from_slice(&payload);
         let mut guard = self.journal.lock().map_err(|_| io::Error::other("journal lock poisoned"))?;
         if guard.is_none() {
-            *guard = Some(OpenOptions::new().create(true).append(true).open(self.dir.join("journal"))?);
+            let path = self.dir.join("journal");
+            let f = OpenOptions::new().create(true).append(true).open(&path);
+            *guard = Some(
+                f.map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))?,
+            );
         }
         match guard.as_mut() {
             Some(f) => f.write_all(&frame),
             None => Ok(()),
         }
+        .map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot write {}: {e}", self.dir.join("journal").display()))
+        })
     }
 
     /// Fold new records in (they were journaled already).
