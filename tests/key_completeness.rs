@@ -74,13 +74,12 @@ targets:
 fn every_run_step_component_changes_the_key() {
     let p = run_project();
     let base = key(&p, "t", &[], &[]);
-    let mut check =
-        |what: &str, change: &dyn Fn(), revert: &dyn Fn(), args: &[&str], env: &[(&str, &str)]| {
-            change();
-            assert_ne!(key(&p, "t", args, env), base, "changing {what} must change the key");
-            revert();
-            assert_eq!(key(&p, "t", &[], &[]), base, "reverting {what} gives the base key");
-        };
+    let check = |what: &str, change: &dyn Fn(), revert: &dyn Fn(), args: &[&str], env: &[(&str, &str)]| {
+        change();
+        assert_ne!(key(&p, "t", args, env), base, "changing {what} must change the key");
+        revert();
+        assert_eq!(key(&p, "t", &[], &[]), base, "reverting {what} gives the base key");
+    };
     let write = |rel: &'static str, s: &'static str| {
         let p = &p;
         move || p.write(rel, s)
