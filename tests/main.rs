@@ -13,6 +13,7 @@ mod image_native;
 mod image_ops;
 mod image_roundtrip;
 mod incremental;
+mod inferred;
 mod manifest;
 mod nanos_vectors;
 mod roundtrip;

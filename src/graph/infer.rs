@@ -46,11 +46,7 @@ pub fn hits(owners: &Owners, input: &str, glob: bool, hits: &mut Vec<(usize, usi
     }
     // Walk the outputs below the base, skipping subtrees that cannot match.
     let mut from: Bound<String> = Bound::Unbounded;
-    loop {
-        let Some((&path, &hit)) = below(owners, &pattern.base, from.as_ref().map(String::as_str)).next()
-        else {
-            break;
-        };
+    while let Some((&path, &hit)) = below(owners, &pattern.base, from.as_ref().map(String::as_str)).next() {
         let rest = if pattern.base == "." { path } else { &path[pattern.base.len() + 1..] };
         from = match pattern.walk(rest) {
             Walk::Hit => {
@@ -213,6 +209,7 @@ fn slash_inside_group(glob: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
