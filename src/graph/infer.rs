@@ -15,11 +15,13 @@
 //! Outputs sit in one sorted map (`path -> (target, output)`), built once in `O(O log O)` for
 //! `O` outputs. A literal input costs `O(d log O + h)`: the exact path and its `d` ancestors are
 //! lookups and the outputs below it are one range, `h` being the outputs it hits. A glob walks
-//! the range below its base component by component, and skips a whole subtree when a component
-//! fails (the skip is one more range lookup), so it costs `O((d + s) log O + h)`, where `s` is
-//! the number of subtrees skipped, never the number of outputs below the base. Nothing is
-//! compiled per output; a wildcard component is compiled once per input, and only when it is
-//! not one of the common shapes `*`, `*.ext` or a literal.
+//! the range of paths that start with its base and the literal lead of its first wildcard
+//! component (`out/t_1` for `out/t_1*.txt`), component by component, and skips a whole subtree
+//! when a component fails (one more range lookup), so it costs `O((d + s) log O + h)`, where `s`
+//! is the number of subtrees skipped. The worst case is a glob with no lead (`out/*.txt`) over a
+//! flat folder of many outputs: every output in that folder is one step. Nothing is compiled per
+//! output; a wildcard component is compiled once per input, and only when it is not one of the
+//! common shapes `*`, `*.ext` or a literal.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -37,16 +39,18 @@ pub fn hits(owners: &Owners, input: &str, glob: bool, hits: &mut Vec<(usize, usi
     }
     if !glob {
         inside_or_equal(owners, input, hits);
-        hits.extend(below(owners, input, Bound::Unbounded).map(|(_, &h)| h));
+        hits.extend(starting_with(owners, &folder_prefix(input), Bound::Unbounded).map(|(_, &h)| h));
         return Ok(());
     }
     let pattern = Pattern::parse(input)?;
     if pattern.base != "." {
         inside_or_equal(owners, &pattern.base, hits);
     }
-    // Walk the outputs below the base, skipping subtrees that cannot match.
+    // Walk the outputs below the base whose next component starts with the first wildcard
+    // component's literal lead (`t_1` of `t_1*.txt`), skipping subtrees that cannot match.
+    let prefix = folder_prefix(&pattern.base) + &pattern.lead;
     let mut from: Bound<String> = Bound::Unbounded;
-    while let Some((&path, &hit)) = below(owners, &pattern.base, from.as_ref().map(String::as_str)).next() {
+    while let Some((&path, &hit)) = starting_with(owners, &prefix, from.as_ref().map(String::as_str)).next() {
         let rest = if pattern.base == "." { path } else { &path[pattern.base.len() + 1..] };
         from = match pattern.walk(rest) {
             Walk::Hit => {
@@ -83,19 +87,27 @@ fn inside_or_equal(owners: &Owners, path: &str, hits: &mut Vec<(usize, usize)>) 
     }
 }
 
-/// The outputs strictly below the folder `path` (every output for `.`), from `from` on.
-fn below<'m, 'a>(
+/// `path/`, or nothing for the project folder `.`: what every path below it starts with.
+fn folder_prefix(path: &str) -> String {
+    if path == "." {
+        String::new()
+    } else {
+        format!("{path}/")
+    }
+}
+
+/// The outputs whose path starts with `prefix`, from `from` on.
+fn starting_with<'m, 'a>(
     owners: &'m Owners<'a>,
-    path: &str,
+    prefix: &str,
     from: Bound<&str>,
 ) -> std::collections::btree_map::Range<'m, &'a str, (usize, usize)> {
-    // `0` is the character after `/`: `[p/, p0)` is exactly the paths that start with `p/`.
-    let (lo, hi) =
-        if path == "." { (String::new(), None) } else { (format!("{path}/"), Some(format!("{path}0"))) };
+    // Every path that starts with `prefix` sorts in `[prefix, prefix + U+10FFFF)`.
+    let hi = if prefix.is_empty() { None } else { Some(format!("{prefix}\u{10ffff}")) };
     let lo = match from {
-        Bound::Included(f) if f > lo.as_str() => Bound::Included(f),
-        Bound::Excluded(f) if f >= lo.as_str() => Bound::Excluded(f),
-        _ => Bound::Included(lo.as_str()),
+        Bound::Included(f) if f > prefix => Bound::Included(f),
+        Bound::Excluded(f) if f >= prefix => Bound::Excluded(f),
+        _ => Bound::Included(prefix),
     };
     let hi = hi.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
     if matches!((lo, hi), (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(h)) if l >= h) {
@@ -113,6 +125,8 @@ pub fn ancestors(path: &str) -> impl Iterator<Item = &str> {
 struct Pattern {
     /// The folders before the first wildcard component, `.` when there are none.
     base: String,
+    /// The literal start of the first wildcard component (`t_1` of `t_1*.txt`).
+    lead: String,
     parts: Vec<Part>,
 }
 
@@ -143,8 +157,10 @@ impl Pattern {
         let comps: Vec<&str> = glob.split('/').collect();
         let k = comps.iter().take_while(|c| !is_glob(c)).count();
         let base = if k == 0 { ".".to_string() } else { comps[..k].join("/") };
+        let first = comps.get(k).copied().unwrap_or("");
+        let lead = first[..first.find(['*', '?', '[', '{', '\\']).unwrap_or(first.len())].to_string();
         if slash_inside_group(glob) {
-            return Ok(Pattern { base, parts: vec![Part::AnyDepth] });
+            return Ok(Pattern { base, lead, parts: vec![Part::AnyDepth] });
         }
         let mut parts = Vec::with_capacity(comps.len() - k);
         for c in &comps[k..] {
@@ -163,7 +179,7 @@ impl Pattern {
                 Part::Other(build(c)?.compile_matcher())
             });
         }
-        Ok(Pattern { base, parts })
+        Ok(Pattern { base, lead, parts })
     }
 
     /// Match `rest` (a path below the base, relative to it) component by component.
@@ -273,6 +289,9 @@ mod tests {
         let outs = &["a/b", "a/b.h", "a/b/c/d", "a/b/e", "a/bz.h", "a/c.h"];
         assert_eq!(hit(outs, "a/*.h"), ["a/b.h", "a/bz.h", "a/c.h"]);
         assert_eq!(hit(outs, "a/*/c/*"), ["a/b", "a/b.h", "a/b/c/d", "a/bz.h", "a/c.h"]);
+        assert_eq!(hit(outs, "a/b*.h"), ["a/b.h", "a/bz.h"]);
+        assert_eq!(hit(outs, "a/b?/x"), Vec::<&str>::new());
+        assert_eq!(hit(outs, "a/b{.h,z.h}"), ["a/b.h", "a/bz.h"]);
     }
 
     #[test]
