@@ -597,9 +597,18 @@ fn graph(g: &GlobalArgs, format: GraphFormat) -> Result<u8, Error> {
                 let shape = if t.step.is_some() { "box" } else { "ellipse" };
                 s.push_str(&format!("  {:?} [shape={shape}];\n", t.name));
             }
-            for t in &graph.project.targets {
+            for (i, t) in graph.project.targets.iter().enumerate() {
                 for d in &t.deps {
                     s.push_str(&format!("  {:?} -> {:?};\n", t.name, d.name));
+                }
+                // Inferred deps: dashed, labelled with the input they come from.
+                for e in graph.inferred_of(i) {
+                    let label = format!("inferred from {}", graph.inferred_input(e));
+                    s.push_str(&format!(
+                        "  {:?} -> {:?} [style=dashed, label={label:?}];\n",
+                        t.name,
+                        graph.target(e.dep).name
+                    ));
                 }
             }
             s.push_str("}\n");
@@ -610,12 +619,25 @@ fn graph(g: &GlobalArgs, format: GraphFormat) -> Result<u8, Error> {
                 .project
                 .targets
                 .iter()
-                .map(|t| {
+                .enumerate()
+                .map(|(i, t)| {
+                    let inferred: Vec<serde_json::Value> = graph
+                        .inferred_of(i)
+                        .iter()
+                        .map(|e| {
+                            serde_json::json!({
+                                "name": graph.target(e.dep).name,
+                                "input": graph.inferred_input(e),
+                                "output": graph.inferred_output(e),
+                            })
+                        })
+                        .collect();
                     serde_json::json!({
                         "name": t.name,
                         "kind": if t.step.is_some() { "step" } else { "group" },
                         "description": t.description,
                         "deps": t.deps.iter().map(|d| &d.name).collect::<Vec<_>>(),
+                        "inferred_deps": inferred,
                         "inputs": t.inputs.iter().map(|i| &i.path).collect::<Vec<_>>(),
                         "outputs": t.outputs.iter().map(|o| &o.path).collect::<Vec<_>>(),
                     })

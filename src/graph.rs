@@ -1,18 +1,32 @@
 //! The target graph: a petgraph DAG plus a name -> node map, the checks that need the whole
-//! graph, selection of what to build, and the parse cache.
+//! graph, inferred dependencies, selection of what to build, and the parse cache.
 //!
 //! Edges point from a target to each of its deps ("depends on"). Groups are nodes too, but the
 //! executor only sees step targets: [`Graph::step_deps`] lists, for each target, the step targets
 //! it depends on with groups flattened away.
 //!
+//! # Inferred dependencies
+//! When an input of a target may read another target's declared output (see [`infer`] for the
+//! matching), and no path of declared deps leads from the reader to the producer, the graph
+//! gets the edge itself, as make and ninja do. The edge is exactly the `deps:` entry the user
+//! would otherwise write: it orders the build, selecting the reader selects the producer, and
+//! the producer's outputs digest enters the reader's key as a declared dep's does, so a key is
+//! the same whether the edge is declared or inferred. Where a declared path already exists no
+//! edge is added, which keeps those keys as they were. An inferred edge that closes a cycle is
+//! an error naming the input. Inference runs only when the YAML changed: its edges are part of
+//! the cached graph. Inputs a step discovers while running (depfiles, ELF closures) are not
+//! inferred from: they are known only after the step that would have needed ordering ran.
+//!
 //! Parsing a large gevulot.yaml costs far more than a no-op build should (about 80 ms per MB of
 //! YAML), so the validated graph is cached in `.gvbuild/graph.bin`, keyed by the YAML's bytes and
 //! the `--set` overrides. Globs are not expanded here: that happens on every build.
 
+mod infer;
+
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::ops::Bound;
 use std::path::Path;
 
+use miette::LabeledSpan;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
@@ -23,13 +37,27 @@ use crate::fingerprint::encode;
 
 pub struct Graph {
     pub project: Project,
-    /// Node `i` is `project.targets[i]`.
+    /// Node `i` is `project.targets[i]`; edges are the declared deps and the inferred ones.
     pub dag: DiGraph<(), ()>,
     index: HashMap<String, usize>,
-    /// For each target, the step targets it depends on directly (groups flattened), sorted.
+    /// For each target, the step targets it depends on directly (groups flattened, inferred
+    /// deps included), sorted.
     pub step_deps: Vec<Vec<usize>>,
+    /// The inferred dependencies, sorted by (target, dep), one per pair.
+    pub inferred: Vec<Inferred>,
     /// The parse key (YAML bytes and `--set` vars) this graph was loaded for.
     pub key: [u8; 32],
+}
+
+/// A dependency gvbuild added because an input of `target` may read an output of `dep`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inferred {
+    pub target: usize,
+    pub dep: usize,
+    /// Index in `target`'s inputs of the first input that reads `dep`'s output.
+    pub input: usize,
+    /// Index in `dep`'s outputs of the output it reads.
+    pub output: usize,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -37,10 +65,11 @@ struct Cached {
     key: [u8; 32],
     project: Project,
     step_deps: Vec<Vec<usize>>,
+    inferred: Vec<Inferred>,
 }
 
 /// Bump when the cached form changes (a sealed file: see [`encode`]).
-const PARSE_CACHE_VERSION: u32 = 2;
+const PARSE_CACHE_VERSION: u32 = 3;
 const GRAPH_MAGIC: &[u8; 8] = b"GVGRAPH\0";
 
 impl Graph {
@@ -55,7 +84,7 @@ impl Graph {
         let cache_path = state_dir.join("graph.bin");
         if let Some(cached) = encode::read_sealed::<Cached>(&cache_path, GRAPH_MAGIC, PARSE_CACHE_VERSION) {
             if cached.key == key {
-                let mut g = Graph::from_parts(cached.project, cached.step_deps);
+                let mut g = Graph::from_parts(cached.project, cached.step_deps, cached.inferred);
                 g.key = key;
                 return Ok(g);
             }
@@ -63,16 +92,22 @@ impl Graph {
         let project = config::parse(source, overrides)?;
         let mut graph = Graph::check(project, source)?;
         graph.key = key;
-        let cached = Cached { key, project: graph.project.clone(), step_deps: graph.step_deps.clone() };
+        let cached = Cached {
+            key,
+            project: graph.project.clone(),
+            step_deps: graph.step_deps.clone(),
+            inferred: graph.inferred.clone(),
+        };
         // The cache is an optimisation: failing to write it is not an error.
         let _ = encode::write_sealed(&cache_path, GRAPH_MAGIC, PARSE_CACHE_VERSION, &cached);
         Ok(graph)
     }
 
-    fn from_parts(project: Project, step_deps: Vec<Vec<usize>>) -> Graph {
+    fn from_parts(project: Project, step_deps: Vec<Vec<usize>>, inferred: Vec<Inferred>) -> Graph {
         let index: HashMap<String, usize> =
             project.targets.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        let mut dag = DiGraph::with_capacity(project.targets.len(), project.targets.len() * 2);
+        let mut dag =
+            DiGraph::with_capacity(project.targets.len(), project.targets.len() * 2 + inferred.len());
         for _ in &project.targets {
             dag.add_node(());
         }
@@ -83,23 +118,60 @@ impl Graph {
                 }
             }
         }
-        Graph { project, dag, index, step_deps, key: [0; 32] }
+        for e in &inferred {
+            dag.add_edge(NodeIndex::new(e.target), NodeIndex::new(e.dep), ());
+        }
+        Graph { project, dag, index, step_deps, inferred, key: [0; 32] }
     }
 
-    /// Build the graph and run the whole-graph checks, collecting every error.
+    /// Build the graph and run the whole-graph checks, collecting every error: cycles among the
+    /// declared deps, then outputs, then inference and the cycles its edges close.
     fn check(project: Project, source: &Source) -> Result<Graph, ConfigErrors> {
-        let mut g = Graph::from_parts(project, Vec::new());
+        let mut g = Graph::from_parts(project, Vec::new(), Vec::new());
         let mut errors = Vec::new();
         g.check_cycles(source, &mut errors);
         if errors.is_empty() {
             g.step_deps = g.compute_step_deps();
-            g.check_outputs(source, &mut errors);
+            let inferred = g.check_outputs(source, &mut errors);
+            if !inferred.is_empty() {
+                for e in &inferred {
+                    g.dag.add_edge(NodeIndex::new(e.target), NodeIndex::new(e.dep), ());
+                }
+                g.inferred = inferred;
+                g.check_cycles(source, &mut errors);
+                g.step_deps = g.compute_step_deps();
+            }
         }
         if errors.is_empty() {
             Ok(g)
         } else {
             Err(ConfigErrors { file: source.name.clone(), errors })
         }
+    }
+
+    /// The inferred dependency of `target` on `dep`, if that edge was inferred.
+    pub fn inferred_edge(&self, target: usize, dep: usize) -> Option<&Inferred> {
+        self.inferred
+            .binary_search_by(|e| (e.target, e.dep).cmp(&(target, dep)))
+            .ok()
+            .and_then(|i| self.inferred.get(i))
+    }
+
+    /// The inferred dependencies of `target`, by dep.
+    pub fn inferred_of(&self, target: usize) -> &[Inferred] {
+        let lo = self.inferred.partition_point(|e| e.target < target);
+        let hi = self.inferred.partition_point(|e| e.target <= target);
+        &self.inferred[lo..hi]
+    }
+
+    /// The input (as written, vars expanded) an inferred dependency comes from.
+    pub fn inferred_input(&self, e: &Inferred) -> &str {
+        self.project.targets[e.target].inputs.get(e.input).map_or("", |i| i.path.as_str())
+    }
+
+    /// The output of the dep that the input reads.
+    pub fn inferred_output(&self, e: &Inferred) -> &str {
+        self.project.targets[e.dep].outputs.get(e.output).map_or("", |o| o.path.as_str())
     }
 
     pub fn target(&self, i: usize) -> &Target {
@@ -126,17 +198,59 @@ impl Graph {
             }
             let members: HashSet<usize> = scc.iter().map(|n| n.index()).collect();
             let start = *members.iter().min().unwrap_or(&0);
-            let path = self.cycle_through(start, &members);
+            let mut path = self.cycle_through(start, &members);
+            // A cycle with an inferred edge starts at the first one's reader, so that it reads
+            // "app -> gen -> app" after "input ... of `app`".
+            if let Some(k) = path.windows(2).position(|w| self.inferred_edge(w[0], w[1]).is_some()) {
+                path.pop();
+                path.rotate_left(k);
+                path.push(path[0]);
+            }
             let names: Vec<&str> = path.iter().map(|&i| self.project.targets[i].name.as_str()).collect();
+            let cycle = names.join(" -> ");
             let mut spans = Vec::new();
+            let mut labels = Vec::new();
+            let mut first_inferred = None;
             for w in path.windows(2) {
                 let from = &self.project.targets[w[0]];
-                let to = &self.project.targets[w[1]].name;
-                if let Some(d) = from.deps.iter().find(|d| &d.name == to) {
+                let to = &self.project.targets[w[1]];
+                if let Some(d) = from.deps.iter().find(|d| d.name == to.name) {
                     spans.push(d.span.into());
+                    labels.push(LabeledSpan::new_with_span(Some("part of the cycle".into()), d.span));
+                } else if let Some(e) = self.inferred_edge(w[0], w[1]) {
+                    let span = from.inputs.get(e.input).map(|i| i.span).unwrap_or_default();
+                    let label =
+                        Some(format!("reads `{}`, an output of `{}`", self.inferred_output(e), to.name));
+                    // The first inferred input is where the error points (its line in the header).
+                    labels.push(if first_inferred.is_none() {
+                        LabeledSpan::new_primary_with_span(label, span)
+                    } else {
+                        LabeledSpan::new_with_span(label, span)
+                    });
+                    first_inferred.get_or_insert(*e);
                 }
             }
-            errors.push(ConfigError::Cycle { cycle: names.join(" -> "), src: source.named(), spans });
+            let Some(e) = first_inferred else {
+                errors.push(ConfigError::Cycle { cycle, src: source.named(), spans });
+                continue;
+            };
+            let target = self.project.targets[e.target].name.clone();
+            let owner = self.project.targets[e.dep].name.clone();
+            errors.push(ConfigError::InferredCycle {
+                path: self.inferred_input(&e).to_string(),
+                output: self.inferred_output(&e).to_string(),
+                help: format!(
+                    "an input that reads another target's output makes its target depend on that target: \
+                     remove or narrow `{}` so that it does not cover `{}`, or remove the deps that lead from `{owner}` back to `{target}`",
+                    self.inferred_input(&e),
+                    self.inferred_output(&e)
+                ),
+                target,
+                owner,
+                cycle,
+                src: source.named(),
+                labels,
+            });
         }
     }
 
@@ -193,16 +307,9 @@ impl Graph {
         out
     }
 
-    /// Whether `from` depends on `to` through any path of step deps.
-    /// Whether step target `from` depends on `to`, directly or through other targets.
+    /// Whether step target `from` depends on `to`, directly or through other targets (declared
+    /// or inferred).
     pub fn depends_on(&self, from: usize, to: usize) -> bool {
-        self.reaches(from, to)
-    }
-
-    fn reaches(&self, from: usize, to: usize) -> bool {
-        if self.step_deps[from].binary_search(&to).is_ok() {
-            return true;
-        }
         let mut seen = HashSet::new();
         let mut stack = vec![from];
         while let Some(n) = stack.pop() {
@@ -218,9 +325,56 @@ impl Graph {
         false
     }
 
-    fn check_outputs(&self, source: &Source, errors: &mut Vec<ConfigError>) {
-        // path -> (target, index of the output in that target)
-        let mut owners: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    /// Each step target's level among the declared step deps: 0 without deps, else one more than
+    /// its deepest dep's. A target reaches only targets of a lower level.
+    fn levels(&self) -> Vec<usize> {
+        let mut level = vec![usize::MAX; self.len()];
+        for root in 0..self.len() {
+            // Iterative post-order, so a 100,000-target chain does not overflow the stack.
+            let mut stack = vec![(root, false)];
+            while let Some((n, expanded)) = stack.pop() {
+                if level[n] != usize::MAX {
+                    continue;
+                }
+                if expanded {
+                    level[n] =
+                        self.step_deps[n].iter().map(|&d| level[d].saturating_add(1)).max().unwrap_or(0);
+                    continue;
+                }
+                stack.push((n, true));
+                stack.extend(
+                    self.step_deps[n].iter().filter(|&&d| level[d] == usize::MAX).map(|&d| (d, false)),
+                );
+            }
+        }
+        level
+    }
+
+    /// Whether `from` depends on `to` through a path of step deps (`level` from [`Self::levels`]).
+    fn reaches(&self, from: usize, to: usize, level: &[usize]) -> bool {
+        if self.step_deps[from].binary_search(&to).is_ok() {
+            return true;
+        }
+        let mut seen = HashSet::new();
+        let mut stack = vec![from];
+        while let Some(n) = stack.pop() {
+            for &d in &self.step_deps[n] {
+                if d == to {
+                    return true;
+                }
+                // Only a target of a higher level than `to` can lead to it.
+                if level[d] > level[to] && seen.insert(d) {
+                    stack.push(d);
+                }
+            }
+        }
+        false
+    }
+
+    /// Output conflicts and nesting, inputs that read their own target's outputs, and the
+    /// dependencies to infer from inputs that read other targets' outputs.
+    fn check_outputs(&self, source: &Source, errors: &mut Vec<ConfigError>) -> Vec<Inferred> {
+        let mut owners: infer::Owners = BTreeMap::new();
         for (ti, t) in self.project.targets.iter().enumerate() {
             for (oi, o) in t.outputs.iter().enumerate() {
                 if let Some(&(first, foi)) = owners.get(o.path.as_str()) {
@@ -242,7 +396,7 @@ impl Graph {
         }
         for t in &self.project.targets {
             for o in &t.outputs {
-                for anc in ancestors(&o.path) {
+                for anc in infer::ancestors(&o.path) {
                     if let Some(&(oti, ooi)) = owners.get(anc) {
                         let outer = &self.project.targets[oti];
                         errors.push(ConfigError::OutputNested {
@@ -258,74 +412,49 @@ impl Graph {
                 }
             }
         }
+        let mut level = None;
+        let mut inferred = Vec::new();
+        let mut hits = Vec::new();
         for (ti, t) in self.project.targets.iter().enumerate() {
-            for input in &t.inputs {
-                if input.path.starts_with('/') {
+            // dep -> (input, output): the first input that reads each other target.
+            let mut reads: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+            for (ii, input) in t.inputs.iter().enumerate() {
+                hits.clear();
+                if infer::hits(&owners, &input.path, input.glob, &mut hits).is_err() {
+                    errors.push(ConfigError::Invalid {
+                        message: format!("input `{}` of target `{}` is not a valid glob", input.path, t.name),
+                        src: source.named(),
+                        span: input.span.into(),
+                        label: "invalid glob".into(),
+                        help: Some("globs use `*`, `**`, `?`, `[abc]` and `{a,b}`".into()),
+                    });
                     continue;
                 }
-                let mut hits: Vec<(usize, &str)> = Vec::new();
-                if input.glob {
-                    let Ok(glob) = globset::GlobBuilder::new(&input.path).literal_separator(true).build()
-                    else {
-                        errors.push(ConfigError::Invalid {
-                            message: format!(
-                                "input `{}` of target `{}` is not a valid glob",
-                                input.path, t.name
-                            ),
-                            src: source.named(),
-                            span: input.span.into(),
-                            label: "invalid glob".into(),
-                            help: Some("globs use `*`, `**`, `?`, `[abc]` and `{a,b}`".into()),
-                        });
-                        continue;
-                    };
-                    let m = glob.compile_matcher();
-                    for (p, &(oti, _)) in &owners {
-                        if m.is_match(p) {
-                            hits.push((oti, p));
-                        }
-                    }
-                } else {
-                    let p = input.path.as_str();
-                    if let Some(&(oti, _)) = owners.get(p) {
-                        hits.push((oti, p));
-                    }
-                    for anc in ancestors(p) {
-                        if let Some(&(oti, _)) = owners.get(anc) {
-                            hits.push((oti, anc));
-                        }
-                    }
-                    let lo = if p == "." { String::new() } else { format!("{p}/") };
-                    let hi = if p == "." { "\u{10ffff}".to_string() } else { format!("{p}0") };
-                    for (op, &(oti, _)) in
-                        owners.range::<str, _>((Bound::Included(lo.as_str()), Bound::Excluded(hi.as_str())))
-                    {
-                        hits.push((oti, op));
-                    }
-                }
-                for (owner, opath) in hits {
+                for &(owner, oi) in &hits {
                     if owner == ti {
                         errors.push(ConfigError::InputIsOwnOutput {
                             path: input.path.clone(),
-                            output: opath.to_string(),
+                            output: t.outputs[oi].path.clone(),
                             target: t.name.clone(),
                             src: source.named(),
                             span: input.span.into(),
                         });
-                    } else if !self.reaches(ti, owner) {
-                        let owner_name = self.project.targets[owner].name.clone();
-                        errors.push(ConfigError::InputFromUnrelated {
-                            path: input.path.clone(),
-                            target: t.name.clone(),
-                            help: format!("add `{owner_name}` to the deps of `{}`", t.name),
-                            owner: owner_name,
-                            src: source.named(),
-                            span: input.span.into(),
-                        });
+                    } else {
+                        reads.entry(owner).or_insert((ii, oi));
                     }
                 }
             }
+            for (dep, (input, output)) in reads {
+                if self.step_deps[ti].binary_search(&dep).is_ok() {
+                    continue;
+                }
+                let level = level.get_or_insert_with(|| self.levels());
+                if !self.reaches(ti, dep, level) {
+                    inferred.push(Inferred { target: ti, dep, input, output });
+                }
+            }
         }
+        inferred
     }
 
     /// The targets to build for the names given (or the default, or everything), and every step
@@ -379,9 +508,4 @@ fn parse_key(source: &Source, overrides: &[(String, String)]) -> [u8; 32] {
         h.update(v.as_bytes());
     }
     *h.finalize().as_bytes()
-}
-
-/// Proper ancestors of a relative path: `a/b/c` -> `a/b`, `a`.
-fn ancestors(path: &str) -> impl Iterator<Item = &str> {
-    path.char_indices().filter(|&(_, c)| c == '/').map(move |(i, _)| &path[..i])
 }

@@ -399,11 +399,15 @@ fn invalid_glob_input() {
     insta::assert_snapshot!("invalid_glob_input", err);
 }
 
+/// An input that reads another target's output makes its target depend on that target (the
+/// dependency is inferred); where the producer already depends on the reader, that inferred
+/// edge closes a cycle, and the error points at the input.
 #[test]
-fn input_from_another_target_without_a_dependency() {
+fn inferred_dependency_closing_a_cycle_names_the_input() {
     let yaml = "\
 targets:
   gen:
+    deps: [app]
     outputs: [build/version.h]
     run: mkdir -p build && echo v > build/version.h
   app:
@@ -412,29 +416,35 @@ targets:
     run: cp build/version.h app
 ";
     let err = rejected(yaml, &[]);
-    assert_errors_at(&err, &["6:14"]);
-    assert!(err.contains("input `build/version.h` of target `app` is an output of `gen`"), "{err}");
-    assert!(err.contains("produced by `gen`"), "{err}");
-    assert!(err.contains("add `gen` to the deps of `app`"), "{err}");
-    insta::assert_snapshot!("input_from_unrelated_target", err);
+    assert_errors_at(&err, &["7:14"]);
+    assert!(
+        err.contains("dependency cycle: app -> gen -> app, through the dependency of `app` on `gen`"),
+        "{err}"
+    );
+    assert!(err.contains("reads `build/version.h`, an output of `gen`"), "{err}");
+    assert!(err.contains("part of the cycle"), "the declared dep of the cycle is labelled too:\n{err}");
+    insta::assert_snapshot!("inferred_edge_closes_a_cycle", err);
 }
 
-/// A glob or a folder that takes in another target's output needs the dependency too.
+/// A cycle made only of inferred edges, from a glob and a folder: each input is labelled.
 #[test]
-fn input_glob_or_folder_covering_another_targets_output() {
+fn inferred_dependencies_from_a_glob_and_a_folder_closing_a_cycle() {
     let yaml = "\
 targets:
   gen:
+    inputs: [\"docs/*.md\"]
     outputs: [build/version.h]
     run: echo
-  app:
-    inputs: [\"build/*.h\", build]
-    outputs: [app]
+  docs:
+    inputs: [build]
+    outputs: [docs/api.md]
     run: echo
 ";
     let err = rejected(yaml, &[]);
-    assert_errors_at(&err, &["6:14", "6:27"]);
-    assert_eq!(err.matches("add `gen` to the deps of `app`").count(), 2, "{err}");
+    assert_errors_at(&err, &["3:14"]);
+    assert!(err.contains("dependency cycle: gen -> docs -> gen"), "{err}");
+    assert!(err.contains("reads `docs/api.md`, an output of `docs`"), "{err}");
+    assert!(err.contains("reads `build/version.h`, an output of `gen`"), "{err}");
 }
 
 /// The same input is fine when a path of deps leads to its producer, through a step or a group.
@@ -611,21 +621,22 @@ targets:
 fn several_graph_errors_reported_together() {
     let yaml = "\
 targets:
+  c:
+    inputs: [out/a]
+    outputs: [c]
+    run: echo
   a:
+    deps: [c]
     outputs: [out/a]
     run: echo
   b:
     outputs: [out/a]
     run: echo
-  c:
-    inputs: [out/a]
-    outputs: [c]
-    run: echo
 ";
     let err = rejected(yaml, &[]);
-    assert_errors_at(&err, &["3:15", "9:14"]);
+    assert_errors_at(&err, &["8:15", "3:14"]);
     assert!(err.contains("output `out/a` is claimed by both `a` and `b`"), "{err}");
-    assert!(err.contains("is an output of `a`, but `c` does not depend on `a`"), "{err}");
+    assert!(err.contains("dependency cycle: c -> a -> c"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ mod image_native;
 mod image_ops;
 mod image_roundtrip;
 mod incremental;
+mod inferred;
 mod key_completeness;
 mod keys;
 mod manifest;

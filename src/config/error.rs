@@ -184,16 +184,18 @@ pub enum ConfigError {
         span: SourceSpan,
     },
 
-    #[error("input `{path}` of target `{target}` is an output of `{owner}`, but `{target}` does not depend on `{owner}`")]
-    #[diagnostic(code(gvbuild::config::undeclared_dep))]
-    InputFromUnrelated {
+    #[error("dependency cycle: {cycle}, through the dependency of `{target}` on `{owner}` inferred from input `{path}`")]
+    #[diagnostic(code(gvbuild::config::inferred_cycle))]
+    InferredCycle {
         path: String,
+        output: String,
         target: String,
         owner: String,
+        cycle: String,
         #[source_code]
         src: Src,
-        #[label("produced by `{owner}`")]
-        span: SourceSpan,
+        #[label(collection)]
+        labels: Vec<miette::LabeledSpan>,
         #[help]
         help: String,
     },

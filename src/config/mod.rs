@@ -2,8 +2,8 @@
 //!
 //! [`parse`] turns the YAML text into a validated [`Project`]: names resolved, vars expanded,
 //! paths normalised and checked. Every error found is reported in one go, each pointing at its
-//! place in the file. Checks that need the whole graph (cycles, outputs read without a dependency)
-//! live in `graph.rs`.
+//! place in the file. Checks that need the whole graph (cycles, outputs, the dependencies inferred
+//! from inputs that read other targets' outputs) live in `graph.rs`.
 
 pub mod error;
 pub mod expand;

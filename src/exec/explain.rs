@@ -5,6 +5,7 @@ use std::fmt;
 
 use crate::fingerprint::state::Explained;
 use crate::fingerprint::{FileId, KeyParts};
+use crate::graph::Graph;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
@@ -19,7 +20,16 @@ pub enum Reason {
     InputRemoved(String),
     DiscoveredChanged(String),
     DepOutputsChanged(String),
+    /// The same, for a dependency inferred from an input that reads its output.
+    InferredDepOutputsChanged {
+        dep: String,
+        input: String,
+    },
     DepAdded(String),
+    InferredDepAdded {
+        dep: String,
+        input: String,
+    },
     DepRemoved(String),
     EnvChanged(String),
     PassEnvChanged(String),
@@ -52,7 +62,13 @@ impl fmt::Display for Reason {
                 None => write!(f, "discovered input {p} changed"),
             },
             Reason::DepOutputsChanged(d) => write!(f, "dependency {d} produced new outputs"),
+            Reason::InferredDepOutputsChanged { dep, input } => {
+                write!(f, "dependency {dep} (inferred from input {input}) produced new outputs")
+            }
             Reason::DepAdded(d) => write!(f, "new dependency {d}"),
+            Reason::InferredDepAdded { dep, input } => {
+                write!(f, "new dependency {dep}, inferred from input {input}")
+            }
             Reason::DepRemoved(d) => write!(f, "dependency {d} was removed"),
             Reason::EnvChanged(v) => write!(f, "env {v} changed"),
             Reason::PassEnvChanged(v) => write!(f, "pass_env {v} changed"),
@@ -102,6 +118,19 @@ fn diff_map<V: PartialEq>(
         if old.get(k) != new.get(k) {
             out.push(f(k));
         }
+    }
+}
+
+/// Say which input each inferred dependency that `reasons` name comes from.
+pub fn mark_inferred(reasons: &mut [Reason], graph: &Graph, target: usize) {
+    for r in reasons {
+        let (Reason::DepOutputsChanged(d) | Reason::DepAdded(d)) = r else { continue };
+        let Some(e) = graph.lookup(d).and_then(|dep| graph.inferred_edge(target, dep)) else { continue };
+        let (dep, input) = (std::mem::take(d), graph.inferred_input(e).to_string());
+        *r = match r {
+            Reason::DepAdded(_) => Reason::InferredDepAdded { dep, input },
+            _ => Reason::InferredDepOutputsChanged { dep, input },
+        };
     }
 }
 

@@ -324,7 +324,8 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
         if in_flight == 0 {
             continue;
         }
-        let Ok((i, done)) = rx.recv() else { break };
+        let Ok((i, mut done)) = rx.recv() else { break };
+        explain::mark_inferred(&mut done.reasons, g, i);
         in_flight -= 1;
         remaining -= 1;
         waiting[i] = usize::MAX;
