@@ -193,13 +193,18 @@ pub fn identities(
     Ok(ids)
 }
 
-/// Whether `base/name` exists, by the names in folder listings (one `readdir` per folder).
+/// Whether `base/name` exists (the last component as an entry, not followed). While nothing
+/// runs, by folder listings read once per build (one `readdir` per folder); otherwise, since
+/// steps are writing, by a `stat` of the path itself.
 fn name_exists(
     stat: &StatCache,
     listings: &mut HashMap<PathBuf, Arc<HashSet<OsString>>>,
     base: &Path,
     name: &str,
 ) -> bool {
+    if !stat.is_frozen() {
+        return std::fs::symlink_metadata(base.join(name)).is_ok();
+    }
     let mut dir = base.to_path_buf();
     for c in name.split('/') {
         let listing = listings.entry(dir.clone()).or_insert_with(|| stat.listing(&dir));

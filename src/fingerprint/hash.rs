@@ -95,6 +95,11 @@ impl StatCache {
         }
     }
 
+    /// Whether this is the fresh-check phase, in which no file changes.
+    pub fn is_frozen(&self) -> bool {
+        self.listings.read().is_ok_and(|m| m.is_some())
+    }
+
     /// The names in folder `dir` (empty when it is not a readable folder), read once per
     /// fresh-check phase.
     pub fn listing(&self, dir: &Path) -> Arc<HashSet<OsString>> {
