@@ -2,14 +2,19 @@
 //!
 //! # The key
 //!
-//! Every step target gets a *key*: the blake3 hash of a versioned [`KeyParts`] struct, serialized
-//! with bincode (BTreeMaps, so the bytes are deterministic). It holds:
+//! Every step target gets a *key*: blake3 of a versioned [`KeyParts`] struct, written in the
+//! byte format [`encode`] defines (length-prefixed fields, maps in sorted order), so the bytes
+//! are ours and never change with a library. It holds:
 //!
-//! - **the step definition after var expansion**: kind, command, declared output paths, depfile;
+//! - **the step definition after var expansion**: kind, command (for built-in steps, every field
+//!   of the spec), declared output paths, depfile;
 //! - **each input file**: its project-relative path (absolute for system files such as
-//!   `/usr/include/stdio.h`, keyed as written), its content digest and its executable bit.
+//!   `/usr/include/stdio.h`, keyed as written), its content digest, size and executable bit.
 //!   Folders stand for every file below them; globs are expanded on every build, so a new file
-//!   matching `src/**/*.cu` changes the key;
+//!   matching `src/**/*.cu` changes the key. Symlinks inside input folders are followed ([`inputs`]):
+//!   what a link leads to is keyed under the link's name (also outside the project), and every
+//!   link's text is keyed too (`NAME (link)`). A FIFO, socket or device, a name that is not
+//!   UTF-8 or a symlink loop is an error, never skipped; only `.git` and `.gvbuild` are;
 //! - **the digests of the dependencies' outputs**, not their keys: a dependency that reruns and
 //!   writes identical bytes leaves its dependents' keys unchanged (early cutoff);
 //! - **`env` and `pass_env` values** (an unset pass-through var is keyed as unset);
@@ -23,17 +28,21 @@
 //!
 //! # Depfiles: the two-level key
 //!
-//! Inputs a command discovers (headers listed in its `-MD` depfile) cannot be known before it
-//! runs. As in ccache's direct mode, the key above is the *first-level* key. The cache keeps, for
-//! each first-level key, the lists of discovered inputs seen after running it (project paths
-//! relative, system paths absolute). The *full* key is blake3 of the first-level key and the
-//! digests of one such list's files; a cache hit needs one list whose files still hash to an
-//! existing entry. Editing a discovered header therefore changes the full key, also in a fresh
-//! clone that only has the cache.
+//! Inputs a command discovers (headers listed in its `-MD` depfile, read as ninja reads it:
+//! [`depfile`]) cannot be known before it runs. As in ccache's direct mode, the key above is the
+//! *first-level* key. The cache keeps, for each first-level key, the lists of discovered inputs
+//! seen after running it (project paths relative, system paths absolute). The *full* key is
+//! blake3 of the first-level key and, for one such list, the identities [`discovered`] computes:
+//! each file's digest (absent files as absent) and, per search folder, which of the names the
+//! step could have looked up exist there, so a header that now shadows a recorded one changes
+//! it. A cache hit needs exactly one list whose full key has an entry; with several, the step
+//! runs. Editing a discovered header therefore changes the full key, also in a fresh clone that
+//! only has the cache.
 //!
 //! # Files on disk
 //!
-//! In the project's state folder `.gvbuild/` (never in a key, safe to delete):
+//! In the project's state folder `.gvbuild/` (never in a key, safe to delete). The `.bin` files
+//! are sealed ([`encode`]): a damaged one reads as absent.
 //! - `graph.bin`: the validated graph, keyed by the YAML's bytes and the `--set` vars;
 //! - `state.bin` + `journal`: per target, the last key and the outputs it produced (the journal is
 //!   appended after each step and folded into `state.bin` at the end, so a killed build keeps
