@@ -356,13 +356,18 @@ fn symlink_out_of_the_project_is_keyed_by_content() {
     assert_eq!(p.read("out.txt"), "v2\n");
 }
 
+/// A step whose input is the folder `assets/`.
+fn assets_project() -> Project {
+    Project::new().file(
+        "gevulot.yaml",
+        "targets:\n  t:\n    inputs: [assets/]\n    outputs: [out.txt]\n    run: echo > out.txt\n",
+    )
+}
+
 /// A symlink loop inside an input folder is an error naming the link and its ancestor.
 #[test]
 fn symlink_loop_in_input_folder_is_an_error() {
-    let p = Project::new().file(
-        "gevulot.yaml",
-        "targets:\n  t:\n    inputs: [assets/]\n    outputs: [out.txt]\n    run: echo > out.txt\n",
-    );
+    let p = assets_project();
     p.write("assets/sub/x", "x");
     std::os::unix::fs::symlink("..", p.path("assets/sub/up")).unwrap();
     p.gvbuild(&[])
@@ -398,10 +403,7 @@ fn build_with_deadline(p: &Project, args: &[&str]) -> (i32, String) {
 /// file. Both are now errors that name the entry.
 #[test]
 fn fifo_and_socket_in_input_folder_are_errors() {
-    let p = Project::new().file(
-        "gevulot.yaml",
-        "targets:\n  t:\n    inputs: [assets/]\n    outputs: [out.txt]\n    run: echo > out.txt\n",
-    );
+    let p = assets_project();
     p.write("assets/a", "a");
     let st = Command::new("mkfifo").arg(p.path("assets/pipe")).status().unwrap();
     assert!(st.success());
@@ -419,10 +421,7 @@ fn fifo_and_socket_in_input_folder_are_errors() {
 /// file left the step fresh. Now it is an error naming it.
 #[test]
 fn non_utf8_name_in_input_folder_is_an_error() {
-    let p = Project::new().file(
-        "gevulot.yaml",
-        "targets:\n  t:\n    inputs: [assets/]\n    outputs: [out.txt]\n    run: echo > out.txt\n",
-    );
+    let p = assets_project();
     p.write("assets/a", "a");
     fs::write(p.path("assets").join(std::ffi::OsStr::from_bytes(b"caf\xe9")), "x").unwrap();
     p.gvbuild(&[]).failure().stderr_has("has a name that is not UTF-8");
