@@ -76,8 +76,8 @@ struct BuildArgs {
     /// A target to build (repeatable); the same as naming it.
     #[arg(long = "target", value_name = "NAME")]
     target: Vec<String>,
-    /// Steps run at once (default: the number of cores).
-    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    /// Commands run at once (default: the number of cores; 0: no limit, as in ninja).
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = parse_jobs, allow_negative_numbers = true)]
     jobs: Option<usize>,
     /// Keep building what does not depend on a failed step.
     #[arg(short = 'k', long = "keep-going")]
@@ -94,9 +94,22 @@ struct BuildArgs {
     /// Print what would run and why; touch nothing.
     #[arg(short = 'n', long = "dry-run")]
     dry_run: bool,
-    /// Run this target's step even if it is fresh or cached (repeatable).
+    /// Run this target's step even if it is fresh or cached (repeatable; a group: its members).
     #[arg(long, value_name = "TARGET")]
     rebuild: Vec<String>,
+    /// Run every selected step without reading the cache, and store the results (as make -B).
+    #[arg(short = 'B', long = "rebuild-all")]
+    rebuild_all: bool,
+    /// Print only failures (and warnings).
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+/// `-j N`: a count of commands, 0 for no limit.
+fn parse_jobs(s: &str) -> Result<usize, String> {
+    s.parse::<usize>().map_err(|_| {
+        format!("-j takes the number of commands to run at once: 1 or more, or 0 for no limit (got `{s}`)")
+    })
 }
 
 impl BuildArgs {
@@ -118,6 +131,8 @@ impl BuildArgs {
             explain: self.explain || after.explain,
             dry_run: self.dry_run || after.dry_run,
             rebuild,
+            rebuild_all: self.rebuild_all || after.rebuild_all,
+            quiet: self.quiet || after.quiet,
         }
     }
 }
@@ -208,6 +223,18 @@ pub enum Error {
     #[error("{0}")]
     #[diagnostic(code(gvbuild::usage))]
     Usage(String),
+    #[error("no gevulot.yaml in {0} or any parent folder")]
+    #[diagnostic(
+        code(gvbuild::no_build_file),
+        help("run gvbuild inside a project, name its folder with -C DIR or its file with -f FILE")
+    )]
+    NoBuildFile(String),
+    #[error("{0}")]
+    #[diagnostic(
+        code(gvbuild::read_build_file),
+        help("name an existing file with -f FILE, or a folder with -C DIR")
+    )]
+    ReadBuildFile(String),
     #[error("{0}")]
     #[diagnostic(code(gvbuild::io))]
     Io(String),
@@ -219,7 +246,7 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::Usage(_) => 2,
+            Error::Config(_) | Error::Usage(_) | Error::NoBuildFile(_) | Error::ReadBuildFile(_) => 2,
             Error::Io(_) | Error::Cache(_) => 1,
         }
     }
@@ -334,6 +361,9 @@ struct Project {
     state_dir: PathBuf,
 }
 
+/// The build file is `-f FILE`, else `gevulot.yaml` in the folder (`-C DIR` or the current one)
+/// or its nearest parent that has one, as cargo finds Cargo.toml and just its justfile. The
+/// project's folder is the file's.
 fn open_project(g: &GlobalArgs) -> Result<Project, Error> {
     let cwd =
         std::env::current_dir().map_err(|e| Error::Io(format!("cannot read the current folder: {e}")))?;
@@ -341,20 +371,34 @@ fn open_project(g: &GlobalArgs) -> Result<Project, Error> {
         Some(d) => cwd.join(d),
         None => cwd,
     };
-    let file = base.join(g.file.as_deref().unwrap_or(Path::new("gevulot.yaml")));
-    let text = std::fs::read_to_string(&file).map_err(|e| {
-        Error::Config(ConfigErrors {
-            file: file.display().to_string(),
-            errors: vec![ConfigError::Read { path: file.display().to_string(), cause: e.to_string() }],
-        })
-    })?;
+    let (file, shown) = match &g.file {
+        Some(f) => (base.join(f), f.display().to_string()),
+        None => {
+            let mut up = 0usize;
+            let mut found = None;
+            for dir in base.ancestors() {
+                let candidate = dir.join("gevulot.yaml");
+                if candidate.is_file() {
+                    found = Some(candidate);
+                    break;
+                }
+                up += 1;
+            }
+            let Some(file) = found else {
+                return Err(Error::NoBuildFile(base.display().to_string()));
+            };
+            let rel: PathBuf = std::iter::repeat_n("..", up).collect::<PathBuf>().join("gevulot.yaml");
+            let shown = match &g.dir {
+                Some(d) => d.join(rel),
+                None => rel,
+            };
+            (file, shown.display().to_string())
+        }
+    };
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| Error::ReadBuildFile(format!("cannot read the build file {}: {e}", file.display())))?;
     let file = std::fs::canonicalize(&file).unwrap_or(file);
     let root = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let shown = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let shown = match &g.dir {
-        Some(d) if g.file.is_none() => d.join(&shown).display().to_string(),
-        _ => g.file.as_ref().map(|f| f.display().to_string()).unwrap_or(shown),
-    };
     let state_dir = root.join(".gvbuild");
     Ok(Project { root, source: Source::new(shown, text), state_dir })
 }
@@ -410,44 +454,69 @@ fn open_cache(g: &GlobalArgs, mode: lock::Mode) -> Result<(Cache, lock::Lock), E
 fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
     let mut timings = Timings::new();
     let p = open_project(g)?;
-    prepare_state_dir(&p.state_dir)?;
-    let _lock = project_lock(&p)?;
+    // A dry run writes nothing at all: no state folder, no lock, no parse cache, no cache.
+    let dry = args.dry_run;
+    let _lock = if dry {
+        None
+    } else {
+        prepare_state_dir(&p.state_dir)?;
+        Some(project_lock(&p)?)
+    };
     let jobs = Jobs::new(&p.state_dir);
-    if !args.dry_run {
+    if !dry {
         let killed = jobs.kill_leftovers();
         if killed > 0 {
             note(&format!("gvbuild: stopped {killed} step(s) left running by an earlier, killed gvbuild"));
         }
     }
     timings.mark("open and lock");
-    let graph = load_graph(g, &p)?;
+    let graph = Graph::load_with(&p.source, &overrides(g)?, &p.state_dir, !dry)?;
     timings.mark("load graph");
     let mut names = args.targets.clone();
     names.extend(args.target.iter().cloned());
     let selected = graph.select(&names).map_err(Error::Usage)?;
+    // A group stands for its members.
+    let mut rebuild = HashSet::new();
     for r in &args.rebuild {
-        if graph.lookup(r).is_none() {
+        let Some(i) = graph.lookup(r) else {
             return Err(Error::Usage(format!("--rebuild names unknown target `{r}`")));
+        };
+        if graph.target(i).step.is_some() {
+            rebuild.insert(r.clone());
+        } else {
+            rebuild.extend(graph.step_deps[i].iter().map(|&m| graph.target(m).name.clone()));
         }
     }
     check_unset_vars(&graph, &selected, &p.source)?;
 
-    let (cache, _cache_lock) = open_cache(g, lock::Mode::Shared)?;
+    let (cache, _cache_lock) = if dry {
+        (Cache::open_read_only(&cache_dir(g)), None)
+    } else {
+        let (c, l) = open_cache(g, lock::Mode::Shared)?;
+        (c, Some(l))
+    };
     let opts = Opts {
-        jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        jobs: match args.jobs {
+            // No limit: as many commands as there are steps to run.
+            Some(0) => selected.len().max(1),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
         keep_going: args.keep_going,
         verbose: args.verbose,
         json: args.json,
         explain: args.explain,
         dry_run: args.dry_run,
-        rebuild: args.rebuild.iter().cloned().collect::<HashSet<_>>(),
+        rebuild,
+        rebuild_all: args.rebuild_all,
+        quiet: args.quiet,
     };
     let explain = (opts.explain || opts.dry_run).then(|| ExplainStore::load(&p.state_dir));
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register(sig, interrupted.clone());
     }
-    let mut reporter = Reporter::new(opts.json, opts.explain, opts.dry_run, opts.verbose);
+    let mut reporter = Reporter::new(opts.json, opts.explain, opts.dry_run, opts.verbose, opts.quiet);
     let ctx = Arc::new(Ctx {
         root: p.root.clone(),
         state_dir: p.state_dir.clone(),
@@ -509,7 +578,7 @@ fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
     timings.report();
     Ok(if was_interrupted {
         130
-    } else if summary.failed > 0 || summary.skipped > 0 {
+    } else if summary.failed > 0 || summary.skipped > 0 || summary.interrupted > 0 {
         1
     } else {
         0

@@ -80,6 +80,16 @@ impl Graph {
         overrides: &[(String, String)],
         state_dir: &Path,
     ) -> Result<Graph, ConfigErrors> {
+        Graph::load_with(source, overrides, state_dir, true)
+    }
+
+    /// [`Graph::load`], writing the parse cache only when `write` (a dry run writes nothing).
+    pub fn load_with(
+        source: &Source,
+        overrides: &[(String, String)],
+        state_dir: &Path,
+        write: bool,
+    ) -> Result<Graph, ConfigErrors> {
         let key = parse_key(source, overrides);
         let cache_path = state_dir.join("graph.bin");
         if let Some(cached) = encode::read_sealed::<Cached>(&cache_path, GRAPH_MAGIC, PARSE_CACHE_VERSION) {
@@ -99,7 +109,9 @@ impl Graph {
             inferred: graph.inferred.clone(),
         };
         // The cache is an optimisation: failing to write it is not an error.
-        let _ = encode::write_sealed(&cache_path, GRAPH_MAGIC, PARSE_CACHE_VERSION, &cached);
+        if write {
+            let _ = encode::write_sealed(&cache_path, GRAPH_MAGIC, PARSE_CACHE_VERSION, &cached);
+        }
         Ok(graph)
     }
 

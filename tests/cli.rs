@@ -98,3 +98,174 @@ fn gvbuild_timings_reports_each_phase_on_stderr() {
     let quiet = p.gvbuild(&["gen"]).success();
     assert!(!quiet.stderr().contains("timing:"), "{}", quiet.stderr());
 }
+
+/// Like cargo and just: gevulot.yaml is found in the nearest parent, and the build runs
+/// relative to that folder.
+#[test]
+fn the_build_file_is_found_in_a_parent_folder() {
+    let p = project();
+    std::fs::create_dir_all(p.path("deep/er")).unwrap();
+    let mut c = p.command(&["--json", "gen"]);
+    c.current_dir(p.path("deep/er"));
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(p.read("out/gen.txt"), "a\n");
+    assert!(!p.exists("deep/er/out"), "outputs are relative to the project folder");
+}
+
+/// `-j0` means no limit, as in ninja; a negative or non-numeric `-j` says what it takes.
+#[test]
+fn jobs_zero_is_no_limit_and_bad_jobs_say_what_j_takes() {
+    let p = project();
+    assert_eq!(p.build(&["-j0"]).ran(), names(&["gen", "use"]));
+    for bad in ["-1", "many"] {
+        let r = p.gvbuild(&["-j", bad]).exit(2);
+        assert!(
+            r.stderr()
+                .contains("-j takes the number of commands to run at once: 1 or more, or 0 for no limit"),
+            "{}",
+            r.stderr()
+        );
+    }
+}
+
+/// `--rebuild` of a group reruns its members; `-B` reruns every selected step without reading
+/// the cache, and stores what it ran.
+#[test]
+fn rebuild_takes_groups_and_rebuild_all_runs_everything() {
+    let p = project();
+    p.build(&[]);
+    assert_eq!(p.build(&["--rebuild", "all"]).ran(), names(&["use"]));
+    assert_eq!(p.build(&["-B"]).ran(), names(&["gen", "use"]));
+    assert_eq!(p.build(&["--rebuild-all", "gen"]).ran(), names(&["gen"]));
+    let q = p.clone_to_new_folder();
+    std::fs::remove_dir_all(q.path("out")).unwrap();
+    assert_eq!(q.build(&[]).restored(), names(&["gen", "use"]));
+}
+
+/// `-q` prints only failures.
+#[test]
+fn quiet_prints_only_failures() {
+    let p = project();
+    let r = p.gvbuild(&["-q"]).success();
+    assert_eq!(r.stdout(), "", "nothing on success");
+    p.write("gevulot.yaml", "targets:\n  bad:\n    outputs: [o]\n    run: echo broken >&2; exit 3\n  good:\n    outputs: [g]\n    run: echo > g\n");
+    let r = p.gvbuild(&["-q", "-k"]).exit(1);
+    assert!(!r.stdout().contains("ran       good"), "{}", r.stdout());
+    assert!(r.stdout().contains("FAILED    bad"), "{}", r.stdout());
+    assert!(
+        r.stderr().contains("the command exited with status 3") && r.stderr().contains("| broken"),
+        "{}",
+        r.stderr()
+    );
+}
+
+/// `-n` prints each step's expanded command, or a one-line summary for built-in steps, and
+/// writes nothing at all: no .gvbuild/, no lock, no parse cache, no cache folder.
+#[test]
+fn dry_run_prints_commands_and_writes_nothing() {
+    let p = Project::new().file(
+        "gevulot.yaml",
+        &y(r#"
+            vars: { greeting: hello }
+            targets:
+              gen:
+                outputs: [out/gen.txt]
+                run: echo ${greeting} > out/gen.txt
+              fetched:
+                fetch:
+                  url: https://example.com/assets.tar.gz
+                  sha256: 0000000000000000000000000000000000000000000000000000000000000000
+                  extract: {}
+                  into: build/assets
+            "#),
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("never-made");
+    let out = p.command(&["-n", "--cache-dir", cache_dir.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("would run     gen: "), "{text}");
+    assert!(text.contains("  $ echo hello > out/gen.txt"), "{text}");
+    assert!(text.contains("  $ fetch https://example.com/assets.tar.gz -> build/assets"), "{text}");
+    assert!(text.contains("gvbuild (dry run): 2 would run, 0 would restore, 0 fresh"), "{text}");
+    assert!(!text.contains(" ran,"), "{text}");
+    assert!(!p.exists(".gvbuild"), "a dry run writes no state folder");
+    assert!(!cache_dir.exists(), "a dry run makes no cache");
+    let json = Build::parse(&p.gvbuild(&["-n", "--json"]).success());
+    assert_eq!(json.events[0]["command"], "echo hello > out/gen.txt");
+    assert_eq!(json.summary["dry_run"], true);
+    assert!(!p.exists(".gvbuild"));
+}
+
+/// Under `--json`, a failed step's event carries the error, its command and its log's path.
+#[test]
+fn json_failure_events_carry_the_error_and_the_log() {
+    let p = Project::new()
+        .file("gevulot.yaml", "targets:\n  bad:\n    outputs: [o]\n    run: echo oops; exit 4\n");
+    let (run, b) = p.build_any(&[]);
+    assert_eq!(run.code(), 1);
+    let ev = &b.events[0];
+    assert_eq!(ev["outcome"], "failed");
+    assert_eq!(ev["error"], "the command exited with status 4");
+    assert_eq!(ev["command"], "echo oops; exit 4");
+    assert_eq!(ev["log"], ".gvbuild/logs/bad.log");
+    assert_eq!(p.read(".gvbuild/logs/bad.log"), "oops\n");
+}
+
+/// Ctrl-C: the steps it stopped are `interrupted`, in text and in `--json`, not `failed`.
+#[test]
+fn interrupted_steps_are_reported_as_interrupted() {
+    let p = Project::new().file(
+        "gevulot.yaml",
+        "targets:\n  slow:\n    outputs: [o]\n    run: touch started; sleep 30; echo > o\n",
+    );
+    for json in [false, true] {
+        let _ = std::fs::remove_file(p.path("started"));
+        let mut args = vec![];
+        if json {
+            args.push("--json");
+        }
+        let child = p
+            .command(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !p.exists("started") {
+            assert!(std::time::Instant::now() < deadline, "the step never started");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let st = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        assert!(st.success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(130));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if json {
+            assert!(stdout.contains("\"outcome\":\"interrupted\""), "{stdout}");
+            assert!(stdout.contains("\"interrupted\":1"), "{stdout}");
+        } else {
+            assert!(stdout.contains("INTERRUPTED slow"), "{stdout}");
+            assert!(stdout.contains("1 interrupted"), "{stdout}");
+        }
+        assert!(!stdout.contains("\"outcome\":\"failed\"") && !stdout.contains("FAILED"), "{stdout}");
+    }
+}
+
+/// A step's reported time is its own run time, not the time it waited for a job slot: with
+/// `-j1`, the second of two one-second steps reports about one second, not two.
+#[test]
+fn step_time_excludes_waiting_for_a_slot() {
+    let p = Project::new().file(
+        "gevulot.yaml",
+        "targets:\n  a:\n    outputs: [a]\n    run: sleep 1; echo > a\n  b:\n    outputs: [b]\n    run: sleep 1; echo > b\n",
+    );
+    let start = std::time::Instant::now();
+    let b = p.build(&["-j1"]);
+    assert!(start.elapsed() >= std::time::Duration::from_secs(2), "the steps ran one after the other");
+    for ev in &b.events {
+        let ms = ev["ms"].as_u64().unwrap();
+        assert!((1000..1900).contains(&ms), "{ev}");
+    }
+}

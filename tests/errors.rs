@@ -677,12 +677,12 @@ fn diagnostics_name_the_file_as_given_with_f_and_c() {
 fn missing_build_file() {
     let p = Project::new();
     let err = rejected_in(&p, &[]);
-    assert!(err.contains("cannot read [PROJECT]/gevulot.yaml"), "{err}");
-    assert!(err.contains("-f FILE or -C DIR"), "{err}");
+    assert!(err.contains("no gevulot.yaml in [PROJECT] or any parent folder"), "{err}");
+    assert!(!err.contains("error in the build file"), "{err}");
     insta::assert_snapshot!("missing_build_file", err);
 
     let err = rejected_in(&p, &["-f", "nope.yaml"]);
-    assert!(err.contains("cannot read [PROJECT]/nope.yaml"), "{err}");
+    assert!(err.contains("cannot read the build file [PROJECT]/nope.yaml"), "{err}");
 }
 
 #[test]

@@ -80,6 +80,8 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
 
 pub struct Cache {
     root: PathBuf,
+    /// A dry run's cache: nothing is created, evicted or touched.
+    read_only: bool,
 }
 
 /// The default cache folder: `$GVBUILD_CACHE_DIR`, else `$XDG_CACHE_HOME/gvbuild`, else
@@ -100,7 +102,12 @@ impl Cache {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        Ok(Cache { root: root.to_path_buf() })
+        Ok(Cache { root: root.to_path_buf(), read_only: false })
+    }
+
+    /// The cache at `root` for reading only (a dry run): nothing is created.
+    pub fn open_read_only(root: &Path) -> Cache {
+        Cache { root: root.to_path_buf(), read_only: true }
     }
 
     pub fn root(&self) -> &Path {
@@ -264,7 +271,9 @@ impl Cache {
         match serde_json::from_slice::<ActionEntry>(&bytes) {
             Ok(e) if e.version == ENTRY_VERSION => Some(e),
             _ => {
-                let _ = fs::remove_file(&p);
+                if !self.read_only {
+                    let _ = fs::remove_file(&p);
+                }
                 None
             }
         }

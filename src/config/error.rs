@@ -9,13 +9,6 @@ type Src = NamedSource<Arc<str>>;
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {cause}")]
-    #[diagnostic(
-        code(gvbuild::config::read),
-        help("run gvbuild in the folder of a gevulot.yaml, or name one with -f FILE or -C DIR")
-    )]
-    Read { path: String, cause: String },
-
     #[error("{message}")]
     #[diagnostic(code(gvbuild::config::yaml))]
     Yaml {

@@ -49,6 +49,8 @@ pub enum Outcome {
     Fresh,
     Failed,
     Skipped,
+    /// Stopped by Ctrl-C (SIGINT) or SIGTERM while it ran.
+    Interrupted,
 }
 
 impl Outcome {
@@ -59,6 +61,7 @@ impl Outcome {
             Outcome::Fresh => "fresh",
             Outcome::Failed => "failed",
             Outcome::Skipped => "skipped",
+            Outcome::Interrupted => "interrupted",
         }
     }
 }
@@ -72,6 +75,17 @@ pub struct Opts {
     pub explain: bool,
     pub dry_run: bool,
     pub rebuild: HashSet<String>,
+    /// `--rebuild-all` (`-B`): run every selected step without reading the cache.
+    pub rebuild_all: bool,
+    /// `-q`: print only failures.
+    pub quiet: bool,
+}
+
+impl Opts {
+    /// Whether this target's step must run whatever the cache holds.
+    pub fn forced(&self, target: &str) -> bool {
+        self.rebuild_all || self.rebuild.contains(target)
+    }
 }
 
 /// Everything a step needs, shared by the pool threads.
@@ -129,8 +143,16 @@ impl Slots {
         Slots { free: std::sync::Mutex::new(n.max(1)), cv: std::sync::Condvar::new() }
     }
 
-    /// Hold a slot while the returned guard lives.
+    /// Hold a slot while the returned guard lives. The time spent waiting for it is added to
+    /// this thread's [`slot_wait`], so that a step's reported time is its own.
     pub fn acquire(&self) -> SlotGuard<'_> {
+        let start = std::time::Instant::now();
+        let guard = self.acquire_inner();
+        SLOT_WAIT.with(|w| w.set(w.get() + start.elapsed()));
+        guard
+    }
+
+    fn acquire_inner(&self) -> SlotGuard<'_> {
         if let Ok(mut free) = self.free.lock() {
             while *free == 0 {
                 free = match self.cv.wait(free) {
@@ -142,6 +164,15 @@ impl Slots {
         }
         SlotGuard { slots: self }
     }
+}
+
+thread_local! {
+    static SLOT_WAIT: std::cell::Cell<std::time::Duration> = const { std::cell::Cell::new(std::time::Duration::ZERO) };
+}
+
+/// The time this thread has waited for command slots since the last call (which resets it).
+pub fn take_slot_wait() -> std::time::Duration {
+    SLOT_WAIT.with(|w| w.replace(std::time::Duration::ZERO))
 }
 
 pub struct SlotGuard<'a> {
@@ -170,6 +201,7 @@ pub struct Summary {
     pub fresh: usize,
     pub failed: usize,
     pub skipped: usize,
+    pub interrupted: usize,
 }
 
 impl Summary {
@@ -180,6 +212,7 @@ impl Summary {
             Outcome::Fresh => self.fresh += 1,
             Outcome::Failed => self.failed += 1,
             Outcome::Skipped => self.skipped += 1,
+            Outcome::Interrupted => self.interrupted += 1,
         }
     }
 }
@@ -209,7 +242,8 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
     let jobs = ctx.opts.jobs.max(1);
     // Fingerprinting and storing a step's outputs need no command slot: with twice as many
     // steps in flight as commands allowed, a step's bookkeeping overlaps the next command.
-    let in_flight_max = jobs * 2;
+    // Threads are bounded even without a limit on commands (`-j0`).
+    let in_flight_max = jobs.saturating_mul(2).min(1024);
     reporter.start(steps.len());
 
     let pool = match rayon::ThreadPoolBuilder::new()
@@ -289,6 +323,9 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
                 // A dependency that would run has no outputs yet: so this step would run too.
                 if let Some(&d) = g.step_deps[i].iter().find(|&&d| out_digest[d].is_none()) {
                     let mut done = runner::Done::would_run();
+                    let t = g.target(i);
+                    done.command =
+                        Some(runner::summary_of(t, t.outputs.iter().map(|o| o.path.clone()).collect()));
                     done.reasons.push(explain::Reason::DepOutputsChanged(g.target(d).name.clone()));
                     in_flight += 1;
                     let _ = tx.send((i, done));

@@ -24,6 +24,8 @@ const LOG_TAIL_LINES: usize = 60;
 
 pub struct Reporter {
     json: bool,
+    /// `-q`: only failures (and warnings) are printed.
+    quiet: bool,
     explain: bool,
     dry_run: bool,
     progress: Option<ProgressBar>,
@@ -37,8 +39,8 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(json: bool, explain: bool, dry_run: bool, verbose: bool) -> Reporter {
-        let multi = (!json && !verbose && io::stderr().is_terminal())
+    pub fn new(json: bool, explain: bool, dry_run: bool, verbose: bool, quiet: bool) -> Reporter {
+        let multi = (!json && !verbose && !quiet && io::stderr().is_terminal())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         let progress = multi.as_ref().map(|m| {
             let pb = m.add(ProgressBar::no_length());
@@ -50,6 +52,7 @@ impl Reporter {
         Reporter {
             timings: std::env::var_os("GVBUILD_TIMINGS").is_some_and(|v| !v.is_empty() && v != "0"),
             json,
+            quiet,
             explain,
             dry_run,
             progress,
@@ -141,10 +144,21 @@ impl Reporter {
             if self.dry_run {
                 ev["dry_run"] = true.into();
             }
+            if let Some(d) = done {
+                if matches!(outcome, Outcome::Failed | Outcome::Interrupted) || self.dry_run {
+                    ev["command"] = d.command.clone().into();
+                }
+                if matches!(outcome, Outcome::Failed | Outcome::Interrupted) {
+                    ev["error"] = d.error.clone().into();
+                    if let Some(log) = d.log.as_ref().filter(|l| l.exists()) {
+                        ev["log"] = log.strip_prefix(&ctx.root).unwrap_or(log).display().to_string().into();
+                    }
+                }
+            }
             let mut out = io::stdout().lock();
             let _ = writeln!(out, "{ev}");
         }
-        if let Some(d) = done {
+        if let Some(d) = done.filter(|_| !self.quiet) {
             for w in &d.warnings {
                 self.warn(w);
             }
@@ -171,8 +185,14 @@ impl Reporter {
                 Some(e) => e,
                 None => reasons,
             };
-            if !self.json {
-                self.line(&format!("{verb:<13} {name}: {why}"));
+            if !self.json && !self.quiet {
+                self.line(format!("{verb:<13} {name}: {why}").trim_end_matches([':', ' ']));
+                if let Some(cmd) = done.and_then(|d| d.command.as_deref()).filter(|_| outcome == Outcome::Ran)
+                {
+                    for (i, l) in cmd.lines().enumerate() {
+                        self.line(&format!("{}{l}", if i == 0 { "  $ " } else { "    " }));
+                    }
+                }
             }
             return;
         }
@@ -182,7 +202,17 @@ impl Reporter {
             Outcome::Restored => Some(format!("restored  {name} ({ms} ms)")),
             Outcome::Skipped => Some(format!("skipped   {name} (a dependency failed or the build stopped)")),
             Outcome::Failed => Some(format!("FAILED    {name}")),
+            Outcome::Interrupted => Some(format!("INTERRUPTED {name}")),
         };
+        let failed = matches!(outcome, Outcome::Failed | Outcome::Interrupted);
+        if self.quiet && !failed {
+            if let Some(d) = done {
+                for w in &d.warnings {
+                    self.warn(w);
+                }
+            }
+            return;
+        }
         if let (Some(h), false) = (&human, self.json) {
             self.line(h);
         }
@@ -242,15 +272,31 @@ impl Reporter {
                 "fresh": summary.fresh,
                 "failed": summary.failed,
                 "skipped": summary.skipped,
+                "interrupted": summary.interrupted,
+                "dry_run": self.dry_run,
             });
             let _ = writeln!(io::stdout().lock(), "{ev}");
             return;
         }
         let secs = self.started.elapsed().as_secs_f64();
-        let head = if self.dry_run { "gvbuild (dry run)" } else { "gvbuild" };
+        if self.quiet && summary.failed == 0 && summary.interrupted == 0 {
+            return;
+        }
         let tail = if interrupted { ", interrupted" } else { "" };
+        if self.dry_run {
+            self.line(&format!(
+                "gvbuild (dry run): {} would run, {} would restore, {} fresh, {} cannot be checked{tail}",
+                summary.ran, summary.restored, summary.fresh, summary.failed
+            ));
+            return;
+        }
+        let stopped = if summary.interrupted > 0 {
+            format!(", {} interrupted", summary.interrupted)
+        } else {
+            String::new()
+        };
         self.line(&format!(
-            "{head}: {} ran, {} restored, {} fresh, {} failed, {} skipped in {secs:.2} s{tail}",
+            "gvbuild: {} ran, {} restored, {} fresh, {} failed, {} skipped{stopped} in {secs:.2} s{tail}",
             summary.ran, summary.restored, summary.fresh, summary.failed, summary.skipped
         ));
     }

@@ -79,12 +79,48 @@ impl Done {
 
 pub fn process(ctx: &Ctx, target: &Target, deps: BTreeMap<String, Digest>) -> Done {
     let start = Instant::now();
+    super::take_slot_wait();
     let mut done = match &target.step {
         Some(step) => process_step(ctx, target, step, deps),
         None => Done::new(Outcome::Fresh),
     };
-    done.ms = start.elapsed().as_millis() as u64;
+    // The step's own time: waiting for a command slot is not part of it.
+    done.ms = start.elapsed().saturating_sub(super::take_slot_wait()).as_millis() as u64;
+    if done.outcome == Outcome::Failed && ctx.interrupted.load(Ordering::SeqCst) {
+        done.outcome = Outcome::Interrupted;
+    }
+    if done.command.is_none() {
+        done.command = Some(summary_of(target, step_outputs(target)));
+    }
     done
+}
+
+fn step_outputs(t: &Target) -> Vec<String> {
+    t.outputs.iter().map(|o| o.path.clone()).collect()
+}
+
+/// What a step does, in one line: its expanded command, or for a built-in step a summary
+/// (`fetch URL -> into`, `stage N rules -> into`, ...). Shown by `-n` and in failures.
+pub fn summary_of(t: &Target, outputs: Vec<String>) -> String {
+    let first = outputs.first().cloned().unwrap_or_default();
+    match &t.step {
+        None => String::new(),
+        Some(Step::Run(run)) => run.command.clone(),
+        Some(Step::Fetch(f)) => format!("fetch {} -> {first}", f.url),
+        Some(Step::Stage(st)) => {
+            let libs = if st.libs_for.is_empty() {
+                String::new()
+            } else {
+                format!(" + the libraries of {}", st.libs_for.join(", "))
+            };
+            format!("stage {} rule(s){libs} -> {first}", st.copy.len())
+        }
+        Some(Step::Manifest(_)) => format!("manifest -> {first}"),
+        Some(Step::Image(im)) => match &im.builder {
+            Builder::Native { .. } => format!("image (native) {} + {} -> {first}", im.root, im.manifest),
+            Builder::Ops { .. } => format!("image (ops build) {} + {} -> {first}", im.root, im.manifest),
+        },
+    }
 }
 
 /// Phase one of a no-op build: is this step fresh, given its deps' output digests? `None` when
@@ -372,7 +408,7 @@ fn unordered_read(ctx: &Ctx, t: &Target, list: &[String], how: &str) -> Result<(
 /// Step 2: fresh when the key equals the one recorded for this target and the outputs on disk
 /// still match their digests.
 fn fresh(ctx: &Ctx, t: &Target, step: &Step, parts: &KeyParts, first: Digest, rec: &Record) -> Option<Done> {
-    if !t.cache || ctx.opts.rebuild.contains(&t.name) {
+    if !t.cache || ctx.opts.forced(&t.name) {
         return None;
     }
     let (key, _) = full_for(ctx, step, first, &rec.discovered).ok()?;
@@ -413,7 +449,7 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
     let first = parts.key();
     let record = ctx.state.read().ok().and_then(|s| s.get(&t.name).cloned());
     let record = record.as_ref();
-    let forced = ctx.opts.rebuild.contains(&t.name);
+    let forced = ctx.opts.forced(&t.name);
     let has_depfile = discovers(step);
     if let Some(d) = record.and_then(|r| fresh(ctx, t, step, &parts, first, r)) {
         return d;
