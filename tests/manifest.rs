@@ -24,7 +24,7 @@ const GPU: &str = r#"  manifest:
     deps: [stage]
     manifest:
       program: prover
-      args: [prover]
+      args: [--verbose]
       env: { RUST_BACKTRACE: "1", RUST_LOG: debug }
       dirs: [lib, nvidia]
       gpu: true
@@ -45,7 +45,7 @@ fn writes_the_gpu_manifest_canonically() {
         json,
         r#"{
   "Args": [
-    "prover"
+    "--verbose"
   ],
   "Dirs": [
     "lib",
