@@ -283,16 +283,19 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
             Ok(0)
         }
         Some(Cmd::Hash { url, blake3 }) => hash(&global, &url, blake3),
-        Some(Cmd::Libs { elfs, search }) => match crate::steps::elf::closure(&elfs, &search) {
-            Ok(c) => {
-                out(&c.to_string());
-                Ok(0)
+        // A relative path in DT_NEEDED is opened from the working directory, as ldd would here.
+        Some(Cmd::Libs { elfs, search }) => {
+            match crate::steps::elf::closure(&elfs, &search, Path::new(".")) {
+                Ok(c) => {
+                    out(&c.to_string());
+                    Ok(0)
+                }
+                Err(e) => {
+                    note(&format!("error: {e}"));
+                    Ok(1)
+                }
             }
-            Err(e) => {
-                note(&format!("error: {e}"));
-                Ok(1)
-            }
-        },
+        }
         Some(Cmd::Inspect { image, extract, json }) => inspect(&image, extract.as_deref(), json),
     }
 }

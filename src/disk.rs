@@ -100,6 +100,18 @@ pub struct DiskWritten {
     pub root: tfs::Written,
 }
 
+/// The root filesystem's size: what a [`write_disk`] caller asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootSize {
+    /// The contents plus some room.
+    Auto,
+    /// Exactly this many bytes (an error when the contents need more).
+    Exactly(u64),
+    /// As big as makes the whole image at least this many bytes (ops's BaseVolumeSz: mkfs grows
+    /// the file to it and the root partition ends at the file's end, ops's fs/mkfs.go).
+    ImageAtLeast(u64),
+}
+
 /// Write a bootable disk image into `out` (a new, empty file).
 pub fn write_disk(
     out: &File,
@@ -107,7 +119,7 @@ pub fn write_disk(
     boot_tree: &BTreeMap<String, FsNode>,
     root_tree: &BTreeMap<String, FsNode>,
     root_attrs: &Tuple,
-    root_size: Option<u64>,
+    root_size: RootSize,
 ) -> Result<DiskWritten, String> {
     let record = boot_record(boot_img).map_err(|e| format!("boot.img is not a Nanos boot loader: {e}"))?;
     let boot_at = SECTOR + record.stage2_len + KLOG_SIZE;
@@ -115,7 +127,12 @@ pub fn write_disk(
         tfs::write_volume(out, boot_at, boot_tree, &Tuple::new(), "", VolumeSize::AtLeast(BOOTFS_SIZE))
             .map_err(|e| format!("the boot filesystem: {e}"))?;
     let root_at = boot_at + boot.size;
-    let size = root_size.map_or(VolumeSize::Auto, VolumeSize::Requested);
+    let size = match root_size {
+        RootSize::Auto => VolumeSize::Auto,
+        RootSize::Exactly(n) => VolumeSize::Requested(n),
+        RootSize::ImageAtLeast(n) if n > root_at => VolumeSize::Fill(n - root_at),
+        RootSize::ImageAtLeast(_) => VolumeSize::Auto,
+    };
     let root = tfs::write_volume(out, root_at, root_tree, root_attrs, "", size)
         .map_err(|e| format!("the root filesystem: {e}"))?;
     let size = root_at + root.size;
@@ -256,7 +273,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk.img");
         let out = File::options().read(true).write(true).create_new(true).open(&path).unwrap();
-        let w = write_disk(&out, &boot_img, &boot, &root, &Tuple::new(), None).unwrap();
+        let w = write_disk(&out, &boot_img, &boot, &root, &Tuple::new(), RootSize::Auto).unwrap();
         assert!(w.boot.size > BOOTFS_SIZE, "{}", w.boot.size);
         let disk = read_disk(&File::open(&path).unwrap()).unwrap();
         assert_eq!(disk.partitions[0].sectors * SECTOR, w.boot.size);

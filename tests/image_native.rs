@@ -1,7 +1,7 @@
 //! `image: { builder: native }`: gvbuild writes the Nanos disk image itself from a (stand-in)
 //! release fetched with a pinned hash. The image is read back with `gvbuild inspect`: the
 //! partition table, the boot filesystem (kernel, klibs), the root tuple from the manifest with
-//! its mounts renumbered, and the tree; the same inputs give the same bytes anywhere.
+//! its mounts as written, and the tree; the same inputs give the same bytes anywhere.
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
@@ -27,7 +27,7 @@ targets:
     deps: [stage]
     manifest:
       program: prover
-      args: [prover, --fast]
+      args: [--fast]
       env: { RUST_LOG: debug }
       dirs: [lib]
       files: [etc/prover.toml]
@@ -122,7 +122,7 @@ fn native_image_holds_what_the_manifest_says_and_inspect_shows_it() {
             "program": "/prover",
             "arguments": ["prover", "--fast"],
             "environment": { "RUST_LOG": "debug" },
-            "mounts": { "%0": "/workspace" },
+            "mounts": { "%1": "/workspace" },
             "readonly_rootfs": "true",
         })
     );
@@ -142,10 +142,10 @@ fn native_image_holds_what_the_manifest_says_and_inspect_shows_it() {
         want.into_iter().map(|(p, (k, d, x))| (p.to_string(), (k.to_string(), d.to_string(), x))).collect();
     assert_eq!(rows, want);
 
-    // The text view, for a person: the renumbered mount and the exec attribute.
+    // The text view, for a person: the mount and the exec attribute.
     p.gvbuild(&["inspect", "build/prover.img"])
         .success()
-        .stdout_has("  mounts: %0:/workspace\n")
+        .stdout_has("  mounts: %1:/workspace\n")
         .stdout_has("  /prover  12 bytes  exec\n")
         .stdout_has(&format!("blake3 {id}"));
 
@@ -220,6 +220,7 @@ fn klibs_go_to_the_boot_filesystem_from_the_klib_folder_or_the_release() {
     write_nanos_release(&p, "nanos");
     p.executable("root/prover", "prover");
     p.write("assets/gpu_nvidia", "the assets' gpu klib");
+    p.write("assets/ntp", "the assets' ntp klib");
     p.write(
         "prover.json",
         r#"{"Program": "prover", "Klibs": ["gpu_nvidia", "ntp"], "KlibDir": "../assets", "RebootOnExit": true,
@@ -228,8 +229,8 @@ fn klibs_go_to_the_boot_filesystem_from_the_klib_folder_or_the_release() {
     p.build(&[]);
     let d = inspect(&p, "prover.img");
     let boot = tree_rows(filesystem(&d, "boot"));
-    assert_eq!(boot["/klib/gpu_nvidia"].1, "20", "from KlibDir, before the release's own");
-    assert_eq!(boot["/klib/ntp"].1, "8", "from the release's klibs/");
+    assert_eq!(boot["/klib/gpu_nvidia"].1, "20", "from KlibDir, not the release's own");
+    assert_eq!(boot["/klib/ntp"].1, "20", "from KlibDir too");
     let root = filesystem(&d, "root");
     assert_eq!(root["root_tuple"]["klibs"], json!("bootfs"));
     assert_eq!(root["root_tuple"]["reboot_on_exit"], json!("t"));
@@ -246,6 +247,12 @@ fn klibs_go_to_the_boot_filesystem_from_the_klib_folder_or_the_release() {
     p.write("assets/gpu_nvidia", "a newer gpu klib");
     let b = p.build(&[]);
     assert_eq!(b.ran(), names(&["image"]));
+
+    // Without KlibDir, the klibs come from the release.
+    p.write("prover.json", r#"{"Program": "prover", "Klibs": ["ntp"]}"#);
+    p.build(&[]);
+    let boot = tree_rows(filesystem(&inspect(&p, "prover.img"), "boot"));
+    assert_eq!(boot["/klib/ntp"].1, "8", "from the release's klibs/");
 }
 
 /// Bad input is a clear error that names the cause, and leaves no image behind.
@@ -318,7 +325,7 @@ fn bad_inputs_are_clear_errors() {
     fails(&p, "ManifestPassthrough sets `children`");
 
     let p = setup("64m");
-    p.write("prover.json", r#"{"Program": "prover", "Args": ["prover", ""]}"#);
+    p.write("prover.json", r#"{"Program": "prover", "Args": ["--x", ""]}"#);
     fails(&p, "argument 1 in the manifest's Args is empty");
 
     let p = setup("64m");
@@ -400,7 +407,7 @@ fn extract_never_writes_outside_its_folder() {
 }
 
 /// What goes into the image beyond file contents is in the key: an empty folder, a symlink's
-/// text, a klib placed in the klib folder (ahead of the release's), a mount's options.
+/// text, a klib changed in the klib folder, a mount's options.
 #[test]
 fn the_image_key_holds_everything_the_image_holds() {
     let p = Project::new().file("gevulot.yaml", &native_image_yaml(""));
@@ -408,6 +415,7 @@ fn the_image_key_holds_everything_the_image_holds() {
     p.executable("root/prover", "prover");
     p.write("root/lib/a.so", "same bytes");
     p.write("root/lib/b.so", "same bytes");
+    p.write("assets/ntp", "the project's own ntp klib");
     std::os::unix::fs::symlink("a.so", p.path("root/lib/link.so")).unwrap();
     p.write(
         "prover.json",
@@ -430,9 +438,9 @@ fn the_image_key_holds_everything_the_image_holds() {
     fs::remove_file(p.path("root/lib/link.so")).unwrap();
     std::os::unix::fs::symlink("b.so", p.path("root/lib/link.so")).unwrap();
     changed("a symlink pointed at a file with the same bytes");
-    p.write("assets/ntp", "the project's own ntp klib");
-    changed("a klib placed in the klib folder");
-    assert_eq!(tree_rows(filesystem(&inspect(&p, "prover.img"), "boot"))["/klib/ntp"].1, "26");
+    p.write("assets/ntp", "the project's newer ntp klib");
+    changed("a klib changed in the klib folder");
+    assert_eq!(tree_rows(filesystem(&inspect(&p, "prover.img"), "boot"))["/klib/ntp"].1, "28");
     // A .git folder in the stage root is in neither the key nor the image.
     p.write("root/lib/.git/HEAD", "ref");
     assert!(p.build(&[]).ran().is_empty());
@@ -454,4 +462,170 @@ fn symlinked_kernel_and_klibs_are_stored_as_files() {
     let boot = tree_rows(filesystem(&inspect(&p, "prover.img"), "boot"));
     assert_eq!(boot["/kernel"], ("file".to_string(), "300008".to_string(), false));
     assert_eq!(boot["/klib/ntp"].0, "file");
+}
+
+/// A native image project: the stand-in release, an executable `root/prover`, and `manifest`
+/// as prover.json (beside gevulot.yaml, so MapDirs resolves from the project folder).
+fn keyed(manifest: &str) -> Project {
+    let p = Project::new().file("gevulot.yaml", &native_image_yaml(""));
+    write_nanos_release(&p, "nanos");
+    p.executable("root/prover", "prover");
+    p.write("prover.json", manifest);
+    p
+}
+
+fn root_of(p: &Project) -> serde_json::Value {
+    filesystem(&inspect(p, "prover.img"), "root").clone()
+}
+
+fn refused(p: &Project, want: &str) {
+    let (run, _) = p.build_any(&[]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    assert!(run.stderr().contains(want), "want {want:?} in: {}", run.stderr());
+    assert!(!p.exists("prover.img"));
+}
+
+// Regression: Args was the whole argv, so the same manifest gave another program than ops's,
+// which puts the Program (as written) in front of Args on every build.
+#[test]
+fn key_args_argv_is_the_program_then_args_as_ops_builds_it() {
+    let p = keyed(r#"{"Program": "./prover", "Args": ["--fast", "x"]}"#);
+    p.build(&[]);
+    let root = root_of(&p);
+    assert_eq!(root["root_tuple"]["program"], json!("/prover"));
+    assert_eq!(root["root_tuple"]["arguments"], json!(["./prover", "--fast", "x"]));
+    // ops copies the entry the first argument names in its working directory (the stage root).
+    p.write("root/input.txt", "task");
+    p.write("prover.json", r#"{"Program": "prover", "Args": ["input.txt"]}"#);
+    p.build(&[]);
+    let rows = tree_rows(&root_of(&p));
+    assert_eq!(rows["/input.txt"].1, "4", "{rows:?}");
+}
+
+// Regression: a symlinked Program or Files entry stayed a symlink; ops stores the content.
+#[test]
+fn key_program_and_files_hold_content_and_absolute_program_is_refused() {
+    let p = keyed(r#"{"Program": "bin/prover", "Files": ["/etc/conf"]}"#);
+    p.write("root/real/prover", "the program");
+    fs::create_dir_all(p.path("root/bin")).unwrap();
+    std::os::unix::fs::symlink("../real/prover", p.path("root/bin/prover")).unwrap();
+    p.write("root/etc/conf.real", "conf");
+    std::os::unix::fs::symlink("conf.real", p.path("root/etc/conf")).unwrap();
+    p.build(&[]);
+    let rows = tree_rows(&root_of(&p));
+    assert_eq!(rows["/bin/prover"].0, "file", "{rows:?}");
+    assert_eq!(rows["/etc/conf"], ("file".to_string(), "4".to_string(), false));
+
+    p.write("prover.json", r#"{"Program": "/prover"}"#);
+    refused(&p, "ops reads an absolute Program from the build machine's own `/`");
+}
+
+// Regression: Dirs entries with `.`/`..` or an absolute path were read from the stage root,
+// where ops puts them elsewhere or reads the build machine's own files.
+#[test]
+fn key_dirs_walks_the_stage_root_and_refuses_what_ops_reads_elsewhere() {
+    let p = keyed(r#"{"Program": "prover", "Dirs": ["lib"]}"#);
+    p.write("root/lib/a.so", "a");
+    std::os::unix::fs::symlink("a.so", p.path("root/lib/b.so")).unwrap();
+    std::os::unix::fs::symlink("/lib/x86_64-linux-gnu/nowhere.so", p.path("root/lib/abs.so")).unwrap();
+    p.build(&[]);
+    let rows = tree_rows(&root_of(&p));
+    assert_eq!(rows["/lib/b.so"], ("symlink".to_string(), "a.so".to_string(), false));
+    assert_eq!(rows["/lib/abs.so"].0, "symlink", "an absolute link names a path of the image");
+
+    std::os::unix::fs::symlink("gone.so", p.path("root/lib/gone.so.1")).unwrap();
+    refused(&p, "lib/gone.so.1 leads nowhere; ops would leave it out");
+    fs::remove_file(p.path("root/lib/gone.so.1")).unwrap();
+    p.write("prover.json", r#"{"Program": "prover", "Dirs": ["/lib"]}"#);
+    refused(&p, "Dirs entry `/lib` is absolute: ops would copy `/lib` from the build machine");
+    p.write("prover.json", r#"{"Program": "prover", "Dirs": ["./lib"]}"#);
+    refused(&p, "has a `.` component: ops would put it in the image under a folder named `.`");
+}
+
+// Regression: MapDirs copied the named folder whole, from the stage root; ops matches the last
+// component as a pattern at every depth and resolves against the manifest's folder.
+#[test]
+fn key_map_dirs_matches_its_pattern_from_the_manifest_s_folder() {
+    let p = keyed(r#"{"Program": "prover", "MapDirs": {"root/data/*.bin": "/guest"}}"#);
+    p.write("root/data/a.bin", "a");
+    p.write("root/data/notes.txt", "left out");
+    p.write("root/data/sub/b.bin", "b");
+    p.build(&[]);
+    let rows = tree_rows(&root_of(&p));
+    assert!(rows.contains_key("/guest/a.bin") && rows.contains_key("/guest/sub/b.bin"), "{rows:?}");
+    assert!(!rows.contains_key("/guest/notes.txt"), "{rows:?}");
+
+    // Written from the stage root, it leaves it: ops reads MapDirs from the manifest's folder.
+    p.write("prover.json", r#"{"Program": "prover", "MapDirs": {"data/*": "/guest"}}"#);
+    refused(&p, "outside the stage root root; gvbuild reads the image only from the stage root: write it as `root/data/*`");
+    p.write("prover.json", r#"{"Program": "prover", "MapDirs": {"root/data/*": "/prover"}}"#);
+    refused(&p, "can't have directory with same name as binary");
+}
+
+// Regression: 9p mount labels were renumbered (`%1` became `%0`); ops writes Mounts as they are.
+#[test]
+fn key_mounts_are_written_as_ops_writes_them() {
+    let p = keyed(r#"{"Program": "prover", "Mounts": {"%1": "/workspace", "%3": "/data:ro"}}"#);
+    p.build(&[]);
+    let root = root_of(&p);
+    assert_eq!(root["root_tuple"]["mounts"], json!({ "%1": "/workspace", "%3": "/data:ro" }));
+    let rows = tree_rows(&root);
+    assert_eq!(rows["/workspace"].0, "dir");
+    assert_eq!(rows["/data"].0, "dir");
+}
+
+// Regression: with KlibDir set, a klib missing there was taken from the release; ops looks
+// only in KlibDir (and would leave the klib out).
+#[test]
+fn key_klib_dir_is_the_only_place_klibs_come_from_when_set() {
+    let p = keyed(r#"{"Program": "prover", "Klibs": ["ntp"], "KlibDir": "../assets"}"#);
+    fs::create_dir_all(p.path("assets")).unwrap();
+    refused(&p, "klib `ntp` is not in");
+    let p = keyed(r#"{"Program": "prover", "Klibs": ["ntp"], "ManifestPassthrough": {"firewall": "x"}}"#);
+    refused(&p, "for which ops adds the `firewall` klib");
+}
+
+// Regression: an Env with RADAR_KEY made an image ops would give two more klibs.
+#[test]
+fn key_env_is_the_environment_and_radar_key_is_refused() {
+    let p = keyed(r#"{"Program": "prover", "Env": {"A": "1"}}"#);
+    p.build(&[]);
+    assert_eq!(root_of(&p)["root_tuple"]["environment"], json!({ "A": "1" }));
+    p.write("prover.json", r#"{"Program": "prover", "Env": {"RADAR_KEY": "k"}}"#);
+    refused(&p, "ops would then add the `tls` and `radar` klibs");
+}
+
+// Regression: a non-string ManifestPassthrough value was refused with serde's words only.
+#[test]
+fn key_manifest_passthrough_takes_strings_and_says_what_ops_does_with_others() {
+    let p = keyed(r#"{"Program": "prover", "ManifestPassthrough": {"exec_protection": "t"}}"#);
+    p.build(&[]);
+    assert_eq!(root_of(&p)["root_tuple"]["exec_protection"], json!("t"));
+    p.write("prover.json", r#"{"Program": "prover", "ManifestPassthrough": {"en1": {"ipaddr": "x"}}}"#);
+    refused(&p, "ManifestPassthrough `en1` is an object, which ops writes as a nested tuple");
+    p.write("prover.json", r#"{"Program": "prover", "ManifestPassthrough": {"program": "/x"}}"#);
+    refused(&p, "ops would replace what it built with it");
+}
+
+// Regression: BaseVolumeSz set the root filesystem's size; ops grows the whole image to it.
+#[test]
+fn key_base_volume_sz_is_the_whole_image_s_size() {
+    let p = keyed(r#"{"Program": "prover", "BaseVolumeSz": "64m"}"#);
+    p.build(&[]);
+    assert_eq!(fs::metadata(p.path("prover.img")).unwrap().len(), 64 << 20);
+    p.write("prover.json", r#"{"Program": "prover", "BaseVolumeSz": "64MB"}"#);
+    refused(&p, "BaseVolumeSz `64MB` is not a size up to 2 TiB as ops reads it");
+}
+
+// Regression (walks): a FIFO named by the manifest hung or was mis-stored; it is refused by name.
+#[test]
+fn a_fifo_in_the_stage_root_is_refused_by_name_without_hanging() {
+    let p = keyed(r#"{"Program": "prover", "Dirs": ["lib"]}"#);
+    p.write("root/lib/a.so", "a");
+    let outside = tempfile::tempdir().unwrap();
+    let fifo = outside.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    std::os::unix::fs::symlink(&fifo, p.path("root/prover.fifo")).unwrap();
+    p.write("prover.json", r#"{"Program": "prover", "Files": ["prover.fifo"]}"#);
+    refused(&p, "prover.fifo is a FIFO, not a file");
 }

@@ -26,6 +26,16 @@ fn file_size(rng: &mut Rng) -> usize {
     }
 }
 
+/// The path of `to` relative to the folder `from` (both project-relative).
+fn relative(from: &str, to: &str) -> String {
+    let from: Vec<&str> = from.split('/').collect();
+    let to: Vec<&str> = to.split('/').collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<&str> = vec![".."; from.len() - common];
+    parts.extend(&to[common..]);
+    parts.join("/")
+}
+
 /// Fill `dir` (project-relative) with a random subtree; returns the files made, for links.
 fn fill(p: &Project, rng: &mut Rng, dir: &str, depth: u32, files: &mut Vec<String>) {
     fs::create_dir_all(p.path(dir)).unwrap();
@@ -48,8 +58,10 @@ fn fill(p: &Project, rng: &mut Rng, dir: &str, depth: u32, files: &mut Vec<Strin
             _ => {
                 let target = match (files.last(), rng.below(3)) {
                     (Some(f), 0) => format!("/{}", f.trim_start_matches("root/")),
-                    (Some(f), 1) => format!("../{}", Path::new(f).file_name().unwrap().to_string_lossy()),
-                    _ => "missing/target".to_string(),
+                    (Some(f), 1) => relative(dir, f),
+                    // A relative link to nothing is refused (ops would drop it); an absolute
+                    // one names a path of the image and is kept.
+                    _ => "/missing/target".to_string(),
                 };
                 std::os::unix::fs::symlink(target, p.path(&path)).unwrap();
             }
@@ -149,7 +161,7 @@ fn an_independent_reader_sees_the_staged_tree() {
         p.executable("root/prover", "the program");
         let mut files = Vec::new();
         fill(&p, &mut rng, "root/d0", 0, &mut files);
-        p.write("prover.json", r#"{"Program": "prover", "Args": ["prover", "-v"], "Dirs": ["d0"]}"#);
+        p.write("prover.json", r#"{"Program": "prover", "Args": ["-v"], "Dirs": ["d0"]}"#);
         p.build(&[]);
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/tfs_decode.py");
         let out =

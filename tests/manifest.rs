@@ -24,7 +24,7 @@ const GPU: &str = r#"  manifest:
     deps: [stage]
     manifest:
       program: prover
-      args: [prover]
+      args: [--verbose]
       env: { RUST_BACKTRACE: "1", RUST_LOG: debug }
       dirs: [lib, nvidia]
       gpu: true
@@ -45,7 +45,7 @@ fn writes_the_gpu_manifest_canonically() {
         json,
         r#"{
   "Args": [
-    "prover"
+    "--verbose"
   ],
   "Dirs": [
     "lib",
@@ -181,4 +181,28 @@ fn the_manifest_depends_on_what_exists_in_the_stage_root_not_on_its_bytes() {
         "{}",
         r.stderr()
     );
+}
+
+// Regression: the manifest step accepted an absolute program (ops reads it from the build
+// machine's `/`) and a MapDirs key that ops, resolving it from the manifest's folder, reads
+// outside the stage root.
+#[test]
+fn what_ops_would_read_outside_the_stage_root_fails_the_step() {
+    let p = project(&GPU.replace("program: prover", "program: /prover"));
+    let r = p.gvbuild(&[]).exit(1);
+    assert!(r.stderr().contains("the program `/prover` is absolute: ops would read it"), "{}", r.stderr());
+    let m = "  m:\n    deps: [stage]\n    manifest:\n      from: prover.json\n      root: build/root\n      into: build/m.json\n";
+    let p = project(m)
+        .file("prover.json", r#"{"Program":"prover","Mounts":{"%1":"/workspace"},"MapDirs":{"lib/*":"/l"}}"#);
+    let r = p.gvbuild(&[]).exit(1);
+    assert!(
+        r.stderr().contains("MapDirs `lib/*` is read by ops from the manifest's folder build"),
+        "{}",
+        r.stderr()
+    );
+    p.write(
+        "prover.json",
+        r#"{"Program":"prover","Mounts":{"%1":"/workspace"},"MapDirs":{"root/lib/*":"/l"}}"#,
+    );
+    p.build(&[]);
 }

@@ -135,3 +135,149 @@ fn inputs_next_to_stage_are_refused() {
     let err = p.gvbuild(&[]).exit(2).stderr();
     assert!(err.contains("`inputs` is not allowed next to `stage`"), "{err}");
 }
+
+/// A project whose prover needs `build/libplain.so`, a library without a SONAME, linked by the
+/// path `link` (which the shell expands), so that the path lands in DT_NEEDED.
+fn linked_by_path(link: &str) -> Project {
+    let p = Project::new()
+        .file("p.c", "int plain(void); int main(void) { return plain(); }\n")
+        .file("plain.c", "int plain(void) { return 0; }\n");
+    p.write(
+        "gevulot.yaml",
+        &y(&format!(
+            r#"
+            targets:
+              prover:
+                inputs: [p.c, plain.c]
+                outputs: [build/prover, build/libplain.so]
+                run: mkdir -p build && cc -shared -fPIC -o build/libplain.so plain.c && cc -o build/prover p.c {link}
+              stage:
+                deps: [prover]
+                stage:
+                  into: build/root
+                  copy:
+                    - {{ from: build/prover, to: prover }}
+                  libs_for: [build/prover]
+            "#
+        )),
+    );
+    p
+}
+
+// Regression: a library linked by its absolute path was copied onto itself (truncated to 0 bytes).
+#[test]
+fn a_library_linked_by_absolute_path_is_staged_at_that_path_and_left_intact() {
+    let p = linked_by_path("\"$PWD/build/libplain.so\"");
+    p.build(&[]);
+    let lib = p.path("build/libplain.so");
+    let len = fs::metadata(&lib).unwrap().len();
+    assert!(len > 1000, "the library itself is untouched: {len} bytes");
+    // The loader under Nanos opens the DT_NEEDED path from `/`.
+    let staged = p.path("build/root").join(lib.strip_prefix("/").unwrap());
+    assert_eq!(fs::metadata(&staged).unwrap().len(), len, "{}", staged.display());
+    assert!(!p.exists("build/root/lib/x86_64-linux-gnu/libplain.so"));
+}
+
+// Regression: a library linked by a relative path was looked up from gvbuild's own folder and
+// staged under lib_dir, where the loader (which opens the path from `/`) never looks.
+#[test]
+fn a_library_linked_by_relative_path_is_found_from_the_project_and_staged_from_the_root() {
+    let p = linked_by_path("build/libplain.so");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let root = p.root().to_str().unwrap().to_string();
+    let out = p.command(&["--json", "-C", &root]).current_dir(elsewhere.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(p.path("build/root/build/libplain.so").is_file());
+    assert!(!p.exists("build/root/lib/x86_64-linux-gnu/build"));
+    assert!(fs::metadata(p.path("build/libplain.so")).unwrap().len() > 1000);
+}
+
+// Regression: a `lib_dir` climbing out with `..` made libs_for write beside the stage root.
+#[test]
+fn a_lib_dir_outside_the_stage_root_is_refused_and_nothing_is_written_there() {
+    let p = project(&GUIDE.replace(
+        "      libs_for: [build/prover]\n",
+        "      libs_for: [build/prover]\n      lib_dir: ../outside\n",
+    ));
+    let r = p.gvbuild(&[]).exit(1);
+    assert!(r.stderr().contains("is outside the stage root"), "{}", r.stderr());
+    assert!(!p.exists("build/outside"), "nothing written outside the stage root");
+    assert!(!p.exists("build/root"));
+}
+
+/// Runs `gvbuild` in `p`, which must fail within a minute; returns its stderr.
+fn fails_in_time(p: &Project) -> String {
+    let mut child = p
+        .command(&[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            assert!(!status.success(), "expected a failure: {err}");
+            return err;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("gvbuild hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+// Regression: a FIFO in a copied folder hung the build (copying it waited for a writer forever).
+// The FIFO and socket sit outside the project behind symlinks: the copy follows links, and the
+// step's key holds a link's text, so this reaches the stage step itself.
+#[test]
+fn a_fifo_or_socket_in_a_copied_folder_is_an_error_naming_it() {
+    let p = project(GUIDE);
+    let outside = tempfile::tempdir().unwrap();
+    let fifo = outside.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    std::os::unix::fs::symlink(&fifo, p.path("assets/nvidia/535/pipe")).unwrap();
+    let err = fails_in_time(&p);
+    assert!(err.contains("535/pipe is a FIFO"), "{err}");
+    assert!(!p.exists("build/root"));
+
+    fs::remove_file(p.path("assets/nvidia/535/pipe")).unwrap();
+    let _sock = std::os::unix::net::UnixListener::bind(outside.path().join("sock")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("sock"), p.path("assets/nvidia/535/sock")).unwrap();
+    let err = fails_in_time(&p);
+    assert!(err.contains("535/sock is a socket"), "{err}");
+}
+
+// Regression: walk errors in a copied folder (a symlink loop, a symlink to nothing) were
+// skipped silently, leaving entries out of the stage root.
+#[test]
+fn a_symlink_loop_or_dangling_symlink_in_a_copied_folder_is_an_error_naming_it() {
+    let p = project(GUIDE);
+    std::os::unix::fs::symlink("..", p.path("assets/nvidia/535/up")).unwrap();
+    let err = fails_in_time(&p);
+    assert!(err.contains("535/up is a symlink loop"), "{err}");
+
+    fs::remove_file(p.path("assets/nvidia/535/up")).unwrap();
+    std::os::unix::fs::symlink("missing.bin", p.path("assets/nvidia/535/gone.bin")).unwrap();
+    let err = fails_in_time(&p);
+    assert!(err.contains("535/gone.bin is a symlink to nothing"), "{err}");
+}
+
+/// What every folder copy leaves out is what README lists: `.git` and `.gvbuild`; any other
+/// name (hidden, odd bytes) is staged.
+#[test]
+fn folder_copies_stage_every_name_but_git_and_gvbuild() {
+    let p = project(GUIDE);
+    p.write("assets/nvidia/.hidden", "h");
+    p.write("assets/nvidia/.git/HEAD", "ref");
+    let odd = std::ffi::OsStr::from_bytes(b"odd\xffname");
+    fs::write(p.path("assets/nvidia").join(odd), "o").unwrap();
+    p.build(&[]);
+    assert_eq!(p.read("build/root/nvidia/.hidden"), "h");
+    assert!(p.path("build/root/nvidia").join(odd).is_file());
+    assert!(!p.exists("build/root/nvidia/.git"));
+}
+
+use std::os::unix::ffi::OsStrExt;

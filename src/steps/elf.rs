@@ -7,7 +7,11 @@
 //! For each ELF we read PT_INTERP, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME and DF_1_NODEFLIB.
 //! Each name in DT_NEEDED is looked up for the object that needs it:
 //!
-//! 1. A name containing `/` is a path, used as it is.
+//! 1. A name containing `/` is a path, opened as it is: an absolute one from `/`, a relative one
+//!    from the process's working directory. On this machine that is the caller's `base` (the
+//!    project folder for the `stage` step), never gvbuild's own working directory, so the answer
+//!    does not depend on where gvbuild runs. Under Nanos the working directory is `/`, so the
+//!    stage step puts such a library at the name read from `/` (see [`Lib::image_path`]).
 //! 2. DT_RPATH, only when the needing object has no DT_RUNPATH: first its own, then that of the
 //!    object that loaded it, and so on up to the executable. An object with a DT_RUNPATH
 //!    contributes no RPATH, to itself or to what it loads.
@@ -94,6 +98,28 @@ pub enum How {
     LdSoConf,
     /// One of [`DEFAULT_DIRS`].
     DefaultPath,
+}
+
+impl Lib {
+    /// Where the loader under Nanos opens this library, relative to the image root: for a
+    /// DT_NEEDED name holding `/`, the name read from `/` (Nanos runs the program in `/`, and
+    /// `..` at the root stays there); `None` for a plain soname, which the search dirs find.
+    pub fn image_path(&self) -> Option<PathBuf> {
+        if self.how != How::Path {
+            return None;
+        }
+        let mut parts: Vec<&str> = Vec::new();
+        for c in self.soname.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                c => parts.push(c),
+            }
+        }
+        Some(parts.iter().collect())
+    }
 }
 
 impl fmt::Display for How {
@@ -216,11 +242,13 @@ fn tried_list(tried: &[PathBuf], skipped: &[(PathBuf, String)]) -> String {
 }
 
 /// The shared-library closure of `elfs`, resolved as described in the module docs, with `search`
-/// standing in for LD_LIBRARY_PATH.
-pub fn closure(elfs: &[PathBuf], search: &[PathBuf]) -> Result<Closure, ElfError> {
+/// standing in for LD_LIBRARY_PATH and `base` for the working directory a relative path in
+/// DT_NEEDED is opened from.
+pub fn closure(elfs: &[PathBuf], search: &[PathBuf], base: &Path) -> Result<Closure, ElfError> {
     let system = System {
         conf_dirs: conf_dirs(Path::new(LD_SO_CONF)),
         default_dirs: DEFAULT_DIRS.iter().map(PathBuf::from).collect(),
+        base: base.to_path_buf(),
     };
     closure_with(elfs, search, &system)
 }
@@ -241,6 +269,8 @@ pub fn soname_of(path: &Path) -> Option<String> {
 struct System {
     conf_dirs: Vec<PathBuf>,
     default_dirs: Vec<PathBuf>,
+    /// The working directory a relative path in DT_NEEDED is opened from.
+    base: PathBuf,
 }
 
 /// What the loader tells ELF files of different architectures apart by.
@@ -460,7 +490,7 @@ fn resolve(
         vec![OsString::from(name)]
     };
     if names.iter().any(|n| n.as_encoded_bytes().contains(&b'/')) {
-        candidates.extend(names.into_iter().map(|n| (PathBuf::from(n), How::Path)));
+        candidates.extend(names.into_iter().map(|n| (system.base.join(n), How::Path)));
     } else {
         let mut dirs: Vec<(&Path, How)> = Vec::new();
         if !obj.has_runpath {
@@ -652,7 +682,11 @@ mod tests {
     const FOO: &str = "int foo(void) { return 0; }\n";
 
     fn none() -> System {
-        System { conf_dirs: Vec::new(), default_dirs: DEFAULT_DIRS.iter().map(PathBuf::from).collect() }
+        System {
+            conf_dirs: Vec::new(),
+            default_dirs: DEFAULT_DIRS.iter().map(PathBuf::from).collect(),
+            base: PathBuf::from("/nonexistent-base"),
+        }
     }
 
     /// The closure of `elf` with `search`, and no ld.so.conf (this machine's must not matter).
@@ -667,7 +701,7 @@ mod tests {
 
     #[test]
     fn ls_needs_libc_and_the_interpreter() {
-        let c = closure(&[PathBuf::from("/bin/ls")], &[]).unwrap();
+        let c = closure(&[PathBuf::from("/bin/ls")], &[], Path::new("/")).unwrap();
         assert_eq!(c.interpreters, [PathBuf::from("/lib64/ld-linux-x86-64.so.2")]);
         let libc = lib(&c, "libc.so.6");
         assert!(is_elf(&libc.path));
@@ -686,7 +720,7 @@ mod tests {
         shared(&libdir, "libfoo.so.1", FOO, &[]);
         let exe =
             app(&t.path().join("bin"), &libdir, &["-Wl,-rpath,$ORIGIN/../lib", "-Wl,--enable-new-dtags"]);
-        let c = closure(std::slice::from_ref(&exe), &[]).unwrap();
+        let c = closure(std::slice::from_ref(&exe), &[], Path::new("/")).unwrap();
         let foo = lib(&c, "libfoo.so.1");
         assert_eq!(foo.how, How::Runpath);
         assert_eq!(
@@ -704,7 +738,7 @@ mod tests {
         shared(&libdir, "libfoo.so.1", FOO, &[]);
         let exe =
             app(&t.path().join("bin"), &libdir, &["-Wl,-rpath,${ORIGIN}/../lib", "-Wl,--disable-new-dtags"]);
-        let c = closure(std::slice::from_ref(&exe), &[]).unwrap();
+        let c = closure(std::slice::from_ref(&exe), &[], Path::new("/")).unwrap();
         assert_eq!(lib(&c, "libfoo.so.1").how, How::Rpath { of: exe });
     }
 
@@ -787,7 +821,8 @@ mod tests {
         shared(&libdir, "libfoo.so.1", FOO, &[]);
         let exe = app(&t.path().join("bin"), &libdir, &[]);
         fs::remove_dir_all(&libdir).unwrap();
-        let err = closure(std::slice::from_ref(&exe), std::slice::from_ref(&libdir)).unwrap_err();
+        let err =
+            closure(std::slice::from_ref(&exe), std::slice::from_ref(&libdir), Path::new("/")).unwrap_err();
         let msg = err.to_string();
         assert!(
             msg.starts_with(&format!("library libfoo.so.1, needed by {}, was not found", exe.display())),
@@ -842,9 +877,9 @@ mod tests {
         fs::write(&script, "#!/bin/sh\n").unwrap();
         assert!(!is_elf(&script));
         assert!(is_elf(Path::new("/bin/ls")));
-        assert!(matches!(closure(&[script], &[]), Err(ElfError::NotElf { .. })));
+        assert!(matches!(closure(&[script], &[], Path::new("/")), Err(ElfError::NotElf { .. })));
         let missing = t.path().join("missing");
-        assert!(matches!(closure(&[missing], &[]), Err(ElfError::Unreadable { .. })));
+        assert!(matches!(closure(&[missing], &[], Path::new("/")), Err(ElfError::Unreadable { .. })));
     }
 
     #[test]

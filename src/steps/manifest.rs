@@ -34,7 +34,12 @@ pub struct Manifest {
     pub klib_dir: Option<String>,
     #[serde(rename = "Klibs", default, skip_serializing_if = "Vec::is_empty")]
     pub klibs: Vec<String>,
-    #[serde(rename = "ManifestPassthrough", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "ManifestPassthrough",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "string_values"
+    )]
     pub passthrough: BTreeMap<String, String>,
     #[serde(rename = "MapDirs", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub map_dirs: BTreeMap<String, String>,
@@ -63,6 +68,30 @@ impl RunConfig {
     fn is_empty(&self) -> bool {
         self.cpus.is_none() && self.gpus.is_none() && self.memory.is_none()
     }
+}
+
+/// ManifestPassthrough's values, which gvbuild takes as strings only. ops takes any JSON there:
+/// it writes an object as a tuple and an array as a vector, and fails on a number, a boolean or
+/// null (ops's fs/tfs.go, `encodeValue`); the error says so.
+fn string_values<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    use serde::de::Error;
+    let raw: BTreeMap<String, serde_json::Value> = BTreeMap::deserialize(d)?;
+    let mut out = BTreeMap::new();
+    for (k, v) in raw {
+        let what = match v {
+            serde_json::Value::String(s) => {
+                out.insert(k, s);
+                continue;
+            }
+            serde_json::Value::Object(_) => "an object, which ops writes as a nested tuple",
+            serde_json::Value::Array(_) => "an array, which ops writes as a vector",
+            _ => "a number, boolean or null, on which ops's image writer fails",
+        };
+        return Err(D::Error::custom(format!(
+            "ManifestPassthrough `{k}` is {what}; gvbuild takes only string values there: write it as a string"
+        )));
+    }
+    Ok(out)
 }
 
 /// The klib that makes NVIDIA GPUs usable under Nanos.
@@ -119,6 +148,39 @@ pub fn check_root(
     problems
 }
 
+/// What ops would read differently from the stage root this manifest describes (`root` and
+/// `into` project-relative): an absolute Program (ops reads it from the build machine's `/`),
+/// and a MapDirs folder outside the stage root once resolved against the manifest's own folder,
+/// as ops resolves MapDirs (ops's cmd/flags_config.go).
+fn ops_meaning(m: &Manifest, root: &str, into: &str) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    if m.program.starts_with('/') {
+        problems.push((
+            "program",
+            format!(
+                "the program `{}` is absolute: ops would read it from the build machine's own `/`, not from the stage root {root}; write it relative to the stage root",
+                m.program
+            ),
+        ));
+    }
+    let into_dir = Path::new(into).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let root_prefix = format!("{}/", root.trim_end_matches('/'));
+    for host in m.map_dirs.keys() {
+        let joined = if into_dir.is_empty() { host.clone() } else { format!("{into_dir}/{host}") };
+        let dir = crate::config::normalize_rel(&joined)
+            .map(|c| c.rsplit_once('/').map(|(d, _)| format!("{d}/")).unwrap_or_default());
+        if host.starts_with('/') || !dir.is_some_and(|d| d.starts_with(&root_prefix)) {
+            problems.push((
+                "root",
+                format!(
+                    "MapDirs `{host}` is read by ops from the manifest's folder {into_dir}, which gives `{joined}`, outside the stage root {root}; name it from {into_dir}, inside the stage root"
+                ),
+            ));
+        }
+    }
+    problems
+}
+
 /// Write the manifest of step `m` to `into` (project-relative), after checking it against the
 /// stage root. `Err` says what is wrong, pointing into gevulot.yaml.
 pub fn write(root: &Path, m: &crate::config::ManifestStep, into: &str) -> Result<(), String> {
@@ -148,11 +210,12 @@ pub fn write(root: &Path, m: &crate::config::ManifestStep, into: &str) -> Result
         (None, None) => return Err("a manifest step with neither fields nor `from`".into()),
     };
     let klib_dir = m.klib_dir.as_ref().map(|k| (root.join(k), k.as_str()));
-    let problems = check_root(
+    let mut problems = ops_meaning(&manifest, &m.root, into);
+    problems.extend(check_root(
         &manifest,
         (&root.join(&m.root), &m.root),
         klib_dir.as_ref().map(|(p, n)| (p.as_path(), *n)),
-    );
+    ));
     if !problems.is_empty() {
         let lines: Vec<String> = problems.iter().map(|(field, msg)| format!("{}{msg}", at(field))).collect();
         return Err(lines.join("\n"));

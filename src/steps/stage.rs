@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -94,30 +94,41 @@ fn fill(root: &Path, spec: &StageSpec, staging: &Path) -> Result<Staged, String>
             } else {
                 PathBuf::from(rel_to)
             };
-            copy_into(&m, &staging.join(&dest_rel), &dest_rel, &mut written, &rule.from)
-                .map_err(|e| format!("{at}{e}"))?;
+            copy_into(&m, staging, &dest_rel, &mut written, &rule.from).map_err(|e| format!("{at}{e}"))?;
         }
     }
     if !spec.libs_for.is_empty() {
         let at = spec.at.prefix("libs_for");
         let elfs: Vec<PathBuf> = spec.libs_for.iter().map(|e| root.join(e)).collect();
         let search: Vec<PathBuf> = spec.search.iter().map(|s| root.join(s)).collect();
-        let closure = elf::closure(&elfs, &search).map_err(|e| format!("{at}{e}"))?;
+        // A relative path in DT_NEEDED names a project file (steps run in the project folder).
+        let closure = elf::closure(&elfs, &search, root).map_err(|e| format!("{at}{e}"))?;
         let lib_dir = Path::new(spec.lib_dir.trim_start_matches('/'));
         for lib in &closure.libs {
-            let dest_rel = lib_dir.join(&lib.soname);
+            let dest_rel = match lib.image_path() {
+                // Linked by its path: the loader under Nanos opens exactly that path from `/`.
+                Some(_) if lib.soname.contains('$') => {
+                    return Err(format!(
+                        "{at}{} needs the library `{}` by a path with a loader token; gvbuild cannot tell which path the loader in the image will open. Link it by soname (-Wl,-soname) or by a plain path",
+                        lib.needed_by.display(),
+                        lib.soname
+                    ))
+                }
+                Some(path) => path,
+                None => lib_dir.join(&lib.soname),
+            };
             if written.contains_key(&dest_rel) {
                 // A copy rule staged this library already (an alias such as libcuda.so.1).
                 continue;
             }
-            copy_into(&lib.path, &staging.join(&dest_rel), &dest_rel, &mut written, "libs_for")
+            copy_into(&lib.path, staging, &dest_rel, &mut written, "libs_for")
                 .map_err(|e| format!("{at}{e}"))?;
             staged.discovered.push(lib.path.clone());
         }
         for interp in &closure.interpreters {
             let dest_rel = PathBuf::from(interp.to_string_lossy().trim_start_matches('/'));
             if !written.contains_key(&dest_rel) {
-                copy_into(interp, &staging.join(&dest_rel), &dest_rel, &mut written, "libs_for")
+                copy_into(interp, staging, &dest_rel, &mut written, "libs_for")
                     .map_err(|e| format!("{at}{e}"))?;
                 staged.discovered.push(interp.clone());
             }
@@ -149,8 +160,15 @@ fn matches(root: &Path, from: &str) -> Result<Vec<PathBuf>, String> {
         from.split('/').take_while(|c| !crate::config::is_glob(c)).collect::<Vec<_>>().join("/");
     let base_abs = if base.is_empty() { root.to_path_buf() } else { root.join(&base) };
     let mut out = Vec::new();
-    for e in walkdir::WalkDir::new(&base_abs).sort_by_file_name().min_depth(1).into_iter().flatten() {
-        let Ok(rel) = e.path().strip_prefix(root) else { continue };
+    if fs::symlink_metadata(&base_abs).is_err() {
+        return Ok(out);
+    }
+    for e in walk(&base_abs, false) {
+        let e = e?;
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .map_err(|_| format!("{} is outside the project", e.path().display()))?;
         if glob.is_match(rel) {
             out.push(e.path().to_path_buf());
         }
@@ -161,27 +179,100 @@ fn matches(root: &Path, from: &str) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
-/// Copy a file (its content, following symlinks, keeping the executable bit) or a folder.
+/// The entries below `dir` in name order, never `dir` itself. `.git` and `.gvbuild` folders are
+/// left out, as they are of every step's key (README lists them). An entry that cannot be read
+/// is an error naming it, never skipped. With `follow`, symlinks are followed (a loop or a
+/// symlink to nothing is an error naming it).
+fn walk(dir: &Path, follow: bool) -> impl Iterator<Item = Result<walkdir::DirEntry, String>> {
+    walkdir::WalkDir::new(dir)
+        .follow_links(follow)
+        .sort_by_file_name()
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| {
+            !(e.file_type().is_dir()
+                && crate::fingerprint::inputs::SKIP_DIRS.iter().any(|s| e.file_name() == *s))
+        })
+        .map(|e| {
+            e.map_err(|err| {
+                let at = err.path().map(|p| p.display().to_string()).unwrap_or_default();
+                match (err.loop_ancestor(), err.io_error()) {
+                    (Some(to), _) => format!("{at} is a symlink loop (back to {})", to.display()),
+                    (None, Some(io)) if io.kind() == std::io::ErrorKind::NotFound => {
+                        format!("{at} is a symlink to nothing; a stage root cannot hold it")
+                    }
+                    (None, Some(io)) => format!("cannot read {at}: {io}"),
+                    (None, None) => format!("cannot read {at}: {err}"),
+                }
+            })
+        })
+}
+
+/// The path `rel` names under the stage root `staging`, refused unless every write through it
+/// stays inside: only plain components (no absolute path, no `..`), and no symlink on the way.
+fn dest_in(staging: &Path, rel: &Path) -> Result<PathBuf, String> {
+    let mut dest = staging.to_path_buf();
+    for c in rel.components() {
+        match c {
+            Component::Normal(part) => {
+                if fs::symlink_metadata(&dest).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(format!("`{}` would be written through a symlink", rel.display()));
+                }
+                dest.push(part);
+            }
+            Component::CurDir => {}
+            _ => return Err(format!("`{}` is outside the stage root", rel.display())),
+        }
+    }
+    if dest == staging {
+        return Err("a copy would replace the stage root itself".into());
+    }
+    if fs::symlink_metadata(&dest).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(format!("`{}` would be written through a symlink", rel.display()));
+    }
+    Ok(dest)
+}
+
+/// Copy a file (its content, following symlinks, keeping the executable bit) or a folder into
+/// the stage root `staging` at `dest_rel`.
 fn copy_into(
     src: &Path,
-    dest: &Path,
+    staging: &Path,
     dest_rel: &Path,
     written: &mut BTreeMap<PathBuf, String>,
     rule: &str,
 ) -> Result<(), String> {
-    let meta = fs::metadata(src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+    let meta = fs::metadata(src).map_err(|e| match fs::symlink_metadata(src) {
+        Ok(_) if e.kind() == std::io::ErrorKind::NotFound => {
+            format!("{} is a symlink to nothing; a stage root cannot hold it", src.display())
+        }
+        _ => format!("cannot read {}: {e}", src.display()),
+    })?;
+    let dest = dest_in(staging, dest_rel)?;
     if meta.is_dir() {
-        for e in walkdir::WalkDir::new(src).sort_by_file_name().min_depth(1).into_iter().flatten() {
-            let Ok(rel) = e.path().strip_prefix(src) else { continue };
+        fs::create_dir_all(&dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+        for e in walk(src, true) {
+            let e = e?;
+            let rel = e
+                .path()
+                .strip_prefix(src)
+                .map_err(|_| format!("{} is outside {}", e.path().display(), src.display()))?;
             if e.file_type().is_dir() {
-                fs::create_dir_all(dest.join(rel))
-                    .map_err(|err| format!("cannot create {}: {err}", dest.join(rel).display()))?;
+                let d = dest_in(staging, &dest_rel.join(rel))?;
+                fs::create_dir_all(&d).map_err(|err| format!("cannot create {}: {err}", d.display()))?;
             } else {
-                copy_into(e.path(), &dest.join(rel), &dest_rel.join(rel), written, rule)?;
+                copy_into(e.path(), staging, &dest_rel.join(rel), written, rule)?;
             }
         }
-        fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
         return Ok(());
+    }
+    if !meta.is_file() {
+        // Opening a FIFO would wait for a writer forever; a socket or device has no content.
+        return Err(format!(
+            "{} is {}, not a file or folder; a stage root holds only files, folders and what symlinks point to",
+            src.display(),
+            kind_of(&meta.file_type())
+        ));
     }
     if let Some(previous) = written.insert(dest_rel.to_path_buf(), rule.to_string()) {
         return Err(format!("`{}` is staged twice: by `{previous}` and by `{rule}`", dest_rel.display()));
@@ -189,9 +280,32 @@ fn copy_into(
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
-    fs::copy(src, dest)
+    if let Ok(there) = fs::metadata(&dest) {
+        if (there.dev(), there.ino()) == (meta.dev(), meta.ino()) {
+            return Err(format!("{} would be copied onto itself", src.display()));
+        }
+    }
+    fs::copy(src, &dest)
         .map_err(|e| format!("cannot copy {} to {}: {e}", src.display(), dest_rel.display()))?;
     let mode = if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
-    fs::set_permissions(dest, fs::Permissions::from_mode(mode))
+    fs::set_permissions(&dest, fs::Permissions::from_mode(mode))
         .map_err(|e| format!("cannot set mode of {}: {e}", dest.display()))
+}
+
+/// What a file that is neither a regular file nor a folder is, in words.
+pub fn kind_of(ft: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_symlink() {
+        "a symlink"
+    } else {
+        "of an unknown file type"
+    }
 }

@@ -55,6 +55,9 @@ pub enum VolumeSize {
     Requested(u64),
     /// This size, or the automatic one when the contents need more.
     AtLeast(u64),
+    /// Exactly this many bytes (whole sectors) when the contents fit, else as `Auto`: the room
+    /// ops's BaseVolumeSz leaves to the root filesystem.
+    Fill(u64),
 }
 
 /// Volumes are sized in steps of this, with at least this much room after the data (as mkfs).
@@ -310,6 +313,8 @@ pub fn write_volume(
         }
         VolumeSize::Requested(asked) => asked.div_ceil(SIZE_STEP) * SIZE_STEP,
         VolumeSize::AtLeast(floor) => auto.max(floor.div_ceil(SIZE_STEP) * SIZE_STEP),
+        VolumeSize::Fill(room) if room >= needed => room / SECTOR * SECTOR,
+        VolumeSize::Fill(_) => auto,
         VolumeSize::Auto => auto,
     };
     if size > crate::disk::MAX_SIZE {

@@ -1,10 +1,30 @@
 //! `builder: native`: write the Nanos disk image without ops, offline and reproducibly.
 //!
-//! The manifest JSON is the single source of the root tuple, read the way ops reads it: the
-//! image holds the program, `Dirs`, `Files` and `MapDirs` from the stage root; `Args`, `Env`,
-//! `Mounts`, `Klibs`, `RebootOnExit` and `ManifestPassthrough` become the root tuple. 9p mount
-//! labels (`%N`) are renumbered from `%0` in the order of N, because the Gevulot node attaches
-//! the workspace as 9p mount tag 0; each mount point folder is created.
+//! The manifest JSON is the single source of the root tuple, and each key means what it means to
+//! ops, which runs `ops build` in the stage root with `-c` naming the manifest. The rules below
+//! come from ops's sources: `cmd/flags_build_image.go` (argv), `cmd/flags_config.go` (the folder
+//! MapDirs resolves against), `lepton/image.go` (`setManifestFromConfig`, `addMappedFiles`) and
+//! `fs/manifest.go` (`AddUserProgram`, `AddDirectory`, `AddFile`, `AddMount`, `AddKlibs`). Where
+//! ops would do something gvbuild cannot or should not (read the build machine's own files,
+//! leave an entry out with only a printed warning), the key is refused with an error that says
+//! what ops would do.
+//!
+//! - `Program`: the file at that path in the stage root, its content (a symlink is followed, as
+//!   ops's `AddFile` reads it), at `/` + the path (a leading `./` dropped).
+//! - `Args`: argv is `[Program as written] + Args`, as ops builds it. When the first argument
+//!   names an entry of the stage root, ops copies that entry into the image at that path; so
+//!   does this builder.
+//! - `Dirs`: each folder of the stage root, walked, at the same path; symlinks stay symlinks.
+//! - `Files`: each file of the stage root (absolute or not), its content, at the same path.
+//! - `MapDirs`: `host -> image`; `host` resolves against the manifest's folder, and its last
+//!   component is a pattern matched against the name of every entry below its folder, at any
+//!   depth; a match lands at `image/<relative folder>/<name>`.
+//! - `Mounts`: as written, each mount point folder (before any `:options`) created.
+//! - `Klibs`: from `KlibDir` (relative to the stage root) when set, else the release's `klibs/`;
+//!   `cloud_init` brings `tls`, and a `firewall` passthrough key brings `firewall`, as in ops.
+//! - `ManifestPassthrough`: root tuple keys, after everything else.
+//! - `BaseVolumeSz`: the whole image's size, which ops grows the file to.
+//!
 //! The boot partition holds the release's `kernel.img` and each klib as `/klib/<name>`.
 //!
 //! What ops adds on its own (environment variables, /etc/passwd, /etc/resolv.conf, the
@@ -32,8 +52,18 @@ type Tree = BTreeMap<String, FsNode>;
 /// same inputs would give different image bytes, so that no older image is restored.
 pub const FORMAT: u32 = 1;
 
-/// Root tuple keys the manifest's passthrough cannot replace.
+/// Root tuple keys the manifest's passthrough cannot replace: ops would let it replace them
+/// (`AddPassthrough` runs last), throwing away the tree, argv, env, mounts or klibs it built.
 const STRUCTURAL: [&str; 6] = ["children", "program", "arguments", "environment", "mounts", "klibs"];
+
+/// Where `ops build` puts each source of the image: the stage root (its working directory) for
+/// Program, Args, Dirs, Files and KlibDir, the manifest's folder for MapDirs.
+struct Sources<'a> {
+    root: &'a Path,
+    /// The stage root as gevulot.yaml names it.
+    root_shown: &'a str,
+    digest_of: DigestOf<'a>,
+}
 
 /// The symlink hops Linux allows before ELOOP.
 const MAX_HOPS: usize = 40;
@@ -55,11 +85,28 @@ fn components(path: &str, what: &str) -> Result<Vec<String>, String> {
 /// The blake3 of a file's content when the caller already knows it (from its stat cache).
 pub type DigestOf<'a> = &'a (dyn Fn(&Path) -> Option<[u8; 32]> + Sync);
 
-/// Read a host file, folder or symlink into a node.
+/// Read a host file, folder or symlink into a node, as ops's `AddDirectory` walks a folder:
+/// symlinks stay symlinks. ops leaves out, with a printed warning, a symlink whose target does
+/// not exist on the build machine. For a relative target that is decided inside the stage root,
+/// and gvbuild refuses such a link instead of leaving an entry out. An absolute target names a
+/// path of the image, which ops looks up on the build machine instead; gvbuild keeps the link
+/// whatever the build machine holds, so that the image does not depend on it.
 fn host_node(path: &Path, digest_of: DigestOf) -> Result<FsNode, String> {
     let meta = fs::symlink_metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let ft = meta.file_type();
     if ft.is_symlink() {
+        let relative = fs::read_link(path).is_ok_and(|t| t.is_relative());
+        match fs::metadata(path) {
+            // A loop: the image's own check names it.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {}
+            Err(_) if relative => {
+                return Err(format!(
+                    "the symlink {} leads nowhere; ops would leave it out of the image with a warning (fs/manifest.go, AddDirectory), and gvbuild does not leave entries out: remove it or point it at something",
+                    path.display()
+                ))
+            }
+            _ => {}
+        }
         let target = fs::read_link(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let target = target
             .to_str()
@@ -96,7 +143,33 @@ fn host_node(path: &Path, digest_of: DigestOf) -> Result<FsNode, String> {
         }
         return Ok(FsNode::Dir(children));
     }
-    Err(format!("{} is not a file, folder or symlink; an image cannot hold it", path.display()))
+    Err(format!(
+        "{} is {}, not a file, folder or symlink; an image cannot hold it",
+        path.display(),
+        crate::steps::stage::kind_of(&ft)
+    ))
+}
+
+/// A file's content at `path`, following symlinks as ops's `AddFile` does (it records the host
+/// path, and mkfs reads what is there).
+fn content_node(path: &Path, digest_of: DigestOf) -> Result<FsNode, String> {
+    let meta = fs::metadata(path).map_err(|e| {
+        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+            format!("{} is in a symlink loop", path.display())
+        } else {
+            format!("cannot read {}: {e}", path.display())
+        }
+    })?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() { "a folder" } else { crate::steps::stage::kind_of(&meta.file_type()) };
+        return Err(format!("{} is {kind}, not a file", path.display()));
+    }
+    Ok(FsNode::File {
+        source: path.to_path_buf(),
+        len: meta.len(),
+        exec: meta.permissions().mode() & 0o111 != 0,
+        digest: digest_of(path),
+    })
 }
 
 /// A regular file of the release or a klib folder, following symlinks: stage2 and the kernel
@@ -107,6 +180,211 @@ fn boot_file(path: &Path, digest_of: DigestOf) -> Result<FsNode, String> {
         return Err(format!("{} is not a file", path.display()));
     }
     Ok(FsNode::File { source: path.to_path_buf(), len: meta.len(), exec: false, digest: digest_of(path) })
+}
+
+/// The components of a manifest path as ops places it. `.` and `..` are refused: ops keeps them
+/// in image paths (a folder named `.` in the image), except a leading `./` of the Program,
+/// which ops drops (`program_form`).
+fn plain(path: &str, key: &str, program_form: bool) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for (i, c) in path.split('/').enumerate() {
+        match c {
+            "" => {}
+            "." if i == 0 && program_form => {}
+            "." | ".." => {
+                return Err(format!(
+                    "the manifest's {key} entry `{path}` has a `{c}` component: ops would put it in the image under a folder named `{c}`; write the path without it"
+                ))
+            }
+            c if c.contains('\0') => return Err(format!("the manifest's {key} entry `{path}` contains NUL")),
+            c => out.push(c.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+impl Sources<'_> {
+    /// The host path of `c` in the stage root, refused when a folder on the way is a symlink
+    /// (it would read from outside the stage root) or when nothing is there.
+    fn host(&self, c: &[String], key: &str) -> Result<PathBuf, String> {
+        let shown = c.join("/");
+        for i in 1..c.len() {
+            let parent = self.root.join(c[..i].join("/"));
+            if fs::symlink_metadata(&parent).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(format!(
+                    "the manifest's {key} entry `{shown}` goes through the symlink `{}` in the stage root; name a path without symlinks on the way",
+                    c[..i].join("/")
+                ));
+            }
+        }
+        let host = self.root.join(&shown);
+        if fs::symlink_metadata(&host).is_err() {
+            let what = if key == "Program" {
+                "the program".to_string()
+            } else {
+                format!("the manifest's {key} entry")
+            };
+            return Err(format!("{what} `{shown}` is not in the stage root {}", self.root_shown));
+        }
+        Ok(host)
+    }
+
+    /// A file's content (ops's `AddFile`: Program, Files).
+    fn content(&self, c: &[String], key: &str) -> Result<FsNode, String> {
+        let host = self.host(c, key)?;
+        content_node(&host, self.digest_of)
+            .map_err(|e| format!("the manifest's {key} entry `{}`: {e}", c.join("/")))
+    }
+
+    /// A walked folder, file or symlink (ops's `AddDirectory`: Dirs).
+    fn walked(&self, c: &[String], key: &str) -> Result<FsNode, String> {
+        let host = self.host(c, key)?;
+        host_node(&host, self.digest_of)
+    }
+}
+
+/// ops's args copy (lepton/image.go): when argv[1] names an entry of the working directory (the
+/// stage root), ops puts that entry into the image at that path, a folder walked as Dirs is.
+fn args_copy(src: &Sources, tree: &mut Tree, first: &str) -> Result<(), String> {
+    let joined = format!("{}/{first}", src.root_shown);
+    let host = src.root.join(first.trim_start_matches('/'));
+    if fs::metadata(&host).is_err() {
+        return Ok(());
+    }
+    let inside = crate::config::normalize_rel(&joined)
+        .is_some_and(|n| n.starts_with(&format!("{}/", src.root_shown.trim_end_matches('/'))));
+    let c = match plain(first, "Args", false) {
+        Ok(c) if inside && !c.is_empty() => c,
+        _ => {
+            return Err(format!(
+                "the manifest's first argument `{first}` names {}, which ops would copy into the image (lepton/image.go); gvbuild copies only plain paths inside the stage root: stage it and name it without `.` or `..`",
+                host.display()
+            ))
+        }
+    };
+    let node = if fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
+        src.walked(&c, "Args")?
+    } else {
+        src.content(&c, "Args")?
+    };
+    insert(tree, &c, node, first)
+}
+
+/// One MapDirs entry, as ops's `addMappedFiles` (lepton/image.go) reads it: `host` is joined to
+/// the manifest's folder (cmd/flags_config.go) and cleaned; its folder part is walked, and every
+/// entry below it (at any depth) whose name matches the last component lands at
+/// `guest/<its folder relative to the walked one>/<name>`. A matched folder is created (its
+/// contents come only where they match too); symlinks stay symlinks. Returns the stage root's
+/// top-level name the entry reads from.
+fn map_dir(
+    src: &Sources,
+    tree: &mut Tree,
+    (manifest, manifest_dir): (&str, &str),
+    host: &str,
+    guest: &str,
+    argv: &[&str],
+) -> Result<Option<String>, String> {
+    let at = format!("the manifest's MapDirs entry `{host}`");
+    if let Some(a) = argv.iter().find(|a| Some(**a) == guest.trim_end_matches('/').rsplit('/').next()) {
+        return Err(format!(
+            "{at} maps to `{guest}`, named like the argument `{a}`; ops refuses this (\"can't have directory with same name as binary\", lepton/image.go)"
+        ));
+    }
+    if host.starts_with('/') {
+        return Err(format!(
+            "{at} is absolute: ops would read it from the build machine's own `/` (lepton/image.go); name a folder of the stage root, relative to the manifest's folder"
+        ));
+    }
+    let joined = if manifest_dir.is_empty() { host.to_string() } else { format!("{manifest_dir}/{host}") };
+    let root_prefix = format!("{}/", src.root_shown.trim_end_matches('/'));
+    let outside = || {
+        format!(
+            "{at} resolves against the folder of the manifest {manifest} (as ops resolves MapDirs, cmd/flags_config.go) to `{joined}`, whose folder is outside the stage root {}; gvbuild reads the image only from the stage root: write it as `{}`",
+            src.root_shown,
+            relative_hint(manifest_dir, &root_prefix, host)
+        )
+    };
+    let cleaned = crate::config::normalize_rel(&joined).ok_or_else(outside)?;
+    let (dir, pattern) = match cleaned.rsplit_once('/') {
+        Some((d, p)) => (d.to_string(), p.to_string()),
+        None => (String::new(), cleaned.clone()),
+    };
+    let in_root = if format!("{dir}/") == root_prefix {
+        String::new()
+    } else {
+        dir.strip_prefix(&root_prefix).map(str::to_string).ok_or_else(outside)?
+    };
+    let dir_c: Vec<String> = in_root.split('/').filter(|c| !c.is_empty()).map(String::from).collect();
+    let walk_root = if dir_c.is_empty() { src.root.to_path_buf() } else { src.host(&dir_c, "MapDirs")? };
+    if !walk_root.is_dir() {
+        return Err(format!("{at}: `{in_root}` is not a folder in the stage root {}", src.root_shown));
+    }
+    let matcher = globset::GlobBuilder::new(&go_pattern(&pattern))
+        .literal_separator(true)
+        .build()
+        .map_err(|e| format!("{at}: `{pattern}` is not a pattern ops can match: {e}"))?
+        .compile_matcher();
+    let guest_c = components(guest, "the MapDirs target")?;
+    // The walked folder itself has the empty name (Go's filepath.Split of "dir/").
+    if matcher.is_match("") {
+        insert(tree, &guest_c, FsNode::Dir(Tree::new()), guest)?;
+    }
+    let walker =
+        walkdir::WalkDir::new(&walk_root).sort_by_file_name().min_depth(1).into_iter().filter_entry(|e| {
+            !(e.file_type().is_dir()
+                && crate::fingerprint::inputs::SKIP_DIRS.iter().any(|s| e.file_name() == *s))
+        });
+    for e in walker {
+        let e = e.map_err(|err| {
+            format!("{at}: cannot read {}: {err}", err.path().unwrap_or(&walk_root).display())
+        })?;
+        let Some(name) = e.file_name().to_str() else {
+            return Err(format!(
+                "{} has a name that is not UTF-8, which TFS cannot hold",
+                e.path().display()
+            ));
+        };
+        if !matcher.is_match(name) {
+            continue;
+        }
+        let rel = e
+            .path()
+            .strip_prefix(&walk_root)
+            .map_err(|_| format!("{at}: {} is outside its folder", e.path().display()))?;
+        let mut to = guest_c.clone();
+        to.extend(rel.iter().map(|c| c.to_string_lossy().into_owned()));
+        let node = if e.file_type().is_dir() {
+            FsNode::Dir(Tree::new())
+        } else if e.file_type().is_symlink() {
+            if fs::metadata(e.path()).is_err() {
+                return Err(format!(
+                    "{at}: the symlink {} leads nowhere; ops stops on it (\"file is missing\", fs/manifest.go AddLink)",
+                    e.path().display()
+                ));
+            }
+            host_node(e.path(), src.digest_of)?
+        } else {
+            host_node(e.path(), src.digest_of)?
+        };
+        insert(tree, &to, node, &format!("{guest}/{}", rel.display()))?;
+    }
+    Ok(dir_c.first().cloned().or_else(|| (!pattern.is_empty()).then(|| pattern.clone())))
+}
+
+/// Go's `filepath.Match` pattern as a globset glob: `[^` negates as `[!` does, and braces are
+/// literal.
+fn go_pattern(p: &str) -> String {
+    p.replace("[^", "[!").replace('{', "[{]").replace('}', "[}]")
+}
+
+/// `root/host` (stage-root-relative `host`) written relative to the manifest's folder.
+fn relative_hint(manifest_dir: &str, root_prefix: &str, host: &str) -> String {
+    let from: Vec<&str> = manifest_dir.split('/').filter(|c| !c.is_empty()).collect();
+    let to: Vec<&str> = root_prefix.split('/').chain(host.split('/')).filter(|c| !c.is_empty()).collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<&str> = vec![".."; from.len() - common];
+    parts.extend(&to[common..]);
+    parts.join("/")
 }
 
 /// Put `node` at `path` in `tree`, merging folders; a file where a folder must go is an error.
@@ -208,6 +486,7 @@ fn symlinks(tree: &Tree, prefix: &[String], out: &mut Vec<Vec<String>>) {
 fn root_tuple(
     m: &Manifest,
     program: &str,
+    klibs: bool,
     extras: &[Extra],
     ids: (&str, Option<&str>),
 ) -> Result<Tuple, String> {
@@ -223,15 +502,14 @@ fn root_tuple(
             return empty(format!("`{k}` in the manifest's {what}, or its value,"));
         }
     }
+    if m.env.contains_key("RADAR_KEY") {
+        return Err("the manifest's Env sets RADAR_KEY: ops would then add the `tls` and `radar` klibs and RADAR_IMAGE_NAME, so that the VM reports to NanoVMs's Radar service (lepton/image.go); gvbuild adds nothing that reaches out of the VM: remove RADAR_KEY".into());
+    }
     let mut t = Tuple::new();
     t.insert("program".into(), Value::str(program));
-    // Nanos passes `arguments` as argv as it is; with no Args, argv[0] is the program's name,
-    // which every program expects to find there.
-    let args = if m.args.is_empty() {
-        vec![Value::str(program.rsplit('/').next().unwrap_or(program))]
-    } else {
-        m.args.iter().map(|a| Value::str(a)).collect()
-    };
+    // Nanos passes `arguments` as argv as it is. ops puts the Program as written in front of
+    // Args on every build (cmd/flags_build_image.go), so argv[0] is the program's name.
+    let args = std::iter::once(&m.program).chain(&m.args).map(|a| Value::str(a)).collect();
     t.insert("arguments".into(), Value::Vector(args));
     let mut env = Tuple::new();
     if extras.contains(&Extra::Env) {
@@ -249,13 +527,13 @@ fn root_tuple(
     }
     t.insert("environment".into(), Value::Tuple(env));
     if !m.mounts.is_empty() {
-        let mounts = renumber_mounts(&m.mounts);
+        // As written, labels too (fs/manifest.go, AddMount): `%1` stays `%1`.
         t.insert(
             "mounts".into(),
-            Value::Tuple(mounts.into_iter().map(|(k, v)| (k, Value::str(&v))).collect()),
+            Value::Tuple(m.mounts.iter().map(|(k, v)| (k.clone(), Value::str(v))).collect()),
         );
     }
-    if !m.klibs.is_empty() {
+    if klibs {
         t.insert("klibs".into(), Value::str("bootfs"));
     }
     if m.reboot_on_exit {
@@ -264,7 +542,7 @@ fn root_tuple(
     for (k, v) in &m.passthrough {
         if STRUCTURAL.contains(&k.as_str()) {
             return Err(format!(
-                "the manifest's ManifestPassthrough sets `{k}`, which the image builder writes itself"
+                "the manifest's ManifestPassthrough sets `{k}`, which the image builder writes itself; ops would replace what it built with it (lepton/image.go), and gvbuild will not"
             ));
         }
         t.insert(k.clone(), Value::str(v));
@@ -272,39 +550,40 @@ fn root_tuple(
     Ok(t)
 }
 
-/// Mount labels for the Gevulot node: each 9p share label (`%N`) is renumbered from `%0`, in
-/// the order of N, because the node attaches the workspace as 9p mount tag 0 and Nanos matches
-/// `%N` to mount tag N. Other labels (a volume's label or UUID) are kept as they are.
-pub fn renumber_mounts(mounts: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    let mut shares: Vec<(u64, &String, &String)> = Vec::new();
-    let mut out = BTreeMap::new();
-    for (label, path) in mounts {
-        match label.strip_prefix('%').and_then(|n| n.parse::<u64>().ok()) {
-            Some(n) => shares.push((n, label, path)),
-            None => {
-                out.insert(label.clone(), path.clone());
-            }
-        }
+/// A size as ops's mkfs reads BaseVolumeSz: whole digits, then nothing, k, m or g (any case).
+fn ops_size(s: &str) -> Option<u64> {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let mult: u64 = match s[digits.len()..].to_ascii_lowercase().as_str() {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return None,
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-    shares.sort();
-    for (i, (_, _, path)) in shares.into_iter().enumerate() {
-        out.insert(format!("%{i}"), path.clone());
-    }
-    out
+    digits.parse::<u64>().ok()?.checked_mul(mult)
 }
 
 /// The release's files are at the top of the extracted tarball, or in its one subfolder.
-fn release_folder(dir: &Path) -> PathBuf {
+fn release_folder(dir: &Path) -> Result<PathBuf, String> {
     if dir.join("kernel.img").exists() {
-        return dir.to_path_buf();
+        return Ok(dir.to_path_buf());
     }
-    let subs: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect())
-        .unwrap_or_default();
-    match subs.as_slice() {
+    let mut subs = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries {
+            let e = e.map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+            if e.path().is_dir() {
+                subs.push(e.path());
+            }
+        }
+    }
+    Ok(match subs.as_slice() {
         [only] if only.join("kernel.img").exists() => only.clone(),
         _ => dir.to_path_buf(),
-    }
+    })
 }
 
 fn read_manifest(path: &Path, shown: &str) -> Result<Manifest, String> {
@@ -334,56 +613,62 @@ fn build_in(
     let m = read_manifest(&project.join(&spec.manifest), &spec.manifest)?;
     let base_volume = match m.base_volume_sz.as_deref() {
         None => None,
-        Some(b) => match crate::fsutil::parse_size(b) {
+        Some(b) => match ops_size(b) {
             Some(n) if n <= crate::disk::MAX_SIZE => Some(n),
-            _ => return Err(format!("the manifest's BaseVolumeSz `{b}` is not a size up to 2 TiB")),
+            _ => return Err(format!("the manifest's BaseVolumeSz `{b}` is not a size up to 2 TiB as ops reads it: whole digits, then nothing, k, m or g (fs/mkfs.go, SetFileSystemSize)")),
         },
     };
     let root_dir = project.join(&spec.root);
-    let release_dir = release_folder(&project.join(release));
+    let release_dir = release_folder(&project.join(release))?;
     let mut warnings = Vec::new();
+    let src = Sources { root: &root_dir, root_shown: &spec.root, digest_of };
 
     // The root filesystem: what the manifest names from the stage root.
     let mut tree = Tree::new();
-    let program = components(&m.program, "the program")?;
+    if m.program.starts_with('/') {
+        return Err(format!(
+            "the manifest's Program `{}` is absolute: ops reads an absolute Program from the build machine's own `/` (fs/manifest.go, AddUserProgram), not from the stage root; write it relative to the stage root",
+            m.program
+        ));
+    }
+    let program = plain(&m.program, "Program", true)?;
     if program.is_empty() {
         return Err("the manifest's Program is empty".into());
     }
     let program_shown = format!("/{}", program.join("/"));
-    let add = |tree: &mut Tree, from: &str, to: &str, what: &str| -> Result<(), String> {
-        let from_c = components(from, what)?;
-        // A folder on the way that is a symlink would read from outside the stage root.
-        for i in 1..from_c.len() {
-            let parent = root_dir.join(from_c[..i].join("/"));
-            if fs::symlink_metadata(&parent).is_ok_and(|m| m.file_type().is_symlink()) {
-                return Err(format!(
-                    "{what} `{from}` goes through the symlink `{}` in the stage root; name a path without symlinks on the way",
-                    from_c[..i].join("/")
-                ));
-            }
-        }
-        let host = root_dir.join(from_c.join("/"));
-        if fs::symlink_metadata(&host).is_err() {
-            return Err(format!("{what} `{from}` is not in the stage root {}", spec.root));
-        }
-        insert(tree, &components(to, what)?, host_node(&host, digest_of)?, to)
-    };
-    add(&mut tree, &m.program, &m.program, "the program")?;
+    let node = src.content(&program, "Program")?;
+    insert(&mut tree, &program, node, &program_shown)?;
     for d in &m.dirs {
-        add(&mut tree, d, d, "the folder (in Dirs)")?;
+        if d.starts_with('/') {
+            return Err(format!(
+                "the manifest's Dirs entry `{d}` is absolute: ops would copy `{d}` from the build machine's own `/` (fs/manifest.go, AddDirectory); name a folder of the stage root"
+            ));
+        }
+        let c = plain(d, "Dirs", false)?;
+        let node = src.walked(&c, "Dirs")?;
+        insert(&mut tree, &c, node, d)?;
     }
     for f in &m.files {
-        add(&mut tree, f, f, "the file (in Files)")?;
+        // ops joins even an absolute Files entry to its working directory (lepton/image.go).
+        let c = plain(f, "Files", false)?;
+        let node = src.content(&c, "Files")?;
+        insert(&mut tree, &c, node, f)?;
     }
+    // ops's argv: the program as written, then Args (cmd/flags_build_image.go).
+    let argv: Vec<&str> =
+        std::iter::once(m.program.as_str()).chain(m.args.iter().map(String::as_str)).collect();
+    let manifest_dir =
+        Path::new(&spec.manifest).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut map_from = Vec::new();
     for (host, guest) in &m.map_dirs {
-        if host.starts_with('/') {
-            return Err(format!("MapDirs `{host}` is outside the stage root; name a folder inside it"));
-        }
-        add(&mut tree, host, guest, "the folder (in MapDirs)")?;
+        map_from.extend(map_dir(&src, &mut tree, (&spec.manifest, &manifest_dir), host, guest, &argv)?);
+    }
+    if let Some(first) = m.args.first() {
+        args_copy(&src, &mut tree, first)?;
     }
     for value in m.mounts.values() {
-        // `/data:ro`: the mount point is the part before the options, as ops reads it.
-        let path = value.split(':').next().unwrap_or_default();
+        // `/data:ro`: the mount point is the part before the options (fs/manifest.go, AddMount).
+        let path = value.trim_start_matches('/').split(':').next().unwrap_or_default();
         let c = components(path, "the mount point")?;
         match lookup(&tree, &c) {
             Some(FsNode::Dir(_)) => {}
@@ -413,32 +698,27 @@ fn build_in(
     for l in &links {
         resolve(&tree, l, &format!("/{}", l.join("/")))?;
     }
-    // MapDirs sources land elsewhere in the image, so they are not left out.
-    let map_from: Vec<String> = m
-        .map_dirs
-        .keys()
-        .filter_map(|h| h.trim_start_matches("./").split('/').next())
-        .map(String::from)
-        .collect();
-    if let Ok(entries) = fs::read_dir(&root_dir) {
-        let mut left: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !tree.contains_key(n) && !map_from.contains(n))
-            .collect();
-        left.sort();
-        if !left.is_empty() {
-            warnings.push(format!(
-                "the stage root {} has {} that the manifest leaves out of the image (add them to dirs or files): {}",
-                spec.root,
-                if left.len() == 1 { "an entry" } else { "entries" },
-                left.join(", ")
-            ));
+    let mut left: Vec<String> = Vec::new();
+    for e in fs::read_dir(&root_dir).map_err(|e| format!("cannot read the stage root {}: {e}", spec.root))? {
+        let e = e.map_err(|e| format!("cannot read the stage root {}: {e}", spec.root))?;
+        let n = e.file_name().to_string_lossy().into_owned();
+        if !tree.contains_key(&n) && !map_from.contains(&n) {
+            left.push(n);
         }
+    }
+    left.sort();
+    if !left.is_empty() {
+        warnings.push(format!(
+            "the stage root {} has {} that the manifest leaves out of the image (add them to dirs or files): {}",
+            spec.root,
+            if left.len() == 1 { "an entry" } else { "entries" },
+            left.join(", ")
+        ));
     }
 
     let name = super::image_name(into);
-    let attrs = root_tuple(&m, &program_shown, extras, (&name, spec.nanos_version.as_deref()))?;
+    let attrs =
+        root_tuple(&m, &program_shown, !m.klibs.is_empty(), extras, (&name, spec.nanos_version.as_deref()))?;
 
     // The boot filesystem: the kernel and the klibs.
     *field = "release";
@@ -460,6 +740,22 @@ fn build_in(
     }
     let mut boot_tree = Tree::new();
     boot_tree.insert("kernel".into(), boot_file(&kernel, digest_of)?);
+    // Klibs ops adds on its own (lepton/image.go, fs/manifest.go AddKlibs) must be listed.
+    let implied = [
+        (m.klibs.iter().any(|k| k == "cloud_init"), "tls", "Klibs has `cloud_init`, to which ops adds `tls`"),
+        (
+            m.passthrough.contains_key("firewall"),
+            "firewall",
+            "ManifestPassthrough sets `firewall`, for which ops adds the `firewall` klib",
+        ),
+    ];
+    for (when, klib, why) in implied {
+        if when && !m.klibs.iter().any(|k| k == klib) {
+            return Err(format!(
+                "the manifest's {why}; gvbuild adds no klib on its own: list `{klib}` in Klibs"
+            ));
+        }
+    }
     if !m.klibs.is_empty() {
         let mut klibs = Tree::new();
         if let Some(d) = &m.klib_dir {
@@ -469,21 +765,32 @@ fn build_in(
                 ));
             }
         }
-        let klib_dir = m.klib_dir.as_ref().map(|d| root_dir.join(d));
+        // ops looks in KlibDir when it is set, else in the release's klibs/ (lepton/image.go).
+        let klib_dir = match &m.klib_dir {
+            Some(d) => root_dir.join(d),
+            None => release_dir.join("klibs"),
+        };
         for k in &m.klibs {
             components(k, "the klib")?;
-            let candidates: Vec<PathBuf> =
-                klib_dir.iter().map(|d| d.join(k)).chain([release_dir.join("klibs").join(k)]).collect();
-            let Some(found) = candidates.iter().find(|p| p.is_file()) else {
-                let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-                return Err(format!("klib `{k}` was not found; looked in {}", looked.join(" and ")));
-            };
-            klibs.insert(k.clone(), boot_file(found, digest_of)?);
+            let found = klib_dir.join(k);
+            if !found.is_file() {
+                return Err(format!(
+                    "klib `{k}` is not in {}; ops would print a note and build the image without it (fs/manifest.go, AddKlibs), and gvbuild will not",
+                    found.parent().unwrap_or(&klib_dir).display()
+                ));
+            }
+            klibs.insert(k.clone(), boot_file(&found, digest_of)?);
         }
         boot_tree.insert("klib".into(), FsNode::Dir(klibs));
     }
     let boot = fs::read(&boot_img).map_err(|e| format!("cannot read {release}/boot.img: {e}"))?;
-    let root_size = size.or(base_volume);
+    let root_size = match (size, base_volume) {
+        (Some(n), _) => crate::disk::RootSize::Exactly(*n),
+        (None, Some(n)) => {
+            crate::disk::RootSize::ImageAtLeast(n.div_ceil(crate::disk::SECTOR) * crate::disk::SECTOR)
+        }
+        (None, None) => crate::disk::RootSize::Auto,
+    };
 
     *field = if size.is_some() { "size" } else { "into" };
     let dest = project.join(into);
@@ -516,23 +823,6 @@ fn build_in(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nine_p_mounts_are_renumbered_from_zero_and_volume_labels_kept() {
-        let mut m = BTreeMap::new();
-        m.insert("%1".to_string(), "/workspace".to_string());
-        assert_eq!(renumber_mounts(&m), [("%0".to_string(), "/workspace".to_string())].into());
-        m.insert("%10".to_string(), "/ten".to_string());
-        m.insert("%2".to_string(), "/two".to_string());
-        m.insert("data".to_string(), "/data".to_string());
-        let r = renumber_mounts(&m);
-        let want: BTreeMap<String, String> =
-            [("%0", "/workspace"), ("%1", "/two"), ("%2", "/ten"), ("data", "/data")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-        assert_eq!(r, want, "in the order of N, not of the text");
-    }
 
     #[test]
     fn symlink_loops_are_found_and_dangling_links_are_not_loops() {
