@@ -240,14 +240,15 @@ fn a_fifo_or_socket_in_a_copied_folder_is_an_error_naming_it() {
     assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     std::os::unix::fs::symlink(&fifo, p.path("assets/nvidia/535/pipe")).unwrap();
     let err = fails_in_time(&p);
-    assert!(err.contains("535/pipe is a FIFO"), "{err}");
+    // The key's walk of the step's inputs meets it first; either way it is named.
+    assert!(err.contains("535/pipe") && err.contains("is a FIFO"), "{err}");
     assert!(!p.exists("build/root"));
 
     fs::remove_file(p.path("assets/nvidia/535/pipe")).unwrap();
     let _sock = std::os::unix::net::UnixListener::bind(outside.path().join("sock")).unwrap();
     std::os::unix::fs::symlink(outside.path().join("sock"), p.path("assets/nvidia/535/sock")).unwrap();
     let err = fails_in_time(&p);
-    assert!(err.contains("535/sock is a socket"), "{err}");
+    assert!(err.contains("535/sock") && err.contains("is a socket"), "{err}");
 }
 
 // Regression: walk errors in a copied folder (a symlink loop, a symlink to nothing) were
@@ -257,7 +258,7 @@ fn a_symlink_loop_or_dangling_symlink_in_a_copied_folder_is_an_error_naming_it()
     let p = project(GUIDE);
     std::os::unix::fs::symlink("..", p.path("assets/nvidia/535/up")).unwrap();
     let err = fails_in_time(&p);
-    assert!(err.contains("535/up is a symlink loop"), "{err}");
+    assert!(err.contains("535/up") && err.contains("loop"), "{err}");
 
     fs::remove_file(p.path("assets/nvidia/535/up")).unwrap();
     std::os::unix::fs::symlink("missing.bin", p.path("assets/nvidia/535/gone.bin")).unwrap();
@@ -266,18 +267,20 @@ fn a_symlink_loop_or_dangling_symlink_in_a_copied_folder_is_an_error_naming_it()
 }
 
 /// What every folder copy leaves out is what README lists: `.git` and `.gvbuild`; any other
-/// name (hidden, odd bytes) is staged.
+/// name is staged, and one that is not UTF-8 (which neither a key nor an image can hold) stops
+/// the step, naming it.
 #[test]
 fn folder_copies_stage_every_name_but_git_and_gvbuild() {
     let p = project(GUIDE);
     p.write("assets/nvidia/.hidden", "h");
     p.write("assets/nvidia/.git/HEAD", "ref");
-    let odd = std::ffi::OsStr::from_bytes(b"odd\xffname");
-    fs::write(p.path("assets/nvidia").join(odd), "o").unwrap();
     p.build(&[]);
     assert_eq!(p.read("build/root/nvidia/.hidden"), "h");
-    assert!(p.path("build/root/nvidia").join(odd).is_file());
     assert!(!p.exists("build/root/nvidia/.git"));
+    let odd = std::ffi::OsStr::from_bytes(b"odd\xffname");
+    fs::write(p.path("assets/nvidia").join(odd), "o").unwrap();
+    let err = fails_in_time(&p);
+    assert!(err.contains("assets/nvidia/odd") && err.contains("not UTF-8"), "{err}");
 }
 
 use std::os::unix::ffi::OsStrExt;

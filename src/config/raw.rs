@@ -158,7 +158,7 @@ pub struct RawManifest {
     /// The program to run, a path inside the stage root (e.g. `prover`).
     #[schemars(with = "Option<String>")]
     pub program: Option<Spanned<String>>,
-    /// Its arguments, starting with argv[0] (e.g. `[prover]`).
+    /// The arguments after argv[0]: ops and the native builder put the program (as written) first.
     #[schemars(with = "Option<Vec<String>>")]
     pub args: Option<Vec<Spanned<String>>>,
     /// Environment variables of the program.
