@@ -513,7 +513,7 @@ fn undefined_var_shows_the_dollar_dollar_hint() {
 /// Following the hint works: `$${X}` reaches the shell as `${X}`, and `--set` defines a var.
 #[test]
 fn dollar_dollar_and_set_make_the_same_file_valid() {
-    let p = project("targets:\n  app:\n    outputs: [o.txt]\n    run: printf '%s' '$${X} ${Y}' > o.txt\n");
+    let p = project("vars:\n  Y: ~\ntargets:\n  app:\n    outputs: [o.txt]\n    run: printf '%s' '$${X} ${Y}' > o.txt\n");
     rejected_in(&p, &[]);
     p.build(&["--set", "Y=why"]);
     assert_eq!(p.read("o.txt"), "${X} why");
@@ -770,4 +770,62 @@ fn regression_duplicate_target_message_speaks_of_the_yaml() {
 fn regression_empty_file_says_what_a_build_file_needs() {
     let err = rejected("", &[]);
     assert!(err.contains("targets"), "{err}");
+}
+
+/// `--set` for a var the file does not declare is an error with "did you mean", as in just.
+#[test]
+fn set_of_an_undeclared_var() {
+    let yaml = "vars:\n  cflags: -O2\ntargets:\n  t:\n    outputs: [o]\n    run: echo ${cflags} > o\n";
+    let err = rejected(yaml, &["--set", "cflag=-O0"]);
+    assert!(err.contains("--set cflag=...: this gevulot.yaml declares no var `cflag`"), "{err}");
+    assert!(err.contains("did you mean `cflags`?"), "{err}");
+    insta::assert_snapshot!("set_of_an_undeclared_var", err);
+}
+
+/// Vars may use vars, `--set` applied first; a cycle is an error that prints the cycle.
+#[test]
+fn vars_use_vars_and_a_cycle_is_an_error() {
+    let p = project(&y(r#"
+        vars:
+          version: "1"
+          url: https://example.com/v${version}/x-${version}.tgz
+          msg: "${url} $${HOME}"
+        targets:
+          t:
+            outputs: [o]
+            run: "echo '${msg}' > o"
+        "#));
+    p.build(&[]);
+    assert_eq!(p.read("o"), "https://example.com/v1/x-1.tgz ${HOME}\n");
+    p.build(&["--set", "version=2"]);
+    assert_eq!(p.read("o"), "https://example.com/v2/x-2.tgz ${HOME}\n");
+
+    let err = rejected(
+        &y(r#"
+        vars:
+          a: x${b}
+          b: y${c}
+          c: z${a}
+        targets:
+          t:
+            outputs: [o]
+            run: echo ${a} > o
+        "#),
+        &[],
+    );
+    assert!(err.contains("vars use each other in a cycle: a -> b -> c -> a"), "{err}");
+    assert_eq!(err.matches("cycle:").count(), 1, "reported once: {err}");
+    insta::assert_snapshot!("var_cycle", err);
+}
+
+/// A var whose value uses an unset var is unset itself: an error only when a step uses it.
+#[test]
+fn a_var_using_an_unset_var_is_unset() {
+    let yaml = "vars:\n  sha: ~\n  pin: sha256:${sha}\ntargets:\n  t:\n    outputs: [o]\n    run: echo ${pin} > o\n  u:\n    outputs: [u]\n    run: echo > u\n";
+    let p = project(yaml);
+    p.build(&["u"]);
+    let err = rejected_in(&p, &["t"]);
+    assert!(err.contains("var `pin` has no value, and target `t` uses it"), "{err}");
+    p.build(&["t", "--set", "sha=abc"]);
+    assert_eq!(p.read("o"), "sha256:abc\n");
 }

@@ -13,16 +13,17 @@ fn example(name: &str) -> Project {
     p
 }
 
+/// Where the stand-in release is served: the release bucket's layout under a mirror's URL.
+const NANOS_PATH: &str = "/mirror/0.1.51/nanos-release-linux-0.1.51.tar.gz";
+
 /// The stand-in Nanos release served on 127.0.0.1 (a real release cannot be downloaded
 /// here), and the `--set`s that point an example's `nanos` fetch at it.
 fn release_server() -> (crate::fetch::http::Server, Vec<String>) {
     let (tarball, sha) = nanos_release_tarball();
     let server = crate::fetch::http::Server::start();
-    server.serve("/nanos-release-linux-0.1.51.tar.gz", tarball);
-    let sets = vec![
-        format!("nanos_url={}", server.url("/nanos-release-linux-0.1.51.tar.gz")),
-        format!("nanos_sha256={sha}"),
-    ];
+    server.serve(NANOS_PATH, tarball);
+    // Only what README documents: the hash pin and a mirror of the release bucket.
+    let sets = vec![format!("nanos_mirror={}", server.url("/mirror")), format!("nanos_sha256={sha}")];
     (server, sets)
 }
 
@@ -68,7 +69,7 @@ fn cpu_prover_example_builds_its_manifest_and_image() {
     };
     let b = run(&[]);
     assert_eq!(b.ran(), names(&["image", "manifest", "my_prover", "nanos", "stage"]));
-    assert_eq!(server.requests("/nanos-release-linux-0.1.51.tar.gz"), 1);
+    assert_eq!(server.requests(NANOS_PATH), 1);
     let manifest = p.read("build/my_prover.json");
     assert!(manifest.contains("\"Program\": \"my_prover\""), "{manifest}");
     assert!(manifest.contains("\"readonly_rootfs\": \"true\""), "{manifest}");
@@ -163,15 +164,16 @@ fn gpu_prover_example_builds_with_real_nvcc() {
         hex::encode(sha2::Sha256::digest(&assets))
     };
     let server = crate::fetch::http::Server::start();
-    server.serve("/nanos-0.1.51-gpu.tar.gz", assets);
+    server.serve("/assets-mirror/nanos-0.1.51-gpu.tar.gz", assets);
 
     let p = example("gpu-prover");
     let _ = fs::remove_dir_all(p.path("shim/target"));
     let (release, release_sets) = release_server();
     let mut sets = vec![
-        format!("assets_url={}", server.url("/nanos-0.1.51-gpu.tar.gz")),
+        format!("assets_mirror={}", server.url("/assets-mirror")),
         format!("assets_sha256={sha}"),
-        format!("nvcc={}", cuda.join("bin/nvcc").display()),
+        // The PyPI toolkit: CUDA 13, its libraries in lib/ rather than lib64/.
+        format!("cuda={}", cuda.display()),
         format!("cuda_lib={}", cuda.join("lib").display()),
         format!("cudart={cudart}"),
         "cuda_arch=sm_90".to_string(),
@@ -201,7 +203,7 @@ fn gpu_prover_example_builds_with_real_nvcc() {
         "{manifest}"
     );
     assert!(!manifest.contains("readonly_rootfs"), "{manifest}");
-    assert_eq!(server.requests("/nanos-0.1.51-gpu.tar.gz"), 1);
+    assert_eq!(server.requests("/assets-mirror/nanos-0.1.51-gpu.tar.gz"), 1);
 
     // The image: the GPU klib in the boot filesystem, the libraries, firmware and program in
     // the root, the workspace mount as the manifest writes it (as ops would).
@@ -248,6 +250,42 @@ fn gpu_prover_example_builds_with_real_nvcc() {
     let b = build(&c);
     assert!(b.ran().is_empty(), "{b:?}");
     assert_eq!(b.restored().len(), 7);
-    assert_eq!(server.requests("/nanos-0.1.51-gpu.tar.gz"), 1);
-    assert_eq!(release.requests("/nanos-release-linux-0.1.51.tar.gz"), 1);
+    assert_eq!(server.requests("/assets-mirror/nanos-0.1.51-gpu.tar.gz"), 1);
+    assert_eq!(release.requests(NANOS_PATH), 1);
+}
+
+/// The examples as shipped: a dry run with only the hash pins (no mirror) fetches from the
+/// real release and asset buckets, with `${nanos}` expanded inside the URL vars.
+#[test]
+fn examples_fetch_the_real_urls_as_shipped() {
+    let pin = |name: &str| format!("{name}={}", "ab".repeat(32));
+    for (name, want) in [
+        (
+            "cpu-prover",
+            vec!["fetch https://storage.googleapis.com/nanos/release/0.1.51/nanos-release-linux-0.1.51.tar.gz -> build/nanos"],
+        ),
+        (
+            "gpu-prover",
+            vec![
+                "fetch https://storage.googleapis.com/nanos/release/0.1.51/nanos-release-linux-0.1.51.tar.gz -> build/nanos",
+                "fetch https://storage.googleapis.com/gevulot-static-assets/nanos-0.1.51-gpu.tar.gz -> build/assets",
+            ],
+        ),
+    ] {
+        let p = example(name);
+        let mut args = vec!["--json".to_string(), "-n".into(), "--set".into(), pin("nanos_sha256")];
+        if name == "gpu-prover" {
+            args.extend(["--set".into(), pin("assets_sha256")]);
+        }
+        let run = p.gvbuild(&args.iter().map(String::as_str).collect::<Vec<_>>()).success();
+        let b = Build::parse(&run);
+        let commands: Vec<String> =
+            b.events.iter().filter_map(|e| e["command"].as_str().map(str::to_string)).collect();
+        for w in want {
+            assert!(commands.iter().any(|c| c == w), "{name}: {w:?} not in {commands:?}");
+        }
+        assert!(!p.exists(".gvbuild"), "{name}: a dry run writes nothing");
+        // As shipped, the file loads: every var it uses is declared.
+        p.gvbuild(&["list"]).success();
+    }
 }

@@ -61,6 +61,27 @@ pub enum ConfigError {
         help: Option<String>,
     },
 
+    #[error("--set {name}=...: this gevulot.yaml declares no var `{name}`")]
+    #[diagnostic(code(gvbuild::config::unknown_set))]
+    UnknownSet {
+        name: String,
+        #[help]
+        help: String,
+    },
+
+    #[error("vars use each other in a cycle: {cycle}")]
+    #[diagnostic(
+        code(gvbuild::config::var_cycle),
+        help("a var's value may use other vars (`${{name}}`), but not itself through them")
+    )]
+    VarCycle {
+        cycle: String,
+        #[source_code]
+        src: Src,
+        #[label("this value starts the cycle")]
+        span: SourceSpan,
+    },
+
     #[error("`default` names unknown target `{name}`")]
     #[diagnostic(code(gvbuild::config::unknown_default))]
     UnknownDefault {

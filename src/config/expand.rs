@@ -2,7 +2,8 @@
 //!
 //! `${name}` is replaced by the var's value, `$$` is a literal `$` (so `$${HOME}` reaches the
 //! shell as `${HOME}`), and any other `$` is left alone, so `$HOME` is the shell's business.
-//! Var values are literal: they are not themselves expanded.
+//! Var values may use other vars: the validator expands them first, in dependency order (see
+//! [`references`]), and a cycle is an error.
 
 use indexmap::IndexMap;
 
@@ -15,6 +16,31 @@ pub enum VarProblem {
     Unset { name: String, at: (usize, usize) },
     /// `${` with no closing `}`.
     Unclosed { at: (usize, usize) },
+}
+
+/// The names a string refers to with `${name}` (not `$${name}`), in order.
+pub fn references(s: &str) -> Vec<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        match b.get(i + 1) {
+            Some(b'$') => i += 2,
+            Some(b'{') => match s[i + 2..].find('}') {
+                Some(rel) => {
+                    out.push(s[i + 2..i + 2 + rel].to_string());
+                    i += 2 + rel + 1;
+                }
+                None => break,
+            },
+            _ => i += 1,
+        }
+    }
+    out
 }
 
 /// The vars in force: file values with `--set` overrides applied. `None` is a declared, unset var.

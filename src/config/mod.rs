@@ -9,7 +9,7 @@ pub mod error;
 pub mod expand;
 pub mod raw;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -284,9 +284,21 @@ impl Validator<'_> {
         for (name, value) in &raw.vars {
             self.vars.insert(name.value.clone(), value.value.clone());
         }
+        let overridden: HashSet<&str> = overrides.iter().map(|(k, _)| k.as_str()).collect();
         for (name, value) in overrides {
+            if !self.vars.contains_key(name) {
+                // As just does: a --set the file cannot use is a typo, not a no-op.
+                let declared = self.vars.keys().map(String::as_str);
+                let help = match suggest(name, declared) {
+                    Some(s) => s,
+                    None => format!("declare it under `vars:` (`{name}: ~` if it has no default)"),
+                };
+                self.errors.push(ConfigError::UnknownSet { name: name.clone(), help });
+                continue;
+            }
             self.vars.insert(name.clone(), Some(value.clone()));
         }
+        self.resolve_vars(&raw, &overridden);
         let names: HashSet<&str> = raw.targets.keys().map(|k| k.value.as_str()).collect();
         let mut targets = Vec::with_capacity(raw.targets.len());
         for (name, body) in &raw.targets {
@@ -304,6 +316,100 @@ impl Validator<'_> {
             d.value.clone()
         });
         Project { default, targets }
+    }
+
+    /// Vars may use vars: expand each value's `${other}` (after `--set`), in dependency order.
+    /// A cycle is an error that prints it; a value that uses an unset var is unset itself.
+    fn resolve_vars(&mut self, raw: &RawFile, overridden: &HashSet<&str>) {
+        let names: Vec<String> = self.vars.keys().cloned().collect();
+        let mut state: HashMap<String, u8> = HashMap::new(); // 1: resolving, 2: done
+        let mut resolved = self.vars.clone();
+        for name in &names {
+            let mut stack = Vec::new();
+            self.resolve_var(name, raw, overridden, &mut state, &mut resolved, &mut stack);
+        }
+        self.vars = resolved;
+    }
+
+    fn resolve_var(
+        &mut self,
+        name: &str,
+        raw: &RawFile,
+        overridden: &HashSet<&str>,
+        state: &mut HashMap<String, u8>,
+        resolved: &mut Vars,
+        stack: &mut Vec<String>,
+    ) {
+        match state.get(name) {
+            Some(2) => return,
+            Some(_) => {
+                let from = stack.iter().position(|n| n == name).unwrap_or(0);
+                let mut cycle: Vec<String> = stack[from..].to_vec();
+                cycle.push(name.to_string());
+                let span = raw
+                    .vars
+                    .iter()
+                    .find(|(k, _)| k.value == name)
+                    .map(|(_, v)| Span::of(&v.referenced))
+                    .unwrap_or(Span::new(0, 0));
+                self.errors.push(ConfigError::VarCycle {
+                    cycle: cycle.join(" -> "),
+                    src: self.src.named(),
+                    span: span.into(),
+                });
+                // Each member of the cycle is reported once, through the first one met.
+                for n in &cycle {
+                    state.insert(n.clone(), 2);
+                }
+                return;
+            }
+            None => {}
+        }
+        let Some(Some(value)) = resolved.get(name).cloned() else {
+            state.insert(name.to_string(), 2);
+            return;
+        };
+        state.insert(name.to_string(), 1);
+        stack.push(name.to_string());
+        for r in expand::references(&value) {
+            if resolved.contains_key(&r) {
+                self.resolve_var(&r, raw, overridden, state, resolved, stack);
+            }
+        }
+        stack.pop();
+        if state.get(name) == Some(&2) {
+            return; // part of a cycle, already reported
+        }
+        let (out, problems) = expand(&value, resolved);
+        let mut unset = false;
+        for p in problems {
+            match p {
+                VarProblem::Unset { .. } => unset = true,
+                problem => {
+                    // Where the value is written: a --set value has no place in the file.
+                    let spanned = raw.vars.iter().find(|(k, _)| k.value == name).map(|(_, v)| v);
+                    match (spanned, overridden.contains(name)) {
+                        (Some(v), false) => {
+                            let s = Spanned {
+                                value: v.value.clone().unwrap_or_default(),
+                                referenced: v.referenced,
+                                defined: v.defined,
+                            };
+                            let mut ignored = Vec::new();
+                            self.report_var_problem(&s, problem, &mut ignored);
+                        }
+                        _ => self.errors.push(ConfigError::UnknownSet {
+                            name: name.to_string(),
+                            help: format!(
+                                "the value given with --set {name}=... uses a var this file does not declare"
+                            ),
+                        }),
+                    }
+                }
+            }
+        }
+        resolved.insert(name.to_string(), if unset { None } else { Some(out) });
+        state.insert(name.to_string(), 2);
     }
 
     fn target(&mut self, name: &Spanned<String>, raw: &RawTarget, names: &HashSet<&str>) -> Target {
@@ -1087,39 +1193,41 @@ impl Validator<'_> {
     fn expand(&mut self, s: &Spanned<String>, target: &str, unset: &mut Vec<(String, Span)>) -> String {
         let (out, problems) = expand(&s.value, &self.vars);
         for p in problems {
-            match p {
-                VarProblem::Undefined { name, at } if name.is_empty() => {
-                    self.errors.push(ConfigError::Invalid {
-                        message: "`${}` names no var".into(),
-                        src: self.src.named(),
-                        span: self.inner_span(s, at).into(),
-                        label: "empty var name".into(),
-                        help: Some("write `${name}` for a var, or `$$` for a literal `$`".into()),
-                    })
-                }
-                VarProblem::Undefined { name, at } => {
-                    let help = match suggest(&name, self.vars.keys().map(String::as_str)) {
-                        Some(dym) => format!("{dym} (write `$${{{name}}}` to pass `${{{name}}}` to the shell)"),
-                        None => format!(
-                            "declare it under `vars:` or pass `--set {name}=VALUE`; write `$${{{name}}}` to pass `${{{name}}}` to the shell"
-                        ),
-                    };
-                    self.errors.push(ConfigError::UndefinedVar {
-                        name,
-                        src: self.src.named(),
-                        span: self.inner_span(s, at).into(),
-                        help,
-                    });
-                }
-                VarProblem::Unset { name, at } => unset.push((name, self.inner_span(s, at))),
-                VarProblem::Unclosed { at } => self.errors.push(ConfigError::UnclosedVar {
-                    src: self.src.named(),
-                    span: self.inner_span(s, at).into(),
-                }),
-            }
+            self.report_var_problem(s, p, unset);
         }
         let _ = target;
         out
+    }
+
+    fn report_var_problem(&mut self, s: &Spanned<String>, p: VarProblem, unset: &mut Vec<(String, Span)>) {
+        match p {
+            VarProblem::Undefined { name, at } if name.is_empty() => self.errors.push(ConfigError::Invalid {
+                message: "`${}` names no var".into(),
+                src: self.src.named(),
+                span: self.inner_span(s, at).into(),
+                label: "empty var name".into(),
+                help: Some("write `${name}` for a var, or `$$` for a literal `$`".into()),
+            }),
+            VarProblem::Undefined { name, at } => {
+                let help = match suggest(&name, self.vars.keys().map(String::as_str)) {
+                    Some(dym) => format!("{dym} (write `$${{{name}}}` to pass `${{{name}}}` to the shell)"),
+                    None => format!(
+                        "declare it under `vars:` or pass `--set {name}=VALUE`; write `$${{{name}}}` to pass `${{{name}}}` to the shell"
+                    ),
+                };
+                self.errors.push(ConfigError::UndefinedVar {
+                    name,
+                    src: self.src.named(),
+                    span: self.inner_span(s, at).into(),
+                    help,
+                });
+            }
+            VarProblem::Unset { name, at } => unset.push((name, self.inner_span(s, at))),
+            VarProblem::Unclosed { at } => self.errors.push(ConfigError::UnclosedVar {
+                src: self.src.named(),
+                span: self.inner_span(s, at).into(),
+            }),
+        }
     }
 
     /// The span of `at` (a byte range in the value) inside the source, when the value is written
