@@ -535,6 +535,7 @@ fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
         opts: opts.clone(),
         interrupted: interrupted.clone(),
         producers: Default::default(),
+        glob_warnings: Default::default(),
     });
     // Kill running steps' process groups as soon as a signal arrives.
     let done = Arc::new(AtomicBool::new(false));
@@ -577,6 +578,13 @@ fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
         }
     }
     timings.mark("save state");
+    if let Ok(mut empty) = ctx.glob_warnings.lock() {
+        empty.sort();
+        empty.dedup();
+        for (target, glob) in empty.iter() {
+            reporter.warn(&format!("input glob `{glob}` of target `{target}` matches no file"));
+        }
+    }
     reporter.finish(&summary, was_interrupted);
     timings.report();
     Ok(if was_interrupted {

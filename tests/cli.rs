@@ -269,3 +269,23 @@ fn step_time_excludes_waiting_for_a_slot() {
         assert!((1000..1900).contains(&ms), "{ev}");
     }
 }
+
+/// An input glob that matches no file (nor, so, another target's output) is a warning naming
+/// the glob and the target; one that matches is not.
+#[test]
+fn an_input_glob_matching_nothing_is_a_warning() {
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            "targets:\n  t:\n    inputs: [\"src/**/*.cu\", \"src/*.c\"]\n    outputs: [o]\n    run: echo > o\n",
+        )
+        .file("src/a.c", "");
+    let r = p.gvbuild(&[]).success();
+    assert!(
+        r.stderr().contains("warning: input glob `src/**/*.cu` of target `t` matches no file"),
+        "{}",
+        r.stderr()
+    );
+    assert!(!r.stderr().contains("`src/*.c`"), "{}", r.stderr());
+    assert_eq!(r.stderr().matches("matches no file").count(), 1, "{}", r.stderr());
+}

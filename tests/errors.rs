@@ -513,7 +513,9 @@ fn undefined_var_shows_the_dollar_dollar_hint() {
 /// Following the hint works: `$${X}` reaches the shell as `${X}`, and `--set` defines a var.
 #[test]
 fn dollar_dollar_and_set_make_the_same_file_valid() {
-    let p = project("vars:\n  Y: ~\ntargets:\n  app:\n    outputs: [o.txt]\n    run: printf '%s' '$${X} ${Y}' > o.txt\n");
+    let p = project(
+        "vars:\n  Y: ~\ntargets:\n  app:\n    outputs: [o.txt]\n    run: printf '%s' '$${X} ${Y}' > o.txt\n",
+    );
     rejected_in(&p, &[]);
     p.build(&["--set", "Y=why"]);
     assert_eq!(p.read("o.txt"), "${X} why");

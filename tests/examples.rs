@@ -142,6 +142,10 @@ fn cuda() -> Option<std::path::PathBuf> {
 /// (a tarball of the same shape served on 127.0.0.1), the CUDA program (real nvcc), the stage
 /// root with its libraries and aliases, the GPU manifest, and the image (a stand-in ops).
 #[test]
+#[cfg_attr(
+    gvbuild_no_cuda,
+    ignore = "needs nvcc: set GVBUILD_TEST_CUDA to a CUDA folder (bin/nvcc, lib/); .ci/run installs one from PyPI"
+)]
 fn gpu_prover_example_builds_with_real_nvcc() {
     let Some(cuda) = cuda() else { return };
     let cudart = fs::read_dir(cuda.join("lib"))

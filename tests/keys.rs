@@ -96,6 +96,7 @@ fn gxx_headers_with_special_names_are_keyed() {
 
 /// clang, where it is installed (CI installs it; elsewhere this test says it skipped).
 #[test]
+#[cfg_attr(gvbuild_no_clang, ignore = "needs clang on PATH (CI installs it)")]
 fn clang_headers_with_special_names_are_keyed() {
     if Command::new("clang").arg("--version").output().is_err() {
         assert!(std::env::var_os("CI").is_none(), "CI must have clang");
@@ -119,6 +120,10 @@ fn nvcc() -> Option<String> {
 /// nvcc writes `#` and `$` in names unescaped: the step stops with an error naming the depfile
 /// line (old gvbuild dropped those headers and stayed fresh when they changed).
 #[test]
+#[cfg_attr(
+    gvbuild_no_cuda,
+    ignore = "needs nvcc: set GVBUILD_TEST_CUDA to a CUDA folder (bin/nvcc, lib/); .ci/run installs one from PyPI"
+)]
 fn nvcc_unescaped_names_are_an_error() {
     let Some(nvcc) = nvcc() else { return };
     let p = compile_project(&nvcc, "main.cu");
@@ -130,6 +135,10 @@ fn nvcc_unescaped_names_are_an_error() {
 
 /// nvcc headers with a space and a colon in their names are keyed.
 #[test]
+#[cfg_attr(
+    gvbuild_no_cuda,
+    ignore = "needs nvcc: set GVBUILD_TEST_CUDA to a CUDA folder (bin/nvcc, lib/); .ci/run installs one from PyPI"
+)]
 fn nvcc_headers_with_spaces_and_colons_are_keyed() {
     let Some(nvcc) = nvcc() else { return };
     let p = compile_project(&nvcc, "main.cu");

@@ -105,6 +105,8 @@ pub struct Ctx {
     pub slots: Slots,
     /// On a terminal: where a download adds its progress bar.
     pub progress: Option<indicatif::MultiProgress>,
+    /// (target, glob) for each input glob that matched no file, warned about once at the end.
+    pub glob_warnings: std::sync::Mutex<Vec<(String, String)>>,
     /// Declared output path -> the step target that writes it, built on first use.
     pub producers: std::sync::OnceLock<HashMap<String, usize>>,
 }

@@ -227,7 +227,14 @@ fn fingerprint(
             });
         }
     };
-    let inputs = inputs::resolve(root, &t.inputs, &ctx.stat).map_err(|e| e.to_string())?;
+    let mut empty = Vec::new();
+    let inputs = inputs::resolve_noting_empty_globs(root, &t.inputs, &ctx.stat, &mut empty)
+        .map_err(|e| e.to_string())?;
+    if !empty.is_empty() {
+        if let Ok(mut w) = ctx.glob_warnings.lock() {
+            w.extend(empty.into_iter().map(|g| (t.name.clone(), g)));
+        }
+    }
     let mut tools = BTreeMap::new();
     for name in &run.tools {
         let id = ctx.tools.identify(name, root, &ctx.stat)?;

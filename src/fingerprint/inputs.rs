@@ -35,10 +35,24 @@ pub fn resolve(
     specs: &[PathSpec],
     stat: &StatCache,
 ) -> Result<BTreeMap<String, FileId>, InputError> {
+    resolve_noting_empty_globs(root, specs, stat, &mut Vec::new())
+}
+
+/// [`resolve`], also listing the globs that matched no file (for a warning naming each).
+pub fn resolve_noting_empty_globs(
+    root: &Path,
+    specs: &[PathSpec],
+    stat: &StatCache,
+    empty: &mut Vec<String>,
+) -> Result<BTreeMap<String, FileId>, InputError> {
     let mut out = BTreeMap::new();
     for spec in specs {
         if spec.glob {
+            let before = out.len();
             glob(root, &spec.path, stat, &mut out)?;
+            if out.len() == before {
+                empty.push(spec.path.clone());
+            }
         } else {
             literal(root, &spec.path, stat, &mut out)?;
         }
