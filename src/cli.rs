@@ -45,30 +45,67 @@ Exit status: 0 success, 1 a step failed, 2 bad usage or an invalid gevulot.yaml,
 #[command(name = "gvbuild", version, about = "Declarative, content-hashed, cached builds for Gevulot prover images", after_help = EXAMPLES)]
 pub struct Cli {
     #[command(flatten)]
-    global: GlobalArgs,
+    project: ProjectArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
     #[command(flatten)]
     build: BuildArgs,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
 
-#[derive(Args, Debug, Clone)]
-struct GlobalArgs {
+/// Where the project is and how its file is read: for the commands that read gevulot.yaml.
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+struct ProjectArgs {
     /// Run as if started in DIR.
-    #[arg(short = 'C', long = "directory", value_name = "DIR", global = true)]
+    #[arg(short = 'C', long = "directory", value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// The build file (default: gevulot.yaml).
-    #[arg(short = 'f', long = "file", value_name = "FILE", global = true)]
+    /// The build file (default: gevulot.yaml in the folder or its nearest parent).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
-    /// The cache folder (default: $XDG_CACHE_HOME/gvbuild or ~/.cache/gvbuild).
-    #[arg(long, value_name = "DIR", env = "GVBUILD_CACHE_DIR", global = true)]
-    cache_dir: Option<PathBuf>,
     /// Override a var: NAME=VALUE (repeatable).
-    #[arg(long = "set", value_name = "NAME=VALUE", global = true)]
+    #[arg(long = "set", value_name = "NAME=VALUE")]
     set: Vec<String>,
 }
 
-#[derive(Args, Debug, Clone, Default)]
+impl ProjectArgs {
+    /// Options given after the subcommand win; `--set`s add up.
+    fn merge(self, after: ProjectArgs) -> ProjectArgs {
+        let mut set = self.set;
+        set.extend(after.set);
+        ProjectArgs { dir: after.dir.or(self.dir), file: after.file.or(self.file), set }
+    }
+}
+
+/// The cache folder: for the commands that read or write the cache.
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+struct CacheArgs {
+    /// The cache folder (default: $XDG_CACHE_HOME/gvbuild or ~/.cache/gvbuild).
+    #[arg(long, value_name = "DIR", env = "GVBUILD_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+impl CacheArgs {
+    fn merge(self, after: CacheArgs) -> CacheArgs {
+        CacheArgs { cache_dir: after.cache_dir.or(self.cache_dir) }
+    }
+}
+
+/// What a subcommand is given: the project and the cache, as it takes them.
+struct GlobalArgs {
+    dir: Option<PathBuf>,
+    file: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    set: Vec<String>,
+}
+
+impl GlobalArgs {
+    fn new(p: ProjectArgs, c: CacheArgs) -> GlobalArgs {
+        GlobalArgs { dir: p.dir, file: p.file, cache_dir: c.cache_dir, set: p.set }
+    }
+}
+
+#[derive(Args, Debug, Clone, Default, PartialEq)]
 struct BuildArgs {
     /// Targets to build (default: the `default` target, else every target).
     #[arg(value_name = "TARGET")]
@@ -139,17 +176,33 @@ impl BuildArgs {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Build targets (the default command).
-    Build(BuildArgs),
+    /// Build targets (the default command; also builds a target named like a subcommand).
+    Build {
+        #[command(flatten)]
+        project: ProjectArgs,
+        #[command(flatten)]
+        cache: CacheArgs,
+        #[command(flatten)]
+        build: BuildArgs,
+    },
     /// List the targets.
-    List,
-    /// Print the graph (DOT, or JSON).
+    List {
+        #[command(flatten)]
+        project: ProjectArgs,
+    },
+    /// Print the graph (DOT, or JSON). Edges point from a target to what it depends on.
     Graph {
+        #[command(flatten)]
+        project: ProjectArgs,
+        /// The output format.
         #[arg(long, value_enum, default_value = "dot")]
         format: GraphFormat,
     },
     /// Remove declared outputs (of the named targets, else of every target).
     Clean {
+        #[command(flatten)]
+        project: ProjectArgs,
+        /// Targets whose outputs to remove (default: every target).
         #[arg(value_name = "TARGET")]
         targets: Vec<String>,
     },
@@ -160,11 +213,15 @@ enum Cmd {
     },
     /// Print a JSON Schema: of gevulot.yaml (default) or of the manifest JSON written.
     Schema {
+        /// Which schema.
         #[arg(value_enum, default_value = "gevulot")]
         of: SchemaOf,
     },
     /// Download a URL once and print the hash line to paste into a `fetch:` step.
     Hash {
+        #[command(flatten)]
+        cache: CacheArgs,
+        /// The URL to download (http, https or file).
         url: String,
         /// Print the blake3 instead of the sha256.
         #[arg(long)]
@@ -172,6 +229,7 @@ enum Cmd {
     },
     /// Print the shared-library closure of ELF files and where each library resolves.
     Libs {
+        /// The ELF files.
         #[arg(required = true, value_name = "ELF")]
         elfs: Vec<PathBuf>,
         /// A folder searched before RUNPATH, as LD_LIBRARY_PATH would be (repeatable).
@@ -180,6 +238,7 @@ enum Cmd {
     },
     /// Show what a Nanos image holds: partitions, filesystems, root tuple, tree.
     Inspect {
+        /// The image file.
         image: PathBuf,
         /// Copy the root filesystem's files out into this new or empty folder.
         #[arg(long, value_name = "DIR")]
@@ -188,19 +247,53 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh or fish), generated from these definitions.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print gvbuild's man page (roff), generated from these definitions.
+    Man,
 }
+
+/// The subcommand names: reserved words on the command line (a target of such a name is built
+/// with `gvbuild build NAME` or `--target NAME`).
+pub const SUBCOMMANDS: &[&str] = &[
+    "build",
+    "list",
+    "graph",
+    "clean",
+    "cache",
+    "schema",
+    "hash",
+    "libs",
+    "inspect",
+    "completions",
+    "man",
+    "help",
+];
 
 #[derive(Subcommand, Debug)]
 enum CacheCmd {
     /// Entries, blobs and size.
-    Stats,
+    Stats {
+        #[command(flatten)]
+        cache: CacheArgs,
+    },
     /// Evict least-recently-used entries until the cache fits in a size (default 20G).
     Gc {
+        #[command(flatten)]
+        cache: CacheArgs,
+        /// The size to trim to, such as 5G or 500M.
         #[arg(long, value_name = "SIZE")]
         max_size: Option<String>,
     },
     /// Rehash every blob; remove damaged ones and the entries that need them.
-    Verify,
+    Verify {
+        #[command(flatten)]
+        cache: CacheArgs,
+    },
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -267,25 +360,66 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
             return Ok(code);
         }
     };
-    let global = cli.global;
+    let top_project = cli.project;
+    let top_cache = cli.cache;
+    let top_build = cli.build;
+    // Options before a subcommand count as much as after it, where the subcommand takes them.
+    let takes = |project: bool, build: bool, name: &str| -> Result<(), Error> {
+        if !project && top_project != ProjectArgs::default() {
+            return Err(Error::Usage(format!("`gvbuild {name}` does not take -C, -f or --set")));
+        }
+        if !build && top_build != BuildArgs::default() {
+            return Err(Error::Usage(format!(
+                "`gvbuild {name}` does not take build options or targets; see `gvbuild {name} --help`"
+            )));
+        }
+        Ok(())
+    };
+    let g = |p: ProjectArgs, c: CacheArgs| {
+        GlobalArgs::new(top_project.clone().merge(p), top_cache.clone().merge(c))
+    };
     match cli.cmd {
-        None => build(&global, cli.build),
-        Some(Cmd::Build(b)) => build(&global, cli.build.merge(b)),
-        Some(Cmd::List) => list(&global),
-        Some(Cmd::Graph { format }) => graph(&global, format),
-        Some(Cmd::Clean { targets }) => clean(&global, &targets),
-        Some(Cmd::Cache { cmd }) => cache_cmd(&global, cmd),
+        None => build(&g(ProjectArgs::default(), CacheArgs::default()), top_build.clone()),
+        Some(Cmd::Build { project, cache, build: b }) => {
+            build(&g(project, cache), top_build.clone().merge(b))
+        }
+        Some(Cmd::List { project }) => {
+            takes(true, false, "list")?;
+            list(&g(project, CacheArgs::default()))
+        }
+        Some(Cmd::Graph { project, format }) => {
+            takes(true, false, "graph")?;
+            graph(&g(project, CacheArgs::default()), format)
+        }
+        Some(Cmd::Clean { project, targets }) => {
+            takes(true, false, "clean")?;
+            clean(&g(project, CacheArgs::default()), &targets)
+        }
+        Some(Cmd::Cache { cmd }) => {
+            takes(false, false, "cache")?;
+            let cache = match &cmd {
+                CacheCmd::Stats { cache } | CacheCmd::Gc { cache, .. } | CacheCmd::Verify { cache } => {
+                    cache.clone()
+                }
+            };
+            cache_cmd(&g(ProjectArgs::default(), cache), cmd)
+        }
         Some(Cmd::Schema { of }) => {
+            takes(false, false, "schema")?;
             out(&match of {
                 SchemaOf::Gevulot => schema_json(),
                 SchemaOf::Manifest => manifest_schema_json(),
             });
             Ok(0)
         }
-        Some(Cmd::Hash { url, blake3 }) => hash(&global, &url, blake3),
-        // A relative path in DT_NEEDED is opened from the working directory, as ldd would here.
+        Some(Cmd::Hash { cache, url, blake3 }) => {
+            takes(false, false, "hash")?;
+            hash(&g(ProjectArgs::default(), cache), &url, blake3)
+        }
         Some(Cmd::Libs { elfs, search }) => {
-            match crate::steps::elf::closure(&elfs, &search, Path::new(".")) {
+            takes(false, false, "libs")?;
+            let base = std::env::current_dir().unwrap_or_default();
+            match crate::steps::elf::closure(&elfs, &search, &base) {
                 Ok(c) => {
                     out(&c.to_string());
                     Ok(0)
@@ -296,7 +430,31 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
                 }
             }
         }
-        Some(Cmd::Inspect { image, extract, json }) => inspect(&image, extract.as_deref(), json),
+        Some(Cmd::Inspect { image, extract, json }) => {
+            takes(false, false, "inspect")?;
+            inspect(&image, extract.as_deref(), json)
+        }
+        Some(Cmd::Completions { shell }) => {
+            takes(false, false, "completions")?;
+            let mut buf = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "gvbuild",
+                &mut buf,
+            );
+            out(&String::from_utf8_lossy(&buf));
+            Ok(0)
+        }
+        Some(Cmd::Man) => {
+            takes(false, false, "man")?;
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut buf)
+                .map_err(|e| Error::Io(format!("cannot render the man page: {e}")))?;
+            out(&String::from_utf8_lossy(&buf));
+            Ok(0)
+        }
     }
 }
 
@@ -454,9 +612,31 @@ fn open_cache(g: &GlobalArgs, mode: lock::Mode) -> Result<(Cache, lock::Lock), E
     Ok((cache, l))
 }
 
+/// A word on the command line that names no target but is close to a subcommand's name.
+fn subcommand_hint(names: &[String]) -> Option<String> {
+    names.iter().find_map(|n| {
+        crate::diag::did_you_mean(n, SUBCOMMANDS.iter().copied())
+            .map(|c| format!("`{n}` is no target; did you mean the subcommand `gvbuild {c}`?"))
+    })
+}
+
 fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
     let mut timings = Timings::new();
-    let p = open_project(g)?;
+    let mut names = args.targets.clone();
+    names.extend(args.target.iter().cloned());
+    let p = match open_project(g) {
+        Ok(p) => p,
+        // `gvbuild lsit` outside a project: the likelier mistake is the subcommand's name.
+        Err(Error::NoBuildFile(dir)) => {
+            return Err(match subcommand_hint(&args.targets) {
+                Some(hint) => Error::Usage(format!(
+                    "{hint} (and there is no gevulot.yaml in {dir} or any parent folder)"
+                )),
+                None => Error::NoBuildFile(dir),
+            })
+        }
+        Err(e) => return Err(e),
+    };
     // A dry run writes nothing at all: no state folder, no lock, no parse cache, no cache.
     let dry = args.dry_run;
     let _lock = if dry {
@@ -475,9 +655,15 @@ fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
     timings.mark("open and lock");
     let graph = Graph::load_with(&p.source, &overrides(g)?, &p.state_dir, !dry)?;
     timings.mark("load graph");
-    let mut names = args.targets.clone();
-    names.extend(args.target.iter().cloned());
-    let selected = graph.select(&names).map_err(Error::Usage)?;
+    let selected = graph.select(&names).map_err(|e| {
+        let unknown: Vec<String> =
+            args.targets.iter().filter(|n| graph.lookup(n).is_none()).cloned().collect();
+        match subcommand_hint(&unknown) {
+            // A near target name was offered already; a subcommand is offered where none was.
+            Some(hint) if !e.contains("did you mean") => Error::Usage(hint),
+            _ => Error::Usage(e),
+        }
+    })?;
     // A group stands for its members.
     let mut rebuild = HashSet::new();
     for r in &args.rebuild {
@@ -795,7 +981,7 @@ fn hash(g: &GlobalArgs, url: &str, blake3: bool) -> Result<u8, Error> {
 
 fn cache_cmd(g: &GlobalArgs, cmd: CacheCmd) -> Result<u8, Error> {
     match cmd {
-        CacheCmd::Stats => {
+        CacheCmd::Stats { .. } => {
             let (cache, _l) = open_cache(g, lock::Mode::Shared)?;
             let s = cache::stats(&cache);
             let total = s.blob_bytes + s.download_bytes;
@@ -809,7 +995,7 @@ fn cache_cmd(g: &GlobalArgs, cmd: CacheCmd) -> Result<u8, Error> {
                 total
             ));
         }
-        CacheCmd::Gc { max_size } => {
+        CacheCmd::Gc { max_size, .. } => {
             let max = match max_size {
                 None => cache::DEFAULT_MAX_SIZE,
                 Some(s) => fsutil::parse_size(&s).ok_or_else(|| {
@@ -826,7 +1012,7 @@ fn cache_cmd(g: &GlobalArgs, cmd: CacheCmd) -> Result<u8, Error> {
                 fsutil::human_size(r.bytes_left)
             ));
         }
-        CacheCmd::Verify => {
+        CacheCmd::Verify { .. } => {
             let (cache, _l) = open_cache(g, lock::Mode::Exclusive)?;
             let r = cache::verify(&cache);
             out(&format!(

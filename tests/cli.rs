@@ -289,3 +289,116 @@ fn an_input_glob_matching_nothing_is_a_warning() {
     assert!(!r.stderr().contains("`src/*.c`"), "{}", r.stderr());
     assert_eq!(r.stderr().matches("matches no file").count(), 1, "{}", r.stderr());
 }
+
+/// The long options in a `--help` text (`--jobs`, `--cache-dir`, ...), `--help` and `--version` aside.
+fn long_options(help: &str) -> std::collections::BTreeSet<String> {
+    help.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']' || c == '<' || c == '=')
+        .filter(|w| {
+            w.starts_with("--") && w.len() > 2 && w[2..].chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        })
+        .filter(|w| *w != "--help" && *w != "--version")
+        .map(str::to_string)
+        .collect()
+}
+
+/// README's command-line section lists every subcommand and every option, and no option that
+/// does not exist; each subcommand's `--help` lists only the options it takes.
+#[test]
+fn readme_cli_section_matches_help() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme
+        [readme.find("## Command line").unwrap()..readme.find("## The cache and its promises").unwrap()];
+    let p = project();
+    let commands: &[&[&str]] = &[
+        &[],
+        &["build"],
+        &["list"],
+        &["graph"],
+        &["clean"],
+        &["cache", "stats"],
+        &["cache", "gc"],
+        &["cache", "verify"],
+        &["hash"],
+        &["libs"],
+        &["inspect"],
+        &["schema"],
+        &["completions"],
+        &["man"],
+    ];
+    let mut all = std::collections::BTreeSet::new();
+    for cmd in commands {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let help = p.gvbuild(&args).success().stdout();
+        if !cmd.is_empty() {
+            let usage = format!("gvbuild {}", cmd.join(" "));
+            assert!(
+                section.contains(
+                    &usage
+                        .replace("cache stats", "cache stats|verify")
+                        .replace("cache verify", "cache stats|verify")
+                ),
+                "README lacks `{usage}`"
+            );
+        }
+        all.extend(long_options(&help));
+    }
+    for opt in &all {
+        assert!(section.contains(opt.as_str()), "README's command-line section lacks {opt}");
+    }
+    for opt in long_options(section) {
+        assert!(all.contains(&opt), "README names {opt}, which no --help lists");
+    }
+    // Only what each takes: `libs` takes no project options, `list` no build options.
+    let libs = p.gvbuild(&["libs", "--help"]).success().stdout();
+    assert!(
+        !libs.contains("--directory") && !libs.contains("--cache-dir") && !libs.contains("--jobs"),
+        "{libs}"
+    );
+    let list = p.gvbuild(&["list", "--help"]).success().stdout();
+    assert!(
+        list.contains("--directory") && !list.contains("--jobs") && !list.contains("--cache-dir"),
+        "{list}"
+    );
+}
+
+/// Subcommands get "did you mean" like targets do, in and outside a project; options a
+/// subcommand does not take are refused, also before it.
+#[test]
+fn subcommands_get_did_you_mean() {
+    let p = project();
+    let r = p.gvbuild(&["lsit"]).exit(2);
+    assert!(
+        r.stderr().contains("`lsit` is no target; did you mean the subcommand `gvbuild list`?"),
+        "{}",
+        r.stderr()
+    );
+    // A near target name wins over a subcommand.
+    let r = p.gvbuild(&["gen2"]).exit(2);
+    assert!(r.stderr().contains("did you mean `gen`?"), "{}", r.stderr());
+    let outside = tempfile::tempdir().unwrap();
+    let r = p.command(&["grpah"]).current_dir(outside.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("did you mean the subcommand `gvbuild graph`?"), "{err}");
+    let r = p.gvbuild(&["-j2", "libs", "/bin/ls"]).exit(2);
+    assert!(r.stderr().contains("`gvbuild libs` does not take build options"), "{}", r.stderr());
+    // Options before a subcommand that takes them still work.
+    p.gvbuild(&["-C", ".", "list"]).success().stdout_has("gen");
+}
+
+/// Shell completions and the man page come from the same clap definitions.
+#[test]
+fn completions_and_man_page() {
+    let p = project();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = p.gvbuild(&["completions", shell]).success().stdout();
+        for word in ["inspect", "rebuild-all", "dry-run"] {
+            assert!(out.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    p.gvbuild(&["completions", "tcsh"]).exit(2);
+    let man = p.gvbuild(&["man"]).success().stdout();
+    assert!(man.starts_with(".ie") || man.contains(".TH gvbuild"), "{man}");
+    assert!(man.contains("rebuild\\-all"), "{man}");
+}
