@@ -845,7 +845,13 @@ fn list(g: &GlobalArgs) -> Result<u8, Error> {
         let default =
             if graph.project.default.as_deref() == Some(t.name.as_str()) { " (default)" } else { "" };
         let desc = t.description.as_deref().unwrap_or("");
-        let line = format!("{:<width$}  {kind}  {desc}{default}", t.name);
+        // `gvbuild list` runs the subcommand: say how to build a target of that name.
+        let shadowed = if SUBCOMMANDS.contains(&t.name.as_str()) {
+            format!(" (a subcommand's name: build it with `gvbuild build {}`)", t.name)
+        } else {
+            String::new()
+        };
+        let line = format!("{:<width$}  {kind}  {desc}{default}{shadowed}", t.name);
         text.push_str(line.trim_end());
         text.push('\n');
     }
