@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use miette::Diagnostic;
 use thiserror::Error;
 
+use crate::cache::remote::{Remote, RemoteOptions};
 use crate::cache::{self, lock, Cache, CacheError};
 use crate::config::{ConfigError, ConfigErrors};
 use crate::diag::Source;
@@ -50,6 +51,8 @@ pub struct Cli {
     cache: CacheArgs,
     #[command(flatten)]
     build: BuildArgs,
+    #[command(flatten)]
+    remote: RemoteArgs,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -89,6 +92,68 @@ impl CacheArgs {
     fn merge(self, after: CacheArgs) -> CacheArgs {
         CacheArgs { cache_dir: after.cache_dir.or(self.cache_dir) }
     }
+}
+
+/// The shared cache: for builds.
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+struct RemoteArgs {
+    /// A shared cache: the http:// or https:// URL of a Bazel HTTP remote cache (also
+    /// GVBUILD_REMOTE_CACHE).
+    #[arg(long, value_name = "URL", env = "GVBUILD_REMOTE_CACHE", hide_env_values = true)]
+    remote_cache: Option<String>,
+    /// Read from the remote cache, never write to it (also GVBUILD_REMOTE_READ_ONLY=1).
+    #[arg(long, env = "GVBUILD_REMOTE_READ_ONLY")]
+    remote_read_only: bool,
+    /// Trust the remote cache's TLS certificate through the CA certificates in FILE (PEM).
+    #[arg(long, value_name = "FILE")]
+    remote_ca: Option<PathBuf>,
+    /// A client certificate for the remote cache (PEM; its key too, unless --remote-client-key).
+    #[arg(long, value_name = "FILE")]
+    remote_client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    remote_client_key: Option<PathBuf>,
+    /// Give up on a remote request after this many seconds without progress (default 30).
+    #[arg(long, value_name = "SECS", env = "GVBUILD_REMOTE_TIMEOUT")]
+    remote_timeout: Option<u64>,
+}
+
+impl RemoteArgs {
+    fn merge(self, after: RemoteArgs) -> RemoteArgs {
+        RemoteArgs {
+            remote_cache: after.remote_cache.or(self.remote_cache),
+            remote_read_only: self.remote_read_only || after.remote_read_only,
+            remote_ca: after.remote_ca.or(self.remote_ca),
+            remote_client_cert: after.remote_client_cert.or(self.remote_client_cert),
+            remote_client_key: after.remote_client_key.or(self.remote_client_key),
+            remote_timeout: after.remote_timeout.or(self.remote_timeout),
+        }
+    }
+}
+
+/// The remote cache's headers, from `GVBUILD_REMOTE_HEADER` and `GVBUILD_REMOTE_HEADER_1..N`,
+/// each `Name: value`. An error names the variable, never its value.
+fn remote_headers() -> Result<Vec<(String, String)>, Error> {
+    let mut names = vec!["GVBUILD_REMOTE_HEADER".to_string()];
+    names.extend(
+        (1..).map(|i| format!("GVBUILD_REMOTE_HEADER_{i}")).take_while(|n| std::env::var_os(n).is_some()),
+    );
+    let mut headers = Vec::new();
+    for name in names {
+        let Some(v) = std::env::var_os(&name) else { continue };
+        let parsed = v.to_str().and_then(|v| v.split_once(':')).map(|(k, v)| (k.trim(), v.trim()));
+        match parsed {
+            Some((k, v)) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic()) => {
+                headers.push((k.to_string(), v.to_string()))
+            }
+            _ => {
+                return Err(Error::Usage(format!(
+                    "{name} must read `Name: value` (for example `Authorization: Bearer TOKEN`)"
+                )))
+            }
+        }
+    }
+    Ok(headers)
 }
 
 /// What a subcommand is given: the project and the cache, as it takes them.
@@ -184,6 +249,8 @@ enum Cmd {
         cache: CacheArgs,
         #[command(flatten)]
         build: BuildArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// List the targets.
     List {
@@ -363,6 +430,7 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
     let top_project = cli.project;
     let top_cache = cli.cache;
     let top_build = cli.build;
+    let top_remote = cli.remote;
     // Options before a subcommand count as much as after it, where the subcommand takes them.
     let takes = |project: bool, build: bool, name: &str| -> Result<(), Error> {
         if !project && top_project != ProjectArgs::default() {
@@ -379,9 +447,9 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
         GlobalArgs::new(top_project.clone().merge(p), top_cache.clone().merge(c))
     };
     match cli.cmd {
-        None => build(&g(ProjectArgs::default(), CacheArgs::default()), top_build.clone()),
-        Some(Cmd::Build { project, cache, build: b }) => {
-            build(&g(project, cache), top_build.clone().merge(b))
+        None => build(&g(ProjectArgs::default(), CacheArgs::default()), top_build.clone(), top_remote),
+        Some(Cmd::Build { project, cache, build: b, remote }) => {
+            build(&g(project, cache), top_build.clone().merge(b), top_remote.merge(remote))
         }
         Some(Cmd::List { project }) => {
             takes(true, false, "list")?;
@@ -620,7 +688,7 @@ fn subcommand_hint(names: &[String]) -> Option<String> {
     })
 }
 
-fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
+fn build(g: &GlobalArgs, args: BuildArgs, remote_args: RemoteArgs) -> Result<u8, Error> {
     let mut timings = Timings::new();
     let mut names = args.targets.clone();
     names.extend(args.target.iter().cloned());
@@ -678,11 +746,28 @@ fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
     }
     check_unset_vars(&graph, &selected, &p.source)?;
 
-    let (cache, _cache_lock) = if dry {
+    let (mut cache, _cache_lock) = if dry {
         (Cache::open_read_only(&cache_dir(g)), None)
     } else {
         let (c, l) = open_cache(g, lock::Mode::Shared)?;
         (c, Some(l))
+    };
+    // A dry run asks no server: it writes nothing and says what the local cache would do.
+    let remote = match remote_args.remote_cache.as_deref().filter(|u| !u.is_empty() && !dry) {
+        Some(url) => {
+            cache.keep_sha256();
+            let options = RemoteOptions {
+                url: url.to_string(),
+                read_only: remote_args.remote_read_only,
+                headers: remote_headers()?,
+                ca_file: remote_args.remote_ca.clone(),
+                client_cert: remote_args.remote_client_cert.clone(),
+                client_key: remote_args.remote_client_key.clone(),
+                timeout: std::time::Duration::from_secs(remote_args.remote_timeout.unwrap_or(30).max(1)),
+            };
+            Some(Remote::open(options, &cache).map_err(Error::Usage)?)
+        }
+        None => None,
     };
     let opts = Opts {
         jobs: match args.jobs {
@@ -722,6 +807,7 @@ fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
         interrupted: interrupted.clone(),
         producers: Default::default(),
         glob_warnings: Default::default(),
+        remote,
     });
     // Kill running steps' process groups as soon as a signal arrives.
     let done = Arc::new(AtomicBool::new(false));
@@ -740,6 +826,13 @@ fn build(g: &GlobalArgs, args: BuildArgs) -> Result<u8, Error> {
     timings.mark("load state");
     let summary = exec::build(ctx.clone(), &selected, &mut reporter);
     timings.mark("build");
+    if let Some(remote) = ctx.remote.as_ref() {
+        let mut waiting = |line: &str| note(line);
+        for w in remote.finish(ctx.cache.root(), &mut waiting) {
+            reporter.warn(&w);
+        }
+        timings.mark("uploads");
+    }
     done.store(true, Ordering::SeqCst);
     watcher.thread().unpark();
     let _ = watcher.join();
@@ -999,6 +1092,17 @@ fn cache_cmd(g: &GlobalArgs, cmd: CacheCmd) -> Result<u8, Error> {
                 s.downloads,
                 fsutil::human_size(total),
                 total
+            ));
+            let r = cache::remote::load_stats(cache.root());
+            out(&format!(
+                "remote hits: {}\nremote misses: {}\nremote bytes down: {} ({} bytes)\nremote bytes up: {} ({} bytes)\nremote failures: {}\n",
+                r.hits,
+                r.misses,
+                fsutil::human_size(r.bytes_down),
+                r.bytes_down,
+                fsutil::human_size(r.bytes_up),
+                r.bytes_up,
+                r.failures
             ));
         }
         CacheCmd::Gc { max_size, .. } => {

@@ -118,6 +118,12 @@ pub fn gc(cache: &Cache, max_size: u64) -> GcReport {
             report.bytes_freed += m.len();
         }
     }
+    // A blob's SHA-256 goes with it.
+    for (p, _) in files_under(&cache.root.join("sha256")) {
+        if !digest_of_name(&p).is_some_and(|d| keep.contains(&d)) {
+            let _ = fs::remove_file(p);
+        }
+    }
     // Verified downloads (`fetch`) share the cap, most recently used first; the two names of one
     // download (sha256 and blake3) are hard links and count once.
     let mut downloads: Vec<(SystemTime, std::path::PathBuf, u64, u64)> =
@@ -148,7 +154,7 @@ pub fn gc(cache: &Cache, max_size: u64) -> GcReport {
         }
     }
     // gc holds the cache lock exclusively, so no build is writing: every temp file is stray.
-    for sub in ["blobs", "ac", "deps", "downloads"] {
+    for sub in ["blobs", "ac", "deps", "downloads", "sha256"] {
         for e in WalkDir::new(cache.root.join(sub)).into_iter().flatten() {
             if e.file_type().is_file() && is_temp(e.path()) {
                 let _ = fs::remove_file(e.path());

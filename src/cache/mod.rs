@@ -5,6 +5,9 @@
 //! - `ac/ab/<key>.json`: action entries, one per full key: the step's outputs (path, digest, size,
 //!   executable bit; symlinks; folders), its exit status and the digest of its log;
 //! - `deps/ab/<first-level key>.json`: the lists of discovered inputs seen for a first-level key;
+//! - `sha256/ab/<blake3>`: with a remote cache, the SHA-256 of that blob (64 hex digits), which
+//!   the remote names it by, computed once in the pass that stores the blob;
+//! - `remote-stats.json`: what the remote cache gave and took (see [`remote`]);
 //! - `lock`: shared by builds, exclusive for `cache gc` and `cache verify`.
 //!
 //! Promises: every write is a temp file beside its final name, renamed into place, so a killed process never leaves a
@@ -15,6 +18,7 @@
 
 mod gc;
 pub mod lock;
+pub mod remote;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -78,10 +82,13 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
     move |cause| CacheError::Io { path: path.to_path_buf(), cause }
 }
 
+#[derive(Clone)]
 pub struct Cache {
     root: PathBuf,
     /// A dry run's cache: nothing is created, evicted or touched.
     read_only: bool,
+    /// With a remote cache: keep each new blob's SHA-256 beside it.
+    keep_sha256: bool,
 }
 
 /// The default cache folder: `$GVBUILD_CACHE_DIR`, else `$XDG_CACHE_HOME/gvbuild`, else
@@ -102,16 +109,82 @@ impl Cache {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        Ok(Cache { root: root.to_path_buf(), read_only: false })
+        Ok(Cache { root: root.to_path_buf(), read_only: false, keep_sha256: false })
     }
 
     /// The cache at `root` for reading only (a dry run): nothing is created.
     pub fn open_read_only(root: &Path) -> Cache {
-        Cache { root: root.to_path_buf(), read_only: true }
+        Cache { root: root.to_path_buf(), read_only: true, keep_sha256: false }
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Keep each blob's SHA-256 beside it from now on (a remote cache names blobs by it).
+    pub fn keep_sha256(&mut self) {
+        self.keep_sha256 = true;
+    }
+
+    /// The file of blob `d`, for reading (an upload streams from it).
+    pub fn blob_file(&self, d: &Digest) -> PathBuf {
+        self.blob_path(d)
+    }
+
+    fn sha256_path(&self, d: &Digest) -> PathBuf {
+        let h = hex(d);
+        self.root.join("sha256").join(&h[..2]).join(h)
+    }
+
+    fn set_sha256(&self, d: &Digest, sha: &[u8; 32]) {
+        let p = self.sha256_path(d);
+        if !p.exists() {
+            let _ = fsutil::write_atomic(&p, hex(sha).as_bytes());
+        }
+    }
+
+    /// The SHA-256 of blob `d`: from beside it, else read once from the blob (verifying its
+    /// blake3 in the same pass) and kept.
+    pub fn blob_sha256(&self, d: &Digest) -> Result<[u8; 32], CacheError> {
+        let p = self.sha256_path(d);
+        if let Ok(text) = fs::read_to_string(&p) {
+            let mut out = [0u8; 32];
+            if hex::decode_to_slice(text.trim(), &mut out).is_ok() {
+                return Ok(out);
+            }
+        }
+        let src = self.blob_path(d);
+        let mut input = File::open(&src).map_err(io_err(&src))?;
+        let (b3, sha) = both_hashes(&mut input, &mut io::sink()).map_err(|e| match e {
+            CopyError::Read(cause) | CopyError::Write(cause) => CacheError::Io { path: src.clone(), cause },
+        })?;
+        if &b3 != d {
+            let _ = fs::remove_file(&src);
+            return Err(CacheError::Corrupt { digest: hex(d) });
+        }
+        self.set_sha256(d, &sha);
+        Ok(sha)
+    }
+
+    /// A path in the blobs folder where a download can be written before [`Cache::adopt_blob`].
+    pub fn incoming_path(&self) -> PathBuf {
+        fsutil::temp_beside(&self.root.join("blobs").join("incoming"))
+    }
+
+    /// Move a verified download into place as blob `d`, with its SHA-256.
+    pub fn adopt_blob(&self, tmp: &Path, d: &Digest, sha: &[u8; 32]) -> Result<(), CacheError> {
+        let dest = self.blob_path(d);
+        let result = (|| {
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            fs::set_permissions(tmp, fs::Permissions::from_mode(0o444)).map_err(io_err(tmp))?;
+            fs::rename(tmp, &dest).map_err(io_err(&dest))
+        })();
+        let _ = fs::remove_file(tmp);
+        result?;
+        self.set_sha256(d, sha);
+        Ok(())
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -150,9 +223,22 @@ impl Cache {
             let mut input = File::open(src).map_err(io_err(src))?;
             let mut out = read_only_file(&tmp)?;
             let len = input.metadata().map(|m| m.len()).unwrap_or(0);
-            let copied =
-                len >= BIG_FILE && fsutil::copy_range(&input, &out, 0, 0, len).map_err(io_err(src))?;
-            let digest = if copied {
+            // With a remote cache the SHA-256 is computed in this same read pass, so the big
+            // file's kernel copy (which reads nothing in user space) is not taken.
+            let copied = len >= BIG_FILE
+                && !self.keep_sha256
+                && fsutil::copy_range(&input, &out, 0, 0, len).map_err(io_err(src))?;
+            let digest = if self.keep_sha256 {
+                let (d, sha) = both_hashes(&mut input, &mut out).map_err(|e| match e {
+                    CopyError::Read(cause) => CacheError::Io { path: src.to_path_buf(), cause },
+                    CopyError::Write(cause) => CacheError::Io { path: tmp.clone(), cause },
+                })?;
+                drop(out);
+                if &d == expected {
+                    self.set_sha256(&d, &sha);
+                }
+                d
+            } else if copied {
                 // A big file (an image) is copied in the kernel, then the copy is hashed with
                 // mmap on every core: faster than hashing on one core as it goes.
                 drop(out);
@@ -180,6 +266,10 @@ impl Cache {
     /// Store bytes as a blob.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, CacheError> {
         let digest = *blake3::hash(bytes).as_bytes();
+        if self.keep_sha256 {
+            use sha2::Digest as _;
+            self.set_sha256(&digest, &sha2::Sha256::digest(bytes).into());
+        }
         let dest = self.blob_path(&digest);
         if dest.exists() {
             return Ok(digest);
@@ -353,4 +443,22 @@ fn copy_hashing(input: &mut File, out: &mut File) -> Result<Digest, CopyError> {
         }
         Ok(*h.finalize().as_bytes())
     })
+}
+
+/// Copy `input` to `out` and return its blake3 and SHA-256, in one read pass.
+fn both_hashes(input: &mut File, out: &mut dyn Write) -> Result<(Digest, [u8; 32]), CopyError> {
+    use sha2::Digest as _;
+    let mut buf = vec![0u8; CHUNK];
+    let mut b3 = blake3::Hasher::new();
+    let mut sha = sha2::Sha256::new();
+    loop {
+        let n = input.read(&mut buf).map_err(CopyError::Read)?;
+        if n == 0 {
+            break;
+        }
+        b3.update(&buf[..n]);
+        sha.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(CopyError::Write)?;
+    }
+    Ok((*b3.finalize().as_bytes(), sha.finalize().into()))
 }

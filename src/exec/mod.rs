@@ -109,6 +109,8 @@ pub struct Ctx {
     pub glob_warnings: std::sync::Mutex<Vec<(String, String)>>,
     /// Declared output path -> the step target that writes it, built on first use.
     pub producers: std::sync::OnceLock<HashMap<String, usize>>,
+    /// The shared cache, looked up after the local one and written after it.
+    pub remote: Option<crate::cache::remote::Remote>,
 }
 
 impl Ctx {
@@ -204,6 +206,8 @@ pub struct Summary {
     pub failed: usize,
     pub skipped: usize,
     pub interrupted: usize,
+    /// Of the restored steps, those that came from the remote cache.
+    pub restored_remote: usize,
 }
 
 impl Summary {
@@ -386,6 +390,9 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
             }
         }
         summary.add(done.outcome);
+        if done.outcome == Outcome::Restored && done.from == Some("remote") {
+            summary.restored_remote += 1;
+        }
         reporter.step(&ctx, &name, done.outcome, Some(&done), done.ms, done.key);
         let failed = done.outcome == Outcome::Failed;
         out_digest[i] = done.outputs_digest;

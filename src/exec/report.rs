@@ -135,6 +135,9 @@ impl Reporter {
                 "key": key.map(|k| hex(&k)),
                 "ms": ms,
             });
+            if let (Outcome::Restored, Some(from)) = (outcome, done.and_then(|d| d.from)) {
+                ev["where"] = from.into();
+            }
             if let Some((path, id)) = done.and_then(|d| d.image_id.as_ref()) {
                 ev["image"] = json!({ "path": path, "blake3": hex(id) });
             }
@@ -199,7 +202,10 @@ impl Reporter {
         let human = match outcome {
             Outcome::Fresh => None,
             Outcome::Ran => Some(format!("ran       {name} ({ms} ms)")),
-            Outcome::Restored => Some(format!("restored  {name} ({ms} ms)")),
+            Outcome::Restored => match done.and_then(|d| d.from) {
+                Some("remote") => Some(format!("restored  {name} ({ms} ms, from the remote cache)")),
+                _ => Some(format!("restored  {name} ({ms} ms)")),
+            },
             Outcome::Skipped => Some(format!("skipped   {name} (a dependency failed or the build stopped)")),
             Outcome::Failed => Some(format!("FAILED    {name}")),
             Outcome::Interrupted => Some(format!("INTERRUPTED {name}")),
@@ -273,6 +279,7 @@ impl Reporter {
                 "failed": summary.failed,
                 "skipped": summary.skipped,
                 "interrupted": summary.interrupted,
+                "restored_remote": summary.restored_remote,
                 "dry_run": self.dry_run,
             });
             let _ = writeln!(io::stdout().lock(), "{ev}");
@@ -295,8 +302,13 @@ impl Reporter {
         } else {
             String::new()
         };
+        let remote = if summary.restored_remote > 0 {
+            format!(" ({} from the remote cache)", summary.restored_remote)
+        } else {
+            String::new()
+        };
         self.line(&format!(
-            "gvbuild: {} ran, {} restored, {} fresh, {} failed, {} skipped{stopped} in {secs:.2} s{tail}",
+            "gvbuild: {} ran, {} restored{remote}, {} fresh, {} failed, {} skipped{stopped} in {secs:.2} s{tail}",
             summary.ran, summary.restored, summary.fresh, summary.failed, summary.skipped
         ));
     }

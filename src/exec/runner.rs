@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use super::explain::{self, Reason};
 use super::{Ctx, Outcome};
+use crate::cache::remote::{Fetched, Upload};
 use crate::cache::{ActionEntry, CacheError};
 use crate::config::{RestoreMode, RunStep, Step, Target};
 use crate::fingerprint::outputs::OutputTree;
@@ -44,6 +45,8 @@ pub struct Done {
     pub image_id: Option<(String, Digest)>,
     /// How long the phases of a step that ran took (shown with GVBUILD_TIMINGS=1).
     pub phases: Vec<(&'static str, std::time::Duration)>,
+    /// For a restored step: which cache it came from, `local` or `remote`.
+    pub from: Option<&'static str>,
 }
 
 impl Done {
@@ -63,6 +66,7 @@ impl Done {
             explained: None,
             image_id: None,
             phases: Vec::new(),
+            from: None,
         }
     }
 
@@ -490,8 +494,8 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
         // Every recorded list whose full key has an entry could apply. One is a hit; several
         // (they cannot all be what the command would produce now) mean the step runs.
         let mut hits: Vec<Hit> = Vec::new();
-        for list in lists {
-            let Ok((key, ids)) = full_for(ctx, step, first, &list) else {
+        for list in &lists {
+            let Ok((key, ids)) = full_for(ctx, step, first, list) else {
                 continue;
             };
             if hits.iter().any(|h| h.0 == key) {
@@ -500,10 +504,45 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
             let Some(entry) = ctx.cache.get_entry(&key) else {
                 continue;
             };
-            if let Err(e) = unordered_read(ctx, t, &list, "a discovered input of a cached result") {
+            if let Err(e) = unordered_read(ctx, t, list, "a discovered input of a cached result") {
                 return Done::failed(e);
             }
-            hits.push((key, ids, list, entry));
+            hits.push((key, ids, list.clone(), entry));
+        }
+        // Then the remote cache, for the same lists and those it knows.
+        let mut from = "local";
+        let mut remote_warnings = Vec::new();
+        if let (true, Some(remote)) = (hits.is_empty() && !ctx.opts.dry_run, ctx.remote.as_ref()) {
+            if has_depfile {
+                for l in remote.dep_lists(&first) {
+                    if !lists.contains(&l) {
+                        lists.push(l);
+                    }
+                }
+            }
+            let mut tried = Vec::new();
+            for list in &lists {
+                let Ok((key, ids)) = full_for(ctx, step, first, list) else { continue };
+                if tried.contains(&key) {
+                    continue;
+                }
+                tried.push(key);
+                match remote.fetch(&ctx.cache, &key, &outputs) {
+                    Fetched::Hit(entry) => {
+                        if let Err(e) = unordered_read(ctx, t, list, "a discovered input of a cached result")
+                        {
+                            return Done::failed(e);
+                        }
+                        if has_depfile {
+                            let _ = ctx.cache.add_dep_list(&first, list);
+                        }
+                        hits.push((key, ids, list.clone(), entry));
+                    }
+                    Fetched::Refused(w) => remote_warnings.push(w),
+                    Fetched::Miss => {}
+                }
+            }
+            from = "remote";
         }
         if hits.len() > 1 {
             reasons.push(Reason::SeveralCachedResults(hits.len()));
@@ -521,6 +560,8 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
                     ctx.cache.touch_entry(&key);
                     let outputs_digest = entry.outputs.digest();
                     let mut d = Done::new(Outcome::Restored);
+                    d.from = Some(from);
+                    d.warnings = remote_warnings;
                     d.key = Some(key);
                     d.outputs_digest = Some(outputs_digest);
                     d.image_id = image_id(step, &entry.outputs);
@@ -545,11 +586,18 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
                     // A damaged blob or a bad entry is a miss, never a wrong output.
                     ctx.cache.evict_entry(&key);
                     clear_outputs(root, &outputs);
-                    let warning = format!("{e}; running the step instead");
-                    return finish_run(ctx, t, step, parts, first, reasons, vec![warning]);
+                    remote_warnings.push(format!("{e}; running the step instead"));
+                    return finish_run(ctx, t, step, parts, first, reasons, remote_warnings);
                 }
             }
         }
+        if ctx.opts.dry_run {
+            let mut d = Done::new(Outcome::Ran);
+            d.reasons = reasons;
+            return d;
+        }
+        // 4. Run, then 5. store.
+        return finish_run(ctx, t, step, parts, first, reasons, remote_warnings);
     }
     if ctx.opts.dry_run {
         let mut d = Done::new(Outcome::Ran);
@@ -857,7 +905,7 @@ fn finish_run(
     }
     if t.cache {
         let storing = Instant::now();
-        if let Err(e) = store(ctx, key, first, &tree, &list, &log, discovers(step)) {
+        if let Err(e) = store(ctx, outputs, key, first, &tree, &list, &log, discovers(step)) {
             done.warnings.push(format!("could not store `{}` in the cache: {e}", t.name));
         }
         done.phases.push(("store", storing.elapsed()));
@@ -974,8 +1022,11 @@ fn execute_run(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, log: &Pat
     })
 }
 
+/// Store locally, then queue the upload.
+#[allow(clippy::too_many_arguments)]
 fn store(
     ctx: &Ctx,
+    outputs: &[String],
     key: Digest,
     first: Digest,
     tree: &OutputTree,
@@ -983,6 +1034,23 @@ fn store(
     log: &Path,
     has_depfile: bool,
 ) -> Result<(), String> {
+    let entry = store_local(ctx, key, first, tree, list, log, has_depfile)?;
+    if let Some(remote) = ctx.remote.as_ref().filter(|r| r.writes()) {
+        let deps = has_depfile.then(|| (first, ctx.cache.get_dep_lists(&first)));
+        remote.enqueue(Upload { key, outputs: outputs.to_vec(), entry, deps });
+    }
+    Ok(())
+}
+
+fn store_local(
+    ctx: &Ctx,
+    key: Digest,
+    first: Digest,
+    tree: &OutputTree,
+    list: &[String],
+    log: &Path,
+    has_depfile: bool,
+) -> Result<ActionEntry, String> {
     for f in &tree.files {
         match ctx.cache.put_file(&ctx.root.join(&f.path), &f.digest) {
             Ok(true) => {}
@@ -992,11 +1060,12 @@ fn store(
     }
     // Most steps print nothing: an empty log is not worth a blob.
     let log_digest = fs::read(log).ok().filter(|b| !b.is_empty()).and_then(|b| ctx.cache.put_bytes(&b).ok());
-    ctx.cache.put_entry(&key, &ActionEntry::new(tree.clone(), log_digest)).map_err(|e| e.to_string())?;
+    let entry = ActionEntry::new(tree.clone(), log_digest);
+    ctx.cache.put_entry(&key, &entry).map_err(|e| e.to_string())?;
     if has_depfile {
         ctx.cache.add_dep_list(&first, list).map_err(|e| e.to_string())?;
     }
-    Ok(())
+    Ok(entry)
 }
 
 /// A depfile path as the key names it: project-relative when inside the project, absolute for

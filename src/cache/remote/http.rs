@@ -1,0 +1,195 @@
+//! The Bazel HTTP remote cache protocol: `GET`, `PUT` and `HEAD` of `/ac/KEY` (an encoded
+//! `ActionResult`) and `/cas/HASH` (a blob named by the SHA-256 of its bytes), under the URL's
+//! path. nginx with WebDAV, bazel-remote and any server of that protocol serve it.
+//!
+//! Bodies stream both ways: a blob is read from its file as it is sent, and a download is
+//! handed to the caller as a reader, so memory stays bounded whatever the blob's size. A 404
+//! is a miss; every other failure is the server's, for [`super::Remote`] to count.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+
+use super::{BlobReader, RemoteError, Store};
+
+/// Action entries are small; a bigger one is the server's mistake.
+const MAX_ACTION_BYTES: u64 = 64 << 20;
+
+pub struct HttpStore {
+    agent: ureq::Agent,
+    /// The URL without a trailing slash: `/ac/...` and `/cas/...` go below it.
+    base: String,
+    /// Sent with every request to `base`, never shown.
+    headers: Vec<(String, String)>,
+}
+
+/// How to reach the server.
+pub struct HttpOptions<'a> {
+    pub url: &'a str,
+    pub headers: Vec<(String, String)>,
+    pub ca_file: Option<&'a Path>,
+    /// A PEM file with the client certificate chain, and the key if `client_key` is not given.
+    pub client_cert: Option<&'a Path>,
+    pub client_key: Option<&'a Path>,
+    /// Connecting, and each wait for the server's next bytes, give up after this long.
+    pub timeout: Duration,
+}
+
+impl HttpStore {
+    pub fn new(o: HttpOptions<'_>) -> Result<HttpStore, String> {
+        let tls = TlsConfig::builder()
+            .root_certs(root_certs(o.ca_file)?)
+            .client_cert(client_cert(o.client_cert, o.client_key)?)
+            .build();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .timeout_connect(Some(o.timeout))
+            .timeout_recv_response(Some(o.timeout))
+            .timeout_per_read(Some(o.timeout))
+            .timeout_per_write(Some(o.timeout))
+            // Blobs are compared with their digests byte for byte: nothing may decode them.
+            .accept_encoding(ureq::config::AutoHeaderValue::None)
+            // A redirect elsewhere would carry the headers to a host nobody named.
+            .max_redirects(0)
+            .build()
+            .into();
+        Ok(HttpStore { agent, base: o.url.trim_end_matches('/').to_string(), headers: o.headers })
+    }
+
+    fn url(&self, kind: &str, name: &str) -> String {
+        format!("{}/{kind}/{name}", self.base)
+    }
+
+    fn with_headers<B>(&self, mut req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        req
+    }
+
+    /// GET: the response body, or `None` for a 404.
+    fn get(&self, kind: &str, name: &str) -> Result<Option<ureq::http::Response<ureq::Body>>, RemoteError> {
+        match self.with_headers(self.agent.get(&self.url(kind, name))).call() {
+            Ok(resp) => Ok(Some(resp)),
+            Err(ureq::Error::StatusCode(404)) => Ok(None),
+            Err(e) => Err(error(e)),
+        }
+    }
+
+    fn put(&self, kind: &str, name: &str, size: u64, body: &mut dyn Read) -> Result<(), RemoteError> {
+        let req = self.with_headers(self.agent.put(&self.url(kind, name))).header("Content-Length", size);
+        match req.send(ureq::SendBody::from_reader(body)) {
+            Ok(mut resp) => {
+                // Read the (short) answer so the connection can be used again.
+                let _ = resp.body_mut().with_config().limit(1 << 16).read_to_vec();
+                Ok(())
+            }
+            Err(e) => Err(error(e)),
+        }
+    }
+}
+
+fn error(e: ureq::Error) -> RemoteError {
+    match e {
+        ureq::Error::StatusCode(s) => RemoteError::Status(s),
+        // ureq's messages name the host and the cause, never a header.
+        other => RemoteError::Transport(other.to_string()),
+    }
+}
+
+impl Store for HttpStore {
+    fn get_action(&self, key: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+        let Some(mut resp) = self.get("ac", key)? else { return Ok(None) };
+        resp.body_mut()
+            .with_config()
+            .limit(MAX_ACTION_BYTES)
+            .read_to_vec()
+            .map(Some)
+            .map_err(|e| RemoteError::Transport(format!("reading action entry {key}: {e}")))
+    }
+
+    fn put_action(&self, key: &str, body: &[u8]) -> Result<(), RemoteError> {
+        self.put("ac", key, body.len() as u64, &mut &body[..])
+    }
+
+    fn has_blob(&self, hash: &str) -> Result<bool, RemoteError> {
+        match self.with_headers(self.agent.head(&self.url("cas", hash))).call() {
+            Ok(_) => Ok(true),
+            Err(ureq::Error::StatusCode(404)) => Ok(false),
+            Err(e) => Err(error(e)),
+        }
+    }
+
+    fn get_blob(&self, hash: &str) -> Result<Option<BlobReader>, RemoteError> {
+        let Some(resp) = self.get("cas", hash)? else { return Ok(None) };
+        Ok(Some(Box::new(resp.into_body().into_reader())))
+    }
+
+    fn put_blob(&self, hash: &str, size: u64, body: &mut dyn Read) -> Result<(), RemoteError> {
+        self.put("cas", hash, size, body)
+    }
+}
+
+/// The CA file's certificates, else the system's bundle, else Mozilla's roots (webpki-roots).
+fn root_certs(ca_file: Option<&Path>) -> Result<RootCerts, String> {
+    if let Some(path) = ca_file {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read --remote-ca {}: {e}", path.display()))?;
+        let certs = pem_certs(&pem);
+        if certs.is_empty() {
+            return Err(format!("--remote-ca {} holds no PEM certificate", path.display()));
+        }
+        return Ok(RootCerts::new_with_certs(&certs));
+    }
+    let system = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from).into_iter().chain(
+        ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"]
+            .map(Into::into),
+    );
+    for path in system {
+        if let Ok(pem) = std::fs::read(&path) {
+            let certs = pem_certs(&pem);
+            if !certs.is_empty() {
+                return Ok(RootCerts::new_with_certs(&certs));
+            }
+        }
+    }
+    Ok(RootCerts::WebPki)
+}
+
+fn pem_certs(pem: &[u8]) -> Vec<Certificate<'static>> {
+    ureq::tls::parse_pem(pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+fn client_cert(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<ClientCert>, String> {
+    let Some(cert_path) = cert else {
+        return match key {
+            Some(_) => Err("--remote-client-key needs --remote-client-cert".into()),
+            None => Ok(None),
+        };
+    };
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let pem = read(cert_path)?;
+    let certs = pem_certs(&pem);
+    if certs.is_empty() {
+        return Err(format!("--remote-client-cert {} holds no PEM certificate", cert_path.display()));
+    }
+    let key_pem = match key {
+        Some(k) => read(k)?,
+        None => pem,
+    };
+    let key: Option<PrivateKey<'static>> = ureq::tls::parse_pem(&key_pem).find_map(|item| match item {
+        Ok(PemItem::PrivateKey(k)) => Some(k),
+        _ => None,
+    });
+    let key = key.ok_or_else(|| {
+        "no PEM private key for --remote-client-cert (give --remote-client-key FILE)".to_string()
+    })?;
+    Ok(Some(ClientCert::new_with_certs(&certs, key)))
+}

@@ -1,0 +1,828 @@
+//! The shared cache: a remote store behind the local one, shared by CI and the team.
+//!
+//! # Where it sits in a step's life
+//! fingerprint -> fresh? -> restore (local, then remote)? -> run -> store (local, then upload).
+//! A remote hit is written into the local cache first, then restored by the local path, so a
+//! remote result is verified exactly as a local one is. A step that ran and was stored locally
+//! is queued for upload; a bounded queue and two uploader threads keep uploads off the critical
+//! path, and the build waits for the queue at its end.
+//!
+//! # Names
+//! Blake3 stays the local digest. The server names blobs by their SHA-256 (`/cas/HASH`), which
+//! the local cache keeps beside each blob once a remote is configured, computed in the read
+//! pass that stores the blob (so uploads and lookups never hash again). The action-cache key of
+//! a step is [`action_key`]: the SHA-256 of a fixed prefix and gvbuild's own key, for every step
+//! kind. Depfile lists (the first level of a two-level key) are shared as an action entry too,
+//! under [`deps_key`], whose one output file is the lists as JSON: every `ac/` body on the
+//! server is an `ActionResult` that names only blobs in `cas/`.
+//!
+//! # Trust
+//! Every blob downloaded is verified against its SHA-256 (and size) before it is used; a
+//! mismatch is a miss and a warning naming the blob and the entry, never an output. An action
+//! entry cannot be verified that way: whoever can write the action cache is trusted.
+//!
+//! # The server never breaks a build
+//! A 404 is an ordinary miss. Any other failure (refused, timed out, 5xx, a truncated body, a
+//! 413) is counted; the step goes on locally, the build prints one warning at its end, and after
+//! [`GIVE_UP_AFTER`] failures gvbuild stops asking the server for the rest of the build.
+
+pub mod http;
+pub mod reapi;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use super::{ActionEntry, Cache};
+use crate::fingerprint::hash::hex;
+use crate::fingerprint::outputs::{OutFile, OutLink, OutputTree};
+use crate::fingerprint::Digest;
+
+/// Server failures after which the build stops asking the server.
+pub const GIVE_UP_AFTER: usize = 3;
+/// Results waiting for upload before a finished step waits for room.
+const QUEUE: usize = 64;
+const UPLOADERS: usize = 2;
+/// Trees, logs and depfile lists are read into memory; a bigger one is refused.
+const MAX_SMALL_BLOB: u64 = 64 << 20;
+/// The file name under which the depfile lists travel in their action entry.
+const DEPS_FILE: &str = "gvbuild-deps.json";
+const STATS_FILE: &str = "remote-stats.json";
+
+/// A blob's body, as it arrives.
+pub type BlobReader = Box<dyn Read + Send>;
+
+/// A failure of the server or of the way to it (a 404 is no failure: it is `Ok(None)`).
+#[derive(Debug)]
+pub enum RemoteError {
+    Transport(String),
+    Status(u16),
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemoteError::Transport(m) => f.write_str(m),
+            RemoteError::Status(413) => f.write_str("HTTP status 413: the server refuses a body this big"),
+            RemoteError::Status(s) => write!(f, "HTTP status {s}"),
+        }
+    }
+}
+
+/// One protocol's client: the action cache and the content-addressed store.
+pub trait Store: Send + Sync {
+    fn get_action(&self, key: &str) -> Result<Option<Vec<u8>>, RemoteError>;
+    fn put_action(&self, key: &str, body: &[u8]) -> Result<(), RemoteError>;
+    fn has_blob(&self, hash: &str) -> Result<bool, RemoteError>;
+    fn get_blob(&self, hash: &str) -> Result<Option<BlobReader>, RemoteError>;
+    fn put_blob(&self, hash: &str, size: u64, body: &mut dyn Read) -> Result<(), RemoteError>;
+}
+
+/// How the build was told to use a remote cache.
+pub struct RemoteOptions {
+    pub url: String,
+    pub read_only: bool,
+    /// `Name: value` pairs, sent only to `url`.
+    pub headers: Vec<(String, String)>,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+/// The action-cache key of a step whose gvbuild key is `key`.
+pub fn action_key(key: &Digest) -> String {
+    sha_hex(b"gvbuild action v1\0", key)
+}
+
+/// The action-cache key under which the depfile lists of first-level key `first` are shared.
+pub fn deps_key(first: &Digest) -> String {
+    sha_hex(b"gvbuild depfile lists v1\0", first)
+}
+
+fn sha_hex(prefix: &[u8], key: &Digest) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(prefix);
+    h.update(key);
+    hex(&h.finalize().into())
+}
+
+/// The URL as it may be shown: no user or password, no query.
+pub fn shown_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (host, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let path = path.trim_end_matches('/');
+    if path.is_empty() {
+        format!("{scheme}://{host}")
+    } else {
+        format!("{scheme}://{host}/{path}")
+    }
+}
+
+/// What the remote cache gave and took, summed over builds in `remote-stats.json`.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RemoteStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub bytes_down: u64,
+    pub bytes_up: u64,
+    pub failures: u64,
+}
+
+/// The counters kept in the cache folder.
+pub fn load_stats(cache_root: &Path) -> RemoteStats {
+    fs::read(cache_root.join(STATS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// What a lookup in the remote cache found.
+pub enum Fetched {
+    /// Nothing usable: run the step.
+    Miss,
+    /// The entry, now in the local cache with all its blobs.
+    Hit(ActionEntry),
+    /// The server sent something wrong: a miss, with a warning naming it.
+    Refused(String),
+}
+
+/// Why a download gave nothing.
+enum Failed {
+    /// 404: evicted, or never there.
+    Missing,
+    Server(RemoteError),
+    /// The server sent bytes that are not what their name says.
+    Bad(String),
+    /// The local cache could not take it.
+    Local(String),
+}
+
+/// A stored result waiting for upload.
+pub struct Upload {
+    pub key: Digest,
+    pub outputs: Vec<String>,
+    pub entry: ActionEntry,
+    /// For a step with discovered inputs: its first-level key and every list now known for it.
+    pub deps: Option<(Digest, Vec<Vec<String>>)>,
+}
+
+struct Inner {
+    store: Box<dyn Store>,
+    shown: String,
+    read_only: bool,
+    failures: AtomicUsize,
+    first_failure: Mutex<Option<String>>,
+    first_local: Mutex<Option<String>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    bytes_down: AtomicU64,
+    bytes_up: AtomicU64,
+    pending: AtomicUsize,
+}
+
+pub struct Remote {
+    inner: Arc<Inner>,
+    queue: Mutex<Option<SyncSender<Upload>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Remote {
+    /// Connect to the cache the URL names (by its scheme) and start the uploaders, which read
+    /// blobs from `cache`. `Err` is a usage error, and says what to fix.
+    pub fn open(o: RemoteOptions, cache: &Cache) -> Result<Remote, String> {
+        let shown = shown_url(&o.url);
+        let store: Box<dyn Store> = if o.url.starts_with("http://") || o.url.starts_with("https://") {
+            Box::new(http::HttpStore::new(http::HttpOptions {
+                url: &o.url,
+                headers: o.headers,
+                ca_file: o.ca_file.as_deref(),
+                client_cert: o.client_cert.as_deref(),
+                client_key: o.client_key.as_deref(),
+                timeout: o.timeout,
+            })?)
+        } else if o.url.starts_with("grpc://") || o.url.starts_with("grpcs://") {
+            return Err(format!(
+                "--remote-cache {shown}: the REAPI (gRPC) protocol is not supported yet; use an http:// or \
+                 https:// URL of a Bazel HTTP remote cache"
+            ));
+        } else {
+            return Err(format!(
+                "--remote-cache takes an http:// or https:// URL (a Bazel HTTP remote cache), got `{shown}`"
+            ));
+        };
+        Ok(Remote::with_store(store, shown, o.read_only, cache))
+    }
+
+    /// A remote over any [`Store`].
+    pub fn with_store(store: Box<dyn Store>, shown: String, read_only: bool, cache: &Cache) -> Remote {
+        let inner = Arc::new(Inner {
+            store,
+            shown,
+            read_only,
+            failures: AtomicUsize::new(0),
+            first_failure: Mutex::new(None),
+            first_local: Mutex::new(None),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            bytes_up: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
+        });
+        let mut workers = Vec::new();
+        let mut queue = None;
+        if !read_only {
+            let (tx, rx) = sync_channel::<Upload>(QUEUE);
+            let rx = Arc::new(Mutex::new(rx));
+            for i in 0..UPLOADERS {
+                let (inner, rx, cache) = (inner.clone(), rx.clone(), cache.clone());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("gvbuild-upload-{i}"))
+                    .spawn(move || upload_loop(&inner, &rx, &cache));
+                if let Ok(h) = spawned {
+                    workers.push(h);
+                }
+            }
+            if !workers.is_empty() {
+                queue = Some(tx);
+            }
+        }
+        Remote { inner, queue: Mutex::new(queue), workers: Mutex::new(workers) }
+    }
+
+    /// Whether the remote is written to.
+    pub fn writes(&self) -> bool {
+        !self.inner.read_only
+    }
+
+    /// Look up the action entry of gvbuild key `key`, whose step declares `outputs`; on a hit,
+    /// download what it names into the local cache (verified) and write the entry there too.
+    pub fn fetch(&self, cache: &Cache, key: &Digest, outputs: &[String]) -> Fetched {
+        let inner = &self.inner;
+        if inner.stopped() {
+            return Fetched::Miss;
+        }
+        let ak = action_key(key);
+        let bytes = match inner.store.get_action(&ak) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                inner.misses.fetch_add(1, Ordering::Relaxed);
+                return Fetched::Miss;
+            }
+            Err(e) => {
+                inner.failed(&e);
+                return Fetched::Miss;
+            }
+        };
+        let refused = |what: String| {
+            Fetched::Refused(format!(
+                "{what} (action entry {ak} in the remote cache {}); not used, running the step",
+                inner.shown
+            ))
+        };
+        let Ok(result) = reapi::ActionResult::decode(&bytes[..]) else {
+            return refused("the remote cache's entry is not an ActionResult".into());
+        };
+        if result.exit_code != 0 {
+            inner.misses.fetch_add(1, Ordering::Relaxed);
+            return Fetched::Miss;
+        }
+        let got = inner.tree_of(cache, &result, outputs).and_then(|tree| {
+            let log =
+                match &result.stdout_digest {
+                    Some(d) => Some(inner.download_small(d).and_then(|bytes| {
+                        cache.put_bytes(&bytes).map_err(|e| Failed::Local(e.to_string()))
+                    })?),
+                    None => None,
+                };
+            Ok(ActionEntry::new(tree, log))
+        });
+        match got {
+            Ok(entry) => {
+                if let Err(e) = cache.put_entry(key, &entry) {
+                    inner.local_problem(e.to_string());
+                }
+                inner.hits.fetch_add(1, Ordering::Relaxed);
+                Fetched::Hit(entry)
+            }
+            Err(Failed::Missing) => {
+                inner.misses.fetch_add(1, Ordering::Relaxed);
+                Fetched::Miss
+            }
+            Err(Failed::Server(e)) => {
+                inner.failed(&e);
+                Fetched::Miss
+            }
+            Err(Failed::Bad(what)) => refused(what),
+            Err(Failed::Local(e)) => {
+                inner.local_problem(e);
+                Fetched::Miss
+            }
+        }
+    }
+
+    /// The depfile lists the remote knows for first-level key `first` (empty on any trouble).
+    pub fn dep_lists(&self, first: &Digest) -> Vec<Vec<String>> {
+        let inner = &self.inner;
+        if inner.stopped() {
+            return Vec::new();
+        }
+        let bytes = match inner.store.get_action(&deps_key(first)) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Vec::new(),
+            Err(e) => {
+                inner.failed(&e);
+                return Vec::new();
+            }
+        };
+        let Ok(result) = reapi::ActionResult::decode(&bytes[..]) else { return Vec::new() };
+        let Some(d) =
+            result.output_files.iter().find(|f| f.path == DEPS_FILE).and_then(|f| f.digest.as_ref())
+        else {
+            return Vec::new();
+        };
+        match inner.download_small(d) {
+            Ok(json) => serde_json::from_slice::<Vec<Vec<String>>>(&json).unwrap_or_default(),
+            Err(Failed::Server(e)) => {
+                inner.failed(&e);
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Queue a stored result for upload (nothing for a read-only remote, or once the server
+    /// has failed too often). Blocks while the queue is full.
+    pub fn enqueue(&self, job: Upload) {
+        if self.inner.read_only || self.inner.stopped() {
+            return;
+        }
+        let Ok(queue) = self.queue.lock() else { return };
+        if let Some(tx) = queue.as_ref() {
+            self.inner.pending.fetch_add(1, Ordering::SeqCst);
+            if tx.send(job).is_err() {
+                self.inner.pending.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Wait for the uploads, save the counters, and return the warnings for the user: at most
+    /// one for the server's failures, one for local trouble. `waiting` is told once, with a
+    /// line to show, when uploads are still going.
+    pub fn finish(&self, cache_root: &Path, waiting: &mut dyn FnMut(&str)) -> Vec<String> {
+        let inner = &self.inner;
+        let pending = inner.pending.load(Ordering::SeqCst);
+        if pending > 0 && !inner.stopped() {
+            waiting(&format!(
+                "gvbuild: waiting for {pending} upload(s) to the remote cache {}...",
+                inner.shown
+            ));
+        }
+        if let Ok(mut q) = self.queue.lock() {
+            q.take();
+        }
+        if let Ok(mut workers) = self.workers.lock() {
+            for w in workers.drain(..) {
+                let _ = w.join();
+            }
+        }
+        let failures = inner.failures.load(Ordering::SeqCst);
+        let mut warnings = Vec::new();
+        if failures > 0 {
+            let first = inner.first_failure.lock().ok().and_then(|f| f.clone()).unwrap_or_default();
+            let stopped = if failures >= GIVE_UP_AFTER {
+                format!("; gvbuild stopped asking it after {GIVE_UP_AFTER} failures")
+            } else {
+                String::new()
+            };
+            warnings.push(format!(
+                "the remote cache {} failed {failures} time(s), first: {first}; the build went on without it{stopped}",
+                inner.shown
+            ));
+        }
+        if let Some(local) = inner.first_local.lock().ok().and_then(|l| l.clone()) {
+            warnings.push(format!("the remote cache {}: {local}", inner.shown));
+        }
+        let mut stats = load_stats(cache_root);
+        stats.hits += inner.hits.load(Ordering::SeqCst);
+        stats.misses += inner.misses.load(Ordering::SeqCst);
+        stats.bytes_down += inner.bytes_down.load(Ordering::SeqCst);
+        stats.bytes_up += inner.bytes_up.load(Ordering::SeqCst);
+        stats.failures += failures as u64;
+        if let Ok(bytes) = serde_json::to_vec(&stats) {
+            let _ = crate::fsutil::write_atomic(&cache_root.join(STATS_FILE), &bytes);
+        }
+        warnings
+    }
+}
+
+impl Inner {
+    fn stopped(&self) -> bool {
+        self.failures.load(Ordering::SeqCst) >= GIVE_UP_AFTER
+    }
+
+    fn failed(&self, e: &RemoteError) {
+        self.failures.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut first) = self.first_failure.lock() {
+            first.get_or_insert_with(|| e.to_string());
+        }
+    }
+
+    fn local_problem(&self, what: String) {
+        if let Ok(mut first) = self.first_local.lock() {
+            first.get_or_insert(what);
+        }
+    }
+
+    /// The entry's outputs as a local tree, in the order [`OutputTree::collect`] walks them
+    /// (declared outputs in order, folders depth first by name), with every file's blob
+    /// downloaded into the local cache.
+    fn tree_of(
+        &self,
+        cache: &Cache,
+        result: &reapi::ActionResult,
+        outputs: &[String],
+    ) -> Result<OutputTree, Failed> {
+        let mut tree = OutputTree::default();
+        for o in outputs {
+            if let Some(f) = result.output_files.iter().find(|f| &f.path == o) {
+                let d = f.digest.as_ref().ok_or_else(|| Failed::Bad(format!("output {o} has no digest")))?;
+                let (digest, size) = self.download(cache, d)?;
+                tree.files.push(OutFile { path: o.clone(), digest, size, exec: f.is_executable });
+            } else if let Some(l) = result.output_symlinks.iter().find(|l| &l.path == o) {
+                tree.symlinks.push(OutLink { path: o.clone(), target: l.target.clone() });
+            } else if let Some(d) = result.output_directories.iter().find(|d| &d.path == o) {
+                let td =
+                    d.tree_digest.as_ref().ok_or_else(|| Failed::Bad(format!("folder {o} has no tree")))?;
+                let raw = reapi::RawTree::decode(&self.download_small(td)?[..])
+                    .map_err(|_| Failed::Bad(format!("the tree of folder {o} is not a Tree")))?;
+                let children: HashMap<String, &[u8]> =
+                    raw.children.iter().map(|c| (hex(&sha2::Sha256::digest(c).into()), &c[..])).collect();
+                self.walk(cache, &raw.root, o, &children, &mut tree, 0)?;
+            } else {
+                // An entry of another step shape (a changed `outputs:` list): not this step's.
+                return Err(Failed::Missing);
+            }
+        }
+        Ok(tree)
+    }
+
+    fn walk(
+        &self,
+        cache: &Cache,
+        raw: &[u8],
+        path: &str,
+        children: &HashMap<String, &[u8]>,
+        tree: &mut OutputTree,
+        depth: usize,
+    ) -> Result<(), Failed> {
+        let bad = |what: &str| Failed::Bad(format!("the tree of {path} {what}"));
+        if depth > 512 {
+            return Err(bad("is too deep"));
+        }
+        let dir = reapi::Directory::decode(raw).map_err(|_| bad("holds a folder that is not a Directory"))?;
+        tree.dirs.push(path.to_string());
+        enum Node<'a> {
+            File(&'a reapi::FileNode),
+            Dir(&'a reapi::DirectoryNode),
+            Link(&'a reapi::SymlinkNode),
+        }
+        let mut nodes: Vec<(&str, Node<'_>)> = dir
+            .files
+            .iter()
+            .map(|f| (f.name.as_str(), Node::File(f)))
+            .chain(dir.directories.iter().map(|d| (d.name.as_str(), Node::Dir(d))))
+            .chain(dir.symlinks.iter().map(|l| (l.name.as_str(), Node::Link(l))))
+            .collect();
+        nodes.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (name, node) in nodes {
+            if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+                return Err(bad(&format!("names an entry `{name}`")));
+            }
+            let child = format!("{path}/{name}");
+            match node {
+                Node::File(f) => {
+                    let d = f.digest.as_ref().ok_or_else(|| bad("has a file without a digest"))?;
+                    let (digest, size) = self.download(cache, d)?;
+                    tree.files.push(OutFile { path: child, digest, size, exec: f.is_executable });
+                }
+                Node::Dir(d) => {
+                    let hash = d.digest.as_ref().map(|d| d.hash.as_str()).unwrap_or("");
+                    let raw = children.get(hash).ok_or_else(|| bad("lacks one of its folders"))?;
+                    self.walk(cache, raw, &child, children, tree, depth + 1)?;
+                }
+                Node::Link(l) => tree.symlinks.push(OutLink { path: child, target: l.target.clone() }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Download a blob into the local cache while hashing it both ways; returns its blake3 and
+    /// size once its SHA-256 and size match the digest.
+    fn download(&self, cache: &Cache, d: &reapi::Digest) -> Result<(Digest, u64), Failed> {
+        let (sha, size) = parse_digest(d)?;
+        let tmp = cache.incoming_path();
+        let result = self.download_to(&tmp, d, &sha, size);
+        let got = result.and_then(|b3| {
+            cache.adopt_blob(&tmp, &b3, &sha).map_err(|e| Failed::Local(e.to_string()))?;
+            Ok((b3, size))
+        });
+        let _ = fs::remove_file(&tmp);
+        got
+    }
+
+    fn download_to(
+        &self,
+        tmp: &Path,
+        d: &reapi::Digest,
+        sha: &[u8; 32],
+        size: u64,
+    ) -> Result<Digest, Failed> {
+        let mut out =
+            File::create(tmp).map_err(|e| Failed::Local(format!("cannot write {}: {e}", tmp.display())))?;
+        let (b3, got_sha, n) = if size == 0 {
+            // The empty blob need not be on the server at all.
+            (*blake3::hash(b"").as_bytes(), sha2::Sha256::digest(b"").into(), 0)
+        } else {
+            let mut body = self.store.get_blob(&d.hash).map_err(Failed::Server)?.ok_or(Failed::Missing)?;
+            let mut b3 = blake3::Hasher::new();
+            let mut h = sha2::Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut n = 0u64;
+            loop {
+                let k = body.read(&mut buf).map_err(|e| {
+                    Failed::Server(RemoteError::Transport(format!("reading blob {}: {e}", d.hash)))
+                })?;
+                if k == 0 {
+                    break;
+                }
+                n += k as u64;
+                if n > size {
+                    break;
+                }
+                b3.update(&buf[..k]);
+                h.update(&buf[..k]);
+                out.write_all(&buf[..k])
+                    .map_err(|e| Failed::Local(format!("cannot write {}: {e}", tmp.display())))?;
+            }
+            (*b3.finalize().as_bytes(), h.finalize().into(), n)
+        };
+        if &got_sha != sha || n != size {
+            return Err(Failed::Bad(format!(
+                "blob {} from the remote cache does not match its digest ({n} bytes, SHA-256 {})",
+                d.hash,
+                hex(&got_sha)
+            )));
+        }
+        self.bytes_down.fetch_add(size, Ordering::Relaxed);
+        Ok(b3)
+    }
+
+    /// A small blob (a tree, a log, depfile lists) into memory, verified.
+    fn download_small(&self, d: &reapi::Digest) -> Result<Vec<u8>, Failed> {
+        let (sha, size) = parse_digest(d)?;
+        if size > MAX_SMALL_BLOB {
+            return Err(Failed::Bad(format!("blob {} is too big for what it holds", d.hash)));
+        }
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let body = self.store.get_blob(&d.hash).map_err(Failed::Server)?.ok_or(Failed::Missing)?;
+        let mut bytes = Vec::new();
+        body.take(size + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Failed::Server(RemoteError::Transport(format!("reading blob {}: {e}", d.hash))))?;
+        let got: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+        if got != sha || bytes.len() as u64 != size {
+            return Err(Failed::Bad(format!(
+                "blob {} from the remote cache does not match its digest",
+                d.hash
+            )));
+        }
+        self.bytes_down.fetch_add(size, Ordering::Relaxed);
+        Ok(bytes)
+    }
+}
+
+fn parse_digest(d: &reapi::Digest) -> Result<([u8; 32], u64), Failed> {
+    let mut sha = [0u8; 32];
+    let ok = d.hash.len() == 64 && hex::decode_to_slice(&d.hash, &mut sha).is_ok() && d.size_bytes >= 0;
+    if !ok {
+        return Err(Failed::Bad(format!("`{}` is not a SHA-256 digest", d.hash.escape_debug())));
+    }
+    Ok((sha, d.size_bytes as u64))
+}
+
+fn digest_of(sha: &[u8; 32], size: u64) -> reapi::Digest {
+    reapi::Digest { hash: hex(sha), size_bytes: size as i64 }
+}
+
+/// A blob to upload: from the local cache, or built here (a tree, the depfile lists).
+enum Source {
+    File(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+struct Blob {
+    digest: reapi::Digest,
+    source: Source,
+}
+
+fn bytes_blob(bytes: Vec<u8>) -> Blob {
+    let sha: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+    Blob { digest: digest_of(&sha, bytes.len() as u64), source: Source::Bytes(bytes) }
+}
+
+fn upload_loop(inner: &Inner, rx: &Mutex<Receiver<Upload>>, cache: &Cache) {
+    loop {
+        let job = match rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        if !inner.stopped() {
+            match upload(inner, cache, &job) {
+                Ok(()) => {}
+                Err(Failed::Server(e)) => inner.failed(&e),
+                Err(Failed::Local(e)) | Err(Failed::Bad(e)) => inner.local_problem(e),
+                Err(Failed::Missing) => {}
+            }
+        }
+        inner.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Blobs first (only those the server lacks), then the entry that names them.
+fn upload(inner: &Inner, cache: &Cache, job: &Upload) -> Result<(), Failed> {
+    let (result, blobs) = to_action_result(cache, &job.entry, &job.outputs)?;
+    send_blobs(inner, blobs)?;
+    inner.store.put_action(&action_key(&job.key), &result.encode_to_vec()).map_err(Failed::Server)?;
+    if let Some((first, lists)) = &job.deps {
+        let json = serde_json::to_vec(lists).map_err(|e| Failed::Local(e.to_string()))?;
+        let blob = bytes_blob(json);
+        let result = reapi::ActionResult {
+            output_files: vec![reapi::OutputFile {
+                path: DEPS_FILE.into(),
+                digest: Some(blob.digest.clone()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        send_blobs(inner, vec![blob])?;
+        inner.store.put_action(&deps_key(first), &result.encode_to_vec()).map_err(Failed::Server)?;
+    }
+    Ok(())
+}
+
+fn send_blobs(inner: &Inner, blobs: Vec<Blob>) -> Result<(), Failed> {
+    let mut seen = std::collections::HashSet::new();
+    for b in blobs {
+        if !seen.insert(b.digest.hash.clone()) {
+            continue;
+        }
+        if inner.store.has_blob(&b.digest.hash).map_err(Failed::Server)? {
+            continue;
+        }
+        let size = b.digest.size_bytes as u64;
+        match b.source {
+            Source::Bytes(bytes) => inner.store.put_blob(&b.digest.hash, size, &mut &bytes[..]),
+            Source::File(path) => {
+                let mut f = File::open(&path)
+                    .map_err(|e| Failed::Local(format!("cannot read {}: {e}", path.display())))?;
+                inner.store.put_blob(&b.digest.hash, size, &mut f)
+            }
+        }
+        .map_err(Failed::Server)?;
+        inner.bytes_up.fetch_add(size, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// The REAPI `ActionResult` of a local entry, and the blobs it names: each output file, a
+/// `Tree` for each output folder, the log.
+fn to_action_result(
+    cache: &Cache,
+    entry: &ActionEntry,
+    outputs: &[String],
+) -> Result<(reapi::ActionResult, Vec<Blob>), Failed> {
+    let mut blobs = Vec::new();
+    let mut file_blob = |d: &Digest, size: u64| -> Result<reapi::Digest, Failed> {
+        let sha = cache.blob_sha256(d).map_err(|e| Failed::Local(e.to_string()))?;
+        let digest = digest_of(&sha, size);
+        blobs.push(Blob { digest: digest.clone(), source: Source::File(cache.blob_file(d)) });
+        Ok(digest)
+    };
+    let tree = &entry.outputs;
+    let mut result = reapi::ActionResult::default();
+    let mut trees = Vec::new();
+    for o in outputs {
+        if let Some(f) = tree.files.iter().find(|f| &f.path == o) {
+            let digest = file_blob(&f.digest, f.size)?;
+            result.output_files.push(reapi::OutputFile {
+                path: o.clone(),
+                digest: Some(digest),
+                is_executable: f.exec,
+                ..Default::default()
+            });
+        } else if let Some(l) = tree.symlinks.iter().find(|l| &l.path == o) {
+            result.output_symlinks.push(reapi::OutputSymlink { path: o.clone(), target: l.target.clone() });
+        } else if tree.dirs.iter().any(|d| d == o) {
+            let (root, children) = folder_tree(tree, o, &mut file_blob)?;
+            let blob = bytes_blob(reapi::Tree { root: Some(root), children }.encode_to_vec());
+            result
+                .output_directories
+                .push(reapi::OutputDirectory { path: o.clone(), tree_digest: Some(blob.digest.clone()) });
+            trees.push(blob);
+        }
+    }
+    if let Some(d) = entry.stdout_digest {
+        let size = fs::metadata(cache.blob_file(&d)).map(|m| m.len()).unwrap_or(0);
+        result.stdout_digest = Some(file_blob(&d, size)?);
+    }
+    blobs.extend(trees);
+    Ok((result, blobs))
+}
+
+/// The `Directory` of folder `dir` and every folder below it (children, deepest first is not
+/// required; each appears once).
+fn folder_tree(
+    tree: &OutputTree,
+    dir: &str,
+    file_blob: &mut dyn FnMut(&Digest, u64) -> Result<reapi::Digest, Failed>,
+) -> Result<(reapi::Directory, Vec<reapi::Directory>), Failed> {
+    let parent = |p: &str| p.rsplit_once('/').map(|(a, _)| a.to_string());
+    let name = |p: &str| p.rsplit_once('/').map_or(p.to_string(), |(_, b)| b.to_string());
+    let prefix = format!("{dir}/");
+    let mut dirs: Vec<&String> = tree.dirs.iter().filter(|d| d.starts_with(&prefix) || *d == dir).collect();
+    // Deepest first, so that each folder's sub-folders are encoded before it.
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    let mut built: HashMap<String, reapi::Directory> = HashMap::new();
+    let mut children = Vec::new();
+    for d in dirs {
+        let mut node = reapi::Directory::default();
+        for f in tree.files.iter().filter(|f| parent(&f.path).as_deref() == Some(d.as_str())) {
+            node.files.push(reapi::FileNode {
+                name: name(&f.path),
+                digest: Some(file_blob(&f.digest, f.size)?),
+                is_executable: f.exec,
+            });
+        }
+        for l in tree.symlinks.iter().filter(|l| parent(&l.path).as_deref() == Some(d.as_str())) {
+            node.symlinks.push(reapi::SymlinkNode { name: name(&l.path), target: l.target.clone() });
+        }
+        let mut subs: Vec<(String, reapi::Directory)> = built
+            .iter()
+            .filter(|(p, _)| parent(p).as_deref() == Some(d.as_str()))
+            .map(|(p, n)| (p.clone(), n.clone()))
+            .collect();
+        subs.sort_by(|a, b| a.0.cmp(&b.0));
+        for (p, sub) in subs {
+            let bytes = sub.encode_to_vec();
+            let sha: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+            node.directories.push(reapi::DirectoryNode {
+                name: name(&p),
+                digest: Some(digest_of(&sha, bytes.len() as u64)),
+            });
+            built.remove(&p);
+            children.push(sub);
+        }
+        node.files.sort_by(|a, b| a.name.cmp(&b.name));
+        node.symlinks.sort_by(|a, b| a.name.cmp(&b.name));
+        built.insert(d.clone(), node);
+    }
+    let root = built.remove(dir).ok_or_else(|| Failed::Local(format!("folder {dir} is not in the entry")))?;
+    Ok((root, children))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_key_is_pinned() {
+        // The key other machines look a step up by: changing it orphans every shared entry.
+        assert_eq!(action_key(&[7u8; 32]), "placeholder");
+    }
+
+    #[test]
+    fn shown_url_hides_credentials() {
+        assert_eq!(
+            shown_url("https://user:secret@cache.example:9090/team/?token=x"),
+            "https://cache.example:9090/team"
+        );
+        assert_eq!(shown_url("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+    }
+}
