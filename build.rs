@@ -6,6 +6,10 @@
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(gvbuild_no_cuda)");
     println!("cargo::rustc-check-cfg=cfg(gvbuild_no_clang)");
+    println!("cargo::rustc-check-cfg=cfg(gvbuild_no_nginx)");
+    println!("cargo::rustc-check-cfg=cfg(gvbuild_no_reapi_python)");
+    println!("cargo::rerun-if-env-changed=GVBUILD_TEST_NGINX");
+    println!("cargo::rerun-if-env-changed=GVBUILD_TEST_REAPI_PYTHON");
     println!("cargo::rerun-if-env-changed=PATH");
     println!("cargo::rerun-if-env-changed=GVBUILD_TEST_CUDA");
     println!("cargo::rerun-if-env-changed=CI");
@@ -19,5 +23,19 @@ fn main() {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("clang").is_file()));
     if !clang && !ci {
         println!("cargo::rustc-cfg=gvbuild_no_clang");
+    }
+    // nginx serves the shared-cache tests (GVBUILD_TEST_NGINX, /usr/sbin/nginx or PATH); a Python
+    // with BuildGrid's REAPI protos (GVBUILD_TEST_REAPI_PYTHON, which .ci/run sets up) decodes
+    // what lands on it.
+    let nginx = std::env::var_os("GVBUILD_TEST_NGINX").is_some_and(|v| !v.is_empty())
+        || std::path::Path::new("/usr/sbin/nginx").is_file()
+        || std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nginx").is_file()));
+    if !nginx && !ci {
+        println!("cargo::rustc-cfg=gvbuild_no_nginx");
+    }
+    let python = std::env::var_os("GVBUILD_TEST_REAPI_PYTHON").is_some_and(|v| !v.is_empty());
+    if !python && !ci {
+        println!("cargo::rustc-cfg=gvbuild_no_reapi_python");
     }
 }

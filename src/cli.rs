@@ -102,7 +102,7 @@ struct RemoteArgs {
     #[arg(long, value_name = "URL", env = "GVBUILD_REMOTE_CACHE", hide_env_values = true)]
     remote_cache: Option<String>,
     /// Read from the remote cache, never write to it (also GVBUILD_REMOTE_READ_ONLY=1).
-    #[arg(long, env = "GVBUILD_REMOTE_READ_ONLY")]
+    #[arg(long, env = "GVBUILD_REMOTE_READ_ONLY", value_parser = clap::builder::FalseyValueParser::new())]
     remote_read_only: bool,
     /// Trust the remote cache's TLS certificate through the CA certificates in FILE (PEM).
     #[arg(long, value_name = "FILE")]

@@ -19,6 +19,7 @@ mod key_completeness;
 mod keys;
 mod manifest;
 mod nanos_vectors;
+mod remote;
 mod roundtrip;
 mod schema;
 mod smoke;

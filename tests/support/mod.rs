@@ -129,6 +129,15 @@ impl Project {
     }
 }
 
+/// Remove a file, link or folder tree if it is there.
+pub fn remove(path: &Path) {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).unwrap(),
+        Ok(_) => fs::remove_file(path).unwrap(),
+        Err(_) => {}
+    }
+}
+
 pub fn copy_tree(from: &Path, to: &Path) {
     for entry in walkdir::WalkDir::new(from).into_iter().filter_entry(|e| e.file_name() != ".gvbuild") {
         let entry = entry.unwrap();

@@ -124,7 +124,8 @@ impl Store for HttpStore {
 
     fn get_blob(&self, hash: &str) -> Result<Option<BlobReader>, RemoteError> {
         let Some(resp) = self.get("cas", hash)? else { return Ok(None) };
-        Ok(Some(Box::new(resp.into_body().into_reader())))
+        let body = resp.into_body();
+        Ok(Some((body.content_length(), Box::new(body.into_reader()))))
     }
 
     fn put_blob(&self, hash: &str, size: u64, body: &mut dyn Read) -> Result<(), RemoteError> {

@@ -1,0 +1,429 @@
+//! The shared cache over the Bazel HTTP protocol: against a real nginx with WebDAV, and against
+//! a misbehaving server of our own for every fault the server may have.
+
+#[path = "remote/bad_server.rs"]
+mod bad_server;
+#[path = "remote/nginx.rs"]
+mod nginx;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::{copy_tree, names, y, Build, Project, Run};
+use bad_server::{BadServer, Mode};
+use nginx::Nginx;
+
+/// A project of every output shape, with a depfile step among its steps: a C program (its
+/// header found through the depfile), a folder with a sub-folder, an empty folder, a symlink and
+/// an executable, a step that reads another's output and prints to its log, and an uncached step.
+fn project() -> Project {
+    Project::new()
+        .file(
+            "gevulot.yaml",
+            &y(r#"
+            targets:
+              prog:
+                inputs: [src/main.c]
+                outputs: [build/main]
+                depfile: build/main.d
+                run: cc -Iinc -MD -MF build/main.d -o build/main src/main.c
+              tree:
+                outputs: [out]
+                run: |
+                  mkdir -p out/sub/empty
+                  printf 'hello\n' > out/a.txt
+                  printf 'x%.0s' $(seq 1 3000) > out/sub/big
+                  ln -s a.txt out/link
+                  printf '#!/bin/sh\necho run\n' > out/run.sh && chmod +x out/run.sh
+                  : > out/empty-file
+              use:
+                deps: [tree]
+                inputs: [out/a.txt]
+                outputs: [use.txt]
+                run: cat out/a.txt out/a.txt > use.txt && echo "a line in the log"
+              stamp:
+                cache: false
+                outputs: [stamp.txt]
+                run: date +%s%N > stamp.txt
+            "#),
+        )
+        .file("src/main.c", "#include <stdio.h>\n#include \"config.h\"\nint main(void) { printf(\"%d\\n\", VALUE); return 0; }\n")
+        .file("inc/config.h", "#define VALUE 7\n")
+}
+
+/// A second clone of the same project, in another folder, with an empty cache of its own.
+fn clone_of(p: &Project) -> Project {
+    let c = Project::new();
+    copy_tree(p.root(), c.root());
+    for o in ["build", "out", "use.txt", "stamp.txt"] {
+        crate::support::remove(&c.path(o));
+    }
+    c
+}
+
+fn with_remote(p: &Project, url: &str, args: &[&str]) -> (Run, Build) {
+    let mut all = vec!["--remote-cache", url];
+    all.extend_from_slice(args);
+    p.build_any(&all)
+}
+
+fn warnings(run: &Run) -> Vec<String> {
+    run.stderr().lines().filter(|l| l.starts_with("warning:")).map(str::to_string).collect()
+}
+
+/// Every output file and link of the project: path -> bytes (a link: "-> target"; a folder: "/").
+fn outputs(p: &Project) -> BTreeMap<String, Vec<u8>> {
+    let mut m = BTreeMap::new();
+    for o in ["build/main", "out", "use.txt"] {
+        for e in walkdir::WalkDir::new(p.path(o)).sort_by_file_name() {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(p.root()).unwrap().display().to_string();
+            let ft = e.file_type();
+            let v = if ft.is_symlink() {
+                format!("-> {}", fs::read_link(e.path()).unwrap().display()).into_bytes()
+            } else if ft.is_dir() {
+                b"/".to_vec()
+            } else {
+                let mut v = fs::read(e.path()).unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                if fs::metadata(e.path()).unwrap().permissions().mode() & 0o111 != 0 {
+                    v.extend_from_slice(b" (exec)");
+                }
+                v
+            };
+            m.insert(rel, v);
+        }
+    }
+    m
+}
+
+fn where_of(b: &Build) -> BTreeMap<String, String> {
+    b.events
+        .iter()
+        .filter(|e| e["outcome"] == "restored")
+        .map(|e| (e["target"].as_str().unwrap().to_string(), e["where"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+const CACHED: [&str; 3] = ["prog", "tree", "use"];
+
+#[test]
+#[cfg_attr(gvbuild_no_nginx, ignore = "needs nginx (CI installs it)")]
+fn two_clones_share_one_nginx_and_the_second_runs_nothing() {
+    let server = Nginx::start();
+    let a = project();
+    let b = clone_of(&a);
+    let (run, first) = with_remote(&a, &server.url(), &[]);
+    let run = run.success();
+    assert_eq!(first.ran(), names(&["prog", "tree", "use", "stamp"]));
+    assert!(warnings(&run).is_empty(), "{}", run.stderr());
+
+    let (run, second) = with_remote(&b, &server.url(), &[]);
+    let run = run.success();
+    assert!(warnings(&run).is_empty(), "{}", run.stderr());
+    // `stamp` is `cache: false`: it always runs, and was never uploaded.
+    assert_eq!(second.ran(), names(&["stamp"]));
+    assert_eq!(second.restored(), names(&CACHED));
+    assert!(where_of(&second).values().all(|w| w == "remote"), "{:?}", second.events);
+    assert_eq!(second.summary["restored_remote"], 3);
+    assert_eq!(outputs(&a), outputs(&b), "the second clone's outputs equal the first's byte for byte");
+    assert_eq!(b.read(".gvbuild/logs/use.log"), "a line in the log\n");
+    let prog = std::process::Command::new(b.path("build/main")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&prog.stdout), "7\n");
+
+    // The remote hit is in the local cache now: a third build in a fresh folder on the same
+    // local cache restores locally; the second folder itself is fresh.
+    let (_, again) = with_remote(&b, &server.url(), &[]);
+    assert_eq!(again.fresh(), names(&CACHED));
+    let c = Project::with_cache(&b.cache);
+    copy_tree(a.root(), c.root());
+    for o in ["build", "out", "use.txt"] {
+        crate::support::remove(&c.path(o));
+    }
+    let (_, local) = with_remote(&c, &server.url(), &[]);
+    assert!(where_of(&local).values().all(|w| w == "local"), "{:?}", local.events);
+
+    // The depfile list travelled too: a changed header in a third clone is a miss, run.
+    let d = clone_of(&a);
+    d.write("inc/config.h", "#define VALUE 8\n");
+    let (run, third) = with_remote(&d, &server.url(), &[]);
+    run.success();
+    assert_eq!(third.ran(), names(&["prog", "stamp"]));
+
+    // `cache stats` counts what came down.
+    let stats = b.gvbuild(&["cache", "stats"]).success().stdout();
+    assert!(stats.contains("remote hits: 3"), "{stats}");
+    assert!(!stats.contains("remote bytes down: 0 B"), "{stats}");
+    let stats = a.gvbuild(&["cache", "stats"]).success().stdout();
+    assert!(!stats.contains("remote bytes up: 0 B"), "{stats}");
+}
+
+#[test]
+#[cfg_attr(gvbuild_no_nginx, ignore = "needs nginx (CI installs it)")]
+#[cfg_attr(
+    gvbuild_no_reapi_python,
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON, a Python with BuildGrid (CI sets it up)"
+)]
+fn what_lands_on_the_server_is_what_bazel_remote_accepts() {
+    let server = Nginx::start();
+    let a = project();
+    with_remote(&a, &server.url(), &[]).0.success();
+    // A second build of a changed project adds entries next to the first ones.
+    a.write("inc/config.h", "#define VALUE 9\n");
+    with_remote(&a, &server.url(), &[]).0.success();
+    let python = std::env::var("GVBUILD_TEST_REAPI_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/reapi_check.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(server.root())
+        .arg(server.access_log())
+        .arg("/cache")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    // prog twice, tree, use, and prog's depfile lists: five entries.
+    assert!(text.starts_with("ok: 5 entries"), "{text}");
+}
+
+#[test]
+#[cfg_attr(gvbuild_no_nginx, ignore = "needs nginx (CI installs it)")]
+fn a_blob_flipped_on_the_server_is_a_miss_and_a_warning_naming_it() {
+    let server = Nginx::start();
+    let a = project();
+    with_remote(&a, &server.url(), &[]).0.success();
+    // The blob of out/a.txt ("hello\n"), flipped on the server's disk.
+    let hello = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b"hello\n"))
+    };
+    let path = server.root().join("cas").join(&hello);
+    fs::write(&path, b"jello\n").unwrap();
+
+    let b = clone_of(&a);
+    let (run, second) = with_remote(&b, &server.url(), &[]);
+    let run = run.success();
+    assert_eq!(second.ran(), names(&["tree", "stamp"]), "{:?}", second.events);
+    assert_eq!(b.read("out/a.txt"), "hello\n");
+    let w = warnings(&run);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains(&hello) && w[0].contains("does not match its digest"), "{w:?}");
+    assert_eq!(outputs(&a), outputs(&b));
+}
+
+#[test]
+#[cfg_attr(gvbuild_no_nginx, ignore = "needs nginx (CI installs it)")]
+fn an_evicted_blob_is_an_ordinary_miss_without_a_warning() {
+    let server = Nginx::start();
+    let a = project();
+    with_remote(&a, &server.url(), &[]).0.success();
+    let hello = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b"hello\n"))
+    };
+    fs::remove_file(server.root().join("cas").join(&hello)).unwrap();
+    let b = clone_of(&a);
+    let (run, second) = with_remote(&b, &server.url(), &[]);
+    let run = run.success();
+    assert_eq!(second.ran(), names(&["tree", "stamp"]));
+    assert!(warnings(&run).is_empty(), "{}", run.stderr());
+    assert_eq!(outputs(&a), outputs(&b));
+}
+
+#[test]
+#[cfg_attr(gvbuild_no_nginx, ignore = "needs nginx (CI installs it)")]
+fn read_only_writes_nothing_on_the_server() {
+    let server = Nginx::start();
+    let a = project();
+    with_remote(&a, &server.url(), &["--remote-read-only"]).0.success();
+    assert!(server.files().is_empty(), "{:?}", server.files().keys());
+
+    // Filled by a writer, then read by a read-only build (by its environment variable).
+    with_remote(&a, &server.url(), &["-B"]).0.success();
+    let before = server.files();
+    assert!(!before.is_empty());
+    let b = clone_of(&a);
+    b.write("inc/config.h", "#define VALUE 1\n");
+    let run = b
+        .command(&["--json", "--remote-cache", &server.url()])
+        .env("GVBUILD_REMOTE_READ_ONLY", "1")
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let events = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(events.contains(r#""target":"prog","outcome":"ran""#), "{events}");
+    assert!(events.contains(r#""where":"remote""#), "{events}");
+    assert_eq!(server.files(), before, "a read-only build changed the server's folder");
+}
+
+#[test]
+#[cfg_attr(gvbuild_no_nginx, ignore = "needs nginx (CI installs it)")]
+fn the_server_killed_in_the_middle_of_a_build_leaves_one_warning() {
+    let mut server = Nginx::start();
+    let a = project();
+    with_remote(&a, &server.url(), &[]).0.success();
+    // A project whose first step kills the server; the steps after it find no server.
+    let pid = server.pid();
+    let b = Project::new().file(
+        "gevulot.yaml",
+        &y(&format!(
+            r#"
+            targets:
+              kill:
+                outputs: [killed.txt]
+                run: kill -9 {pid} && echo done > killed.txt
+              s1: {{ deps: [kill], outputs: [s1.txt], run: "echo 1 > s1.txt" }}
+              s2: {{ deps: [kill], outputs: [s2.txt], run: "echo 2 > s2.txt" }}
+              s3: {{ deps: [kill], outputs: [s3.txt], run: "echo 3 > s3.txt" }}
+              s4: {{ deps: [kill], outputs: [s4.txt], run: "echo 4 > s4.txt" }}
+              s5: {{ deps: [s1, s2, s3, s4], outputs: [s5.txt], run: "cat s1.txt s2.txt s3.txt s4.txt > s5.txt" }}
+            "#
+        )),
+    );
+    let (run, built) = with_remote(&b, &server.url(), &["-j2"]);
+    let run = run.success();
+    assert_eq!(built.ran().len(), 6);
+    assert_eq!(b.read("s5.txt"), "1\n2\n3\n4\n");
+    let w = warnings(&run);
+    assert_eq!(w.len(), 1, "{}", run.stderr());
+    assert!(w[0].contains("the build went on without it"), "{w:?}");
+    server.stop();
+}
+
+/// A build against a misbehaving server: it succeeds with the outputs a build without a remote
+/// gives, and one warning.
+fn faulty(mode: Mode, args: &[&str]) -> (BadServer, Run, Build, usize) {
+    let server = BadServer::start(Mode::Normal);
+    let a = project();
+    let (run, _) = with_remote(&a, &server.url(), &[]);
+    run.success();
+    assert!(!server.stored().is_empty());
+    let before = server.requests().len();
+    server.set_mode(mode);
+    let b = clone_of(&a);
+    let (run, built) = with_remote(&b, &server.url(), args);
+    let run = run.success();
+    assert_eq!(outputs(&a), outputs(&b), "the outputs differ from a build without a remote");
+    let w = warnings(&run);
+    assert_eq!(w.len(), 1, "one warning, not one per step:\n{}", run.stderr());
+    (server, run, built, before)
+}
+
+#[test]
+fn a_refused_connection_builds_locally_with_one_warning() {
+    let p = project();
+    let url = crate::fetch::http::refused_url("/cache");
+    let (run, built) = with_remote(&p, &url, &[]);
+    let run = run.success();
+    assert_eq!(built.ran(), names(&["prog", "tree", "use", "stamp"]));
+    let w = warnings(&run);
+    assert_eq!(w.len(), 1, "{}", run.stderr());
+    assert!(w[0].contains("stopped asking it"), "{w:?}");
+}
+
+#[test]
+fn server_errors_build_locally_and_stop_the_asking() {
+    let (server, run, built, before) = faulty(Mode::Status(503), &["-j1"]);
+    assert_eq!(built.ran(), names(&["prog", "tree", "use", "stamp"]));
+    assert!(warnings(&run)[0].contains("HTTP status 503"), "{}", run.stderr());
+    // After three failures gvbuild asks no more (a request already in flight may still land).
+    let second = &server.requests()[before..];
+    assert!(second.len() <= 4, "gvbuild kept asking a failing server: {second:?}");
+}
+
+#[test]
+fn a_slow_server_times_out_and_the_build_goes_on() {
+    let start = Instant::now();
+    let (_, _, built, _) = faulty(Mode::Slow(Duration::from_secs(20)), &["--remote-timeout", "1", "-j1"]);
+    assert_eq!(built.ran(), names(&["prog", "tree", "use", "stamp"]));
+    assert!(start.elapsed() < Duration::from_secs(15), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn a_truncated_body_is_a_miss() {
+    let (_, run, built, _) = faulty(Mode::Truncated, &["-j1"]);
+    assert_eq!(built.restored(), Vec::<String>::new(), "{}", run.stderr());
+}
+
+#[test]
+fn a_lying_content_length_is_a_miss() {
+    let (_, run, built, _) = faulty(Mode::LyingLength, &["-j1"]);
+    assert_eq!(built.restored(), Vec::<String>::new(), "{}", run.stderr());
+}
+
+#[test]
+fn uploads_refused_with_413_leave_one_warning() {
+    let server = BadServer::start(Mode::RefuseUploads);
+    let p = project();
+    let (run, built) = with_remote(&p, &server.url(), &[]);
+    let run = run.success();
+    assert_eq!(built.ran(), names(&["prog", "tree", "use", "stamp"]));
+    let w = warnings(&run);
+    assert_eq!(w.len(), 1, "{}", run.stderr());
+    assert!(w[0].contains("413"), "{w:?}");
+    assert!(server.stored().is_empty());
+}
+
+#[test]
+fn headers_from_the_environment_are_sent_and_never_printed() {
+    let server = BadServer::start(Mode::Normal);
+    let p = project();
+    let secret = "Bearer s3cr3t-t0ken";
+    let mut all = Vec::new();
+    for args in [&["--json", "--explain"][..], &["--explain", "-B"][..]] {
+        let mut c = p.command(args);
+        c.args(["--remote-cache", &server.url()])
+            .env("GVBUILD_REMOTE_HEADER", format!("Authorization: {secret}"))
+            .env("GVBUILD_REMOTE_HEADER_1", "X-Team: compilers");
+        let out = c.output().unwrap();
+        assert!(out.status.success());
+        all.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        all.push(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    server.set_mode(Mode::Status(500));
+    let mut c = p.command(&["-B", "--remote-cache", &server.url()]);
+    c.env("GVBUILD_REMOTE_HEADER", format!("Authorization: {secret}"))
+        .env("GVBUILD_REMOTE_HEADER_1", "X-Team: compilers");
+    let out = c.output().unwrap();
+    all.push(String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(all.last().unwrap().contains("warning:"), "{all:?}");
+    for text in &all {
+        assert!(!text.contains("s3cr3t"), "a header value was printed:\n{text}");
+    }
+    let reqs = server.requests();
+    assert!(!reqs.is_empty());
+    for r in &reqs {
+        assert!(r.headers.iter().any(|(k, v)| k == "authorization" && v == secret), "{r:?}");
+        assert!(r.headers.iter().any(|(k, v)| k == "x-team" && v == "compilers"), "{r:?}");
+    }
+    // A malformed header is a usage error that names the variable, not its value.
+    let mut c = p.command(&["--remote-cache", &server.url()]);
+    c.env("GVBUILD_REMOTE_HEADER", "s3cr3t-without-a-colon");
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("GVBUILD_REMOTE_HEADER") && !err.contains("s3cr3t"), "{err}");
+}
+
+#[test]
+fn failed_steps_upload_nothing() {
+    let server = BadServer::start(Mode::Normal);
+    let p = Project::new().file(
+        "gevulot.yaml",
+        &y(r#"
+        targets:
+          bad: { outputs: [x.txt], run: "echo x > x.txt && exit 3" }
+        "#),
+    );
+    let (run, _) = with_remote(&p, &server.url(), &[]);
+    run.failure();
+    assert!(server.stored().is_empty(), "{:?}", server.stored());
+}
+
+#[test]
+fn a_grpc_url_is_a_usage_error_for_now() {
+    let p = project();
+    p.gvbuild(&["--remote-cache", "grpc://127.0.0.1:1"]).exit(2).stderr_has("not supported yet");
+}
