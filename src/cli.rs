@@ -239,6 +239,8 @@ impl BuildArgs {
     }
 }
 
+// Parsed once per run: a boxed variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Build targets (the default command; also builds a target named like a subcommand).

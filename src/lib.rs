@@ -8,9 +8,11 @@
 //!    parse cache that keeps YAML parsing off the no-op path.
 //! 4. [`fingerprint`]: what goes into a step's key (start reading here: its module docs), file
 //!    hashing and the stat cache, the project's state of the last build.
-//! 5. [`cache`]: the content-addressed store of blobs and action entries, locks, gc, verify.
+//! 5. [`cache`]: the content-addressed store of blobs and action entries, locks, gc, verify; and
+//!    behind it the shared cache ([`cache::remote`], one module per protocol).
 //! 6. [`exec`]: the scheduler feeding a rayon pool, the per-step runner (fingerprint -> fresh? ->
-//!    restore? -> run -> store), reporting and `--explain`.
+//!    restore (local, then remote)? -> run -> store (local, then upload)), reporting and
+//!    `--explain`.
 //! 7. [`steps`]: one module per built-in step kind; `run` executes shell commands. The native
 //!    image builder writes [`disk`] images (boot loader, MBR, boot and root partitions) whose
 //!    filesystems are [`tfs`] volumes; [`inspect`] reads any of them back.

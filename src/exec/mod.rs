@@ -4,9 +4,10 @@
 //! The selected targets' step targets form a DAG. Each starts *waiting* on its step deps (groups
 //! flattened away). When the last dep finishes it becomes *ready*; ready steps are handed to a
 //! rayon pool of `-j N` threads, at most N at a time, where [`runner::process`] takes it through
-//! fingerprint -> fresh? -> restore? -> run -> store and sends a [`runner::Done`] back. The
-//! scheduler thread alone records results: the journal, the outputs digest that dependents key
-//! on, events and progress.
+//! fingerprint -> fresh? -> restore (local, then remote)? -> run -> store (local, then upload)
+//! and sends a [`runner::Done`] back. The scheduler thread alone records results: the journal,
+//! the outputs digest that dependents key on, events and progress. Uploads to a shared cache
+//! run on threads of their own; the build waits for them at its end.
 //!
 //! # How a step moves through states
 //! waiting -> ready -> in flight -> one of `fresh`, `restored`, `ran`, `failed`; or `skipped`

@@ -1,4 +1,5 @@
-//! One step target, start to finish: fingerprint -> fresh? -> restore? -> run -> store.
+//! One step target, start to finish: fingerprint -> fresh? -> restore (local, then remote)? ->
+//! run -> store (local, then upload).
 //!
 //! Runs on a pool thread. It reads the shared context and returns a [`Done`]; the scheduler alone
 //! updates the project state from it.
