@@ -430,7 +430,7 @@ fn a_grpc_url_is_a_usage_error_for_now() {
 
 /// Peak RSS in KiB and wall time of `gvbuild ARGS` in `p`, measured by /usr/bin/time.
 fn measured(p: &Project, args: &[&str]) -> (u64, Duration, String) {
-    let mut c = p.command(args);
+    let c = p.command(args);
     let program = c.get_program().to_owned();
     let mut timed = std::process::Command::new("/usr/bin/time");
     timed.arg("-f").arg("peak-rss-kib %M").arg(program).args(c.get_args());
@@ -446,8 +446,14 @@ fn measured(p: &Project, args: &[&str]) -> (u64, Duration, String) {
     let took = start.elapsed();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{err}");
-    let kib =
-        err.lines().filter_map(|l| l.strip_prefix("peak-rss-kib ")).last().unwrap().trim().parse().unwrap();
+    let kib = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("peak-rss-kib "))
+        .next_back()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     (kib, took, format!("{}{err}", String::from_utf8_lossy(&out.stdout)))
 }
 
