@@ -502,3 +502,39 @@ fn one_gib_output_streams_up_and_down_with_bounded_memory() {
     assert!(up_kib < base_kib + 100 * 1024, "up {up_kib} KiB, without a remote {base_kib} KiB");
     assert!(down_kib < 200 * 1024, "down {down_kib} KiB");
 }
+
+#[test]
+#[cfg_attr(gvbuild_no_nginx, ignore = "needs nginx and openssl (CI installs them)")]
+fn https_with_a_ca_file_and_a_client_certificate() {
+    let certs = nginx::Certs::new();
+    let server = Nginx::start_tls(&certs);
+    let (ca, cert, key) = (certs.path("ca.pem"), certs.path("client.pem"), certs.path("client.key"));
+    let tls: Vec<&str> = vec![
+        "--remote-ca",
+        ca.to_str().unwrap(),
+        "--remote-client-cert",
+        cert.to_str().unwrap(),
+        "--remote-client-key",
+        key.to_str().unwrap(),
+    ];
+    let a = project();
+    let (run, _) = with_remote(&a, &server.url(), &tls);
+    let run = run.success();
+    assert!(warnings(&run).is_empty(), "{}", run.stderr());
+    let b = clone_of(&a);
+    let (run, second) = with_remote(&b, &server.url(), &tls);
+    run.success();
+    assert_eq!(second.restored(), names(&CACHED));
+    assert_eq!(outputs(&a), outputs(&b));
+
+    // Without the CA file the server's certificate is not trusted; without the client
+    // certificate the server refuses: each is one warning, and the build is still right.
+    for args in [&tls[2..], &tls[..2]] {
+        let c = clone_of(&a);
+        let (run, built) = with_remote(&c, &server.url(), args);
+        let run = run.success();
+        assert_eq!(built.ran(), names(&["prog", "tree", "use", "stamp"]));
+        assert_eq!(warnings(&run).len(), 1, "{}", run.stderr());
+        assert_eq!(outputs(&a), outputs(&c));
+    }
+}

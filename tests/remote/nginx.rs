@@ -27,10 +27,74 @@ pub struct Nginx {
     dir: TempDir,
     port: u16,
     child: Option<Child>,
+    tls: bool,
+}
+
+/// A test CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+pub struct Certs {
+    pub dir: TempDir,
+}
+
+impl Certs {
+    pub fn new() -> Certs {
+        let dir = tempfile::Builder::new().prefix("gvcerts").tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(d).output().expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=gvbuild test CA"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+        openssl(&ca);
+        std::fs::write(d.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+            .unwrap();
+        std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        for who in ["server", "client"] {
+            let (key, csr, pem, ext) =
+                (format!("{who}.key"), format!("{who}.csr"), format!("{who}.pem"), format!("{who}.ext"));
+            let mut req = vec!["req", "-subj", "/CN=127.0.0.1"];
+            req.extend(ec);
+            req.extend(["-keyout", &key, "-out", &csr]);
+            openssl(&req);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &pem,
+            ]);
+        }
+        Certs { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
 }
 
 impl Nginx {
     pub fn start() -> Nginx {
+        Nginx::start_with(None)
+    }
+
+    /// HTTPS with the server certificate of `certs`, requiring a client certificate of its CA.
+    pub fn start_tls(certs: &Certs) -> Nginx {
+        Nginx::start_with(Some(certs))
+    }
+
+    fn start_with(certs: Option<&Certs>) -> Nginx {
         let dir = tempfile::Builder::new().prefix("gvnginx").tempdir().unwrap();
         for sub in ["www/cache", "tmp", "logs"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
@@ -45,6 +109,15 @@ impl Nginx {
             .and_then(|l| l.split_whitespace().nth(1).map(|euid| euid == "0"))
             .unwrap_or(false);
         let user = if root { "user root;" } else { "" };
+        let tls = match certs {
+            Some(c) => format!(
+                "ssl_certificate {0}/server.pem;\n    ssl_certificate_key {0}/server.key;\n    \
+                 ssl_client_certificate {0}/ca.pem;\n    ssl_verify_client on;",
+                c.dir.path().display()
+            ),
+            None => String::new(),
+        };
+        let ssl = if certs.is_some() { " ssl" } else { "" };
         let conf = format!(
             "{user}
 daemon off;
@@ -60,7 +133,8 @@ http {{
   uwsgi_temp_path {d}/tmp/uwsgi;
   scgi_temp_path {d}/tmp/scgi;
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port}{ssl};
+    {tls}
     root {d}/www;
     location / {{
       dav_methods PUT DELETE;
@@ -83,7 +157,7 @@ http {{
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start nginx ({}): {e}", nginx_bin().display()));
-        let n = Nginx { dir, port, child: Some(child) };
+        let n = Nginx { dir, port, child: Some(child), tls: certs.is_some() };
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -98,7 +172,8 @@ http {{
 
     /// The cache's URL: a path below the server's root, as a team would set it up.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/cache", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/cache", self.port)
     }
 
     /// The folder nginx serves the cache from (`ac/` and `cas/` appear in it).
