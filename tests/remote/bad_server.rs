@@ -26,6 +26,8 @@ pub enum Mode {
     LyingLength,
     /// `PUT` is answered 413 Payload Too Large; reads work.
     RefuseUploads,
+    /// Every `GET` and `HEAD` is answered 200 with an HTML page (a misrouted proxy).
+    HtmlPages,
 }
 
 #[derive(Default)]
@@ -153,6 +155,7 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>, mode: &Mutex<Mode>) {
         match (mode, req.method.as_str()) {
             (Mode::Status(s), _) => (s, Vec::new()),
             (Mode::RefuseUploads, "PUT") => (413, Vec::new()),
+            (Mode::HtmlPages, "GET" | "HEAD") => (200, b"<html><body>Sign in</body></html>".to_vec()),
             (_, "PUT") => {
                 st.files.insert(req.path.clone(), body);
                 (201, Vec::new())

@@ -294,7 +294,10 @@ impl Remote {
             ))
         };
         let Ok(result) = reapi::ActionResult::decode(&bytes[..]) else {
-            return refused("the remote cache's entry is not an ActionResult".into());
+            // Garbage for an entry (a proxy's error page served with 200) is the server failing,
+            // counted like any other failure rather than warned about step by step.
+            inner.failed(&RemoteError::Transport(format!("action entry {ak} is not an ActionResult")));
+            return Fetched::Miss;
         };
         if result.exit_code != 0 {
             inner.misses.fetch_add(1, Ordering::Relaxed);
