@@ -971,6 +971,9 @@ fn discovered_after_run(
     Ok(AfterRun { list, changed_while_running })
 }
 
+/// Size, mtime (s, ns), ctime (s, ns), inode.
+type StatIdentity = (u64, i64, i64, i64, i64, u64);
+
 /// Each input path's stat identity (size, mtime, ctime, inode; `None` where it cannot be read),
 /// taken before and after a step runs.
 fn stat_snapshot(
