@@ -976,10 +976,7 @@ type StatIdentity = (u64, i64, i64, i64, i64, u64);
 
 /// Each input path's stat identity (size, mtime, ctime, inode; `None` where it cannot be read),
 /// taken before and after a step runs.
-fn stat_snapshot(
-    root: &Path,
-    inputs: &BTreeMap<String, FileId>,
-) -> Vec<Option<(u64, i64, i64, i64, i64, u64)>> {
+fn stat_snapshot(root: &Path, inputs: &BTreeMap<String, FileId>) -> Vec<Option<StatIdentity>> {
     use std::os::unix::fs::MetadataExt;
     inputs
         .keys()
