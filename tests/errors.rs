@@ -713,7 +713,7 @@ fn unknown_target_on_the_command_line() {
     );
     insta::assert_snapshot!("unknown_target_cli_no_suggestion", err);
     let err = rejected_in(&p, &["--rebuild", "zzzz"]);
-    assert!(err.contains("--rebuild names unknown target `zzzz`"), "{err}");
+    assert!(err.contains("--rebuild: no target named `zzzz` in this project"), "{err}");
     let err = rejected_in(&p, &["clean", "zzzz"]);
     assert!(err.contains("no target named `zzzz`"), "{err}");
 }

@@ -25,7 +25,7 @@ pub enum InputError {
     NotUtf8(String),
     #[error("input `{link}` is a symlink that leads back to its own ancestor `{ancestor}` (a loop)")]
     Loop { link: String, ancestor: String },
-    #[error("input `{0}` is a symlink that leads back to itself (a loop)")]
+    #[error("input `{0}` is in a symlink loop: following it comes back to a link already followed")]
     SelfLoop(String),
     #[error("input `{path}` is {kind}; inputs may hold only files, folders and symlinks")]
     NotAFile { path: String, kind: &'static str },
