@@ -269,8 +269,11 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
     };
     let global = cli.global;
     match cli.cmd {
-        None => build(&global, cli.build),
-        Some(Cmd::Build(b)) => build(&global, cli.build.merge(b)),
+        None => json_errors(cli.build.json, build(&global, cli.build)),
+        Some(Cmd::Build(b)) => {
+            let args = cli.build.merge(b);
+            json_errors(args.json, build(&global, args))
+        }
         Some(Cmd::List) => list(&global),
         Some(Cmd::Graph { format }) => graph(&global, format),
         Some(Cmd::Clean { targets }) => clean(&global, &targets),
@@ -613,6 +616,17 @@ impl Timings {
         for (what, d) in &self.marks {
             note(&format!("timing: {what:<14} {:>8.2} ms", d.as_secs_f64() * 1000.0));
         }
+    }
+}
+
+/// With `--json`, config errors go to stdout as JSON objects, one per line, like the events.
+fn json_errors(json: bool, result: Result<u8, Error>) -> Result<u8, Error> {
+    match result {
+        Err(Error::Config(errors)) if json => {
+            out(&errors.json_lines());
+            Ok(2)
+        }
+        other => other,
     }
 }
 
