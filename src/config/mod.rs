@@ -155,6 +155,11 @@ fn read_raw(source: &Source) -> Result<(RawFile, Vec<ConfigError>), Vec<ConfigEr
             help: Some("a gevulot.yaml needs at least `targets:`, for example:\ntargets:\n  hello:\n    outputs: [hello.txt]\n    run: echo hello > hello.txt".into()),
         }]);
     }
+    // Fast path: a valid file is read by serde's derive, as quickly as YAML can be read. Only
+    // when that fails is it read again, node by node, to find every error (`read.rs`).
+    if let Ok(raw) = serde_saphyr::from_str::<RawFile>(&source.text) {
+        return Ok((raw, Vec::new()));
+    }
     let root = read::parse_nodes(&source.text).map_err(|e| vec![yaml_error(source, &e)])?;
     let mut reader = Reader::new(source);
     let what = "a map of `vars`, `default` and `targets`";
