@@ -403,11 +403,17 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
         GlobalArgs::new(top_project.clone().merge(p), top_cache.clone().merge(c))
     };
     match cli.cmd {
-        None => build(&g(ProjectArgs::default(), CacheArgs::default()), top_build.clone(), false),
-        Some(Cmd::Build { project, cache, build: b }) => {
-            build(&g(project, cache), top_build.clone().merge(b), true)
+        None => {
+            let json = top_build.json;
+            json_errors(
+                json,
+                build(&g(ProjectArgs::default(), CacheArgs::default()), top_build.clone(), false),
+            )
         }
-
+        Some(Cmd::Build { project, cache, build: b }) => {
+            let args = top_build.clone().merge(b);
+            json_errors(args.json, build(&g(project, cache), args, true))
+        }
         Some(Cmd::List { project }) => {
             takes(true, false, "list")?;
             list(&g(project, CacheArgs::default()))
@@ -844,6 +850,17 @@ impl Timings {
         for (what, d) in &self.marks {
             note(&format!("timing: {what:<14} {:>8.2} ms", d.as_secs_f64() * 1000.0));
         }
+    }
+}
+
+/// With `--json`, config errors go to stdout as JSON objects, one per line, like the events.
+fn json_errors(json: bool, result: Result<u8, Error>) -> Result<u8, Error> {
+    match result {
+        Err(Error::Config(errors)) if json => {
+            out(&errors.json_lines());
+            Ok(2)
+        }
+        other => other,
     }
 }
 
