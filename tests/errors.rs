@@ -1104,3 +1104,15 @@ fn a_var_using_an_unset_var_is_unset() {
     p.build(&["t", "--set", "sha=abc"]);
     assert_eq!(p.read("o"), "sha256:abc\n");
 }
+
+/// Regression: a var cycle closed by a `--set` value pointed at the file's own (innocent) value
+/// of that var. It now points at a value in the file that takes part, and names the `--set`.
+#[test]
+fn a_var_cycle_through_set_names_it() {
+    let yaml =
+        "vars:\n  v: \"1\"\n  x: ${w}\n  w: ${v}\ntargets:\n  t:\n    outputs: [o]\n    run: echo ${x} > o\n";
+    let err = rejected(yaml, &["--set", "v=${x}"]);
+    assert!(err.contains("(`v` given by --set)"), "{err}");
+    assert!(!err.contains("2 |   v: \"1\"\n   :"), "the file's value of v is not the culprit: {err}");
+    assert!(err.contains("${w}") || err.contains("${v}"), "{err}");
+}

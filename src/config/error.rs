@@ -119,6 +119,13 @@ pub enum ConfigError {
         span: SourceSpan,
     },
 
+    #[error("vars use each other in a cycle: {cycle}")]
+    #[diagnostic(
+        code(gvbuild::config::var_cycle),
+        help("a var's value may use other vars (`${{name}}`), but not itself through them")
+    )]
+    VarCycleSet { cycle: String },
+
     #[error("`default` names unknown target `{name}`")]
     #[diagnostic(code(gvbuild::config::unknown_default))]
     UnknownDefault {

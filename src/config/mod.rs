@@ -286,16 +286,28 @@ impl Validator<'_> {
                 let from = stack.iter().position(|n| n == name).unwrap_or(0);
                 let mut cycle: Vec<String> = stack[from..].to_vec();
                 cycle.push(name.to_string());
-                let span = raw
-                    .vars
-                    .iter()
-                    .find(|(k, _)| k.value == name)
-                    .map(|(_, v)| Span::of(&v.referenced))
-                    .unwrap_or(Span::new(0, 0));
-                self.errors.push(ConfigError::VarCycle {
-                    cycle: cycle.join(" -> "),
-                    src: self.src.named(),
-                    span: span.into(),
+                // Point at a value written in the file: one given by --set is not there.
+                let mut set: Vec<&String> =
+                    cycle.iter().filter(|n| overridden.contains(n.as_str())).collect();
+                set.sort();
+                set.dedup();
+                let note = match set.as_slice() {
+                    [] => String::new(),
+                    given => format!(
+                        " ({} given by --set)",
+                        given.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                    ),
+                };
+                let in_file = cycle.iter().filter(|n| !overridden.contains(n.as_str())).find_map(|n| {
+                    raw.vars.iter().find(|(k, _)| &k.value == n).map(|(_, v)| Span::of(&v.referenced))
+                });
+                self.errors.push(match in_file {
+                    Some(span) => ConfigError::VarCycle {
+                        cycle: format!("{}{note}", cycle.join(" -> ")),
+                        src: self.src.named(),
+                        span: span.into(),
+                    },
+                    None => ConfigError::VarCycleSet { cycle: format!("{}{note}", cycle.join(" -> ")) },
                 });
                 // Each member of the cycle is reported once, through the first one met.
                 for n in &cycle {
