@@ -207,6 +207,29 @@ struct BuildArgs {
     quiet: bool,
 }
 
+impl BuildArgs {
+    /// The options and targets given, as written on the command line, for messages.
+    fn given(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.targets.iter().map(|t| format!("the target `{t}`")).collect();
+        out.extend(self.target.iter().map(|t| format!("--target {t}")));
+        if let Some(j) = self.jobs {
+            out.push(format!("-j {j}"));
+        }
+        let flags = [
+            (self.keep_going, "-k"),
+            (self.verbose, "-v"),
+            (self.json, "--json"),
+            (self.explain, "--explain"),
+            (self.dry_run, "-n"),
+            (self.rebuild_all, "-B"),
+            (self.quiet, "-q"),
+        ];
+        out.extend(flags.iter().filter(|(on, _)| *on).map(|(_, f)| f.to_string()));
+        out.extend(self.rebuild.iter().map(|r| format!("--rebuild {r}")));
+        out
+    }
+}
+
 /// `-j N`: a count of commands, 0 for no limit.
 fn parse_jobs(s: &str) -> Result<usize, String> {
     s.parse::<usize>().map_err(|_| {
@@ -440,7 +463,8 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
         }
         if !build && top_build != BuildArgs::default() {
             return Err(Error::Usage(format!(
-                "`gvbuild {name}` does not take build options or targets; see `gvbuild {name} --help`"
+                "`gvbuild {name}` does not take {}; see `gvbuild {name} --help`",
+                top_build.given().join(", ")
             )));
         }
         Ok(())
@@ -449,9 +473,16 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
         GlobalArgs::new(top_project.clone().merge(p), top_cache.clone().merge(c))
     };
     match cli.cmd {
-        None => build(&g(ProjectArgs::default(), CacheArgs::default()), top_build.clone(), top_remote),
+        None => {
+            let json = top_build.json;
+            json_errors(
+                json,
+                build(&g(ProjectArgs::default(), CacheArgs::default()), top_build.clone(), top_remote, false),
+            )
+        }
         Some(Cmd::Build { project, cache, build: b, remote }) => {
-            build(&g(project, cache), top_build.clone().merge(b), top_remote.merge(remote))
+            let args = top_build.clone().merge(b);
+            json_errors(args.json, build(&g(project, cache), args, top_remote.merge(remote), true))
         }
         Some(Cmd::List { project }) => {
             takes(true, false, "list")?;
@@ -682,6 +713,14 @@ fn open_cache(g: &GlobalArgs, mode: lock::Mode) -> Result<(Cache, lock::Lock), E
     Ok((cache, l))
 }
 
+/// "no target named `X`", with the nearest target's name when there is one.
+fn unknown_target(graph: &Graph, name: &str) -> Error {
+    let hint = crate::diag::suggest(name, graph.project.targets.iter().map(|t| t.name.as_str()))
+        .map(|h| format!("; {h}"))
+        .unwrap_or_else(|| "; `gvbuild list` shows the targets".to_string());
+    Error::Usage(format!("no target named `{name}` in this project{hint}"))
+}
+
 /// A word on the command line that names no target but is close to a subcommand's name.
 fn subcommand_hint(names: &[String]) -> Option<String> {
     names.iter().find_map(|n| {
@@ -690,7 +729,12 @@ fn subcommand_hint(names: &[String]) -> Option<String> {
     })
 }
 
-fn build(g: &GlobalArgs, args: BuildArgs, remote_args: RemoteArgs) -> Result<u8, Error> {
+fn build(
+    g: &GlobalArgs,
+    args: BuildArgs,
+    remote_args: RemoteArgs,
+    explicit_build: bool,
+) -> Result<u8, Error> {
     let mut timings = Timings::new();
     let mut names = args.targets.clone();
     names.extend(args.target.iter().cloned());
@@ -698,7 +742,7 @@ fn build(g: &GlobalArgs, args: BuildArgs, remote_args: RemoteArgs) -> Result<u8,
         Ok(p) => p,
         // `gvbuild lsit` outside a project: the likelier mistake is the subcommand's name.
         Err(Error::NoBuildFile(dir)) => {
-            return Err(match subcommand_hint(&args.targets) {
+            return Err(match subcommand_hint(&args.targets).filter(|_| !explicit_build) {
                 Some(hint) => Error::Usage(format!(
                     "{hint} (and there is no gevulot.yaml in {dir} or any parent folder)"
                 )),
@@ -728,17 +772,21 @@ fn build(g: &GlobalArgs, args: BuildArgs, remote_args: RemoteArgs) -> Result<u8,
     let selected = graph.select(&names).map_err(|e| {
         let unknown: Vec<String> =
             args.targets.iter().filter(|n| graph.lookup(n).is_none()).cloned().collect();
-        match subcommand_hint(&unknown) {
-            // A near target name was offered already; a subcommand is offered where none was.
+        match subcommand_hint(&unknown).filter(|_| !explicit_build) {
+            // After `gvbuild build` a word is a target; a bare word may be a mistyped subcommand.
             Some(hint) if !e.contains("did you mean") => Error::Usage(hint),
-            _ => Error::Usage(e),
+            Some(hint) => Error::Usage(format!("{e} ({hint})")),
+            None => Error::Usage(e),
         }
     })?;
     // A group stands for its members.
     let mut rebuild = HashSet::new();
     for r in &args.rebuild {
         let Some(i) = graph.lookup(r) else {
-            return Err(Error::Usage(format!("--rebuild names unknown target `{r}`")));
+            return Err(match unknown_target(&graph, r) {
+                Error::Usage(m) => Error::Usage(format!("--rebuild: {m}")),
+                e => e,
+            });
         };
         if graph.target(i).step.is_some() {
             rebuild.insert(r.clone());
@@ -905,6 +953,17 @@ impl Timings {
     }
 }
 
+/// With `--json`, config errors go to stdout as JSON objects, one per line, like the events.
+fn json_errors(json: bool, result: Result<u8, Error>) -> Result<u8, Error> {
+    match result {
+        Err(Error::Config(errors)) if json => {
+            out(&errors.json_lines());
+            Ok(2)
+        }
+        other => other,
+    }
+}
+
 /// A step that is about to be built and uses a var declared without a value is an error.
 fn check_unset_vars(graph: &Graph, selected: &[usize], source: &Source) -> Result<(), Error> {
     let mut errors = Vec::new();
@@ -1031,11 +1090,13 @@ fn clean(g: &GlobalArgs, names: &[String]) -> Result<u8, Error> {
         which.extend(0..graph.len());
     } else {
         for n in names {
-            which.push(
-                graph
-                    .lookup(n)
-                    .ok_or_else(|| Error::Usage(format!("no target named `{n}` in this project")))?,
-            );
+            let i = graph.lookup(n).ok_or_else(|| unknown_target(&graph, n))?;
+            // A group stands for its members, as with --rebuild.
+            if graph.target(i).step.is_some() {
+                which.push(i);
+            } else {
+                which.extend(graph.step_deps[i].iter().copied());
+            }
         }
     }
     let mut state = State::load(&p.state_dir);

@@ -7,9 +7,46 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use miette::{NamedSource, SourceSpan};
+use miette::{Diagnostic, NamedSource, ReportHandler, SourceSpan};
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Location;
+
+/// A diagnostic as the user reads it: its code and message (once), the labelled snippet, the
+/// help. `color` also means unicode; without it the width is fixed, so output is stable.
+pub fn render(diag: &dyn Diagnostic, color: bool) -> String {
+    struct Show<'a>(&'a dyn Diagnostic, miette::MietteHandler);
+    impl std::fmt::Display for Show<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.1.debug(self.0, f)
+        }
+    }
+    let opts = miette::MietteHandlerOpts::new().color(color).unicode(color);
+    let opts = if color { opts } else { opts.width(100) };
+    let text = Show(diag, opts.build()).to_string();
+    format!("{}\n", text.trim_end())
+}
+
+/// A diagnostic as one JSON object (`"event": "error"`), for `--json`: its code, message, file,
+/// 1-based line and column (of its primary label, else its first; `null` when it has none),
+/// label and help.
+pub fn json(diag: &dyn Diagnostic, file: &str) -> serde_json::Value {
+    let labels: Vec<miette::LabeledSpan> = diag.labels().map(|l| l.collect()).unwrap_or_default();
+    let label = labels.iter().find(|l| l.primary()).or(labels.first());
+    let place = label.and_then(|l| {
+        let contents = diag.source_code()?.read_span(l.inner(), 0, 0).ok()?;
+        Some((contents.line() + 1, contents.column() + 1))
+    });
+    serde_json::json!({
+        "event": "error",
+        "code": diag.code().map(|c| c.to_string()),
+        "message": diag.to_string(),
+        "file": file,
+        "line": place.map(|p| p.0),
+        "column": place.map(|p| p.1),
+        "label": label.and_then(|l| l.label()),
+        "help": diag.help().map(|h| h.to_string()),
+    })
+}
 
 /// A byte range in a source file.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -99,8 +99,12 @@ impl Graph {
                 return Ok(g);
             }
         }
-        let project = config::parse(source, overrides)?;
-        let mut graph = Graph::check(project, source)?;
+        // The whole-graph checks run also when validation found errors, on what it could read.
+        let (project, errors) = config::load(source, overrides);
+        let Some(project) = project else {
+            return Err(ConfigErrors::new(&source.name, errors));
+        };
+        let mut graph = Graph::check(project, source, errors)?;
         graph.key = key;
         let cached = Cached {
             key,
@@ -136,28 +140,34 @@ impl Graph {
         Graph { project, dag, index, step_deps, inferred, key: [0; 32] }
     }
 
-    /// Build the graph and run the whole-graph checks, collecting every error: cycles among the
-    /// declared deps, then outputs, then inference and the cycles its edges close.
-    fn check(project: Project, source: &Source) -> Result<Graph, ConfigErrors> {
+    /// Build the graph and run the whole-graph checks, adding every error to those validation
+    /// found: cycles among the declared deps, then outputs, then inference and the cycles its
+    /// edges close (only those through an inferred edge, when declared deps had a cycle already).
+    fn check(project: Project, source: &Source, mut errors: Vec<ConfigError>) -> Result<Graph, ConfigErrors> {
         let mut g = Graph::from_parts(project, Vec::new(), Vec::new());
-        let mut errors = Vec::new();
+        let before = errors.len();
         g.check_cycles(source, &mut errors);
-        if errors.is_empty() {
-            g.step_deps = g.compute_step_deps();
-            let inferred = g.check_outputs(source, &mut errors);
-            if !inferred.is_empty() {
-                for e in &inferred {
-                    g.dag.add_edge(NodeIndex::new(e.target), NodeIndex::new(e.dep), ());
-                }
-                g.inferred = inferred;
-                g.check_cycles(source, &mut errors);
-                g.step_deps = g.compute_step_deps();
+        let declared_cycles = errors.len() > before;
+        g.step_deps = g.compute_step_deps();
+        let inferred = g.check_outputs(source, &mut errors);
+        if !inferred.is_empty() {
+            for e in &inferred {
+                g.dag.add_edge(NodeIndex::new(e.target), NodeIndex::new(e.dep), ());
             }
+            g.inferred = inferred;
+            let mut closed = Vec::new();
+            g.check_cycles(source, &mut closed);
+            errors.extend(
+                closed
+                    .into_iter()
+                    .filter(|e| !declared_cycles || matches!(e, ConfigError::InferredCycle { .. })),
+            );
+            g.step_deps = g.compute_step_deps();
         }
         if errors.is_empty() {
             Ok(g)
         } else {
-            Err(ConfigErrors { file: source.name.clone(), errors })
+            Err(ConfigErrors::new(&source.name, errors))
         }
     }
 

@@ -12,15 +12,13 @@ fn main() -> ExitCode {
             let code = err.exit_code();
             let color =
                 std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal();
-            let _ = miette::set_hook(Box::new(move |_| {
-                let handler = miette::MietteHandlerOpts::new().color(color).unicode(color);
-                let handler = if color { handler } else { handler.width(100) };
-                Box::new(handler.build())
-            }));
-            let report = miette::Report::new(err);
+            let text = match &err {
+                gvbuild::Error::Config(errors) => errors.render(color),
+                other => gvbuild::diag::render(other, color),
+            };
             #[allow(clippy::print_stderr)]
             {
-                eprintln!("{report:?}");
+                eprint!("{text}");
             }
             ExitCode::from(code)
         }

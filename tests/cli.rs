@@ -382,7 +382,7 @@ fn subcommands_get_did_you_mean() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("did you mean the subcommand `gvbuild graph`?"), "{err}");
     let r = p.gvbuild(&["-j2", "libs", "/bin/ls"]).exit(2);
-    assert!(r.stderr().contains("`gvbuild libs` does not take build options"), "{}", r.stderr());
+    assert!(r.stderr().contains("`gvbuild libs` does not take -j 2"), "{}", r.stderr());
     // Options before a subcommand that takes them still work.
     p.gvbuild(&["-C", ".", "list"]).success().stdout_has("gen");
 }
@@ -401,4 +401,40 @@ fn completions_and_man_page() {
     let man = p.gvbuild(&["man"]).success().stdout();
     assert!(man.starts_with(".ie") || man.contains(".TH gvbuild"), "{man}");
     assert!(man.contains("rebuild\\-all"), "{man}");
+}
+
+/// `clean GROUP` removes its members' outputs; `clean` and `--rebuild` of an unknown target get
+/// "did you mean"; after an explicit `build`, a word is a target, never a subcommand.
+#[test]
+fn clean_takes_groups_and_unknown_names_get_suggestions() {
+    let p = project();
+    p.build(&[]);
+    p.gvbuild(&["clean", "all"]).success().stdout_has("removed 1 output(s)");
+    assert!(!p.exists("out/use.txt") && p.exists("out/gen.txt"), "all's member `use` only");
+    p.gvbuild(&["clean", "gn"]).exit(2).stderr_has("did you mean `gen`?");
+    p.gvbuild(&["--rebuild", "gn"])
+        .exit(2)
+        .stderr_has("--rebuild: no target named `gn` in this project; did you mean `gen`?");
+    let r = p.gvbuild(&["build", "lst"]).exit(2);
+    assert!(!r.stderr().contains("subcommand"), "{}", r.stderr());
+}
+
+/// Regression: with a warm cache, `-n` said a dependent "would run" because its dependency
+/// would be restored rather than left fresh, though the build then restored everything. A step
+/// that does not read its restored dependency's files is now predicted exactly; one that does
+/// says so.
+#[test]
+fn dry_run_predicts_restores_through_dependencies() {
+    let p = Project::new().file(
+        "gevulot.yaml",
+        "targets:\n  gen:\n    outputs: [out/gen.txt]\n    run: echo gen > out/gen.txt\n  stamp:\n    deps: [gen]\n    outputs: [out/stamp]\n    run: echo stamp > out/stamp\n  use:\n    deps: [gen]\n    inputs: [out/gen.txt]\n    outputs: [out/use.txt]\n    run: cp out/gen.txt out/use.txt\n",
+    );
+    p.build(&[]);
+    let q = p.clone_to_new_folder();
+    std::fs::remove_dir_all(q.path("out")).unwrap();
+    let dry = Build::parse(&q.gvbuild(&["--json", "-n"]).success());
+    assert_eq!(dry.restored(), names(&["gen", "stamp"]), "{:?}", dry.outcomes());
+    let reasons = dry.events.iter().find(|e| e["target"] == "use").unwrap()["reasons"].to_string();
+    assert!(reasons.contains("dependency gen would be restored first"), "{reasons}");
+    assert_eq!(q.build(&[]).restored(), names(&["gen", "stamp", "use"]));
 }

@@ -37,16 +37,18 @@ fn locations(stderr: &str) -> Vec<String> {
     stderr.split(",-[").skip(1).map(|rest| rest[..rest.find(']').unwrap()].to_string()).collect()
 }
 
-/// The build-file diagnostic reports exactly these errors, one snippet each, in this order, each
-/// at `gevulot.yaml:LINE:COL` (`at`) and each snippet with at least one label under a source
-/// line.
+/// The build-file diagnostic reports exactly these errors, one snippet each, in this order (the
+/// order of their places in the file), each at `gevulot.yaml:LINE:COL` (`at`), each headed once
+/// by its code, each snippet with at least one label under a source line, and then their count.
 fn assert_errors_at(stderr: &str, at: &[&str]) {
     let n = at.len();
-    let header = format!("gevulot.yaml: {n} error{} in the build file", if n == 1 { "" } else { "s" });
-    assert!(stderr.contains(&header), "expected {header:?} in:\n{stderr}");
+    let count = format!("gevulot.yaml: {n} error{} in the build file", if n == 1 { "" } else { "s" });
+    assert_eq!(stderr.lines().last(), Some(count.as_str()), "the count comes last in:\n{stderr}");
     let expected: Vec<String> = at.iter().map(|a| format!("gevulot.yaml:{a}")).collect();
     assert_eq!(locations(stderr), expected, "snippet locations in:\n{stderr}");
-    assert_eq!(stderr.matches("Error: gvbuild::config::").count(), n, "error count in:\n{stderr}");
+    let headings = stderr.lines().filter(|l| l.starts_with("gvbuild::config::")).count();
+    assert_eq!(headings, n, "one heading per error in:\n{stderr}");
+    assert_eq!(stderr.matches("gvbuild::config").count(), n, "nothing else headed in:\n{stderr}");
     for snippet in stderr.split(",-[").skip(1) {
         let snippet = &snippet[..snippet.find("`----\n").unwrap()];
         assert!(
@@ -90,7 +92,8 @@ fn syntax_error_unclosed_flow_mapping() {
 fn unknown_key_in_target() {
     let err = rejected("targets:\n  app:\n    run: echo hi\n    runn: echo typo\n", &[]);
     assert_errors_at(&err, &["4:5"]);
-    assert!(err.contains("unknown field `runn`"), "{err}");
+    assert!(err.contains("unknown key `runn` in target `app`"), "{err}");
+    assert!(err.contains("did you mean `run`?"), "{err}");
     insta::assert_snapshot!("unknown_key_in_target", err);
 }
 
@@ -98,7 +101,8 @@ fn unknown_key_in_target() {
 fn unknown_top_level_key() {
     let err = rejected("target:\n  app:\n    run: echo\n", &[]);
     assert_errors_at(&err, &["1:1"]);
-    assert!(err.contains("unknown field `target`"), "{err}");
+    assert!(err.contains("unknown top-level key `target`"), "{err}");
+    assert!(err.contains("did you mean `targets`?"), "{err}");
     insta::assert_snapshot!("unknown_top_level_key", err);
 }
 
@@ -106,7 +110,7 @@ fn unknown_top_level_key() {
 fn missing_targets() {
     let err = rejected("vars:\n  a: b\n", &[]);
     assert_errors_at(&err, &["1:1"]);
-    assert!(err.contains("missing field `targets`"), "{err}");
+    assert!(err.contains("the build file has no `targets`"), "{err}");
     insta::assert_snapshot!("missing_targets", err);
 }
 
@@ -135,11 +139,11 @@ fn wrong_type_env_not_a_map() {
 fn wrong_value_restore_mode() {
     let err = rejected("targets:\n  app:\n    run: echo\n    restore: symlink\n", &[]);
     assert_errors_at(&err, &["4:14"]);
-    assert!(err.contains("unknown variant `symlink`, expected one of copy, hardlink"), "{err}");
+    assert!(err.contains("`restore` of target `app` is `copy` or `hardlink`"), "{err}");
     insta::assert_snapshot!("wrong_value_restore_mode", err);
 }
 
-/// serde stops at the first error; gvbuild still reports one per target in one run.
+/// serde stops at the first error; gvbuild still reports every one in one run.
 #[test]
 fn several_yaml_errors_reported_together() {
     let yaml = "\
@@ -158,8 +162,8 @@ default: ok
 ";
     let err = rejected(yaml, &[]);
     assert_errors_at(&err, &["3:5", "6:5", "11:12"]);
-    assert!(err.contains("unknown field `runn`"), "{err}");
-    assert!(err.contains("unknown field `dpes`"), "{err}");
+    assert!(err.contains("unknown key `runn` in target `gen`"), "{err}");
+    assert!(err.contains("unknown key `dpes` in target `app`"), "{err}");
     insta::assert_snapshot!("several_yaml_errors", err);
 }
 
@@ -199,13 +203,39 @@ fn unknown_default() {
     insta::assert_snapshot!("unknown_default", err);
 }
 
+/// Targets may take subcommand names, those of today and those to come (`completions`, `man`,
+/// `worker`), so that a project keeps loading when gvbuild gains a subcommand. `gvbuild build
+/// NAME` and `gvbuild --target NAME` build such a target; a bare `gvbuild NAME` runs the
+/// subcommand.
 #[test]
-fn reserved_target_names() {
-    let err = rejected("targets:\n  list:\n    run: echo\n  cache:\n    run: echo\n", &[]);
-    assert_errors_at(&err, &["2:3", "4:3"]);
-    assert!(err.contains("target name `list` is reserved for the `gvbuild list` subcommand"), "{err}");
-    assert!(err.contains("for example `cache-step`"), "{err}");
-    insta::assert_snapshot!("reserved_target_names", err);
+fn targets_named_like_subcommands_load_and_build() {
+    let mut yaml = String::from("targets:\n");
+    let subcommands = [
+        "build",
+        "list",
+        "graph",
+        "clean",
+        "cache",
+        "hash",
+        "libs",
+        "inspect",
+        "schema",
+        "completions",
+        "man",
+        "worker",
+    ];
+    for name in subcommands {
+        yaml.push_str(&format!("  {name}:\n    outputs: [{name}.txt]\n    run: echo {name} > {name}.txt\n"));
+    }
+    let p = project(&yaml);
+    p.gvbuild(&["list"]).success().stdout_has("completions");
+    assert_eq!(p.build(&["build", "list"]).ran(), names(&["list"]));
+    assert_eq!(p.read("list.txt"), "list\n");
+    assert_eq!(p.build(&["--target", "cache", "--target", "worker"]).ran(), names(&["cache", "worker"]));
+    assert_eq!(p.build(&["build", "build", "man"]).ran(), names(&["build", "man"]));
+    assert_eq!(p.read("build.txt"), "build\n");
+    // Everything else, by default.
+    assert_eq!(p.build(&[]).ran().len(), subcommands.len() - 5);
 }
 
 #[test]
@@ -534,8 +564,8 @@ targets:
     run: echo ${f}
 ";
     let err = rejected(yaml, &[]);
-    // Reported in the order gvbuild reads the fields (the command first), each at its `${...}`.
-    assert_errors_at(&err, &["8:15", "5:18", "6:16", "7:14", "3:19", "4:20"]);
+    // Reported in the order of the file, each at its `${...}`.
+    assert_errors_at(&err, &["3:19", "4:20", "5:18", "6:16", "7:14", "8:15"]);
 }
 
 /// YAML itself forbids `{` in a plain scalar inside `[...]`: `${var}` there must be quoted.
@@ -612,7 +642,7 @@ targets:
     run: cc -o app ${CC}
 ";
     let err = rejected(yaml, &[]);
-    assert_errors_at(&err, &["6:17", "8:20", "7:15"]);
+    assert_errors_at(&err, &["6:17", "7:15", "8:20"]);
     assert!(err.contains("unknown target `gne_typo`"), "{err}");
     assert!(err.contains("undefined var `CC`"), "{err}");
     assert!(err.contains("output `../app` of target `app` is outside the project folder"), "{err}");
@@ -636,9 +666,252 @@ targets:
     run: echo
 ";
     let err = rejected(yaml, &[]);
-    assert_errors_at(&err, &["8:15", "3:14"]);
+    assert_errors_at(&err, &["3:14", "8:15"]);
     assert!(err.contains("output `out/a` is claimed by both `a` and `b`"), "{err}");
     assert!(err.contains("dependency cycle: c -> a -> c"), "{err}");
+}
+
+/// A file with six mistakes of six kinds gets all six in one run, each once, and nothing that
+/// follows from another: the target with the misspelled `run` is not also "a group with
+/// outputs", and the fetch whose `sha256` names an undefined var is not also "not 64 hex
+/// digits" (nor a hint with a URL cut short).
+#[test]
+fn every_mistake_in_one_run_each_once() {
+    let yaml = "\
+vars:
+  mirror: https://example.com
+targets:
+  gen:
+    outputs: out/gen.txt
+    run: echo gen > out/gen.txt
+  app:
+    deps: [gen, tol]
+    outputs: [app]
+    rnu: echo ${mirror}
+  tool:
+    outputs: [tool]
+    run: cc -o tool ${CC}
+  a:
+    deps: [b]
+    run: echo a
+  b:
+    deps: [a]
+    run: echo b
+  nanos:
+    fetch:
+      url: ${mirror}/nanos.tgz
+      sha256: ${nanos_sha}
+      into: build/nanos
+";
+    let p = project(yaml);
+    let err = rejected_in(&p, &[]);
+    assert_errors_at(&err, &["5:14", "8:17", "10:5", "13:21", "15:12", "23:15"]);
+    assert!(err.contains("`outputs` of target `gen` is a list of paths"), "{err}");
+    assert!(err.contains("write `[out/gen.txt]`"), "{err}");
+    assert!(err.contains("target `app` depends on unknown target `tol`"), "{err}");
+    assert!(err.contains("did you mean `tool`?"), "{err}");
+    assert!(err.contains("unknown key `rnu` in target `app`"), "{err}");
+    assert!(err.contains("did you mean `run`?"), "{err}");
+    assert!(err.contains("undefined var `CC`"), "{err}");
+    assert!(err.contains("dependency cycle: a -> b -> a"), "{err}");
+    assert!(err.contains("undefined var `nanos_sha`"), "{err}");
+    assert!(!err.contains("hex digits") && !err.contains("gvbuild hash"), "a follow-on error:\n{err}");
+    insta::assert_snapshot!("every_mistake_in_one_run", err);
+
+    // The same with --json: one object per error on stdout, and exit status 2.
+    let run = p.gvbuild(&["--json"]).exit(2);
+    assert_eq!(run.stderr(), "", "with --json, nothing on stderr");
+    let errors: Vec<serde_json::Value> =
+        run.stdout().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(errors.len(), 6, "{}", run.stdout());
+    let places: Vec<(u64, u64)> =
+        errors.iter().map(|e| (e["line"].as_u64().unwrap(), e["column"].as_u64().unwrap())).collect();
+    assert_eq!(places, [(5, 14), (8, 17), (10, 5), (13, 21), (15, 12), (23, 15)]);
+    for e in &errors {
+        assert_eq!(e["event"], "error", "{e}");
+        assert_eq!(e["file"], "gevulot.yaml", "{e}");
+        assert!(e["code"].as_str().unwrap().starts_with("gvbuild::config::"), "{e}");
+        assert!(!e["message"].as_str().unwrap().is_empty(), "{e}");
+        assert!(e["help"].is_string(), "{e}");
+    }
+    assert_eq!(errors[0]["code"], "gvbuild::config::wrong_type");
+    assert_eq!(errors[0]["message"], "`outputs` of target `gen` is a list of paths");
+    assert_eq!(errors[0]["help"], "write `[out/gen.txt]`");
+    assert_eq!(errors[5]["code"], "gvbuild::config::undefined_var");
+    assert_eq!(errors[5]["message"], "undefined var `nanos_sha`");
+    // `build --json` is the same.
+    let again = p.gvbuild(&["build", "--json"]).exit(2);
+    assert_eq!(again.stdout(), run.stdout());
+}
+
+/// `--json` config errors without a place in the file (a `--set` of an undeclared var) have
+/// `null` line and column; an unset var found when building is an error object too.
+#[test]
+fn json_config_errors_without_a_place_and_at_build_time() {
+    let p = project("vars:\n  pin: ~\ntargets:\n  t:\n    outputs: [o]\n    run: echo ${pin} > o\n");
+    let run = p.gvbuild(&["--json", "--set", "pni=1"]).exit(2);
+    let e: serde_json::Value = serde_json::from_str(run.stdout().trim()).unwrap();
+    assert_eq!(e["code"], "gvbuild::config::unknown_set");
+    assert!(e["line"].is_null() && e["column"].is_null(), "{e}");
+    assert_eq!(e["help"], "did you mean `pin`?");
+    let run = p.gvbuild(&["--json"]).exit(2);
+    let e: serde_json::Value = serde_json::from_str(run.stdout().trim()).unwrap();
+    assert_eq!(e["code"], "gvbuild::config::unset_var");
+    assert_eq!((e["line"].as_u64(), e["column"].as_u64()), (Some(6), Some(15)));
+}
+
+/// A value of the wrong type is reported in gevulot.yaml's terms, for every list, map, string,
+/// boolean and step field of a target, all in one run, each with what to write instead.
+#[test]
+fn wrong_types_in_gevulot_yaml_terms() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("description", "[a, b]", "`description` of target `t0` is one line of text", "write one string"),
+        ("deps", "gen", "`deps` of target `t1` is a list of target names", "write `[gen]`"),
+        ("inputs", "src/a.c", "`inputs` of target `t2` is a list of paths and globs", "write `[src/a.c]`"),
+        ("outputs", "out/c", "`outputs` of target `t3` is a list of paths", "write `[out/c]`"),
+        (
+            "run",
+            "[cc -c a.c]",
+            "`run` of target `t4` is a shell command (a string)",
+            "write `cc -c a.c`, without the brackets",
+        ),
+        ("depfile", "{a: b}", "`depfile` of target `t5` is a path", "quote the value"),
+        (
+            "env",
+            "[LC_ALL=C]",
+            "`env` of target `t6` is a map of variable names to values",
+            "write `{ LC_ALL: C }`",
+        ),
+        ("pass_env", "HOME", "`pass_env` of target `t7` is a list of variable names", "write `[HOME]`"),
+        ("tools", "nvcc", "`tools` of target `t8` is a list of programs", "write `[nvcc]`"),
+        ("cache", "3", "`cache` of target `t9` is `true` or `false`", "write `true` or `false`"),
+        (
+            "restore",
+            "hardlinks",
+            "`restore` of target `t10` is `copy` or `hardlink`",
+            "did you mean `hardlink`?",
+        ),
+        (
+            "fetch",
+            "https://example.com/x.tgz",
+            "`fetch` of target `t11` is a map of the download's settings",
+            "write a map of its keys: url, git",
+        ),
+        (
+            "stage",
+            "[build/root]",
+            "`stage` of target `t12` is a map of the stage root's settings",
+            "write a map of its keys: into, copy",
+        ),
+        (
+            "env",
+            "{ A: [x] }",
+            "`env` of target `t13` is a map of variable names to values",
+            "write one string",
+        ),
+        ("inputs", "[a, [b]]", "`inputs` of target `t14` is a list of paths and globs", "write one string"),
+    ];
+    let mut yaml = String::from("targets:\n  gen:\n    run: echo\n");
+    for (i, (field, value, _, _)) in cases.iter().enumerate() {
+        // Nothing else in the target: no follow-on error ("no step and no deps") may appear.
+        yaml.push_str(&format!("  t{i}:\n    {field}: {value}\n"));
+    }
+    let err = rejected(&yaml, &[]);
+    let at: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (field, value, _, _))| {
+            // The value's place; inside a list or map, the entry's.
+            let inner = match *value {
+                "{ A: [x] }" => 5,
+                "[a, [b]]" => 4,
+                _ => 0,
+            };
+            format!("{}:{}", 5 + 2 * i, 7 + field.len() + inner)
+        })
+        .collect();
+    assert_errors_at(&err, &at.iter().map(String::as_str).collect::<Vec<_>>());
+    for (_, _, message, help) in cases {
+        assert!(err.contains(message), "{message}:\n{err}");
+        assert!(err.contains(help), "{help}:\n{err}");
+    }
+    assert!(!err.contains("expected") && !err.contains("sequence"), "the parser's terms:\n{err}");
+    insta::assert_snapshot!("wrong_types", err);
+}
+
+/// Inside a built-in step: the wrong type, a missing key and an undefined var are reported; the
+/// checks of the step as a whole (its pin, its builder) are not, as they would follow from these.
+#[test]
+fn wrong_types_and_missing_keys_in_a_step() {
+    let yaml = "\
+targets:
+  nanos:
+    fetch:
+      url: https://example.com/nanos.tgz
+      sha256: ${nope}
+      extract: { strip_components: one }
+  root:
+    stage:
+      copy: [{ from: a }]
+  user:
+    deps: [nanos, root]
+";
+    let err = rejected(yaml, &[]);
+    assert_errors_at(&err, &["3:5", "5:15", "6:36", "8:5", "9:14"]);
+    assert!(err.contains("`fetch` of target `nanos` needs `into`"), "{err}");
+    assert!(err.contains("`fetch.extract.strip_components` of target `nanos` is a whole number"), "{err}");
+    assert!(err.contains("`stage` of target `root` needs `into`"), "{err}");
+    assert!(err.contains("`stage.copy` of target `root` needs `to`"), "{err}");
+    insta::assert_snapshot!("wrong_types_in_a_step", err);
+}
+
+/// A target whose body is not a map is one error; deps on it are not "unknown".
+#[test]
+fn a_target_that_is_not_a_map_still_exists() {
+    let yaml = "targets:\n  gen: echo hi\n  app:\n    deps: [gen]\n    run: echo\n";
+    let err = rejected(yaml, &[]);
+    assert_errors_at(&err, &["2:8"]);
+    assert!(err.contains("target `gen` is a map of target names to targets"), "{err}");
+}
+
+/// A key given twice in a target is reported with the rest; the first one is kept.
+#[test]
+fn a_key_given_twice_in_a_target() {
+    let yaml = "targets:\n  app:\n    run: echo\n    deps: [nope]\n    run: echo 2\n";
+    let err = rejected(yaml, &[]);
+    assert_errors_at(&err, &["4:12", "5:5"]);
+    assert!(err.contains("`run` is given twice in target `app`"), "{err}");
+}
+
+/// Top-level keys starting with `x-` are ignored, so YAML anchors can live there (as in Compose
+/// files), and the JSON Schema allows them; any other unknown top-level key is still an error.
+#[test]
+fn x_keys_hold_anchors_and_other_unknown_top_level_keys_are_errors() {
+    let yaml = "\
+x-defaults: &defaults
+  env: { GREETING: hello }
+  pass_env: [HOME]
+x-command: &command echo $GREETING > out.txt
+x-anything: [1, {a: b}]
+targets:
+  app:
+    <<: *defaults
+    outputs: [out.txt]
+    run: *command
+";
+    let p = project(yaml);
+    assert_eq!(p.build(&[]).ran(), names(&["app"]));
+    assert_eq!(p.read("out.txt"), "hello\n");
+
+    let err = rejected(&format!("varz:\n  a: b\n{yaml}"), &[]);
+    assert_errors_at(&err, &["1:1"]);
+    assert!(err.contains("unknown top-level key `varz`"), "{err}");
+    assert!(err.contains("did you mean `vars`?"), "{err}");
+    assert!(err.contains("keys starting with `x-` are ignored"), "{err}");
+
+    let schema = p.gvbuild(&["schema"]).success().stdout();
+    assert!(schema.contains("\"patternProperties\": {\n    \"^x-\": true"), "{schema}");
+    assert!(schema.contains("\"additionalProperties\": false"), "{schema}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -713,7 +986,7 @@ fn unknown_target_on_the_command_line() {
     );
     insta::assert_snapshot!("unknown_target_cli_no_suggestion", err);
     let err = rejected_in(&p, &["--rebuild", "zzzz"]);
-    assert!(err.contains("--rebuild names unknown target `zzzz`"), "{err}");
+    assert!(err.contains("--rebuild: no target named `zzzz` in this project"), "{err}");
     let err = rejected_in(&p, &["clean", "zzzz"]);
     assert!(err.contains("no target named `zzzz`"), "{err}");
 }
@@ -830,4 +1103,16 @@ fn a_var_using_an_unset_var_is_unset() {
     assert!(err.contains("var `pin` has no value, and target `t` uses it"), "{err}");
     p.build(&["t", "--set", "sha=abc"]);
     assert_eq!(p.read("o"), "sha256:abc\n");
+}
+
+/// Regression: a var cycle closed by a `--set` value pointed at the file's own (innocent) value
+/// of that var. It now points at a value in the file that takes part, and names the `--set`.
+#[test]
+fn a_var_cycle_through_set_names_it() {
+    let yaml =
+        "vars:\n  v: \"1\"\n  x: ${w}\n  w: ${v}\ntargets:\n  t:\n    outputs: [o]\n    run: echo ${x} > o\n";
+    let err = rejected(yaml, &["--set", "v=${x}"]);
+    assert!(err.contains("(`v` given by --set)"), "{err}");
+    assert!(!err.contains("2 |   v: \"1\"\n   :"), "the file's value of v is not the culprit: {err}");
+    assert!(err.contains("${w}") || err.contains("${v}"), "{err}");
 }

@@ -505,3 +505,128 @@ fn entries_of_key_version_1_are_never_restored() {
     q.write("inc/co:lon.h", "one\n");
     assert_eq!(q.build(&[]).ran(), names(&["app"]));
 }
+
+/// Regression: a library that appeared in an RPATH folder (which held no staged library) left
+/// the stage step fresh with the old library: the folders the library search consulted were not
+/// keyed.
+#[test]
+fn library_appearing_in_an_rpath_folder_restages() {
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            &y(r#"
+            targets:
+              stage:
+                stage:
+                  into: build/root
+                  copy: [{ from: bin/app, to: bin/app }]
+                  libs_for: [bin/app]
+                  search: [libs]
+            "#),
+        )
+        .file("foo.c", "const char *foo(void) { return \"libs\"; }\n")
+        .file("foo2.c", "const char *foo(void) { return \"rpath\"; }\n")
+        .file("main.c", "const char *foo(void);\nint main(void) { return foo()[0]; }\n");
+    fs::create_dir_all(p.path("libs")).unwrap();
+    fs::create_dir_all(p.path("rp")).unwrap();
+    fs::create_dir_all(p.path("bin")).unwrap();
+    let cc = |args: &[&str]| {
+        let st = Command::new("cc").args(args).current_dir(p.root()).status().unwrap();
+        assert!(st.success(), "cc {args:?}");
+    };
+    cc(&["-shared", "-fPIC", "-Wl,-soname,libfoo.so", "-o", "libs/libfoo.so", "foo.c"]);
+    cc(&["-o", "bin/app", "main.c", "-Llibs", "-lfoo", "-Wl,--disable-new-dtags,-rpath,$ORIGIN/../rp"]);
+    assert_eq!(p.build(&[]).ran(), names(&["stage"]));
+    let staged = |p: &Project| fs::read(p.path("build/root/lib/x86_64-linux-gnu/libfoo.so")).unwrap();
+    assert_eq!(staged(&p), fs::read(p.path("libs/libfoo.so")).unwrap());
+    cc(&["-shared", "-fPIC", "-Wl,-soname,libfoo.so", "-o", "rp/libfoo.so", "foo2.c"]);
+    assert_eq!(p.build(&[]).ran(), names(&["stage"]), "the RPATH folder is searched first");
+    assert_eq!(staged(&p), fs::read(p.path("rp/libfoo.so")).unwrap());
+}
+
+/// Regression: an input changed and changed back while its step ran (A, B, A) was read as B,
+/// and the result was stored under A's key. Its stat changed: nothing is stored.
+#[test]
+fn input_changed_and_back_while_running_is_not_stored() {
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            "targets:\n  t:\n    inputs: [in.txt]\n    outputs: [out.txt]\n    run: touch started; sleep 1; cp in.txt out.txt; sleep 1\n",
+        )
+        .file("in.txt", "A\n");
+    let child = p.command(&["--json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !p.exists("started") {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    p.write("in.txt", "B\n");
+    std::thread::sleep(Duration::from_millis(1500));
+    p.write("in.txt", "A\n");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    // Not recorded, not stored: the next build runs it again and gets A.
+    assert_eq!(p.build(&[]).ran(), names(&["t"]));
+    assert_eq!(p.read("out.txt"), "A\n");
+}
+
+/// Regression: a discovered header replaced during the compile by a copy that keeps an old
+/// mtime (`cp -p`) was stored under the new header's key. Its ctime tells.
+#[test]
+fn discovered_header_replaced_with_an_old_mtime_is_not_stored() {
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            "targets:\n  t:\n    outputs: [out.txt]\n    run: \"touch started; cat inc/x.h > out.txt; sleep 2; echo 'out.txt: inc/x.h' > out.d\"\n    depfile: out.d\n",
+        )
+        .file("inc/x.h", "v1\n")
+        .file("v2.h", "v2\n");
+    let st = Command::new("touch").args(["-d", "2020-01-01", "v2.h"]).current_dir(p.root()).status().unwrap();
+    assert!(st.success());
+    let child = p.command(&["--json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !p.exists("started") {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let st = Command::new("cp").args(["-p", "v2.h", "inc/x.h"]).current_dir(p.root()).status().unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(p.build(&[]).ran(), names(&["t"]), "nothing was recorded for the torn run");
+    assert_eq!(p.read("out.txt"), "v2\n");
+}
+
+/// Regression: `--include-directory=DIR` (gcc's and clang's long `-I`) was not a search folder,
+/// so a header added there left the compile fresh.
+#[test]
+fn include_directory_long_form_is_a_search_folder() {
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            "targets:\n  t:\n    inputs: [main.c]\n    outputs: [out.txt]\n    run: cc --include-directory=inc1 -Iinc2 -E -P -MD -MF out.d main.c -o out.txt\n    depfile: out.d\n",
+        )
+        .file("main.c", "#include \"x.h\"\n")
+        .file("inc2/x.h", "int two;\n");
+    p.build(&[]);
+    assert!(p.read("out.txt").contains("two"));
+    p.write("inc1/x.h", "int one;\n");
+    assert_eq!(p.build(&[]).ran(), names(&["t"]));
+    assert!(p.read("out.txt").contains("one"));
+}
+
+/// Regression: a symlink to itself in an input folder was keyed as a dangling link and the
+/// build went on; a loop through `..` named its ancestor by a garbled path.
+#[test]
+fn self_symlink_and_loop_paths_are_errors_naming_them() {
+    let p = assets_project();
+    p.write("assets/a", "a");
+    std::os::unix::fs::symlink("self", p.path("assets/self")).unwrap();
+    p.gvbuild(&[]).failure().stderr_has("input `assets/self` is in a symlink loop");
+    fs::remove_file(p.path("assets/self")).unwrap();
+    std::os::unix::fs::symlink("..", p.path("assets/up")).unwrap();
+    let err = p.gvbuild(&[]).failure().stderr();
+    assert!(err.contains("input `assets/up` is a symlink that leads back to its own ancestor"), "{err}");
+    assert!(!err.contains("//"), "{err}");
+}

@@ -35,17 +35,54 @@ pub enum ConfigError {
         span: SourceSpan,
     },
 
-    #[error("target name `{name}` is reserved for the `gvbuild {name}` subcommand")]
-    #[diagnostic(
-        code(gvbuild::config::reserved_name),
-        help("rename the target (for example `{name}-step`); reserved names: build, list, graph, clean, cache, help, hash, libs, inspect, schema")
-    )]
-    ReservedName {
-        name: String,
+    #[error("{message}")]
+    #[diagnostic(code(gvbuild::config::wrong_type))]
+    WrongType {
+        message: String,
         #[source_code]
         src: Src,
-        #[label("reserved name")]
+        #[label("{label}")]
         span: SourceSpan,
+        label: String,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("{message}")]
+    #[diagnostic(code(gvbuild::config::unknown_key))]
+    UnknownKey {
+        message: String,
+        #[source_code]
+        src: Src,
+        #[label("unknown key")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    #[error("{message}")]
+    #[diagnostic(code(gvbuild::config::missing_key))]
+    MissingKey {
+        message: String,
+        #[source_code]
+        src: Src,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: String,
+        #[help]
+        help: String,
+    },
+
+    #[error("{message}")]
+    #[diagnostic(code(gvbuild::config::duplicate_key))]
+    DuplicateKey {
+        message: String,
+        #[source_code]
+        src: Src,
+        #[label("given again here")]
+        span: SourceSpan,
+        #[help]
+        help: String,
     },
 
     #[error("target `{target}` depends on unknown target `{dep}`")]
@@ -81,6 +118,13 @@ pub enum ConfigError {
         #[label("this value starts the cycle")]
         span: SourceSpan,
     },
+
+    #[error("vars use each other in a cycle: {cycle}")]
+    #[diagnostic(
+        code(gvbuild::config::var_cycle),
+        help("a var's value may use other vars (`${{name}}`), but not itself through them")
+    )]
+    VarCycleSet { cycle: String },
 
     #[error("`default` names unknown target `{name}`")]
     #[diagnostic(code(gvbuild::config::unknown_default))]
@@ -288,4 +332,45 @@ pub struct ConfigErrors {
     pub file: String,
     #[related]
     pub errors: Vec<ConfigError>,
+}
+
+impl ConfigErrors {
+    /// The errors of one file, in the order of their places in it (those with no place, such as
+    /// a `--set` of an undeclared var, first).
+    pub fn new(file: impl Into<String>, mut errors: Vec<ConfigError>) -> Self {
+        errors.sort_by_key(ConfigError::offset);
+        ConfigErrors { file: file.into(), errors }
+    }
+}
+
+impl ConfigErrors {
+    /// For the terminal: each error on its own, headed once by its code and message, then a
+    /// count of them.
+    pub fn render(&self, color: bool) -> String {
+        let mut out = String::new();
+        for e in &self.errors {
+            out.push_str(&crate::diag::render(e, color));
+            out.push('\n');
+        }
+        out.push_str(&format!("{self}\n"));
+        out
+    }
+
+    /// For `--json`: one JSON object per error, one per line.
+    pub fn json_lines(&self) -> String {
+        let mut out = String::new();
+        for e in &self.errors {
+            out.push_str(&crate::diag::json(e, &self.file).to_string());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+impl ConfigError {
+    /// The byte offset the error points at: its primary label, else its first.
+    pub fn offset(&self) -> Option<usize> {
+        let labels: Vec<miette::LabeledSpan> = self.labels()?.collect();
+        labels.iter().find(|l| l.primary()).or(labels.first()).map(|l| l.offset())
+    }
 }

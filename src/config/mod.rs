@@ -1,17 +1,20 @@
 //! gevulot.yaml: the serde types, loading, variable expansion and validation.
 //!
-//! [`parse`] turns the YAML text into a validated [`Project`]: names resolved, vars expanded,
-//! paths normalised and checked. Every error found is reported in one go, each pointing at its
-//! place in the file. Checks that need the whole graph (cycles, outputs, the dependencies inferred
-//! from inputs that read other targets' outputs) live in `graph.rs`.
+//! [`parse`] turns the YAML text into a validated [`Project`]: `read.rs` reads the YAML into the
+//! raw types of `raw.rs` without stopping at a wrong value, then the validator here resolves
+//! names, expands vars, normalises and checks paths. Every error found is reported in one go,
+//! each once, each pointing at its place in the file, and none that only follows from another
+//! (see `read.rs` on damaged structs). [`load`] also returns what could be validated, so that
+//! the checks that need the whole graph (cycles, outputs, the dependencies inferred from inputs
+//! that read other targets' outputs), in `graph.rs`, run on it too.
 
 pub mod error;
 pub mod expand;
 pub mod raw;
+pub mod read;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
@@ -19,11 +22,8 @@ pub use self::error::{ConfigError, ConfigErrors};
 use self::expand::{expand, VarProblem, Vars};
 pub use self::raw::RestoreMode;
 use self::raw::{RawFile, RawTarget};
+use self::read::{At, FromNode, Reader, Strings};
 use crate::diag::{suggest, Source, Span};
-
-/// Subcommand names, which a target may not take.
-pub const RESERVED: &[&str] =
-    &["build", "list", "graph", "clean", "cache", "help", "hash", "libs", "inspect", "schema"];
 
 /// A validated gevulot.yaml.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,23 +121,27 @@ impl Project {
 
 /// Parse and validate a gevulot.yaml. `overrides` are `--set name=value` pairs.
 pub fn parse(source: &Source, overrides: &[(String, String)]) -> Result<Project, ConfigErrors> {
-    let fail = |errors| ConfigErrors { file: source.name.clone(), errors };
-    let raw = parse_raw(source).map_err(fail)?;
-    let mut v = Validator { src: source, errors: Vec::new(), vars: Vars::new() };
-    let project = v.project(raw, overrides);
-    if v.errors.is_empty() {
-        Ok(project)
-    } else {
-        Err(fail(v.errors))
+    match load(source, overrides) {
+        (Some(project), errors) if errors.is_empty() => Ok(project),
+        (_, errors) => Err(ConfigErrors::new(&source.name, errors)),
     }
 }
 
-/// Deserialize, collecting up to this many YAML-level errors (unknown keys, wrong types).
-const MAX_YAML_ERRORS: usize = 20;
+/// Read and validate everything that can be: the project (`None` only when a YAML syntax error
+/// stops the reading) and every error found. What was wrong is left out of the project, so that
+/// the whole-graph checks can still run on the rest without reporting follow-on errors.
+pub fn load(source: &Source, overrides: &[(String, String)]) -> (Option<Project>, Vec<ConfigError>) {
+    let (raw, errors) = match read_raw(source) {
+        Ok(read) => read,
+        Err(errors) => return (None, errors),
+    };
+    let mut v = Validator { src: source, errors, vars: Vars::new(), top_ok: !raw.damaged };
+    let project = v.project(raw, overrides);
+    (Some(project), v.errors)
+}
 
-/// serde stops at the first error. To report more in one run, each target that failed is blanked
-/// out (its lines replaced by spaces, so every position stays the same) and the rest parsed again.
-fn parse_raw(source: &Source) -> Result<RawFile, Vec<ConfigError>> {
+/// Read the YAML into the raw types, collecting every error that does not stop the reading.
+fn read_raw(source: &Source) -> Result<(RawFile, Vec<ConfigError>), Vec<ConfigError>> {
     let has_content = source.text.lines().any(|l| {
         let l = l.trim();
         !l.is_empty() && !l.starts_with('#') && l != "---"
@@ -151,66 +155,21 @@ fn parse_raw(source: &Source) -> Result<RawFile, Vec<ConfigError>> {
             help: Some("a gevulot.yaml needs at least `targets:`, for example:\ntargets:\n  hello:\n    outputs: [hello.txt]\n    run: echo hello > hello.txt".into()),
         }]);
     }
-    let mut text = source.text.to_string();
-    let mut errors = Vec::new();
-    let mut ranges: Option<Vec<(usize, usize)>> = None;
-    loop {
-        let err = match serde_saphyr::from_str::<RawFile>(&text) {
-            Ok(raw) if errors.is_empty() => return Ok(raw),
-            Ok(_) => return Err(errors),
-            Err(err) => err,
-        };
-        let offset = err.location().map(|l| Span::of(&l).offset);
-        let ranges = ranges.get_or_insert_with(|| target_ranges(&source.text));
-        let hit = offset.and_then(|o| ranges.iter().position(|&(s, e)| s <= o && o < e));
-        // After the first error, only errors inside a not-yet-blanked target are real: blanking
-        // can itself make the rest of the file wrong (an empty `targets:`).
-        if errors.is_empty() || hit.is_some() {
-            errors.push(yaml_error(source, &err));
-        }
-        match hit {
-            Some(i) if errors.len() < MAX_YAML_ERRORS => {
-                let (start, end) = ranges.remove(i);
-                blank(&mut text, start, end);
-            }
-            _ => return Err(errors),
-        }
+    // Fast path: a valid file is read by serde's derive, as quickly as YAML can be read. Only
+    // when that fails is it read again, node by node, to find every error (`read.rs`).
+    if let Ok(raw) = serde_saphyr::from_str::<RawFile>(&source.text) {
+        return Ok((raw, Vec::new()));
+    }
+    let root = read::parse_nodes(&source.text).map_err(|e| vec![yaml_error(source, &e)])?;
+    let mut reader = Reader::new(source);
+    let what = "a map of `vars`, `default` and `targets`";
+    match RawFile::from_node(root, &mut reader, At::Top, what) {
+        Some(raw) => Ok((raw, reader.errors)),
+        None => Err(reader.errors),
     }
 }
 
-/// Byte ranges of each target's lines (from its key's line to the next key's line).
-fn target_ranges(text: &str) -> Vec<(usize, usize)> {
-    #[derive(Deserialize)]
-    struct KeysOnly {
-        #[serde(default)]
-        targets: IndexMap<Spanned<String>, serde::de::IgnoredAny>,
-    }
-    let Ok(keys) = serde_saphyr::from_str::<KeysOnly>(text) else {
-        return Vec::new();
-    };
-    let line_start = |o: usize| text[..o.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
-    let starts: Vec<usize> =
-        keys.targets.keys().map(|k| line_start(Span::of(&k.referenced).offset)).collect();
-    let mut ranges = Vec::with_capacity(starts.len());
-    for (i, &s) in starts.iter().enumerate() {
-        let e = starts.get(i + 1).copied().unwrap_or(text.len());
-        ranges.push((s, e.max(s)));
-    }
-    ranges
-}
-
-fn blank(text: &mut String, start: usize, end: usize) {
-    // One space per byte keeps every later offset where it was; newlines keep line numbers.
-    let padded: String = text[start..end]
-        .chars()
-        .flat_map(|c| {
-            let (fill, n) = if c == '\n' { ('\n', 1) } else { (' ', c.len_utf8()) };
-            std::iter::repeat_n(fill, n)
-        })
-        .collect();
-    text.replace_range(start..end, &padded);
-}
-
+/// A YAML syntax error, which stops the reading.
 fn yaml_error(source: &Source, err: &serde_saphyr::Error) -> ConfigError {
     let plain = err.without_snippet().render_with_options(serde_saphyr::render_options! {
         snippets: serde_saphyr::SnippetMode::Off,
@@ -223,37 +182,12 @@ fn yaml_error(source: &Source, err: &serde_saphyr::Error) -> ConfigError {
     let message = message.strip_prefix("error: ").unwrap_or(&message).to_string();
     let message = strip_position_prefix(&message);
     let span = err.location().map(|l| Span::of(&l)).unwrap_or_default();
-    if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
-        let key = key.split(',').next().unwrap_or(key).trim();
-        return ConfigError::Yaml {
-            message: format!("`{key}` is defined twice in the same mapping"),
-            label: "second definition".into(),
-            src: source.named(),
-            span: span.into(),
-            help: Some(format!("each name appears once: rename or merge the two `{key}` entries")),
-        };
-    }
-    let help = if let Some((field, expected)) = unknown_field(&message) {
-        let hint = suggest(field, expected.iter().copied())
-            .unwrap_or_else(|| format!("the keys allowed here: {}", expected.join(", ")));
-        Some(format!("{hint} (the gevulot.yaml reference is in README.md and schema/gevulot.schema.json)"))
-    } else if message.contains("while parsing a flow sequence") || message.contains("flow mapping") {
+    let help = if message.contains("while parsing a flow sequence") || message.contains("flow mapping") {
         Some("a `${var}` or `{` inside `[...]` or `{...}` must be quoted: `[\"src/${name}.c\"]`".into())
     } else {
         None
     };
     ConfigError::Yaml { label: short_label(&message), message, src: source.named(), span: span.into(), help }
-}
-
-/// "unknown field `runn`, expected one of run, deps" -> ("runn", ["run", "deps"]).
-fn unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
-    let rest = message.strip_prefix("unknown field `")?;
-    let (field, rest) = rest.split_once('`')?;
-    let list = rest
-        .split_once("expected one of ")
-        .map(|(_, l)| l)
-        .or_else(|| rest.split_once("expected ").map(|(_, l)| l))?;
-    Some((field, list.split(',').map(|s| s.trim().trim_matches('`')).filter(|s| !s.is_empty()).collect()))
 }
 
 fn strip_position_prefix(message: &str) -> String {
@@ -277,6 +211,9 @@ struct Validator<'a> {
     src: &'a Source,
     errors: Vec<ConfigError>,
     vars: Vars,
+    /// The top level of the file was read without errors. Otherwise an unknown `${name}` or
+    /// `default` may name what the broken part declares, and is not reported.
+    top_ok: bool,
 }
 
 impl Validator<'_> {
@@ -287,6 +224,9 @@ impl Validator<'_> {
         let overridden: HashSet<&str> = overrides.iter().map(|(k, _)| k.as_str()).collect();
         for (name, value) in overrides {
             if !self.vars.contains_key(name) {
+                if !self.top_ok {
+                    continue;
+                }
                 // As just does: a --set the file cannot use is a typo, not a no-op.
                 let declared = self.vars.keys().map(String::as_str);
                 let help = match suggest(name, declared) {
@@ -305,7 +245,7 @@ impl Validator<'_> {
             targets.push(self.target(name, &body.value, &names));
         }
         let default = raw.default.as_ref().map(|d| {
-            if !names.contains(d.value.as_str()) {
+            if self.top_ok && !names.contains(d.value.as_str()) {
                 self.errors.push(ConfigError::UnknownDefault {
                     name: d.value.clone(),
                     src: self.src.named(),
@@ -346,16 +286,28 @@ impl Validator<'_> {
                 let from = stack.iter().position(|n| n == name).unwrap_or(0);
                 let mut cycle: Vec<String> = stack[from..].to_vec();
                 cycle.push(name.to_string());
-                let span = raw
-                    .vars
-                    .iter()
-                    .find(|(k, _)| k.value == name)
-                    .map(|(_, v)| Span::of(&v.referenced))
-                    .unwrap_or(Span::new(0, 0));
-                self.errors.push(ConfigError::VarCycle {
-                    cycle: cycle.join(" -> "),
-                    src: self.src.named(),
-                    span: span.into(),
+                // Point at a value written in the file: one given by --set is not there.
+                let mut set: Vec<&String> =
+                    cycle.iter().filter(|n| overridden.contains(n.as_str())).collect();
+                set.sort();
+                set.dedup();
+                let note = match set.as_slice() {
+                    [] => String::new(),
+                    given => format!(
+                        " ({} given by --set)",
+                        given.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                    ),
+                };
+                let in_file = cycle.iter().filter(|n| !overridden.contains(n.as_str())).find_map(|n| {
+                    raw.vars.iter().find(|(k, _)| &k.value == n).map(|(_, v)| Span::of(&v.referenced))
+                });
+                self.errors.push(match in_file {
+                    Some(span) => ConfigError::VarCycle {
+                        cycle: format!("{}{note}", cycle.join(" -> ")),
+                        src: self.src.named(),
+                        span: span.into(),
+                    },
+                    None => ConfigError::VarCycleSet { cycle: format!("{}{note}", cycle.join(" -> ")) },
                 });
                 // Each member of the cycle is reported once, through the first one met.
                 for n in &cycle {
@@ -421,12 +373,6 @@ impl Validator<'_> {
                 src: self.src.named(),
                 span: span.into(),
             });
-        } else if RESERVED.contains(&n) {
-            self.errors.push(ConfigError::ReservedName {
-                name: n.into(),
-                src: self.src.named(),
-                span: span.into(),
-            });
         }
         let mut unset_vars = Vec::new();
         let deps = raw
@@ -447,16 +393,28 @@ impl Validator<'_> {
             })
             .collect::<Vec<_>>();
 
-        // At most one built-in kind; `builtin_alone` reports any other step keys beside it.
+        // At most one built-in kind; `builtin_alone` reports any other step keys beside it. One
+        // in which reading reported something is checked only for its vars (see `read.rs`).
+        let unset = &mut unset_vars;
         let builtin = if let Some(im) = &raw.image {
-            Some(self.image_step(n, raw, im, &mut unset_vars).map(|(s, i, o)| (Step::Image(s), i, o)))
+            Some(match im.damaged {
+                true => self.vars_only(im, unset),
+                false => self.image_step(n, raw, im, unset).map(|(s, i, o)| (Step::Image(s), i, o)),
+            })
         } else if let Some(st) = &raw.stage {
-            Some(self.stage_step(n, raw, st, &mut unset_vars).map(|(s, i, o)| (Step::Stage(s), i, o)))
+            Some(match st.damaged {
+                true => self.vars_only(st, unset),
+                false => self.stage_step(n, raw, st, unset).map(|(s, i, o)| (Step::Stage(s), i, o)),
+            })
         } else if let Some(m) = &raw.manifest {
-            Some(self.manifest_step(n, raw, m, &mut unset_vars).map(|(s, i, o)| (Step::Manifest(s), i, o)))
+            Some(match m.damaged {
+                true => self.vars_only(m, unset),
+                false => self.manifest_step(n, raw, m, unset).map(|(s, i, o)| (Step::Manifest(s), i, o)),
+            })
         } else {
-            raw.fetch.as_ref().map(|f| {
-                self.fetch_step(n, raw, f, &mut unset_vars).map(|(s, o)| (Step::Fetch(s), Vec::new(), o))
+            raw.fetch.as_ref().map(|f| match f.damaged {
+                true => self.vars_only(f, unset),
+                false => self.fetch_step(n, raw, f, unset).map(|(s, o)| (Step::Fetch(s), Vec::new(), o)),
             })
         };
         if let Some(built) = builtin {
@@ -481,10 +439,7 @@ impl Validator<'_> {
         let step = match &raw.run {
             Some(run) => {
                 let command = self.expand(run, n, &mut unset_vars);
-                let depfile = raw
-                    .depfile
-                    .as_ref()
-                    .map(|d| (self.expand(d, n, &mut unset_vars), Span::of(&d.referenced)));
+                let depfile = raw.depfile.as_ref();
                 let env = raw
                     .env
                     .iter()
@@ -507,7 +462,8 @@ impl Validator<'_> {
                     ("restore", raw.restore.as_ref().map(|s| &s.referenced)),
                     ("deps", None),
                 ];
-                for (field, loc) in group_fields {
+                // In a damaged target the step may be what was written wrongly (`runn:`).
+                for (field, loc) in group_fields.into_iter().filter(|_| !raw.damaged) {
                     if let Some(loc) = loc {
                         self.errors.push(ConfigError::GroupField {
                             target: n.into(),
@@ -517,7 +473,7 @@ impl Validator<'_> {
                         });
                     }
                 }
-                if deps.is_empty() {
+                if deps.is_empty() && !raw.damaged {
                     self.errors.push(ConfigError::EmptyTarget {
                         target: n.into(),
                         src: self.src.named(),
@@ -533,19 +489,17 @@ impl Validator<'_> {
         let mut step_out = None;
         if let Some((mut run, depfile)) = step {
             for i in raw.inputs.iter().flatten() {
-                let path = self.expand(i, n, &mut unset_vars);
-                if let Some(p) = self.input_path(&path, Span::of(&i.referenced), n) {
+                if let Some(p) = self.input(i, n, &mut unset_vars) {
                     inputs.push(p);
                 }
             }
             for o in raw.outputs.iter().flatten() {
-                let path = self.expand(o, n, &mut unset_vars);
-                if let Some(p) = self.output_path(&path, Span::of(&o.referenced), n) {
+                if let Some(p) = self.output(o, n, &mut unset_vars) {
                     outputs.push(p);
                 }
             }
-            if let Some((path, span)) = depfile {
-                if let Some(p) = self.output_path(&path, span, n) {
+            if let Some(depfile) = depfile {
+                if let Some(p) = self.output(depfile, n, &mut unset_vars) {
                     run.depfile = Some(p.path.clone());
                     if !outputs.iter().any(|o| o.path == p.path) {
                         outputs.push(p);
@@ -580,8 +534,8 @@ impl Validator<'_> {
         let (url, pin) = match (&f.url, &f.git) {
             (Some(url), None) => {
                 let url_span = Span::of(&url.referenced);
-                let url = self.expand(url, n, unset);
-                let pin = self.download_pin(n, f, &url, url_span, unset);
+                let (url, whole) = self.expand_checked(url, unset);
+                let pin = self.download_pin(n, f, whole.then_some(url.as_str()), url_span, unset);
                 (url, pin)
             }
             (None, Some(git)) => {
@@ -637,8 +591,7 @@ impl Validator<'_> {
                     .map_or(crate::steps::fetch::DEFAULT_MAX_ENTRIES, |m| m.value),
             }
         });
-        let into = self.expand(&f.into, n, unset);
-        let into = self.output_path(&into, Span::of(&f.into.referenced), n)?;
+        let into = self.output(&f.into, n, unset)?;
         let pin = pin?;
         ok.then_some((FetchStep { url, pin, extract }, into))
     }
@@ -646,6 +599,10 @@ impl Validator<'_> {
     /// A built-in step stands alone: no `run`, no other built-in kind, and none of the fields
     /// that only a `run` step has (its inputs and outputs follow from its own fields).
     fn builtin_alone(&mut self, kind: &str, n: &str, raw: &RawTarget) -> bool {
+        if raw.damaged {
+            // What stands beside the step may be what was written wrongly: no follow-on errors.
+            return true;
+        }
         let not_here: [(&str, Option<&serde_saphyr::Location>); 11] = [
             ("image", if kind == "image" { None } else { raw.image.as_ref().map(|s| &s.into.referenced) }),
             ("stage", if kind == "stage" { None } else { raw.stage.as_ref().map(|s| &s.into.referenced) }),
@@ -694,10 +651,7 @@ impl Validator<'_> {
     ) -> Option<(crate::steps::image::ImageSpec, Vec<PathSpec>, PathSpec)> {
         use crate::steps::image::{Builder, Extra, ImageSpec};
         let mut ok = self.builtin_alone("image", n, raw);
-        let path = |v: &mut Self, s: &Spanned<String>, unset: &mut Vec<(String, Span)>| {
-            let text = v.expand(s, n, unset);
-            v.input_path(&text, Span::of(&s.referenced), n)
-        };
+        let path = |v: &mut Self, s: &Spanned<String>, unset: &mut Vec<(String, Span)>| v.input(s, n, unset);
         let manifest = path(self, &im.manifest, unset)?;
         let root = path(self, &im.root, unset)?;
         let mut inputs = vec![manifest.clone(), root.clone()];
@@ -737,9 +691,10 @@ impl Validator<'_> {
                 let size = match &im.size {
                     None => None,
                     Some(s) => {
-                        let text = self.expand(s, n, unset);
+                        let (text, whole) = self.expand_checked(s, unset);
                         match crate::fsutil::parse_size(&text) {
                             Some(b) if b <= crate::disk::MAX_SIZE => Some(b),
+                            _ if !whole => None,
                             _ => {
                                 ok = false;
                                 self.errors.push(ConfigError::Invalid {
@@ -824,8 +779,7 @@ impl Validator<'_> {
                 return None;
             }
         };
-        let into_s = self.expand(&im.into, n, unset);
-        let into = self.output_path(&into_s, Span::of(&im.into.referenced), n)?;
+        let into = self.output(&im.into, n, unset)?;
         let mut at = crate::diag::Positions::new(self.src);
         let fields = [
             ("manifest", Some(&im.manifest)),
@@ -853,20 +807,18 @@ impl Validator<'_> {
         unset: &mut Vec<(String, Span)>,
     ) -> Option<(crate::steps::stage::StageSpec, Vec<PathSpec>, PathSpec)> {
         let mut ok = self.builtin_alone("stage", n, raw);
-        let into_s = self.expand(&st.into, n, unset);
-        let into = self.output_path(&into_s, Span::of(&st.into.referenced), n)?;
+        let into = self.output(&st.into, n, unset)?;
         let mut inputs = Vec::new();
         let mut copy = Vec::new();
         let mut at = crate::diag::Positions::new(self.src);
         for (i, rule) in st.copy.iter().flatten().enumerate() {
-            let from = self.expand(&rule.from, n, unset);
-            let to = self.expand(&rule.to, n, unset);
+            let (to, to_whole) = self.expand_checked(&rule.to, unset);
             at.mark(self.src, &format!("copy{i}"), Span::of(&rule.from.referenced).offset);
-            if let Some(p) = self.input_path(&from, Span::of(&rule.from.referenced), n) {
+            if let Some(p) = self.input(&rule.from, n, unset) {
                 inputs.push(p.clone());
                 copy.push(crate::steps::stage::CopyRule { from: p.path, to: to.clone() });
             }
-            if to.split('/').any(|c| c == "..") {
+            if to_whole && to.split('/').any(|c| c == "..") {
                 ok = false;
                 self.errors.push(ConfigError::Invalid {
                     message: format!("`to` of a copy rule of stage `{n}` climbs out of the stage root"),
@@ -879,9 +831,8 @@ impl Validator<'_> {
         }
         let mut libs_for = Vec::new();
         for e in st.libs_for.iter().flatten() {
-            let path = self.expand(e, n, unset);
             at.mark(self.src, "libs_for", Span::of(&e.referenced).offset);
-            if let Some(p) = self.input_path(&path, Span::of(&e.referenced), n) {
+            if let Some(p) = self.input(e, n, unset) {
                 libs_for.push(p.path.clone());
                 inputs.push(p);
             }
@@ -915,10 +866,8 @@ impl Validator<'_> {
                 help: Some(help.into()),
             });
         };
-        let root_s = self.expand(&m.root, n, unset);
-        let root = self.input_path(&root_s, Span::of(&m.root.referenced), n)?;
-        let into_s = self.expand(&m.into, n, unset);
-        let into = self.output_path(&into_s, Span::of(&m.into.referenced), n)?;
+        let root = self.input(&m.root, n, unset)?;
+        let into = self.output(&m.into, n, unset)?;
         let mut inputs = vec![root.clone()];
         let mut at = crate::diag::Positions::new(self.src);
         let mut locate = |v: &Self, field: &str, loc: &serde_saphyr::Location| {
@@ -949,8 +898,7 @@ impl Validator<'_> {
                     );
                 }
             }
-            let from_s = self.expand(from, n, unset);
-            let from_spec = self.input_path(&from_s, Span::of(&from.referenced), n)?;
+            let from_spec = self.input(from, n, unset)?;
             locate(self, "from", &from.referenced);
             inputs.push(from_spec.clone());
             let klib_dir = m.klib_dir.as_ref().map(|k| self.expand(k, n, unset));
@@ -1007,8 +955,7 @@ impl Validator<'_> {
         }
         let klib_dir = match &m.klib_dir {
             Some(k) => {
-                let dir = self.expand(k, n, unset);
-                let spec = self.input_path(&dir, Span::of(&k.referenced), n)?;
+                let spec = self.input(k, n, unset)?;
                 inputs.push(spec.clone());
                 Some(spec.path)
             }
@@ -1078,10 +1025,12 @@ impl Validator<'_> {
         &mut self,
         n: &str,
         f: &raw::RawFetch,
-        url: &str,
+        url: Option<&str>,
         url_span: Span,
         unset: &mut Vec<(String, Span)>,
     ) -> Option<crate::steps::fetch::Pin> {
+        // A URL with an undefined var in it is reported on its own; the hints name no URL then.
+        let url = url.unwrap_or("URL");
         match (&f.sha256, &f.blake3) {
             (Some(_), Some(b)) => {
                 self.errors.push(ConfigError::Invalid {
@@ -1112,9 +1061,13 @@ impl Validator<'_> {
                     crate::steps::fetch::Algo::Blake3
                 };
                 let before = unset.len();
-                let hex = self.expand(h, n, unset).trim().to_ascii_lowercase();
+                let (hex, whole) = self.expand_checked(h, unset);
+                let hex = hex.trim().to_ascii_lowercase();
+                // A var without a value is pinned later; an undefined one is its own error.
                 let pinned_later = unset.len() > before;
-                if !pinned_later && (hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit())) {
+                if !whole {
+                    None
+                } else if !pinned_later && (hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit())) {
                     self.errors.push(ConfigError::Invalid {
                         message: format!("the {} of fetch `{n}` is not 64 hex digits", algo.name()),
                         src: self.src.named(),
@@ -1172,8 +1125,12 @@ impl Validator<'_> {
             return None;
         };
         let before = unset.len();
-        let hex = self.expand(rev, n, unset).trim().to_ascii_lowercase();
+        let (hex, whole) = self.expand_checked(rev, unset);
+        let hex = hex.trim().to_ascii_lowercase();
         let full = matches!(hex.len(), 40 | 64) && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        if !whole {
+            return None;
+        }
         if unset.len() == before && !full {
             self.errors.push(ConfigError::Invalid {
                 message: format!("`rev` of git fetch `{n}` is not a full commit id"),
@@ -1189,14 +1146,60 @@ impl Validator<'_> {
         Some(crate::steps::fetch::Pin { algo: crate::steps::fetch::Algo::GitCommit, hex })
     }
 
+    /// A damaged built-in step: only its vars are checked, and it has no step.
+    fn vars_only<T: Strings, S>(&mut self, raw: &T, unset: &mut Vec<(String, Span)>) -> Option<S> {
+        let mut strings = Vec::new();
+        raw.strings(&mut strings);
+        for s in strings {
+            self.expand_checked(s, unset);
+        }
+        None
+    }
+
     /// Expand vars in one YAML string, reporting problems at the exact `${...}` where possible.
     fn expand(&mut self, s: &Spanned<String>, target: &str, unset: &mut Vec<(String, Span)>) -> String {
+        let _ = target;
+        self.expand_checked(s, unset).0
+    }
+
+    /// [`Validator::expand`], and whether the value is whole: no undefined var, no unclosed
+    /// `${`. A check of a value that is not whole would be a follow-on error (an undefined var
+    /// expands to nothing), so callers skip it.
+    fn expand_checked(&mut self, s: &Spanned<String>, unset: &mut Vec<(String, Span)>) -> (String, bool) {
         let (out, problems) = expand(&s.value, &self.vars);
+        let whole = problems.iter().all(|p| matches!(p, VarProblem::Unset { .. }));
         for p in problems {
             self.report_var_problem(s, p, unset);
         }
-        let _ = target;
-        out
+        (out, whole)
+    }
+
+    /// An input path field: expanded and checked, or `None` (reported, or not whole).
+    fn input(
+        &mut self,
+        s: &Spanned<String>,
+        target: &str,
+        unset: &mut Vec<(String, Span)>,
+    ) -> Option<PathSpec> {
+        let (path, whole) = self.expand_checked(s, unset);
+        if !whole {
+            return None;
+        }
+        self.input_path(&path, Span::of(&s.referenced), target)
+    }
+
+    /// An output path field: expanded and checked, or `None` (reported, or not whole).
+    fn output(
+        &mut self,
+        s: &Spanned<String>,
+        target: &str,
+        unset: &mut Vec<(String, Span)>,
+    ) -> Option<PathSpec> {
+        let (path, whole) = self.expand_checked(s, unset);
+        if !whole {
+            return None;
+        }
+        self.output_path(&path, Span::of(&s.referenced), target)
     }
 
     fn report_var_problem(&mut self, s: &Spanned<String>, p: VarProblem, unset: &mut Vec<(String, Span)>) {
@@ -1208,6 +1211,8 @@ impl Validator<'_> {
                 label: "empty var name".into(),
                 help: Some("write `${name}` for a var, or `$$` for a literal `$`".into()),
             }),
+            // Not knowing every var, an unknown one may be declared in the part that is broken.
+            VarProblem::Undefined { .. } if !self.top_ok => {}
             VarProblem::Undefined { name, at } => {
                 let help = match suggest(&name, self.vars.keys().map(String::as_str)) {
                     Some(dym) => format!("{dym} (write `$${{{name}}}` to pass `${{{name}}}` to the shell)"),

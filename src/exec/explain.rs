@@ -41,6 +41,8 @@ pub enum Reason {
     OutputsModified,
     /// Several cached results matched (each list of discovered inputs recorded for this key).
     SeveralCachedResults(usize),
+    /// A dry run: this dependency would be restored first, and this step reads its outputs.
+    DepWouldRestore(String),
 }
 
 impl fmt::Display for Reason {
@@ -75,6 +77,10 @@ impl fmt::Display for Reason {
             Reason::ToolChanged { name, what } => write!(f, "tool {name} changed ({what})"),
             Reason::FormatChanged => write!(f, "the key format changed (new gvbuild version)"),
             Reason::OutputsModified => write!(f, "its outputs on disk differ from the last build"),
+            Reason::DepWouldRestore(d) => write!(
+                f,
+                "dependency {d} would be restored first, and this step reads its outputs: it may then run or be restored"
+            ),
             Reason::SeveralCachedResults(n) => {
                 write!(f, "{n} cached results match its discovered inputs; running rather than guessing")
             }

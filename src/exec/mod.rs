@@ -316,6 +316,7 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
     let (tx, rx) = mpsc::channel::<(usize, runner::Done)>();
     let mut finished: Vec<usize> = Vec::new();
     let mut journal_warned = false;
+    let mut dry_restored = vec![false; n];
 
     while remaining > 0 {
         if ctx.interrupted.load(Ordering::SeqCst) {
@@ -369,6 +370,23 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
             continue;
         }
         let Ok((i, mut done)) = rx.recv() else { break };
+        if ctx.opts.dry_run {
+            if done.outcome == Outcome::Restored {
+                dry_restored[i] = true;
+            }
+            // A dependency that would be restored has not written its outputs yet: a step that
+            // reads them cannot be checked now, and may then run or be restored.
+            if done.outcome == Outcome::Failed {
+                if let Some(&d) = g.step_deps[i].iter().find(|&&d| dry_restored[d]) {
+                    let t = g.target(i);
+                    done.outcome = Outcome::Ran;
+                    done.error = None;
+                    done.command =
+                        Some(runner::summary_of(t, t.outputs.iter().map(|o| o.path.clone()).collect()));
+                    done.reasons = vec![explain::Reason::DepWouldRestore(g.target(d).name.clone())];
+                }
+            }
+        }
         explain::mark_inferred(&mut done.reasons, g, i);
         in_flight -= 1;
         remaining -= 1;

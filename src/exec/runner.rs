@@ -94,7 +94,8 @@ pub fn process(ctx: &Ctx, target: &Target, deps: BTreeMap<String, Digest>) -> Do
     if done.outcome == Outcome::Failed && ctx.interrupted.load(Ordering::SeqCst) {
         done.outcome = Outcome::Interrupted;
     }
-    if done.command.is_none() {
+    // A dry run shows what would run; a failure names a command only if one ran.
+    if done.command.is_none() && ctx.opts.dry_run {
         done.command = Some(summary_of(target, step_outputs(target)));
     }
     done
@@ -554,6 +555,8 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
                 let mut d = Done::new(Outcome::Restored);
                 d.key = Some(key);
                 d.reasons = reasons;
+                // Dependents can be checked against what the restore would write.
+                d.outputs_digest = Some(entry.outputs.digest());
                 return d;
             }
             match restore(ctx, t, &outputs, &entry) {
@@ -726,6 +729,8 @@ fn finish_run(
     let started = SystemTime::now();
     let run_started = Instant::now();
     let mut staged_libs: Vec<std::path::PathBuf> = Vec::new();
+    let mut searched: Vec<std::path::PathBuf> = Vec::new();
+    let inputs_before = stat_snapshot(root, &parts.inputs);
     match step {
         Step::Stage(st) => {
             done.command = Some(format!("stage {}", outputs[0]));
@@ -733,6 +738,7 @@ fn finish_run(
                 Ok(staged) => {
                     warnings.extend(staged.warnings);
                     staged_libs = staged.discovered;
+                    searched = staged.searched;
                 }
                 Err(e) => {
                     done.error = Some(e);
@@ -869,15 +875,18 @@ fn finish_run(
     // Inputs edited while the step ran make its result unrepeatable: keep it, but store nothing
     // and record nothing, so the next build runs it again.
     let mut storable = true;
+    // Same content is not enough: an input changed and changed back while the step ran (A, B,
+    // A) may have been read as B. Its stat (mtime, ctime, inode, size) tells.
+    let same_stat = stat_snapshot(root, &parts.inputs) == inputs_before;
     match key_inputs(ctx, t, step) {
-        Ok(now) if now == parts.inputs => {}
+        Ok(now) if now == parts.inputs && same_stat => {}
         _ => {
             storable = false;
             warnings.push(format!("an input of `{}` changed while it ran; its result is not cached", t.name));
         }
     }
 
-    let discovered = match discovered_after_run(ctx, t, step, &staged_libs, outputs, started) {
+    let discovered = match discovered_after_run(ctx, t, step, &staged_libs, &searched, outputs, started) {
         Ok(d) => d,
         Err(e) => {
             done.outcome = Outcome::Failed;
@@ -936,6 +945,7 @@ fn discovered_after_run(
     t: &Target,
     step: &Step,
     staged_libs: &[PathBuf],
+    searched: &[PathBuf],
     outputs: &[String],
     started: SystemTime,
 ) -> Result<AfterRun, String> {
@@ -988,7 +998,8 @@ fn discovered_after_run(
                  exist after it ran (depfile paths are relative to the project folder)"
             )
         })?;
-        if meta.modified().is_ok_and(|m| m >= started) {
+        // ctime too: `cp -p`, `rsync -a` and `tar x` set an old mtime, but no one sets ctime.
+        if meta.modified().is_ok_and(|m| m >= started) || changed_since(&meta, started) {
             changed_while_running = Some(format!(
                 "discovered input {p} of `{}` changed while it ran; its result is not cached",
                 t.name
@@ -997,7 +1008,41 @@ fn discovered_after_run(
         list.push(p);
     }
     unordered_read(ctx, t, &list, "found through its depfile")?;
+    // The folders the library search consulted: a library appearing in one changes the key.
+    for dir in searched {
+        let Some(d) = dir.to_str() else { continue };
+        let d = project_path(root, d).unwrap_or_else(|| d.to_string());
+        let entry = discovered::searched_entry(&d);
+        if !list.contains(&entry) {
+            list.push(entry);
+        }
+    }
     Ok(AfterRun { list, changed_while_running })
+}
+
+/// Size, mtime (s, ns), ctime (s, ns), inode.
+type StatIdentity = (u64, i64, i64, i64, i64, u64);
+
+/// Each input path's stat identity (size, mtime, ctime, inode; `None` where it cannot be read),
+/// taken before and after a step runs.
+fn stat_snapshot(root: &Path, inputs: &BTreeMap<String, FileId>) -> Vec<Option<StatIdentity>> {
+    use std::os::unix::fs::MetadataExt;
+    inputs
+        .keys()
+        .map(|p| {
+            let m = fs::metadata(abs_path(root, p)).ok()?;
+            Some((m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec(), m.ino()))
+        })
+        .collect()
+}
+
+/// Whether a file's inode changed (content or metadata: its ctime) at or after `since`.
+fn changed_since(meta: &fs::Metadata, since: SystemTime) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(since) = since.duration_since(std::time::UNIX_EPOCH) else { return true };
+    let ctime =
+        std::time::Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec().clamp(0, 999_999_999) as u32);
+    ctime >= since
 }
 
 /// Run a shell step in its command slot; `Err` says why it failed.

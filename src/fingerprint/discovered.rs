@@ -11,10 +11,13 @@
 //!   exist there. The names are every path suffix of every discovered file (`include/sub/x.h`
 //!   gives `x.h`, `sub/x.h` and `include/sub/x.h`), since an `#include "sub/x.h"` resolved in
 //!   one folder is shadowed by the same suffix in a folder searched earlier. The search folders
-//!   are the folders the command names with `-I`, `-iquote`, `-isystem`, `-idirafter` or
-//!   `--include-path` (also in the `-IDIR` and `--include-path=DIR` forms), the stage step's
-//!   `search` folders, and every project folder that holds a discovered file (the includer's own
-//!   folder is searched first for `#include "..."`).
+//!   are the folders the command names with `-I`, `-iquote`, `-isystem`, `-idirafter`,
+//!   `-iwithprefixbefore`, `-F`, `--include-directory`, `--include-directory-after`,
+//!   `--include-path` or `--system-include` (also glued, `-IDIR`, or with `=`), the stage step's
+//!   `search` folders and every folder its library search consulted (RPATH, RUNPATH,
+//!   ld.so.conf, the default folders: recorded in the list as [`SEARCHED`] entries), and every
+//!   project folder that holds a discovered file (the includer's own folder is searched first
+//!   for `#include "..."`).
 //!
 //! A header added to, removed from, or moved between any of those folders therefore changes the
 //! full key, as does an edited one. Lookups that no depfile records (a failed
@@ -29,6 +32,21 @@ use std::sync::Arc;
 
 use super::hash::{FileId, StatCache};
 
+/// A list entry that names a folder the step searched rather than a file it read (the stage
+/// step's library search: RPATH, `search`, RUNPATH, ld.so.conf and default folders). No path
+/// holds a NUL, so no file name can look like one.
+pub const SEARCHED: &str = "\0searched ";
+
+/// The list entry for search folder `dir`.
+pub fn searched_entry(dir: &str) -> String {
+    format!("{SEARCHED}{dir}")
+}
+
+/// The files of a discovered list: its entries other than search folders.
+pub fn files(list: &[String]) -> impl Iterator<Item = &String> {
+    list.iter().filter(|p| !p.starts_with(SEARCHED))
+}
+
 /// The identity of a discovered file that does not exist. No real file has this size.
 pub const ABSENT: FileId = FileId { digest: [0; 32], exec: false, size: u64::MAX };
 
@@ -36,7 +54,18 @@ pub const ABSENT: FileId = FileId { digest: [0; 32], exec: false, size: u64::MAX
 /// Words are split as a shell would split plain words and simple quotes; a folder given through
 /// a shell variable or a response file is not seen.
 pub fn command_search_dirs(command: &str) -> Vec<String> {
-    const FLAGS: &[&str] = &["-I", "-iquote", "-isystem", "-idirafter", "--include-path"];
+    const FLAGS: &[&str] = &[
+        "-I",
+        "-iquote",
+        "-isystem",
+        "-idirafter",
+        "--include-path",
+        "--include-directory",
+        "--include-directory-after",
+        "--system-include",
+        "-iwithprefixbefore",
+        "-F",
+    ];
     let words = shell_words(command);
     let mut out: Vec<String> = Vec::new();
     let mut push = |d: &str| {
@@ -54,7 +83,11 @@ pub fn command_search_dirs(command: &str) -> Vec<String> {
             i += 2;
             continue;
         }
-        if let Some(rest) = w.strip_prefix("--include-path=") {
+        if let Some(rest) =
+            ["--include-path=", "--include-directory=", "--include-directory-after=", "--system-include="]
+                .iter()
+                .find_map(|f| w.strip_prefix(f))
+        {
             push(rest);
         } else if let Some(rest) = FLAGS.iter().find_map(|f| w.strip_prefix(f).filter(|r| !r.is_empty())) {
             if !rest.starts_with('-') {
@@ -132,6 +165,10 @@ pub fn identities(
     stat: &StatCache,
 ) -> io::Result<BTreeMap<String, FileId>> {
     let mut ids = BTreeMap::new();
+    let recorded_search: Vec<String> =
+        list.iter().filter_map(|p| p.strip_prefix(SEARCHED)).map(str::to_string).collect();
+    let list: Vec<String> = files(list).cloned().collect();
+    let list = list.as_slice();
     for p in list {
         let abs = abs_of(root, p);
         let id = match std::fs::metadata(&abs) {
@@ -151,7 +188,7 @@ pub fn identities(
         return Ok(ids);
     }
     let mut dirs: BTreeSet<String> = BTreeSet::new();
-    for d in search {
+    for d in search.iter().chain(&recorded_search) {
         let d = d.trim_end_matches('/');
         let d = if d.is_empty() { "/" } else { d };
         let d = if d.starts_with('/') {
@@ -232,5 +269,11 @@ mod tests {
             vec!["inc", "gen", "my dir", "x y"]
         );
         assert_eq!(command_search_dirs("cc -I -o a a.c"), Vec::<String>::new());
+        assert_eq!(
+            command_search_dirs(
+                "cc --include-directory=a --include-directory b --include-directory-after=c -Fd"
+            ),
+            vec!["a", "b", "c", "d"]
+        );
     }
 }

@@ -25,6 +25,8 @@ pub enum InputError {
     NotUtf8(String),
     #[error("input `{link}` is a symlink that leads back to its own ancestor `{ancestor}` (a loop)")]
     Loop { link: String, ancestor: String },
+    #[error("input `{0}` is in a symlink loop: following it comes back to a link already followed")]
+    SelfLoop(String),
     #[error("input `{path}` is {kind}; inputs may hold only files, folders and symlinks")]
     NotAFile { path: String, kind: &'static str },
 }
@@ -164,7 +166,13 @@ fn walk(
         e.depth() == 0 || !(e.file_type().is_dir() && SKIP_DIRS.iter().any(|s| e.file_name() == *s))
     });
     let key_of = |path: &Path| -> Result<String, InputError> {
-        let rel = path.strip_prefix(abs).unwrap_or(path);
+        let Ok(rel) = path.strip_prefix(abs) else {
+            // A loop's ancestor may be named by its real path, outside this folder.
+            return path
+                .to_str()
+                .map(str::to_string)
+                .ok_or_else(|| InputError::NotUtf8(path.display().to_string()));
+        };
         match rel.to_str() {
             Some("") => Ok(name.to_string()),
             Some(rel) => Ok(join(name, rel)),
@@ -181,10 +189,14 @@ fn walk(
                 if let Some(ancestor) = err.loop_ancestor() {
                     return Err(InputError::Loop { link: key, ancestor: key_of(ancestor)? });
                 }
+                let is_link = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+                let followed = fs::metadata(&path);
+                // A link to itself, or a chain of links that comes back: the kernel says ELOOP.
+                if is_link && followed.as_ref().is_err_and(|e| e.raw_os_error() == Some(libc::ELOOP)) {
+                    return Err(InputError::SelfLoop(key));
+                }
                 // A dangling link: what it says is all there is.
-                if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink())
-                    && fs::metadata(&path).is_err()
-                {
+                if is_link && followed.is_err() {
                     if matches(&key) {
                         let id =
                             link_id(&path).map_err(|cause| InputError::Io { path: key.clone(), cause })?;

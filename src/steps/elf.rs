@@ -67,6 +67,9 @@ pub struct Closure {
     pub interpreters: Vec<PathBuf>,
     /// In the order the loader loads them: breadth first, each object's DT_NEEDED in file order.
     pub libs: Vec<Lib>,
+    /// Every folder the search consulted, in the order first consulted: a library that appears
+    /// in one of them could change the closure, so the stage step keys their lookups.
+    pub searched: Vec<PathBuf>,
 }
 
 /// One library of a closure.
@@ -455,13 +458,14 @@ fn closure_with(elfs: &[PathBuf], search: &[PathBuf], system: &System) -> Result
     }
 
     let mut libs = Vec::new();
+    let mut searched: Vec<PathBuf> = Vec::new();
     let mut queue: VecDeque<usize> = (0..objs.len()).collect();
     while let Some(i) = queue.pop_front() {
         for name in objs[i].needed.clone() {
             if loaded.contains(&name) {
                 continue;
             }
-            let (path, how) = resolve(&objs, i, &name, search, system)?;
+            let (path, how) = resolve(&objs, i, &name, search, system, &mut searched)?;
             let origin = path.parent().unwrap_or(Path::new("/")).to_path_buf();
             let obj = Obj::load(&path, &origin, Some(i))?;
             loaded.insert(name.clone());
@@ -471,7 +475,7 @@ fn closure_with(elfs: &[PathBuf], search: &[PathBuf], system: &System) -> Result
             queue.push_back(objs.len() - 1);
         }
     }
-    Ok(Closure { interpreters, libs })
+    Ok(Closure { interpreters, libs, searched })
 }
 
 /// Finds `name`, needed by `objs[i]`, in the loader's order (see the module docs).
@@ -481,6 +485,7 @@ fn resolve(
     name: &str,
     search: &[PathBuf],
     system: &System,
+    searched: &mut Vec<PathBuf>,
 ) -> Result<(PathBuf, How), ElfError> {
     let obj = &objs[i];
     let mut candidates: Vec<(PathBuf, How)> = Vec::new();
@@ -510,6 +515,9 @@ fn resolve(
         }
         let mut seen = HashSet::new();
         for (dir, how) in dirs {
+            if !searched.iter().any(|s| s == dir) {
+                searched.push(dir.to_path_buf());
+            }
             if seen.insert(dir) {
                 for n in &names {
                     candidates.push((dir.join(n), how.clone()));

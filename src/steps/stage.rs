@@ -42,6 +42,8 @@ pub struct StageSpec {
 #[derive(Debug, Default)]
 pub struct Staged {
     pub discovered: Vec<PathBuf>,
+    /// The folders the library search consulted (see [`crate::steps::elf::Closure::searched`]).
+    pub searched: Vec<PathBuf>,
     pub warnings: Vec<String>,
 }
 
@@ -125,6 +127,7 @@ fn fill(root: &Path, spec: &StageSpec, staging: &Path) -> Result<Staged, String>
                 .map_err(|e| format!("{at}{e}"))?;
             staged.discovered.push(lib.path.clone());
         }
+        staged.searched = closure.searched.clone();
         for interp in &closure.interpreters {
             let dest_rel = PathBuf::from(interp.to_string_lossy().trim_start_matches('/'));
             if !written.contains_key(&dest_rel) {
