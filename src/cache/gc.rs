@@ -118,9 +118,18 @@ pub fn gc(cache: &Cache, max_size: u64) -> GcReport {
             report.bytes_freed += m.len();
         }
     }
-    // A blob's SHA-256 goes with it.
+    // A blob's SHA-256 goes with it, both ways.
     for (p, _) in files_under(&cache.root.join("sha256")) {
         if !digest_of_name(&p).is_some_and(|d| keep.contains(&d)) {
+            let _ = fs::remove_file(p);
+        }
+    }
+    for (p, _) in files_under(&cache.root.join("blake3-of")) {
+        let named = fs::read_to_string(&p).ok().and_then(|t| {
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(t.trim(), &mut d).ok().map(|()| d)
+        });
+        if !named.is_some_and(|d| keep.contains(&d)) {
             let _ = fs::remove_file(p);
         }
     }
@@ -154,7 +163,7 @@ pub fn gc(cache: &Cache, max_size: u64) -> GcReport {
         }
     }
     // gc holds the cache lock exclusively, so no build is writing: every temp file is stray.
-    for sub in ["blobs", "ac", "deps", "downloads", "sha256"] {
+    for sub in ["blobs", "ac", "deps", "downloads", "sha256", "blake3-of"] {
         for e in WalkDir::new(cache.root.join(sub)).into_iter().flatten() {
             if e.file_type().is_file() && is_temp(e.path()) {
                 let _ = fs::remove_file(e.path());

@@ -6,7 +6,8 @@
 //!   executable bit; symlinks; folders), its exit status and the digest of its log;
 //! - `deps/ab/<first-level key>.json`: the lists of discovered inputs seen for a first-level key;
 //! - `sha256/ab/<blake3>`: with a remote cache, the SHA-256 of that blob (64 hex digits), which
-//!   the remote names it by, computed once in the pass that stores the blob;
+//!   the remote names it by, computed once in the pass that stores the blob; `blake3-of/ab/<sha>`
+//!   the other way round;
 //! - `remote-stats.json`: what the remote cache gave and took (see [`remote`]);
 //! - `lock`: shared by builds, exclusive for `cache gc` and `cache verify`.
 //!
@@ -136,11 +137,31 @@ impl Cache {
         self.root.join("sha256").join(&h[..2]).join(h)
     }
 
+    fn blake3_of_path(&self, sha: &[u8; 32]) -> PathBuf {
+        let h = hex(sha);
+        self.root.join("blake3-of").join(&h[..2]).join(h)
+    }
+
     fn set_sha256(&self, d: &Digest, sha: &[u8; 32]) {
         let p = self.sha256_path(d);
         if !p.exists() {
             let _ = fsutil::write_atomic(&p, hex(sha).as_bytes());
         }
+        let back = self.blake3_of_path(sha);
+        if !back.exists() {
+            let _ = fsutil::write_atomic(&back, hex(d).as_bytes());
+        }
+    }
+
+    /// The blob whose SHA-256 is `sha`, if the cache has it: its blake3 and size. A remote
+    /// restore takes it from here rather than downloading it again (and verifies it as it
+    /// restores it, as every restore does).
+    pub fn blob_by_sha256(&self, sha: &[u8; 32]) -> Option<(Digest, u64)> {
+        let text = fs::read_to_string(self.blake3_of_path(sha)).ok()?;
+        let mut d = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut d).ok()?;
+        let size = fs::metadata(self.blob_path(&d)).ok()?.len();
+        Some((d, size))
     }
 
     /// The SHA-256 of blob `d`: from beside it, else read once from the blob (verifying its

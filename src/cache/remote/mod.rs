@@ -537,6 +537,9 @@ impl Inner {
     /// size once its SHA-256 and size match the digest.
     fn download(&self, cache: &Cache, d: &reapi::Digest) -> Result<(Digest, u64), Failed> {
         let (sha, size) = parse_digest(d)?;
+        if let Some((b3, n)) = cache.blob_by_sha256(&sha).filter(|&(_, n)| n == size) {
+            return Ok((b3, n));
+        }
         let tmp = cache.incoming_path();
         let result = self.download_to(&tmp, d, &sha, size);
         let got = result.and_then(|b3| {
@@ -836,9 +839,9 @@ mod tests {
         );
     }
 
-    /// A server in memory.
+    /// A server in memory, counting blob downloads.
     #[derive(Default)]
-    struct Mem(Mutex<HashMap<String, Vec<u8>>>);
+    struct Mem(Mutex<HashMap<String, Vec<u8>>>, Arc<AtomicUsize>);
 
     impl Store for Mem {
         fn get_action(&self, key: &str) -> Result<Option<Vec<u8>>, RemoteError> {
@@ -852,6 +855,7 @@ mod tests {
             Ok(self.0.lock().unwrap().contains_key(&format!("cas/{hash}")))
         }
         fn get_blob(&self, hash: &str) -> Result<Option<BlobReader>, RemoteError> {
+            self.1.fetch_add(1, Ordering::SeqCst);
             let body = self.0.lock().unwrap().get(&format!("cas/{hash}")).cloned();
             Ok(body
                 .map(|b| (Some(b.len() as u64), Box::new(std::io::Cursor::new(b)) as Box<dyn Read + Send>)))
@@ -891,7 +895,9 @@ mod tests {
         let entry = ActionEntry::new(tree.clone(), Some(log));
 
         let key = [3u8; 32];
-        let remote = Remote::with_store(Box::new(Mem::default()), "mem".into(), false, &cache);
+        let mem = Mem::default();
+        let gets = mem.1.clone();
+        let remote = Remote::with_store(Box::new(mem), "mem".into(), false, &cache);
         remote.enqueue(Upload {
             key,
             outputs: outputs.clone(),
@@ -909,6 +915,12 @@ mod tests {
         assert_eq!(other.read_blob(&back.stdout_digest.unwrap()).unwrap(), b"the log");
         assert_eq!(other.get_entry(&key).unwrap().outputs, tree);
         assert_eq!(again.dep_lists(&key), vec![vec!["a.h".to_string()]]);
+
+        // Blobs the local cache has are not downloaded again: only the tree and the log are.
+        other.evict_entry(&key);
+        let before = gets.load(Ordering::SeqCst);
+        let Fetched::Hit(_) = again.fetch(&other, &key, &outputs) else { panic!("no hit") };
+        assert_eq!(gets.load(Ordering::SeqCst) - before, 2, "only the folder's tree and the log");
     }
 
     #[test]
