@@ -877,6 +877,9 @@ fn build(
     let summary = exec::build(ctx.clone(), &selected, &mut reporter);
     timings.mark("build");
     if let Some(remote) = ctx.remote.as_ref() {
+        if interrupted.load(Ordering::SeqCst) {
+            remote.cancel_uploads();
+        }
         let mut waiting = |line: &str| note(line);
         for w in remote.finish(ctx.cache.root(), &mut waiting) {
             reporter.warn(&w);

@@ -192,6 +192,8 @@ struct Inner {
     bytes_down: AtomicU64,
     bytes_up: AtomicU64,
     pending: AtomicUsize,
+    /// Set by Ctrl-C: the queued uploads are dropped, not sent.
+    cancelled: std::sync::atomic::AtomicBool,
 }
 
 pub struct Remote {
@@ -241,6 +243,7 @@ impl Remote {
             bytes_down: AtomicU64::new(0),
             bytes_up: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
+            cancelled: std::sync::atomic::AtomicBool::new(false),
         });
         let mut workers = Vec::new();
         let mut queue = None;
@@ -382,13 +385,18 @@ impl Remote {
         }
     }
 
+    /// Drop the uploads still queued (an interrupted build does not wait for them).
+    pub fn cancel_uploads(&self) {
+        self.inner.cancelled.store(true, Ordering::SeqCst);
+    }
+
     /// Wait for the uploads, save the counters, and return the warnings for the user: at most
     /// one for the server's failures, one for local trouble. `waiting` is told once, with a
     /// line to show, when uploads are still going.
     pub fn finish(&self, cache_root: &Path, waiting: &mut dyn FnMut(&str)) -> Vec<String> {
         let inner = &self.inner;
         let pending = inner.pending.load(Ordering::SeqCst);
-        if pending > 0 && !inner.stopped() {
+        if pending > 0 && !inner.stopped() && !inner.cancelled.load(Ordering::SeqCst) {
             waiting(&format!(
                 "gvbuild: waiting for {pending} upload(s) to the remote cache {}...",
                 inner.shown
@@ -671,7 +679,7 @@ fn upload_loop(inner: &Inner, rx: &Mutex<Receiver<Upload>>, cache: &Cache) {
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        if !inner.stopped() {
+        if !inner.stopped() && !inner.cancelled.load(Ordering::SeqCst) {
             match upload(inner, cache, &job) {
                 Ok(()) => {}
                 Err(Failed::Server(e)) => inner.failed(&e),
