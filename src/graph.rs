@@ -69,7 +69,7 @@ struct Cached {
 }
 
 /// Bump when the cached form changes (a sealed file: see [`encode`]).
-const PARSE_CACHE_VERSION: u32 = 3;
+const PARSE_CACHE_VERSION: u32 = 5;
 const GRAPH_MAGIC: &[u8; 8] = b"GVGRAPH\0";
 
 impl Graph {
@@ -92,29 +92,17 @@ impl Graph {
     ) -> Result<Graph, ConfigErrors> {
         let key = parse_key(source, overrides);
         let cache_path = state_dir.join("graph.bin");
-        if let Some(cached) = encode::read_sealed::<Cached>(&cache_path, GRAPH_MAGIC, PARSE_CACHE_VERSION) {
-            if cached.key == key {
-                let mut g = Graph::from_parts(cached.project, cached.step_deps, cached.inferred);
-                g.key = key;
+        if let Some(g) = std::fs::read(&cache_path).ok().and_then(|b| Graph::from_cache_bytes(&b)) {
+            if g.key == key {
                 return Ok(g);
             }
         }
-        // The whole-graph checks run also when validation found errors, on what it could read.
-        let (project, errors) = config::load(source, overrides);
-        let Some(project) = project else {
-            return Err(ConfigErrors::new(&source.name, errors));
-        };
-        let mut graph = Graph::check(project, source, errors)?;
-        graph.key = key;
-        let cached = Cached {
-            key,
-            project: graph.project.clone(),
-            step_deps: graph.step_deps.clone(),
-            inferred: graph.inferred.clone(),
-        };
+        let graph = Graph::validate(source, overrides)?;
         // The cache is an optimisation: failing to write it is not an error.
         if write {
-            let _ = encode::write_sealed(&cache_path, GRAPH_MAGIC, PARSE_CACHE_VERSION, &cached);
+            if let Ok(bytes) = graph.to_cache_bytes() {
+                let _ = crate::fsutil::write_atomic(&cache_path, &bytes);
+            }
         }
         Ok(graph)
     }
@@ -515,6 +503,47 @@ impl Graph {
         out.sort_unstable();
         Ok(out)
     }
+
+    /// Parse and validate `source` as [`Graph::load`] does, without reading or writing the
+    /// parse cache.
+    pub fn validate(source: &Source, overrides: &[(String, String)]) -> Result<Graph, ConfigErrors> {
+        // The whole-graph checks run also when validation found errors, on what it could read.
+        let (project, errors) = config::load(source, overrides);
+        let Some(project) = project else {
+            return Err(ConfigErrors::new(&source.name, errors));
+        };
+        let mut graph = Graph::check(project, source, errors)?;
+        graph.key = parse_key(source, overrides);
+        Ok(graph)
+    }
+
+    /// The parse cache's bytes for this graph (the sealed `graph.bin`).
+    pub fn to_cache_bytes(&self) -> std::io::Result<Vec<u8>> {
+        let cached = Cached {
+            key: self.key,
+            project: self.project.clone(),
+            step_deps: self.step_deps.clone(),
+            inferred: self.inferred.clone(),
+        };
+        encode::seal(GRAPH_MAGIC, PARSE_CACHE_VERSION, &cached)
+    }
+
+    /// Read back what [`Graph::to_cache_bytes`] wrote; `None` for anything else, including a
+    /// sealed graph whose edges name targets it does not have. Its `key` is the one it was
+    /// cached under.
+    pub fn from_cache_bytes(bytes: &[u8]) -> Option<Graph> {
+        let cached = encode::unseal::<Cached>(GRAPH_MAGIC, PARSE_CACHE_VERSION, bytes)?;
+        let n = cached.project.targets.len();
+        let in_range = cached.step_deps.len() == n
+            && cached.step_deps.iter().flatten().all(|&d| d < n)
+            && cached.inferred.iter().all(|e| e.target < n && e.dep < n);
+        if !in_range {
+            return None;
+        }
+        let mut g = Graph::from_parts(cached.project, cached.step_deps, cached.inferred);
+        g.key = cached.key;
+        Some(g)
+    }
 }
 
 fn parse_key(source: &Source, overrides: &[(String, String)]) -> [u8; 32] {
@@ -530,4 +559,24 @@ fn parse_key(source: &Source, overrides: &[(String, String)]) -> [u8; 32] {
         h.update(v.as_bytes());
     }
     *h.finalize().as_bytes()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// A project with a `manifest:` step never read back from the parse cache (the manifest's
+    /// serde form skips empty fields, which postcard cannot read back), so its YAML was parsed
+    /// again on every build. Found by the `config` fuzz target.
+    #[test]
+    fn a_manifest_step_survives_the_parse_cache() {
+        let yaml = "targets:\n  m:\n    manifest:\n      program: prover\n      root: build/root\n      \
+                    workspace: { mount: \"%1\", path: /workspace }\n      into: build/m.json\n";
+        let source = Source::new("gevulot.yaml", yaml);
+        let graph = Graph::validate(&source, &[]).unwrap();
+        let cached = Graph::from_cache_bytes(&graph.to_cache_bytes().unwrap()).unwrap();
+        assert_eq!(cached.key, graph.key);
+        assert_eq!(cached.project.targets[0].step, graph.project.targets[0].step);
+    }
 }

@@ -202,6 +202,21 @@ pub fn extract(image: &Path, dir: &Path) -> Result<u64, String> {
     if let Some(name) = tfs::bad_name(&vol.root) {
         return Err(format!("the image holds a name that cannot be extracted safely: {name:?}"));
     }
+    // No two files share data in an image mkfs or gvbuild writes, so together they hold at most
+    // the volume: a hostile image must not make an extraction fill the disk.
+    let total = tfs::walk(&vol.root)
+        .into_iter()
+        .filter_map(|(_, node)| match tfs::kind(node) {
+            Kind::File { len, .. } => Some(len),
+            _ => None,
+        })
+        .fold(0u64, u64::saturating_add);
+    if total > vol.limit {
+        return Err(format!(
+            "the image's files add up to {total} bytes, more than its filesystem's {} bytes",
+            vol.limit
+        ));
+    }
     let mut files = 0;
     for (path, node) in tfs::walk(&vol.root) {
         let dest = dir.join(path.trim_start_matches('/'));

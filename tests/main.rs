@@ -10,6 +10,7 @@ mod examples;
 mod fetch;
 mod fetch_git;
 mod full_disk;
+mod fuzz_corpus;
 mod image_native;
 mod image_ops;
 mod image_roundtrip;

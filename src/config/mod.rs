@@ -86,6 +86,9 @@ pub enum Step {
 /// will be checked against the stage root.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ManifestStep {
+    /// In the parse cache as its JSON text: its serde form skips empty fields, which postcard
+    /// cannot read back.
+    #[serde(with = "manifest_as_json")]
     pub manifest: Option<Box<crate::steps::manifest::Manifest>>,
     /// A hand-written manifest to validate and canonicalise instead.
     pub from: Option<String>,
@@ -93,6 +96,25 @@ pub struct ManifestStep {
     pub klib_dir: Option<String>,
     /// Where each field is in the build file, for errors found while building.
     pub at: crate::diag::Positions,
+}
+
+/// Serde for [`ManifestStep::manifest`]: the manifest as its JSON text.
+mod manifest_as_json {
+    use serde::de::Error as _;
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::steps::manifest::Manifest;
+
+    pub fn serialize<S: Serializer>(m: &Option<Box<Manifest>>, s: S) -> Result<S::Ok, S::Error> {
+        let text = m.as_ref().map(serde_json::to_string).transpose().map_err(S::Error::custom)?;
+        text.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<Manifest>>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| serde_json::from_str(&t)).transpose().map_err(D::Error::custom)
+    }
 }
 
 /// `fetch:` after var expansion; its output is the target's one output.

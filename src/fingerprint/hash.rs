@@ -74,15 +74,7 @@ pub fn is_exec(meta: &fs::Metadata) -> bool {
 
 impl StatCache {
     pub fn load(path: &Path) -> StatCache {
-        let map = super::encode::read_sealed::<StatFile>(path, STAT_MAGIC, STAT_VERSION)
-            .map(|f| f.entries.into_iter().collect())
-            .unwrap_or_default();
-        StatCache {
-            map: RwLock::new(map),
-            dirty: Default::default(),
-            memo: RwLock::new(None),
-            listings: RwLock::new(None),
-        }
+        fs::read(path).map(|b| StatCache::from_bytes(&b)).unwrap_or_default()
     }
 
     /// Start (true) or end (false) a phase in which no file changes: identities are memoised.
@@ -209,6 +201,20 @@ impl StatCache {
             if map.remove(key).is_some() {
                 self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
             }
+        }
+    }
+
+    /// The cache as [`StatCache::load`] reads it from the bytes of `stat.bin`; damaged bytes
+    /// give an empty cache.
+    pub fn from_bytes(bytes: &[u8]) -> StatCache {
+        let map = super::encode::unseal::<StatFile>(STAT_MAGIC, STAT_VERSION, bytes)
+            .map(|f| f.entries.into_iter().collect())
+            .unwrap_or_default();
+        StatCache {
+            map: RwLock::new(map),
+            dirty: Default::default(),
+            memo: RwLock::new(None),
+            listings: RwLock::new(None),
         }
     }
 }

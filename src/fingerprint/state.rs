@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::encode::{read_sealed, write_sealed};
+use super::encode::{unseal, write_sealed};
 use super::hash::Digest;
 use super::outputs::OutputTree;
 use super::{KeyParts, KEY_VERSION};
@@ -57,21 +57,9 @@ pub struct State {
 
 impl State {
     pub fn load(dir: &Path) -> State {
-        let mut records: HashMap<String, Record> =
-            read_sealed::<StateFile>(&dir.join("state.bin"), STATE_MAGIC, STATE_VERSION)
-                .map(|f| f.records.into_iter().collect())
-                .unwrap_or_default();
-        let mut dirty = false;
-        if let Ok(bytes) = fs::read(dir.join("journal")) {
-            for (name, rec) in replay(&bytes) {
-                dirty = true;
-                match rec {
-                    Some(r) => records.insert(name, r),
-                    None => records.remove(&name),
-                };
-            }
-        }
-        State { dir: dir.to_path_buf(), records, journal: Mutex::new(None), dirty }
+        let state_bin = fs::read(dir.join("state.bin")).ok();
+        let journal = fs::read(dir.join("journal")).ok();
+        State::from_bytes(dir, state_bin.as_deref(), journal.as_deref())
     }
 
     pub fn get(&self, target: &str) -> Option<&Record> {
@@ -131,6 +119,24 @@ impl State {
         self.dirty = false;
         Ok(())
     }
+
+    /// The state in `dir` as [`State::load`] reads it from the bytes of `state.bin` and
+    /// `journal` (`None`: absent); damaged bytes read as absent, as the module docs say.
+    pub fn from_bytes(dir: &Path, state_bin: Option<&[u8]>, journal: Option<&[u8]>) -> State {
+        let mut records: HashMap<String, Record> = state_bin
+            .and_then(|b| unseal::<StateFile>(STATE_MAGIC, STATE_VERSION, b))
+            .map(|f| f.records.into_iter().collect())
+            .unwrap_or_default();
+        let mut dirty = false;
+        for (name, rec) in journal.map(replay).unwrap_or_default() {
+            dirty = true;
+            match rec {
+                Some(r) => records.insert(name, r),
+                None => records.remove(&name),
+            };
+        }
+        State { dir: dir.to_path_buf(), records, journal: Mutex::new(None), dirty }
+    }
 }
 
 fn replay(mut bytes: &[u8]) -> Vec<(String, Option<Record>)> {
@@ -161,9 +167,8 @@ pub struct ExplainStore {
 
 impl ExplainStore {
     pub fn load(dir: &Path) -> ExplainStore {
-        let path = dir.join("explain.bin");
-        let map = read_sealed(&path, EXPLAIN_MAGIC, STATE_VERSION).unwrap_or_default();
-        ExplainStore { path, map, dirty: false }
+        let bytes = fs::read(dir.join("explain.bin")).ok();
+        ExplainStore::from_bytes(dir, bytes.as_deref())
     }
 
     pub fn set(&mut self, target: &str, e: Explained) {
@@ -176,5 +181,12 @@ impl ExplainStore {
             return Ok(());
         }
         write_sealed(&self.path, EXPLAIN_MAGIC, STATE_VERSION, &self.map)
+    }
+
+    /// The store in `dir` as [`ExplainStore::load`] reads it from the bytes of `explain.bin`
+    /// (`None`: absent); damaged bytes read as absent.
+    pub fn from_bytes(dir: &Path, bytes: Option<&[u8]>) -> ExplainStore {
+        let map = bytes.and_then(|b| unseal(EXPLAIN_MAGIC, STATE_VERSION, b)).unwrap_or_default();
+        ExplainStore { path: dir.join("explain.bin"), map, dirty: false }
     }
 }

@@ -225,10 +225,11 @@ impl Volume {
             }
         }
         extents.sort_unstable();
-        // Holes read as zeros, but a hostile length must not make the reader write forever.
-        let covered = extents.iter().map(|&(at, _, n)| at.saturating_add(n).saturating_mul(SECTOR)).max();
-        if len > covered.unwrap_or(0).max(self.limit) {
-            return Err(format!("a file of {len} bytes, longer than its extents and its volume"));
+        // Holes read as zeros, but a hostile length must not make the reader write forever. An
+        // extent's place in the file is not bounded by anything, so the volume's size is the
+        // bound: no file gvbuild or mkfs writes holds more than its volume.
+        if len > self.limit {
+            return Err(format!("a file of {len} bytes, longer than its volume ({} bytes)", self.limit));
         }
         let mut pos = 0u64;
         let mut buf = vec![0u8; 1 << 20];
@@ -276,6 +277,77 @@ fn write_zeros(to: &mut dyn Write, mut n: u64) -> Result<(), String> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::tfs::codec::Encoder;
+    use crate::tfs::push_varint;
+
+    /// A bare volume of three sectors whose log is the one entry `root`.
+    fn volume_of(root: &Tuple) -> Vec<u8> {
+        let mut entry = Vec::new();
+        Encoder::default().tuple(&mut entry, root);
+        let mut img = MAGIC.to_vec();
+        push_varint(&mut img, VERSION);
+        push_varint(&mut img, 1);
+        img.extend_from_slice(&[0; 16]); // UUID
+        img.extend_from_slice(&[0, LOG_EXTENSION_LINK, 1, 2, END_OF_LOG]); // label, link, end
+        img.resize(SECTOR as usize, 0);
+        img.extend_from_slice(MAGIC);
+        push_varint(&mut img, VERSION);
+        push_varint(&mut img, 2);
+        img.push(TUPLE_AVAILABLE);
+        push_varint(&mut img, entry.len() as u64);
+        push_varint(&mut img, entry.len() as u64);
+        img.extend_from_slice(&entry);
+        img.push(END_OF_LOG);
+        img.resize(3 * SECTOR as usize, 0);
+        img
+    }
+
+    /// A file with one sector of data at file sector 2^40 and a length of 2^49 bytes: the
+    /// length check counted the extent's place in the file as covered, so reading it wrote
+    /// 512 TiB of zeros (the `image` fuzz target's timeout).
+    #[test]
+    fn a_sparse_file_longer_than_its_volume_is_refused() {
+        let mut extent = Tuple::new();
+        extent.insert("length".into(), Value::str("1"));
+        extent.insert("offset".into(), Value::str("0"));
+        let mut extents = Tuple::new();
+        extents.insert((1u64 << 40).to_string(), Value::Tuple(extent));
+        let mut f = Tuple::new();
+        f.insert("extents".into(), Value::Tuple(extents));
+        f.insert("filelength".into(), Value::str(&(1u64 << 49).to_string()));
+        let mut children = Tuple::new();
+        children.insert("f".into(), Value::Tuple(f));
+        let mut root = Tuple::new();
+        root.insert("children".into(), Value::Tuple(children));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse.img");
+        std::fs::write(&path, volume_of(&root)).unwrap();
+        let file = File::open(&path).unwrap();
+        let vol = read_volume(&file, 0, 3 * SECTOR).unwrap();
+        let (_, node) = walk(&vol.root).into_iter().next().unwrap();
+        let err = vol.copy_file(&file, node, &mut std::io::sink()).unwrap_err();
+        assert!(err.contains("longer than its volume"), "{err}");
+    }
+
+    /// Files of holes, each as long as the volume: each file is within bounds, but an
+    /// extraction would write the volume's size once per file.
+    #[test]
+    fn an_extraction_bigger_than_the_volume_is_refused() {
+        let mut children = Tuple::new();
+        for i in 0..4 {
+            let mut f = Tuple::new();
+            f.insert("extents".into(), Value::Tuple(Tuple::new()));
+            f.insert("filelength".into(), Value::str(&(3 * SECTOR).to_string()));
+            children.insert(format!("f{i}"), Value::Tuple(f));
+        }
+        let mut root = Tuple::new();
+        root.insert("children".into(), Value::Tuple(children));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("holes.img");
+        std::fs::write(&path, volume_of(&root)).unwrap();
+        let err = crate::inspect::extract(&path, &dir.path().join("out")).unwrap_err();
+        assert!(err.contains("add up to 6144 bytes, more than its filesystem's 1536"), "{err}");
+    }
 
     /// Random damage to the log of an image Nanos's mkfs made is an error or a (different)
     /// tree, never a panic, a hang or a read outside the volume.

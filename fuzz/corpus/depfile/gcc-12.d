@@ -1,0 +1,2 @@
+m.o: main.c /usr/include/stdc-predef.h inc/sp\ ace.h inc/ha\#sh.h \
+ inc/co:lon.h inc/dol$$lar.h
