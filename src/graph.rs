@@ -339,6 +339,9 @@ impl Graph {
     /// its deepest dep's. A target reaches only targets of a lower level.
     fn levels(&self) -> Vec<usize> {
         let mut level = vec![usize::MAX; self.len()];
+        // Entered but not finished: a dep met in this state closes a cycle (the declared deps
+        // may have one, reported elsewhere) and counts as level 0, so the walk ends.
+        let mut entered = vec![false; self.len()];
         for root in 0..self.len() {
             // Iterative post-order, so a 100,000-target chain does not overflow the stack.
             let mut stack = vec![(root, false)];
@@ -347,8 +350,14 @@ impl Graph {
                     continue;
                 }
                 if expanded {
-                    level[n] =
-                        self.step_deps[n].iter().map(|&d| level[d].saturating_add(1)).max().unwrap_or(0);
+                    level[n] = self.step_deps[n]
+                        .iter()
+                        .map(|&d| if level[d] == usize::MAX { 0 } else { level[d] + 1 })
+                        .max()
+                        .unwrap_or(0);
+                    continue;
+                }
+                if std::mem::replace(&mut entered[n], true) {
                     continue;
                 }
                 stack.push((n, true));

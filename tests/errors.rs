@@ -1116,3 +1116,13 @@ fn a_var_cycle_through_set_names_it() {
     assert!(!err.contains("2 |   v: \"1\"\n   :"), "the file's value of v is not the culprit: {err}");
     assert!(err.contains("${w}") || err.contains("${v}"), "{err}");
 }
+
+/// Regression (found by the loader's fuzzer): a declared dependency cycle together with an
+/// input that reads another target's output sent the inference's level walk round the cycle
+/// forever, allocating until memory ran out. Now the cycle is reported and the walk ends.
+#[test]
+fn a_declared_cycle_beside_an_inferred_read_is_reported() {
+    let yaml = "targets:\n  a:\n    deps: [b]\n    outputs: [out/a]\n    run: echo > out/a\n  b:\n    deps: [a]\n    outputs: [out/b]\n    run: echo > out/b\n  c:\n    inputs: [out/a]\n    outputs: [out/c]\n    run: cp out/a out/c\n";
+    let err = rejected(yaml, &["list"]);
+    assert!(err.contains("cycle"), "{err}");
+}
