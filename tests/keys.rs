@@ -544,6 +544,17 @@ fn library_appearing_in_an_rpath_folder_restages() {
     assert_eq!(staged(&p), fs::read(p.path("rp/libfoo.so")).unwrap());
 }
 
+/// Start `gvbuild --json` and wait until its step has touched `started`.
+fn build_until_started(p: &Project) -> std::process::Child {
+    let child = p.command(&["--json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !p.exists("started") {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
 /// Regression: an input changed and changed back while its step ran (A, B, A) was read as B,
 /// and the result was stored under A's key. Its stat changed: nothing is stored.
 #[test]
@@ -554,12 +565,7 @@ fn input_changed_and_back_while_running_is_not_stored() {
             "targets:\n  t:\n    inputs: [in.txt]\n    outputs: [out.txt]\n    run: touch started; sleep 1; cp in.txt out.txt; sleep 1\n",
         )
         .file("in.txt", "A\n");
-    let child = p.command(&["--json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !p.exists("started") {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let child = build_until_started(&p);
     p.write("in.txt", "B\n");
     std::thread::sleep(Duration::from_millis(1500));
     p.write("in.txt", "A\n");
@@ -583,12 +589,7 @@ fn discovered_header_replaced_with_an_old_mtime_is_not_stored() {
         .file("v2.h", "v2\n");
     let st = Command::new("touch").args(["-d", "2020-01-01", "v2.h"]).current_dir(p.root()).status().unwrap();
     assert!(st.success());
-    let child = p.command(&["--json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !p.exists("started") {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let child = build_until_started(&p);
     std::thread::sleep(Duration::from_millis(300));
     let st = Command::new("cp").args(["-p", "v2.h", "inc/x.h"]).current_dir(p.root()).status().unwrap();
     assert!(st.success());
