@@ -4,8 +4,9 @@
 //!
 //! 1. [`cli`]: the command line; each subcommand is a thin function over the modules below.
 //! 2. [`config`]: gevulot.yaml as serde types with source spans, var expansion, validation.
-//! 3. [`graph`]: the DAG (petgraph), whole-graph checks (cycles, outputs), selection, and the
-//!    parse cache that keeps YAML parsing off the no-op path.
+//! 3. [`graph`]: the DAG (petgraph), whole-graph checks (cycles, outputs), the dependencies
+//!    inferred from inputs that read other targets' outputs, selection, and the parse cache that
+//!    keeps YAML parsing off the no-op path.
 //! 4. [`fingerprint`]: what goes into a step's key (start reading here: its module docs), file
 //!    hashing and the stat cache, the project's state of the last build.
 //! 5. [`cache`]: the content-addressed store of blobs and action entries, locks, gc, verify; and

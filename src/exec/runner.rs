@@ -403,7 +403,7 @@ fn full_for(
 /// path to that target: its content depended on the order the steps happened to run in.
 fn unordered_read(ctx: &Ctx, t: &Target, list: &[String], how: &str) -> Result<(), String> {
     let Some(me) = ctx.graph.lookup(&t.name) else { return Ok(()) };
-    for p in list.iter().filter(|p| !p.starts_with('/')) {
+    for p in discovered::files(list).filter(|p| !p.starts_with('/')) {
         let Some(producer) = ctx.producer_of(p) else { continue };
         if producer != me && !ctx.graph.depends_on(me, producer) {
             let other = &ctx.graph.target(producer).name;
