@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gvbuild::fingerprint::depfile;
 
@@ -384,30 +384,6 @@ fn symlink_loop_in_input_folder_is_an_error() {
         .stderr_has("input `assets/sub/up` is a symlink that leads back to its own ancestor `assets`");
 }
 
-/// Runs `gvbuild` with a deadline: a FIFO that blocked the build would hang the test.
-fn build_with_deadline(p: &Project, args: &[&str]) -> (i32, String) {
-    let mut child = p
-        .command(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            let text =
-                String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-            return (st.code().unwrap_or(-1), text);
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            child.kill().ok();
-            panic!("gvbuild hung");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Regression: a FIFO in an input folder hung the build; a socket was hashed as if it were a
 /// file. Both are now errors that name the entry.
 #[test]
@@ -416,12 +392,12 @@ fn fifo_and_socket_in_input_folder_are_errors() {
     p.write("assets/a", "a");
     let st = Command::new("mkfifo").arg(p.path("assets/pipe")).status().unwrap();
     assert!(st.success());
-    let (code, out) = build_with_deadline(&p, &[]);
+    let (code, out) = gvbuild_in_time(&p, &[]);
     assert_ne!(code, 0);
     assert!(out.contains("input `assets/pipe` is a FIFO"), "{out}");
     fs::remove_file(p.path("assets/pipe")).unwrap();
     let _sock = std::os::unix::net::UnixListener::bind(p.path("assets/sock")).unwrap();
-    let (code, out) = build_with_deadline(&p, &[]);
+    let (code, out) = gvbuild_in_time(&p, &[]);
     assert_ne!(code, 0);
     assert!(out.contains("input `assets/sock` is a socket"), "{out}");
 }
@@ -443,7 +419,7 @@ fn fifo_in_output_folder_is_an_error() {
         "gevulot.yaml",
         "targets:\n  t:\n    outputs: [out]\n    run: mkdir -p out && echo a > out/a && mkfifo out/pipe\n",
     );
-    let (code, out) = build_with_deadline(&p, &[]);
+    let (code, out) = gvbuild_in_time(&p, &[]);
     assert_ne!(code, 0);
     assert!(out.contains("output `out/pipe` is a FIFO"), "{out}");
 }
@@ -547,11 +523,7 @@ fn library_appearing_in_an_rpath_folder_restages() {
 /// Start `gvbuild --json` and wait until its step has touched `started`.
 fn build_until_started(p: &Project) -> std::process::Child {
     let child = p.command(&["--json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !p.exists("started") {
-        assert!(Instant::now() < deadline, "the step never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("the step to start", || p.exists("started"));
     child
 }
 

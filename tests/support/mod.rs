@@ -10,10 +10,12 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -377,4 +379,47 @@ pub fn native_image_yaml(extra: &str) -> String {
     format!(
         "targets:\n  image:\n    image:\n      builder: native\n      release: nanos\n      manifest: prover.json\n      root: root\n      into: prover.img\n{extra}"
     )
+}
+
+/// A generous bound for anything the tests wait on; never a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Poll `cond` until it holds, or fail after [`PATIENCE`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < PATIENCE, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Wait for a child to exit (bounded: a hung child is killed and the test fails).
+pub fn wait_child(child: &mut Child, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if start.elapsed() > PATIENCE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Run `gvbuild ARGS` with a bound on its time (a FIFO that blocked the build would hang the
+/// test otherwise): its exit code and its stdout then stderr. Its output must be small.
+pub fn gvbuild_in_time(p: &Project, args: &[&str]) -> (i32, String) {
+    let mut child = p.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let status = wait_child(&mut child, "gvbuild");
+    let mut text = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_string(&mut text).unwrap();
+    }
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_string(&mut text).unwrap();
+    }
+    (status.code().unwrap_or(-1), text)
 }
