@@ -97,8 +97,10 @@ impl CacheArgs {
 /// The shared cache: for builds.
 #[derive(Args, Debug, Clone, Default, PartialEq)]
 struct RemoteArgs {
-    /// A shared cache: the http:// or https:// URL of a Bazel HTTP remote cache (also
-    /// GVBUILD_REMOTE_CACHE).
+    /// A shared cache: the http:// or https:// URL of a Bazel HTTP remote cache, or the
+    /// grpc:// or grpcs:// URL of a REAPI server, `/INSTANCE` as its path (also
+    /// GVBUILD_REMOTE_CACHE; over gevulot.yaml's read-only `remote_cache:`, which an empty
+    /// URL turns off).
     #[arg(long, value_name = "URL", env = "GVBUILD_REMOTE_CACHE", hide_env_values = true)]
     remote_cache: Option<String>,
     /// Read from the remote cache, never write to it (also GVBUILD_REMOTE_READ_ONLY=1).
@@ -116,6 +118,22 @@ struct RemoteArgs {
     /// Give up on a remote request after this many seconds without progress (default 30).
     #[arg(long, value_name = "SECS", env = "GVBUILD_REMOTE_TIMEOUT")]
     remote_timeout: Option<u64>,
+    /// A platform property added to every remote cache key, over gevulot.yaml's `platform:`
+    /// (repeatable), e.g. `--platform os=debian-12`.
+    #[arg(long = "platform", value_name = "NAME=VALUE", value_parser = parse_platform)]
+    platform: Vec<(String, String)>,
+}
+
+/// `--platform NAME=VALUE`.
+fn parse_platform(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if crate::config::is_platform_name(k) => Ok((k.to_string(), v.to_string())),
+        Some((k, _)) => Err(format!(
+            "`{}` is not a platform property name (printable ASCII without spaces or `=`)",
+            k.escape_debug()
+        )),
+        None => Err("write NAME=VALUE, for example `os=debian-12`".into()),
+    }
 }
 
 impl RemoteArgs {
@@ -127,6 +145,7 @@ impl RemoteArgs {
             remote_client_cert: after.remote_client_cert.or(self.remote_client_cert),
             remote_client_key: after.remote_client_key.or(self.remote_client_key),
             remote_timeout: after.remote_timeout.or(self.remote_timeout),
+            platform: self.platform.into_iter().chain(after.platform).collect(),
         }
     }
 }
@@ -803,18 +822,38 @@ fn build(
         (c, Some(l))
     };
     // A dry run asks no server: it writes nothing and says what the local cache would do.
-    let remote = match remote_args.remote_cache.as_deref().filter(|u| !u.is_empty() && !dry) {
-        Some(url) => {
+    // The flag or the environment names the cache the user trusts with credentials and
+    // writes; gevulot.yaml's `remote_cache:` (which a pull request can edit) is only read, and
+    // gets neither the headers nor the client certificate.
+    let timeout = std::time::Duration::from_secs(remote_args.remote_timeout.unwrap_or(30).max(1));
+    // An empty `--remote-cache ''` turns the file's off too.
+    let given = remote_args.remote_cache.as_deref();
+    let options = match (given, graph.project.remote_cache.as_deref()) {
+        _ if dry => None,
+        (Some(""), _) => None,
+        (Some(url), _) => Some(RemoteOptions {
+            url: url.to_string(),
+            read_only: remote_args.remote_read_only,
+            headers: remote_headers()?,
+            ca_file: remote_args.remote_ca.clone(),
+            client_cert: remote_args.remote_client_cert.clone(),
+            client_key: remote_args.remote_client_key.clone(),
+            timeout,
+        }),
+        (None, Some(url)) => Some(RemoteOptions {
+            url: url.to_string(),
+            read_only: true,
+            headers: Vec::new(),
+            ca_file: remote_args.remote_ca.clone(),
+            client_cert: None,
+            client_key: None,
+            timeout,
+        }),
+        (None, None) => None,
+    };
+    let remote = match options {
+        Some(options) => {
             cache.keep_sha256();
-            let options = RemoteOptions {
-                url: url.to_string(),
-                read_only: remote_args.remote_read_only,
-                headers: remote_headers()?,
-                ca_file: remote_args.remote_ca.clone(),
-                client_cert: remote_args.remote_client_cert.clone(),
-                client_key: remote_args.remote_client_key.clone(),
-                timeout: std::time::Duration::from_secs(remote_args.remote_timeout.unwrap_or(30).max(1)),
-            };
             Some(Remote::open(options, &cache).map_err(Error::Usage)?)
         }
         None => None,
@@ -858,6 +897,7 @@ fn build(
         producers: Default::default(),
         glob_warnings: Default::default(),
         remote,
+        platform: remote_args.platform.iter().cloned().collect(),
     });
     // Kill running steps' process groups as soon as a signal arrives.
     let done = Arc::new(AtomicBool::new(false));
@@ -1200,7 +1240,13 @@ fn cache_cmd(g: &GlobalArgs, cmd: CacheCmd) -> Result<u8, Error> {
             for b in &r.blobs_bad {
                 out(&format!("damaged: {b}\n"));
             }
-            if !r.blobs_bad.is_empty() {
+            if !r.sha256_bad.is_empty() {
+                out(&format!("verify: {} wrong SHA-256 name(s) (removed)\n", r.sha256_bad.len()));
+            }
+            for b in &r.sha256_bad {
+                out(&format!("wrong SHA-256 name: {b}\n"));
+            }
+            if !r.blobs_bad.is_empty() || !r.sha256_bad.is_empty() {
                 return Ok(1);
             }
         }

@@ -69,7 +69,7 @@ struct Cached {
 }
 
 /// Bump when the cached form changes (a sealed file: see [`encode`]).
-const PARSE_CACHE_VERSION: u32 = 5;
+const PARSE_CACHE_VERSION: u32 = 6;
 const GRAPH_MAGIC: &[u8; 8] = b"GVGRAPH\0";
 
 impl Graph {

@@ -138,6 +138,109 @@ fn cuda() -> Option<std::path::PathBuf> {
     }
 }
 
+/// The GPU example's surroundings: the assets (a tarball of the same shape) and the stand-in
+/// Nanos release served on 127.0.0.1, and the `--set`s its instructions give for them and for
+/// the PyPI CUDA toolkit.
+struct GpuExample {
+    assets: crate::fetch::http::Server,
+    release: crate::fetch::http::Server,
+    cudart: String,
+    sets: Vec<String>,
+}
+
+impl GpuExample {
+    fn new(cuda: &Path) -> GpuExample {
+        let cudart = fs::read_dir(cuda.join("lib"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("libcudart.so."))
+            .expect("libcudart.so.N in the CUDA lib folder");
+        let assets = crate::fetch::archives::Tar::new()
+            .dir("nanos-gpu")
+            .file("nanos-gpu/gpu_nvidia", b"klib", 0o644)
+            .file("nanos-gpu/libcuda.so.535.104.05", b"driver", 0o644)
+            .file("nanos-gpu/libnvidia-ml.so.535.104.05", b"nvml", 0o644)
+            .file("nanos-gpu/libnvidia-ptxjitcompiler.so.535.104.05", b"ptxjit", 0o644)
+            .file("nanos-gpu/nvidia/535.104.05/gsp_ga10x.bin", b"firmware", 0o644)
+            .finish();
+        let assets = crate::fetch::archives::gzip(&assets);
+        let sha = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&assets))
+        };
+        let server = crate::fetch::http::Server::start();
+        server.serve("/assets-mirror/nanos-0.1.51-gpu.tar.gz", assets);
+        let (release, release_sets) = release_server();
+        let mut sets = vec![
+            format!("assets_mirror={}", server.url("/assets-mirror")),
+            format!("assets_sha256={sha}"),
+            // The PyPI toolkit: CUDA 13, its libraries in lib/ rather than lib64/.
+            format!("cuda={}", cuda.display()),
+            format!("cuda_lib={}", cuda.join("lib").display()),
+            format!("cudart={cudart}"),
+            "cuda_arch=sm_90".to_string(),
+        ];
+        sets.extend(release_sets);
+        GpuExample { assets: server, release, cudart, sets }
+    }
+
+    /// `gvbuild --json --set ... EXTRA` in `p`, which must succeed.
+    fn build(&self, p: &Project, extra: &[&str]) -> Build {
+        let mut args: Vec<String> = vec!["--json".into()];
+        for s in &self.sets {
+            args.push("--set".into());
+            args.push(s.clone());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let output = p.command(&args.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+        Build::parse(&Run { output, args }.success())
+    }
+
+    fn asset_downloads(&self) -> usize {
+        self.assets.requests("/assets-mirror/nanos-0.1.51-gpu.tar.gz")
+    }
+}
+
+/// The GPU example through a shared cache (nginx): a second clone on an empty local cache runs
+/// no step, and takes the assets and the Nanos release from the remote cache, not from their
+/// origin.
+#[test]
+#[cfg_attr(
+    gvbuild_no_cuda,
+    ignore = "needs nvcc: set GVBUILD_TEST_CUDA to a CUDA folder (bin/nvcc, lib/); .ci/run installs one from PyPI"
+)]
+#[cfg_attr(gvbuild_no_nginx, ignore = "needs nginx (CI installs it)")]
+fn gpu_prover_example_shares_through_a_remote_cache() {
+    let Some(cuda) = cuda() else { return };
+    let gpu = GpuExample::new(&cuda);
+    let cache = crate::remote::nginx::Nginx::start();
+    let url = cache.url();
+    let p = example("gpu-prover");
+    let _ = fs::remove_dir_all(p.path("shim/target"));
+    let b = gpu.build(&p, &["--remote-cache", &url]);
+    assert_eq!(b.ran(), names(&["assets", "image", "manifest", "nanos", "prover", "shim", "stage-libs"]));
+    assert_eq!((gpu.asset_downloads(), gpu.release.requests(NANOS_PATH)), (1, 1));
+
+    let c = Project::new();
+    copy_tree(p.root(), c.root());
+    for generated in ["build", "shim/target"] {
+        let _ = fs::remove_dir_all(c.path(generated));
+    }
+    let b = gpu.build(&c, &["--remote-cache", &url]);
+    assert!(b.ran().is_empty(), "{:?}", b.events);
+    assert_eq!(b.restored().len(), 7);
+    assert!(b.events.iter().filter(|e| e["outcome"] == "restored").all(|e| e["where"] == "remote"));
+    assert_eq!(
+        (gpu.asset_downloads(), gpu.release.requests(NANOS_PATH)),
+        (1, 1),
+        "the second clone downloaded from the origin"
+    );
+    for f in ["build/prover.img", "build/prover", "build/root/lib/x86_64-linux-gnu/libcuda.so.1"] {
+        assert!(fs::read(p.path(f)).unwrap() == fs::read(c.path(f)).unwrap(), "{f} differs");
+    }
+}
+
 /// The guide's GPU Containerfile as a graph, built for real: the shim (cargo), the assets
 /// (a tarball of the same shape served on 127.0.0.1), the CUDA program (real nvcc), the stage
 /// root with its libraries and aliases, the GPU manifest, and the image (a stand-in ops).
@@ -148,55 +251,16 @@ fn cuda() -> Option<std::path::PathBuf> {
 )]
 fn gpu_prover_example_builds_with_real_nvcc() {
     let Some(cuda) = cuda() else { return };
-    let cudart = fs::read_dir(cuda.join("lib"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| n.starts_with("libcudart.so."))
-        .expect("libcudart.so.N in the CUDA lib folder");
-    let assets = crate::fetch::archives::Tar::new()
-        .dir("nanos-gpu")
-        .file("nanos-gpu/gpu_nvidia", b"klib", 0o644)
-        .file("nanos-gpu/libcuda.so.535.104.05", b"driver", 0o644)
-        .file("nanos-gpu/libnvidia-ml.so.535.104.05", b"nvml", 0o644)
-        .file("nanos-gpu/libnvidia-ptxjitcompiler.so.535.104.05", b"ptxjit", 0o644)
-        .file("nanos-gpu/nvidia/535.104.05/gsp_ga10x.bin", b"firmware", 0o644)
-        .finish();
-    let assets = crate::fetch::archives::gzip(&assets);
-    let sha = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(&assets))
-    };
-    let server = crate::fetch::http::Server::start();
-    server.serve("/assets-mirror/nanos-0.1.51-gpu.tar.gz", assets);
-
+    let gpu = GpuExample::new(&cuda);
+    let (release, cudart) = (&gpu.release, gpu.cudart.as_str());
     let p = example("gpu-prover");
     let _ = fs::remove_dir_all(p.path("shim/target"));
-    let (release, release_sets) = release_server();
-    let mut sets = vec![
-        format!("assets_mirror={}", server.url("/assets-mirror")),
-        format!("assets_sha256={sha}"),
-        // The PyPI toolkit: CUDA 13, its libraries in lib/ rather than lib64/.
-        format!("cuda={}", cuda.display()),
-        format!("cuda_lib={}", cuda.join("lib").display()),
-        format!("cudart={cudart}"),
-        "cuda_arch=sm_90".to_string(),
-    ];
-    sets.extend(release_sets);
-    let build = |p: &Project| {
-        let mut args: Vec<String> = vec!["--json".into()];
-        for s in &sets {
-            args.push("--set".into());
-            args.push(s.clone());
-        }
-        let output = p.command(&args.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
-        Build::parse(&Run { output, args }.success())
-    };
+    let build = |p: &Project| gpu.build(p, &[]);
 
     let b = build(&p);
     assert_eq!(b.ran(), names(&["assets", "image", "manifest", "nanos", "prover", "shim", "stage-libs"]));
     let lib = "build/root/lib/x86_64-linux-gnu";
-    for staged in ["libcuda.so.1", "libnvidia-ml.so.1", "libgevulot_shim.so", "libc.so.6", cudart.as_str()] {
+    for staged in ["libcuda.so.1", "libnvidia-ml.so.1", "libgevulot_shim.so", "libc.so.6", cudart] {
         assert!(p.path(&format!("{lib}/{staged}")).is_file(), "{staged} is staged");
     }
     assert_eq!(p.read(&format!("{lib}/libcuda.so.1")), "driver");
@@ -207,7 +271,7 @@ fn gpu_prover_example_builds_with_real_nvcc() {
         "{manifest}"
     );
     assert!(!manifest.contains("readonly_rootfs"), "{manifest}");
-    assert_eq!(server.requests("/assets-mirror/nanos-0.1.51-gpu.tar.gz"), 1);
+    assert_eq!(gpu.asset_downloads(), 1);
 
     // The image: the GPU klib in the boot filesystem, the libraries, firmware and program in
     // the root, the workspace mount as the manifest writes it (as ops would).
@@ -254,7 +318,7 @@ fn gpu_prover_example_builds_with_real_nvcc() {
     let b = build(&c);
     assert!(b.ran().is_empty(), "{b:?}");
     assert_eq!(b.restored().len(), 7);
-    assert_eq!(server.requests("/assets-mirror/nanos-0.1.51-gpu.tar.gz"), 1);
+    assert_eq!(gpu.asset_downloads(), 1);
     assert_eq!(release.requests(NANOS_PATH), 1);
 }
 

@@ -4,7 +4,7 @@
 #[path = "remote/bad_server.rs"]
 mod bad_server;
 #[path = "remote/nginx.rs"]
-mod nginx;
+pub mod nginx;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -413,6 +413,222 @@ fn headers_from_the_environment_are_sent_and_never_printed() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("GVBUILD_REMOTE_HEADER") && !err.contains("s3cr3t"), "{err}");
+}
+
+/// `remote_cache:` in gevulot.yaml is read from, never written to, and never sent the
+/// credentials of the environment: a pull request that edits the file cannot send CI's token
+/// or outputs to a host of its choice.
+#[test]
+fn remote_cache_in_gevulot_yaml_is_read_only_and_gets_no_credentials() {
+    let server = BadServer::start(Mode::Normal);
+    let a = project();
+    with_remote(&a, &server.url(), &[]).0.success();
+    let filled = server.stored();
+    assert!(!filled.is_empty());
+    let seen = server.requests().len();
+
+    let b = clone_of(&a);
+    let yaml = b.read("gevulot.yaml");
+    b.write("gevulot.yaml", &format!("remote_cache: {}\n{yaml}", server.url()));
+    b.write("src/main.c", &a.read("src/main.c").replace("int main", "int  main"));
+    let secret = "Bearer s3cr3t-t0ken";
+    let mut c = b.command(&["--json"]);
+    c.env("GVBUILD_REMOTE_HEADER", format!("Authorization: {secret}"));
+    let run = crate::support::Run { output: c.output().unwrap(), args: vec!["--json".into()] }.success();
+    let built = Build::parse(&run);
+    // What the server has is restored; the changed program runs and is not uploaded.
+    assert_eq!(built.restored(), names(&["tree", "use"]));
+    assert!(where_of(&built).values().all(|w| w == "remote"), "{:?}", built.events);
+    assert_eq!(built.ran(), names(&["prog", "stamp"]));
+    assert_eq!(server.stored(), filled, "the file's remote cache was written to");
+    let reqs = server.requests();
+    assert!(reqs.len() > seen);
+    for r in &reqs[seen..] {
+        assert!(matches!(r.method.as_str(), "GET" | "HEAD"), "{r:?}");
+        assert!(!r.headers.iter().any(|(k, _)| k == "authorization"), "credentials sent: {r:?}");
+    }
+
+    // The flag (or GVBUILD_REMOTE_CACHE) goes over the file's URL, and an empty one turns
+    // the file's off: no request at all.
+    let n = server.requests().len();
+    let (run, _) = b.build_any(&["-B", "--remote-cache", ""]);
+    run.success();
+    assert_eq!(server.requests().len(), n);
+    // A URL of no protocol gvbuild speaks is an error pointing into the file.
+    b.write("gevulot.yaml", &format!("remote_cache: ftp://cache.example\n{yaml}"));
+    b.gvbuild(&[]).exit(2).stderr_has("is not a remote cache URL").stderr_has("gevulot.yaml");
+}
+
+/// Platform properties are in every remote key: a result built for one platform is not
+/// restored for another. `--platform` goes over gevulot.yaml's `platform:`, a target's own
+/// over the top level's.
+#[test]
+fn platform_properties_are_in_every_remote_key() {
+    let server = BadServer::start(Mode::Normal);
+    let a = project();
+    let (run, _) = with_remote(&a, &server.url(), &["--platform", "os=debian-12", "--platform", "gpu=h200"]);
+    run.success();
+
+    let b = clone_of(&a);
+    let (run, other) =
+        with_remote(&b, &server.url(), &["--platform", "os=debian-13", "--platform", "gpu=h200"]);
+    run.success();
+    assert_eq!(other.ran(), names(&["prog", "tree", "use", "stamp"]), "another platform restored nothing");
+
+    // The same properties written in gevulot.yaml are the same keys.
+    let c = clone_of(&a);
+    let yaml = c.read("gevulot.yaml");
+    c.write("gevulot.yaml", &format!("platform:\n  os: debian-12\n  gpu: h100\n{yaml}"));
+    let (run, same) = with_remote(&c, &server.url(), &["--platform", "gpu=h200"]);
+    run.success();
+    assert_eq!(same.restored(), names(&CACHED), "{:?}", same.events);
+
+    // A target's own `platform:` goes over the top level's: only `tree` (and what reads its
+    // output) misses.
+    let d = clone_of(&a);
+    let yaml = yaml.replace("  tree:\n", "  tree:\n    platform: { os: debian-11 }\n");
+    d.write("gevulot.yaml", &format!("platform:\n  os: debian-12\n  gpu: h200\n{yaml}"));
+    let (run, one) = with_remote(&d, &server.url(), &[]);
+    run.success();
+    assert_eq!(one.restored(), names(&["prog", "use"]), "{:?}", one.events);
+    assert_eq!(one.ran(), names(&["tree", "stamp"]));
+
+    // Names are checked where they are written.
+    d.gvbuild(&["--platform", "no-equals-sign"]).exit(2).stderr_has("NAME=VALUE");
+    d.write("gevulot.yaml", &format!("platform:\n  \"bad name\": x\n{yaml}"));
+    d.gvbuild(&[]).exit(2).stderr_has("is not a platform property name");
+}
+
+/// The CI recipe in examples/ci, run as GitHub would run it: each job's `env` (the secrets
+/// and the read-only switch resolved for a push to main and for a pull request) and its
+/// `gvbuild` command lines, unmodified, in a project with an `image` target.
+#[test]
+fn ci_recipe_writes_from_main_and_only_reads_on_pull_requests() {
+    let text =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ci/github-actions.yml")).unwrap();
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let job = |name: &str| doc["jobs"][name].clone();
+    let gvbuild_lines = |job: &serde_json::Value| -> Vec<Vec<String>> {
+        job["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["run"].as_str())
+            .filter(|r| r.starts_with("gvbuild "))
+            .map(|r| r.split_whitespace().skip(1).map(str::to_string).collect())
+            .collect()
+    };
+    let server = BadServer::start(Mode::Normal);
+    let secret = "Bearer recipe-t0ken";
+    // `${{ ... }}` as GitHub resolves it for one event.
+    let resolve = |v: &str, push_to_main: bool| -> String {
+        if v.contains("secrets.GVBUILD_REMOTE_CACHE") {
+            server.url()
+        } else if v.contains("secrets.GVBUILD_CACHE_TOKEN") {
+            v.replace("Bearer ${{ secrets.GVBUILD_CACHE_TOKEN }}", secret)
+        } else if v.contains("github.event_name == 'push'") {
+            (if push_to_main { "0" } else { "1" }).to_string()
+        } else {
+            assert!(!v.contains("${{"), "an expression this test does not know: {v}");
+            v.to_string()
+        }
+    };
+    let shared = job("shared-cache");
+    let run_job = |p: &Project, push_to_main: bool| {
+        for args in gvbuild_lines(&shared) {
+            let mut c = p.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            for (k, v) in shared["env"].as_object().unwrap() {
+                assert!(k.starts_with("GVBUILD_"), "{k}");
+                c.env(k, resolve(v.as_str().unwrap(), push_to_main));
+            }
+            let out = c.output().unwrap();
+            assert!(out.status.success(), "gvbuild {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+        }
+    };
+    let with_image = |p: &Project| {
+        let yaml = p.read("gevulot.yaml");
+        p.write("gevulot.yaml", &format!("{yaml}  image:\n    deps: [prog, tree, use]\n"));
+    };
+    let a = project();
+    with_image(&a);
+    let b = clone_of(&a);
+    // A pull request first: it reads (with the token) and writes nothing.
+    run_job(&b, false);
+    assert!(server.stored().is_empty(), "a pull request wrote {:?}", server.stored());
+    assert!(server
+        .requests()
+        .iter()
+        .all(|r| r.headers.iter().any(|(k, v)| k == "authorization" && v == secret)));
+    // Main writes; the next pull request restores what main built.
+    run_job(&a, true);
+    assert!(!server.stored().is_empty());
+    let filled = server.stored();
+    let c = clone_of(&a);
+    run_job(&c, false);
+    assert_eq!(server.stored(), filled);
+    assert_eq!(outputs(&a), outputs(&c));
+    let (_, again) = c.build_any(&["image"]);
+    assert_eq!(again.fresh(), names(&CACHED), "the pull request's build restored everything");
+
+    // The recipe without a server: its cache folder and its gvbuild lines.
+    let local = job("local-cache");
+    assert_eq!(local["env"]["GVBUILD_CACHE_DIR"], "${{ github.workspace }}/.gvbuild-cache");
+    let d = clone_of(&a);
+    for args in gvbuild_lines(&local) {
+        let mut c = d.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        c.env("GVBUILD_CACHE_DIR", d.path(".gvbuild-cache"));
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "gvbuild {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(d.path(".gvbuild-cache").is_dir());
+}
+
+/// The SHA-256 names the local cache keeps for the remote are checked: a damaged one never
+/// restores another blob, and `cache verify` finds and removes it.
+#[test]
+fn damaged_sha256_names_restore_nothing_wrong_and_verify_finds_them() {
+    use sha2::Digest as _;
+    let server = BadServer::start(Mode::Normal);
+    // Two outputs of one size, so that a damaged name could stand for the other.
+    let a = Project::new().file(
+        "gevulot.yaml",
+        &y(r#"
+        targets:
+          x: { outputs: [x.txt], run: "printf 1111 > x.txt" }
+          z: { outputs: [z.txt], run: "printf 2222 > z.txt" }
+        "#),
+    );
+    with_remote(&a, &server.url(), &[]).0.success();
+    let cache = a.cache.path().to_path_buf();
+    let sha = |bytes: &[u8]| hex::encode(sha2::Sha256::digest(bytes));
+    let name_of = |sha: &str| cache.join("blake3-of").join(&sha[..2]).join(sha);
+    let (x_sha, z_sha) = (sha(b"1111"), sha(b"2222"));
+    // x.txt's SHA-256 now names the blob of z.txt.
+    let z_b3 = fs::read_to_string(name_of(&z_sha)).unwrap();
+    fs::write(name_of(&x_sha), &z_b3).unwrap();
+    // Without its entries, the local cache restores through the remote's entries.
+    fs::remove_dir_all(cache.join("ac")).unwrap();
+    let c = Project::with_cache(&a.cache);
+    c.write("gevulot.yaml", &a.read("gevulot.yaml"));
+    let (run, b) = with_remote(&c, &server.url(), &[]);
+    run.success();
+    assert_eq!(b.restored(), names(&["x", "z"]));
+    assert!(where_of(&b).values().all(|w| w == "remote"), "{:?}", b.events);
+    assert_eq!(c.read("x.txt"), "1111", "another blob was restored");
+
+    // A wrong `sha256/` name would upload a blob under another's name: verify finds both.
+    let x_b3 = blake3::hash(b"1111").to_hex().to_string();
+    let forward = cache.join("sha256").join(&x_b3[..2]).join(&x_b3);
+    fs::write(&forward, &z_sha).unwrap();
+    let run = a.gvbuild(&["cache", "verify"]);
+    assert_eq!(run.code(), 1, "{}", run.stdout());
+    let out = run.stdout();
+    assert!(out.contains("2 wrong SHA-256 name(s)"), "{out}");
+    assert!(out.contains(&format!("sha256/{}/{x_b3}", &x_b3[..2])), "{out}");
+    assert!(out.contains(&format!("blake3-of/{}/{x_sha}", &x_sha[..2])), "{out}");
+    assert!(!forward.exists() && !name_of(&x_sha).exists());
+    a.gvbuild(&["cache", "verify"]).success().stdout_has("verify: ");
 }
 
 #[test]

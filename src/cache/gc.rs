@@ -32,6 +32,9 @@ pub struct VerifyReport {
     pub blobs_checked: u64,
     pub blobs_bad: Vec<String>,
     pub entries_removed: u64,
+    /// SHA-256 names kept for the remote cache (`sha256/<blake3>`, `blake3-of/<sha>`) that
+    /// were wrong, by path in the cache folder; removed (computed again when next needed).
+    pub sha256_bad: Vec<String>,
 }
 
 /// A write staged by a gvbuild that was killed before its rename (see `fsutil::temp_beside`).
@@ -205,6 +208,61 @@ pub fn verify(cache: &Cache) -> VerifyReport {
             report.entries_removed += 1;
         }
     }
-    let _ = hex;
+    verify_sha256(cache, &bad, &mut report);
     report
+}
+
+/// The SHA-256 names a remote cache uses: `sha256/ab/<blake3>` must hold the SHA-256 of that
+/// blob's bytes (rehashed here), and `blake3-of/ab/<sha>` must name a blob whose `sha256/` file
+/// says `<sha>`. A wrong one would upload a blob under another's name, or restore another
+/// blob for a remote entry, so it is removed (and computed again when next needed).
+fn verify_sha256(cache: &Cache, bad: &HashSet<Digest>, report: &mut VerifyReport) {
+    use sha2::Digest as _;
+    let read_hex = |p: &Path| -> Option<[u8; 32]> {
+        let text = fs::read_to_string(p).ok()?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut out).ok()?;
+        Some(out)
+    };
+    let shown = |p: &Path| p.strip_prefix(&cache.root).unwrap_or(p).display().to_string();
+    for (p, _) in files_under(&cache.root.join("sha256")) {
+        let blob = digest_of_name(&p).map(|d| cache.blob_path(&d)).filter(|b| b.exists());
+        let Some(blob) = blob.filter(|_| digest_of_name(&p).is_some_and(|d| !bad.contains(&d))) else {
+            // The blob is gone (damaged and removed above): its name goes with it.
+            let _ = fs::remove_file(&p);
+            continue;
+        };
+        let actual = fs::File::open(&blob).ok().and_then(|mut f| {
+            let mut h = sha2::Sha256::new();
+            std::io::copy(&mut f, &mut h).ok()?;
+            Some(<[u8; 32]>::from(h.finalize()))
+        });
+        if actual.is_none() || read_hex(&p) != actual {
+            report.sha256_bad.push(shown(&p));
+            let _ = fs::remove_file(&p);
+        }
+    }
+    for (p, _) in files_under(&cache.root.join("blake3-of")) {
+        let good = (|| {
+            let sha = digest_of_name(&p)?;
+            let d = read_hex(&p)?;
+            if !cache.blob_path(&d).exists() {
+                return Some(false);
+            }
+            // The two names disagree: wrong (reported as such below).
+            (read_hex(&cache.sha256_path(&d)) == Some(sha)).then_some(true)
+        })();
+        match good {
+            Some(true) => {}
+            // Its blob is gone: the name goes with it.
+            Some(false) => {
+                let _ = fs::remove_file(&p);
+            }
+            None => {
+                report.sha256_bad.push(shown(&p));
+                let _ = fs::remove_file(&p);
+            }
+        }
+    }
+    let _ = hex;
 }

@@ -7,8 +7,9 @@
 //! - `deps/ab/<first-level key>.json`: the lists of discovered inputs seen for a first-level key;
 //! - `sha256/ab/<blake3>`: with a remote cache, the SHA-256 of that blob (64 hex digits), which
 //!   the remote names it by, computed once in the pass that stores the blob; `blake3-of/ab/<sha>`
-//!   the other way round;
-//! - `remote-stats.json`: what the remote cache gave and took (see [`remote`]);
+//!   the other way round (a lookup by SHA-256 uses a blob only when both names agree);
+//! - `remote-stats.json`: what the remote cache gave and took (see [`remote`]), updated under
+//!   `remote-stats.lock`;
 //! - `lock`: shared by builds, exclusive for `cache gc` and `cache verify`.
 //!
 //! Promises: every write is a temp file beside its final name, renamed into place, so a killed process never leaves a
@@ -132,7 +133,7 @@ impl Cache {
         self.blob_path(d)
     }
 
-    fn sha256_path(&self, d: &Digest) -> PathBuf {
+    pub(crate) fn sha256_path(&self, d: &Digest) -> PathBuf {
         let h = hex(d);
         self.root.join("sha256").join(&h[..2]).join(h)
     }
@@ -156,10 +157,18 @@ impl Cache {
     /// The blob whose SHA-256 is `sha`, if the cache has it: its blake3 and size. A remote
     /// restore takes it from here rather than downloading it again (and verifies it as it
     /// restores it, as every restore does).
+    /// The two names must agree (`sha256/` of that blob says `sha` too): one damaged file
+    /// would otherwise restore another blob for a remote entry.
     pub fn blob_by_sha256(&self, sha: &[u8; 32]) -> Option<(Digest, u64)> {
         let text = fs::read_to_string(self.blake3_of_path(sha)).ok()?;
         let mut d = [0u8; 32];
         hex::decode_to_slice(text.trim(), &mut d).ok()?;
+        let forward = fs::read_to_string(self.sha256_path(&d)).ok()?;
+        let mut said = [0u8; 32];
+        hex::decode_to_slice(forward.trim(), &mut said).ok()?;
+        if &said != sha {
+            return None;
+        }
         let size = fs::metadata(self.blob_path(&d)).ok()?.len();
         Some((d, size))
     }

@@ -15,6 +15,7 @@ pub mod read;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
@@ -30,6 +31,16 @@ use crate::diag::{suggest, Source, Span};
 pub struct Project {
     pub default: Option<String>,
     pub targets: Vec<Target>,
+    /// `remote_cache:`, a URL read from (never written to, never sent credentials) when no
+    /// `--remote-cache` or GVBUILD_REMOTE_CACHE names one.
+    pub remote_cache: Option<String>,
+}
+
+/// Whether `name` can be a platform property's name: printable ASCII, not empty, no `=` (which
+/// `--platform NAME=VALUE` splits at). REAPI itself allows any string; this keeps names that
+/// every engine's configuration and a command line can carry.
+pub fn is_platform_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b'=')
 }
 
 /// A path as written in `inputs` or `outputs`, normalised.
@@ -70,6 +81,9 @@ pub struct Target {
     pub restore: RestoreMode,
     /// Vars declared with no value that this target's step uses: an error once it is built.
     pub unset_vars: Vec<(String, Span)>,
+    /// Platform properties of the step, by name: the top-level `platform:` with the target's
+    /// own over it (`--platform` goes over both when the build runs).
+    pub platform: BTreeMap<String, String>,
 }
 
 /// What a target does. One variant per step kind (later: fetch, stage, manifest, image).
@@ -262,10 +276,17 @@ impl Validator<'_> {
         }
         self.resolve_vars(&raw, &overridden);
         let names: HashSet<&str> = raw.targets.keys().map(|k| k.value.as_str()).collect();
+        let mut top_unset = Vec::new();
+        let platform = self.platform(raw.platform.as_ref(), &BTreeMap::new(), &mut top_unset);
         let mut targets = Vec::with_capacity(raw.targets.len());
         for (name, body) in &raw.targets {
-            targets.push(self.target(name, &body.value, &names));
+            let mut t = self.target(name, &body.value, &names, &platform);
+            if t.step.is_some() {
+                t.unset_vars.extend(top_unset.iter().cloned());
+            }
+            targets.push(t);
         }
+        let remote_cache = raw.remote_cache.as_ref().and_then(|u| self.remote_cache_url(u));
         let default = raw.default.as_ref().map(|d| {
             if self.top_ok && !names.contains(d.value.as_str()) {
                 self.errors.push(ConfigError::UnknownDefault {
@@ -277,7 +298,56 @@ impl Validator<'_> {
             }
             d.value.clone()
         });
-        Project { default, targets }
+        Project { default, targets, remote_cache }
+    }
+
+    /// `platform:` over `base`: names must be names REAPI and `--platform NAME=VALUE` can carry
+    /// (not empty; no `=`, whitespace or control characters); values may use vars.
+    fn platform(
+        &mut self,
+        raw: Option<&IndexMap<Spanned<String>, Spanned<String>>>,
+        base: &BTreeMap<String, String>,
+        unset: &mut Vec<(String, Span)>,
+    ) -> BTreeMap<String, String> {
+        let mut out = base.clone();
+        for (k, v) in raw.into_iter().flatten() {
+            if !is_platform_name(&k.value) {
+                self.errors.push(ConfigError::Invalid {
+                    message: format!("`{}` is not a platform property name", k.value.escape_debug()),
+                    src: self.src.named(),
+                    span: Span::of(&k.referenced).into(),
+                    label: "not a property name".into(),
+                    help: Some(
+                        "a name is printable ASCII without spaces or `=`, for example `OSFamily` or `cuda`"
+                            .into(),
+                    ),
+                });
+                continue;
+            }
+            let value = self.expand_checked(v, unset).0;
+            out.insert(k.value.clone(), value);
+        }
+        out
+    }
+
+    /// `remote_cache:` must be a URL of a protocol gvbuild speaks.
+    fn remote_cache_url(&mut self, u: &Spanned<String>) -> Option<String> {
+        let ok = ["http://", "https://", "grpc://", "grpcs://"]
+            .iter()
+            .any(|p| u.value.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+        if !ok {
+            self.errors.push(ConfigError::Invalid {
+                message: format!("`{}` is not a remote cache URL", u.value.escape_debug()),
+                src: self.src.named(),
+                span: Span::of(&u.referenced).into(),
+                label: "not an http(s):// or grpc(s):// URL".into(),
+                help: Some(
+                    "for example `https://cache.example.com/team` or `grpc://cache.example.com:8980`".into(),
+                ),
+            });
+            return None;
+        }
+        Some(u.value.clone())
     }
 
     /// Vars may use vars: expand each value's `${other}` (after `--set`), in dependency order.
@@ -386,7 +456,13 @@ impl Validator<'_> {
         state.insert(name.to_string(), 2);
     }
 
-    fn target(&mut self, name: &Spanned<String>, raw: &RawTarget, names: &HashSet<&str>) -> Target {
+    fn target(
+        &mut self,
+        name: &Spanned<String>,
+        raw: &RawTarget,
+        names: &HashSet<&str>,
+        top_platform: &BTreeMap<String, String>,
+    ) -> Target {
         let span = Span::of(&name.referenced);
         let n = name.value.as_str();
         if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
@@ -454,6 +530,7 @@ impl Validator<'_> {
                 step,
                 cache: raw.cache.as_ref().is_none_or(|c| c.value),
                 restore: raw.restore.as_ref().map(|r| r.value).unwrap_or_default(),
+                platform: self.platform(raw.platform.as_ref(), top_platform, &mut unset_vars),
                 unset_vars,
             };
         }
@@ -473,7 +550,7 @@ impl Validator<'_> {
                 Some((RunStep { command, depfile: None, env, pass_env, tools }, depfile))
             }
             None => {
-                let group_fields: [(&str, Option<&serde_saphyr::Location>); 9] = [
+                let group_fields: [(&str, Option<&serde_saphyr::Location>); 10] = [
                     ("inputs", raw.inputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
                     ("outputs", raw.outputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
                     ("depfile", raw.depfile.as_ref().map(|s| &s.referenced)),
@@ -482,6 +559,7 @@ impl Validator<'_> {
                     ("tools", raw.tools.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
                     ("cache", raw.cache.as_ref().map(|s| &s.referenced)),
                     ("restore", raw.restore.as_ref().map(|s| &s.referenced)),
+                    ("platform", raw.platform.as_ref().and_then(|m| m.keys().next()).map(|s| &s.referenced)),
                     ("deps", None),
                 ];
                 // In a damaged target the step may be what was written wrongly (`runn:`).
@@ -530,6 +608,10 @@ impl Validator<'_> {
             }
             step_out = Some(Step::Run(run));
         }
+        let platform = match step_out {
+            Some(_) => self.platform(raw.platform.as_ref(), top_platform, &mut unset_vars),
+            None => BTreeMap::new(),
+        };
         Target {
             name: n.into(),
             span,
@@ -540,6 +622,7 @@ impl Validator<'_> {
             step: step_out,
             cache: raw.cache.as_ref().is_none_or(|c| c.value),
             restore: raw.restore.as_ref().map(|r| r.value).unwrap_or_default(),
+            platform,
             unset_vars,
         }
     }

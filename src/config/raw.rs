@@ -37,6 +37,17 @@ raw_struct! {
         /// The targets, by name (letters, digits, `_`, `-`, `.`).
         #[schemars(with = "std::collections::BTreeMap<String, RawTarget>")]
         pub targets: IndexMap<Spanned<String>, Spanned<RawTarget>> => "a map of target names to targets",
+        /// A shared cache to read from when neither `--remote-cache` nor GVBUILD_REMOTE_CACHE
+        /// names one: an http(s):// or grpc(s):// URL. Always read-only, and never sent the
+        /// GVBUILD_REMOTE_HEADER headers or the client certificate: whoever edits this file
+        /// (a pull request) must not be able to send CI's credentials or outputs elsewhere.
+        #[schemars(with = "Option<String>")]
+        pub remote_cache: Option<Spanned<String>> => "a URL (http://, https://, grpc:// or grpcs://)",
+        /// Platform properties (REAPI's name: value pairs) describing the machines a result is
+        /// valid for, e.g. `os: debian-12`. Added to every remote cache key of every step;
+        /// a target's own `platform:` and `--platform NAME=VALUE` override a name.
+        #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
+        pub platform: Option<IndexMap<Spanned<String>, Spanned<String>>> => "a map of property names to values",
     }
 }
 
@@ -73,6 +84,10 @@ raw_struct! {
         /// Programs whose identity (content hash and `--version` output) is part of the key.
         #[schemars(with = "Option<Vec<String>>")]
         pub tools: Option<Vec<Spanned<String>>> => "a list of programs",
+        /// Platform properties for this step, over the top-level `platform:` (same name: this
+        /// value); part of its remote cache key.
+        #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
+        pub platform: Option<IndexMap<Spanned<String>, Spanned<String>>> => "a map of property names to values",
         /// `false`: never store or restore this step's outputs; it runs whenever it is not fresh.
         #[schemars(with = "Option<bool>")]
         pub cache: Option<Spanned<bool>> => "`true` or `false`",

@@ -112,9 +112,19 @@ pub struct Ctx {
     pub producers: std::sync::OnceLock<HashMap<String, usize>>,
     /// The shared cache, looked up after the local one and written after it.
     pub remote: Option<crate::cache::remote::Remote>,
+    /// `--platform NAME=VALUE`, over every step's `platform:`.
+    pub platform: crate::cache::remote::Platform,
 }
 
 impl Ctx {
+    /// Step `t`'s platform properties: its `platform:` (over the top-level one) with
+    /// `--platform` over both.
+    pub fn platform_of(&self, t: &crate::config::Target) -> crate::cache::remote::Platform {
+        let mut p = t.platform.clone();
+        p.extend(self.platform.iter().map(|(k, v)| (k.clone(), v.clone())));
+        p
+    }
+
     /// The step target whose declared outputs hold project path `path` (the output itself or
     /// a file inside an output folder).
     pub fn producer_of(&self, path: &str) -> Option<usize> {

@@ -516,7 +516,7 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
         let mut remote_warnings = Vec::new();
         if let (true, Some(remote)) = (hits.is_empty() && !ctx.opts.dry_run, ctx.remote.as_ref()) {
             if has_depfile {
-                for l in remote.dep_lists(&first) {
+                for l in remote.dep_lists(&first, &ctx.platform_of(t)) {
                     if !lists.contains(&l) {
                         lists.push(l);
                     }
@@ -529,7 +529,7 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
                     continue;
                 }
                 tried.push(key);
-                match remote.fetch(&ctx.cache, &key, &outputs) {
+                match remote.fetch(&ctx.cache, &key, &ctx.platform_of(t), &outputs) {
                     Fetched::Hit(entry) => {
                         if let Err(e) = unordered_read(ctx, t, list, "a discovered input of a cached result")
                         {
@@ -915,7 +915,7 @@ fn finish_run(
     }
     if t.cache {
         let storing = Instant::now();
-        if let Err(e) = store(ctx, outputs, key, first, &tree, &list, &log, discovers(step)) {
+        if let Err(e) = store(ctx, t, outputs, key, first, &tree, &list, &log, discovers(step)) {
             done.warnings.push(format!("could not store `{}` in the cache: {e}", t.name));
         }
         done.phases.push(("store", storing.elapsed()));
@@ -1072,6 +1072,7 @@ fn execute_run(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, log: &Pat
 #[allow(clippy::too_many_arguments)]
 fn store(
     ctx: &Ctx,
+    t: &Target,
     outputs: &[String],
     key: Digest,
     first: Digest,
@@ -1083,7 +1084,7 @@ fn store(
     let entry = store_local(ctx, key, first, tree, list, log, has_depfile)?;
     if let Some(remote) = ctx.remote.as_ref().filter(|r| r.writes()) {
         let deps = has_depfile.then(|| (first, ctx.cache.get_dep_lists(&first)));
-        remote.enqueue(Upload { key, outputs: outputs.to_vec(), entry, deps });
+        remote.enqueue(Upload { key, outputs: outputs.to_vec(), entry, platform: ctx.platform_of(t), deps });
     }
     Ok(())
 }

@@ -101,20 +101,33 @@ pub struct RemoteOptions {
     pub timeout: Duration,
 }
 
-/// The action-cache key of a step whose gvbuild key is `key`.
-pub fn action_key(key: &Digest) -> String {
-    sha_hex(b"gvbuild action v1\0", key)
+/// A step's platform properties, by name (`platform:` and `--platform NAME=VALUE`).
+pub type Platform = std::collections::BTreeMap<String, String>;
+
+/// The action-cache key (64 hex digits) of a step whose gvbuild key is `key` and whose
+/// platform properties are `platform`: SHA-256 of `gvbuild action v1\0`, the key's 32 bytes,
+/// then per property in name order its name and value, each as a little-endian u64 length and
+/// the bytes. With no properties it is the SHA-256 of the prefix and the key alone.
+pub fn action_key(key: &Digest, platform: &Platform) -> String {
+    sha_hex(b"gvbuild action v1\0", key, platform)
 }
 
-/// The action-cache key under which the depfile lists of first-level key `first` are shared.
-pub fn deps_key(first: &Digest) -> String {
-    sha_hex(b"gvbuild depfile lists v1\0", first)
+/// The action-cache key under which the depfile lists of first-level key `first` are shared
+/// (the same shape as [`action_key`], another prefix).
+pub fn deps_key(first: &Digest, platform: &Platform) -> String {
+    sha_hex(b"gvbuild depfile lists v1\0", first, platform)
 }
 
-fn sha_hex(prefix: &[u8], key: &Digest) -> String {
+fn sha_hex(prefix: &[u8], key: &Digest, platform: &Platform) -> String {
     let mut h = sha2::Sha256::new();
     h.update(prefix);
     h.update(key);
+    for (name, value) in platform {
+        for part in [name, value] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+    }
     hex(&h.finalize().into())
 }
 
@@ -142,7 +155,8 @@ pub struct RemoteStats {
     pub failures: u64,
 }
 
-/// The counters kept in the cache folder.
+/// The counters kept in the cache folder (`remote-stats.json`, JSON; updated under
+/// `remote-stats.lock`).
 pub fn load_stats(cache_root: &Path) -> RemoteStats {
     fs::read(cache_root.join(STATS_FILE))
         .ok()
@@ -176,6 +190,8 @@ pub struct Upload {
     pub key: Digest,
     pub outputs: Vec<String>,
     pub entry: ActionEntry,
+    /// The step's platform properties, part of its action-cache keys.
+    pub platform: Platform,
     /// For a step with discovered inputs: its first-level key and every list now known for it.
     pub deps: Option<(Digest, Vec<Vec<String>>)>,
 }
@@ -273,12 +289,12 @@ impl Remote {
 
     /// Look up the action entry of gvbuild key `key`, whose step declares `outputs`; on a hit,
     /// download what it names into the local cache (verified) and write the entry there too.
-    pub fn fetch(&self, cache: &Cache, key: &Digest, outputs: &[String]) -> Fetched {
+    pub fn fetch(&self, cache: &Cache, key: &Digest, platform: &Platform, outputs: &[String]) -> Fetched {
         let inner = &self.inner;
         if inner.stopped() {
             return Fetched::Miss;
         }
-        let ak = action_key(key);
+        let ak = action_key(key, platform);
         let bytes = match inner.store.get_action(&ak) {
             Ok(Some(b)) => b,
             Ok(None) => {
@@ -341,12 +357,12 @@ impl Remote {
     }
 
     /// The depfile lists the remote knows for first-level key `first` (empty on any trouble).
-    pub fn dep_lists(&self, first: &Digest) -> Vec<Vec<String>> {
+    pub fn dep_lists(&self, first: &Digest, platform: &Platform) -> Vec<Vec<String>> {
         let inner = &self.inner;
         if inner.stopped() {
             return Vec::new();
         }
-        let bytes = match inner.store.get_action(&deps_key(first)) {
+        let bytes = match inner.store.get_action(&deps_key(first, platform)) {
             Ok(Some(b)) => b,
             Ok(None) => return Vec::new(),
             Err(e) => {
@@ -427,6 +443,9 @@ impl Remote {
         if let Some(local) = inner.first_local.lock().ok().and_then(|l| l.clone()) {
             warnings.push(format!("the remote cache {}: {local}", inner.shown));
         }
+        // Builds of other projects share the cache and add to the same file: one at a time.
+        let _lock =
+            super::lock::acquire(&cache_root.join("remote-stats.lock"), super::lock::Mode::Exclusive, |_| {});
         let mut stats = load_stats(cache_root);
         stats.hits += inner.hits.load(Ordering::SeqCst);
         stats.misses += inner.misses.load(Ordering::SeqCst);
@@ -695,7 +714,10 @@ fn upload_loop(inner: &Inner, rx: &Mutex<Receiver<Upload>>, cache: &Cache) {
 fn upload(inner: &Inner, cache: &Cache, job: &Upload) -> Result<(), Failed> {
     let (result, blobs) = to_action_result(cache, &job.entry, &job.outputs)?;
     send_blobs(inner, blobs)?;
-    inner.store.put_action(&action_key(&job.key), &result.encode_to_vec()).map_err(Failed::Server)?;
+    inner
+        .store
+        .put_action(&action_key(&job.key, &job.platform), &result.encode_to_vec())
+        .map_err(Failed::Server)?;
     if let Some((first, lists)) = &job.deps {
         let json = serde_json::to_vec(lists).map_err(|e| Failed::Local(e.to_string()))?;
         let blob = bytes_blob(json);
@@ -708,7 +730,10 @@ fn upload(inner: &Inner, cache: &Cache, job: &Upload) -> Result<(), Failed> {
             ..Default::default()
         };
         send_blobs(inner, vec![blob])?;
-        inner.store.put_action(&deps_key(first), &result.encode_to_vec()).map_err(Failed::Server)?;
+        inner
+            .store
+            .put_action(&deps_key(first, &job.platform), &result.encode_to_vec())
+            .map_err(Failed::Server)?;
     }
     Ok(())
 }
@@ -842,9 +867,18 @@ mod tests {
     fn action_key_is_pinned() {
         // The key other machines look a step up by: changing it orphans every shared entry.
         assert_eq!(
-            action_key(&[7u8; 32]),
+            action_key(&[7u8; 32], &Platform::new()),
             "80348e3cb04598adf9ebcc436b0fa0a576ae6aa60b37fc30df89749c02663539"
         );
+        let p = |pairs: &[(&str, &str)]| -> Platform {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let a = action_key(&[7u8; 32], &p(&[("os", "debian-12")]));
+        assert_ne!(a, action_key(&[7u8; 32], &Platform::new()));
+        assert_ne!(a, action_key(&[7u8; 32], &p(&[("os", "debian-13")])));
+        // Lengths keep names and values apart: `ab=c` is not `a=bc`.
+        assert_ne!(action_key(&[7u8; 32], &p(&[("ab", "c")])), action_key(&[7u8; 32], &p(&[("a", "bc")])));
+        assert_ne!(a, deps_key(&[7u8; 32], &p(&[("os", "debian-12")])));
     }
 
     /// A server in memory, counting blob downloads.
@@ -910,6 +944,7 @@ mod tests {
             key,
             outputs: outputs.clone(),
             entry,
+            platform: Platform::new(),
             deps: Some((key, vec![vec!["a.h".into()]])),
         });
         assert!(remote.finish(dir.path(), &mut |_| {}).is_empty());
@@ -917,17 +952,19 @@ mod tests {
         let other = Cache::open(&dir.path().join("c2")).unwrap();
         let store = Arc::try_unwrap(remote.inner).ok().unwrap().store;
         let again = Remote::with_store(store, "mem".into(), true, &other);
-        let Fetched::Hit(back) = again.fetch(&other, &key, &outputs) else { panic!("no hit") };
+        let Fetched::Hit(back) = again.fetch(&other, &key, &Platform::new(), &outputs) else {
+            panic!("no hit")
+        };
         assert_eq!(back.outputs, tree);
         assert_eq!(back.outputs.digest(), tree.digest());
         assert_eq!(other.read_blob(&back.stdout_digest.unwrap()).unwrap(), b"the log");
         assert_eq!(other.get_entry(&key).unwrap().outputs, tree);
-        assert_eq!(again.dep_lists(&key), vec![vec!["a.h".to_string()]]);
+        assert_eq!(again.dep_lists(&key, &Platform::new()), vec![vec!["a.h".to_string()]]);
 
         // Blobs the local cache has are not downloaded again: only the tree and the log are.
         other.evict_entry(&key);
         let before = gets.load(Ordering::SeqCst);
-        let Fetched::Hit(_) = again.fetch(&other, &key, &outputs) else { panic!("no hit") };
+        let Fetched::Hit(_) = again.fetch(&other, &key, &Platform::new(), &outputs) else { panic!("no hit") };
         assert_eq!(gets.load(Ordering::SeqCst) - before, 2, "only the folder's tree and the log");
     }
 
