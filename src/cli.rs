@@ -97,8 +97,8 @@ impl CacheArgs {
 /// The shared cache: for builds.
 #[derive(Args, Debug, Clone, Default, PartialEq)]
 struct RemoteArgs {
-    /// A shared cache: the http:// or https:// URL of a Bazel HTTP remote cache (also
-    /// GVBUILD_REMOTE_CACHE).
+    /// A shared cache: the http:// or https:// URL of a Bazel HTTP remote cache, or the
+    /// grpc://HOST:PORT[/INSTANCE] or grpcs:// URL of a REAPI server (also GVBUILD_REMOTE_CACHE).
     #[arg(long, value_name = "URL", env = "GVBUILD_REMOTE_CACHE", hide_env_values = true)]
     remote_cache: Option<String>,
     /// Read from the remote cache, never write to it (also GVBUILD_REMOTE_READ_ONLY=1).

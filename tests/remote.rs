@@ -714,3 +714,41 @@ fn https_with_a_ca_file_and_a_client_certificate() {
         assert_eq!(outputs(&a), outputs(&c));
     }
 }
+
+#[test]
+#[cfg_attr(gvbuild_no_reapi_python, ignore = "needs GVBUILD_TEST_REAPI_PYTHON and openssl (CI sets them up)")]
+fn grpcs_with_a_ca_file_and_a_client_certificate() {
+    let certs = nginx::Certs::new();
+    let server = BuildGrid::start_tls(&certs);
+    let (ca, cert, key) = (certs.path("ca.pem"), certs.path("client.pem"), certs.path("client.key"));
+    let tls: Vec<&str> = vec![
+        "--remote-ca",
+        ca.to_str().unwrap(),
+        "--remote-client-cert",
+        cert.to_str().unwrap(),
+        "--remote-client-key",
+        key.to_str().unwrap(),
+    ];
+    let a = project();
+    let (run, _) = with_remote(&a, &server.url(), &tls);
+    let run = run.success();
+    assert!(warnings(&run).is_empty(), "{}", run.stderr());
+    let b = clone_of(&a);
+    let (run, second) = with_remote(&b, &server.url(), &tls);
+    run.success();
+    assert_eq!(second.restored(), names(&CACHED));
+    assert_eq!(outputs(&a), outputs(&b));
+
+    // Without the CA file the server's certificate is not trusted; without the client
+    // certificate the server refuses: each is one warning, and the build is still right.
+    for (args, why) in [(&tls[2..], "certificate"), (&tls[..2], "gRPC status")] {
+        let c = clone_of(&a);
+        let (run, built) = with_remote(&c, &server.url(), args);
+        let run = run.success();
+        assert_eq!(built.ran(), names(&["prog", "tree", "use", "stamp"]));
+        let w = warnings(&run);
+        assert_eq!(w.len(), 1, "{}", run.stderr());
+        assert!(w[0].contains(why) && w[0].contains("went on without it"), "{w:?}");
+        assert_eq!(outputs(&a), outputs(&c));
+    }
+}

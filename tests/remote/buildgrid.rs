@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::nginx::Certs;
+
 /// The REAPI instance the tests use: a name with a slash, as a team might choose.
 pub const INSTANCE: &str = "gvbuild/main";
 
@@ -49,27 +51,41 @@ pub struct BuildGrid {
     dir: TempDir,
     port: u16,
     child: Option<Child>,
+    tls: bool,
 }
 
 impl BuildGrid {
     pub fn start() -> BuildGrid {
-        BuildGrid::start_with(false)
+        BuildGrid::start_with(false, None)
     }
 
     /// A BuildGrid whose CAS uses SHA-1 (see [`SHA1_LAUNCHER`]).
     pub fn start_sha1() -> BuildGrid {
-        BuildGrid::start_with(true)
+        BuildGrid::start_with(true, None)
     }
 
-    fn start_with(sha1: bool) -> BuildGrid {
+    /// TLS with the server certificate of `certs`, requiring a client certificate of its CA.
+    pub fn start_tls(certs: &Certs) -> BuildGrid {
+        BuildGrid::start_with(false, Some(certs))
+    }
+
+    fn start_with(sha1: bool, certs: Option<&Certs>) -> BuildGrid {
         let dir = tempfile::Builder::new().prefix("gvbuildgrid").tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let d = dir.path().display();
+        let channel = match certs {
+            None => "insecure-mode: true".to_string(),
+            Some(c) => format!(
+                "insecure-mode: false\n    credentials:\n      tls-server-key: {0}/server.key\n      \
+                 tls-server-cert: {0}/server.pem\n      tls-client-certs: {0}/ca.pem",
+                c.dir.path().display()
+            ),
+        };
         let conf = format!(
             r#"server:
   - !channel
     address: "127.0.0.1:{port}"
-    insecure-mode: true
+    {channel}
 authorization:
   method: none
 storages:
@@ -111,7 +127,7 @@ instances:
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start BuildGrid ({}): {e}", bgd().display()));
-        let mut g = BuildGrid { dir, port, child: Some(child) };
+        let mut g = BuildGrid { dir, port, child: Some(child), tls: certs.is_some() };
         // BuildGrid imports a great deal of Python before it listens: seconds, more on a busy machine.
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -128,7 +144,8 @@ instances:
 
     /// The cache's URL, with the instance name as its path.
     pub fn url(&self) -> String {
-        format!("grpc://127.0.0.1:{}/{INSTANCE}", self.port)
+        let scheme = if self.tls { "grpcs" } else { "grpc" };
+        format!("{scheme}://127.0.0.1:{}/{INSTANCE}", self.port)
     }
 
     pub fn log(&self) -> String {

@@ -7,6 +7,11 @@
 //! is queued for upload; a bounded queue and two uploader threads keep uploads off the critical
 //! path, and the build waits for the queue at its end.
 //!
+//! # Protocols
+//! One [`Store`] per protocol, chosen by the URL's scheme: [`http`] for the Bazel HTTP cache
+//! (`http://`, `https://`), [`grpc`] for REAPI v2 over gRPC (`grpc://`, `grpcs://`). Both carry
+//! the same REAPI messages ([`reapi`]), so what one server holds another could serve.
+//!
 //! # Names
 //! Blake3 stays the local digest. The server names blobs by their SHA-256 (`/cas/HASH`), which
 //! the local cache keeps beside each blob once a remote is configured, computed in the read
@@ -22,8 +27,8 @@
 //! entry cannot be verified that way: whoever can write the action cache is trusted.
 //!
 //! # The server never breaks a build
-//! A 404 is an ordinary miss. Any other failure (refused, timed out, 5xx, a truncated body, a
-//! 413) is counted; the step goes on locally, the build prints one warning at its end, and after
+//! A 404 (a gRPC `NOT_FOUND`) is an ordinary miss. Any other failure (refused, timed out, 5xx
+//! or another gRPC status, a truncated body, a 413) is counted; the step goes on locally, the build prints one warning at its end, and after
 //! [`GIVE_UP_AFTER`] failures gvbuild stops asking the server for the rest of the build.
 
 pub mod grpc;
