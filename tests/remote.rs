@@ -752,3 +752,40 @@ fn grpcs_with_a_ca_file_and_a_client_certificate() {
         assert_eq!(outputs(&a), outputs(&c));
     }
 }
+
+#[test]
+#[cfg_attr(
+    gvbuild_no_reapi_python,
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON, a venv with BuildGrid (CI sets it up)"
+)]
+fn grpc_headers_are_sent_as_metadata_and_never_printed() {
+    // This BuildGrid refuses every call without a valid `authorization: Bearer JWT`.
+    let server = BuildGrid::start_jwt();
+    let token = server.token();
+    let a = project();
+    let build = |p: &Project, auth: Option<&str>, args: &[&str]| {
+        let mut c = p.command(&["--json", "--explain", "--remote-cache", &server.url()]);
+        c.args(args);
+        if let Some(v) = auth {
+            c.env("GVBUILD_REMOTE_HEADER", format!("Authorization: {v}"))
+                .env("GVBUILD_REMOTE_HEADER_1", "X-Team: compilers");
+        }
+        let out = c.output().unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{text}");
+        assert!(!text.contains(&token) && !text.contains("s3cr3t"), "a header value was printed:\n{text}");
+        text
+    };
+    // Without the header, and with a wrong token: refused, one warning each, no value shown.
+    let text = build(&a, None, &[]);
+    assert!(text.contains("UNAUTHENTICATED") || text.contains("PERMISSION_DENIED"), "{text}");
+    let text = build(&a, Some("Bearer s3cr3t-not-a-jwt"), &["-B"]);
+    assert!(text.contains("went on without it"), "{text}");
+    // With it, the first clone fills the cache and the second restores from it.
+    build(&a, Some(&format!("Bearer {token}")), &["-B"]);
+    let b = clone_of(&a);
+    let text = build(&b, Some(&format!("Bearer {token}")), &[]);
+    assert!(text.contains(r#""where":"remote""#), "{text}");
+    assert_eq!(outputs(&a), outputs(&b));
+}

@@ -54,32 +54,53 @@ pub struct BuildGrid {
     tls: bool,
 }
 
+/// What the server is like beyond the plain cache.
+enum Kind<'a> {
+    Plain,
+    Sha1,
+    Tls(&'a Certs),
+    /// Every call needs `authorization: Bearer JWT`, signed (HS256) with `auth.secret`.
+    Jwt,
+}
+
 impl BuildGrid {
     pub fn start() -> BuildGrid {
-        BuildGrid::start_with(false, None)
+        BuildGrid::start_with(Kind::Plain)
     }
 
     /// A BuildGrid whose CAS uses SHA-1 (see [`SHA1_LAUNCHER`]).
     pub fn start_sha1() -> BuildGrid {
-        BuildGrid::start_with(true, None)
+        BuildGrid::start_with(Kind::Sha1)
     }
 
     /// TLS with the server certificate of `certs`, requiring a client certificate of its CA.
     pub fn start_tls(certs: &Certs) -> BuildGrid {
-        BuildGrid::start_with(false, Some(certs))
+        BuildGrid::start_with(Kind::Tls(certs))
     }
 
-    fn start_with(sha1: bool, certs: Option<&Certs>) -> BuildGrid {
+    /// A BuildGrid that refuses calls without a JWT; [`BuildGrid::token`] makes one.
+    pub fn start_jwt() -> BuildGrid {
+        BuildGrid::start_with(Kind::Jwt)
+    }
+
+    fn start_with(kind: Kind<'_>) -> BuildGrid {
         let dir = tempfile::Builder::new().prefix("gvbuildgrid").tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let d = dir.path().display();
-        let channel = match certs {
-            None => "insecure-mode: true".to_string(),
-            Some(c) => format!(
+        let channel = match &kind {
+            Kind::Tls(c) => format!(
                 "insecure-mode: false\n    credentials:\n      tls-server-key: {0}/server.key\n      \
                  tls-server-cert: {0}/server.pem\n      tls-client-certs: {0}/ca.pem",
                 c.dir.path().display()
             ),
+            _ => "insecure-mode: true".to_string(),
+        };
+        let auth = match kind {
+            Kind::Jwt => {
+                std::fs::write(dir.path().join("auth.secret"), "gvbuild-test-jwt-secret").unwrap();
+                format!("method: jwt\n  secret: {d}/auth.secret\n  algorithm: hs256")
+            }
+            _ => "method: none".to_string(),
         };
         let conf = format!(
             r#"server:
@@ -87,7 +108,7 @@ impl BuildGrid {
     address: "127.0.0.1:{port}"
     {channel}
 authorization:
-  method: none
+  {auth}
 storages:
   - !disk-storage &cas
     path: {d}/cas
@@ -111,7 +132,7 @@ instances:
         let conf_path = dir.path().join("buildgrid.yml");
         std::fs::write(&conf_path, conf).unwrap();
         let log = std::fs::File::create(dir.path().join("bgd.log")).unwrap();
-        let mut cmd = if sha1 {
+        let mut cmd = if matches!(kind, Kind::Sha1) {
             let mut c = Command::new(python());
             c.arg("-c").arg(SHA1_LAUNCHER);
             c
@@ -127,7 +148,8 @@ instances:
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start BuildGrid ({}): {e}", bgd().display()));
-        let mut g = BuildGrid { dir, port, child: Some(child), tls: certs.is_some() };
+        let tls = matches!(kind, Kind::Tls(_));
+        let mut g = BuildGrid { dir, port, child: Some(child), tls };
         // BuildGrid imports a great deal of Python before it listens: seconds, more on a busy machine.
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -146,6 +168,22 @@ instances:
     pub fn url(&self) -> String {
         let scheme = if self.tls { "grpcs" } else { "grpc" };
         format!("{scheme}://127.0.0.1:{}/{INSTANCE}", self.port)
+    }
+
+    /// A JWT the [`BuildGrid::start_jwt`] server accepts for the next hour (made with PyJWT,
+    /// which BuildGrid uses to check it).
+    pub fn token(&self) -> String {
+        let out = Command::new(python())
+            .arg("-c")
+            .arg(
+                "import jwt, sys, time; print(jwt.encode({'sub': 'gvbuild-test', 'exp': int(time.time()) + 3600}, \
+                 open(sys.argv[1]).read().strip(), algorithm='HS256'))",
+            )
+            .arg(self.dir.path().join("auth.secret"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
     pub fn log(&self) -> String {

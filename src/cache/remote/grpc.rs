@@ -72,6 +72,8 @@ pub struct GrpcStore {
     channel: Channel,
     instance: String,
     metadata: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
+    /// The header values, blanked out of whatever the server says back.
+    secrets: Secrets,
     timeout: Duration,
     /// Blobs up to this size travel in batch calls, bigger ones through `ByteStream`.
     batch_limit: u64,
@@ -143,6 +145,16 @@ impl GrpcStore {
         let url = parse_url(o.url)?;
         let shown = super::shown_url(o.url);
         let mut metadata = Vec::new();
+        // Each value, and each long word of it (the token of `Bearer TOKEN`), longest first.
+        let mut blank: Vec<String> = o.headers.iter().map(|(_, v)| v.trim().to_string()).collect();
+        blank.extend(
+            o.headers
+                .iter()
+                .flat_map(|(_, v)| v.split_whitespace().filter(|w| w.len() >= 8).map(String::from)),
+        );
+        blank.retain(|v| !v.is_empty());
+        blank.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        let secrets = Secrets(blank.into());
         for (name, value) in o.headers {
             // Names are shown, values never.
             let key = AsciiMetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
@@ -187,6 +199,7 @@ impl GrpcStore {
             channel,
             instance: url.instance,
             metadata,
+            secrets,
             timeout: o.timeout,
             batch_limit: DEFAULT_BATCH,
             uploads: AtomicU64::new(0),
@@ -246,7 +259,7 @@ impl GrpcStore {
     ) -> Result<T, RemoteError> {
         match bounded(&self.handle, self.timeout, call) {
             Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(s)) => Err(status_error(&s)),
+            Ok(Err(s)) => Err(status_error(&s, &self.secrets)),
             Err(_) => Err(timed_out(what, self.timeout)),
         }
     }
@@ -318,6 +331,7 @@ impl GrpcStore {
             pos: 0,
             done: false,
             timeout: self.timeout,
+            secrets: self.secrets.clone(),
         };
         // A server may answer the call and send NOT_FOUND as the stream's first message.
         match reader.next() {
@@ -362,7 +376,7 @@ impl GrpcStore {
         drop(tx);
         let answer = match bounded(&self.handle, self.timeout, &mut call) {
             Ok(Ok(Ok(r))) => r.into_inner(),
-            Ok(Ok(Err(s))) => return Err(status_error(&s)),
+            Ok(Ok(Err(s))) => return Err(status_error(&s, &self.secrets)),
             Ok(Err(e)) => return Err(RemoteError::Transport(format!("ByteStream.Write: {e}"))),
             Err(_) => {
                 call.abort();
@@ -454,7 +468,7 @@ impl Store for GrpcStore {
         };
         match r.status {
             Some(s) if s.code == Code::NotFound as i32 => Ok(None),
-            Some(s) if s.code != Code::Ok as i32 => Err(rpc_error(s.code, s.message)),
+            Some(s) if s.code != Code::Ok as i32 => Err(rpc_error(s.code, &s.message, &self.secrets)),
             _ => Ok(Some((Some(r.data.len() as u64), Box::new(io::Cursor::new(r.data))))),
         }
     }
@@ -480,7 +494,7 @@ impl Store for GrpcStore {
         let mut cas = self.cas();
         let answer = self.call("BatchUpdateBlobs", cas.batch_update_blobs(req))?;
         match answer.responses.into_iter().find_map(|r| r.status).filter(|s| s.code != Code::Ok as i32) {
-            Some(s) => Err(rpc_error(s.code, s.message)),
+            Some(s) => Err(rpc_error(s.code, &s.message, &self.secrets)),
             None => Ok(()),
         }
     }
@@ -495,6 +509,7 @@ struct StreamReader {
     pos: usize,
     done: bool,
     timeout: Duration,
+    secrets: Secrets,
 }
 
 impl StreamReader {
@@ -510,7 +525,7 @@ impl StreamReader {
                 self.done = true;
                 Ok(())
             }
-            Ok(Err(s)) => Err(status_error(&s)),
+            Ok(Err(s)) => Err(status_error(&s, &self.secrets)),
             Err(_) => Err(timed_out("ByteStream.Read", self.timeout)),
         }
     }
@@ -544,7 +559,7 @@ fn timed_out(what: &str, timeout: Duration) -> RemoteError {
 
 /// A call's status as an error: its code's name and message, then the transport's cause (a
 /// refused connection says so only there).
-fn status_error(s: &Status) -> RemoteError {
+fn status_error(s: &Status, secrets: &Secrets) -> RemoteError {
     let mut message = s.message().to_string();
     let mut source = std::error::Error::source(s);
     while let Some(e) = source {
@@ -557,12 +572,22 @@ fn status_error(s: &Status) -> RemoteError {
         }
         source = e.source();
     }
-    RemoteError::Grpc { code: code_name(s.code()), message }
+    RemoteError::Grpc { code: code_name(s.code()), message: secrets.blank(&message) }
 }
 
 /// A per-blob status of a batch call (a `google.rpc.Status`) as an error.
-fn rpc_error(code: i32, message: String) -> RemoteError {
-    RemoteError::Grpc { code: code_name(Code::from_i32(code)), message }
+fn rpc_error(code: i32, message: &str, secrets: &Secrets) -> RemoteError {
+    RemoteError::Grpc { code: code_name(Code::from_i32(code)), message: secrets.blank(message) }
+}
+
+/// Header values: a server that quotes the token it refused must not have it printed.
+#[derive(Clone, Default)]
+struct Secrets(std::sync::Arc<[String]>);
+
+impl Secrets {
+    fn blank(&self, text: &str) -> String {
+        self.0.iter().fold(text.to_string(), |t, secret| t.replace(secret.as_str(), "<header value>"))
+    }
 }
 
 /// The canonical name of a gRPC code, as servers and their logs write it.
