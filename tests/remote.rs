@@ -789,3 +789,25 @@ fn grpc_headers_are_sent_as_metadata_and_never_printed() {
     assert!(text.contains(r#""where":"remote""#), "{text}");
     assert_eq!(outputs(&a), outputs(&b));
 }
+
+#[test]
+fn a_grpc_server_that_never_answers_times_out_and_the_build_goes_on() {
+    // A port that accepts connections and then says nothing, not even HTTP/2's preface.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let p = project();
+    let start = Instant::now();
+    let (run, built) = with_remote(&p, &format!("grpc://127.0.0.1:{port}"), &["--remote-timeout", "1"]);
+    let run = run.success();
+    assert_eq!(built.ran(), names(&["prog", "tree", "use", "stamp"]));
+    let w = warnings(&run);
+    assert_eq!(w.len(), 1, "{}", run.stderr());
+    assert!(w[0].contains("no answer within 1 s"), "{w:?}");
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+}
