@@ -353,9 +353,10 @@ impl GrpcStore {
         while sending && offset < size {
             let want = (size - offset).min(CHUNK as u64) as usize;
             let mut data = vec![0u8; want];
-            body.read_exact(&mut data).map_err(|e| {
-                RemoteError::Transport(format!("reading blob {} to upload it: {e}", blob.hash))
-            })?;
+            if let Err(e) = body.read_exact(&mut data) {
+                call.abort();
+                return Err(RemoteError::Transport(format!("reading blob {} to upload it: {e}", blob.hash)));
+            }
             let message = reapi::WriteRequest {
                 resource_name: if offset == 0 { name.clone() } else { String::new() },
                 write_offset: offset as i64,
