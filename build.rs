@@ -26,7 +26,7 @@ fn main() {
     }
     // nginx serves the shared-cache tests (GVBUILD_TEST_NGINX, /usr/sbin/nginx or PATH); a Python
     // with BuildGrid's REAPI protos (GVBUILD_TEST_REAPI_PYTHON, which .ci/run sets up) decodes
-    // what lands on it.
+    // what lands on it, and the `bgd` beside that Python serves the gRPC tests.
     let nginx = std::env::var_os("GVBUILD_TEST_NGINX").is_some_and(|v| !v.is_empty())
         || std::path::Path::new("/usr/sbin/nginx").is_file()
         || std::env::var_os("PATH")

@@ -98,9 +98,9 @@ impl CacheArgs {
 #[derive(Args, Debug, Clone, Default, PartialEq)]
 struct RemoteArgs {
     /// A shared cache: the http:// or https:// URL of a Bazel HTTP remote cache, or the
-    /// grpc:// or grpcs:// URL of a REAPI server, `/INSTANCE` as its path (also
-    /// GVBUILD_REMOTE_CACHE; over gevulot.yaml's read-only `remote_cache:`, which an empty
-    /// URL turns off).
+    /// grpc://HOST:PORT[/INSTANCE] or grpcs:// URL of a REAPI server (also
+    /// GVBUILD_REMOTE_CACHE; over gevulot.yaml's read-only `remote_cache:`, which an empty URL
+    /// turns off).
     #[arg(long, value_name = "URL", env = "GVBUILD_REMOTE_CACHE", hide_env_values = true)]
     remote_cache: Option<String>,
     /// Read from the remote cache, never write to it (also GVBUILD_REMOTE_READ_ONLY=1).

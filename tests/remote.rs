@@ -1,8 +1,11 @@
 //! The shared cache over the Bazel HTTP protocol: against a real nginx with WebDAV, and against
-//! a misbehaving server of our own for every fault the server may have.
+//! a misbehaving server of our own for every fault the server may have. Over REAPI's gRPC
+//! protocol: against a real BuildGrid.
 
 #[path = "remote/bad_server.rs"]
 mod bad_server;
+#[path = "remote/buildgrid.rs"]
+mod buildgrid;
 #[path = "remote/nginx.rs"]
 pub mod nginx;
 
@@ -13,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{copy_tree, names, y, Build, Project, Run};
 use bad_server::{BadServer, Mode};
+use buildgrid::BuildGrid;
 use nginx::Nginx;
 
 /// A project of every output shape, with a depfile step among its steps: a C program (its
@@ -647,9 +651,173 @@ fn failed_steps_upload_nothing() {
 }
 
 #[test]
-fn a_grpc_url_is_a_usage_error_for_now() {
+#[cfg_attr(
+    gvbuild_no_reapi_python,
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON, a venv with BuildGrid (CI sets it up)"
+)]
+fn two_clones_share_one_buildgrid_and_the_second_runs_nothing() {
+    let server = BuildGrid::start();
+    let a = project();
+    let b = clone_of(&a);
+    let (run, first) = with_remote(&a, &server.url(), &[]);
+    let run = run.success();
+    assert_eq!(first.ran(), names(&["prog", "tree", "use", "stamp"]));
+    assert!(warnings(&run).is_empty(), "{}", run.stderr());
+
+    let (run, second) = with_remote(&b, &server.url(), &[]);
+    let run = run.success();
+    assert!(warnings(&run).is_empty(), "{}", run.stderr());
+    // Nothing ran but `stamp`, which is `cache: false`; the depfile step came from BuildGrid too.
+    assert_eq!(second.ran(), names(&["stamp"]));
+    assert_eq!(second.restored(), names(&CACHED));
+    assert!(where_of(&second).values().all(|w| w == "remote"), "{:?}", second.events);
+    assert_eq!(second.summary["restored_remote"], 3);
+    assert_eq!(outputs(&a), outputs(&b), "the second clone's outputs equal the first's byte for byte");
+    assert_eq!(b.read(".gvbuild/logs/use.log"), "a line in the log\n");
+    let prog = std::process::Command::new(b.path("build/main")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&prog.stdout), "7\n");
+
+    // The depfile lists travelled: a changed header in a third clone is a miss, run.
+    let d = clone_of(&a);
+    d.write("inc/config.h", "#define VALUE 8\n");
+    let (run, third) = with_remote(&d, &server.url(), &[]);
+    run.success();
+    assert_eq!(third.ran(), names(&["prog", "stamp"]));
+
+    let stats = b.gvbuild(&["cache", "stats"]).success().stdout();
+    assert!(stats.contains("remote hits: 3"), "{stats}");
+    // Capabilities were asked once per build, and blobs were looked for many at a time.
+    assert_eq!(server.calls("GetCapabilities"), 3, "{}", server.log());
+    assert!(server.calls("FindMissingBlobs") >= 1, "{}", server.log());
+    assert_eq!(server.calls("Write") + server.calls("Read"), 0, "small blobs go in batches");
+}
+
+#[test]
+#[cfg_attr(
+    gvbuild_no_reapi_python,
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON, a venv with BuildGrid (CI sets it up)"
+)]
+fn a_blob_above_the_batch_limit_goes_through_bytestream() {
+    let server = BuildGrid::start();
+    // BuildGrid's batch limit is 4 MiB less 1 KiB (max_batch_total_size_bytes): 5 MB is above.
+    let yaml = "targets:\n  big:\n    outputs: [big.bin]\n    run: yes gvbuild-bytestream | head -c 5000000 > big.bin\n";
+    let a = Project::new().file("gevulot.yaml", yaml);
+    let b = Project::new().file("gevulot.yaml", yaml);
+    let (run, first) = with_remote(&a, &server.url(), &[]);
+    let run = run.success();
+    assert_eq!(first.ran(), names(&["big"]));
+    assert!(warnings(&run).is_empty(), "{}", run.stderr());
+    let (run, second) = with_remote(&b, &server.url(), &[]);
+    let run = run.success();
+    assert!(warnings(&run).is_empty(), "{}", run.stderr());
+    assert_eq!(where_of(&second).get("big").map(String::as_str), Some("remote"), "{:?}", second.events);
+    let (x, y) = (fs::read(a.path("big.bin")).unwrap(), fs::read(b.path("big.bin")).unwrap());
+    assert_eq!(x.len(), 5_000_000);
+    assert!(x == y, "the blob came back different");
+    let hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&x))
+    };
+    // The blob went up with one ByteStream Write and came down with one Read, under its name.
+    let log = server.log();
+    assert_eq!(server.calls("Write"), 1, "{log}");
+    assert_eq!(server.calls("Read"), 1, "{log}");
+    for what in ["Write", "Read"] {
+        let line = format!("{what} request completed. digest=\"{hash}/5000000\"");
+        assert!(log.contains(&line), "no `{line}` in BuildGrid's log:\n{log}");
+    }
+}
+
+#[test]
+#[cfg_attr(
+    gvbuild_no_reapi_python,
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON, a venv with BuildGrid (CI sets it up)"
+)]
+fn a_server_without_sha256_is_refused_with_a_usage_error() {
+    let server = BuildGrid::start_sha1();
     let p = project();
-    p.gvbuild(&["--remote-cache", "grpc://127.0.0.1:1"]).exit(2).stderr_has("not supported yet");
+    let run = p.gvbuild(&["--remote-cache", &server.url()]).exit(2);
+    let err = run.stderr();
+    assert!(err.contains(&server.url()), "the error names the server: {err}");
+    assert!(err.contains("SHA1") && err.contains("not SHA256"), "the error says what it offers: {err}");
+    assert!(!p.exists("build/main"), "nothing was built");
+    assert_eq!(server.calls("GetCapabilities"), 1, "{}", server.log());
+    assert_eq!(server.calls("GetActionResult"), 0, "{}", server.log());
+}
+
+#[test]
+#[cfg_attr(
+    gvbuild_no_reapi_python,
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON, a venv with BuildGrid (CI sets it up)"
+)]
+fn buildgrid_killed_in_the_middle_of_a_build_leaves_one_warning() {
+    let mut server = BuildGrid::start();
+    let a = project();
+    with_remote(&a, &server.url(), &[]).0.success();
+    let pid = server.pid();
+    let b = Project::new().file(
+        "gevulot.yaml",
+        &y(&format!(
+            r#"
+            targets:
+              kill:
+                outputs: [killed.txt]
+                run: kill -9 {pid} && echo done > killed.txt
+              s1: {{ deps: [kill], outputs: [s1.txt], run: "echo 1 > s1.txt" }}
+              s2: {{ deps: [kill], outputs: [s2.txt], run: "echo 2 > s2.txt" }}
+              s3: {{ deps: [kill], outputs: [s3.txt], run: "echo 3 > s3.txt" }}
+              s4: {{ deps: [kill], outputs: [s4.txt], run: "echo 4 > s4.txt" }}
+              s5: {{ deps: [s1, s2, s3, s4], outputs: [s5.txt], run: "cat s1.txt s2.txt s3.txt s4.txt > s5.txt" }}
+            "#
+        )),
+    );
+    let (run, built) = with_remote(&b, &server.url(), &["-j2"]);
+    let run = run.success();
+    assert_eq!(built.ran().len(), 6);
+    assert_eq!(b.read("s5.txt"), "1\n2\n3\n4\n");
+    let w = warnings(&run);
+    assert_eq!(w.len(), 1, "{}", run.stderr());
+    assert!(w[0].contains("the build went on without it") && w[0].contains("gRPC status"), "{w:?}");
+    server.stop();
+}
+
+#[test]
+fn an_unreachable_grpc_port_builds_locally_with_one_warning() {
+    let p = project();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("grpc://127.0.0.1:{port}/main");
+    let (run, built) = with_remote(&p, &url, &[]);
+    let run = run.success();
+    assert_eq!(built.ran(), names(&["prog", "tree", "use", "stamp"]));
+    let w = warnings(&run);
+    assert_eq!(w.len(), 1, "{}", run.stderr());
+    assert!(
+        w[0].contains(&url) && w[0].contains("UNAVAILABLE") && w[0].contains("went on without it"),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn a_malformed_grpc_url_is_a_usage_error() {
+    let p = project();
+    // The diagnostic is wrapped to the terminal's width: compare without spaces and margins.
+    let squash = |s: &str| s.chars().filter(|c| !c.is_whitespace() && *c != '|').collect::<String>();
+    for (url, why) in [
+        ("grpc://127.0.0.1", "the port is missing"),
+        ("grpc://127.0.0.1:port/x", "`port` is not a port"),
+        ("grpcs://user:s3cr3t@host:443", "credentials go in GVBUILD_REMOTE_HEADER"),
+        ("grpc://h:1/a/blobs", "REAPI reserves `blobs`"),
+    ] {
+        let run = p.gvbuild(&["--remote-cache", url]).exit(2);
+        let err = squash(&run.stderr());
+        assert!(
+            err.contains(&squash(why)) && err.contains("grpc://HOST:PORT[/INSTANCE]"),
+            "{}",
+            run.stderr()
+        );
+        assert!(!err.contains("s3cr3t"), "{}", run.stderr());
+    }
+    assert!(!p.exists(".gvbuild/logs"), "nothing ran");
 }
 
 /// Peak RSS in KiB and wall time of `gvbuild ARGS` in `p`, measured by /usr/bin/time.
@@ -761,4 +929,101 @@ fn https_with_a_ca_file_and_a_client_certificate() {
         assert_eq!(warnings(&run).len(), 1, "{}", run.stderr());
         assert_eq!(outputs(&a), outputs(&c));
     }
+}
+
+#[test]
+#[cfg_attr(gvbuild_no_reapi_python, ignore = "needs GVBUILD_TEST_REAPI_PYTHON and openssl (CI sets them up)")]
+fn grpcs_with_a_ca_file_and_a_client_certificate() {
+    let certs = nginx::Certs::new();
+    let server = BuildGrid::start_tls(&certs);
+    let (ca, cert, key) = (certs.path("ca.pem"), certs.path("client.pem"), certs.path("client.key"));
+    let tls: Vec<&str> = vec![
+        "--remote-ca",
+        ca.to_str().unwrap(),
+        "--remote-client-cert",
+        cert.to_str().unwrap(),
+        "--remote-client-key",
+        key.to_str().unwrap(),
+    ];
+    let a = project();
+    let (run, _) = with_remote(&a, &server.url(), &tls);
+    let run = run.success();
+    assert!(warnings(&run).is_empty(), "{}", run.stderr());
+    let b = clone_of(&a);
+    let (run, second) = with_remote(&b, &server.url(), &tls);
+    run.success();
+    assert_eq!(second.restored(), names(&CACHED));
+    assert_eq!(outputs(&a), outputs(&b));
+
+    // Without the CA file the server's certificate is not trusted; without the client
+    // certificate the server refuses: each is one warning, and the build is still right.
+    for (args, why) in [(&tls[2..], "certificate"), (&tls[..2], "gRPC status")] {
+        let c = clone_of(&a);
+        let (run, built) = with_remote(&c, &server.url(), args);
+        let run = run.success();
+        assert_eq!(built.ran(), names(&["prog", "tree", "use", "stamp"]));
+        let w = warnings(&run);
+        assert_eq!(w.len(), 1, "{}", run.stderr());
+        assert!(w[0].contains(why) && w[0].contains("went on without it"), "{w:?}");
+        assert_eq!(outputs(&a), outputs(&c));
+    }
+}
+
+#[test]
+#[cfg_attr(
+    gvbuild_no_reapi_python,
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON, a venv with BuildGrid (CI sets it up)"
+)]
+fn grpc_headers_are_sent_as_metadata_and_never_printed() {
+    // This BuildGrid refuses every call without a valid `authorization: Bearer JWT`.
+    let server = BuildGrid::start_jwt();
+    let token = server.token();
+    let a = project();
+    let build = |p: &Project, auth: Option<&str>, args: &[&str]| {
+        let mut c = p.command(&["--json", "--explain", "--remote-cache", &server.url()]);
+        c.args(args);
+        if let Some(v) = auth {
+            c.env("GVBUILD_REMOTE_HEADER", format!("Authorization: {v}"))
+                .env("GVBUILD_REMOTE_HEADER_1", "X-Team: compilers");
+        }
+        let out = c.output().unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{text}");
+        assert!(!text.contains(&token) && !text.contains("s3cr3t"), "a header value was printed:\n{text}");
+        text
+    };
+    // Without the header, and with a wrong token: refused, one warning each, no value shown.
+    let text = build(&a, None, &[]);
+    assert!(text.contains("UNAUTHENTICATED") || text.contains("PERMISSION_DENIED"), "{text}");
+    let text = build(&a, Some("Bearer s3cr3t-not-a-jwt"), &["-B"]);
+    assert!(text.contains("went on without it"), "{text}");
+    // With it, the first clone fills the cache and the second restores from it.
+    build(&a, Some(&format!("Bearer {token}")), &["-B"]);
+    let b = clone_of(&a);
+    let text = build(&b, Some(&format!("Bearer {token}")), &[]);
+    assert!(text.contains(r#""where":"remote""#), "{text}");
+    assert_eq!(outputs(&a), outputs(&b));
+}
+
+#[test]
+fn a_grpc_server_that_never_answers_times_out_and_the_build_goes_on() {
+    // A port that accepts connections and then says nothing, not even HTTP/2's preface.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let p = project();
+    let start = Instant::now();
+    let (run, built) = with_remote(&p, &format!("grpc://127.0.0.1:{port}"), &["--remote-timeout", "1"]);
+    let run = run.success();
+    assert_eq!(built.ran(), names(&["prog", "tree", "use", "stamp"]));
+    let w = warnings(&run);
+    assert_eq!(w.len(), 1, "{}", run.stderr());
+    assert!(w[0].contains("no answer within 1 s"), "{w:?}");
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
 }

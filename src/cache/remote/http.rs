@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
-use super::{BlobReader, RemoteError, Store};
+use super::{reapi, BlobReader, RemoteError, Store};
 
 /// Action entries are small; a bigger one is the server's mistake.
 const MAX_ACTION_BYTES: u64 = 64 << 20;
@@ -100,7 +100,8 @@ fn error(e: ureq::Error) -> RemoteError {
 }
 
 impl Store for HttpStore {
-    fn get_action(&self, key: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+    fn get_action(&self, key: &reapi::Digest) -> Result<Option<Vec<u8>>, RemoteError> {
+        let key = &key.hash;
         let Some(mut resp) = self.get("ac", key)? else { return Ok(None) };
         resp.body_mut()
             .with_config()
@@ -110,39 +111,47 @@ impl Store for HttpStore {
             .map_err(|e| RemoteError::Transport(format!("reading action entry {key}: {e}")))
     }
 
-    fn put_action(&self, key: &str, body: &[u8]) -> Result<(), RemoteError> {
-        self.put("ac", key, body.len() as u64, &mut &body[..])
+    fn put_action(&self, key: &reapi::Digest, body: &[u8]) -> Result<(), RemoteError> {
+        self.put("ac", &key.hash, body.len() as u64, &mut &body[..])
     }
 
-    fn has_blob(&self, hash: &str) -> Result<bool, RemoteError> {
-        match self.with_headers(self.agent.head(&self.url("cas", hash))).call() {
+    fn has_blob(&self, blob: &reapi::Digest) -> Result<bool, RemoteError> {
+        match self.with_headers(self.agent.head(&self.url("cas", &blob.hash))).call() {
             Ok(_) => Ok(true),
             Err(ureq::Error::StatusCode(404)) => Ok(false),
             Err(e) => Err(error(e)),
         }
     }
 
-    fn get_blob(&self, hash: &str) -> Result<Option<BlobReader>, RemoteError> {
-        let Some(resp) = self.get("cas", hash)? else { return Ok(None) };
+    fn get_blob(&self, blob: &reapi::Digest) -> Result<Option<BlobReader>, RemoteError> {
+        let Some(resp) = self.get("cas", &blob.hash)? else { return Ok(None) };
         let body = resp.into_body();
         Ok(Some((body.content_length(), Box::new(body.into_reader()))))
     }
 
-    fn put_blob(&self, hash: &str, size: u64, body: &mut dyn Read) -> Result<(), RemoteError> {
-        self.put("cas", hash, size, body)
+    fn put_blob(&self, blob: &reapi::Digest, body: &mut dyn Read) -> Result<(), RemoteError> {
+        self.put("cas", &blob.hash, blob.size_bytes.max(0) as u64, body)
     }
 }
 
 /// The CA file's certificates, else the system's bundle, else Mozilla's roots (webpki-roots).
 fn root_certs(ca_file: Option<&Path>) -> Result<RootCerts, String> {
+    Ok(match ca_pem(ca_file)? {
+        Some(pem) => RootCerts::new_with_certs(&pem_certs(&pem)),
+        None => RootCerts::WebPki,
+    })
+}
+
+/// The PEM of the CAs to trust: `--remote-ca FILE`'s, else the system's bundle (`SSL_CERT_FILE`,
+/// else the usual places); `None` for Mozilla's roots. Shared with the gRPC client.
+pub(super) fn ca_pem(ca_file: Option<&Path>) -> Result<Option<Vec<u8>>, String> {
     if let Some(path) = ca_file {
         let pem =
             std::fs::read(path).map_err(|e| format!("cannot read --remote-ca {}: {e}", path.display()))?;
-        let certs = pem_certs(&pem);
-        if certs.is_empty() {
+        if pem_certs(&pem).is_empty() {
             return Err(format!("--remote-ca {} holds no PEM certificate", path.display()));
         }
-        return Ok(RootCerts::new_with_certs(&certs));
+        return Ok(Some(pem));
     }
     let system = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from).into_iter().chain(
         ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"]
@@ -150,13 +159,12 @@ fn root_certs(ca_file: Option<&Path>) -> Result<RootCerts, String> {
     );
     for path in system {
         if let Ok(pem) = std::fs::read(&path) {
-            let certs = pem_certs(&pem);
-            if !certs.is_empty() {
-                return Ok(RootCerts::new_with_certs(&certs));
+            if !pem_certs(&pem).is_empty() {
+                return Ok(Some(pem));
             }
         }
     }
-    Ok(RootCerts::WebPki)
+    Ok(None)
 }
 
 fn pem_certs(pem: &[u8]) -> Vec<Certificate<'static>> {
@@ -169,6 +177,25 @@ fn pem_certs(pem: &[u8]) -> Vec<Certificate<'static>> {
 }
 
 fn client_cert(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<ClientCert>, String> {
+    let Some(ClientPems { cert: pem, key: key_pem }) = client_pems(cert, key)? else { return Ok(None) };
+    let key = ureq::tls::parse_pem(&key_pem).find_map(|item| match item {
+        Ok(PemItem::PrivateKey(k)) => Some(k),
+        _ => None,
+    });
+    let key: PrivateKey<'static> =
+        key.ok_or_else(|| "no PEM private key for --remote-client-cert".to_string())?;
+    Ok(Some(ClientCert::new_with_certs(&pem_certs(&pem), key)))
+}
+
+/// A client certificate chain's PEM and its key's PEM.
+pub(super) struct ClientPems {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+/// The client certificate's PEM and its key's PEM (the same file unless `--remote-client-key`),
+/// both checked to hold what they should. Shared with the gRPC client.
+pub(super) fn client_pems(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<ClientPems>, String> {
     let Some(cert_path) = cert else {
         return match key {
             Some(_) => Err("--remote-client-key needs --remote-client-cert".into()),
@@ -177,20 +204,15 @@ fn client_cert(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<ClientC
     };
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
     let pem = read(cert_path)?;
-    let certs = pem_certs(&pem);
-    if certs.is_empty() {
+    if pem_certs(&pem).is_empty() {
         return Err(format!("--remote-client-cert {} holds no PEM certificate", cert_path.display()));
     }
     let key_pem = match key {
         Some(k) => read(k)?,
-        None => pem,
+        None => pem.clone(),
     };
-    let key: Option<PrivateKey<'static>> = ureq::tls::parse_pem(&key_pem).find_map(|item| match item {
-        Ok(PemItem::PrivateKey(k)) => Some(k),
-        _ => None,
-    });
-    let key = key.ok_or_else(|| {
-        "no PEM private key for --remote-client-cert (give --remote-client-key FILE)".to_string()
-    })?;
-    Ok(Some(ClientCert::new_with_certs(&certs, key)))
+    if !ureq::tls::parse_pem(&key_pem).any(|item| matches!(item, Ok(PemItem::PrivateKey(_)))) {
+        return Err("no PEM private key for --remote-client-cert (give --remote-client-key FILE)".into());
+    }
+    Ok(Some(ClientPems { cert: pem, key: key_pem }))
 }

@@ -7,6 +7,11 @@
 //! is queued for upload; a bounded queue and two uploader threads keep uploads off the critical
 //! path, and the build waits for the queue at its end.
 //!
+//! # Protocols
+//! One [`Store`] per protocol, chosen by the URL's scheme: [`http`] for the Bazel HTTP cache
+//! (`http://`, `https://`), [`grpc`] for REAPI v2 over gRPC (`grpc://`, `grpcs://`). Both carry
+//! the same REAPI messages ([`reapi`]), so what one server holds another could serve.
+//!
 //! # Names
 //! Blake3 stays the local digest. The server names blobs by their SHA-256 (`/cas/HASH`), which
 //! the local cache keeps beside each blob once a remote is configured, computed in the read
@@ -22,10 +27,11 @@
 //! entry cannot be verified that way: whoever can write the action cache is trusted.
 //!
 //! # The server never breaks a build
-//! A 404 is an ordinary miss. Any other failure (refused, timed out, 5xx, a truncated body, a
-//! 413) is counted; the step goes on locally, the build prints one warning at its end, and after
+//! A 404 (a gRPC `NOT_FOUND`) is an ordinary miss. Any other failure (refused, timed out, 5xx
+//! or another gRPC status, a truncated body, a 413) is counted; the step goes on locally, the build prints one warning at its end, and after
 //! [`GIVE_UP_AFTER`] failures gvbuild stops asking the server for the rest of the build.
 
+pub mod grpc;
 pub mod http;
 pub mod reapi;
 
@@ -63,11 +69,19 @@ const STATS_FILE: &str = "remote-stats.json";
 /// A blob's body as it arrives, and the length the server announced for it.
 pub type BlobReader = (Option<u64>, Box<dyn Read + Send>);
 
-/// A failure of the server or of the way to it (a 404 is no failure: it is `Ok(None)`).
+/// A failure of the server or of the way to it (a 404 or a gRPC `NOT_FOUND` is no failure: it is
+/// `Ok(None)`).
 #[derive(Debug)]
 pub enum RemoteError {
     Transport(String),
+    /// An HTTP status other than 404.
     Status(u16),
+    /// A gRPC status other than `OK` and `NOT_FOUND`: its code's name (`UNAVAILABLE`) and the
+    /// server's message.
+    Grpc {
+        code: &'static str,
+        message: String,
+    },
 }
 
 impl fmt::Display for RemoteError {
@@ -76,17 +90,34 @@ impl fmt::Display for RemoteError {
             RemoteError::Transport(m) => f.write_str(m),
             RemoteError::Status(413) => f.write_str("HTTP status 413: the server refuses a body this big"),
             RemoteError::Status(s) => write!(f, "HTTP status {s}"),
+            RemoteError::Grpc { code, message } if message.is_empty() => write!(f, "gRPC status {code}"),
+            RemoteError::Grpc { code, message } => write!(f, "gRPC status {code}: {message}"),
         }
     }
 }
 
-/// One protocol's client: the action cache and the content-addressed store.
+/// One protocol's client: the action cache and the content-addressed store. Blobs are named by
+/// their SHA-256 and size ([`reapi::Digest`]); a protocol that names them by the hash alone
+/// (HTTP) ignores the size.
 pub trait Store: Send + Sync {
-    fn get_action(&self, key: &str) -> Result<Option<Vec<u8>>, RemoteError>;
-    fn put_action(&self, key: &str, body: &[u8]) -> Result<(), RemoteError>;
-    fn has_blob(&self, hash: &str) -> Result<bool, RemoteError>;
-    fn get_blob(&self, hash: &str) -> Result<Option<BlobReader>, RemoteError>;
-    fn put_blob(&self, hash: &str, size: u64, body: &mut dyn Read) -> Result<(), RemoteError>;
+    /// The encoded `ActionResult` stored under `key` (see [`action_key`]).
+    fn get_action(&self, key: &reapi::Digest) -> Result<Option<Vec<u8>>, RemoteError>;
+    fn put_action(&self, key: &reapi::Digest, body: &[u8]) -> Result<(), RemoteError>;
+    fn has_blob(&self, blob: &reapi::Digest) -> Result<bool, RemoteError>;
+    /// Of `blobs`, those the server lacks. One question per blob unless the protocol can ask
+    /// for many at once.
+    fn find_missing(&self, blobs: &[reapi::Digest]) -> Result<Vec<reapi::Digest>, RemoteError> {
+        let mut missing = Vec::new();
+        for b in blobs {
+            if !self.has_blob(b)? {
+                missing.push(b.clone());
+            }
+        }
+        Ok(missing)
+    }
+    fn get_blob(&self, blob: &reapi::Digest) -> Result<Option<BlobReader>, RemoteError>;
+    /// Send the blob, whose `size_bytes` bytes `body` yields.
+    fn put_blob(&self, blob: &reapi::Digest, body: &mut dyn Read) -> Result<(), RemoteError>;
 }
 
 /// How the build was told to use a remote cache.
@@ -104,31 +135,41 @@ pub struct RemoteOptions {
 /// A step's platform properties, by name (`platform:` and `--platform NAME=VALUE`).
 pub type Platform = std::collections::BTreeMap<String, String>;
 
-/// The action-cache key (64 hex digits) of a step whose gvbuild key is `key` and whose
-/// platform properties are `platform`: SHA-256 of `gvbuild action v1\0`, the key's 32 bytes,
-/// then per property in name order its name and value, each as a little-endian u64 length and
-/// the bytes. With no properties it is the SHA-256 of the prefix and the key alone.
-pub fn action_key(key: &Digest, platform: &Platform) -> String {
-    sha_hex(b"gvbuild action v1\0", key, platform)
+/// The action-cache key of a step whose gvbuild key is `key` and whose platform properties
+/// are `platform`.
+///
+/// In REAPI an action is named by the digest of an encoded `Action` message; a cached step has
+/// no `Action`, so its key is the digest of other bytes: `gvbuild action v1\0`, gvbuild's
+/// 32-byte key, then per property in name order its name and value, each as a little-endian
+/// u64 length and the bytes. The hash is the SHA-256 of those bytes and the size is their
+/// length (50 with no properties), so the digest is a true one, of bytes that are never
+/// uploaded: a server that checks the hash's form (64 lowercase hex digits) or the size's sign
+/// accepts it, and one that looks for the `Action` in its CAS (BuildGrid does, to refresh it)
+/// finds nothing and goes on. Over HTTP only the hash is used (`ac/HASH`), the same on both
+/// protocols.
+pub fn action_key(key: &Digest, platform: &Platform) -> reapi::Digest {
+    prefixed_digest(b"gvbuild action v1\0", key, platform)
 }
 
 /// The action-cache key under which the depfile lists of first-level key `first` are shared
-/// (the same shape as [`action_key`], another prefix).
-pub fn deps_key(first: &Digest, platform: &Platform) -> String {
-    sha_hex(b"gvbuild depfile lists v1\0", first, platform)
+/// (made as [`action_key`] is, with another prefix).
+pub fn deps_key(first: &Digest, platform: &Platform) -> reapi::Digest {
+    prefixed_digest(b"gvbuild depfile lists v1\0", first, platform)
 }
 
-fn sha_hex(prefix: &[u8], key: &Digest, platform: &Platform) -> String {
+fn prefixed_digest(prefix: &[u8], key: &Digest, platform: &Platform) -> reapi::Digest {
     let mut h = sha2::Sha256::new();
     h.update(prefix);
     h.update(key);
+    let mut len = prefix.len() + key.len();
     for (name, value) in platform {
         for part in [name, value] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
+            len += 8 + part.len();
         }
     }
-    hex(&h.finalize().into())
+    digest_of(&h.finalize().into(), len as u64)
 }
 
 /// The URL as it may be shown: no user or password, no query.
@@ -201,6 +242,8 @@ struct Inner {
     shown: String,
     read_only: bool,
     failures: AtomicUsize,
+    /// Set when the server failed its first question: nothing more is asked.
+    halted: std::sync::atomic::AtomicBool,
     first_failure: Mutex<Option<String>>,
     first_local: Mutex<Option<String>>,
     hits: AtomicU64,
@@ -223,6 +266,8 @@ impl Remote {
     /// blobs from `cache`. `Err` is a usage error, and says what to fix.
     pub fn open(o: RemoteOptions, cache: &Cache) -> Result<Remote, String> {
         let shown = shown_url(&o.url);
+        // A server that could not be asked at all when opened: the build goes on without it.
+        let mut unreachable = None;
         let store: Box<dyn Store> = if o.url.starts_with("http://") || o.url.starts_with("https://") {
             Box::new(http::HttpStore::new(http::HttpOptions {
                 url: &o.url,
@@ -233,16 +278,28 @@ impl Remote {
                 timeout: o.timeout,
             })?)
         } else if o.url.starts_with("grpc://") || o.url.starts_with("grpcs://") {
-            return Err(format!(
-                "--remote-cache {shown}: the REAPI (gRPC) protocol is not supported yet; use an http:// or \
-                 https:// URL of a Bazel HTTP remote cache"
-            ));
+            let mut store = grpc::GrpcStore::new(grpc::GrpcOptions {
+                url: &o.url,
+                headers: o.headers,
+                ca_file: o.ca_file.as_deref(),
+                client_cert: o.client_cert.as_deref(),
+                client_key: o.client_key.as_deref(),
+                timeout: o.timeout,
+            })?;
+            unreachable = store.check(&shown)?.err();
+            Box::new(store)
         } else {
             return Err(format!(
-                "--remote-cache takes an http:// or https:// URL (a Bazel HTTP remote cache), got `{shown}`"
+                "--remote-cache takes an http:// or https:// URL (a Bazel HTTP remote cache) or a grpc:// or \
+                 grpcs:// URL (a REAPI server), got `{shown}`"
             ));
         };
-        Ok(Remote::with_store(store, shown, o.read_only, cache))
+        let remote = Remote::with_store(store, shown, o.read_only, cache);
+        if let Some(e) = unreachable {
+            remote.inner.failed(&RemoteError::Transport(format!("asking its capabilities: {e}")));
+            remote.inner.halted.store(true, Ordering::SeqCst);
+        }
+        Ok(remote)
     }
 
     /// A remote over any [`Store`].
@@ -252,6 +309,7 @@ impl Remote {
             shown,
             read_only,
             failures: AtomicUsize::new(0),
+            halted: std::sync::atomic::AtomicBool::new(false),
             first_failure: Mutex::new(None),
             first_local: Mutex::new(None),
             hits: AtomicU64::new(0),
@@ -308,14 +366,14 @@ impl Remote {
         };
         let refused = |what: String| {
             Fetched::Refused(format!(
-                "{what} (action entry {ak} in the remote cache {}); not used, running the step",
-                inner.shown
+                "{what} (action entry {} in the remote cache {}); not used, running the step",
+                ak.hash, inner.shown
             ))
         };
         let Ok(result) = reapi::ActionResult::decode(&bytes[..]) else {
             // Garbage for an entry (a proxy's error page served with 200) is the server failing,
             // counted like any other failure rather than warned about step by step.
-            inner.failed(&RemoteError::Transport(format!("action entry {ak} is not an ActionResult")));
+            inner.failed(&RemoteError::Transport(format!("action entry {} is not an ActionResult", ak.hash)));
             return Fetched::Miss;
         };
         if result.exit_code != 0 {
@@ -432,6 +490,8 @@ impl Remote {
             let first = inner.first_failure.lock().ok().and_then(|f| f.clone()).unwrap_or_default();
             let stopped = if failures >= GIVE_UP_AFTER {
                 format!("; gvbuild stopped asking it after {GIVE_UP_AFTER} failures")
+            } else if inner.halted.load(Ordering::SeqCst) {
+                "; gvbuild did not ask it again".to_string()
             } else {
                 String::new()
             };
@@ -461,7 +521,7 @@ impl Remote {
 
 impl Inner {
     fn stopped(&self) -> bool {
-        self.failures.load(Ordering::SeqCst) >= GIVE_UP_AFTER
+        self.failures.load(Ordering::SeqCst) >= GIVE_UP_AFTER || self.halted.load(Ordering::SeqCst)
     }
 
     fn failed(&self, e: &RemoteError) {
@@ -590,7 +650,7 @@ impl Inner {
             // The empty blob need not be on the server at all.
             (*blake3::hash(b"").as_bytes(), sha2::Sha256::digest(b"").into(), 0)
         } else {
-            let mut body = self.blob_body(&d.hash, size)?;
+            let mut body = self.blob_body(d, size)?;
             let mut b3 = blake3::Hasher::new();
             let mut h = sha2::Sha256::new();
             let mut buf = vec![0u8; 1 << 20];
@@ -626,11 +686,12 @@ impl Inner {
 
     /// A blob's body. A server that announces another length than the digest's is failing
     /// (a lying `Content-Length`), which is counted, not warned about blob by blob.
-    fn blob_body(&self, hash: &str, size: u64) -> Result<Box<dyn Read + Send>, Failed> {
-        let (announced, body) = self.store.get_blob(hash).map_err(Failed::Server)?.ok_or(Failed::Missing)?;
+    fn blob_body(&self, d: &reapi::Digest, size: u64) -> Result<Box<dyn Read + Send>, Failed> {
+        let (announced, body) = self.store.get_blob(d).map_err(Failed::Server)?.ok_or(Failed::Missing)?;
         match announced {
             Some(n) if n != size => Err(Failed::Server(RemoteError::Transport(format!(
-                "blob {hash}: the server announced {n} bytes where its digest says {size}"
+                "blob {}: the server announced {n} bytes where its digest says {size}",
+                d.hash
             )))),
             _ => Ok(body),
         }
@@ -645,7 +706,7 @@ impl Inner {
         if size == 0 {
             return Ok(Vec::new());
         }
-        let body = self.blob_body(&d.hash, size)?;
+        let body = self.blob_body(d, size)?;
         let mut bytes = Vec::new();
         body.take(size + 1)
             .read_to_end(&mut bytes)
@@ -740,20 +801,18 @@ fn upload(inner: &Inner, cache: &Cache, job: &Upload) -> Result<(), Failed> {
 
 fn send_blobs(inner: &Inner, blobs: Vec<Blob>) -> Result<(), Failed> {
     let mut seen = std::collections::HashSet::new();
-    for b in blobs {
-        if !seen.insert(b.digest.hash.clone()) {
-            continue;
-        }
-        if inner.store.has_blob(&b.digest.hash).map_err(Failed::Server)? {
-            continue;
-        }
+    let blobs: Vec<Blob> = blobs.into_iter().filter(|b| seen.insert(b.digest.hash.clone())).collect();
+    let digests: Vec<reapi::Digest> = blobs.iter().map(|b| b.digest.clone()).collect();
+    let missing: std::collections::HashSet<String> =
+        inner.store.find_missing(&digests).map_err(Failed::Server)?.into_iter().map(|d| d.hash).collect();
+    for b in blobs.into_iter().filter(|b| missing.contains(&b.digest.hash)) {
         let size = b.digest.size_bytes as u64;
         match b.source {
-            Source::Bytes(bytes) => inner.store.put_blob(&b.digest.hash, size, &mut &bytes[..]),
+            Source::Bytes(bytes) => inner.store.put_blob(&b.digest, &mut &bytes[..]),
             Source::File(path) => {
                 let mut f = File::open(&path)
                     .map_err(|e| Failed::Local(format!("cannot read {}: {e}", path.display())))?;
-                inner.store.put_blob(&b.digest.hash, size, &mut f)
+                inner.store.put_blob(&b.digest, &mut f)
             }
         }
         .map_err(Failed::Server)?;
@@ -789,13 +848,19 @@ fn to_action_result(
                 ..Default::default()
             });
         } else if let Some(l) = tree.symlinks.iter().find(|l| &l.path == o) {
-            result.output_symlinks.push(reapi::OutputSymlink { path: o.clone(), target: l.target.clone() });
+            result.output_symlinks.push(reapi::OutputSymlink {
+                path: o.clone(),
+                target: l.target.clone(),
+                ..Default::default()
+            });
         } else if tree.dirs.iter().any(|d| d == o) {
             let (root, children) = folder_tree(tree, o, &mut file_blob)?;
             let blob = bytes_blob(reapi::Tree { root: Some(root), children }.encode_to_vec());
-            result
-                .output_directories
-                .push(reapi::OutputDirectory { path: o.clone(), tree_digest: Some(blob.digest.clone()) });
+            result.output_directories.push(reapi::OutputDirectory {
+                path: o.clone(),
+                tree_digest: Some(blob.digest.clone()),
+                ..Default::default()
+            });
             trees.push(blob);
         }
     }
@@ -829,10 +894,15 @@ fn folder_tree(
                 name: name(&f.path),
                 digest: Some(file_blob(&f.digest, f.size)?),
                 is_executable: f.exec,
+                ..Default::default()
             });
         }
         for l in tree.symlinks.iter().filter(|l| parent(&l.path).as_deref() == Some(d.as_str())) {
-            node.symlinks.push(reapi::SymlinkNode { name: name(&l.path), target: l.target.clone() });
+            node.symlinks.push(reapi::SymlinkNode {
+                name: name(&l.path),
+                target: l.target.clone(),
+                ..Default::default()
+            });
         }
         let mut subs: Vec<(String, reapi::Directory)> = built
             .iter()
@@ -866,19 +936,22 @@ mod tests {
     #[test]
     fn action_key_is_pinned() {
         // The key other machines look a step up by: changing it orphans every shared entry.
-        assert_eq!(
-            action_key(&[7u8; 32], &Platform::new()),
-            "80348e3cb04598adf9ebcc436b0fa0a576ae6aa60b37fc30df89749c02663539"
-        );
+        let none = Platform::new();
+        let key = action_key(&[7u8; 32], &none);
+        assert_eq!(key.hash, "80348e3cb04598adf9ebcc436b0fa0a576ae6aa60b37fc30df89749c02663539");
+        // The length of the bytes hashed: the prefix and the key.
+        assert_eq!(key.size_bytes, 50);
+        assert_eq!(deps_key(&[7u8; 32], &none).size_bytes, 57);
         let p = |pairs: &[(&str, &str)]| -> Platform {
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
         };
         let a = action_key(&[7u8; 32], &p(&[("os", "debian-12")]));
-        assert_ne!(a, action_key(&[7u8; 32], &Platform::new()));
+        assert_eq!(a.size_bytes, 50 + 8 + 2 + 8 + 9);
+        assert_ne!(a, action_key(&[7u8; 32], &none));
         assert_ne!(a, action_key(&[7u8; 32], &p(&[("os", "debian-13")])));
         // Lengths keep names and values apart: `ab=c` is not `a=bc`.
         assert_ne!(action_key(&[7u8; 32], &p(&[("ab", "c")])), action_key(&[7u8; 32], &p(&[("a", "bc")])));
-        assert_ne!(a, deps_key(&[7u8; 32], &p(&[("os", "debian-12")])));
+        assert_ne!(a.hash, deps_key(&[7u8; 32], &p(&[("os", "debian-12")])).hash);
     }
 
     /// A server in memory, counting blob downloads.
@@ -886,26 +959,26 @@ mod tests {
     struct Mem(Mutex<HashMap<String, Vec<u8>>>, Arc<AtomicUsize>);
 
     impl Store for Mem {
-        fn get_action(&self, key: &str) -> Result<Option<Vec<u8>>, RemoteError> {
-            Ok(self.0.lock().unwrap().get(&format!("ac/{key}")).cloned())
+        fn get_action(&self, key: &reapi::Digest) -> Result<Option<Vec<u8>>, RemoteError> {
+            Ok(self.0.lock().unwrap().get(&format!("ac/{}", key.hash)).cloned())
         }
-        fn put_action(&self, key: &str, body: &[u8]) -> Result<(), RemoteError> {
-            self.0.lock().unwrap().insert(format!("ac/{key}"), body.to_vec());
+        fn put_action(&self, key: &reapi::Digest, body: &[u8]) -> Result<(), RemoteError> {
+            self.0.lock().unwrap().insert(format!("ac/{}", key.hash), body.to_vec());
             Ok(())
         }
-        fn has_blob(&self, hash: &str) -> Result<bool, RemoteError> {
-            Ok(self.0.lock().unwrap().contains_key(&format!("cas/{hash}")))
+        fn has_blob(&self, blob: &reapi::Digest) -> Result<bool, RemoteError> {
+            Ok(self.0.lock().unwrap().contains_key(&format!("cas/{}", blob.hash)))
         }
-        fn get_blob(&self, hash: &str) -> Result<Option<BlobReader>, RemoteError> {
+        fn get_blob(&self, blob: &reapi::Digest) -> Result<Option<BlobReader>, RemoteError> {
             self.1.fetch_add(1, Ordering::SeqCst);
-            let body = self.0.lock().unwrap().get(&format!("cas/{hash}")).cloned();
+            let body = self.0.lock().unwrap().get(&format!("cas/{}", blob.hash)).cloned();
             Ok(body
                 .map(|b| (Some(b.len() as u64), Box::new(std::io::Cursor::new(b)) as Box<dyn Read + Send>)))
         }
-        fn put_blob(&self, hash: &str, _size: u64, body: &mut dyn Read) -> Result<(), RemoteError> {
+        fn put_blob(&self, blob: &reapi::Digest, body: &mut dyn Read) -> Result<(), RemoteError> {
             let mut bytes = Vec::new();
             body.read_to_end(&mut bytes).map_err(|e| RemoteError::Transport(e.to_string()))?;
-            self.0.lock().unwrap().insert(format!("cas/{hash}"), bytes);
+            self.0.lock().unwrap().insert(format!("cas/{}", blob.hash), bytes);
             Ok(())
         }
     }

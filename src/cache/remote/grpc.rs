@@ -1,0 +1,654 @@
+//! REAPI v2 over gRPC: the remote-cache half of the Remote Execution API (`ActionCache`,
+//! `ContentAddressableStorage`, `ByteStream`, `Capabilities`), as BuildGrid, Buildbarn,
+//! bazel-remote and the other REAPI servers speak it, at `grpc://HOST:PORT[/INSTANCE]` (or
+//! `grpcs://` for TLS). The URL's path is the REAPI instance name.
+//!
+//! # A store's life
+//! [`GrpcStore::new`] parses the URL and builds the channel (no connection yet);
+//! [`GrpcStore::check`] asks `GetCapabilities` before anything else: a server whose cache lacks
+//! SHA-256 is refused (a usage error), and its `max_batch_total_size_bytes` says which blobs go
+//! in one `BatchReadBlobs` / `BatchUpdateBlobs` call. Bigger blobs go through `ByteStream`,
+//! in chunks, so memory stays bounded whatever a blob's size: an upload is read from its file
+//! chunk by chunk as the server takes it, a download is handed to the caller as a reader that
+//! asks for the next chunk when the last is used up.
+//!
+//! # Sync callers, async client
+//! gvbuild is synchronous (rayon steps, two uploader threads); tonic is async. The store owns
+//! a small multi-threaded tokio runtime (two workers, which drive the connection), and each
+//! [`Store`] method blocks its calling thread on its call, so several threads may call at once
+//! over the one HTTP/2 connection. `--remote-timeout` bounds each call and each wait for a
+//! stream's next message, not a whole transfer.
+//!
+//! # Failures
+//! `NOT_FOUND` is an ordinary miss (`Ok(None)`); every other status, and every transport error
+//! or timeout, is a [`RemoteError`] for [`super::Remote`] to count. Header values
+//! (`GVBUILD_REMOTE_HEADER*`, sent as gRPC metadata) never appear in an error.
+
+use std::future::Future;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prost::Message;
+use tokio::runtime::{Handle, Runtime};
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Request, Status};
+
+use super::{http, reapi, BlobReader, RemoteError, Store};
+
+/// The batch limit when the server names none (0 means "no limit" in REAPI, but gRPC's
+/// default message limit of 4 MiB still holds): 4 MiB less room for the message's framing.
+const DEFAULT_BATCH: u64 = (4 << 20) - (1 << 10);
+/// A server may say more; batches are kept below this whatever it says.
+const MAX_BATCH: u64 = 32 << 20;
+/// The largest message the client takes or sends: a batch and its framing.
+const MAX_MESSAGE: usize = 40 << 20;
+/// The data of one `ByteStream` message.
+const CHUNK: usize = 1 << 20;
+/// Digests per `FindMissingBlobs` call (BuildGrid takes up to 500 elements in a request).
+const FIND_MANY: usize = 500;
+/// Instance-name segments REAPI reserves for resource names.
+const RESERVED: [&str; 7] =
+    ["blobs", "uploads", "actions", "actionResults", "operations", "capabilities", "compressed-blobs"];
+
+/// How to reach the server.
+pub struct GrpcOptions<'a> {
+    pub url: &'a str,
+    /// Sent as gRPC metadata with every call (names lowercased), never shown.
+    pub headers: Vec<(String, String)>,
+    pub ca_file: Option<&'a Path>,
+    pub client_cert: Option<&'a Path>,
+    pub client_key: Option<&'a Path>,
+    /// Each call, and each wait for a stream's next message, gives up after this long.
+    pub timeout: Duration,
+}
+
+pub struct GrpcStore {
+    /// Owned here, shut down on drop; `handle` is what the calls use.
+    runtime: Option<Runtime>,
+    handle: Handle,
+    channel: Channel,
+    instance: String,
+    metadata: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
+    /// The header values, blanked out of whatever the server says back.
+    secrets: Secrets,
+    timeout: Duration,
+    /// Blobs up to this size travel in batch calls, bigger ones through `ByteStream`.
+    batch_limit: u64,
+    /// Numbers this process's uploads, for their resource names.
+    uploads: AtomicU64,
+}
+
+/// The parts of a `grpc://` or `grpcs://` URL.
+#[derive(Debug, PartialEq, Eq)]
+pub struct GrpcUrl {
+    /// `http://HOST:PORT` or `https://HOST:PORT`, what the channel connects to.
+    pub endpoint: String,
+    pub tls: bool,
+    /// The REAPI instance name: the URL's path without its slashes at either end; may be empty.
+    pub instance: String,
+}
+
+/// Parse `grpc[s]://HOST:PORT[/INSTANCE]`; `Err` says what is wrong, for a usage error.
+pub fn parse_url(url: &str) -> Result<GrpcUrl, String> {
+    let shown = super::shown_url(url);
+    let bad = |why: &str| {
+        format!(
+            "--remote-cache {shown}: {why}; a gRPC cache's URL is grpc://HOST:PORT[/INSTANCE] (or grpcs://)"
+        )
+    };
+    let (tls, rest) = if let Some(r) = url.strip_prefix("grpcs://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("grpc://") {
+        (false, r)
+    } else {
+        return Err(bad("not a grpc:// or grpcs:// URL"));
+    };
+    if rest.contains(['?', '#']) {
+        return Err(bad("a query or fragment means nothing here"));
+    }
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.contains('@') {
+        return Err(bad("credentials go in GVBUILD_REMOTE_HEADER, not in the URL"));
+    }
+    let (host, port) = authority.rsplit_once(':').ok_or_else(|| bad("the port is missing"))?;
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad("the host is missing"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(bad("an IPv6 address goes in brackets ([::1]:PORT)"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(bad(&format!("`{}` is not a port", port.escape_debug()))),
+    }
+    let instance = path.trim_matches('/').to_string();
+    for segment in instance.split('/').filter(|_| !instance.is_empty()) {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Err(bad("the instance name has an empty, `.` or `..` segment"));
+        }
+        if RESERVED.contains(&segment) {
+            return Err(bad(&format!(
+                "REAPI reserves `{segment}`, which cannot be part of an instance name"
+            )));
+        }
+    }
+    let scheme = if tls { "https" } else { "http" };
+    Ok(GrpcUrl { endpoint: format!("{scheme}://{authority}"), tls, instance })
+}
+
+impl GrpcStore {
+    /// The store for the URL; nothing is sent yet. `Err` is a usage error.
+    pub fn new(o: GrpcOptions<'_>) -> Result<GrpcStore, String> {
+        let url = parse_url(o.url)?;
+        let shown = super::shown_url(o.url);
+        let mut metadata = Vec::new();
+        // Each value, and each long word of it (the token of `Bearer TOKEN`), longest first.
+        let mut blank: Vec<String> = o.headers.iter().map(|(_, v)| v.trim().to_string()).collect();
+        blank.extend(
+            o.headers
+                .iter()
+                .flat_map(|(_, v)| v.split_whitespace().filter(|w| w.len() >= 8).map(String::from)),
+        );
+        blank.retain(|v| !v.is_empty());
+        blank.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        let secrets = Secrets(blank.into());
+        for (name, value) in o.headers {
+            // Names are shown, values never.
+            let key = AsciiMetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                format!("the header `{name}` from GVBUILD_REMOTE_HEADER cannot be sent as gRPC metadata")
+            })?;
+            let value = AsciiMetadataValue::try_from(value.as_str()).map_err(|_| {
+                format!(
+                    "the value of the header `{name}` from GVBUILD_REMOTE_HEADER cannot be sent as gRPC \
+                     metadata (printable ASCII only)"
+                )
+            })?;
+            metadata.push((key, value));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("gvbuild-grpc")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the gRPC client for {shown}: {e}"))?;
+        let mut endpoint = Endpoint::from_shared(url.endpoint.clone())
+            .map_err(|e| format!("--remote-cache {shown}: {e}"))?
+            .connect_timeout(o.timeout)
+            .tcp_nodelay(true);
+        if url.tls {
+            let mut tls = ClientTlsConfig::new();
+            tls = match http::ca_pem(o.ca_file)? {
+                Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
+                None => tls.with_webpki_roots(),
+            };
+            if let Some(pems) = http::client_pems(o.client_cert, o.client_key)? {
+                tls = tls.identity(Identity::from_pem(pems.cert, pems.key));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| format!("--remote-cache {shown}: TLS: {e}"))?;
+        }
+        let channel = {
+            let _entered = runtime.enter();
+            endpoint.connect_lazy()
+        };
+        Ok(GrpcStore {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+            channel,
+            instance: url.instance,
+            metadata,
+            secrets,
+            timeout: o.timeout,
+            batch_limit: DEFAULT_BATCH,
+            uploads: AtomicU64::new(0),
+        })
+    }
+
+    /// Ask the server's capabilities, first of all. The outer `Err` is a usage error (a server
+    /// gvbuild cannot use: no cache, or no SHA-256); the inner one, the server failing to
+    /// answer, which the build survives.
+    pub fn check(&mut self, shown: &str) -> Result<Result<(), RemoteError>, String> {
+        let req = self.request(reapi::GetCapabilitiesRequest { instance_name: self.instance.clone() });
+        let mut client = reapi::CapabilitiesClient::new(self.channel.clone());
+        let caps = match self.call("GetCapabilities", client.get_capabilities(req)) {
+            Ok(caps) => caps,
+            Err(e) => return Ok(Err(e)),
+        };
+        let Some(cache) = caps.cache_capabilities else {
+            return Err(format!(
+                "--remote-cache {shown}: the server offers no cache (its capabilities have no \
+                 cache_capabilities); gvbuild needs a REAPI action cache and CAS"
+            ));
+        };
+        let sha256 = reapi::digest_function::Value::Sha256 as i32;
+        if !cache.digest_functions.contains(&sha256) {
+            let offered: Vec<&str> = cache
+                .digest_functions
+                .iter()
+                .map(|f| reapi::digest_function::Value::try_from(*f).map_or("UNKNOWN", |v| v.as_str_name()))
+                .collect();
+            let offered = if offered.is_empty() { "none".to_string() } else { offered.join(", ") };
+            return Err(format!(
+                "--remote-cache {shown}: the server's cache offers the digest functions {offered}, not \
+                 SHA256, the only one gvbuild speaks; point it at a server or instance that uses SHA-256"
+            ));
+        }
+        self.batch_limit = match cache.max_batch_total_size_bytes {
+            n if n <= 0 => DEFAULT_BATCH,
+            n => (n as u64).min(MAX_BATCH),
+        };
+        Ok(Ok(()))
+    }
+
+    /// A request carrying the headers as metadata.
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut r = Request::new(message);
+        for (k, v) in &self.metadata {
+            r.metadata_mut().append(k.clone(), v.clone());
+        }
+        r
+    }
+
+    /// Block this thread on one call, bounded by the timeout.
+    fn call<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, RemoteError> {
+        match bounded(&self.handle, self.timeout, call) {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(status_error(&s, &self.secrets)),
+            Err(_) => Err(timed_out(what, self.timeout)),
+        }
+    }
+
+    /// A call whose `NOT_FOUND` is a miss.
+    fn call_found<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<Option<T>, RemoteError> {
+        match self.call(what, call) {
+            Ok(t) => Ok(Some(t)),
+            Err(RemoteError::Grpc { code: "NOT_FOUND", .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn cas(&self) -> reapi::ContentAddressableStorageClient<Channel> {
+        reapi::ContentAddressableStorageClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    fn bytestream(&self) -> reapi::ByteStreamClient<Channel> {
+        reapi::ByteStreamClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    /// A ByteStream resource name below the instance.
+    fn resource(&self, rest: &str) -> String {
+        if self.instance.is_empty() {
+            rest.to_string()
+        } else {
+            format!("{}/{rest}", self.instance)
+        }
+    }
+
+    /// A fresh UUID (version 4 in form) for an upload's resource name: unique per process,
+    /// upload and moment, which is all REAPI asks of it.
+    fn upload_id(&self) -> String {
+        let n = self.uploads.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let mut h = blake3::Hasher::new();
+        h.update(&std::process::id().to_le_bytes());
+        h.update(&now.as_nanos().to_le_bytes());
+        h.update(&n.to_le_bytes());
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let x = hex::encode(b);
+        format!("{}-{}-{}-{}-{}", &x[..8], &x[8..12], &x[12..16], &x[16..20], &x[20..])
+    }
+
+    fn read_stream(&self, blob: &reapi::Digest) -> Result<Option<BlobReader>, RemoteError> {
+        let size = blob.size_bytes.max(0) as u64;
+        let req = self.request(reapi::ReadRequest {
+            resource_name: self.resource(&format!("blobs/{}/{size}", blob.hash)),
+            read_offset: 0,
+            read_limit: 0,
+        });
+        let mut client = self.bytestream();
+        let Some(stream) = self.call_found("ByteStream.Read", client.read(req))? else { return Ok(None) };
+        let mut reader = StreamReader {
+            handle: self.handle.clone(),
+            stream,
+            buf: Vec::new(),
+            pos: 0,
+            done: false,
+            timeout: self.timeout,
+            secrets: self.secrets.clone(),
+        };
+        // A server may answer the call and send NOT_FOUND as the stream's first message.
+        match reader.next() {
+            Ok(()) => Ok(Some((Some(size), Box::new(reader)))),
+            Err(RemoteError::Grpc { code: "NOT_FOUND", .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_stream(&self, blob: &reapi::Digest, body: &mut dyn Read) -> Result<(), RemoteError> {
+        let size = blob.size_bytes.max(0) as u64;
+        let name = self.resource(&format!("uploads/{}/blobs/{}/{size}", self.upload_id(), blob.hash));
+        let (tx, rx) = tokio::sync::mpsc::channel::<reapi::WriteRequest>(2);
+        let req = self.request(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let mut client = self.bytestream();
+        let mut call = self.handle.spawn(async move { client.write(req).await });
+        let mut offset = 0u64;
+        let mut sending = true;
+        while sending && offset < size {
+            let want = (size - offset).min(CHUNK as u64) as usize;
+            let mut data = vec![0u8; want];
+            if let Err(e) = body.read_exact(&mut data) {
+                call.abort();
+                return Err(RemoteError::Transport(format!("reading blob {} to upload it: {e}", blob.hash)));
+            }
+            let message = reapi::WriteRequest {
+                resource_name: if offset == 0 { name.clone() } else { String::new() },
+                write_offset: offset as i64,
+                finish_write: offset + want as u64 == size,
+                data,
+            };
+            offset += want as u64;
+            match bounded(&self.handle, self.timeout, tx.send(message)) {
+                Ok(Ok(())) => {}
+                // The call ended early: the server has the blob already, or refused it.
+                Ok(Err(_)) => sending = false,
+                Err(_) => {
+                    call.abort();
+                    return Err(timed_out("ByteStream.Write", self.timeout));
+                }
+            }
+        }
+        drop(tx);
+        let answer = match bounded(&self.handle, self.timeout, &mut call) {
+            Ok(Ok(Ok(r))) => r.into_inner(),
+            Ok(Ok(Err(s))) => return Err(status_error(&s, &self.secrets)),
+            Ok(Err(e)) => return Err(RemoteError::Transport(format!("ByteStream.Write: {e}"))),
+            Err(_) => {
+                call.abort();
+                return Err(timed_out("ByteStream.Write", self.timeout));
+            }
+        };
+        // -1 or the full size: the blob is there (an upload that ended early says either).
+        if answer.committed_size != size as i64 && answer.committed_size != -1 {
+            return Err(RemoteError::Transport(format!(
+                "ByteStream.Write of blob {}: the server committed {} of {size} bytes",
+                blob.hash, answer.committed_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for GrpcStore {
+    fn drop(&mut self) {
+        // Not waiting for the connection's tasks: the build is done with the server.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Store for GrpcStore {
+    fn get_action(&self, key: &reapi::Digest) -> Result<Option<Vec<u8>>, RemoteError> {
+        let req = self.request(reapi::GetActionResultRequest {
+            instance_name: self.instance.clone(),
+            action_digest: Some(key.clone()),
+            ..Default::default()
+        });
+        let mut client =
+            reapi::ActionCacheClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE);
+        Ok(self.call_found("GetActionResult", client.get_action_result(req))?.map(|r| r.encode_to_vec()))
+    }
+
+    fn put_action(&self, key: &reapi::Digest, body: &[u8]) -> Result<(), RemoteError> {
+        let result = reapi::ActionResult::decode(body)
+            .map_err(|e| RemoteError::Transport(format!("action entry {}: {e}", key.hash)))?;
+        let req = self.request(reapi::UpdateActionResultRequest {
+            instance_name: self.instance.clone(),
+            action_digest: Some(key.clone()),
+            action_result: Some(result),
+            ..Default::default()
+        });
+        let mut client =
+            reapi::ActionCacheClient::new(self.channel.clone()).max_encoding_message_size(MAX_MESSAGE);
+        self.call("UpdateActionResult", client.update_action_result(req)).map(|_| ())
+    }
+
+    fn has_blob(&self, blob: &reapi::Digest) -> Result<bool, RemoteError> {
+        Ok(self.find_missing(std::slice::from_ref(blob))?.is_empty())
+    }
+
+    fn find_missing(&self, blobs: &[reapi::Digest]) -> Result<Vec<reapi::Digest>, RemoteError> {
+        let mut missing = Vec::new();
+        for some in blobs.chunks(FIND_MANY) {
+            let req = self.request(reapi::FindMissingBlobsRequest {
+                instance_name: self.instance.clone(),
+                blob_digests: some.to_vec(),
+                ..Default::default()
+            });
+            let mut cas = self.cas();
+            missing.extend(self.call("FindMissingBlobs", cas.find_missing_blobs(req))?.missing_blob_digests);
+        }
+        Ok(missing)
+    }
+
+    fn get_blob(&self, blob: &reapi::Digest) -> Result<Option<BlobReader>, RemoteError> {
+        if blob.size_bytes.max(0) as u64 > self.batch_limit {
+            return self.read_stream(blob);
+        }
+        let req = self.request(reapi::BatchReadBlobsRequest {
+            instance_name: self.instance.clone(),
+            digests: vec![blob.clone()],
+            ..Default::default()
+        });
+        let mut cas = self.cas();
+        let answer = self.call("BatchReadBlobs", cas.batch_read_blobs(req))?;
+        let Some(r) =
+            answer.responses.into_iter().find(|r| r.digest.as_ref().is_some_and(|d| d.hash == blob.hash))
+        else {
+            return Err(RemoteError::Transport(format!(
+                "BatchReadBlobs answered without blob {}",
+                blob.hash
+            )));
+        };
+        match r.status {
+            Some(s) if s.code == Code::NotFound as i32 => Ok(None),
+            Some(s) if s.code != Code::Ok as i32 => Err(rpc_error(s.code, &s.message, &self.secrets)),
+            _ => Ok(Some((Some(r.data.len() as u64), Box::new(io::Cursor::new(r.data))))),
+        }
+    }
+
+    fn put_blob(&self, blob: &reapi::Digest, body: &mut dyn Read) -> Result<(), RemoteError> {
+        let size = blob.size_bytes.max(0) as u64;
+        if size > self.batch_limit {
+            return self.write_stream(blob, body);
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        body.take(size)
+            .read_to_end(&mut data)
+            .map_err(|e| RemoteError::Transport(format!("reading blob {} to upload it: {e}", blob.hash)))?;
+        let req = self.request(reapi::BatchUpdateBlobsRequest {
+            instance_name: self.instance.clone(),
+            requests: vec![reapi::batch_update_blobs_request::Request {
+                digest: Some(blob.clone()),
+                data,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let mut cas = self.cas();
+        let answer = self.call("BatchUpdateBlobs", cas.batch_update_blobs(req))?;
+        match answer.responses.into_iter().find_map(|r| r.status).filter(|s| s.code != Code::Ok as i32) {
+            Some(s) => Err(rpc_error(s.code, &s.message, &self.secrets)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A `ByteStream.Read` as a reader: each `read` past the chunk in hand waits (bounded) for the
+/// next one.
+struct StreamReader {
+    handle: Handle,
+    stream: tonic::Streaming<reapi::ReadResponse>,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+    timeout: Duration,
+    secrets: Secrets,
+}
+
+impl StreamReader {
+    /// The next chunk into `buf` (or `done` at the stream's end).
+    fn next(&mut self) -> Result<(), RemoteError> {
+        match bounded(&self.handle, self.timeout, self.stream.message()) {
+            Ok(Ok(Some(m))) => {
+                self.buf = m.data;
+                self.pos = 0;
+                Ok(())
+            }
+            Ok(Ok(None)) => {
+                self.done = true;
+                Ok(())
+            }
+            Ok(Err(s)) => Err(status_error(&s, &self.secrets)),
+            Err(_) => Err(timed_out("ByteStream.Read", self.timeout)),
+        }
+    }
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.buf.len() && !self.done {
+            self.next().map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Block this thread on `f`, for at most `timeout`. The timer is made inside the runtime
+/// (`block_on` enters it), which is where tokio's timers must be made.
+fn bounded<F: Future>(
+    handle: &Handle,
+    timeout: Duration,
+    f: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    handle.block_on(async move { tokio::time::timeout(timeout, f).await })
+}
+
+fn timed_out(what: &str, timeout: Duration) -> RemoteError {
+    RemoteError::Transport(format!("{what}: no answer within {} s (--remote-timeout)", timeout.as_secs()))
+}
+
+/// A call's status as an error: its code's name and message, then the transport's cause (a
+/// refused connection says so only there).
+fn status_error(s: &Status, secrets: &Secrets) -> RemoteError {
+    let mut message = s.message().to_string();
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !message.contains(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+        source = e.source();
+    }
+    RemoteError::Grpc { code: code_name(s.code()), message: secrets.blank(&message) }
+}
+
+/// A per-blob status of a batch call (a `google.rpc.Status`) as an error.
+fn rpc_error(code: i32, message: &str, secrets: &Secrets) -> RemoteError {
+    RemoteError::Grpc { code: code_name(Code::from_i32(code)), message: secrets.blank(message) }
+}
+
+/// Header values: a server that quotes the token it refused must not have it printed.
+#[derive(Clone, Default)]
+struct Secrets(std::sync::Arc<[String]>);
+
+impl Secrets {
+    fn blank(&self, text: &str) -> String {
+        self.0.iter().fold(text.to_string(), |t, secret| t.replace(secret.as_str(), "<header value>"))
+    }
+}
+
+/// The canonical name of a gRPC code, as servers and their logs write it.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_the_endpoint_and_the_instance() {
+        let u = parse_url("grpc://127.0.0.1:8980").unwrap();
+        assert_eq!(
+            u,
+            GrpcUrl { endpoint: "http://127.0.0.1:8980".into(), tls: false, instance: String::new() }
+        );
+        let u = parse_url("grpcs://cache.example:443/team/main/").unwrap();
+        assert_eq!(u.endpoint, "https://cache.example:443");
+        assert!(u.tls);
+        assert_eq!(u.instance, "team/main");
+        assert_eq!(parse_url("grpc://[::1]:9092/x").unwrap().endpoint, "http://[::1]:9092");
+    }
+
+    #[test]
+    fn malformed_urls_say_what_is_wrong() {
+        for (url, why) in [
+            ("grpc://host", "the port is missing"),
+            ("grpc://:80", "the host is missing"),
+            ("grpc://host:http", "not a port"),
+            ("grpc://host:0", "not a port"),
+            ("grpc://user:s3cr3t@host:80", "GVBUILD_REMOTE_HEADER"),
+            ("grpc://host:80/a//b", "empty"),
+            ("grpc://host:80/team/blobs", "reserves `blobs`"),
+            ("grpc://host:80/?x=1", "query"),
+            ("grpc://::1:80", "brackets"),
+        ] {
+            let e = parse_url(url).unwrap_err();
+            assert!(e.contains(why) && e.contains("grpc://HOST:PORT[/INSTANCE]"), "{url}: {e}");
+            assert!(!e.contains("s3cr3t"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! A real BuildGrid (the `bgd` of the Python venv that `GVBUILD_TEST_REAPI_PYTHON` names) on
+//! 127.0.0.1, cache only: a disk CAS, an in-memory action cache over it, ByteStream, and no
+//! scheduler or database. Its log (`-vv`: one line per call, with the method's name) is kept in
+//! its folder for the tests to read. Stopped when dropped.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::nginx::Certs;
+
+/// The REAPI instance the tests use: a name with a slash, as a team might choose.
+pub const INSTANCE: &str = "gvbuild/main";
+
+/// BuildGrid hashes with `buildgrid.server.settings.HASH` and has no setting for it. This
+/// launcher swaps in SHA-1 before BuildGrid's modules read it, so the server's capabilities
+/// honestly offer SHA1 and nothing else.
+const SHA1_LAUNCHER: &str = "
+import hashlib, sys
+import buildgrid.server.settings as settings
+settings.HASH = hashlib.sha1
+settings.HASH_LENGTH = 40
+import buildgrid.server.utils.digests as digests
+from buildgrid._protos.build.bazel.remote.execution.v2.remote_execution_pb2 import DigestFunction
+digests.get_hash_type = lambda: DigestFunction.SHA1
+from buildgrid.server.app import cli
+sys.argv = ['bgd'] + sys.argv[1:]
+cli()
+";
+
+/// The venv's Python: `GVBUILD_TEST_REAPI_PYTHON`, which CI sets (without it, the tests that
+/// use BuildGrid are ignored outside CI, and fail in CI).
+pub fn python() -> PathBuf {
+    std::env::var_os("GVBUILD_TEST_REAPI_PYTHON")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .expect("GVBUILD_TEST_REAPI_PYTHON names no Python with BuildGrid (.ci/run sets it up)")
+}
+
+/// `bgd`, beside the venv's Python.
+pub fn bgd() -> PathBuf {
+    let python = python();
+    python.parent().map(|d| d.join("bgd")).unwrap_or_else(|| "bgd".into())
+}
+
+pub struct BuildGrid {
+    dir: TempDir,
+    port: u16,
+    child: Option<Child>,
+    tls: bool,
+}
+
+/// What the server is like beyond the plain cache.
+enum Kind<'a> {
+    Plain,
+    Sha1,
+    Tls(&'a Certs),
+    /// Every call needs `authorization: Bearer JWT`, signed (HS256) with `auth.secret`.
+    Jwt,
+}
+
+impl BuildGrid {
+    pub fn start() -> BuildGrid {
+        BuildGrid::start_with(Kind::Plain)
+    }
+
+    /// A BuildGrid whose CAS uses SHA-1 (see [`SHA1_LAUNCHER`]).
+    pub fn start_sha1() -> BuildGrid {
+        BuildGrid::start_with(Kind::Sha1)
+    }
+
+    /// TLS with the server certificate of `certs`, requiring a client certificate of its CA.
+    pub fn start_tls(certs: &Certs) -> BuildGrid {
+        BuildGrid::start_with(Kind::Tls(certs))
+    }
+
+    /// A BuildGrid that refuses calls without a JWT; [`BuildGrid::token`] makes one.
+    pub fn start_jwt() -> BuildGrid {
+        BuildGrid::start_with(Kind::Jwt)
+    }
+
+    fn start_with(kind: Kind<'_>) -> BuildGrid {
+        let dir = tempfile::Builder::new().prefix("gvbuildgrid").tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let d = dir.path().display();
+        let channel = match &kind {
+            Kind::Tls(c) => format!(
+                "insecure-mode: false\n    credentials:\n      tls-server-key: {0}/server.key\n      \
+                 tls-server-cert: {0}/server.pem\n      tls-client-certs: {0}/ca.pem",
+                c.dir.path().display()
+            ),
+            _ => "insecure-mode: true".to_string(),
+        };
+        let auth = match kind {
+            Kind::Jwt => {
+                std::fs::write(dir.path().join("auth.secret"), "gvbuild-test-jwt-secret").unwrap();
+                format!("method: jwt\n  secret: {d}/auth.secret\n  algorithm: hs256")
+            }
+            _ => "method: none".to_string(),
+        };
+        let conf = format!(
+            r#"server:
+  - !channel
+    address: "127.0.0.1:{port}"
+    {channel}
+authorization:
+  {auth}
+storages:
+  - !disk-storage &cas
+    path: {d}/cas
+caches:
+  - !lru-action-cache &ac
+    storage: *cas
+    max-cached-refs: 100000
+    allow-updates: true
+    cache-failed-actions: false
+instances:
+  - name: "{INSTANCE}"
+    services:
+      - !action-cache
+        cache: *ac
+      - !cas
+        storage: *cas
+      - !bytestream
+        storage: *cas
+"#
+        );
+        let conf_path = dir.path().join("buildgrid.yml");
+        std::fs::write(&conf_path, conf).unwrap();
+        let log = std::fs::File::create(dir.path().join("bgd.log")).unwrap();
+        let mut cmd = if matches!(kind, Kind::Sha1) {
+            let mut c = Command::new(python());
+            c.arg("-c").arg(SHA1_LAUNCHER);
+            c
+        } else {
+            Command::new(bgd())
+        };
+        let child = cmd
+            .args(["server", "start", "-vv"])
+            .arg(&conf_path)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start BuildGrid ({}): {e}", bgd().display()));
+        let tls = matches!(kind, Kind::Tls(_));
+        let mut g = BuildGrid { dir, port, child: Some(child), tls };
+        // BuildGrid imports a great deal of Python before it listens: seconds, more on a busy machine.
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = g.child.as_mut().and_then(|c| c.try_wait().unwrap());
+            assert!(
+                exited.is_none() && start.elapsed() < Duration::from_secs(90),
+                "BuildGrid did not start listening ({exited:?}); its log:\n{}",
+                g.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        g
+    }
+
+    /// The cache's URL, with the instance name as its path.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "grpcs" } else { "grpc" };
+        format!("{scheme}://127.0.0.1:{}/{INSTANCE}", self.port)
+    }
+
+    /// A JWT the [`BuildGrid::start_jwt`] server accepts for the next hour (made with PyJWT,
+    /// which BuildGrid uses to check it).
+    pub fn token(&self) -> String {
+        let out = Command::new(python())
+            .arg("-c")
+            .arg(
+                "import jwt, sys, time; print(jwt.encode({'sub': 'gvbuild-test', 'exp': int(time.time()) + 3600}, \
+                 open(sys.argv[1]).read().strip(), algorithm='HS256'))",
+            )
+            .arg(self.dir.path().join("auth.secret"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("bgd.log")).unwrap_or_default()
+    }
+
+    /// How many calls of gRPC method `name` (`Write`, `BatchReadBlobs`, ...) BuildGrid logged.
+    pub fn calls(&self, name: &str) -> usize {
+        let needle = format!("method=\"{name}\"");
+        self.log().lines().filter(|l| l.contains("Received request") && l.contains(&needle)).count()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for BuildGrid {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
