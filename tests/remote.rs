@@ -262,14 +262,9 @@ fn read_only_writes_nothing_on_the_server() {
     assert_eq!(server.files(), before, "a read-only build changed the server's folder");
 }
 
-#[test]
-#[cfg_attr(gvbuild_no_nginx, ignore = "needs nginx (CI installs it)")]
-fn the_server_killed_in_the_middle_of_a_build_leaves_one_warning() {
-    let mut server = Nginx::start();
-    let a = project();
-    with_remote(&a, &server.url(), &[]).0.success();
-    // A project whose first step kills the server; the steps after it find no server.
-    let pid = server.pid();
+/// A build whose first step kills the server (`pid`), so the steps after it find none; it
+/// must succeed with the right outputs.
+fn build_that_kills(url: &str, pid: u32) -> Run {
     let b = Project::new().file(
         "gevulot.yaml",
         &y(&format!(
@@ -286,10 +281,20 @@ fn the_server_killed_in_the_middle_of_a_build_leaves_one_warning() {
             "#
         )),
     );
-    let (run, built) = with_remote(&b, &server.url(), &["-j2"]);
+    let (run, built) = with_remote(&b, url, &["-j2"]);
     let run = run.success();
     assert_eq!(built.ran().len(), 6);
     assert_eq!(b.read("s5.txt"), "1\n2\n3\n4\n");
+    run
+}
+
+#[test]
+#[cfg_attr(gvbuild_no_nginx, ignore = "needs nginx (CI installs it)")]
+fn the_server_killed_in_the_middle_of_a_build_leaves_one_warning() {
+    let mut server = Nginx::start();
+    let a = project();
+    with_remote(&a, &server.url(), &[]).0.success();
+    let run = build_that_kills(&server.url(), server.pid());
     let w = warnings(&run);
     assert_eq!(w.len(), 1, "{}", run.stderr());
     assert!(w[0].contains("the build went on without it"), "{w:?}");
@@ -754,27 +759,7 @@ fn buildgrid_killed_in_the_middle_of_a_build_leaves_one_warning() {
     let mut server = BuildGrid::start();
     let a = project();
     with_remote(&a, &server.url(), &[]).0.success();
-    let pid = server.pid();
-    let b = Project::new().file(
-        "gevulot.yaml",
-        &y(&format!(
-            r#"
-            targets:
-              kill:
-                outputs: [killed.txt]
-                run: kill -9 {pid} && echo done > killed.txt
-              s1: {{ deps: [kill], outputs: [s1.txt], run: "echo 1 > s1.txt" }}
-              s2: {{ deps: [kill], outputs: [s2.txt], run: "echo 2 > s2.txt" }}
-              s3: {{ deps: [kill], outputs: [s3.txt], run: "echo 3 > s3.txt" }}
-              s4: {{ deps: [kill], outputs: [s4.txt], run: "echo 4 > s4.txt" }}
-              s5: {{ deps: [s1, s2, s3, s4], outputs: [s5.txt], run: "cat s1.txt s2.txt s3.txt s4.txt > s5.txt" }}
-            "#
-        )),
-    );
-    let (run, built) = with_remote(&b, &server.url(), &["-j2"]);
-    let run = run.success();
-    assert_eq!(built.ran().len(), 6);
-    assert_eq!(b.read("s5.txt"), "1\n2\n3\n4\n");
+    let run = build_that_kills(&server.url(), server.pid());
     let w = warnings(&run);
     assert_eq!(w.len(), 1, "{}", run.stderr());
     assert!(w[0].contains("the build went on without it") && w[0].contains("gRPC status"), "{w:?}");
