@@ -17,6 +17,25 @@ pub struct ToolId {
     pub version: String,
 }
 
+impl ToolId {
+    /// The identity as one string, for a platform property (`tool:NAME=IDENTITY`): `b3:` and
+    /// the hex blake3 of the executable's blake3 (32 bytes) followed by the `--version` text.
+    /// A remote-execution worker advertises it for each tool it offers, and a client that
+    /// lacks a tool keys it by the identity it is given.
+    pub fn identity(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.digest);
+        h.update(self.version.as_bytes());
+        format!("b3:{}", h.finalize().to_hex())
+    }
+}
+
+/// The platform property name under which a tool's identity travels: `tool:` and the
+/// program's file name (`/usr/local/cuda/bin/nvcc` is `tool:nvcc`).
+pub fn tool_property(name: &str) -> String {
+    format!("tool:{}", name.rsplit('/').next().unwrap_or(name))
+}
+
 /// Tool identities found in this build: each tool's `--version` runs once per build, not once
 /// per step. Not persisted: a rustup proxy's version can change while its binary does not.
 #[derive(Default)]
