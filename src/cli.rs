@@ -15,6 +15,7 @@ use crate::cache::remote::{Remote, RemoteOptions};
 use crate::cache::{self, lock, Cache, CacheError};
 use crate::config::{ConfigError, ConfigErrors};
 use crate::diag::Source;
+use crate::exec::remote_exec::{ExecOptions, RemoteExec};
 use crate::exec::{self, report::Reporter, Ctx, Opts};
 use crate::fingerprint::state::{ExplainStore, State};
 use crate::fingerprint::tools::ToolCache;
@@ -122,6 +123,16 @@ struct RemoteArgs {
     /// (repeatable), e.g. `--platform os=debian-12`.
     #[arg(long = "platform", value_name = "NAME=VALUE", value_parser = parse_platform)]
     platform: Vec<(String, String)>,
+    /// Execute every `run:` step on a REAPI engine: grpc://HOST:PORT[/INSTANCE] or grpcs://
+    /// (also GVBUILD_REMOTE_EXEC). Its cache is the remote cache unless --remote-cache names one.
+    #[arg(long, value_name = "URL", env = "GVBUILD_REMOTE_EXEC", hide_env_values = true)]
+    remote_exec: Option<String>,
+    /// Remote steps in flight at once (default 32); they take no local job slot.
+    #[arg(long, value_name = "N")]
+    remote_jobs: Option<usize>,
+    /// Run steps locally when the engine cannot be reached, or is lost in the middle.
+    #[arg(long)]
+    remote_exec_fallback: bool,
 }
 
 /// `--platform NAME=VALUE`.
@@ -146,9 +157,18 @@ impl RemoteArgs {
             remote_client_key: after.remote_client_key.or(self.remote_client_key),
             remote_timeout: after.remote_timeout.or(self.remote_timeout),
             platform: self.platform.into_iter().chain(after.platform).collect(),
+            remote_exec: after.remote_exec.or(self.remote_exec),
+            remote_jobs: after.remote_jobs.or(self.remote_jobs),
+            remote_exec_fallback: self.remote_exec_fallback || after.remote_exec_fallback,
         }
     }
 }
+
+/// Remote steps in flight by default: an engine queues what its workers cannot take yet, so
+/// the bound is on the client's side of it (threads waiting, inputs uploaded ahead), not on
+/// the farm's size; 32 keeps a farm of several workers busy from one client without holding
+/// hundreds of open streams (BuildGrid serves a bounded number of calls at once).
+const DEFAULT_REMOTE_JOBS: usize = 32;
 
 /// The remote cache's headers, from `GVBUILD_REMOTE_HEADER` and `GVBUILD_REMOTE_HEADER_1..N`,
 /// each `Name: value`. An error names the variable, never its value.
@@ -828,6 +848,9 @@ fn build(
     let timeout = std::time::Duration::from_secs(remote_args.remote_timeout.unwrap_or(30).max(1));
     // An empty `--remote-cache ''` turns the file's off too.
     let given = remote_args.remote_cache.as_deref();
+    // The engine's own cache, when no other is named: results and outputs come from there.
+    let exec_url = remote_args.remote_exec.as_deref().filter(|u| !u.is_empty() && !dry);
+    let given = given.or(exec_url);
     let options = match (given, graph.project.remote_cache.as_deref()) {
         _ if dry => None,
         (Some(""), _) => None,
@@ -858,6 +881,26 @@ fn build(
         }
         None => None,
     };
+    let mut exec_warning = None;
+    let remote_exec = match exec_url {
+        Some(url) => {
+            let (exec, warning) = RemoteExec::open(ExecOptions {
+                url: url.to_string(),
+                headers: remote_headers()?,
+                ca_file: remote_args.remote_ca.clone(),
+                client_cert: remote_args.remote_client_cert.clone(),
+                client_key: remote_args.remote_client_key.clone(),
+                timeout,
+                jobs: remote_args.remote_jobs.unwrap_or(DEFAULT_REMOTE_JOBS).max(1),
+                fallback: remote_args.remote_exec_fallback,
+            })
+            .map_err(Error::Usage)?;
+            // Unreachable from the start (with the fallback): a plain local build.
+            exec_warning = warning;
+            exec.active().then_some(exec)
+        }
+        None => None,
+    };
     let opts = Opts {
         jobs: match args.jobs {
             // No limit: as many commands as there are steps to run.
@@ -880,6 +923,9 @@ fn build(
         let _ = signal_hook::flag::register(sig, interrupted.clone());
     }
     let mut reporter = Reporter::new(opts.json, opts.explain, opts.dry_run, opts.verbose, opts.quiet);
+    if let Some(w) = exec_warning {
+        reporter.warn(&w);
+    }
     let ctx = Arc::new(Ctx {
         root: p.root.clone(),
         state_dir: p.state_dir.clone(),
@@ -897,6 +943,7 @@ fn build(
         producers: Default::default(),
         glob_warnings: Default::default(),
         remote,
+        remote_exec,
         platform: remote_args.platform.iter().cloned().collect(),
     });
     // Kill running steps' process groups as soon as a signal arrives.
@@ -916,6 +963,9 @@ fn build(
     timings.mark("load state");
     let summary = exec::build(ctx.clone(), &selected, &mut reporter);
     timings.mark("build");
+    if let Some(w) = ctx.remote_exec.as_ref().and_then(|r| r.warning()) {
+        reporter.warn(&w);
+    }
     if let Some(remote) = ctx.remote.as_ref() {
         if interrupted.load(Ordering::SeqCst) {
             remote.cancel_uploads();

@@ -23,6 +23,7 @@
 //! starting steps, folds what finished into the state and exits with status 130.
 
 pub mod explain;
+pub mod remote_exec;
 pub mod report;
 pub mod runner;
 
@@ -112,6 +113,8 @@ pub struct Ctx {
     pub producers: std::sync::OnceLock<HashMap<String, usize>>,
     /// The shared cache, looked up after the local one and written after it.
     pub remote: Option<crate::cache::remote::Remote>,
+    /// `--remote-exec`: the engine `run:` steps execute on.
+    pub remote_exec: Option<remote_exec::RemoteExec>,
     /// `--platform NAME=VALUE`, over every step's `platform:`.
     pub platform: crate::cache::remote::Platform,
 }
@@ -260,7 +263,9 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
     // Fingerprinting and storing a step's outputs need no command slot: with twice as many
     // steps in flight as commands allowed, a step's bookkeeping overlaps the next command.
     // Threads are bounded even without a limit on commands (`-j0`).
-    let in_flight_max = jobs.saturating_mul(2).min(1024);
+    // Remote steps take no command slot: as many more may be in flight as the engine takes.
+    let remote_jobs = ctx.remote_exec.as_ref().map_or(0, |r| r.jobs());
+    let in_flight_max = jobs.saturating_mul(2).saturating_add(remote_jobs).min(1024);
     reporter.start(steps.len());
 
     let pool = match rayon::ThreadPoolBuilder::new()

@@ -135,8 +135,12 @@ impl Reporter {
                 "key": key.map(|k| hex(&k)),
                 "ms": ms,
             });
-            if let (Outcome::Restored, Some(from)) = (outcome, done.and_then(|d| d.from)) {
-                ev["where"] = from.into();
+            match (outcome, done.map(|d| d.from)) {
+                // Where the result came from: the local or the remote cache.
+                (Outcome::Restored, Some(Some(from))) => ev["where"] = from.into(),
+                // Where the step ran: here, or on the remote-execution engine.
+                (Outcome::Ran, Some(from)) => ev["where"] = from.unwrap_or("local").into(),
+                _ => {}
             }
             if let Some((path, id)) = done.and_then(|d| d.image_id.as_ref()) {
                 ev["image"] = json!({ "path": path, "blake3": hex(id) });
@@ -201,7 +205,10 @@ impl Reporter {
         }
         let human = match outcome {
             Outcome::Fresh => None,
-            Outcome::Ran => Some(format!("ran       {name} ({ms} ms)")),
+            Outcome::Ran => match done.and_then(|d| d.from) {
+                Some("remote") => Some(format!("ran       {name} ({ms} ms, remotely)")),
+                _ => Some(format!("ran       {name} ({ms} ms)")),
+            },
             Outcome::Restored => match done.and_then(|d| d.from) {
                 Some("remote") => Some(format!("restored  {name} ({ms} ms, from the remote cache)")),
                 _ => Some(format!("restored  {name} ({ms} ms)")),

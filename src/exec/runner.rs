@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
 use super::explain::{self, Reason};
-use super::{Ctx, Outcome};
+use super::{remote_exec, Ctx, Outcome};
 use crate::cache::remote::{Fetched, Upload};
 use crate::cache::{ActionEntry, CacheError};
 use crate::config::{RestoreMode, RunStep, Step, Target};
@@ -241,20 +241,27 @@ fn fingerprint(
             w.extend(empty.into_iter().map(|g| (t.name.clone(), g)));
         }
     }
-    let mut tools = BTreeMap::new();
-    for name in &run.tools {
-        let id = ctx.tools.identify(name, root, &ctx.stat)?;
-        tools.insert(name.clone(), id);
-    }
+    // A remote step's tools are the workers' and its system files theirs: its key names the
+    // platform it runs on instead (see `remote_exec`).
+    let remote = ctx.remote_exec.is_some();
+    let tools = if remote {
+        remote_exec::remote_tools(ctx, t, run)?
+    } else {
+        let mut tools = BTreeMap::new();
+        for name in &run.tools {
+            let id = ctx.tools.identify(name, root, &ctx.stat)?;
+            tools.insert(name.clone(), id);
+        }
+        tools
+    };
+    let kind = match remote {
+        true => remote_exec::remote_kind(&remote_exec::key_platform(ctx, t, run, &tools)),
+        false => "run".to_string(),
+    };
     let pass_env = run.pass_env.iter().map(|v| (v.clone(), std::env::var(v).ok())).collect();
     Ok(KeyParts {
         version: KEY_VERSION,
-        step: StepDef {
-            kind: "run".into(),
-            command: run.command.clone(),
-            outputs,
-            depfile: run.depfile.clone(),
-        },
+        step: StepDef { kind, command: run.command.clone(), outputs, depfile: run.depfile.clone() },
         inputs,
         deps,
         env: run.env.clone(),
@@ -394,9 +401,19 @@ fn full_for(
     if !discovers(step) {
         return Ok((first, BTreeMap::new()));
     }
-    let ids = discovered::identities(&ctx.root, list, &search_dirs(step), &ctx.stat)
+    let mut dirs = search_dirs(step);
+    if runs_remotely(ctx, step) {
+        // A worker's own folders are not the client's to key.
+        dirs.retain(|d| !d.starts_with('/'));
+    }
+    let ids = discovered::identities(&ctx.root, list, &dirs, &ctx.stat)
         .map_err(|e| format!("cannot read a discovered input: {e}"))?;
     Ok((full_key(&first, &ids), ids))
+}
+
+/// Whether `step` runs on the remote-execution engine (every `run:` step with `--remote-exec`).
+fn runs_remotely(ctx: &Ctx, step: &Step) -> bool {
+    ctx.remote_exec.is_some() && matches!(step, Step::Run(_))
 }
 
 /// A discovered file that another target declares as its output, read without a dependency
@@ -636,6 +653,16 @@ fn inside_outputs(path: &str, outputs: &[String]) -> bool {
             .any(|o| path == o || path.strip_prefix(o.as_str()).is_some_and(|r| r.starts_with('/')))
 }
 
+/// Write an entry's outputs (in the local cache already) into the project, as a restore does.
+pub(super) fn restore_outputs(
+    ctx: &Ctx,
+    t: &Target,
+    outputs: &[String],
+    entry: &ActionEntry,
+) -> Result<(), CacheError> {
+    restore(ctx, t, outputs, entry)
+}
+
 fn restore(ctx: &Ctx, t: &Target, outputs: &[String], entry: &ActionEntry) -> Result<(), CacheError> {
     let root = ctx.root.as_path();
     let tree = &entry.outputs;
@@ -731,6 +758,8 @@ fn finish_run(
     let mut staged_libs: Vec<std::path::PathBuf> = Vec::new();
     let mut searched: Vec<std::path::PathBuf> = Vec::new();
     let inputs_before = stat_snapshot(root, &parts.inputs);
+    let mut shipped: Option<remote_exec::Shipped> = None;
+    let mut fell_back = false;
     match step {
         Step::Stage(st) => {
             done.command = Some(format!("stage {}", outputs[0]));
@@ -749,9 +778,17 @@ fn finish_run(
         }
         Step::Run(run) => {
             done.command = Some(run.command.clone());
-            if let Err(e) = execute_run(ctx, t, run, &parts, &log) {
-                done.error = Some(e);
-                return done;
+            match execute_any(ctx, t, run, &parts, &log) {
+                Ok(Ran::Local) => {}
+                Ok(Ran::Remote(s)) => {
+                    done.from = Some("remote");
+                    shipped = Some(s);
+                }
+                Ok(Ran::FellBack) => fell_back = true,
+                Err(e) => {
+                    done.error = Some(e);
+                    return done;
+                }
             }
         }
         Step::Image(im @ ImageSpec { builder: Builder::Native { .. }, .. }) => {
@@ -886,7 +923,20 @@ fn finish_run(
         }
     }
 
-    let discovered = match discovered_after_run(ctx, t, step, &staged_libs, &searched, outputs, started) {
+    // Run locally under a remote step's key: neither cached nor recorded.
+    if fell_back {
+        storable = false;
+    }
+    let discovered = match discovered_after_run(
+        ctx,
+        t,
+        step,
+        &staged_libs,
+        &searched,
+        outputs,
+        started,
+        shipped.as_ref().map(|s| &s.files),
+    ) {
         Ok(d) => d,
         Err(e) => {
             done.outcome = Outcome::Failed;
@@ -940,6 +990,7 @@ struct AfterRun {
 /// Read what a step discovered: its depfile (read as ninja does) or the stage step's libraries.
 /// Every named file must exist and be named in UTF-8; one that another target writes needs a
 /// dependency path to that target. `Err` names the depfile line.
+#[allow(clippy::too_many_arguments)]
 fn discovered_after_run(
     ctx: &Ctx,
     t: &Target,
@@ -948,6 +999,7 @@ fn discovered_after_run(
     searched: &[PathBuf],
     outputs: &[String],
     started: SystemTime,
+    shipped: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<AfterRun, String> {
     let root = ctx.root.as_path();
     // (name, where it was named) for each discovered file.
@@ -982,6 +1034,22 @@ fn discovered_after_run(
     let mut seen = std::collections::HashSet::new();
     let mut changed_while_running = None;
     for (named, whence) in raw {
+        if let Some(shipped) = shipped {
+            // On a worker: an absolute path outside the project is the worker's own file, keyed
+            // through the platform; a project file must be one the action shipped.
+            let inside = project_path(root, &named).filter(|p| !p.starts_with('/'));
+            match inside {
+                None if named.starts_with('/') => continue,
+                Some(p) if outputs.iter().any(|o| &p == o || p.starts_with(&format!("{o}/"))) => continue,
+                Some(p) if !shipped.contains(&p) => {
+                    return Err(format!(
+                        "{whence} names `{named}`, which the remote step's input root did not hold; \
+                         declare it in `inputs` so that it is shipped and keyed"
+                    ))
+                }
+                _ => {}
+            }
+        }
         let Some(p) = project_path(root, &named) else {
             return Err(format!(
                 "{whence} names `{named}`, which does not exist; depfile paths are read relative to the \
@@ -1046,6 +1114,30 @@ fn changed_since(meta: &fs::Metadata, since: SystemTime) -> bool {
 }
 
 /// Run a shell step in its command slot; `Err` says why it failed.
+/// Where a `run:` step ran.
+enum Ran {
+    Local,
+    Remote(remote_exec::Shipped),
+    /// Locally, though its key is a remote step's: the engine was lost (`--remote-exec-fallback`).
+    FellBack,
+}
+
+/// Run the step on the remote-execution engine when there is one, else here.
+fn execute_any(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, log: &Path) -> Result<Ran, String> {
+    let Some(rx) = ctx.remote_exec.as_ref() else {
+        return execute_run(ctx, t, run, parts, log).map(|()| Ran::Local);
+    };
+    if rx.active() {
+        match rx.run(ctx, t, run, parts, log) {
+            Ok(s) => return Ok(Ran::Remote(s)),
+            Err(remote_exec::RemoteRunError::Step(e)) => return Err(e),
+            Err(remote_exec::RemoteRunError::Engine(e)) if !rx.falls_back() => return Err(e),
+            Err(remote_exec::RemoteRunError::Engine(_)) => {}
+        }
+    }
+    execute_run(ctx, t, run, parts, log).map(|()| Ran::FellBack)
+}
+
 fn execute_run(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, log: &Path) -> Result<(), String> {
     let live = ctx.opts.verbose.then(|| format!("[{}] ", t.name));
     let spec = RunSpec {

@@ -177,7 +177,12 @@ impl GrpcStore {
         let mut endpoint = Endpoint::from_shared(url.endpoint.clone())
             .map_err(|e| format!("--remote-cache {shown}: {e}"))?
             .connect_timeout(o.timeout)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // A server that vanishes while an execution streams nothing for minutes is found
+            // by HTTP/2 pings, not by a call's timeout.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(o.timeout.min(Duration::from_secs(20)))
+            .keep_alive_while_idle(true);
         if url.tls {
             let mut tls = ClientTlsConfig::new();
             tls = match http::ca_pem(o.ca_file)? {
@@ -392,6 +397,152 @@ impl GrpcStore {
             )));
         }
         Ok(())
+    }
+}
+
+/// How an execution ended without a result.
+#[derive(Debug)]
+pub enum ExecFailure {
+    /// The engine, or the way to it, failed: another engine or the local machine could run it.
+    Engine(RemoteError),
+    /// The engine ran the action and said no (a status other than OK, with its message).
+    Refused { code: &'static str, message: String },
+    /// Ctrl-C: the operation was left to the engine.
+    Interrupted,
+}
+
+impl GrpcStore {
+    /// Whether the engine executes (its capabilities' `execution_capabilities.exec_enabled`,
+    /// and SHA-256 as its digest function). `Err` is the engine failing to answer.
+    pub fn exec_enabled(&self) -> Result<bool, RemoteError> {
+        let req = self.request(reapi::GetCapabilitiesRequest { instance_name: self.instance.clone() });
+        let mut client = reapi::CapabilitiesClient::new(self.channel.clone());
+        let caps = self.call("GetCapabilities", client.get_capabilities(req))?;
+        let sha256 = reapi::digest_function::Value::Sha256 as i32;
+        Ok(caps.execution_capabilities.is_some_and(|e| e.exec_enabled && e.digest_function == sha256))
+    }
+
+    /// `Execution.Execute` of the action whose digest is `action` (it, its command and its input
+    /// root are in the CAS already), following the operation until it is done; a stream that
+    /// breaks is picked up again with `WaitExecution` (at most `RESUMES` times in a row).
+    /// The wait for the next message has no time limit (an action runs as long as it runs; the
+    /// engine repeats the operation now and then, and HTTP/2 pings find a vanished engine);
+    /// `interrupted` is looked at every 200 ms.
+    pub fn execute(
+        &self,
+        action: &reapi::Digest,
+        interrupted: &std::sync::atomic::AtomicBool,
+    ) -> Result<reapi::ExecuteResponse, ExecFailure> {
+        const RESUMES: usize = 3;
+        let mut client = reapi::ExecutionClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let req = self.request(reapi::ExecuteRequest {
+            instance_name: self.instance.clone(),
+            action_digest: Some(action.clone()),
+            skip_cache_lookup: false,
+            ..Default::default()
+        });
+        let engine = |e: RemoteError| ExecFailure::Engine(e);
+        let mut stream = self.call("Execute", client.execute(req)).map_err(engine)?;
+        let mut name = String::new();
+        let mut resumes = 0;
+        loop {
+            if interrupted.load(Ordering::SeqCst) {
+                return Err(ExecFailure::Interrupted);
+            }
+            let next = bounded(&self.handle, Duration::from_millis(200), stream.message());
+            let broken = match next {
+                Err(_) => continue,
+                Ok(Ok(Some(op))) => {
+                    resumes = 0;
+                    name = op.name.clone();
+                    if op.done {
+                        return self.finished(op);
+                    }
+                    continue;
+                }
+                Ok(Ok(None)) => {
+                    RemoteError::Transport("the Execute stream ended before the action was done".into())
+                }
+                Ok(Err(s)) => status_error(&s, &self.secrets),
+            };
+            resumes += 1;
+            if name.is_empty() || resumes > RESUMES {
+                return Err(ExecFailure::Engine(broken));
+            }
+            let req = self.request(reapi::WaitExecutionRequest { name: name.clone() });
+            stream = self.call("WaitExecution", client.wait_execution(req)).map_err(engine)?;
+        }
+    }
+
+    fn finished(&self, op: reapi::Operation) -> Result<reapi::ExecuteResponse, ExecFailure> {
+        let response = match op.result {
+            Some(reapi::operation::Result::Response(any)) => reapi::ExecuteResponse::decode(&any.value[..])
+                .map_err(|e| {
+                ExecFailure::Engine(RemoteError::Transport(format!(
+                    "operation {} is done with a response that is not an ExecuteResponse: {e}",
+                    op.name
+                )))
+            })?,
+            Some(reapi::operation::Result::Error(s)) => {
+                return Err(refused(s.code, &s.message, &self.secrets));
+            }
+            None => {
+                return Err(ExecFailure::Engine(RemoteError::Transport(format!(
+                    "operation {} is done without a result",
+                    op.name
+                ))))
+            }
+        };
+        match &response.status {
+            Some(s) if s.code != 0 => Err(refused(s.code, &s.message, &self.secrets)),
+            _ => Ok(response),
+        }
+    }
+
+    /// Put blobs the engine lacks: `blobs` are (digest, where to read it).
+    pub fn upload_missing(&self, blobs: &[(reapi::Digest, BlobSource)]) -> Result<u64, RemoteError> {
+        let digests: Vec<reapi::Digest> = blobs.iter().map(|(d, _)| d.clone()).collect();
+        let missing: std::collections::HashSet<String> =
+            self.find_missing(&digests)?.into_iter().map(|d| d.hash).collect();
+        let mut sent = 0;
+        let mut done = std::collections::HashSet::new();
+        for (d, source) in blobs {
+            if !missing.contains(&d.hash) || !done.insert(d.hash.clone()) {
+                continue;
+            }
+            match source {
+                BlobSource::Bytes(b) => self.put_blob(d, &mut &b[..])?,
+                BlobSource::File(p) => {
+                    let mut f = std::fs::File::open(p)
+                        .map_err(|e| RemoteError::Transport(format!("cannot read {}: {e}", p.display())))?;
+                    self.put_blob(d, &mut f)?
+                }
+            }
+            sent += d.size_bytes.max(0) as u64;
+        }
+        Ok(sent)
+    }
+}
+
+/// Where an input blob's bytes are.
+pub enum BlobSource {
+    Bytes(Vec<u8>),
+    File(std::path::PathBuf),
+}
+
+/// A non-OK status from the engine: an engine problem when another try could work
+/// (UNAVAILABLE, RESOURCE_EXHAUSTED, INTERNAL, ...), else the engine's refusal.
+fn refused(code: i32, message: &str, secrets: &Secrets) -> ExecFailure {
+    let e = rpc_error(code, message, secrets);
+    match e {
+        RemoteError::Grpc { code, message }
+            if !matches!(code, "UNAVAILABLE" | "RESOURCE_EXHAUSTED" | "INTERNAL" | "UNKNOWN" | "ABORTED") =>
+        {
+            ExecFailure::Refused { code, message }
+        }
+        other => ExecFailure::Engine(other),
     }
 }
 

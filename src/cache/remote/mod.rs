@@ -444,6 +444,44 @@ impl Remote {
         }
     }
 
+    /// The outputs an engine's `ActionResult` names, downloaded into the local cache (each blob
+    /// verified), as a local tree; `Err` says what is wrong. An output the result lacks is the
+    /// caller's to find (the tree then lacks it).
+    pub fn outputs_of(
+        &self,
+        cache: &Cache,
+        result: &reapi::ActionResult,
+        outputs: &[String],
+    ) -> Result<OutputTree, String> {
+        let present: Vec<String> = outputs
+            .iter()
+            .filter(|o| {
+                result.output_files.iter().any(|f| &f.path == *o)
+                    || result.output_symlinks.iter().any(|l| &l.path == *o)
+                    || result.output_directories.iter().any(|d| &d.path == *o)
+            })
+            .cloned()
+            .collect();
+        self.inner.tree_of(cache, result, &present).map_err(|e| match e {
+            Failed::Missing => "a blob the result names is not in the engine's CAS".to_string(),
+            Failed::Server(e) => e.to_string(),
+            Failed::Bad(what) | Failed::Local(what) => what,
+        })
+    }
+
+    /// A log blob (stdout, stderr) of at most 64 MiB, verified; `raw` when the result inlined it.
+    pub fn log_bytes(&self, digest: Option<&reapi::Digest>, raw: &[u8]) -> Result<Vec<u8>, String> {
+        match digest {
+            _ if !raw.is_empty() => Ok(raw.to_vec()),
+            None => Ok(Vec::new()),
+            Some(d) => self.inner.download_small(d).map_err(|e| match e {
+                Failed::Missing => format!("the log blob {} is not in the engine's CAS", d.hash),
+                Failed::Server(e) => e.to_string(),
+                Failed::Bad(what) | Failed::Local(what) => what,
+            }),
+        }
+    }
+
     /// Queue a stored result for upload (nothing for a read-only remote, or once the server
     /// has failed too often). Blocks while the queue is full.
     pub fn enqueue(&self, job: Upload) {

@@ -4,15 +4,17 @@
 
 pub use bazel_remote_apis::build::bazel::remote::execution::v2::{
     action_cache_client::ActionCacheClient, batch_update_blobs_request,
-    capabilities_client::CapabilitiesClient,
-    content_addressable_storage_client::ContentAddressableStorageClient, digest_function, ActionResult,
-    BatchReadBlobsRequest, BatchUpdateBlobsRequest, Digest, Directory, DirectoryNode, FileNode,
-    FindMissingBlobsRequest, GetActionResultRequest, GetCapabilitiesRequest, OutputDirectory, OutputFile,
-    OutputSymlink, SymlinkNode, Tree, UpdateActionResultRequest,
+    capabilities_client::CapabilitiesClient, command::EnvironmentVariable,
+    content_addressable_storage_client::ContentAddressableStorageClient, digest_function,
+    execution_client::ExecutionClient, platform, Action, ActionResult, BatchReadBlobsRequest,
+    BatchUpdateBlobsRequest, Command, Digest, Directory, DirectoryNode, ExecuteRequest, ExecuteResponse,
+    FileNode, FindMissingBlobsRequest, GetActionResultRequest, GetCapabilitiesRequest, OutputDirectory,
+    OutputFile, OutputSymlink, Platform, SymlinkNode, Tree, UpdateActionResultRequest, WaitExecutionRequest,
 };
 pub use bazel_remote_apis::google::bytestream::{
     byte_stream_client::ByteStreamClient, ReadRequest, ReadResponse, WriteRequest,
 };
+pub use bazel_remote_apis::google::longrunning::{operation, Operation};
 
 /// A [`Tree`] read with its folders left encoded, so that each child's digest is taken over
 /// the very bytes its writer hashed (re-encoding could drop fields of a newer REAPI).

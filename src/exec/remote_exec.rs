@@ -1,0 +1,548 @@
+//! Remote execution: a `run:` step as a REAPI v2 `Action`, executed by an existing engine
+//! (BuildGrid, Buildbarn, ...) through `Execution.Execute`.
+//!
+//! # The action is the step
+//! - `Command`: `/bin/sh -ec COMMAND`, the step's `env` and the values of its `pass_env`
+//!   variables (nothing of the client's own environment: the worker supplies its PATH, HOME
+//!   and TMPDIR), the declared outputs (the depfile among them) as `output_paths`, and the
+//!   platform properties.
+//! - Input root: a Merkle tree (REAPI `Directory` messages, names sorted) of the declared
+//!   inputs inside the project, the dependencies' outputs, and what the step may discover: the
+//!   files its last depfile listed, the files in its command's include folders (`-I` and
+//!   kin) inside the project, and the files beside each of its input files. Files that another
+//!   target writes and this one does not depend on are never shipped. After the run, every
+//!   project file the depfile names must be one that was shipped: a remote step never reads
+//!   a project file the local step would not have.
+//! - Absolute paths (system headers and libraries) are the worker's own. A remote step does
+//!   not key them by the client's files; its key holds the platform instead (see
+//!   [`remote_kind`]).
+//! - Platform: the step's platform properties (`platform:` and `--platform`), plus
+//!   `tool:NAME=IDENTITY` for each declared tool (see [`crate::fingerprint::tools`]): the
+//!   identity the platform gives, else the client's own tool's. A worker advertises the
+//!   identities of its tools and refuses an action whose tool differs.
+//!
+//! # Results
+//! The `ActionResult`'s outputs are downloaded (verified) into the local cache and restored
+//! into the project, its stdout and stderr written to the step's log; from there the step
+//! goes on as a local run does (outputs hashed, depfile read, stored locally and uploaded
+//! under the shared-cache key, so the next lookup finds it).
+//!
+//! # Faults
+//! An engine that cannot be reached at the start is an error, or with `--remote-exec-fallback`
+//! a warning, and the build runs locally. An engine lost in the middle fails the steps in
+//! flight, or with the fallback runs them locally, with one warning for the build; a step run
+//! locally that way is neither cached nor recorded (its key was the remote one).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prost::Message;
+use sha2::Digest as _;
+
+use super::{Ctx, Slots};
+use crate::cache::remote::grpc::{BlobSource, ExecFailure, GrpcOptions, GrpcStore};
+use crate::cache::remote::{reapi, shown_url, Platform, RemoteError};
+use crate::config::{RunStep, Target};
+use crate::fingerprint::outputs::OutputTree;
+use crate::fingerprint::tools::{tool_property, ToolId};
+use crate::fingerprint::{discovered, Digest, KeyParts};
+
+/// How the build was told to execute remotely.
+pub struct ExecOptions {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub timeout: Duration,
+    /// Steps in flight on the engine at once.
+    pub jobs: usize,
+    /// Run steps locally when the engine cannot be reached or is lost.
+    pub fallback: bool,
+}
+
+/// The engine, for this build.
+pub struct RemoteExec {
+    engine: GrpcStore,
+    shown: String,
+    slots: Slots,
+    jobs: usize,
+    fallback: bool,
+    /// The engine failed; with the fallback, the rest of the build runs locally.
+    lost: AtomicBool,
+    first_failure: Mutex<Option<String>>,
+    /// SHA-256 of input files by blake3, computed once per build.
+    sha: Mutex<HashMap<Digest, [u8; 32]>>,
+}
+
+/// Why a remote run gave no result.
+pub enum RemoteRunError {
+    /// The step failed (its command, or the engine refused it): as a local failure.
+    Step(String),
+    /// The engine failed; with the fallback the step runs locally.
+    Engine(String),
+}
+
+/// What a remote run shipped, for the check of its depfile.
+pub struct Shipped {
+    pub files: BTreeSet<String>,
+}
+
+impl RemoteExec {
+    /// Connect and ask the engine's capabilities. `Err` is a usage error, or an engine that
+    /// cannot be reached without `--remote-exec-fallback`; with it, an unreachable engine
+    /// gives a warning (the second value) and every step runs locally.
+    pub fn open(o: ExecOptions) -> Result<(RemoteExec, Option<String>), String> {
+        let shown = shown_url(&o.url);
+        let mut engine = GrpcStore::new(GrpcOptions {
+            url: &o.url,
+            headers: o.headers,
+            ca_file: o.ca_file.as_deref(),
+            client_cert: o.client_cert.as_deref(),
+            client_key: o.client_key.as_deref(),
+            timeout: o.timeout,
+        })
+        .map_err(|e| e.replace("--remote-cache", "--remote-exec"))?;
+        let reached = match engine.check(&shown).map_err(|e| e.replace("--remote-cache", "--remote-exec"))? {
+            Ok(()) => engine.exec_enabled(),
+            Err(e) => Err(e),
+        };
+        let exec = |lost| RemoteExec {
+            engine,
+            shown: shown.clone(),
+            slots: Slots::new(o.jobs),
+            jobs: o.jobs.max(1),
+            fallback: o.fallback,
+            lost: AtomicBool::new(lost),
+            first_failure: Mutex::new(None),
+            sha: Mutex::new(HashMap::new()),
+        };
+        match reached {
+            Ok(true) => Ok((exec(false), None)),
+            Ok(false) => Err(format!(
+                "--remote-exec {shown}: the server does not execute (its capabilities have no enabled \
+                 execution with SHA-256); use --remote-cache for a cache-only server"
+            )),
+            Err(e) if o.fallback => Ok((
+                exec(true),
+                Some(format!(
+                    "the remote-execution engine {shown} cannot be reached ({e}); every step runs \
+                     locally (--remote-exec-fallback)"
+                )),
+            )),
+            Err(e) => Err(format!(
+                "cannot reach the remote-execution engine {shown}: {e}; check the URL, or add \
+                 --remote-exec-fallback to build locally while it is down"
+            )),
+        }
+    }
+
+    /// Steps in flight on the engine at once (`--remote-jobs`).
+    pub fn jobs(&self) -> usize {
+        self.jobs
+    }
+
+    /// Whether a step the engine failed runs locally (`--remote-exec-fallback`).
+    pub fn falls_back(&self) -> bool {
+        self.fallback
+    }
+
+    /// Whether steps still go to the engine (not after it was lost with the fallback on).
+    pub fn active(&self) -> bool {
+        !self.lost.load(Ordering::SeqCst)
+    }
+
+    /// The build's one warning about the engine, if it failed.
+    pub fn warning(&self) -> Option<String> {
+        let first = self.first_failure.lock().ok().and_then(|f| f.clone())?;
+        Some(if self.fallback {
+            format!(
+                "the remote-execution engine {} failed ({first}); the steps it had, and the rest of \
+                 the build, ran locally (--remote-exec-fallback)",
+                self.shown
+            )
+        } else {
+            format!("the remote-execution engine {} failed: {first}", self.shown)
+        })
+    }
+
+    fn engine_failed(&self, e: &str) -> RemoteRunError {
+        if let Ok(mut first) = self.first_failure.lock() {
+            first.get_or_insert_with(|| e.to_string());
+        }
+        if self.fallback {
+            self.lost.store(true, Ordering::SeqCst);
+        }
+        RemoteRunError::Engine(format!("the remote-execution engine {} failed: {e}", self.shown))
+    }
+
+    /// Run step `t` on the engine: build and upload its action, execute it, and put its
+    /// outputs into the project and its stdout and stderr into `log`.
+    pub fn run(
+        &self,
+        ctx: &Ctx,
+        t: &Target,
+        run: &RunStep,
+        parts: &KeyParts,
+        log: &Path,
+    ) -> Result<Shipped, RemoteRunError> {
+        let step_err = RemoteRunError::Step;
+        let (root_digest, mut blobs, shipped) = self.input_root(ctx, t, run, parts).map_err(step_err)?;
+        let platform = action_platform(ctx, t, run).map_err(RemoteRunError::Step)?;
+        let properties: Vec<reapi::platform::Property> = platform
+            .iter()
+            .map(|(name, value)| reapi::platform::Property { name: name.clone(), value: value.clone() })
+            .collect();
+        let command = reapi::Command {
+            arguments: vec!["/bin/sh".into(), "-ec".into(), run.command.clone()],
+            environment_variables: run_env(run, parts)
+                .into_iter()
+                .map(|(name, value)| reapi::EnvironmentVariable { name, value })
+                .collect(),
+            output_paths: {
+                let mut o: Vec<String> = parts.step.outputs.clone();
+                o.sort();
+                o.dedup();
+                o
+            },
+            // Deprecated since REAPI v2.2 (the Action carries it), still read by older engines.
+            #[allow(deprecated)]
+            platform: Some(reapi::Platform { properties: properties.clone() }),
+            ..Default::default()
+        };
+        let command_bytes = command.encode_to_vec();
+        let command_digest = sha_digest(&command_bytes);
+        let action = reapi::Action {
+            command_digest: Some(command_digest.clone()),
+            input_root_digest: Some(root_digest),
+            platform: Some(reapi::Platform { properties }),
+            ..Default::default()
+        };
+        let action_bytes = action.encode_to_vec();
+        let action_digest = sha_digest(&action_bytes);
+        blobs.push((command_digest, BlobSource::Bytes(command_bytes)));
+        blobs.push((action_digest.clone(), BlobSource::Bytes(action_bytes)));
+
+        let _slot = self.slots.acquire();
+        if let Err(e) = self.engine.upload_missing(&blobs) {
+            return Err(self.engine_failed(&format!("uploading the inputs of `{}`: {e}", t.name)));
+        }
+        let response = match self.engine.execute(&action_digest, &ctx.interrupted) {
+            Ok(r) => r,
+            Err(ExecFailure::Interrupted) => return Ok(Shipped { files: shipped }),
+            Err(ExecFailure::Engine(e)) => return Err(self.engine_failed(&e.to_string())),
+            Err(ExecFailure::Refused { code, message }) => {
+                return Err(RemoteRunError::Step(format!(
+                    "the remote-execution engine {} refused the action ({code}): {message}",
+                    self.shown
+                )))
+            }
+        };
+        let Some(result) = response.result else {
+            return Err(self.engine_failed("an ExecuteResponse without a result"));
+        };
+        let remote = ctx.remote.as_ref().ok_or_else(|| RemoteRunError::Step("no remote cache".into()))?;
+        let mut text = remote
+            .log_bytes(result.stdout_digest.as_ref(), &result.stdout_raw)
+            .map_err(|e| self.engine_failed(&format!("the stdout of `{}`: {e}", t.name)))?;
+        text.extend(
+            remote
+                .log_bytes(result.stderr_digest.as_ref(), &result.stderr_raw)
+                .map_err(|e| self.engine_failed(&format!("the stderr of `{}`: {e}", t.name)))?,
+        );
+        if let Some(dir) = log.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        std::fs::write(log, &text)
+            .map_err(|e| RemoteRunError::Step(format!("cannot write {}: {e}", log.display())))?;
+        if result.exit_code != 0 {
+            return Err(RemoteRunError::Step(format!("the command exited with status {}", result.exit_code)));
+        }
+        let tree = remote
+            .outputs_of(&ctx.cache, &result, &parts.step.outputs)
+            .map_err(|e| self.engine_failed(&format!("the outputs of `{}`: {e}", t.name)))?;
+        let entry = crate::cache::ActionEntry::new(tree, None);
+        super::runner::restore_outputs(ctx, t, &parts.step.outputs, &entry)
+            .map_err(|e| RemoteRunError::Step(format!("cannot write the outputs of `{}`: {e}", t.name)))?;
+        Ok(Shipped { files: shipped })
+    }
+
+    /// The input root's digest, every blob it needs (folders and files), and the project
+    /// paths of the files shipped.
+    #[allow(clippy::type_complexity)]
+    fn input_root(
+        &self,
+        ctx: &Ctx,
+        t: &Target,
+        run: &RunStep,
+        parts: &KeyParts,
+    ) -> Result<(reapi::Digest, Vec<(reapi::Digest, BlobSource)>, BTreeSet<String>), String> {
+        let root = ctx.root.as_path();
+        let me = ctx.graph.lookup(&t.name);
+        let deps: BTreeSet<usize> =
+            me.map(|i| ctx.graph.step_deps[i].iter().copied().collect()).unwrap_or_default();
+        // A file another target writes is shipped only from a dependency.
+        let shippable = |p: &str| -> bool {
+            if p.starts_with('/') || p.starts_with(".gvbuild/") || p.starts_with(".git/") {
+                return false;
+            }
+            match ctx.producer_of(p) {
+                Some(producer) => deps.contains(&producer),
+                None => true,
+            }
+        };
+        let mut tree = Folder::default();
+        let mut shipped = BTreeSet::new();
+        let add_file = |tree: &mut Folder,
+                        shipped: &mut BTreeSet<String>,
+                        p: &str,
+                        exec: bool,
+                        b3: Digest,
+                        size: u64|
+         -> Result<(), String> {
+            let sha = self.sha256_of(ctx, &root.join(p), &b3)?;
+            tree.insert(p, Node::File { sha, size, exec, path: root.join(p) })?;
+            shipped.insert(p.to_string());
+            Ok(())
+        };
+        for (p, id) in &parts.inputs {
+            if shippable(p) {
+                add_file(&mut tree, &mut shipped, p, id.exec, id.digest, id.size)?;
+            }
+        }
+        for &d in &deps {
+            let dep = ctx.graph.target(d);
+            let outputs: Vec<String> = dep.outputs.iter().map(|o| o.path.clone()).collect();
+            let got = OutputTree::collect(root, &outputs, &ctx.stat)
+                .map_err(|e| format!("the outputs of `{}`, an input of `{}`: {e}", dep.name, t.name))?;
+            for f in &got.files {
+                add_file(&mut tree, &mut shipped, &f.path, f.exec, f.digest, f.size)?;
+            }
+            for l in &got.symlinks {
+                tree.insert(&l.path, Node::Link(l.target.clone()))?;
+            }
+            for dir in &got.dirs {
+                tree.folder(dir)?;
+            }
+        }
+        // What the step may discover.
+        let mut extra: BTreeSet<String> = BTreeSet::new();
+        if run.depfile.is_some() {
+            if let Ok(state) = ctx.state.read() {
+                if let Some(rec) = state.get(&t.name) {
+                    extra.extend(discovered::files(&rec.discovered).map(|f| f.to_string()));
+                }
+            }
+            let mut folders: BTreeSet<String> = discovered::command_search_dirs(&run.command)
+                .into_iter()
+                .filter(|d| !d.starts_with('/'))
+                .map(|d| d.trim_end_matches('/').to_string())
+                .collect();
+            for p in parts.inputs.keys().filter(|p| !p.starts_with('/')) {
+                folders.insert(p.rsplit_once('/').map_or(String::new(), |(dir, _)| dir.to_string()));
+            }
+            for dir in folders {
+                let abs = if dir.is_empty() { root.to_path_buf() } else { root.join(&dir) };
+                let recursive =
+                    !parts.inputs.keys().any(|p| p.rsplit_once('/').map_or("", |(d, _)| d) == dir);
+                let walker = walkdir::WalkDir::new(&abs).max_depth(if recursive { usize::MAX } else { 1 });
+                for e in walker.into_iter().flatten().filter(|e| e.file_type().is_file()) {
+                    if let Some(rel) = e.path().strip_prefix(root).ok().and_then(|r| r.to_str()) {
+                        extra.insert(rel.to_string());
+                    }
+                }
+            }
+        }
+        for p in extra {
+            if shipped.contains(&p)
+                || !shippable(&p)
+                || parts.step.outputs.iter().any(|o| p == *o || p.starts_with(&format!("{o}/")))
+            {
+                continue;
+            }
+            let abs = root.join(&p);
+            let Ok(id) = ctx.stat.file_id(&p, &abs) else { continue };
+            add_file(&mut tree, &mut shipped, &p, id.exec, id.digest, id.size)?;
+        }
+        let mut blobs = Vec::new();
+        let digest = tree.encode(&mut blobs);
+        Ok((digest, blobs, shipped))
+    }
+
+    /// A file's SHA-256: beside its blob in the local cache, else read once per build.
+    fn sha256_of(&self, ctx: &Ctx, path: &Path, b3: &Digest) -> Result<[u8; 32], String> {
+        if let Some(sha) = self.sha.lock().ok().and_then(|m| m.get(b3).copied()) {
+            return Ok(sha);
+        }
+        let sha = match ctx.cache.has_blob(b3).then(|| ctx.cache.blob_sha256(b3).ok()).flatten() {
+            Some(sha) => sha,
+            None => {
+                let mut f =
+                    std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let mut h = sha2::Sha256::new();
+                std::io::copy(&mut f, &mut h).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                h.finalize().into()
+            }
+        };
+        if let Ok(mut m) = self.sha.lock() {
+            m.insert(*b3, sha);
+        }
+        Ok(sha)
+    }
+}
+
+/// The `kind` a remote step's key holds instead of `run`: the step runs on a worker of these
+/// platform properties (its tools' identities among them), whose system files are its own.
+pub fn remote_kind(platform: &Platform) -> String {
+    let props: Vec<String> = platform.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("run remotely on {}", serde_json::to_string(&props).unwrap_or_default())
+}
+
+/// A remote step's tools, keyed: the identity its platform gives (`tool:NAME`), else the
+/// client's own tool's. `Err` says how to name a tool the client lacks.
+pub fn remote_tools(ctx: &Ctx, t: &Target, run: &RunStep) -> Result<BTreeMap<String, ToolId>, String> {
+    let platform = ctx.platform_of(t);
+    let mut tools = BTreeMap::new();
+    for name in &run.tools {
+        let prop = tool_property(name);
+        let id = match platform.get(&prop) {
+            Some(identity) => ToolId {
+                digest: *blake3::hash(identity.as_bytes()).as_bytes(),
+                version: format!("{identity} (the workers', from the platform)"),
+            },
+            None => ctx.tools.identify(name, &ctx.root, &ctx.stat).map_err(|e| {
+                format!(
+                    "{e}. With --remote-exec, a tool this machine lacks is named by the identity the \
+                     workers have: --platform {prop}=IDENTITY (`gvbuild worker --tool` prints it)"
+                )
+            })?,
+        };
+        tools.insert(name.clone(), id);
+    }
+    Ok(tools)
+}
+
+/// The action's platform: the step's properties and a `tool:NAME` identity per tool.
+fn action_platform(ctx: &Ctx, t: &Target, run: &RunStep) -> Result<Platform, String> {
+    let mut platform = ctx.platform_of(t);
+    for name in &run.tools {
+        let prop = tool_property(name);
+        if let std::collections::btree_map::Entry::Vacant(e) = platform.entry(prop) {
+            e.insert(ctx.tools.identify(name, &ctx.root, &ctx.stat)?.identity());
+        }
+    }
+    Ok(platform)
+}
+
+/// The key's platform for a remote step (what [`remote_kind`] names).
+pub fn key_platform(ctx: &Ctx, t: &Target, run: &RunStep, tools: &BTreeMap<String, ToolId>) -> Platform {
+    let mut platform = ctx.platform_of(t);
+    for (name, id) in tools {
+        let prop = tool_property(name);
+        platform.entry(prop).or_insert_with(|| id.identity());
+    }
+    let _ = run;
+    platform
+}
+
+/// The action's environment: the step's `env` and the values of its `pass_env` variables.
+fn run_env(run: &RunStep, parts: &KeyParts) -> BTreeMap<String, String> {
+    let mut env = run.env.clone();
+    for (k, v) in &parts.pass_env {
+        if let Some(v) = v {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    env
+}
+
+fn sha_digest(bytes: &[u8]) -> reapi::Digest {
+    let sha: [u8; 32] = sha2::Sha256::digest(bytes).into();
+    reapi::Digest { hash: hex::encode(sha), size_bytes: bytes.len() as i64 }
+}
+
+enum Node {
+    File { sha: [u8; 32], size: u64, exec: bool, path: PathBuf },
+    Link(String),
+    Folder(Folder),
+}
+
+/// A folder of the input root, names in byte order (as REAPI requires).
+#[derive(Default)]
+struct Folder {
+    entries: BTreeMap<String, Node>,
+}
+
+impl Folder {
+    /// The folder at project path `dir`, made as needed.
+    fn folder(&mut self, dir: &str) -> Result<&mut Folder, String> {
+        let mut here = self;
+        for name in dir.split('/').filter(|n| !n.is_empty()) {
+            let node =
+                here.entries.entry(name.to_string()).or_insert_with(|| Node::Folder(Folder::default()));
+            here = match node {
+                Node::Folder(f) => f,
+                _ => return Err(format!("`{dir}` is both a file and a folder among the step's inputs")),
+            };
+        }
+        Ok(here)
+    }
+
+    fn insert(&mut self, path: &str, node: Node) -> Result<(), String> {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        if name.is_empty() || name == "." || name == ".." {
+            return Err(format!("`{path}` cannot be part of an input root"));
+        }
+        let folder = self.folder(dir)?;
+        match folder.entries.get(name) {
+            Some(Node::Folder(_)) => {
+                Err(format!("`{path}` is both a file and a folder among the step's inputs"))
+            }
+            _ => {
+                folder.entries.insert(name.to_string(), node);
+                Ok(())
+            }
+        }
+    }
+
+    /// Encode this folder and those below it; every blob goes into `blobs`.
+    fn encode(&self, blobs: &mut Vec<(reapi::Digest, BlobSource)>) -> reapi::Digest {
+        let mut dir = reapi::Directory::default();
+        for (name, node) in &self.entries {
+            match node {
+                Node::File { sha, size, exec, path } => {
+                    let digest = reapi::Digest { hash: hex::encode(sha), size_bytes: *size as i64 };
+                    blobs.push((digest.clone(), BlobSource::File(path.clone())));
+                    dir.files.push(reapi::FileNode {
+                        name: name.clone(),
+                        digest: Some(digest),
+                        is_executable: *exec,
+                        ..Default::default()
+                    });
+                }
+                Node::Link(target) => dir.symlinks.push(reapi::SymlinkNode {
+                    name: name.clone(),
+                    target: target.clone(),
+                    ..Default::default()
+                }),
+                Node::Folder(f) => {
+                    let digest = f.encode(blobs);
+                    dir.directories.push(reapi::DirectoryNode { name: name.clone(), digest: Some(digest) });
+                }
+            }
+        }
+        let bytes = dir.encode_to_vec();
+        let digest = sha_digest(&bytes);
+        blobs.push((digest.clone(), BlobSource::Bytes(bytes)));
+        digest
+    }
+}
+
+impl From<RemoteError> for RemoteRunError {
+    fn from(e: RemoteError) -> Self {
+        RemoteRunError::Engine(e.to_string())
+    }
+}
