@@ -7,12 +7,14 @@
 //!   and TMPDIR), the declared outputs (the depfile among them) as `output_paths`, and the
 //!   platform properties.
 //! - Input root: a Merkle tree (REAPI `Directory` messages, names sorted) of the declared
-//!   inputs inside the project, the dependencies' outputs, and what the step may discover: the
-//!   files its last depfile listed, the files in its command's include folders (`-I` and
-//!   kin) inside the project, and the files beside each of its input files. Files that another
-//!   target writes and this one does not depend on are never shipped. After the run, every
-//!   project file the depfile names must be one that was shipped: a remote step never reads
-//!   a project file the local step would not have.
+//!   inputs inside the project, the dependencies' outputs, and for a step with a depfile what
+//!   it may discover: the files its last depfile listed, and every file below its command's
+//!   include folders (`-I` and kin) inside the project and below the folder of each of its
+//!   input files (for an input in the project folder itself, that folder's own files only).
+//!   Files that another target writes and this one does not depend on are never shipped, nor
+//!   `.git` and `.gvbuild`. After the run, every project file the depfile names must be one
+//!   that was shipped: a remote step never reads a project file the local step would not
+//!   have without the build saying so.
 //! - Absolute paths (system headers and libraries) are the worker's own. A remote step does
 //!   not key them by the client's files; its key holds the platform instead (see
 //!   [`remote_kind`]).
@@ -346,9 +348,8 @@ impl RemoteExec {
             }
             for dir in folders {
                 let abs = if dir.is_empty() { root.to_path_buf() } else { root.join(&dir) };
-                let recursive =
-                    !parts.inputs.keys().any(|p| p.rsplit_once('/').map_or("", |(d, _)| d) == dir);
-                let walker = walkdir::WalkDir::new(&abs).max_depth(if recursive { usize::MAX } else { 1 });
+                // The project folder's own files only; any other folder with all below it.
+                let walker = walkdir::WalkDir::new(&abs).max_depth(if dir.is_empty() { 1 } else { usize::MAX });
                 for e in walker.into_iter().flatten().filter(|e| e.file_type().is_file()) {
                     if let Some(rel) = e.path().strip_prefix(root).ok().and_then(|r| r.to_str()) {
                         extra.insert(rel.to_string());

@@ -244,6 +244,11 @@ fn fingerprint(
     // A remote step's tools are the workers' and its system files theirs: its key names the
     // platform it runs on instead (see `remote_exec`).
     let remote = ctx.remote_exec.is_some();
+    let mut inputs = inputs;
+    if remote {
+        // Absolute inputs are the worker's files: the platform keys them, not the client's.
+        inputs.retain(|p, _| !p.starts_with('/'));
+    }
     let tools = if remote {
         remote_exec::remote_tools(ctx, t, run)?
     } else {
