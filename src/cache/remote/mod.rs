@@ -550,12 +550,17 @@ impl Inner {
         }
         let tmp = cache.incoming_path();
         let result = self.download_to(&tmp, d, &sha, size);
-        let got = result.and_then(|b3| {
-            cache.adopt_blob(&tmp, &b3, &sha).map_err(|e| Failed::Local(e.to_string()))?;
-            Ok((b3, size))
-        });
-        let _ = fs::remove_file(&tmp);
-        got
+        match result {
+            // Adopting renames the file away, or removes it when it cannot.
+            Ok(b3) => cache
+                .adopt_blob(&tmp, &b3, &sha)
+                .map(|()| (b3, size))
+                .map_err(|e| Failed::Local(e.to_string())),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
     }
 
     fn download_to(
