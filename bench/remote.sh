@@ -111,6 +111,10 @@ timed() { local out=$1; shift; ms sh -c '"$@" >"$0" 2>"$0.err"' "$out" "$@"; }
 expect() { local got; got=$(summary "$1" "$2"); [[ $got == "$3" ]] || die "$1: $2=$got, expected $3 ($(tail -n 3 "$1.err"))"; }
 fresh() { local d=$work/$1; mkdir -p "$d"; cp -a "$tmpl/." "$d"; echo "$d"; }
 
+# Inodes freed before the script (a previous run's scratch) count as recently deleted for 5 s
+# once written back: wait that out.
+sync; sleep 6
+
 # ---------------------------------------------------------------- (a) the 2,000-step graph
 tmpl=$work/tmpl
 python3 "$here/bench/gen.py" "$tmpl" --layers 20 --width 100 >/dev/null 2>&1
