@@ -211,7 +211,9 @@ impl Cache {
             fs::set_permissions(tmp, fs::Permissions::from_mode(0o444)).map_err(io_err(tmp))?;
             fs::rename(tmp, &dest).map_err(io_err(&dest))
         })();
-        let _ = fs::remove_file(tmp);
+        if result.is_err() {
+            let _ = fs::remove_file(tmp);
+        }
         result?;
         self.set_sha256(d, sha);
         Ok(())

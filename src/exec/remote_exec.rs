@@ -349,7 +349,8 @@ impl RemoteExec {
             for dir in folders {
                 let abs = if dir.is_empty() { root.to_path_buf() } else { root.join(&dir) };
                 // The project folder's own files only; any other folder with all below it.
-                let walker = walkdir::WalkDir::new(&abs).max_depth(if dir.is_empty() { 1 } else { usize::MAX });
+                let walker =
+                    walkdir::WalkDir::new(&abs).max_depth(if dir.is_empty() { 1 } else { usize::MAX });
                 for e in walker.into_iter().flatten().filter(|e| e.file_type().is_file()) {
                     if let Some(rel) = e.path().strip_prefix(root).ok().and_then(|r| r.to_str()) {
                         extra.insert(rel.to_string());

@@ -53,6 +53,10 @@ impl HttpStore {
             .accept_encoding(ureq::config::AutoHeaderValue::None)
             // A redirect elsewhere would carry the headers to a host nobody named.
             .max_redirects(0)
+            // Every step in flight (twice `-j`) and each uploader keeps its connection: with
+            // ureq's default of 3 idle ones, a restore of many small steps reconnected often.
+            .max_idle_connections_per_host(32)
+            .max_idle_connections(32)
             .build()
             .into();
         Ok(HttpStore { agent, base: o.url.trim_end_matches('/').to_string(), headers: o.headers })

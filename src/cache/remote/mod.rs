@@ -667,12 +667,17 @@ impl Inner {
         }
         let tmp = cache.incoming_path();
         let result = self.download_to(&tmp, d, &sha, size);
-        let got = result.and_then(|b3| {
-            cache.adopt_blob(&tmp, &b3, &sha).map_err(|e| Failed::Local(e.to_string()))?;
-            Ok((b3, size))
-        });
-        let _ = fs::remove_file(&tmp);
-        got
+        match result {
+            // Adopting renames the file away, or removes it when it cannot.
+            Ok(b3) => cache
+                .adopt_blob(&tmp, &b3, &sha)
+                .map(|()| (b3, size))
+                .map_err(|e| Failed::Local(e.to_string())),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
     }
 
     fn download_to(
@@ -688,28 +693,15 @@ impl Inner {
             // The empty blob need not be on the server at all.
             (*blake3::hash(b"").as_bytes(), sha2::Sha256::digest(b"").into(), 0)
         } else {
-            let mut body = self.blob_body(d, size)?;
-            let mut b3 = blake3::Hasher::new();
-            let mut h = sha2::Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut n = 0u64;
-            loop {
-                let k = body.read(&mut buf).map_err(|e| {
+            // One byte more than the digest says is enough to tell a longer body.
+            let mut body = self.blob_body(d, size)?.take(size + 1);
+            let failed = |e: StreamError| match e {
+                StreamError::Read(e) => {
                     Failed::Server(RemoteError::Transport(format!("reading blob {}: {e}", d.hash)))
-                })?;
-                if k == 0 {
-                    break;
                 }
-                n += k as u64;
-                if n > size {
-                    break;
-                }
-                b3.update(&buf[..k]);
-                h.update(&buf[..k]);
-                out.write_all(&buf[..k])
-                    .map_err(|e| Failed::Local(format!("cannot write {}: {e}", tmp.display())))?;
-            }
-            (*b3.finalize().as_bytes(), h.finalize().into(), n)
+                StreamError::Write(e) => Failed::Local(format!("cannot write {}: {e}", tmp.display())),
+            };
+            receive(&mut body, &mut out, size).map_err(failed)?
         };
         if &got_sha != sha || n != size {
             return Err(Failed::Bad(format!(
@@ -759,6 +751,114 @@ impl Inner {
         self.bytes_down.fetch_add(size, Ordering::Relaxed);
         Ok(bytes)
     }
+}
+
+/// Blobs from this size on are received in a pipeline: the receiving thread only reads and
+/// writes, as `curl -o` does, while a second thread hashes the buffers already written (SHA-256
+/// at about 1.8 GB/s with SHA-NI here, blake3 at 6 GB/s on one core): hashing on the receiving
+/// thread made a 1 GiB download half again as slow as curl's.
+const PIPELINE_FROM: u64 = 8 << 20;
+/// The buffers that travel between the two threads, reused: memory stays at
+/// `DOWN_BUFS * DOWN_BUF` whatever the blob's size.
+const DOWN_BUF: usize = 1 << 20;
+const DOWN_BUFS: usize = 4;
+
+/// What a download gave: its blake3, its SHA-256 and its length.
+type Received = (Digest, [u8; 32], u64);
+
+/// Which side of a download failed.
+enum StreamError {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+/// Read `body` to its end into `out`, in one pass: its blake3, its SHA-256 and its length.
+fn receive(body: &mut dyn Read, out: &mut File, size: u64) -> Result<Received, StreamError> {
+    if size >= PIPELINE_FROM {
+        if let Some(got) = receive_pipelined(body, out) {
+            return got;
+        }
+    }
+    // A small blob (most outputs) is not worth a thread, nor a buffer bigger than itself.
+    let mut buf = vec![0u8; usize::try_from(size + 1).unwrap_or(DOWN_BUF).min(DOWN_BUF)];
+    let (mut b3, mut sha, mut n) = (blake3::Hasher::new(), sha2::Sha256::new(), 0u64);
+    loop {
+        let k = fill(body, &mut buf).map_err(StreamError::Read)?;
+        if k == 0 {
+            return Ok((*b3.finalize().as_bytes(), sha.finalize().into(), n));
+        }
+        n += k as u64;
+        b3.update(&buf[..k]);
+        sha.update(&buf[..k]);
+        out.write_all(&buf[..k]).map_err(StreamError::Write)?;
+    }
+}
+
+/// [`receive`] with the hashing on a thread of its own; `None` when that thread cannot start
+/// (nothing has been read then).
+fn receive_pipelined(body: &mut dyn Read, out: &mut File) -> Option<Result<Received, StreamError>> {
+    let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(DOWN_BUFS);
+    // Room for every buffer in both channels, so that neither side ever blocks on a send.
+    let (free_tx, free_rx) = sync_channel::<Vec<u8>>(DOWN_BUFS);
+    std::thread::scope(|s| {
+        let hasher = std::thread::Builder::new()
+            .name("gvbuild-hash".into())
+            .spawn_scoped(s, move || {
+                let (mut b3, mut sha) = (blake3::Hasher::new(), sha2::Sha256::new());
+                for (buf, k) in full_rx {
+                    b3.update(&buf[..k]);
+                    sha.update(&buf[..k]);
+                    let _ = free_tx.send(buf);
+                }
+                (*b3.finalize().as_bytes(), <[u8; 32]>::from(sha.finalize()))
+            })
+            .ok()?;
+        let stopped = || StreamError::Write(std::io::Error::other("the hashing thread stopped"));
+        let (mut n, mut made) = (0u64, 0);
+        let got = loop {
+            let mut buf = match free_rx.try_recv() {
+                Ok(b) => b,
+                Err(_) if made < DOWN_BUFS => {
+                    made += 1;
+                    vec![0u8; DOWN_BUF]
+                }
+                Err(_) => match free_rx.recv() {
+                    Ok(b) => b,
+                    Err(_) => break Err(stopped()),
+                },
+            };
+            let k = match fill(body, &mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(k) => k,
+                Err(e) => break Err(StreamError::Read(e)),
+            };
+            n += k as u64;
+            if let Err(e) = out.write_all(&buf[..k]) {
+                break Err(StreamError::Write(e));
+            }
+            if full_tx.send((buf, k)).is_err() {
+                break Err(stopped());
+            }
+        };
+        drop(full_tx);
+        let hashes = hasher.join().map_err(|_| stopped());
+        Some(got.and(hashes).map(|(b3, sha)| (b3, sha, n)))
+    })
+}
+
+/// Read until `buf` is full or the body ends (a body reader hands out what one network read
+/// gave, often far less than a buffer); the count read.
+fn fill(body: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut k = 0;
+    while k < buf.len() {
+        match body.read(&mut buf[k..]) {
+            Ok(0) => break,
+            Ok(n) => k += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(k)
 }
 
 fn parse_digest(d: &reapi::Digest) -> Result<([u8; 32], u64), Failed> {
@@ -1077,6 +1177,47 @@ mod tests {
         let before = gets.load(Ordering::SeqCst);
         let Fetched::Hit(_) = again.fetch(&other, &key, &Platform::new(), &outputs) else { panic!("no hit") };
         assert_eq!(gets.load(Ordering::SeqCst) - before, 2, "only the folder's tree and the log");
+    }
+
+    /// A reader that hands out its bytes in uneven pieces, as a socket does, and can fail
+    /// after `fail_at` bytes.
+    struct Pieces {
+        bytes: Vec<u8>,
+        at: usize,
+        fail_at: Option<usize>,
+    }
+
+    impl Read for Pieces {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.fail_at.is_some_and(|f| self.at >= f) {
+                return Err(std::io::Error::other("connection reset"));
+            }
+            let k = buf.len().min(self.bytes.len() - self.at).min(1 + self.at % 70_000);
+            buf[..k].copy_from_slice(&self.bytes[self.at..self.at + k]);
+            self.at += k;
+            Ok(k)
+        }
+    }
+
+    #[test]
+    fn big_blobs_are_received_in_one_pass_with_both_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        // Past the pipeline's threshold, and not a whole number of buffers.
+        let size = PIPELINE_FROM as usize + 3 * DOWN_BUF + 12_345;
+        let bytes: Vec<u8> = (0..size).map(|i| (i * 7 + i / 4093) as u8).collect();
+        let path = dir.path().join("blob");
+        let mut out = File::create(&path).unwrap();
+        let mut body = Pieces { bytes: bytes.clone(), at: 0, fail_at: None };
+        let Ok((b3, sha, n)) = receive(&mut body, &mut out, size as u64) else { panic!("receive failed") };
+        assert_eq!(n, size as u64);
+        assert_eq!(&b3, blake3::hash(&bytes).as_bytes());
+        assert_eq!(sha, <[u8; 32]>::from(sha2::Sha256::digest(&bytes)));
+        assert!(fs::read(&path).unwrap() == bytes);
+
+        // A connection that breaks half way is a read error, and nothing waits forever.
+        let mut out = File::create(&path).unwrap();
+        let mut body = Pieces { bytes, at: 0, fail_at: Some(size / 2) };
+        assert!(matches!(receive(&mut body, &mut out, size as u64), Err(StreamError::Read(_))));
     }
 
     #[test]
