@@ -128,10 +128,7 @@ pub fn gc(cache: &Cache, max_size: u64) -> GcReport {
         }
     }
     for (p, _) in files_under(&cache.root.join("blake3-of")) {
-        let named = fs::read_to_string(&p).ok().and_then(|t| {
-            let mut d = [0u8; 32];
-            hex::decode_to_slice(t.trim(), &mut d).ok().map(|()| d)
-        });
+        let named = fs::read_to_string(&p).ok().and_then(|t| super::sha256_name_blake3(&t));
         if !named.is_some_and(|d| keep.contains(&d)) {
             let _ = fs::remove_file(p);
         }
@@ -218,12 +215,8 @@ pub fn verify(cache: &Cache) -> VerifyReport {
 /// blob for a remote entry, so it is removed (and computed again when next needed).
 fn verify_sha256(cache: &Cache, bad: &HashSet<Digest>, report: &mut VerifyReport) {
     use sha2::Digest as _;
-    let read_hex = |p: &Path| -> Option<[u8; 32]> {
-        let text = fs::read_to_string(p).ok()?;
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut out).ok()?;
-        Some(out)
-    };
+    let read_sha = |p: &Path| fs::read_to_string(p).ok().and_then(|t| super::sha256_name_sha(&t));
+    let read_blake3 = |p: &Path| fs::read_to_string(p).ok().and_then(|t| super::sha256_name_blake3(&t));
     let shown = |p: &Path| p.strip_prefix(&cache.root).unwrap_or(p).display().to_string();
     for (p, _) in files_under(&cache.root.join("sha256")) {
         let blob = digest_of_name(&p).map(|d| cache.blob_path(&d)).filter(|b| b.exists());
@@ -237,7 +230,11 @@ fn verify_sha256(cache: &Cache, bad: &HashSet<Digest>, report: &mut VerifyReport
             std::io::copy(&mut f, &mut h).ok()?;
             Some(<[u8; 32]>::from(h.finalize()))
         });
-        if actual.is_none() || read_hex(&p) != actual {
+        // A file of both names must also name this blob.
+        let names_me = fs::read_to_string(&p).is_ok_and(|t| {
+            t.split_whitespace().count() < 2 || super::sha256_name_blake3(&t) == digest_of_name(&p)
+        });
+        if actual.is_none() || read_sha(&p) != actual || !names_me {
             report.sha256_bad.push(shown(&p));
             let _ = fs::remove_file(&p);
         }
@@ -245,12 +242,15 @@ fn verify_sha256(cache: &Cache, bad: &HashSet<Digest>, report: &mut VerifyReport
     for (p, _) in files_under(&cache.root.join("blake3-of")) {
         let good = (|| {
             let sha = digest_of_name(&p)?;
-            let d = read_hex(&p)?;
+            let d = read_blake3(&p)?;
             if !cache.blob_path(&d).exists() {
                 return Some(false);
             }
             // The two names disagree: wrong (reported as such below).
-            (read_hex(&cache.sha256_path(&d)) == Some(sha)).then_some(true)
+            let both = fs::read_to_string(&p).ok()?.split_whitespace().count() >= 2;
+            let agrees =
+                read_sha(&cache.sha256_path(&d)) == Some(sha) && (!both || read_sha(&p) == Some(sha));
+            agrees.then_some(true)
         })();
         match good {
             Some(true) => {}

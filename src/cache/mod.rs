@@ -5,9 +5,10 @@
 //! - `ac/ab/<key>.json`: action entries, one per full key: the step's outputs (path, digest, size,
 //!   executable bit; symlinks; folders), its exit status and the digest of its log;
 //! - `deps/ab/<first-level key>.json`: the lists of discovered inputs seen for a first-level key;
-//! - `sha256/ab/<blake3>`: with a remote cache, the SHA-256 of that blob (64 hex digits), which
-//!   the remote names it by, computed once in the pass that stores the blob; `blake3-of/ab/<sha>`
-//!   the other way round (a lookup by SHA-256 uses a blob only when both names agree);
+//! - `sha256/ab/<blake3>`: with a remote cache, the SHA-256 the remote names that blob by,
+//!   computed once in the pass that stores the blob, as `SHA256_HEX BLAKE3_HEX`; the same file
+//!   (a hard link) is `blake3-of/ab/<sha>`, the other way round (a lookup by SHA-256 uses a
+//!   blob only when both names agree);
 //! - `remote-stats.json`: what the remote cache gave and took (see [`remote`]), updated under
 //!   `remote-stats.lock`;
 //! - `lock`: shared by builds, exclusive for `cache gc` and `cache verify`.
@@ -143,14 +144,21 @@ impl Cache {
         self.root.join("blake3-of").join(&h[..2]).join(h)
     }
 
+    /// Keep blob `d`'s SHA-256: one file, `SHA256_HEX BLAKE3_HEX`, named both ways (a hard link):
+    /// `sha256/ab/<blake3>` and `blake3-of/ab/<sha256>`. One inode per blob, not two: a remote
+    /// restore of many small steps is bound by the files it creates.
     fn set_sha256(&self, d: &Digest, sha: &[u8; 32]) {
         let p = self.sha256_path(d);
         if !p.exists() {
-            let _ = fsutil::write_atomic(&p, hex(sha).as_bytes());
+            let _ = fsutil::write_atomic(&p, format!("{} {}\n", hex(sha), hex(d)).as_bytes());
         }
         let back = self.blake3_of_path(sha);
         if !back.exists() {
-            let _ = fsutil::write_atomic(&back, hex(d).as_bytes());
+            let linked = back.parent().is_some_and(|dir| fs::create_dir_all(dir).is_ok())
+                && fs::hard_link(&p, &back).is_ok();
+            if !linked {
+                let _ = fsutil::write_atomic(&back, format!("{} {}\n", hex(sha), hex(d)).as_bytes());
+            }
         }
     }
 
@@ -160,12 +168,8 @@ impl Cache {
     /// The two names must agree (`sha256/` of that blob says `sha` too): one damaged file
     /// would otherwise restore another blob for a remote entry.
     pub fn blob_by_sha256(&self, sha: &[u8; 32]) -> Option<(Digest, u64)> {
-        let text = fs::read_to_string(self.blake3_of_path(sha)).ok()?;
-        let mut d = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut d).ok()?;
-        let forward = fs::read_to_string(self.sha256_path(&d)).ok()?;
-        let mut said = [0u8; 32];
-        hex::decode_to_slice(forward.trim(), &mut said).ok()?;
+        let d = sha256_name_blake3(&fs::read_to_string(self.blake3_of_path(sha)).ok()?)?;
+        let said = sha256_name_sha(&fs::read_to_string(self.sha256_path(&d)).ok()?)?;
         if &said != sha {
             return None;
         }
@@ -177,11 +181,8 @@ impl Cache {
     /// blake3 in the same pass) and kept.
     pub fn blob_sha256(&self, d: &Digest) -> Result<[u8; 32], CacheError> {
         let p = self.sha256_path(d);
-        if let Ok(text) = fs::read_to_string(&p) {
-            let mut out = [0u8; 32];
-            if hex::decode_to_slice(text.trim(), &mut out).is_ok() {
-                return Ok(out);
-            }
+        if let Some(out) = fs::read_to_string(&p).ok().and_then(|t| sha256_name_sha(&t)) {
+            return Ok(out);
         }
         let src = self.blob_path(d);
         let mut input = File::open(&src).map_err(io_err(&src))?;
@@ -454,6 +455,23 @@ fn read_only_file(path: &Path) -> Result<File, CacheError> {
 enum CopyError {
     Read(io::Error),
     Write(io::Error),
+}
+
+/// The SHA-256 a `sha256/` or `blake3-of/` file names: its first 64 hex digits. (Files of an
+/// older cache hold one hash: there, the `sha256/` one's.)
+pub(crate) fn sha256_name_sha(text: &str) -> Option<[u8; 32]> {
+    parse_hex32(text.split_whitespace().next()?)
+}
+
+/// The blake3 a `sha256/` or `blake3-of/` file names: its last 64 hex digits. (An older
+/// cache's `blake3-of/` file holds only that.)
+pub(crate) fn sha256_name_blake3(text: &str) -> Option<[u8; 32]> {
+    parse_hex32(text.split_whitespace().last()?)
+}
+
+fn parse_hex32(word: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(word, &mut out).ok().map(|()| out)
 }
 
 /// Copy `input` to `out` and return the blake3 of what was copied. The buffer is reused per

@@ -238,6 +238,9 @@ impl Summary {
 }
 
 /// Build the step targets among `selected` (which is closed under deps).
+/// Steps in flight beyond `2 x -j` when a remote cache is configured.
+const REMOTE_IO_IN_FLIGHT: usize = 16;
+
 pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summary {
     let g = &ctx.graph;
     let steps: Vec<usize> = selected.iter().copied().filter(|&i| g.target(i).step.is_some()).collect();
@@ -265,7 +268,11 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
     // Threads are bounded even without a limit on commands (`-j0`).
     // Remote steps take no command slot: as many more may be in flight as the engine takes.
     let remote_jobs = ctx.remote_exec.as_ref().map_or(0, |r| r.jobs());
-    let in_flight_max = jobs.saturating_mul(2).saturating_add(remote_jobs).min(1024);
+    // A remote cache's lookups and downloads wait on the network, not on a core: more steps
+    // in flight overlap their round trips.
+    let remote_io = if ctx.remote.is_some() { REMOTE_IO_IN_FLIGHT } else { 0 };
+    let in_flight_max =
+        jobs.saturating_mul(2).saturating_add(remote_jobs).saturating_add(remote_io).min(1024);
     reporter.start(steps.len());
 
     let pool = match rayon::ThreadPoolBuilder::new()
