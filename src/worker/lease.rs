@@ -110,6 +110,9 @@ pub struct Shared {
     /// The tools this worker offers: property (`tool:nvcc`) -> (name as given, identity). An
     /// identity found changed is updated here, and advertised from then on.
     pub tools: Mutex<BTreeMap<String, (String, String)>>,
+    /// Set when an identity in `tools` changed: engines read a session's properties once, at
+    /// its start (BuildGrid does), so the session loop starts a new one when it holds no lease.
+    pub tools_changed: AtomicBool,
     pub bot_id: String,
 }
 
@@ -268,16 +271,19 @@ fn check_tools(shared: &Shared, platform: Option<&Platform>) -> Result<(), Failu
         };
         let now = match super::identify(&name) {
             Ok(id) => id,
-            Err(e) => return Err(Failure::invalid(format!(
+            Err(e) => {
+                return Err(Failure::invalid(format!(
                 "the action needs `{}={}`, and this worker's tool `{name}` is gone: {e} (it was {started} \
                      when the worker started)",
                 p.name, p.value
-            ))),
+            )))
+            }
         };
         if now != started {
             if let Ok(mut t) = shared.tools.lock() {
                 t.insert(tool_property(&name), (name.clone(), now.clone()));
             }
+            shared.tools_changed.store(true, Ordering::SeqCst);
         }
         if now != p.value {
             return Err(Failure::invalid(format!(

@@ -23,7 +23,9 @@
 //! leases given to other bots. A lease the server gives is already `ACTIVE`, its `payload` the
 //! REAPI `Action`; one that disappears from the server's answer was cancelled, and its
 //! command's process group is killed. A session the server no longer knows (reaped, or
-//! replaced by a newer one of the same bot id) loses its leases and is created anew.
+//! replaced by a newer one of the same bot id) loses its leases and is created anew. So does
+//! one whose tools changed (see [`lease`]'s tool check), once it holds no lease: engines read
+//! a session's properties when it begins.
 //!
 //! # Leaving
 //! SIGINT or SIGTERM kill the running commands, report their leases `COMPLETED` with
@@ -168,7 +170,13 @@ pub fn run(o: Options, report: Report) -> Result<u8, String> {
     }
     let platform_props: Vec<rwapi::Property> =
         o.platform.iter().map(|(k, v)| rwapi::Property { key: k.clone(), value: v.clone() }).collect();
-    let shared = Arc::new(Shared { store, jobs, tools: Mutex::new(tools), bot_id: bot_id.clone() });
+    let shared = Arc::new(Shared {
+        store,
+        jobs,
+        tools: Mutex::new(tools),
+        tools_changed: AtomicBool::new(false),
+        bot_id: bot_id.clone(),
+    });
     (report.note)(&format!(
         "worker {bot_id}: serving {shown} with {} job(s), in {}",
         o.jobs.max(1),
@@ -290,6 +298,13 @@ impl Session {
                     self.synchronize(&back, &tx);
                     session = Some(back);
                     terminated = stopping;
+                    if self.slots.is_empty() && self.shared.tools_changed.swap(false, Ordering::SeqCst) {
+                        // Same bot id: the server replaces the old session with the new one.
+                        self.note(
+                            "a tool changed since the session began; starting a new session to advertise it",
+                        );
+                        session = None;
+                    }
                 }
                 Ok(None) => {}
                 Err(e) if matches!(code_of(&e), "INVALID_ARGUMENT" | "NOT_FOUND" | "DATA_LOSS") => {
@@ -405,6 +420,7 @@ impl Session {
         let (shared, report, folder, tx) =
             (self.shared.clone(), self.report, self.dir.join(format!("a-{serial}")), tx.clone());
         let (id, payload, ctl) = (lease.id.clone(), lease.payload.clone(), control.clone());
+        self.note(&format!("lease {id} started"));
         std::thread::spawn(move || {
             let started = Instant::now();
             let (status, result) = match decode_action(payload.as_ref()) {
