@@ -205,7 +205,7 @@ fn pause(stop: &AtomicBool, d: Duration) -> bool {
         if stop.load(Ordering::SeqCst) {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(50).min(end - Instant::now()));
+        std::thread::sleep(Duration::from_millis(50).min(end.saturating_duration_since(Instant::now())));
     }
     stop.load(Ordering::SeqCst)
 }
