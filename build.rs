@@ -8,6 +8,8 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(gvbuild_no_clang)");
     println!("cargo::rustc-check-cfg=cfg(gvbuild_no_nginx)");
     println!("cargo::rustc-check-cfg=cfg(gvbuild_no_reapi_python)");
+    println!("cargo::rustc-check-cfg=cfg(gvbuild_no_postgres)");
+    println!("cargo::rerun-if-env-changed=GVBUILD_TEST_PG_BIN");
     println!("cargo::rerun-if-env-changed=GVBUILD_TEST_NGINX");
     println!("cargo::rerun-if-env-changed=GVBUILD_TEST_REAPI_PYTHON");
     println!("cargo::rerun-if-env-changed=PATH");
@@ -37,5 +39,13 @@ fn main() {
     let python = std::env::var_os("GVBUILD_TEST_REAPI_PYTHON").is_some_and(|v| !v.is_empty());
     if !python && !ci {
         println!("cargo::rustc-cfg=gvbuild_no_reapi_python");
+    }
+    // PostgreSQL holds BuildGrid's scheduler in the remote-execution tests: Debian's
+    // /usr/lib/postgresql/N/bin (which .ci/run installs), or GVBUILD_TEST_PG_BIN.
+    let pg = std::env::var_os("GVBUILD_TEST_PG_BIN").is_some_and(|v| !v.is_empty())
+        || std::fs::read_dir("/usr/lib/postgresql")
+            .is_ok_and(|r| r.flatten().any(|e| e.path().join("bin/initdb").is_file()));
+    if !pg && !ci {
+        println!("cargo::rustc-cfg=gvbuild_no_postgres");
     }
 }

@@ -386,6 +386,45 @@ enum Cmd {
     },
     /// Print gvbuild's man page (roff), generated from these definitions.
     Man,
+    /// Run actions for a REAPI engine (BuildGrid...) as a Remote Workers API bot.
+    Worker(WorkerArgs),
+}
+
+/// `gvbuild worker`.
+#[derive(Args, Debug)]
+struct WorkerArgs {
+    /// The engine: grpc://HOST:PORT[/INSTANCE] (or grpcs://); its Bots service and CAS.
+    #[arg(long, value_name = "URL", env = "GVBUILD_WORKER_SERVER", hide_env_values = true)]
+    server: String,
+    /// A device property actions are matched against (repeatable), e.g. `--platform OSFamily=linux`.
+    #[arg(long = "platform", value_name = "NAME=VALUE", value_parser = parse_platform)]
+    platform: Vec<(String, String)>,
+    /// Offer a tool found on PATH (repeatable): advertised as `tool:NAME=IDENTITY`, printed at
+    /// start, and checked again before each action that asks for it.
+    #[arg(long = "tool", value_name = "NAME")]
+    tool: Vec<String>,
+    /// Actions run at once (default: the number of cores).
+    #[arg(short = 'j', long, value_name = "N", value_parser = parse_jobs)]
+    jobs: Option<usize>,
+    /// Where actions run, one fresh folder each (default: $TMPDIR/gvbuild-worker).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// The bot's stable id (default: HOSTNAME-PID); a restarted worker with the same id gets
+    /// its unfinished leases back at once.
+    #[arg(long, value_name = "ID")]
+    bot_id: Option<String>,
+    /// Trust the server's TLS certificate through the CA certificates in FILE (PEM).
+    #[arg(long, value_name = "FILE")]
+    remote_ca: Option<PathBuf>,
+    /// A client certificate (PEM; its key too, unless --remote-client-key).
+    #[arg(long, value_name = "FILE")]
+    remote_client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    remote_client_key: Option<PathBuf>,
+    /// Give up on a CAS request after this many seconds without progress (default 30).
+    #[arg(long, value_name = "SECS", env = "GVBUILD_REMOTE_TIMEOUT")]
+    remote_timeout: Option<u64>,
 }
 
 /// The subcommand names: reserved words on the command line (a target of such a name is built
@@ -402,6 +441,7 @@ pub const SUBCOMMANDS: &[&str] = &[
     "inspect",
     "completions",
     "man",
+    "worker",
     "help",
 ];
 
@@ -585,6 +625,10 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
             );
             out(&String::from_utf8_lossy(&buf));
             Ok(0)
+        }
+        Some(Cmd::Worker(w)) => {
+            takes(false, false, "worker")?;
+            worker(w)
         }
         Some(Cmd::Man) => {
             takes(false, false, "man")?;
@@ -1016,6 +1060,27 @@ fn build(
     } else {
         0
     })
+}
+
+/// `gvbuild worker`: serve a REAPI engine until SIGINT or SIGTERM.
+fn worker(w: WorkerArgs) -> Result<u8, Error> {
+    let options = crate::worker::Options {
+        server: w.server,
+        headers: remote_headers()?,
+        ca_file: w.remote_ca,
+        client_cert: w.remote_client_cert,
+        client_key: w.remote_client_key,
+        timeout: std::time::Duration::from_secs(w.remote_timeout.unwrap_or(30).max(1)),
+        platform: w.platform,
+        tools: w.tool,
+        jobs: match w.jobs {
+            Some(n) if n > 0 => n,
+            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
+        work_dir: w.work_dir,
+        bot_id: w.bot_id,
+    };
+    crate::worker::run(options, crate::worker::Report { out, note }).map_err(Error::Usage)
 }
 
 /// `GVBUILD_TIMINGS=1` prints how long each phase of a build took, to stderr.

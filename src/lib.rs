@@ -18,6 +18,10 @@
 //!    image builder writes [`disk`] images (boot loader, MBR, boot and root partitions) whose
 //!    filesystems are [`tfs`] volumes; [`inspect`] reads any of them back.
 //!
+//! Beside the build: [`worker`] (`gvbuild worker`) runs other machines' actions for a REAPI
+//! engine, over the Remote Workers API, with the shared cache's gRPC client and the `run`
+//! step's process handling.
+//!
 //! [`diag`] turns spans into miette labels; [`fsutil`] and [`sys`] are small helpers.
 //! Data flows one way down this list; no module reaches back up it.
 
@@ -34,5 +38,6 @@ pub mod inspect;
 pub mod steps;
 mod sys;
 pub mod tfs;
+pub mod worker;
 
 pub use cli::{run, Error};

@@ -326,6 +326,7 @@ fn readme_cli_section_matches_help() {
         &["schema"],
         &["completions"],
         &["man"],
+        &["worker"],
     ];
     let mut all = std::collections::BTreeSet::new();
     for cmd in commands {

@@ -26,3 +26,4 @@ mod schema;
 mod smoke;
 mod stage;
 mod state_damage;
+mod worker;

@@ -5,9 +5,11 @@
 #[path = "remote/bad_server.rs"]
 mod bad_server;
 #[path = "remote/buildgrid.rs"]
-mod buildgrid;
+pub mod buildgrid;
 #[path = "remote/nginx.rs"]
 pub mod nginx;
+#[path = "remote/postgres.rs"]
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::fs;

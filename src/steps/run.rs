@@ -85,7 +85,8 @@ impl Jobs {
         }
     }
 
-    fn add(&self, pgid: u32) {
+    /// Record a process group as running (its processes must carry [`Jobs::mark`]).
+    pub fn add(&self, pgid: u32) {
         self.ensure_reaper();
         self.append(&format!("+ {pgid} {}\n", self.token));
         if let Ok(mut r) = self.running.lock() {
@@ -93,11 +94,17 @@ impl Jobs {
         }
     }
 
-    fn remove(&self, pgid: u32) {
+    /// The group has ended.
+    pub fn remove(&self, pgid: u32) {
         if let Ok(mut r) = self.running.lock() {
             r.remove(&pgid);
         }
         self.append(&format!("- {pgid}\n"));
+    }
+
+    /// Give a command this run's token (`GVBUILD_JOB`), by which its leftovers are found.
+    pub fn mark(&self, cmd: &mut Command) {
+        cmd.env(JOB_VAR, &self.token);
     }
 
     /// The build is over and no step runs: forget the log.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use super::nginx::Certs;
+use super::postgres::Postgres;
 
 /// The REAPI instance the tests use: a name with a slash, as a team might choose.
 pub const INSTANCE: &str = "gvbuild/main";
@@ -52,6 +53,8 @@ pub struct BuildGrid {
     port: u16,
     child: Option<Child>,
     tls: bool,
+    /// The execution server's database; dropped (stopped) after the server.
+    pg: Option<Postgres>,
 }
 
 /// What the server is like beyond the plain cache.
@@ -61,6 +64,10 @@ enum Kind<'a> {
     Tls(&'a Certs),
     /// Every call needs `authorization: Bearer JWT`, signed (HS256) with `auth.secret`.
     Jwt,
+    /// An execution server: Execution, Operations and Bots beside the cache, its SQL scheduler
+    /// on this PostgreSQL, matching actions to bots by these platform keys (OSFamily and ISA
+    /// always are).
+    Exec(&'a Postgres, &'a [&'a str]),
 }
 
 impl BuildGrid {
@@ -83,6 +90,25 @@ impl BuildGrid {
         BuildGrid::start_with(Kind::Jwt)
     }
 
+    /// An execution server with an in-memory CAS and action cache, its scheduler on a
+    /// PostgreSQL of its own, and the short timeouts of a test: a bot session expires 5 s after
+    /// its last call (what BuildGrid needs at least: a bot's long poll is 0.8 × that, and must
+    /// be 3 s or more), expired sessions are reaped every second, and jobs are assigned every
+    /// 0.2 s. `match_keys` are the platform keys actions may use.
+    pub fn start_exec(match_keys: &[&str]) -> BuildGrid {
+        let pg = Postgres::start();
+        let out = Command::new(bgd()).args(["migrate", "apply"]).arg(pg.url()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "bgd migrate apply failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut g = BuildGrid::start_with(Kind::Exec(&pg, match_keys));
+        g.pg = Some(pg);
+        g
+    }
+
     fn start_with(kind: Kind<'_>) -> BuildGrid {
         let dir = tempfile::Builder::new().prefix("gvbuildgrid").tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -102,8 +128,10 @@ impl BuildGrid {
             }
             _ => "method: none".to_string(),
         };
-        let conf = format!(
-            r#"server:
+        let conf = match kind {
+            Kind::Exec(pg, keys) => exec_config(port, &pg.url(), keys),
+            _ => format!(
+                r#"server:
   - !channel
     address: "127.0.0.1:{port}"
     {channel}
@@ -128,7 +156,8 @@ instances:
       - !bytestream
         storage: *cas
 "#
-        );
+            ),
+        };
         let conf_path = dir.path().join("buildgrid.yml");
         std::fs::write(&conf_path, conf).unwrap();
         let log = std::fs::File::create(dir.path().join("bgd.log")).unwrap();
@@ -149,7 +178,7 @@ instances:
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start BuildGrid ({}): {e}", bgd().display()));
         let tls = matches!(kind, Kind::Tls(_));
-        let mut g = BuildGrid { dir, port, child: Some(child), tls };
+        let mut g = BuildGrid { dir, port, child: Some(child), tls, pg: None };
         // BuildGrid imports a great deal of Python before it listens: seconds, more on a busy machine.
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -206,6 +235,69 @@ instances:
             let _ = c.wait();
         }
     }
+}
+
+/// The execution server's config (see [`BuildGrid::start_exec`]); the keys and their meaning
+/// are in BuildGrid 0.4.4's `!sql-scheduler` and `!priority-age-assigner`.
+fn exec_config(port: u16, db: &str, keys: &[&str]) -> String {
+    let keys: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
+    format!(
+        r#"server:
+  - !channel
+    address: "127.0.0.1:{port}"
+    insecure-mode: true
+authorization:
+  method: none
+connections:
+  - !sql-connection &sql
+    connection-string: "{db}"
+    pool-size: 5
+    max-overflow: 5
+storages:
+  - !lru-storage &cas
+    size: 256MB
+caches:
+  - !lru-action-cache &ac
+    storage: *cas
+    max-cached-refs: 1024
+    allow-updates: true
+    cache-failed-actions: false
+schedulers:
+  - !sql-scheduler &sched
+    sql: *sql
+    storage: *cas
+    action-cache: *ac
+    property-set: !dynamic-property-set
+      match-property-keys: [{keys}]
+    bot-session-keepalive-timeout: 5
+    session-expiry-timer-interval: 1
+    max-execution-timeout: 600
+    execution-timer-interval: 5
+    poll-interval: 0.5
+    bot-poll-interval: 0.5
+    assigners:
+      - !priority-age-assigner
+        count: 1
+        interval: 0.2
+        jitter-factor: 0.1
+        failure-backoff: 0.5
+        priority-assignment-percentage: 100
+instances:
+  - name: "{INSTANCE}"
+    services:
+      - !cas
+        storage: *cas
+      - !bytestream
+        storage: *cas
+      - !action-cache
+        cache: *ac
+      - !execution
+        scheduler: *sched
+        operation-stream-keepalive-timeout: 5
+thread-pool-size: 64
+"#,
+        keys = keys.join(", ")
+    )
 }
 
 impl Drop for BuildGrid {

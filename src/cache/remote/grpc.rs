@@ -247,6 +247,59 @@ impl GrpcStore {
         Ok(Ok(()))
     }
 
+    /// The REAPI instance name the URL named (may be empty).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// One unary call of a method that no generated client here covers (the Remote Workers
+    /// API's `Bots` service, which `bazel-remote-apis` does not ship), by its full path. The
+    /// `deadline` goes to the server as the call's gRPC deadline (a long-polling server reads
+    /// it) and bounds the wait here. `Ok(None)` when `stop` was set meanwhile (it is looked at
+    /// every 100 ms): the call is dropped, which cancels it on the server.
+    pub fn unary<Q, R>(
+        &self,
+        path: &'static str,
+        message: Q,
+        deadline: Duration,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<Option<R>, RemoteError>
+    where
+        Q: Message + Send + Sync + 'static,
+        R: Message + Default + Send + Sync + 'static,
+    {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let mut req = self.request(message);
+        req.set_timeout(deadline);
+        let call = async move {
+            grpc.ready().await.map_err(|e| Status::unavailable(format!("the channel is not ready: {e}")))?;
+            let codec = tonic_prost::ProstCodec::<Q, R>::default();
+            grpc.unary(req, tonic::codegen::http::uri::PathAndQuery::from_static(path), codec).await
+        };
+        // A little beyond the deadline: the server's DEADLINE_EXCEEDED says more than ours.
+        let limit = deadline + Duration::from_secs(2);
+        let answer = self.handle.block_on(async move {
+            let mut call = std::pin::pin!(call);
+            let start = tokio::time::Instant::now();
+            loop {
+                match tokio::time::timeout(Duration::from_millis(100), &mut call).await {
+                    Ok(r) => return Some(Some(r)),
+                    Err(_) if stop.load(Ordering::SeqCst) => return Some(None),
+                    Err(_) if start.elapsed() > limit => return None,
+                    Err(_) => {}
+                }
+            }
+        });
+        match answer {
+            Some(Some(Ok(r))) => Ok(Some(r.into_inner())),
+            Some(Some(Err(s))) => Err(status_error(&s, &self.secrets)),
+            Some(None) => Ok(None),
+            None => Err(RemoteError::Transport(format!("{path}: no answer within {} s", limit.as_secs()))),
+        }
+    }
+
     /// A request carrying the headers as metadata.
     fn request<T>(&self, message: T) -> Request<T> {
         let mut r = Request::new(message);

@@ -25,3 +25,13 @@ pub struct RawTree {
     #[prost(bytes = "vec", repeated, tag = "2")]
     pub children: Vec<Vec<u8>>,
 }
+
+/// What the remote-execution worker (`crate::worker`) reads and writes besides the cache's
+/// messages: the Action and Command it runs, the result's metadata, and the well-known
+/// `google.protobuf` / `google.rpc` types the Remote Workers API wraps them in.
+pub use bazel_remote_apis::build::bazel::remote::execution::v2::{
+    command::EnvironmentVariable, platform::Property as PlatformProperty, Action, Command,
+    ExecutedActionMetadata, Platform,
+};
+pub use bazel_remote_apis::google::protobuf::{Any, Duration as ProtoDuration, Timestamp};
+pub use bazel_remote_apis::google::rpc::Status as RpcStatus;
