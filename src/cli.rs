@@ -967,6 +967,8 @@ fn build(
         let _ = signal_hook::flag::register(sig, interrupted.clone());
     }
     let mut reporter = Reporter::new(opts.json, opts.explain, opts.dry_run, opts.verbose, opts.quiet);
+    // The engine's own cache fails with it: one warning says so.
+    let mut engine_warned = exec_warning.is_some() && given == exec_url;
     if let Some(w) = exec_warning {
         reporter.warn(&w);
     }
@@ -1008,6 +1010,7 @@ fn build(
     let summary = exec::build(ctx.clone(), &selected, &mut reporter);
     timings.mark("build");
     if let Some(w) = ctx.remote_exec.as_ref().and_then(|r| r.warning()) {
+        engine_warned |= given == exec_url;
         reporter.warn(&w);
     }
     if let Some(remote) = ctx.remote.as_ref() {
@@ -1016,6 +1019,9 @@ fn build(
         }
         let mut waiting = |line: &str| note(line);
         for w in remote.finish(ctx.cache.root(), &mut waiting) {
+            if engine_warned && w.contains(" failed ") {
+                continue;
+            }
             reporter.warn(&w);
         }
         timings.mark("uploads");

@@ -21,6 +21,7 @@ mod keys;
 mod manifest;
 mod nanos_vectors;
 mod remote;
+mod remote_exec;
 mod roundtrip;
 mod schema;
 mod smoke;

@@ -14,18 +14,18 @@ use crate::remote::buildgrid::{python, BuildGrid, INSTANCE};
 use crate::support::bin;
 
 /// A `gvbuild worker` process, its output kept in files; killed when dropped.
-struct Worker {
+pub struct Worker {
     child: Option<Child>,
     dir: TempDir,
     bot_id: String,
 }
 
 impl Worker {
-    fn start(grid: &BuildGrid, bot_id: &str, args: &[&str]) -> Worker {
+    pub fn start(grid: &BuildGrid, bot_id: &str, args: &[&str]) -> Worker {
         Worker::start_with_path(grid, bot_id, args, None)
     }
 
-    fn start_with_path(grid: &BuildGrid, bot_id: &str, args: &[&str], path: Option<&str>) -> Worker {
+    pub fn start_with_path(grid: &BuildGrid, bot_id: &str, args: &[&str], path: Option<&str>) -> Worker {
         let dir = tempfile::Builder::new().prefix("gvbuild-worker-test").tempdir().unwrap();
         let mut cmd = Command::new(bin());
         cmd.args(["worker", "--server", &grid.url(), "--bot-id", bot_id, "--work-dir"])
@@ -43,11 +43,11 @@ impl Worker {
         w
     }
 
-    fn stderr(&self) -> String {
+    pub fn stderr(&self) -> String {
         fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
     }
 
-    fn stdout(&self) -> String {
+    pub fn stdout(&self) -> String {
         fs::read_to_string(self.dir.path().join("stdout")).unwrap_or_default()
     }
 
@@ -63,7 +63,12 @@ impl Worker {
         self.dir.path().join("work")
     }
 
-    fn signal(&self, sig: &str) {
+    /// Whether a job's folder exists under the work folder (an action is running).
+    pub fn busy(&self) -> bool {
+        fs::read_dir(self.work_dir()).is_ok_and(|d| d.flatten().any(|e| e.path().is_dir()))
+    }
+
+    pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().unwrap().id().to_string();
         assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
     }

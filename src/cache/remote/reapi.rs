@@ -30,8 +30,7 @@ pub struct RawTree {
 /// messages: the Action and Command it runs, the result's metadata, and the well-known
 /// `google.protobuf` / `google.rpc` types the Remote Workers API wraps them in.
 pub use bazel_remote_apis::build::bazel::remote::execution::v2::{
-    command::EnvironmentVariable, platform::Property as PlatformProperty, Action, Command,
-    ExecutedActionMetadata, Platform,
+    platform::Property as PlatformProperty, ExecutedActionMetadata,
 };
 pub use bazel_remote_apis::google::protobuf::{Any, Duration as ProtoDuration, Timestamp};
 pub use bazel_remote_apis::google::rpc::Status as RpcStatus;

@@ -1,0 +1,243 @@
+//! gvbuild's `run:` steps on a remote-execution engine: BuildGrid (its scheduler on a real
+//! PostgreSQL) with two `gvbuild worker` processes, all on 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::remote::buildgrid::BuildGrid;
+use crate::support::{copy_tree, names, Build, Project, Run};
+use crate::worker::Worker;
+
+/// An engine and two workers of two jobs each.
+fn engine(match_keys: &[&str], worker_args: &[&str]) -> (BuildGrid, Worker, Worker) {
+    let grid = BuildGrid::start_exec(match_keys);
+    let mut args = vec!["--jobs", "2"];
+    args.extend_from_slice(worker_args);
+    let a = Worker::start(&grid, "bot-a", &args);
+    let b = Worker::start(&grid, "bot-b", &args);
+    (grid, a, b)
+}
+
+/// `bench/gen.py ARGS` into a new project.
+fn generated(args: &[&str]) -> Project {
+    let p = Project::new();
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/gen.py"))
+        .args(args)
+        .arg(p.root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gen.py: {}", String::from_utf8_lossy(&out.stderr));
+    p
+}
+
+/// Every file under `dir` of project `p`: path -> bytes.
+fn files(p: &Project, dir: &str) -> BTreeMap<String, Vec<u8>> {
+    walkdir::WalkDir::new(p.path(dir))
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            (e.path().strip_prefix(p.root()).unwrap().display().to_string(), fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+fn where_of(b: &Build, outcome: &str) -> Vec<String> {
+    b.events
+        .iter()
+        .filter(|e| e["outcome"] == outcome)
+        .map(|e| e["where"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn remote(p: &Project, grid: &BuildGrid, args: &[&str]) -> (Run, Build) {
+    let url = grid.url();
+    let mut all = vec!["--remote-exec", url.as_str()];
+    all.extend_from_slice(args);
+    p.build_any(&all)
+}
+
+fn warnings(run: &Run) -> Vec<String> {
+    run.stderr().lines().filter(|l| l.starts_with("warning:")).map(str::to_string).collect()
+}
+
+/// The generated 200-step graph (a quarter of its steps with depfiles) on two workers: the
+/// outputs equal a local build's byte for byte, and no `run:` step ran on the client. A fresh
+/// clone with an empty local cache then executes nothing.
+#[test]
+#[cfg_attr(
+    any(gvbuild_no_reapi_python, gvbuild_no_postgres),
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON and PostgreSQL (CI sets them up)"
+)]
+fn generated_graph_runs_on_two_workers_and_equals_a_local_build() {
+    let (grid, a, b) = engine(&[], &[]);
+    let shape = ["--layers", "10", "--width", "20", "--depfile-every", "4"];
+    let there = generated(&shape);
+    let here = generated(&shape);
+    let (run, built) = remote(&there, &grid, &["-j2"]);
+    let run = run.success();
+    assert_eq!(built.ran().len(), 200, "{}", run.stderr());
+    assert!(where_of(&built, "ran").iter().all(|w| w == "remote"), "{:?}", built.events);
+    assert!(warnings(&run).is_empty(), "{}", run.stderr());
+    let local = here.build(&[]);
+    assert!(where_of(&local, "ran").iter().all(|w| w == "local"));
+    assert!(files(&there, "out") == files(&here, "out"), "remote outputs differ from local ones");
+    // Both workers took leases.
+    for w in [&a, &b] {
+        assert!(w.stderr().contains("lease"), "{}", w.stderr());
+    }
+
+    // A fresh clone, an empty local cache: everything comes from the action cache.
+    let clone = Project::new();
+    copy_tree(there.root(), clone.root());
+    crate::support::remove(&clone.path("out"));
+    crate::support::remove(&clone.path(".gvbuild"));
+    fs::create_dir_all(clone.path("out")).unwrap();
+    let (run, again) = remote(&clone, &grid, &[]);
+    run.success();
+    assert!(again.ran().is_empty(), "{:?}", again.ran());
+    assert_eq!(again.restored().len(), 200);
+    assert!(where_of(&again, "restored").iter().all(|w| w == "remote"));
+    assert!(files(&clone, "out") == files(&here, "out"));
+
+    // Nothing changed: all fresh; one source changed: its step and what reads it run remotely.
+    let (_, fresh) = remote(&there, &grid, &[]);
+    assert_eq!(fresh.fresh().len(), 200);
+    there.write("src/t_9_3.txt", "changed\n");
+    let (_, one) = remote(&there, &grid, &[]);
+    assert_eq!(one.ran(), names(&["t_9_3"]));
+    assert_eq!(where_of(&one, "ran"), ["remote"]);
+}
+
+/// A remote step's failure reads as a local one: the exit status, and its stderr in the log.
+#[test]
+#[cfg_attr(
+    any(gvbuild_no_reapi_python, gvbuild_no_postgres),
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON and PostgreSQL (CI sets them up)"
+)]
+fn a_remote_failure_shows_its_stderr_and_exit_status_as_a_local_one_does() {
+    let (grid, _a, _b) = engine(&[], &[]);
+    let yaml =
+        "targets:\n  bad:\n    outputs: [x.txt]\n    run: echo to stdout; echo it went wrong >&2; exit 3\n";
+    let there = Project::new().file("gevulot.yaml", yaml);
+    let here = Project::new().file("gevulot.yaml", yaml);
+    let (run, built) = remote(&there, &grid, &[]);
+    let remote_err = run.failure().stderr();
+    let (run, _) = here.build_any(&[]);
+    let local_err = run.failure().stderr();
+    assert_eq!(built.with("failed"), names(&["bad"]));
+    assert_eq!(remote_err, local_err, "a remote failure reads differently");
+    assert!(
+        remote_err.contains("exited with status 3") && remote_err.contains("it went wrong"),
+        "{remote_err}"
+    );
+}
+
+/// A worker killed in the middle of an action: the engine gives it to the other worker (the
+/// test engine's bot sessions expire 5 s after their last call) and the build finishes right.
+#[test]
+#[cfg_attr(
+    any(gvbuild_no_reapi_python, gvbuild_no_postgres),
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON and PostgreSQL (CI sets them up)"
+)]
+fn a_worker_killed_mid_step_leaves_the_build_right() {
+    let (grid, a, b) = engine(&[], &[]);
+    let p = Project::new().file(
+        "gevulot.yaml",
+        "targets:\n  slow:\n    outputs: [slow.txt]\n    run: sleep 3; echo slept > slow.txt\n  \
+         after:\n    deps: [slow]\n    inputs: [slow.txt]\n    outputs: [after.txt]\n    run: cat slow.txt slow.txt > after.txt\n",
+    );
+    let child = p
+        .command(&["--json", "--remote-exec", &grid.url()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Whichever worker holds the step has a job folder: kill it.
+    let start = Instant::now();
+    let busy = loop {
+        let holding = [&a, &b].into_iter().find(|w| w.busy());
+        if let Some(w) = holding {
+            break w;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no worker took the step");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    busy.signal("-KILL");
+    let out = child.wait_with_output().unwrap();
+    let run = Run { output: out, args: vec![] }.success();
+    let built = Build::parse(&run);
+    assert_eq!(built.ran(), names(&["after", "slow"]));
+    assert_eq!(p.read("after.txt"), "slept\nslept\n");
+    assert!(warnings(&run).is_empty(), "{}", run.stderr());
+}
+
+/// An engine that cannot be reached: a clear error, or with `--remote-exec-fallback` a local
+/// build and one warning.
+#[test]
+fn an_unreachable_engine_is_an_error_or_with_the_fallback_a_local_build() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("grpc://127.0.0.1:{port}/main");
+    let p = Project::new()
+        .file("gevulot.yaml", "targets:\n  a:\n    outputs: [a.txt]\n    run: echo a > a.txt\n");
+    let run = p.gvbuild(&["--remote-exec", &url, "--remote-timeout", "5"]).exit(2);
+    assert!(run.stderr().contains("cannot reach the remote-execution engine"), "{}", run.stderr());
+    assert!(run.stderr().contains("--remote-exec-fallback"), "{}", run.stderr());
+    assert!(!p.exists("a.txt"));
+    let (run, built) =
+        p.build_any(&["--remote-exec", &url, "--remote-exec-fallback", "--remote-timeout", "5"]);
+    let run = run.success();
+    assert_eq!(built.ran(), names(&["a"]));
+    assert_eq!(where_of(&built, "ran"), ["local"]);
+    let w = warnings(&run);
+    assert_eq!(w.len(), 1, "{}", run.stderr());
+    assert!(w[0].contains("cannot be reached") && w[0].contains("locally"), "{w:?}");
+}
+
+/// The engine lost in the middle of a build (a step kills it): without the fallback the build
+/// fails clearly; with it, the steps in flight and the rest run locally, with one warning, and
+/// the outputs are right.
+#[test]
+#[cfg_attr(
+    any(gvbuild_no_reapi_python, gvbuild_no_postgres),
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON and PostgreSQL (CI sets them up)"
+)]
+fn an_engine_lost_mid_build_fails_clearly_or_falls_back_with_one_warning() {
+    for fallback in [false, true] {
+        let (mut grid, _a, _b) = engine(&[], &[]);
+        let pid = grid.pid();
+        let p = Project::new().file(
+            "gevulot.yaml",
+            &format!(
+                "targets:\n  kill:\n    outputs: [k.txt]\n    run: kill -9 {pid} 2>/dev/null || true; sleep 1; echo k > k.txt\n  \
+                 next:\n    deps: [kill]\n    inputs: [k.txt]\n    outputs: [n.txt]\n    run: cat k.txt > n.txt\n"
+            ),
+        );
+        let mut args = vec!["--remote-timeout", "5"];
+        if fallback {
+            args.push("--remote-exec-fallback");
+        }
+        let (run, built) = remote(&p, &grid, &args);
+        if fallback {
+            let run = run.success();
+            assert_eq!(built.ran(), names(&["kill", "next"]));
+            assert_eq!(where_of(&built, "ran"), ["local", "local"]);
+            assert_eq!(p.read("n.txt"), "k\n");
+            let w = warnings(&run);
+            assert_eq!(w.len(), 1, "{}", run.stderr());
+            assert!(w[0].contains("remote-execution engine") && w[0].contains("locally"), "{w:?}");
+            // Run locally under a remote key: not recorded, so the next build runs them again.
+            let (_, again) = p.build_any(&[]);
+            assert!(!again.ran().is_empty());
+        } else {
+            let run = run.failure();
+            assert_eq!(built.with("failed"), names(&["kill"]), "{}", run.stderr());
+            assert!(run.stderr().contains("the remote-execution engine"), "{}", run.stderr());
+        }
+        grid.stop();
+    }
+}
