@@ -1,4 +1,5 @@
 //! The example projects build in the test suite.
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
@@ -239,6 +240,71 @@ fn gpu_prover_example_shares_through_a_remote_cache() {
     for f in ["build/prover.img", "build/prover", "build/root/lib/x86_64-linux-gnu/libcuda.so.1"] {
         assert!(fs::read(p.path(f)).unwrap() == fs::read(c.path(f)).unwrap(), "{f} differs");
     }
+}
+
+/// The GPU example with `--remote-exec`: its `run:` steps (the shim's cargo, the CUDA program's
+/// nvcc) execute on two workers whose PATH has the PyPI nvcc, while the client has none and
+/// names the workers' nvcc by the identity a worker prints; the built-in steps (fetches, stage,
+/// manifest, image) run on the client. The image equals the one a local image step makes from
+/// that same remotely built program (nvcc itself is not byte-for-byte deterministic).
+#[test]
+#[cfg_attr(
+    any(gvbuild_no_cuda, gvbuild_no_reapi_python, gvbuild_no_postgres),
+    ignore = "needs nvcc (GVBUILD_TEST_CUDA), BuildGrid (GVBUILD_TEST_REAPI_PYTHON) and PostgreSQL; CI sets them up"
+)]
+fn gpu_prover_example_compiles_on_remote_workers() {
+    let Some(cuda) = cuda() else { return };
+    let gpu = GpuExample::new(&cuda);
+    let grid = crate::remote::buildgrid::BuildGrid::start_exec(&["tool:nvcc", "tool:cargo"]);
+    let path = format!("{}:{}", cuda.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+    let tools = ["--tool", "nvcc", "--tool", "cargo", "--jobs", "2"];
+    let a = crate::worker::Worker::start_with_path(&grid, "gpu-a", &tools, Some(&path));
+    let _b = crate::worker::Worker::start_with_path(&grid, "gpu-b", &tools, Some(&path));
+    // The client has no nvcc: it names the workers' by the identity they print.
+    let client_nvcc =
+        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nvcc").is_file()));
+    assert!(!client_nvcc, "the client must not have nvcc on its PATH");
+    let nvcc_id = a
+        .stdout()
+        .lines()
+        .find_map(|l| l.strip_prefix("tool:nvcc="))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("the worker printed no nvcc identity: {}", a.stdout()));
+    let p = example("gpu-prover");
+    let _ = fs::remove_dir_all(p.path("shim/target"));
+    let url = grid.url();
+    let platform = format!("tool:nvcc={nvcc_id}");
+    let args = ["--remote-exec", url.as_str(), "--set", "nvcc=nvcc", "--platform", platform.as_str()];
+    let b = gpu.build(&p, &args);
+    assert_eq!(b.ran(), names(&["assets", "image", "manifest", "nanos", "prover", "shim", "stage-libs"]));
+    let ran_where: BTreeMap<String, String> = b
+        .events
+        .iter()
+        .filter(|e| e["outcome"] == "ran")
+        .map(|e| (e["target"].as_str().unwrap().to_string(), e["where"].as_str().unwrap().to_string()))
+        .collect();
+    for (t, w) in &ran_where {
+        let expected = if t == "prover" || t == "shim" { "remote" } else { "local" };
+        assert_eq!(w, expected, "{t} ran {w}: {ran_where:?}");
+    }
+    // The program is a real CUDA executable linked to the shim, staged with its libraries.
+    let elf = fs::read(p.path("build/prover")).unwrap();
+    assert!(elf.starts_with(b"\x7fELF"));
+    assert!(p.path("build/root/lib/x86_64-linux-gnu/libgevulot_shim.so").is_file());
+    image_step_again_elsewhere(
+        &p,
+        "targets:\n  image:\n    image:\n      builder: native\n      release: build/nanos\n      manifest: build/prover.json\n      root: build/root\n      into: build/prover.img\n",
+        "build/prover.img",
+    );
+    // Without the identity, the client says how to name the tool it lacks.
+    let c = example("gpu-prover");
+    let mut args: Vec<String> = vec!["--remote-exec".into(), url.clone(), "--set".into(), "nvcc=nvcc".into()];
+    for s in &gpu.sets {
+        args.push("--set".into());
+        args.push(s.clone());
+    }
+    let run = c.gvbuild(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(run.stderr().contains("--platform tool:nvcc="), "{}", run.stderr());
 }
 
 /// The guide's GPU Containerfile as a graph, built for real: the shim (cargo), the assets
