@@ -12,8 +12,8 @@
 //! 5. [`cache`]: the content-addressed store of blobs and action entries, locks, gc, verify; and
 //!    behind it the shared cache ([`cache::remote`], one module per protocol).
 //! 6. [`exec`]: the scheduler feeding a rayon pool, the per-step runner (fingerprint -> fresh? ->
-//!    restore (local, then remote)? -> run -> store (local, then upload)), reporting and
-//!    `--explain`.
+//!    restore (local, then remote)? -> run (here, or on a REAPI engine: `exec::remote_exec`)
+//!    -> store (local, then upload)), reporting and `--explain`.
 //! 7. [`steps`]: one module per built-in step kind; `run` executes shell commands. The native
 //!    image builder writes [`disk`] images (boot loader, MBR, boot and root partitions) whose
 //!    filesystems are [`tfs`] volumes; [`inspect`] reads any of them back.
