@@ -66,6 +66,11 @@ pub fn command_search_dirs(command: &str) -> Vec<String> {
         "-iwithprefixbefore",
         "-F",
     ];
+    // Every flag above starts with `-I`, `-i`, `-F`, `--include` or `--system-include`: a
+    // command with none of them (most) is not split into words at all.
+    if !["-I", "-i", "-F", "--include", "--system-include"].iter().any(|f| command.contains(f)) {
+        return Vec::new();
+    }
     let words = shell_words(command);
     let mut out: Vec<String> = Vec::new();
     let mut push = |d: &str| {
