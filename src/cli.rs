@@ -928,16 +928,19 @@ fn build(
     let mut exec_warning = None;
     let remote_exec = match exec_url {
         Some(url) => {
-            let (exec, warning) = RemoteExec::open(ExecOptions {
-                url: url.to_string(),
-                headers: remote_headers()?,
-                ca_file: remote_args.remote_ca.clone(),
-                client_cert: remote_args.remote_client_cert.clone(),
-                client_key: remote_args.remote_client_key.clone(),
-                timeout,
-                jobs: remote_args.remote_jobs.unwrap_or(DEFAULT_REMOTE_JOBS).max(1),
-                fallback: remote_args.remote_exec_fallback,
-            })
+            let (exec, warning) = RemoteExec::open(
+                &cache,
+                ExecOptions {
+                    url: url.to_string(),
+                    headers: remote_headers()?,
+                    ca_file: remote_args.remote_ca.clone(),
+                    client_cert: remote_args.remote_client_cert.clone(),
+                    client_key: remote_args.remote_client_key.clone(),
+                    timeout,
+                    jobs: remote_args.remote_jobs.unwrap_or(DEFAULT_REMOTE_JOBS).max(1),
+                    fallback: remote_args.remote_exec_fallback,
+                },
+            )
             .map_err(Error::Usage)?;
             // Unreachable from the start (with the fallback): a plain local build.
             exec_warning = warning;
@@ -945,6 +948,8 @@ fn build(
         }
         None => None,
     };
+    let remote_steps =
+        remote_exec.is_some() || (dry && remote_args.remote_exec.as_deref().is_some_and(|u| !u.is_empty()));
     let opts = Opts {
         jobs: match args.jobs {
             // No limit: as many commands as there are steps to run.
@@ -989,6 +994,7 @@ fn build(
         producers: Default::default(),
         glob_warnings: Default::default(),
         remote,
+        remote_steps,
         remote_exec,
         platform: remote_args.platform.iter().cloned().collect(),
     });

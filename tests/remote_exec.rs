@@ -241,3 +241,61 @@ fn an_engine_lost_mid_build_fails_clearly_or_falls_back_with_one_warning() {
         grid.stop();
     }
 }
+
+/// What a remote step reads is what a local one reads, and is keyed as the local one keys it:
+/// a project file its depfile names by the worker's absolute path (as cargo writes them) is
+/// keyed (an edit reruns it), an absolute input is the worker's and does not stop the result
+/// from being cached, a transitive dependency's output is shipped, and a dry run agrees with
+/// the build. The engine's outputs come from the engine even when `--remote-cache` names
+/// another server (an nginx here), and a missing output reads as it does locally.
+#[test]
+#[cfg_attr(
+    any(gvbuild_no_reapi_python, gvbuild_no_postgres, gvbuild_no_nginx),
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON, PostgreSQL and nginx (CI sets them up)"
+)]
+fn remote_steps_read_and_key_what_local_steps_do() {
+    let (grid, _a, _b) = engine(&[], &[]);
+    let cache = crate::remote::nginx::Nginx::start();
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            "targets:\n  \
+             a:\n    outputs: [a.txt]\n    run: echo a > a.txt\n  \
+             b:\n    deps: [a]\n    outputs: [b.txt]\n    run: echo b > b.txt\n  \
+             c:\n    deps: [b]\n    inputs: [a.txt]\n    outputs: [c.txt]\n    run: cat a.txt b.txt > c.txt\n  \
+             abs:\n    inputs: [src/main.txt]\n    outputs: [abs.txt]\n    depfile: abs.d\n    \
+             run: 'cat src/main.txt \"$PWD/src/other.txt\" > abs.txt && echo \"$PWD/abs.txt: $PWD/src/other.txt\" > abs.d'\n  \
+             sys:\n    inputs: [/etc/hostname]\n    outputs: [sys.txt]\n    run: echo sys > sys.txt\n",
+        )
+        .file("src/main.txt", "main\n")
+        .file("src/other.txt", "other\n");
+    let url = grid.url();
+    let args = ["--remote-exec", url.as_str(), "--remote-cache", &cache.url()];
+    let (run, built) = p.build_any(&args);
+    let run = run.success();
+    assert_eq!(built.ran(), names(&["a", "abs", "b", "c", "sys"]));
+    assert!(where_of(&built, "ran").iter().all(|w| w == "remote"), "{:?}", built.events);
+    assert!(warnings(&run).is_empty(), "{}", run.stderr());
+    assert_eq!(p.read("c.txt"), "a\nb\n", "a transitive dependency's output was shipped");
+    assert_eq!(p.read("abs.txt"), "main\nother\n");
+    assert!(!cache.files().is_empty(), "results went to the named cache");
+
+    // Fresh, in a dry run too; then an edit of the file the depfile named absolutely reruns.
+    let (run, again) = p.build_any(&args);
+    assert!(warnings(&run.success()).is_empty());
+    assert_eq!(again.fresh().len(), 5, "{:?}", again.events);
+    let (_, dry) = p.build_any(&["-n", "--remote-exec", url.as_str()]);
+    assert_eq!(dry.fresh().len(), 5, "a dry run disagrees: {:?}", dry.events);
+    p.write("src/other.txt", "edited\n");
+    let (run, edited) = p.build_any(&args);
+    run.success();
+    assert_eq!(edited.ran(), names(&["abs"]));
+    assert_eq!(p.read("abs.txt"), "main\nedited\n");
+
+    // An output the command does not write reads as a local run says it.
+    let q = Project::new().file("gevulot.yaml", "targets:\n  m:\n    outputs: [m.txt]\n    run: echo no\n");
+    let remote_err = q.build_any(&["--remote-exec", url.as_str()]).0.failure().stderr();
+    let local_err = q.build_any(&[]).0.failure().stderr();
+    assert!(remote_err.contains("declared output `m.txt` was not created"), "{remote_err}");
+    assert_eq!(remote_err, local_err);
+}

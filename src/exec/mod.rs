@@ -115,6 +115,9 @@ pub struct Ctx {
     pub remote: Option<crate::cache::remote::Remote>,
     /// `--remote-exec`: the engine `run:` steps execute on.
     pub remote_exec: Option<remote_exec::RemoteExec>,
+    /// `run:` steps are remote steps (their keys name the platform): with `--remote-exec`,
+    /// also in a dry run, which asks no engine.
+    pub remote_steps: bool,
     /// `--platform NAME=VALUE`, over every step's `platform:`.
     pub platform: crate::cache::remote::Platform,
 }
@@ -238,6 +241,12 @@ impl Summary {
 }
 
 /// Build the step targets among `selected` (which is closed under deps).
+/// A line for the user on stderr while the build goes on (not a warning, not a step's event).
+pub fn note(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
 /// Steps in flight beyond `2 x -j` when a remote cache is configured.
 const REMOTE_IO_IN_FLIGHT: usize = 16;
 

@@ -10,7 +10,8 @@
 //!   inputs inside the project, the dependencies' outputs, and for a step with a depfile what
 //!   it may discover: the files its last depfile listed, and every file below its command's
 //!   include folders (`-I` and kin) inside the project and below the folder of each of its
-//!   input files (for an input in the project folder itself, that folder's own files only).
+//!   input files (for an input in the project folder itself, that folder's own files only),
+//!   except what the project's `.gitignore` files ignore, at most [`MAX_DISCOVERABLE`] files.
 //!   Files that another target writes and this one does not depend on are never shipped, nor
 //!   `.git` and `.gvbuild`. After the run, every project file the depfile names must be one
 //!   that was shipped: a remote step never reads a project file the local step would not
@@ -38,7 +39,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message;
@@ -46,7 +47,8 @@ use sha2::Digest as _;
 
 use super::{Ctx, Slots};
 use crate::cache::remote::grpc::{BlobSource, ExecFailure, GrpcOptions, GrpcStore};
-use crate::cache::remote::{reapi, shown_url, Platform, RemoteError};
+use crate::cache::remote::{reapi, shown_url, BlobReader, Platform, Remote, RemoteError, Store};
+use crate::cache::Cache;
 use crate::config::{RunStep, Target};
 use crate::fingerprint::outputs::OutputTree;
 use crate::fingerprint::tools::{tool_property, ToolId};
@@ -68,7 +70,9 @@ pub struct ExecOptions {
 
 /// The engine, for this build.
 pub struct RemoteExec {
-    engine: GrpcStore,
+    engine: Arc<GrpcStore>,
+    /// The engine's CAS, for the results' outputs and logs (whatever `--remote-cache` says).
+    cas: Remote,
     shown: String,
     slots: Slots,
     jobs: usize,
@@ -97,7 +101,7 @@ impl RemoteExec {
     /// Connect and ask the engine's capabilities. `Err` is a usage error, or an engine that
     /// cannot be reached without `--remote-exec-fallback`; with it, an unreachable engine
     /// gives a warning (the second value) and every step runs locally.
-    pub fn open(o: ExecOptions) -> Result<(RemoteExec, Option<String>), String> {
+    pub fn open(cache: &Cache, o: ExecOptions) -> Result<(RemoteExec, Option<String>), String> {
         let shown = shown_url(&o.url);
         let mut engine = GrpcStore::new(GrpcOptions {
             url: &o.url,
@@ -112,8 +116,11 @@ impl RemoteExec {
             Ok(()) => engine.exec_enabled(),
             Err(e) => Err(e),
         };
+        let engine = Arc::new(engine);
+        let cas = Remote::with_store(Box::new(Shared(engine.clone())), shown.clone(), true, cache);
         let exec = |lost| RemoteExec {
             engine,
+            cas,
             shown: shown.clone(),
             slots: Slots::new(o.jobs),
             jobs: o.jobs.max(1),
@@ -232,7 +239,24 @@ impl RemoteExec {
         if let Err(e) = self.engine.upload_missing(&blobs) {
             return Err(self.engine_failed(&format!("uploading the inputs of `{}`: {e}", t.name)));
         }
-        let response = match self.engine.execute(&action_digest, &ctx.interrupted) {
+        let waiting = |waited: Duration, queued: bool| {
+            let why = if queued {
+                let props: Vec<String> = platform.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!(
+                    "queued: no worker has taken it yet; is one running whose platform has {}?",
+                    if props.is_empty() { "no required properties".to_string() } else { props.join(", ") }
+                )
+            } else {
+                "running on a worker".to_string()
+            };
+            super::note(&format!(
+                "gvbuild: `{}` has waited {} s for the remote-execution engine {} ({why})",
+                t.name,
+                waited.as_secs(),
+                self.shown
+            ));
+        };
+        let response = match self.engine.execute(&action_digest, &ctx.interrupted, &waiting) {
             Ok(r) => r,
             Err(ExecFailure::Interrupted) => return Ok(Shipped { files: shipped }),
             Err(ExecFailure::Engine(e)) => return Err(self.engine_failed(&e.to_string())),
@@ -246,7 +270,7 @@ impl RemoteExec {
         let Some(result) = response.result else {
             return Err(self.engine_failed("an ExecuteResponse without a result"));
         };
-        let remote = ctx.remote.as_ref().ok_or_else(|| RemoteRunError::Step("no remote cache".into()))?;
+        let remote = &self.cas;
         let mut text = remote
             .log_bytes(result.stdout_digest.as_ref(), &result.stdout_raw)
             .map_err(|e| self.engine_failed(&format!("the stdout of `{}`: {e}", t.name)))?;
@@ -262,6 +286,15 @@ impl RemoteExec {
             .map_err(|e| RemoteRunError::Step(format!("cannot write {}: {e}", log.display())))?;
         if result.exit_code != 0 {
             return Err(RemoteRunError::Step(format!("the command exited with status {}", result.exit_code)));
+        }
+        // As a local run says it: an output the command did not write.
+        for o in &parts.step.outputs {
+            let named = result.output_files.iter().any(|f| &f.path == o)
+                || result.output_symlinks.iter().any(|l| &l.path == o)
+                || result.output_directories.iter().any(|d| &d.path == o);
+            if !named {
+                return Err(RemoteRunError::Step(format!("declared output `{o}` was not created")));
+            }
         }
         let tree = remote
             .outputs_of(&ctx.cache, &result, &parts.step.outputs)
@@ -284,8 +317,14 @@ impl RemoteExec {
     ) -> Result<(reapi::Digest, Vec<(reapi::Digest, BlobSource)>, BTreeSet<String>), String> {
         let root = ctx.root.as_path();
         let me = ctx.graph.lookup(&t.name);
-        let deps: BTreeSet<usize> =
-            me.map(|i| ctx.graph.step_deps[i].iter().copied().collect()).unwrap_or_default();
+        // Every step this one depends on, directly or not: a local step sees all their outputs.
+        let mut deps: BTreeSet<usize> = BTreeSet::new();
+        let mut todo: Vec<usize> = me.map(|i| ctx.graph.step_deps[i].clone()).unwrap_or_default();
+        while let Some(d) = todo.pop() {
+            if deps.insert(d) {
+                todo.extend(ctx.graph.step_deps[d].iter().copied());
+            }
+        }
         // A file another target writes is shipped only from a dependency.
         let shippable = |p: &str| -> bool {
             if p.starts_with('/') || p.starts_with(".gvbuild/") || p.starts_with(".git/") {
@@ -340,20 +379,33 @@ impl RemoteExec {
             }
             let mut folders: BTreeSet<String> = discovered::command_search_dirs(&run.command)
                 .into_iter()
-                .filter(|d| !d.starts_with('/'))
-                .map(|d| d.trim_end_matches('/').to_string())
+                .filter_map(|d| project_folder(&d))
                 .collect();
             for p in parts.inputs.keys().filter(|p| !p.starts_with('/')) {
                 folders.insert(p.rsplit_once('/').map_or(String::new(), |(dir, _)| dir.to_string()));
             }
             for dir in folders {
                 let abs = if dir.is_empty() { root.to_path_buf() } else { root.join(&dir) };
-                // The project folder's own files only; any other folder with all below it.
-                let walker =
-                    walkdir::WalkDir::new(&abs).max_depth(if dir.is_empty() { 1 } else { usize::MAX });
-                for e in walker.into_iter().flatten().filter(|e| e.file_type().is_file()) {
+                // The project folder's own files only; any other folder with all below it,
+                // except what git would ignore (build trees such as cargo's `target/`).
+                let walker = ignore::WalkBuilder::new(&abs)
+                    .max_depth(Some(if dir.is_empty() { 1 } else { usize::MAX }))
+                    .hidden(false)
+                    .git_global(false)
+                    .require_git(false)
+                    .follow_links(false)
+                    .build();
+                for e in walker.flatten().filter(|e| e.file_type().is_some_and(|t| t.is_file())) {
                     if let Some(rel) = e.path().strip_prefix(root).ok().and_then(|r| r.to_str()) {
                         extra.insert(rel.to_string());
+                    }
+                    if extra.len() > MAX_DISCOVERABLE {
+                        return Err(format!(
+                            "the folders `{}` may read from (its inputs' and its include folders) hold more \
+                             than {MAX_DISCOVERABLE} files, too many to ship to a worker; declare its \
+                             inputs file by file, or narrow its `-I` folders",
+                            t.name
+                        ));
                     }
                 }
             }
@@ -394,6 +446,26 @@ impl RemoteExec {
         }
         Ok(sha)
     }
+}
+
+/// Files a depfile step's first remote run may ship beyond what it declares.
+const MAX_DISCOVERABLE: usize = 50_000;
+
+/// A command's include folder as a project folder (`""` for the project folder itself), or
+/// `None` when it is absolute (the worker's) or climbs out with `..`.
+fn project_folder(dir: &str) -> Option<String> {
+    if dir.starts_with('/') {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for c in dir.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return None,
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join("/"))
 }
 
 /// The `kind` a remote step's key holds instead of `run`: the step runs on a worker of these
@@ -459,6 +531,30 @@ fn run_env(run: &RunStep, parts: &KeyParts) -> BTreeMap<String, String> {
         }
     }
     env
+}
+
+/// The engine's store, shared by the execution calls and the downloads of results.
+struct Shared(Arc<GrpcStore>);
+
+impl Store for Shared {
+    fn get_action(&self, key: &reapi::Digest) -> Result<Option<Vec<u8>>, RemoteError> {
+        self.0.get_action(key)
+    }
+    fn put_action(&self, key: &reapi::Digest, body: &[u8]) -> Result<(), RemoteError> {
+        self.0.put_action(key, body)
+    }
+    fn has_blob(&self, blob: &reapi::Digest) -> Result<bool, RemoteError> {
+        self.0.has_blob(blob)
+    }
+    fn find_missing(&self, blobs: &[reapi::Digest]) -> Result<Vec<reapi::Digest>, RemoteError> {
+        self.0.find_missing(blobs)
+    }
+    fn get_blob(&self, blob: &reapi::Digest) -> Result<Option<BlobReader>, RemoteError> {
+        self.0.get_blob(blob)
+    }
+    fn put_blob(&self, blob: &reapi::Digest, body: &mut dyn std::io::Read) -> Result<(), RemoteError> {
+        self.0.put_blob(blob, body)
+    }
 }
 
 fn sha_digest(bytes: &[u8]) -> reapi::Digest {

@@ -243,7 +243,7 @@ fn fingerprint(
     }
     // A remote step's tools are the workers' and its system files theirs: its key names the
     // platform it runs on instead (see `remote_exec`).
-    let remote = ctx.remote_exec.is_some();
+    let remote = ctx.remote_steps;
     let mut inputs = inputs;
     if remote {
         // Absolute inputs are the worker's files: the platform keys them, not the client's.
@@ -418,7 +418,7 @@ fn full_for(
 
 /// Whether `step` runs on the remote-execution engine (every `run:` step with `--remote-exec`).
 fn runs_remotely(ctx: &Ctx, step: &Step) -> bool {
-    ctx.remote_exec.is_some() && matches!(step, Step::Run(_))
+    ctx.remote_steps && matches!(step, Step::Run(_))
 }
 
 /// A discovered file that another target declares as its output, read without a dependency
@@ -920,7 +920,14 @@ fn finish_run(
     // Same content is not enough: an input changed and changed back while the step ran (A, B,
     // A) may have been read as B. Its stat (mtime, ctime, inode, size) tells.
     let same_stat = stat_snapshot(root, &parts.inputs) == inputs_before;
-    match key_inputs(ctx, t, step) {
+    let inputs_now = key_inputs(ctx, t, step).map(|mut now| {
+        if runs_remotely(ctx, step) {
+            // As the key has them: a remote step's absolute inputs are the worker's.
+            now.retain(|p, _| !p.starts_with('/'));
+        }
+        now
+    });
+    match inputs_now {
         Ok(now) if now == parts.inputs && same_stat => {}
         _ => {
             storable = false;
@@ -1039,9 +1046,21 @@ fn discovered_after_run(
     let mut seen = std::collections::HashSet::new();
     let mut changed_while_running = None;
     for (named, whence) in raw {
+        let mut named = named;
         if let Some(shipped) = shipped {
-            // On a worker: an absolute path outside the project is the worker's own file, keyed
-            // through the platform; a project file must be one the action shipped.
+            // On a worker, the project is the action's input root, somewhere on the worker: an
+            // absolute path ending in a shipped file or a declared output is that project path
+            // (cargo and `$PWD/...` write such paths), keyed as the local step keys it. Any other
+            // absolute path is the worker's own file, keyed through the platform.
+            let outside =
+                named.starts_with('/') && project_path(root, &named).is_none_or(|p| p.starts_with('/'));
+            if outside {
+                match in_input_root(&named, shipped, outputs) {
+                    Some(p) => named = p,
+                    None => continue,
+                }
+            }
+            // A project file must be one the action shipped.
             let inside = project_path(root, &named).filter(|p| !p.starts_with('/'));
             match inside {
                 None if named.starts_with('/') => continue,
@@ -1091,6 +1110,23 @@ fn discovered_after_run(
         }
     }
     Ok(AfterRun { list, changed_while_running })
+}
+
+/// The project path a worker's absolute path `named` stands for: its longest ending (whole
+/// path components) that is a file the action shipped or one of the step's declared outputs.
+fn in_input_root(
+    named: &str,
+    shipped: &std::collections::BTreeSet<String>,
+    outputs: &[String],
+) -> Option<String> {
+    let mut rest = named.trim_start_matches('/');
+    loop {
+        let is_output = outputs.iter().any(|o| rest == o || rest.starts_with(&format!("{o}/")));
+        if shipped.contains(rest) || is_output {
+            return Some(rest.to_string());
+        }
+        rest = rest.split_once('/')?.1;
+    }
 }
 
 /// Size, mtime (s, ns), ctime (s, ns), inode.

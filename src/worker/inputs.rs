@@ -24,6 +24,8 @@ use crate::cache::remote::Store;
 
 /// A `Directory` message bigger than this is refused rather than read into memory.
 const MAX_DIRECTORY: i64 = 64 << 20;
+/// Files, folders and links an input root may expand to.
+const MAX_INPUT_ENTRIES: usize = 4_000_000;
 
 /// Whether `name` is one path component that stays where it is put.
 pub fn is_plain_name(name: &str) -> bool {
@@ -151,6 +153,9 @@ pub fn materialize(store: &GrpcStore, root_digest: &Digest, root: &Path) -> Resu
 fn read_tree(store: &GrpcStore, root: &Digest, missing: &mut Vec<Digest>) -> Result<Vec<Folder>, Failure> {
     let mut out = Vec::new();
     let mut todo = vec![(PathBuf::new(), root.clone())];
+    // A Merkle tree may name one folder many times over: expanded, a small tree could stand
+    // for billions of folders. Entries past the bound refuse the action.
+    let mut entries = 0usize;
     while let Some((rel, digest)) = todo.pop() {
         let Some(bytes) = read_small(store, &digest)? else {
             missing.push(digest);
@@ -163,6 +168,13 @@ fn read_tree(store: &GrpcStore, root: &Digest, missing: &mut Vec<Digest>) -> Res
                 blob_name(&digest)
             ))
         })?;
+        entries += 1 + dir.files.len() + dir.directories.len() + dir.symlinks.len();
+        if entries > MAX_INPUT_ENTRIES {
+            return Err(Failure::invalid(format!(
+                "the input root holds more than {MAX_INPUT_ENTRIES} files, folders and links once \
+                 expanded; refused"
+            )));
+        }
         let mut names = HashSet::new();
         let all = dir
             .files

@@ -168,6 +168,9 @@ instances:
         } else {
             Command::new(bgd())
         };
+        if let Kind::Exec(pg, _) = &kind {
+            cmd.envs(exec_env(port, &pg.url()));
+        }
         let child = cmd
             .args(["server", "start", "-vv"])
             .arg(&conf_path)
@@ -239,65 +242,25 @@ instances:
 
 /// The execution server's config (see [`BuildGrid::start_exec`]); the keys and their meaning
 /// are in BuildGrid 0.4.4's `!sql-scheduler` and `!priority-age-assigner`.
-fn exec_config(port: u16, db: &str, keys: &[&str]) -> String {
-    let keys: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
-    format!(
-        r#"server:
-  - !channel
-    address: "127.0.0.1:{port}"
-    insecure-mode: true
-authorization:
-  method: none
-connections:
-  - !sql-connection &sql
-    connection-string: "{db}"
-    pool-size: 5
-    max-overflow: 5
-storages:
-  - !lru-storage &cas
-    size: 256MB
-caches:
-  - !lru-action-cache &ac
-    storage: *cas
-    max-cached-refs: 1024
-    allow-updates: true
-    cache-failed-actions: false
-schedulers:
-  - !sql-scheduler &sched
-    sql: *sql
-    storage: *cas
-    action-cache: *ac
-    property-set: !dynamic-property-set
-      match-property-keys: [{keys}]
-    bot-session-keepalive-timeout: 5
-    session-expiry-timer-interval: 1
-    max-execution-timeout: 600
-    execution-timer-interval: 5
-    poll-interval: 0.5
-    bot-poll-interval: 0.5
-    assigners:
-      - !priority-age-assigner
-        count: 1
-        interval: 0.2
-        jitter-factor: 0.1
-        failure-backoff: 0.5
-        priority-assignment-percentage: 100
-instances:
-  - name: "{INSTANCE}"
-    services:
-      - !cas
-        storage: *cas
-      - !bytestream
-        storage: *cas
-      - !action-cache
-        cache: *ac
-      - !execution
-        scheduler: *sched
-        operation-stream-keepalive-timeout: 5
-thread-pool-size: 64
-"#,
-        keys = keys.join(", ")
-    )
+/// The execution server's config: `examples/remote-exec/buildgrid.yml`, the one README tells
+/// users to start, as it is; the port, database and instance go in through the environment
+/// (see [`exec_env`]). The platform keys a test needs must be among the file's.
+fn exec_config(_port: u16, _db: &str, keys: &[&str]) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/remote-exec/buildgrid.yml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    for k in keys {
+        assert!(
+            text.contains(&format!("\"{k}\"")) || text.contains(&format!(" {k},")),
+            "{k} is not in {}",
+            path.display()
+        );
+    }
+    text
+}
+
+/// The variables `examples/remote-exec/buildgrid.yml` expands.
+fn exec_env(port: u16, db: &str) -> [(&'static str, String); 3] {
+    [("BGD_PORT", port.to_string()), ("BGD_PG", db.to_string()), ("BGD_INSTANCE", INSTANCE.to_string())]
 }
 
 impl Drop for BuildGrid {

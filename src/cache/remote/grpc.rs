@@ -453,6 +453,9 @@ impl GrpcStore {
     }
 }
 
+/// How long an execution waits before `waiting` is first told.
+const WAIT_NOTE: Duration = Duration::from_secs(30);
+
 /// How an execution ended without a result.
 #[derive(Debug)]
 pub enum ExecFailure {
@@ -485,6 +488,7 @@ impl GrpcStore {
         &self,
         action: &reapi::Digest,
         interrupted: &std::sync::atomic::AtomicBool,
+        waiting: &dyn Fn(Duration, bool),
     ) -> Result<reapi::ExecuteResponse, ExecFailure> {
         const RESUMES: usize = 3;
         let mut client = reapi::ExecutionClient::new(self.channel.clone())
@@ -500,9 +504,19 @@ impl GrpcStore {
         let mut stream = self.call("Execute", client.execute(req)).map_err(engine)?;
         let mut name = String::new();
         let mut resumes = 0;
+        let started = std::time::Instant::now();
+        let mut queued = true;
+        let mut told = 0u32;
         loop {
             if interrupted.load(Ordering::SeqCst) {
+                self.cancel(&name);
                 return Err(ExecFailure::Interrupted);
+            }
+            // Said after 30 s, then every 5 minutes: an action no worker matches waits forever.
+            let waited = started.elapsed();
+            if waited >= WAIT_NOTE * (1 + told * 10) {
+                told += 1;
+                waiting(waited, queued);
             }
             let next = bounded(&self.handle, Duration::from_millis(200), stream.message());
             let broken = match next {
@@ -512,6 +526,11 @@ impl GrpcStore {
                     name = op.name.clone();
                     if op.done {
                         return self.finished(op);
+                    }
+                    if let Some(m) = op.metadata.as_ref() {
+                        if let Ok(meta) = reapi::ExecuteOperationMetadata::decode(&m.value[..]) {
+                            queued = meta.stage <= reapi::execution_stage::Value::Queued as i32;
+                        }
                     }
                     continue;
                 }
@@ -527,6 +546,16 @@ impl GrpcStore {
             let req = self.request(reapi::WaitExecutionRequest { name: name.clone() });
             stream = self.call("WaitExecution", client.wait_execution(req)).map_err(engine)?;
         }
+    }
+
+    /// Ask the engine to drop operation `name` (Ctrl-C): best effort, briefly.
+    fn cancel(&self, name: &str) {
+        if name.is_empty() {
+            return;
+        }
+        let mut client = reapi::OperationsClient::new(self.channel.clone());
+        let req = self.request(reapi::CancelOperationRequest { name: name.to_string() });
+        let _ = bounded(&self.handle, Duration::from_secs(2), client.cancel_operation(req));
     }
 
     fn finished(&self, op: reapi::Operation) -> Result<reapi::ExecuteResponse, ExecFailure> {

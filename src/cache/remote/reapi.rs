@@ -11,10 +11,13 @@ pub use bazel_remote_apis::build::bazel::remote::execution::v2::{
     FileNode, FindMissingBlobsRequest, GetActionResultRequest, GetCapabilitiesRequest, OutputDirectory,
     OutputFile, OutputSymlink, Platform, SymlinkNode, Tree, UpdateActionResultRequest, WaitExecutionRequest,
 };
+pub use bazel_remote_apis::build::bazel::remote::execution::v2::{execution_stage, ExecuteOperationMetadata};
 pub use bazel_remote_apis::google::bytestream::{
     byte_stream_client::ByteStreamClient, ReadRequest, ReadResponse, WriteRequest,
 };
-pub use bazel_remote_apis::google::longrunning::{operation, Operation};
+pub use bazel_remote_apis::google::longrunning::{
+    operation, operations_client::OperationsClient, CancelOperationRequest, Operation,
+};
 
 /// A [`Tree`] read with its folders left encoded, so that each child's digest is taken over
 /// the very bytes its writer hashed (re-encoding could drop fields of a newer REAPI).
