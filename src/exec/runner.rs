@@ -536,7 +536,9 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
         // Then the remote cache, for the same lists and those it knows.
         let mut from = "local";
         let mut remote_warnings = Vec::new();
+        let mut phases = Vec::new();
         if let (true, Some(remote)) = (hits.is_empty() && !ctx.opts.dry_run, ctx.remote.as_ref()) {
+            let asking = Instant::now();
             if has_depfile {
                 for l in remote.dep_lists(&first, &ctx.platform_of(t)) {
                     if !lists.contains(&l) {
@@ -567,6 +569,8 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
                 }
             }
             from = "remote";
+            // The lookups and the download into the local cache, verification included.
+            phases.push(("remote fetch", asking.elapsed()));
         }
         if hits.len() > 1 {
             reasons.push(Reason::SeveralCachedResults(hits.len()));
@@ -581,11 +585,14 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
                 d.outputs_digest = Some(entry.outputs.digest());
                 return d;
             }
+            let restoring = Instant::now();
             match restore(ctx, t, &outputs, &entry) {
                 Ok(()) => {
                     ctx.cache.touch_entry(&key);
                     let outputs_digest = entry.outputs.digest();
                     let mut d = Done::new(Outcome::Restored);
+                    phases.push(("restore", restoring.elapsed()));
+                    d.phases = phases;
                     d.from = Some(from);
                     d.warnings = remote_warnings;
                     d.key = Some(key);
