@@ -1126,3 +1126,36 @@ fn a_declared_cycle_beside_an_inferred_read_is_reported() {
     let err = rejected(yaml, &["list"]);
     assert!(err.contains("cycle"), "{err}");
 }
+
+/// A big generated file loads (serde-saphyr's default budget of 250,000 nodes would refuse a
+/// 100,000-target file); the budget still stops what only aliases can do (a "billion laughs"
+/// in a few hundred bytes) and absurd nesting, with an error in gevulot.yaml's terms.
+#[test]
+fn big_files_load_and_alias_bombs_and_deep_nesting_are_refused() {
+    // 60,000 targets: 300,000+ YAML nodes.
+    let mut yaml = String::from("targets:\n");
+    for i in 0..60_000 {
+        yaml.push_str(&format!("  t{i}:\n    outputs: [out/t{i}.txt]\n    run: echo {i} > out/t{i}.txt\n"));
+    }
+    let p = Project::new().file("gevulot.yaml", &yaml);
+    p.gvbuild(&["list"]).success().stdout_has("t59999");
+
+    let mut bomb = String::from("x-a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..9 {
+        let prev = format!("*a{}", i - 1);
+        bomb.push_str(&format!("x-a{i}: &a{i} [{}]\n", vec![prev.as_str(); 10].join(", ")));
+    }
+    bomb.push_str("targets:\n  t:\n    outputs: [t.txt]\n    run: echo > t.txt\n");
+    let p = Project::new().file("gevulot.yaml", &bomb);
+    let err = p.gvbuild(&[]).exit(2).stderr();
+    assert!(err.contains("costs far more to read than its size"), "{err}");
+    assert!(err.contains("gevulot.yaml"), "{err}");
+
+    let deep = format!(
+        "x-deep: {}{}\ntargets:\n  t:\n    outputs: [t.txt]\n    run: echo > t.txt\n",
+        "[".repeat(300),
+        "]".repeat(300)
+    );
+    let err = Project::new().file("gevulot.yaml", &deep).gvbuild(&[]).exit(2).stderr();
+    assert!(err.contains("gevulot.yaml"), "{err}");
+}

@@ -193,7 +193,9 @@ fn read_raw(source: &Source) -> Result<(RawFile, Vec<ConfigError>), Vec<ConfigEr
     }
     // Fast path: a valid file is read by serde's derive, as quickly as YAML can be read. Only
     // when that fails is it read again, node by node, to find every error (`read.rs`).
-    if let Ok(raw) = serde_saphyr::from_str::<RawFile>(&source.text) {
+    if let Ok(raw) =
+        serde_saphyr::from_str_with_options::<RawFile>(&source.text, read::yaml_options(&source.text))
+    {
         return Ok((raw, Vec::new()));
     }
     let root = read::parse_nodes(&source.text).map_err(|e| vec![yaml_error(source, &e)])?;
@@ -217,6 +219,24 @@ fn yaml_error(source: &Source, err: &serde_saphyr::Error) -> ConfigError {
     };
     let message = message.strip_prefix("error: ").unwrap_or(&message).to_string();
     let message = strip_position_prefix(&message);
+    // serde-saphyr's `budget breached: Nodes { nodes: N }`, in this file's terms.
+    if let Some(breach) = message.strip_prefix("budget breached: ") {
+        let span = err.location().map(|l| Span::of(&l)).unwrap_or_default();
+        return ConfigError::Yaml {
+            label: "read up to here".into(),
+            message: format!(
+                "gevulot.yaml costs far more to read than its size ({breach}): YAML aliases that \
+                 expand into huge trees, or nesting deeper than 64 levels, are refused"
+            ),
+            src: source.named(),
+            span: span.into(),
+            help: Some(
+                "an alias (`*name`) copies its anchor's whole tree each time it is used; use `<<: *name` \
+                 merges of small maps, or write the values out"
+                    .into(),
+            ),
+        };
+    }
     let span = err.location().map(|l| Span::of(&l)).unwrap_or_default();
     let help = if message.contains("while parsing a flow sequence") || message.contains("flow mapping") {
         Some("a `${var}` or `{` inside `[...]` or `{...}` must be quoted: `[\"src/${name}.c\"]`".into())

@@ -92,10 +92,27 @@ impl<'de> Deserialize<'de> for Node {
 
 /// Parse the YAML into nodes. Duplicate keys are kept, to be reported with the rest.
 pub fn parse_nodes(text: &str) -> Result<Spanned<Node>, serde_saphyr::Error> {
-    let options = serde_saphyr::options! {
-        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
-    };
+    let mut options = yaml_options(text);
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
     serde_saphyr::from_str_with_options(text, options)
+}
+
+/// serde-saphyr's options for a gevulot.yaml of `text`: its budget scaled to the file.
+///
+/// The budget stands against YAML that costs far more to read than its size (alias bombs,
+/// absurd nesting). Its default caps (250,000 nodes, 1,000,000 events, 10,000 merge keys) also
+/// refuse a big generated file that is nothing of the kind (100,000 targets). A file cannot
+/// hold more nodes than bytes without aliases, so the counts scale with the file's length and
+/// never drop below the defaults, while what only aliases can do (anchors, aliases, the events
+/// an alias replays, the alias/anchor ratio) and the nesting depth keep serde-saphyr's caps.
+pub fn yaml_options(text: &str) -> serde_saphyr::Options {
+    let n = text.len();
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = budget.max_nodes.max(n);
+    budget.max_events = budget.max_events.max(2 * n);
+    budget.max_merge_keys = budget.max_merge_keys.max(n / 16);
+    budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(n);
+    serde_saphyr::options! { budget: Some(budget) }
 }
 
 /// Where a node is, for messages; built on the stack as the reader descends, and put into
