@@ -1143,7 +1143,7 @@ fn big_files_load_and_alias_bombs_and_deep_nesting_are_refused() {
     let mut bomb = String::from("x-a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
     for i in 1..9 {
         let prev = format!("*a{}", i - 1);
-        bomb.push_str(&format!("x-a{i}: &a{i} [{}]\n", vec![prev.as_str(); 10].join(", ")));
+        bomb.push_str(&format!("x-a{i}: &a{i} [{}]\n", [prev.as_str(); 10].join(", ")));
     }
     bomb.push_str("targets:\n  t:\n    outputs: [t.txt]\n    run: echo > t.txt\n");
     let p = Project::new().file("gevulot.yaml", &bomb);
