@@ -217,6 +217,28 @@ fn a_blob_flipped_on_the_server_is_a_miss_and_a_warning_naming_it() {
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].contains(&hello) && w[0].contains("does not match its digest"), "{w:?}");
     assert_eq!(outputs(&a), outputs(&b));
+
+    // Small outputs also travel inside their entry: bytes flipped there are refused alike.
+    use prost::Message;
+    let mut flipped = 0;
+    for e in fs::read_dir(server.root().join("ac")).unwrap().flatten() {
+        let bytes = fs::read(e.path()).unwrap();
+        let mut r =
+            bazel_remote_apis::build::bazel::remote::execution::v2::ActionResult::decode(&bytes[..]).unwrap();
+        let Some(f) = r.output_files.iter_mut().find(|f| f.path == "use.txt") else { continue };
+        assert_eq!(f.contents, b"hello\nhello\n", "use.txt is inlined");
+        f.contents = b"jello\nhello\n".to_vec();
+        fs::write(e.path(), r.encode_to_vec()).unwrap();
+        flipped += 1;
+    }
+    assert_eq!(flipped, 1);
+    let c = clone_of(&a);
+    let (run, third) = with_remote(&c, &server.url(), &[]);
+    let run = run.success();
+    assert!(third.ran().contains(&"use".to_string()), "{:?}", third.events);
+    assert_eq!(c.read("use.txt"), "hello\nhello\n");
+    let w = warnings(&run);
+    assert!(w.iter().any(|w| w.contains("inlined") && w.contains("do not match its digest")), "{w:?}");
 }
 
 #[test]
@@ -354,16 +376,20 @@ fn a_slow_server_times_out_and_the_build_goes_on() {
     assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
 }
 
+/// Small outputs and logs travel inside their entry as well (verified there); a step whose
+/// outputs need a blob from `cas/` (a folder's files) is a miss when the blob comes back short.
 #[test]
 fn a_truncated_body_is_a_miss() {
     let (_, run, built, _) = faulty(Mode::Truncated, &["-j1"]);
-    assert_eq!(built.restored(), Vec::<String>::new(), "{}", run.stderr());
+    assert!(!built.restored().contains(&"tree".to_string()), "{}", run.stderr());
+    assert!(built.ran().contains(&"tree".to_string()));
 }
 
 #[test]
 fn a_lying_content_length_is_a_miss() {
     let (_, run, built, _) = faulty(Mode::LyingLength, &["-j1"]);
-    assert_eq!(built.restored(), Vec::<String>::new(), "{}", run.stderr());
+    assert!(!built.restored().contains(&"tree".to_string()), "{}", run.stderr());
+    assert!(built.ran().contains(&"tree".to_string()));
 }
 
 #[test]

@@ -62,6 +62,8 @@ const QUEUE: usize = 64;
 const UPLOADERS: usize = 2;
 /// Trees, logs and depfile lists are read into memory; a bigger one is refused.
 const MAX_SMALL_BLOB: u64 = 64 << 20;
+/// Output files and logs up to this size travel inside their action entry too.
+const INLINE_MAX: u64 = 16 << 10;
 /// The file name under which the depfile lists travel in their action entry.
 const DEPS_FILE: &str = "gvbuild-deps.json";
 const STATS_FILE: &str = "remote-stats.json";
@@ -383,7 +385,7 @@ impl Remote {
         let got = inner.tree_of(cache, &result, outputs).and_then(|tree| {
             let log =
                 match &result.stdout_digest {
-                    Some(d) => Some(inner.download_small(d).and_then(|bytes| {
+                    Some(d) => Some(inner.inline_or_download(d, &result.stdout_raw).and_then(|bytes| {
                         cache.put_bytes(&bytes).map_err(|e| Failed::Local(e.to_string()))
                     })?),
                     None => None,
@@ -429,12 +431,11 @@ impl Remote {
             }
         };
         let Ok(result) = reapi::ActionResult::decode(&bytes[..]) else { return Vec::new() };
-        let Some(d) =
-            result.output_files.iter().find(|f| f.path == DEPS_FILE).and_then(|f| f.digest.as_ref())
-        else {
+        let Some(file) = result.output_files.iter().find(|f| f.path == DEPS_FILE) else {
             return Vec::new();
         };
-        match inner.download_small(d) {
+        let Some(d) = file.digest.as_ref() else { return Vec::new() };
+        match inner.inline_or_download(d, &file.contents) {
             Ok(json) => serde_json::from_slice::<Vec<Vec<String>>>(&json).unwrap_or_default(),
             Err(Failed::Server(e)) => {
                 inner.failed(&e);
@@ -588,7 +589,14 @@ impl Inner {
         for o in outputs {
             if let Some(f) = result.output_files.iter().find(|f| &f.path == o) {
                 let d = f.digest.as_ref().ok_or_else(|| Failed::Bad(format!("output {o} has no digest")))?;
-                let (digest, size) = self.download(cache, d)?;
+                let (digest, size) = if f.contents.is_empty() {
+                    self.download(cache, d)?
+                } else {
+                    // Inlined by the writer: verified as a download is, one request saved.
+                    let bytes = self.inline_or_download(d, &f.contents)?;
+                    let b3 = cache.put_bytes(&bytes).map_err(|e| Failed::Local(e.to_string()))?;
+                    (b3, bytes.len() as u64)
+                };
                 tree.files.push(OutFile { path: o.clone(), digest, size, exec: f.is_executable });
             } else if let Some(l) = result.output_symlinks.iter().find(|l| &l.path == o) {
                 tree.symlinks.push(OutLink { path: o.clone(), target: l.target.clone() });
@@ -725,6 +733,24 @@ impl Inner {
             )))),
             _ => Ok(body),
         }
+    }
+
+    /// A small blob's bytes: `inline` (what an entry carries beside the digest) when it is
+    /// there, verified against the digest like a download (a mismatch is refused, never used),
+    /// else downloaded.
+    fn inline_or_download(&self, d: &reapi::Digest, inline: &[u8]) -> Result<Vec<u8>, Failed> {
+        if inline.is_empty() {
+            return self.download_small(d);
+        }
+        let (sha, size) = parse_digest(d)?;
+        let got: [u8; 32] = sha2::Sha256::digest(inline).into();
+        if got != sha || inline.len() as u64 != size {
+            return Err(Failed::Bad(format!(
+                "the bytes inlined for blob {} do not match its digest",
+                d.hash
+            )));
+        }
+        Ok(inline.to_vec())
     }
 
     /// A small blob (a tree, a log, depfile lists) into memory, verified.
@@ -919,11 +945,13 @@ fn upload(inner: &Inner, cache: &Cache, job: &Upload) -> Result<(), Failed> {
         .map_err(Failed::Server)?;
     if let Some((first, lists)) = &job.deps {
         let json = serde_json::to_vec(lists).map_err(|e| Failed::Local(e.to_string()))?;
+        let contents = if json.len() as u64 <= INLINE_MAX { json.clone() } else { Vec::new() };
         let blob = bytes_blob(json);
         let result = reapi::ActionResult {
             output_files: vec![reapi::OutputFile {
                 path: DEPS_FILE.into(),
                 digest: Some(blob.digest.clone()),
+                contents,
                 ..Default::default()
             }],
             ..Default::default()
@@ -983,6 +1011,7 @@ fn to_action_result(
                 path: o.clone(),
                 digest: Some(digest),
                 is_executable: f.exec,
+                contents: inline(cache, &f.digest, f.size)?,
                 ..Default::default()
             });
         } else if let Some(l) = tree.symlinks.iter().find(|l| &l.path == o) {
@@ -1005,9 +1034,20 @@ fn to_action_result(
     if let Some(d) = entry.stdout_digest {
         let size = fs::metadata(cache.blob_file(&d)).map(|m| m.len()).unwrap_or(0);
         result.stdout_digest = Some(file_blob(&d, size)?);
+        result.stdout_raw = inline(cache, &d, size)?;
     }
     blobs.extend(trees);
     Ok((result, blobs))
+}
+
+/// The bytes of a small blob to carry in the entry beside its digest (REAPI's `contents` and
+/// `stdout_raw`), so that a restore needs no second request; the blob is uploaded as well, so
+/// the entry still names only blobs in the CAS. Empty (not inlined) above [`INLINE_MAX`].
+fn inline(cache: &Cache, d: &Digest, size: u64) -> Result<Vec<u8>, Failed> {
+    if size == 0 || size > INLINE_MAX {
+        return Ok(Vec::new());
+    }
+    cache.read_blob(d).map_err(|e| Failed::Local(e.to_string()))
 }
 
 /// The `Directory` of folder `dir` and every folder below it (children, deepest first is not
@@ -1176,7 +1216,8 @@ mod tests {
         other.evict_entry(&key);
         let before = gets.load(Ordering::SeqCst);
         let Fetched::Hit(_) = again.fetch(&other, &key, &Platform::new(), &outputs) else { panic!("no hit") };
-        assert_eq!(gets.load(Ordering::SeqCst) - before, 2, "only the folder's tree and the log");
+        // The log and `one` travel inside the entry: only the folder's tree is asked for.
+        assert_eq!(gets.load(Ordering::SeqCst) - before, 1, "only the folder's tree");
     }
 
     /// A reader that hands out its bytes in uneven pieces, as a socket does, and can fail
