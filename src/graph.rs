@@ -39,7 +39,8 @@ pub struct Graph {
     pub project: Project,
     /// Node `i` is `project.targets[i]`; edges are the declared deps and the inferred ones.
     pub dag: DiGraph<(), ()>,
-    index: HashMap<String, usize>,
+    /// FxHash: names are looked up per target per build.
+    index: rustc_hash::FxHashMap<String, usize>,
     /// For each target, the step targets it depends on directly (groups flattened, inferred
     /// deps included), sorted.
     pub step_deps: Vec<Vec<usize>>,
@@ -108,7 +109,7 @@ impl Graph {
     }
 
     fn from_parts(project: Project, step_deps: Vec<Vec<usize>>, inferred: Vec<Inferred>) -> Graph {
-        let index: HashMap<String, usize> =
+        let index: rustc_hash::FxHashMap<String, usize> =
             project.targets.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
         let mut dag =
             DiGraph::with_capacity(project.targets.len(), project.targets.len() * 2 + inferred.len());

@@ -7,6 +7,11 @@
 //! entry is not trusted and it is hashed again, as git does with its index.
 
 use std::collections::{HashMap, HashSet};
+
+/// The stat cache's maps, looked up once or more per file per build: FxHash (rustc's), much
+/// cheaper than std's SipHash for paths; the keys are the project's own paths, not an
+/// attacker's, so SipHash's flooding resistance buys nothing here.
+type FastMap<K, V> = rustc_hash::FxHashMap<K, V>;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read};
@@ -46,11 +51,11 @@ pub struct FileId {
 
 #[derive(Default)]
 pub struct StatCache {
-    map: RwLock<HashMap<String, StatEntry>>,
+    map: RwLock<FastMap<String, StatEntry>>,
     dirty: std::sync::atomic::AtomicBool,
     /// While nothing runs (the fresh-check phase), a path stat-ed once, as one step's output,
     /// need not be stat-ed again as another step's input.
-    memo: RwLock<Option<HashMap<String, FileId>>>,
+    memo: RwLock<Option<FastMap<String, FileId>>>,
     /// Folder listings, memoised in the same phase (see [`StatCache::listing`]).
     listings: RwLock<Option<HashMap<PathBuf, Arc<HashSet<OsString>>>>>,
 }
@@ -80,7 +85,7 @@ impl StatCache {
     /// Start (true) or end (false) a phase in which no file changes: identities are memoised.
     pub fn set_frozen(&self, frozen: bool) {
         if let Ok(mut m) = self.memo.write() {
-            *m = frozen.then(HashMap::new);
+            *m = frozen.then(FastMap::default);
         }
         if let Ok(mut m) = self.listings.write() {
             *m = frozen.then(HashMap::new);

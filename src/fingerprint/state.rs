@@ -50,7 +50,8 @@ const EXPLAIN_MAGIC: &[u8; 8] = b"GVEXPLN\0";
 
 pub struct State {
     dir: PathBuf,
-    records: HashMap<String, Record>,
+    /// FxHash: looked up once per target per build (see `hash::FastMap`).
+    records: rustc_hash::FxHashMap<String, Record>,
     journal: Mutex<Option<fs::File>>,
     dirty: bool,
 }
@@ -123,7 +124,7 @@ impl State {
     /// The state in `dir` as [`State::load`] reads it from the bytes of `state.bin` and
     /// `journal` (`None`: absent); damaged bytes read as absent, as the module docs say.
     pub fn from_bytes(dir: &Path, state_bin: Option<&[u8]>, journal: Option<&[u8]>) -> State {
-        let mut records: HashMap<String, Record> = state_bin
+        let mut records: rustc_hash::FxHashMap<String, Record> = state_bin
             .and_then(|b| unseal::<StateFile>(STATE_MAGIC, STATE_VERSION, b))
             .map(|f| f.records.into_iter().collect())
             .unwrap_or_default();
