@@ -36,6 +36,9 @@ pub struct Reporter {
     timings: bool,
     /// Holds the build's bar and any download bars that steps add below it.
     multi: Option<MultiProgress>,
+    /// `--json` lines of fresh steps not yet written: a no-op build writes them in a few large
+    /// writes, not one per target.
+    pending: std::cell::RefCell<String>,
 }
 
 impl Reporter {
@@ -50,6 +53,7 @@ impl Reporter {
             pb
         });
         Reporter {
+            pending: Default::default(),
             timings: std::env::var_os("GVBUILD_TIMINGS").is_some_and(|v| !v.is_empty() && v != "0"),
             json,
             quiet,
@@ -127,7 +131,23 @@ impl Reporter {
             pb.inc(1);
             self.refresh();
         }
-        if self.json {
+        let plain = done.is_none_or(|d| d.image_id.is_none()) && !self.explain && !self.dry_run;
+        if self.json && outcome == Outcome::Fresh && plain {
+            // The commonest line of all, the one per target of a no-op build: the bytes the
+            // general path below writes, without building a JSON value.
+            let mut pending = self.pending.borrow_mut();
+            let target = serde_json::to_string(name).unwrap_or_default();
+            let key = key.map_or_else(|| "null".to_string(), |k| format!("\"{}\"", hex(&k)));
+            let _ = std::fmt::Write::write_fmt(
+                &mut *pending,
+                format_args!("{{\"event\":\"step\",\"target\":{target},\"outcome\":\"fresh\",\"key\":{key},\"ms\":{ms}}}\n"),
+            );
+            if pending.len() >= 64 << 10 {
+                let _ = io::stdout().lock().write_all(pending.as_bytes());
+                pending.clear();
+            }
+        } else if self.json {
+            self.flush_pending();
             let mut ev = json!({
                 "event": "step",
                 "target": name,
@@ -273,7 +293,17 @@ impl Reporter {
         }
     }
 
+    /// Write the fresh steps' lines held back (before any other line on stdout).
+    fn flush_pending(&self) {
+        let mut pending = self.pending.borrow_mut();
+        if !pending.is_empty() {
+            let _ = io::stdout().lock().write_all(pending.as_bytes());
+            pending.clear();
+        }
+    }
+
     pub fn finish(&self, summary: &Summary, interrupted: bool) {
+        self.flush_pending();
         if let Some(pb) = &self.progress {
             pb.finish_and_clear();
         }
