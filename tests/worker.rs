@@ -316,6 +316,14 @@ fn action_timeout_kills_the_whole_process_group() {
     );
     assert!(started.elapsed() < Duration::from_secs(60));
     assert_eq!(code(&r), 4, "DEADLINE_EXCEEDED: {r:#}\n{}", w.stderr());
+
+    // An output name REAPI cannot carry (not UTF-8) is refused, not renamed.
+    let bad = execute(
+        &grid,
+        &json!({"arguments": ["sh", "-c", "mkdir d && printf x > \"d/$(printf '\\377')\""], "output_paths": ["d"]}),
+    );
+    assert_eq!(code(&bad), 3, "INVALID_ARGUMENT: {bad:#}");
+    assert!(message(&bad).contains("not UTF-8"), "{bad:#}");
     assert!(message(&r).contains("timeout"), "{r:#}");
     let pids: Vec<String> = r["stdout"].as_str().unwrap().split_whitespace().map(String::from).collect();
     assert_eq!(pids.len(), 2, "{r:#}");

@@ -136,7 +136,7 @@ pub fn collect(
                 .map_err(|e| Failure::local(format!("cannot read the symlink {}", abs.display()), e))?;
             let link = OutputSymlink {
                 path: path.clone(),
-                target: target.to_string_lossy().into_owned(),
+                target: utf8_target(&abs, target)?,
                 ..Default::default()
             };
             if v21 {
@@ -170,6 +170,13 @@ pub fn collect(
     Ok(())
 }
 
+/// A symlink's target as REAPI carries it; one that is not UTF-8 is refused, not changed.
+fn utf8_target(link: &Path, target: PathBuf) -> Result<String, Failure> {
+    target.into_os_string().into_string().map_err(|_| {
+        Failure::invalid(format!("the symlink {} points to a path that is not UTF-8", link.display()))
+    })
+}
+
 /// The `Directory` of `dir`, its sub-folders' messages added to `children` once each (by
 /// digest, as `Tree` wants them), their files to `blobs`. Entries sorted by name, as REAPI asks.
 fn directory(
@@ -180,8 +187,16 @@ fn directory(
     let mut entries: Vec<(String, PathBuf)> = fs::read_dir(dir)
         .map_err(|e| Failure::local(format!("cannot list {}", dir.display()), e))?
         .filter_map(|e| e.ok())
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .collect();
+        .map(|e| match e.file_name().into_string() {
+            Ok(name) => Ok((name, e.path())),
+            // REAPI names are strings: a name that is not UTF-8 cannot be carried as it is, and
+            // is refused rather than changed.
+            Err(_) => Err(Failure::invalid(format!(
+                "output {} has a name that is not UTF-8, which REAPI cannot carry",
+                e.path().display()
+            ))),
+        })
+        .collect::<Result<_, _>>()?;
     entries.sort();
     let mut out = Directory::default();
     for (name, path) in entries {
@@ -192,7 +207,7 @@ fn directory(
                 .map_err(|e| Failure::local(format!("cannot read {}", path.display()), e))?;
             out.symlinks.push(SymlinkNode {
                 name,
-                target: target.to_string_lossy().into_owned(),
+                target: utf8_target(&path, target)?,
                 ..Default::default()
             });
         } else if m.is_file() {
