@@ -15,6 +15,7 @@ use crate::cache::remote::{Remote, RemoteOptions};
 use crate::cache::{self, lock, Cache, CacheError};
 use crate::config::{ConfigError, ConfigErrors};
 use crate::diag::Source;
+use crate::exec::note;
 use crate::exec::remote_exec::{ExecOptions, RemoteExec};
 use crate::exec::{self, report::Reporter, Ctx, Opts};
 use crate::fingerprint::state::{ExplainStore, State};
@@ -692,11 +693,6 @@ pub fn manifest_schema_json() -> String {
 fn out(text: &str) {
     let mut o = std::io::stdout().lock();
     let _ = o.write_all(text.as_bytes());
-}
-
-#[allow(clippy::print_stderr)]
-fn note(text: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
 /// The project: where gevulot.yaml is, its text, and its state folder.

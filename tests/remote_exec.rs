@@ -299,3 +299,36 @@ fn remote_steps_read_and_key_what_local_steps_do() {
     assert!(remote_err.contains("declared output `m.txt` was not created"), "{remote_err}");
     assert_eq!(remote_err, local_err);
 }
+
+/// Ctrl-C cancels the operations in flight on the engine: the worker's command is killed at
+/// once, not left to run out its minute.
+#[test]
+#[cfg_attr(
+    any(gvbuild_no_reapi_python, gvbuild_no_postgres),
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON and PostgreSQL (CI sets them up)"
+)]
+fn ctrl_c_cancels_the_remote_step() {
+    let (grid, a, b) = engine(&[], &[]);
+    let p = Project::new()
+        .file("gevulot.yaml", "targets:\n  slow:\n    outputs: [s.txt]\n    run: sleep 60; echo > s.txt\n");
+    let child = p
+        .command(&["--remote-exec", &grid.url()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while ![&a, &b].iter().any(|w| w.busy()) {
+        assert!(start.elapsed() < Duration::from_secs(60), "no worker took the step");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let cancelled = Instant::now();
+    while [&a, &b].iter().any(|w| w.busy()) {
+        assert!(cancelled.elapsed() < Duration::from_secs(30), "the worker still runs the cancelled step");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!([&a, &b].iter().any(|w| w.stderr().contains("cancelled by the server")));
+}

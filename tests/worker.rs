@@ -63,9 +63,13 @@ impl Worker {
         self.dir.path().join("work")
     }
 
-    /// Whether a job's folder exists under the work folder (an action is running).
+    /// Whether an action's folder (`BOT/a-N` under the work folder) exists: one is running.
     pub fn busy(&self) -> bool {
-        fs::read_dir(self.work_dir()).is_ok_and(|d| d.flatten().any(|e| e.path().is_dir()))
+        let action_dir = |bot: &Path| {
+            fs::read_dir(bot)
+                .is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("a-")))
+        };
+        fs::read_dir(self.work_dir()).is_ok_and(|d| d.flatten().any(|e| action_dir(&e.path())))
     }
 
     pub fn signal(&self, sig: &str) {

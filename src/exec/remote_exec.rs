@@ -47,7 +47,7 @@ use sha2::Digest as _;
 
 use super::{Ctx, Slots};
 use crate::cache::remote::grpc::{BlobSource, ExecFailure, GrpcOptions, GrpcStore};
-use crate::cache::remote::{reapi, shown_url, BlobReader, Platform, Remote, RemoteError, Store};
+use crate::cache::remote::{reapi, shown_url, Platform, Remote};
 use crate::cache::Cache;
 use crate::config::{RunStep, Target};
 use crate::fingerprint::outputs::OutputTree;
@@ -117,7 +117,7 @@ impl RemoteExec {
             Err(e) => Err(e),
         };
         let engine = Arc::new(engine);
-        let cas = Remote::with_store(Box::new(Shared(engine.clone())), shown.clone(), true, cache);
+        let cas = Remote::with_store(Box::new(engine.clone()), shown.clone(), true, cache);
         let exec = |lost| RemoteExec {
             engine,
             cas,
@@ -207,7 +207,8 @@ impl RemoteExec {
             .collect();
         let command = reapi::Command {
             arguments: vec!["/bin/sh".into(), "-ec".into(), run.command.clone()],
-            environment_variables: run_env(run, parts)
+            environment_variables: run
+                .env_with(&parts.pass_env)
                 .into_iter()
                 .map(|(name, value)| reapi::EnvironmentVariable { name, value })
                 .collect(),
@@ -512,49 +513,13 @@ fn action_platform(ctx: &Ctx, t: &Target, run: &RunStep) -> Result<Platform, Str
 }
 
 /// The key's platform for a remote step (what [`remote_kind`] names).
-pub fn key_platform(ctx: &Ctx, t: &Target, run: &RunStep, tools: &BTreeMap<String, ToolId>) -> Platform {
+pub fn key_platform(ctx: &Ctx, t: &Target, tools: &BTreeMap<String, ToolId>) -> Platform {
     let mut platform = ctx.platform_of(t);
     for (name, id) in tools {
         let prop = tool_property(name);
         platform.entry(prop).or_insert_with(|| id.identity());
     }
-    let _ = run;
     platform
-}
-
-/// The action's environment: the step's `env` and the values of its `pass_env` variables.
-fn run_env(run: &RunStep, parts: &KeyParts) -> BTreeMap<String, String> {
-    let mut env = run.env.clone();
-    for (k, v) in &parts.pass_env {
-        if let Some(v) = v {
-            env.insert(k.clone(), v.clone());
-        }
-    }
-    env
-}
-
-/// The engine's store, shared by the execution calls and the downloads of results.
-struct Shared(Arc<GrpcStore>);
-
-impl Store for Shared {
-    fn get_action(&self, key: &reapi::Digest) -> Result<Option<Vec<u8>>, RemoteError> {
-        self.0.get_action(key)
-    }
-    fn put_action(&self, key: &reapi::Digest, body: &[u8]) -> Result<(), RemoteError> {
-        self.0.put_action(key, body)
-    }
-    fn has_blob(&self, blob: &reapi::Digest) -> Result<bool, RemoteError> {
-        self.0.has_blob(blob)
-    }
-    fn find_missing(&self, blobs: &[reapi::Digest]) -> Result<Vec<reapi::Digest>, RemoteError> {
-        self.0.find_missing(blobs)
-    }
-    fn get_blob(&self, blob: &reapi::Digest) -> Result<Option<BlobReader>, RemoteError> {
-        self.0.get_blob(blob)
-    }
-    fn put_blob(&self, blob: &reapi::Digest, body: &mut dyn std::io::Read) -> Result<(), RemoteError> {
-        self.0.put_blob(blob, body)
-    }
 }
 
 fn sha_digest(bytes: &[u8]) -> reapi::Digest {
@@ -636,11 +601,5 @@ impl Folder {
         let digest = sha_digest(&bytes);
         blobs.push((digest.clone(), BlobSource::Bytes(bytes)));
         digest
-    }
-}
-
-impl From<RemoteError> for RemoteRunError {
-    fn from(e: RemoteError) -> Self {
-        RemoteRunError::Engine(e.to_string())
     }
 }

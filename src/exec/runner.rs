@@ -260,7 +260,7 @@ fn fingerprint(
         tools
     };
     let kind = match remote {
-        true => remote_exec::remote_kind(&remote_exec::key_platform(ctx, t, run, &tools)),
+        true => remote_exec::remote_kind(&remote_exec::key_platform(ctx, t, &tools)),
         false => "run".to_string(),
     };
     let pass_env = run.pass_env.iter().map(|v| (v.clone(), std::env::var(v).ok())).collect();
@@ -539,8 +539,9 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
         let mut phases = Vec::new();
         if let (true, Some(remote)) = (hits.is_empty() && !ctx.opts.dry_run, ctx.remote.as_ref()) {
             let asking = Instant::now();
+            let platform = ctx.platform_of(t);
             if has_depfile {
-                for l in remote.dep_lists(&first, &ctx.platform_of(t)) {
+                for l in remote.dep_lists(&first, &platform) {
                     if !lists.contains(&l) {
                         lists.push(l);
                     }
@@ -553,7 +554,7 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
                     continue;
                 }
                 tried.push(key);
-                match remote.fetch(&ctx.cache, &key, &ctx.platform_of(t), &outputs) {
+                match remote.fetch(&ctx.cache, &key, &platform, &outputs) {
                     Fetched::Hit(entry) => {
                         if let Err(e) = unordered_read(ctx, t, list, "a discovered input of a cached result")
                         {
@@ -1280,7 +1281,7 @@ fn project_path(root: &Path, p: &str) -> Option<String> {
 
 impl RunStep {
     /// The step's own environment: `env`, then the `pass_env` values that are set.
-    fn env_with(&self, pass: &BTreeMap<String, Option<String>>) -> BTreeMap<String, String> {
+    pub(super) fn env_with(&self, pass: &BTreeMap<String, Option<String>>) -> BTreeMap<String, String> {
         let mut env = self.env.clone();
         for (k, v) in pass {
             if let Some(v) = v {

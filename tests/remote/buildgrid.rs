@@ -129,7 +129,7 @@ impl BuildGrid {
             _ => "method: none".to_string(),
         };
         let conf = match kind {
-            Kind::Exec(pg, keys) => exec_config(port, &pg.url(), keys),
+            Kind::Exec(_, keys) => exec_config(keys),
             _ => format!(
                 r#"server:
   - !channel
@@ -245,7 +245,7 @@ instances:
 /// The execution server's config: `examples/remote-exec/buildgrid.yml`, the one README tells
 /// users to start, as it is; the port, database and instance go in through the environment
 /// (see [`exec_env`]). Platform keys a test needs beyond the file's are added to its list.
-fn exec_config(_port: u16, _db: &str, keys: &[&str]) -> String {
+fn exec_config(keys: &[&str]) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/remote-exec/buildgrid.yml");
     let text = std::fs::read_to_string(&path).unwrap();
     // A key a test needs beyond the file's (a made-up tool) joins its list, as a user would add it.

@@ -122,6 +122,28 @@ pub trait Store: Send + Sync {
     fn put_blob(&self, blob: &reapi::Digest, body: &mut dyn Read) -> Result<(), RemoteError>;
 }
 
+/// A store shared by several owners (remote execution's engine is its cache too).
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn get_action(&self, key: &reapi::Digest) -> Result<Option<Vec<u8>>, RemoteError> {
+        (**self).get_action(key)
+    }
+    fn put_action(&self, key: &reapi::Digest, body: &[u8]) -> Result<(), RemoteError> {
+        (**self).put_action(key, body)
+    }
+    fn has_blob(&self, blob: &reapi::Digest) -> Result<bool, RemoteError> {
+        (**self).has_blob(blob)
+    }
+    fn find_missing(&self, blobs: &[reapi::Digest]) -> Result<Vec<reapi::Digest>, RemoteError> {
+        (**self).find_missing(blobs)
+    }
+    fn get_blob(&self, blob: &reapi::Digest) -> Result<Option<BlobReader>, RemoteError> {
+        (**self).get_blob(blob)
+    }
+    fn put_blob(&self, blob: &reapi::Digest, body: &mut dyn Read) -> Result<(), RemoteError> {
+        (**self).put_blob(blob, body)
+    }
+}
+
 /// How the build was told to use a remote cache.
 pub struct RemoteOptions {
     pub url: String,
@@ -446,24 +468,15 @@ impl Remote {
     }
 
     /// The outputs an engine's `ActionResult` names, downloaded into the local cache (each blob
-    /// verified), as a local tree; `Err` says what is wrong. An output the result lacks is the
-    /// caller's to find (the tree then lacks it).
+    /// verified), as a local tree; `Err` says what is wrong. Every one of `outputs` must be in
+    /// the result (the caller checks, to say which is missing as a local run says it).
     pub fn outputs_of(
         &self,
         cache: &Cache,
         result: &reapi::ActionResult,
         outputs: &[String],
     ) -> Result<OutputTree, String> {
-        let present: Vec<String> = outputs
-            .iter()
-            .filter(|o| {
-                result.output_files.iter().any(|f| &f.path == *o)
-                    || result.output_symlinks.iter().any(|l| &l.path == *o)
-                    || result.output_directories.iter().any(|d| &d.path == *o)
-            })
-            .cloned()
-            .collect();
-        self.inner.tree_of(cache, result, &present).map_err(|e| match e {
+        self.inner.tree_of(cache, result, outputs).map_err(|e| match e {
             Failed::Missing => "a blob the result names is not in the engine's CAS".to_string(),
             Failed::Server(e) => e.to_string(),
             Failed::Bad(what) | Failed::Local(what) => what,
