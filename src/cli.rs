@@ -846,6 +846,14 @@ fn build(
         }
     }
     timings.mark("open and lock");
+    // The stat cache and the state are read on another core while this one reads the graph
+    // (under the lock, so no other gvbuild is writing them).
+    let loader = {
+        let dir = p.state_dir.clone();
+        std::thread::Builder::new()
+            .name("gvbuild-load".into())
+            .spawn(move || (StatCache::load(&dir.join("stat.bin")), State::load(&dir)))
+    };
     let graph = Graph::load_with(&p.source, &overrides(g)?, &p.state_dir, !dry)?;
     timings.mark("load graph");
     let selected = graph.select(&names).map_err(|e| {
@@ -973,11 +981,16 @@ fn build(
     if let Some(w) = exec_warning {
         reporter.warn(&w);
     }
+    let (stat, state) = match loader.map(|h| h.join()) {
+        Ok(Ok(loaded)) => loaded,
+        // No thread could be started (or it panicked): read them here.
+        _ => (StatCache::load(&p.state_dir.join("stat.bin")), State::load(&p.state_dir)),
+    };
     let ctx = Arc::new(Ctx {
         root: p.root.clone(),
         state_dir: p.state_dir.clone(),
-        stat: StatCache::load(&p.state_dir.join("stat.bin")),
-        state: RwLock::new(State::load(&p.state_dir)),
+        stat,
+        state: RwLock::new(state),
         graph,
         cache,
         tools: ToolCache::default(),

@@ -30,6 +30,7 @@ use crate::diag::{suggest, Source, Span};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Project {
     pub default: Option<String>,
+    #[serde(deserialize_with = "crate::fingerprint::encode::exact_vec")]
     pub targets: Vec<Target>,
     /// `remote_cache:`, a URL read from (never written to, never sent credentials) when no
     /// `--remote-cache` or GVBUILD_REMOTE_CACHE names one.

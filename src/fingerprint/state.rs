@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::encode::{unseal, write_sealed};
 use super::hash::Digest;
+use super::named::Named;
 use super::outputs::OutputTree;
 use super::{KeyParts, KEY_VERSION};
 
@@ -39,6 +40,8 @@ pub struct Explained {
 
 #[derive(Serialize, Deserialize)]
 struct StateFile {
+    /// Sorted by name, so that the same records always write the same bytes.
+    #[serde(deserialize_with = "super::encode::exact_vec")]
     records: Vec<(String, Record)>,
 }
 
@@ -50,8 +53,11 @@ const EXPLAIN_MAGIC: &[u8; 8] = b"GVEXPLN\0";
 
 pub struct State {
     dir: PathBuf,
-    /// FxHash: looked up once per target per build (see `hash::FastMap`).
-    records: rustc_hash::FxHashMap<String, Record>,
+    /// The records of `state.bin` as read (see [`super::named`] for why not a map).
+    saved: Named<Record>,
+    /// What changed since `state.bin` was written (the journal, then this build's steps):
+    /// `None` for a removed record. Looked up before `saved`.
+    changed: rustc_hash::FxHashMap<String, Option<Record>>,
     journal: Mutex<Option<fs::File>>,
     dirty: bool,
 }
@@ -64,7 +70,10 @@ impl State {
     }
 
     pub fn get(&self, target: &str) -> Option<&Record> {
-        self.records.get(target)
+        match self.changed.get(target) {
+            Some(r) => r.as_ref(),
+            None => self.saved.get(target),
+        }
     }
 
     /// Append a finished step's record (or its removal) to the journal, durable against a kill of
@@ -95,10 +104,7 @@ impl State {
     /// Fold new records in (they were journaled already).
     pub fn set(&mut self, target: &str, rec: Option<Record>) {
         self.dirty = true;
-        match rec {
-            Some(r) => self.records.insert(target.to_string(), r),
-            None => self.records.remove(target),
-        };
+        self.changed.insert(target.to_string(), rec);
     }
 
     /// Write `state.bin` and drop the journal.
@@ -106,10 +112,15 @@ impl State {
         if !self.dirty {
             return Ok(());
         }
+        let saved = std::mem::take(&mut self.saved);
         let mut records: Vec<(String, Record)> =
-            self.records.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        records.sort_by(|a, b| a.0.cmp(&b.0));
-        write_sealed(&self.dir.join("state.bin"), STATE_MAGIC, STATE_VERSION, &StateFile { records })?;
+            saved.into_items().into_iter().filter(|(name, _)| !self.changed.contains_key(name)).collect();
+        records.extend(self.changed.drain().filter_map(|(name, r)| Some((name, r?))));
+        records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let file = StateFile { records };
+        let written = write_sealed(&self.dir.join("state.bin"), STATE_MAGIC, STATE_VERSION, &file);
+        self.saved = Named::new(file.records);
+        written?;
         if let Ok(mut j) = self.journal.lock() {
             *j = None;
         }
@@ -124,19 +135,16 @@ impl State {
     /// The state in `dir` as [`State::load`] reads it from the bytes of `state.bin` and
     /// `journal` (`None`: absent); damaged bytes read as absent, as the module docs say.
     pub fn from_bytes(dir: &Path, state_bin: Option<&[u8]>, journal: Option<&[u8]>) -> State {
-        let mut records: rustc_hash::FxHashMap<String, Record> = state_bin
+        let saved = state_bin
             .and_then(|b| unseal::<StateFile>(STATE_MAGIC, STATE_VERSION, b))
-            .map(|f| f.records.into_iter().collect())
+            .map(|f| Named::new(f.records))
             .unwrap_or_default();
-        let mut dirty = false;
+        let mut changed = rustc_hash::FxHashMap::default();
         for (name, rec) in journal.map(replay).unwrap_or_default() {
-            dirty = true;
-            match rec {
-                Some(r) => records.insert(name, r),
-                None => records.remove(&name),
-            };
+            changed.insert(name, rec);
         }
-        State { dir: dir.to_path_buf(), records, journal: Mutex::new(None), dirty }
+        let dirty = !changed.is_empty();
+        State { dir: dir.to_path_buf(), saved, changed, journal: Mutex::new(None), dirty }
     }
 }
 
