@@ -40,26 +40,30 @@ command -v callgrind_annotate >/dev/null || die "callgrind_annotate needed (come
 # Phase label | function names (grep -E, matched against the whole name). A phase's cost is the
 # inclusive count of the function it names, over all threads (rayon's workers run most fresh
 # checks); where a pattern matches several functions, their counts are added ("+" labels) or the
-# largest is taken. Names are from the commit these profiles were first made on; a renamed
-# function shows as "(not in the profile)": update the pattern.
+# largest is taken. A renamed function, or one that LTO inlined into its caller (the release
+# profile has used fat LTO since commit 4561a48), shows as "(not in the profile)": the lines
+# after it name the parts that are still functions.
 PHASES=(
     "whole run, main thread (gvbuild::main)|gvbuild::main"
     "load the graph (parse cache: no YAML parsed)|gvbuild::graph::Graph::load_with"
     "load the state (.gvbuild/state)|gvbuild::fingerprint::state::State::load"
     "load the stat cache|gvbuild::fingerprint::hash::StatCache::load"
     "fresh checks, all steps (runner::check_fresh)|gvbuild::exec::runner::check_fresh"
+    "  (check_fresh inlined:) keying the step (runner::fingerprint)|gvbuild::exec::runner::fingerprint"
+    "  (check_fresh inlined:) checking the key and outputs (runner::fresh)|gvbuild::exec::runner::fresh"
     "  resolve declared inputs|gvbuild::fingerprint::inputs::resolve_noting_empty_globs"
     "  stat-cache lookups (file ids)|gvbuild::fingerprint::hash::StatCache::file_id_with_meta"
+    "  state and stat-cache index lookups (Named::position)|gvbuild::fingerprint::named::Named<V>::position"
     "  the first key (KeyParts::key)|gvbuild::fingerprint::KeyParts::key"
     "  discovered inputs (depfile names, search folders)|gvbuild::fingerprint::discovered::identities"
-    "  the full key (with discovered inputs)|gvbuild::fingerprint::full_key"
+    "  the full key (with discovered inputs)|gvbuild::fingerprint::full_key|gvbuild::exec::runner::full_for"
     "  output trees: stat of each output|gvbuild::fingerprint::outputs::OutputTree::collect"
     "  output trees: digest|gvbuild::fingerprint::outputs::OutputTree::digest"
     "report each step (--json event lines)|gvbuild::exec::report::Reporter::step"
     "  of which serde_json's Value -> text|<serde_json::value::Value as core::fmt::Display>::fmt"
     "save the stat cache and state|gvbuild::fingerprint::hash::StatCache::save|gvbuild::fingerprint::state::State::save"
     "drop the build context at exit (exec::Ctx)|core::ptr::drop_in_place<gvbuild::exec::Ctx>"
-    "+malloc/realloc/free, all callers|__rustc::__rust_(alloc|dealloc|realloc)"
+    "+malloc/realloc/free, all callers|malloc|free|realloc|calloc"
     "HashMap hashing (SipHash), all callers|core::hash::BuildHasher::hash_one"
     "blake3::hash, all callers|blake3::hash"
 )

@@ -18,9 +18,16 @@
 #   TARGET_COLD TARGET_NOOP TARGET_LEAF TARGET_REHASH   max ratios (1.3 1.0 1.0 1.3)
 #   TARGET_RSS_MIB TARGET_EXTRA_MS                      max values (50, 5)
 #
-# Prints a Markdown table and writes it to bench/results.md. The no-op at 1,000, 10,000 and
-# 100,000 targets (wall time and peak RSS, with a plot) and the time to the first step of a cold
-# build are bench/noop.sh's; the callgrind profile of the 10,000-target no-op is bench/profile.sh's.
+#   SIZES         target counts of the no-op-across-sizes figures, run last by bench/noop.sh
+#                 with the same binary (default "1000 10000"; "1000 10000 100000" adds the
+#                 100,000 size, ~15 more minutes); its time-to-first-step figure comes with it
+#   SKIP_SIZES=1  skip bench/noop.sh
+#
+# Prints a Markdown table and writes it to bench/results.md; then runs bench/noop.sh, which
+# measures the no-op at each of SIZES (wall time and peak RSS, with a plot) and the time to the
+# first step of a cold build at 10,000 targets, and writes bench/noop-results.md, noop.tsv and
+# noop.svg (see that script). The callgrind profile of the 10,000-target no-op is
+# bench/profile.sh's.
 set -euo pipefail
 
 BENCH_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -450,3 +457,9 @@ cp "$RES/report.md" "$BENCH_SRC/results.md"
 echo
 cat "$RES/report.md"
 log "written to $BENCH_SRC/results.md"
+
+if [[ ${SKIP_SIZES:-0} != 1 ]]; then
+    log "== no-op across sizes and time to the first step: bench/noop.sh (SIZES=\"${SIZES:-1000 10000}\")"
+    SIZES=${SIZES:-1000 10000} GVBUILD=$GVBUILD JOBS=$JOBS NOOP_RUNS=$NOOP_RUNS BENCH_DIR=$PARENT \
+        bash "$BENCH_SRC/noop.sh"
+fi

@@ -131,21 +131,9 @@ impl Reporter {
             pb.inc(1);
             self.refresh();
         }
-        let plain = done.is_none_or(|d| d.image_id.is_none()) && !self.explain && !self.dry_run;
-        if self.json && outcome == Outcome::Fresh && plain {
-            // The commonest line of all, the one per target of a no-op build: the bytes the
-            // general path below writes, without building a JSON value.
-            let mut pending = self.pending.borrow_mut();
-            let target = serde_json::to_string(name).unwrap_or_default();
-            let key = key.map_or_else(|| "null".to_string(), |k| format!("\"{}\"", hex(&k)));
-            let _ = std::fmt::Write::write_fmt(
-                &mut *pending,
-                format_args!("{{\"event\":\"step\",\"target\":{target},\"outcome\":\"fresh\",\"key\":{key},\"ms\":{ms}}}\n"),
-            );
-            if pending.len() >= 64 << 10 {
-                let _ = io::stdout().lock().write_all(pending.as_bytes());
-                pending.clear();
-            }
+        if outcome == Outcome::Fresh && self.plain_fresh_lines() && done.is_none_or(|d| d.image_id.is_none())
+        {
+            self.write_line(&fresh_line(name, key, ms));
         } else if self.json {
             self.flush_pending();
             let mut ev = json!({
@@ -294,6 +282,29 @@ impl Reporter {
     }
 
     /// Write the fresh steps' lines held back (before any other line on stdout).
+    /// Whether a fresh step without an image is reported by [`fresh_line`]'s line alone, which
+    /// the caller may then format on any thread and hand to [`Reporter::push_line`].
+    pub fn plain_fresh_lines(&self) -> bool {
+        self.json && !self.explain && !self.dry_run
+    }
+
+    /// Report a fresh step by the line [`fresh_line`] made for it (see
+    /// [`Reporter::plain_fresh_lines`]; with `--json` there is no progress bar to move).
+    pub fn push_line(&mut self, line: &str) {
+        self.write_line(line);
+    }
+
+    /// Buffer a `--json` line: a no-op build writes its lines in a few 64 KiB writes, not one
+    /// per target.
+    fn write_line(&self, line: &str) {
+        let mut pending = self.pending.borrow_mut();
+        pending.push_str(line);
+        if pending.len() >= 64 << 10 {
+            let _ = io::stdout().lock().write_all(pending.as_bytes());
+            pending.clear();
+        }
+    }
+
     fn flush_pending(&self) {
         let mut pending = self.pending.borrow_mut();
         if !pending.is_empty() {
@@ -349,4 +360,13 @@ impl Reporter {
             summary.ran, summary.restored, summary.fresh, summary.failed, summary.skipped
         ));
     }
+}
+
+/// The `--json` line of a fresh step without an image: the commonest line of all, one per
+/// target of a no-op build, formatted without building a JSON value. The bytes are those the
+/// general path of [`Reporter::step`] writes for it.
+pub fn fresh_line(name: &str, key: Option<Digest>, ms: u64) -> String {
+    let target = serde_json::to_string(name).unwrap_or_default();
+    let key = key.map_or_else(|| "null".to_string(), |k| format!("\"{}\"", hex(&k)));
+    format!("{{\"event\":\"step\",\"target\":{target},\"outcome\":\"fresh\",\"key\":{key},\"ms\":{ms}}}\n")
 }
