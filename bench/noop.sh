@@ -13,14 +13,16 @@
 #                 layers of SIZE/LAYERS targets
 #   LAYERS        layers of every graph (default 20)
 #   JOBS          parallelism for both tools (default 2)
-#   NOOP_RUNS     no-op runs per size and tool (default 10)
+#   NOOP_RUNS     no-op runs per size and tool (default 10; three times as many at 1,000 targets
+#                 or fewer)
 #   TTFS_SIZE     targets of the time-to-first-step graph (default 10000; 0 skips that figure)
 #   TTFS_RUNS     cold starts per tool for that figure (default 7)
 #   KEEP_WORK=1   keep the scratch work dir
 #   TARGET_NOOP TARGET_RSS TARGET_TTFS   max ratios against ninja (1.0 2.0 1.0)
 #
 # Each size: both tools build the graph cold (timed, once: a figure only for how long it takes),
-# one untimed no-op each, then NOOP_RUNS no-ops each, alternating; wall time from bash's clock,
+# one untimed no-op each, then NOOP_RUNS no-ops each, alternating, each run right after the other
+# tool's (the runs' results are checked afterwards); wall time from bash's clock,
 # CPU time and peak RSS from /usr/bin/time. Every gvbuild run's --json summary and every ninja
 # run's output are checked (a no-op must run nothing).
 #
@@ -154,7 +156,8 @@ check_nj() { # FILE WHAT EXPECT_RAN
 
 # ---------------------------------------------------------------- no-op across sizes
 TSV=$WORK/noop.tsv
-printf 'targets\tlayers\twidth\tgv_noop_ms\tnj_noop_ms\tgv_rss_kib\tnj_rss_kib\tgv_cold_ms\tnj_cold_ms\n' >"$TSV"
+COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "uncommitted")
+printf 'targets\tlayers\twidth\tgv_noop_ms\tnj_noop_ms\tgv_rss_kib\tnj_rss_kib\tgv_cold_ms\tnj_cold_ms\tcommit\n' >"$TSV"
 : >"$WORK/raw.md"
 
 noop_size() {
@@ -179,18 +182,25 @@ noop_size() {
     check_gv "$LOGS/warm-gv-$n" "no-op (warm-up) of $n" 0
     NJ "$LOGS/warm-nj-$n" "$d/nj"
     check_nj "$LOGS/warm-nj-$n" "no-op (warm-up) of $n" 0
-    for ((i = 1; i <= NOOP_RUNS; i++)); do
+    # Small graphs take a few milliseconds a run, where this machine's noise is as large:
+    # three times the runs. The runs are checked after the loop: a check between runs (python3)
+    # would run right before the next tool's run and disturb its caches.
+    local runs=$NOOP_RUNS
+    (( n > 1000 )) || runs=$((NOOP_RUNS * 3))
+    for ((i = 1; i <= runs; i++)); do
         GV "$LOGS/noop-gv-$n-$i" "$d/gv" "$d/cache"
         gvs+=("$LAST_US"); gr+=("$LAST_RSS_KIB"); gc+=("$LAST_CPU_MS")
-        check_gv "$LOGS/noop-gv-$n-$i" "no-op run $i of $n" 0
         NJ "$LOGS/noop-nj-$n-$i" "$d/nj"
         njs+=("$LAST_US"); nr+=("$LAST_RSS_KIB"); nc+=("$LAST_CPU_MS")
+    done
+    for ((i = 1; i <= runs; i++)); do
+        check_gv "$LOGS/noop-gv-$n-$i" "no-op run $i of $n" 0
         check_nj "$LOGS/noop-nj-$n-$i" "no-op run $i of $n" 0
     done
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$LAYERS" "$width" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$LAYERS" "$width" \
         "$(median_of 1000 1 "${gvs[@]}")" "$(median_of 1000 1 "${njs[@]}")" \
         "$(median_of 1 0 "${gr[@]}")" "$(median_of 1 0 "${nr[@]}")" \
-        "$(median_of 1000 0 "$cold_gv")" "$(median_of 1000 0 "$cold_nj")" >>"$TSV"
+        "$(median_of 1000 0 "$cold_gv")" "$(median_of 1000 0 "$cold_nj")" "$COMMIT" >>"$TSV"
     log "no-op medians: gvbuild $(median_of 1000 1 "${gvs[@]}") ms $(median_of 1024 1 "${gr[@]}") MiB," \
         "ninja $(median_of 1000 1 "${njs[@]}") ms $(median_of 1024 1 "${nr[@]}") MiB"
     {
@@ -281,7 +291,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 {
     echo "| targets | gvbuild cold build ms | ninja cold build ms | ratio |"
     echo "| --- | ---: | ---: | ---: |"
-    tail -n +2 "$TSV" | while IFS=$'\t' read -r n _ _ _ _ _ _ cg cn; do
+    tail -n +2 "$TSV" | while IFS=$'\t' read -r n _ _ _ _ _ _ cg cn _; do
         printf '| %s | %s | %s | %s× |\n' "$(thousands "$n")" "$cg" "$cn" "$(ratio "$cg" "$cn")"
     done
 } >"$WORK/cold.md"
@@ -296,7 +306,7 @@ rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "uncommitted")
     echo "(every 4th step with a depfile). \`-j$JOBS\` for both tools. Load average before: $LOAD_BEFORE, after: $LOAD_AFTER."
     echo "Whole run: $(( (T_END - T_START) / 1000000 )) s."
     echo
-    echo "No-op build, medians of $NOOP_RUNS runs per tool, interleaved:"
+    echo "No-op build, medians of $NOOP_RUNS runs per tool ($((NOOP_RUNS * 3)) at 1,000 targets or fewer), interleaved:"
     echo
     cat "$WORK/sizes.md"
     if [[ -n $TTFS_ROW ]]; then
@@ -325,7 +335,19 @@ rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "uncommitted")
 } >"$WORK/report.md"
 
 cp "$WORK/report.md" "$BENCH_SRC/noop-results.md"
-cp "$TSV" "$BENCH_SRC/noop.tsv"
+# bench/noop.tsv keeps the rows of sizes this run did not measure (the 100,000 size is
+# opt-in), each with the commit it was measured at, so that the plot shows every size.
+{
+    head -n 1 "$TSV"
+    {
+        tail -n +2 "$TSV"
+        if [[ -f $BENCH_SRC/noop.tsv ]]; then
+            awk -F'\t' -v OFS='\t' 'NR == FNR { if (FNR > 1) seen[$1] = 1; next }
+                FNR > 1 && !($1 in seen) { if (NF < 10) $10 = "earlier"; print }' "$TSV" "$BENCH_SRC/noop.tsv"
+        fi
+    } | sort -n -k1,1
+} >"$WORK/noop-all.tsv"
+cp "$WORK/noop-all.tsv" "$BENCH_SRC/noop.tsv"
 python3 "$BENCH_SRC/plot.py" "$BENCH_SRC/noop.tsv" "$BENCH_SRC/noop.svg"
 echo
 cat "$WORK/report.md"

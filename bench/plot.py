@@ -83,7 +83,10 @@ def main():
     with open(sys.argv[1], encoding="utf-8") as f:
         rows = []
         for r in csv.DictReader(f, delimiter="\t"):
-            rows.append({k: float(v) if k != "targets" else int(v) for k, v in r.items() if v != ""})
+            # `commit` (which build a row was measured with) is a label, not a number.
+            rows.append(
+                {k: int(v) if k == "targets" else float(v) for k, v in r.items() if v != "" and k != "commit"}
+            )
     rows.sort(key=lambda r: r["targets"])
     if not rows:
         sys.exit("plot.py: no rows")

@@ -247,9 +247,6 @@ pub fn note(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
-/// The fewest fresh checks one rayon task takes: a task costs about as much as a few checks.
-const FRESH_CHECKS_PER_TASK: usize = 8;
-
 /// Steps in flight beyond `2 x -j` when a remote cache is configured.
 const REMOTE_IO_IN_FLIGHT: usize = 16;
 
@@ -310,10 +307,15 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
     // on nothing but stat; the step pool's 2 x -j threads would only take turns. The pool is
     // dropped after the phase: rayon's idle workers spin before they sleep, and on a small
     // machine they would take the cores from what this thread does next.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let fresh_pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .num_threads(threads)
         .thread_name(|i| format!("gvbuild-check-{i}"))
         .build();
+    let parallel = fresh_pool.is_ok();
+    if let Err(e) = &fresh_pool {
+        reporter.warn(&format!("could not start the threads that check steps: {e}"));
+    }
     let plain_lines = reporter.plain_fresh_lines();
     let mut walk = || {
         for level in &levels {
@@ -327,20 +329,22 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
             }
             // A fresh step's `--json` line is made here too, on the pool, when it is all there is
             // to report of it: on one thread it was a tenth of a no-op build.
-            let results: Vec<(usize, Option<runner::Done>, Option<String>)> = {
+            let check = |&i: &usize| {
+                let done = runner::check_fresh(&ctx, g.target(i), dep_digests(g, i, &out_digest));
+                let line = done
+                    .as_ref()
+                    .filter(|d| plain_lines && d.image_id.is_none())
+                    .map(|d| report::fresh_line(&g.target(i).name, d.key, d.ms));
+                (i, done, line)
+            };
+            let results: Vec<(usize, Option<runner::Done>, Option<String>)> = if parallel {
                 use rayon::prelude::*;
-                candidates
-                    .par_iter()
-                    .with_min_len(FRESH_CHECKS_PER_TASK)
-                    .map(|&i| {
-                        let done = runner::check_fresh(&ctx, g.target(i), dep_digests(g, i, &out_digest));
-                        let line = done
-                            .as_ref()
-                            .filter(|d| plain_lines && d.image_id.is_none())
-                            .map(|d| report::fresh_line(&g.target(i).name, d.key, d.ms));
-                        (i, done, line)
-                    })
-                    .collect()
+                // A few tasks per thread: a task costs about a check, and a check that must
+                // hash its inputs again (a cold stat cache) may cost much more than the rest.
+                let min_len = (candidates.len() / (threads * 4)).max(1);
+                candidates.par_iter().with_min_len(min_len).map(check).collect()
+            } else {
+                candidates.iter().map(check).collect()
             };
             for (i, done, line) in results {
                 let Some(done) = done else { continue };
@@ -363,7 +367,7 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
     };
     match &fresh_pool {
         Ok(pool) => pool.install(walk),
-        // No threads to be had: check on this one.
+        // No threads to be had: check one step after another on this one.
         Err(_) => walk(),
     }
     drop(fresh_pool);

@@ -281,7 +281,6 @@ impl Reporter {
         }
     }
 
-    /// Write the fresh steps' lines held back (before any other line on stdout).
     /// Whether a fresh step without an image is reported by [`fresh_line`]'s line alone, which
     /// the caller may then format on any thread and hand to [`Reporter::push_line`].
     pub fn plain_fresh_lines(&self) -> bool {
@@ -305,6 +304,7 @@ impl Reporter {
         }
     }
 
+    /// Write the fresh steps' lines held back (before any other line on stdout).
     fn flush_pending(&self) {
         let mut pending = self.pending.borrow_mut();
         if !pending.is_empty() {
@@ -366,7 +366,53 @@ impl Reporter {
 /// target of a no-op build, formatted without building a JSON value. The bytes are those the
 /// general path of [`Reporter::step`] writes for it.
 pub fn fresh_line(name: &str, key: Option<Digest>, ms: u64) -> String {
-    let target = serde_json::to_string(name).unwrap_or_default();
-    let key = key.map_or_else(|| "null".to_string(), |k| format!("\"{}\"", hex(&k)));
-    format!("{{\"event\":\"step\",\"target\":{target},\"outcome\":\"fresh\",\"key\":{key},\"ms\":{ms}}}\n")
+    let mut line = String::with_capacity(name.len() + 136);
+    line.push_str("{\"event\":\"step\",\"target\":");
+    // JSON escapes only quotes, backslashes and control characters (RFC 8259, section 7).
+    if name.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        line.push('"');
+        line.push_str(name);
+        line.push('"');
+    } else {
+        line.push_str(&serde_json::to_string(name).unwrap_or_default());
+    }
+    line.push_str(",\"outcome\":\"fresh\",\"key\":");
+    match key {
+        Some(k) => {
+            let mut buf = [0u8; 64];
+            let _ = hex::encode_to_slice(k, &mut buf);
+            line.push('"');
+            line.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+            line.push('"');
+        }
+        None => line.push_str("null"),
+    }
+    let _ = std::fmt::Write::write_fmt(&mut line, format_args!(",\"ms\":{ms}}}\n"));
+    line
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The fast line is the general path's JSON, byte for byte, names needing escapes included.
+    #[test]
+    fn fresh_line_is_the_json_of_the_event() {
+        for name in ["app", "stage-libs", "a b/c.d", "quo\"te", "back\\slash", "tab\there", "ünï", ""] {
+            for key in [None, Some([0xab; 32])] {
+                let general = serde_json::json!({
+                    "event": "step",
+                    "target": name,
+                    "outcome": "fresh",
+                    "key": key.map(|k| hex(&k)),
+                    "ms": 42,
+                });
+                let line = fresh_line(name, key, 42);
+                assert_eq!(line, format!("{general}\n"), "{name:?}");
+                let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+                assert_eq!(back["target"], name);
+            }
+        }
+    }
 }

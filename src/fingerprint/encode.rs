@@ -120,7 +120,8 @@ pub fn unseal<T: DeserializeOwned>(magic: &[u8; 8], version: u32, bytes: &[u8]) 
 /// read, so a damaged length can never make it allocate more than this before failing.
 const MAX_RESERVE_BYTES: usize = 64 << 20;
 
-/// `#[serde(deserialize_with = "exact_vec")]` for a list in a sealed file: reserves the length
+/// `#[serde(deserialize_with = "exact_vec")]` for a list read back from a sealed file (see the
+/// module docs; the state, the stat cache and the parse cache's targets): reserves the length
 /// postcard wrote before reading the items, where serde's own `Vec` reserves at most 1 MiB and
 /// then doubles (a 10,000-target state held 16,384 slots, 64% of them empty, at its peak).
 /// The reservation is capped at [`MAX_RESERVE_BYTES`]; errors are the deserializer's.

@@ -64,6 +64,8 @@ pub struct StatCache {
     /// files all hit `stat.bin`, allocates nothing per file here.
     memo: RwLock<Option<FastMap<String, FileId>>>,
     memo_saved: Vec<std::sync::atomic::AtomicBool>,
+    /// Whether this is the frozen phase (see [`StatCache::set_frozen`]), without a lock.
+    frozen: std::sync::atomic::AtomicBool,
     /// Folder listings, memoised in the same phase (see [`StatCache::listing`]).
     listings: RwLock<Option<HashMap<PathBuf, Arc<HashSet<OsString>>>>>,
 }
@@ -100,6 +102,7 @@ impl StatCache {
         for seen in &self.memo_saved {
             seen.store(false, std::sync::atomic::Ordering::Relaxed);
         }
+        self.frozen.store(frozen, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut m) = self.listings.write() {
             *m = frozen.then(HashMap::new);
         }
@@ -107,7 +110,7 @@ impl StatCache {
 
     /// Whether this is the fresh-check phase, in which no file changes.
     pub fn is_frozen(&self) -> bool {
-        self.listings.read().is_ok_and(|m| m.is_some())
+        self.frozen.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The names in folder `dir` (empty when it is not a readable folder), read once per
@@ -133,19 +136,23 @@ impl StatCache {
     pub fn memo_get(&self, key: &str) -> Option<FileId> {
         let memo = self.memo.read().ok()?;
         let memo = memo.as_ref()?;
-        if let Some(i) = self.saved.position(key) {
-            if self.memo_saved.get(i).is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
-                return self.saved.at(i).map(|e| FileId { digest: e.digest, exec: e.exec, size: e.size });
-            }
+        // A file hashed in this phase (its `stat.bin` entry did not hold) is in `memo`, and
+        // that identity goes over a mark its old entry may have got earlier in the phase.
+        if let Some(id) = memo.get(key) {
+            return Some(*id);
         }
-        memo.get(key).copied()
+        let i = self.saved.position(key)?;
+        if self.memo_saved.get(i).is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
+            return self.saved.at(i).map(|e| FileId { digest: e.digest, exec: e.exec, size: e.size });
+        }
+        None
     }
 
     /// Remember `id` for the frozen phase; `saved`: the file's position in `stat.bin`, whose
     /// entry `id` was just taken from.
     fn memo_put(&self, key: &str, id: FileId, saved: Option<usize>) {
         if let Some(seen) = saved.and_then(|i| self.memo_saved.get(i)) {
-            if self.memo.read().is_ok_and(|m| m.is_some()) {
+            if self.frozen.load(std::sync::atomic::Ordering::Relaxed) {
                 seen.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             return;
@@ -266,6 +273,7 @@ impl StatCache {
             .unwrap_or_default();
         StatCache {
             memo_saved: (0..saved.capacity()).map(|_| Default::default()).collect(),
+            frozen: Default::default(),
             saved,
             changed: RwLock::default(),
             dirty: Default::default(),

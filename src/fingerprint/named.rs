@@ -84,8 +84,11 @@ impl<V> Named<V> {
         if index.len() == items.len() {
             return items;
         }
-        let keep: std::collections::HashSet<u32> = index.into_iter().collect();
-        items.into_iter().enumerate().filter(|(i, _)| keep.contains(&(*i as u32))).map(|(_, p)| p).collect()
+        let mut keep = vec![false; items.len()];
+        for i in index {
+            keep[i as usize] = true;
+        }
+        items.into_iter().zip(keep).filter_map(|(p, kept)| kept.then_some(p)).collect()
     }
 
     pub fn len(&self) -> usize {
