@@ -696,6 +696,12 @@ fn dry_run_prints_what_would_run_and_touches_nothing() {
         "{out}"
     );
     assert!(!out.contains(" x: "), "x would not run: {out}");
+    // What reads a's outputs runs only if a's run changes them: a dry run cannot know.
+    assert!(
+        out.contains("dependency a would run first, and this step reads its outputs: it runs if they change"),
+        "{out}"
+    );
+    assert!(!out.contains("produced new outputs"), "nothing has run yet: {out}");
     let b = p.build(&["--dry-run"]);
     assert!(b.events.iter().all(|e| e["dry_run"] == true), "{b:?}");
     assert!(b.ran().contains(&"a".to_string()));

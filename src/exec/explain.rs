@@ -43,6 +43,9 @@ pub enum Reason {
     SeveralCachedResults(usize),
     /// A dry run: this dependency would be restored first, and this step reads its outputs.
     DepWouldRestore(String),
+    /// A dry run: this dependency would run first, and this step reads its outputs (which the
+    /// run may leave as they were: then this step stays fresh).
+    DepWouldRun(String),
 }
 
 impl fmt::Display for Reason {
@@ -80,6 +83,10 @@ impl fmt::Display for Reason {
             Reason::DepWouldRestore(d) => write!(
                 f,
                 "dependency {d} would be restored first, and this step reads its outputs: it may then run or be restored"
+            ),
+            Reason::DepWouldRun(d) => write!(
+                f,
+                "dependency {d} would run first, and this step reads its outputs: it runs if they change"
             ),
             Reason::SeveralCachedResults(n) => {
                 write!(f, "{n} cached results match its discovered inputs; running rather than guessing")

@@ -414,7 +414,7 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
                     let t = g.target(i);
                     done.command =
                         Some(runner::summary_of(t, t.outputs.iter().map(|o| o.path.clone()).collect()));
-                    done.reasons.push(explain::Reason::DepOutputsChanged(g.target(d).name.clone()));
+                    done.reasons.push(explain::Reason::DepWouldRun(g.target(d).name.clone()));
                     in_flight += 1;
                     let _ = tx.send((i, done));
                     continue;
