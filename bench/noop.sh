@@ -63,20 +63,10 @@ for s in $SIZES $TTFS_SIZE; do
     (( s % LAYERS == 0 )) || die "size $s is not a multiple of LAYERS=$LAYERS"
 done
 
-if [[ -z ${GVBUILD:-} ]]; then
-    log "cargo build --release"
-    (cd "$REPO" && cargo build --release >&2) || die "cargo build --release failed"
-    tdir=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps \
-        | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-    GVBUILD="$tdir/release/gvbuild"
-fi
-[[ -x $GVBUILD ]] || die "no gvbuild binary at $GVBUILD"
+. "$BENCH_SRC/setup.sh"
+gvbuild_binary
 
-PARENT=${BENCH_DIR:-${TMPDIR:-/tmp}}
-mkdir -p "$PARENT"
-PARENT=$(cd "$PARENT" && pwd -P)
-case "$PARENT/" in "$(cd "$REPO" && pwd -P)/"*) die "BENCH_DIR ($PARENT) is inside the repository";; esac
-WORK=$(mktemp -d "$PARENT/gvbuild-noop.XXXXXX")
+work_dir noop
 TTFS_PID=""
 cleanup() {
     if [[ -n $TTFS_PID ]]; then kill -KILL -- "-$TTFS_PID" 2>/dev/null || true; fi

@@ -68,18 +68,10 @@ PHASES=(
     "blake3::hash, all callers|blake3::hash"
 )
 
-if [[ -z ${GVBUILD:-} ]]; then
-    log "cargo build --release"
-    (cd "$REPO" && cargo build --release >&2) || die "cargo build --release failed"
-    tdir=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps \
-        | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-    GVBUILD="$tdir/release/gvbuild"
-fi
-[[ -x $GVBUILD ]] || die "no gvbuild binary at $GVBUILD"
+. "$BENCH_SRC/setup.sh"
+gvbuild_binary
 
-PARENT=${BENCH_DIR:-${TMPDIR:-/tmp}}
-mkdir -p "$PARENT"
-WORK=$(mktemp -d "$PARENT/gvbuild-profile.XXXXXX")
+work_dir profile
 cleanup() { if [[ ${KEEP_WORK:-0} == 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -42,14 +42,9 @@ NGINX=/usr/sbin/nginx
 for t in curl python3; do command -v $t >/dev/null || die "$t not found"; done
 [[ -x /usr/bin/time ]] || die "GNU time not found at /usr/bin/time (apt-get install time)"
 (( BASH_VERSINFO[0] >= 5 )) || die "bash >= 5 needed"
-if [[ -z ${GVBUILD:-} ]]; then
-  log "cargo build --release"
-  (cd "$here" && cargo build --release --quiet) || die "cargo build --release failed"
-  tdir=$(cd "$here" && cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-  GVBUILD=$tdir/release/gvbuild
-fi
-[[ -x $GVBUILD ]] || die "no gvbuild binary at $GVBUILD"
+REPO=$here
+. "$here/bench/setup.sh"
+gvbuild_binary
 unset GVBUILD_CACHE_DIR GVBUILD_REMOTE_CACHE GVBUILD_REMOTE_READ_ONLY || true
 
 work=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/gvremote.XXXXXX")

@@ -84,21 +84,11 @@ if ! command -v b3sum >/dev/null; then
 fi
 (( BASH_VERSINFO[0] >= 5 )) || die "bash >= 5 needed (EPOCHREALTIME)"
 
-if [[ -z ${GVBUILD:-} ]]; then
-    log "cargo build --release"
-    (cd "$REPO" && cargo build --release >&2) || die "cargo build --release failed"
-    tdir=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps \
-        | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-    GVBUILD="$tdir/release/gvbuild"
-fi
-[[ -x $GVBUILD ]] || die "no gvbuild binary at $GVBUILD"
+. "$BENCH_SRC/setup.sh"
+gvbuild_binary
 
 # ---------------------------------------------------------------- work dir
-PARENT=${BENCH_DIR:-${TMPDIR:-/tmp}}
-mkdir -p "$PARENT"
-PARENT=$(cd "$PARENT" && pwd -P)
-case "$PARENT/" in "$(cd "$REPO" && pwd -P)/"*) die "BENCH_DIR ($PARENT) is inside the repository";; esac
-WORK=$(mktemp -d "$PARENT/gvbuild-bench.XXXXXX")
+work_dir bench
 cleanup() {
     if [[ ${KEEP_WORK:-0} == 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
 }

@@ -58,11 +58,11 @@ pub struct StatCache {
     /// Set (after the change) once `changed` holds anything: until then lookups skip its lock.
     dirty: std::sync::atomic::AtomicBool,
     /// While nothing runs (the fresh-check phase), a path stat-ed once, as one step's output,
-    /// need not be stat-ed again as another step's input.
-    /// A file read from `stat.bin` is marked in `memo_saved` (by its position there), whose
-    /// entry then is its identity; only others go to `memo`, so that a no-op build, whose
-    /// files all hit `stat.bin`, allocates nothing per file here.
+    /// need not be stat-ed again as another step's input: the identities of files hashed in
+    /// this phase. Files whose `stat.bin` entry held are in `memo_saved` instead.
     memo: RwLock<Option<FastMap<String, FileId>>>,
+    /// By position in `saved`: the entry held in this phase, so it is the file's identity. A
+    /// no-op build, whose files all hit `stat.bin`, so allocates nothing per file.
     memo_saved: Vec<std::sync::atomic::AtomicBool>,
     /// Whether this is the frozen phase (see [`StatCache::set_frozen`]), without a lock.
     frozen: std::sync::atomic::AtomicBool,
