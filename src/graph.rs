@@ -29,6 +29,7 @@ use std::path::Path;
 use miette::LabeledSpan;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{self, ConfigError, ConfigErrors, Project, Target};
@@ -432,38 +433,56 @@ impl Graph {
                 }
             }
         }
-        let mut level = None;
-        let mut inferred = Vec::new();
-        let mut hits = Vec::new();
-        for (ti, t) in self.project.targets.iter().enumerate() {
-            // dep -> (input, output): the first input that reads each other target.
-            let mut reads: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
-            for (ii, input) in t.inputs.iter().enumerate() {
-                hits.clear();
-                if infer::hits(&owners, &input.path, input.glob, &mut hits).is_err() {
-                    errors.push(ConfigError::Invalid {
-                        message: format!("input `{}` of target `{}` is not a valid glob", input.path, t.name),
-                        src: source.named(),
-                        span: input.span.into(),
-                        label: "invalid glob".into(),
-                        help: Some("globs use `*`, `**`, `?`, `[abc]` and `{a,b}`".into()),
-                    });
-                    continue;
-                }
-                for &(owner, oi) in &hits {
-                    if owner == ti {
-                        errors.push(ConfigError::InputIsOwnOutput {
-                            path: input.path.clone(),
-                            output: t.outputs[oi].path.clone(),
-                            target: t.name.clone(),
+        // What each target's inputs read of the others' outputs: independent per target, so
+        // found on every core (a big generated graph has tens of thousands of inputs).
+        /// dep -> (input, output): the first input that reads each other target.
+        type Reads = BTreeMap<usize, (usize, usize)>;
+        let found: Vec<(Vec<ConfigError>, Reads)> = self
+            .project
+            .targets
+            .par_iter()
+            .with_min_len(256)
+            .enumerate()
+            .map(|(ti, t)| {
+                let mut errors = Vec::new();
+                let mut reads = Reads::new();
+                let mut hits = Vec::new();
+                for (ii, input) in t.inputs.iter().enumerate() {
+                    hits.clear();
+                    if infer::hits(&owners, &input.path, input.glob, &mut hits).is_err() {
+                        errors.push(ConfigError::Invalid {
+                            message: format!(
+                                "input `{}` of target `{}` is not a valid glob",
+                                input.path, t.name
+                            ),
                             src: source.named(),
                             span: input.span.into(),
+                            label: "invalid glob".into(),
+                            help: Some("globs use `*`, `**`, `?`, `[abc]` and `{a,b}`".into()),
                         });
-                    } else {
-                        reads.entry(owner).or_insert((ii, oi));
+                        continue;
+                    }
+                    for &(owner, oi) in &hits {
+                        if owner == ti {
+                            errors.push(ConfigError::InputIsOwnOutput {
+                                path: input.path.clone(),
+                                output: t.outputs[oi].path.clone(),
+                                target: t.name.clone(),
+                                src: source.named(),
+                                span: input.span.into(),
+                            });
+                        } else {
+                            reads.entry(owner).or_insert((ii, oi));
+                        }
                     }
                 }
-            }
+                (errors, reads)
+            })
+            .collect();
+        let mut level = None;
+        let mut inferred = Vec::new();
+        for (ti, (found_errors, reads)) in found.into_iter().enumerate() {
+            errors.extend(found_errors);
             for (dep, (input, output)) in reads {
                 if self.step_deps[ti].binary_search(&dep).is_ok() {
                     continue;
@@ -529,11 +548,20 @@ impl Graph {
 
     /// The parse cache's bytes for this graph (the sealed `graph.bin`).
     pub fn to_cache_bytes(&self) -> std::io::Result<Vec<u8>> {
-        let cached = Cached {
-            key: self.key,
-            project: self.project.clone(),
-            step_deps: self.step_deps.clone(),
-            inferred: self.inferred.clone(),
+        // Serialized by reference: serde writes a reference as the value it points to, so these
+        // are the bytes of a `Cached`, without a copy of every target.
+        #[derive(Serialize)]
+        struct CachedRef<'a> {
+            key: &'a [u8; 32],
+            project: &'a Project,
+            step_deps: &'a Vec<Vec<usize>>,
+            inferred: &'a Vec<Inferred>,
+        }
+        let cached = CachedRef {
+            key: &self.key,
+            project: &self.project,
+            step_deps: &self.step_deps,
+            inferred: &self.inferred,
         };
         encode::seal(GRAPH_MAGIC, PARSE_CACHE_VERSION, &cached)
     }

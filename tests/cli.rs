@@ -64,6 +64,43 @@ fn a_quiet_step_leaves_no_stale_log() {
 }
 
 #[test]
+fn a_step_that_leaves_a_process_holding_its_output_ends_with_its_shell() {
+    // The background `sleep` keeps the step's stdout open long after the shell exits: the
+    // build must end when the shell does and stop the sleeper, with both steps' output logged.
+    let p = Project::new().file(
+        "gevulot.yaml",
+        "targets:\n  t:\n    outputs: [o]\n    run: echo before; sleep 300 & echo $! > sleeper.pid; echo after; echo > o\n  u:\n    deps: [t]\n    outputs: [u]\n    run: printf 'no newline at the end'; echo > u\n",
+    );
+    let (code, text) = gvbuild_in_time(&p, &["-v", "u"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(p.read(".gvbuild/logs/t.log"), "before\nafter\n");
+    assert!(text.contains("[t] before\n[t] after\n"), "{text}");
+    // Live output ends an unfinished last line; the log keeps the bytes as printed.
+    assert!(text.contains("[u] no newline at the end\n"), "{text}");
+    assert_eq!(p.read(".gvbuild/logs/u.log"), "no newline at the end");
+    let pid = p.read("sleeper.pid").trim().to_string();
+    wait_until("the step's leftover sleep to be killed", || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+    });
+}
+
+#[test]
+fn a_step_printing_more_than_fits_in_memory_keeps_all_of_it_in_its_log() {
+    // 3 MiB of output: past the 1 MiB kept in memory, so the log is streamed to its file, and
+    // far past what a pipe holds, so the step blocks unless it is read while it runs.
+    let p = Project::new().file(
+        "gevulot.yaml",
+        "targets:\n  t:\n    outputs: [o]\n    run: head -c 3145728 /dev/zero | tr '\\0' x; echo > o\n",
+    );
+    let (code, text) = gvbuild_in_time(&p, &["t"]);
+    assert_eq!(code, 0, "{text}");
+    let log = std::fs::read(p.path(".gvbuild/logs/t.log")).unwrap();
+    assert_eq!(log.len(), 3 << 20);
+    assert!(log.iter().all(|&b| b == b'x'));
+}
+
+#[test]
 fn inspect_of_a_missing_image_names_it() {
     let r = project().gvbuild(&["inspect", "build/app.img"]).exit(1);
     assert!(r.stderr().contains("error: build/app.img: cannot open build/app.img"), "{}", r.stderr());

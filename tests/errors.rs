@@ -1159,3 +1159,37 @@ fn big_files_load_and_alias_bombs_and_deep_nesting_are_refused() {
     let err = Project::new().file("gevulot.yaml", &deep).gvbuild(&[]).exit(2).stderr();
     assert!(err.contains("gevulot.yaml"), "{err}");
 }
+
+/// A big file is read in pieces on every core (`config/parallel.rs`): what the checks after the
+/// reading find is still reported at its line and column, as is a YAML error in the second
+/// half (which sends the file back to the sequential reader).
+#[test]
+fn a_big_file_read_in_pieces_reports_errors_where_they_are() {
+    let target = |i: usize| {
+        format!(
+            "  t{i}:\n    deps: [{}]\n    outputs: [out/t{i}.txt]\n    run: echo {i} > out/t{i}.txt\n",
+            match i {
+                0 => String::new(),
+                _ => format!("t{}", i - 1),
+            }
+        )
+    };
+    // 9,000 targets of 4 lines after a 2-line head: target `i` starts on line 3 + 4i.
+    let mut yaml = String::from("default: t8999\ntargets:\n");
+    for i in 0..9000 {
+        yaml.push_str(&target(i));
+    }
+    assert!(yaml.len() > 512 * 1024, "big enough to be cut");
+    let p = project(&yaml);
+    p.gvbuild(&["list"]).success().stdout_has("t8999");
+
+    // Unknown deps near the start and near the end: found by validation after the reading.
+    let bad = yaml.replace("deps: [t9]\n", "deps: [nine]\n").replace("deps: [t8990]\n", "deps: [t8990x]\n");
+    let err = rejected(&bad, &["list"]);
+    assert_errors_at(&err, &[&format!("{}:12", 4 + 4 * 10), &format!("{}:12", 4 + 4 * 8991)]);
+
+    // A YAML syntax error in the last target.
+    let broken = yaml.replace("run: echo 8998 > out/t8998.txt\n", "run: \"echo 8998 > out/t8998.txt\n");
+    let err = rejected(&broken, &["list"]);
+    assert!(err.contains(&format!("gevulot.yaml:{}:", 6 + 4 * 8998)), "{err}");
+}

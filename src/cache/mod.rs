@@ -246,9 +246,6 @@ impl Cache {
         if dest.exists() {
             return Ok(true);
         }
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(io_err(parent))?;
-        }
         // Staged beside its final name: the rename is atomic, and new files spread over the
         // fan-out folders rather than piling into one.
         let tmp = fsutil::temp_beside(&dest);
@@ -292,7 +289,10 @@ impl Cache {
             fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
             Ok(true)
         })();
-        let _ = fs::remove_file(&tmp);
+        // Ok(true) is returned only once the temp file has been renamed into place.
+        if !matches!(result, Ok(true)) {
+            let _ = fs::remove_file(&tmp);
+        }
         result
     }
 
@@ -306,9 +306,6 @@ impl Cache {
         let dest = self.blob_path(&digest);
         if dest.exists() {
             return Ok(digest);
-        }
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
         let tmp = fsutil::temp_beside(&dest);
         let written = read_only_file(&tmp)?.write_all(bytes).map_err(io_err(&tmp));
@@ -446,9 +443,11 @@ impl Cache {
 /// Files from this size on are stored with a kernel copy and a parallel hash of the copy.
 const BIG_FILE: u64 = 64 << 20;
 
+/// A new read-only file at `path`, its fan-out folder made if missing.
 fn read_only_file(path: &Path) -> Result<File, CacheError> {
     use std::os::unix::fs::OpenOptionsExt;
-    File::options().write(true).create_new(true).mode(0o444).open(path).map_err(io_err(path))
+    fsutil::with_parent(path, |p| File::options().write(true).create_new(true).mode(0o444).open(p))
+        .map_err(io_err(path))
 }
 
 /// Which side of a copy failed.

@@ -10,12 +10,16 @@
 
 pub mod error;
 pub mod expand;
+mod parallel;
 pub mod raw;
 pub mod read;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use indexmap::IndexMap;
+use rayon::prelude::*;
+use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
@@ -172,7 +176,7 @@ pub fn load(source: &Source, overrides: &[(String, String)]) -> (Option<Project>
         Ok(read) => read,
         Err(errors) => return (None, errors),
     };
-    let mut v = Validator { src: source, errors, vars: Vars::new(), top_ok: !raw.damaged };
+    let mut v = Validator { src: source, errors, vars: Cow::Owned(Vars::new()), top_ok: !raw.damaged };
     let project = v.project(raw, overrides);
     (Some(project), v.errors)
 }
@@ -192,8 +196,12 @@ fn read_raw(source: &Source) -> Result<(RawFile, Vec<ConfigError>), Vec<ConfigEr
             help: Some("a gevulot.yaml needs at least `targets:`, for example:\ntargets:\n  hello:\n    outputs: [hello.txt]\n    run: echo hello > hello.txt".into()),
         }]);
     }
-    // Fast path: a valid file is read by serde's derive, as quickly as YAML can be read. Only
-    // when that fails is it read again, node by node, to find every error (`read.rs`).
+    // Fast path: a valid file is read by serde's derive, as quickly as YAML can be read (a big
+    // one in pieces on every core: `parallel.rs`). Only when that fails is it read again, node
+    // by node, to find every error (`read.rs`).
+    if let Some(raw) = parallel::read(&source.text) {
+        return Ok((raw, Vec::new()));
+    }
     if let Ok(raw) =
         serde_saphyr::from_str_with_options::<RawFile>(&source.text, read::yaml_options(&source.text))
     {
@@ -267,7 +275,9 @@ fn short_label(message: &str) -> String {
 struct Validator<'a> {
     src: &'a Source,
     errors: Vec<ConfigError>,
-    vars: Vars,
+    /// Owned while the vars are read and resolved; borrowed by the validators that check the
+    /// targets on every core, which only read them.
+    vars: Cow<'a, Vars>,
     /// The top level of the file was read without errors. Otherwise an unknown `${name}` or
     /// `default` may name what the broken part declares, and is not reported.
     top_ok: bool,
@@ -276,7 +286,7 @@ struct Validator<'a> {
 impl Validator<'_> {
     fn project(&mut self, raw: RawFile, overrides: &[(String, String)]) -> Project {
         for (name, value) in &raw.vars {
-            self.vars.insert(name.value.clone(), value.value.clone());
+            self.vars.to_mut().insert(name.value.clone(), value.value.clone());
         }
         let overridden: HashSet<&str> = overrides.iter().map(|(k, _)| k.as_str()).collect();
         for (name, value) in overrides {
@@ -293,18 +303,31 @@ impl Validator<'_> {
                 self.errors.push(ConfigError::UnknownSet { name: name.clone(), help });
                 continue;
             }
-            self.vars.insert(name.clone(), Some(value.clone()));
+            self.vars.to_mut().insert(name.clone(), Some(value.clone()));
         }
         self.resolve_vars(&raw, &overridden);
-        let names: HashSet<&str> = raw.targets.keys().map(|k| k.value.as_str()).collect();
+        let names: FxHashSet<&str> = raw.targets.keys().map(|k| k.value.as_str()).collect();
         let mut top_unset = Vec::new();
         let platform = self.platform(raw.platform.as_ref(), &BTreeMap::new(), &mut top_unset);
-        let mut targets = Vec::with_capacity(raw.targets.len());
-        for (name, body) in &raw.targets {
-            let mut t = self.target(name, &body.value, &names, &platform);
-            if t.step.is_some() {
-                t.unset_vars.extend(top_unset.iter().cloned());
-            }
+        // Each target is checked on its own (the vars are only read), so on every core; its
+        // errors keep their order, as if checked one after the other.
+        let entries: Vec<_> = raw.targets.iter().collect();
+        let (src, top_ok, vars) = (self.src, self.top_ok, &*self.vars);
+        let checked: Vec<(Target, Vec<ConfigError>)> = entries
+            .par_iter()
+            .with_min_len(256)
+            .map(|(name, body)| {
+                let mut v = Validator { src, errors: Vec::new(), vars: Cow::Borrowed(vars), top_ok };
+                let mut t = v.target(name, &body.value, &names, &platform);
+                if t.step.is_some() {
+                    t.unset_vars.extend(top_unset.iter().cloned());
+                }
+                (t, v.errors)
+            })
+            .collect();
+        let mut targets = Vec::with_capacity(checked.len());
+        for (t, errors) in checked {
+            self.errors.extend(errors);
             targets.push(t);
         }
         let remote_cache = raw.remote_cache.as_ref().and_then(|u| self.remote_cache_url(u));
@@ -319,6 +342,10 @@ impl Validator<'_> {
             }
             d.value.clone()
         });
+        if raw.targets.len() >= 1000 {
+            // Freeing a big file's raw form takes a while, and nothing waits for it.
+            std::thread::spawn(move || drop(raw));
+        }
         Project { default, targets, remote_cache }
     }
 
@@ -376,12 +403,12 @@ impl Validator<'_> {
     fn resolve_vars(&mut self, raw: &RawFile, overridden: &HashSet<&str>) {
         let names: Vec<String> = self.vars.keys().cloned().collect();
         let mut state: HashMap<String, u8> = HashMap::new(); // 1: resolving, 2: done
-        let mut resolved = self.vars.clone();
+        let mut resolved = self.vars.clone().into_owned();
         for name in &names {
             let mut stack = Vec::new();
             self.resolve_var(name, raw, overridden, &mut state, &mut resolved, &mut stack);
         }
-        self.vars = resolved;
+        self.vars = Cow::Owned(resolved);
     }
 
     fn resolve_var(
@@ -481,7 +508,7 @@ impl Validator<'_> {
         &mut self,
         name: &Spanned<String>,
         raw: &RawTarget,
-        names: &HashSet<&str>,
+        names: &FxHashSet<&str>,
         top_platform: &BTreeMap<String, String>,
     ) -> Target {
         let span = Span::of(&name.referenced);

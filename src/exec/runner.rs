@@ -134,10 +134,12 @@ pub fn summary_of(t: &Target, outputs: Vec<String>) -> String {
 pub fn check_fresh(ctx: &Ctx, t: &Target, deps: BTreeMap<String, Digest>) -> Option<Done> {
     let start = Instant::now();
     let step = t.step.as_ref()?;
-    let parts = fingerprint(ctx, t, step, deps).ok()?;
-    // Only the scheduler thread writes the state, and not during this phase.
+    // Only the scheduler thread writes the state, and not during this phase. A step with no
+    // record (all of them, in a fresh clone) is not fresh: its inputs are not even hashed here.
     let state = ctx.state.read().ok()?;
-    let mut d = fresh(ctx, t, step, &parts, parts.key(), state.get(&t.name)?)?;
+    let record = state.get(&t.name)?;
+    let parts = fingerprint(ctx, t, step, deps).ok()?;
+    let mut d = fresh(ctx, t, step, &parts, parts.key(), record)?;
     d.ms = start.elapsed().as_millis() as u64;
     Some(d)
 }
@@ -457,7 +459,9 @@ fn fresh(ctx: &Ctx, t: &Target, step: &Step, parts: &KeyParts, first: Digest, re
         return None;
     }
     let tree = OutputTree::collect(&ctx.root, &parts.step.outputs, &ctx.stat).ok()?;
-    if tree.digest() != rec.outputs_digest {
+    // The record's digest is always its tree's, and the digest writes every field the
+    // comparison compares: equal trees are equal digests, without hashing the tree again.
+    if tree != rec.outputs {
         return None;
     }
     let mut d = Done::new(Outcome::Fresh);

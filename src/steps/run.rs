@@ -8,13 +8,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 
-use crate::sys;
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::process::{pidfd_open, Pid, PidfdFlags};
+
+use crate::{fsutil, sys};
 
 /// Passed through from the caller, never keyed.
 pub const PASS_THROUGH: &[&str] = &["PATH", "HOME", "USER", "TERM", "LANG", "TMPDIR"];
@@ -240,7 +245,7 @@ struct LogSink<'a> {
 impl LogSink<'_> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.file.is_none() && self.buf.len() + bytes.len() > LOG_MEMORY {
-            let mut f = File::create(self.path)?;
+            let mut f = fsutil::with_parent(self.path, |p| File::create(p))?;
             f.write_all(&self.buf)?;
             self.buf = Vec::new();
             self.file = Some(f);
@@ -265,15 +270,50 @@ impl LogSink<'_> {
                 _ => Ok(()),
             };
         }
-        fs::write(self.path, &self.buf)
+        fsutil::with_parent(self.path, |p| fs::write(p, &self.buf))
+    }
+}
+
+/// Takes a step's output as it arrives: into the log, and with a live prefix also to our
+/// stderr, a whole line at a time.
+struct Pump<'a> {
+    sink: LogSink<'a>,
+    live: Option<&'a str>,
+    /// With `live`: the part of the last line not yet ended by a newline.
+    partial: Vec<u8>,
+}
+
+impl Pump<'_> {
+    fn feed(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.sink.write(bytes)?;
+        if let Some(prefix) = self.live {
+            self.partial.extend_from_slice(bytes);
+            if let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') {
+                let mut err = io::stderr().lock();
+                for line in self.partial[..end].split(|&b| b == b'\n') {
+                    let _ = err.write_all(prefix.as_bytes());
+                    let _ = err.write_all(line);
+                    let _ = err.write_all(b"\n");
+                }
+                self.partial.drain(..=end);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> io::Result<()> {
+        if let (Some(prefix), false) = (self.live, self.partial.is_empty()) {
+            let mut err = io::stderr().lock();
+            let _ = err.write_all(prefix.as_bytes());
+            let _ = err.write_all(&self.partial);
+            let _ = err.write_all(b"\n");
+        }
+        self.sink.finish()
     }
 }
 
 /// Run a step's command; its stdout and stderr go to the log (and live to our stderr).
 pub fn run(spec: &RunSpec, jobs: &Jobs) -> io::Result<ExitStatus> {
-    if let Some(parent) = spec.log.parent() {
-        fs::create_dir_all(parent)?;
-    }
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-ec").arg(spec.command).current_dir(spec.root).stdin(Stdio::null()).env_clear();
     for var in PASS_THROUGH {
@@ -290,47 +330,103 @@ pub fn run(spec: &RunSpec, jobs: &Jobs) -> io::Result<ExitStatus> {
     let pgid = child.id();
     jobs.add(pgid);
 
-    // Read the output on its own thread, so that the wait below cannot be blocked by a pipe
-    // held open by something the step left running.
-    let mut sink = LogSink { path: spec.log, buf: Vec::new(), file: None };
-    let status = std::thread::scope(|scope| {
-        let sink = &mut sink;
-        let live = spec.live;
-        let pump = scope.spawn(move || -> io::Result<()> {
-            let mut reader = BufReader::new(reader);
-            match live {
-                None => {
-                    let mut chunk = [0u8; 16 * 1024];
-                    loop {
-                        let n = reader.read(&mut chunk)?;
-                        if n == 0 {
-                            return Ok(());
-                        }
-                        sink.write(&chunk[..n])?;
-                    }
-                }
-                Some(prefix) => {
-                    for line in reader.split(b'\n') {
-                        let line = line?;
-                        sink.write(&line)?;
-                        sink.write(b"\n")?;
-                        let mut err = io::stderr().lock();
-                        let _ = err.write_all(prefix.as_bytes());
-                        let _ = err.write_all(&line);
-                        let _ = err.write_all(b"\n");
-                    }
-                    Ok(())
-                }
-            }
-        });
-        let status = child.wait();
-        // Whatever the step left running in its group would write behind our back: stop it.
-        let _ = sys::killpg(pgid, sys::SIGKILL);
-        let pumped = pump.join().unwrap_or_else(|_| Err(io::Error::other("log reader panicked")));
-        status.and_then(|s| pumped.map(|()| s))
-    });
+    let mut pump = Pump {
+        sink: LogSink { path: spec.log, buf: Vec::new(), file: None },
+        live: spec.live,
+        partial: Vec::new(),
+    };
+    // A pidfd lets this thread wait for the output and the exit together (Linux 5.3 and later);
+    // without one, a second thread reads the output.
+    let status = match pidfd_open(Pid::from_child(&child), PidfdFlags::empty()) {
+        Ok(pidfd) => pump_polling(&mut child, &pidfd, reader, &mut pump),
+        Err(_) => pump_threaded(&mut child, reader, &mut pump),
+    };
     jobs.remove(pgid);
     let status = status?;
-    sink.finish()?;
+    pump.finish()?;
     Ok(status)
+}
+
+/// Wait for the shell to exit, then stop whatever it left running in its group: that would
+/// write behind our back, and would hold the output pipe open.
+fn reap(child: &mut std::process::Child) -> io::Result<ExitStatus> {
+    let status = child.wait();
+    let _ = sys::killpg(child.id(), sys::SIGKILL);
+    status
+}
+
+/// Copy the output into `pump` until the pipe's end (every writer gone).
+fn drain(reader: &mut io::PipeReader, pump: &mut Pump) -> io::Result<()> {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => pump.feed(&chunk[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Read the output on this thread, polling the pipe and the shell's pidfd together: the exit is
+/// seen even while something the step left running holds the pipe open.
+fn pump_polling(
+    child: &mut std::process::Child,
+    pidfd: &OwnedFd,
+    mut reader: io::PipeReader,
+    pump: &mut Pump,
+) -> io::Result<ExitStatus> {
+    let mut chunk = [0u8; 16 * 1024];
+    let mut open = true;
+    let pumped = loop {
+        let mut fds = [PollFd::new(pidfd, PollFlags::IN), PollFd::new(&reader, PollFlags::IN)];
+        let watched = if open { 2 } else { 1 };
+        match poll(&mut fds[..watched], None) {
+            Ok(_) => {}
+            Err(Errno::INTR) => continue,
+            Err(e) => break Err(io::Error::from(e)),
+        }
+        let (exited, readable) = (!fds[0].revents().is_empty(), open && !fds[1].revents().is_empty());
+        if readable {
+            // Readable or hung up: either way this read does not block.
+            match reader.read(&mut chunk) {
+                Ok(0) => open = false,
+                Ok(n) => {
+                    if let Err(e) = pump.feed(&chunk[..n]) {
+                        break Err(e);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        } else if exited {
+            break Ok(());
+        }
+    };
+    if pumped.is_err() {
+        // Nobody reads the pipe any more: a step still writing gets EPIPE rather than blocking.
+        drop(reader);
+        let status = reap(child);
+        return pumped.and(status);
+    }
+    let status = reap(child);
+    if open {
+        drain(&mut reader, pump)?;
+    }
+    status
+}
+
+/// Read the output on a second thread, so that the wait cannot be blocked by a pipe held open
+/// by something the step left running (used where there is no pidfd).
+fn pump_threaded(
+    child: &mut std::process::Child,
+    mut reader: io::PipeReader,
+    pump: &mut Pump,
+) -> io::Result<ExitStatus> {
+    std::thread::scope(|scope| {
+        let reading = scope.spawn(move || drain(&mut reader, pump));
+        let status = reap(child);
+        let pumped = reading.join().unwrap_or_else(|_| Err(io::Error::other("log reader panicked")));
+        status.and_then(|s| pumped.map(|()| s))
+    })
 }
