@@ -218,8 +218,8 @@ struct BuildArgs {
     /// A target to build (repeatable); the same as naming it.
     #[arg(long = "target", value_name = "NAME")]
     target: Vec<String>,
-    /// Commands run at once (default: the number of cores; 0: no limit, as in ninja). Checking
-    /// which steps are fresh uses every core, whatever N.
+    /// Commands run at once (default: the number of cores; 0: no limit, as in ninja). Reading a
+    /// big build file and checking which steps are fresh use every core, whatever N.
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = parse_jobs, allow_negative_numbers = true)]
     jobs: Option<usize>,
     /// Keep building what does not depend on a failed step.
