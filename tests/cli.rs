@@ -86,6 +86,20 @@ fn a_step_that_leaves_a_process_holding_its_output_ends_with_its_shell() {
 }
 
 #[test]
+fn a_step_whose_leftover_floods_its_output_ends_with_its_shell() {
+    // `yes` outruns the reader (with -v each line is also printed, prefixed): the shell's exit
+    // must stop it, not the end of its output, which never comes.
+    let p = Project::new()
+        .file("gevulot.yaml", "targets:\n  t:\n    outputs: [o]\n    run: yes & sleep 0.3; echo > o\n");
+    let stderr = std::fs::File::create(p.path("stderr.txt")).unwrap();
+    let mut child =
+        p.command(&["-v", "t"]).stdout(std::process::Stdio::null()).stderr(stderr).spawn().unwrap();
+    let status = wait_child(&mut child, "gvbuild");
+    assert!(status.success(), "{}", p.read(".gvbuild/logs/t.log").len());
+    assert!(p.exists("o"));
+}
+
+#[test]
 fn a_step_printing_more_than_fits_in_memory_keeps_all_of_it_in_its_log() {
     // 3 MiB of output: past the 1 MiB kept in memory, so the log is streamed to its file, and
     // far past what a pipe holds, so the step blocks unless it is read while it runs.

@@ -343,8 +343,9 @@ impl Validator<'_> {
             d.value.clone()
         });
         if raw.targets.len() >= 1000 {
-            // Freeing a big file's raw form takes a while, and nothing waits for it.
-            std::thread::spawn(move || drop(raw));
+            // Freeing a big file's raw form takes a while, and nothing waits for it. (Where no
+            // thread can start, the refused closure, and `raw` with it, is dropped here.)
+            let _ = std::thread::Builder::new().name("gvbuild-free".into()).spawn(move || drop(raw));
         }
         Project { default, targets, remote_cache }
     }

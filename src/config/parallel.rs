@@ -7,10 +7,12 @@
 //! by the same serde derive as the whole file, and joined in order.
 //!
 //! Each piece is a YAML document of the file's exact length up to its end: the file's head (up
-//! to and including the `targets:` line, so its vars and anchors are read by every piece), then
-//! the targets before this piece with every byte but the line ends made a space (blank lines,
-//! which YAML skips), then the piece's own lines. Every node therefore sits at the line, column
-//! and byte offset it has in the file, and every span is the one the sequential read gives.
+//! to and including the `targets:` line, so its vars are read by every piece), then the targets
+//! before this piece with every byte but the line breaks (`\n`, and `\r`, which YAML also
+//! counts as one) made a space (blank lines, which YAML skips), then the piece's own lines and
+//! the indentation of the next piece's first line (so that a block scalar ending the piece spans
+//! what it spans in the file). Every node therefore sits at the line, column and byte offset it
+//! has in the file, and every span is the one the sequential read gives.
 //!
 //! Anything outside that layout is read sequentially, which also reports every error: no piece
 //! is cut where YAML could carry a value across the cut (a line at the targets' indentation
@@ -18,8 +20,12 @@
 //! scalar and a flow collection all continue on lines indented deeper, and a piece that ends
 //! inside an unfinished one fails to read). A file is read sequentially when it is small, not
 //! ASCII before its last piece, holds a second YAML document, names a top-level key or a target
-//! twice, or when any piece fails to read (an alias to an anchor of another piece, a syntax
-//! error, a budget breached); the result is then exactly the sequential read's.
+//! twice, names a target with something other than a letter or `_` first (`11` and `0xB` are
+//! one integer key), or when any piece fails to read: a syntax error, an alias (a piece may not
+//! see the anchor the alias means, and the caps on aliases hold for the whole file), or a
+//! budget breached (each piece gets an even share of every count the whole file may spend, so
+//! whatever the whole file breaches, some piece does). The result is then exactly the
+//! sequential read's.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -28,6 +34,8 @@ use rayon::prelude::*;
 use rustc_hash::FxHashSet;
 
 use super::raw::RawFile;
+use super::read::yaml_budget;
+#[cfg(test)]
 use super::read::yaml_options;
 
 /// Smaller files are read sequentially: cutting costs more than it saves.
@@ -53,8 +61,11 @@ pub fn read(text: &str) -> Option<RawFile> {
     }
     let mut starts = vec![0];
     starts.extend(&cuts);
-    let mut ends = cuts.clone();
+    // A piece ends after the indentation of the next piece's first line (spaces): a block
+    // scalar that ends the piece then spans what it spans in the whole file, up to that key.
+    let mut ends: Vec<usize> = cuts.iter().map(|&c| c + layout.indent).collect();
     ends.push(text.len());
+    let count = starts.len();
     let read: Vec<RawFile> = starts
         .par_iter()
         .zip(ends.par_iter())
@@ -63,10 +74,30 @@ pub fn read(text: &str) -> Option<RawFile> {
                 0 => Cow::Borrowed(&text[..end]),
                 _ => Cow::Owned(layout.piece(text, start, end)),
             };
-            serde_saphyr::from_str_with_options::<RawFile>(&doc, yaml_options(&doc)).ok()
+            serde_saphyr::from_str_with_options::<RawFile>(&doc, piece_options(text.len(), count)).ok()
         })
         .collect::<Option<Vec<_>>>()?;
     join(read)
+}
+
+/// The options each of `pieces` pieces of a file of `len` bytes is read with: the whole
+/// file's budget ([`yaml_budget`]) with every count split evenly among the pieces, so that
+/// whenever the whole file would breach a cap, some piece does too; and no alias at all, since
+/// an alias in a piece may name an anchor the piece cannot see, and the caps on aliases
+/// (their count, their ratio to anchors) hold for the whole file only.
+fn piece_options(len: usize, pieces: usize) -> serde_saphyr::Options {
+    let mut b = yaml_budget(len);
+    let split = |n: usize| n / pieces;
+    b.max_aliases = 0;
+    b.max_anchors = split(b.max_anchors);
+    b.max_events = split(b.max_events);
+    b.max_nodes = split(b.max_nodes);
+    b.max_merge_keys = split(b.max_merge_keys);
+    b.max_total_scalar_bytes = split(b.max_total_scalar_bytes);
+    b.max_recorded_anchor_events = split(b.max_recorded_anchor_events);
+    b.max_recorded_anchor_bytes = split(b.max_recorded_anchor_bytes);
+    b.max_total_property_interpolation_work = split(b.max_total_property_interpolation_work);
+    serde_saphyr::options! { budget: Some(b) }
 }
 
 /// Where the `targets` map is and where it may be cut.
@@ -75,6 +106,8 @@ struct Layout {
     head_end: usize,
     /// Byte offsets of the lines, after the first target's, that start a target.
     starts: Vec<usize>,
+    /// The targets' indentation, in spaces.
+    indent: usize,
 }
 
 impl Layout {
@@ -122,18 +155,18 @@ impl Layout {
             }
             match indent {
                 None => {
-                    plain_key(content)?;
+                    target_key(content)?;
                     indent = Some(spaces);
                 }
                 Some(i) if spaces == i => {
-                    plain_key(content)?;
+                    target_key(content)?;
                     starts.push(at);
                 }
                 Some(i) if spaces < i => return None,
                 Some(_) => {}
             }
         }
-        Some(Layout { head_end: head_end?, starts })
+        Some(Layout { head_end: head_end?, starts, indent: indent? })
     }
 
     /// Up to `pieces - 1` cut offsets, each at a target's line, that give the pieces about
@@ -180,7 +213,11 @@ impl Layout {
     fn piece(&self, text: &str, start: usize, end: usize) -> String {
         let mut doc = String::with_capacity(end);
         doc.push_str(&text[..self.head_end]);
-        doc.extend(text[self.head_end..start].bytes().map(|b| if b == b'\n' { '\n' } else { ' ' }));
+        // `\r` stays: alone, YAML counts it as a line break.
+        doc.extend(text[self.head_end..start].bytes().map(|b| match b {
+            b'\n' | b'\r' => b as char,
+            _ => ' ',
+        }));
         doc.push_str(&text[start..end]);
         doc
     }
@@ -195,6 +232,13 @@ fn plain_key(content: &str) -> Option<&str> {
         && !key.starts_with(['-', '.']);
     let rest = &content[colon + 1..];
     (plain && (rest.is_empty() || rest.starts_with(' '))).then_some(key)
+}
+
+/// The key of a target's line: a plain key that starts with a letter or `_`, so that it is
+/// read as a string (`11` and `0xB` would be the same integer key) and two names are the same
+/// key exactly when they are the same text.
+fn target_key(content: &str) -> Option<&str> {
+    plain_key(content).filter(|k| k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'))
 }
 
 /// Whether what follows a key is nothing but spaces and a comment.
@@ -254,7 +298,7 @@ mod tests {
 
     fn varied(i: usize) -> String {
         format!(
-            "  t{i}:   # a comment after the key\n    description: \"quoted: with a colon\"\n    deps: [{dep}]\n# a comment at column 0\n    inputs:\n      - src/t{i}.txt\n      - 'src/h/*.h'\n    outputs: [out/t{i}.txt]\n    env: {{LC_ALL: C, N: \"{i}\"}}\n    run: |\n      cat src/t{i}.txt > out/t{i}.txt\n      echo '  t{i}: not a key' >> out/t{i}.txt\n\n    depfile: &d{i} out/t{i}.d\n    pass_env:\n    - HOME\n    tools: [sh]\n  # an indented comment\n  g{i}:\n    deps:\n      - t{i}\n",
+            "  t{i}:   # a comment after the key\n    description: \"quoted: with a colon\"\n    deps: [{dep}]\n# a comment at column 0\n    inputs:\n      - src/t{i}.txt\n      - 'src/h/*.h'\n    outputs: [out/t{i}.txt]\n    env: {{LC_ALL: C, N: \"{i}\"}}\n    run: |\n      cat src/t{i}.txt > out/t{i}.txt\n      echo '  t{i}: not a key' >> out/t{i}.txt\n\n    depfile: &d{i} out/t{i}.d\n    pass_env:\n    - HOME\n    tools: [sh]\n  # an indented comment\r  # after a lone CR, which YAML counts as a line break\n  g{i}:\n    deps:\n      - t{i}\n    description: >\n      a group ending in a block scalar,\n      so that every cut follows one\n\n",
             dep = if i == 0 { String::new() } else { format!("t{}", i - 1) },
         )
     }
@@ -298,6 +342,19 @@ mod tests {
         );
         sequential(&alias);
         assert!(in_pieces(&alias).is_none());
+        // An anchor of the head, made again by an early target and named by a late one: the
+        // late alias means the early target's value, which its piece cannot see.
+        let again = big_file(
+            "vars:\n  cmd: &c echo head\ntargets:\n",
+            |i| match i {
+                5 => "  t5:\n    run: &c echo again\n".to_string(),
+                _ if i % 2000 == 1999 => format!("  t{i}:\n    run: *c\n"),
+                _ => format!("  t{i}:\n    run: echo {i}\n"),
+            },
+            "",
+        );
+        sequential(&again);
+        assert!(in_pieces(&again).is_none());
         // A target name used twice, far apart.
         let twice = big_file("targets:\n", |i| format!("  t{}:\n    run: echo {i}\n", i % 9000), "");
         assert!(in_pieces(&twice).is_none());
@@ -311,8 +368,22 @@ mod tests {
             ("targets:\n  \"q\": {run: x}\n", ""),
             ("targets:\n    deep: {run: x}\n", ""),
             ("vars: {v: é}\ntargets:\n", ""),
+            ("targets:\n  11: {run: x}\n", "  0xB: {run: y}\n"),
         ] {
             assert!(in_pieces(&big_file(head, plain, tail)).is_none(), "{head:?} {tail:?}");
+        }
+        // Every cap on counts is split among the pieces, so what the whole file breaches, a
+        // piece does; and a piece takes no alias.
+        let (whole, piece) = (yaml_budget(1 << 20), piece_options(1 << 20, 4).budget.unwrap());
+        assert_eq!(piece.max_aliases, 0);
+        for (w, p) in [
+            (whole.max_anchors, piece.max_anchors),
+            (whole.max_nodes, piece.max_nodes),
+            (whole.max_events, piece.max_events),
+            (whole.max_merge_keys, piece.max_merge_keys),
+            (whole.max_total_scalar_bytes, piece.max_total_scalar_bytes),
+        ] {
+            assert_eq!(p, w / 4);
         }
         // And a small file is not worth the cutting.
         assert!(in_pieces("targets:\n  t:\n    run: x\n").is_none());

@@ -106,13 +106,18 @@ pub fn parse_nodes(text: &str) -> Result<Spanned<Node>, serde_saphyr::Error> {
 /// never drop below the defaults, while what only aliases can do (anchors, aliases, the events
 /// an alias replays, the alias/anchor ratio) and the nesting depth keep serde-saphyr's caps.
 pub fn yaml_options(text: &str) -> serde_saphyr::Options {
-    let n = text.len();
-    let mut budget = serde_saphyr::Budget::default();
-    budget.max_nodes = budget.max_nodes.max(n);
-    budget.max_events = budget.max_events.max(2 * n);
-    budget.max_merge_keys = budget.max_merge_keys.max(n / 16);
-    budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(n);
+    let budget = yaml_budget(text.len());
     serde_saphyr::options! { budget: Some(budget) }
+}
+
+/// The budget of [`yaml_options`] for a file of `len` bytes.
+pub fn yaml_budget(len: usize) -> serde_saphyr::Budget {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = budget.max_nodes.max(len);
+    budget.max_events = budget.max_events.max(2 * len);
+    budget.max_merge_keys = budget.max_merge_keys.max(len / 16);
+    budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(len);
+    budget
 }
 
 /// Where a node is, for messages; built on the stack as the reader descends, and put into

@@ -386,8 +386,12 @@ fn pump_polling(
             Err(Errno::INTR) => continue,
             Err(e) => break Err(io::Error::from(e)),
         }
-        let (exited, readable) = (!fds[0].revents().is_empty(), open && !fds[1].revents().is_empty());
-        if readable {
+        // The exit comes first: what the step left running may write faster than we read,
+        // and must be stopped now, as it is when the shell is waited for (`reap`).
+        if !fds[0].revents().is_empty() {
+            break Ok(());
+        }
+        if open && !fds[1].revents().is_empty() {
             // Readable or hung up: either way this read does not block.
             match reader.read(&mut chunk) {
                 Ok(0) => open = false,
@@ -399,8 +403,6 @@ fn pump_polling(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),
             }
-        } else if exited {
-            break Ok(());
         }
     };
     if pumped.is_err() {
