@@ -62,7 +62,8 @@ pub struct Inferred {
     pub output: usize,
 }
 
-#[derive(Serialize, Deserialize)]
+/// The parse cache as read back; `to_cache_bytes` writes the same fields by reference.
+#[derive(Deserialize)]
 struct Cached {
     key: [u8; 32],
     project: Project,

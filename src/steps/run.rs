@@ -432,3 +432,35 @@ fn pump_threaded(
         status.and_then(|s| pumped.map(|()| s))
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// The reader used where there is no pidfd: the whole output is logged, and the wait ends
+    /// with the shell although the `sleep` it left holds the pipe (the group is killed).
+    #[test]
+    fn the_threaded_reader_logs_everything_and_ends_with_the_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("logs/t.log");
+        let (reader, writer) = io::pipe().unwrap();
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg("echo one; sleep 300 & echo two")
+            .stdout(writer.try_clone().unwrap())
+            .stderr(writer)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut pump = Pump {
+            sink: LogSink { path: &log, buf: Vec::new(), file: None },
+            live: None,
+            partial: Vec::new(),
+        };
+        let status = pump_threaded(&mut child, reader, &mut pump).unwrap();
+        assert!(status.success());
+        pump.finish().unwrap();
+        assert_eq!(fs::read_to_string(&log).unwrap(), "one\ntwo\n");
+    }
+}
