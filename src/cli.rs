@@ -745,6 +745,35 @@ fn open_project(g: &GlobalArgs) -> Result<Project, Error> {
     Ok(Project { root, source: Source::new(shown, text), state_dir })
 }
 
+/// Writing the parse cache (`graph.bin`) on a thread of its own; dropping this waits for it, so
+/// that gvbuild never exits in the middle of the write.
+struct ParseCacheWrite(Option<std::thread::JoinHandle<()>>);
+
+impl ParseCacheWrite {
+    fn start(ctx: &Arc<exec::Ctx>) -> ParseCacheWrite {
+        let mine = ctx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("gvbuild-parse-cache".into())
+            .spawn(move || mine.graph.write_cache(&mine.state_dir));
+        match spawned {
+            Ok(t) => ParseCacheWrite(Some(t)),
+            // No thread to be had: written here, before the build.
+            Err(_) => {
+                ctx.graph.write_cache(&ctx.state_dir);
+                ParseCacheWrite(None)
+            }
+        }
+    }
+}
+
+impl Drop for ParseCacheWrite {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn prepare_state_dir(dir: &Path) -> Result<(), Error> {
     std::fs::create_dir_all(dir).map_err(io_error("cannot create the state folder", dir))?;
     let ignore = dir.join(".gitignore");
@@ -855,7 +884,7 @@ fn build(
             .name("gvbuild-load".into())
             .spawn(move || (StatCache::load(&dir.join("stat.bin")), State::load(&dir)))
     };
-    let graph = Graph::load_with(&p.source, &overrides(g)?, &p.state_dir, !dry)?;
+    let (graph, graph_stale) = Graph::load_cached(&p.source, &overrides(g)?, &p.state_dir)?;
     timings.mark("load graph");
     let selected = graph.select(&names).map_err(|e| {
         let unknown: Vec<String> =
@@ -885,7 +914,7 @@ fn build(
     check_unset_vars(&graph, &selected, &p.source)?;
     // Nothing below points into the build file: its text (a byte per byte of gevulot.yaml, the
     // largest single block of a no-op build's memory after the graph) goes now.
-    p.source.text = Arc::from("");
+    p.source.text = Arc::new(String::new());
 
     let (mut cache, _cache_lock) = if dry {
         (Cache::open_read_only(&cache_dir(g)), None)
@@ -963,7 +992,7 @@ fn build(
             // No limit: as many commands as there are steps to run.
             Some(0) => selected.len().max(1),
             Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            None => exec::cores(),
         },
         keep_going: args.keep_going,
         verbose: args.verbose,
@@ -985,11 +1014,12 @@ fn build(
     if let Some(w) = exec_warning {
         reporter.warn(&w);
     }
-    let (stat, state) = match loader.map(|h| h.join()) {
+    let (mut stat, state) = match loader.map(|h| h.join()) {
         Ok(Ok(loaded)) => loaded,
         // No thread could be started (or it panicked): read them here.
         _ => (StatCache::load(&p.state_dir.join("stat.bin")), State::load(&p.state_dir)),
     };
+    stat.set_root(&p.root);
     let ctx = Arc::new(Ctx {
         root: p.root.clone(),
         state_dir: p.state_dir.clone(),
@@ -1011,20 +1041,9 @@ fn build(
         remote_exec,
         platform: remote_args.platform.iter().cloned().collect(),
     });
-    // Kill running steps' process groups as soon as a signal arrives.
-    let done = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let ctx = ctx.clone();
-        let done = done.clone();
-        std::thread::spawn(move || {
-            while !done.load(Ordering::SeqCst) {
-                if ctx.interrupted.load(Ordering::SeqCst) {
-                    ctx.jobs.kill_all();
-                }
-                std::thread::park_timeout(std::time::Duration::from_millis(30));
-            }
-        })
-    };
+    // A graph just validated is written to the parse cache on another core while the build
+    // starts: serializing a big one would hold back the first step.
+    let _parse_cache = (graph_stale && !dry).then(|| ParseCacheWrite::start(&ctx));
     timings.mark("load state");
     let summary = exec::build(ctx.clone(), &selected, &mut reporter);
     timings.mark("build");
@@ -1045,9 +1064,6 @@ fn build(
         }
         timings.mark("uploads");
     }
-    done.store(true, Ordering::SeqCst);
-    watcher.thread().unpark();
-    let _ = watcher.join();
     ctx.jobs.finish();
     let was_interrupted = interrupted.load(Ordering::SeqCst);
 
@@ -1103,7 +1119,7 @@ fn worker(w: WorkerArgs) -> Result<u8, Error> {
         tools: w.tool,
         jobs: match w.jobs {
             Some(n) if n > 0 => n,
-            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            _ => exec::cores(),
         },
         work_dir: w.work_dir,
         bot_id: w.bot_id,

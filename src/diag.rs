@@ -80,16 +80,16 @@ impl From<Span> for SourceSpan {
 #[derive(Debug, Clone)]
 pub struct Source {
     pub name: String,
-    pub text: Arc<str>,
+    pub text: Arc<String>,
 }
 
 impl Source {
-    pub fn new(name: impl Into<String>, text: impl Into<Arc<str>>) -> Self {
-        Source { name: name.into(), text: text.into() }
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        Source { name: name.into(), text: Arc::new(text.into()) }
     }
 
     /// The miette source handle for a diagnostic.
-    pub fn named(&self) -> NamedSource<Arc<str>> {
+    pub fn named(&self) -> NamedSource<Arc<String>> {
         NamedSource::new(&self.name, self.text.clone()).with_language("yaml")
     }
 

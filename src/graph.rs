@@ -93,21 +93,37 @@ impl Graph {
         state_dir: &Path,
         write: bool,
     ) -> Result<Graph, ConfigErrors> {
+        let (graph, stale) = Graph::load_cached(source, overrides, state_dir)?;
+        if write && stale {
+            graph.write_cache(state_dir);
+        }
+        Ok(graph)
+    }
+
+    /// The graph for `source`, from the parse cache in `state_dir` when the YAML and vars are
+    /// unchanged, else by parsing and validating; `true` with a graph the parse cache does not
+    /// hold (for [`Graph::write_cache`]). Writes nothing.
+    pub fn load_cached(
+        source: &Source,
+        overrides: &[(String, String)],
+        state_dir: &Path,
+    ) -> Result<(Graph, bool), ConfigErrors> {
         let key = parse_key(source, overrides);
         let cache_path = state_dir.join("graph.bin");
         if let Some(g) = std::fs::read(&cache_path).ok().and_then(|b| Graph::from_cache_bytes(&b)) {
             if g.key == key {
-                return Ok(g);
+                return Ok((g, false));
             }
         }
-        let graph = Graph::validate(source, overrides)?;
-        // The cache is an optimisation: failing to write it is not an error.
-        if write {
-            if let Ok(bytes) = graph.to_cache_bytes() {
-                let _ = crate::fsutil::write_atomic(&cache_path, &bytes);
-            }
+        Ok((Graph::validate(source, overrides)?, true))
+    }
+
+    /// Write this graph as the parse cache of `state_dir` (`graph.bin`, replaced atomically).
+    /// The cache is an optimisation: failing to write it is not an error.
+    pub fn write_cache(&self, state_dir: &Path) {
+        if let Ok(bytes) = self.to_cache_bytes() {
+            let _ = crate::fsutil::write_atomic(&state_dir.join("graph.bin"), &bytes);
         }
-        Ok(graph)
     }
 
     fn from_parts(project: Project, step_deps: Vec<Vec<usize>>, inferred: Vec<Inferred>) -> Graph {

@@ -585,9 +585,13 @@ fn two_builds_of_one_project_wait_for_each_other() {
                 "#
             )),
         )
-        .file("a.txt", "a\n");
+        .file("a.txt", "a\n")
+        // A longer text an older gvbuild left: the holder's pid is written over it, none of it left.
+        .file(".gvbuild/lock", "pid 1234567890123456789012345678901234567890, an older writer\n");
     let first = spawn(&p, &[]);
+    let first_pid = first.id();
     wait_until("the first build's step to start", || p.exists("started"));
+    assert_eq!(p.read(".gvbuild/lock").trim(), format!("pid {first_pid}"));
 
     let mut second = spawn(&p, &[]);
     let stderr = second.stderr.take().unwrap();
@@ -617,6 +621,8 @@ fn two_builds_of_one_project_wait_for_each_other() {
     let mut stdout = Vec::new();
     second.stdout.take().unwrap().read_to_end(&mut stdout).unwrap();
     assert!(status.success(), "second build failed: {err_lines:?}");
+    let waiting = format!("waiting for another gvbuild running in this project (pid {first_pid}) to finish");
+    assert!(err_lines.iter().any(|l| l.contains(&waiting)), "no {waiting:?} in {err_lines:?}");
     let r2 = Run {
         output: std::process::Output { status, stdout, stderr: Vec::new() },
         args: vec!["second".into()],

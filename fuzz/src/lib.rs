@@ -157,8 +157,7 @@ fn headers() -> &'static Headers {
         stat.record("state.bin", &dir.join("state.bin"), [0; 32]);
         stat.save(&dir.join("stat.bin")).expect("stat.bin written");
         let mut explain = ExplainStore::from_bytes(dir, None);
-        let step =
-            StepDef { kind: String::new(), command: String::new(), outputs: Vec::new(), depfile: None };
+        let step = StepDef { kind: "".into(), command: "".into(), outputs: Vec::new(), depfile: None };
         let parts = KeyParts {
             version: 0,
             step,

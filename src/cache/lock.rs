@@ -6,7 +6,8 @@
 //! that holds them, so a killed gvbuild never leaves a stale lock.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 pub struct Lock {
@@ -24,7 +25,7 @@ pub fn acquire(path: &Path, mode: Mode, waiting: impl FnOnce(&str)) -> io::Resul
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
     let attempt = match mode {
         Mode::Shared => file.try_lock_shared(),
         Mode::Exclusive => file.try_lock(),
@@ -42,8 +43,14 @@ pub fn acquire(path: &Path, mode: Mode, waiting: impl FnOnce(&str)) -> io::Resul
         Err(TryLockError::Error(e)) => return Err(e),
     }
     if matches!(mode, Mode::Exclusive) {
-        file.set_len(0)?;
-        let _ = write!(file, "pid {}", std::process::id());
+        // Written over the old text at a fixed width, not after truncating the file: ext4 flushes
+        // a file truncated to zero when it is closed (its `auto_da_alloc`), a write to disk on
+        // every build. A longer text left by another writer is cut after ours.
+        let text = format!("pid {:<12}\n", std::process::id());
+        file.write_all_at(text.as_bytes(), 0)?;
+        if file.metadata()?.len() != text.len() as u64 {
+            file.set_len(text.len() as u64)?;
+        }
     }
     Ok(Lock { _file: file })
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use thiserror::Error;
 
-type Src = NamedSource<Arc<str>>;
+type Src = NamedSource<Arc<String>>;
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum ConfigError {

@@ -174,14 +174,14 @@ pub fn diff(
     diff_files(&prev.discovered, discovered, &mut out, true);
     for (d, digest) in &parts.deps {
         match old.deps.get(d) {
-            None => out.push(Reason::DepAdded(d.clone())),
-            Some(o) if o != digest => out.push(Reason::DepOutputsChanged(d.clone())),
+            None => out.push(Reason::DepAdded(d.to_string())),
+            Some(o) if o != digest => out.push(Reason::DepOutputsChanged(d.to_string())),
             _ => {}
         }
     }
     for d in old.deps.keys() {
         if !parts.deps.contains_key(d) {
-            out.push(Reason::DepRemoved(d.clone()));
+            out.push(Reason::DepRemoved(d.to_string()));
         }
     }
     diff_map(&old.env, &parts.env, |k| Reason::EnvChanged(k.to_string()), &mut out);

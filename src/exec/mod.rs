@@ -284,10 +284,13 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
         jobs.saturating_mul(2).saturating_add(remote_jobs).saturating_add(remote_io).min(1024);
     reporter.start(steps.len());
 
-    // Phase one: find the fresh steps, a topological level at a time, in parallel. Only a step
-    // whose deps are all fresh can be checked here; the rest go to the scheduler below, which
-    // checks again once their deps have finished (a dep that reruns to identical outputs leaves
-    // them fresh: early cutoff).
+    // Phase one: find the fresh steps, all checked at once in parallel. A step is fresh only
+    // if all its deps are, and a fresh dep's outputs are the ones its record names: so each
+    // step is checked with its deps' recorded outputs, and its result is kept (a level at a
+    // time, in topological order) only if every dep turned out fresh. The rest go to the
+    // scheduler below, which checks again once their deps have finished (a dep that reruns to
+    // identical outputs leaves them fresh: early cutoff). Checking level by level instead
+    // waited for the slowest check of every level, on every core.
     let order = topo_order(&steps, &g.step_deps, &in_sel);
     let mut depth = vec![0usize; n];
     for &i in &order {
@@ -299,80 +302,106 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
     for &i in &order {
         levels[depth[i]].push(i);
     }
+    // What each step's record says its outputs are (`None`: no record, never fresh). Only the
+    // scheduler thread writes the state, and not during this phase.
+    let recorded: Vec<Option<Digest>> = match ctx.state.read() {
+        Ok(state) => (0..n)
+            .map(|i| match in_sel.contains(&i) {
+                true => state.get(&g.target(i).name).map(|r| r.outputs_digest),
+                false => None,
+            })
+            .collect(),
+        Err(_) => vec![None; n],
+    };
+    // A step with no record, or with a dep that has none, cannot be fresh: not checked.
+    let candidates: Vec<usize> = order
+        .iter()
+        .copied()
+        .filter(|&i| {
+            recorded[i].is_some()
+                && g.step_deps[i].iter().filter(|d| in_sel.contains(d)).all(|&d| recorded[d].is_some())
+        })
+        .collect();
     let mut fresh_done = vec![false; n];
     ctx.stat.set_frozen(true);
-    // The levels are walked on a thread of a pool of one thread per core: each level's checks
-    // are then shared by work-stealing, with no hand-off to and from this thread per level
-    // (measured: hundreds of context switches in a 1,000-target no-op before). The checks wait
-    // on nothing but stat; the step pool's 2 x -j threads would only take turns. The pool is
-    // dropped after the phase: rayon's idle workers spin before they sleep, and on a small
-    // machine they would take the cores from what this thread does next.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let fresh_pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("gvbuild-check-{i}"))
-        .build();
-    let parallel = fresh_pool.is_ok();
-    if let Err(e) = &fresh_pool {
-        reporter.warn(&format!("could not start the threads that check steps: {e}"));
-    }
+    // The checks run on a pool of one thread per core, shared by work-stealing. The checks
+    // wait on nothing but stat; the step pool's 2 x -j threads would only take turns. The pool
+    // is dropped after the phase: rayon's idle workers spin before they sleep, and on a small
+    // machine they would take the cores from what this thread does next. A build with at most
+    // one step to check (a fresh clone has none) starts no pool.
+    let threads = cores();
+    let fresh_pool = match candidates.len() > 1 {
+        true => rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("gvbuild-check-{i}"))
+            .build()
+            .map_err(|e| reporter.warn(&format!("could not start the threads that check steps: {e}")))
+            .ok(),
+        false => None,
+    };
     let plain_lines = reporter.plain_fresh_lines();
-    let mut walk = || {
-        for level in &levels {
-            let candidates: Vec<usize> = level
-                .iter()
-                .copied()
-                .filter(|&i| g.step_deps[i].iter().filter(|d| in_sel.contains(d)).all(|&d| fresh_done[d]))
-                .collect();
-            if candidates.is_empty() {
-                continue;
-            }
-            // A fresh step's `--json` line is made here too, on the pool, when it is all there is
-            // to report of it: on one thread it was a tenth of a no-op build.
-            let check = |&i: &usize| {
-                let done = runner::check_fresh(&ctx, g.target(i), dep_digests(g, i, &out_digest));
-                let line = done
-                    .as_ref()
-                    .filter(|d| plain_lines && d.image_id.is_none())
-                    .map(|d| report::fresh_line(&g.target(i).name, d.key, d.ms));
-                (i, done, line)
-            };
-            let results: Vec<(usize, Option<runner::Done>, Option<String>)> = if parallel {
-                use rayon::prelude::*;
-                // A few tasks per thread: a task costs about a check, and a check that must
-                // hash its inputs again (a cold stat cache) may cost much more than the rest.
-                let min_len = (candidates.len() / (threads * 4)).max(1);
-                candidates.par_iter().with_min_len(min_len).map(check).collect()
-            } else {
-                candidates.iter().map(check).collect()
-            };
-            for (i, done, line) in results {
-                let Some(done) = done else { continue };
-                fresh_done[i] = true;
-                out_digest[i] = done.outputs_digest;
-                waiting[i] = usize::MAX;
-                remaining -= 1;
-                summary.add(Outcome::Fresh);
-                match line {
-                    Some(line) => reporter.push_line(&line),
-                    None => {
-                        reporter.step(&ctx, &g.target(i).name, Outcome::Fresh, Some(&done), done.ms, done.key)
-                    }
-                }
-                for &dep in &dependents[i] {
-                    waiting[dep] -= 1;
-                }
-            }
+    // A fresh step's `--json` line is made here too, on the pool, when it is all there is to
+    // report of it: on one thread it was a tenth of a no-op build.
+    let check = |&i: &usize| {
+        let done = runner::check_fresh(&ctx, g.target(i), dep_digests(g, i, &recorded));
+        let line = done
+            .as_ref()
+            .filter(|d| plain_lines && d.image_id.is_none())
+            .map(|d| report::fresh_line(&g.target(i).name, d.key, d.ms));
+        (i, done, line)
+    };
+    let checked = || -> Vec<(usize, Option<runner::Done>, Option<String>)> {
+        if fresh_pool.is_some() {
+            use rayon::prelude::*;
+            // A few tasks per thread: a task costs about a check, and a check that must hash
+            // its inputs again (a cold stat cache) may cost much more than the rest.
+            let min_len = (candidates.len() / (threads * 4)).max(1);
+            candidates.par_iter().with_min_len(min_len).map(check).collect()
+        } else {
+            candidates.iter().map(check).collect()
         }
     };
-    match &fresh_pool {
-        Ok(pool) => pool.install(walk),
-        // No threads to be had: check one step after another on this one.
-        Err(_) => walk(),
-    }
+    let checked = match &fresh_pool {
+        Some(pool) => pool.install(checked),
+        // No threads to be had (or at most one step): check one step after another on this one.
+        None => checked(),
+    };
     drop(fresh_pool);
+    let mut results: Vec<Option<(runner::Done, Option<String>)>> = Vec::new();
+    results.resize_with(n, || None);
+    for (i, done, line) in checked {
+        results[i] = done.map(|d| (d, line));
+    }
+    for level in &levels {
+        for &i in level {
+            // Kept only if every dep is fresh with the outputs this check was given.
+            let deps_fresh = g.step_deps[i]
+                .iter()
+                .filter(|d| in_sel.contains(d))
+                .all(|&d| fresh_done[d] && out_digest[d] == recorded[d]);
+            if !deps_fresh {
+                continue;
+            }
+            let Some((done, line)) = results[i].take() else { continue };
+            fresh_done[i] = true;
+            out_digest[i] = done.outputs_digest;
+            waiting[i] = usize::MAX;
+            remaining -= 1;
+            summary.add(Outcome::Fresh);
+            match line {
+                Some(line) => reporter.push_line(&line),
+                None => {
+                    reporter.step(&ctx, &g.target(i).name, Outcome::Fresh, Some(&done), done.ms, done.key)
+                }
+            }
+            for &dep in &dependents[i] {
+                waiting[dep] -= 1;
+            }
+        }
+    }
     ctx.stat.set_frozen(false);
     // Started only when something is left to run: a no-op build starts no step threads.
+    let _watcher = (remaining > 0).then(|| Watcher::start(&ctx));
     let pool = if remaining == 0 {
         None
     } else {
@@ -406,7 +435,9 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
         while in_flight < in_flight_max && !stopping {
             // Only steps whose deps all succeeded are ever ready.
             let Some(i) = ready.pop_front() else { break };
-            let deps = dep_digests(g, i, &out_digest);
+            // Owned: the step runs on the pool, which may outlive this borrow of the graph.
+            let deps: BTreeMap<String, Digest> =
+                dep_digests(g, i, &out_digest).into_iter().map(|(k, v)| (k.into_owned(), v)).collect();
             if ctx.opts.dry_run {
                 // A dependency that would run has no outputs yet: so this step would run too.
                 if let Some(&d) = g.step_deps[i].iter().find(|&&d| out_digest[d].is_none()) {
@@ -523,8 +554,62 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
     summary
 }
 
-fn dep_digests(g: &Graph, i: usize, out_digest: &[Option<Digest>]) -> BTreeMap<String, Digest> {
-    g.step_deps[i].iter().filter_map(|&d| out_digest[d].map(|dg| (g.target(d).name.clone(), dg))).collect()
+/// The number of cores this process may use (`available_parallelism`, 1 when unknown), asked
+/// of the system once: on Linux each ask reads the cgroup's CPU quota files.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// While steps run: a thread that kills their process groups as soon as a signal arrives.
+/// Dropping it stops the thread. A build with nothing to run starts none.
+struct Watcher {
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watcher {
+    fn start(ctx: &Arc<Ctx>) -> Watcher {
+        let done = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let ctx = ctx.clone();
+            let done = done.clone();
+            std::thread::Builder::new()
+                .name("gvbuild-signals".into())
+                .spawn(move || {
+                    while !done.load(Ordering::SeqCst) {
+                        if ctx.interrupted.load(Ordering::SeqCst) {
+                            ctx.jobs.kill_all();
+                        }
+                        std::thread::park_timeout(std::time::Duration::from_millis(30));
+                    }
+                })
+                .ok()
+        };
+        Watcher { done, thread }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// Step `i`'s deps that have outputs, by name (borrowed from the graph), with their digests.
+fn dep_digests<'g>(
+    g: &'g Graph,
+    i: usize,
+    out_digest: &[Option<Digest>],
+) -> BTreeMap<std::borrow::Cow<'g, str>, Digest> {
+    g.step_deps[i]
+        .iter()
+        .filter_map(|&d| out_digest[d].map(|dg| (std::borrow::Cow::Borrowed(g.target(d).name.as_str()), dg)))
+        .collect()
 }
 
 /// The steps ordered so that every step comes after its deps (the graph has no cycles).

@@ -213,7 +213,7 @@ impl RemoteExec {
                 .map(|(name, value)| reapi::EnvironmentVariable { name, value })
                 .collect(),
             output_paths: {
-                let mut o: Vec<String> = parts.step.outputs.clone();
+                let mut o: Vec<String> = parts.output_paths();
                 o.sort();
                 o.dedup();
                 o
@@ -297,11 +297,12 @@ impl RemoteExec {
                 return Err(RemoteRunError::Step(format!("declared output `{o}` was not created")));
             }
         }
+        let outputs = parts.output_paths();
         let tree = remote
-            .outputs_of(&ctx.cache, &result, &parts.step.outputs)
+            .outputs_of(&ctx.cache, &result, &outputs)
             .map_err(|e| self.engine_failed(&format!("the outputs of `{}`: {e}", t.name)))?;
         let entry = crate::cache::ActionEntry::new(tree, None);
-        super::runner::restore_outputs(ctx, t, &parts.step.outputs, &entry)
+        super::runner::restore_outputs(ctx, t, &outputs, &entry)
             .map_err(|e| RemoteRunError::Step(format!("cannot write the outputs of `{}`: {e}", t.name)))?;
         Ok(Shipped { files: shipped })
     }

@@ -4,6 +4,7 @@
 //! Runs on a pool thread. It reads the shared context and returns a [`Done`]; the scheduler alone
 //! updates the project state from it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -131,7 +132,7 @@ pub fn summary_of(t: &Target, outputs: Vec<String>) -> String {
 
 /// Phase one of a no-op build: is this step fresh, given its deps' output digests? `None` when
 /// it is not (or cannot be checked), and the full runner must take it.
-pub fn check_fresh(ctx: &Ctx, t: &Target, deps: BTreeMap<String, Digest>) -> Option<Done> {
+pub fn check_fresh(ctx: &Ctx, t: &Target, deps: BTreeMap<Cow<'_, str>, Digest>) -> Option<Done> {
     let start = Instant::now();
     let step = t.step.as_ref()?;
     // Only the scheduler thread writes the state, and not during this phase. A step with no
@@ -145,14 +146,14 @@ pub fn check_fresh(ctx: &Ctx, t: &Target, deps: BTreeMap<String, Digest>) -> Opt
 }
 
 /// Step 1: everything the first-level key is made of.
-fn fingerprint(
+fn fingerprint<'a>(
     ctx: &Ctx,
-    t: &Target,
-    step: &Step,
-    deps: BTreeMap<String, Digest>,
-) -> Result<KeyParts, String> {
+    t: &'a Target,
+    step: &'a Step,
+    deps: BTreeMap<Cow<'a, str>, Digest>,
+) -> Result<KeyParts<'a>, String> {
     let root = ctx.root.as_path();
-    let outputs: Vec<String> = t.outputs.iter().map(|o| o.path.clone()).collect();
+    let outputs: Vec<Cow<'a, str>> = t.outputs.iter().map(|o| Cow::Borrowed(o.path.as_str())).collect();
     let run = match step {
         Step::Run(run) => run,
         // A manifest is its JSON plus the stage root, klib folder and `from` file it checks; a
@@ -202,10 +203,10 @@ fn fingerprint(
             }
             return Ok(KeyParts {
                 version: KEY_VERSION,
-                step: StepDef { kind: kind.into(), command, outputs, depfile: None },
+                step: StepDef { kind: kind.into(), command: command.into(), outputs, depfile: None },
                 inputs,
                 deps,
-                env: BTreeMap::new(),
+                env: Cow::Owned(BTreeMap::new()),
                 pass_env: BTreeMap::new(),
                 tools,
             });
@@ -223,13 +224,13 @@ fn fingerprint(
                 version: KEY_VERSION,
                 step: StepDef {
                     kind: "fetch".into(),
-                    command: format!("{}:{} {extract}", f.pin.algo.name(), f.pin.hex),
+                    command: format!("{}:{} {extract}", f.pin.algo.name(), f.pin.hex).into(),
                     outputs,
                     depfile: None,
                 },
                 inputs: BTreeMap::new(),
                 deps,
-                env: BTreeMap::new(),
+                env: Cow::Owned(BTreeMap::new()),
                 pass_env: BTreeMap::new(),
                 tools: BTreeMap::new(),
             });
@@ -268,10 +269,15 @@ fn fingerprint(
     let pass_env = run.pass_env.iter().map(|v| (v.clone(), std::env::var(v).ok())).collect();
     Ok(KeyParts {
         version: KEY_VERSION,
-        step: StepDef { kind, command: run.command.clone(), outputs, depfile: run.depfile.clone() },
+        step: StepDef {
+            kind: kind.into(),
+            command: Cow::Borrowed(&run.command),
+            outputs,
+            depfile: run.depfile.as_deref().map(Cow::Borrowed),
+        },
         inputs,
         deps,
-        env: run.env.clone(),
+        env: Cow::Borrowed(&run.env),
         pass_env,
         tools,
     })
@@ -326,7 +332,7 @@ fn native_image_facts(ctx: &Ctx, im: &ImageSpec, ids: &mut BTreeMap<String, File
             let rel = crate::config::normalize_rel(&dir.join(k).to_string_lossy()).unwrap_or_default();
             let abs = ctx.root.join(&rel);
             let id = match fs::metadata(&abs) {
-                Ok(meta) if meta.is_file() => ctx.stat.file_id_with_meta(&rel, &abs, &meta).ok(),
+                Ok(meta) if meta.is_file() => ctx.stat.file_id_with_meta(&rel, &abs, &(&meta).into()).ok(),
                 _ => None,
             };
             ids.insert(format!("{rel} (klib)"), id.unwrap_or_else(|| fact(b"absent")));
@@ -473,6 +479,7 @@ fn fresh(ctx: &Ctx, t: &Target, step: &Step, parts: &KeyParts, first: Digest, re
 
 fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Digest>) -> Done {
     let root = ctx.root.as_path();
+    let deps = deps.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect();
     let parts = match fingerprint(ctx, t, step, deps) {
         Ok(p) => p,
         Err(e) => {
@@ -484,7 +491,7 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
             return Done::failed(e);
         }
     };
-    let outputs = parts.step.outputs.clone();
+    let outputs = parts.output_paths();
     let first = parts.key();
     let record = ctx.state.read().ok().and_then(|s| s.get(&t.name).cloned());
     let record = record.as_ref();
@@ -506,7 +513,8 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
                 explain::diff(ctx.explain.as_ref().and_then(|e| e.map.get(&t.name)), &parts, &now_discovered);
         }
     }
-    let explained = |discovered: BTreeMap<String, FileId>| Explained { parts: parts.clone(), discovered };
+    let explained =
+        |discovered: BTreeMap<String, FileId>| Explained { parts: parts.clone().into_owned(), discovered };
 
     // 3. Restore?
     if t.cache && !forced {
@@ -758,7 +766,7 @@ fn finish_run(
     mut warnings: Vec<String>,
 ) -> Done {
     let root = ctx.root.as_path();
-    let outputs = &parts.step.outputs;
+    let outputs = &parts.output_paths();
     let log = ctx.log_path(&t.name);
     let mut done = Done::new(Outcome::Failed);
     done.reasons = reasons;
@@ -996,7 +1004,7 @@ fn finish_run(
     }
     done.record =
         Some(Record { key, outputs: tree, outputs_digest, discovered: list, graph_key: ctx.graph.key });
-    done.explained = Some(Explained { parts, discovered: ids });
+    done.explained = Some(Explained { parts: parts.into_owned(), discovered: ids });
     done
 }
 

@@ -24,13 +24,14 @@
 //! `__has_include` of a name no other include shares, an include spelled with `..`) are not
 //! covered; for those, name the folder under `inputs:`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::ffi::{OsStr, OsString};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::hash::{FileId, StatCache};
+use super::hash::{FileId, Listing, StatCache};
 
 /// A list entry that names a folder the step searched rather than a file it read (the stage
 /// step's library search: RPATH, `search`, RUNPATH, ld.so.conf and default folders). No path
@@ -170,14 +171,9 @@ pub fn identities(
     stat: &StatCache,
 ) -> io::Result<BTreeMap<String, FileId>> {
     let mut ids = BTreeMap::new();
-    let recorded_search: Vec<String> =
-        list.iter().filter_map(|p| p.strip_prefix(SEARCHED)).map(str::to_string).collect();
-    let list: Vec<String> = files(list).cloned().collect();
-    let list = list.as_slice();
-    for p in list {
-        let abs = abs_of(root, p);
-        let id = match std::fs::metadata(&abs) {
-            Ok(meta) if meta.is_file() => stat.file_id_with_meta(p, &abs, &meta)?,
+    for p in files(list) {
+        let id = match stat.meta(root, p, true) {
+            Ok(meta) if meta.is_file() => stat.file_id_in(root, p, &meta)?,
             Ok(meta) if meta.is_dir() => {
                 FileId { digest: *blake3::hash(b"folder").as_bytes(), exec: false, size: 0 }
             }
@@ -189,28 +185,29 @@ pub fn identities(
         };
         ids.insert(p.clone(), id);
     }
-    if list.is_empty() {
+    if ids.is_empty() {
         return Ok(ids);
     }
-    let mut dirs: BTreeSet<String> = BTreeSet::new();
-    for d in search.iter().chain(&recorded_search) {
+    let recorded_search = list.iter().filter_map(|p| p.strip_prefix(SEARCHED));
+    let mut dirs: BTreeSet<Cow<str>> = BTreeSet::new();
+    for d in search.iter().map(String::as_str).chain(recorded_search) {
         let d = d.trim_end_matches('/');
         let d = if d.is_empty() { "/" } else { d };
         let d = if d.starts_with('/') {
-            d.to_string()
+            Cow::Borrowed(d)
         } else {
-            crate::config::normalize_rel(d).unwrap_or_else(|| d.to_string())
+            crate::config::normalize_rel(d).map_or(Cow::Borrowed(d), Cow::Owned)
         };
         dirs.insert(d);
     }
-    for p in list.iter().filter(|p| !p.starts_with('/')) {
-        dirs.insert(match p.rfind('/') {
-            Some(i) => p[..i].to_string(),
-            None => ".".to_string(),
-        });
+    for p in files(list).filter(|p| !p.starts_with('/')) {
+        dirs.insert(Cow::Borrowed(match p.rfind('/') {
+            Some(i) => &p[..i],
+            None => ".",
+        }));
     }
     let mut names: BTreeSet<&str> = BTreeSet::new();
-    for p in list {
+    for p in files(list) {
         let trimmed = p.trim_start_matches('/');
         names.insert(trimmed);
         for (i, c) in trimmed.char_indices() {
@@ -219,7 +216,7 @@ pub fn identities(
             }
         }
     }
-    let mut listings = HashMap::new();
+    let mut listings = rustc_hash::FxHashMap::default();
     for dir in dirs {
         let base = if dir == "." { root.to_path_buf() } else { abs_of(root, &dir) };
         let mut w = super::encode::KeyWriter::new(b"gvbuild lookups\0");
@@ -240,20 +237,26 @@ pub fn identities(
 /// steps are writing, by a `stat` of the path itself.
 fn name_exists(
     stat: &StatCache,
-    listings: &mut HashMap<PathBuf, Arc<HashSet<OsString>>>,
+    listings: &mut rustc_hash::FxHashMap<PathBuf, Arc<Listing>>,
     base: &Path,
     name: &str,
 ) -> bool {
     if !stat.is_frozen() {
         return std::fs::symlink_metadata(base.join(name)).is_ok();
     }
-    let mut dir = base.to_path_buf();
-    for c in name.split('/') {
-        let listing = listings.entry(dir.clone()).or_insert_with(|| stat.listing(&dir));
+    let mut dir = Cow::Borrowed(base);
+    let mut components = name.split('/').peekable();
+    while let Some(c) = components.next() {
+        let listing = match listings.get(dir.as_ref()) {
+            Some(l) => l,
+            None => listings.entry(dir.to_path_buf()).or_insert_with(|| stat.listing(&dir)),
+        };
         if !listing.contains(OsStr::new(c)) {
             return false;
         }
-        dir.push(c);
+        if components.peek().is_some() {
+            dir = Cow::Owned(dir.join(c));
+        }
     }
     true
 }

@@ -6,12 +6,13 @@
 //! is "racily clean" (a second write in the same clock tick would keep the same mtime), so its
 //! entry is not trusted and it is hashed again, as git does with its index.
 
-use std::collections::{HashMap, HashSet};
-
 /// The stat cache's maps, looked up once or more per file per build: FxHash (rustc's), much
 /// cheaper than std's SipHash for paths; the keys are the project's own paths, not an
 /// attacker's, so SipHash's flooding resistance buys nothing here.
 type FastMap<K, V> = rustc_hash::FxHashMap<K, V>;
+
+/// The names in one folder (see [`StatCache::listing`]).
+pub type Listing = rustc_hash::FxHashSet<OsString>;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read};
@@ -49,8 +50,89 @@ pub struct FileId {
     pub size: u64,
 }
 
+/// What one `stat` (or `lstat`) of a path says, as far as keys and the stat cache read it.
+///
+/// Made by [`StatCache::meta`] (a stat relative to the project folder) or from std's
+/// `fs::Metadata`. Times are nanoseconds since the Unix epoch; `mode` is `st_mode` (type and
+/// permission bits, as `stat(2)` gives them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub mode: u32,
+}
+
+impl Meta {
+    fn kind_bits(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.kind_bits() == libc::S_IFREG
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.kind_bits() == libc::S_IFDIR
+    }
+
+    pub fn is_symlink(&self) -> bool {
+        self.kind_bits() == libc::S_IFLNK
+    }
+
+    /// Whether any execute bit is set.
+    pub fn is_exec(&self) -> bool {
+        self.mode & 0o111 != 0
+    }
+
+    /// What the file is, in words ("a FIFO", "a folder", ...), for messages.
+    pub fn kind(&self) -> &'static str {
+        match self.kind_bits() {
+            libc::S_IFIFO => "a FIFO",
+            libc::S_IFSOCK => "a socket",
+            libc::S_IFBLK | libc::S_IFCHR => "a device",
+            libc::S_IFDIR => "a folder",
+            libc::S_IFLNK => "a symlink",
+            _ => "a regular file",
+        }
+    }
+}
+
+impl From<&fs::Metadata> for Meta {
+    fn from(m: &fs::Metadata) -> Meta {
+        Meta {
+            size: m.len(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            ino: m.ino(),
+            mode: m.mode(),
+        }
+    }
+}
+
+impl From<&rustix::fs::Stat> for Meta {
+    fn from(st: &rustix::fs::Stat) -> Meta {
+        Meta {
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64,
+            ino: st.st_ino,
+            mode: st.st_mode,
+        }
+    }
+}
+
+/// The project folder, open, for stats relative to it (see [`StatCache::meta`]).
+struct Root {
+    path: PathBuf,
+    fd: rustix::fd::OwnedFd,
+}
+
 #[derive(Default)]
 pub struct StatCache {
+    /// The project folder, once [`StatCache::set_root`] opened it.
+    root: Option<Root>,
     /// The entries of `stat.bin` as read (see [`super::named`] for why not a map).
     saved: super::named::Named<StatEntry>,
     /// Entries recorded (`Some`) or forgotten (`None`) since, looked up before `saved`.
@@ -67,7 +149,7 @@ pub struct StatCache {
     /// Whether this is the frozen phase (see [`StatCache::set_frozen`]), without a lock.
     frozen: std::sync::atomic::AtomicBool,
     /// Folder listings, memoised in the same phase (see [`StatCache::listing`]).
-    listings: RwLock<Option<HashMap<PathBuf, Arc<HashSet<OsString>>>>>,
+    listings: RwLock<Option<FastMap<PathBuf, Arc<Listing>>>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -104,7 +186,7 @@ impl StatCache {
         }
         self.frozen.store(frozen, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut m) = self.listings.write() {
-            *m = frozen.then(HashMap::new);
+            *m = frozen.then(FastMap::default);
         }
     }
 
@@ -115,14 +197,14 @@ impl StatCache {
 
     /// The names in folder `dir` (empty when it is not a readable folder), read once per
     /// fresh-check phase.
-    pub fn listing(&self, dir: &Path) -> Arc<HashSet<OsString>> {
+    pub fn listing(&self, dir: &Path) -> Arc<Listing> {
         if let Some(l) = self.listings.read().ok().and_then(|m| m.as_ref().and_then(|m| m.get(dir).cloned()))
         {
             return l;
         }
-        let names: HashSet<OsString> = match fs::read_dir(dir) {
+        let names: Listing = match fs::read_dir(dir) {
             Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
-            Err(_) => HashSet::new(),
+            Err(_) => Listing::default(),
         };
         let names = Arc::new(names);
         if let Ok(mut m) = self.listings.write() {
@@ -184,19 +266,69 @@ impl StatCache {
     /// name). Reuses the recorded digest when the file's stat is unchanged and trustworthy.
     pub fn file_id(&self, key: &str, abs: &Path) -> io::Result<FileId> {
         let meta = fs::metadata(abs)?;
-        self.file_id_with_meta(key, abs, &meta)
+        self.file_id_with_meta(key, abs, &Meta::from(&meta))
     }
 
-    pub fn file_id_with_meta(&self, key: &str, abs: &Path, meta: &fs::Metadata) -> io::Result<FileId> {
+    /// Open the project folder `root`, so that [`StatCache::meta`] stats paths relative to it.
+    /// Without it (or when it cannot be opened) paths are stat-ed by their absolute names.
+    pub fn set_root(&mut self, root: &Path) {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        self.root =
+            rustix::fs::open(root, flags, Mode::empty()).ok().map(|fd| Root { path: root.to_path_buf(), fd });
+    }
+
+    /// `stat` (`follow`) or `lstat` of `path` (project-relative, or absolute) in the project
+    /// folder `root`. A relative path is stat-ed relative to the folder opened by
+    /// [`StatCache::set_root`], as ninja does with its relative paths: the kernel then walks
+    /// only the path's own components, not the project folder's every time.
+    pub fn meta(&self, root: &Path, path: &str, follow: bool) -> io::Result<Meta> {
+        match &self.root {
+            Some(r)
+                if !path.is_empty() && !path.starts_with('/') && r.path.as_os_str() == root.as_os_str() =>
+            {
+                let flags = match follow {
+                    true => rustix::fs::AtFlags::empty(),
+                    false => rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                };
+                let st = rustix::fs::statat(&r.fd, path, flags).map_err(io::Error::from)?;
+                Ok(Meta::from(&st))
+            }
+            _ => {
+                let abs = if path.starts_with('/') { PathBuf::from(path) } else { root.join(path) };
+                let m = if follow { fs::metadata(abs)? } else { fs::symlink_metadata(abs)? };
+                Ok(Meta::from(&m))
+            }
+        }
+    }
+
+    /// [`StatCache::file_id_with_meta`] for project path `path` in `root`, whose absolute name
+    /// is made only when the file must be hashed.
+    pub fn file_id_in(&self, root: &Path, path: &str, meta: &Meta) -> io::Result<FileId> {
+        self.id_or_hash(path, meta, |size| {
+            let abs = if path.starts_with('/') { PathBuf::from(path) } else { root.join(path) };
+            hash_file(&abs, size)
+        })
+    }
+
+    pub fn file_id_with_meta(&self, key: &str, abs: &Path, meta: &Meta) -> io::Result<FileId> {
+        self.id_or_hash(key, meta, |size| hash_file(abs, size))
+    }
+
+    /// The identity of the file `meta` describes: the recorded digest when its stat is unchanged
+    /// and trustworthy, else `hash(size)`'s (recorded).
+    fn id_or_hash(
+        &self,
+        key: &str,
+        meta: &Meta,
+        hash: impl FnOnce(u64) -> io::Result<Digest>,
+    ) -> io::Result<FileId> {
         if !meta.is_file() {
             // Opening a FIFO would block the build; a device or socket has no content to key.
-            return Err(io::Error::other(format!("{key} is {}, not a regular file", kind_of(meta))));
+            return Err(io::Error::other(format!("{key} is {}, not a regular file", meta.kind())));
         }
-        let size = meta.len();
-        let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-        let ctime_ns = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
-        let ino = meta.ino();
-        let exec = is_exec(meta);
+        let Meta { size, mtime_ns, ctime_ns, ino, .. } = *meta;
+        let exec = meta.is_exec();
         if let (Some(e), saved) = self.entry_at(key) {
             if e.size == size
                 && e.mtime_ns == mtime_ns
@@ -211,7 +343,7 @@ impl StatCache {
             }
         }
         let hashed_at_ns = now_ns();
-        let digest = hash_file(abs, size)?;
+        let digest = hash(size)?;
         self.put(key, Some(StatEntry { size, mtime_ns, ctime_ns, ino, exec, digest, hashed_at_ns }));
         let id = FileId { digest, exec, size };
         self.memo_put(key, id, None);
@@ -272,6 +404,7 @@ impl StatCache {
             .map(|f| super::named::Named::new(f.entries))
             .unwrap_or_default();
         StatCache {
+            root: None,
             memo_saved: (0..saved.capacity()).map(|_| Default::default()).collect(),
             frozen: Default::default(),
             saved,
@@ -285,21 +418,7 @@ impl StatCache {
 
 /// What a non-regular file is, in words.
 pub fn kind_of(meta: &fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let ft = meta.file_type();
-    if ft.is_fifo() {
-        "a FIFO"
-    } else if ft.is_socket() {
-        "a socket"
-    } else if ft.is_block_device() || ft.is_char_device() {
-        "a device"
-    } else if ft.is_dir() {
-        "a folder"
-    } else if ft.is_symlink() {
-        "a symlink"
-    } else {
-        "a regular file"
-    }
+    Meta::from(meta).kind()
 }
 
 /// blake3 of a file's content: mmap + rayon for big files, a plain read for small ones.

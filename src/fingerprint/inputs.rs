@@ -92,19 +92,18 @@ fn literal(
         out.insert(path.to_string(), id);
         return Ok(());
     }
-    let abs = abs_of(root, path);
-    let meta = match fs::metadata(&abs) {
+    let meta = match stat.meta(root, path, true) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(InputError::Missing(path.to_string())),
         Err(cause) => return Err(InputError::Io { path: path.to_string(), cause }),
     };
     if meta.is_dir() {
-        walk(&abs, path, None, stat, out)
+        walk(&abs_of(root, path), path, None, stat, out)
     } else if !meta.is_file() {
-        Err(InputError::NotAFile { path: path.to_string(), kind: super::hash::kind_of(&meta) })
+        Err(InputError::NotAFile { path: path.to_string(), kind: meta.kind() })
     } else {
         let id = stat
-            .file_id_with_meta(path, &abs, &meta)
+            .file_id_in(root, path, &meta)
             .map_err(|cause| InputError::Io { path: path.to_string(), cause })?;
         out.insert(path.to_string(), id);
         Ok(())
@@ -220,7 +219,7 @@ fn walk(
             return Err(InputError::NotAFile { path: key, kind: super::hash::kind_of(&meta) });
         }
         let id = stat
-            .file_id_with_meta(&key, entry.path(), &meta)
+            .file_id_with_meta(&key, entry.path(), &(&meta).into())
             .map_err(|cause| InputError::Io { path: key.clone(), cause })?;
         out.insert(key, id);
     }

@@ -63,6 +63,7 @@ pub mod outputs;
 pub mod state;
 pub mod tools;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -76,28 +77,59 @@ pub use self::hash::{Digest, FileId, StatCache};
 pub const KEY_VERSION: u32 = 2;
 
 /// Everything a step's first-level key is made of.
+///
+/// What the target and the graph already hold (the command, outputs, env, dep names) is
+/// borrowed from them (`'a`): a no-op build makes one of these per step only to hash it. A
+/// `KeyParts<'static>` owns everything (what `explain.bin` holds; see [`KeyParts::into_owned`]).
+/// Serialized, a borrowed part is the same bytes as an owned one.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct KeyParts {
+pub struct KeyParts<'a> {
     pub version: u32,
-    pub step: StepDef,
+    pub step: StepDef<'a>,
     pub inputs: BTreeMap<String, FileId>,
     /// Dependency target name -> digest of its outputs.
-    pub deps: BTreeMap<String, Digest>,
-    pub env: BTreeMap<String, String>,
+    pub deps: BTreeMap<Cow<'a, str>, Digest>,
+    pub env: Cow<'a, BTreeMap<String, String>>,
     pub pass_env: BTreeMap<String, Option<String>>,
     pub tools: BTreeMap<String, tools::ToolId>,
 }
 
 /// The step definition after var expansion.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct StepDef {
-    pub kind: String,
-    pub command: String,
-    pub outputs: Vec<String>,
-    pub depfile: Option<String>,
+pub struct StepDef<'a> {
+    pub kind: Cow<'a, str>,
+    pub command: Cow<'a, str>,
+    pub outputs: Vec<Cow<'a, str>>,
+    pub depfile: Option<Cow<'a, str>>,
 }
 
-impl KeyParts {
+impl KeyParts<'_> {
+    /// The same parts, owning everything they borrowed.
+    pub fn into_owned(self) -> KeyParts<'static> {
+        let owned = |s: Cow<'_, str>| Cow::Owned(s.into_owned());
+        KeyParts {
+            version: self.version,
+            step: StepDef {
+                kind: owned(self.step.kind),
+                command: owned(self.step.command),
+                outputs: self.step.outputs.into_iter().map(owned).collect(),
+                depfile: self.step.depfile.map(owned),
+            },
+            inputs: self.inputs,
+            deps: self.deps.into_iter().map(|(k, v)| (owned(k), v)).collect(),
+            env: Cow::Owned(self.env.into_owned()),
+            pass_env: self.pass_env,
+            tools: self.tools,
+        }
+    }
+
+    /// The declared outputs, as owned paths.
+    pub fn output_paths(&self) -> Vec<String> {
+        self.step.outputs.iter().map(|o| o.to_string()).collect()
+    }
+}
+
+impl KeyParts<'_> {
     /// The first-level key: blake3 of `gvbuild key\0` and every part in the format that
     /// [`encode`] documents.
     pub fn key(&self) -> Digest {
@@ -118,7 +150,7 @@ impl KeyParts {
             w.str(name).bytes(d);
         }
         w.field("env").len(self.env.len());
-        for (k, v) in &self.env {
+        for (k, v) in self.env.iter() {
             w.str(k).str(v);
         }
         w.field("pass_env").len(self.pass_env.len());
@@ -155,7 +187,7 @@ pub fn full_key(first: &Digest, discovered: &BTreeMap<String, FileId>) -> Digest
 mod tests {
     use super::*;
 
-    fn sample() -> KeyParts {
+    fn sample() -> KeyParts<'static> {
         let mut inputs = BTreeMap::new();
         inputs.insert("src/a.c".into(), FileId { digest: [1; 32], exec: false, size: 3 });
         let mut env = BTreeMap::new();
@@ -170,7 +202,7 @@ mod tests {
             },
             inputs,
             deps: BTreeMap::new(),
-            env,
+            env: Cow::Owned(env),
             pass_env: BTreeMap::new(),
             tools: BTreeMap::new(),
         }
@@ -190,13 +222,13 @@ mod tests {
     fn every_part_changes_the_key() {
         let base = sample().key();
         let mut p = sample();
-        p.step.command.push(' ');
+        p.step.command.to_mut().push(' ');
         assert_ne!(p.key(), base);
         let mut p = sample();
         p.inputs.values_mut().for_each(|f| f.exec = true);
         assert_ne!(p.key(), base);
         let mut p = sample();
-        p.env.insert("X".into(), "1".into());
+        p.env.to_mut().insert("X".into(), "1".into());
         assert_ne!(p.key(), base);
         let mut p = sample();
         p.pass_env.insert("X".into(), None);

@@ -70,25 +70,31 @@ impl OutputTree {
     }
 
     /// Hash the declared outputs as they are on disk now.
-    pub fn collect(root: &Path, outputs: &[String], stat: &StatCache) -> Result<OutputTree, OutputError> {
+    pub fn collect<S: AsRef<str>>(
+        root: &Path,
+        outputs: &[S],
+        stat: &StatCache,
+    ) -> Result<OutputTree, OutputError> {
         let mut tree = OutputTree::default();
         for out in outputs {
-            let abs = root.join(out);
-            let meta = match fs::symlink_metadata(&abs) {
+            let out: &str = out.as_ref();
+            let meta = match stat.meta(root, out, false) {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(OutputError::Missing(out.clone()))
+                    return Err(OutputError::Missing(out.to_string()))
                 }
-                Err(cause) => return Err(OutputError::Io { path: out.clone(), cause }),
+                Err(cause) => return Err(OutputError::Io { path: out.to_string(), cause }),
             };
-            if meta.file_type().is_symlink() {
-                tree.symlinks.push(link(&abs, out)?);
+            if meta.is_symlink() {
+                tree.symlinks.push(link(&root.join(out), out)?);
             } else if meta.is_dir() {
+                let abs = root.join(out);
                 for entry in WalkDir::new(&abs).sort_by_file_name() {
-                    let entry = entry.map_err(|e| OutputError::Io { path: out.clone(), cause: e.into() })?;
+                    let entry =
+                        entry.map_err(|e| OutputError::Io { path: out.to_string(), cause: e.into() })?;
                     let rel = entry.path().strip_prefix(&abs).unwrap_or(entry.path());
                     let name = match rel.to_str() {
-                        Some("") => out.clone(),
+                        Some("") => out.to_string(),
                         Some(rel) => format!("{out}/{rel}"),
                         None => return Err(OutputError::NotUtf8(format!("{out}/{}", rel.to_string_lossy()))),
                     };
@@ -102,7 +108,7 @@ impl OutputTree {
                             .metadata()
                             .map_err(|e| OutputError::Io { path: name.clone(), cause: e.into() })?;
                         let id = stat
-                            .file_id_with_meta(&name, entry.path(), &meta)
+                            .file_id_with_meta(&name, entry.path(), &(&meta).into())
                             .map_err(|cause| OutputError::Io { path: name.clone(), cause })?;
                         tree.files.push(OutFile {
                             path: name,
@@ -119,10 +125,10 @@ impl OutputTree {
                 }
             } else {
                 let id = stat
-                    .file_id_with_meta(out, &abs, &meta)
-                    .map_err(|cause| OutputError::Io { path: out.clone(), cause })?;
+                    .file_id_in(root, out, &meta)
+                    .map_err(|cause| OutputError::Io { path: out.to_string(), cause })?;
                 tree.files.push(OutFile {
-                    path: out.clone(),
+                    path: out.to_string(),
                     digest: id.digest,
                     size: id.size,
                     exec: id.exec,

@@ -34,7 +34,7 @@ pub struct Record {
 /// What `--explain` compares against.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Explained {
-    pub parts: KeyParts,
+    pub parts: KeyParts<'static>,
     pub discovered: std::collections::BTreeMap<String, super::FileId>,
 }
 
