@@ -340,17 +340,17 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
         false => None,
     };
     let plain_lines = reporter.plain_fresh_lines();
-    // A fresh step's `--json` line is made here too, on the pool, when it is all there is to
-    // report of it: on one thread it was a tenth of a no-op build.
     let check = |&i: &usize| {
-        let done = runner::check_fresh(&ctx, g.target(i), dep_digests(g, i, &recorded));
-        let line = done
-            .as_ref()
-            .filter(|d| plain_lines && d.image_id.is_none())
-            .map(|d| report::fresh_line(&g.target(i).name, d.key, d.ms));
-        (i, done, line)
+        let done = runner::check_fresh(&ctx, g.target(i), dep_digests(g, i, &recorded))?;
+        Some(FreshCheck {
+            key: done.key,
+            outputs_digest: done.outputs_digest,
+            ms: done.ms,
+            image_id: done.image_id.map(Box::new),
+        })
     };
-    let checked = || -> Vec<(usize, Option<runner::Done>, Option<String>)> {
+    // In the order of `candidates`.
+    let checked = || -> Vec<Option<FreshCheck>> {
         if fresh_pool.is_some() {
             use rayon::prelude::*;
             // A few tasks per thread: a task costs about a check, and a check that must hash
@@ -367,10 +367,10 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
         None => checked(),
     };
     drop(fresh_pool);
-    let mut results: Vec<Option<(runner::Done, Option<String>)>> = Vec::new();
-    results.resize_with(n, || None);
-    for (i, done, line) in checked {
-        results[i] = done.map(|d| (d, line));
+    let mut checked = checked;
+    let mut position = vec![u32::MAX; n];
+    for (k, &i) in candidates.iter().enumerate() {
+        position[i] = k as u32;
     }
     for level in &levels {
         for &i in level {
@@ -382,15 +382,21 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
             if !deps_fresh {
                 continue;
             }
-            let Some((done, line)) = results[i].take() else { continue };
+            let Some(fresh) = checked.get_mut(position[i] as usize).and_then(Option::take) else { continue };
             fresh_done[i] = true;
-            out_digest[i] = done.outputs_digest;
+            out_digest[i] = fresh.outputs_digest;
             waiting[i] = usize::MAX;
             remaining -= 1;
             summary.add(Outcome::Fresh);
-            match line {
-                Some(line) => reporter.push_line(&line),
-                None => {
+            // A fresh step's `--json` line, when that is all there is to report of it, is made
+            // by hand (a `serde_json::Value` per step was a tenth of a no-op build).
+            match fresh.image_id {
+                None if plain_lines => {
+                    reporter.push_line(&report::fresh_line(&g.target(i).name, fresh.key, fresh.ms))
+                }
+                image_id => {
+                    let image_id = image_id.map(|b| *b);
+                    let done = runner::Done::fresh(fresh.key, fresh.outputs_digest, fresh.ms, image_id);
                     reporter.step(&ctx, &g.target(i).name, Outcome::Fresh, Some(&done), done.ms, done.key)
                 }
             }
@@ -552,6 +558,17 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
     }
     drop(tx);
     summary
+}
+
+/// What the fresh-check phase keeps of a fresh step until its deps are known to be fresh too:
+/// every step of a no-op is checked at once, and a whole [`runner::Done`] per step would add
+/// megabytes to the build's peak.
+struct FreshCheck {
+    key: Option<Digest>,
+    outputs_digest: Option<Digest>,
+    ms: u64,
+    /// Boxed: rare (an image), and this struct is held for every step at once.
+    image_id: Option<Box<(String, Digest)>>,
 }
 
 /// The number of cores this process may use (`available_parallelism`, 1 when unknown), asked

@@ -52,6 +52,21 @@ pub struct Done {
 }
 
 impl Done {
+    /// A fresh step's outcome, as [`check_fresh`] reports it.
+    pub fn fresh(
+        key: Option<Digest>,
+        outputs_digest: Option<Digest>,
+        ms: u64,
+        image_id: Option<(String, Digest)>,
+    ) -> Done {
+        let mut d = Done::new(Outcome::Fresh);
+        d.key = key;
+        d.outputs_digest = outputs_digest;
+        d.ms = ms;
+        d.image_id = image_id;
+        d
+    }
+
     fn new(outcome: Outcome) -> Done {
         Done {
             outcome,
@@ -470,11 +485,7 @@ fn fresh(ctx: &Ctx, t: &Target, step: &Step, parts: &KeyParts, first: Digest, re
     if tree != rec.outputs {
         return None;
     }
-    let mut d = Done::new(Outcome::Fresh);
-    d.key = Some(key);
-    d.outputs_digest = Some(rec.outputs_digest);
-    d.image_id = image_id(step, &tree);
-    Some(d)
+    Some(Done::fresh(Some(key), Some(rec.outputs_digest), 0, image_id(step, &tree)))
 }
 
 fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Digest>) -> Done {
