@@ -29,7 +29,7 @@ pub mod runner;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 
@@ -284,13 +284,12 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
         jobs.saturating_mul(2).saturating_add(remote_jobs).saturating_add(remote_io).min(1024);
     reporter.start(steps.len());
 
-    // Phase one: find the fresh steps, all checked at once in parallel. A step is fresh only
-    // if all its deps are, and a fresh dep's outputs are the ones its record names: so each
-    // step is checked with its deps' recorded outputs, and its result is kept (a level at a
-    // time, in topological order) only if every dep turned out fresh. The rest go to the
-    // scheduler below, which checks again once their deps have finished (a dep that reruns to
-    // identical outputs leaves them fresh: early cutoff). Checking level by level instead
-    // waited for the slowest check of every level, on every core.
+    // Phase one: find the fresh steps, in parallel (see `FreshWalk`). A step is fresh only if
+    // all its deps are, and a fresh dep's outputs are the ones its record names: so a step is
+    // checked, with its deps' recorded outputs, once they are all found fresh. The rest go to
+    // the scheduler below, which checks again once their deps have finished (a dep that reruns
+    // to identical outputs leaves them fresh: early cutoff). The fresh steps are then reported
+    // a topological level at a time.
     let order = topo_order(&steps, &g.step_deps, &in_sel);
     let mut depth = vec![0usize; n];
     for &i in &order {
@@ -340,7 +339,7 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
         false => None,
     };
     let plain_lines = reporter.plain_fresh_lines();
-    let check = |&i: &usize| {
+    let check = |i: usize| {
         let done = runner::check_fresh(&ctx, g.target(i), dep_digests(g, i, &recorded))?;
         Some(FreshCheck {
             key: done.key,
@@ -349,29 +348,35 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
             image_id: done.image_id.map(Box::new),
         })
     };
-    // In the order of `candidates`.
-    let checked = || -> Vec<Option<FreshCheck>> {
-        if fresh_pool.is_some() {
-            use rayon::prelude::*;
-            // A few tasks per thread: a task costs about a check, and a check that must hash
-            // its inputs again (a cold stat cache) may cost much more than the rest.
-            let min_len = (candidates.len() / (threads * 4)).max(1);
-            candidates.par_iter().with_min_len(min_len).map(check).collect()
-        } else {
-            candidates.iter().map(check).collect()
-        }
-    };
-    let checked = match &fresh_pool {
-        Some(pool) => pool.install(checked),
-        // No threads to be had (or at most one step): check one step after another on this one.
-        None => checked(),
-    };
-    drop(fresh_pool);
-    let mut checked = checked;
-    let mut position = vec![u32::MAX; n];
-    for (k, &i) in candidates.iter().enumerate() {
-        position[i] = k as u32;
+    let mut is_candidate = vec![false; n];
+    for &i in &candidates {
+        is_candidate[i] = true;
     }
+    let walk = FreshWalk {
+        check: &check,
+        pending: (0..n)
+            .map(|i| AtomicU32::new(g.step_deps[i].iter().filter(|d| in_sel.contains(d)).count() as u32))
+            .collect(),
+        is_candidate: &is_candidate,
+        dependents: &dependents,
+        found: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
+    };
+    let roots: Vec<usize> =
+        candidates.iter().copied().filter(|&i| walk.pending[i].load(Ordering::Relaxed) == 0).collect();
+    match &fresh_pool {
+        Some(pool) => pool.install(|| {
+            rayon::scope(|s| {
+                for &i in &roots {
+                    let walk = &walk;
+                    s.spawn(move |s| walk.visit(s, i));
+                }
+            })
+        }),
+        // No threads to be had (or at most one step): check one step after another on this one.
+        None => walk.visit_here(roots),
+    }
+    drop(fresh_pool);
+    let mut found = walk.found;
     for level in &levels {
         for &i in level {
             // Kept only if every dep is fresh with the outputs this check was given.
@@ -382,7 +387,7 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
             if !deps_fresh {
                 continue;
             }
-            let Some(fresh) = checked.get_mut(position[i] as usize).and_then(Option::take) else { continue };
+            let Some(fresh) = found[i].take() else { continue };
             fresh_done[i] = true;
             out_digest[i] = fresh.outputs_digest;
             waiting[i] = usize::MAX;
@@ -569,6 +574,48 @@ struct FreshCheck {
     ms: u64,
     /// Boxed: rare (an image), and this struct is held for every step at once.
     image_id: Option<Box<(String, Digest)>>,
+}
+
+/// Phase one's walk over the steps: a step is checked once every dep of it (in the selection)
+/// was checked fresh, as soon as the last one is, on whichever thread is free; a step with a
+/// dep that is not fresh is not checked here (the scheduler checks it once its deps ran). So
+/// there is no wait for a whole level, and no check whose result could not be kept.
+struct FreshWalk<'a> {
+    check: &'a (dyn Fn(usize) -> Option<FreshCheck> + Sync),
+    /// Per step: its deps in the selection not yet found fresh.
+    pending: Vec<AtomicU32>,
+    /// Per step: whether it has a record, and its deps too (else it cannot be fresh).
+    is_candidate: &'a [bool],
+    dependents: &'a [Vec<usize>],
+    /// Per step: the check's result, once found fresh.
+    found: Vec<std::sync::OnceLock<FreshCheck>>,
+}
+
+impl FreshWalk<'_> {
+    /// Check step `i`; if it is fresh, record that and call `next` with each dependent whose
+    /// deps are now all fresh.
+    fn step(&self, i: usize, mut next: impl FnMut(usize)) {
+        let Some(fresh) = (self.check)(i) else { return };
+        let _ = self.found[i].set(fresh);
+        for &d in &self.dependents[i] {
+            if self.pending[d].fetch_sub(1, Ordering::AcqRel) == 1 && self.is_candidate[d] {
+                next(d);
+            }
+        }
+    }
+
+    /// Check `i` and then, each as a task of its own, the dependents it makes ready.
+    fn visit<'s>(&'s self, s: &rayon::Scope<'s>, i: usize) {
+        self.step(i, |d| s.spawn(move |s| self.visit(s, d)));
+    }
+
+    /// The same walk on this thread alone, from `roots`.
+    fn visit_here(&self, roots: Vec<usize>) {
+        let mut ready = roots;
+        while let Some(i) = ready.pop() {
+            self.step(i, |d| ready.push(d));
+        }
+    }
 }
 
 /// The number of cores this process may use (`available_parallelism`, 1 when unknown), asked

@@ -40,7 +40,7 @@ pub struct KeyWriter {
 impl KeyWriter {
     /// A writer whose output starts with `domain` (for example `b"gvbuild key\0"`).
     pub fn new(domain: &[u8]) -> KeyWriter {
-        let mut buf = Vec::with_capacity(2048);
+        let mut buf = Vec::with_capacity(1024);
         buf.extend_from_slice(domain);
         KeyWriter { buf }
     }
