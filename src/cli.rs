@@ -745,35 +745,6 @@ fn open_project(g: &GlobalArgs) -> Result<Project, Error> {
     Ok(Project { root, source: Source::new(shown, text), state_dir })
 }
 
-/// Writing the parse cache (`graph.bin`) on a thread of its own; dropping this waits for it, so
-/// that gvbuild never exits in the middle of the write.
-struct ParseCacheWrite(Option<std::thread::JoinHandle<()>>);
-
-impl ParseCacheWrite {
-    fn start(ctx: &Arc<exec::Ctx>) -> ParseCacheWrite {
-        let mine = ctx.clone();
-        let spawned = std::thread::Builder::new()
-            .name("gvbuild-parse-cache".into())
-            .spawn(move || mine.graph.write_cache(&mine.state_dir));
-        match spawned {
-            Ok(t) => ParseCacheWrite(Some(t)),
-            // No thread to be had: written here, before the build.
-            Err(_) => {
-                ctx.graph.write_cache(&ctx.state_dir);
-                ParseCacheWrite(None)
-            }
-        }
-    }
-}
-
-impl Drop for ParseCacheWrite {
-    fn drop(&mut self) {
-        if let Some(t) = self.0.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 fn prepare_state_dir(dir: &Path) -> Result<(), Error> {
     std::fs::create_dir_all(dir).map_err(io_error("cannot create the state folder", dir))?;
     let ignore = dir.join(".gitignore");
@@ -884,7 +855,7 @@ fn build(
             .name("gvbuild-load".into())
             .spawn(move || (StatCache::load(&dir.join("stat.bin")), State::load(&dir)))
     };
-    let (graph, graph_stale) = Graph::load_cached(&p.source, &overrides(g)?, &p.state_dir)?;
+    let graph = Graph::load_with(&p.source, &overrides(g)?, &p.state_dir, !dry)?;
     timings.mark("load graph");
     let selected = graph.select(&names).map_err(|e| {
         let unknown: Vec<String> =
@@ -1041,9 +1012,6 @@ fn build(
         remote_exec,
         platform: remote_args.platform.iter().cloned().collect(),
     });
-    // A graph just validated is written to the parse cache on another core while the build
-    // starts: serializing a big one would hold back the first step.
-    let _parse_cache = (graph_stale && !dry).then(|| ParseCacheWrite::start(&ctx));
     timings.mark("load state");
     let summary = exec::build(ctx.clone(), &selected, &mut reporter);
     timings.mark("build");

@@ -87,6 +87,8 @@ impl Graph {
     }
 
     /// [`Graph::load`], writing the parse cache only when `write` (a dry run writes nothing).
+    /// Written before anything else runs: serializing it beside the build raised a cold build's
+    /// peak memory by the cache's size.
     pub fn load_with(
         source: &Source,
         overrides: &[(String, String)],
@@ -103,7 +105,7 @@ impl Graph {
     /// The graph for `source`, from the parse cache in `state_dir` when the YAML and vars are
     /// unchanged, else by parsing and validating; `true` with a graph the parse cache does not
     /// hold (for [`Graph::write_cache`]). Writes nothing.
-    pub fn load_cached(
+    fn load_cached(
         source: &Source,
         overrides: &[(String, String)],
         state_dir: &Path,
@@ -120,7 +122,7 @@ impl Graph {
 
     /// Write this graph as the parse cache of `state_dir` (`graph.bin`, replaced atomically).
     /// The cache is an optimisation: failing to write it is not an error.
-    pub fn write_cache(&self, state_dir: &Path) {
+    fn write_cache(&self, state_dir: &Path) {
         if let Ok(bytes) = self.to_cache_bytes() {
             let _ = crate::fsutil::write_atomic(&state_dir.join("graph.bin"), &bytes);
         }

@@ -45,11 +45,13 @@ pub fn acquire(path: &Path, mode: Mode, waiting: impl FnOnce(&str)) -> io::Resul
     if matches!(mode, Mode::Exclusive) {
         // Written over the old text at a fixed width, not after truncating the file: ext4 flushes
         // a file truncated to zero when it is closed (its `auto_da_alloc`), a write to disk on
-        // every build. A longer text left by another writer is cut after ours.
+        // every build. A longer text left by another writer is cut after ours. Best effort: the
+        // lock is the flock; the text only names the holder to a gvbuild that waits.
         let text = format!("pid {:<12}\n", std::process::id());
-        file.write_all_at(text.as_bytes(), 0)?;
-        if file.metadata()?.len() != text.len() as u64 {
-            file.set_len(text.len() as u64)?;
+        if file.write_all_at(text.as_bytes(), 0).is_ok()
+            && file.metadata().is_ok_and(|m| m.len() != text.len() as u64)
+        {
+            let _ = file.set_len(text.len() as u64);
         }
     }
     Ok(Lock { _file: file })

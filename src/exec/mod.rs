@@ -412,7 +412,7 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
     }
     ctx.stat.set_frozen(false);
     // Started only when something is left to run: a no-op build starts no step threads.
-    let _watcher = (remaining > 0).then(|| Watcher::start(&ctx));
+    let _watcher = (remaining > 0).then(|| Watcher::start(&ctx, reporter));
     let pool = if remaining == 0 {
         None
     } else {
@@ -592,8 +592,8 @@ struct FreshWalk<'a> {
 }
 
 impl FreshWalk<'_> {
-    /// Check step `i`; if it is fresh, record that and call `next` with each dependent whose
-    /// deps are now all fresh.
+    /// Check step `i`; if it is fresh, record that and call `next` with each dependent that
+    /// can be fresh (a candidate) and whose deps are now all found fresh.
     fn step(&self, i: usize, mut next: impl FnMut(usize)) {
         let Some(fresh) = (self.check)(i) else { return };
         let _ = self.found[i].set(fresh);
@@ -633,7 +633,9 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn start(ctx: &Arc<Ctx>) -> Watcher {
+    /// Start the thread; where no thread can be had, a warning says that a signal will not stop
+    /// the running steps.
+    fn start(ctx: &Arc<Ctx>, reporter: &Reporter) -> Watcher {
         let done = Arc::new(AtomicBool::new(false));
         let thread = {
             let ctx = ctx.clone();
@@ -647,6 +649,12 @@ impl Watcher {
                         }
                         std::thread::park_timeout(std::time::Duration::from_millis(30));
                     }
+                })
+                .map_err(|e| {
+                    reporter.warn(&format!(
+                        "could not start the thread that stops steps on Ctrl-C ({e}): an interrupted build \
+                         waits for its running steps to end"
+                    ))
                 })
                 .ok()
         };

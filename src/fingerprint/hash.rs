@@ -6,13 +6,6 @@
 //! is "racily clean" (a second write in the same clock tick would keep the same mtime), so its
 //! entry is not trusted and it is hashed again, as git does with its index.
 
-/// The stat cache's maps, looked up once or more per file per build: FxHash (rustc's), much
-/// cheaper than std's SipHash for paths; the keys are the project's own paths, not an
-/// attacker's, so SipHash's flooding resistance buys nothing here.
-type FastMap<K, V> = rustc_hash::FxHashMap<K, V>;
-
-/// The names in one folder (see [`StatCache::listing`]).
-pub type Listing = rustc_hash::FxHashSet<OsString>;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read};
@@ -22,6 +15,14 @@ use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+/// The stat cache's maps, looked up once or more per file per build: FxHash (rustc's), much
+/// cheaper than std's SipHash for paths; the keys are the project's own paths, not an
+/// attacker's, so SipHash's flooding resistance buys nothing here.
+type FastMap<K, V> = rustc_hash::FxHashMap<K, V>;
+
+/// The names in one folder (see [`StatCache::listing`]).
+pub type Listing = rustc_hash::FxHashSet<OsString>;
 
 /// A blake3 digest.
 pub type Digest = [u8; 32];
