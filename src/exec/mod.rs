@@ -565,9 +565,9 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
     summary
 }
 
-/// What the fresh-check phase keeps of a fresh step until its deps are known to be fresh too:
-/// every step of a no-op is checked at once, and a whole [`runner::Done`] per step would add
-/// megabytes to the build's peak.
+/// What the fresh-check phase keeps of a fresh step until the steps are reported, a level at a
+/// time, after the walk: in a no-op that is every step at once, and a whole [`runner::Done`]
+/// per step added megabytes to the build's peak.
 struct FreshCheck {
     key: Option<Digest>,
     outputs_digest: Option<Digest>,

@@ -439,3 +439,40 @@ pub fn hash_file(path: &Path, size_hint: u64) -> io::Result<Digest> {
 pub fn hex(d: &Digest) -> String {
     hex::encode(d)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A stat relative to the project folder's descriptor says what std's stat of the absolute
+    /// path says: followed or not, for files, folders, symlinks and ".", and fails alike.
+    #[test]
+    fn stats_relative_to_the_root_match_std() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir(root.join("sub")).unwrap();
+        fs::write(root.join("sub/f.txt"), "hello").unwrap();
+        fs::set_permissions(root.join("sub/f.txt"), fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("sub/f.txt", root.join("link")).unwrap();
+        let mut stat = StatCache::default();
+        stat.set_root(&root);
+        assert!(stat.root.is_some());
+        for path in ["sub/f.txt", "sub", "link", ".", "sub/../link"] {
+            for follow in [true, false] {
+                let abs = root.join(path);
+                let std_meta = if follow { fs::metadata(&abs) } else { fs::symlink_metadata(&abs) };
+                assert_eq!(stat.meta(&root, path, follow).unwrap(), Meta::from(&std_meta.unwrap()), "{path}");
+            }
+        }
+        assert!(stat.meta(&root, "link", false).unwrap().is_symlink());
+        assert!(stat.meta(&root, "link", true).unwrap().is_exec());
+        let missing = stat.meta(&root, "sub/none", true).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+        let not_dir = stat.meta(&root, "sub/f.txt/x", true).unwrap_err();
+        assert_eq!(not_dir.raw_os_error(), Some(libc::ENOTDIR));
+        // Another root, or an absolute path, is stat-ed by its name.
+        let other = stat.meta(Path::new("/"), root.join("sub/f.txt").to_str().unwrap(), true).unwrap();
+        assert_eq!(other.size, 5);
+    }
+}
