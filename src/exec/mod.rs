@@ -313,10 +313,8 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
         Err(_) => vec![None; n],
     };
     // A step with no record, or with a dep that has none, cannot be fresh: not checked.
-    let candidates: Vec<usize> = order
-        .iter()
-        .copied()
-        .filter(|&i| {
+    let is_candidate: Vec<bool> = (0..n)
+        .map(|i| {
             recorded[i].is_some()
                 && g.step_deps[i].iter().filter(|d| in_sel.contains(d)).all(|&d| recorded[d].is_some())
         })
@@ -329,7 +327,7 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
     // machine they would take the cores from what this thread does next. A build with at most
     // one step to check (a fresh clone has none) starts no pool.
     let threads = cores();
-    let fresh_pool = match candidates.len() > 1 {
+    let fresh_pool = match is_candidate.iter().filter(|&&c| c).nth(1).is_some() {
         true => rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("gvbuild-check-{i}"))
@@ -348,10 +346,6 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
             image_id: done.image_id.map(Box::new),
         })
     };
-    let mut is_candidate = vec![false; n];
-    for &i in &candidates {
-        is_candidate[i] = true;
-    }
     let walk = FreshWalk {
         check: &check,
         pending: (0..n)
@@ -362,7 +356,7 @@ pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summ
         found: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
     };
     let roots: Vec<usize> =
-        candidates.iter().copied().filter(|&i| walk.pending[i].load(Ordering::Relaxed) == 0).collect();
+        (0..n).filter(|&i| is_candidate[i] && walk.pending[i].load(Ordering::Relaxed) == 0).collect();
     match &fresh_pool {
         Some(pool) => pool.install(|| {
             rayon::scope(|s| {

@@ -31,7 +31,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::hash::{FileId, Listing, StatCache};
+use super::hash::{abs_of, FileId, Listing, StatCache};
 
 /// A list entry that names a folder the step searched rather than a file it read (the stage
 /// step's library search: RPATH, `search`, RUNPATH, ld.so.conf and default folders). No path
@@ -151,14 +151,6 @@ fn shell_words(s: &str) -> Vec<String> {
     words
 }
 
-fn abs_of(root: &Path, p: &str) -> PathBuf {
-    if p.starts_with('/') {
-        PathBuf::from(p)
-    } else {
-        root.join(p)
-    }
-}
-
 /// The identities of a discovered list (see the module docs): one entry per file, then one
 /// `lookups in DIR` fact per search folder.
 ///
@@ -218,7 +210,7 @@ pub fn identities(
     }
     let mut listings = rustc_hash::FxHashMap::default();
     for dir in dirs {
-        let base = if dir == "." { root.to_path_buf() } else { abs_of(root, &dir) };
+        let base = abs_of(root, &dir);
         let mut w = super::encode::KeyWriter::new(b"gvbuild lookups\0");
         let mut present = 0u64;
         for name in &names {

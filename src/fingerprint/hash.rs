@@ -296,7 +296,7 @@ impl StatCache {
                 Ok(Meta::from(&st))
             }
             _ => {
-                let abs = if path.starts_with('/') { PathBuf::from(path) } else { root.join(path) };
+                let abs = abs_of(root, path);
                 let m = if follow { fs::metadata(abs)? } else { fs::symlink_metadata(abs)? };
                 Ok(Meta::from(&m))
             }
@@ -306,10 +306,7 @@ impl StatCache {
     /// [`StatCache::file_id_with_meta`] for project path `path` in `root`, whose absolute name
     /// is made only when the file must be hashed.
     pub fn file_id_in(&self, root: &Path, path: &str, meta: &Meta) -> io::Result<FileId> {
-        self.id_or_hash(path, meta, |size| {
-            let abs = if path.starts_with('/') { PathBuf::from(path) } else { root.join(path) };
-            hash_file(&abs, size)
-        })
+        self.id_or_hash(path, meta, |size| hash_file(&abs_of(root, path), size))
     }
 
     pub fn file_id_with_meta(&self, key: &str, abs: &Path, meta: &Meta) -> io::Result<FileId> {
@@ -414,6 +411,18 @@ impl StatCache {
             memo: RwLock::new(None),
             listings: RwLock::new(None),
         }
+    }
+}
+
+/// The absolute name of `path` (project-relative, `.`, or already absolute) in project folder
+/// `root`.
+pub fn abs_of(root: &Path, path: &str) -> PathBuf {
+    if path.starts_with('/') {
+        PathBuf::from(path)
+    } else if path == "." {
+        root.to_path_buf()
+    } else {
+        root.join(path)
     }
 }
 

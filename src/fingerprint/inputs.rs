@@ -7,7 +7,7 @@ use std::path::Path;
 
 use walkdir::WalkDir;
 
-use super::hash::{FileId, StatCache};
+use super::hash::{abs_of, FileId, StatCache};
 use crate::config::PathSpec;
 
 /// Folders never walked into: the state folder and version control.
@@ -60,16 +60,6 @@ pub fn resolve_noting_empty_globs(
         }
     }
     Ok(out)
-}
-
-fn abs_of(root: &Path, path: &str) -> std::path::PathBuf {
-    if path.starts_with('/') {
-        Path::new(path).to_path_buf()
-    } else if path == "." {
-        root.to_path_buf()
-    } else {
-        root.join(path)
-    }
 }
 
 fn join(base: &str, rel: &str) -> String {
