@@ -50,6 +50,60 @@ fn tree_json(root: &Tuple) -> Vec<Json> {
         .collect()
 }
 
+/// One entry of the root tuple's `mounts`: the key, the 9p attach id it matches, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub key: String,
+    /// For a `%N` key, N: Nanos matches it against a 9p device whose mount tag, read as a
+    /// decimal number, is N (nanos `src/kernel/storage.c`, `volume_match`;
+    /// `src/virtio/virtio_9p.c`). `None` for a key that names a volume by label or UUID.
+    pub attach_id: Option<u64>,
+    /// The mount point, with any `:ro` suffix.
+    pub path: String,
+}
+
+impl Mount {
+    /// The mount point without its options (`/workspace:ro` is `/workspace`).
+    pub fn point(&self) -> &str {
+        self.path.split(':').next().unwrap_or_default()
+    }
+}
+
+/// The `mounts` of a root tuple, in key order.
+pub fn mounts_of(root: &Tuple) -> Vec<Mount> {
+    let Some(t) = root.get("mounts").and_then(Value::as_tuple) else {
+        return Vec::new();
+    };
+    t.iter()
+        .map(|(k, v)| {
+            let digits: String =
+                k.strip_prefix('%').unwrap_or("").chars().take_while(char::is_ascii_digit).collect();
+            let attach_id = if k.len() > 1 && !digits.is_empty() { digits.parse().ok() } else { None };
+            let path = match v {
+                Value::Str(b) | Value::Buffer(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            };
+            Mount { key: k.clone(), attach_id, path }
+        })
+        .collect()
+}
+
+/// The Gevulot node attaches the workspace as 9p mount tag 0 (gevulotnetwork/gevulot
+/// `crates/node/src/vmm/qemu.rs`), so a program image must mount `/workspace` from `%0`. The
+/// warning for an image that does not, or `None`.
+pub fn workspace_warning(mounts: &[Mount]) -> Option<String> {
+    let ws: Vec<&Mount> = mounts.iter().filter(|m| m.point().trim_end_matches('/') == "/workspace").collect();
+    match ws.as_slice() {
+        [] => Some("this image mounts nothing at /workspace: the Gevulot node hands a program its task there (9p mount tag 0, mounted by a `%0` key)".into()),
+        [m, ..] if m.attach_id == Some(0) => None,
+        [m, ..] => Some(format!(
+            "the workspace is mounted from `{}`{}, but the Gevulot node attaches the workspace as 9p mount tag 0: this image will not see it (ops numbers Mounts from %0; rebuild it with gvbuild or a current ops)",
+            m.key,
+            m.attach_id.map(|id| format!(" (attach id {id})")).unwrap_or_default()
+        )),
+    }
+}
+
 /// Everything `inspect` shows, as JSON.
 pub fn describe(path: &Path) -> Result<Json, String> {
     let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
@@ -88,8 +142,18 @@ pub fn describe(path: &Path) -> Result<Json, String> {
             })
         })
         .collect();
+    let root = disk.volumes.iter().find(|(_, v)| role(&disk, v) == "root").map(|(_, v)| &v.root);
+    let mounts = root.map(|r| mounts_of(r)).unwrap_or_default();
+    let mut warnings = Vec::new();
+    if root.is_some_and(|r| r.contains_key("program")) {
+        warnings.extend(workspace_warning(&mounts));
+    }
+    let mounts: Vec<Json> =
+        mounts.iter().map(|m| json!({ "key": m.key, "attach_id": m.attach_id, "path": m.path })).collect();
     Ok(json!({
         "image": path.display().to_string(),
+        "mounts": mounts,
+        "warnings": warnings,
         "size": disk.size,
         "blake3": hasher.finalize().to_hex().to_string(),
         "stage2_bytes": disk.boot_record.map(|r| r.stage2_len),
@@ -110,6 +174,16 @@ pub fn render(d: &Json) -> String {
         n(&d["size"]),
         s(&d["blake3"])
     ));
+    for m in d["mounts"].as_array().into_iter().flatten() {
+        let id = match m["attach_id"].as_u64() {
+            Some(id) => format!("9p attach id {id} (QEMU mount_tag={id})"),
+            None => "a volume by label or UUID".into(),
+        };
+        out.push_str(&format!("  mount {} <- {}: {id}\n", s(&m["path"]), s(&m["key"])));
+    }
+    for w in d["warnings"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  warning: {}\n", s(w)));
+    }
     let parts = d["partitions"].as_array().cloned().unwrap_or_default();
     if parts.is_empty() {
         out.push_str("no partition table: a bare TFS volume\n");
@@ -244,4 +318,48 @@ pub fn extract(image: &Path, dir: &Path) -> Result<u64, String> {
         }
     }
     Ok(files)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn tuple_with_mounts(pairs: &[(&str, &str)]) -> Tuple {
+        let mut mounts = Tuple::new();
+        for (k, v) in pairs {
+            mounts.insert(k.to_string(), Value::str(v));
+        }
+        let mut root = Tuple::new();
+        root.insert("mounts".into(), Value::Tuple(mounts));
+        root
+    }
+
+    #[test]
+    fn attach_ids_are_read_as_nanos_reads_them() {
+        let got = mounts_of(&tuple_with_mounts(&[
+            ("%0", "/workspace"),
+            ("%12x", "/a:ro"),
+            ("virtfs3", "/b"),
+            ("%", "/c"),
+        ]));
+        let ids: Vec<_> = got.iter().map(|m| (m.key.as_str(), m.attach_id, m.point())).collect();
+        assert_eq!(
+            ids,
+            [
+                ("%", None, "/c"),
+                ("%0", Some(0), "/workspace"),
+                ("%12x", Some(12), "/a"),
+                ("virtfs3", None, "/b")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_workspace_off_tag_zero_is_warned_about() {
+        assert_eq!(workspace_warning(&mounts_of(&tuple_with_mounts(&[("%0", "/workspace")]))), None);
+        let w = workspace_warning(&mounts_of(&tuple_with_mounts(&[("%1", "/workspace")]))).unwrap();
+        assert!(w.contains("`%1` (attach id 1)") && w.contains("this image will not see it"), "{w}");
+        assert!(workspace_warning(&[]).unwrap().contains("mounts nothing at /workspace"));
+    }
 }

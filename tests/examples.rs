@@ -86,13 +86,14 @@ fn cpu_prover_example_builds_its_manifest_and_image() {
         serde_json::json!(["my_prover"]),
         "argv[0] is the program as written, as ops makes it"
     );
-    assert_eq!(root["root_tuple"]["mounts"], serde_json::json!({ "%1": "/workspace" }));
+    // ops renumbers the guide's `%1` to `%0` (AddVirtfsShares), the node's mount tag 0.
+    assert_eq!(root["root_tuple"]["mounts"], serde_json::json!({ "%0": "/workspace" }));
     assert_eq!(root["root_tuple"]["environment"]["RUST_LOG"], "debug");
     let rows = tree_rows(root);
     assert!(rows["/my_prover"].2, "the program is marked exec");
     assert_eq!(rows["/workspace"].0, "dir");
     assert!(rows.contains_key("/lib/x86_64-linux-gnu/libc.so.6"), "{rows:?}");
-    p.gvbuild(&["inspect", "build/my_prover.img"]).success().stdout_has("  mounts: %1:/workspace\n");
+    p.gvbuild(&["inspect", "build/my_prover.img"]).success().stdout_has("  mounts: %0:/workspace\n");
     image_step_again_elsewhere(
         &p,
         "targets:\n  image:\n    image:\n      builder: native\n      release: build/nanos\n      manifest: build/my_prover.json\n      root: build/root\n      into: build/my_prover.img\n",
@@ -340,14 +341,14 @@ fn gpu_prover_example_builds_with_real_nvcc() {
     assert_eq!(gpu.asset_downloads(), 1);
 
     // The image: the GPU klib in the boot filesystem, the libraries, firmware and program in
-    // the root, the workspace mount as the manifest writes it (as ops would).
+    // the root, the workspace mount renumbered to `%0` as ops renumbers it.
     let d = inspect(&p, "build/prover.img");
     let boot = tree_rows(filesystem(&d, "boot"));
     assert_eq!(boot["/klib/gpu_nvidia"].1, "4", "the assets' klib: {boot:?}");
     let root = filesystem(&d, "root");
     assert_eq!(root["root_tuple"]["klibs"], "bootfs");
     assert_eq!(root["root_tuple"]["arguments"], serde_json::json!(["prover"]), "argv as ops makes it");
-    assert_eq!(root["root_tuple"]["mounts"], serde_json::json!({ "%1": "/workspace" }));
+    assert_eq!(root["root_tuple"]["mounts"], serde_json::json!({ "%0": "/workspace" }));
     let rows = tree_rows(root);
     for path in [
         "/prover",

@@ -122,7 +122,7 @@ fn native_image_holds_what_the_manifest_says_and_inspect_shows_it() {
             "program": "/prover",
             "arguments": ["prover", "--fast"],
             "environment": { "RUST_LOG": "debug" },
-            "mounts": { "%1": "/workspace" },
+            "mounts": { "%0": "/workspace" },
             "readonly_rootfs": "true",
         })
     );
@@ -145,7 +145,7 @@ fn native_image_holds_what_the_manifest_says_and_inspect_shows_it() {
     // The text view, for a person: the mount and the exec attribute.
     p.gvbuild(&["inspect", "build/prover.img"])
         .success()
-        .stdout_has("  mounts: %1:/workspace\n")
+        .stdout_has("  mounts: %0:/workspace\n")
         .stdout_has("  /prover  12 bytes  exec\n")
         .stdout_has(&format!("blake3 {id}"));
 
@@ -562,16 +562,47 @@ fn key_map_dirs_matches_its_pattern_from_the_manifest_s_folder() {
     refused(&p, "can't have directory with same name as binary");
 }
 
-// Regression: 9p mount labels were renumbered (`%1` became `%0`); ops writes Mounts as they are.
+// Regression (issue 19): Mounts were written as they are (`%1` stayed `%1`), so an image built
+// from the Gevulot guide's manifest never saw the node's workspace, which QEMU attaches as 9p
+// mount tag 0. `ops build` renumbers every share from `%0` in the sorted order of its host path
+// (provider/onprem/onprem_volume.go, AddVirtfsShares).
 #[test]
-fn key_mounts_are_written_as_ops_writes_them() {
-    let p = keyed(r#"{"Program": "prover", "Mounts": {"%1": "/workspace", "%3": "/data:ro"}}"#);
+fn key_mounts_are_renumbered_from_zero_as_ops_build_renumbers_them() {
+    let p = keyed(r#"{"Program": "prover", "Mounts": {"%1": "/workspace"}}"#);
     p.build(&[]);
     let root = root_of(&p);
-    assert_eq!(root["root_tuple"]["mounts"], json!({ "%1": "/workspace", "%3": "/data:ro" }));
+    assert_eq!(root["root_tuple"]["mounts"], json!({ "%0": "/workspace" }));
+    p.gvbuild(&["inspect", "prover.img"])
+        .success()
+        .stdout_has("  mount /workspace <- %0: 9p attach id 0 (QEMU mount_tag=0)\n");
+
+    // Sorted as strings of the host paths (`%10` before `%2`), options kept with the mount point.
+    p.write(
+        "prover.json",
+        r#"{"Program": "prover", "Mounts": {"%2": "/workspace", "%10": "/data:ro", "%3": "/scratch"}}"#,
+    );
+    p.build(&[]);
+    let root = root_of(&p);
+    assert_eq!(
+        root["root_tuple"]["mounts"],
+        json!({ "%0": "/data:ro", "%1": "/workspace", "%2": "/scratch" })
+    );
     let rows = tree_rows(&root);
     assert_eq!(rows["/workspace"].0, "dir");
     assert_eq!(rows["/data"].0, "dir");
+    let d = inspect(&p, "prover.img");
+    assert!(
+        d["warnings"][0].as_str().unwrap().contains(
+            "the Gevulot node attaches the workspace as 9p mount tag 0: this image will not see it"
+        ),
+        "{d}"
+    );
+
+    // What would depend on the build machine is refused.
+    p.write("prover.json", r#"{"Program": "prover", "Mounts": {"%1": "/workspace", "/srv/data": "/data"}}"#);
+    refused(&p, "mixes absolute and relative keys");
+    p.write("prover.json", r#"{"Program": "prover", "Mounts": {"../../%1": "/workspace"}}"#);
+    refused(&p, "climbs out of the project");
 }
 
 // Regression: with KlibDir set, a klib missing there was taken from the release; ops looks

@@ -1488,7 +1488,9 @@ pub fn normalize_rel(path: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
-fn normalize_abs(path: &str) -> String {
+/// An absolute path cleaned as Go's `path.Clean` cleans it: `.` and empty components dropped,
+/// `..` taken back, never above `/`.
+pub fn normalize_abs(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {

@@ -19,7 +19,10 @@
 //! - `MapDirs`: `host -> image`; `host` resolves against the manifest's folder, and its last
 //!   component is a pattern matched against the name of every entry below its folder, at any
 //!   depth; a match lands at `image/<relative folder>/<name>`.
-//! - `Mounts`: as written, each mount point folder (before any `:options`) created.
+//! - `Mounts`: renumbered as `ops build` renumbers them (see [`ops_mounts`]): every key becomes
+//!   a VirtFS share `%0`, `%1`, ... in the sorted order of the host paths the keys name, so the
+//!   guide's `"%1": "/workspace"` is `%0`, the node's 9p mount tag 0. Each mount point folder
+//!   (before any `:options`) is created.
 //! - `Klibs`: from `KlibDir` (relative to the stage root) when set, else the release's `klibs/`;
 //!   `cloud_init` brings `tls`, and a `firewall` passthrough key brings `firewall`, as in ops.
 //! - `ManifestPassthrough`: root tuple keys, after everything else.
@@ -50,7 +53,7 @@ type Tree = BTreeMap<String, FsNode>;
 
 /// The version of what this builder writes, in every native image's key: bump it whenever the
 /// same inputs would give different image bytes, so that no older image is restored.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// Root tuple keys the manifest's passthrough cannot replace: ops would let it replace them
 /// (`AddPassthrough` runs last), throwing away the tree, argv, env, mounts or klibs it built.
@@ -482,6 +485,48 @@ fn symlinks(tree: &Tree, prefix: &[String], out: &mut Vec<Vec<String>>) {
     }
 }
 
+/// `Mounts` as `ops build` writes them into the image (nanovms/ops
+/// `provider/onprem/onprem_volume.go`, `AddVirtfsShares`, which `BuildImage` in
+/// `provider/onprem/onprem_image.go` calls before the manifest is written; commits 23eef1b,
+/// #1576, and 8806602, #1577, ops 0.1.41 on). For each key that names no ops volume of the
+/// build machine (`~/.ops/volumes`), ops takes the key as a host path (relative keys joined
+/// onto the folder of the `-c` manifest), and, when nothing or a folder is there, turns it into
+/// a VirtFS share: the shares are sorted by host path (`sort.Strings`) and written back as
+/// `%0`, `%1`, ... with their mount points unchanged. A `%N` key is such a path too (nothing is
+/// there), so `"%1": "/workspace"` alone becomes `"%0": "/workspace"`, which is what the Gevulot
+/// node's `mount_tag=0` attaches: Nanos matches `%N` against the 9p tag read as a decimal
+/// attach id (nanos `src/kernel/storage.c`, `volume_match`).
+///
+/// The image must not depend on the build machine, so two of ops's looks at it are not made:
+/// gvbuild has no ops volumes, and a key naming one of yours is numbered here where ops would
+/// keep it; ops also keeps a key whose host path is an existing file, which gvbuild numbers
+/// like any other. What would make the order depend on the machine is refused: a relative key
+/// beside an absolute one (ops joins relative keys onto the manifest's absolute folder), and a
+/// key that climbs out of the project.
+pub fn ops_mounts(
+    mounts: &BTreeMap<String, String>,
+    manifest_dir: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let absolute = mounts.keys().filter(|k| k.starts_with('/')).count();
+    if absolute > 0 && absolute < mounts.len() {
+        return Err("the manifest's Mounts mixes absolute and relative keys: ops numbers its shares in the sorted order of their host paths, relative keys joined onto the manifest's absolute folder, so the numbers would depend on where the project lives; write all keys one way".into());
+    }
+    let mut shares: Vec<(String, &String)> = Vec::new();
+    for (key, mount_point) in mounts {
+        let host = if key.starts_with('/') {
+            crate::config::normalize_abs(key)
+        } else {
+            let joined = if manifest_dir.is_empty() { key.clone() } else { format!("{manifest_dir}/{key}") };
+            crate::config::normalize_rel(&joined).ok_or_else(|| {
+                format!("`{key}` in the manifest's Mounts climbs out of the project (ops reads it as the host folder `{joined}`, relative to the manifest)")
+            })?
+        };
+        shares.push((host, mount_point));
+    }
+    shares.sort();
+    Ok(shares.into_iter().enumerate().map(|(i, (_, mp))| (format!("%{i}"), mp.clone())).collect())
+}
+
 /// The root tuple of `m` (without `children`).
 fn root_tuple(
     m: &Manifest,
@@ -527,7 +572,7 @@ fn root_tuple(
     }
     t.insert("environment".into(), Value::Tuple(env));
     if !m.mounts.is_empty() {
-        // As written, labels too (fs/manifest.go, AddMount): `%1` stays `%1`.
+        // Already renumbered as ops numbers them (`ops_mounts`).
         t.insert(
             "mounts".into(),
             Value::Tuple(m.mounts.iter().map(|(k, v)| (k.clone(), Value::str(v))).collect()),
@@ -610,7 +655,7 @@ fn build_in(
     let Builder::Native { release, size, extras } = &spec.builder else {
         return Err("not a native image".into());
     };
-    let m = read_manifest(&project.join(&spec.manifest), &spec.manifest)?;
+    let mut m = read_manifest(&project.join(&spec.manifest), &spec.manifest)?;
     let base_volume = match m.base_volume_sz.as_deref() {
         None => None,
         Some(b) => match ops_size(b) {
@@ -717,6 +762,7 @@ fn build_in(
     }
 
     let name = super::image_name(into);
+    m.mounts = ops_mounts(&m.mounts, &manifest_dir)?;
     let attrs =
         root_tuple(&m, &program_shown, !m.klibs.is_empty(), extras, (&name, spec.nanos_version.as_deref()))?;
 
@@ -835,5 +881,24 @@ mod tests {
         assert!(resolve(&t, &["a".into()], "/a").unwrap_err().contains("loop"));
         assert_eq!(resolve(&t, &["d".into()], "/d").unwrap(), None);
         assert_eq!(resolve(&t, &["g".into()], "/g").unwrap(), Some(vec!["f".to_string()]));
+    }
+
+    /// ops's AddVirtfsShares: sorted by host path (strings), numbered from %0, mount points kept.
+    #[test]
+    fn mounts_are_numbered_as_ops_numbers_virtfs_shares() {
+        let m = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let got = ops_mounts(&m(&[("%1", "/workspace")]), "build").unwrap();
+        assert_eq!(got, m(&[("%0", "/workspace")]));
+        let got = ops_mounts(&m(&[("%2", "/b"), ("%10", "/a:ro"), ("data", "/d")]), "").unwrap();
+        assert_eq!(got, m(&[("%0", "/a:ro"), ("%1", "/b"), ("%2", "/d")]));
+        // Host paths as path.Join cleans them: `x/../%9` sorts as `%9`.
+        let got = ops_mounts(&m(&[("x/../%9", "/w"), ("%5", "/v")]), "").unwrap();
+        assert_eq!(got, m(&[("%0", "/v"), ("%1", "/w")]));
+        let got = ops_mounts(&m(&[("/srv/b", "/b"), ("/srv/a/", "/a")]), "").unwrap();
+        assert_eq!(got, m(&[("%0", "/a"), ("%1", "/b")]));
+        assert!(ops_mounts(&m(&[("/srv/a", "/a"), ("%1", "/w")]), "")
+            .unwrap_err()
+            .contains("mixes absolute"));
+        assert!(ops_mounts(&m(&[("../%1", "/w")]), "").unwrap_err().contains("climbs out"));
     }
 }
