@@ -143,7 +143,7 @@ pub fn describe(path: &Path) -> Result<Json, String> {
         })
         .collect();
     let root = disk.volumes.iter().find(|(_, v)| role(&disk, v) == "root").map(|(_, v)| &v.root);
-    let mounts = root.map(|r| mounts_of(r)).unwrap_or_default();
+    let mounts = root.map(mounts_of).unwrap_or_default();
     let mut warnings = Vec::new();
     if root.is_some_and(|r| r.contains_key("program")) {
         warnings.extend(workspace_warning(&mounts));
