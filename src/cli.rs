@@ -390,6 +390,75 @@ enum Cmd {
     Man,
     /// Run actions for a REAPI engine (BuildGrid...) as a Remote Workers API bot.
     Worker(WorkerArgs),
+    /// Boot an image as a Gevulot node boots it, hand it a task, and print its result.
+    ///
+    /// TARGET is built first (as `cargo run` builds), then its image boots; IMAGE is booted as
+    /// it is. QEMU gets the node's arguments; the task goes in through the workspace's
+    /// task.json and comes back as task_result.json (the shim's file protocol). The result,
+    /// each file it reports and the console log land in --into. Exits 0 only for an `Ok` result.
+    #[command(
+        after_help = "Examples:\n  gvbuild run image --input sample.in -- --input /workspace/sample.in\n  gvbuild run build/prover.img --gpu 0000:01:00.0 --timeout 600"
+    )]
+    Run(Box<RunArgs>),
+}
+
+/// `gvbuild run`.
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    project: ProjectArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// An image target of the project (default: the `default` target), or an image file.
+    #[arg(value_name = "TARGET|IMAGE")]
+    what: Option<String>,
+    /// The program's arguments (the task's `args`), after `--`.
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
+    /// An input file, copied into the workspace under its name and listed in the task's
+    /// `files` (repeatable). In the VM it is /workspace/NAME.
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    inputs: Vec<PathBuf>,
+    /// The task id.
+    #[arg(long, value_name = "ID", default_value = crate::vm::task::DEFAULT_ID)]
+    task_id: String,
+    /// The workspace folder shared with the VM (default: a fresh temporary folder).
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    /// Where the result, the reported files and console.log go (default: IMAGE's name with
+    /// `.run` beside it, e.g. build/prover.run/); emptied first.
+    #[arg(long, value_name = "DIR")]
+    into: Option<PathBuf>,
+    /// CPUs (default: the manifest's RunConfig.CPUs, else the node's 2).
+    #[arg(long, value_name = "N")]
+    cpus: Option<u32>,
+    /// Memory, e.g. `4g` (default: the manifest's RunConfig.Memory, else the node's 2048 MiB).
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// A GPU's PCI address passed through with vfio-pci, e.g. 0000:01:00.0 (repeatable).
+    #[arg(long = "gpu", value_name = "ADDR")]
+    gpus: Vec<String>,
+    /// Seconds before the VM is killed (the node's task limit is 1800).
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    timeout: u64,
+    /// The QEMU binary (default: qemu-system-x86_64 on PATH).
+    #[arg(long, value_name = "PATH", env = "GVBUILD_QEMU")]
+    qemu: Option<PathBuf>,
+    /// `auto`: the node's accel=kvm:tcg, or TCG where KVM opens but cannot run a guest.
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: AccelArg,
+    /// Do not stream the console (it is still kept in console.log).
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
 }
 
 /// `gvbuild worker`.
@@ -444,6 +513,7 @@ pub const SUBCOMMANDS: &[&str] = &[
     "completions",
     "man",
     "worker",
+    "run",
     "help",
 ];
 
@@ -507,13 +577,16 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(code(gvbuild::cache))]
     Cache(#[from] CacheError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Vm(#[from] crate::vm::VmError),
 }
 
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::Usage(_) | Error::NoBuildFile(_) | Error::ReadBuildFile(_) => 2,
-            Error::Io(_) | Error::Cache(_) => 1,
+            Error::Io(_) | Error::Cache(_) | Error::Vm(_) => 1,
         }
     }
 }
@@ -627,6 +700,12 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
             );
             out(&String::from_utf8_lossy(&buf));
             Ok(0)
+        }
+        Some(Cmd::Run(r)) => {
+            takes(true, false, "run")?;
+            let r = *r;
+            let g = g(r.project.clone(), r.cache.clone());
+            run_image(&g, r, top_remote)
         }
         Some(Cmd::Worker(w)) => {
             takes(false, false, "worker")?;
@@ -791,6 +870,159 @@ fn open_cache(g: &GlobalArgs, mode: lock::Mode) -> Result<(Cache, lock::Lock), E
     })
     .map_err(io_error("cannot lock", &path))?;
     Ok((cache, l))
+}
+
+/// `gvbuild run`: build the target (or take the image file), boot it on a task, report.
+fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error> {
+    use crate::vm::{self, qemu};
+    // What to boot: an existing file is an image; anything else names a target.
+    let is_file = r.what.as_deref().is_some_and(|w| Path::new(w).is_file());
+    let (image, run_config, state_dir) = if is_file {
+        (PathBuf::from(r.what.as_deref().unwrap_or_default()), None, None)
+    } else {
+        let p = open_project(g)?;
+        let graph = load_graph(g, &p)?;
+        let name = match (&r.what, &graph.project.default) {
+            (Some(n), _) | (None, Some(n)) => n.clone(),
+            (None, None) => return Err(Error::Usage(
+                "name an image target or an image file: `gvbuild run TARGET` (this project has no `default`)"
+                    .into(),
+            )),
+        };
+        let Some(t) = graph.project.find(&name) else {
+            return Err(match r.what.as_deref().filter(|w| w.contains('/') || w.ends_with(".img")) {
+                Some(w) => Error::Usage(format!("no image file {w} (and no target of that name)")),
+                None => unknown_target(&graph, &name),
+            });
+        };
+        let Some(crate::config::Step::Image(spec)) = &t.step else {
+            return Err(Error::Usage(format!(
+                "target `{name}` is not an `image:` step; `gvbuild run` boots an image target or an image file"
+            )));
+        };
+        let image = p.root.join(&t.outputs[0].path);
+        let manifest = p.root.join(&spec.manifest);
+        let args = BuildArgs { targets: vec![name.clone()], ..BuildArgs::default() };
+        let code = build(g, args, remote, true)?;
+        if code != 0 {
+            return Ok(code);
+        }
+        let rc = std::fs::read(&manifest)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<crate::steps::manifest::Manifest>(&b).ok())
+            .map(|m| m.run_config);
+        (image, rc, Some(p.state_dir))
+    };
+    let qemu_path = qemu::find(r.qemu.as_deref()).ok_or_else(|| {
+        vm::VmError::QemuMissing(r.qemu.as_ref().map_or(qemu::QEMU.into(), |q| q.display().to_string()))
+    })?;
+    let choice = match r.accel {
+        AccelArg::Auto => qemu::AccelChoice::Auto,
+        AccelArg::Kvm => qemu::AccelChoice::Kvm,
+        AccelArg::Tcg => qemu::AccelChoice::Tcg,
+    };
+    let (accel, accel_note) = qemu::choose_accel(&qemu_path, choice).map_err(Error::Usage)?;
+    let memory_mb = match r.memory.as_deref().or(run_config.as_ref().and_then(|c| c.memory.as_deref())) {
+        None => qemu::DEFAULT_MEMORY_MB,
+        Some(m) => match fsutil::parse_size(m) {
+            Some(b) if b >= 1 << 20 => b >> 20,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "memory `{m}` is not a size of 1 MiB or more, such as 2048m or 4g"
+                )))
+            }
+        },
+    };
+    let cpus = r.cpus.or(run_config.as_ref().and_then(|c| c.cpus)).unwrap_or(qemu::DEFAULT_CPUS);
+    if cpus == 0 {
+        return Err(Error::Usage("--cpus must be 1 or more".into()));
+    }
+    let stem = image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+    let into = r.into.clone().unwrap_or_else(|| image.with_file_name(format!("{stem}.run")));
+    if into.exists() {
+        fsutil::remove_path(&into).map_err(io_error("cannot empty", &into))?;
+    }
+    std::fs::create_dir_all(&into).map_err(io_error("cannot create", &into))?;
+    let temp_ws = match &r.workspace {
+        Some(_) => None,
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("gvbuild-workspace-")
+                .tempdir()
+                .map_err(|e| Error::Io(format!("cannot create a workspace folder: {e}")))?,
+        ),
+    };
+    let workspace =
+        r.workspace.clone().or_else(|| temp_ws.as_ref().map(|t| t.path().to_path_buf())).unwrap_or_default();
+    let mut inputs = Vec::new();
+    for f in &r.inputs {
+        let Some(name) = f.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            return Err(Error::Usage(format!("--input {} names no file", f.display())));
+        };
+        if !f.is_file() {
+            return Err(Error::Usage(format!("--input {}: no such file", f.display())));
+        }
+        inputs.push((name, f.clone()));
+    }
+    let task = vm::Task {
+        id: r.task_id.clone(),
+        args: r.args.clone(),
+        files: inputs.iter().map(|(n, _)| n.clone()).collect(),
+    };
+    let machine =
+        vm::MachineSpec { image: image.clone(), workspace, cpus, memory_mb, gpus: r.gpus.clone(), accel };
+    // The jobs log lets the reaper kill QEMU if gvbuild itself is killed.
+    let jobs_dir = match &state_dir {
+        Some(d) => d.clone(),
+        None => into.clone(),
+    };
+    let jobs = crate::steps::run::Jobs::new(&jobs_dir);
+    jobs.kill_leftovers();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, stop.clone());
+    }
+    if let Some(n) = accel_note {
+        note(&format!("note: {n}"));
+    }
+    note(&format!(
+        "booting {} ({cpus} CPUs, {memory_mb} MiB{}), task `{}`",
+        image.display(),
+        if r.gpus.is_empty() { String::new() } else { format!(", GPUs {}", r.gpus.join(" ")) },
+        task.id
+    ));
+    let show = |line: &str| note(&format!("vm| {line}"));
+    let run = vm::TaskRun {
+        qemu: qemu_path,
+        machine,
+        task,
+        inputs,
+        timeout: std::time::Duration::from_secs(r.timeout),
+        console: into.join(vm::CONSOLE_LOG),
+        live: if r.quiet { None } else { Some(&show) },
+    };
+    let finished = vm::run_task(&run, &into, &jobs, &stop);
+    jobs.finish();
+    let console = into.join(vm::CONSOLE_LOG);
+    match finished {
+        Ok(f) => {
+            out(&format!("{}\n", vm::task::data_text(&f.result.data).trim_end_matches('\n')));
+            let files: Vec<String> = f.files.iter().map(|p| into.join(p).display().to_string()).collect();
+            note(&format!(
+                "task `{}`: Ok after {:.1} s; result in {}{}; console: {}",
+                f.result.id,
+                f.boot_time.as_secs_f64(),
+                into.display(),
+                if files.is_empty() { String::new() } else { format!(", files: {}", files.join(", ")) },
+                console.display()
+            ));
+            Ok(0)
+        }
+        Err(e) => {
+            note(&format!("console: {}", console.display()));
+            Err(e.into())
+        }
+    }
 }
 
 /// "no target named `X`", with the nearest target's name when there is one.

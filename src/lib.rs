@@ -38,6 +38,7 @@ pub mod inspect;
 pub mod steps;
 mod sys;
 pub mod tfs;
+pub mod vm;
 pub mod worker;
 
 pub use cli::{run, Error};

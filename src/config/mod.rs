@@ -99,6 +99,7 @@ pub enum Step {
     Manifest(ManifestStep),
     Stage(crate::steps::stage::StageSpec),
     Image(crate::steps::image::ImageSpec),
+    Task(crate::steps::task::TaskSpec),
 }
 
 /// `manifest:` after validation: the JSON to write (or the file to canonicalise), and where it
@@ -272,7 +273,9 @@ fn short_label(message: &str) -> String {
     }
 }
 
-struct Validator<'a> {
+/// Checks a [`RawFile`] and collects every error; the step kinds' own validators (such as
+/// [`crate::steps::task::validate`]) take it to read their fields.
+pub(crate) struct Validator<'a> {
     src: &'a Source,
     errors: Vec<ConfigError>,
     /// Owned while the vars are read and resolved; borrowed by the validators that check the
@@ -543,7 +546,13 @@ impl Validator<'_> {
         // At most one built-in kind; `builtin_alone` reports any other step keys beside it. One
         // in which reading reported something is checked only for its vars (see `read.rs`).
         let unset = &mut unset_vars;
-        let builtin = if let Some(im) = &raw.image {
+        let builtin = if let Some(tk) = &raw.task {
+            Some(match tk.damaged {
+                true => self.vars_only(tk, unset),
+                false => crate::steps::task::validate(self, n, raw, tk, unset)
+                    .map(|(s, i, o)| (Step::Task(s), i, o)),
+            })
+        } else if let Some(im) = &raw.image {
             Some(match im.damaged {
                 true => self.vars_only(im, unset),
                 false => self.image_step(n, raw, im, unset).map(|(s, i, o)| (Step::Image(s), i, o)),
@@ -752,12 +761,13 @@ impl Validator<'_> {
 
     /// A built-in step stands alone: no `run`, no other built-in kind, and none of the fields
     /// that only a `run` step has (its inputs and outputs follow from its own fields).
-    fn builtin_alone(&mut self, kind: &str, n: &str, raw: &RawTarget) -> bool {
+    pub(crate) fn builtin_alone(&mut self, kind: &str, n: &str, raw: &RawTarget) -> bool {
         if raw.damaged {
             // What stands beside the step may be what was written wrongly: no follow-on errors.
             return true;
         }
-        let not_here: [(&str, Option<&serde_saphyr::Location>); 11] = [
+        let not_here: [(&str, Option<&serde_saphyr::Location>); 12] = [
+            ("task", if kind == "task" { None } else { raw.task.as_ref().map(|s| &s.into.referenced) }),
             ("image", if kind == "image" { None } else { raw.image.as_ref().map(|s| &s.into.referenced) }),
             ("stage", if kind == "stage" { None } else { raw.stage.as_ref().map(|s| &s.into.referenced) }),
             ("run", raw.run.as_ref().map(|s| &s.referenced)),
@@ -777,7 +787,7 @@ impl Validator<'_> {
         for (field, loc) in not_here {
             if let Some(loc) = loc {
                 ok = false;
-                let help = if matches!(field, "run" | "fetch" | "manifest" | "stage" | "image") {
+                let help = if matches!(field, "run" | "fetch" | "manifest" | "stage" | "image" | "task") {
                     "a target has at most one step: split it into two targets".to_string()
                 } else {
                     format!("a `{kind}` step's inputs and outputs follow from its own fields")
@@ -1300,6 +1310,17 @@ impl Validator<'_> {
         Some(crate::steps::fetch::Pin { algo: crate::steps::fetch::Algo::GitCommit, hex })
     }
 
+    /// Report an invalid field at `loc`.
+    pub(crate) fn invalid(&mut self, message: String, loc: &serde_saphyr::Location, label: &str, help: &str) {
+        self.errors.push(ConfigError::Invalid {
+            message,
+            src: self.src.named(),
+            span: Span::of(loc).into(),
+            label: label.into(),
+            help: Some(help.into()),
+        });
+    }
+
     /// A damaged built-in step: only its vars are checked, and it has no step.
     fn vars_only<T: Strings, S>(&mut self, raw: &T, unset: &mut Vec<(String, Span)>) -> Option<S> {
         let mut strings = Vec::new();
@@ -1311,7 +1332,12 @@ impl Validator<'_> {
     }
 
     /// Expand vars in one YAML string, reporting problems at the exact `${...}` where possible.
-    fn expand(&mut self, s: &Spanned<String>, target: &str, unset: &mut Vec<(String, Span)>) -> String {
+    pub(crate) fn expand(
+        &mut self,
+        s: &Spanned<String>,
+        target: &str,
+        unset: &mut Vec<(String, Span)>,
+    ) -> String {
         let _ = target;
         self.expand_checked(s, unset).0
     }
@@ -1319,7 +1345,11 @@ impl Validator<'_> {
     /// [`Validator::expand`], and whether the value is whole: no undefined var, no unclosed
     /// `${`. A check of a value that is not whole would be a follow-on error (an undefined var
     /// expands to nothing), so callers skip it.
-    fn expand_checked(&mut self, s: &Spanned<String>, unset: &mut Vec<(String, Span)>) -> (String, bool) {
+    pub(crate) fn expand_checked(
+        &mut self,
+        s: &Spanned<String>,
+        unset: &mut Vec<(String, Span)>,
+    ) -> (String, bool) {
         let (out, problems) = expand(&s.value, &self.vars);
         let whole = problems.iter().all(|p| matches!(p, VarProblem::Unset { .. }));
         for p in problems {
@@ -1329,7 +1359,7 @@ impl Validator<'_> {
     }
 
     /// An input path field: expanded and checked, or `None` (reported, or not whole).
-    fn input(
+    pub(crate) fn input(
         &mut self,
         s: &Spanned<String>,
         target: &str,
@@ -1343,7 +1373,7 @@ impl Validator<'_> {
     }
 
     /// An output path field: expanded and checked, or `None` (reported, or not whole).
-    fn output(
+    pub(crate) fn output(
         &mut self,
         s: &Spanned<String>,
         target: &str,

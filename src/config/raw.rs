@@ -104,6 +104,9 @@ raw_struct! {
         pub stage: Option<RawStage> => "a map of the stage root's settings",
         /// A built-in step: build the Nanos image of a stage root.
         pub image: Option<RawImage> => "a map of the image's settings",
+        /// A built-in step: boot an image on a task as a Gevulot node does, and keep the
+        /// result (task_result.json, the files it reports, the console) in `into`.
+        pub task: Option<crate::steps::task::RawTask> => "a map of the task's settings",
     }
 }
 

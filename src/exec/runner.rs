@@ -142,6 +142,7 @@ pub fn summary_of(t: &Target, outputs: Vec<String>) -> String {
             Builder::Native { .. } => format!("image (native) {} + {} -> {first}", im.root, im.manifest),
             Builder::Ops { .. } => format!("image (ops build) {} + {} -> {first}", im.root, im.manifest),
         },
+        Some(Step::Task(tk)) => crate::steps::task::summary(tk, &first),
     }
 }
 
@@ -224,6 +225,28 @@ fn fingerprint<'a>(
                 env: Cow::Owned(BTreeMap::new()),
                 pass_env: BTreeMap::new(),
                 tools,
+            });
+        }
+        // A task is its image and files (inputs), the task and machine size, and QEMU.
+        Step::Task(tk) => {
+            let inputs = inputs::resolve(root, &t.inputs, &ctx.stat).map_err(|e| e.to_string())?;
+            let tool = crate::steps::task::QEMU_TOOL;
+            let id = ctx.tools.identify(tool, root, &ctx.stat).map_err(|_| {
+                format!("{tool} was not found: a `task` step boots its image with QEMU; install it (Debian and Ubuntu: `apt-get install qemu-system-x86`)")
+            })?;
+            return Ok(KeyParts {
+                version: KEY_VERSION,
+                step: StepDef {
+                    kind: "task".into(),
+                    command: crate::steps::task::key_command(tk).into(),
+                    outputs,
+                    depfile: None,
+                },
+                inputs,
+                deps,
+                env: Cow::Owned(BTreeMap::new()),
+                pass_env: BTreeMap::new(),
+                tools: [(tool.to_string(), id)].into_iter().collect(),
             });
         }
         // A fetch is what its pin says it is: the URL is not part of the key.
@@ -395,7 +418,7 @@ fn image_id(step: &Step, tree: &OutputTree) -> Option<(String, Digest)> {
 fn depfile_of(step: &Step) -> Option<&String> {
     match step {
         Step::Run(run) => run.depfile.as_ref(),
-        Step::Fetch(_) | Step::Manifest(_) | Step::Stage(_) | Step::Image(_) => None,
+        Step::Fetch(_) | Step::Manifest(_) | Step::Stage(_) | Step::Image(_) | Step::Task(_) => None,
     }
 }
 
@@ -898,6 +921,23 @@ fn finish_run(
             if fs::rename(&built, &dest).is_err() {
                 if let Err(e) = fs::copy(&built, &dest).and_then(|_| fs::remove_file(&built)) {
                     done.error = Some(format!("cannot move the image to {}: {e}", outputs[0]));
+                    return done;
+                }
+            }
+        }
+        Step::Task(tk) => {
+            done.command = Some(crate::steps::task::summary(tk, &outputs[0]));
+            let prefix = format!("[{}] ", t.name);
+            let show = |line: &str| super::note(&format!("{prefix}{line}"));
+            let live: Option<&(dyn Fn(&str) + Sync)> = if ctx.opts.verbose { Some(&show) } else { None };
+            let slot = ctx.slots.acquire();
+            let ran = crate::steps::task::run(root, tk, &outputs[0], &ctx.jobs, &ctx.interrupted, live);
+            drop(slot);
+            match ran {
+                Ok(notes) => warnings.extend(notes),
+                Err(e) => {
+                    done.error = Some(e);
+                    clear_outputs(root, outputs);
                     return done;
                 }
             }

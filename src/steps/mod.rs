@@ -1,5 +1,6 @@
-//! Built-in step kinds, one file each. Today: `run` (a shell command). The Gevulot kinds (fetch,
-//! stage, manifest, image) join here as siblings.
+//! Built-in step kinds, one file each: `run` (a shell command), and the Gevulot kinds `fetch`,
+//! `stage`, `manifest`, `image` and `task` (boot an image on a task; the first kind whose module
+//! owns its spec, validation, key parts, summary and execution, see [`task`]).
 
 pub mod elf;
 pub mod fetch;
@@ -7,3 +8,4 @@ pub mod image;
 pub mod manifest;
 pub mod run;
 pub mod stage;
+pub mod task;

@@ -1,0 +1,274 @@
+//! The `task` step: boot an image on a task, as a Gevulot node would, and keep its result.
+//!
+//! ```yaml
+//! prove-sample:
+//!   task:
+//!     image: build/prover.img          # another target's output: an inferred dependency
+//!     args: [--input, /workspace/sample.in]
+//!     files: [tests/sample.in]         # copied into the workspace under their names
+//!     into: build/prove-sample         # task_result.json, each reported file, console.log
+//!     timeout: 600                     # seconds; cpus, memory, gpus as in `gvbuild run`
+//! ```
+//!
+//! This module owns the whole kind: the YAML it reads ([`RawTask`]), its validation
+//! ([`validate`]), what goes into its key ([`key_command`], [`QEMU_TOOL`]), its one-line summary
+//! ([`summary`]) and its execution ([`run`]), which hands the boot to [`crate::vm`]. `config`
+//! and the runner only dispatch here.
+//!
+//! **The key.** The image's bytes and each input file's name and bytes (the step's inputs), the
+//! args, the CPUs and memory, the QEMU binary's identity (its content hash and `--version`, as
+//! any tool's) and [`crate::vm::RUNNER_VERSION`]. Not in it: the timeout and the GPUs' PCI
+//! addresses (where a task ran, not what it computes), nor whether KVM or TCG ran it. A task
+//! that gives no `Ok` result (the program's `Err`, no result, a reset, a timeout) fails the
+//! step with that diagnosis and stores nothing. It runs locally under `--remote-exec` too (REAPI
+//! workers run commands, not VMs); its result is shared through the remote cache like any
+//! step's.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::config::read::raw_struct;
+use crate::config::{PathSpec, Validator};
+use crate::diag::Span;
+use crate::steps::run::Jobs;
+use crate::vm::{self, qemu};
+
+raw_struct! {
+    /// `task:` boot an image on a task (Gevulot's file protocol) and keep the result.
+    #[derive(Debug, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawTask {
+        /// The image to boot: usually an `image` step's `into`.
+        #[schemars(with = "String")]
+        pub image: Spanned<String> => "a path (the image file)",
+        /// The task's `args`, which the program reads from task.json.
+        #[schemars(with = "Option<Vec<String>>")]
+        pub args: Option<Vec<Spanned<String>>> => "a list of arguments",
+        /// Input files of the project, copied into the workspace under their names (in the VM,
+        /// /workspace/NAME) and listed in the task's `files`.
+        #[schemars(with = "Option<Vec<String>>")]
+        pub files: Option<Vec<Spanned<String>>> => "a list of files",
+        /// The folder written: task_result.json, each file the result reports (at its path
+        /// below /workspace) and console.log. The step's one output.
+        #[schemars(with = "String")]
+        pub into: Spanned<String> => "a path (the folder written)",
+        /// Seconds before the VM is killed and the step fails (default 1800, the node's limit).
+        #[schemars(with = "Option<u64>")]
+        pub timeout: Option<Spanned<u64>> => "a number of seconds",
+        /// CPUs (default 2, the node's).
+        #[schemars(with = "Option<u32>")]
+        pub cpus: Option<Spanned<u32>> => "a whole number",
+        /// Memory, e.g. `4g` (default 2048m, the node's).
+        #[schemars(with = "Option<String>")]
+        pub memory: Option<Spanned<String>> => "a size such as `2g`",
+        /// GPUs passed through with vfio-pci, by PCI address (e.g. `${gpu}` with
+        /// `--set gpu=0000:01:00.0`). Not part of the key.
+        #[schemars(with = "Option<Vec<String>>")]
+        pub gpus: Option<Vec<Spanned<String>>> => "a list of PCI addresses",
+        /// The task id written to task.json (default `task01`).
+        #[schemars(with = "Option<String>")]
+        pub id: Option<Spanned<String>> => "a task id",
+    }
+}
+
+/// `task:` after validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// The image, project-relative (or absolute).
+    pub image: String,
+    pub id: String,
+    pub args: Vec<String>,
+    /// Input files, project-relative, in the order written; each is copied in under its name.
+    pub files: Vec<String>,
+    pub timeout_s: u64,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub gpus: Vec<String>,
+}
+
+/// The tool whose identity is in every task's key.
+pub const QEMU_TOOL: &str = qemu::QEMU;
+
+/// Validate a `task:` step: returns the spec, its inputs (the image, then the files) and its
+/// output (`into`).
+pub(crate) fn validate(
+    v: &mut Validator,
+    n: &str,
+    raw: &crate::config::raw::RawTarget,
+    t: &RawTask,
+    unset: &mut Vec<(String, Span)>,
+) -> Option<(TaskSpec, Vec<PathSpec>, PathSpec)> {
+    let mut ok = v.builtin_alone("task", n, raw);
+    let image = v.input(&t.image, n, unset)?;
+    if image.glob {
+        v.invalid(
+            format!("the image of task `{n}` is a glob"),
+            &t.image.referenced,
+            "one image file",
+            "name the image file, e.g. `build/prover.img`",
+        );
+        ok = false;
+    }
+    let mut inputs = vec![image.clone()];
+    let mut files = Vec::new();
+    let mut names: Vec<(String, &Spanned<String>)> = Vec::new();
+    for f in t.files.iter().flatten() {
+        let Some(p) = v.input(f, n, unset) else { continue };
+        if p.glob {
+            v.invalid(
+                format!("file `{}` of task `{n}` is a glob", p.path),
+                &f.referenced,
+                "one file",
+                "list each input file",
+            );
+            ok = false;
+            continue;
+        }
+        let name = p.path.rsplit('/').next().unwrap_or_default().to_string();
+        if name == vm::task::TASK_FILE || name == vm::task::RESULT_FILE {
+            v.invalid(
+                format!("file `{}` of task `{n}` is named like the task protocol's own `{name}`", p.path),
+                &f.referenced,
+                "reserved name",
+                "rename the file",
+            );
+            ok = false;
+        } else if let Some((_, first)) = names.iter().find(|(m, _)| *m == name) {
+            let _ = first;
+            v.invalid(
+                format!("two files of task `{n}` are named `{name}` in the workspace"),
+                &f.referenced,
+                "same name as an earlier file",
+                "each file is copied in under its name: rename one",
+            );
+            ok = false;
+        }
+        names.push((name, f));
+        files.push(p.path.clone());
+        inputs.push(p);
+    }
+    let args = t.args.iter().flatten().map(|a| v.expand(a, n, unset)).collect();
+    let id = t.id.as_ref().map_or_else(|| vm::task::DEFAULT_ID.to_string(), |i| v.expand(i, n, unset));
+    let gpus = t.gpus.iter().flatten().map(|g| v.expand(g, n, unset)).collect();
+    let timeout_s = t.timeout.as_ref().map_or(vm::NODE_TASK_LIMIT.as_secs(), |s| s.value);
+    if timeout_s == 0 {
+        if let Some(s) = &t.timeout {
+            v.invalid(
+                format!("`timeout` of task `{n}` is 0"),
+                &s.referenced,
+                "no time to run",
+                "give the seconds the task may take, e.g. `600`",
+            );
+        }
+        ok = false;
+    }
+    let cpus = t.cpus.as_ref().map_or(qemu::DEFAULT_CPUS, |c| c.value);
+    if cpus == 0 {
+        if let Some(c) = &t.cpus {
+            v.invalid(format!("`cpus` of task `{n}` is 0"), &c.referenced, "no CPU", "give 1 or more");
+        }
+        ok = false;
+    }
+    let memory_mb = match &t.memory {
+        None => qemu::DEFAULT_MEMORY_MB,
+        Some(m) => {
+            let (text, whole) = v.expand_checked(m, unset);
+            match crate::fsutil::parse_size(&text) {
+                Some(b) if b >= 1 << 20 => b >> 20,
+                _ if !whole => 0,
+                _ => {
+                    v.invalid(
+                        format!("`memory` of task `{n}` is not a size of 1 MiB or more"),
+                        &m.referenced,
+                        "not a size",
+                        "write a size such as `2048m` or `4g`",
+                    );
+                    ok = false;
+                    0
+                }
+            }
+        }
+    };
+    let into = v.output(&t.into, n, unset)?;
+    let spec = TaskSpec { image: image.path, id, args, files, timeout_s, cpus, memory_mb, gpus };
+    ok.then_some((spec, inputs, into))
+}
+
+/// What the key holds of the spec besides its input files and QEMU: the task as the program
+/// sees it and the machine's size. The timeout and the GPUs' addresses are left out.
+pub fn key_command(spec: &TaskSpec) -> String {
+    serde_json::json!({
+        "id": spec.id,
+        "args": spec.args,
+        "files": spec.files.iter().map(|f| f.rsplit('/').next().unwrap_or_default()).collect::<Vec<_>>(),
+        "cpus": spec.cpus,
+        "memory_mb": spec.memory_mb,
+        "runner": vm::RUNNER_VERSION,
+    })
+    .to_string()
+}
+
+/// One line for `-n` and failures.
+pub fn summary(spec: &TaskSpec, into: &str) -> String {
+    let files = match spec.files.len() {
+        0 => String::new(),
+        n => format!(" with {n} file(s)"),
+    };
+    format!("task `{}`: boot {}{files} -> {into}", spec.id, spec.image)
+}
+
+/// Boot the image on the task and collect the result into `root/into`. Returns warnings for
+/// the user (a VM run with TCG where the node would use KVM); `Err` is the diagnosis.
+pub fn run(
+    root: &Path,
+    spec: &TaskSpec,
+    into: &str,
+    jobs: &Jobs,
+    stop: &AtomicBool,
+    live: Option<&(dyn Fn(&str) + Sync)>,
+) -> Result<Vec<String>, String> {
+    let qemu_path = qemu::find(None).ok_or_else(|| {
+        vm::VmError::QemuMissing(qemu::QEMU.into()).to_string()
+            + "; install it (Debian and Ubuntu: `apt-get install qemu-system-x86`), or put it on PATH"
+    })?;
+    let mut notes = Vec::new();
+    let (accel, note) = qemu::choose_accel(&qemu_path, qemu::AccelChoice::Auto)?;
+    notes.extend(note);
+    let workspace = tempfile::Builder::new()
+        .prefix("gvbuild-workspace-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a workspace folder: {e}"))?;
+    let abs = |p: &str| if p.starts_with('/') { Path::new(p).to_path_buf() } else { root.join(p) };
+    let inputs =
+        spec.files.iter().map(|f| (f.rsplit('/').next().unwrap_or_default().to_string(), abs(f))).collect();
+    let into_abs = root.join(into);
+    let run = vm::TaskRun {
+        qemu: qemu_path,
+        machine: vm::MachineSpec {
+            image: abs(&spec.image),
+            workspace: workspace.path().to_path_buf(),
+            cpus: spec.cpus,
+            memory_mb: spec.memory_mb,
+            gpus: spec.gpus.clone(),
+            accel,
+        },
+        task: vm::Task {
+            id: spec.id.clone(),
+            args: spec.args.clone(),
+            files: spec.files.iter().map(|f| f.rsplit('/').next().unwrap_or_default().to_string()).collect(),
+        },
+        inputs,
+        timeout: Duration::from_secs(spec.timeout_s),
+        console: into_abs.join(vm::CONSOLE_LOG),
+        live,
+    };
+    vm::run_task(&run, &into_abs, jobs, stop).map_err(|e| {
+        format!("{e}\nthe console log is {}", Path::new(into).join(vm::CONSOLE_LOG).display())
+    })?;
+    Ok(notes)
+}
