@@ -9,6 +9,9 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(gvbuild_no_nginx)");
     println!("cargo::rustc-check-cfg=cfg(gvbuild_no_reapi_python)");
     println!("cargo::rustc-check-cfg=cfg(gvbuild_no_postgres)");
+    println!("cargo::rustc-check-cfg=cfg(gvbuild_no_qemu)");
+    println!("cargo::rustc-check-cfg=cfg(gvbuild_no_nanos)");
+    println!("cargo::rerun-if-env-changed=GVBUILD_TEST_NANOS");
     println!("cargo::rerun-if-env-changed=GVBUILD_TEST_PG_BIN");
     println!("cargo::rerun-if-env-changed=GVBUILD_TEST_NGINX");
     println!("cargo::rerun-if-env-changed=GVBUILD_TEST_REAPI_PYTHON");
@@ -47,5 +50,17 @@ fn main() {
             .is_ok_and(|r| r.flatten().any(|e| e.path().join("bin/initdb").is_file()));
     if !pg && !ci {
         println!("cargo::rustc-cfg=gvbuild_no_postgres");
+    }
+    // QEMU boots images in the runner's tests (qemu-system-x86_64 on PATH; .ci/run installs it).
+    let qemu = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("qemu-system-x86_64").is_file()));
+    if !qemu && !ci {
+        println!("cargo::rustc-cfg=gvbuild_no_qemu");
+    }
+    // A real Nanos release cannot be downloaded where the tests run, nor be built by the project:
+    // the tests that boot real Nanos run only where GVBUILD_TEST_NANOS names an extracted one,
+    // in CI too, and are listed as ignored elsewhere.
+    if std::env::var_os("GVBUILD_TEST_NANOS").is_none_or(|v| v.is_empty()) {
+        println!("cargo::rustc-cfg=gvbuild_no_nanos");
     }
 }

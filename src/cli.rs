@@ -878,7 +878,8 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
     // What to boot: an existing file is an image; anything else names a target.
     let is_file = r.what.as_deref().is_some_and(|w| Path::new(w).is_file());
     let (image, run_config, state_dir) = if is_file {
-        (PathBuf::from(r.what.as_deref().unwrap_or_default()), None, None)
+        let given = PathBuf::from(r.what.as_deref().unwrap_or_default());
+        (std::path::absolute(&given).unwrap_or(given), None, None)
     } else {
         let p = open_project(g)?;
         let graph = load_graph(g, &p)?;

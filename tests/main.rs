@@ -27,4 +27,5 @@ mod schema;
 mod smoke;
 mod stage;
 mod state_damage;
+mod vm;
 mod worker;

@@ -1,5 +1,6 @@
-// A deviceQuery-style prover: for each task in the workspace (through the shim), report the
-// CUDA devices this VM sees and run a tiny kernel that sums the task's bytes on the GPU.
+// A deviceQuery-style prover: for each input file of the task (through the shim, which reads
+// /workspace/task.json and writes /workspace/task_result.json), report the CUDA devices this VM
+// sees and run a tiny kernel that sums the file's bytes on the GPU.
 #include <cstdio>
 #include <cstring>
 #include <cuda_runtime.h>
@@ -35,10 +36,12 @@ static long prove(const unsigned char *task, size_t len, char *out, size_t out_l
 int main(int argc, char **argv) {
   const char *workspace = argc > 1 ? argv[1] : "/workspace";
   long n = gevulot_run(workspace, prove, nullptr);
-  if (n < 0) {
-    fprintf(stderr, "prover: cannot process the tasks in %s\n", workspace);
+  if (n == -1) {
+    // No result could be written. Under reboot_on_exit this non-zero exit resets the VM.
+    fprintf(stderr, "prover: no task or no result in %s\n", workspace);
     return 1;
   }
-  printf("prover: %ld task(s)\n", n);
+  // The result (Ok or Err) is written: the task is answered, so the VM powers off.
+  printf("prover: %s\n", n >= 0 ? "proved the task's files" : "the task failed; the result says why");
   return 0;
 }
