@@ -246,6 +246,9 @@ struct BuildArgs {
     /// Print only failures (and warnings).
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Human output on stderr: `gvbuild run` builds with stdout kept for the task's result.
+    #[arg(skip)]
+    human_to_stderr: bool,
 }
 
 impl BuildArgs {
@@ -299,6 +302,7 @@ impl BuildArgs {
             rebuild,
             rebuild_all: self.rebuild_all || after.rebuild_all,
             quiet: self.quiet || after.quiet,
+            human_to_stderr: self.human_to_stderr || after.human_to_stderr,
         }
     }
 }
@@ -903,7 +907,7 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
         };
         let image = p.root.join(&t.outputs[0].path);
         let manifest = p.root.join(&spec.manifest);
-        let args = BuildArgs { targets: vec![name.clone()], ..BuildArgs::default() };
+        let args = BuildArgs { targets: vec![name.clone()], human_to_stderr: true, ..BuildArgs::default() };
         let code = build(g, args, remote, true)?;
         if code != 0 {
             return Ok(code);
@@ -1213,6 +1217,9 @@ fn build(
         let _ = signal_hook::flag::register(sig, interrupted.clone());
     }
     let mut reporter = Reporter::new(opts.json, opts.explain, opts.dry_run, opts.verbose, opts.quiet);
+    if args.human_to_stderr {
+        reporter.human_to_stderr();
+    }
     // The engine's own cache fails with it: one warning says so.
     let mut engine_warned = exec_warning.is_some() && given == exec_url;
     if let Some(w) = exec_warning {

@@ -28,4 +28,5 @@ mod smoke;
 mod stage;
 mod state_damage;
 mod vm;
+mod vm_nanos;
 mod worker;

@@ -39,6 +39,9 @@ pub struct Reporter {
     /// `--json` lines of fresh steps not yet written: a no-op build writes them in a few large
     /// writes, not one per target.
     pending: std::cell::RefCell<String>,
+    /// Human lines go to stderr even without `--json`: `gvbuild run` keeps stdout for the
+    /// task's result, as `cargo run` keeps it for the program.
+    human_to_stderr: bool,
 }
 
 impl Reporter {
@@ -53,6 +56,7 @@ impl Reporter {
             pb
         });
         Reporter {
+            human_to_stderr: false,
             pending: Default::default(),
             timings: std::env::var_os("GVBUILD_TIMINGS").is_some_and(|v| !v.is_empty() && v != "0"),
             json,
@@ -67,16 +71,21 @@ impl Reporter {
         }
     }
 
+    /// Send human lines to stderr (see `human_to_stderr`).
+    pub fn human_to_stderr(&mut self) {
+        self.human_to_stderr = true;
+    }
+
     /// Where steps may add bars of their own (downloads), on a terminal.
     pub fn multi(&self) -> Option<MultiProgress> {
         self.multi.clone()
     }
 
-    /// A human line: above the progress bar, or on stdout (stderr under --json).
+    /// A human line: above the progress bar, or on stdout (stderr under --json and for `run`).
     fn line(&self, text: &str) {
         if let Some(pb) = &self.progress {
             pb.println(text);
-        } else if self.json {
+        } else if self.json || self.human_to_stderr {
             let _ = writeln!(io::stderr().lock(), "{text}");
         } else {
             let _ = writeln!(io::stdout().lock(), "{text}");

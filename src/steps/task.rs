@@ -272,3 +272,48 @@ pub fn run(
     })?;
     Ok(notes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TaskSpec {
+        TaskSpec {
+            image: "build/p.img".into(),
+            id: "task01".into(),
+            args: vec!["--input".into(), "/workspace/a.in".into()],
+            files: vec!["samples/a.in".into()],
+            timeout_s: 600,
+            cpus: 2,
+            memory_mb: 2048,
+            gpus: vec![],
+        }
+    }
+
+    /// What the program sees and the machine's size are keyed; where and how long it ran are not.
+    #[test]
+    fn the_key_holds_the_task_and_the_machine_size_only() {
+        let base = key_command(&spec());
+        let changed = [
+            TaskSpec { args: vec!["--fast".into()], ..spec() },
+            TaskSpec { files: vec!["samples/b.in".into()], ..spec() },
+            TaskSpec { id: "t2".into(), ..spec() },
+            TaskSpec { cpus: 4, ..spec() },
+            TaskSpec { memory_mb: 4096, ..spec() },
+        ];
+        for c in changed {
+            assert_ne!(key_command(&c), base, "{c:?}");
+        }
+        let same = [
+            TaskSpec { timeout_s: 60, ..spec() },
+            TaskSpec { gpus: vec!["0000:01:00.0".into()], ..spec() },
+            // The name in the workspace is what the program sees; the file's bytes are an input.
+            TaskSpec { files: vec!["elsewhere/a.in".into()], ..spec() },
+            // The image's bytes are an input of the step, not its path.
+            TaskSpec { image: "out/q.img".into(), ..spec() },
+        ];
+        for s in same {
+            assert_eq!(key_command(&s), base, "{s:?}");
+        }
+    }
+}
