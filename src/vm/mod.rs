@@ -186,13 +186,33 @@ pub fn run_task(run: &TaskRun, into: &Path, jobs: &Jobs, stop: &AtomicBool) -> R
             task::ResultError::WrongTask { got: ok.id.clone(), want: run.task.id.clone() }.to_string(),
         ));
     }
+    let files = copy_out(ws, into, &ok.files)?;
+    Ok(Finished { result: ok, files, boot_time })
+}
+
+/// Copy each reported file (a path in the VM) from the workspace `ws` into `into`, at its path
+/// below `/workspace`. Refused: a path outside `/workspace`, the runner's own file names, a
+/// missing file, anything but a plain file, and a path through a symlink.
+fn copy_out(ws: &Path, into: &Path, reported: &[String]) -> Result<Vec<PathBuf>, VmError> {
     let mut files = Vec::new();
-    for vm_path in &ok.files {
+    for vm_path in reported {
         let rel = task::in_workspace(vm_path).map_err(|e| VmError::BadResult(e.to_string()))?;
         if rel == Path::new(task::RESULT_FILE) || rel == Path::new(CONSOLE_LOG) {
             return Err(VmError::BadResult(format!(
                 "the result reports `{vm_path}`, named like the runner's own record: name the file otherwise"
             )));
+        }
+        // The guest writes the workspace: a folder it made a symlink (`out -> /etc`) must not
+        // lead the copy out of it. Every component is looked at without following links.
+        let mut walked = ws.to_path_buf();
+        for c in rel.parent().into_iter().flat_map(Path::components) {
+            walked.push(c);
+            if fs::symlink_metadata(&walked).is_ok_and(|m| !m.is_dir()) {
+                return Err(VmError::BadResult(format!(
+                    "the result reports `{vm_path}`, whose folder {} is not a folder of the workspace (a symlink?)",
+                    walked.strip_prefix(ws).unwrap_or(&walked).display()
+                )));
+            }
         }
         let from = ws.join(&rel);
         let meta = fs::symlink_metadata(&from).map_err(|_| {
@@ -211,7 +231,7 @@ pub fn run_task(run: &TaskRun, into: &Path, jobs: &Jobs, stop: &AtomicBool) -> R
         fs::copy(&from, &to).map_err(|e| VmError::Workspace(format!("cannot copy {vm_path} out: {e}")))?;
         files.push(rel);
     }
-    Ok(Finished { result: ok, files, boot_time })
+    Ok(files)
 }
 
 /// Write `task.json`, copy the inputs in, and remove a stale result.
@@ -236,11 +256,23 @@ fn prepare_workspace(ws: &Path, task: &Task, inputs: &[(String, PathBuf)]) -> Re
             )));
         }
         let to = ws.join(name);
+        replace_entry(&to).map_err(|e| err("replace", &to, e))?;
         fs::copy(from, &to).map_err(|e| err("copy the input file into the workspace:", from, e))?;
     }
     let json = serde_json::to_vec(task).map_err(|e| VmError::Workspace(e.to_string()))?;
     let path = ws.join(task::TASK_FILE);
+    replace_entry(&path).map_err(|e| err("replace", &path, e))?;
     fs::write(&path, json).map_err(|e| err("write", &path, e))
+}
+
+/// Remove a file or symlink that an earlier run (or its guest) left where the runner writes, so
+/// that writing there never follows a link out of the workspace. A folder is left, and the
+/// write then fails with its own error.
+fn replace_entry(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if !m.is_dir() => fs::remove_file(path),
+        _ => Ok(()),
+    }
 }
 
 /// What one boot left.
@@ -428,5 +460,56 @@ fn pump(
             }
             t.push_back(line);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The guest writes the workspace: a symlinked folder or file must not lead a copy out of it.
+    #[test]
+    fn reported_files_never_lead_out_of_the_workspace() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ws, into, outside) = (dir.path().join("ws"), dir.path().join("into"), dir.path().join("secret"));
+        fs::create_dir_all(ws.join("out")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("key"), "secret").unwrap();
+        fs::write(ws.join("out/proof"), "proof").unwrap();
+        std::os::unix::fs::symlink(&outside, ws.join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.join("key"), ws.join("key")).unwrap();
+        let got = copy_out(&ws, &into, &["/workspace/out/proof".into()]).unwrap();
+        assert_eq!(got, [PathBuf::from("out/proof")]);
+        assert_eq!(fs::read_to_string(into.join("out/proof")).unwrap(), "proof");
+        for bad in [
+            "/workspace/link/key",
+            "/workspace/key",
+            "/workspace/none",
+            "/etc/passwd",
+            "/workspace/task_result.json",
+        ] {
+            assert!(copy_out(&ws, &into, &[bad.into()]).is_err(), "{bad}");
+        }
+        assert!(!into.join("link").exists() && !into.join("key").exists());
+    }
+
+    /// A named workspace may hold links an earlier guest made: writing the task never follows them.
+    #[test]
+    fn the_task_is_written_over_links_not_through_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ws, victim, input) = (dir.path().join("ws"), dir.path().join("victim"), dir.path().join("a.in"));
+        fs::create_dir_all(&ws).unwrap();
+        fs::write(&victim, "keep me").unwrap();
+        fs::write(&input, "input").unwrap();
+        for name in ["a.in", task::TASK_FILE, task::RESULT_FILE] {
+            std::os::unix::fs::symlink(&victim, ws.join(name)).unwrap();
+        }
+        let t = Task { id: "t".into(), args: vec![], files: vec!["a.in".into()] };
+        prepare_workspace(&ws, &t, &[("a.in".into(), input)]).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
+        assert_eq!(fs::read_to_string(ws.join("a.in")).unwrap(), "input");
+        assert!(fs::read_to_string(ws.join(task::TASK_FILE)).unwrap().starts_with("{\"id\":\"t\""));
+        assert!(fs::symlink_metadata(ws.join(task::RESULT_FILE)).is_err());
     }
 }
