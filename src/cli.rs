@@ -590,6 +590,8 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::Usage(_) | Error::NoBuildFile(_) | Error::ReadBuildFile(_) => 2,
+            // As a build that is interrupted.
+            Error::Vm(crate::vm::VmError::Interrupted) => 130,
             Error::Io(_) | Error::Cache(_) | Error::Vm(_) => 1,
         }
     }
@@ -879,11 +881,15 @@ fn open_cache(g: &GlobalArgs, mode: lock::Mode) -> Result<(Cache, lock::Lock), E
 /// `gvbuild run`: build the target (or take the image file), boot it on a task, report.
 fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error> {
     use crate::vm::{self, qemu};
+    // Paths on the command line are read from where -C says gvbuild runs.
+    let cwd =
+        std::env::current_dir().map_err(|e| Error::Io(format!("cannot read the current folder: {e}")))?;
+    let base = g.dir.as_ref().map_or_else(|| cwd.clone(), |d| cwd.join(d));
+    let here = |p: &Path| base.join(p);
     // What to boot: an existing file is an image; anything else names a target.
-    let is_file = r.what.as_deref().is_some_and(|w| Path::new(w).is_file());
-    let (image, run_config, state_dir) = if is_file {
-        let given = PathBuf::from(r.what.as_deref().unwrap_or_default());
-        (std::path::absolute(&given).unwrap_or(given), None, None)
+    let is_file = r.what.as_deref().is_some_and(|w| here(Path::new(w)).is_file());
+    let (image, run_config) = if is_file {
+        (here(Path::new(r.what.as_deref().unwrap_or_default())), None)
     } else {
         let p = open_project(g)?;
         let graph = load_graph(g, &p)?;
@@ -916,7 +922,7 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
             .ok()
             .and_then(|b| serde_json::from_slice::<crate::steps::manifest::Manifest>(&b).ok())
             .map(|m| m.run_config);
-        (image, rc, Some(p.state_dir))
+        (image, rc)
     };
     let qemu_path = qemu::find(r.qemu.as_deref()).ok_or_else(|| {
         vm::VmError::QemuMissing(r.qemu.as_ref().map_or(qemu::QEMU.into(), |q| q.display().to_string()))
@@ -926,29 +932,43 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
         AccelArg::Kvm => qemu::AccelChoice::Kvm,
         AccelArg::Tcg => qemu::AccelChoice::Tcg,
     };
-    let (accel, accel_note) = qemu::choose_accel(&qemu_path, choice).map_err(Error::Usage)?;
     let memory_mb = match r.memory.as_deref().or(run_config.as_ref().and_then(|c| c.memory.as_deref())) {
         None => qemu::DEFAULT_MEMORY_MB,
-        Some(m) => match fsutil::parse_size(m) {
-            Some(b) if b >= 1 << 20 => b >> 20,
-            _ => {
-                return Err(Error::Usage(format!(
-                    "memory `{m}` is not a size of 1 MiB or more, such as 2048m or 4g"
-                )))
-            }
-        },
+        Some(m) => qemu::memory_mb(m).ok_or_else(|| {
+            Error::Usage(format!("memory `{m}` is not a size of 1 MiB or more, such as 2048m or 4g"))
+        })?,
     };
     let cpus = r.cpus.or(run_config.as_ref().and_then(|c| c.cpus)).unwrap_or(qemu::DEFAULT_CPUS);
     if cpus == 0 {
         return Err(Error::Usage("--cpus must be 1 or more".into()));
     }
     let stem = image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
-    let into = r.into.clone().unwrap_or_else(|| image.with_file_name(format!("{stem}.run")));
+    let into = r.into.as_deref().map_or_else(|| image.with_file_name(format!("{stem}.run")), here);
+    let workspace_given = r.workspace.as_deref().map(here);
+    check_run_folders(&into, workspace_given.as_deref())?;
+    let mut inputs: Vec<(String, PathBuf)> = Vec::new();
+    for f in r.inputs.iter().map(|f| here(f)) {
+        let Some(name) = f.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            return Err(Error::Usage(format!("--input {} names no file", f.display())));
+        };
+        if !f.is_file() {
+            return Err(Error::Usage(format!("--input {}: no such file", f.display())));
+        }
+        if let Some((_, first)) = inputs.iter().find(|(n, _)| *n == name) {
+            return Err(Error::Usage(format!(
+                "--input {} and --input {} would both be /workspace/{name}: rename one",
+                first.display(),
+                f.display()
+            )));
+        }
+        inputs.push((name, f));
+    }
+    let (accel, accel_note) = qemu::choose_accel(&qemu_path, choice).map_err(Error::Usage)?;
     if into.exists() {
         fsutil::remove_path(&into).map_err(io_error("cannot empty", &into))?;
     }
     std::fs::create_dir_all(&into).map_err(io_error("cannot create", &into))?;
-    let temp_ws = match &r.workspace {
+    let temp_ws = match &workspace_given {
         Some(_) => None,
         None => Some(
             tempfile::Builder::new()
@@ -957,18 +977,10 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
                 .map_err(|e| Error::Io(format!("cannot create a workspace folder: {e}")))?,
         ),
     };
-    let workspace =
-        r.workspace.clone().or_else(|| temp_ws.as_ref().map(|t| t.path().to_path_buf())).unwrap_or_default();
-    let mut inputs = Vec::new();
-    for f in &r.inputs {
-        let Some(name) = f.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-            return Err(Error::Usage(format!("--input {} names no file", f.display())));
-        };
-        if !f.is_file() {
-            return Err(Error::Usage(format!("--input {}: no such file", f.display())));
-        }
-        inputs.push((name, f.clone()));
-    }
+    let workspace = workspace_given
+        .clone()
+        .or_else(|| temp_ws.as_ref().map(|t| t.path().to_path_buf()))
+        .unwrap_or_default();
     let task = vm::Task {
         id: r.task_id.clone(),
         args: r.args.clone(),
@@ -976,13 +988,13 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
     };
     let machine =
         vm::MachineSpec { image: image.clone(), workspace, cpus, memory_mb, gpus: r.gpus.clone(), accel };
-    // The jobs log lets the reaper kill QEMU if gvbuild itself is killed.
-    let jobs_dir = match &state_dir {
-        Some(d) => d.clone(),
-        None => into.clone(),
-    };
-    let jobs = crate::steps::run::Jobs::new(&jobs_dir);
-    jobs.kill_leftovers();
+    // A jobs log of this run's own (never a build's, whose steps it must not touch) lets the
+    // reaper kill QEMU if gvbuild itself is killed.
+    let jobs_dir = tempfile::Builder::new()
+        .prefix("gvbuild-run-")
+        .tempdir()
+        .map_err(|e| Error::Io(format!("cannot create a folder for the jobs log: {e}")))?;
+    let jobs = crate::steps::run::Jobs::new(jobs_dir.path());
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register(sig, stop.clone());
@@ -1028,6 +1040,37 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
             Err(e.into())
         }
     }
+}
+
+/// `--into` is emptied before a run: refuse what emptying would lose. It must not be, hold or
+/// sit inside the workspace, and a folder there must be empty or an earlier result (it holds
+/// `console.log`).
+fn check_run_folders(into: &Path, workspace: Option<&Path>) -> Result<(), Error> {
+    let abs =
+        |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| std::path::absolute(p).unwrap_or(p.into()));
+    let into_abs = abs(into);
+    if let Some(ws) = workspace.map(abs) {
+        if into_abs.starts_with(&ws) || ws.starts_with(&into_abs) {
+            return Err(Error::Usage(format!(
+                "--into {} and --workspace {} overlap: the result folder is emptied before the run, and the workspace is where the VM writes; name two separate folders",
+                into.display(),
+                ws.display()
+            )));
+        }
+    }
+    if into.is_file() {
+        return Err(Error::Usage(format!("--into {} is a file, not a folder", into.display())));
+    }
+    let earlier = into.join(crate::vm::CONSOLE_LOG).is_file();
+    let empty = std::fs::read_dir(into).map(|mut d| d.next().is_none()).unwrap_or(true);
+    if into.is_dir() && !empty && !earlier {
+        return Err(Error::Usage(format!(
+            "--into {} holds files that are not an earlier run's result (no {}): gvbuild empties it before a run; name a new or empty folder",
+            into.display(),
+            crate::vm::CONSOLE_LOG
+        )));
+    }
+    Ok(())
 }
 
 /// "no target named `X`", with the nearest target's name when there is one.

@@ -94,18 +94,35 @@ fn cpu_prover_example_builds_its_manifest_and_image() {
     assert_eq!(rows["/workspace"].0, "dir");
     assert!(rows.contains_key("/lib/x86_64-linux-gnu/libc.so.6"), "{rows:?}");
     p.gvbuild(&["inspect", "build/my_prover.img"]).success().stdout_has("  mounts: %0:/workspace\n");
+    // The sample task boots the image (a real Nanos does it in tests/vm_nanos.rs): here, what
+    // it would do. Its key names QEMU, so a dry run needs it.
+    let mut dry: Vec<String> = Vec::new();
+    for s in &sets {
+        dry.extend(["--set".to_string(), s.clone()]);
+    }
+    dry.extend(["-n".to_string(), "prove-sample".to_string()]);
+    if !cfg!(gvbuild_no_qemu) {
+        p.gvbuild(&dry.iter().map(String::as_str).collect::<Vec<_>>())
+            .success()
+            .stdout_has("task `task01`: boot build/my_prover.img with 1 file(s) -> build/prove-sample");
+    }
     image_step_again_elsewhere(
         &p,
         "targets:\n  image:\n    image:\n      builder: native\n      release: build/nanos\n      manifest: build/my_prover.json\n      root: build/root\n      into: build/my_prover.img\n",
         "build/my_prover.img",
     );
 
-    // The prover itself works: it proves every task in a workspace folder.
+    // The prover itself speaks the task protocol (outside a VM, on a workspace folder named
+    // as its argument): it reads task.json, proves each file, writes task_result.json.
     fs::create_dir_all(p.path("ws")).unwrap();
-    fs::write(p.path("ws/a.task"), "abc").unwrap();
+    fs::write(p.path("ws/a.in"), "abc").unwrap();
+    fs::write(p.path("ws/task.json"), r#"{"id":"t1","args":[],"files":["a.in"]}"#).unwrap();
     let st = std::process::Command::new(p.path("build/root/my_prover")).arg(p.path("ws")).status().unwrap();
     assert!(st.success());
-    assert!(p.read("ws/a.proof").starts_with("3 "));
+    assert!(p.read("ws/a.in.proof").starts_with("3 "));
+    let result: serde_json::Value = serde_json::from_str(&p.read("ws/task_result.json")).unwrap();
+    assert_eq!(result["Ok"]["id"], "t1");
+    assert_eq!(result["Ok"]["files"], serde_json::json!([p.path("ws/a.in.proof").to_str().unwrap()]));
 
     // Only the manifest's env changes: only manifest and image rerun, and the image (its
     // program id) changes with it.

@@ -299,6 +299,9 @@ fn a_task_without_a_result_fails_its_step_and_stores_nothing() {
         assert_eq!(b.outcomes()["prove"], "failed", "ran again, never restored: {b:?}");
         has(&run.stderr(), "the program exited without a result");
         assert!(!p.exists("out/prove"), "a failed task leaves no output");
+        // The console outlives the output folder, in the step's log.
+        assert!(p.read(".gvbuild/logs/prove.log").contains("no result"), "the console is kept");
+        has(&run.stderr(), "the whole console is in");
     }
     // A dry run says what would boot.
     p.gvbuild(&["-n", "prove"])
@@ -310,10 +313,9 @@ fn a_task_without_a_result_fails_its_step_and_stores_nothing() {
 fn run_says_how_to_install_qemu_when_it_is_missing() {
     let p = project("unused", End::Exit(0), r#"{"%1": "/workspace"}"#);
     p.build(&["image"]);
-    p.gvbuild(&["run", "prover.img", "--qemu", "/nonexistent/qemu-system-x86_64"])
-        .exit(1)
-        .stderr_has("QEMU (/nonexistent/qemu-system-x86_64) was not found")
-        .stderr_has("apt-get install qemu-system-x86");
+    let run = p.gvbuild(&["run", "prover.img", "--qemu", "/nonexistent/qemu-system-x86_64"]).exit(1);
+    has(&run.stderr(), "QEMU (/nonexistent/qemu-system-x86_64) was not found");
+    has(&run.stderr(), "apt-get install qemu-system-x86");
 }
 
 #[test]
@@ -321,4 +323,35 @@ fn run_refuses_a_target_that_is_not_an_image() {
     let p = project("unused", End::Exit(0), r#"{"%1": "/workspace"}"#);
     p.gvbuild(&["run", "prove"]).exit(2).stderr_has("target `prove` is not an `image:` step");
     p.gvbuild(&["run", "nope.img"]).exit(2).stderr_has("no image file nope.img");
+}
+
+#[test]
+fn run_refuses_folders_it_would_lose_data_in() {
+    let p = project("unused", End::Exit(0), r#"{"%1": "/workspace"}"#);
+    p.build(&["image"]);
+    p.write("mine/notes.txt", "not a result");
+    p.write("ws/keep.txt", "the user's");
+    let refused = |args: &[&str], want: &str| {
+        let run = p.gvbuild(args).exit(2);
+        has(&run.stderr(), want);
+    };
+    refused(&["run", "prover.img", "--into", "mine"], "holds files that are not an earlier run's result");
+    refused(&["run", "prover.img", "--into", "ws", "--workspace", "ws"], "overlap");
+    refused(&["run", "prover.img", "--into", "ws/out", "--workspace", "ws"], "overlap");
+    refused(&["run", "prover.img", "--into", ".", "--workspace", "ws"], "overlap");
+    p.write("a/x.in", "1");
+    p.write("b/x.in", "2");
+    refused(&["run", "prover.img", "--input", "a/x.in", "--input", "b/x.in"], "would both be");
+    assert_eq!(p.read("mine/notes.txt"), "not a result");
+    assert_eq!(p.read("ws/keep.txt"), "the user's");
+    // -C: paths are read from there.
+    let q = p.root().to_str().unwrap().to_string();
+    let out = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(bin())
+        .current_dir(out.path())
+        .args(["-C", &q, "run", "prover.img", "--qemu", "/nonexistent/qemu"])
+        .env("GVBUILD_CACHE_DIR", p.path(".cache"))
+        .output()
+        .unwrap();
+    has(&String::from_utf8_lossy(&run.stderr), "QEMU (/nonexistent/qemu) was not found");
 }

@@ -230,10 +230,6 @@ fn fingerprint<'a>(
         // A task is its image and files (inputs), the task and machine size, and QEMU.
         Step::Task(tk) => {
             let inputs = inputs::resolve(root, &t.inputs, &ctx.stat).map_err(|e| e.to_string())?;
-            let tool = crate::steps::task::QEMU_TOOL;
-            let id = ctx.tools.identify(tool, root, &ctx.stat).map_err(|_| {
-                format!("{tool} was not found: a `task` step boots its image with QEMU; install it (Debian and Ubuntu: `apt-get install qemu-system-x86`)")
-            })?;
             return Ok(KeyParts {
                 version: KEY_VERSION,
                 step: StepDef {
@@ -246,7 +242,7 @@ fn fingerprint<'a>(
                 deps,
                 env: Cow::Owned(BTreeMap::new()),
                 pass_env: BTreeMap::new(),
-                tools: [(tool.to_string(), id)].into_iter().collect(),
+                tools: crate::steps::task::key_tools(&ctx.tools, root, &ctx.stat)?,
             });
         }
         // A fetch is what its pin says it is: the URL is not part of the key.
@@ -931,7 +927,8 @@ fn finish_run(
             let show = |line: &str| super::note(&format!("{prefix}{line}"));
             let live: Option<&(dyn Fn(&str) + Sync)> = if ctx.opts.verbose { Some(&show) } else { None };
             let slot = ctx.slots.acquire();
-            let ran = crate::steps::task::run(root, tk, &outputs[0], &ctx.jobs, &ctx.interrupted, live);
+            let at = crate::steps::task::Places { root, into: &outputs[0], log: &log };
+            let ran = crate::steps::task::run(&at, tk, &ctx.jobs, &ctx.interrupted, live);
             drop(slot);
             match ran {
                 Ok(notes) => warnings.extend(notes),

@@ -11,14 +11,16 @@
 //! ```
 //!
 //! This module owns the whole kind: the YAML it reads ([`RawTask`]), its validation
-//! ([`validate`]), what goes into its key ([`key_command`], [`QEMU_TOOL`]), its one-line summary
+//! ([`validate`]), what goes into its key ([`key_command`], [`key_tools`]), its one-line summary
 //! ([`summary`]) and its execution ([`run`]), which hands the boot to [`crate::vm`]. `config`
 //! and the runner only dispatch here.
 //!
-//! **The key.** The image's bytes and each input file's name and bytes (the step's inputs), the
-//! args, the CPUs and memory, the QEMU binary's identity (its content hash and `--version`, as
-//! any tool's) and [`crate::vm::RUNNER_VERSION`]. Not in it: the timeout and the GPUs' PCI
-//! addresses (where a task ran, not what it computes), nor whether KVM or TCG ran it. A task
+//! **The key.** The image and each input file, by path and content (the step's inputs, as any
+//! step's), each file's name in the workspace, the args and id, the CPUs and memory, the QEMU
+//! binary's identity (its content hash and `--version`, as any tool's) and
+//! [`crate::vm::RUNNER_VERSION`]. Not in it: the timeout and the GPUs' PCI addresses (where a
+//! task ran, not what it computes), whether KVM or TCG ran it, and the firmware QEMU loads
+//! (SeaBIOS, part of the QEMU package whose `--version` is keyed). A task
 //! that gives no `Ok` result (the program's `Err`, no result, a reset, a timeout) fails the
 //! step with that diagnosis and stores nothing. It runs locally under `--remote-exec` too (REAPI
 //! workers run commands, not VMs); its result is shared through the remote cache like any
@@ -103,9 +105,10 @@ pub(crate) fn validate(
     t: &RawTask,
     unset: &mut Vec<(String, Span)>,
 ) -> Option<(TaskSpec, Vec<PathSpec>, PathSpec)> {
+    // Every field is checked, so that one run reports all of the task's errors.
     let mut ok = v.builtin_alone("task", n, raw);
-    let image = v.input(&t.image, n, unset)?;
-    if image.glob {
+    let image = v.input(&t.image, n, unset);
+    if image.as_ref().is_some_and(|i| i.glob) {
         v.invalid(
             format!("the image of task `{n}` is a glob"),
             &t.image.referenced,
@@ -114,9 +117,9 @@ pub(crate) fn validate(
         );
         ok = false;
     }
-    let mut inputs = vec![image.clone()];
+    let mut inputs: Vec<PathSpec> = image.iter().cloned().collect();
     let mut files = Vec::new();
-    let mut names: Vec<(String, &Spanned<String>)> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
     for f in t.files.iter().flatten() {
         let Some(p) = v.input(f, n, unset) else { continue };
         if p.glob {
@@ -129,7 +132,7 @@ pub(crate) fn validate(
             ok = false;
             continue;
         }
-        let name = p.path.rsplit('/').next().unwrap_or_default().to_string();
+        let name = vm::task::workspace_name(&p.path).to_string();
         if name == vm::task::TASK_FILE || name == vm::task::RESULT_FILE {
             v.invalid(
                 format!("file `{}` of task `{n}` is named like the task protocol's own `{name}`", p.path),
@@ -138,8 +141,7 @@ pub(crate) fn validate(
                 "rename the file",
             );
             ok = false;
-        } else if let Some((_, first)) = names.iter().find(|(m, _)| *m == name) {
-            let _ = first;
+        } else if names.contains(&name) {
             v.invalid(
                 format!("two files of task `{n}` are named `{name}` in the workspace"),
                 &f.referenced,
@@ -148,7 +150,7 @@ pub(crate) fn validate(
             );
             ok = false;
         }
-        names.push((name, f));
+        names.push(name);
         files.push(p.path.clone());
         inputs.push(p);
     }
@@ -178,9 +180,9 @@ pub(crate) fn validate(
         None => qemu::DEFAULT_MEMORY_MB,
         Some(m) => {
             let (text, whole) = v.expand_checked(m, unset);
-            match crate::fsutil::parse_size(&text) {
-                Some(b) if b >= 1 << 20 => b >> 20,
-                _ if !whole => 0,
+            match qemu::memory_mb(&text) {
+                Some(mb) => mb,
+                None if !whole => 0,
                 _ => {
                     v.invalid(
                         format!("`memory` of task `{n}` is not a size of 1 MiB or more"),
@@ -194,7 +196,8 @@ pub(crate) fn validate(
             }
         }
     };
-    let into = v.output(&t.into, n, unset)?;
+    let into = v.output(&t.into, n, unset);
+    let (Some(image), Some(into)) = (image, into) else { return None };
     let spec = TaskSpec { image: image.path, id, args, files, timeout_s, cpus, memory_mb, gpus };
     ok.then_some((spec, inputs, into))
 }
@@ -205,7 +208,7 @@ pub fn key_command(spec: &TaskSpec) -> String {
     serde_json::json!({
         "id": spec.id,
         "args": spec.args,
-        "files": spec.files.iter().map(|f| f.rsplit('/').next().unwrap_or_default()).collect::<Vec<_>>(),
+        "files": spec.files.iter().map(|f| vm::task::workspace_name(f)).collect::<Vec<_>>(),
         "cpus": spec.cpus,
         "memory_mb": spec.memory_mb,
         "runner": vm::RUNNER_VERSION,
@@ -222,20 +225,40 @@ pub fn summary(spec: &TaskSpec, into: &str) -> String {
     format!("task `{}`: boot {}{files} -> {into}", spec.id, spec.image)
 }
 
-/// Boot the image on the task and collect the result into `root/into`. Returns warnings for
-/// the user (a VM run with TCG where the node would use KVM); `Err` is the diagnosis.
-pub fn run(
+/// The tools in a task's key: QEMU (`qemu-system-x86_64` on PATH), by its identity (content
+/// hash and `--version`). `Err` when it is missing: without it the task can be neither run nor
+/// keyed.
+pub fn key_tools(
+    tools: &crate::fingerprint::tools::ToolCache,
     root: &Path,
+    stat: &crate::fingerprint::StatCache,
+) -> Result<std::collections::BTreeMap<String, crate::fingerprint::tools::ToolId>, String> {
+    let id = tools
+        .identify(QEMU_TOOL, root, stat)
+        .map_err(|_| vm::VmError::QemuMissing(QEMU_TOOL.into()).to_string())?;
+    Ok([(QEMU_TOOL.to_string(), id)].into_iter().collect())
+}
+
+/// Where a task step's run writes: its output folder, and the step's log, which keeps the
+/// console when the task fails (the output folder is then removed).
+pub struct Places<'a> {
+    pub root: &'a Path,
+    /// `into`, project-relative.
+    pub into: &'a str,
+    pub log: &'a Path,
+}
+
+/// Boot the image on the task and collect the result into `root/into`. Returns warnings for
+/// the user (a VM run with TCG where the node would use KVM); `Err` is the diagnosis, and the
+/// console is then in the step's log.
+pub fn run(
+    at: &Places,
     spec: &TaskSpec,
-    into: &str,
     jobs: &Jobs,
     stop: &AtomicBool,
     live: Option<&(dyn Fn(&str) + Sync)>,
 ) -> Result<Vec<String>, String> {
-    let qemu_path = qemu::find(None).ok_or_else(|| {
-        vm::VmError::QemuMissing(qemu::QEMU.into()).to_string()
-            + "; install it (Debian and Ubuntu: `apt-get install qemu-system-x86`), or put it on PATH"
-    })?;
+    let qemu_path = qemu::find(None).ok_or_else(|| vm::VmError::QemuMissing(QEMU_TOOL.into()).to_string())?;
     let mut notes = Vec::new();
     let (accel, note) = qemu::choose_accel(&qemu_path, qemu::AccelChoice::Auto)?;
     notes.extend(note);
@@ -243,10 +266,9 @@ pub fn run(
         .prefix("gvbuild-workspace-")
         .tempdir()
         .map_err(|e| format!("cannot create a workspace folder: {e}"))?;
-    let abs = |p: &str| if p.starts_with('/') { Path::new(p).to_path_buf() } else { root.join(p) };
-    let inputs =
-        spec.files.iter().map(|f| (f.rsplit('/').next().unwrap_or_default().to_string(), abs(f))).collect();
-    let into_abs = root.join(into);
+    let abs = |p: &str| if p.starts_with('/') { Path::new(p).to_path_buf() } else { at.root.join(p) };
+    let names = || spec.files.iter().map(|f| vm::task::workspace_name(f).to_string());
+    let into_abs = at.root.join(at.into);
     let run = vm::TaskRun {
         qemu: qemu_path,
         machine: vm::MachineSpec {
@@ -257,20 +279,23 @@ pub fn run(
             gpus: spec.gpus.clone(),
             accel,
         },
-        task: vm::Task {
-            id: spec.id.clone(),
-            args: spec.args.clone(),
-            files: spec.files.iter().map(|f| f.rsplit('/').next().unwrap_or_default().to_string()).collect(),
-        },
-        inputs,
+        task: vm::Task { id: spec.id.clone(), args: spec.args.clone(), files: names().collect() },
+        inputs: names().zip(spec.files.iter().map(|f| abs(f))).collect(),
         timeout: Duration::from_secs(spec.timeout_s),
         console: into_abs.join(vm::CONSOLE_LOG),
         live,
     };
-    vm::run_task(&run, &into_abs, jobs, stop).map_err(|e| {
-        format!("{e}\nthe console log is {}", Path::new(into).join(vm::CONSOLE_LOG).display())
-    })?;
-    Ok(notes)
+    match vm::run_task(&run, &into_abs, jobs, stop) {
+        Ok(_) => Ok(notes),
+        Err(e) => {
+            // The output folder goes with the failure; the console stays in the step's log.
+            let kept = at.log.parent().map(std::fs::create_dir_all).is_some_and(|r| r.is_ok())
+                && std::fs::copy(&run.console, at.log).is_ok();
+            let log =
+                if kept { format!("\nthe whole console is in {}", at.log.display()) } else { String::new() };
+            Err(format!("{e}{log}"))
+        }
+    }
 }
 
 #[cfg(test)]

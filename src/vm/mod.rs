@@ -74,9 +74,11 @@ pub struct TaskRun<'a> {
 pub enum Ended {
     /// QEMU exited (the guest powered off, or left through `isa-debug-exit`).
     Exited(Option<i32>),
-    /// The guest reset; the runner stopped it there.
+    /// The guest reset (QMP's reason); the runner stopped it there.
     Reset(String),
+    /// The time limit passed; the runner killed QEMU.
     TimedOut,
+    /// The caller's stop flag was set (Ctrl-C, SIGTERM); the runner killed QEMU.
     Interrupted,
 }
 
@@ -94,10 +96,10 @@ pub struct Finished {
 /// lines where they tell more.
 #[derive(Debug, Error, Diagnostic)]
 pub enum VmError {
-    #[error("QEMU ({0}) was not found")]
+    #[error("QEMU ({0}) was not found: install it (Debian and Ubuntu: `apt-get install qemu-system-x86`)")]
     #[diagnostic(
         code(gvbuild::vm::qemu_missing),
-        help("install it (Debian and Ubuntu: `apt-get install qemu-system-x86`), or name it with --qemu PATH or GVBUILD_QEMU")
+        help("`gvbuild run` also takes another QEMU with --qemu PATH or GVBUILD_QEMU")
     )]
     QemuMissing(String),
     #[error("{0}")]
@@ -149,12 +151,19 @@ pub fn run_task(run: &TaskRun, into: &Path, jobs: &Jobs, stop: &AtomicBool) -> R
         Ended::Interrupted => return Err(VmError::Interrupted),
         Ended::TimedOut => return Err(VmError::TimedOut { secs: run.timeout.as_secs(), console: console() }),
         Ended::Reset(reason) => {
-            let reason = if reason.is_empty() { String::new() } else { format!(" ({reason})") };
+            let mut reason = if reason.is_empty() { String::new() } else { format!(" ({reason})") };
+            if ws.join(task::RESULT_FILE).exists() {
+                reason.push_str(" after the program wrote its result");
+            }
             return Err(VmError::Reset { reason, console: console() });
         }
         Ended::Exited(_) => {}
     }
     let result_path = ws.join(task::RESULT_FILE);
+    // Written by the guest: a symlink there is not read through.
+    if fs::symlink_metadata(&result_path).is_ok_and(|m| !m.is_file()) {
+        return Err(VmError::BadResult(format!("/workspace/{} is not a plain file", task::RESULT_FILE)));
+    }
     let bytes = match fs::read(&result_path) {
         Ok(b) => b,
         Err(_) if qemu_failed(&boot) => {
@@ -285,8 +294,17 @@ struct Boot {
 /// QEMU failed on its own (bad arguments, a missing file) rather than the guest ending: it
 /// exited with an error status and said why on stderr.
 fn qemu_failed(b: &Boot) -> bool {
-    matches!(b.ended, Ended::Exited(Some(c)) if c != 0 && c % 2 == 0 || c == 1 && b.stderr.contains("qemu-system"))
-        || matches!(b.ended, Ended::Exited(None))
+    // An odd status is also a guest's `isa-debug-exit` (1 for code 0): only QEMU's own error
+    // line (`qemu-system-x86_64: ...`, not a warning) makes status 1 QEMU's failure.
+    let qemu_error = b
+        .stderr
+        .lines()
+        .any(|l| l.starts_with("qemu-system") && !l.contains(": warning:") && !l.contains(": info:"));
+    match b.ended {
+        Ended::Exited(Some(c)) => c != 0 && c % 2 == 0 || c == 1 && qemu_error,
+        Ended::Exited(None) => true,
+        _ => false,
+    }
 }
 
 fn status_text(e: &Ended) -> String {

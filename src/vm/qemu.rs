@@ -18,6 +18,7 @@
 //! `accel=tcg` when that fails, saying so.
 
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -107,9 +108,16 @@ pub struct MachineSpec {
     pub accel: Accel,
 }
 
-/// The node's defaults when a program states no resources (`scheduler/program_manager.rs`).
+/// The node's default CPUs when a program states none (`scheduler/program_manager.rs`).
 pub const DEFAULT_CPUS: u32 = 2;
+/// The node's default memory in MiB when a program states none (the same file).
 pub const DEFAULT_MEMORY_MB: u64 = 2048;
+
+/// A memory size as written (`2048m`, `4g`, as RunConfig.Memory and `--memory` take it) in MiB,
+/// or `None` when it is not a size of at least 1 MiB.
+pub fn memory_mb(text: &str) -> Option<u64> {
+    crate::fsutil::parse_size(text).filter(|b| *b >= 1 << 20).map(|b| b >> 20)
+}
 
 /// QEMU's option syntax: a `,` inside a value is written `,,`.
 fn opt_value(p: &Path) -> String {
@@ -197,7 +205,9 @@ pub fn probe_kvm(qemu: &Path, scratch: &Path) -> Result<(), String> {
     sector.resize(510, 0);
     sector.extend_from_slice(&[0x55, 0xaa]);
     std::fs::write(&disk, &sector).map_err(|e| format!("cannot write {}: {e}", disk.display()))?;
+    // A group of its own, so that a probe that hangs is killed whole.
     let mut child = Command::new(qemu)
+        .process_group(0)
         .args(["-machine", "q35,accel=kvm", "-cpu", "max", "-m", "64M", "-display", "none", "-vga", "none"])
         .args(["-serial", "null", "-device", "isa-debug-exit", "-nodefaults"])
         .arg("-drive")
@@ -213,6 +223,7 @@ pub fn probe_kvm(qemu: &Path, scratch: &Path) -> Result<(), String> {
             Ok(Some(s)) => break Some(s),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             _ => {
+                let _ = crate::sys::killpg(child.id(), crate::sys::SIGKILL);
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;

@@ -41,6 +41,12 @@ pub struct Task {
     pub files: Vec<String>,
 }
 
+/// The name a project file gets in the workspace: its last path component (`samples/a.in` is
+/// `/workspace/a.in` in the VM).
+pub fn workspace_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or_default()
+}
+
 /// `task_result.json`: serde's externally tagged enum, as the shim's `Result` serializes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskResult {
@@ -48,6 +54,7 @@ pub enum TaskResult {
     Err(String),
 }
 
+/// The `Ok` side of a result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskOk {
     pub id: String,

@@ -6,7 +6,8 @@
 //!
 //! The "proof" of an input is its length and a checksum. With `--input PATH --output PATH` in
 //! the task's args it proves that one file; without, it proves each of the task's files into
-//! `/workspace/NAME.proof`.
+//! `/workspace/NAME.proof`. A first argument names another workspace folder, to try the
+//! program outside a VM (`my_prover DIR`).
 use std::fs;
 use std::io::Write;
 use std::path::Path;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+/// Where the node's share is mounted in the VM.
 const WORKSPACE: &str = "/workspace";
 
 fn checksum(bytes: &[u8]) -> u64 {
@@ -32,9 +34,9 @@ fn wait_for_task(path: &Path) -> Result<Vec<u8>, String> {
     }
 }
 
-/// A task file's path in the VM: a relative name is joined onto the workspace, as the shim does.
-fn in_vm(name: &str) -> String {
-    if name.starts_with('/') { name.to_string() } else { format!("{WORKSPACE}/{name}") }
+/// A task file's path: a relative name is joined onto the workspace, as the shim does.
+fn in_workspace(workspace: &str, name: &str) -> String {
+    if name.starts_with('/') { name.to_string() } else { format!("{workspace}/{name}") }
 }
 
 fn prove(input: &str, output: &str) -> Result<String, String> {
@@ -45,7 +47,7 @@ fn prove(input: &str, output: &str) -> Result<String, String> {
 }
 
 /// Run the task: the proven files (paths in the VM) and the data to return.
-fn run(task: &Value) -> Result<(Vec<String>, String), String> {
+fn run(workspace: &str, task: &Value) -> Result<(Vec<String>, String), String> {
     let strings = |key: &str| -> Vec<String> {
         task[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect()
     };
@@ -56,7 +58,7 @@ fn run(task: &Value) -> Result<(Vec<String>, String), String> {
         (Some(input), Some(output)) => proven.push(prove(&input, &output)?),
         (None, None) if !files.is_empty() => {
             for f in &files {
-                let input = in_vm(f);
+                let input = in_workspace(workspace, f);
                 proven.push(prove(&input, &format!("{input}.proof"))?);
             }
         }
@@ -66,8 +68,9 @@ fn run(task: &Value) -> Result<(Vec<String>, String), String> {
 }
 
 fn main() {
-    eprintln!("my_prover: waiting for {WORKSPACE}/task.json");
-    let result = match wait_for_task(Path::new(&format!("{WORKSPACE}/task.json"))) {
+    let workspace = std::env::args().nth(1).unwrap_or_else(|| WORKSPACE.to_string());
+    eprintln!("my_prover: waiting for {workspace}/task.json");
+    let result = match wait_for_task(Path::new(&format!("{workspace}/task.json"))) {
         Err(e) => {
             // No task means no workspace: there is nowhere to write a result either.
             eprintln!("my_prover: {e}");
@@ -78,7 +81,7 @@ fn main() {
             Ok(task) => {
                 let id = task["id"].as_str().unwrap_or_default().to_string();
                 eprintln!("my_prover: task {id}: {task}");
-                match run(&task) {
+                match run(&workspace, &task) {
                     Ok((files, data)) => json!({ "Ok": { "id": id, "data": data.into_bytes(), "files": files } }),
                     Err(e) => json!({ "Err": e }),
                 }
@@ -86,7 +89,7 @@ fn main() {
         },
     };
     // Created new, as the shim creates it: a result is never overwritten.
-    let path = format!("{WORKSPACE}/task_result.json");
+    let path = format!("{workspace}/task_result.json");
     let written = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
