@@ -17,6 +17,12 @@ pub fn temp_beside(path: &Path) -> PathBuf {
 
 /// Write `bytes` to `path` atomically: a temp file renamed over it. A killed process leaves at
 /// worst a stray temp file, never a half-written `path`.
+/// Whether `path` is a write staged by [`temp_beside`] (`.NAME.gvtmp.PID.N`): a file that is
+/// renamed into place or removed in a moment, and belongs to no step.
+pub fn is_temp(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') && n.contains(".gvtmp."))
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = temp_beside(path);
     let result = (|| {

@@ -39,7 +39,7 @@ pub struct VerifyReport {
 
 /// A write staged by a gvbuild that was killed before its rename (see `fsutil::temp_beside`).
 fn is_temp(path: &Path) -> bool {
-    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') && n.contains(".gvtmp."))
+    crate::fsutil::is_temp(path)
 }
 
 /// The blobs or entries under `dir`; stray temp files are skipped.

@@ -413,7 +413,10 @@ impl RemoteExec {
             }
         }
         for p in extra {
+            // Another step's write in flight (a restore's or a download's staged file) is no
+            // file the step could read: it is renamed or gone in a moment.
             if shipped.contains(&p)
+                || crate::fsutil::is_temp(Path::new(&p))
                 || !shippable(&p)
                 || parts.step.outputs.iter().any(|o| p == *o || p.starts_with(&format!("{o}/")))
             {
@@ -421,7 +424,12 @@ impl RemoteExec {
             }
             let abs = root.join(&p);
             let Ok(id) = ctx.stat.file_id(&p, &abs) else { continue };
-            add_file(&mut tree, &mut shipped, &p, id.exec, id.digest, id.size)?;
+            // A file that may be read but is gone by now (removed while the walk ran) is not shipped.
+            if let Err(e) = add_file(&mut tree, &mut shipped, &p, id.exec, id.digest, id.size) {
+                if abs.exists() {
+                    return Err(e);
+                }
+            }
         }
         let mut blobs = Vec::new();
         let digest = tree.encode(&mut blobs);
