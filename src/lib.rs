@@ -22,6 +22,10 @@
 //! engine, over the Remote Workers API, with the shared cache's gRPC client and the `run`
 //! step's process handling.
 //!
+//! Running an image as a Gevulot node does is [`vm`], below the `task` step and `gvbuild run`,
+//! which both use it. [`jobs`] records the process groups of steps and VMs, and kills them
+//! however gvbuild ends.
+//!
 //! [`diag`] turns spans into miette labels; [`fsutil`] and [`sys`] are small helpers.
 //! Data flows one way down this list; no module reaches back up it.
 
@@ -35,6 +39,7 @@ pub mod fingerprint;
 pub mod fsutil;
 pub mod graph;
 pub mod inspect;
+pub mod jobs;
 pub mod steps;
 mod sys;
 pub mod tfs;

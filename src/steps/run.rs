@@ -2,18 +2,16 @@
 //!
 //! The environment holds only `env`, `pass_env` and a fixed pass-through set that shells and
 //! toolchains need but that is not part of the key: PATH, HOME, USER, TERM, LANG, TMPDIR. Each
-//! step runs as the leader of a new process group, recorded in `.gvbuild/jobs` while it runs.
-//! An interrupted gvbuild kills the groups itself; a killed one is outlived by its reaper (see
-//! [`reaper_main`]), which kills them; and the next start kills anything still left.
+//! step runs as the leader of a new process group, recorded in `.gvbuild/jobs` while it runs
+//! ([`crate::jobs`] kills what is left, however gvbuild ends).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Mutex;
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
@@ -21,206 +19,11 @@ use rustix::process::{pidfd_open, Pid, PidfdFlags};
 
 use crate::{fsutil, sys};
 
+use crate::jobs::JOB_VAR;
+pub use crate::jobs::{reaper_main, Jobs, REAPER_ARG};
+
 /// Passed through from the caller, never keyed.
 pub const PASS_THROUGH: &[&str] = &["PATH", "HOME", "USER", "TERM", "LANG", "TMPDIR"];
-/// Marks every step process with this build's token, so leftovers can be found safely.
-const JOB_VAR: &str = "GVBUILD_JOB";
-
-/// The process groups of running steps, mirrored to a file for the next start.
-pub struct Jobs {
-    file: PathBuf,
-    token: String,
-    running: Mutex<HashMap<u32, ()>>,
-    /// `jobs` is append-only: `+ PGID TOKEN` when a step starts, `- PGID` when it ends. Cheap
-    /// enough to keep on disk for every step; replayed by the reaper and by the next start.
-    log: Mutex<Option<File>>,
-    /// Our end of the reaper's stdin; it closes when this process ends.
-    reaper: Mutex<Option<io::PipeWriter>>,
-}
-
-impl Jobs {
-    pub fn new(state_dir: &Path) -> Jobs {
-        let token = format!(
-            "{}-{}",
-            std::process::id(),
-            blake3::hash(format!("{:?}", std::time::SystemTime::now()).as_bytes()).to_hex()
-        );
-        Jobs {
-            file: state_dir.join("jobs"),
-            token: token[..24.min(token.len())].to_string(),
-            running: Mutex::new(HashMap::new()),
-            log: Mutex::new(None),
-            reaper: Mutex::new(None),
-        }
-    }
-
-    /// Start the reaper if it is not running yet. Failing to start it is not fatal: the next
-    /// gvbuild in this project still kills leftovers.
-    fn ensure_reaper(&self) {
-        let Ok(mut reaper) = self.reaper.lock() else { return };
-        if reaper.is_some() {
-            return;
-        }
-        let Ok(exe) = std::env::current_exe() else { return };
-        let Ok((r, w)) = io::pipe() else { return };
-        let spawned = Command::new(exe)
-            .arg(REAPER_ARG)
-            .arg(&self.file)
-            .arg(&self.token)
-            .stdin(r)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn();
-        if let Ok(child) = spawned {
-            // Nobody waits for it: it outlives us by design and is reaped by init.
-            drop(child);
-            *reaper = Some(w);
-        }
-    }
-
-    fn append(&self, line: &str) {
-        if let Ok(mut log) = self.log.lock() {
-            if log.is_none() {
-                *log = fs::OpenOptions::new().create(true).append(true).open(&self.file).ok();
-            }
-            if let Some(f) = log.as_mut() {
-                let _ = f.write_all(line.as_bytes());
-            }
-        }
-    }
-
-    /// Record a process group as running (its processes must carry [`Jobs::mark`]).
-    pub fn add(&self, pgid: u32) {
-        self.ensure_reaper();
-        self.append(&format!("+ {pgid} {}\n", self.token));
-        if let Ok(mut r) = self.running.lock() {
-            r.insert(pgid, ());
-        }
-    }
-
-    /// The group has ended.
-    pub fn remove(&self, pgid: u32) {
-        if let Ok(mut r) = self.running.lock() {
-            r.remove(&pgid);
-        }
-        self.append(&format!("- {pgid}\n"));
-    }
-
-    /// Give a command this run's token (`GVBUILD_JOB`), by which its leftovers are found.
-    pub fn mark(&self, cmd: &mut Command) {
-        cmd.env(JOB_VAR, &self.token);
-    }
-
-    /// The build is over and no step runs: forget the log.
-    pub fn finish(&self) {
-        if let Ok(mut log) = self.log.lock() {
-            *log = None;
-        }
-        let _ = fs::remove_file(&self.file);
-    }
-
-    /// Kill every running step's process group (on SIGINT/SIGTERM).
-    pub fn kill_all(&self) {
-        if let Ok(r) = self.running.lock() {
-            for &pgid in r.keys() {
-                let _ = sys::killpg(pgid, sys::SIGKILL);
-            }
-        }
-    }
-
-    /// Kill what a previous, killed gvbuild left running in this project: every process in a
-    /// recorded group that still carries that build's token.
-    pub fn kill_leftovers(&self) -> usize {
-        let killed = kill_recorded(&self.file, None);
-        let _ = fs::remove_file(&self.file);
-        killed
-    }
-}
-
-/// Kill every process group that the jobs log at `file` records as started and not ended, when
-/// it still carries the recorded token (and, if `only` is given, that token is `only`).
-fn kill_recorded(file: &Path, only: Option<&str>) -> usize {
-    {
-        let Ok(text) = fs::read_to_string(file) else {
-            return 0;
-        };
-        let mut open: HashMap<u32, String> = HashMap::new();
-        for line in text.lines() {
-            let mut parts = line.split(' ');
-            match (parts.next(), parts.next().and_then(|p| p.parse::<u32>().ok()), parts.next()) {
-                (Some("+"), Some(pgid), Some(token)) => {
-                    open.insert(pgid, token.to_string());
-                }
-                (Some("-"), Some(pgid), _) => {
-                    open.remove(&pgid);
-                }
-                _ => {}
-            }
-        }
-        let mut killed = 0;
-        for (pgid, token) in open {
-            if only.is_some_and(|t| t != token) {
-                continue;
-            }
-            if group_has_token(pgid, &token) && sys::killpg(pgid, sys::SIGKILL).is_ok() {
-                killed += 1;
-            }
-        }
-        killed
-    }
-}
-
-/// The hidden first argument that turns the gvbuild binary into a build's reaper.
-pub const REAPER_ARG: &str = "__gvbuild_reaper";
-
-/// The reaper: a small process started with a build's first step, in a process group of its
-/// own (so a Ctrl-C aimed at gvbuild does not reach it). Its stdin is a pipe whose other end
-/// only gvbuild holds. When gvbuild exits, however it exits, even by SIGKILL, the pipe closes:
-/// the reaper then kills every step group still recorded as running, and exits. This is what
-/// a parent-death signal would do, for the whole group rather than just its shell, and without
-/// the cost of forking gvbuild for every step.
-pub fn reaper_main(args: &[std::ffi::OsString]) -> u8 {
-    let (Some(file), Some(token)) = (args.first(), args.get(1).and_then(|t| t.to_str())) else {
-        return 2;
-    };
-    let mut buf = [0u8; 64];
-    let mut stdin = io::stdin().lock();
-    while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
-    kill_recorded(Path::new(file), Some(token));
-    0
-}
-
-/// Whether any live process in group `pgid` has `GVBUILD_JOB=token` in its environment.
-fn group_has_token(pgid: u32, token: &str) -> bool {
-    let needle = format!("{JOB_VAR}={token}");
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return false;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the parenthesised command name: state ppid pgrp ...
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let pgrp = rest.split_whitespace().nth(2).and_then(|s| s.parse::<u32>().ok());
-        if pgrp != Some(pgid) {
-            continue;
-        }
-        if let Ok(env) = fs::read(format!("/proc/{pid}/environ")) {
-            if env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
-                return true;
-            }
-        }
-    }
-    false
-}
-
 pub struct RunSpec<'a> {
     pub command: &'a str,
     pub root: &'a Path,

@@ -37,7 +37,7 @@ use serde_saphyr::Spanned;
 use crate::config::read::raw_struct;
 use crate::config::{PathSpec, Validator};
 use crate::diag::Span;
-use crate::steps::run::Jobs;
+use crate::jobs::Jobs;
 use crate::vm::{self, qemu};
 
 raw_struct! {

@@ -42,7 +42,7 @@ use thiserror::Error;
 pub use qemu::{Accel, MachineSpec};
 pub use task::{Task, TaskOk, TaskResult};
 
-use crate::steps::run::Jobs;
+use crate::jobs::Jobs;
 use crate::sys;
 
 /// The version of this runner, in every `task` step's key: bump it whenever the same image and
