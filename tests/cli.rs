@@ -378,6 +378,7 @@ fn readme_cli_section_matches_help() {
         &["completions"],
         &["man"],
         &["worker"],
+        &["run"],
     ];
     let mut all = std::collections::BTreeSet::new();
     for cmd in commands {
