@@ -355,3 +355,25 @@ fn run_refuses_folders_it_would_lose_data_in() {
         .unwrap();
     has(&String::from_utf8_lossy(&run.stderr), "QEMU (/nonexistent/qemu) was not found");
 }
+
+/// A task's mistakes are reported together, each at its place in gevulot.yaml.
+#[test]
+fn task_fields_are_checked_and_every_mistake_is_reported() {
+    let p = Project::new().file(
+        "gevulot.yaml",
+        "targets:\n  prove:\n    run: echo not here\n    task:\n      image: build/*.img\n      files: [a/x.in, b/x.in, c/task.json]\n      memory: lots\n      cpus: 0\n      into: out\n",
+    );
+    let run = p.gvbuild(&["list"]).exit(2);
+    let err = run.stderr();
+    for want in [
+        "`run` is not allowed next to `task` in target `prove`",
+        "the image of task `prove` is a glob",
+        "two files of task `prove` are named `x.in` in the workspace",
+        "file `c/task.json` of task `prove` is named like the task protocol's own `task.json`",
+        "`memory` of task `prove` is not a size of 1 MiB or more",
+        "`cpus` of task `prove` is 0",
+        "gevulot.yaml:5:14",
+    ] {
+        has(&err, want);
+    }
+}
