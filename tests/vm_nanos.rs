@@ -209,6 +209,28 @@ fn a_task_step_is_cached_like_any_step() {
     assert!(p.read("build/prove/console.log").contains("prog: mode ok"));
 }
 
+/// A task's result is shared like any step's: a clone with an empty local cache restores it
+/// from the remote cache instead of booting the image.
+#[test]
+#[cfg_attr(gvbuild_no_nanos, ignore = "boots real Nanos: set GVBUILD_TEST_NANOS to an extracted Nanos release")]
+fn a_task_result_travels_through_the_shared_cache() {
+    let server = crate::remote::nginx::Nginx::start();
+    let url = server.url();
+    let p = project(&[("ok", &manifest("ok", ""))]);
+    let yaml = p.read("gevulot.yaml")
+        + "  prove:\n    task:\n      image: build/ok.img\n      files: [sample.in]\n      into: build/prove\n";
+    p.write("gevulot.yaml", &yaml);
+    assert_eq!(p.build(&["--remote-cache", &url, "prove"]).ran(), names(&["ok", "prog", "prove", "stage"]));
+    let c = Project::new();
+    for f in ["gevulot.yaml", "prog.c", "sample.in", "m/ok.json"] {
+        c.write(f, &p.read(f));
+    }
+    let b = c.build(&["--remote-cache", &url, "prove"]);
+    assert!(b.ran().is_empty(), "{:?}", b.events);
+    assert_eq!(b.restored(), names(&["ok", "prog", "prove", "stage"]));
+    assert_eq!(c.read("build/prove/out/proof.txt"), p.read("build/prove/out/proof.txt"));
+}
+
 /// The release as its tarball, as the release bucket serves it, in `dir/0.1.51/`; its sha256.
 fn release_mirror(dir: &Path) -> String {
     let at = dir.join("0.1.51");
