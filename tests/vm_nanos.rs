@@ -212,7 +212,11 @@ fn a_task_step_is_cached_like_any_step() {
 /// A task's result is shared like any step's: a clone with an empty local cache restores it
 /// from the remote cache instead of booting the image.
 #[test]
-#[cfg_attr(gvbuild_no_nanos, ignore = "boots real Nanos: set GVBUILD_TEST_NANOS to an extracted Nanos release")]
+#[cfg_attr(
+    gvbuild_no_nanos,
+    ignore = "boots real Nanos: set GVBUILD_TEST_NANOS to an extracted Nanos release"
+)]
+#[cfg_attr(gvbuild_no_nginx, ignore = "needs nginx (CI installs it)")]
 fn a_task_result_travels_through_the_shared_cache() {
     let server = crate::remote::nginx::Nginx::start();
     let url = server.url();
