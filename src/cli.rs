@@ -432,7 +432,8 @@ struct RunArgs {
     #[arg(long, value_name = "DIR")]
     workspace: Option<PathBuf>,
     /// Where the result, the reported files and console.log go (default: IMAGE's name with
-    /// `.run` beside it, e.g. build/prover.run/); emptied first.
+    /// `.run` beside it, e.g. build/prover.run/). Emptied first, so it is refused when it
+    /// overlaps the workspace, or holds files but no console.log of an earlier run.
     #[arg(long, value_name = "DIR")]
     into: Option<PathBuf>,
     /// CPUs (default: the manifest's RunConfig.CPUs, else the node's 2).
@@ -881,6 +882,11 @@ fn open_cache(g: &GlobalArgs, mode: lock::Mode) -> Result<(Cache, lock::Lock), E
 /// `gvbuild run`: build the target (or take the image file), boot it on a task, report.
 fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error> {
     use crate::vm::{self, qemu};
+    // Ctrl-C and SIGTERM from here on stop the run, during the build and the KVM probe too.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, stop.clone());
+    }
     // Paths on the command line are read from where -C says gvbuild runs.
     let cwd =
         std::env::current_dir().map_err(|e| Error::Io(format!("cannot read the current folder: {e}")))?;
@@ -964,6 +970,9 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
         inputs.push((name, f));
     }
     let (accel, accel_note) = qemu::choose_accel(&qemu_path, choice).map_err(Error::Usage)?;
+    if stop.load(Ordering::SeqCst) {
+        return Err(vm::VmError::Interrupted.into());
+    }
     if into.exists() {
         fsutil::remove_path(&into).map_err(io_error("cannot empty", &into))?;
     }
@@ -995,10 +1004,6 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
         .tempdir()
         .map_err(|e| Error::Io(format!("cannot create a folder for the jobs log: {e}")))?;
     let jobs = crate::steps::run::Jobs::new(jobs_dir.path());
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register(sig, stop.clone());
-    }
     if let Some(n) = accel_note {
         note(&format!("note: {n}"));
     }
