@@ -1145,3 +1145,74 @@ fn harness_archives_are_what_they_claim() {
     let zr = zip::ZipArchive::new(std::io::Cursor::new(zip_with_name("../evil-zip-dotdot"))).unwrap();
     assert!(zr.file_names().any(|n| n == "../evil-zip-dotdot"));
 }
+
+/// Every file below `dir` as (relative path, content), sorted.
+fn tree_of(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| (e.path().strip_prefix(dir).unwrap().display().to_string(), fs::read(e.path()).unwrap()))
+        .collect();
+    out.sort();
+    out
+}
+
+// Regression (issue 20, field report 1; bazelbuild/bazel#27002, libarchive#145): a tar.gz of
+// several gzip members (`cat a.gz b.gz`, eStargz layers) and a tar.zst of several zstd frames
+// were extracted up to the end of their first member, and the truncated tree was cached under
+// the pin. GNU tar reads every member; so does gvbuild now, and the trees are compared.
+#[test]
+fn archives_of_several_compressed_members_are_extracted_whole_as_gnu_tar_extracts_them() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    for i in 0..40 {
+        let dir = src.join(format!("pkg/d{}", i % 4));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(format!("f{i}.txt")), format!("file {i}\n").repeat(100 + i * 37)).unwrap();
+    }
+    let run = |cmd: &str| {
+        let ok =
+            std::process::Command::new("sh").arg("-ec").arg(cmd).current_dir(work.path()).status().unwrap();
+        assert!(ok.success(), "{cmd}");
+    };
+    // One tar stream (GNU tar), cut in three, each piece compressed on its own, concatenated;
+    // the zstd one also carries a skippable frame between its frames.
+    run("tar -cf pkg.tar -C src pkg && split -n 3 pkg.tar part.");
+    run("for p in part.aa part.ab part.ac; do gzip -c $p; done > pkg.tar.gz");
+    run("for p in part.aa part.ab part.ac; do zstd -q -c $p; done > frames.zst");
+    let mut zst = fs::read(work.path().join("frames.zst")).unwrap();
+    let mut skippable = vec![0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0];
+    skippable.extend(b"skip");
+    let first_frame_end = {
+        run("zstd -q -c part.aa > first.zst");
+        fs::metadata(work.path().join("first.zst")).unwrap().len() as usize
+    };
+    zst.splice(first_frame_end..first_frame_end, skippable);
+    fs::write(work.path().join("pkg.tar.zst"), &zst).unwrap();
+
+    let s = Server::start();
+    let mut targets = Vec::new();
+    for (name, file) in [("gz", "pkg.tar.gz"), ("zst", "pkg.tar.zst")] {
+        let bytes = fs::read(work.path().join(file)).unwrap();
+        s.serve(&format!("/{file}"), bytes.clone());
+        targets.push(target(
+            name,
+            &s.url(&format!("/{file}")),
+            &pin(&bytes),
+            Some("{}"),
+            &format!("build/{name}"),
+        ));
+        // What GNU tar makes of the same bytes.
+        run(&format!("mkdir -p gnu-{name} && tar -xf {file} -C gnu-{name}"));
+    }
+    let p = Project::new().file("gevulot.yaml", &yaml(&targets));
+    p.build(&[]);
+    let whole = tree_of(&src);
+    assert_eq!(whole.len(), 40);
+    for name in ["gz", "zst"] {
+        let gnu = tree_of(&work.path().join(format!("gnu-{name}")));
+        assert_eq!(gnu, whole, "GNU tar reads every member of the {name} archive");
+        assert_eq!(tree_of(&p.path(&format!("build/{name}"))), gnu, "{name}: as GNU tar extracts it");
+    }
+}

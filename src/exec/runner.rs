@@ -250,8 +250,11 @@ fn fingerprint<'a>(
             let extract = match &f.extract {
                 None => "save".to_string(),
                 Some(x) => format!(
-                    "extract strip_components={} max_size={} max_entries={}",
-                    x.strip_components, x.max_size, x.max_entries
+                    "extract v{} strip_components={} max_size={} max_entries={}",
+                    crate::steps::fetch::EXTRACTOR,
+                    x.strip_components,
+                    x.max_size,
+                    x.max_entries
                 ),
             };
             return Ok(KeyParts {

@@ -14,7 +14,7 @@
 //!   the number of entries are capped.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Seek, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -449,16 +449,23 @@ fn sniff(file: &Path) -> Result<Option<Kind>, io::Error> {
     })
 }
 
+/// The version of the extractor, in every extracting fetch's key: bump it whenever the same
+/// archive could give another tree, so that no tree an older extractor made is restored.
+/// 2: every member of a multi-member gzip and every frame of a multi-frame zstd stream.
+pub const EXTRACTOR: u32 = 2;
+
 fn extract_archive(url: &str, file: &Path, staging: &Path, x: &Extract) -> Result<(), FetchError> {
     let kind = sniff(file).map_err(io_err("cannot read", file))?;
     let open = || File::open(file).map_err(io_err("cannot read", file));
     let mut ex = Extractor { root: staging, x, entries: 0, bytes: 0 };
     let extracted = match kind {
-        Some(Kind::Gzip) => ex.tar(flate2::read::GzDecoder::new(BufReader::new(open()?))),
+        // Every gzip member, one after another, as gzip(1) and GNU tar read them (a file made
+        // by `cat a.gz b.gz`, an eStargz layer): a single-member decoder stops after the first.
+        Some(Kind::Gzip) => ex.tar(flate2::read::MultiGzDecoder::new(BufReader::new(open()?))),
         Some(Kind::Zstd) => {
-            let dec = ruzstd::decoding::StreamingDecoder::new(BufReader::new(open()?))
+            let frames = ZstdFrames::new(BufReader::new(open()?))
                 .map_err(|e| FetchError::NotArchive { url: url.into(), cause: e.to_string() })?;
-            ex.tar(dec)
+            ex.tar(frames)
         }
         Some(Kind::Xz) => {
             // lzma-rs decompresses into a writer: stage the tar stream in a capped temp file.
@@ -495,6 +502,83 @@ fn extract_archive(url: &str, file: &Path, staging: &Path, x: &Extract) -> Resul
     };
     extracted?;
     verify_links(staging)
+}
+
+/// A zstd stream of any number of frames, read as zstd(1) reads it: each frame's output after
+/// the last one's, skippable frames skipped (RFC 8878, section 3: "a compressed file may
+/// contain multiple frames"). ruzstd's `StreamingDecoder` reads one frame and stops; this
+/// drives its [`FrameDecoder`](ruzstd::decoding::FrameDecoder) frame after frame.
+struct ZstdFrames<R: BufRead> {
+    source: R,
+    frame: ruzstd::decoding::FrameDecoder,
+    /// A frame's header was read and its data is not all collected yet.
+    in_frame: bool,
+}
+
+impl<R: BufRead> ZstdFrames<R> {
+    /// The reader; `Err` when the stream does not start with a zstd frame.
+    fn new(source: R) -> io::Result<ZstdFrames<R>> {
+        let mut z = ZstdFrames { source, frame: ruzstd::decoding::FrameDecoder::new(), in_frame: false };
+        if !z.next_frame()? {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no zstd frame"));
+        }
+        Ok(z)
+    }
+
+    /// Read the next frame's header, skipping skippable frames; `false` at the stream's end.
+    fn next_frame(&mut self) -> io::Result<bool> {
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        loop {
+            if self.source.fill_buf()?.is_empty() {
+                return Ok(false);
+            }
+            match self.frame.init(&mut self.source) {
+                Ok(()) => {
+                    self.in_frame = true;
+                    return Ok(true);
+                }
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                    length,
+                    ..
+                })) => {
+                    let want = u64::from(length);
+                    let skipped = io::copy(&mut (&mut self.source).take(want), &mut io::sink())?;
+                    if skipped < want {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "a skippable zstd frame is cut short",
+                        ));
+                    }
+                }
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            }
+        }
+    }
+}
+
+impl<R: BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if !self.in_frame && !self.next_frame()? {
+                return Ok(0);
+            }
+            let d = &mut self.frame;
+            while d.can_collect() < buf.len() && !d.is_finished() {
+                let need = buf.len() - d.can_collect();
+                d.decode_blocks(&mut self.source, ruzstd::decoding::BlockDecodingStrategy::UptoBytes(need))
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            }
+            let n = d.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            // This frame is done: the next one, if the stream goes on.
+            self.in_frame = false;
+        }
+    }
 }
 
 /// Each symlink is checked as it is extracted, but a chain of them (`a -> b/..` with `b` a
