@@ -332,3 +332,29 @@ fn ctrl_c_cancels_the_remote_step() {
     }
     assert!([&a, &b].iter().any(|w| w.stderr().contains("cancelled by the server")));
 }
+
+// Regression (issue 20, field report 5; bazelbuild/bazel#4343): a `cache: false` step run twice
+// with --remote-exec was answered from the engine's action cache the second time: "ran
+// remotely", though the command did not run. Its action now says `do_not_cache` and its
+// request `skip_cache_lookup`, so the command runs every time, as it does locally.
+#[test]
+#[cfg_attr(
+    any(gvbuild_no_reapi_python, gvbuild_no_postgres),
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON and PostgreSQL (CI sets them up)"
+)]
+fn an_uncached_step_runs_on_the_engine_every_time() {
+    let (grid, _a, _b) = engine(&[], &[]);
+    let p = Project::new().file(
+        "gevulot.yaml",
+        "targets:\n  stamp:\n    cache: false\n    outputs: [stamp.txt]\n    run: date +%s%N > stamp.txt\n",
+    );
+    let mut stamps = Vec::new();
+    for _ in 0..2 {
+        let (run, built) = remote(&p, &grid, &[]);
+        let run = run.success();
+        assert_eq!(built.ran(), names(&["stamp"]), "{}", run.stderr());
+        assert_eq!(where_of(&built, "ran"), ["remote"]);
+        stamps.push(p.read("stamp.txt"));
+    }
+    assert_ne!(stamps[0], stamps[1], "the command ran again on a worker");
+}

@@ -225,12 +225,16 @@ impl RemoteExec {
         };
         let command_bytes = command.encode_to_vec();
         let command_digest = sha_digest(&command_bytes);
+        // A `cache: false` step is never answered from, nor stored in, the engine's action
+        // cache; a forced one (`--rebuild`, `-B`) runs again whatever the engine remembers.
         let action = reapi::Action {
             command_digest: Some(command_digest.clone()),
             input_root_digest: Some(root_digest),
             platform: Some(reapi::Platform { properties }),
+            do_not_cache: !t.cache,
             ..Default::default()
         };
+        let skip_cache_lookup = !t.cache || ctx.opts.forced(&t.name);
         let action_bytes = action.encode_to_vec();
         let action_digest = sha_digest(&action_bytes);
         blobs.push((command_digest, BlobSource::Bytes(command_bytes)));
@@ -257,17 +261,18 @@ impl RemoteExec {
                 self.shown
             ));
         };
-        let response = match self.engine.execute(&action_digest, &ctx.interrupted, &waiting) {
-            Ok(r) => r,
-            Err(ExecFailure::Interrupted) => return Ok(Shipped { files: shipped }),
-            Err(ExecFailure::Engine(e)) => return Err(self.engine_failed(&e.to_string())),
-            Err(ExecFailure::Refused { code, message }) => {
-                return Err(RemoteRunError::Step(format!(
-                    "the remote-execution engine {} refused the action ({code}): {message}",
-                    self.shown
-                )))
-            }
-        };
+        let response =
+            match self.engine.execute(&action_digest, skip_cache_lookup, &ctx.interrupted, &waiting) {
+                Ok(r) => r,
+                Err(ExecFailure::Interrupted) => return Ok(Shipped { files: shipped }),
+                Err(ExecFailure::Engine(e)) => return Err(self.engine_failed(&e.to_string())),
+                Err(ExecFailure::Refused { code, message }) => {
+                    return Err(RemoteRunError::Step(format!(
+                        "the remote-execution engine {} refused the action ({code}): {message}",
+                        self.shown
+                    )))
+                }
+            };
         let Some(result) = response.result else {
             return Err(self.engine_failed("an ExecuteResponse without a result"));
         };

@@ -483,10 +483,12 @@ impl GrpcStore {
     /// breaks is picked up again with `WaitExecution` (at most `RESUMES` times in a row).
     /// The wait for the next message has no time limit (an action runs as long as it runs; the
     /// engine repeats the operation now and then, and HTTP/2 pings find a vanished engine);
-    /// `interrupted` is looked at every 200 ms.
+    /// `interrupted` is looked at every 200 ms. With `skip_cache_lookup` the engine runs the
+    /// action even when its action cache has a result for it.
     pub fn execute(
         &self,
         action: &reapi::Digest,
+        skip_cache_lookup: bool,
         interrupted: &std::sync::atomic::AtomicBool,
         waiting: &dyn Fn(Duration, bool),
     ) -> Result<reapi::ExecuteResponse, ExecFailure> {
@@ -497,7 +499,7 @@ impl GrpcStore {
         let req = self.request(reapi::ExecuteRequest {
             instance_name: self.instance.clone(),
             action_digest: Some(action.clone()),
-            skip_cache_lookup: false,
+            skip_cache_lookup,
             ..Default::default()
         });
         let engine = |e: RemoteError| ExecFailure::Engine(e);
