@@ -102,22 +102,32 @@ fn qemus_with(needle: &Path) -> Vec<u32> {
     found
 }
 
+/// The real QEMU on PATH.
+fn real_qemu() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap();
+    std::env::split_paths(&path).map(|d| d.join("qemu-system-x86_64")).find(|p| p.is_file()).unwrap()
+}
+
 /// A wrapper for `--qemu` that appends its arguments (one per line, then a blank line) to
-/// `log` and runs the real QEMU.
-fn recording_qemu(p: &Project, log: &Path) -> PathBuf {
-    let script = p.path("qemu-recorder.sh");
+/// `log` and runs the real QEMU; at `script` (default: `qemu-recorder.sh` in the project).
+fn recording_qemu_at(script: &Path, log: &Path) -> PathBuf {
     fs::write(
-        &script,
+        script,
         format!(
-            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\" >> '{}'; done\necho >> '{}'\nexec qemu-system-x86_64 \"$@\"\n",
+            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\" >> '{}'; done\necho >> '{}'\nexec '{}' \"$@\"\n",
             log.display(),
-            log.display()
+            log.display(),
+            real_qemu().display()
         ),
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    script
+    fs::set_permissions(script, fs::Permissions::from_mode(0o755)).unwrap();
+    script.to_path_buf()
+}
+
+fn recording_qemu(p: &Project, log: &Path) -> PathBuf {
+    recording_qemu_at(&p.path("qemu-recorder.sh"), log)
 }
 
 #[test]
@@ -376,4 +386,33 @@ fn task_fields_are_checked_and_every_mistake_is_reported() {
     ] {
         has(&err, want);
     }
+}
+
+/// A task step's machine: the image's manifest's RunConfig, unless the task says otherwise
+/// (the QEMU on PATH records what it was given).
+#[test]
+#[cfg_attr(gvbuild_no_qemu, ignore = "needs qemu-system-x86_64 (Debian: qemu-system-x86)")]
+fn a_task_step_takes_its_machine_size_from_the_manifest_unless_it_says_otherwise() {
+    let p =
+        project("sized", End::Exit(0), r#"{"%1": "/workspace"}, "RunConfig": {"CPUs": 3, "Memory": "1g"}"#);
+    let bin = p.path("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let log = p.path("qemu-args.log");
+    recording_qemu_at(&bin.join("qemu-system-x86_64"), &log);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let boot_args = || {
+        let text = fs::read_to_string(&log).unwrap();
+        let last = text.split("\n\n").filter(|a| a.contains("-virtfs")).last().unwrap().to_string();
+        let args: Vec<&str> = last.lines().collect();
+        let at = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1].to_string();
+        (at("-smp"), at("-m"))
+    };
+    let out = p.command(&["prove"]).env("PATH", &path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(boot_args(), ("3".to_string(), "1024M".to_string()));
+    let yaml = p.read("gevulot.yaml").replace("      timeout: 20\n", "      timeout: 20\n      cpus: 1\n");
+    p.write("gevulot.yaml", &yaml);
+    let out = p.command(&["prove"]).env("PATH", &path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(boot_args(), ("1".to_string(), "1024M".to_string()));
 }

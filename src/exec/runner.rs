@@ -234,7 +234,7 @@ fn fingerprint<'a>(
                 version: KEY_VERSION,
                 step: StepDef {
                     kind: "task".into(),
-                    command: crate::steps::task::key_command(tk).into(),
+                    command: crate::steps::task::key_command(tk, task_size(ctx, tk)?).into(),
                     outputs,
                     depfile: None,
                 },
@@ -318,6 +318,20 @@ fn fingerprint<'a>(
         pass_env,
         tools,
     })
+}
+
+/// A task's CPUs and memory: its fields, else the RunConfig of the manifest that the `image:`
+/// target making its image was built from (a dependency's output, built by now).
+fn task_size(ctx: &Ctx, tk: &crate::steps::task::TaskSpec) -> Result<(u32, u64), String> {
+    let run_config = ctx
+        .producer_of(&tk.image)
+        .and_then(|i| match &ctx.graph.target(i).step {
+            Some(Step::Image(im)) => fs::read(ctx.root.join(&im.manifest)).ok(),
+            _ => None,
+        })
+        .and_then(|bytes| serde_json::from_slice::<crate::steps::manifest::Manifest>(&bytes).ok())
+        .map(|m| m.run_config);
+    crate::steps::task::machine_size(tk, run_config.as_ref())
 }
 
 /// The input files of a step's key (for a manifest written from its fields: what it checks).
@@ -931,7 +945,8 @@ fn finish_run(
             let live: Option<&(dyn Fn(&str) + Sync)> = if ctx.opts.verbose { Some(&show) } else { None };
             let slot = ctx.slots.acquire();
             let at = crate::steps::task::Places { root, into: &outputs[0], log: &log };
-            let ran = crate::steps::task::run(&at, tk, &ctx.jobs, &ctx.interrupted, live);
+            let ran = task_size(ctx, tk)
+                .and_then(|size| crate::steps::task::run(&at, tk, size, &ctx.jobs, &ctx.interrupted, live));
             drop(slot);
             match ran {
                 Ok(notes) => warnings.extend(notes),

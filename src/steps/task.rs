@@ -62,10 +62,10 @@ raw_struct! {
         /// Seconds before the VM is killed and the step fails (default 1800, the node's limit).
         #[schemars(with = "Option<u64>")]
         pub timeout: Option<Spanned<u64>> => "a number of seconds",
-        /// CPUs (default 2, the node's).
+        /// CPUs (default: the image's manifest's RunConfig.CPUs, else 2, the node's).
         #[schemars(with = "Option<u32>")]
         pub cpus: Option<Spanned<u32>> => "a whole number",
-        /// Memory, e.g. `4g` (default 2048m, the node's).
+        /// Memory, e.g. `4g` (default: the manifest's RunConfig.Memory, else 2048m, the node's).
         #[schemars(with = "Option<String>")]
         pub memory: Option<Spanned<String>> => "a size such as `2g`",
         /// GPUs passed through with vfio-pci, by PCI address (e.g. `${gpu}` with
@@ -88,9 +88,30 @@ pub struct TaskSpec {
     /// Input files, project-relative, in the order written; each is copied in under its name.
     pub files: Vec<String>,
     pub timeout_s: u64,
-    pub cpus: u32,
-    pub memory_mb: u64,
+    /// As written; see [`machine_size`] for what a run gets.
+    pub cpus: Option<u32>,
+    /// As written, in MiB.
+    pub memory_mb: Option<u64>,
     pub gpus: Vec<String>,
+}
+
+/// The VM's CPUs and memory (MiB) for a task: its own fields, else the RunConfig of the manifest
+/// its image was built from (`run_config`, when an `image:` target of the project makes the
+/// image), else the node's defaults, as `gvbuild run` resolves them. `Err` for a RunConfig
+/// memory that is not a size.
+pub fn machine_size(
+    spec: &TaskSpec,
+    run_config: Option<&crate::steps::manifest::RunConfig>,
+) -> Result<(u32, u64), String> {
+    let cpus = spec.cpus.or(run_config.and_then(|c| c.cpus)).unwrap_or(qemu::DEFAULT_CPUS);
+    let memory_mb = match (spec.memory_mb, run_config.and_then(|c| c.memory.as_deref())) {
+        (Some(mb), _) => mb,
+        (None, Some(m)) => qemu::memory_mb(m).ok_or_else(|| {
+            format!("the image's manifest gives RunConfig.Memory `{m}`, which is not a size of 1 MiB or more")
+        })?,
+        (None, None) => qemu::DEFAULT_MEMORY_MB,
+    };
+    Ok((cpus.max(1), memory_mb))
 }
 
 /// The tool whose identity is in every task's key.
@@ -169,20 +190,18 @@ pub(crate) fn validate(
         }
         ok = false;
     }
-    let cpus = t.cpus.as_ref().map_or(qemu::DEFAULT_CPUS, |c| c.value);
-    if cpus == 0 {
-        if let Some(c) = &t.cpus {
-            v.invalid(format!("`cpus` of task `{n}` is 0"), &c.referenced, "no CPU", "give 1 or more");
-        }
+    let cpus = t.cpus.as_ref().map(|c| c.value);
+    if let Some(c) = t.cpus.as_ref().filter(|c| c.value == 0) {
+        v.invalid(format!("`cpus` of task `{n}` is 0"), &c.referenced, "no CPU", "give 1 or more");
         ok = false;
     }
     let memory_mb = match &t.memory {
-        None => qemu::DEFAULT_MEMORY_MB,
+        None => None,
         Some(m) => {
             let (text, whole) = v.expand_checked(m, unset);
             match qemu::memory_mb(&text) {
-                Some(mb) => mb,
-                None if !whole => 0,
+                Some(mb) => Some(mb),
+                None if !whole => None,
                 _ => {
                     v.invalid(
                         format!("`memory` of task `{n}` is not a size of 1 MiB or more"),
@@ -191,7 +210,7 @@ pub(crate) fn validate(
                         "write a size such as `2048m` or `4g`",
                     );
                     ok = false;
-                    0
+                    None
                 }
             }
         }
@@ -203,14 +222,15 @@ pub(crate) fn validate(
 }
 
 /// What the key holds of the spec besides its input files and QEMU: the task as the program
-/// sees it and the machine's size. The timeout and the GPUs' addresses are left out.
-pub fn key_command(spec: &TaskSpec) -> String {
+/// sees it and the machine's size (`size`, from [`machine_size`]). The timeout and the GPUs'
+/// addresses are left out.
+pub fn key_command(spec: &TaskSpec, (cpus, memory_mb): (u32, u64)) -> String {
     serde_json::json!({
         "id": spec.id,
         "args": spec.args,
         "files": spec.files.iter().map(|f| vm::task::workspace_name(f)).collect::<Vec<_>>(),
-        "cpus": spec.cpus,
-        "memory_mb": spec.memory_mb,
+        "cpus": cpus,
+        "memory_mb": memory_mb,
         "runner": vm::RUNNER_VERSION,
     })
     .to_string()
@@ -254,6 +274,7 @@ pub struct Places<'a> {
 pub fn run(
     at: &Places,
     spec: &TaskSpec,
+    (cpus, memory_mb): (u32, u64),
     jobs: &Jobs,
     stop: &AtomicBool,
     live: Option<&(dyn Fn(&str) + Sync)>,
@@ -274,8 +295,8 @@ pub fn run(
         machine: vm::MachineSpec {
             image: abs(&spec.image),
             workspace: workspace.path().to_path_buf(),
-            cpus: spec.cpus,
-            memory_mb: spec.memory_mb,
+            cpus,
+            memory_mb,
             gpus: spec.gpus.clone(),
             accel,
         },
@@ -309,8 +330,8 @@ mod tests {
             args: vec!["--input".into(), "/workspace/a.in".into()],
             files: vec!["samples/a.in".into()],
             timeout_s: 600,
-            cpus: 2,
-            memory_mb: 2048,
+            cpus: None,
+            memory_mb: None,
             gpus: vec![],
         }
     }
@@ -318,16 +339,17 @@ mod tests {
     /// What the program sees and the machine's size are keyed; where and how long it ran are not.
     #[test]
     fn the_key_holds_the_task_and_the_machine_size_only() {
-        let base = key_command(&spec());
+        let key = |s: &TaskSpec| key_command(s, machine_size(s, None).unwrap());
+        let base = key(&spec());
         let changed = [
             TaskSpec { args: vec!["--fast".into()], ..spec() },
             TaskSpec { files: vec!["samples/b.in".into()], ..spec() },
             TaskSpec { id: "t2".into(), ..spec() },
-            TaskSpec { cpus: 4, ..spec() },
-            TaskSpec { memory_mb: 4096, ..spec() },
+            TaskSpec { cpus: Some(4), ..spec() },
+            TaskSpec { memory_mb: Some(4096), ..spec() },
         ];
         for c in changed {
-            assert_ne!(key_command(&c), base, "{c:?}");
+            assert_ne!(key(&c), base, "{c:?}");
         }
         let same = [
             TaskSpec { timeout_s: 60, ..spec() },
@@ -336,9 +358,24 @@ mod tests {
             TaskSpec { files: vec!["elsewhere/a.in".into()], ..spec() },
             // The image's bytes are an input of the step, not its path.
             TaskSpec { image: "out/q.img".into(), ..spec() },
+            // The node's defaults, written out.
+            TaskSpec { cpus: Some(2), memory_mb: Some(2048), ..spec() },
         ];
         for s in same {
-            assert_eq!(key_command(&s), base, "{s:?}");
+            assert_eq!(key(&s), base, "{s:?}");
         }
+    }
+
+    /// The task's fields, else the image's manifest's RunConfig, else the node's defaults.
+    #[test]
+    fn the_machine_size_comes_from_the_task_then_the_manifest() {
+        use crate::steps::manifest::RunConfig;
+        let rc = RunConfig { cpus: Some(8), gpus: None, memory: Some("4g".into()) };
+        assert_eq!(machine_size(&spec(), None).unwrap(), (2, 2048));
+        assert_eq!(machine_size(&spec(), Some(&rc)).unwrap(), (8, 4096));
+        let own = TaskSpec { cpus: Some(3), memory_mb: Some(1024), ..spec() };
+        assert_eq!(machine_size(&own, Some(&rc)).unwrap(), (3, 1024));
+        let bad = RunConfig { memory: Some("lots".into()), ..rc };
+        assert!(machine_size(&spec(), Some(&bad)).unwrap_err().contains("RunConfig.Memory `lots`"));
     }
 }
