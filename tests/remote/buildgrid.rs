@@ -68,6 +68,9 @@ enum Kind<'a> {
     /// on this PostgreSQL, matching actions to bots by these platform keys (OSFamily and ISA
     /// always are).
     Exec(&'a Postgres, &'a [&'a str]),
+    /// A cache whose server serves at most this many calls at once (`thread-pool-size`;
+    /// 0.4.4 accepts 5 and up), answering the rest `RESOURCE_EXHAUSTED`.
+    Pool(usize),
 }
 
 impl BuildGrid {
@@ -83,6 +86,11 @@ impl BuildGrid {
     /// TLS with the server certificate of `certs`, requiring a client certificate of its CA.
     pub fn start_tls(certs: &Certs) -> BuildGrid {
         BuildGrid::start_with(Kind::Tls(certs))
+    }
+
+    /// A cache-only BuildGrid with a small thread pool, as a user sizes it for a small machine.
+    pub fn start_pool(threads: usize) -> BuildGrid {
+        BuildGrid::start_with(Kind::Pool(threads))
     }
 
     /// A BuildGrid that refuses calls without a JWT; [`BuildGrid::token`] makes one.
@@ -128,6 +136,10 @@ impl BuildGrid {
             }
             _ => "method: none".to_string(),
         };
+        let pool = match kind {
+            Kind::Pool(n) => format!("thread-pool-size: {n}\n"),
+            _ => String::new(),
+        };
         let conf = match kind {
             Kind::Exec(_, keys) => exec_config(keys),
             _ => format!(
@@ -137,7 +149,7 @@ impl BuildGrid {
     {channel}
 authorization:
   {auth}
-storages:
+{pool}storages:
   - !disk-storage &cas
     path: {d}/cas
 caches:

@@ -79,6 +79,8 @@ pub struct GrpcStore {
     batch_limit: u64,
     /// Numbers this process's uploads, for their resource names.
     uploads: AtomicU64,
+    /// Calls the server pushed back on (`RESOURCE_EXHAUSTED`) and that were made again.
+    pushbacks: AtomicU64,
 }
 
 /// The parts of a `grpc://` or `grpcs://` URL.
@@ -208,6 +210,7 @@ impl GrpcStore {
             timeout: o.timeout,
             batch_limit: DEFAULT_BATCH,
             uploads: AtomicU64::new(0),
+            pushbacks: AtomicU64::new(0),
         })
     }
 
@@ -320,6 +323,16 @@ impl GrpcStore {
             Ok(Err(s)) => Err(status_error(&s, &self.secrets)),
             Err(_) => Err(timed_out(what, self.timeout)),
         }
+    }
+
+    /// A unary call made again while the server pushes back ([`super::backoff`]), within the
+    /// call's time budget; `make` builds the call afresh for each try.
+    fn call_pushed<T, F: Future<Output = Result<tonic::Response<T>, Status>>>(
+        &self,
+        what: &str,
+        mut make: impl FnMut() -> F,
+    ) -> Result<T, RemoteError> {
+        super::backoff::retry(self.timeout, &self.pushbacks, || self.call(what, make()))
     }
 
     /// A call whose `NOT_FOUND` is a miss.
@@ -641,28 +654,40 @@ impl Drop for GrpcStore {
 
 impl Store for GrpcStore {
     fn get_action(&self, key: &reapi::Digest) -> Result<Option<Vec<u8>>, RemoteError> {
-        let req = self.request(reapi::GetActionResultRequest {
+        let msg = reapi::GetActionResultRequest {
             instance_name: self.instance.clone(),
             action_digest: Some(key.clone()),
             ..Default::default()
-        });
-        let mut client =
+        };
+        let client =
             reapi::ActionCacheClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE);
-        Ok(self.call_found("GetActionResult", client.get_action_result(req))?.map(|r| r.encode_to_vec()))
+        let answer = self.call_pushed("GetActionResult", || {
+            let (mut c, req) = (client.clone(), self.request(msg.clone()));
+            async move { c.get_action_result(req).await }
+        });
+        match answer {
+            Ok(r) => Ok(Some(r.encode_to_vec())),
+            Err(RemoteError::Grpc { code: "NOT_FOUND", .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn put_action(&self, key: &reapi::Digest, body: &[u8]) -> Result<(), RemoteError> {
         let result = reapi::ActionResult::decode(body)
             .map_err(|e| RemoteError::Transport(format!("action entry {}: {e}", key.hash)))?;
-        let req = self.request(reapi::UpdateActionResultRequest {
+        let msg = reapi::UpdateActionResultRequest {
             instance_name: self.instance.clone(),
             action_digest: Some(key.clone()),
             action_result: Some(result),
             ..Default::default()
-        });
-        let mut client =
+        };
+        let client =
             reapi::ActionCacheClient::new(self.channel.clone()).max_encoding_message_size(MAX_MESSAGE);
-        self.call("UpdateActionResult", client.update_action_result(req)).map(|_| ())
+        self.call_pushed("UpdateActionResult", || {
+            let (mut c, req) = (client.clone(), self.request(msg.clone()));
+            async move { c.update_action_result(req).await }
+        })
+        .map(|_| ())
     }
 
     fn has_blob(&self, blob: &reapi::Digest) -> Result<bool, RemoteError> {
@@ -672,13 +697,17 @@ impl Store for GrpcStore {
     fn find_missing(&self, blobs: &[reapi::Digest]) -> Result<Vec<reapi::Digest>, RemoteError> {
         let mut missing = Vec::new();
         for some in blobs.chunks(FIND_MANY) {
-            let req = self.request(reapi::FindMissingBlobsRequest {
+            let msg = reapi::FindMissingBlobsRequest {
                 instance_name: self.instance.clone(),
                 blob_digests: some.to_vec(),
                 ..Default::default()
-            });
-            let mut cas = self.cas();
-            missing.extend(self.call("FindMissingBlobs", cas.find_missing_blobs(req))?.missing_blob_digests);
+            };
+            let cas = self.cas();
+            let answer = self.call_pushed("FindMissingBlobs", || {
+                let (mut c, req) = (cas.clone(), self.request(msg.clone()));
+                async move { c.find_missing_blobs(req).await }
+            })?;
+            missing.extend(answer.missing_blob_digests);
         }
         Ok(missing)
     }
@@ -687,13 +716,16 @@ impl Store for GrpcStore {
         if blob.size_bytes.max(0) as u64 > self.batch_limit {
             return self.read_stream(blob);
         }
-        let req = self.request(reapi::BatchReadBlobsRequest {
+        let msg = reapi::BatchReadBlobsRequest {
             instance_name: self.instance.clone(),
             digests: vec![blob.clone()],
             ..Default::default()
-        });
-        let mut cas = self.cas();
-        let answer = self.call("BatchReadBlobs", cas.batch_read_blobs(req))?;
+        };
+        let cas = self.cas();
+        let answer = self.call_pushed("BatchReadBlobs", || {
+            let (mut c, req) = (cas.clone(), self.request(msg.clone()));
+            async move { c.batch_read_blobs(req).await }
+        })?;
         let Some(r) =
             answer.responses.into_iter().find(|r| r.digest.as_ref().is_some_and(|d| d.hash == blob.hash))
         else {
@@ -718,7 +750,7 @@ impl Store for GrpcStore {
         body.take(size)
             .read_to_end(&mut data)
             .map_err(|e| RemoteError::Transport(format!("reading blob {} to upload it: {e}", blob.hash)))?;
-        let req = self.request(reapi::BatchUpdateBlobsRequest {
+        let msg = reapi::BatchUpdateBlobsRequest {
             instance_name: self.instance.clone(),
             requests: vec![reapi::batch_update_blobs_request::Request {
                 digest: Some(blob.clone()),
@@ -726,9 +758,12 @@ impl Store for GrpcStore {
                 ..Default::default()
             }],
             ..Default::default()
-        });
-        let mut cas = self.cas();
-        let answer = self.call("BatchUpdateBlobs", cas.batch_update_blobs(req))?;
+        };
+        let cas = self.cas();
+        let answer = self.call_pushed("BatchUpdateBlobs", || {
+            let (mut c, req) = (cas.clone(), self.request(msg.clone()));
+            async move { c.batch_update_blobs(req).await }
+        })?;
         match answer.responses.into_iter().find_map(|r| r.status).filter(|s| s.code != Code::Ok as i32) {
             Some(s) => Err(rpc_error(s.code, &s.message, &self.secrets)),
             None => Ok(()),

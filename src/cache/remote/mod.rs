@@ -27,10 +27,13 @@
 //! entry cannot be verified that way: whoever can write the action cache is trusted.
 //!
 //! # The server never breaks a build
-//! A 404 (a gRPC `NOT_FOUND`) is an ordinary miss. Any other failure (refused, timed out, 5xx
+//! A 404 (a gRPC `NOT_FOUND`) is an ordinary miss. A server asking to slow down
+//! (`RESOURCE_EXHAUSTED`, HTTP 429) is asked again after a pause, within the call's budget
+//! ([`backoff`]); only then is it a failure. Any other failure (refused, timed out, 5xx
 //! or another gRPC status, a truncated body, a 413) is counted; the step goes on locally, the build prints one warning at its end, and after
 //! [`GIVE_UP_AFTER`] failures gvbuild stops asking the server for the rest of the build.
 
+pub mod backoff;
 pub mod grpc;
 pub mod http;
 pub mod reapi;
@@ -73,7 +76,7 @@ pub type BlobReader = (Option<u64>, Box<dyn Read + Send>);
 
 /// A failure of the server or of the way to it (a 404 or a gRPC `NOT_FOUND` is no failure: it is
 /// `Ok(None)`).
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum RemoteError {
     Transport(String),
     /// An HTTP status other than 404.
