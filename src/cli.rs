@@ -23,7 +23,7 @@ use crate::fingerprint::tools::ToolCache;
 use crate::fingerprint::StatCache;
 use crate::fsutil;
 use crate::graph::Graph;
-use crate::steps::run::Jobs;
+use crate::jobs::Jobs;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -924,11 +924,7 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
         if code != 0 {
             return Ok(code);
         }
-        let rc = std::fs::read(&manifest)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<crate::steps::manifest::Manifest>(&b).ok())
-            .map(|m| m.run_config);
-        (image, rc)
+        (image, crate::steps::manifest::RunConfig::of_manifest(&manifest))
     };
     let qemu_path = qemu::find(r.qemu.as_deref()).ok_or_else(|| {
         vm::VmError::QemuMissing(r.qemu.as_ref().map_or(qemu::QEMU.into(), |q| q.display().to_string()))
@@ -938,16 +934,17 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
         AccelArg::Kvm => qemu::AccelChoice::Kvm,
         AccelArg::Tcg => qemu::AccelChoice::Tcg,
     };
-    let memory_mb = match r.memory.as_deref().or(run_config.as_ref().and_then(|c| c.memory.as_deref())) {
-        None => qemu::DEFAULT_MEMORY_MB,
-        Some(m) => qemu::memory_mb(m).ok_or_else(|| {
+    let memory = match r.memory.as_deref() {
+        None => None,
+        Some(m) => Some(qemu::memory_mb(m).ok_or_else(|| {
             Error::Usage(format!("memory `{m}` is not a size of 1 MiB or more, such as 2048m or 4g"))
-        })?,
+        })?),
     };
-    let cpus = r.cpus.or(run_config.as_ref().and_then(|c| c.cpus)).unwrap_or(qemu::DEFAULT_CPUS);
-    if cpus == 0 {
+    if r.cpus == Some(0) {
         return Err(Error::Usage("--cpus must be 1 or more".into()));
     }
+    let (cpus, memory_mb) =
+        crate::steps::manifest::machine_size(r.cpus, memory, run_config.as_ref()).map_err(Error::Usage)?;
     let stem = image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
     let into = r.into.as_deref().map_or_else(|| image.with_file_name(format!("{stem}.run")), here);
     let workspace_given = r.workspace.as_deref().map(here);
@@ -1003,7 +1000,7 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
         .prefix("gvbuild-run-")
         .tempdir()
         .map_err(|e| Error::Io(format!("cannot create a folder for the jobs log: {e}")))?;
-    let jobs = crate::steps::run::Jobs::new(jobs_dir.path());
+    let jobs = crate::jobs::Jobs::new(jobs_dir.path());
     if let Some(n) = accel_note {
         note(&format!("note: {n}"));
     }

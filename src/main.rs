@@ -3,8 +3,8 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == gvbuild::steps::run::REAPER_ARG) {
-        return ExitCode::from(gvbuild::steps::run::reaper_main(&args[2..]));
+    if args.get(1).is_some_and(|a| a == gvbuild::jobs::REAPER_ARG) {
+        return ExitCode::from(gvbuild::jobs::reaper_main(&args[2..]));
     }
     match gvbuild::run(args) {
         Ok(code) => ExitCode::from(code),

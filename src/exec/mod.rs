@@ -40,7 +40,7 @@ use crate::fingerprint::state::{ExplainStore, State};
 use crate::fingerprint::tools::ToolCache;
 use crate::fingerprint::{Digest, StatCache};
 use crate::graph::Graph;
-use crate::steps::run::Jobs;
+use crate::jobs::Jobs;
 use report::Reporter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

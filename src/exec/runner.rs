@@ -323,14 +323,10 @@ fn fingerprint<'a>(
 /// A task's CPUs and memory: its fields, else the RunConfig of the manifest that the `image:`
 /// target making its image was built from (a dependency's output, built by now).
 fn task_size(ctx: &Ctx, tk: &crate::steps::task::TaskSpec) -> Result<(u32, u64), String> {
-    let run_config = ctx
-        .producer_of(&tk.image)
-        .and_then(|i| match &ctx.graph.target(i).step {
-            Some(Step::Image(im)) => fs::read(ctx.root.join(&im.manifest)).ok(),
-            _ => None,
-        })
-        .and_then(|bytes| serde_json::from_slice::<crate::steps::manifest::Manifest>(&bytes).ok())
-        .map(|m| m.run_config);
+    let run_config = ctx.producer_of(&tk.image).and_then(|i| match &ctx.graph.target(i).step {
+        Some(Step::Image(im)) => crate::steps::manifest::RunConfig::of_manifest(&ctx.root.join(&im.manifest)),
+        _ => None,
+    });
     crate::steps::task::machine_size(tk, run_config.as_ref())
 }
 

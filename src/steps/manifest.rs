@@ -68,6 +68,33 @@ impl RunConfig {
     fn is_empty(&self) -> bool {
         self.cpus.is_none() && self.gpus.is_none() && self.memory.is_none()
     }
+
+    /// The RunConfig of the manifest JSON at `path`, or `None` when it cannot be read as one.
+    pub fn of_manifest(path: &Path) -> Option<RunConfig> {
+        let bytes = std::fs::read(path).ok()?;
+        serde_json::from_slice::<Manifest>(&bytes).ok().map(|m| m.run_config)
+    }
+}
+
+/// A VM's CPUs and memory (MiB) as `gvbuild run` and `task:` steps resolve them: what the user
+/// gave (`cpus`, `memory_mb`), else the image's manifest's RunConfig, else the Gevulot node's
+/// defaults ([`crate::vm::qemu::DEFAULT_CPUS`], [`crate::vm::qemu::DEFAULT_MEMORY_MB`]). `Err`
+/// for a RunConfig memory that is not a size of 1 MiB or more.
+pub fn machine_size(
+    cpus: Option<u32>,
+    memory_mb: Option<u64>,
+    run_config: Option<&RunConfig>,
+) -> Result<(u32, u64), String> {
+    use crate::vm::qemu;
+    let cpus = cpus.or(run_config.and_then(|c| c.cpus)).unwrap_or(qemu::DEFAULT_CPUS);
+    let memory_mb = match (memory_mb, run_config.and_then(|c| c.memory.as_deref())) {
+        (Some(mb), _) => mb,
+        (None, Some(m)) => qemu::memory_mb(m).ok_or_else(|| {
+            format!("the image's manifest gives RunConfig.Memory `{m}`, which is not a size of 1 MiB or more")
+        })?,
+        (None, None) => qemu::DEFAULT_MEMORY_MB,
+    };
+    Ok((cpus.max(1), memory_mb))
 }
 
 /// ManifestPassthrough's values, which gvbuild takes as strings only. ops takes any JSON there:

@@ -19,8 +19,8 @@ use rustix::process::{pidfd_open, Pid, PidfdFlags};
 
 use crate::{fsutil, sys};
 
+use crate::jobs::Jobs;
 use crate::jobs::JOB_VAR;
-pub use crate::jobs::{reaper_main, Jobs, REAPER_ARG};
 
 /// Passed through from the caller, never keyed.
 pub const PASS_THROUGH: &[&str] = &["PATH", "HOME", "USER", "TERM", "LANG", "TMPDIR"];

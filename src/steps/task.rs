@@ -95,23 +95,14 @@ pub struct TaskSpec {
     pub gpus: Vec<String>,
 }
 
-/// The VM's CPUs and memory (MiB) for a task: its own fields, else the RunConfig of the manifest
-/// its image was built from (`run_config`, when an `image:` target of the project makes the
-/// image), else the node's defaults, as `gvbuild run` resolves them. `Err` for a RunConfig
-/// memory that is not a size.
+/// The VM's CPUs and memory (MiB) for a task: its own fields, else `run_config` (of the
+/// manifest its image was built from), else the node's defaults
+/// ([`crate::steps::manifest::machine_size`], which `gvbuild run` uses too).
 pub fn machine_size(
     spec: &TaskSpec,
     run_config: Option<&crate::steps::manifest::RunConfig>,
 ) -> Result<(u32, u64), String> {
-    let cpus = spec.cpus.or(run_config.and_then(|c| c.cpus)).unwrap_or(qemu::DEFAULT_CPUS);
-    let memory_mb = match (spec.memory_mb, run_config.and_then(|c| c.memory.as_deref())) {
-        (Some(mb), _) => mb,
-        (None, Some(m)) => qemu::memory_mb(m).ok_or_else(|| {
-            format!("the image's manifest gives RunConfig.Memory `{m}`, which is not a size of 1 MiB or more")
-        })?,
-        (None, None) => qemu::DEFAULT_MEMORY_MB,
-    };
-    Ok((cpus.max(1), memory_mb))
+    crate::steps::manifest::machine_size(spec.cpus, spec.memory_mb, run_config)
 }
 
 /// The tool whose identity is in every task's key.

@@ -44,7 +44,7 @@ use crate::cache::remote::reapi::{
 };
 use crate::cache::remote::RemoteError;
 use crate::fingerprint::tools::tool_property;
-use crate::steps::run::Jobs;
+use crate::jobs::Jobs;
 use crate::sys;
 
 /// Variables the worker supplies from its own environment when the Command does not set them.

@@ -54,7 +54,7 @@ use crate::cache::remote::reapi::{Action, ActionResult, Any, RpcStatus};
 use crate::cache::remote::RemoteError;
 use crate::fingerprint::tools::{tool_property, ToolCache};
 use crate::fingerprint::StatCache;
-use crate::steps::run::Jobs;
+use crate::jobs::Jobs;
 use lease::{Control, Shared};
 use rwapi::{BotSession, BotStatus, CreateBotSessionRequest, Lease, LeaseState, UpdateBotSessionRequest};
 
