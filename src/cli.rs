@@ -171,16 +171,44 @@ impl RemoteArgs {
 /// hundreds of open streams (BuildGrid serves a bounded number of calls at once).
 const DEFAULT_REMOTE_JOBS: usize = 32;
 
+/// gvbuild's credentials (`GVBUILD_REMOTE_HEADER*`, [`crate::config::is_credential`]), taken
+/// out of the process's environment by [`take_credentials`].
+static CREDENTIALS: std::sync::OnceLock<Vec<(String, std::ffi::OsString)>> = std::sync::OnceLock::new();
+
+/// Move gvbuild's credentials out of the process's environment into memory, so that no child
+/// process (a step, git, QEMU, a tool asked for its `--version`) can ever be handed them. Call
+/// it first thing in `main`, before any thread starts (changing the environment while another
+/// thread reads it is undefined behaviour in C's `setenv`).
+pub fn take_credentials() {
+    let taken: Vec<(String, std::ffi::OsString)> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let k = k.into_string().ok()?;
+            crate::config::is_credential(&k).then_some((k, v))
+        })
+        .collect();
+    for (k, _) in &taken {
+        std::env::remove_var(k);
+    }
+    let _ = CREDENTIALS.set(taken);
+}
+
+/// A credential by name: from [`take_credentials`]'s store, else (it was not called) the
+/// environment.
+fn credential(name: &str) -> Option<std::ffi::OsString> {
+    match CREDENTIALS.get() {
+        Some(taken) => taken.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+        None => std::env::var_os(name),
+    }
+}
+
 /// The remote cache's headers, from `GVBUILD_REMOTE_HEADER` and `GVBUILD_REMOTE_HEADER_1..N`,
 /// each `Name: value`. An error names the variable, never its value.
 fn remote_headers() -> Result<Vec<(String, String)>, Error> {
     let mut names = vec!["GVBUILD_REMOTE_HEADER".to_string()];
-    names.extend(
-        (1..).map(|i| format!("GVBUILD_REMOTE_HEADER_{i}")).take_while(|n| std::env::var_os(n).is_some()),
-    );
+    names.extend((1..).map(|i| format!("GVBUILD_REMOTE_HEADER_{i}")).take_while(|n| credential(n).is_some()));
     let mut headers = Vec::new();
     for name in names {
-        let Some(v) = std::env::var_os(&name) else { continue };
+        let Some(v) = credential(&name) else { continue };
         let parsed = v.to_str().and_then(|v| v.split_once(':')).map(|(k, v)| (k.trim(), v.trim()));
         match parsed {
             Some((k, v)) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic()) => {
@@ -1304,16 +1332,32 @@ fn build(
         engine_warned |= given == exec_url;
         reporter.warn(&w);
     }
+    // Lines that are not warnings, which -q leaves out.
+    let quiet = opts.quiet;
+    let say = |line: &str| {
+        if !quiet {
+            note(line)
+        }
+    };
+    if let Some(line) = ctx.remote_exec.as_ref().and_then(|r| r.busy_note()) {
+        say(&line);
+    }
     if let Some(remote) = ctx.remote.as_ref() {
         if interrupted.load(Ordering::SeqCst) {
             remote.cancel_uploads();
         }
-        let mut waiting = |line: &str| note(line);
+        let mut waiting = |line: &str| say(line);
         for w in remote.finish(ctx.cache.root(), &mut waiting) {
             if engine_warned && w.contains(" failed ") {
                 continue;
             }
             reporter.warn(&w);
+        }
+        // The engine's cache is the engine: said once, above.
+        if given != exec_url || ctx.remote_exec.is_none() {
+            if let Some(line) = remote.busy_note() {
+                say(&line);
+            }
         }
         timings.mark("uploads");
     }

@@ -2,6 +2,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before any thread: no child process ever sees gvbuild's credentials.
+    gvbuild::cli::take_credentials();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == gvbuild::jobs::REAPER_ARG) {
         return ExitCode::from(gvbuild::jobs::reaper_main(&args[2..]));

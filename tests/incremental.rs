@@ -933,3 +933,20 @@ fn flags_before_the_build_subcommand_are_honoured() {
     let b = Build::parse(&p.gvbuild(&["--json", "build", "one"]).success());
     assert_eq!(b.events.len(), 1, "`gvbuild --json build` must print JSON events");
 }
+
+// Regression (issue 20, field report 3): a `run:` step's input folder was keyed by its files
+// only, so an empty folder added to it (which the command sees) left the step fresh.
+#[test]
+fn an_empty_folder_added_to_an_input_folder_reruns_the_step() {
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            "targets:\n  list:\n    inputs: [in]\n    outputs: [out.txt]\n    run: find in | LC_ALL=C sort > out.txt\n",
+        )
+        .file("in/a.txt", "a\n");
+    assert_eq!(p.build(&[]).ran(), names(&["list"]));
+    fs::create_dir(p.path("in/empty")).unwrap();
+    assert_eq!(p.build(&[]).ran(), names(&["list"]));
+    assert_eq!(p.read("out.txt"), "in\nin/a.txt\nin/empty\n");
+    assert_eq!(p.build(&[]).fresh(), names(&["list"]));
+}

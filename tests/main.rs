@@ -20,6 +20,7 @@ mod key_completeness;
 mod keys;
 mod manifest;
 mod nanos_vectors;
+mod readme_servers;
 mod remote;
 mod remote_exec;
 mod roundtrip;

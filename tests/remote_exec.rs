@@ -7,13 +7,18 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::remote::buildgrid::BuildGrid;
+use crate::remote::buildgrid::{BuildGrid, Version};
 use crate::support::{copy_tree, names, Build, Project, Run};
 use crate::worker::Worker;
 
 /// An engine and two workers of two jobs each.
 fn engine(match_keys: &[&str], worker_args: &[&str]) -> (BuildGrid, Worker, Worker) {
-    let grid = BuildGrid::start_exec(match_keys);
+    engine_on(Version::V0_4, match_keys, worker_args)
+}
+
+/// [`engine`] on BuildGrid `version`.
+fn engine_on(version: Version, match_keys: &[&str], worker_args: &[&str]) -> (BuildGrid, Worker, Worker) {
+    let grid = BuildGrid::start_exec_on(version, match_keys);
     let mut args = vec!["--jobs", "2"];
     args.extend_from_slice(worker_args);
     let a = Worker::start(&grid, "bot-a", &args);
@@ -75,11 +80,28 @@ fn warnings(run: &Run) -> Vec<String> {
     ignore = "needs GVBUILD_TEST_REAPI_PYTHON and PostgreSQL (CI sets them up)"
 )]
 fn generated_graph_runs_on_two_workers_and_equals_a_local_build() {
-    let (grid, a, b) = engine(&[], &[]);
+    generated_graph_equals_a_local_build(Version::V0_4);
+}
+
+// Regression (issue 20): BuildGrid 0.9.1 with its defaults (a thread pool of 5 per CPU) answered
+// the Execute streams beyond its pool RESOURCE_EXHAUSTED, and gvbuild failed 183 of the 200
+// steps. The engine's pushbacks are waited out with fewer streams in flight.
+#[test]
+#[cfg_attr(
+    any(gvbuild_no_buildgrid09, gvbuild_no_postgres),
+    ignore = "needs GVBUILD_TEST_BUILDGRID09_PYTHON and PostgreSQL (CI sets them up where pyenv has Python 3.13)"
+)]
+fn generated_graph_runs_on_buildgrid_0_9_with_its_defaults_and_equals_a_local_build() {
+    generated_graph_equals_a_local_build(Version::V0_9);
+}
+
+/// The generated 200-step graph on `version` with the example's config, as README starts it.
+fn generated_graph_equals_a_local_build(version: Version) {
+    let (grid, a, b) = engine_on(version, &[], &[]);
     let shape = ["--layers", "10", "--width", "20", "--depfile-every", "4"];
     let there = generated(&shape);
     let here = generated(&shape);
-    let (run, built) = remote(&there, &grid, &["-j2"]);
+    let (run, built) = remote(&there, &grid, &[]);
     let run = run.success();
     assert_eq!(built.ran().len(), 200, "{}", run.stderr());
     assert!(where_of(&built, "ran").iter().all(|w| w == "remote"), "{:?}", built.events);
@@ -357,4 +379,198 @@ fn an_uncached_step_runs_on_the_engine_every_time() {
         stamps.push(p.read("stamp.txt"));
     }
     assert_ne!(stamps[0], stamps[1], "the command ran again on a worker");
+}
+
+/// Every file, folder and symlink below `dir` of project `p`: path -> what it is (kind, the
+/// executable bit, a link's text, a file's bytes).
+fn shape(p: &Project, dir: &str) -> BTreeMap<String, (char, bool, String, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    walkdir::WalkDir::new(p.path(dir))
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            let meta = e.path().symlink_metadata().unwrap();
+            let rel = e.path().strip_prefix(p.root()).unwrap().display().to_string();
+            let ft = meta.file_type();
+            let what = if ft.is_symlink() {
+                ('l', false, fs::read_link(e.path()).unwrap().display().to_string(), Vec::new())
+            } else if ft.is_dir() {
+                ('d', false, String::new(), Vec::new())
+            } else {
+                ('f', meta.permissions().mode() & 0o100 != 0, String::new(), fs::read(e.path()).unwrap())
+            };
+            (rel, what)
+        })
+        .collect()
+}
+
+// Regression (issue 20, field report 2; buildbarn/bb-remote-execution#59): an empty folder in a
+// step's input folder was missing from the input root, so the step passed locally and failed
+// remotely. Remote equals local for every shape: empty folders, symlinks (to a file, to a
+// folder, to nothing), executable bits and big files in the inputs; the same in the outputs;
+// and a log bigger than the 64 MiB meant for trees and lists.
+#[test]
+#[cfg_attr(
+    any(gvbuild_no_reapi_python, gvbuild_no_postgres),
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON and PostgreSQL (CI sets them up)"
+)]
+fn a_remote_step_sees_and_makes_every_shape_a_local_step_does() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let (grid, _a, _b) = engine(&[], &[]);
+    let make = "set -e\n\
+        test -d in/empty/deeper\n\
+        mkdir -p out/empty/deeper out/full\n\
+        (cd in && find . -printf '%y %p %l\\n' | LC_ALL=C sort) > out/listing.txt\n\
+        (cd in && find . -type f -perm -u+x | LC_ALL=C sort) > out/executables.txt\n\
+        cat in/link in/dir-link/x > out/through-links.txt\n\
+        cp in/tool out/full/tool\n\
+        cp in/big.bin out/full/big.bin\n\
+        ln -s full/tool out/tool-link\n\
+        ln -s nowhere out/dangling\n\
+        head -c 70000000 /dev/zero | tr '\\0' o\n\
+        echo to-stderr >&2\n";
+    let project = || {
+        let p = Project::new()
+            .file(
+                "gevulot.yaml",
+                "targets:\n  shapes:\n    inputs: [in, make.sh]\n    outputs: [out]\n    run: sh make.sh\n",
+            )
+            .file("make.sh", make)
+            .file("in/data.txt", "data\n")
+            .file("in/d/x", "x\n")
+            .file("in/sub/file", "f\n");
+        for dir in ["in/empty/deeper", "in/sub/nested-empty"] {
+            fs::create_dir_all(p.path(dir)).unwrap();
+        }
+        p.executable("in/tool", "#!/bin/sh\necho tool\n");
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let big: Vec<u8> = (0..6_000_000)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng as u8
+            })
+            .collect();
+        fs::write(p.path("in/big.bin"), big).unwrap();
+        symlink("data.txt", p.path("in/link")).unwrap();
+        symlink("d", p.path("in/dir-link")).unwrap();
+        symlink("nowhere", p.path("in/dangling")).unwrap();
+        p
+    };
+    let here = project();
+    here.build(&[]);
+    let there = project();
+    let (run, built) = remote(&there, &grid, &[]);
+    let run = run.success();
+    assert_eq!(where_of(&built, "ran"), ["remote"], "{}", run.stderr());
+    assert_eq!(shape(&there, "out"), shape(&here, "out"));
+    let listing = there.read("out/listing.txt");
+    for line in [
+        "d ./empty/deeper ",
+        "d ./sub/nested-empty ",
+        "l ./link data.txt",
+        "l ./dir-link d",
+        "l ./dangling nowhere",
+    ] {
+        assert!(listing.contains(line), "{line:?} is not in the listing:\n{listing}");
+    }
+    assert_eq!(there.read("out/executables.txt"), "./tool\n");
+    assert!(fs::metadata(there.path("out/full/tool")).unwrap().permissions().mode() & 0o111 != 0);
+    let log = |p: &Project| fs::read(p.path(".gvbuild/logs/shapes.log")).unwrap();
+    let (remote_log, local_log) = (log(&there), log(&here));
+    assert_eq!(remote_log.len(), 70_000_000 + "to-stderr\n".len());
+    assert!(remote_log == local_log, "the remote log differs from the local one");
+}
+
+// Regression (issue 20, field report 4; bazelbuild/bazel#7014): an input blob evicted from the
+// engine's CAS after gvbuild uploaded it was reported `MISSING` by the worker (REAPI's
+// convention), and gvbuild failed the step. It now uploads what the engine lost and sends the
+// action again. The eviction is real: the blob's file is removed from BuildGrid's disk CAS the
+// moment it lands there, before a worker could fetch it.
+#[test]
+#[cfg_attr(
+    any(gvbuild_no_reapi_python, gvbuild_no_postgres),
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON and PostgreSQL (CI sets them up)"
+)]
+fn an_input_evicted_from_the_engine_is_uploaded_again_and_the_step_retried() {
+    use sha2::Digest as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let grid = BuildGrid::start_exec_on_disk(&[]);
+    let _a = Worker::start(&grid, "bot-a", &["--jobs", "2"]);
+    let payload = format!("payload of {:?}\n", std::time::SystemTime::now());
+    let p = Project::new()
+        .file("gevulot.yaml", "targets:\n  use:\n    inputs: [payload.txt]\n    outputs: [out.txt]\n    run: cat payload.txt > out.txt\n")
+        .file("payload.txt", &payload);
+    let object = grid.cas_object(&hex::encode(sha2::Sha256::digest(payload.as_bytes())));
+    let (stop, evicted) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let evictor = {
+        let (stop, evicted) = (stop.clone(), evicted.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if fs::remove_file(&object).is_ok() {
+                    evicted.store(true, Ordering::SeqCst);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let (run, built) = remote(&p, &grid, &[]);
+    stop.store(true, Ordering::SeqCst);
+    evictor.join().unwrap();
+    assert!(evicted.load(Ordering::SeqCst), "the blob never reached the disk CAS");
+    let run = run.success();
+    assert_eq!(where_of(&built, "ran"), ["remote"], "{}", run.stderr());
+    assert_eq!(p.read("out.txt"), payload);
+    assert!(
+        run.stderr().contains("lost 1 input blob(s) of `use` from its CAS; uploading them again"),
+        "{}",
+        run.stderr()
+    );
+}
+
+// Issue 20: the note an action gets after 30 s in the engine's queue names what holds it: no
+// worker at all, or none whose platform has the properties it asks for.
+#[test]
+#[cfg_attr(
+    any(gvbuild_no_reapi_python, gvbuild_no_postgres),
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON and PostgreSQL (CI sets them up)"
+)]
+fn an_action_no_worker_takes_is_named_after_30_s_with_what_it_needs() {
+    let grid = BuildGrid::start_exec(&["gpu"]);
+    let p = Project::new().file(
+        "gevulot.yaml",
+        "targets:\n  plain:\n    outputs: [a.txt]\n    run: echo > a.txt\n  \
+         gpu:\n    outputs: [g.txt]\n    platform: { gpu: h100 }\n    run: echo > g.txt\n",
+    );
+    let mut child = p
+        .command(&["--remote-exec", &grid.url()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut err, &mut text).unwrap();
+        text
+    });
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(34));
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(60));
+    for line in [
+        "`plain` has waited 30 s for the remote-execution engine",
+        "(queued: no worker has taken it yet; is a worker connected to this engine, and free?)",
+        "`gpu` has waited 30 s for the remote-execution engine",
+        "is one connected whose platform has gpu=h100?",
+    ] {
+        assert!(err.contains(line), "{line:?} is not in:\n{err}");
+    }
 }

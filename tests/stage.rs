@@ -267,3 +267,35 @@ fn folder_copies_stage_every_name_but_git_and_gvbuild() {
 }
 
 use std::os::unix::ffi::OsStrExt;
+
+// Regression (issue 20, field report 3; ocaml/dune#11117): an empty folder added below a copied
+// folder left the stage step fresh, so the stage root (and the image built from it) lacked the
+// folder that a clean build has. Every folder an input walk finds is keyed now.
+#[test]
+fn an_empty_folder_added_below_a_copied_folder_restages() {
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            &y(r#"
+            targets:
+              stage:
+                stage:
+                  into: build/root
+                  copy: [{ from: assets, to: assets }]
+            "#),
+        )
+        .file("assets/a.txt", "a\n");
+    assert_eq!(p.build(&[]).ran(), names(&["stage"]));
+    fs::create_dir_all(p.path("assets/empty/deeper")).unwrap();
+    assert_eq!(p.build(&[]).ran(), names(&["stage"]), "the new empty folder restages");
+    assert!(p.path("build/root/assets/empty/deeper").is_dir());
+    // As a clean build of the same tree stages it.
+    let clean = p.clone_to_new_folder();
+    fs::create_dir_all(clean.path("assets/empty/deeper")).unwrap();
+    clean.build(&[]);
+    assert!(clean.path("build/root/assets/empty/deeper").is_dir());
+    assert_eq!(p.build(&[]).fresh(), names(&["stage"]));
+    fs::remove_dir(p.path("assets/empty/deeper")).unwrap();
+    assert_eq!(p.build(&[]).ran(), names(&["stage"]), "the removed empty folder restages");
+    assert!(!p.path("build/root/assets/empty/deeper").exists());
+}

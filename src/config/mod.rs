@@ -603,6 +603,19 @@ impl Validator<'_> {
                     .flatten()
                     .map(|(k, v)| (k.value.clone(), self.expand(v, n, &mut unset_vars)))
                     .collect();
+                // gvbuild's own credentials never reach a step, whatever the file says.
+                for p in raw.pass_env.iter().flatten().filter(|p| is_credential(&p.value)) {
+                    self.invalid(
+                        format!(
+                            "`{}` holds gvbuild's credentials for the remote cache; no step may read it",
+                            p.value
+                        ),
+                        &p.referenced,
+                        "a credential of gvbuild's",
+                        "gvbuild never hands its GVBUILD_REMOTE_HEADER* values to a step; give the step a \
+                         credential of its own under another name",
+                    );
+                }
                 let pass_env = raw.pass_env.iter().flatten().map(|p| p.value.clone()).collect();
                 let tools = raw.tools.iter().flatten().map(|t| self.expand(t, n, &mut unset_vars)).collect();
                 Some((RunStep { command, depfile: None, env, pass_env, tools }, depfile))
@@ -1501,6 +1514,12 @@ pub fn is_glob(path: &str) -> bool {
 }
 
 /// Normalise a relative path: drop `.` and empty parts, resolve `..`; `None` if it climbs out.
+/// Whether environment variable `name` carries gvbuild's remote credentials
+/// (`GVBUILD_REMOTE_HEADER`, `GVBUILD_REMOTE_HEADER_1`, ...), which no step may be handed.
+pub fn is_credential(name: &str) -> bool {
+    name.starts_with("GVBUILD_REMOTE_HEADER")
+}
+
 pub fn normalize_rel(path: &str) -> Option<String> {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {

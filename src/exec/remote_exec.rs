@@ -47,12 +47,12 @@ use sha2::Digest as _;
 
 use super::{Ctx, Slots};
 use crate::cache::remote::grpc::{BlobSource, ExecFailure, GrpcOptions, GrpcStore};
-use crate::cache::remote::{reapi, shown_url, Platform, Remote};
+use crate::cache::remote::{reapi, shown_url, Platform, Remote, RemoteError};
 use crate::cache::Cache;
 use crate::config::{RunStep, Target};
 use crate::fingerprint::outputs::OutputTree;
 use crate::fingerprint::tools::{tool_property, ToolId};
-use crate::fingerprint::{discovered, Digest, KeyParts};
+use crate::fingerprint::{discovered, Digest, FileId, KeyParts};
 
 /// How the build was told to execute remotely.
 pub struct ExecOptions {
@@ -164,6 +164,16 @@ impl RemoteExec {
         !self.lost.load(Ordering::SeqCst)
     }
 
+    /// A line for the user when the engine pushed back during the build.
+    pub fn busy_note(&self) -> Option<String> {
+        let (pushbacks, narrowest) = crate::cache::remote::Store::pressure(&*self.engine);
+        crate::cache::remote::backoff::busy_note(
+            &format!("the remote-execution engine {}", self.shown),
+            pushbacks,
+            narrowest,
+        )
+    }
+
     /// The build's one warning about the engine, if it failed.
     pub fn warning(&self) -> Option<String> {
         let first = self.first_failure.lock().ok().and_then(|f| f.clone())?;
@@ -241,16 +251,18 @@ impl RemoteExec {
         blobs.push((action_digest.clone(), BlobSource::Bytes(action_bytes)));
 
         let _slot = self.slots.acquire();
-        if let Err(e) = self.engine.upload_missing(&blobs) {
-            return Err(self.engine_failed(&format!("uploading the inputs of `{}`: {e}", t.name)));
-        }
         let waiting = |waited: Duration, queued: bool| {
             let why = if queued {
                 let props: Vec<String> = platform.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                format!(
-                    "queued: no worker has taken it yet; is one running whose platform has {}?",
-                    if props.is_empty() { "no required properties".to_string() } else { props.join(", ") }
-                )
+                if props.is_empty() {
+                    "queued: no worker has taken it yet; is a worker connected to this engine, and free?"
+                        .to_string()
+                } else {
+                    format!(
+                        "queued: no worker has taken it yet; is one connected whose platform has {}?",
+                        props.join(", ")
+                    )
+                }
             } else {
                 "running on a worker".to_string()
             };
@@ -261,9 +273,20 @@ impl RemoteExec {
                 self.shown
             ));
         };
-        let response =
+        // Inputs the engine lost after they were uploaded (evicted from its CAS) are uploaded
+        // again and the action sent again, a bounded number of times (bazelbuild/bazel#7014).
+        let mut lost: Vec<reapi::Digest> = Vec::new();
+        let mut tries = 0;
+        let response = loop {
+            match self.engine.upload_missing(&blobs, &lost) {
+                Ok(_) => {}
+                Err(RemoteError::Changed(e)) => return Err(RemoteRunError::Step(e)),
+                Err(e) => {
+                    return Err(self.engine_failed(&format!("uploading the inputs of `{}`: {e}", t.name)))
+                }
+            }
             match self.engine.execute(&action_digest, skip_cache_lookup, &ctx.interrupted, &waiting) {
-                Ok(r) => r,
+                Ok(r) => break r,
                 Err(ExecFailure::Interrupted) => return Ok(Shipped { files: shipped }),
                 Err(ExecFailure::Engine(e)) => return Err(self.engine_failed(&e.to_string())),
                 Err(ExecFailure::Refused { code, message }) => {
@@ -272,23 +295,39 @@ impl RemoteExec {
                         self.shown
                     )))
                 }
-            };
+                Err(ExecFailure::Missing(gone)) if tries < RESENDS => {
+                    tries += 1;
+                    super::note(&format!(
+                        "gvbuild: the remote-execution engine {} lost {} input blob(s) of `{}` from its CAS; \
+                         uploading them again (try {tries} of {RESENDS})",
+                        self.shown,
+                        gone.len(),
+                        t.name
+                    ));
+                    lost = gone;
+                }
+                Err(ExecFailure::Missing(gone)) => {
+                    let names: Vec<String> =
+                        gone.iter().map(|d| format!("blobs/{}/{}", d.hash, d.size_bytes)).collect();
+                    return Err(self.engine_failed(&format!(
+                        "its CAS lost input blobs of `{}` again after {RESENDS} uploads: {}",
+                        t.name,
+                        names.join(", ")
+                    )));
+                }
+            }
+        };
         let Some(result) = response.result else {
             return Err(self.engine_failed("an ExecuteResponse without a result"));
         };
         let remote = &self.cas;
-        let mut text = remote
-            .log_bytes(result.stdout_digest.as_ref(), &result.stdout_raw)
+        let stdout = remote
+            .log_blob(&ctx.cache, result.stdout_digest.as_ref(), &result.stdout_raw)
             .map_err(|e| self.engine_failed(&format!("the stdout of `{}`: {e}", t.name)))?;
-        text.extend(
-            remote
-                .log_bytes(result.stderr_digest.as_ref(), &result.stderr_raw)
-                .map_err(|e| self.engine_failed(&format!("the stderr of `{}`: {e}", t.name)))?,
-        );
-        if let Some(dir) = log.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        std::fs::write(log, &text)
+        let stderr = remote
+            .log_blob(&ctx.cache, result.stderr_digest.as_ref(), &result.stderr_raw)
+            .map_err(|e| self.engine_failed(&format!("the stderr of `{}`: {e}", t.name)))?;
+        write_log(&ctx.cache, log, [stdout, stderr].iter().flatten())
             .map_err(|e| RemoteRunError::Step(format!("cannot write {}: {e}", log.display())))?;
         if result.exit_code != 0 {
             return Err(RemoteRunError::Step(format!("the command exited with status {}", result.exit_code)));
@@ -356,10 +395,64 @@ impl RemoteExec {
             shipped.insert(p.to_string());
             Ok(())
         };
+        // The key's facts about a path, shipped as what a local step finds there. A symlink
+        // in an input folder is shipped as a symlink when it leads nowhere, or to something
+        // the input root holds; one that leads elsewhere (out of the project) as what it
+        // leads to, which is keyed under its own name.
+        let keyed = |p: &str| {
+            parts.inputs.contains_key(p)
+                || parts.inputs.contains_key(&format!("{p} (folder)"))
+                || parts.inputs.contains_key(&format!("{p} (link)"))
+        };
+        let mut links: BTreeMap<&str, String> = BTreeMap::new();
         for (p, id) in &parts.inputs {
-            if shippable(p) {
+            let Some(link) = p.strip_suffix(" (link)") else { continue };
+            if !shippable(link) {
+                continue;
+            }
+            let text = link_text(root, link, id)?;
+            let dangling =
+                !parts.inputs.contains_key(link) && !parts.inputs.contains_key(&format!("{link} (folder)"));
+            let inside = !text.starts_with('/')
+                && crate::config::normalize_rel(&format!("{}/{text}", parent_of(link))).is_some_and(|to| {
+                    to != "." && to != link && !to.starts_with(&format!("{link}/")) && keyed(&to)
+                });
+            if dangling || inside {
+                links.insert(link, text);
+            }
+        }
+        // A link below a link shipped as one travels inside what that one leads to.
+        let nested: Vec<&str> = links
+            .keys()
+            .filter(|l| {
+                std::iter::successors(Some(**l), |p| p.rsplit_once('/').map(|(dir, _)| dir))
+                    .skip(1)
+                    .any(|a| links.contains_key(a))
+            })
+            .copied()
+            .collect();
+        for l in nested {
+            links.remove(l);
+        }
+        // Whether `p` is, or is below, a path shipped as a symlink.
+        let through_link = |p: &str| {
+            !links.is_empty()
+                && std::iter::successors(Some(p), |p| p.rsplit_once('/').map(|(dir, _)| dir))
+                    .any(|a| links.contains_key(a))
+        };
+        for (p, id) in &parts.inputs {
+            if p.ends_with(" (link)") {
+                continue;
+            } else if let Some(dir) = p.strip_suffix(" (folder)") {
+                if shippable(dir) && !through_link(dir) {
+                    tree.folder(dir)?;
+                }
+            } else if shippable(p) && !through_link(p) {
                 add_file(&mut tree, &mut shipped, p, id.exec, id.digest, id.size)?;
             }
+        }
+        for (link, text) in links {
+            tree.insert(link, Node::Link(text))?;
         }
         for &d in &deps {
             let dep = ctx.graph.target(d);
@@ -443,17 +536,35 @@ impl RemoteExec {
 
     /// A file's SHA-256: beside its blob in the local cache, else read once per build.
     fn sha256_of(&self, ctx: &Ctx, path: &Path, b3: &Digest) -> Result<[u8; 32], String> {
+        let b3_want = b3;
         if let Some(sha) = self.sha.lock().ok().and_then(|m| m.get(b3).copied()) {
             return Ok(sha);
         }
         let sha = match ctx.cache.has_blob(b3).then(|| ctx.cache.blob_sha256(b3).ok()).flatten() {
             Some(sha) => sha,
             None => {
+                // Read once for both digests: the bytes hashed here must be those keyed.
                 let mut f =
                     std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                let mut h = sha2::Sha256::new();
-                std::io::copy(&mut f, &mut h).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                h.finalize().into()
+                let (mut sha, mut b3) = (sha2::Sha256::new(), blake3::Hasher::new());
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = std::io::Read::read(&mut f, &mut buf)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    if n == 0 {
+                        break;
+                    }
+                    sha.update(&buf[..n]);
+                    b3.update(&buf[..n]);
+                }
+                if b3.finalize().as_bytes() != b3_want {
+                    return Err(format!(
+                        "{} changed while the build ran (it no longer has the digest it was keyed with); \
+                         build again",
+                        path.display()
+                    ));
+                }
+                sha.finalize().into()
             }
         };
         if let Ok(mut m) = self.sha.lock() {
@@ -462,6 +573,42 @@ impl RemoteExec {
         Ok(sha)
     }
 }
+
+/// The folder part of project path `p` (`.` for a name at the top).
+fn parent_of(p: &str) -> &str {
+    p.rsplit_once('/').map_or(".", |(dir, _)| dir)
+}
+
+/// A step's log: its stdout then its stderr, each a blob of the local cache, copied (not read
+/// into memory: a log may be big).
+fn write_log<'a>(cache: &Cache, log: &Path, blobs: impl Iterator<Item = &'a Digest>) -> std::io::Result<()> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut out = std::fs::File::create(log)?;
+    for d in blobs {
+        std::io::copy(&mut std::fs::File::open(cache.blob_file(d))?, &mut out)?;
+    }
+    Ok(())
+}
+
+/// The text of the symlink `link` (a project path), checked against the identity its key
+/// holds: a link changed since keying is an error, never shipped under the old key.
+fn link_text(root: &Path, link: &str, id: &FileId) -> Result<String, String> {
+    let abs = root.join(link);
+    let target = std::fs::read_link(&abs).map_err(|e| format!("cannot read the symlink {link}: {e}"))?;
+    if crate::fingerprint::inputs::link_id(&abs).ok().as_ref() != Some(id) {
+        return Err(format!("the symlink {link} changed while the build ran; build again"));
+    }
+    target
+        .to_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("the symlink {link} leads to a name that is not UTF-8"))
+}
+
+/// Times the inputs an engine lost are uploaded again before the step counts as the engine's
+/// failure.
+const RESENDS: usize = 3;
 
 /// Files a depfile step's first remote run may ship beyond what it declares.
 const MAX_DISCOVERABLE: usize = 50_000;

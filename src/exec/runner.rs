@@ -361,7 +361,7 @@ fn native_image_facts(ctx: &Ctx, im: &ImageSpec, ids: &mut BTreeMap<String, File
             .to_str()
             .ok_or_else(|| format!("{} in the image root has a name that is not UTF-8", rel.display()))?;
         if e.file_type().is_dir() {
-            ids.insert(format!("{rel} (folder)"), fact(b"folder"));
+            ids.insert(format!("{rel} (folder)"), inputs::folder_id());
         } else if e.file_type().is_symlink() {
             let target =
                 fs::read_link(e.path()).map_err(|err| format!("cannot read symlink {rel}: {err}"))?;
@@ -792,8 +792,10 @@ fn restore(ctx: &Ctx, t: &Target, outputs: &[String], entry: &ActionEntry) -> Re
         std::os::unix::fs::symlink(&l.target, &abs).map_err(io(&abs))?;
     }
     if let Some(d) = entry.stdout_digest {
-        if let Ok(bytes) = ctx.cache.read_blob(&d) {
-            let _ = fsutil::write_atomic(&ctx.log_path(&t.name), &bytes);
+        // Copied, verified, never read into memory whole: a log may be big.
+        let log = ctx.log_path(&t.name);
+        if log.parent().is_some_and(|dir| fs::create_dir_all(dir).is_ok()) {
+            let _ = ctx.cache.restore_copy(&d, &log, false);
         }
     }
     Ok(())

@@ -137,7 +137,9 @@ fn glob(
     walk(&abs, base, Some(&matcher), stat, out)
 }
 
-/// Every file below `abs` (named `name` in keys), optionally filtered by a glob on the name.
+/// Every file below `abs` (named `name` in keys), optionally filtered by a glob on the name,
+/// and every folder (`NAME (folder)`, `abs` itself included), so that an empty folder added or
+/// removed changes the key.
 ///
 /// Symlinks are followed: a link to a file is keyed by the file's content, a link to a folder by
 /// every file below it (under the link's name), and every link also by its text. A dangling
@@ -201,7 +203,14 @@ fn walk(
             let id = link_id(entry.path()).map_err(|cause| InputError::Io { path: key.clone(), cause })?;
             out.insert(format!("{key} (link)"), id);
         }
-        if entry.file_type().is_dir() || !matches(&key) {
+        if entry.file_type().is_dir() {
+            // Every folder is keyed, empty ones too: a step sees them, and an image holds them.
+            if matches(&key) {
+                out.insert(format!("{key} (folder)"), folder_id());
+            }
+            continue;
+        }
+        if !matches(&key) {
             continue;
         }
         let meta = entry.metadata().map_err(|e| InputError::Io { path: key.clone(), cause: e.into() })?;
@@ -216,7 +225,13 @@ fn walk(
     Ok(())
 }
 
-fn link_id(path: &Path) -> io::Result<FileId> {
+/// A folder's identity: that it is one (what is below it is keyed under its own names).
+pub fn folder_id() -> FileId {
+    FileId { digest: *blake3::hash(b"folder").as_bytes(), exec: false, size: 0 }
+}
+
+/// A symlink's identity: its text, hashed (what it leads to is keyed under its own name).
+pub fn link_id(path: &Path) -> io::Result<FileId> {
     let target = fs::read_link(path)?;
     let mut h = blake3::Hasher::new();
     h.update(b"symlink\0");

@@ -13,7 +13,8 @@
 //!   Folders stand for every file below them; globs are expanded on every build, so a new file
 //!   matching `src/**/*.cu` changes the key. Symlinks inside input folders are followed ([`inputs`]):
 //!   what a link leads to is keyed under the link's name (also outside the project), and every
-//!   link's text is keyed too (`NAME (link)`). A FIFO, socket or device, a name that is not
+//!   link's text is keyed too (`NAME (link)`), and so is every folder, empty ones included
+//!   (`NAME (folder)`). A FIFO, socket or device, a name that is not
 //!   UTF-8 or a symlink loop is an error, never skipped; only `.git` and `.gvbuild` are;
 //! - **the digests of the dependencies' outputs**, not their keys: a dependency that reruns and
 //!   writes identical bytes leaves its dependents' keys unchanged (early cutoff);
@@ -73,8 +74,9 @@ pub use self::hash::{Digest, FileId, StatCache};
 
 /// Bump to invalidate every cache entry ever written. 2: the key bytes moved from bincode to
 /// [`encode`]; depfiles read as ninja does; absent discovered inputs and search-folder lookups
-/// keyed; symlinked folders followed.
-pub const KEY_VERSION: u32 = 2;
+/// keyed; symlinked folders followed. 3: every folder an input walk finds is keyed (`NAME
+/// (folder)`), so an empty folder added to an input folder reruns the step (issue 20).
+pub const KEY_VERSION: u32 = 3;
 
 /// Everything a step's first-level key is made of.
 ///
@@ -214,7 +216,7 @@ mod tests {
     fn key_format_is_pinned() {
         assert_eq!(
             hash::hex(&sample().key()),
-            "d64879a06f4891212b54e76681a6dc7d47b8bf75ca0c7ab6036b2d8bece8e0d5"
+            "7ee0e72193dd8d476f4142e4e4dffb359f92bb81cbb5f1a23ba58e7a9c507696"
         );
     }
 

@@ -608,6 +608,24 @@ fn verify_links(root: &Path) -> Result<(), FetchError> {
 }
 
 /// Whether any folder on the way to `parts` (relative to `root`) is a symlink.
+/// `Some` when a tar entry is a file in one of GNU's PAX sparse formats (its extended header
+/// has `GNU.sparse.*` records), with the file's real name when the header gives it
+/// (`GNU.sparse.name`): the entry's body is a sparse map and the pieces, not the file, and its
+/// own name a stand-in (`GNUSparseFile.N/NAME`), so extracting it as is would write the wrong
+/// bytes under the wrong name. GNU tar's manual documents the formats ("Storing Sparse Files").
+fn pax_sparse_name<R: Read>(entry: &mut tar::Entry<'_, R>) -> Option<Option<String>> {
+    let Ok(Some(extensions)) = entry.pax_extensions() else { return None };
+    let mut sparse = false;
+    let mut name = None;
+    for e in extensions.flatten() {
+        if e.key_bytes() == b"GNU.sparse.name" {
+            name = Some(String::from_utf8_lossy(e.value_bytes()).into_owned());
+        }
+        sparse |= e.key_bytes().starts_with(b"GNU.sparse.");
+    }
+    sparse.then_some(name)
+}
+
 fn through_symlink(root: &Path, parts: &[String]) -> bool {
     let mut p = root.to_path_buf();
     for c in &parts[..parts.len().saturating_sub(1)] {
@@ -811,7 +829,17 @@ impl Extractor<'_> {
                     let dest = self.prepare(&parts, &name)?;
                     fs::create_dir_all(&dest).map_err(io_err("cannot create", &dest))?;
                 }
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                // GNU's sparse entries (`S`, what `tar --sparse` writes in the gnu formats) read
+                // back whole, holes as zeros, as the tar crate expands them.
+                tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                    if let Some(real) = pax_sparse_name(&mut entry) {
+                        return Err(FetchError::Hostile {
+                            entry: real.unwrap_or(name),
+                            why: "is a sparse file in GNU's PAX sparse format (`tar --format=posix --sparse`), \
+                                  which gvbuild does not read back; make the archive without --sparse, or \
+                                  in --format=gnu",
+                        });
+                    }
                     let dest = self.prepare(&parts, &name)?;
                     let mode = entry.header().mode().unwrap_or(0o644);
                     self.write_file(&mut entry, &dest, mode)?;

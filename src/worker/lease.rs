@@ -37,11 +37,11 @@ use tonic::Code;
 
 use super::inputs::{self, check_relative, create_dirs};
 use super::outputs::{self, Blobs};
-use super::rwapi::{PreconditionFailure, Violation, PRECONDITION_FAILURE_TYPE};
 use crate::cache::remote::grpc::GrpcStore;
 use crate::cache::remote::reapi::{
     Action, ActionResult, Any, Command, Digest, ExecutedActionMetadata, Platform, RpcStatus, Timestamp,
 };
+use crate::cache::remote::reapi::{PreconditionFailure, Violation, PRECONDITION_FAILURE_TYPE};
 use crate::cache::remote::RemoteError;
 use crate::fingerprint::tools::tool_property;
 use crate::jobs::Jobs;

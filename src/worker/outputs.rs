@@ -21,7 +21,7 @@ use crate::cache::remote::reapi::{
     ActionResult, Command, Digest, Directory, DirectoryNode, FileNode, OutputDirectory, OutputFile,
     OutputSymlink, SymlinkNode, Tree,
 };
-use crate::cache::remote::Store;
+use crate::cache::remote::{Body, Store};
 
 /// What to send to the CAS.
 pub enum Blob {
@@ -54,12 +54,8 @@ impl Blobs {
         for d in missing {
             let Some((_, blob)) = self.0.get(&d.hash) else { continue };
             match blob {
-                Blob::Bytes(b) => store.put_blob(&d, &mut &b[..]),
-                Blob::File(p) => {
-                    let mut f = File::open(p)
-                        .map_err(|e| Failure::local(format!("cannot read {}", p.display()), e))?;
-                    store.put_blob(&d, &mut f)
-                }
+                Blob::Bytes(b) => store.put_blob(&d, Body::Bytes(b)),
+                Blob::File(p) => store.put_blob(&d, Body::File(p)),
             }
             .map_err(Failure::cas)?;
         }

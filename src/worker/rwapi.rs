@@ -5,8 +5,8 @@
 //! the bytes then match). `Lease`'s deprecated `assignment` (1) and `inline_assignment` (6)
 //! are left out. `google.protobuf.Any`,
 //! `Timestamp` and `google.rpc.Status` come from `bazel-remote-apis` through
-//! [`crate::cache::remote::reapi`]; `google.protobuf.FieldMask` and `google.rpc.PreconditionFailure`
-//! are here too, for the same reason as the rest.
+//! [`crate::cache::remote::reapi`], as does `google.rpc.PreconditionFailure` (the client reads it
+//! too); `google.protobuf.FieldMask` is here, for the same reason as the rest.
 
 use crate::cache::remote::reapi::{Any, RpcStatus, Timestamp};
 
@@ -19,8 +19,6 @@ pub const UPDATE_BOT_SESSION: &str = "/google.devtools.remoteworkers.v1test2.Bot
 pub const ACTION_TYPE: &str = "type.googleapis.com/build.bazel.remote.execution.v2.Action";
 /// `Lease.result`: the `ActionResult`, which the engine wraps in its `ExecuteResponse`.
 pub const ACTION_RESULT_TYPE: &str = "type.googleapis.com/build.bazel.remote.execution.v2.ActionResult";
-/// The detail of a `FAILED_PRECONDITION` that names missing inputs (REAPI's convention).
-pub const PRECONDITION_FAILURE_TYPE: &str = "type.googleapis.com/google.rpc.PreconditionFailure";
 
 /// `enum BotStatus` (bots.proto).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
@@ -146,26 +144,6 @@ pub struct UpdateBotSessionRequest {
 pub struct FieldMask {
     #[prost(string, repeated, tag = "1")]
     pub paths: Vec<String>,
-}
-
-/// `google.rpc.PreconditionFailure` (error_details.proto).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PreconditionFailure {
-    #[prost(message, repeated, tag = "1")]
-    pub violations: Vec<Violation>,
-}
-
-/// `google.rpc.PreconditionFailure.Violation`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Violation {
-    /// `MISSING` for a blob the CAS lacks.
-    #[prost(string, tag = "1")]
-    pub r#type: String,
-    /// `blobs/HASH/SIZE`.
-    #[prost(string, tag = "2")]
-    pub subject: String,
-    #[prost(string, tag = "3")]
-    pub description: String,
 }
 
 #[cfg(test)]

@@ -28,12 +28,17 @@ pub enum Mode {
     RefuseUploads,
     /// Every `GET` and `HEAD` is answered 200 with an HTML page (a misrouted proxy).
     HtmlPages,
+    /// The first request for each method and path is answered with this status (429 or 503),
+    /// with `Retry-After: SECONDS` when given; asked again, it is served.
+    Busy(u16, Option<u64>),
 }
 
 #[derive(Default)]
 struct State {
     files: HashMap<String, Vec<u8>>,
     requests: Vec<Request>,
+    /// Method and path of each request turned away in [`Mode::Busy`].
+    turned_away: std::collections::HashSet<(String, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -152,8 +157,11 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>, mode: &Mutex<Mode>) {
     let (status, payload) = {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         st.requests.push(req.clone());
+        let first =
+            matches!(mode, Mode::Busy(..)) && st.turned_away.insert((req.method.clone(), req.path.clone()));
         match (mode, req.method.as_str()) {
             (Mode::Status(s), _) => (s, Vec::new()),
+            (Mode::Busy(s, _), _) if first => (s, Vec::new()),
             (Mode::RefuseUploads, "PUT") => (413, Vec::new()),
             (Mode::HtmlPages, "GET" | "HEAD") => (200, b"<html><body>Sign in</body></html>".to_vec()),
             (_, "PUT") => {
@@ -178,9 +186,13 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>, mode: &Mutex<Mode>) {
         Mode::Truncated if is_cas_get => &payload[..payload.len() / 2],
         _ => &payload,
     };
+    let retry_after = match mode {
+        Mode::Busy(s, Some(after)) if s == status => format!("Retry-After: {after}\r\n"),
+        _ => String::new(),
+    };
     let head = format!(
         "HTTP/1.1 {status} X\r\nContent-Length: {announced}\r\nContent-Type: application/octet-stream\r\n\
-         Connection: close\r\n\r\n"
+         {retry_after}Connection: close\r\n\r\n"
     );
     let _ = conn.write_all(head.as_bytes());
     if req.method != "HEAD" {

@@ -44,8 +44,44 @@ pub fn python() -> PathBuf {
 
 /// `bgd`, beside the venv's Python.
 pub fn bgd() -> PathBuf {
-    let python = python();
-    python.parent().map(|d| d.join("bgd")).unwrap_or_else(|| "bgd".into())
+    Version::V0_4.bgd()
+}
+
+/// Which BuildGrid serves: 0.4.4 (Python 3.11, `GVBUILD_TEST_REAPI_PYTHON`) or 0.9.x, the
+/// current release (Python 3.13, `GVBUILD_TEST_BUILDGRID09_PYTHON`; .ci/run sets both up where
+/// the machine has the Python).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    V0_4,
+    V0_9,
+}
+
+impl Version {
+    pub fn python(self) -> PathBuf {
+        match self {
+            Version::V0_4 => python(),
+            Version::V0_9 => std::env::var_os("GVBUILD_TEST_BUILDGRID09_PYTHON")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .expect(
+                    "GVBUILD_TEST_BUILDGRID09_PYTHON names no Python with BuildGrid 0.9 (.ci/run sets it up)",
+                ),
+        }
+    }
+
+    pub fn bgd(self) -> PathBuf {
+        let python = self.python();
+        python.parent().map(|d| d.join("bgd")).unwrap_or_else(|| "bgd".into())
+    }
+
+    /// The database URL as this version takes it: 0.4 names the driver (psycopg2), 0.9 refuses
+    /// that and takes a plain `postgresql://` URL.
+    pub fn database_url(self, pg: &Postgres) -> String {
+        match self {
+            Version::V0_4 => pg.url(),
+            Version::V0_9 => pg.url().replacen("postgresql+psycopg2://", "postgresql://", 1),
+        }
+    }
 }
 
 pub struct BuildGrid {
@@ -55,6 +91,7 @@ pub struct BuildGrid {
     tls: bool,
     /// The execution server's database; dropped (stopped) after the server.
     pg: Option<Postgres>,
+    pub version: Version,
 }
 
 /// What the server is like beyond the plain cache.
@@ -68,6 +105,9 @@ enum Kind<'a> {
     /// on this PostgreSQL, matching actions to bots by these platform keys (OSFamily and ISA
     /// always are).
     Exec(&'a Postgres, &'a [&'a str]),
+    /// [`Kind::Exec`] with its CAS on disk (`!disk-storage`) instead of in memory, where a test
+    /// can evict a blob as an operator's clean-up would.
+    ExecOnDisk(&'a Postgres, &'a [&'a str]),
     /// A cache whose server serves at most this many calls at once (`thread-pool-size`;
     /// 0.4.4 accepts 5 and up), answering the rest `RESOURCE_EXHAUSTED`.
     Pool(usize),
@@ -75,27 +115,32 @@ enum Kind<'a> {
 
 impl BuildGrid {
     pub fn start() -> BuildGrid {
-        BuildGrid::start_with(Kind::Plain)
+        BuildGrid::start_with(Kind::Plain, Version::V0_4)
+    }
+
+    /// A cache-only BuildGrid of `version`, with its defaults (the thread pool included).
+    pub fn start_on(version: Version) -> BuildGrid {
+        BuildGrid::start_with(Kind::Plain, version)
     }
 
     /// A BuildGrid whose CAS uses SHA-1 (see [`SHA1_LAUNCHER`]).
     pub fn start_sha1() -> BuildGrid {
-        BuildGrid::start_with(Kind::Sha1)
+        BuildGrid::start_with(Kind::Sha1, Version::V0_4)
     }
 
     /// TLS with the server certificate of `certs`, requiring a client certificate of its CA.
     pub fn start_tls(certs: &Certs) -> BuildGrid {
-        BuildGrid::start_with(Kind::Tls(certs))
+        BuildGrid::start_with(Kind::Tls(certs), Version::V0_4)
     }
 
     /// A cache-only BuildGrid with a small thread pool, as a user sizes it for a small machine.
-    pub fn start_pool(threads: usize) -> BuildGrid {
-        BuildGrid::start_with(Kind::Pool(threads))
+    pub fn start_pool(version: Version, threads: usize) -> BuildGrid {
+        BuildGrid::start_with(Kind::Pool(threads), version)
     }
 
     /// A BuildGrid that refuses calls without a JWT; [`BuildGrid::token`] makes one.
     pub fn start_jwt() -> BuildGrid {
-        BuildGrid::start_with(Kind::Jwt)
+        BuildGrid::start_with(Kind::Jwt, Version::V0_4)
     }
 
     /// An execution server with an in-memory CAS and action cache, its scheduler on a
@@ -104,20 +149,40 @@ impl BuildGrid {
     /// be 3 s or more), expired sessions are reaped every second, and jobs are assigned every
     /// 0.2 s. `match_keys` are the platform keys actions may use.
     pub fn start_exec(match_keys: &[&str]) -> BuildGrid {
+        BuildGrid::start_exec_with(match_keys, false, Version::V0_4)
+    }
+
+    /// [`BuildGrid::start_exec`] of `version`.
+    pub fn start_exec_on(version: Version, match_keys: &[&str]) -> BuildGrid {
+        BuildGrid::start_exec_with(match_keys, false, version)
+    }
+
+    /// [`BuildGrid::start_exec`] with the CAS on disk: [`BuildGrid::cas_object`] names a
+    /// blob's file, which a test may remove.
+    pub fn start_exec_on_disk(match_keys: &[&str]) -> BuildGrid {
+        BuildGrid::start_exec_with(match_keys, true, Version::V0_4)
+    }
+
+    fn start_exec_with(match_keys: &[&str], on_disk: bool, version: Version) -> BuildGrid {
         let pg = Postgres::start();
-        let out = Command::new(bgd()).args(["migrate", "apply"]).arg(pg.url()).output().unwrap();
+        let out = Command::new(version.bgd())
+            .args(["migrate", "apply"])
+            .arg(version.database_url(&pg))
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "bgd migrate apply failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut g = BuildGrid::start_with(Kind::Exec(&pg, match_keys));
+        let kind = if on_disk { Kind::ExecOnDisk(&pg, match_keys) } else { Kind::Exec(&pg, match_keys) };
+        let mut g = BuildGrid::start_with(kind, version);
         g.pg = Some(pg);
         g
     }
 
-    fn start_with(kind: Kind<'_>) -> BuildGrid {
+    fn start_with(kind: Kind<'_>, version: Version) -> BuildGrid {
         let dir = tempfile::Builder::new().prefix("gvbuildgrid").tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let d = dir.path().display();
@@ -142,6 +207,12 @@ impl BuildGrid {
         };
         let conf = match kind {
             Kind::Exec(_, keys) => exec_config(keys),
+            Kind::ExecOnDisk(_, keys) => {
+                let memory = "  - !lru-storage &cas\n    size: 2GB\n";
+                let text = exec_config(keys);
+                assert!(text.contains(memory), "the example's CAS is no longer `{memory}`");
+                text.replacen(memory, &format!("  - !disk-storage &cas\n    path: {d}/cas\n"), 1)
+            }
             _ => format!(
                 r#"server:
   - !channel
@@ -178,10 +249,10 @@ instances:
             c.arg("-c").arg(SHA1_LAUNCHER);
             c
         } else {
-            Command::new(bgd())
+            Command::new(version.bgd())
         };
-        if let Kind::Exec(pg, _) = &kind {
-            cmd.envs(exec_env(port, &pg.url()));
+        if let Kind::Exec(pg, _) | Kind::ExecOnDisk(pg, _) = &kind {
+            cmd.envs(exec_env(port, &version.database_url(pg)));
         }
         let child = cmd
             .args(["server", "start", "-vv"])
@@ -191,9 +262,9 @@ instances:
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start BuildGrid ({}): {e}", bgd().display()));
+            .unwrap_or_else(|e| panic!("cannot start BuildGrid ({}): {e}", version.bgd().display()));
         let tls = matches!(kind, Kind::Tls(_));
-        let mut g = BuildGrid { dir, port, child: Some(child), tls, pg: None };
+        let mut g = BuildGrid { dir, port, child: Some(child), tls, pg: None, version };
         // BuildGrid imports a great deal of Python before it listens: seconds, more on a busy machine.
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -228,6 +299,12 @@ instances:
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Where a disk CAS keeps the blob of SHA-256 `hash` (BuildGrid's `DiskStorage`:
+    /// `PATH/cas/objects/HH/REST`).
+    pub fn cas_object(&self, hash: &str) -> PathBuf {
+        self.dir.path().join("cas/cas/objects").join(&hash[..2]).join(&hash[2..])
     }
 
     pub fn log(&self) -> String {

@@ -94,6 +94,25 @@ impl Nginx {
         Nginx::start_with(Some(certs))
     }
 
+    /// Start the stopped server again, on its port and folder, with what it held.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Some(spawn(self.dir.path()));
+        self.wait_listening();
+    }
+
+    fn wait_listening(&self) {
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "nginx did not start listening; its error log:\n{}",
+                std::fs::read_to_string(self.dir.path().join("logs/error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn start_with(certs: Option<&Certs>) -> Nginx {
         let dir = tempfile::Builder::new().prefix("gvnginx").tempdir().unwrap();
         for sub in ["www/cache", "tmp", "logs"] {
@@ -145,28 +164,10 @@ http {{
 }}
 "
         );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(nginx_bin())
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start nginx ({}): {e}", nginx_bin().display()));
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = spawn(dir.path());
         let n = Nginx { dir, port, child: Some(child), tls: certs.is_some() };
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "nginx did not start listening; its error log:\n{}",
-                std::fs::read_to_string(n.dir.path().join("logs/error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        n.wait_listening();
         n
     }
 
@@ -217,4 +218,18 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// nginx on the config in folder `dir`.
+fn spawn(dir: &std::path::Path) -> std::process::Child {
+    Command::new(nginx_bin())
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-p")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start nginx ({}): {e}", nginx_bin().display()))
 }

@@ -28,6 +28,7 @@ use std::future::Future;
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
@@ -36,7 +37,8 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
-use super::{http, reapi, BlobReader, RemoteError, Store};
+use super::backoff::{self, Permit, Window};
+use super::{http, reapi, BlobReader, Body, RemoteError, Store};
 
 /// The batch limit when the server names none (0 means "no limit" in REAPI, but gRPC's
 /// default message limit of 4 MiB still holds): 4 MiB less room for the message's framing.
@@ -79,8 +81,11 @@ pub struct GrpcStore {
     batch_limit: u64,
     /// Numbers this process's uploads, for their resource names.
     uploads: AtomicU64,
-    /// Calls the server pushed back on (`RESOURCE_EXHAUSTED`) and that were made again.
+    /// Calls the server pushed back on (`RESOURCE_EXHAUSTED`, `UNAVAILABLE`) and that were
+    /// made again.
     pushbacks: AtomicU64,
+    /// How many calls may be in flight at once; narrowed while the server pushes back.
+    window: Arc<Window>,
 }
 
 /// The parts of a `grpc://` or `grpcs://` URL.
@@ -211,6 +216,7 @@ impl GrpcStore {
             batch_limit: DEFAULT_BATCH,
             uploads: AtomicU64::new(0),
             pushbacks: AtomicU64::new(0),
+            window: Window::new(),
         })
     }
 
@@ -326,13 +332,23 @@ impl GrpcStore {
     }
 
     /// A unary call made again while the server pushes back ([`super::backoff`]), within the
-    /// call's time budget; `make` builds the call afresh for each try.
+    /// call's time budget and the window; `make` builds the call afresh for each try.
     fn call_pushed<T, F: Future<Output = Result<tonic::Response<T>, Status>>>(
         &self,
         what: &str,
         mut make: impl FnMut() -> F,
     ) -> Result<T, RemoteError> {
-        super::backoff::retry(self.timeout, &self.pushbacks, || self.call(what, make()))
+        self.retry(|| self.call(what, make()))
+    }
+
+    /// `attempt` made again while the server pushes back, within the budget and the window.
+    fn retry<T>(&self, attempt: impl FnMut() -> Result<T, RemoteError>) -> Result<T, RemoteError> {
+        backoff::retry(self.timeout, &self.window, &self.pushbacks, attempt)
+    }
+
+    /// The calls this client may have in flight now (narrowed while the server pushes back).
+    pub fn window(&self) -> usize {
+        self.window.limit()
     }
 
     /// A call whose `NOT_FOUND` is a miss.
@@ -386,29 +402,45 @@ impl GrpcStore {
         format!("{}-{}-{}-{}-{}", &x[..8], &x[8..12], &x[12..16], &x[16..20], &x[20..])
     }
 
+    /// A `ByteStream.Read`, its first message in hand; the reader holds its place in the
+    /// window (the server serves the stream) until it is dropped.
     fn read_stream(&self, blob: &reapi::Digest) -> Result<Option<BlobReader>, RemoteError> {
         let size = blob.size_bytes.max(0) as u64;
-        let req = self.request(reapi::ReadRequest {
+        let msg = reapi::ReadRequest {
             resource_name: self.resource(&format!("blobs/{}/{size}", blob.hash)),
             read_offset: 0,
             read_limit: 0,
-        });
-        let mut client = self.bytestream();
-        let Some(stream) = self.call_found("ByteStream.Read", client.read(req))? else { return Ok(None) };
-        let mut reader = StreamReader {
-            handle: self.handle.clone(),
-            stream,
-            buf: Vec::new(),
-            pos: 0,
-            done: false,
-            timeout: self.timeout,
-            secrets: self.secrets.clone(),
         };
-        // A server may answer the call and send NOT_FOUND as the stream's first message.
-        match reader.next() {
-            Ok(()) => Ok(Some((Some(size), Box::new(reader)))),
-            Err(RemoteError::Grpc { code: "NOT_FOUND", .. }) => Ok(None),
-            Err(e) => Err(e),
+        let client = self.bytestream();
+        let started = backoff::retry_holding(self.timeout, &self.window, &self.pushbacks, || {
+            let (mut c, req) = (client.clone(), self.request(msg.clone()));
+            let Some(stream) = self.call_found("ByteStream.Read", async move { c.read(req).await })? else {
+                return Ok(None);
+            };
+            let mut reader = StreamReader {
+                handle: self.handle.clone(),
+                stream,
+                buf: Vec::new(),
+                pos: 0,
+                done: false,
+                timeout: self.timeout,
+                secrets: self.secrets.clone(),
+                _permit: None,
+            };
+            // A server may answer the call and send NOT_FOUND (or a pushback) as the stream's
+            // first message.
+            match reader.next() {
+                Ok(()) => Ok(Some(reader)),
+                Err(RemoteError::Grpc { code: "NOT_FOUND", .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })?;
+        match started {
+            (Some(mut reader), permit) => {
+                reader._permit = Some(permit);
+                Ok(Some((Some(size), Box::new(reader))))
+            }
+            (None, _) => Ok(None),
         }
     }
 
@@ -426,7 +458,7 @@ impl GrpcStore {
             let mut data = vec![0u8; want];
             if let Err(e) = body.read_exact(&mut data) {
                 call.abort();
-                return Err(RemoteError::Transport(format!("reading blob {} to upload it: {e}", blob.hash)));
+                return Err(super::read_error(blob, e));
             }
             let message = reapi::WriteRequest {
                 resource_name: if offset == 0 { name.clone() } else { String::new() },
@@ -468,6 +500,9 @@ impl GrpcStore {
 
 /// How long an execution waits before `waiting` is first told.
 const WAIT_NOTE: Duration = Duration::from_secs(30);
+/// The longest an execution's stream is held once the engine has pushed back (see
+/// [`GrpcStore::execute`]).
+const SLICE: Duration = Duration::from_secs(2);
 
 /// How an execution ended without a result.
 #[derive(Debug)]
@@ -478,6 +513,10 @@ pub enum ExecFailure {
     Refused { code: &'static str, message: String },
     /// Ctrl-C: the operation was left to the engine.
     Interrupted,
+    /// `FAILED_PRECONDITION` with `MISSING` violations: inputs the engine's CAS no longer has
+    /// (evicted after they were uploaded). Uploading them again and retrying can work; empty
+    /// when the engine named none.
+    Missing(Vec<reapi::Digest>),
 }
 
 impl GrpcStore {
@@ -506,17 +545,29 @@ impl GrpcStore {
         waiting: &dyn Fn(Duration, bool),
     ) -> Result<reapi::ExecuteResponse, ExecFailure> {
         const RESUMES: usize = 3;
-        let mut client = reapi::ExecutionClient::new(self.channel.clone())
+        let client = reapi::ExecutionClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        let req = self.request(reapi::ExecuteRequest {
+        let msg = reapi::ExecuteRequest {
             instance_name: self.instance.clone(),
             action_digest: Some(action.clone()),
             skip_cache_lookup,
             ..Default::default()
-        });
+        };
         let engine = |e: RemoteError| ExecFailure::Engine(e);
-        let mut stream = self.call("Execute", client.execute(req)).map_err(engine)?;
+        // A stream holds a place in the window while the action runs: an engine serves it with
+        // one of its threads all along. Once the engine has pushed back, a stream is held for
+        // [`SLICE`] at most, then dropped and taken up again with `WaitExecution` (the action
+        // goes on meanwhile), so that the engine's threads turn over: streams held for good
+        // could take every one of them and leave none for the workers' reports, which the
+        // actions wait on (a deadlock BuildGrid's default pool reaches).
+        let (mut stream, mut permit) =
+            backoff::retry_holding(self.timeout, &self.window, &self.pushbacks, || {
+                let (mut c, req) = (client.clone(), self.request(msg.clone()));
+                self.call("Execute", async move { c.execute(req).await })
+            })
+            .map_err(engine)?;
+        let mut held_since = std::time::Instant::now();
         let mut name = String::new();
         let mut resumes = 0;
         let started = std::time::Instant::now();
@@ -533,33 +584,44 @@ impl GrpcStore {
                 told += 1;
                 waiting(waited, queued);
             }
-            let next = bounded(&self.handle, Duration::from_millis(200), stream.message());
-            let broken = match next {
-                Err(_) => continue,
-                Ok(Ok(Some(op))) => {
-                    resumes = 0;
-                    name = op.name.clone();
-                    if op.done {
-                        return self.finished(op);
-                    }
-                    if let Some(m) = op.metadata.as_ref() {
-                        if let Ok(meta) = reapi::ExecuteOperationMetadata::decode(&m.value[..]) {
-                            queued = meta.stage <= reapi::execution_stage::Value::Queued as i32;
+            let turn_over =
+                !name.is_empty() && self.window.limit() < backoff::WIDEST && held_since.elapsed() >= SLICE;
+            if !turn_over {
+                let next = bounded(&self.handle, Duration::from_millis(200), stream.message());
+                let broken = match next {
+                    Err(_) => continue,
+                    Ok(Ok(Some(op))) => {
+                        resumes = 0;
+                        name = op.name.clone();
+                        if op.done {
+                            return self.finished(op);
                         }
+                        if let Some(m) = op.metadata.as_ref() {
+                            if let Ok(meta) = reapi::ExecuteOperationMetadata::decode(&m.value[..]) {
+                                queued = meta.stage <= reapi::execution_stage::Value::Queued as i32;
+                            }
+                        }
+                        continue;
                     }
-                    continue;
+                    Ok(Ok(None)) => {
+                        RemoteError::Transport("the Execute stream ended before the action was done".into())
+                    }
+                    Ok(Err(s)) => status_error(&s, &self.secrets),
+                };
+                resumes += 1;
+                if name.is_empty() || resumes > RESUMES {
+                    return Err(ExecFailure::Engine(broken));
                 }
-                Ok(Ok(None)) => {
-                    RemoteError::Transport("the Execute stream ended before the action was done".into())
-                }
-                Ok(Err(s)) => status_error(&s, &self.secrets),
-            };
-            resumes += 1;
-            if name.is_empty() || resumes > RESUMES {
-                return Err(ExecFailure::Engine(broken));
             }
-            let req = self.request(reapi::WaitExecutionRequest { name: name.clone() });
-            stream = self.call("WaitExecution", client.wait_execution(req)).map_err(engine)?;
+            drop(stream);
+            drop(permit);
+            let wait = reapi::WaitExecutionRequest { name: name.clone() };
+            (stream, permit) = backoff::retry_holding(self.timeout, &self.window, &self.pushbacks, || {
+                let (mut c, req) = (client.clone(), self.request(wait.clone()));
+                self.call("WaitExecution", async move { c.wait_execution(req).await })
+            })
+            .map_err(engine)?;
+            held_since = std::time::Instant::now();
         }
     }
 
@@ -593,16 +655,25 @@ impl GrpcStore {
             }
         };
         match &response.status {
+            Some(s) if s.code == Code::FailedPrecondition as i32 && names_missing(&s.details).is_some() => {
+                Err(ExecFailure::Missing(names_missing(&s.details).unwrap_or_default()))
+            }
             Some(s) if s.code != 0 => Err(refused(s.code, &s.message, &self.secrets)),
             _ => Ok(response),
         }
     }
 
-    /// Put blobs the engine lacks: `blobs` are (digest, where to read it).
-    pub fn upload_missing(&self, blobs: &[(reapi::Digest, BlobSource)]) -> Result<u64, RemoteError> {
+    /// Put blobs the engine lacks: `blobs` are (digest, where to read it). Those named in
+    /// `again` (the engine said it lost them) are put whatever `FindMissingBlobs` says.
+    pub fn upload_missing(
+        &self,
+        blobs: &[(reapi::Digest, BlobSource)],
+        again: &[reapi::Digest],
+    ) -> Result<u64, RemoteError> {
         let digests: Vec<reapi::Digest> = blobs.iter().map(|(d, _)| d.clone()).collect();
-        let missing: std::collections::HashSet<String> =
+        let mut missing: std::collections::HashSet<String> =
             self.find_missing(&digests)?.into_iter().map(|d| d.hash).collect();
+        missing.extend(again.iter().map(|d| d.hash.clone()));
         let mut sent = 0;
         let mut done = std::collections::HashSet::new();
         for (d, source) in blobs {
@@ -610,17 +681,29 @@ impl GrpcStore {
                 continue;
             }
             match source {
-                BlobSource::Bytes(b) => self.put_blob(d, &mut &b[..])?,
-                BlobSource::File(p) => {
-                    let mut f = std::fs::File::open(p)
-                        .map_err(|e| RemoteError::Transport(format!("cannot read {}: {e}", p.display())))?;
-                    self.put_blob(d, &mut f)?
-                }
+                BlobSource::Bytes(b) => self.put_blob(d, Body::Bytes(b))?,
+                BlobSource::File(p) => self.put_blob(d, Body::File(p))?,
             }
             sent += d.size_bytes.max(0) as u64;
         }
         Ok(sent)
     }
+}
+
+/// The blobs a status's `PreconditionFailure` details name `MISSING` (`blobs/HASH/SIZE`, as
+/// remote_execution.proto's `Execute` documents), or `None` when it names none.
+fn names_missing(details: &[reapi::Any]) -> Option<Vec<reapi::Digest>> {
+    let mut missing = Vec::new();
+    for any in details.iter().filter(|a| a.type_url == reapi::PRECONDITION_FAILURE_TYPE) {
+        let Ok(failure) = reapi::PreconditionFailure::decode(&any.value[..]) else { continue };
+        for v in failure.violations.iter().filter(|v| v.r#type == "MISSING") {
+            let digest = v.subject.strip_prefix("blobs/").and_then(|rest| rest.split_once('/')).and_then(
+                |(hash, size)| Some(reapi::Digest { hash: hash.to_string(), size_bytes: size.parse().ok()? }),
+            );
+            missing.extend(digest);
+        }
+    }
+    (!missing.is_empty()).then_some(missing)
 }
 
 /// Where an input blob's bytes are.
@@ -722,34 +805,41 @@ impl Store for GrpcStore {
             ..Default::default()
         };
         let cas = self.cas();
-        let answer = self.call_pushed("BatchReadBlobs", || {
+        // A blob's own status may push back too: it is part of the try.
+        self.retry(|| {
             let (mut c, req) = (cas.clone(), self.request(msg.clone()));
-            async move { c.batch_read_blobs(req).await }
-        })?;
-        let Some(r) =
-            answer.responses.into_iter().find(|r| r.digest.as_ref().is_some_and(|d| d.hash == blob.hash))
-        else {
-            return Err(RemoteError::Transport(format!(
-                "BatchReadBlobs answered without blob {}",
-                blob.hash
-            )));
-        };
-        match r.status {
-            Some(s) if s.code == Code::NotFound as i32 => Ok(None),
-            Some(s) if s.code != Code::Ok as i32 => Err(rpc_error(s.code, &s.message, &self.secrets)),
-            _ => Ok(Some((Some(r.data.len() as u64), Box::new(io::Cursor::new(r.data))))),
-        }
+            let answer = self.call("BatchReadBlobs", async move { c.batch_read_blobs(req).await })?;
+            let Some(r) =
+                answer.responses.into_iter().find(|r| r.digest.as_ref().is_some_and(|d| d.hash == blob.hash))
+            else {
+                return Err(RemoteError::Transport(format!(
+                    "BatchReadBlobs answered without blob {}",
+                    blob.hash
+                )));
+            };
+            match r.status {
+                Some(s) if s.code == Code::NotFound as i32 => Ok(None),
+                Some(s) if s.code != Code::Ok as i32 => Err(rpc_error(s.code, &s.message, &self.secrets)),
+                _ => Ok(Some((
+                    Some(r.data.len() as u64),
+                    Box::new(io::Cursor::new(r.data)) as Box<dyn Read + Send>,
+                ))),
+            }
+        })
     }
 
-    fn put_blob(&self, blob: &reapi::Digest, body: &mut dyn Read) -> Result<(), RemoteError> {
+    fn pressure(&self) -> (u64, usize) {
+        (self.pushbacks.load(std::sync::atomic::Ordering::Relaxed), self.window.narrowest())
+    }
+
+    fn put_blob(&self, blob: &reapi::Digest, body: Body<'_>) -> Result<(), RemoteError> {
         let size = blob.size_bytes.max(0) as u64;
         if size > self.batch_limit {
-            return self.write_stream(blob, body);
+            // Read afresh for each try.
+            return self.retry(|| self.write_stream(blob, &mut body.open(blob)?));
         }
         let mut data = Vec::with_capacity(size as usize);
-        body.take(size)
-            .read_to_end(&mut data)
-            .map_err(|e| RemoteError::Transport(format!("reading blob {} to upload it: {e}", blob.hash)))?;
+        body.open(blob)?.take(size).read_to_end(&mut data).map_err(|e| super::read_error(blob, e))?;
         let msg = reapi::BatchUpdateBlobsRequest {
             instance_name: self.instance.clone(),
             requests: vec![reapi::batch_update_blobs_request::Request {
@@ -760,14 +850,14 @@ impl Store for GrpcStore {
             ..Default::default()
         };
         let cas = self.cas();
-        let answer = self.call_pushed("BatchUpdateBlobs", || {
+        self.retry(|| {
             let (mut c, req) = (cas.clone(), self.request(msg.clone()));
-            async move { c.batch_update_blobs(req).await }
-        })?;
-        match answer.responses.into_iter().find_map(|r| r.status).filter(|s| s.code != Code::Ok as i32) {
-            Some(s) => Err(rpc_error(s.code, &s.message, &self.secrets)),
-            None => Ok(()),
-        }
+            let answer = self.call("BatchUpdateBlobs", async move { c.batch_update_blobs(req).await })?;
+            match answer.responses.into_iter().find_map(|r| r.status).filter(|s| s.code != Code::Ok as i32) {
+                Some(s) => Err(rpc_error(s.code, &s.message, &self.secrets)),
+                None => Ok(()),
+            }
+        })
     }
 }
 
@@ -781,6 +871,8 @@ struct StreamReader {
     done: bool,
     timeout: Duration,
     secrets: Secrets,
+    /// The stream's place in the client's window, given back when the reader is dropped.
+    _permit: Option<Permit>,
 }
 
 impl StreamReader {
@@ -830,9 +922,13 @@ fn timed_out(what: &str, timeout: Duration) -> RemoteError {
 
 /// A call's status as an error: its code's name and message, then the transport's cause (a
 /// refused connection says so only there).
+/// A call's failure: the server's status as [`RemoteError::Grpc`]; a failure of the client's
+/// own connection (refused, reset: tonic gives it as `UNAVAILABLE` with the transport error as
+/// its source) as [`RemoteError::Transport`], which is not a server asking to come back.
 fn status_error(s: &Status, secrets: &Secrets) -> RemoteError {
     let mut message = s.message().to_string();
     let mut source = std::error::Error::source(s);
+    let transport = source.is_some() && s.code() == Code::Unavailable;
     while let Some(e) = source {
         let text = e.to_string();
         if !message.contains(&text) {
@@ -842,6 +938,9 @@ fn status_error(s: &Status, secrets: &Secrets) -> RemoteError {
             message.push_str(&text);
         }
         source = e.source();
+    }
+    if transport {
+        return RemoteError::Transport(format!("gRPC status UNAVAILABLE: {}", secrets.blank(&message)));
     }
     RemoteError::Grpc { code: code_name(s.code()), message: secrets.blank(&message) }
 }

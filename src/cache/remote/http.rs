@@ -4,15 +4,20 @@
 //!
 //! Bodies stream both ways: a blob is read from its file as it is sent, and a download is
 //! handed to the caller as a reader, so memory stays bounded whatever the blob's size. A 404
-//! is a miss; every other failure is the server's, for [`super::Remote`] to count.
+//! is a miss; a 429 or 503 is the server asking to come back later (after its `Retry-After`,
+//! in seconds, when it names one), waited out within `--remote-timeout` with fewer requests in
+//! flight ([`super::backoff`]); every other failure is the server's, for [`super::Remote`] to
+//! count.
 
-use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
-use super::{reapi, BlobReader, RemoteError, Store};
+use super::backoff::{self, Window};
+use super::{reapi, BlobReader, Body, RemoteError, Store};
 
 /// Action entries are small; a bigger one is the server's mistake.
 const MAX_ACTION_BYTES: u64 = 64 << 20;
@@ -23,6 +28,10 @@ pub struct HttpStore {
     base: String,
     /// Sent with every request to `base`, never shown.
     headers: Vec<(String, String)>,
+    timeout: Duration,
+    /// How many requests may be in flight at once; narrowed while the server pushes back.
+    window: Arc<Window>,
+    pushbacks: AtomicU64,
 }
 
 /// How to reach the server.
@@ -57,9 +66,18 @@ impl HttpStore {
             // ureq's default of 3 idle ones, a restore of many small steps reconnected often.
             .max_idle_connections_per_host(32)
             .max_idle_connections(32)
+            // Statuses are read here: a 429's or 503's `Retry-After` is wanted.
+            .http_status_as_error(false)
             .build()
             .into();
-        Ok(HttpStore { agent, base: o.url.trim_end_matches('/').to_string(), headers: o.headers })
+        Ok(HttpStore {
+            agent,
+            base: o.url.trim_end_matches('/').to_string(),
+            headers: o.headers,
+            timeout: o.timeout,
+            window: Window::new(),
+            pushbacks: AtomicU64::new(0),
+        })
     }
 
     fn url(&self, kind: &str, name: &str) -> String {
@@ -73,31 +91,67 @@ impl HttpStore {
         req
     }
 
-    /// GET: the response body, or `None` for a 404.
-    fn get(&self, kind: &str, name: &str) -> Result<Option<ureq::http::Response<ureq::Body>>, RemoteError> {
-        match self.with_headers(self.agent.get(&self.url(kind, name))).call() {
-            Ok(resp) => Ok(Some(resp)),
-            Err(ureq::Error::StatusCode(404)) => Ok(None),
-            Err(e) => Err(error(e)),
-        }
+    /// `attempt` made again while the server pushes back, within the budget and the window.
+    fn retry<T>(&self, attempt: impl FnMut() -> Result<T, RemoteError>) -> Result<T, RemoteError> {
+        backoff::retry(self.timeout, &self.window, &self.pushbacks, attempt)
     }
 
-    fn put(&self, kind: &str, name: &str, size: u64, body: &mut dyn Read) -> Result<(), RemoteError> {
-        let req = self.with_headers(self.agent.put(&self.url(kind, name))).header("Content-Length", size);
-        match req.send(ureq::SendBody::from_reader(body)) {
-            Ok(mut resp) => {
-                // Read the (short) answer so the connection can be used again.
-                let _ = resp.body_mut().with_config().limit(1 << 16).read_to_vec();
-                Ok(())
+    /// GET: the response, or `None` for a 404.
+    fn get(&self, kind: &str, name: &str) -> Result<Option<ureq::http::Response<ureq::Body>>, RemoteError> {
+        self.retry(|| checked(self.with_headers(self.agent.get(&self.url(kind, name))).call()))
+    }
+
+    fn put(
+        &self,
+        kind: &str,
+        name: &str,
+        size: u64,
+        body: Body<'_>,
+        blob: &reapi::Digest,
+    ) -> Result<(), RemoteError> {
+        self.retry(|| {
+            let req = self.with_headers(self.agent.put(&self.url(kind, name))).header("Content-Length", size);
+            let mut reader = body.open(blob)?;
+            match checked(req.send(ureq::SendBody::from_reader(&mut reader))) {
+                Ok(Some(mut resp)) => {
+                    // Read the (short) answer so the connection can be used again.
+                    let _ = resp.body_mut().with_config().limit(1 << 16).read_to_vec();
+                    Ok(())
+                }
+                Ok(None) => Err(RemoteError::Status(404)),
+                Err(e) => Err(e),
             }
-            Err(e) => Err(error(e)),
+        })
+    }
+}
+
+/// A response by its status: a success, `None` for a 404, else the failure (429 and 503 as
+/// [`RemoteError::Busy`], with the `Retry-After` seconds when given).
+fn checked(
+    sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<Option<ureq::http::Response<ureq::Body>>, RemoteError> {
+    let resp = sent.map_err(error)?;
+    match resp.status().as_u16() {
+        200..=299 => Ok(Some(resp)),
+        404 => Ok(None),
+        status @ (429 | 503) => {
+            let after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            Err(RemoteError::Busy { status, after })
         }
+        status => Err(RemoteError::Status(status)),
     }
 }
 
 fn error(e: ureq::Error) -> RemoteError {
     match e {
         ureq::Error::StatusCode(s) => RemoteError::Status(s),
+        // A body that no longer has its digest says so (`read_error` finds it).
+        ureq::Error::Io(io) => super::read_error(&reapi::Digest::default(), io),
         // ureq's messages name the host and the cause, never a header.
         other => RemoteError::Transport(other.to_string()),
     }
@@ -116,15 +170,12 @@ impl Store for HttpStore {
     }
 
     fn put_action(&self, key: &reapi::Digest, body: &[u8]) -> Result<(), RemoteError> {
-        self.put("ac", &key.hash, body.len() as u64, &mut &body[..])
+        self.put("ac", &key.hash, body.len() as u64, Body::Bytes(body), key)
     }
 
     fn has_blob(&self, blob: &reapi::Digest) -> Result<bool, RemoteError> {
-        match self.with_headers(self.agent.head(&self.url("cas", &blob.hash))).call() {
-            Ok(_) => Ok(true),
-            Err(ureq::Error::StatusCode(404)) => Ok(false),
-            Err(e) => Err(error(e)),
-        }
+        self.retry(|| checked(self.with_headers(self.agent.head(&self.url("cas", &blob.hash))).call()))
+            .map(|r| r.is_some())
     }
 
     fn get_blob(&self, blob: &reapi::Digest) -> Result<Option<BlobReader>, RemoteError> {
@@ -133,8 +184,12 @@ impl Store for HttpStore {
         Ok(Some((body.content_length(), Box::new(body.into_reader()))))
     }
 
-    fn put_blob(&self, blob: &reapi::Digest, body: &mut dyn Read) -> Result<(), RemoteError> {
-        self.put("cas", &blob.hash, blob.size_bytes.max(0) as u64, body)
+    fn pressure(&self) -> (u64, usize) {
+        (self.pushbacks.load(std::sync::atomic::Ordering::Relaxed), self.window.narrowest())
+    }
+
+    fn put_blob(&self, blob: &reapi::Digest, body: Body<'_>) -> Result<(), RemoteError> {
+        self.put("cas", &blob.hash, blob.size_bytes.max(0) as u64, body, blob)
     }
 }
 

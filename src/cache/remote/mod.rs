@@ -33,6 +33,7 @@
 //! or another gRPC status, a truncated body, a 413) is counted; the step goes on locally, the build prints one warning at its end, and after
 //! [`GIVE_UP_AFTER`] failures gvbuild stops asking the server for the rest of the build.
 
+pub mod backlog;
 pub mod backoff;
 pub mod grpc;
 pub mod http;
@@ -76,28 +77,126 @@ pub type BlobReader = (Option<u64>, Box<dyn Read + Send>);
 
 /// A failure of the server or of the way to it (a 404 or a gRPC `NOT_FOUND` is no failure: it is
 /// `Ok(None)`).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoteError {
+    /// The way to the server failed (refused, reset, timed out), or its answer made no sense.
     Transport(String),
-    /// An HTTP status other than 404.
+    /// A local file read for an upload no longer has the digest it was keyed with (it changed
+    /// while the build ran): the client's problem, never the server's, and nothing was sent.
+    Changed(String),
+    /// An HTTP status other than 404 (and other than 429 and 503, which are [`RemoteError::Busy`]).
     Status(u16),
+    /// HTTP 429 or 503: the server asks to come back later, after `after` when it said
+    /// (`Retry-After` in seconds); [`backoff`] waits it out.
+    Busy { status: u16, after: Option<std::time::Duration> },
     /// A gRPC status other than `OK` and `NOT_FOUND`: its code's name (`UNAVAILABLE`) and the
     /// server's message.
-    Grpc {
-        code: &'static str,
-        message: String,
-    },
+    Grpc { code: &'static str, message: String },
 }
 
 impl fmt::Display for RemoteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RemoteError::Transport(m) => f.write_str(m),
+            RemoteError::Transport(m) | RemoteError::Changed(m) => f.write_str(m),
             RemoteError::Status(413) => f.write_str("HTTP status 413: the server refuses a body this big"),
             RemoteError::Status(s) => write!(f, "HTTP status {s}"),
+            RemoteError::Busy { status, after: Some(after) } => {
+                write!(f, "HTTP status {status} (busy; come back in {} s)", after.as_secs())
+            }
+            RemoteError::Busy { status, after: None } => write!(f, "HTTP status {status} (busy)"),
             RemoteError::Grpc { code, message } if message.is_empty() => write!(f, "gRPC status {code}"),
             RemoteError::Grpc { code, message } => write!(f, "gRPC status {code}: {message}"),
         }
+    }
+}
+
+/// A blob's bytes for an upload, read afresh for each try of it.
+#[derive(Clone, Copy)]
+pub enum Body<'a> {
+    Bytes(&'a [u8]),
+    /// A file, hashed as it is read: the read that would hand over its last byte fails instead
+    /// when the bytes are not the blob's (the file changed after it was hashed, or ended early),
+    /// so a file never reaches a server under a digest it does not have
+    /// ([`RemoteError::Changed`], through [`read_error`]).
+    File(&'a Path),
+}
+
+impl<'a> Body<'a> {
+    /// A reader of the bytes of `blob`, from the start.
+    pub fn open(self, blob: &reapi::Digest) -> Result<Box<dyn Read + Send + 'a>, RemoteError> {
+        match self {
+            Body::Bytes(b) => Ok(Box::new(b)),
+            Body::File(path) => {
+                let file = File::open(path)
+                    .map_err(|e| RemoteError::Transport(format!("cannot read {}: {e}", path.display())))?;
+                let mut want = [0u8; 32];
+                hex::decode_to_slice(&blob.hash, &mut want)
+                    .map_err(|e| RemoteError::Transport(format!("blob digest {}: {e}", blob.hash)))?;
+                Ok(Box::new(Checked {
+                    inner: file,
+                    path,
+                    hash: sha2::Sha256::new(),
+                    want,
+                    left: blob.size_bytes.max(0) as u64,
+                }))
+            }
+        }
+    }
+}
+
+/// [`Body::File`]'s reader.
+struct Checked<'a> {
+    inner: File,
+    path: &'a Path,
+    hash: sha2::Sha256,
+    want: [u8; 32],
+    left: u64,
+}
+
+/// The error a [`Checked`] read ends with.
+#[derive(Debug)]
+struct ChangedFile(String);
+
+impl fmt::Display for ChangedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ChangedFile {}
+
+impl Read for Checked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let room = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..room])?;
+        let changed = || {
+            std::io::Error::other(ChangedFile(format!(
+                "{} changed after it was hashed (it no longer has the digest it was keyed with); \
+                 nothing of it was uploaded: build again",
+                self.path.display()
+            )))
+        };
+        if n == 0 {
+            return Err(changed());
+        }
+        self.hash.update(&buf[..n]);
+        self.left -= n as u64;
+        if self.left == 0 && <[u8; 32]>::from(self.hash.clone().finalize()) != self.want {
+            return Err(changed());
+        }
+        Ok(n)
+    }
+}
+
+/// An error reading an upload's body: [`RemoteError::Changed`] when a [`Body::File`] no longer
+/// has its digest, else the read's failure.
+pub fn read_error(blob: &reapi::Digest, e: std::io::Error) -> RemoteError {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<ChangedFile>()) {
+        Some(ChangedFile(why)) => RemoteError::Changed(why.clone()),
+        None => RemoteError::Transport(format!("reading blob {} to upload it: {e}", blob.hash)),
     }
 }
 
@@ -121,8 +220,13 @@ pub trait Store: Send + Sync {
         Ok(missing)
     }
     fn get_blob(&self, blob: &reapi::Digest) -> Result<Option<BlobReader>, RemoteError>;
-    /// Send the blob, whose `size_bytes` bytes `body` yields.
-    fn put_blob(&self, blob: &reapi::Digest, body: &mut dyn Read) -> Result<(), RemoteError>;
+    /// Send the blob, whose `size_bytes` bytes `body` yields (opened again for a retry).
+    fn put_blob(&self, blob: &reapi::Digest, body: Body<'_>) -> Result<(), RemoteError>;
+    /// How hard the server pushed back so far: the calls made again, and the fewest calls the
+    /// client kept in flight ([`backoff::Window::narrowest`]).
+    fn pressure(&self) -> (u64, usize) {
+        (0, backoff::WIDEST)
+    }
 }
 
 /// A store shared by several owners (remote execution's engine is its cache too).
@@ -142,8 +246,11 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     fn get_blob(&self, blob: &reapi::Digest) -> Result<Option<BlobReader>, RemoteError> {
         (**self).get_blob(blob)
     }
-    fn put_blob(&self, blob: &reapi::Digest, body: &mut dyn Read) -> Result<(), RemoteError> {
+    fn put_blob(&self, blob: &reapi::Digest, body: Body<'_>) -> Result<(), RemoteError> {
         (**self).put_blob(blob, body)
+    }
+    fn pressure(&self) -> (u64, usize) {
+        (**self).pressure()
     }
 }
 
@@ -280,12 +387,16 @@ struct Inner {
     pending: AtomicUsize,
     /// Set by Ctrl-C: the queued uploads are dropped, not sent.
     cancelled: std::sync::atomic::AtomicBool,
+    /// What is owed to a written server from earlier builds, and what this one paid.
+    backlog: Option<backlog::Backlog>,
 }
 
 pub struct Remote {
     inner: Arc<Inner>,
     queue: Mutex<Option<SyncSender<Upload>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Queues the results earlier builds owe the server ([`backlog`]).
+    feeder: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Remote {
@@ -321,16 +432,52 @@ impl Remote {
                  grpcs:// URL (a REAPI server), got `{shown}`"
             ));
         };
-        let remote = Remote::with_store(store, shown, o.read_only, cache);
+        let backlog = (!o.read_only).then(|| backlog::Backlog::of(cache.root(), &shown));
+        let remote = Remote::build(store, shown, o.read_only, cache, backlog);
         if let Some(e) = unreachable {
             remote.inner.failed(&RemoteError::Transport(format!("asking its capabilities: {e}")));
             remote.inner.halted.store(true, Ordering::SeqCst);
+        } else {
+            remote.catch_up(cache);
         }
         Ok(remote)
     }
 
     /// A remote over any [`Store`].
     pub fn with_store(store: Box<dyn Store>, shown: String, read_only: bool, cache: &Cache) -> Remote {
+        Remote::build(store, shown, read_only, cache, None)
+    }
+
+    /// Queue, from a thread of its own, the uploads earlier builds owe the server: it takes
+    /// them as this build's own (they count as its pending uploads, and end up paid or owed).
+    fn catch_up(&self, cache: &Cache) {
+        let Some(tx) = self.queue.lock().ok().and_then(|q| q.clone()) else { return };
+        let (inner, cache) = (self.inner.clone(), cache.clone());
+        let spawned = std::thread::Builder::new().name("gvbuild-catch-up".into()).spawn(move || {
+            let Some(backlog) = inner.backlog.as_ref() else { return };
+            for job in backlog.owed(&cache) {
+                if inner.stopped() || inner.cancelled.load(Ordering::SeqCst) {
+                    return;
+                }
+                inner.pending.fetch_add(1, Ordering::SeqCst);
+                if tx.send(job).is_err() {
+                    inner.pending.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                }
+            }
+        });
+        if let (Ok(h), Ok(mut feeder)) = (spawned, self.feeder.lock()) {
+            *feeder = Some(h);
+        }
+    }
+
+    fn build(
+        store: Box<dyn Store>,
+        shown: String,
+        read_only: bool,
+        cache: &Cache,
+        backlog: Option<backlog::Backlog>,
+    ) -> Remote {
         let inner = Arc::new(Inner {
             store,
             shown,
@@ -345,6 +492,7 @@ impl Remote {
             bytes_up: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
             cancelled: std::sync::atomic::AtomicBool::new(false),
+            backlog,
         });
         let mut workers = Vec::new();
         let mut queue = None;
@@ -364,7 +512,7 @@ impl Remote {
                 queue = Some(tx);
             }
         }
-        Remote { inner, queue: Mutex::new(queue), workers: Mutex::new(workers) }
+        Remote { inner, queue: Mutex::new(queue), workers: Mutex::new(workers), feeder: Mutex::new(None) }
     }
 
     /// Whether the remote is written to.
@@ -408,13 +556,7 @@ impl Remote {
             return Fetched::Miss;
         }
         let got = inner.tree_of(cache, &result, outputs).and_then(|tree| {
-            let log =
-                match &result.stdout_digest {
-                    Some(d) => Some(inner.inline_or_download(d, &result.stdout_raw).and_then(|bytes| {
-                        cache.put_bytes(&bytes).map_err(|e| Failed::Local(e.to_string()))
-                    })?),
-                    None => None,
-                };
+            let log = inner.log_blob(cache, result.stdout_digest.as_ref(), &result.stdout_raw)?;
             Ok(ActionEntry::new(tree, log))
         });
         match got {
@@ -486,23 +628,35 @@ impl Remote {
         })
     }
 
-    /// A log blob (stdout, stderr) of at most 64 MiB, verified; `raw` when the result inlined it.
-    pub fn log_bytes(&self, digest: Option<&reapi::Digest>, raw: &[u8]) -> Result<Vec<u8>, String> {
-        match digest {
-            _ if !raw.is_empty() => Ok(raw.to_vec()),
-            None => Ok(Vec::new()),
-            Some(d) => self.inner.download_small(d).map_err(|e| match e {
-                Failed::Missing => format!("the log blob {} is not in the engine's CAS", d.hash),
-                Failed::Server(e) => e.to_string(),
-                Failed::Bad(what) | Failed::Local(what) => what,
-            }),
-        }
+    /// A log (stdout, stderr) into the local cache, verified, whatever its size (it streams
+    /// to disk, never into memory): `raw` when the result inlined it. `Ok(None)` when the
+    /// result names none.
+    pub fn log_blob(
+        &self,
+        cache: &Cache,
+        digest: Option<&reapi::Digest>,
+        raw: &[u8],
+    ) -> Result<Option<Digest>, String> {
+        self.inner.log_blob(cache, digest, raw).map_err(|e| match e {
+            Failed::Missing => {
+                format!("the log blob {} is not in the engine's CAS", digest.map_or("", |d| d.hash.as_str()))
+            }
+            Failed::Server(e) => e.to_string(),
+            Failed::Bad(what) | Failed::Local(what) => what,
+        })
     }
 
     /// Queue a stored result for upload (nothing for a read-only remote, or once the server
     /// has failed too often). Blocks while the queue is full.
     pub fn enqueue(&self, job: Upload) {
-        if self.inner.read_only || self.inner.stopped() {
+        if self.inner.read_only {
+            return;
+        }
+        // Owed until an upload goes through: a later build pays it if this one cannot.
+        if let Some(backlog) = &self.inner.backlog {
+            backlog.owe(&job);
+        }
+        if self.inner.stopped() {
             return;
         }
         let Ok(queue) = self.queue.lock() else { return };
@@ -519,6 +673,12 @@ impl Remote {
         self.inner.cancelled.store(true, Ordering::SeqCst);
     }
 
+    /// A line for the user when the server pushed back during the build.
+    pub fn busy_note(&self) -> Option<String> {
+        let (pushbacks, narrowest) = self.inner.store.pressure();
+        backoff::busy_note(&format!("the remote cache {}", self.inner.shown), pushbacks, narrowest)
+    }
+
     /// Wait for the uploads, save the counters, and return the warnings for the user: at most
     /// one for the server's failures, one for local trouble. `waiting` is told once, with a
     /// line to show, when uploads are still going.
@@ -531,6 +691,9 @@ impl Remote {
                 inner.shown
             ));
         }
+        if let Some(feeder) = self.feeder.lock().ok().and_then(|mut f| f.take()) {
+            let _ = feeder.join();
+        }
         if let Ok(mut q) = self.queue.lock() {
             q.take();
         }
@@ -538,6 +701,9 @@ impl Remote {
             for w in workers.drain(..) {
                 let _ = w.join();
             }
+        }
+        if let Some(backlog) = &inner.backlog {
+            backlog.settle();
         }
         let failures = inner.failures.load(Ordering::SeqCst);
         let mut warnings = Vec::new();
@@ -751,6 +917,23 @@ impl Inner {
         }
     }
 
+    /// A log blob into the local cache: `inline` verified when the digest is given, else
+    /// streamed from the server like an output file (no size limit: a log is data).
+    fn log_blob(
+        &self,
+        cache: &Cache,
+        d: Option<&reapi::Digest>,
+        inline: &[u8],
+    ) -> Result<Option<Digest>, Failed> {
+        let bytes = match (d, inline.is_empty()) {
+            (None, true) => return Ok(None),
+            (Some(d), true) => return self.download(cache, d).map(|(b3, _)| Some(b3)),
+            (Some(d), false) => self.inline_or_download(d, inline)?,
+            (None, false) => inline.to_vec(),
+        };
+        cache.put_bytes(&bytes).map(Some).map_err(|e| Failed::Local(e.to_string()))
+    }
+
     /// A small blob's bytes: `inline` (what an entry carries beside the digest) when it is
     /// there, verified against the digest like a download (a mismatch is refused, never used),
     /// else downloaded.
@@ -766,6 +949,8 @@ impl Inner {
                 d.hash
             )));
         }
+        // They came from the server, inside the entry: counted as a download's are.
+        self.bytes_down.fetch_add(size, Ordering::Relaxed);
         Ok(inline.to_vec())
     }
 
@@ -941,9 +1126,19 @@ fn upload_loop(inner: &Inner, rx: &Mutex<Receiver<Upload>>, cache: &Cache) {
         let Ok(job) = job else { return };
         if !inner.stopped() && !inner.cancelled.load(Ordering::SeqCst) {
             match upload(inner, cache, &job) {
-                Ok(()) => {}
+                Ok(()) => {
+                    if let Some(backlog) = &inner.backlog {
+                        backlog.paid(job.key);
+                    }
+                }
                 Err(Failed::Server(e)) => inner.failed(&e),
-                Err(Failed::Local(e)) | Err(Failed::Bad(e)) => inner.local_problem(e),
+                Err(Failed::Local(e)) | Err(Failed::Bad(e)) => {
+                    // Trying again would not help: no longer owed.
+                    if let Some(backlog) = &inner.backlog {
+                        backlog.paid(job.key);
+                    }
+                    inner.local_problem(e)
+                }
                 Err(Failed::Missing) => {}
             }
         }
@@ -990,14 +1185,14 @@ fn send_blobs(inner: &Inner, blobs: Vec<Blob>) -> Result<(), Failed> {
     for b in blobs.into_iter().filter(|b| missing.contains(&b.digest.hash)) {
         let size = b.digest.size_bytes as u64;
         match b.source {
-            Source::Bytes(bytes) => inner.store.put_blob(&b.digest, &mut &bytes[..]),
-            Source::File(path) => {
-                let mut f = File::open(&path)
-                    .map_err(|e| Failed::Local(format!("cannot read {}: {e}", path.display())))?;
-                inner.store.put_blob(&b.digest, &mut f)
-            }
+            Source::Bytes(bytes) => inner.store.put_blob(&b.digest, Body::Bytes(&bytes)),
+            Source::File(path) => inner.store.put_blob(&b.digest, Body::File(&path)),
         }
-        .map_err(Failed::Server)?;
+        .map_err(|e| match e {
+            // A blob of the local cache that no longer has its digest is never shared.
+            RemoteError::Changed(why) => Failed::Local(why),
+            e => Failed::Server(e),
+        })?;
         inner.bytes_up.fetch_add(size, Ordering::Relaxed);
     }
     Ok(())
@@ -1169,9 +1364,9 @@ mod tests {
             Ok(body
                 .map(|b| (Some(b.len() as u64), Box::new(std::io::Cursor::new(b)) as Box<dyn Read + Send>)))
         }
-        fn put_blob(&self, blob: &reapi::Digest, body: &mut dyn Read) -> Result<(), RemoteError> {
+        fn put_blob(&self, blob: &reapi::Digest, body: Body<'_>) -> Result<(), RemoteError> {
             let mut bytes = Vec::new();
-            body.read_to_end(&mut bytes).map_err(|e| RemoteError::Transport(e.to_string()))?;
+            body.open(blob)?.read_to_end(&mut bytes).map_err(|e| read_error(blob, e))?;
             self.0.lock().unwrap().insert(format!("cas/{}", blob.hash), bytes);
             Ok(())
         }

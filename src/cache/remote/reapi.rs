@@ -37,3 +37,27 @@ pub use bazel_remote_apis::build::bazel::remote::execution::v2::{
 };
 pub use bazel_remote_apis::google::protobuf::{Any, Duration as ProtoDuration, Timestamp};
 pub use bazel_remote_apis::google::rpc::Status as RpcStatus;
+
+/// The detail of a `FAILED_PRECONDITION` that names missing inputs (REAPI's convention: an
+/// `ExecuteResponse.status` whose details hold one, with a `MISSING` violation per blob).
+pub const PRECONDITION_FAILURE_TYPE: &str = "type.googleapis.com/google.rpc.PreconditionFailure";
+
+/// `google.rpc.PreconditionFailure` (error_details.proto).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PreconditionFailure {
+    #[prost(message, repeated, tag = "1")]
+    pub violations: Vec<Violation>,
+}
+
+/// `google.rpc.PreconditionFailure.Violation`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Violation {
+    /// `MISSING` for a blob the CAS lacks.
+    #[prost(string, tag = "1")]
+    pub r#type: String,
+    /// `blobs/HASH/SIZE`.
+    #[prost(string, tag = "2")]
+    pub subject: String,
+    #[prost(string, tag = "3")]
+    pub description: String,
+}
