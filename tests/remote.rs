@@ -1223,3 +1223,94 @@ fn a_grpc_server_that_never_answers_times_out_and_the_build_goes_on() {
     assert!(w[0].contains("no answer within 1 s"), "{w:?}");
     assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
 }
+
+// Issue 20 (load): four clones build the 300-step graph at once against one cache-only
+// BuildGrid with BuildGrid's smallest pool (5), and a fifth builds on a local cache that
+// `gvbuild cache gc --max-size 0` empties over and over beside it. Every build is right (its
+// outputs equal a local build's), warns of nothing, and a later clone with an empty local
+// cache restores all 300 steps from the server.
+#[test]
+#[cfg_attr(
+    gvbuild_no_reapi_python,
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON, a venv with BuildGrid (CI sets it up)"
+)]
+fn four_clones_at_once_on_a_small_buildgrid_and_gc_beside_a_build_all_build_right() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = BuildGrid::start_pool(Version::V0_4, 5);
+    let reference = Project::new();
+    let out = std::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/gen.py"))
+        .args(["--layers", "10", "--width", "30"])
+        .arg(reference.root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gen.py: {}", String::from_utf8_lossy(&out.stderr));
+    let clone = || {
+        let p = Project::new();
+        copy_tree(reference.root(), p.root());
+        p
+    };
+    let tree = |p: &Project| -> BTreeMap<String, Vec<u8>> {
+        fs::read_dir(p.path("out"))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), fs::read(e.path()).unwrap()))
+            .collect()
+    };
+    let clones: Vec<Project> = (0..5).map(|_| clone()).collect();
+    reference.build(&[]);
+    let want = tree(&reference);
+    assert_eq!(want.keys().filter(|k| k.ends_with(".txt")).count(), 300);
+    let url = server.url();
+    let stop_gc = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let builds: Vec<_> = clones.iter().map(|p| s.spawn(|| with_remote(p, &url, &["-j2"]))).collect();
+        // The fifth clone's local cache, emptied while it builds.
+        let gc_cache = clones[4].cache.path().to_path_buf();
+        let stop_gc = &stop_gc;
+        let gc = s.spawn(move || {
+            let mut runs = 0;
+            while !stop_gc.load(Ordering::SeqCst) {
+                let st = std::process::Command::new(crate::support::bin())
+                    .args(["cache", "gc", "--max-size", "0", "--cache-dir"])
+                    .arg(&gc_cache)
+                    .output()
+                    .unwrap();
+                assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+                runs += 1;
+            }
+            runs
+        });
+        let results: Vec<_> = builds.into_iter().map(|b| b.join()).collect();
+        stop_gc.store(true, Ordering::SeqCst);
+        assert!(gc.join().unwrap() > 0);
+        for (i, r) in results.into_iter().enumerate() {
+            let (run, built) = r.unwrap();
+            let run = run.success();
+            assert!(warnings(&run).is_empty(), "clone {i}: {}", run.stderr());
+            assert_eq!(built.ran().len() + built.restored().len(), 300, "clone {i}");
+        }
+    });
+    for (i, p) in clones.iter().enumerate() {
+        assert!(tree(p) == want, "clone {i}'s outputs differ from a local build's");
+    }
+    let later = clone();
+    let (run, built) = with_remote(&later, &url, &[]);
+    run.success();
+    assert!(built.ran().is_empty(), "{:?}", built.ran());
+    assert_eq!(built.restored().len(), 300);
+    assert!(tree(&later) == want);
+}
+
+// Regression (issue 20): `-q` still printed "waiting for N upload(s)" (and now the busy line);
+// -q prints failures only.
+#[test]
+fn quiet_prints_nothing_about_uploads_or_a_busy_server() {
+    let server = BadServer::start(Mode::Busy(429, None));
+    let p = project();
+    let (run, built) = with_remote(&p, &server.url(), &["-q", "-j1"]);
+    let run = run.success();
+    assert_eq!(built.ran().len(), 4);
+    assert!(!server.stored().is_empty(), "the uploads happened");
+    assert_eq!(run.stderr(), "", "-q printed something");
+}

@@ -90,7 +90,11 @@ impl Backlog {
             .into_iter()
             .filter(|o| seen.insert(o.key))
             .filter_map(|o| {
-                let entry = cache.get_entry(&o.key)?;
+                let Some(entry) = cache.get_entry(&o.key) else {
+                    // Collected by `cache gc` meanwhile: nothing left to pay.
+                    self.paid(o.key);
+                    return None;
+                };
                 let deps = o.first.map(|first| (first, cache.get_dep_lists(&first)));
                 Some(Upload { key: o.key, outputs: o.outputs, entry, platform: o.platform, deps })
             })

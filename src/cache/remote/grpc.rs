@@ -224,9 +224,7 @@ impl GrpcStore {
     /// gvbuild cannot use: no cache, or no SHA-256); the inner one, the server failing to
     /// answer, which the build survives.
     pub fn check(&mut self, shown: &str) -> Result<Result<(), RemoteError>, String> {
-        let req = self.request(reapi::GetCapabilitiesRequest { instance_name: self.instance.clone() });
-        let mut client = reapi::CapabilitiesClient::new(self.channel.clone());
-        let caps = match self.call("GetCapabilities", client.get_capabilities(req)) {
+        let caps = match self.capabilities() {
             Ok(caps) => caps,
             Err(e) => return Ok(Err(e)),
         };
@@ -254,6 +252,16 @@ impl GrpcStore {
             n => (n as u64).min(MAX_BATCH),
         };
         Ok(Ok(()))
+    }
+
+    /// `GetCapabilities`, waited out while the server pushes back.
+    fn capabilities(&self) -> Result<reapi::ServerCapabilities, RemoteError> {
+        let msg = reapi::GetCapabilitiesRequest { instance_name: self.instance.clone() };
+        let client = reapi::CapabilitiesClient::new(self.channel.clone());
+        self.call_pushed("GetCapabilities", || {
+            let (mut c, req) = (client.clone(), self.request(msg.clone()));
+            async move { c.get_capabilities(req).await }
+        })
     }
 
     /// The REAPI instance name the URL named (may be empty).
@@ -523,9 +531,7 @@ impl GrpcStore {
     /// Whether the engine executes (its capabilities' `execution_capabilities.exec_enabled`,
     /// and SHA-256 as its digest function). `Err` is the engine failing to answer.
     pub fn exec_enabled(&self) -> Result<bool, RemoteError> {
-        let req = self.request(reapi::GetCapabilitiesRequest { instance_name: self.instance.clone() });
-        let mut client = reapi::CapabilitiesClient::new(self.channel.clone());
-        let caps = self.call("GetCapabilities", client.get_capabilities(req))?;
+        let caps = self.capabilities()?;
         let sha256 = reapi::digest_function::Value::Sha256 as i32;
         Ok(caps.execution_capabilities.is_some_and(|e| e.exec_enabled && e.digest_function == sha256))
     }

@@ -9,7 +9,8 @@ pub use bazel_remote_apis::build::bazel::remote::execution::v2::{
     execution_client::ExecutionClient, platform, Action, ActionResult, BatchReadBlobsRequest,
     BatchUpdateBlobsRequest, Command, Digest, Directory, DirectoryNode, ExecuteRequest, ExecuteResponse,
     FileNode, FindMissingBlobsRequest, GetActionResultRequest, GetCapabilitiesRequest, OutputDirectory,
-    OutputFile, OutputSymlink, Platform, SymlinkNode, Tree, UpdateActionResultRequest, WaitExecutionRequest,
+    OutputFile, OutputSymlink, Platform, ServerCapabilities, SymlinkNode, Tree, UpdateActionResultRequest,
+    WaitExecutionRequest,
 };
 pub use bazel_remote_apis::build::bazel::remote::execution::v2::{execution_stage, ExecuteOperationMetadata};
 pub use bazel_remote_apis::google::bytestream::{
