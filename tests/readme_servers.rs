@@ -198,8 +198,9 @@ fn buildgrid_exec_blocks(version: Version) {
         stop_pg();
     }
     pg.ok();
+    env.push(("BGD_RUN", clone.path("run").display().to_string()));
     let ran = clone.run("buildgrid-exec", &env, &[bgd_dir]);
-    let worker_log = std::fs::read_to_string(clone.path("worker.log")).unwrap_or_default();
+    let worker_log = std::fs::read_to_string(clone.path("run/worker.log")).unwrap_or_default();
     ran.stop();
     stop_pg();
     ran.ok();
