@@ -422,24 +422,13 @@ impl RemoteExec {
             }
         }
         // A link below a link shipped as one travels inside what that one leads to.
-        let nested: Vec<&str> = links
-            .keys()
-            .filter(|l| {
-                std::iter::successors(Some(**l), |p| p.rsplit_once('/').map(|(dir, _)| dir))
-                    .skip(1)
-                    .any(|a| links.contains_key(a))
-            })
-            .copied()
-            .collect();
+        let nested: Vec<&str> =
+            links.keys().filter(|l| and_above(l).skip(1).any(|a| links.contains_key(a))).copied().collect();
         for l in nested {
             links.remove(l);
         }
         // Whether `p` is, or is below, a path shipped as a symlink.
-        let through_link = |p: &str| {
-            !links.is_empty()
-                && std::iter::successors(Some(p), |p| p.rsplit_once('/').map(|(dir, _)| dir))
-                    .any(|a| links.contains_key(a))
-        };
+        let through_link = |p: &str| !links.is_empty() && and_above(p).any(|a| links.contains_key(a));
         for (p, id) in &parts.inputs {
             if p.ends_with(" (link)") {
                 continue;
@@ -572,6 +561,11 @@ impl RemoteExec {
         }
         Ok(sha)
     }
+}
+
+/// Project path `p`, then each folder above it (`a/b/c`, `a/b`, `a`).
+fn and_above(p: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(p), |p| p.rsplit_once('/').map(|(dir, _)| dir))
 }
 
 /// The folder part of project path `p` (`.` for a name at the top).
