@@ -40,6 +40,7 @@ pub mod fsutil;
 pub mod graph;
 pub mod inspect;
 pub mod jobs;
+pub mod paths;
 pub mod steps;
 mod sys;
 pub mod tfs;

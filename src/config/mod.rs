@@ -29,6 +29,8 @@ pub use self::raw::RestoreMode;
 use self::raw::{RawFile, RawTarget};
 use self::read::{At, FromNode, Reader, Strings};
 use crate::diag::{suggest, Source, Span};
+use crate::paths::PathSpec;
+use crate::paths::{is_glob, normalize_abs, normalize_rel, relative_to};
 
 /// A validated gevulot.yaml.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,18 +48,6 @@ pub struct Project {
 /// every engine's configuration and a command line can carry.
 pub fn is_platform_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b'=')
-}
-
-/// A path as written in `inputs` or `outputs`, normalised.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PathSpec {
-    /// Project-relative (no `.`/`..`, `/`-separated) or, for system inputs, absolute.
-    pub path: String,
-    /// The path contains glob characters (`*?[{`).
-    pub glob: bool,
-    /// Only validation (before the graph is cached) points at paths.
-    #[serde(skip)]
-    pub span: Span,
 }
 
 /// A dependency name and where it was written.
@@ -1495,73 +1485,8 @@ impl Validator<'_> {
     }
 }
 
-/// `to` (project-relative) as seen from the folder `from` (project-relative).
-pub fn relative_to(to: &str, from: &str) -> String {
-    let to: Vec<&str> = to.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-    let from: Vec<&str> = from.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-    let common = to.iter().zip(&from).take_while(|(a, b)| a == b).count();
-    let mut parts: Vec<&str> = vec![".."; from.len() - common];
-    parts.extend(&to[common..]);
-    if parts.is_empty() {
-        ".".into()
-    } else {
-        parts.join("/")
-    }
-}
-
-pub fn is_glob(path: &str) -> bool {
-    path.contains(['*', '?', '[', '{'])
-}
-
-/// Normalise a relative path: drop `.` and empty parts, resolve `..`; `None` if it climbs out.
 /// Whether environment variable `name` carries gvbuild's remote credentials
 /// (`GVBUILD_REMOTE_HEADER`, `GVBUILD_REMOTE_HEADER_1`, ...), which no step may be handed.
 pub fn is_credential(name: &str) -> bool {
     name.starts_with("GVBUILD_REMOTE_HEADER")
-}
-
-pub fn normalize_rel(path: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            p => parts.push(p),
-        }
-    }
-    if parts.is_empty() {
-        return Some(".".into());
-    }
-    Some(parts.join("/"))
-}
-
-/// An absolute path cleaned as Go's `path.Clean` cleans it: `.` and empty components dropped,
-/// `..` taken back, never above `/`.
-pub fn normalize_abs(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normalizes_relative_paths() {
-        assert_eq!(normalize_rel("./a//b/../c/").as_deref(), Some("a/c"));
-        assert_eq!(normalize_rel("a/.."), Some(".".into()));
-        assert_eq!(normalize_rel("../x"), None);
-        assert_eq!(normalize_rel("a/../../x"), None);
-    }
 }

@@ -414,7 +414,7 @@ impl RemoteExec {
             let dangling =
                 !parts.inputs.contains_key(link) && !parts.inputs.contains_key(&format!("{link} (folder)"));
             let inside = !text.starts_with('/')
-                && crate::config::normalize_rel(&format!("{}/{text}", parent_of(link))).is_some_and(|to| {
+                && crate::paths::normalize_rel(&format!("{}/{text}", parent_of(link))).is_some_and(|to| {
                     to != "." && to != link && !to.starts_with(&format!("{link}/")) && keyed(&to)
                 });
             if dangling || inside {

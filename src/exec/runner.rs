@@ -350,10 +350,11 @@ fn key_inputs(ctx: &Ctx, t: &Target, step: &Step) -> Result<BTreeMap<String, Fil
 fn native_image_facts(ctx: &Ctx, im: &ImageSpec, ids: &mut BTreeMap<String, FileId>) -> Result<(), String> {
     let fact = |what: &[u8]| FileId { digest: *blake3::hash(what).as_bytes(), exec: false, size: 0 };
     let root = ctx.root.join(&im.root);
-    let walker =
-        walkdir::WalkDir::new(&root).min_depth(1).sort_by_file_name().into_iter().filter_entry(|e| {
-            !(e.file_type().is_dir() && inputs::SKIP_DIRS.iter().any(|s| e.file_name() == *s))
-        });
+    let walker = walkdir::WalkDir::new(&root)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| !(e.file_type().is_dir() && crate::paths::is_skipped_dir(e.file_name())));
     for e in walker {
         let e = e.map_err(|e| format!("cannot read the image root {}: {e}", im.root))?;
         let Ok(rel) = e.path().strip_prefix(&ctx.root) else { continue };
@@ -376,7 +377,7 @@ fn native_image_facts(ctx: &Ctx, im: &ImageSpec, ids: &mut BTreeMap<String, File
         let dirs =
             m.klib_dir.iter().map(|d| Path::new(&im.root).join(d)).chain([Path::new(release).join("klibs")]);
         for dir in dirs {
-            let rel = crate::config::normalize_rel(&dir.join(k).to_string_lossy()).unwrap_or_default();
+            let rel = crate::paths::normalize_rel(&dir.join(k).to_string_lossy()).unwrap_or_default();
             let abs = ctx.root.join(&rel);
             let id = match fs::metadata(&abs) {
                 Ok(meta) if meta.is_file() => ctx.stat.file_id_with_meta(&rel, &abs, &(&meta).into()).ok(),
@@ -1337,18 +1338,18 @@ fn store_local(
 fn project_path(root: &Path, p: &str) -> Option<String> {
     if p.starts_with('/') {
         if let Ok(rel) = Path::new(p).strip_prefix(root) {
-            return crate::config::normalize_rel(rel.to_str()?);
+            return crate::paths::normalize_rel(rel.to_str()?);
         }
         return Some(p.to_string());
     }
-    match crate::config::normalize_rel(p) {
+    match crate::paths::normalize_rel(p) {
         Some(r) => Some(r),
         // A relative path out of the project (../sibling/x.h): key it by absolute path.
         None => {
             let canon = fs::canonicalize(root.join(p)).ok()?;
             let croot = fs::canonicalize(root).ok()?;
             match canon.strip_prefix(&croot) {
-                Ok(rel) => crate::config::normalize_rel(rel.to_str()?),
+                Ok(rel) => crate::paths::normalize_rel(rel.to_str()?),
                 Err(_) => canon.to_str().map(str::to_string),
             }
         }

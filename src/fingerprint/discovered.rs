@@ -188,7 +188,7 @@ pub fn identities(
         let d = if d.starts_with('/') {
             Cow::Borrowed(d)
         } else {
-            crate::config::normalize_rel(d).map_or(Cow::Borrowed(d), Cow::Owned)
+            crate::paths::normalize_rel(d).map_or(Cow::Borrowed(d), Cow::Owned)
         };
         dirs.insert(d);
     }

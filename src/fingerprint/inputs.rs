@@ -8,10 +8,7 @@ use std::path::Path;
 use walkdir::WalkDir;
 
 use super::hash::{abs_of, FileId, StatCache};
-use crate::config::PathSpec;
-
-/// Folders never walked into: the state folder and version control.
-pub const SKIP_DIRS: &[&str] = &[".gvbuild", ".git"];
+use crate::paths::PathSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -105,7 +102,7 @@ fn glob_base(pattern: &str) -> &str {
     let mut end = 0;
     let mut pos = 0;
     for part in pattern.split('/') {
-        if crate::config::is_glob(part) {
+        if crate::paths::is_glob(part) {
             break;
         }
         end = pos + part.len();
@@ -154,7 +151,7 @@ fn walk(
     out: &mut BTreeMap<String, FileId>,
 ) -> Result<(), InputError> {
     let walker = WalkDir::new(abs).follow_links(true).sort_by_file_name().into_iter().filter_entry(|e| {
-        e.depth() == 0 || !(e.file_type().is_dir() && SKIP_DIRS.iter().any(|s| e.file_name() == *s))
+        e.depth() == 0 || !(e.file_type().is_dir() && crate::paths::is_skipped_dir(e.file_name()))
     });
     let key_of = |path: &Path| -> Result<String, InputError> {
         let Ok(rel) = path.strip_prefix(abs) else {

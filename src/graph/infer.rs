@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use crate::config::is_glob;
+use crate::paths::is_glob;
 
 /// Every declared output by path: (target, index of the output in that target's outputs).
 pub type Owners<'a> = BTreeMap<&'a str, (usize, usize)>;

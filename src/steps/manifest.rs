@@ -194,7 +194,7 @@ fn ops_meaning(m: &Manifest, root: &str, into: &str) -> Vec<(&'static str, Strin
     let root_prefix = format!("{}/", root.trim_end_matches('/'));
     for host in m.map_dirs.keys() {
         let joined = if into_dir.is_empty() { host.clone() } else { format!("{into_dir}/{host}") };
-        let dir = crate::config::normalize_rel(&joined)
+        let dir = crate::paths::normalize_rel(&joined)
             .map(|c| c.rsplit_once('/').map(|(d, _)| format!("{d}/")).unwrap_or_default());
         if host.starts_with('/') || !dir.is_some_and(|d| d.starts_with(&root_prefix)) {
             problems.push((

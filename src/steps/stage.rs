@@ -150,7 +150,7 @@ fn fill(root: &Path, spec: &StageSpec, staging: &Path) -> Result<Staged, String>
 
 /// The files and folders a `from` names (a path, or a glob over project files).
 fn matches(root: &Path, from: &str) -> Result<Vec<PathBuf>, String> {
-    if !crate::config::is_glob(from) {
+    if !crate::paths::is_glob(from) {
         let p = root.join(from);
         return Ok(if fs::symlink_metadata(&p).is_ok() { vec![p] } else { Vec::new() });
     }
@@ -160,7 +160,7 @@ fn matches(root: &Path, from: &str) -> Result<Vec<PathBuf>, String> {
         .map_err(|e| format!("`{from}` is not a valid glob: {e}"))?
         .compile_matcher();
     let base: String =
-        from.split('/').take_while(|c| !crate::config::is_glob(c)).collect::<Vec<_>>().join("/");
+        from.split('/').take_while(|c| !crate::paths::is_glob(c)).collect::<Vec<_>>().join("/");
     let base_abs = if base.is_empty() { root.to_path_buf() } else { root.join(&base) };
     let mut out = Vec::new();
     if fs::symlink_metadata(&base_abs).is_err() {
@@ -192,10 +192,7 @@ fn walk(dir: &Path, follow: bool) -> impl Iterator<Item = Result<walkdir::DirEnt
         .sort_by_file_name()
         .min_depth(1)
         .into_iter()
-        .filter_entry(|e| {
-            !(e.file_type().is_dir()
-                && crate::fingerprint::inputs::SKIP_DIRS.iter().any(|s| e.file_name() == *s))
-        })
+        .filter_entry(|e| !(e.file_type().is_dir() && crate::paths::is_skipped_dir(e.file_name())))
         .map(|e| {
             e.map_err(|err| {
                 let at = err.path().map(|p| p.display().to_string()).unwrap_or_default();

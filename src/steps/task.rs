@@ -35,9 +35,10 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use crate::config::read::raw_struct;
-use crate::config::{PathSpec, Validator};
+use crate::config::Validator;
 use crate::diag::Span;
 use crate::jobs::Jobs;
+use crate::paths::PathSpec;
 use crate::vm::{self, qemu};
 
 raw_struct! {

@@ -130,9 +130,7 @@ fn host_node(path: &Path, digest_of: DigestOf) -> Result<FsNode, String> {
         for e in entries {
             let e = e.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let name = e.file_name();
-            if e.file_type().is_ok_and(|t| t.is_dir())
-                && crate::fingerprint::inputs::SKIP_DIRS.iter().any(|s| name == *s)
-            {
+            if e.file_type().is_ok_and(|t| t.is_dir()) && crate::paths::is_skipped_dir(&name) {
                 // Left out of every step's key, so left out of the image too.
                 continue;
             }
@@ -254,7 +252,7 @@ fn args_copy(src: &Sources, tree: &mut Tree, first: &str) -> Result<(), String> 
     if fs::metadata(&host).is_err() {
         return Ok(());
     }
-    let inside = crate::config::normalize_rel(&joined)
+    let inside = crate::paths::normalize_rel(&joined)
         .is_some_and(|n| n.starts_with(&format!("{}/", src.root_shown.trim_end_matches('/'))));
     let c = match plain(first, "Args", false) {
         Ok(c) if inside && !c.is_empty() => c,
@@ -307,7 +305,7 @@ fn map_dir(
             relative_hint(manifest_dir, &root_prefix, host)
         )
     };
-    let cleaned = crate::config::normalize_rel(&joined).ok_or_else(outside)?;
+    let cleaned = crate::paths::normalize_rel(&joined).ok_or_else(outside)?;
     let (dir, pattern) = match cleaned.rsplit_once('/') {
         Some((d, p)) => (d.to_string(), p.to_string()),
         None => (String::new(), cleaned.clone()),
@@ -332,11 +330,11 @@ fn map_dir(
     if matcher.is_match("") {
         insert(tree, &guest_c, FsNode::Dir(Tree::new()), guest)?;
     }
-    let walker =
-        walkdir::WalkDir::new(&walk_root).sort_by_file_name().min_depth(1).into_iter().filter_entry(|e| {
-            !(e.file_type().is_dir()
-                && crate::fingerprint::inputs::SKIP_DIRS.iter().any(|s| e.file_name() == *s))
-        });
+    let walker = walkdir::WalkDir::new(&walk_root)
+        .sort_by_file_name()
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| !(e.file_type().is_dir() && crate::paths::is_skipped_dir(e.file_name())));
     for e in walker {
         let e = e.map_err(|err| {
             format!("{at}: cannot read {}: {err}", err.path().unwrap_or(&walk_root).display())
@@ -514,10 +512,10 @@ pub fn ops_mounts(
     let mut shares: Vec<(String, &String)> = Vec::new();
     for (key, mount_point) in mounts {
         let host = if key.starts_with('/') {
-            crate::config::normalize_abs(key)
+            crate::paths::normalize_abs(key)
         } else {
             let joined = if manifest_dir.is_empty() { key.clone() } else { format!("{manifest_dir}/{key}") };
-            crate::config::normalize_rel(&joined).ok_or_else(|| {
+            crate::paths::normalize_rel(&joined).ok_or_else(|| {
                 format!("`{key}` in the manifest's Mounts climbs out of the project (ops reads it as the host folder `{joined}`, relative to the manifest)")
             })?
         };
@@ -805,7 +803,7 @@ fn build_in(
     if !m.klibs.is_empty() {
         let mut klibs = Tree::new();
         if let Some(d) = &m.klib_dir {
-            if crate::config::normalize_rel(&format!("{}/{d}", spec.root)).is_none() || d.starts_with('/') {
+            if crate::paths::normalize_rel(&format!("{}/{d}", spec.root)).is_none() || d.starts_with('/') {
                 return Err(format!(
                     "the manifest's KlibDir `{d}` is outside the project; name a project folder"
                 ));
