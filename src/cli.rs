@@ -940,7 +940,7 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
                 None => unknown_target(&graph, &name),
             });
         };
-        let Some(crate::config::Step::Image(spec)) = &t.step else {
+        let Some(crate::steps::Step::Image(spec)) = &t.step else {
             return Err(Error::Usage(format!(
                 "target `{name}` is not an `image:` step; `gvbuild run` boots an image target or an image file"
             )));

@@ -1,33 +1,38 @@
 //! gvbuild: declarative, content-hashed, cached builds for Gevulot prover images.
 //!
-//! # Architecture, in the order a build flows through it
+//! # Architecture: the layers, top to bottom
+//!
+//! Each module uses only those below it; `tests/layers.rs` holds this order and fails on an
+//! import that runs back up it, or on a circle between the files of one module.
 //!
 //! 1. [`cli`]: the command line; each subcommand is a thin function over the modules below.
-//! 2. [`config`]: gevulot.yaml as serde types with source spans, var expansion, validation.
-//! 3. [`graph`]: the DAG (petgraph), whole-graph checks (cycles, outputs), the dependencies
-//!    inferred from inputs that read other targets' outputs, selection, and the parse cache that
-//!    keeps YAML parsing off the no-op path.
-//! 4. [`fingerprint`]: what goes into a step's key (start reading here: its module docs), file
-//!    hashing and the stat cache, the project's state of the last build.
-//! 5. [`cache`]: the content-addressed store of blobs and action entries, locks, gc, verify; and
-//!    behind it the shared cache ([`cache::remote`], one module per protocol).
-//! 6. [`exec`]: the scheduler feeding a rayon pool, the per-step runner (fingerprint -> fresh? ->
+//! 2. [`worker`] (`gvbuild worker`), beside the build: runs other machines' actions for a REAPI
+//!    engine, over the Remote Workers API, with the shared cache's gRPC client and the `run`
+//!    step's process handling.
+//! 3. [`exec`]: the scheduler feeding a rayon pool, the per-step runner (fingerprint -> fresh? ->
 //!    restore (local, then remote)? -> run (here, or on a REAPI engine: `exec::remote_exec`)
 //!    -> store (local, then upload)), reporting and `--explain`.
-//! 7. [`steps`]: one module per built-in step kind; `run` executes shell commands. The native
-//!    image builder writes [`disk`] images (boot loader, MBR, boot and root partitions) whose
-//!    filesystems are [`tfs`] volumes; [`inspect`] reads any of them back.
-//!
-//! Beside the build: [`worker`] (`gvbuild worker`) runs other machines' actions for a REAPI
-//! engine, over the Remote Workers API, with the shared cache's gRPC client and the `run`
-//! step's process handling.
-//!
-//! Running an image as a Gevulot node does is [`vm`], below the `task` step and `gvbuild run`,
-//! which both use it. [`jobs`] records the process groups of steps and VMs, and kills them
-//! however gvbuild ends.
-//!
-//! [`diag`] turns spans into miette labels; [`fsutil`] and [`sys`] are small helpers.
-//! Data flows one way down this list; no module reaches back up it.
+//! 4. [`graph`]: the DAG (petgraph), whole-graph checks (cycles, outputs), the dependencies
+//!    inferred from inputs that read other targets' outputs, selection, and the parse cache that
+//!    keeps YAML parsing off the no-op path.
+//! 5. [`config`]: loading gevulot.yaml, the top level and each target's shape, and the dispatch
+//!    of each target's step to its kind.
+//! 6. [`steps`]: one module per built-in step kind, owning its YAML, validation, spec and
+//!    execution; [`steps::Step`] is the one `match` on the kind. The native image builder
+//!    writes [`disk`] images (boot loader, MBR, boot and root partitions) whose filesystems are
+//!    [`tfs`] volumes; [`inspect`] reads any of them back.
+//! 7. [`vm`]: running an image as a Gevulot node does, below the `task` step and `gvbuild run`,
+//!    which both use it.
+//! 8. [`cache`]: the content-addressed store of blobs and action entries, locks, gc, verify; and
+//!    behind it the shared cache ([`cache::remote`], one module per protocol).
+//! 9. [`fingerprint`]: what goes into a step's key (start reading here: its module docs), file
+//!    hashing and the stat cache, the project's state of the last build.
+//! 10. [`inspect`], [`disk`], [`tfs`]: reading images, writing partitioned disks, TFS volumes.
+//! 11. [`jobs`]: the process groups of steps and VMs, killed however gvbuild ends.
+//! 12. [`yaml`]: gevulot.yaml's values with their spans, vars, the errors validation raises and
+//!     the validator every kind reports through.
+//! 13. [`paths`]: project paths' rules (normalising, globs, the folders no walk enters);
+//!     [`diag`] turns spans into miette labels; [`fsutil`] and [`sys`] are small helpers.
 
 pub mod cache;
 pub mod cli;
@@ -46,5 +51,6 @@ mod sys;
 pub mod tfs;
 pub mod vm;
 pub mod worker;
+pub mod yaml;
 
 pub use cli::{run, Error};

@@ -18,6 +18,7 @@ mod incremental;
 mod inferred;
 mod key_completeness;
 mod keys;
+mod layers;
 mod manifest;
 mod nanos_vectors;
 mod readme_servers;

@@ -34,9 +34,9 @@ use rayon::prelude::*;
 use rustc_hash::FxHashSet;
 
 use super::raw::RawFile;
-use super::read::yaml_budget;
+use crate::yaml::read::yaml_budget;
 #[cfg(test)]
-use super::read::yaml_options;
+use crate::yaml::read::yaml_options;
 
 /// Smaller files are read sequentially: cutting costs more than it saves.
 const MIN_BYTES: usize = 256 * 1024;

@@ -25,6 +25,7 @@
 pub mod explain;
 pub mod remote_exec;
 pub mod report;
+mod restore;
 pub mod runner;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};

@@ -49,10 +49,11 @@ use super::{Ctx, Slots};
 use crate::cache::remote::grpc::{BlobSource, ExecFailure, GrpcOptions, GrpcStore};
 use crate::cache::remote::{reapi, shown_url, Platform, Remote, RemoteError};
 use crate::cache::Cache;
-use crate::config::{RunStep, Target};
+use crate::config::Target;
 use crate::fingerprint::outputs::OutputTree;
 use crate::fingerprint::tools::{tool_property, ToolId};
 use crate::fingerprint::{discovered, Digest, FileId, KeyParts};
+use crate::steps::run::RunStep;
 
 /// How the build was told to execute remotely.
 pub struct ExecOptions {
@@ -346,7 +347,7 @@ impl RemoteExec {
             .outputs_of(&ctx.cache, &result, &outputs)
             .map_err(|e| self.engine_failed(&format!("the outputs of `{}`: {e}", t.name)))?;
         let entry = crate::cache::ActionEntry::new(tree, None);
-        super::runner::restore_outputs(ctx, t, &outputs, &entry)
+        super::restore::restore(ctx, t, &outputs, &entry)
             .map_err(|e| RemoteRunError::Step(format!("cannot write the outputs of `{}`: {e}", t.name)))?;
         Ok(Shipped { files: shipped })
     }

@@ -23,7 +23,15 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+use schemars::JsonSchema;
+use serde_saphyr::Spanned;
+
+use crate::diag::Span;
 use crate::fsutil;
+use crate::paths::PathSpec;
+use crate::yaml::error::ConfigError;
+use crate::yaml::read::raw_struct;
+use crate::yaml::Validator;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Algo {
@@ -929,4 +937,255 @@ impl Extractor<'_> {
 /// Permission bits only, without setuid, setgid, sticky or world-write; always owner-readable.
 fn safe_mode(mode: u32) -> u32 {
     (mode & 0o775) | 0o400
+}
+
+// The `fetch:` kind as gevulot.yaml writes it, and its validation.
+
+/// `fetch:` after var expansion; its output is the target's one output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FetchStep {
+    pub url: String,
+    pub pin: crate::steps::fetch::Pin,
+    pub extract: Option<crate::steps::fetch::Extract>,
+}
+
+raw_struct! {
+    /// `fetch:` a file pinned by its hash, from http(s) or file:// URLs.
+    #[derive(Debug, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawFetch {
+        /// http://, https:// or file:///absolute/path. Not part of the key: the hash is.
+        #[schemars(with = "Option<String>")]
+        pub url: Option<Spanned<String>> => "a URL",
+        /// A git repository (any URL git can clone), checked out at `rev`, without `.git`.
+        #[schemars(with = "Option<String>")]
+        pub git: Option<Spanned<String>> => "a git URL",
+        /// With `git`: the full commit id to check out. Branch and tag names are refused as unpinned.
+        #[schemars(with = "Option<String>")]
+        pub rev: Option<Spanned<String>> => "a full commit id",
+        /// The sha256 of the download, 64 hex digits (`gvbuild hash URL` prints it).
+        #[schemars(with = "Option<String>")]
+        pub sha256: Option<Spanned<String>> => "64 hex digits",
+        /// The blake3 of the download, 64 hex digits (`gvbuild hash --blake3 URL`).
+        #[schemars(with = "Option<String>")]
+        pub blake3: Option<Spanned<String>> => "64 hex digits",
+        /// Extract the download (tar, tar.gz, tar.xz, tar.zst, zip; recognised by content) into
+        /// `into`. Without it the download itself is saved as `into`.
+        pub extract: Option<RawExtract> => "a map of extraction settings (`{}` for the defaults)",
+        /// The step's output: a file, or the folder the archive is extracted into.
+        #[schemars(with = "String")]
+        pub into: Spanned<String> => "a path (the file or folder written)",
+    }
+}
+
+raw_struct! {
+    #[derive(Debug, Default, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawExtract {
+        /// Leading path components dropped from every entry (like tar's --strip-components).
+        #[schemars(with = "Option<u32>")]
+        pub strip_components: Option<Spanned<u32>> => "a whole number",
+        /// The most bytes extraction may write (default 16G).
+        #[schemars(with = "Option<String>")]
+        pub max_size: Option<Spanned<String>> => "a size such as `16G`",
+        /// The most entries the archive may hold (default 1000000).
+        #[schemars(with = "Option<u64>")]
+        pub max_entries: Option<Spanned<u64>> => "a whole number",
+    }
+}
+
+/// Validate a `fetch:` step: no `run`, no run-only fields, a well-formed pin, a valid `into`.
+pub(crate) fn validate(
+    v: &mut Validator,
+    n: &str,
+    f: &RawFetch,
+    unset: &mut Vec<(String, Span)>,
+) -> Option<(FetchStep, PathSpec)> {
+    let ok = true;
+    let (url, pin) = match (&f.url, &f.git) {
+        (Some(url), None) => {
+            let url_span = Span::of(&url.referenced);
+            let (url, whole) = v.expand_checked(url, unset);
+            let pin = download_pin(v, n, f, whole.then_some(url.as_str()), url_span, unset);
+            (url, pin)
+        }
+        (None, Some(git)) => {
+            let git_span = Span::of(&git.referenced);
+            let url = v.expand(git, n, unset);
+            let pin = git_pin(v, n, f, git_span, unset);
+            (url, pin)
+        }
+        (Some(_), Some(git)) => {
+            v.errors.push(ConfigError::Invalid {
+                message: format!("fetch `{n}` has both `url` and `git`"),
+                src: v.src.named(),
+                span: Span::of(&git.referenced).into(),
+                label: "one source per fetch".into(),
+                help: Some("keep `url` for a download, or `git` with `rev` for a repository".into()),
+            });
+            return None;
+        }
+        (None, None) => {
+            v.errors.push(ConfigError::Invalid {
+                message: format!("fetch `{n}` names nothing to fetch"),
+                src: v.src.named(),
+                span: Span::of(&f.into.referenced).into(),
+                label: "fetched from where?".into(),
+                help: Some(
+                    "add `url:` (with `sha256:`) for a download, or `git:` with `rev:` for a repository"
+                        .into(),
+                ),
+            });
+            return None;
+        }
+    };
+    let extract = f.extract.as_ref().map(|x| {
+        let max_size = match &x.max_size {
+            None => crate::steps::fetch::DEFAULT_MAX_SIZE,
+            Some(m) => crate::fsutil::parse_size(&m.value).unwrap_or_else(|| {
+                v.errors.push(ConfigError::Invalid {
+                    message: format!("`max_size` of fetch `{n}` is not a size"),
+                    src: v.src.named(),
+                    span: Span::of(&m.referenced).into(),
+                    label: "not a size".into(),
+                    help: Some("write a size such as 512M or 4G".into()),
+                });
+                0
+            }),
+        };
+        crate::steps::fetch::Extract {
+            strip_components: x.strip_components.as_ref().map_or(0, |s| s.value),
+            max_size,
+            max_entries: x.max_entries.as_ref().map_or(crate::steps::fetch::DEFAULT_MAX_ENTRIES, |m| m.value),
+        }
+    });
+    let into = v.output(&f.into, n, unset)?;
+    let pin = pin?;
+    ok.then_some((FetchStep { url, pin, extract }, into))
+}
+
+/// The `sha256:` or `blake3:` pin of a download.
+fn download_pin(
+    v: &mut Validator,
+    n: &str,
+    f: &RawFetch,
+    url: Option<&str>,
+    url_span: Span,
+    unset: &mut Vec<(String, Span)>,
+) -> Option<crate::steps::fetch::Pin> {
+    // A URL with an undefined var in it is reported on its own; the hints name no URL then.
+    let url = url.unwrap_or("URL");
+    match (&f.sha256, &f.blake3) {
+        (Some(_), Some(b)) => {
+            v.errors.push(ConfigError::Invalid {
+                message: format!("fetch `{n}` pins both `sha256` and `blake3`"),
+                src: v.src.named(),
+                span: Span::of(&b.referenced).into(),
+                label: "one pin is enough".into(),
+                help: Some("keep one of them".into()),
+            });
+            None
+        }
+        (None, None) => {
+            v.errors.push(ConfigError::Invalid {
+                message: format!("fetch `{n}` has no pinned hash"),
+                src: v.src.named(),
+                span: url_span.into(),
+                label: "downloaded unverified".into(),
+                help: Some(format!(
+                    "run `gvbuild hash {url}` and paste the `sha256:` line it prints into this `fetch:` (or pin it with a var: `sha256: ${{name}}`)"
+                )),
+            });
+            None
+        }
+        (Some(h), None) | (None, Some(h)) => {
+            let algo = if f.sha256.is_some() {
+                crate::steps::fetch::Algo::Sha256
+            } else {
+                crate::steps::fetch::Algo::Blake3
+            };
+            let before = unset.len();
+            let (hex, whole) = v.expand_checked(h, unset);
+            let hex = hex.trim().to_ascii_lowercase();
+            // A var without a value is pinned later; an undefined one is its own error.
+            let pinned_later = unset.len() > before;
+            if !whole {
+                None
+            } else if !pinned_later && (hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit())) {
+                v.errors.push(ConfigError::Invalid {
+                    message: format!("the {} of fetch `{n}` is not 64 hex digits", algo.name()),
+                    src: v.src.named(),
+                    span: Span::of(&h.referenced).into(),
+                    label: "not a hash".into(),
+                    help: Some(format!("`gvbuild hash {url}` prints the line to paste")),
+                });
+                None
+            } else {
+                Some(crate::steps::fetch::Pin { algo, hex })
+            }
+        }
+    }
+}
+
+/// The `rev:` of a git fetch: a full commit id, nothing else.
+fn git_pin(
+    v: &mut Validator,
+    n: &str,
+    f: &RawFetch,
+    git_span: Span,
+    unset: &mut Vec<(String, Span)>,
+) -> Option<crate::steps::fetch::Pin> {
+    for (field, loc) in [
+        ("sha256", f.sha256.as_ref().map(|s| &s.referenced)),
+        ("blake3", f.blake3.as_ref().map(|s| &s.referenced)),
+    ] {
+        if let Some(loc) = loc {
+            v.errors.push(ConfigError::Invalid {
+                message: format!("`{field}` does not apply to a git fetch (`{n}`)"),
+                src: v.src.named(),
+                span: Span::of(loc).into(),
+                label: "not for git".into(),
+                help: Some("a git fetch is pinned by `rev:`, a full commit id".into()),
+            });
+        }
+    }
+    if f.extract.is_some() {
+        v.errors.push(ConfigError::Invalid {
+            message: format!("`extract` does not apply to a git fetch (`{n}`)"),
+            src: v.src.named(),
+            span: git_span.into(),
+            label: "a git fetch is a checkout".into(),
+            help: Some("the output is the tree at `rev`, without `.git`; remove `extract`".into()),
+        });
+    }
+    let Some(rev) = &f.rev else {
+        v.errors.push(ConfigError::Invalid {
+            message: format!("git fetch `{n}` has no `rev`"),
+            src: v.src.named(),
+            span: git_span.into(),
+            label: "checked out at which commit?".into(),
+            help: Some("add `rev:` with the full commit id (`git rev-parse BRANCH` prints it)".into()),
+        });
+        return None;
+    };
+    let before = unset.len();
+    let (hex, whole) = v.expand_checked(rev, unset);
+    let hex = hex.trim().to_ascii_lowercase();
+    let full = matches!(hex.len(), 40 | 64) && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    if !whole {
+        return None;
+    }
+    if unset.len() == before && !full {
+        v.errors.push(ConfigError::Invalid {
+            message: format!("`rev` of git fetch `{n}` is not a full commit id"),
+            src: v.src.named(),
+            span: Span::of(&rev.referenced).into(),
+            label: "a branch, tag or short id is not a pin".into(),
+            help: Some(
+                "a branch or tag can move: pin the full commit id (`git rev-parse REF` prints it)".into(),
+            ),
+        });
+        return None;
+    }
+    Some(crate::steps::fetch::Pin { algo: crate::steps::fetch::Algo::GitCommit, hex })
 }

@@ -8,8 +8,16 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::diag::Span;
+use crate::paths::{relative_to, PathSpec};
+use crate::yaml::error::ConfigError;
+use crate::yaml::read::raw_struct;
+use crate::yaml::Validator;
 
 /// The JSON written for ops (and, later, read by the native image builder). Field order is the
 /// serialization order: alphabetical, so the bytes are canonical.
@@ -210,7 +218,7 @@ fn ops_meaning(m: &Manifest, root: &str, into: &str) -> Vec<(&'static str, Strin
 
 /// Write the manifest of step `m` to `into` (project-relative), after checking it against the
 /// stage root. `Err` says what is wrong, pointing into gevulot.yaml.
-pub fn write(root: &Path, m: &crate::config::ManifestStep, into: &str) -> Result<(), String> {
+pub fn write(root: &Path, m: &ManifestStep, into: &str) -> Result<(), String> {
     let at = |field: &str| m.at.prefix(field);
     let manifest = match (&m.manifest, &m.from) {
         (Some(json), _) => (**json).clone(),
@@ -253,6 +261,284 @@ pub fn write(root: &Path, m: &crate::config::ManifestStep, into: &str) -> Result
     }
     crate::fsutil::write_atomic(&dest, manifest.to_canonical().as_bytes())
         .map_err(|e| format!("cannot write {into}: {e}"))
+}
+
+/// `manifest:` after validation: the JSON to write (or the file to canonicalise), and where it
+/// will be checked against the stage root.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestStep {
+    /// In the parse cache as its JSON text: its serde form skips empty fields, which postcard
+    /// cannot read back.
+    #[serde(with = "manifest_as_json")]
+    pub manifest: Option<Box<crate::steps::manifest::Manifest>>,
+    /// A hand-written manifest to validate and canonicalise instead.
+    pub from: Option<String>,
+    pub root: String,
+    pub klib_dir: Option<String>,
+    /// Where each field is in the build file, for errors found while building.
+    pub at: crate::diag::Positions,
+}
+
+/// Serde for [`ManifestStep::manifest`]: the manifest as its JSON text.
+mod manifest_as_json {
+    use serde::de::Error as _;
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::steps::manifest::Manifest;
+
+    pub fn serialize<S: Serializer>(m: &Option<Box<Manifest>>, s: S) -> Result<S::Ok, S::Error> {
+        let text = m.as_ref().map(serde_json::to_string).transpose().map_err(S::Error::custom)?;
+        text.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<Manifest>>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| serde_json::from_str(&t)).transpose().map_err(D::Error::custom)
+    }
+}
+
+raw_struct! {
+    /// `manifest:` the program's Nanos configuration, checked against the stage root.
+    #[derive(Debug, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawManifest {
+        /// The program to run, a path inside the stage root (e.g. `prover`).
+        #[schemars(with = "Option<String>")]
+        pub program: Option<Spanned<String>> => "a path in the stage root",
+        /// The arguments after argv[0]: ops and the native builder put the program (as written) first.
+        #[schemars(with = "Option<Vec<String>>")]
+        pub args: Option<Vec<Spanned<String>>> => "a list of arguments",
+        /// Environment variables of the program.
+        #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
+        pub env: Option<IndexMap<Spanned<String>, Spanned<String>>> => "a map of variable names to values",
+        /// Folders of the stage root to put in the image (e.g. `[lib, nvidia]`).
+        #[schemars(with = "Option<Vec<String>>")]
+        pub dirs: Option<Vec<Spanned<String>>> => "a list of folders of the stage root",
+        /// Single files of the stage root to put in the image.
+        #[schemars(with = "Option<Vec<String>>")]
+        pub files: Option<Vec<Spanned<String>>> => "a list of files of the stage root",
+        /// ops's MapDirs: host folder -> image folder.
+        #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
+        pub map_dirs: Option<IndexMap<Spanned<String>, Spanned<String>>> => "a map of host folders to image folders",
+        /// The Gevulot workspace: `{ mount: "%1", path: /workspace }`. Required.
+        pub workspace: Option<RawWorkspace> => "a map `{ mount: \"%1\", path: /workspace }`",
+        /// An NVIDIA GPU: adds the `gpu_nvidia` klib (from `klib_dir`) and one GPU to RunConfig.
+        #[schemars(with = "Option<bool>")]
+        pub gpu: Option<Spanned<bool>> => "`true` or `false`",
+        /// RunConfig.CPUs.
+        #[schemars(with = "Option<u32>")]
+        pub cpus: Option<Spanned<u32>> => "a whole number",
+        /// RunConfig.Memory, e.g. `2g`.
+        #[schemars(with = "Option<String>")]
+        pub memory: Option<Spanned<String>> => "a size such as `2g`",
+        /// The root filesystem read-only (default: true for CPU programs; a GPU program cannot have
+        /// it, since the GPU klib creates /dev/nvidiactl at boot).
+        #[schemars(with = "Option<bool>")]
+        pub readonly_rootfs: Option<Spanned<bool>> => "`true` or `false`",
+        /// Reboot (exit the VM) when the program exits.
+        #[schemars(with = "Option<bool>")]
+        pub reboot_on_exit: Option<Spanned<bool>> => "`true` or `false`",
+        /// More klibs to load, by name.
+        #[schemars(with = "Option<Vec<String>>")]
+        pub klibs: Option<Vec<Spanned<String>>> => "a list of klib names",
+        /// The project folder holding the klibs (e.g. `build/assets/klibs`).
+        #[schemars(with = "Option<String>")]
+        pub klib_dir: Option<Spanned<String>> => "a path",
+        /// More ManifestPassthrough keys.
+        #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
+        pub passthrough: Option<IndexMap<Spanned<String>, Spanned<String>>> => "a map of manifest keys to values",
+        /// BaseVolumeSz, e.g. `500m`.
+        #[schemars(with = "Option<String>")]
+        pub base_volume_size: Option<Spanned<String>> => "a size such as `500m`",
+        /// Validate and canonicalise a hand-written manifest instead of writing one from fields.
+        #[schemars(with = "Option<String>")]
+        pub from: Option<Spanned<String>> => "a path (a hand-written manifest)",
+        /// The stage root the manifest describes (checked: program, dirs, files).
+        #[schemars(with = "String")]
+        pub root: Spanned<String> => "a path (the stage root)",
+        /// The JSON file written (ops reads it; it is not inside the image).
+        #[schemars(with = "String")]
+        pub into: Spanned<String> => "a path (the manifest JSON written)",
+    }
+}
+
+raw_struct! {
+    #[derive(Debug, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawWorkspace {
+        /// The volume label, e.g. `%1`.
+        #[schemars(with = "String")]
+        pub mount: Spanned<String> => "a volume label such as `%1`",
+        /// Where it is mounted, e.g. `/workspace`.
+        #[schemars(with = "String")]
+        pub path: Spanned<String> => "a path in the image such as `/workspace`",
+    }
+}
+
+/// Validate a `manifest:` step. Returns the step, its inputs (stage root, klib folder,
+/// `from` file) and its output.
+pub(crate) fn validate(
+    v: &mut Validator,
+    n: &str,
+    m: &RawManifest,
+    unset: &mut Vec<(String, Span)>,
+) -> Option<(ManifestStep, Vec<PathSpec>, PathSpec)> {
+    use crate::steps::manifest::{valid_memory, Manifest, RunConfig, GPU_KLIB};
+    let mut ok = true;
+    let err = |v: &mut Validator, loc: &serde_saphyr::Location, message: String, label: &str, help: &str| {
+        v.errors.push(ConfigError::Invalid {
+            message,
+            src: v.src.named(),
+            span: Span::of(loc).into(),
+            label: label.into(),
+            help: Some(help.into()),
+        });
+    };
+    let root = v.input(&m.root, n, unset)?;
+    let into = v.output(&m.into, n, unset)?;
+    let mut inputs = vec![root.clone()];
+    let mut at = crate::diag::Positions::new(v.src);
+    let mut locate = |v: &Validator, field: &str, loc: &serde_saphyr::Location| {
+        at.mark(v.src, field, Span::of(loc).offset);
+    };
+    locate(v, "root", &m.root.referenced);
+
+    if let Some(from) = &m.from {
+        let content = [
+            ("program", m.program.as_ref().map(|s| &s.referenced)),
+            ("args", m.args.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+            ("env", m.env.as_ref().and_then(|e| e.keys().next()).map(|s| &s.referenced)),
+            ("dirs", m.dirs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+            ("files", m.files.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+            ("workspace", m.workspace.as_ref().map(|w| &w.mount.referenced)),
+            ("gpu", m.gpu.as_ref().map(|s| &s.referenced)),
+            ("memory", m.memory.as_ref().map(|s| &s.referenced)),
+        ];
+        for (field, loc) in content {
+            if let Some(loc) = loc {
+                ok = false;
+                err(
+                    v,
+                    loc,
+                    format!("`{field}` next to `from` in manifest `{n}`"),
+                    "from the file, or from here?",
+                    "`from` takes the whole manifest from the file: put this setting there",
+                );
+            }
+        }
+        let from_spec = v.input(from, n, unset)?;
+        locate(v, "from", &from.referenced);
+        inputs.push(from_spec.clone());
+        let klib_dir = m.klib_dir.as_ref().map(|k| v.expand(k, n, unset));
+        if let (Some(k), Some(loc)) = (&klib_dir, m.klib_dir.as_ref()) {
+            if let Some(p) = v.input_path(k, Span::of(&loc.referenced), n) {
+                inputs.push(p);
+            }
+        }
+        let step = ManifestStep { manifest: None, from: Some(from_spec.path), root: root.path, klib_dir, at };
+        return ok.then_some((step, inputs, into));
+    }
+
+    let Some(program) = &m.program else {
+        err(
+            v,
+            &m.root.referenced,
+            format!("manifest `{n}` names no program"),
+            "which program?",
+            "add `program:`, the program's path in the stage root",
+        );
+        return None;
+    };
+    locate(v, "program", &program.referenced);
+    let gpu = m.gpu.as_ref().is_some_and(|g| g.value);
+    if let (true, Some(ro)) = (gpu, m.readonly_rootfs.as_ref().filter(|r| r.value)) {
+        ok = false;
+        err(v, &ro.referenced, format!("manifest `{n}` asks for a GPU and a read-only root filesystem"), "cannot be read-only with `gpu: true`", "the GPU klib creates /dev/nvidiactl at boot, which a read-only root prevents: remove `readonly_rootfs`");
+    }
+    if let Some(mem) = &m.memory {
+        if !valid_memory(&mem.value) {
+            ok = false;
+            err(
+                v,
+                &mem.referenced,
+                format!("`memory` of manifest `{n}` is not a size ops understands"),
+                "not a size",
+                "write a number with an optional k, m or g, e.g. `2g` or `512m`",
+            );
+        }
+    }
+    let Some(ws) = &m.workspace else {
+        err(v, &m.root.referenced, format!("manifest `{n}` has no workspace mount"), "no `workspace:` in this manifest", "a Gevulot program reads its tasks from the workspace: add `workspace: { mount: \"%1\", path: /workspace }`");
+        return None;
+    };
+    let mut klibs: Vec<String> = m.klibs.iter().flatten().map(|k| v.expand(k, n, unset)).collect();
+    if gpu && !klibs.iter().any(|k| k == GPU_KLIB) {
+        klibs.insert(0, GPU_KLIB.to_string());
+    }
+    if let Some(k) = m.klibs.as_ref().and_then(|v| v.first()) {
+        locate(v, "klibs", &k.referenced);
+    } else if let Some(g) = &m.gpu {
+        locate(v, "klibs", &g.referenced);
+    }
+    let klib_dir = match &m.klib_dir {
+        Some(k) => {
+            let spec = v.input(k, n, unset)?;
+            inputs.push(spec.clone());
+            Some(spec.path)
+        }
+        None if !klibs.is_empty() => {
+            let loc = m.gpu.as_ref().map(|g| &g.referenced).unwrap_or(&m.root.referenced);
+            err(
+                v,
+                loc,
+                format!("manifest `{n}` loads klibs but has no `klib_dir`"),
+                "klibs from where?",
+                "add `klib_dir:`, the project folder holding the klibs (the GPU assets' klib folder)",
+            );
+            return None;
+        }
+        None => None,
+    };
+    for (field, list) in [("dirs", &m.dirs), ("files", &m.files)] {
+        if let Some(first) = list.as_ref().and_then(|v| v.first()) {
+            locate(v, field, &first.referenced);
+        }
+    }
+    let mut passthrough: BTreeMap<String, String> =
+        m.passthrough.iter().flatten().map(|(k, x)| (k.value.clone(), v.expand(x, n, unset))).collect();
+    let readonly = m.readonly_rootfs.as_ref().map_or(!gpu, |r| r.value);
+    if readonly {
+        passthrough.insert("readonly_rootfs".into(), "true".into());
+    }
+    let program_s = v.expand(program, n, unset);
+    let manifest = Manifest {
+        args: m.args.iter().flatten().map(|a| v.expand(a, n, unset)).collect(),
+        base_volume_sz: m.base_volume_size.as_ref().map(|b| v.expand(b, n, unset)),
+        dirs: m.dirs.iter().flatten().map(|d| v.expand(d, n, unset)).collect(),
+        env: m.env.iter().flatten().map(|(k, x)| (k.value.clone(), v.expand(x, n, unset))).collect(),
+        files: m.files.iter().flatten().map(|f| v.expand(f, n, unset)).collect(),
+        // ops runs in the stage root, so the klib folder is named relative to it.
+        klib_dir: klib_dir.as_ref().map(|k| relative_to(k, &root.path)),
+        klibs,
+        passthrough,
+        map_dirs: m
+            .map_dirs
+            .iter()
+            .flatten()
+            .map(|(k, x)| (k.value.clone(), v.expand(x, n, unset)))
+            .collect(),
+        mounts: [(v.expand(&ws.mount, n, unset), v.expand(&ws.path, n, unset))].into_iter().collect(),
+        program: program_s,
+        reboot_on_exit: m.reboot_on_exit.as_ref().is_some_and(|r| r.value),
+        run_config: RunConfig {
+            cpus: m.cpus.as_ref().map(|c| c.value),
+            gpus: gpu.then_some(1),
+            memory: m.memory.as_ref().map(|m| m.value.clone()),
+        },
+    };
+    let step = ManifestStep { manifest: Some(Box::new(manifest)), from: None, root: root.path, klib_dir, at };
+    ok.then_some((step, inputs, into))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
+use serde::{Deserialize, Serialize};
 
 use crate::{fsutil, sys};
 
@@ -234,6 +235,16 @@ fn pump_threaded(
         let pumped = reading.join().unwrap_or_else(|_| Err(io::Error::other("log reader panicked")));
         status.and_then(|s| pumped.map(|()| s))
     })
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunStep {
+    pub command: String,
+    /// Project-relative path of the Makefile-style depfile, if any.
+    pub depfile: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub pass_env: Vec<String>,
+    pub tools: Vec<String>,
 }
 
 #[cfg(test)]

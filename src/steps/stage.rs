@@ -14,7 +14,15 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::elf;
+use schemars::JsonSchema;
+use serde_saphyr::Spanned;
+
+use crate::diag::Span;
 use crate::fsutil;
+use crate::paths::PathSpec;
+use crate::yaml::error::ConfigError;
+use crate::yaml::read::raw_struct;
+use crate::yaml::Validator;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CopyRule {
@@ -308,4 +316,85 @@ pub fn kind_of(ft: &fs::FileType) -> &'static str {
     } else {
         "of an unknown file type"
     }
+}
+
+raw_struct! {
+    /// `stage:` the tree the image will contain.
+    #[derive(Debug, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawStage {
+        /// The stage root (the step's one output).
+        #[schemars(with = "String")]
+        pub into: Spanned<String> => "a path (the stage root written)",
+        /// Copy rules: `from` a path or glob of the project, `to` a path in the stage root. A `to`
+        /// ending in `/` is a folder receiving every match; otherwise it renames exactly one file.
+        pub copy: Option<Vec<RawCopy>> => "a list of copy rules (`{ from: PATH, to: PATH }`)",
+        /// ELF files whose whole shared-library closure is staged (each library under its soname
+        /// in `lib_dir`, the interpreter at its path).
+        #[schemars(with = "Option<Vec<String>>")]
+        pub libs_for: Option<Vec<Spanned<String>>> => "a list of paths",
+        /// Where libraries go in the stage root (default `lib/x86_64-linux-gnu`).
+        #[schemars(with = "Option<String>")]
+        pub lib_dir: Option<Spanned<String>> => "a path in the stage root",
+        /// Project folders searched for libraries first, as LD_LIBRARY_PATH would be.
+        #[schemars(with = "Option<Vec<String>>")]
+        pub search: Option<Vec<Spanned<String>>> => "a list of paths",
+    }
+}
+
+raw_struct! {
+    #[derive(Debug, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawCopy {
+        #[schemars(with = "String")]
+        pub from: Spanned<String> => "a path or glob of the project",
+        #[schemars(with = "String")]
+        pub to: Spanned<String> => "a path in the stage root",
+    }
+}
+
+/// Validate a `stage:` step. Returns the spec, its inputs (what `copy` and `libs_for` name)
+/// and its output.
+pub(crate) fn validate(
+    v: &mut Validator,
+    n: &str,
+    st: &RawStage,
+    unset: &mut Vec<(String, Span)>,
+) -> Option<(crate::steps::stage::StageSpec, Vec<PathSpec>, PathSpec)> {
+    let mut ok = true;
+    let into = v.output(&st.into, n, unset)?;
+    let mut inputs = Vec::new();
+    let mut copy = Vec::new();
+    let mut at = crate::diag::Positions::new(v.src);
+    for (i, rule) in st.copy.iter().flatten().enumerate() {
+        let (to, to_whole) = v.expand_checked(&rule.to, unset);
+        at.mark(v.src, &format!("copy{i}"), Span::of(&rule.from.referenced).offset);
+        if let Some(p) = v.input(&rule.from, n, unset) {
+            inputs.push(p.clone());
+            copy.push(crate::steps::stage::CopyRule { from: p.path, to: to.clone() });
+        }
+        if to_whole && to.split('/').any(|c| c == "..") {
+            ok = false;
+            v.errors.push(ConfigError::Invalid {
+                message: format!("`to` of a copy rule of stage `{n}` climbs out of the stage root"),
+                src: v.src.named(),
+                span: Span::of(&rule.to.referenced).into(),
+                label: "`..` leaves the stage root".into(),
+                help: Some("name a path inside the stage root, e.g. `lib/x86_64-linux-gnu/`".into()),
+            });
+        }
+    }
+    let mut libs_for = Vec::new();
+    for e in st.libs_for.iter().flatten() {
+        at.mark(v.src, "libs_for", Span::of(&e.referenced).offset);
+        if let Some(p) = v.input(e, n, unset) {
+            libs_for.push(p.path.clone());
+            inputs.push(p);
+        }
+    }
+    let search = st.search.iter().flatten().map(|s| v.expand(s, n, unset)).collect();
+    let lib_dir =
+        st.lib_dir.as_ref().map_or_else(|| "lib/x86_64-linux-gnu".to_string(), |l| v.expand(l, n, unset));
+    let spec = crate::steps::stage::StageSpec { copy, libs_for, lib_dir, search, at };
+    ok.then_some((spec, inputs, into))
 }

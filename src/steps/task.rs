@@ -34,12 +34,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use crate::config::read::raw_struct;
-use crate::config::Validator;
 use crate::diag::Span;
 use crate::jobs::Jobs;
 use crate::paths::PathSpec;
 use crate::vm::{self, qemu};
+use crate::yaml::read::raw_struct;
+use crate::yaml::Validator;
 
 raw_struct! {
     /// `task:` boot an image on a task (Gevulot's file protocol) and keep the result.
@@ -114,12 +114,11 @@ pub const QEMU_TOOL: &str = qemu::QEMU;
 pub(crate) fn validate(
     v: &mut Validator,
     n: &str,
-    raw: &crate::config::raw::RawTarget,
     t: &RawTask,
     unset: &mut Vec<(String, Span)>,
 ) -> Option<(TaskSpec, Vec<PathSpec>, PathSpec)> {
     // Every field is checked, so that one run reports all of the task's errors.
-    let mut ok = v.builtin_alone("task", n, raw);
+    let mut ok = true;
     let image = v.input(&t.image, n, unset);
     if image.as_ref().is_some_and(|i| i.glob) {
         v.invalid(

@@ -7,7 +7,15 @@
 pub mod native;
 pub mod ops;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::diag::Span;
+use crate::paths::PathSpec;
+use crate::yaml::error::ConfigError;
+use crate::yaml::read::raw_struct;
+use crate::yaml::Validator;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageSpec {
@@ -78,4 +86,198 @@ pub fn image_name(into: &str) -> String {
     let file =
         std::path::Path::new(into).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     file.strip_suffix(".img").unwrap_or(&file).to_string()
+}
+
+raw_struct! {
+    /// `image:` the bootable Nanos image.
+    #[derive(Debug, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawImage {
+        /// `native` (gvbuild writes the disk image itself: offline and reproducible) or `ops`
+        /// (runs `ops build`; ops must be installed).
+        #[schemars(with = "String")]
+        pub builder: Spanned<String> => "`native` or `ops`",
+        /// The manifest JSON (a `manifest` step's `into`): the single source of the root tuple.
+        #[schemars(with = "String")]
+        pub manifest: Spanned<String> => "a path (the manifest JSON)",
+        /// The stage root.
+        #[schemars(with = "String")]
+        pub root: Spanned<String> => "a path (the stage root)",
+        /// The image file written.
+        #[schemars(with = "String")]
+        pub into: Spanned<String> => "a path (the image file written)",
+        /// `native`: the folder of the Nanos release (a `fetch` of the release tarball), holding
+        /// `kernel.img`, `boot.img` and `klibs/`.
+        #[schemars(with = "Option<String>")]
+        pub release: Option<Spanned<String>> => "a path (the Nanos release folder)",
+        /// `native`: the root filesystem's size, e.g. `256m` (default: the contents plus 512 KiB).
+        #[schemars(with = "Option<String>")]
+        pub size: Option<Spanned<String>> => "a size such as `256m`",
+        /// `native`: what ops adds on its own, opted into: `env` (USER, PWD, NANOS_VERSION,
+        /// NANOS_ARCH, IMAGE_NAME), `passwd` (/etc/passwd), `resolv_conf` (/etc/resolv.conf),
+        /// `hostname` (/proc/sys/kernel/hostname).
+        #[schemars(with = "Option<Vec<String>>")]
+        pub ops_extras: Option<Vec<Spanned<String>>> => "a list of ops extras",
+        /// `ops`: the program, a path inside `root`.
+        #[schemars(with = "Option<String>")]
+        pub program: Option<Spanned<String>> => "a path (the program in the stage root)",
+        /// `ops`: the Nanos version to build with, e.g. `0.1.51`; `native`: the version written to
+        /// NANOS_VERSION with `ops_extras: [env]`.
+        #[schemars(with = "Option<String>")]
+        pub nanos_version: Option<Spanned<String>> => "a version such as `0.1.51`",
+    }
+}
+
+/// Validate an `image:` step. Returns the spec, its inputs (manifest, stage root, and the
+/// release or program) and its output.
+pub(crate) fn validate(
+    v: &mut Validator,
+    n: &str,
+    im: &RawImage,
+    unset: &mut Vec<(String, Span)>,
+) -> Option<(crate::steps::image::ImageSpec, Vec<PathSpec>, PathSpec)> {
+    use crate::steps::image::{Builder, Extra, ImageSpec};
+    let mut ok = true;
+    let path = |v: &mut Validator, s: &Spanned<String>, unset: &mut Vec<(String, Span)>| v.input(s, n, unset);
+    let manifest = path(v, &im.manifest, unset)?;
+    let root = path(v, &im.root, unset)?;
+    let mut inputs = vec![manifest.clone(), root.clone()];
+    let missing = |v: &mut Validator, field: &str, builder: &str, example: &str| {
+        v.errors.push(ConfigError::Invalid {
+            message: format!("image `{n}` with `builder: {builder}` needs `{field}`"),
+            src: v.src.named(),
+            span: Span::of(&im.builder.referenced).into(),
+            label: format!("`builder: {builder}` here"),
+            help: Some(format!("add `{field}: {example}`")),
+        });
+    };
+    let only = |v: &mut Validator, field: &str, loc: Option<&serde_saphyr::Location>, builder: &str| {
+        if let Some(loc) = loc {
+            v.errors.push(ConfigError::Invalid {
+                message: format!("`{field}` of image `{n}` applies only to `builder: {builder}`"),
+                src: v.src.named(),
+                span: Span::of(loc).into(),
+                label: "not used by this builder".into(),
+                help: Some(format!("remove `{field}`, or use `builder: {builder}`")),
+            });
+            false
+        } else {
+            true
+        }
+    };
+    let nanos_version = im.nanos_version.as_ref().map(|s| v.expand(s, n, unset));
+    let builder = match im.builder.value.as_str() {
+        "native" => {
+            ok &= only(v, "program", im.program.as_ref().map(|p| &p.referenced), "ops");
+            let Some(rel) = &im.release else {
+                missing(v, "release", "native", "build/nanos  # a fetch of the Nanos release");
+                return None;
+            };
+            let release = path(v, rel, unset)?;
+            inputs.push(release.clone());
+            let size = match &im.size {
+                None => None,
+                Some(s) => {
+                    let (text, whole) = v.expand_checked(s, unset);
+                    match crate::fsutil::parse_size(&text) {
+                        Some(b) if b <= crate::disk::MAX_SIZE => Some(b),
+                        _ if !whole => None,
+                        _ => {
+                            ok = false;
+                            v.errors.push(ConfigError::Invalid {
+                                message: format!("`size` of image `{n}` is not a size up to 2 TiB"),
+                                src: v.src.named(),
+                                span: Span::of(&s.referenced).into(),
+                                label: "not a size".into(),
+                                help: Some("write a number with an optional k, m or g, e.g. `256m`".into()),
+                            });
+                            None
+                        }
+                    }
+                }
+            };
+            let mut extras = Vec::new();
+            for e in im.ops_extras.iter().flatten() {
+                match Extra::parse(&e.value) {
+                    Some(x) => extras.push(x),
+                    None => {
+                        ok = false;
+                        let names = Extra::NAMES.join(", ");
+                        v.errors.push(ConfigError::Invalid {
+                            message: format!("image `{n}` asks for an unknown ops extra `{}`", e.value),
+                            src: v.src.named(),
+                            span: Span::of(&e.referenced).into(),
+                            label: "unknown extra".into(),
+                            help: Some(format!("the extras are: {names}")),
+                        });
+                    }
+                }
+            }
+            extras.sort();
+            extras.dedup();
+            Builder::Native { release: release.path, size, extras }
+        }
+        "ops" => {
+            ok &= only(v, "release", im.release.as_ref().map(|p| &p.referenced), "native");
+            ok &= only(v, "size", im.size.as_ref().map(|p| &p.referenced), "native");
+            ok &= only(
+                v,
+                "ops_extras",
+                im.ops_extras.as_ref().and_then(|v| v.first()).map(|p| &p.referenced),
+                "native",
+            );
+            let Some(program) = &im.program else {
+                missing(v, "program", "ops", &format!("{}/prover", root.path));
+                return None;
+            };
+            let Some(version) = nanos_version.clone() else {
+                missing(v, "nanos_version", "ops", "0.1.51");
+                return None;
+            };
+            let program_spec = path(v, program, unset)?;
+            if !program_spec.path.starts_with(&format!("{}/", root.path)) {
+                ok = false;
+                v.errors.push(ConfigError::Invalid {
+                    message: format!("the program of image `{n}` is not inside its root `{}`", root.path),
+                    src: v.src.named(),
+                    span: Span::of(&program.referenced).into(),
+                    label: "outside the stage root".into(),
+                    help: Some(format!(
+                        "name the program inside the stage root, e.g. `{}/prover`",
+                        root.path
+                    )),
+                });
+            }
+            inputs.push(program_spec.clone());
+            Builder::Ops { program: program_spec.path, nanos_version: version }
+        }
+        other => {
+            v.errors.push(ConfigError::Invalid {
+                message: format!("image `{n}` asks for builder `{other}`, which gvbuild does not have"),
+                src: v.src.named(),
+                span: Span::of(&im.builder.referenced).into(),
+                label: "unknown builder".into(),
+                help: Some(
+                    "`builder: native` writes the image itself; `builder: ops` runs `ops build`".into(),
+                ),
+            });
+            return None;
+        }
+    };
+    let into = v.output(&im.into, n, unset)?;
+    let mut at = crate::diag::Positions::new(v.src);
+    let fields = [
+        ("manifest", Some(&im.manifest)),
+        ("root", Some(&im.root)),
+        ("release", im.release.as_ref()),
+        ("size", im.size.as_ref()),
+        ("into", Some(&im.into)),
+    ];
+    for (field, value) in fields {
+        if let Some(x) = value {
+            at.mark(v.src, field, Span::of(&x.referenced).offset);
+        }
+    }
+    let spec = ImageSpec { builder, manifest: manifest.path, root: root.path, nanos_version, at };
+    ok.then_some((spec, inputs, into))
 }

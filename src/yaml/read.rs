@@ -250,7 +250,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A scalar's text: the string, or a number or boolean as written.
-    fn scalar_text<'n>(&'n self, node: &'n Spanned<Node>) -> Option<Cow<'n, str>> {
+    pub(crate) fn scalar_text<'n>(&'n self, node: &'n Spanned<Node>) -> Option<Cow<'n, str>> {
         match &node.value {
             Node::Str(s) => Some(Cow::Borrowed(s)),
             Node::Bool(_) | Node::Int(_) | Node::Float => Some(Cow::Borrowed(self.written(&node.defined))),
@@ -406,24 +406,6 @@ macro_rules! whole_number {
 }
 whole_number!(u32, u64);
 
-impl FromNode for super::raw::RestoreMode {
-    fn from_node(node: Spanned<Node>, r: &mut Reader, at: At<'_>, what: &str) -> Option<Self> {
-        use super::raw::RestoreMode;
-        let text = r.scalar_text(&node).map(Cow::into_owned);
-        match text.as_deref() {
-            Some("copy") => return Some(RestoreMode::Copy),
-            Some("hardlink") => return Some(RestoreMode::Hardlink),
-            _ => {}
-        }
-        let help = text
-            .as_deref()
-            .and_then(|t| suggest(t, ["copy", "hardlink"]))
-            .unwrap_or_else(|| "write `copy` (the default) or `hardlink`".into());
-        r.not_one_of(&node, at, what, help);
-        None
-    }
-}
-
 impl<T: FromNode> FromNode for Spanned<T> {
     fn from_node(node: Spanned<Node>, r: &mut Reader, at: At<'_>, what: &str) -> Option<Self> {
         let (referenced, defined) = (node.referenced, node.defined);
@@ -566,13 +548,7 @@ macro_rules! no_strings {
         }
     )*};
 }
-no_strings!(
-    Spanned<bool>,
-    Spanned<u32>,
-    Spanned<u64>,
-    Spanned<super::raw::RestoreMode>,
-    Spanned<Option<String>>
-);
+no_strings!(Spanned<bool>, Spanned<u32>, Spanned<u64>, Spanned<Option<String>>);
 
 impl<T: Strings> Strings for Spanned<T> {
     fn strings<'s>(&'s self, out: &mut Vec<&'s Spanned<String>>) {
@@ -633,7 +609,7 @@ macro_rules! raw_struct {
                 /// Keys starting with `x-`, allowed and ignored (a place for YAML anchors).
                 #[schemars(flatten)]
                 #[serde(skip_deserializing)]
-                pub $x: $crate::config::read::XKeys,
+                pub $x: $crate::yaml::read::XKeys,
             )?
             /// Something in this struct was reported while reading it (see `read.rs`).
             #[serde(skip)]
@@ -645,16 +621,16 @@ macro_rules! raw_struct {
             pub const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
         }
 
-        impl $crate::config::read::FromNode for $name {
+        impl $crate::yaml::read::FromNode for $name {
             const KEEPS_ITS_DAMAGE: bool = true;
 
             fn from_node(
-                node: serde_saphyr::Spanned<$crate::config::read::Node>,
-                r: &mut $crate::config::read::Reader,
-                at: $crate::config::read::At<'_>,
+                node: serde_saphyr::Spanned<$crate::yaml::read::Node>,
+                r: &mut $crate::yaml::read::Reader,
+                at: $crate::yaml::read::At<'_>,
                 what: &str,
             ) -> Option<Self> {
-                use $crate::config::read::{At, FromNode, Node, Slot};
+                use $crate::yaml::read::{At, FromNode, Node, Slot};
                 // A missing key is reported at the key this struct is the value of, if any.
                 let loc = r.key.take().unwrap_or(node.referenced);
                 let entries = match node.value {
@@ -689,7 +665,7 @@ macro_rules! raw_struct {
                                 };
                             }
                         )*
-                        $( _ if key.value.starts_with($crate::config::read::XKeys::PREFIX) => {
+                        $( _ if key.value.starts_with($crate::yaml::read::XKeys::PREFIX) => {
                             let _ = stringify!($x);
                         } )?
                         _ => {
@@ -717,26 +693,26 @@ macro_rules! raw_struct {
                     };
                 )*
                 r.restore_failed(outer || damaged);
-                Some($name { $( $field, )* $( $x: $crate::config::read::XKeys, )? damaged })
+                Some($name { $( $field, )* $( $x: $crate::yaml::read::XKeys, )? damaged })
             }
 
             fn placeholder() -> Option<Self> {
                 Some($name {
-                    $( $field: <$ty as $crate::config::read::FromNode>::placeholder()?, )*
-                    $( $x: $crate::config::read::XKeys, )?
+                    $( $field: <$ty as $crate::yaml::read::FromNode>::placeholder()?, )*
+                    $( $x: $crate::yaml::read::XKeys, )?
                     damaged: true,
                 })
             }
         }
 
-        impl $crate::config::read::Strings for $name {
+        impl $crate::yaml::read::Strings for $name {
             fn strings<'s>(&'s self, out: &mut Vec<&'s serde_saphyr::Spanned<String>>) {
-                $( $crate::config::read::Strings::strings(&self.$field, out); )*
+                $( $crate::yaml::read::Strings::strings(&self.$field, out); )*
             }
         }
     };
     (@absent $ty:ty, default) => { Some(<$ty>::default()) };
-    (@absent $ty:ty) => { <$ty as $crate::config::read::FromNode>::absent() };
+    (@absent $ty:ty) => { <$ty as $crate::yaml::read::FromNode>::absent() };
 }
 pub(crate) use raw_struct;
 
