@@ -342,67 +342,120 @@ fn an_input_glob_matching_nothing_is_a_warning() {
     assert_eq!(r.stderr().matches("matches no file").count(), 1, "{}", r.stderr());
 }
 
-/// The long options in a `--help` text (`--jobs`, `--cache-dir`, ...), `--help` and `--version` aside.
+/// The long options in a `--help` text or a Markdown page (`--jobs`, `--cache-dir`, ...), `--help`
+/// and `--version` aside.
 fn long_options(help: &str) -> std::collections::BTreeSet<String> {
-    help.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']' || c == '<' || c == '=')
+    help.split(|c: char| c.is_whitespace() || ",[]<=`()|\";:.".contains(c))
         .filter(|w| {
-            w.starts_with("--") && w.len() > 2 && w[2..].chars().all(|c| c.is_ascii_lowercase() || c == '-')
+            w.starts_with("--")
+                && w[2..].starts_with(|c: char| c.is_ascii_lowercase())
+                && w[2..].chars().all(|c| c.is_ascii_lowercase() || c == '-')
         })
         .filter(|w| *w != "--help" && *w != "--version")
         .map(str::to_string)
         .collect()
 }
 
-/// README's command-line section lists every subcommand and every option, and no option that
-/// does not exist; each subcommand's `--help` lists only the options it takes.
+/// A file of this repository, as text.
+fn repo_file(rel: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The part of `text` from the line `heading` to the next heading of the same level, or the end.
+fn section<'a>(text: &'a str, heading: &str) -> &'a str {
+    let start = text.find(&format!("\n{heading}\n")).unwrap_or_else(|| panic!("no `{heading}`")) + 1;
+    let level = heading.split(' ').next().unwrap();
+    let end = text[start + heading.len()..]
+        .find(&format!("\n{level} "))
+        .map_or(text.len(), |i| start + heading.len() + i + 1);
+    &text[start..end]
+}
+
+/// The subcommands a `--help` lists under "Commands:", `help` aside.
+fn subcommands(help: &str) -> Vec<String> {
+    let Some(list) = help.split("\nCommands:\n").nth(1) else { return Vec::new() };
+    list.lines()
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every subcommand, as its words (`["cache", "gc"]`), read from the `--help` texts themselves,
+/// so that a subcommand added later is one the docs must name.
+fn every_subcommand(p: &Project) -> Vec<Vec<String>> {
+    let mut all = Vec::new();
+    for cmd in subcommands(&p.gvbuild(&["--help"]).success().stdout()) {
+        let nested = subcommands(&p.gvbuild(&[&cmd, "--help"]).success().stdout());
+        if nested.is_empty() {
+            all.push(vec![cmd]);
+        } else {
+            all.extend(nested.into_iter().map(|sub| vec![cmd.clone(), sub]));
+        }
+    }
+    let names: Vec<String> = all.iter().map(|c| c.join(" ")).collect();
+    for known in ["build", "list", "cache gc", "cache verify", "run", "worker"] {
+        assert!(names.iter().any(|n| n == known), "no `{known}` among the subcommands read: {names:?}");
+    }
+    all
+}
+
+/// docs/cli.md's command-line block lists every subcommand and every option, and the page names
+/// no option that does not exist; README's short reference names every subcommand, and no option
+/// that does not exist; each subcommand's `--help` lists only the options it takes.
 #[test]
 fn readme_cli_section_matches_help() {
-    let readme =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let section = &readme
-        [readme.find("## Command line").unwrap()..readme.find("## The cache and its promises").unwrap()];
+    let page = repo_file("docs/cli.md");
+    let block = page
+        .split("\n```\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("docs/cli.md has no command-line block"))
+        .to_string();
+    let readme = repo_file("README.md");
+    let reference = section(&readme, "## Reference");
     let p = project();
-    let commands: &[&[&str]] = &[
-        &[],
-        &["build"],
-        &["list"],
-        &["graph"],
-        &["clean"],
-        &["cache", "stats"],
-        &["cache", "gc"],
-        &["cache", "verify"],
-        &["hash"],
-        &["libs"],
-        &["inspect"],
-        &["schema"],
-        &["completions"],
-        &["man"],
-        &["worker"],
-        &["run"],
-    ];
+    let mut commands = vec![Vec::new()];
+    commands.extend(every_subcommand(&p));
     let mut all = std::collections::BTreeSet::new();
-    for cmd in commands {
-        let mut args = cmd.to_vec();
+    for cmd in &commands {
+        let mut args: Vec<&str> = cmd.iter().map(String::as_str).collect();
         args.push("--help");
         let help = p.gvbuild(&args).success().stdout();
         if !cmd.is_empty() {
             let usage = format!("gvbuild {}", cmd.join(" "));
+            let listed = usage
+                .replace("cache stats", "cache stats|verify")
+                .replace("cache verify", "cache stats|verify");
             assert!(
-                section.contains(
-                    &usage
-                        .replace("cache stats", "cache stats|verify")
-                        .replace("cache verify", "cache stats|verify")
-                ),
-                "README lacks `{usage}`"
+                block.lines().any(|l| l == listed || l.starts_with(&format!("{listed} "))),
+                "docs/cli.md's command-line block lacks a line for `{usage}`"
             );
+            // `gvbuild list`, or a nested one in its parent's row: `gvbuild cache stats`, `gc`.
+            let named = match cmd.as_slice() {
+                [one] => {
+                    reference.contains(&format!("`gvbuild {one}`"))
+                        || reference.contains(&format!("`gvbuild {one} "))
+                }
+                [one, two] => reference.lines().any(|l| {
+                    l.contains(&format!("`gvbuild {one} {two}`"))
+                        || (l.contains(&format!("`gvbuild {one} ")) && l.contains(&format!("`{two}`")))
+                }),
+                _ => false,
+            };
+            assert!(named, "README's reference does not name `{usage}`");
         }
         all.extend(long_options(&help));
     }
     for opt in &all {
-        assert!(section.contains(opt.as_str()), "README's command-line section lacks {opt}");
+        assert!(block.contains(opt.as_str()), "docs/cli.md's command-line block lacks {opt}");
     }
-    for opt in long_options(section) {
-        assert!(all.contains(&opt), "README names {opt}, which no --help lists");
+    for opt in long_options(&page) {
+        assert!(all.contains(&opt), "docs/cli.md names {opt}, which no --help lists");
+    }
+    for opt in long_options(reference) {
+        assert!(all.contains(&opt), "README's reference names {opt}, which no --help lists");
     }
     // Only what each takes: `libs` takes no project options, `list` no build options.
     let libs = p.gvbuild(&["libs", "--help"]).success().stdout();
@@ -415,6 +468,119 @@ fn readme_cli_section_matches_help() {
         list.contains("--directory") && !list.contains("--jobs") && !list.contains("--cache-dir"),
         "{list}"
     );
+}
+
+/// README's short reference and docs/gevulot-yaml.md name every top-level key and every target
+/// key that gevulot.yaml's JSON Schema has, and each step kind has its row in README.
+#[test]
+fn readme_reference_names_every_gevulot_yaml_key() {
+    let schema: serde_json::Value =
+        serde_json::from_str(&project().gvbuild(&["schema"]).success().stdout()).unwrap();
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        v["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no properties in {v}"))
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let top = keys(&schema);
+    let target = keys(&schema["definitions"]["RawTarget"]);
+    assert!(
+        top.contains(&"targets".to_string()) && target.contains(&"run".to_string()),
+        "{top:?} {target:?}"
+    );
+    let readme = repo_file("README.md");
+    let reference = section(&readme, "## Reference");
+    let page = repo_file("docs/gevulot-yaml.md");
+    for key in top.iter().chain(&target) {
+        let code = format!("`{key}`");
+        assert!(reference.contains(&code), "README's reference does not name {code}");
+        assert!(
+            page.contains(&code) || page.contains(&format!("`{key}.")),
+            "docs/gevulot-yaml.md does not name {code}"
+        );
+    }
+    for kind in ["run", "fetch", "stage", "manifest", "image", "task"] {
+        assert!(target.contains(&kind.to_string()), "no step kind `{kind}` in the schema");
+        assert!(
+            reference.contains(&format!("| [`{kind}`](docs/gevulot-yaml.md")),
+            "README's steps lack `{kind}`"
+        );
+    }
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The lines of a Markdown text outside its fenced code blocks.
+fn prose(text: &str) -> Vec<&str> {
+    let mut fenced = false;
+    text.lines()
+        .filter(|l| {
+            if l.trim_start().starts_with("```") {
+                fenced = !fenced;
+                return false;
+            }
+            !fenced
+        })
+        .collect()
+}
+
+/// Every relative link in README.md, docs/ and bench/README.md leads to a file that exists, and
+/// every `#anchor` to a heading of that file: text that moves takes its links along.
+#[test]
+fn docs_links_and_anchors_resolve() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![root.join("README.md"), root.join("bench/README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            pages.push(path);
+        }
+    }
+    let anchors = |path: &std::path::Path| -> Vec<String> {
+        let text = std::fs::read_to_string(path).unwrap();
+        prose(&text)
+            .iter()
+            .filter(|l| l.starts_with('#'))
+            .map(|l| anchor(l.trim_start_matches('#')))
+            .collect()
+    };
+    let mut checked = 0;
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        let name = page.strip_prefix(root).unwrap().display().to_string();
+        for line in prose(&text) {
+            for piece in line.split("](").skip(1) {
+                let Some(end) = piece.find(')') else { continue };
+                let link = &piece[..end];
+                if link.contains("://") || link.starts_with("mailto:") {
+                    continue;
+                }
+                let (file, fragment) = link.split_once('#').unwrap_or((link, ""));
+                let target = if file.is_empty() { page.clone() } else { page.parent().unwrap().join(file) };
+                assert!(target.exists(), "{name} links to `{link}`, and {} does not exist", target.display());
+                if !fragment.is_empty() {
+                    assert!(
+                        anchors(&target).iter().any(|a| a == fragment),
+                        "{name} links to `{link}`, and {} has no heading with that anchor",
+                        target.display()
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} links found");
 }
 
 /// Subcommands get "did you mean" like targets do, in and outside a project; options a

@@ -1,5 +1,6 @@
-//! README.md's server set-ups, run verbatim (issue 20): each block marked `<!-- tested: NAME -->`
-//! is run by `bash -e` as written, in a fresh copy of `examples/` with `gvbuild` on PATH, the
+//! The documented server set-ups, run verbatim (issue 20): each block marked `<!-- tested: NAME -->`
+//! in README.md or a page of docs/ (docs/shared-cache.md and docs/remote-execution.md hold them
+//! today) is run by `bash -e` as written, in a fresh copy of `examples/` with `gvbuild` on PATH, the
 //! block's defaulted variables (ports, folders) set to ones of the test's own. Then what the
 //! block built is checked against the server it started, and the server is stopped.
 
@@ -12,14 +13,65 @@ use std::process::{Command, Stdio};
 use crate::remote::buildgrid::Version;
 use crate::support::{copy_tree, names, Project};
 
-/// The shell block README.md marks `<!-- tested: NAME -->`.
-fn block(name: &str) -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+/// README.md and the pages of docs/, by their paths in the repository.
+fn pages() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut paths = vec![root.join("README.md")];
+    let mut docs: Vec<PathBuf> =
+        std::fs::read_dir(root.join("docs")).unwrap().map(|e| e.unwrap().path()).collect();
+    docs.sort();
+    paths.extend(docs.into_iter().filter(|p| p.extension().is_some_and(|e| e == "md")));
+    paths
+        .into_iter()
+        .map(|p| (p.strip_prefix(root).unwrap().display().to_string(), std::fs::read_to_string(&p).unwrap()))
+        .collect()
+}
+
+/// The shell block marked `<!-- tested: NAME -->`, with the page it is on. It must be on exactly
+/// one page: a second copy would go stale untested.
+fn block(name: &str) -> (String, String) {
     let marker = format!("<!-- tested: {name} -->\n```sh\n");
-    let start =
-        readme.find(&marker).unwrap_or_else(|| panic!("README.md has no block `{name}`")) + marker.len();
-    let end = readme[start..].find("\n```\n").unwrap() + start;
-    readme[start..=end].to_string()
+    let found: Vec<(String, String)> = pages()
+        .into_iter()
+        .filter_map(|(page, text)| {
+            let start = text.find(&marker)? + marker.len();
+            assert_eq!(text.matches(&marker).count(), 1, "{page} has block `{name}` twice");
+            let end = text[start..].find("\n```\n").unwrap() + start;
+            Some((page, text[start..=end].to_string()))
+        })
+        .collect();
+    match found.as_slice() {
+        [one] => one.clone(),
+        [] => panic!("no page of README.md and docs/ has the block `{name}`"),
+        _ => panic!(
+            "the block `{name}` is on several pages: {:?}",
+            found.iter().map(|f| &f.0).collect::<Vec<_>>()
+        ),
+    }
+}
+
+/// The blocks the tests below run.
+const BLOCKS: [&str; 4] = ["nginx", "buildgrid-cache", "postgres", "buildgrid-exec"];
+
+/// Every block marked as tested is one a test below runs, and each of those is on exactly one
+/// page. This runs everywhere, also where the servers are not installed and the tests that
+/// start them are ignored.
+#[test]
+fn every_block_marked_tested_is_run_by_a_test() {
+    let mut marked = Vec::new();
+    for (page, text) in pages() {
+        for piece in text.split("<!-- tested: ").skip(1) {
+            let name = piece.split(" -->").next().unwrap().to_string();
+            assert!(BLOCKS.contains(&name.as_str()), "{page} marks `{name}` as tested, and no test runs it");
+            marked.push(name);
+        }
+    }
+    for name in BLOCKS {
+        let (page, script) = block(name);
+        assert!(page.starts_with("docs/") || page == "README.md", "{page}");
+        assert!(!script.trim().is_empty(), "the block `{name}` on {page} is empty");
+        assert!(marked.iter().any(|m| m == name), "`{name}` is not marked");
+    }
 }
 
 fn free_port() -> u16 {
@@ -47,7 +99,7 @@ impl Clone {
         self.dir.path().join(rel)
     }
 
-    /// Run README's block `name` here, as the leader of a process group of its own (what it
+    /// Run the documented block `name` here, as the leader of a process group of its own (what it
     /// starts in the background is in that group, and [`Ran::stop`] stops it), with `env` set
     /// and `path_first` ahead of the system's PATH. Its output goes to a file: a server left
     /// running must not hold a pipe open.
@@ -60,8 +112,9 @@ impl Clone {
         path.extend(["/usr/sbin".into(), "/sbin".into()]);
         let log = self.path(&format!("{name}.out"));
         let file = std::fs::File::create(&log).unwrap();
+        let (page, script) = block(name);
         let mut c = Command::new("bash");
-        c.arg("-e").arg("-c").arg(block(name)).current_dir(self.dir.path());
+        c.arg("-e").arg("-c").arg(script).current_dir(self.dir.path());
         c.env("PATH", std::env::join_paths(path).unwrap()).env("GVBUILD_CACHE_DIR", self.cache.path());
         for (k, v) in env {
             c.env(k, v);
@@ -70,13 +123,14 @@ impl Clone {
         let mut child = c.spawn().unwrap();
         let status = child.wait().unwrap();
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        Ran { name: name.to_string(), status, text, pgid: child.id() }
+        Ran { name: name.to_string(), page, status, text, pgid: child.id() }
     }
 }
 
 /// A block that ran.
 struct Ran {
     name: String,
+    page: String,
     status: std::process::ExitStatus,
     text: String,
     pgid: u32,
@@ -91,7 +145,8 @@ impl Ran {
     fn ok(&self) {
         assert!(
             self.status.success(),
-            "README's block `{}` failed ({:?}):\n{}",
+            "{}'s block `{}` failed ({:?}):\n{}",
+            self.page,
             self.name,
             self.status,
             self.text
@@ -170,7 +225,7 @@ fn readme_buildgrid_cache_block_serves_a_shared_cache_on_0_9() {
     buildgrid_cache_block(Version::V0_9);
 }
 
-/// README's PostgreSQL block, then its BuildGrid execution block (a worker and a remote build
+/// The PostgreSQL block, then the BuildGrid execution block (a worker and a remote build
 /// of `examples/hello`), as root.
 fn buildgrid_exec_blocks(version: Version) {
     let clone = Clone::new();
@@ -181,7 +236,7 @@ fn buildgrid_exec_blocks(version: Version) {
         ("BGD_PGDATA", pgdata.display().to_string()),
         ("BGD_PORT", port.to_string()),
     ];
-    // 0.4 takes the driver's name in the URL, as README says.
+    // 0.4 takes the driver's name in the URL, as docs/remote-execution.md says.
     if version == Version::V0_4 {
         env.push(("BGD_PG", format!("postgresql+psycopg2://bgd@127.0.0.1:{pg_port}/bgd")));
     }
