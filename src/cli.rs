@@ -1126,9 +1126,120 @@ fn build(
     explicit_build: bool,
 ) -> Result<u8, Error> {
     let mut timings = Timings::new();
-    let mut names = args.targets.clone();
-    names.extend(args.target.iter().cloned());
-    let mut p = match open_project(g) {
+    let dry = args.dry_run;
+    let (mut p, _lock, jobs) = open_for_build(g, &args, explicit_build)?;
+    timings.mark("open and lock");
+    // The stat cache and the state are read on another core while this one reads the graph
+    // (under the lock, so no other gvbuild is writing them).
+    let loader = {
+        let dir = p.state_dir.clone();
+        std::thread::Builder::new()
+            .name("gvbuild-load".into())
+            .spawn(move || (StatCache::load(&dir.join("stat.bin")), State::load(&dir)))
+    };
+    let graph = Graph::load_with(&p.source, &overrides(g)?, &p.state_dir, !dry)?;
+    timings.mark("load graph");
+    let (selected, rebuild) = select_for_build(&graph, &args, explicit_build)?;
+    check_unset_vars(&graph, &selected, &p.source)?;
+    // Nothing below points into the build file: its text (a byte per byte of gevulot.yaml, the
+    // largest single block of a no-op build's memory after the graph) goes now.
+    p.source.text = Arc::new(String::new());
+    let (mut cache, _cache_lock) = if dry {
+        (Cache::open_read_only(&cache_dir(g)), None)
+    } else {
+        let (c, l) = open_cache(g, lock::Mode::Shared)?;
+        (c, Some(l))
+    };
+    let servers = open_servers(&remote_args, dry, &graph, &mut cache)?;
+    let opts = build_opts(&args, selected.len(), rebuild);
+    let explain = (opts.explain || opts.dry_run).then(|| ExplainStore::load(&p.state_dir));
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, interrupted.clone());
+    }
+    let mut reporter = Reporter::new(opts.json, opts.explain, opts.dry_run, opts.verbose, opts.quiet);
+    if args.human_to_stderr {
+        reporter.human_to_stderr();
+    }
+    // The engine's own cache fails with it: one warning says so.
+    let mut engine_warned = servers.exec_warning.is_some() && servers.cache_is_engine;
+    if let Some(w) = &servers.exec_warning {
+        reporter.warn(w);
+    }
+    let (mut stat, state) = match loader.map(|h| h.join()) {
+        Ok(Ok(loaded)) => loaded,
+        // No thread could be started (or it panicked): read them here.
+        _ => (StatCache::load(&p.state_dir.join("stat.bin")), State::load(&p.state_dir)),
+    };
+    stat.set_root(&p.root);
+    let ctx = Arc::new(Ctx {
+        root: p.root.clone(),
+        state_dir: p.state_dir.clone(),
+        stat,
+        state: RwLock::new(state),
+        graph,
+        cache,
+        tools: ToolCache::default(),
+        jobs,
+        explain,
+        slots: crate::jobs::Slots::new(opts.jobs),
+        progress: reporter.multi(),
+        opts: opts.clone(),
+        interrupted: interrupted.clone(),
+        producers: Default::default(),
+        glob_warnings: Default::default(),
+        remote: servers.remote,
+        remote_steps: servers.remote_steps,
+        remote_exec: servers.remote_exec,
+        platform: remote_args.platform.iter().cloned().collect(),
+    });
+    timings.mark("load state");
+    let summary = exec::build(ctx.clone(), &selected, &mut reporter);
+    timings.mark("build");
+    if let Some(w) = ctx.remote_exec.as_ref().and_then(|r| r.warning()) {
+        engine_warned |= servers.cache_is_engine;
+        reporter.warn(&w);
+    }
+    finish_with_servers(&ctx, &mut reporter, servers.cache_is_engine, engine_warned);
+    if ctx.remote.is_some() {
+        timings.mark("uploads");
+    }
+    ctx.jobs.finish();
+    let was_interrupted = interrupted.load(Ordering::SeqCst);
+    if !opts.dry_run {
+        save_after_build(&ctx, &mut reporter, &p.state_dir);
+    }
+    timings.mark("save state");
+    if let Ok(mut empty) = ctx.glob_warnings.lock() {
+        empty.sort();
+        empty.dedup();
+        for (target, glob) in empty.iter() {
+            reporter.warn(&format!("input glob `{glob}` of target `{target}` matches no file"));
+        }
+    }
+    reporter.finish(&summary, was_interrupted);
+    timings.report();
+    // The graph, the state and the stat cache are saved: freeing their many small allocations
+    // one by one would cost a no-op build an eighth of its time, for a process about to exit.
+    std::mem::forget(ctx);
+    Ok(if was_interrupted {
+        130
+    } else if summary.failed > 0 || summary.skipped > 0 || summary.interrupted > 0 {
+        1
+    } else {
+        0
+    })
+}
+
+/// Find the project and, unless this is a dry run (which writes nothing at all: no state
+/// folder, no lock, no parse cache, no cache), make its state folder, take its lock and stop
+/// steps an earlier, killed gvbuild left running.
+fn open_for_build(
+    g: &GlobalArgs,
+    args: &BuildArgs,
+    explicit_build: bool,
+) -> Result<(Project, Option<lock::Lock>, Jobs), Error> {
+    let p = match open_project(g) {
         Ok(p) => p,
         // `gvbuild lsit` outside a project: the likelier mistake is the subcommand's name.
         Err(Error::NoBuildFile(dir)) => {
@@ -1141,32 +1252,31 @@ fn build(
         }
         Err(e) => return Err(e),
     };
-    // A dry run writes nothing at all: no state folder, no lock, no parse cache, no cache.
-    let dry = args.dry_run;
-    let _lock = if dry {
+    let lock = if args.dry_run {
         None
     } else {
         prepare_state_dir(&p.state_dir)?;
         Some(project_lock(&p)?)
     };
     let jobs = Jobs::new(&p.state_dir);
-    if !dry {
+    if !args.dry_run {
         let killed = jobs.kill_leftovers();
         if killed > 0 {
             note(&format!("gvbuild: stopped {killed} step(s) left running by an earlier, killed gvbuild"));
         }
     }
-    timings.mark("open and lock");
-    // The stat cache and the state are read on another core while this one reads the graph
-    // (under the lock, so no other gvbuild is writing them).
-    let loader = {
-        let dir = p.state_dir.clone();
-        std::thread::Builder::new()
-            .name("gvbuild-load".into())
-            .spawn(move || (StatCache::load(&dir.join("stat.bin")), State::load(&dir)))
-    };
-    let graph = Graph::load_with(&p.source, &overrides(g)?, &p.state_dir, !dry)?;
-    timings.mark("load graph");
+    Ok((p, lock, jobs))
+}
+
+/// The targets to build (the named ones and their deps, or the default) and the step
+/// targets `--rebuild` forces (a group stands for its members).
+fn select_for_build(
+    graph: &Graph,
+    args: &BuildArgs,
+    explicit_build: bool,
+) -> Result<(Vec<usize>, HashSet<String>), Error> {
+    let mut names = args.targets.clone();
+    names.extend(args.target.iter().cloned());
     let selected = graph.select(&names).map_err(|e| {
         let unknown: Vec<String> =
             args.targets.iter().filter(|n| graph.lookup(n).is_none()).cloned().collect();
@@ -1177,11 +1287,10 @@ fn build(
             None => Error::Usage(e),
         }
     })?;
-    // A group stands for its members.
     let mut rebuild = HashSet::new();
     for r in &args.rebuild {
         let Some(i) = graph.lookup(r) else {
-            return Err(match unknown_target(&graph, r) {
+            return Err(match unknown_target(graph, r) {
                 Error::Usage(m) => Error::Usage(format!("--rebuild: {m}")),
                 e => e,
             });
@@ -1192,21 +1301,33 @@ fn build(
             rebuild.extend(graph.step_deps[i].iter().map(|&m| graph.target(m).name.clone()));
         }
     }
-    check_unset_vars(&graph, &selected, &p.source)?;
-    // Nothing below points into the build file: its text (a byte per byte of gevulot.yaml, the
-    // largest single block of a no-op build's memory after the graph) goes now.
-    p.source.text = Arc::new(String::new());
+    Ok((selected, rebuild))
+}
 
-    let (mut cache, _cache_lock) = if dry {
-        (Cache::open_read_only(&cache_dir(g)), None)
-    } else {
-        let (c, l) = open_cache(g, lock::Mode::Shared)?;
-        (c, Some(l))
-    };
-    // A dry run asks no server: it writes nothing and says what the local cache would do.
-    // The flag or the environment names the cache the user trusts with credentials and
-    // writes; gevulot.yaml's `remote_cache:` (which a pull request can edit) is only read, and
-    // gets neither the headers nor the client certificate.
+/// The servers a build talks to.
+struct Servers {
+    remote: Option<Remote>,
+    remote_exec: Option<RemoteExec>,
+    /// Steps are keyed as remote ones (`--remote-exec`, also in a dry run, which asks no
+    /// server).
+    remote_steps: bool,
+    /// The engine was unreachable from the start (with the fallback): a plain local build.
+    exec_warning: Option<String>,
+    /// The shared cache is the engine's own (no other was named): it fails with it.
+    cache_is_engine: bool,
+}
+
+/// Open the shared cache and the remote-execution engine the flags, the environment and
+/// gevulot.yaml name. A dry run asks no server: it writes nothing and says what the local
+/// cache would do. The flag or the environment names the cache the user trusts with
+/// credentials and writes; gevulot.yaml's `remote_cache:` (which a pull request can edit) is
+/// only read, and gets neither the headers nor the client certificate.
+fn open_servers(
+    remote_args: &RemoteArgs,
+    dry: bool,
+    graph: &Graph,
+    cache: &mut Cache,
+) -> Result<Servers, Error> {
     let timeout = std::time::Duration::from_secs(remote_args.remote_timeout.unwrap_or(30).max(1));
     // An empty `--remote-cache ''` turns the file's off too.
     let given = remote_args.remote_cache.as_deref();
@@ -1239,15 +1360,14 @@ fn build(
     let remote = match options {
         Some(options) => {
             cache.keep_sha256();
-            Some(Remote::open(options, &cache).map_err(Error::Usage)?)
+            Some(Remote::open(options, cache).map_err(Error::Usage)?)
         }
         None => None,
     };
-    let mut exec_warning = None;
-    let remote_exec = match exec_url {
+    let (remote_exec, exec_warning) = match exec_url {
         Some(url) => {
             let (exec, warning) = RemoteExec::open(
-                &cache,
+                cache,
                 ExecOptions {
                     url: url.to_string(),
                     headers: remote_headers()?,
@@ -1260,18 +1380,21 @@ fn build(
                 },
             )
             .map_err(Error::Usage)?;
-            // Unreachable from the start (with the fallback): a plain local build.
-            exec_warning = warning;
-            exec.active().then_some(exec)
+            (exec.active().then_some(exec), warning)
         }
-        None => None,
+        None => (None, None),
     };
     let remote_steps =
         remote_exec.is_some() || (dry && remote_args.remote_exec.as_deref().is_some_and(|u| !u.is_empty()));
-    let opts = Opts {
+    Ok(Servers { remote, remote_exec, remote_steps, exec_warning, cache_is_engine: given == exec_url })
+}
+
+/// The scheduler's options from the build's flags.
+fn build_opts(args: &BuildArgs, selected: usize, rebuild: HashSet<String>) -> Opts {
+    Opts {
         jobs: match args.jobs {
             // No limit: as many commands as there are steps to run.
-            Some(0) => selected.len().max(1),
+            Some(0) => selected.max(1),
             Some(n) => n,
             None => exec::cores(),
         },
@@ -1283,57 +1406,14 @@ fn build(
         rebuild,
         rebuild_all: args.rebuild_all,
         quiet: args.quiet,
-    };
-    let explain = (opts.explain || opts.dry_run).then(|| ExplainStore::load(&p.state_dir));
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register(sig, interrupted.clone());
     }
-    let mut reporter = Reporter::new(opts.json, opts.explain, opts.dry_run, opts.verbose, opts.quiet);
-    if args.human_to_stderr {
-        reporter.human_to_stderr();
-    }
-    // The engine's own cache fails with it: one warning says so.
-    let mut engine_warned = exec_warning.is_some() && given == exec_url;
-    if let Some(w) = exec_warning {
-        reporter.warn(&w);
-    }
-    let (mut stat, state) = match loader.map(|h| h.join()) {
-        Ok(Ok(loaded)) => loaded,
-        // No thread could be started (or it panicked): read them here.
-        _ => (StatCache::load(&p.state_dir.join("stat.bin")), State::load(&p.state_dir)),
-    };
-    stat.set_root(&p.root);
-    let ctx = Arc::new(Ctx {
-        root: p.root.clone(),
-        state_dir: p.state_dir.clone(),
-        stat,
-        state: RwLock::new(state),
-        graph,
-        cache,
-        tools: ToolCache::default(),
-        jobs,
-        explain,
-        slots: exec::Slots::new(opts.jobs),
-        progress: reporter.multi(),
-        opts: opts.clone(),
-        interrupted: interrupted.clone(),
-        producers: Default::default(),
-        glob_warnings: Default::default(),
-        remote,
-        remote_steps,
-        remote_exec,
-        platform: remote_args.platform.iter().cloned().collect(),
-    });
-    timings.mark("load state");
-    let summary = exec::build(ctx.clone(), &selected, &mut reporter);
-    timings.mark("build");
-    if let Some(w) = ctx.remote_exec.as_ref().and_then(|r| r.warning()) {
-        engine_warned |= given == exec_url;
-        reporter.warn(&w);
-    }
-    // Lines that are not warnings, which -q leaves out.
-    let quiet = opts.quiet;
+}
+
+/// After the steps: wait for the uploads (cancelled after Ctrl-C), and say how busy the
+/// servers were (`-q` leaves that out). A failure of the engine's own cache is not said again
+/// once the engine's was (`engine_warned`).
+fn finish_with_servers(ctx: &Ctx, reporter: &mut Reporter, cache_is_engine: bool, engine_warned: bool) {
+    let quiet = ctx.opts.quiet;
     let say = |line: &str| {
         if !quiet {
             note(line)
@@ -1342,65 +1422,43 @@ fn build(
     if let Some(line) = ctx.remote_exec.as_ref().and_then(|r| r.busy_note()) {
         say(&line);
     }
-    if let Some(remote) = ctx.remote.as_ref() {
-        if interrupted.load(Ordering::SeqCst) {
-            remote.cancel_uploads();
-        }
-        let mut waiting = |line: &str| say(line);
-        for w in remote.finish(ctx.cache.root(), &mut waiting) {
-            if engine_warned && w.contains(" failed ") {
-                continue;
-            }
-            reporter.warn(&w);
-        }
-        // The engine's cache is the engine: said once, above.
-        if given != exec_url || ctx.remote_exec.is_none() {
-            if let Some(line) = remote.busy_note() {
-                say(&line);
-            }
-        }
-        timings.mark("uploads");
+    let Some(remote) = ctx.remote.as_ref() else { return };
+    if ctx.interrupted.load(Ordering::SeqCst) {
+        remote.cancel_uploads();
     }
-    ctx.jobs.finish();
-    let was_interrupted = interrupted.load(Ordering::SeqCst);
+    let mut waiting = |line: &str| say(line);
+    for w in remote.finish(ctx.cache.root(), &mut waiting) {
+        if engine_warned && w.contains(" failed ") {
+            continue;
+        }
+        reporter.warn(&w);
+    }
+    // The engine's cache is the engine: said once, above.
+    if !cache_is_engine || ctx.remote_exec.is_none() {
+        if let Some(line) = remote.busy_note() {
+            say(&line);
+        }
+    }
+}
 
-    if !opts.dry_run {
-        if let Ok(mut state) = ctx.state.write() {
-            if let Err(e) = state.save() {
-                reporter.warn(&format!("could not save the build state: {e}"));
-            }
-        }
-        if let Err(e) = ctx.stat.save(&p.state_dir.join("stat.bin")) {
-            reporter.warn(&format!("could not save the stat cache: {e}"));
-        }
-        if !reporter.explained.is_empty() {
-            let mut store = ExplainStore::load(&p.state_dir);
-            for (name, e) in reporter.explained.drain(..) {
-                store.set(&name, e);
-            }
-            let _ = store.save();
+/// Save what the build learned: the state, the stat cache and the key parts `--explain`
+/// compares against next time. A failure is a warning: the next build only rechecks more.
+fn save_after_build(ctx: &Ctx, reporter: &mut Reporter, state_dir: &Path) {
+    if let Ok(mut state) = ctx.state.write() {
+        if let Err(e) = state.save() {
+            reporter.warn(&format!("could not save the build state: {e}"));
         }
     }
-    timings.mark("save state");
-    if let Ok(mut empty) = ctx.glob_warnings.lock() {
-        empty.sort();
-        empty.dedup();
-        for (target, glob) in empty.iter() {
-            reporter.warn(&format!("input glob `{glob}` of target `{target}` matches no file"));
-        }
+    if let Err(e) = ctx.stat.save(&state_dir.join("stat.bin")) {
+        reporter.warn(&format!("could not save the stat cache: {e}"));
     }
-    reporter.finish(&summary, was_interrupted);
-    timings.report();
-    // The graph, the state and the stat cache are saved: freeing their many small allocations
-    // one by one would cost a no-op build an eighth of its time, for a process about to exit.
-    std::mem::forget(ctx);
-    Ok(if was_interrupted {
-        130
-    } else if summary.failed > 0 || summary.skipped > 0 || summary.interrupted > 0 {
-        1
-    } else {
-        0
-    })
+    if !reporter.explained.is_empty() {
+        let mut store = ExplainStore::load(state_dir);
+        for (name, e) in reporter.explained.drain(..) {
+            store.set(&name, e);
+        }
+        let _ = store.save();
+    }
 }
 
 /// `gvbuild worker`: serve a REAPI engine until SIGINT or SIGTERM.

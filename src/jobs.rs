@@ -213,3 +213,59 @@ fn group_has_token(pgid: u32, token: &str) -> bool {
     }
     false
 }
+
+/// A counting semaphore: how many commands (steps, VMs, remote actions) run at once (`-j`).
+pub struct Slots {
+    free: std::sync::Mutex<usize>,
+    cv: std::sync::Condvar,
+}
+
+impl Slots {
+    pub fn new(n: usize) -> Slots {
+        Slots { free: std::sync::Mutex::new(n.max(1)), cv: std::sync::Condvar::new() }
+    }
+
+    /// Hold a slot while the returned guard lives. The time spent waiting for it is added to
+    /// this thread's [`slot_wait`], so that a step's reported time is its own.
+    pub fn acquire(&self) -> SlotGuard<'_> {
+        let start = std::time::Instant::now();
+        let guard = self.acquire_inner();
+        SLOT_WAIT.with(|w| w.set(w.get() + start.elapsed()));
+        guard
+    }
+
+    fn acquire_inner(&self) -> SlotGuard<'_> {
+        if let Ok(mut free) = self.free.lock() {
+            while *free == 0 {
+                free = match self.cv.wait(free) {
+                    Ok(f) => f,
+                    Err(_) => return SlotGuard { slots: self },
+                };
+            }
+            *free -= 1;
+        }
+        SlotGuard { slots: self }
+    }
+}
+
+thread_local! {
+    static SLOT_WAIT: std::cell::Cell<std::time::Duration> = const { std::cell::Cell::new(std::time::Duration::ZERO) };
+}
+
+/// The time this thread has waited for command slots since the last call (which resets it).
+pub fn take_slot_wait() -> std::time::Duration {
+    SLOT_WAIT.with(|w| w.replace(std::time::Duration::ZERO))
+}
+
+pub struct SlotGuard<'a> {
+    slots: &'a Slots,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut free) = self.slots.free.lock() {
+            *free += 1;
+        }
+        self.slots.cv.notify_one();
+    }
+}

@@ -105,7 +105,7 @@ pub struct Ctx {
     pub opts: Opts,
     pub interrupted: Arc<AtomicBool>,
     /// Free command slots: `-j N` bounds the commands running, not the steps in flight.
-    pub slots: Slots,
+    pub slots: crate::jobs::Slots,
     /// On a terminal: where a download adds its progress bar.
     pub progress: Option<indicatif::MultiProgress>,
     /// (target, glob) for each input glob that matched no file, warned about once at the end.
@@ -154,62 +154,6 @@ impl Ctx {
     }
 }
 
-/// A counting semaphore.
-pub struct Slots {
-    free: std::sync::Mutex<usize>,
-    cv: std::sync::Condvar,
-}
-
-impl Slots {
-    pub fn new(n: usize) -> Slots {
-        Slots { free: std::sync::Mutex::new(n.max(1)), cv: std::sync::Condvar::new() }
-    }
-
-    /// Hold a slot while the returned guard lives. The time spent waiting for it is added to
-    /// this thread's [`slot_wait`], so that a step's reported time is its own.
-    pub fn acquire(&self) -> SlotGuard<'_> {
-        let start = std::time::Instant::now();
-        let guard = self.acquire_inner();
-        SLOT_WAIT.with(|w| w.set(w.get() + start.elapsed()));
-        guard
-    }
-
-    fn acquire_inner(&self) -> SlotGuard<'_> {
-        if let Ok(mut free) = self.free.lock() {
-            while *free == 0 {
-                free = match self.cv.wait(free) {
-                    Ok(f) => f,
-                    Err(_) => return SlotGuard { slots: self },
-                };
-            }
-            *free -= 1;
-        }
-        SlotGuard { slots: self }
-    }
-}
-
-thread_local! {
-    static SLOT_WAIT: std::cell::Cell<std::time::Duration> = const { std::cell::Cell::new(std::time::Duration::ZERO) };
-}
-
-/// The time this thread has waited for command slots since the last call (which resets it).
-pub fn take_slot_wait() -> std::time::Duration {
-    SLOT_WAIT.with(|w| w.replace(std::time::Duration::ZERO))
-}
-
-pub struct SlotGuard<'a> {
-    slots: &'a Slots,
-}
-
-impl Drop for SlotGuard<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut free) = self.slots.free.lock() {
-            *free += 1;
-        }
-        self.slots.cv.notify_one();
-    }
-}
-
 impl Ctx {
     pub fn log_path(&self, target: &str) -> PathBuf {
         self.state_dir.join("logs").join(format!("{target}.log"))
@@ -251,313 +195,441 @@ pub fn note(text: &str) {
 /// Steps in flight beyond `2 x -j` when a remote cache is configured.
 const REMOTE_IO_IN_FLIGHT: usize = 16;
 
+/// Build the selected targets: phase one finds the fresh steps (in parallel, see
+/// [`Schedule::find_fresh`]); the rest go through [`runner::process`] on a pool, each once its
+/// deps have finished ([`Schedule::run_the_rest`]).
 pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summary {
-    let g = &ctx.graph;
-    let steps: Vec<usize> = selected.iter().copied().filter(|&i| g.target(i).step.is_some()).collect();
-    let in_sel: HashSet<usize> = steps.iter().copied().collect();
-    let n = g.len();
-    let mut waiting = vec![0usize; n];
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for &i in &steps {
-        for &d in &g.step_deps[i] {
-            if in_sel.contains(&d) {
+    let mut s = Schedule::new(&ctx, selected);
+    reporter.start(s.steps.len());
+    s.find_fresh(&ctx, reporter);
+    if s.remaining > 0 {
+        s.run_the_rest(&ctx, reporter);
+    }
+    s.summary
+}
+
+/// The scheduler's state for one build. Steps are graph indices; the per-step vectors are
+/// indexed by them.
+struct Schedule {
+    /// The selected targets that have a step, in selection order.
+    steps: Vec<usize>,
+    in_sel: HashSet<usize>,
+    /// Per step: deps (in the selection) not finished yet; `usize::MAX` once it is done.
+    waiting: Vec<usize>,
+    /// Per step: the steps (in the selection) that depend on it.
+    dependents: Vec<Vec<usize>>,
+    /// Per step: a dep failed or was skipped, so it is skipped too.
+    blocked: Vec<bool>,
+    /// Per step: its outputs digest once done (what dependents key on).
+    out_digest: Vec<Option<Digest>>,
+    summary: Summary,
+    remaining: usize,
+}
+
+impl Schedule {
+    fn new(ctx: &Ctx, selected: &[usize]) -> Schedule {
+        let g = &ctx.graph;
+        let steps: Vec<usize> = selected.iter().copied().filter(|&i| g.target(i).step.is_some()).collect();
+        let in_sel: HashSet<usize> = steps.iter().copied().collect();
+        let n = g.len();
+        let mut waiting = vec![0usize; n];
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for &i in &steps {
+            for &d in g.step_deps[i].iter().filter(|d| in_sel.contains(d)) {
                 waiting[i] += 1;
                 dependents[d].push(i);
             }
         }
-    }
-    let mut blocked = vec![false; n];
-    let mut out_digest: Vec<Option<Digest>> = vec![None; n];
-    let mut summary = Summary::default();
-    let mut remaining = steps.len();
-    let mut in_flight = 0usize;
-    let mut stopping = false;
-    let jobs = ctx.opts.jobs.max(1);
-    // Fingerprinting and storing a step's outputs need no command slot: with twice as many
-    // steps in flight as commands allowed, a step's bookkeeping overlaps the next command.
-    // Threads are bounded even without a limit on commands (`-j0`).
-    // Remote steps take no command slot: as many more may be in flight as the engine takes.
-    let remote_jobs = ctx.remote_exec.as_ref().map_or(0, |r| r.jobs());
-    // A remote cache's lookups and downloads wait on the network, not on a core: more steps
-    // in flight overlap their round trips.
-    let remote_io = if ctx.remote.is_some() { REMOTE_IO_IN_FLIGHT } else { 0 };
-    let in_flight_max =
-        jobs.saturating_mul(2).saturating_add(remote_jobs).saturating_add(remote_io).min(1024);
-    reporter.start(steps.len());
-
-    // Phase one: find the fresh steps, in parallel (see `FreshWalk`). A step is fresh only if
-    // all its deps are, and a fresh dep's outputs are the ones its record names: so a step is
-    // checked, with its deps' recorded outputs, once they are all found fresh. The rest go to
-    // the scheduler below, which checks again once their deps have finished (a dep that reruns
-    // to identical outputs leaves them fresh: early cutoff). The fresh steps are then reported
-    // a topological level at a time.
-    let order = topo_order(&steps, &g.step_deps, &in_sel);
-    let mut depth = vec![0usize; n];
-    for &i in &order {
-        depth[i] =
-            g.step_deps[i].iter().filter(|d| in_sel.contains(d)).map(|&d| depth[d] + 1).max().unwrap_or(0);
-    }
-    let max_depth = order.iter().map(|&i| depth[i]).max().unwrap_or(0);
-    let mut levels: Vec<Vec<usize>> = vec![Vec::new(); max_depth + 1];
-    for &i in &order {
-        levels[depth[i]].push(i);
-    }
-    // What each step's record says its outputs are (`None`: no record, never fresh). Only the
-    // scheduler thread writes the state, and not during this phase.
-    let recorded: Vec<Option<Digest>> = match ctx.state.read() {
-        Ok(state) => (0..n)
-            .map(|i| match in_sel.contains(&i) {
-                true => state.get(&g.target(i).name).map(|r| r.outputs_digest),
-                false => None,
-            })
-            .collect(),
-        Err(_) => vec![None; n],
-    };
-    // A step with no record, or with a dep that has none, cannot be fresh: not checked.
-    let is_candidate: Vec<bool> = (0..n)
-        .map(|i| {
-            recorded[i].is_some()
-                && g.step_deps[i].iter().filter(|d| in_sel.contains(d)).all(|&d| recorded[d].is_some())
-        })
-        .collect();
-    let mut fresh_done = vec![false; n];
-    ctx.stat.set_frozen(true);
-    // The checks run on a pool of one thread per core, shared by work-stealing. The checks
-    // wait on nothing but stat; the step pool's 2 x -j threads would only take turns. The pool
-    // is dropped after the phase: rayon's idle workers spin before they sleep, and on a small
-    // machine they would take the cores from what this thread does next. A build with at most
-    // one step to check (a fresh clone has none) starts no pool.
-    let threads = cores();
-    let fresh_pool = match is_candidate.iter().filter(|&&c| c).nth(1).is_some() {
-        true => rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("gvbuild-check-{i}"))
-            .build()
-            .map_err(|e| reporter.warn(&format!("could not start the threads that check steps: {e}")))
-            .ok(),
-        false => None,
-    };
-    let plain_lines = reporter.plain_fresh_lines();
-    let check = |i: usize| {
-        let done = runner::check_fresh(&ctx, g.target(i), dep_digests(g, i, &recorded))?;
-        Some(FreshCheck {
-            key: done.key,
-            outputs_digest: done.outputs_digest,
-            ms: done.ms,
-            image_id: done.image_id.map(Box::new),
-        })
-    };
-    let walk = FreshWalk {
-        check: &check,
-        pending: (0..n)
-            .map(|i| AtomicU32::new(g.step_deps[i].iter().filter(|d| in_sel.contains(d)).count() as u32))
-            .collect(),
-        is_candidate: &is_candidate,
-        dependents: &dependents,
-        found: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
-    };
-    let roots: Vec<usize> =
-        (0..n).filter(|&i| is_candidate[i] && walk.pending[i].load(Ordering::Relaxed) == 0).collect();
-    match &fresh_pool {
-        Some(pool) => pool.install(|| {
-            rayon::scope(|s| {
-                for &i in &roots {
-                    let walk = &walk;
-                    s.spawn(move |s| walk.visit(s, i));
-                }
-            })
-        }),
-        // No threads to be had (or at most one step): check one step after another on this one.
-        None => walk.visit_here(roots),
-    }
-    drop(fresh_pool);
-    let mut found = walk.found;
-    for level in &levels {
-        for &i in level {
-            // Kept only if every dep is fresh with the outputs this check was given.
-            let deps_fresh = g.step_deps[i]
-                .iter()
-                .filter(|d| in_sel.contains(d))
-                .all(|&d| fresh_done[d] && out_digest[d] == recorded[d]);
-            if !deps_fresh {
-                continue;
-            }
-            let Some(fresh) = found[i].take() else { continue };
-            fresh_done[i] = true;
-            out_digest[i] = fresh.outputs_digest;
-            waiting[i] = usize::MAX;
-            remaining -= 1;
-            summary.add(Outcome::Fresh);
-            // A fresh step's `--json` line, when that is all there is to report of it, is made
-            // by hand (a `serde_json::Value` per step was a tenth of a no-op build).
-            match fresh.image_id {
-                None if plain_lines => {
-                    reporter.push_line(&report::fresh_line(&g.target(i).name, fresh.key, fresh.ms))
-                }
-                image_id => {
-                    let image_id = image_id.map(|b| *b);
-                    let done = runner::Done::fresh(fresh.key, fresh.outputs_digest, fresh.ms, image_id);
-                    reporter.step(&ctx, &g.target(i).name, Outcome::Fresh, Some(&done), done.ms, done.key)
-                }
-            }
-            for &dep in &dependents[i] {
-                waiting[dep] -= 1;
-            }
+        let remaining = steps.len();
+        Schedule {
+            steps,
+            in_sel,
+            waiting,
+            dependents,
+            blocked: vec![false; n],
+            out_digest: vec![None; n],
+            summary: Summary::default(),
+            remaining,
         }
     }
-    ctx.stat.set_frozen(false);
-    // Started only when something is left to run: a no-op build starts no step threads.
-    let _watcher = (remaining > 0).then(|| Watcher::start(&ctx, reporter));
-    let pool = if remaining == 0 {
-        None
-    } else {
-        Some(
-            match rayon::ThreadPoolBuilder::new()
-                .num_threads(in_flight_max)
-                .thread_name(|i| format!("gvbuild-step-{i}"))
-                .build()
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    reporter.warn(&format!("could not start the step pool: {e}"));
-                    return summary;
-                }
-            },
-        )
-    };
-    let mut ready: VecDeque<usize> = steps.iter().copied().filter(|&i| waiting[i] == 0).collect();
-    let (tx, rx) = mpsc::channel::<(usize, runner::Done)>();
-    let mut finished: Vec<usize> = Vec::new();
-    let mut journal_warned = false;
-    let mut dry_restored = vec![false; n];
 
-    while remaining > 0 {
-        // Always there: it is started whenever something remains.
-        let Some(pool) = pool.as_ref() else { break };
-        if ctx.interrupted.load(Ordering::SeqCst) {
-            stopping = true;
-        }
-        // Start what may start.
-        while in_flight < in_flight_max && !stopping {
-            // Only steps whose deps all succeeded are ever ready.
-            let Some(i) = ready.pop_front() else { break };
-            // Owned: the step runs on the pool, which may outlive this borrow of the graph.
-            let deps: BTreeMap<String, Digest> =
-                dep_digests(g, i, &out_digest).into_iter().map(|(k, v)| (k.into_owned(), v)).collect();
-            if ctx.opts.dry_run {
-                // A dependency that would run has no outputs yet: so this step would run too.
-                if let Some(&d) = g.step_deps[i].iter().find(|&&d| out_digest[d].is_none()) {
-                    let mut done = runner::Done::would_run();
-                    let t = g.target(i);
-                    done.command =
-                        Some(runner::summary_of(t, t.outputs.iter().map(|o| o.path.clone()).collect()));
-                    done.reasons.push(explain::Reason::DepWouldRun(g.target(d).name.clone()));
-                    in_flight += 1;
-                    let _ = tx.send((i, done));
+    /// Step `i`'s deps in the selection.
+    fn deps_of<'g>(&'g self, g: &'g Graph, i: usize) -> impl Iterator<Item = usize> + 'g {
+        g.step_deps[i].iter().copied().filter(|d| self.in_sel.contains(d))
+    }
+
+    /// Phase one: find the fresh steps, in parallel (see [`FreshWalk`]). A step is fresh only
+    /// if all its deps are, and a fresh dep's outputs are the ones its record names: so a step
+    /// is checked, with its deps' recorded outputs, once they are all found fresh. The rest go
+    /// to [`Schedule::run_the_rest`], which checks again once their deps have finished (a dep
+    /// that reruns to identical outputs leaves them fresh: early cutoff). The fresh steps are
+    /// then reported a topological level at a time.
+    fn find_fresh(&mut self, ctx: &Ctx, reporter: &mut Reporter) {
+        let g = &ctx.graph;
+        let n = g.len();
+        // What each step's record says its outputs are (`None`: no record, never fresh). Only
+        // the scheduler thread writes the state, and not during this phase.
+        let recorded: Vec<Option<Digest>> = match ctx.state.read() {
+            Ok(state) => (0..n)
+                .map(|i| match self.in_sel.contains(&i) {
+                    true => state.get(&g.target(i).name).map(|r| r.outputs_digest),
+                    false => None,
+                })
+                .collect(),
+            Err(_) => vec![None; n],
+        };
+        // A step with no record, or with a dep that has none, cannot be fresh: not checked.
+        let is_candidate: Vec<bool> = (0..n)
+            .map(|i| recorded[i].is_some() && self.deps_of(g, i).all(|d| recorded[d].is_some()))
+            .collect();
+        ctx.stat.set_frozen(true);
+        let mut found = self.check_candidates(ctx, reporter, &recorded, &is_candidate);
+        let mut fresh_done = vec![false; n];
+        let plain_lines = reporter.plain_fresh_lines();
+        for level in self.levels(g) {
+            for i in level {
+                // Kept only if every dep is fresh with the outputs this check was given.
+                let deps_fresh =
+                    self.deps_of(g, i).all(|d| fresh_done[d] && self.out_digest[d] == recorded[d]);
+                if !deps_fresh {
                     continue;
                 }
-            }
-            let ctx2 = ctx.clone();
-            let tx = tx.clone();
-            in_flight += 1;
-            reporter.started(&g.target(i).name);
-            pool.spawn(move || {
-                let done = runner::process(&ctx2, ctx2.graph.target(i), deps);
-                let _ = tx.send((i, done));
-            });
-        }
-        if stopping && in_flight == 0 {
-            // Everything not started is skipped.
-            let rest: Vec<usize> =
-                ready.drain(..).chain(steps.iter().copied().filter(|&i| waiting[i] > 0)).collect();
-            for i in rest {
-                if waiting[i] != usize::MAX {
-                    waiting[i] = usize::MAX;
-                    summary.add(Outcome::Skipped);
-                    remaining = remaining.saturating_sub(1);
-                    reporter.step(&ctx, &g.target(i).name, Outcome::Skipped, None, 0, None);
+                let Some(fresh) = found[i].take() else { continue };
+                fresh_done[i] = true;
+                self.out_digest[i] = fresh.outputs_digest;
+                self.waiting[i] = usize::MAX;
+                self.remaining -= 1;
+                self.summary.add(Outcome::Fresh);
+                report_fresh(ctx, reporter, i, fresh, plain_lines);
+                for &dep in &self.dependents[i] {
+                    self.waiting[dep] -= 1;
                 }
             }
-            break;
         }
-        if in_flight == 0 && ready.is_empty() {
-            break;
+        ctx.stat.set_frozen(false);
+    }
+
+    /// The selected steps by topological level: a step's level is one past its deepest dep's.
+    fn levels(&self, g: &Graph) -> Vec<Vec<usize>> {
+        let order = topo_order(&self.steps, &g.step_deps, &self.in_sel);
+        let mut depth = vec![0usize; g.len()];
+        for &i in &order {
+            depth[i] = self.deps_of(g, i).map(|d| depth[d] + 1).max().unwrap_or(0);
         }
-        if in_flight == 0 {
-            continue;
+        let max_depth = order.iter().map(|&i| depth[i]).max().unwrap_or(0);
+        let mut levels: Vec<Vec<usize>> = vec![Vec::new(); max_depth + 1];
+        for &i in &order {
+            levels[depth[i]].push(i);
         }
-        let Ok((i, mut done)) = rx.recv() else { break };
+        levels
+    }
+
+    /// Check every candidate whose deps are found fresh, on a pool of one thread per core
+    /// shared by work-stealing: the checks wait on nothing but stat, and the step pool's 2 x -j
+    /// threads would only take turns. The pool is dropped afterwards: rayon's idle workers spin
+    /// before they sleep, and on a small machine they would take the cores from what this
+    /// thread does next. With at most one step to check (a fresh clone has none) no pool starts.
+    fn check_candidates(
+        &self,
+        ctx: &Ctx,
+        reporter: &mut Reporter,
+        recorded: &[Option<Digest>],
+        is_candidate: &[bool],
+    ) -> Vec<std::sync::OnceLock<FreshCheck>> {
+        let g = &ctx.graph;
+        let n = g.len();
+        let fresh_pool = match is_candidate.iter().filter(|&&c| c).nth(1).is_some() {
+            true => rayon::ThreadPoolBuilder::new()
+                .num_threads(cores())
+                .thread_name(|i| format!("gvbuild-check-{i}"))
+                .build()
+                .map_err(|e| reporter.warn(&format!("could not start the threads that check steps: {e}")))
+                .ok(),
+            false => None,
+        };
+        let check = |i: usize| {
+            let done = runner::check_fresh(ctx, g.target(i), dep_digests(g, i, recorded))?;
+            Some(FreshCheck {
+                key: done.key,
+                outputs_digest: done.outputs_digest,
+                ms: done.ms,
+                image_id: done.image_id.map(Box::new),
+            })
+        };
+        let walk = FreshWalk {
+            check: &check,
+            pending: (0..n).map(|i| AtomicU32::new(self.deps_of(g, i).count() as u32)).collect(),
+            is_candidate,
+            dependents: &self.dependents,
+            found: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
+        };
+        let roots: Vec<usize> =
+            (0..n).filter(|&i| is_candidate[i] && walk.pending[i].load(Ordering::Relaxed) == 0).collect();
+        match &fresh_pool {
+            Some(pool) => pool.install(|| {
+                rayon::scope(|s| {
+                    for &i in &roots {
+                        let walk = &walk;
+                        s.spawn(move |s| walk.visit(s, i));
+                    }
+                })
+            }),
+            // No threads to be had (or at most one step): one step after another on this one.
+            None => walk.visit_here(roots),
+        }
+        walk.found
+    }
+
+    /// Phase two: run what is not fresh, each step once its deps have finished, on a pool of
+    /// up to [`in_flight_max`] threads; the results come back to this thread, which alone
+    /// records and reports them.
+    fn run_the_rest(&mut self, ctx: &Arc<Ctx>, reporter: &mut Reporter) {
+        let g = &ctx.graph;
+        let _watcher = Watcher::start(ctx, reporter);
+        let in_flight_max = in_flight_max(ctx);
+        let pool = match rayon::ThreadPoolBuilder::new()
+            .num_threads(in_flight_max)
+            .thread_name(|i| format!("gvbuild-step-{i}"))
+            .build()
+        {
+            Ok(p) => p,
+            Err(e) => return reporter.warn(&format!("could not start the step pool: {e}")),
+        };
+        let mut ready: VecDeque<usize> =
+            self.steps.iter().copied().filter(|&i| self.waiting[i] == 0).collect();
+        let (tx, rx) = mpsc::channel::<(usize, runner::Done)>();
+        let mut run = Running {
+            in_flight: 0,
+            stopping: false,
+            journal_warned: false,
+            dry_restored: vec![false; g.len()],
+        };
+        while self.remaining > 0 {
+            if ctx.interrupted.load(Ordering::SeqCst) {
+                run.stopping = true;
+            }
+            // Start what may start: only steps whose deps all succeeded are ever ready.
+            while run.in_flight < in_flight_max && !run.stopping {
+                let Some(i) = ready.pop_front() else { break };
+                run.in_flight += 1;
+                self.start(ctx, reporter, &pool, &tx, i);
+            }
+            if run.stopping && run.in_flight == 0 {
+                self.skip_the_rest(ctx, reporter, &mut ready);
+                break;
+            }
+            if run.in_flight == 0 {
+                match ready.is_empty() {
+                    true => break,
+                    false => continue,
+                }
+            }
+            let Ok((i, done)) = rx.recv() else { break };
+            run.in_flight -= 1;
+            self.finish(ctx, reporter, &mut run, i, done, &mut ready);
+        }
+    }
+
+    /// Hand step `i` to the pool; its [`runner::Done`] comes back on `tx`. In a dry run, a step
+    /// with a dep that would run would run too, without asking the runner.
+    fn start(
+        &self,
+        ctx: &Arc<Ctx>,
+        reporter: &mut Reporter,
+        pool: &rayon::ThreadPool,
+        tx: &mpsc::Sender<(usize, runner::Done)>,
+        i: usize,
+    ) {
+        let g = &ctx.graph;
         if ctx.opts.dry_run {
-            if done.outcome == Outcome::Restored {
-                dry_restored[i] = true;
+            // A dependency that would run has no outputs yet: so this step would run too.
+            if let Some(&d) = g.step_deps[i].iter().find(|&&d| self.out_digest[d].is_none()) {
+                let mut done = runner::Done::would_run();
+                done.command = Some(summary_of(g.target(i)));
+                done.reasons.push(explain::Reason::DepWouldRun(g.target(d).name.clone()));
+                let _ = tx.send((i, done));
+                return;
             }
-            // A dependency that would be restored has not written its outputs yet: a step that
-            // reads them cannot be checked now, and may then run or be restored.
-            if done.outcome == Outcome::Failed {
-                if let Some(&d) = g.step_deps[i].iter().find(|&&d| dry_restored[d]) {
-                    let t = g.target(i);
-                    done.outcome = Outcome::Ran;
-                    done.error = None;
-                    done.command =
-                        Some(runner::summary_of(t, t.outputs.iter().map(|o| o.path.clone()).collect()));
-                    done.reasons = vec![explain::Reason::DepWouldRestore(g.target(d).name.clone())];
-                }
-            }
+        }
+        // Owned: the step runs on the pool, which may outlive this borrow of the graph.
+        let deps: BTreeMap<String, Digest> =
+            dep_digests(g, i, &self.out_digest).into_iter().map(|(k, v)| (k.into_owned(), v)).collect();
+        let ctx2 = ctx.clone();
+        let tx = tx.clone();
+        reporter.started(&g.target(i).name);
+        pool.spawn(move || {
+            let done = runner::process(&ctx2, ctx2.graph.target(i), deps);
+            let _ = tx.send((i, done));
+        });
+    }
+
+    /// Fold step `i`'s result in: the journal and the state, the summary and the report, and
+    /// its dependents, made ready or skipped.
+    fn finish(
+        &mut self,
+        ctx: &Ctx,
+        reporter: &mut Reporter,
+        run: &mut Running,
+        i: usize,
+        mut done: runner::Done,
+        ready: &mut VecDeque<usize>,
+    ) {
+        let g = &ctx.graph;
+        if ctx.opts.dry_run {
+            dry_run_reasons(g, i, &mut done, &mut run.dry_restored);
         }
         explain::mark_inferred(&mut done.reasons, g, i);
-        in_flight -= 1;
-        remaining -= 1;
-        waiting[i] = usize::MAX;
+        self.remaining -= 1;
+        self.waiting[i] = usize::MAX;
         let name = g.target(i).name.clone();
         if done.update_record {
-            if let Ok(state) = ctx.state.read() {
-                if let Err(e) = state.append(&name, done.record.as_ref()) {
-                    // Once is enough: a full disk fails every later append the same way.
-                    if !journal_warned {
-                        journal_warned = true;
-                        reporter.warn(&format!(
-                            "could not write the build journal ({e}); a killed build will recheck its steps"
-                        ));
-                    }
-                }
-            }
-            if let Ok(mut state) = ctx.state.write() {
-                state.set(&name, done.record.clone());
-            }
+            record(ctx, reporter, &name, &done, &mut run.journal_warned);
         }
-        summary.add(done.outcome);
+        self.summary.add(done.outcome);
         if done.outcome == Outcome::Restored && done.from == Some("remote") {
-            summary.restored_remote += 1;
+            self.summary.restored_remote += 1;
         }
-        reporter.step(&ctx, &name, done.outcome, Some(&done), done.ms, done.key);
+        reporter.step(ctx, &name, done.outcome, Some(&done), done.ms, done.key);
         let failed = done.outcome == Outcome::Failed;
-        out_digest[i] = done.outputs_digest;
+        self.out_digest[i] = done.outputs_digest;
         if let Some(e) = done.explained {
             reporter.explained.push((name, e));
         }
         if failed && !ctx.opts.keep_going {
-            stopping = true;
+            run.stopping = true;
         }
-        for &dep in &dependents[i] {
+        let mut finished = Vec::new();
+        for &dep in &self.dependents[i] {
             if failed {
-                blocked[dep] = true;
+                self.blocked[dep] = true;
             }
-            waiting[dep] -= 1;
-            if waiting[dep] == 0 {
-                if blocked[dep] {
-                    finished.push(dep);
-                } else {
-                    ready.push_back(dep);
+            self.waiting[dep] -= 1;
+            if self.waiting[dep] == 0 {
+                match self.blocked[dep] {
+                    true => finished.push(dep),
+                    false => ready.push_back(dep),
                 }
             }
         }
         // Skip what can no longer run, and what depends on it.
-        for j in finished.drain(..) {
-            skip(j, &ctx, reporter, &mut summary, &mut remaining, &mut waiting, &dependents, &mut blocked);
+        for j in finished {
+            self.skip(j, ctx, reporter);
         }
     }
-    drop(tx);
-    summary
+
+    /// The build stopped: everything not started is skipped.
+    fn skip_the_rest(&mut self, ctx: &Ctx, reporter: &mut Reporter, ready: &mut VecDeque<usize>) {
+        let waiting = self.steps.iter().copied().filter(|&i| self.waiting[i] > 0);
+        let rest: Vec<usize> = ready.drain(..).chain(waiting).collect();
+        for i in rest {
+            if self.waiting[i] != usize::MAX {
+                self.waiting[i] = usize::MAX;
+                self.summary.add(Outcome::Skipped);
+                self.remaining = self.remaining.saturating_sub(1);
+                reporter.step(ctx, &ctx.graph.target(i).name, Outcome::Skipped, None, 0, None);
+            }
+        }
+    }
+
+    /// Skip step `i` (a dep failed or was skipped), and each dependent that was waiting only on
+    /// it and other finished steps.
+    fn skip(&mut self, i: usize, ctx: &Ctx, reporter: &mut Reporter) {
+        let mut stack = vec![i];
+        while let Some(i) = stack.pop() {
+            self.waiting[i] = usize::MAX;
+            self.summary.add(Outcome::Skipped);
+            self.remaining -= 1;
+            reporter.step(ctx, &ctx.graph.target(i).name, Outcome::Skipped, None, 0, None);
+            for &d in &self.dependents[i] {
+                self.blocked[d] = true;
+                self.waiting[d] -= 1;
+                if self.waiting[d] == 0 {
+                    stack.push(d);
+                }
+            }
+        }
+    }
+}
+
+/// Phase two's bookkeeping beside the [`Schedule`].
+struct Running {
+    in_flight: usize,
+    /// A step failed (without `-k`) or the build was interrupted: nothing new starts.
+    stopping: bool,
+    /// The journal could not be written once: said once, not for every step.
+    journal_warned: bool,
+    /// Per step: in a dry run, it would be restored.
+    dry_restored: Vec<bool>,
+}
+
+/// How many steps may be in flight at once. Fingerprinting and storing a step's outputs need
+/// no command slot: with twice as many steps in flight as commands allowed, a step's
+/// bookkeeping overlaps the next command. Remote steps take no command slot: as many more may
+/// be in flight as the engine takes. A remote cache's lookups and downloads wait on the
+/// network, not on a core: more steps in flight overlap their round trips. Threads are bounded
+/// even without a limit on commands (`-j0`).
+fn in_flight_max(ctx: &Ctx) -> usize {
+    let jobs = ctx.opts.jobs.max(1);
+    let remote_jobs = ctx.remote_exec.as_ref().map_or(0, |r| r.jobs());
+    let remote_io = if ctx.remote.is_some() { REMOTE_IO_IN_FLIGHT } else { 0 };
+    jobs.saturating_mul(2).saturating_add(remote_jobs).saturating_add(remote_io).min(1024)
+}
+
+/// A target's step in one line, naming its declared outputs.
+fn summary_of(t: &crate::config::Target) -> String {
+    runner::summary_of(t, t.outputs.iter().map(|o| o.path.clone()).collect())
+}
+
+/// A dry run's result for step `i`, corrected: a dependency that would be restored has not
+/// written its outputs yet, so a step that reads them cannot be checked now, and may then run
+/// or be restored.
+fn dry_run_reasons(g: &Graph, i: usize, done: &mut runner::Done, dry_restored: &mut [bool]) {
+    if done.outcome == Outcome::Restored {
+        dry_restored[i] = true;
+    }
+    if done.outcome != Outcome::Failed {
+        return;
+    }
+    if let Some(&d) = g.step_deps[i].iter().find(|&&d| dry_restored[d]) {
+        let t = g.target(i);
+        done.outcome = Outcome::Ran;
+        done.error = None;
+        done.command = Some(summary_of(t));
+        done.reasons = vec![explain::Reason::DepWouldRestore(g.target(d).name.clone())];
+    }
+}
+
+/// Record a step's result: appended to the journal (a killed build keeps it), then set in the
+/// state. A journal that cannot be written is said once.
+fn record(ctx: &Ctx, reporter: &mut Reporter, name: &str, done: &runner::Done, journal_warned: &mut bool) {
+    if let Ok(state) = ctx.state.read() {
+        if let Err(e) = state.append(name, done.record.as_ref()) {
+            // Once is enough: a full disk fails every later append the same way.
+            if !*journal_warned {
+                *journal_warned = true;
+                reporter.warn(&format!(
+                    "could not write the build journal ({e}); a killed build will recheck its steps"
+                ));
+            }
+        }
+    }
+    if let Ok(mut state) = ctx.state.write() {
+        state.set(name, done.record.clone());
+    }
+}
+
+/// Report a step found fresh. Its `--json` line, when that is all there is to report of it, is
+/// made by hand (a `serde_json::Value` per step was a tenth of a no-op build).
+fn report_fresh(ctx: &Ctx, reporter: &mut Reporter, i: usize, fresh: FreshCheck, plain_lines: bool) {
+    let name = &ctx.graph.target(i).name;
+    match fresh.image_id {
+        None if plain_lines => reporter.push_line(&report::fresh_line(name, fresh.key, fresh.ms)),
+        image_id => {
+            let image_id = image_id.map(|b| *b);
+            let done = runner::Done::fresh(fresh.key, fresh.outputs_digest, fresh.ms, image_id);
+            reporter.step(ctx, name, Outcome::Fresh, Some(&done), done.ms, done.key)
+        }
+    }
 }
 
 /// What the fresh-check phase keeps of a fresh step until the steps are reported, a level at a
@@ -703,31 +775,4 @@ fn topo_order(steps: &[usize], step_deps: &[Vec<usize>], in_sel: &HashSet<usize>
         }
     }
     order
-}
-
-#[allow(clippy::too_many_arguments)]
-fn skip(
-    i: usize,
-    ctx: &Ctx,
-    reporter: &mut Reporter,
-    summary: &mut Summary,
-    remaining: &mut usize,
-    waiting: &mut [usize],
-    dependents: &[Vec<usize>],
-    blocked: &mut [bool],
-) {
-    let mut stack = vec![i];
-    while let Some(i) = stack.pop() {
-        waiting[i] = usize::MAX;
-        summary.add(Outcome::Skipped);
-        *remaining -= 1;
-        reporter.step(ctx, &ctx.graph.target(i).name, Outcome::Skipped, None, 0, None);
-        for &d in &dependents[i] {
-            blocked[d] = true;
-            waiting[d] -= 1;
-            if waiting[d] == 0 {
-                stack.push(d);
-            }
-        }
-    }
 }

@@ -45,7 +45,7 @@ use std::time::Duration;
 use prost::Message;
 use sha2::Digest as _;
 
-use super::{Ctx, Slots};
+use super::Ctx;
 use crate::cache::remote::grpc::{BlobSource, ExecFailure, GrpcOptions, GrpcStore};
 use crate::cache::remote::{reapi, shown_url, Platform, Remote, RemoteError};
 use crate::cache::Cache;
@@ -53,6 +53,7 @@ use crate::config::Target;
 use crate::fingerprint::outputs::OutputTree;
 use crate::fingerprint::tools::{tool_property, ToolId};
 use crate::fingerprint::{discovered, Digest, FileId, KeyParts};
+use crate::jobs::Slots;
 use crate::steps::run::RunStep;
 
 /// How the build was told to execute remotely.

@@ -22,11 +22,10 @@ use crate::fingerprint::state::{Explained, Record};
 use crate::fingerprint::{
     depfile, discovered, full_key, inputs, Digest, FileId, KeyParts, StepDef, KEY_VERSION,
 };
-use crate::steps::fetch;
-use crate::steps::image::{Builder, ImageSpec};
 use crate::steps::run::RunStep;
 use crate::steps::run::{self as run_step, RunSpec};
 use crate::steps::Step;
+use crate::steps::StepEnv;
 
 /// What happened to one step target.
 pub struct Done {
@@ -102,13 +101,13 @@ impl Done {
 
 pub fn process(ctx: &Ctx, target: &Target, deps: BTreeMap<String, Digest>) -> Done {
     let start = Instant::now();
-    super::take_slot_wait();
+    crate::jobs::take_slot_wait();
     let mut done = match &target.step {
         Some(step) => process_step(ctx, target, step, deps),
         None => Done::new(Outcome::Fresh),
     };
     // The step's own time: waiting for a command slot is not part of it.
-    done.ms = start.elapsed().saturating_sub(super::take_slot_wait()).as_millis() as u64;
+    done.ms = start.elapsed().saturating_sub(crate::jobs::take_slot_wait()).as_millis() as u64;
     if done.outcome == Outcome::Failed && ctx.interrupted.load(Ordering::SeqCst) {
         done.outcome = Outcome::Interrupted;
     }
@@ -123,29 +122,38 @@ fn step_outputs(t: &Target) -> Vec<String> {
     t.outputs.iter().map(|o| o.path.clone()).collect()
 }
 
-/// What a step does, in one line: its expanded command, or for a built-in step a summary
-/// (`fetch URL -> into`, `stage N rules -> into`, ...). Shown by `-n` and in failures.
+/// What a step does, in one line (see [`Step::summary`]). Shown by `-n` and in failures.
 pub fn summary_of(t: &Target, outputs: Vec<String>) -> String {
-    let first = outputs.first().cloned().unwrap_or_default();
-    match &t.step {
-        None => String::new(),
-        Some(Step::Run(run)) => run.command.clone(),
-        Some(Step::Fetch(f)) => format!("fetch {} -> {first}", f.url),
-        Some(Step::Stage(st)) => {
-            let libs = if st.libs_for.is_empty() {
-                String::new()
-            } else {
-                format!(" + the libraries of {}", st.libs_for.join(", "))
-            };
-            format!("stage {} rule(s){libs} -> {first}", st.copy.len())
-        }
-        Some(Step::Manifest(_)) => format!("manifest -> {first}"),
-        Some(Step::Image(im)) => match &im.builder {
-            Builder::Native { .. } => format!("image (native) {} + {} -> {first}", im.root, im.manifest),
-            Builder::Ops { .. } => format!("image (ops build) {} + {} -> {first}", im.root, im.manifest),
-        },
-        Some(Step::Task(tk)) => crate::steps::task::summary(tk, &first),
-    }
+    let first = outputs.first().map_or("", String::as_str);
+    t.step.as_ref().map_or(String::new(), |s| s.summary(first))
+}
+
+/// The kinds' view of the build ([`StepEnv`]) for target `t`, handed to `f`.
+fn with_env<R>(
+    ctx: &Ctx,
+    t: &Target,
+    log: &Path,
+    live: Option<&(dyn Fn(&str) + Sync)>,
+    f: impl FnOnce(&StepEnv) -> R,
+) -> R {
+    let run_config =
+        |image: &str| ctx.graph.target(ctx.producer_of(image)?).step.as_ref()?.image_run_config(&ctx.root);
+    let env = StepEnv {
+        root: &ctx.root,
+        inputs: &t.inputs,
+        into: t.outputs.first().map_or("", |o| o.path.as_str()),
+        log,
+        cache_dir: ctx.cache.root(),
+        stat: &ctx.stat,
+        tools: &ctx.tools,
+        slots: &ctx.slots,
+        jobs: &ctx.jobs,
+        interrupted: &ctx.interrupted,
+        progress: ctx.progress.as_ref(),
+        live,
+        run_config_of_image: &run_config,
+    };
+    f(&env)
 }
 
 /// Phase one of a no-op build: is this step fresh, given its deps' output digests? `None` when
@@ -172,108 +180,18 @@ fn fingerprint<'a>(
 ) -> Result<KeyParts<'a>, String> {
     let root = ctx.root.as_path();
     let outputs: Vec<Cow<'a, str>> = t.outputs.iter().map(|o| Cow::Borrowed(o.path.as_str())).collect();
-    let run = match step {
-        Step::Run(run) => run,
-        // A manifest is its JSON plus the stage root, klib folder and `from` file it checks; a
-        // stage is its rules plus what they copy (and, discovered, the libraries).
-        Step::Manifest(_) | Step::Stage(_) | Step::Image(_) => {
-            let (kind, command) = match step {
-                Step::Manifest(m) => (
-                    "manifest",
-                    match (&m.manifest, &m.from) {
-                        (Some(json), _) => json.to_canonical(),
-                        (None, from) => format!("from {}", from.as_deref().unwrap_or("")),
-                    },
-                ),
-                Step::Stage(st) => {
-                    let rules = serde_json::json!({
-                        "copy": st.copy, "libs_for": st.libs_for, "lib_dir": st.lib_dir, "search": st.search,
-                    });
-                    ("stage", rules.to_string())
-                }
-                Step::Image(im) => (
-                    "image",
-                    format!(
-                        "{} format {}",
-                        serde_json::json!(im.keyed()),
-                        crate::steps::image::native::FORMAT
-                    ),
-                ),
-                _ => ("", String::new()),
-            };
-            // A manifest written from its fields depends on the stage root only through what it
-            // checks there: whether the program, dirs, files and klibs exist. Keying just that
-            // keeps it fresh when a staged file's content changes.
-            let inputs = key_inputs(ctx, t, step)?;
-            let deps = if matches!(step, Step::Manifest(m) if m.manifest.is_some()) {
-                BTreeMap::new()
-            } else {
-                deps
-            };
-            let mut tools = BTreeMap::new();
-            if let Step::Image(ImageSpec { builder: Builder::Ops { .. }, .. }) = step {
-                // ops's identity is part of an image's key; ops prints it with `ops version`.
-                let id = ctx
-                    .tools
-                    .identify_with("ops", root, &ctx.stat, &["version"])
-                    .map_err(|_| crate::steps::image::ops::OPS_MISSING.to_string())?;
-                tools.insert("ops".to_string(), id);
-            }
-            return Ok(KeyParts {
-                version: KEY_VERSION,
-                step: StepDef { kind: kind.into(), command: command.into(), outputs, depfile: None },
-                inputs,
-                deps,
-                env: Cow::Owned(BTreeMap::new()),
-                pass_env: BTreeMap::new(),
-                tools,
-            });
-        }
-        // A task is its image and files (inputs), the task and machine size, and QEMU.
-        Step::Task(tk) => {
-            let inputs = inputs::resolve(root, &t.inputs, &ctx.stat).map_err(|e| e.to_string())?;
-            return Ok(KeyParts {
-                version: KEY_VERSION,
-                step: StepDef {
-                    kind: "task".into(),
-                    command: crate::steps::task::key_command(tk, task_size(ctx, tk)?).into(),
-                    outputs,
-                    depfile: None,
-                },
-                inputs,
-                deps,
-                env: Cow::Owned(BTreeMap::new()),
-                pass_env: BTreeMap::new(),
-                tools: crate::steps::task::key_tools(&ctx.tools, root, &ctx.stat)?,
-            });
-        }
-        // A fetch is what its pin says it is: the URL is not part of the key.
-        Step::Fetch(f) => {
-            let extract = match &f.extract {
-                None => "save".to_string(),
-                Some(x) => format!(
-                    "extract v{} strip_components={} max_size={} max_entries={}",
-                    crate::steps::fetch::EXTRACTOR,
-                    x.strip_components,
-                    x.max_size,
-                    x.max_entries
-                ),
-            };
-            return Ok(KeyParts {
-                version: KEY_VERSION,
-                step: StepDef {
-                    kind: "fetch".into(),
-                    command: format!("{}:{} {extract}", f.pin.algo.name(), f.pin.hex).into(),
-                    outputs,
-                    depfile: None,
-                },
-                inputs: BTreeMap::new(),
-                deps,
-                env: Cow::Owned(BTreeMap::new()),
-                pass_env: BTreeMap::new(),
-                tools: BTreeMap::new(),
-            });
-        }
+    let Some(run) = step.as_run() else {
+        // A built-in kind keys itself: what it does, the files and tools it reads.
+        let k = with_env(ctx, t, Path::new(""), None, |env| step.kind_key(env))?;
+        return Ok(KeyParts {
+            version: KEY_VERSION,
+            step: StepDef { kind: k.kind.into(), command: k.command.into(), outputs, depfile: None },
+            inputs: k.inputs,
+            deps: if k.keys_deps { deps } else { BTreeMap::new() },
+            env: Cow::Owned(BTreeMap::new()),
+            pass_env: BTreeMap::new(),
+            tools: k.tools,
+        });
     };
     let mut empty = Vec::new();
     let inputs = inputs::resolve_noting_empty_globs(root, &t.inputs, &ctx.stat, &mut empty)
@@ -322,137 +240,6 @@ fn fingerprint<'a>(
     })
 }
 
-/// A task's CPUs and memory: its fields, else the RunConfig of the manifest that the `image:`
-/// target making its image was built from (a dependency's output, built by now).
-fn task_size(ctx: &Ctx, tk: &crate::steps::task::TaskSpec) -> Result<(u32, u64), String> {
-    let run_config = ctx.producer_of(&tk.image).and_then(|i| match &ctx.graph.target(i).step {
-        Some(Step::Image(im)) => crate::steps::manifest::RunConfig::of_manifest(&ctx.root.join(&im.manifest)),
-        _ => None,
-    });
-    crate::steps::task::machine_size(tk, run_config.as_ref())
-}
-
-/// The input files of a step's key (for a manifest written from its fields: what it checks).
-fn key_inputs(ctx: &Ctx, t: &Target, step: &Step) -> Result<BTreeMap<String, FileId>, String> {
-    match step {
-        Step::Manifest(m) if m.manifest.is_some() => Ok(presence(&ctx.root, m)),
-        Step::Fetch(_) => Ok(BTreeMap::new()),
-        Step::Image(im @ ImageSpec { builder: Builder::Native { .. }, .. }) => {
-            let mut ids = inputs::resolve(&ctx.root, &t.inputs, &ctx.stat).map_err(|e| e.to_string())?;
-            native_image_facts(ctx, im, &mut ids)?;
-            Ok(ids)
-        }
-        _ => inputs::resolve(&ctx.root, &t.inputs, &ctx.stat).map_err(|e| e.to_string()),
-    }
-}
-
-/// What a native image holds beyond its input files' contents: the stage root's folders (empty
-/// ones too) and symlinks by their text, and each klib the manifest names, where the builder
-/// looks for it (the klib folder first, then the release), present or not.
-fn native_image_facts(ctx: &Ctx, im: &ImageSpec, ids: &mut BTreeMap<String, FileId>) -> Result<(), String> {
-    let fact = |what: &[u8]| FileId { digest: *blake3::hash(what).as_bytes(), exec: false, size: 0 };
-    let root = ctx.root.join(&im.root);
-    let walker = walkdir::WalkDir::new(&root)
-        .min_depth(1)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| !(e.file_type().is_dir() && crate::paths::is_skipped_dir(e.file_name())));
-    for e in walker {
-        let e = e.map_err(|e| format!("cannot read the image root {}: {e}", im.root))?;
-        let Ok(rel) = e.path().strip_prefix(&ctx.root) else { continue };
-        let rel = rel
-            .to_str()
-            .ok_or_else(|| format!("{} in the image root has a name that is not UTF-8", rel.display()))?;
-        if e.file_type().is_dir() {
-            ids.insert(format!("{rel} (folder)"), inputs::folder_id());
-        } else if e.file_type().is_symlink() {
-            let target =
-                fs::read_link(e.path()).map_err(|err| format!("cannot read symlink {rel}: {err}"))?;
-            ids.insert(format!("{rel} (link)"), fact(target.as_os_str().as_encoded_bytes()));
-        }
-    }
-    let Builder::Native { release, .. } = &im.builder else { return Ok(()) };
-    // The builder itself reports a missing or malformed manifest, naming the YAML line.
-    let Ok(text) = fs::read_to_string(ctx.root.join(&im.manifest)) else { return Ok(()) };
-    let Ok(m) = serde_json::from_str::<crate::steps::manifest::Manifest>(&text) else { return Ok(()) };
-    for k in &m.klibs {
-        let dirs =
-            m.klib_dir.iter().map(|d| Path::new(&im.root).join(d)).chain([Path::new(release).join("klibs")]);
-        for dir in dirs {
-            let rel = crate::paths::normalize_rel(&dir.join(k).to_string_lossy()).unwrap_or_default();
-            let abs = ctx.root.join(&rel);
-            let id = match fs::metadata(&abs) {
-                Ok(meta) if meta.is_file() => ctx.stat.file_id_with_meta(&rel, &abs, &(&meta).into()).ok(),
-                _ => None,
-            };
-            ids.insert(format!("{rel} (klib)"), id.unwrap_or_else(|| fact(b"absent")));
-        }
-    }
-    Ok(())
-}
-
-/// What a manifest checks in the stage root, as keyable facts: each checked path and whether
-/// it is a file, a folder or absent.
-fn presence(root: &Path, m: &crate::steps::manifest::ManifestStep) -> BTreeMap<String, FileId> {
-    let mut out = BTreeMap::new();
-    let Some(json) = &m.manifest else { return out };
-    let mut check = |path: String| {
-        let what: &[u8] = match fs::metadata(root.join(&path)) {
-            Ok(meta) if meta.is_dir() => b"folder",
-            Ok(_) => b"file",
-            Err(_) => b"absent",
-        };
-        let digest = *blake3::hash(what).as_bytes();
-        out.insert(format!("{path} (exists?)"), FileId { digest, exec: false, size: 0 });
-    };
-    let in_root = |p: &str| format!("{}/{}", m.root, p.trim_start_matches('/'));
-    check(in_root(&json.program));
-    for p in json.dirs.iter().chain(&json.files) {
-        check(in_root(p));
-    }
-    if let Some(dir) = &m.klib_dir {
-        for k in &json.klibs {
-            check(format!("{dir}/{k}"));
-        }
-    }
-    out
-}
-
-/// An image's path and blake3 (its one output file).
-fn image_id(step: &Step, tree: &OutputTree) -> Option<(String, Digest)> {
-    match (step, tree.files.as_slice()) {
-        (Step::Image(_), [f]) => Some((f.path.clone(), f.digest)),
-        _ => None,
-    }
-}
-
-/// The depfile of a step, if it has one.
-fn depfile_of(step: &Step) -> Option<&String> {
-    match step {
-        Step::Run(run) => run.depfile.as_ref(),
-        Step::Fetch(_) | Step::Manifest(_) | Step::Stage(_) | Step::Image(_) | Step::Task(_) => None,
-    }
-}
-
-/// Whether the step discovers inputs while running (a depfile, or the libraries `libs_for`
-/// resolves), which makes its key two-level.
-fn discovers(step: &Step) -> bool {
-    match step {
-        Step::Stage(s) => !s.libs_for.is_empty(),
-        _ => depfile_of(step).is_some(),
-    }
-}
-
-/// The search folders whose lookups a step's discovered inputs are keyed with (see
-/// [`discovered`]): the command's include folders, or the stage step's `search` folders.
-fn search_dirs(step: &Step) -> Vec<String> {
-    match step {
-        Step::Run(run) => discovered::command_search_dirs(&run.command),
-        Step::Stage(st) => st.search.clone(),
-        _ => Vec::new(),
-    }
-}
-
 /// The full key for a list of discovered inputs: absent files are keyed as absent, and the
 /// search folders' lookups are keyed too. `Err` says which read failed.
 fn full_for(
@@ -461,10 +248,10 @@ fn full_for(
     first: Digest,
     list: &[String],
 ) -> Result<(Digest, BTreeMap<String, FileId>), String> {
-    if !discovers(step) {
+    if !step.discovers() {
         return Ok((first, BTreeMap::new()));
     }
-    let mut dirs = search_dirs(step);
+    let mut dirs = step.search_dirs();
     if runs_remotely(ctx, step) {
         // A worker's own folders are not the client's to key.
         dirs.retain(|d| !d.starts_with('/'));
@@ -474,9 +261,17 @@ fn full_for(
     Ok((full_key(&first, &ids), ids))
 }
 
+/// An image's path and blake3 (its one output file).
+fn image_id(step: &Step, tree: &OutputTree) -> Option<(String, Digest)> {
+    match (step.makes_image(), tree.files.as_slice()) {
+        (true, [f]) => Some((f.path.clone(), f.digest)),
+        _ => None,
+    }
+}
+
 /// Whether `step` runs on the remote-execution engine (every `run:` step with `--remote-exec`).
 fn runs_remotely(ctx: &Ctx, step: &Step) -> bool {
-    ctx.remote_steps && matches!(step, Step::Run(_))
+    ctx.remote_steps && step.as_run().is_some()
 }
 
 /// A discovered file that another target declares as its output, read without a dependency
@@ -508,7 +303,7 @@ fn fresh(ctx: &Ctx, t: &Target, step: &Step, parts: &KeyParts, first: Digest, re
     if key != rec.key {
         return None;
     }
-    if discovers(step)
+    if step.discovers()
         && rec.graph_key != ctx.graph.key
         && unordered_read(ctx, t, &rec.discovered, "").is_err()
     {
@@ -523,8 +318,10 @@ fn fresh(ctx: &Ctx, t: &Target, step: &Step, parts: &KeyParts, first: Digest, re
     Some(Done::fresh(Some(key), Some(rec.outputs_digest), 0, image_id(step, &tree)))
 }
 
+/// The phases of one step: fingerprint -> fresh? -> restore (local, then remote)? -> run (here
+/// or remote) -> store (local, then upload).
 fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Digest>) -> Done {
-    let root = ctx.root.as_path();
+    // 1. Fingerprint.
     let deps = deps.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect();
     let parts = match fingerprint(ctx, t, step, deps) {
         Ok(p) => p,
@@ -532,183 +329,216 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
             // A failed step leaves no outputs, also when its inputs could not be keyed: an
             // output of an earlier build must not pass for this one's.
             if !ctx.opts.dry_run {
-                clear_outputs(root, &t.outputs.iter().map(|o| o.path.clone()).collect::<Vec<_>>());
+                clear_outputs(&ctx.root, &t.outputs.iter().map(|o| o.path.clone()).collect::<Vec<_>>());
             }
             return Done::failed(e);
         }
     };
-    let outputs = parts.output_paths();
     let first = parts.key();
     let record = ctx.state.read().ok().and_then(|s| s.get(&t.name).cloned());
-    let record = record.as_ref();
-    let forced = ctx.opts.forced(&t.name);
-    let has_depfile = discovers(step);
-    if let Some(d) = record.and_then(|r| fresh(ctx, t, step, &parts, first, r)) {
+    // 2. Fresh?
+    if let Some(d) = record.as_ref().and_then(|r| fresh(ctx, t, step, &parts, first, r)) {
         return d;
     }
-    let recorded = record.and_then(|r| full_for(ctx, step, first, &r.discovered).ok());
-    let now_discovered = recorded.map(|(_, ids)| ids).unwrap_or_default();
-    let mut reasons = Vec::new();
-    if ctx.opts.explain || ctx.opts.dry_run {
-        if forced {
-            reasons.push(Reason::Forced);
-        } else if !t.cache {
-            reasons.push(Reason::Uncached);
-        } else {
-            reasons =
-                explain::diff(ctx.explain.as_ref().and_then(|e| e.map.get(&t.name)), &parts, &now_discovered);
-        }
-    }
-    let explained =
-        |discovered: BTreeMap<String, FileId>| Explained { parts: parts.clone().into_owned(), discovered };
-
+    let mut reasons = why_it_runs(ctx, t, step, &parts, first, record.as_ref());
     // 3. Restore?
-    if t.cache && !forced {
-        let mut lists: Vec<Vec<String>> = Vec::new();
-        if has_depfile {
-            if let Some(r) = record {
-                lists.push(r.discovered.clone());
-            }
-            lists.extend(ctx.cache.get_dep_lists(&first));
-        } else {
-            lists.push(Vec::new());
+    let mut warnings = Vec::new();
+    if t.cache && !ctx.opts.forced(&t.name) {
+        let mut found = match find_cached(ctx, t, step, &parts, first, record.as_ref()) {
+            Ok(found) => found,
+            Err(e) => return Done::failed(e),
+        };
+        if found.hits.len() > 1 {
+            // Several recorded lists with entries cannot all be what the command would
+            // produce now: the step runs.
+            reasons.push(Reason::SeveralCachedResults(found.hits.len()));
+            found.hits.clear();
         }
-        // Every recorded list whose full key has an entry could apply. One is a hit; several
-        // (they cannot all be what the command would produce now) mean the step runs.
-        let mut hits: Vec<Hit> = Vec::new();
-        for list in &lists {
-            let Ok((key, ids)) = full_for(ctx, step, first, list) else {
-                continue;
-            };
-            if hits.iter().any(|h| h.0 == key) {
-                continue;
-            }
-            let Some(entry) = ctx.cache.get_entry(&key) else {
-                continue;
-            };
-            if let Err(e) = unordered_read(ctx, t, list, "a discovered input of a cached result") {
-                return Done::failed(e);
-            }
-            hits.push((key, ids, list.clone(), entry));
-        }
-        // Then the remote cache, for the same lists and those it knows.
-        let mut from = "local";
-        let mut remote_warnings = Vec::new();
-        let mut phases = Vec::new();
-        if let (true, Some(remote)) = (hits.is_empty() && !ctx.opts.dry_run, ctx.remote.as_ref()) {
-            let asking = Instant::now();
-            let platform = ctx.platform_of(t);
-            if has_depfile {
-                for l in remote.dep_lists(&first, &platform) {
-                    if !lists.contains(&l) {
-                        lists.push(l);
-                    }
-                }
-            }
-            let mut tried = Vec::new();
-            for list in &lists {
-                let Ok((key, ids)) = full_for(ctx, step, first, list) else { continue };
-                if tried.contains(&key) {
-                    continue;
-                }
-                tried.push(key);
-                match remote.fetch(&ctx.cache, &key, &platform, &outputs) {
-                    Fetched::Hit(entry) => {
-                        if let Err(e) = unordered_read(ctx, t, list, "a discovered input of a cached result")
-                        {
-                            return Done::failed(e);
-                        }
-                        if has_depfile {
-                            let _ = ctx.cache.add_dep_list(&first, list);
-                        }
-                        hits.push((key, ids, list.clone(), entry));
-                    }
-                    Fetched::Refused(w) => remote_warnings.push(w),
-                    Fetched::Miss => {}
-                }
-            }
-            from = "remote";
-            // The lookups and the download into the local cache, verification included.
-            phases.push(("remote fetch", asking.elapsed()));
-        }
-        if hits.len() > 1 {
-            reasons.push(Reason::SeveralCachedResults(hits.len()));
-            hits.clear();
-        }
-        if let Some((key, ids, list, entry)) = hits.pop() {
-            if ctx.opts.dry_run {
-                let mut d = Done::new(Outcome::Restored);
-                d.key = Some(key);
-                d.reasons = reasons;
-                // Dependents can be checked against what the restore would write.
-                d.outputs_digest = Some(entry.outputs.digest());
-                return d;
-            }
-            let restoring = Instant::now();
-            match restore(ctx, t, &outputs, &entry) {
-                Ok(()) => {
-                    ctx.cache.touch_entry(&key);
-                    let outputs_digest = entry.outputs.digest();
-                    let mut d = Done::new(Outcome::Restored);
-                    phases.push(("restore", restoring.elapsed()));
-                    d.phases = phases;
-                    d.from = Some(from);
-                    d.warnings = remote_warnings;
-                    d.key = Some(key);
-                    d.outputs_digest = Some(outputs_digest);
-                    d.image_id = image_id(step, &entry.outputs);
-                    d.reasons = reasons;
-                    d.record = Some(Record {
-                        key,
-                        outputs: entry.outputs,
-                        outputs_digest,
-                        discovered: list,
-                        graph_key: ctx.graph.key,
-                    });
-                    d.update_record = true;
-                    d.explained = Some(explained(ids));
-                    return d;
-                }
-                Err(e) if !e.is_damaged_entry() => {
-                    // The entry is fine; the project could not take the files (a full disk).
-                    clear_outputs(root, &outputs);
-                    return Done::failed(format!("cannot restore `{}` from the cache: {e}", t.name));
-                }
-                Err(e) => {
-                    // A damaged blob or a bad entry is a miss, never a wrong output.
-                    ctx.cache.evict_entry(&key);
-                    clear_outputs(root, &outputs);
-                    remote_warnings.push(format!("{e}; running the step instead"));
-                    return finish_run(ctx, t, step, parts, first, reasons, remote_warnings);
-                }
+        if let Some(hit) = found.hits.pop() {
+            match restore_hit(ctx, t, step, &parts, hit, &mut found, reasons) {
+                Restored::Done(d) => return *d,
+                Restored::Damaged(r) => reasons = r,
             }
         }
-        if ctx.opts.dry_run {
-            let mut d = Done::new(Outcome::Ran);
-            d.reasons = reasons;
-            return d;
-        }
-        // 4. Run, then 5. store.
-        return finish_run(ctx, t, step, parts, first, reasons, remote_warnings);
+        warnings = found.warnings;
     }
     if ctx.opts.dry_run {
         let mut d = Done::new(Outcome::Ran);
         d.reasons = reasons;
         return d;
     }
-
     // 4. Run, then 5. store.
-    finish_run(ctx, t, step, parts, first, reasons, Vec::new())
+    finish_run(ctx, t, step, parts, first, reasons, warnings)
 }
 
-fn abs_path(root: &Path, p: &str) -> PathBuf {
-    if p.starts_with('/') {
-        PathBuf::from(p)
-    } else {
-        root.join(p)
+/// Why a step that is not fresh runs, for `--explain` and `-n`: forced, uncached, or the key
+/// parts that changed since the last build.
+fn why_it_runs(
+    ctx: &Ctx,
+    t: &Target,
+    step: &Step,
+    parts: &KeyParts,
+    first: Digest,
+    record: Option<&Record>,
+) -> Vec<Reason> {
+    if !(ctx.opts.explain || ctx.opts.dry_run) {
+        return Vec::new();
     }
+    if ctx.opts.forced(&t.name) {
+        return vec![Reason::Forced];
+    }
+    if !t.cache {
+        return vec![Reason::Uncached];
+    }
+    let recorded = record.and_then(|r| full_for(ctx, step, first, &r.discovered).ok());
+    let now_discovered = recorded.map(|(_, ids)| ids).unwrap_or_default();
+    explain::diff(ctx.explain.as_ref().and_then(|e| e.map.get(&t.name)), parts, &now_discovered)
 }
 
+/// The cached results that could be restored, and where they were found.
+struct Found {
+    hits: Vec<Hit>,
+    /// `local`, or `remote` once the shared cache was asked.
+    from: &'static str,
+    /// What the shared cache refused, for the user.
+    warnings: Vec<String>,
+    /// The remote lookup's time, verification included.
+    phases: Vec<(&'static str, std::time::Duration)>,
+}
+
+/// Look for the step's result: in the local cache under every recorded list of discovered
+/// inputs whose full key has an entry, then (none found) in the shared cache, for the same
+/// lists and those it knows. `Err` when a discovered input of a hit was read out of order.
+fn find_cached(
+    ctx: &Ctx,
+    t: &Target,
+    step: &Step,
+    parts: &KeyParts,
+    first: Digest,
+    record: Option<&Record>,
+) -> Result<Found, String> {
+    let mut lists: Vec<Vec<String>> = Vec::new();
+    if step.discovers() {
+        lists.extend(record.map(|r| r.discovered.clone()));
+        lists.extend(ctx.cache.get_dep_lists(&first));
+    } else {
+        lists.push(Vec::new());
+    }
+    let mut found = Found { hits: Vec::new(), from: "local", warnings: Vec::new(), phases: Vec::new() };
+    for list in &lists {
+        let Ok((key, ids)) = full_for(ctx, step, first, list) else { continue };
+        if found.hits.iter().any(|h| h.0 == key) {
+            continue;
+        }
+        let Some(entry) = ctx.cache.get_entry(&key) else { continue };
+        unordered_read(ctx, t, list, "a discovered input of a cached result")?;
+        found.hits.push((key, ids, list.clone(), entry));
+    }
+    if let (true, Some(remote)) = (found.hits.is_empty() && !ctx.opts.dry_run, ctx.remote.as_ref()) {
+        let asking = Instant::now();
+        let platform = ctx.platform_of(t);
+        if step.discovers() {
+            for l in remote.dep_lists(&first, &platform) {
+                if !lists.contains(&l) {
+                    lists.push(l);
+                }
+            }
+        }
+        let outputs = parts.output_paths();
+        let mut tried = Vec::new();
+        for list in &lists {
+            let Ok((key, ids)) = full_for(ctx, step, first, list) else { continue };
+            if tried.contains(&key) {
+                continue;
+            }
+            tried.push(key);
+            match remote.fetch(&ctx.cache, &key, &platform, &outputs) {
+                Fetched::Hit(entry) => {
+                    unordered_read(ctx, t, list, "a discovered input of a cached result")?;
+                    if step.discovers() {
+                        let _ = ctx.cache.add_dep_list(&first, list);
+                    }
+                    found.hits.push((key, ids, list.clone(), entry));
+                }
+                Fetched::Refused(w) => found.warnings.push(w),
+                Fetched::Miss => {}
+            }
+        }
+        found.from = "remote";
+        found.phases.push(("remote fetch", asking.elapsed()));
+    }
+    Ok(found)
+}
+
+/// What restoring a hit came to.
+enum Restored {
+    /// Restored (or, in a dry run, would be), or failed for the project's side.
+    Done(Box<Done>),
+    /// A damaged blob or a bad entry: evicted, and the step runs instead (the warning is in
+    /// `found`; the reasons are handed back).
+    Damaged(Vec<Reason>),
+}
+
+/// Write a hit's outputs into the project; the result carries `found`'s warnings and phases. A
+/// damaged entry is a miss, never a wrong output.
+fn restore_hit(
+    ctx: &Ctx,
+    t: &Target,
+    step: &Step,
+    parts: &KeyParts,
+    (key, ids, list, entry): Hit,
+    found: &mut Found,
+    reasons: Vec<Reason>,
+) -> Restored {
+    let mut d = Done::new(Outcome::Restored);
+    d.key = Some(key);
+    if ctx.opts.dry_run {
+        d.reasons = reasons;
+        // Dependents can be checked against what the restore would write.
+        d.outputs_digest = Some(entry.outputs.digest());
+        return Restored::Done(Box::new(d));
+    }
+    let outputs = parts.output_paths();
+    let restoring = Instant::now();
+    match restore(ctx, t, &outputs, &entry) {
+        Ok(()) => {}
+        Err(e) if !e.is_damaged_entry() => {
+            // The entry is fine; the project could not take the files (a full disk).
+            clear_outputs(&ctx.root, &outputs);
+            let why = format!("cannot restore `{}` from the cache: {e}", t.name);
+            return Restored::Done(Box::new(Done::failed(why)));
+        }
+        Err(e) => {
+            ctx.cache.evict_entry(&key);
+            clear_outputs(&ctx.root, &outputs);
+            found.warnings.push(format!("{e}; running the step instead"));
+            return Restored::Damaged(reasons);
+        }
+    }
+    ctx.cache.touch_entry(&key);
+    let outputs_digest = entry.outputs.digest();
+    d.phases = std::mem::take(&mut found.phases);
+    d.phases.push(("restore", restoring.elapsed()));
+    d.from = Some(found.from);
+    d.warnings = std::mem::take(&mut found.warnings);
+    d.outputs_digest = Some(outputs_digest);
+    d.image_id = image_id(step, &entry.outputs);
+    d.reasons = reasons;
+    d.record = Some(Record {
+        key,
+        outputs: entry.outputs,
+        outputs_digest,
+        discovered: list,
+        graph_key: ctx.graph.key,
+    });
+    d.update_record = true;
+    d.explained = Some(Explained { parts: parts.clone().into_owned(), discovered: ids });
+    Restored::Done(Box::new(d))
+}
+
+/// Run, then store: the step runs from no outputs; its outputs are hashed and its
+/// discovered inputs keyed, and the result is stored and recorded unless an input changed
+/// while it ran (or it ran locally under a remote step's key).
 fn finish_run(
     ctx: &Ctx,
     t: &Target,
@@ -724,7 +554,6 @@ fn finish_run(
     let mut done = Done::new(Outcome::Failed);
     done.reasons = reasons;
     done.log = Some(log.clone());
-
     clear_outputs(root, outputs);
     for o in outputs {
         if let Some(parent) = root.join(o).parent() {
@@ -733,159 +562,15 @@ fn finish_run(
     }
     let started = SystemTime::now();
     let run_started = Instant::now();
-    let mut staged_libs: Vec<std::path::PathBuf> = Vec::new();
-    let mut searched: Vec<std::path::PathBuf> = Vec::new();
     let inputs_before = stat_snapshot(root, &parts.inputs);
-    let mut shipped: Option<remote_exec::Shipped> = None;
-    let mut fell_back = false;
-    match step {
-        Step::Stage(st) => {
-            done.command = Some(format!("stage {}", outputs[0]));
-            match crate::steps::stage::run(root, st, &root.join(&outputs[0])) {
-                Ok(staged) => {
-                    warnings.extend(staged.warnings);
-                    staged_libs = staged.discovered;
-                    searched = staged.searched;
-                }
-                Err(e) => {
-                    done.error = Some(e);
-                    clear_outputs(root, outputs);
-                    return done;
-                }
-            }
+    let ran = match execute(ctx, t, step, &parts, &log, &mut done) {
+        Ok(ran) => ran,
+        Err(e) => {
+            done.error = Some(e);
+            return done;
         }
-        Step::Run(run) => {
-            done.command = Some(run.command.clone());
-            match execute_any(ctx, t, run, &parts, &log) {
-                Ok(Ran::Local) => {}
-                Ok(Ran::Remote(s)) => {
-                    done.from = Some("remote");
-                    shipped = Some(s);
-                }
-                Ok(Ran::FellBack) => fell_back = true,
-                Err(e) => {
-                    done.error = Some(e);
-                    return done;
-                }
-            }
-        }
-        Step::Image(im @ ImageSpec { builder: Builder::Native { .. }, .. }) => {
-            done.command = Some(format!("image {} (native)", outputs[0]));
-            let slot = ctx.slots.acquire();
-            // Files of the declared inputs were hashed for the key: reuse their digests.
-            let digest_of = |abs: &Path| {
-                let rel = abs.strip_prefix(root).ok()?.to_str()?;
-                ctx.stat.file_id(rel, abs).ok().map(|id| id.digest)
-            };
-            let built = crate::steps::image::native::build(root, im, &outputs[0], &digest_of);
-            drop(slot);
-            match built {
-                Ok(b) => warnings.extend(b.warnings),
-                Err(e) => {
-                    done.error = Some(e);
-                    clear_outputs(root, outputs);
-                    return done;
-                }
-            }
-        }
-        Step::Image(im @ ImageSpec { builder: Builder::Ops { program, nanos_version }, .. }) => {
-            let name = crate::steps::image::image_name(&outputs[0]);
-            let ops_home = ctx.cache.root().join("ops-home");
-            let ops = crate::fingerprint::tools::resolve("ops", root);
-            let Some(ops) = ops else {
-                done.error = Some(crate::steps::image::ops::OPS_MISSING.into());
-                return done;
-            };
-            let command =
-                crate::steps::image::ops::ops_command(&ops, im, (program, nanos_version), root, &name);
-            done.command = Some(command.clone());
-            if let Err(e) = crate::steps::image::ops::prepare_ops_home(&ops_home, nanos_version) {
-                done.error = Some(e);
-                return done;
-            }
-            // A stale image of the same name must not pass for this build's.
-            for stale in
-                [ops_home.join("images").join(&name), ops_home.join("images").join(format!("{name}.img"))]
-            {
-                let _ = fs::remove_file(stale);
-            }
-            let env: BTreeMap<String, String> =
-                [("OPS_HOME".to_string(), ops_home.to_string_lossy().into_owned())].into_iter().collect();
-            let spec = RunSpec { command: &command, root, env: &env, log: &log, live: None };
-            let slot = ctx.slots.acquire();
-            let status = run_step::run(&spec, &ctx.jobs);
-            drop(slot);
-            match status {
-                Ok(s) if s.success() => {}
-                Ok(s) => {
-                    done.error = Some(format!(
-                        "ops failed (exit status {}); its output is below",
-                        s.code().map_or("signal".to_string(), |c| c.to_string())
-                    ));
-                    return done;
-                }
-                Err(e) => {
-                    done.error = Some(format!("could not run ops: {e}"));
-                    return done;
-                }
-            }
-            let Some(built) = crate::steps::image::ops::built_image(&ops_home, &name) else {
-                done.error = Some(format!(
-                    "ops succeeded but left no image `{name}` in {}/images",
-                    ops_home.display()
-                ));
-                return done;
-            };
-            let dest = root.join(&outputs[0]);
-            if fs::rename(&built, &dest).is_err() {
-                if let Err(e) = fs::copy(&built, &dest).and_then(|_| fs::remove_file(&built)) {
-                    done.error = Some(format!("cannot move the image to {}: {e}", outputs[0]));
-                    return done;
-                }
-            }
-        }
-        Step::Task(tk) => {
-            done.command = Some(crate::steps::task::summary(tk, &outputs[0]));
-            let prefix = format!("[{}] ", t.name);
-            let show = |line: &str| super::note(&format!("{prefix}{line}"));
-            let live: Option<&(dyn Fn(&str) + Sync)> = if ctx.opts.verbose { Some(&show) } else { None };
-            let slot = ctx.slots.acquire();
-            let at = crate::steps::task::Places { root, into: &outputs[0], log: &log };
-            let ran = task_size(ctx, tk)
-                .and_then(|size| crate::steps::task::run(&at, tk, size, &ctx.jobs, &ctx.interrupted, live));
-            drop(slot);
-            match ran {
-                Ok(notes) => warnings.extend(notes),
-                Err(e) => {
-                    done.error = Some(e);
-                    clear_outputs(root, outputs);
-                    return done;
-                }
-            }
-        }
-        Step::Manifest(m) => {
-            done.command = Some(format!("manifest {}", outputs[0]));
-            if let Err(e) = crate::steps::manifest::write(ctx.root.as_path(), m, &outputs[0]) {
-                done.error = Some(e);
-                clear_outputs(root, outputs);
-                return done;
-            }
-        }
-        Step::Fetch(f) => {
-            done.command = Some(format!("fetch {}", f.url));
-            let into = root.join(&outputs[0]);
-            let downloads = ctx.cache.root().join("downloads");
-            let slot = ctx.slots.acquire();
-            let fetched =
-                fetch::run(&f.url, &f.pin, f.extract.as_ref(), &into, &downloads, ctx.progress.as_ref());
-            drop(slot);
-            if let Err(e) = fetched {
-                done.error = Some(e.to_string());
-                clear_outputs(root, outputs);
-                return done;
-            }
-        }
-    }
+    };
+    warnings.extend(ran.warnings);
     if ctx.interrupted.load(Ordering::SeqCst) {
         done.error = Some("interrupted".into());
         clear_outputs(root, outputs);
@@ -901,60 +586,31 @@ fn finish_run(
         }
     };
     done.phases.push(("hash outputs", ran_at.elapsed()));
-    let outputs_digest = tree.digest();
     done.image_id = image_id(step, &tree);
     done.outcome = Outcome::Ran;
-    done.outputs_digest = Some(outputs_digest);
+    done.outputs_digest = Some(tree.digest());
 
-    // Inputs edited while the step ran make its result unrepeatable: keep it, but store nothing
-    // and record nothing, so the next build runs it again.
-    let mut storable = true;
-    // Same content is not enough: an input changed and changed back while the step ran (A, B,
-    // A) may have been read as B. Its stat (mtime, ctime, inode, size) tells.
-    let same_stat = stat_snapshot(root, &parts.inputs) == inputs_before;
-    let inputs_now = key_inputs(ctx, t, step).map(|mut now| {
-        if runs_remotely(ctx, step) {
-            // As the key has them: a remote step's absolute inputs are the worker's.
-            now.retain(|p, _| !p.starts_with('/'));
-        }
-        now
-    });
-    match inputs_now {
-        Ok(now) if now == parts.inputs && same_stat => {}
-        _ => {
-            storable = false;
-            warnings.push(format!("an input of `{}` changed while it ran; its result is not cached", t.name));
-        }
-    }
-
-    // Run locally under a remote step's key: neither cached nor recorded.
-    if fell_back {
+    // Inputs edited while the step ran make its result unrepeatable, and a result run locally
+    // under a remote step's key is not that key's: keep it, but store and record nothing, so
+    // that the next build runs it again.
+    let mut storable = !ran.fell_back;
+    if !inputs_unchanged(ctx, t, step, &parts, &inputs_before) {
         storable = false;
+        warnings.push(format!("an input of `{}` changed while it ran; its result is not cached", t.name));
     }
-    let discovered = match discovered_after_run(
-        ctx,
-        t,
-        step,
-        &staged_libs,
-        &searched,
-        outputs,
-        started,
-        shipped.as_ref().map(|s| &s.files),
-    ) {
-        Ok(d) => d,
-        Err(e) => {
-            done.outcome = Outcome::Failed;
-            done.error = Some(e);
-            return done;
+    let shipped = ran.shipped.as_ref().map(|s| &s.files);
+    let after = discovered_after_run(ctx, t, step, &ran.found, &ran.searched, outputs, started, shipped);
+    let (list, key, ids) = match after.and_then(|d| {
+        let (key, ids) = full_for(ctx, step, first, &d.list)?;
+        Ok((d, key, ids))
+    }) {
+        Ok((d, key, ids)) => {
+            if let Some(w) = d.changed_while_running {
+                storable = false;
+                warnings.push(w);
+            }
+            (d.list, key, ids)
         }
-    };
-    if let Some(w) = discovered.changed_while_running {
-        storable = false;
-        warnings.push(w);
-    }
-    let list = discovered.list;
-    let (key, ids) = match full_for(ctx, step, first, &list) {
-        Ok(k) => k,
         Err(e) => {
             done.outcome = Outcome::Failed;
             done.error = Some(e);
@@ -964,20 +620,127 @@ fn finish_run(
     done.key = Some(key);
     done.warnings = warnings;
     done.update_record = true;
-    if !storable {
-        return done;
+    if storable {
+        store_result(ctx, t, step, &mut done, (parts, first, key, ids), tree, list, &log);
     }
+    done
+}
+
+/// What running a step gave, besides its outputs.
+struct Execution {
+    warnings: Vec<String>,
+    /// Inputs a built-in kind found while running (a stage's libraries), and where it looked.
+    found: Vec<PathBuf>,
+    searched: Vec<PathBuf>,
+    /// The files a remote action shipped.
+    shipped: Option<remote_exec::Shipped>,
+    /// Run locally after the engine failed (`--remote-exec-fallback`).
+    fell_back: bool,
+}
+
+/// Run the step: a `run:` command here or on the engine, a built-in kind through its module. Sets
+/// `done.command` (and `from` for a remote run). `Err` is the failure; a built-in kind's
+/// partial outputs are cleared.
+fn execute(
+    ctx: &Ctx,
+    t: &Target,
+    step: &Step,
+    parts: &KeyParts,
+    log: &Path,
+    done: &mut Done,
+) -> Result<Execution, String> {
+    let mut ran = Execution {
+        warnings: Vec::new(),
+        found: Vec::new(),
+        searched: Vec::new(),
+        shipped: None,
+        fell_back: false,
+    };
+    if let Some(run) = step.as_run() {
+        done.command = Some(run.command.clone());
+        match execute_any(ctx, t, run, parts, log)? {
+            Ran::Local => {}
+            Ran::Remote(s) => {
+                done.from = Some("remote");
+                ran.shipped = Some(s);
+            }
+            Ran::FellBack => ran.fell_back = true,
+        }
+        return Ok(ran);
+    }
+    let prefix = format!("[{}] ", t.name);
+    let show = |line: &str| super::note(&format!("{prefix}{line}"));
+    let live: Option<&(dyn Fn(&str) + Sync)> = if ctx.opts.verbose { Some(&show) } else { None };
+    match with_env(ctx, t, log, live, |env| step.execute(env)) {
+        Ok(executed) => {
+            done.command = Some(executed.command);
+            ran.warnings = executed.warnings;
+            ran.found = executed.discovered;
+            ran.searched = executed.searched;
+            Ok(ran)
+        }
+        Err(failed) => {
+            done.command = failed.command;
+            clear_outputs(&ctx.root, &parts.output_paths());
+            Err(failed.message)
+        }
+    }
+}
+
+/// Whether the step's inputs are as they were keyed: the same content, and the same stat
+/// (mtime, ctime, inode, size) as before it ran, since an input changed and changed back
+/// while it ran (A, B, A) may have been read as B.
+fn inputs_unchanged(
+    ctx: &Ctx,
+    t: &Target,
+    step: &Step,
+    parts: &KeyParts,
+    before: &[Option<StatIdentity>],
+) -> bool {
+    let same_stat = stat_snapshot(&ctx.root, &parts.inputs) == before;
+    let now = with_env(ctx, t, Path::new(""), None, |env| step.key_inputs(env)).map(|mut now| {
+        if runs_remotely(ctx, step) {
+            // As the key has them: a remote step's absolute inputs are the worker's.
+            now.retain(|p, _| !p.starts_with('/'));
+        }
+        now
+    });
+    same_stat && now.is_ok_and(|now| now == parts.inputs)
+}
+
+/// Store the result: in the cache (when the target caches), then the record and the key
+/// parts `--explain` compares against next time.
+#[allow(clippy::too_many_arguments)]
+fn store_result(
+    ctx: &Ctx,
+    t: &Target,
+    step: &Step,
+    done: &mut Done,
+    (parts, first, key, ids): (KeyParts, Digest, Digest, BTreeMap<String, FileId>),
+    tree: OutputTree,
+    list: Vec<String>,
+    log: &Path,
+) {
+    let outputs = parts.output_paths();
     if t.cache {
         let storing = Instant::now();
-        if let Err(e) = store(ctx, t, outputs, key, first, &tree, &list, &log, discovers(step)) {
+        if let Err(e) = store(ctx, t, &outputs, key, first, &tree, &list, log, step.discovers()) {
             done.warnings.push(format!("could not store `{}` in the cache: {e}", t.name));
         }
         done.phases.push(("store", storing.elapsed()));
     }
+    let outputs_digest = done.outputs_digest.unwrap_or_else(|| tree.digest());
     done.record =
         Some(Record { key, outputs: tree, outputs_digest, discovered: list, graph_key: ctx.graph.key });
     done.explained = Some(Explained { parts: parts.into_owned(), discovered: ids });
-    done
+}
+
+fn abs_path(root: &Path, p: &str) -> PathBuf {
+    if p.starts_with('/') {
+        PathBuf::from(p)
+    } else {
+        root.join(p)
+    }
 }
 
 /// A cached result that could apply: its full key, the discovered identities, the list and the
@@ -999,7 +762,7 @@ fn discovered_after_run(
     ctx: &Ctx,
     t: &Target,
     step: &Step,
-    staged_libs: &[PathBuf],
+    found: &[PathBuf],
     searched: &[PathBuf],
     outputs: &[String],
     started: SystemTime,
@@ -1007,15 +770,15 @@ fn discovered_after_run(
 ) -> Result<AfterRun, String> {
     let root = ctx.root.as_path();
     // (name, where it was named) for each discovered file.
-    let raw: Vec<(String, String)> = match (step, depfile_of(step)) {
-        (Step::Stage(_), _) => staged_libs
+    let raw: Vec<(String, String)> = match step.depfile() {
+        None if step.discovers() => found
             .iter()
             .map(|p| match p.to_str() {
                 Some(s) => Ok((s.to_string(), "a library of `libs_for`".to_string())),
                 None => Err(format!("library {} has a name that is not UTF-8", p.display())),
             })
             .collect::<Result<_, _>>()?,
-        (_, Some(dep)) => {
+        Some(dep) => {
             let bytes = fs::read(root.join(dep))
                 .map_err(|e| format!("the step did not write its depfile {dep}: {e}"))?;
             let parsed = depfile::parse(&bytes).map_err(|e| format!("cannot read depfile {dep}: {e}"))?;
@@ -1032,7 +795,7 @@ fn discovered_after_run(
                 })
                 .collect::<Result<_, _>>()?
         }
-        _ => return Ok(AfterRun { list: Vec::new(), changed_while_running: None }),
+        None => return Ok(AfterRun { list: Vec::new(), changed_while_running: None }),
     };
     let mut list: Vec<String> = Vec::new();
     let mut seen = std::collections::HashSet::new();

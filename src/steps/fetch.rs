@@ -1189,3 +1189,39 @@ fn git_pin(
     }
     Some(crate::steps::fetch::Pin { algo: crate::steps::fetch::Algo::GitCommit, hex })
 }
+
+/// `fetch URL -> into`: the step in one line.
+pub fn summary(f: &FetchStep, into: &str) -> String {
+    format!("fetch {} -> {into}", f.url)
+}
+
+/// A fetch's key is what its pin says it is, and how it is unpacked: the URL is not part of it
+/// (a mirror gives the same bytes).
+pub fn key(f: &FetchStep) -> super::KindKey {
+    let extract = match &f.extract {
+        None => "save".to_string(),
+        Some(x) => format!(
+            "extract v{EXTRACTOR} strip_components={} max_size={} max_entries={}",
+            x.strip_components, x.max_size, x.max_entries
+        ),
+    };
+    super::KindKey {
+        kind: "fetch",
+        command: format!("{}:{} {extract}", f.pin.algo.name(), f.pin.hex),
+        inputs: std::collections::BTreeMap::new(),
+        tools: std::collections::BTreeMap::new(),
+        keys_deps: true,
+    }
+}
+
+/// Download (or reuse from the cache's `downloads/`), check the pin, and write `env.into`.
+pub fn execute(f: &FetchStep, env: &super::StepEnv) -> Result<super::Executed, super::KindFailed> {
+    let command = format!("fetch {}", f.url);
+    let into = env.root.join(env.into);
+    let downloads = env.cache_dir.join("downloads");
+    let slot = env.slots.acquire();
+    let fetched = run(&f.url, &f.pin, f.extract.as_ref(), &into, &downloads, env.progress);
+    drop(slot);
+    fetched.map_err(|e| super::KindFailed::new(&command, e))?;
+    Ok(super::Executed { command, ..Default::default() })
+}

@@ -541,6 +541,60 @@ pub(crate) fn validate(
     ok.then_some((step, inputs, into))
 }
 
+/// A manifest's key: its JSON (or the `from` file it canonicalises, an input), and, written
+/// from its fields, what it checks in the stage root ([`presence`]) instead of the stage
+/// root's contents, so that it stays fresh when a staged file's content changes.
+pub fn key(m: &ManifestStep, env: &super::StepEnv) -> Result<super::KindKey, String> {
+    let (command, inputs) = match (&m.manifest, &m.from) {
+        (Some(json), _) => (json.to_canonical(), presence(env.root, m)),
+        (None, from) => (
+            format!("from {}", from.as_deref().unwrap_or("")),
+            crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat).map_err(|e| e.to_string())?,
+        ),
+    };
+    Ok(super::KindKey {
+        kind: "manifest",
+        command,
+        inputs,
+        tools: BTreeMap::new(),
+        keys_deps: m.manifest.is_none(),
+    })
+}
+
+/// Write the manifest to `env.into`.
+pub fn execute(m: &ManifestStep, env: &super::StepEnv) -> Result<super::Executed, super::KindFailed> {
+    let command = format!("manifest {}", env.into);
+    write(env.root, m, env.into).map_err(|e| super::KindFailed::new(&command, e))?;
+    Ok(super::Executed { command, ..Default::default() })
+}
+
+/// What a manifest checks in the stage root, as keyable facts: each checked path and whether
+/// it is a file, a folder or absent.
+pub fn presence(root: &Path, m: &ManifestStep) -> BTreeMap<String, crate::fingerprint::FileId> {
+    let mut out = BTreeMap::new();
+    let Some(json) = &m.manifest else { return out };
+    let mut check = |path: String| {
+        let what: &[u8] = match std::fs::metadata(root.join(&path)) {
+            Ok(meta) if meta.is_dir() => b"folder",
+            Ok(_) => b"file",
+            Err(_) => b"absent",
+        };
+        let digest = *blake3::hash(what).as_bytes();
+        out.insert(format!("{path} (exists?)"), crate::fingerprint::FileId { digest, exec: false, size: 0 });
+    };
+    let in_root = |p: &str| format!("{}/{}", m.root, p.trim_start_matches('/'));
+    check(in_root(&json.program));
+    for p in json.dirs.iter().chain(&json.files) {
+        check(in_root(p));
+    }
+    if let Some(dir) = &m.klib_dir {
+        for k in &json.klibs {
+            check(format!("{dir}/{k}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

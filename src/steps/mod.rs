@@ -12,7 +12,17 @@ pub mod run;
 pub mod stage;
 pub mod task;
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use indicatif::MultiProgress;
 use serde::{Deserialize, Serialize};
+
+use crate::fingerprint::tools::{ToolCache, ToolId};
+use crate::fingerprint::{FileId, StatCache};
+use crate::jobs::{Jobs, Slots};
+use crate::paths::PathSpec;
 
 /// What a target does: one variant per step kind, each holding its module's spec. Everything
 /// kind-specific is asked of the kind through the methods below, one `match` each.
@@ -24,4 +34,180 @@ pub enum Step {
     Stage(stage::StageSpec),
     Image(image::ImageSpec),
     Task(task::TaskSpec),
+}
+
+/// What a kind needs from the runner to key and execute its step: the project, the caches that
+/// identify files and tools, and the machinery that runs commands. Built once per step.
+pub struct StepEnv<'a> {
+    /// The project root (absolute).
+    pub root: &'a Path,
+    /// The target's declared inputs (for a built-in kind, the paths its fields name).
+    pub inputs: &'a [PathSpec],
+    /// The step's first declared output (project-relative): a built-in kind's `into`.
+    pub into: &'a str,
+    /// Where the step's log goes.
+    pub log: &'a Path,
+    /// The cache folder: `downloads/` for fetches, `ops-home/` for ops.
+    pub cache_dir: &'a Path,
+    pub stat: &'a StatCache,
+    pub tools: &'a ToolCache,
+    /// Held while a command, a build or a VM runs (`-j`).
+    pub slots: &'a Slots,
+    pub jobs: &'a Jobs,
+    /// Set by Ctrl-C: a running VM stops.
+    pub interrupted: &'a AtomicBool,
+    /// On a terminal: where a download adds its progress bar.
+    pub progress: Option<&'a MultiProgress>,
+    /// Shows a running task's console lines (`-v`).
+    pub live: Option<&'a (dyn Fn(&str) + Sync)>,
+    /// The RunConfig of the manifest that the `image:` step making project path `image` was
+    /// built from, if a target makes it (a task's machine size; see [`task::machine_size`]).
+    pub run_config_of_image: &'a dyn Fn(&str) -> Option<manifest::RunConfig>,
+}
+
+/// A built-in kind's part of its step's first-level key (the run kind's is the runner's: its
+/// command, env and tools, or the platform it runs on remotely).
+pub struct KindKey {
+    /// The kind's name in the key (`fetch`, `stage`, ...).
+    pub kind: &'static str,
+    /// What the kind does, as canonical text: a fetch's pin, a stage's rules, a manifest's JSON.
+    pub command: String,
+    /// The input files (and facts) the key covers, by project path.
+    pub inputs: BTreeMap<String, FileId>,
+    /// Tools whose identity is in the key (ops, QEMU).
+    pub tools: BTreeMap<String, ToolId>,
+    /// Whether the deps' output digests are in the key: not for a manifest written from its
+    /// fields, which keys what it checks in the stage root instead.
+    pub keys_deps: bool,
+}
+
+/// What a built-in kind's execution gives back besides its outputs.
+#[derive(Default)]
+pub struct Executed {
+    /// What ran, in one line (`stage build/root`, the `ops build` command line, ...).
+    pub command: String,
+    /// Warnings to show after the step.
+    pub warnings: Vec<String>,
+    /// Inputs found while running (the libraries a stage resolved), absolute.
+    pub discovered: Vec<PathBuf>,
+    /// Where those were looked for, absolute.
+    pub searched: Vec<PathBuf>,
+}
+
+/// A built-in kind's failed execution: the message, and the command line when one was made.
+pub struct KindFailed {
+    pub command: Option<String>,
+    pub message: String,
+}
+
+impl KindFailed {
+    fn new(command: &str, message: impl ToString) -> KindFailed {
+        KindFailed { command: Some(command.to_string()), message: message.to_string() }
+    }
+}
+
+impl Step {
+    /// What the step does, in one line: its expanded command, or for a built-in kind a summary
+    /// (`fetch URL -> into`, `stage N rules -> into`, ...) naming `into`, its first output.
+    /// Shown by `-n` and in failures.
+    pub fn summary(&self, into: &str) -> String {
+        match self {
+            Step::Run(run) => run.command.clone(),
+            Step::Fetch(f) => fetch::summary(f, into),
+            Step::Stage(st) => stage::summary(st, into),
+            Step::Manifest(_) => format!("manifest -> {into}"),
+            Step::Image(im) => image::summary(im, into),
+            Step::Task(tk) => task::summary(tk, into),
+        }
+    }
+
+    /// The `run:` step's spec; `None` for a built-in kind.
+    pub fn as_run(&self) -> Option<&run::RunStep> {
+        match self {
+            Step::Run(run) => Some(run),
+            _ => None,
+        }
+    }
+
+    /// A built-in kind's part of the key. Errors: an input that cannot be read, a tool the key
+    /// names that is missing. A `run:` step is keyed by the runner (its env, its tools, or the
+    /// platform it runs on remotely): asked here, it is an error.
+    pub fn kind_key(&self, env: &StepEnv) -> Result<KindKey, String> {
+        match self {
+            Step::Run(_) => Err("a `run:` step is keyed by the runner".into()),
+            Step::Fetch(f) => Ok(fetch::key(f)),
+            Step::Stage(st) => stage::key(st, env),
+            Step::Manifest(m) => manifest::key(m, env),
+            Step::Image(im) => image::key(im, env),
+            Step::Task(tk) => task::key(tk, env),
+        }
+    }
+
+    /// The input files a built-in kind's key covers (for a manifest written from its fields:
+    /// the facts it checks), read again after it ran to see whether any changed meanwhile.
+    pub fn key_inputs(&self, env: &StepEnv) -> Result<BTreeMap<String, FileId>, String> {
+        match self {
+            Step::Manifest(m) if m.manifest.is_some() => Ok(manifest::presence(env.root, m)),
+            Step::Fetch(_) => Ok(BTreeMap::new()),
+            Step::Image(im) => image::key_inputs(im, env),
+            _ => {
+                crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The depfile of a step, if it has one.
+    pub fn depfile(&self) -> Option<&String> {
+        self.as_run().and_then(|run| run.depfile.as_ref())
+    }
+
+    /// Whether the step discovers inputs while running (a depfile, or the libraries `libs_for`
+    /// resolves), which makes its key two-level.
+    pub fn discovers(&self) -> bool {
+        match self {
+            Step::Stage(s) => !s.libs_for.is_empty(),
+            _ => self.depfile().is_some(),
+        }
+    }
+
+    /// The search folders whose lookups a step's discovered inputs are keyed with (see
+    /// [`crate::fingerprint::discovered`]): the command's include folders, or the stage
+    /// step's `search` folders.
+    pub fn search_dirs(&self) -> Vec<String> {
+        match self {
+            Step::Run(run) => crate::fingerprint::discovered::command_search_dirs(&run.command),
+            Step::Stage(st) => st.search.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// For an `image:` step: the RunConfig of the manifest it is built from, read from
+    /// `root` (where a task booting the image takes its machine size).
+    pub fn image_run_config(&self, root: &Path) -> Option<manifest::RunConfig> {
+        match self {
+            Step::Image(im) => manifest::RunConfig::of_manifest(&root.join(&im.manifest)),
+            _ => None,
+        }
+    }
+
+    /// Whether the step's one output is a VM image (whose path and blake3 a build reports).
+    pub fn makes_image(&self) -> bool {
+        matches!(self, Step::Image(_))
+    }
+
+    /// Run a built-in kind's step, writing `env.into`. The runner cleared the outputs first and
+    /// clears them again on failure. A `run:` step is the runner's to execute (here or on a
+    /// remote engine): asked here, it fails.
+    pub fn execute(&self, env: &StepEnv) -> Result<Executed, KindFailed> {
+        match self {
+            Step::Run(_) => {
+                Err(KindFailed { command: None, message: "a `run:` step is the runner's".into() })
+            }
+            Step::Fetch(f) => fetch::execute(f, env),
+            Step::Stage(st) => stage::execute(st, env),
+            Step::Manifest(m) => manifest::execute(m, env),
+            Step::Image(im) => image::execute(im, env),
+            Step::Task(tk) => task::execute(tk, env),
+        }
+    }
 }

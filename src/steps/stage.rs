@@ -398,3 +398,42 @@ pub(crate) fn validate(
     let spec = crate::steps::stage::StageSpec { copy, libs_for, lib_dir, search, at };
     ok.then_some((spec, inputs, into))
 }
+
+/// `stage N rule(s) [+ the libraries of ...] -> into`: the step in one line.
+pub fn summary(st: &StageSpec, into: &str) -> String {
+    let libs = if st.libs_for.is_empty() {
+        String::new()
+    } else {
+        format!(" + the libraries of {}", st.libs_for.join(", "))
+    };
+    format!("stage {} rule(s){libs} -> {into}", st.copy.len())
+}
+
+/// A stage's key: its rules, and what they copy (the libraries `libs_for` resolves are
+/// discovered inputs, keyed at the second level).
+pub fn key(st: &StageSpec, env: &super::StepEnv) -> Result<super::KindKey, String> {
+    let rules = serde_json::json!({
+        "copy": st.copy, "libs_for": st.libs_for, "lib_dir": st.lib_dir, "search": st.search,
+    });
+    Ok(super::KindKey {
+        kind: "stage",
+        command: rules.to_string(),
+        inputs: crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat)
+            .map_err(|e| e.to_string())?,
+        tools: BTreeMap::new(),
+        keys_deps: true,
+    })
+}
+
+/// Fill the stage root `env.into`; the libraries found are the step's discovered inputs.
+pub fn execute(st: &StageSpec, env: &super::StepEnv) -> Result<super::Executed, super::KindFailed> {
+    let command = format!("stage {}", env.into);
+    let staged =
+        run(env.root, st, &env.root.join(env.into)).map_err(|e| super::KindFailed::new(&command, e))?;
+    Ok(super::Executed {
+        command,
+        warnings: staged.warnings,
+        discovered: staged.discovered,
+        searched: staged.searched,
+    })
+}

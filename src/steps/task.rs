@@ -310,6 +310,36 @@ pub fn run(
     }
 }
 
+/// A task's key: its image and files (inputs), the task and the machine's size
+/// ([`key_command`]), and QEMU ([`key_tools`]).
+pub fn key(spec: &TaskSpec, env: &super::StepEnv) -> Result<super::KindKey, String> {
+    Ok(super::KindKey {
+        kind: "task",
+        command: key_command(spec, size(spec, env)?),
+        inputs: crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat)
+            .map_err(|e| e.to_string())?,
+        tools: key_tools(env.tools, env.root, env.stat)?,
+        keys_deps: true,
+    })
+}
+
+/// A task's CPUs and memory: its fields, else the RunConfig of the manifest that the `image:`
+/// target making its image was built from (a dependency's output, built by now).
+fn size(spec: &TaskSpec, env: &super::StepEnv) -> Result<(u32, u64), String> {
+    machine_size(spec, (env.run_config_of_image)(&spec.image).as_ref())
+}
+
+/// Boot the task as [`run`] does, holding a slot, into `env.into`.
+pub fn execute(spec: &TaskSpec, env: &super::StepEnv) -> Result<super::Executed, super::KindFailed> {
+    let command = summary(spec, env.into);
+    let slot = env.slots.acquire();
+    let at = Places { root: env.root, into: env.into, log: env.log };
+    let ran = size(spec, env).and_then(|size| run(&at, spec, size, env.jobs, env.interrupted, env.live));
+    drop(slot);
+    let notes = ran.map_err(|e| super::KindFailed::new(&command, e))?;
+    Ok(super::Executed { command, warnings: notes, ..Default::default() })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -7,11 +7,16 @@
 pub mod native;
 pub mod ops;
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
+use super::{Executed, KindFailed, KindKey, StepEnv};
 use crate::diag::Span;
+use crate::fingerprint::FileId;
 use crate::paths::PathSpec;
 use crate::yaml::error::ConfigError;
 use crate::yaml::read::raw_struct;
@@ -280,4 +285,155 @@ pub(crate) fn validate(
     }
     let spec = ImageSpec { builder, manifest: manifest.path, root: root.path, nanos_version, at };
     ok.then_some((spec, inputs, into))
+}
+
+/// `image (native|ops build) ROOT + MANIFEST -> into`: the step in one line.
+pub fn summary(im: &ImageSpec, into: &str) -> String {
+    let how = match &im.builder {
+        Builder::Native { .. } => "native",
+        Builder::Ops { .. } => "ops build",
+    };
+    format!("image ({how}) {} + {} -> {into}", im.root, im.manifest)
+}
+
+/// An image's key: its spec without source positions and the native format's version, its
+/// inputs ([`key_inputs`]), and for `builder: ops` the identity of ops (`ops version`).
+pub fn key(im: &ImageSpec, env: &StepEnv) -> Result<KindKey, String> {
+    let mut tools = BTreeMap::new();
+    if let Builder::Ops { .. } = im.builder {
+        let id = env
+            .tools
+            .identify_with("ops", env.root, env.stat, &["version"])
+            .map_err(|_| ops::OPS_MISSING.to_string())?;
+        tools.insert("ops".to_string(), id);
+    }
+    Ok(KindKey {
+        kind: "image",
+        command: format!("{} format {}", serde_json::json!(im.keyed()), native::FORMAT),
+        inputs: key_inputs(im, env)?,
+        tools,
+        keys_deps: true,
+    })
+}
+
+/// An image's input files, and for the native builder what the image holds beyond their
+/// contents (see `native_image_facts`).
+pub fn key_inputs(im: &ImageSpec, env: &StepEnv) -> Result<BTreeMap<String, FileId>, String> {
+    let mut ids =
+        crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat).map_err(|e| e.to_string())?;
+    if let Builder::Native { .. } = im.builder {
+        native_image_facts(im, env, &mut ids)?;
+    }
+    Ok(ids)
+}
+
+/// What a native image holds beyond its input files' contents: the stage root's folders (empty
+/// ones too) and symlinks by their text, and each klib the manifest names, where the builder
+/// looks for it (the klib folder first, then the release), present or not.
+fn native_image_facts(
+    im: &ImageSpec,
+    env: &StepEnv,
+    ids: &mut BTreeMap<String, FileId>,
+) -> Result<(), String> {
+    let fact = |what: &[u8]| FileId { digest: *blake3::hash(what).as_bytes(), exec: false, size: 0 };
+    let root = env.root.join(&im.root);
+    let walker = walkdir::WalkDir::new(&root)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| !(e.file_type().is_dir() && crate::paths::is_skipped_dir(e.file_name())));
+    for e in walker {
+        let e = e.map_err(|e| format!("cannot read the image root {}: {e}", im.root))?;
+        let Ok(rel) = e.path().strip_prefix(env.root) else { continue };
+        let rel = rel
+            .to_str()
+            .ok_or_else(|| format!("{} in the image root has a name that is not UTF-8", rel.display()))?;
+        if e.file_type().is_dir() {
+            ids.insert(format!("{rel} (folder)"), crate::fingerprint::inputs::folder_id());
+        } else if e.file_type().is_symlink() {
+            let target =
+                std::fs::read_link(e.path()).map_err(|err| format!("cannot read symlink {rel}: {err}"))?;
+            ids.insert(format!("{rel} (link)"), fact(target.as_os_str().as_encoded_bytes()));
+        }
+    }
+    let Builder::Native { release, .. } = &im.builder else { return Ok(()) };
+    // The builder itself reports a missing or malformed manifest, naming the YAML line.
+    let Ok(text) = std::fs::read_to_string(env.root.join(&im.manifest)) else { return Ok(()) };
+    let Ok(m) = serde_json::from_str::<crate::steps::manifest::Manifest>(&text) else { return Ok(()) };
+    for k in &m.klibs {
+        let dirs =
+            m.klib_dir.iter().map(|d| Path::new(&im.root).join(d)).chain([Path::new(release).join("klibs")]);
+        for dir in dirs {
+            let rel = crate::paths::normalize_rel(&dir.join(k).to_string_lossy()).unwrap_or_default();
+            let abs = env.root.join(&rel);
+            let id = match std::fs::metadata(&abs) {
+                Ok(meta) if meta.is_file() => env.stat.file_id_with_meta(&rel, &abs, &(&meta).into()).ok(),
+                _ => None,
+            };
+            ids.insert(format!("{rel} (klib)"), id.unwrap_or_else(|| fact(b"absent")));
+        }
+    }
+    Ok(())
+}
+
+/// Build the image into `env.into`: natively, or by running `ops build` with the cache's own
+/// OPS_HOME and moving its image into place.
+pub fn execute(im: &ImageSpec, env: &StepEnv) -> Result<Executed, KindFailed> {
+    let root = env.root;
+    let into = env.into;
+    let Builder::Ops { program, nanos_version } = &im.builder else {
+        let command = format!("image {into} (native)");
+        let slot = env.slots.acquire();
+        // Files of the declared inputs were hashed for the key: reuse their digests.
+        let digest_of = |abs: &Path| {
+            let rel = abs.strip_prefix(root).ok()?.to_str()?;
+            env.stat.file_id(rel, abs).ok().map(|id| id.digest)
+        };
+        let built = native::build(root, im, into, &digest_of);
+        drop(slot);
+        let built = built.map_err(|e| KindFailed::new(&command, e))?;
+        return Ok(Executed { command, warnings: built.warnings, ..Default::default() });
+    };
+    let name = image_name(into);
+    let ops_home = env.cache_dir.join("ops-home");
+    let Some(ops) = crate::fingerprint::tools::resolve("ops", root) else {
+        return Err(KindFailed { command: None, message: ops::OPS_MISSING.into() });
+    };
+    let command = ops::ops_command(&ops, im, (program, nanos_version), root, &name);
+    let failed = |message: String| KindFailed::new(&command, message);
+    ops::prepare_ops_home(&ops_home, nanos_version).map_err(|e| failed(e.to_string()))?;
+    // A stale image of the same name must not pass for this build's.
+    for stale in [ops_home.join("images").join(&name), ops_home.join("images").join(format!("{name}.img"))] {
+        let _ = std::fs::remove_file(stale);
+    }
+    let ops_env: BTreeMap<String, String> =
+        [("OPS_HOME".to_string(), ops_home.to_string_lossy().into_owned())].into_iter().collect();
+    let spec =
+        crate::steps::run::RunSpec { command: &command, root, env: &ops_env, log: env.log, live: None };
+    let slot = env.slots.acquire();
+    let status = crate::steps::run::run(&spec, env.jobs);
+    drop(slot);
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => {
+            return Err(failed(format!(
+                "ops failed (exit status {}); its output is below",
+                s.code().map_or("signal".to_string(), |c| c.to_string())
+            )))
+        }
+        Err(e) => return Err(failed(format!("could not run ops: {e}"))),
+    }
+    let Some(built) = ops::built_image(&ops_home, &name) else {
+        return Err(failed(format!(
+            "ops succeeded but left no image `{name}` in {}/images",
+            ops_home.display()
+        )));
+    };
+    let dest = root.join(into);
+    if std::fs::rename(&built, &dest).is_err() {
+        if let Err(e) = std::fs::copy(&built, &dest).and_then(|_| std::fs::remove_file(&built)) {
+            return Err(failed(format!("cannot move the image to {into}: {e}")));
+        }
+    }
+    Ok(Executed { command, ..Default::default() })
 }
