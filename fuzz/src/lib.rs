@@ -74,7 +74,7 @@ pub fn depfile(data: &[u8]) {
             for input in &d.inputs {
                 assert!(seen.insert(&input.path), "input {:?} listed twice", input.path);
                 if let Ok(p) = std::str::from_utf8(&input.path) {
-                    let _ = gvbuild::config::normalize_rel(p);
+                    let _ = gvbuild::paths::normalize_rel(p);
                 }
             }
         }
