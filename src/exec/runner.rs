@@ -875,7 +875,7 @@ fn finish_run(
             match built {
                 Ok(b) => warnings.extend(b.warnings),
                 Err(e) => {
-                    done.error = Some(e);
+                    done.error = Some(e.to_string());
                     clear_outputs(root, outputs);
                     return done;
                 }
@@ -893,7 +893,7 @@ fn finish_run(
                 crate::steps::image::ops::ops_command(&ops, im, (program, nanos_version), root, &name);
             done.command = Some(command.clone());
             if let Err(e) = crate::steps::image::ops::prepare_ops_home(&ops_home, nanos_version) {
-                done.error = Some(e);
+                done.error = Some(e.to_string());
                 return done;
             }
             // A stale image of the same name must not pass for this build's.
