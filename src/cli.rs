@@ -994,7 +994,8 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
         }
         inputs.push((name, f));
     }
-    let (accel, accel_note) = qemu::choose_accel(&qemu_path, choice).map_err(Error::Usage)?;
+    let (accel, accel_note) =
+        qemu::choose_accel(&qemu_path, choice).map_err(|e| Error::Usage(e.to_string()))?;
     if stop.load(Ordering::SeqCst) {
         return Err(vm::VmError::Interrupted.into());
     }
@@ -1360,7 +1361,7 @@ fn open_servers(
     let remote = match options {
         Some(options) => {
             cache.keep_sha256();
-            Some(Remote::open(options, cache).map_err(Error::Usage)?)
+            Some(Remote::open(options, cache).map_err(|e| Error::Usage(e.to_string()))?)
         }
         None => None,
     };
@@ -1479,7 +1480,7 @@ fn worker(w: WorkerArgs) -> Result<u8, Error> {
         work_dir: w.work_dir,
         bot_id: w.bot_id,
     };
-    crate::worker::run(options, crate::worker::Report { out, note }).map_err(Error::Usage)
+    crate::worker::run(options, crate::worker::Report { out, note }).map_err(|e| Error::Usage(e.to_string()))
 }
 
 /// `GVBUILD_TIMINGS=1` prints how long each phase of a build took, to stderr.

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
 
 use crate::tfs::{self, FsNode, Tuple, VolumeSize};
@@ -31,6 +32,43 @@ const REGION_FILESYSTEM: u32 = 12;
 const TABLE_AT: usize = 0x1be;
 const PART_TYPE: u8 = 0x83;
 
+/// Why a disk image could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("it does not start with a boot sector (no 55 AA signature at byte 510)")]
+    NoBootSignature,
+    #[error("its boot sector has no filesystem region record (type 12 at byte 0x1BA)")]
+    NoRegionRecord,
+    #[error("its boot record gives a stage2 length of {0} bytes")]
+    Stage2Length(u64),
+    #[error("it is {len} bytes, but its boot record says stage1 and stage2 take {expected}")]
+    BootTooLong { len: usize, expected: u64 },
+    #[error("boot.img is not a Nanos boot loader: {0}")]
+    NotABootLoader(#[source] Box<DiskError>),
+    #[error("the boot filesystem: {0}")]
+    BootVolume(#[source] tfs::WriteError),
+    #[error("the root filesystem: {0}")]
+    RootVolume(#[source] tfs::WriteError),
+    #[error("the image is larger than an MBR partition table can describe (2 TiB)")]
+    TooLarge,
+    #[error("cannot write the image: {0}")]
+    Write(#[source] io::Error),
+    #[error("cannot size the image: {0}")]
+    Size(#[source] io::Error),
+    #[error("cannot read the image: {0}")]
+    Read(#[source] io::Error),
+    #[error("the image is {0} bytes, smaller than one sector")]
+    TooSmall(u64),
+    #[error(transparent)]
+    Volume(#[from] tfs::ReadError),
+    #[error("neither a TFS volume (no `NVMTFS` at byte 0) nor a disk image (no MBR signature)")]
+    NotAnImage,
+    #[error("partition {number} ({sectors} sectors at sector {start}) runs past the end of the image")]
+    PartitionPastEnd { number: usize, sectors: u64, start: u64 },
+    #[error("partition {number}: {source}")]
+    Partition { number: usize, source: tfs::ReadError },
+}
+
 /// What boot.img says about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BootRecord {
@@ -39,9 +77,9 @@ pub struct BootRecord {
 }
 
 /// Check a boot.img: an MBR signature and the filesystem region record.
-pub fn boot_record(boot: &[u8]) -> Result<BootRecord, String> {
+pub fn boot_record(boot: &[u8]) -> Result<BootRecord, DiskError> {
     if boot.len() < SECTOR as usize || boot[510..512] != [0x55, 0xaa] {
-        return Err("it does not start with a boot sector (no 55 AA signature at byte 510)".into());
+        return Err(DiskError::NoBootSignature);
     }
     let u64_at = |at: usize| {
         let mut b = [0u8; 8];
@@ -51,18 +89,14 @@ pub fn boot_record(boot: &[u8]) -> Result<BootRecord, String> {
     let mut t = [0u8; 4];
     t.copy_from_slice(&boot[REGION_AT + 16..REGION_AT + 20]);
     if u32::from_le_bytes(t) != REGION_FILESYSTEM {
-        return Err("its boot sector has no filesystem region record (type 12 at byte 0x1BA)".into());
+        return Err(DiskError::NoRegionRecord);
     }
     let stage2_len = u64_at(REGION_AT + 8);
     if stage2_len % SECTOR != 0 || stage2_len > 64 << 20 {
-        return Err(format!("its boot record gives a stage2 length of {stage2_len} bytes"));
+        return Err(DiskError::Stage2Length(stage2_len));
     }
     if boot.len() as u64 > SECTOR + stage2_len {
-        return Err(format!(
-            "it is {} bytes, but its boot record says stage1 and stage2 take {}",
-            boot.len(),
-            SECTOR + stage2_len
-        ));
+        return Err(DiskError::BootTooLong { len: boot.len(), expected: SECTOR + stage2_len });
     }
     Ok(BootRecord { stage2_len })
 }
@@ -77,10 +111,10 @@ fn chs(offset: u64) -> [u8; 3] {
     [head as u8, ((cyl >> 8) | sec) as u8, (cyl & 0xff) as u8]
 }
 
-fn partition_entry(offset: u64, size: u64) -> Result<[u8; 16], String> {
+fn partition_entry(offset: u64, size: u64) -> Result<[u8; 16], DiskError> {
     let (lba, sectors) = (offset / SECTOR, size / SECTOR);
     let (Ok(lba), Ok(sectors)) = (u32::try_from(lba), u32::try_from(sectors)) else {
-        return Err("the image is larger than an MBR partition table can describe (2 TiB)".into());
+        return Err(DiskError::TooLarge);
     };
     let mut e = [0u8; 16];
     e[0] = 0x80;
@@ -120,12 +154,12 @@ pub fn write_disk(
     root_tree: &BTreeMap<String, FsNode>,
     root_attrs: &Tuple,
     root_size: RootSize,
-) -> Result<DiskWritten, String> {
-    let record = boot_record(boot_img).map_err(|e| format!("boot.img is not a Nanos boot loader: {e}"))?;
+) -> Result<DiskWritten, DiskError> {
+    let record = boot_record(boot_img).map_err(|e| DiskError::NotABootLoader(Box::new(e)))?;
     let boot_at = SECTOR + record.stage2_len + KLOG_SIZE;
     let boot =
         tfs::write_volume(out, boot_at, boot_tree, &Tuple::new(), "", VolumeSize::AtLeast(BOOTFS_SIZE))
-            .map_err(|e| format!("the boot filesystem: {e}"))?;
+            .map_err(DiskError::BootVolume)?;
     let root_at = boot_at + boot.size;
     let size = match root_size {
         RootSize::Auto => VolumeSize::Auto,
@@ -133,20 +167,18 @@ pub fn write_disk(
         RootSize::ImageAtLeast(n) if n > root_at => VolumeSize::Fill(n - root_at),
         RootSize::ImageAtLeast(_) => VolumeSize::Auto,
     };
-    let root = tfs::write_volume(out, root_at, root_tree, root_attrs, "", size)
-        .map_err(|e| format!("the root filesystem: {e}"))?;
+    let root =
+        tfs::write_volume(out, root_at, root_tree, root_attrs, "", size).map_err(DiskError::RootVolume)?;
     let size = root_at + root.size;
 
     let mut first = [0u8; SECTOR as usize];
     first[..SECTOR as usize].copy_from_slice(&boot_img[..SECTOR as usize]);
     first[TABLE_AT..TABLE_AT + 16].copy_from_slice(&partition_entry(boot_at, boot.size)?);
     first[TABLE_AT + 16..TABLE_AT + 32].copy_from_slice(&partition_entry(root_at, root.size)?);
-    let write = |bytes: &[u8], at: u64| {
-        out.write_all_at(bytes, at).map_err(|e| format!("cannot write the image: {e}"))
-    };
+    let write = |bytes: &[u8], at: u64| out.write_all_at(bytes, at).map_err(DiskError::Write);
     write(&first, 0)?;
     write(&boot_img[SECTOR as usize..], SECTOR)?;
-    out.set_len(size).map_err(|e| format!("cannot size the image: {e}"))?;
+    out.set_len(size).map_err(DiskError::Size)?;
     Ok(DiskWritten { size, boot, root })
 }
 
@@ -184,19 +216,19 @@ impl Disk {
 }
 
 /// Read an image: its partition table and every TFS volume in it.
-pub fn read_disk(file: &File) -> Result<Disk, String> {
-    let size = file.metadata().map_err(|e| format!("cannot read the image: {e}"))?.len();
+pub fn read_disk(file: &File) -> Result<Disk, DiskError> {
+    let size = file.metadata().map_err(DiskError::Read)?.len();
     if size < SECTOR {
-        return Err(format!("the image is {size} bytes, smaller than one sector"));
+        return Err(DiskError::TooSmall(size));
     }
     let mut first = [0u8; SECTOR as usize];
-    file.read_exact_at(&mut first, 0).map_err(|e| format!("cannot read the image: {e}"))?;
+    file.read_exact_at(&mut first, 0).map_err(DiskError::Read)?;
     if first.starts_with(tfs::MAGIC) {
         let vol = tfs::read_volume(file, 0, size)?;
         return Ok(Disk { size, partitions: Vec::new(), boot_record: None, volumes: vec![(None, vol)] });
     }
     if first[510..512] != [0x55, 0xaa] {
-        return Err("neither a TFS volume (no `NVMTFS` at byte 0) nor a disk image (no MBR signature)".into());
+        return Err(DiskError::NotAnImage);
     }
     let boot_record = boot_record(&first).ok();
     let mut partitions = Vec::new();
@@ -213,17 +245,16 @@ pub fn read_disk(file: &File) -> Result<Disk, String> {
     for p in &partitions {
         let (at, len) = (p.start * SECTOR, p.sectors * SECTOR);
         if at.checked_add(len).is_none_or(|end| end > size) {
-            return Err(format!(
-                "partition {} ({} sectors at sector {}) runs past the end of the image",
-                p.index + 1,
-                p.sectors,
-                p.start
-            ));
+            return Err(DiskError::PartitionPastEnd {
+                number: p.index + 1,
+                sectors: p.sectors,
+                start: p.start,
+            });
         }
         let mut magic = [0u8; 6];
         if p.kind == PART_TYPE && file.read_exact_at(&mut magic, at).is_ok() && &magic == tfs::MAGIC {
-            let vol =
-                tfs::read_volume(file, at, len).map_err(|e| format!("partition {}: {e}", p.index + 1))?;
+            let vol = tfs::read_volume(file, at, len)
+                .map_err(|source| DiskError::Partition { number: p.index + 1, source })?;
             volumes.push((Some(p.index), vol));
         }
     }
@@ -249,7 +280,7 @@ mod tests {
         let mut boot = vec![0u8; 1024];
         boot[510] = 0x55;
         boot[511] = 0xaa;
-        assert!(boot_record(&boot).unwrap_err().contains("region record"));
+        assert!(matches!(boot_record(&boot).unwrap_err(), DiskError::NoRegionRecord));
         boot[REGION_AT + 8..REGION_AT + 16].copy_from_slice(&512u64.to_le_bytes());
         boot[REGION_AT + 16..REGION_AT + 20].copy_from_slice(&12u32.to_le_bytes());
         assert_eq!(boot_record(&boot).unwrap(), BootRecord { stage2_len: 512 });

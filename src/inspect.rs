@@ -2,14 +2,55 @@
 //! as text or JSON, and `--extract`, which copies the root filesystem's tree out.
 
 use std::fs::{self, File};
-use std::io::BufWriter;
+use std::io::{self, BufWriter};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value as Json};
 
-use crate::disk::{self, Disk};
+use crate::disk::{self, Disk, DiskError};
 use crate::tfs::{self, Kind, Tuple, Value};
+
+/// Why `inspect` could not read an image or extract its tree.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum InspectError {
+    #[error("cannot open {}: {source}", path.display())]
+    #[diagnostic(code(gvbuild::inspect::open))]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot read {}: {source}", path.display())]
+    #[diagnostic(code(gvbuild::inspect::read))]
+    Read { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    #[diagnostic(code(gvbuild::inspect::disk))]
+    Disk(#[from] DiskError),
+    #[error(transparent)]
+    #[diagnostic(code(gvbuild::inspect::volume))]
+    Volume(#[from] tfs::ReadError),
+    #[error("the image holds no TFS filesystem")]
+    #[diagnostic(code(gvbuild::inspect::no_filesystem))]
+    NoFilesystem,
+    #[error("{} is not empty; extract into a new or empty folder", dir.display())]
+    #[diagnostic(code(gvbuild::inspect::not_empty))]
+    NotEmpty { dir: PathBuf },
+    #[error("cannot create {}: {source}", dir.display())]
+    #[diagnostic(code(gvbuild::inspect::create))]
+    CreateDir { dir: PathBuf, source: io::Error },
+    #[error("cannot use {}: {source}", dir.display())]
+    #[diagnostic(code(gvbuild::inspect::use_dir))]
+    UseDir { dir: PathBuf, source: io::Error },
+    #[error("the image holds a name that cannot be extracted safely: {name:?}")]
+    #[diagnostic(code(gvbuild::inspect::bad_name))]
+    BadName { name: String },
+    #[error("the image's files add up to {total} bytes, more than its filesystem's {limit} bytes")]
+    #[diagnostic(code(gvbuild::inspect::too_big))]
+    TooBig { total: u64, limit: u64 },
+    #[error("cannot write {}: {source}", path.display())]
+    #[diagnostic(code(gvbuild::inspect::write))]
+    Write { path: PathBuf, source: io::Error },
+    #[error("the image puts {path} under something that is not a folder")]
+    #[diagnostic(code(gvbuild::inspect::not_a_folder))]
+    NotUnderFolder { path: String },
+}
 
 /// A UUID as text.
 pub fn uuid_text(u: &[u8; 16]) -> String {
@@ -105,11 +146,11 @@ pub fn workspace_warning(mounts: &[Mount]) -> Option<String> {
 }
 
 /// Everything `inspect` shows, as JSON.
-pub fn describe(path: &Path) -> Result<Json, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+pub fn describe(path: &Path) -> Result<Json, InspectError> {
+    let file = File::open(path).map_err(|source| InspectError::Open { path: path.into(), source })?;
     let disk = disk::read_disk(&file)?;
     let mut hasher = blake3::Hasher::new();
-    hasher.update_mmap_rayon(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    hasher.update_mmap_rayon(path).map_err(|source| InspectError::Read { path: path.into(), source })?;
     let partitions: Vec<Json> = disk
         .partitions
         .iter()
@@ -258,23 +299,23 @@ fn show(v: &Json) -> String {
 
 /// Copy the root filesystem's tree into `dir`, which must be new or empty. Executables get mode
 /// 0755, other files 0644. Returns the number of files written.
-pub fn extract(image: &Path, dir: &Path) -> Result<u64, String> {
-    let file = File::open(image).map_err(|e| format!("cannot open {}: {e}", image.display()))?;
+pub fn extract(image: &Path, dir: &Path) -> Result<u64, InspectError> {
+    let file = File::open(image).map_err(|source| InspectError::Open { path: image.into(), source })?;
     let disk = disk::read_disk(&file)?;
-    let vol = disk.root().ok_or("the image holds no TFS filesystem")?;
+    let vol = disk.root().ok_or(InspectError::NoFilesystem)?;
     match fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
-                return Err(format!("{} is not empty; extract into a new or empty folder", dir.display()));
+                return Err(InspectError::NotEmpty { dir: dir.into() });
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?
+            fs::create_dir_all(dir).map_err(|source| InspectError::CreateDir { dir: dir.into(), source })?
         }
-        Err(e) => return Err(format!("cannot use {}: {e}", dir.display())),
+        Err(source) => return Err(InspectError::UseDir { dir: dir.into(), source }),
     }
     if let Some(name) = tfs::bad_name(&vol.root) {
-        return Err(format!("the image holds a name that cannot be extracted safely: {name:?}"));
+        return Err(InspectError::BadName { name });
     }
     // No two files share data in an image mkfs or gvbuild writes, so together they hold at most
     // the volume: a hostile image must not make an extraction fill the disk.
@@ -286,19 +327,16 @@ pub fn extract(image: &Path, dir: &Path) -> Result<u64, String> {
         })
         .fold(0u64, u64::saturating_add);
     if total > vol.limit {
-        return Err(format!(
-            "the image's files add up to {total} bytes, more than its filesystem's {} bytes",
-            vol.limit
-        ));
+        return Err(InspectError::TooBig { total, limit: vol.limit });
     }
     let mut files = 0;
     for (path, node) in tfs::walk(&vol.root) {
         let dest = dir.join(path.trim_start_matches('/'));
-        let fail = |e: std::io::Error| format!("cannot write {}: {e}", dest.display());
+        let fail = |source| InspectError::Write { path: dest.clone(), source };
         // Every parent is a folder this extraction made: never write through a symlink.
         if let Some(parent) = dest.parent().filter(|p| *p != dir) {
             if !fs::symlink_metadata(parent).is_ok_and(|m| m.is_dir()) {
-                return Err(format!("the image puts {path} under something that is not a folder"));
+                return Err(InspectError::NotUnderFolder { path });
             }
         }
         match tfs::kind(node) {

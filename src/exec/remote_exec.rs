@@ -113,8 +113,11 @@ impl RemoteExec {
             client_key: o.client_key.as_deref(),
             timeout: o.timeout,
         })
-        .map_err(|e| e.replace("--remote-cache", "--remote-exec"))?;
-        let reached = match engine.check(&shown).map_err(|e| e.replace("--remote-cache", "--remote-exec"))? {
+        .map_err(|e| e.to_string().replace("--remote-cache", "--remote-exec"))?;
+        let reached = match engine
+            .check(&shown)
+            .map_err(|e| e.to_string().replace("--remote-cache", "--remote-exec"))?
+        {
             Ok(()) => engine.exec_enabled(),
             Err(e) => Err(e),
         };
@@ -663,7 +666,7 @@ fn action_platform(ctx: &Ctx, t: &Target, run: &RunStep) -> Result<Platform, Str
     for name in &run.tools {
         let prop = tool_property(name);
         if let std::collections::btree_map::Entry::Vacant(e) = platform.entry(prop) {
-            e.insert(ctx.tools.identify(name, &ctx.root, &ctx.stat)?.identity());
+            e.insert(ctx.tools.identify(name, &ctx.root, &ctx.stat).map_err(|e| e.to_string())?.identity());
         }
     }
     Ok(platform)

@@ -214,7 +214,7 @@ fn fingerprint<'a>(
     } else {
         let mut tools = BTreeMap::new();
         for name in &run.tools {
-            let id = ctx.tools.identify(name, root, &ctx.stat)?;
+            let id = ctx.tools.identify(name, root, &ctx.stat).map_err(|e| e.to_string())?;
             tools.insert(name.clone(), id);
         }
         tools

@@ -9,6 +9,17 @@ use serde::{Deserialize, Serialize};
 
 use super::hash::{Digest, StatCache};
 
+/// Why a tool named in `tools:` has no identity.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ToolError {
+    #[error("tool `{name}` was not found on PATH; install it, or name it by path in `tools:`")]
+    #[diagnostic(code(gvbuild::tools::not_found))]
+    NotFound { name: String },
+    #[error("cannot read tool `{name}` at {}: {source}", path.display())]
+    #[diagnostic(code(gvbuild::tools::read))]
+    Read { name: String, path: PathBuf, source: std::io::Error },
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ToolId {
     /// blake3 of the resolved executable.
@@ -58,7 +69,7 @@ pub fn resolve(name: &str, root: &Path) -> Option<PathBuf> {
 }
 
 impl ToolCache {
-    pub fn identify(&self, name: &str, root: &Path, stat: &StatCache) -> Result<ToolId, String> {
+    pub fn identify(&self, name: &str, root: &Path, stat: &StatCache) -> Result<ToolId, ToolError> {
         self.identify_with(name, root, stat, &["--version"])
     }
 
@@ -69,10 +80,8 @@ impl ToolCache {
         root: &Path,
         stat: &StatCache,
         version_args: &[&str],
-    ) -> Result<ToolId, String> {
-        let path = resolve(name, root).ok_or_else(|| {
-            format!("tool `{name}` was not found on PATH; install it, or name it by path in `tools:`")
-        })?;
+    ) -> Result<ToolId, ToolError> {
+        let path = resolve(name, root).ok_or_else(|| ToolError::NotFound { name: name.to_string() })?;
         if let Ok(seen) = self.seen.lock() {
             if let Some(id) = seen.get(&path) {
                 return Ok(id.clone());
@@ -82,7 +91,7 @@ impl ToolCache {
         let key = real.to_string_lossy().into_owned();
         let digest = stat
             .file_id(&key, &real)
-            .map_err(|e| format!("cannot read tool `{name}` at {}: {e}", real.display()))?
+            .map_err(|source| ToolError::Read { name: name.to_string(), path: real.clone(), source })?
             .digest;
         let version =
             match Command::new(&path).args(version_args).current_dir(root).stdin(Stdio::null()).output() {

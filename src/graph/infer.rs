@@ -28,12 +28,24 @@ use std::ops::Bound;
 
 use crate::paths::is_glob;
 
+/// Why an input's glob cannot be matched against the outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error(transparent)]
+    Glob(#[from] globset::Error),
+}
+
 /// Every declared output by path: (target, index of the output in that target's outputs).
 pub type Owners<'a> = BTreeMap<&'a str, (usize, usize)>;
 
 /// The outputs that `input` (a project-relative path, a folder, or a glob) may read, appended
 /// to `hits` as (target, output index). `Err` when the glob does not parse.
-pub fn hits(owners: &Owners, input: &str, glob: bool, hits: &mut Vec<(usize, usize)>) -> Result<(), String> {
+pub fn hits(
+    owners: &Owners,
+    input: &str,
+    glob: bool,
+    hits: &mut Vec<(usize, usize)>,
+) -> Result<(), InferError> {
     if input.starts_with('/') {
         return Ok(());
     }
@@ -149,10 +161,8 @@ enum Walk {
 }
 
 impl Pattern {
-    fn parse(glob: &str) -> Result<Pattern, String> {
-        let build = |text: &str| {
-            globset::GlobBuilder::new(text).literal_separator(true).build().map_err(|e| e.to_string())
-        };
+    fn parse(glob: &str) -> Result<Pattern, InferError> {
+        let build = |text: &str| globset::GlobBuilder::new(text).literal_separator(true).build();
         build(glob)?;
         let comps: Vec<&str> = glob.split('/').collect();
         let k = comps.iter().take_while(|c| !is_glob(c)).count();

@@ -272,7 +272,7 @@ pub fn run(
 ) -> Result<Vec<String>, String> {
     let qemu_path = qemu::find(None).ok_or_else(|| vm::VmError::QemuMissing(QEMU_TOOL.into()).to_string())?;
     let mut notes = Vec::new();
-    let (accel, note) = qemu::choose_accel(&qemu_path, qemu::AccelChoice::Auto)?;
+    let (accel, note) = qemu::choose_accel(&qemu_path, qemu::AccelChoice::Auto).map_err(|e| e.to_string())?;
     notes.extend(note);
     let workspace = tempfile::Builder::new()
         .prefix("gvbuild-workspace-")

@@ -14,6 +14,48 @@ const TYPE_STRING: u8 = 4;
 /// reader's stack); real trees are a few dozen levels deep.
 const MAX_DEPTH: usize = 1000;
 
+/// Why a log entry could not be decoded: the log is damaged, or was not written by Nanos or
+/// gvbuild.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("the log ends inside a record")]
+    EndsInsideRecord,
+    #[error("a value of {len} bytes runs past the end of its log record")]
+    PastRecordEnd { len: u64 },
+    #[error("a varint longer than 10 bytes")]
+    LongVarint,
+    #[error("a length longer than 10 bytes")]
+    LongLength,
+    #[error("a log entry that is not a tuple")]
+    EntryNotATuple,
+    #[error("a log entry of {len} bytes holds {used} bytes of tuple")]
+    EntryLength { len: usize, used: usize },
+    #[error("a reference to dictionary entry {index}, which does not exist")]
+    NoSuchEntry { index: u64 },
+    #[error("tuples nested more than {} deep", MAX_DEPTH)]
+    TooDeep,
+    #[error("dictionary entry {index} is not a {expected}")]
+    WrongEntry { index: u64, expected: &'static str },
+    #[error("a name that is not UTF-8: {bytes:?}")]
+    NameNotUtf8 { bytes: Vec<u8> },
+    #[error("a vector too long")]
+    LongVector,
+    #[error("a reference integer")]
+    ReferenceInteger,
+    #[error("an integer out of range: {magnitude}")]
+    IntegerOutOfRange { magnitude: u64 },
+    #[error("a string that refers to dictionary entry {index}")]
+    StringReference { index: u64 },
+    #[error("a value of unknown type {ty}")]
+    UnknownType { ty: u8 },
+    #[error("the log holds no root tuple")]
+    NoRoot,
+    #[error("a tuple that appears twice in the tree (a loop or a shared subtree)")]
+    SharedTuple,
+    #[error("a vector that appears twice in the tree")]
+    SharedVector,
+}
+
 /// Encodes log entries, numbering symbols, tuples and vectors as the log's dictionary does.
 #[derive(Default)]
 pub(crate) struct Encoder {
@@ -122,24 +164,24 @@ pub(crate) struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
-    pub fn u8(&mut self) -> Result<u8, String> {
-        let b = *self.bytes.get(self.pos).ok_or("the log ends inside a record")?;
+    pub fn u8(&mut self) -> Result<u8, CodecError> {
+        let b = *self.bytes.get(self.pos).ok_or(CodecError::EndsInsideRecord)?;
         self.pos += 1;
         Ok(b)
     }
 
-    pub fn take(&mut self, n: u64) -> Result<&[u8], String> {
+    pub fn take(&mut self, n: u64) -> Result<&[u8], CodecError> {
         let end = usize::try_from(n).ok().and_then(|n| self.pos.checked_add(n));
         match end.and_then(|end| self.bytes.get(self.pos..end)) {
             Some(b) => {
                 self.pos += b.len();
                 Ok(b)
             }
-            None => Err(format!("a value of {n} bytes runs past the end of its log record")),
+            None => Err(CodecError::PastRecordEnd { len: n }),
         }
     }
 
-    pub fn varint(&mut self) -> Result<u64, String> {
+    pub fn varint(&mut self) -> Result<u64, CodecError> {
         let mut v: u64 = 0;
         for _ in 0..10 {
             let b = self.u8()?;
@@ -148,16 +190,16 @@ impl Cursor<'_> {
                 return Ok(v);
             }
         }
-        Err("a varint longer than 10 bytes".into())
+        Err(CodecError::LongVarint)
     }
 
-    fn header(&mut self) -> Result<(bool, u8, u64), String> {
+    fn header(&mut self) -> Result<(bool, u8, u64), CodecError> {
         let a = self.u8()?;
         let mut len = u64::from(a & 0x7);
         if a & 0x8 != 0 {
             for i in 0.. {
                 if i == 10 {
-                    return Err("a length longer than 10 bytes".into());
+                    return Err(CodecError::LongLength);
                 }
                 let b = self.u8()?;
                 len = (len << 7) | u64::from(b & 0x7f);
@@ -172,29 +214,29 @@ impl Cursor<'_> {
 
 impl Decoder {
     /// Decode one log entry (it must be a tuple, as Nanos requires).
-    pub fn entry(&mut self, bytes: &[u8]) -> Result<(), String> {
+    pub fn entry(&mut self, bytes: &[u8]) -> Result<(), CodecError> {
         let mut cur = Cursor { bytes, pos: 0 };
         match self.value(&mut cur, 0)? {
             Some(Decoded::Tuple(_)) => {}
-            _ => return Err("a log entry that is not a tuple".into()),
+            _ => return Err(CodecError::EntryNotATuple),
         }
         if cur.pos != bytes.len() {
-            return Err(format!("a log entry of {} bytes holds {} bytes of tuple", bytes.len(), cur.pos));
+            return Err(CodecError::EntryLength { len: bytes.len(), used: cur.pos });
         }
         Ok(())
     }
 
-    fn slot(&self, index: u64) -> Result<&Slot, String> {
+    fn slot(&self, index: u64) -> Result<&Slot, CodecError> {
         usize::try_from(index)
             .ok()
             .and_then(|i| i.checked_sub(1))
             .and_then(|i| self.dictionary.get(i))
-            .ok_or_else(|| format!("a reference to dictionary entry {index}, which does not exist"))
+            .ok_or(CodecError::NoSuchEntry { index })
     }
 
-    fn value(&mut self, cur: &mut Cursor, depth: usize) -> Result<Option<Decoded>, String> {
+    fn value(&mut self, cur: &mut Cursor, depth: usize) -> Result<Option<Decoded>, CodecError> {
         if depth > MAX_DEPTH {
-            return Err(format!("tuples nested more than {MAX_DEPTH} deep"));
+            return Err(CodecError::TooDeep);
         }
         let (immediate, ty, len) = cur.header()?;
         match ty {
@@ -208,7 +250,7 @@ impl Decoder {
                     let index = cur.varint()?;
                     match self.slot(index)? {
                         Slot::Tuple(id) => *id,
-                        _ => return Err(format!("dictionary entry {index} is not a tuple")),
+                        _ => return Err(CodecError::WrongEntry { index, expected: "tuple" }),
                     }
                 };
                 for _ in 0..len {
@@ -216,13 +258,13 @@ impl Decoder {
                     let name = if imm {
                         let bytes = cur.take(nlen)?;
                         let name = String::from_utf8(bytes.to_vec())
-                            .map_err(|_| format!("a name that is not UTF-8: {bytes:?}"))?;
+                            .map_err(|_| CodecError::NameNotUtf8 { bytes: bytes.to_vec() })?;
                         self.dictionary.push(Slot::Symbol(name.clone()));
                         name
                     } else {
                         match self.slot(nlen)? {
                             Slot::Symbol(s) => s.clone(),
-                            _ => return Err(format!("dictionary entry {nlen} is not a symbol")),
+                            _ => return Err(CodecError::WrongEntry { index: nlen, expected: "symbol" }),
                         }
                     };
                     let v = self.value(cur, depth + 1)?;
@@ -244,13 +286,13 @@ impl Decoder {
                     let index = cur.varint()?;
                     match self.slot(index)? {
                         Slot::Vector(id) => *id,
-                        _ => return Err(format!("dictionary entry {index} is not a vector")),
+                        _ => return Err(CodecError::WrongEntry { index, expected: "vector" }),
                     }
                 };
                 for i in 0..len {
                     let v = self.value(cur, depth + 1)?.unwrap_or(Decoded::Null);
                     let items = &mut self.vectors[id];
-                    let i = usize::try_from(i).map_err(|_| "a vector too long".to_string())?;
+                    let i = usize::try_from(i).map_err(|_| CodecError::LongVector)?;
                     if i < items.len() {
                         items[i] = v;
                     } else {
@@ -261,11 +303,10 @@ impl Decoder {
             }
             TYPE_INTEGER => {
                 if !immediate {
-                    return Err("a reference integer".into());
+                    return Err(CodecError::ReferenceInteger);
                 }
                 let magnitude = cur.varint()?;
-                let n =
-                    i64::try_from(magnitude).map_err(|_| format!("an integer out of range: {magnitude}"))?;
+                let n = i64::try_from(magnitude).map_err(|_| CodecError::IntegerOutOfRange { magnitude })?;
                 Ok(Some(Decoded::Int(if len > 0 { -n } else { n })))
             }
             TYPE_STRING | TYPE_BUFFER => {
@@ -275,7 +316,7 @@ impl Decoder {
                 if !immediate {
                     return match self.slot(len)? {
                         Slot::Symbol(s) => Ok(Some(Decoded::Str(s.clone().into_bytes()))),
-                        _ => Err(format!("a string that refers to dictionary entry {len}")),
+                        _ => Err(CodecError::StringReference { index: len }),
                     };
                 }
                 let bytes = cur.take(len)?.to_vec();
@@ -285,15 +326,15 @@ impl Decoder {
                     _ => Decoded::Buffer(bytes),
                 }))
             }
-            other => Err(format!("a value of unknown type {other}")),
+            ty => Err(CodecError::UnknownType { ty }),
         }
     }
 
     /// The volume's root tuple (dictionary entry 1), as a tree.
-    pub fn root(&self) -> Result<Tuple, String> {
+    pub fn root(&self) -> Result<Tuple, CodecError> {
         let id = match self.dictionary.first() {
             Some(Slot::Tuple(id)) => *id,
-            _ => return Err("the log holds no root tuple".into()),
+            _ => return Err(CodecError::NoRoot),
         };
         // A tree: each tuple and vector has one place in it. Later entries reach back to add
         // attributes, but a second place for the same tuple (a loop, or a shared subtree that
@@ -303,12 +344,12 @@ impl Decoder {
         self.tree(id, 0, &mut placed)
     }
 
-    fn tree(&self, id: usize, depth: usize, placed: &mut Placed) -> Result<Tuple, String> {
+    fn tree(&self, id: usize, depth: usize, placed: &mut Placed) -> Result<Tuple, CodecError> {
         if depth > MAX_DEPTH {
-            return Err(format!("tuples nested more than {MAX_DEPTH} deep"));
+            return Err(CodecError::TooDeep);
         }
         if std::mem::replace(&mut placed.tuples[id], true) {
-            return Err("a tuple that appears twice in the tree (a loop or a shared subtree)".into());
+            return Err(CodecError::SharedTuple);
         }
         let mut out = Tuple::new();
         for (k, v) in &self.tuples[id] {
@@ -317,7 +358,7 @@ impl Decoder {
         Ok(out)
     }
 
-    fn materialise(&self, v: &Decoded, depth: usize, placed: &mut Placed) -> Result<Value, String> {
+    fn materialise(&self, v: &Decoded, depth: usize, placed: &mut Placed) -> Result<Value, CodecError> {
         Ok(match v {
             Decoded::Str(b) => Value::Str(b.clone()),
             Decoded::Int(n) => Value::Int(*n),
@@ -326,7 +367,7 @@ impl Decoder {
             Decoded::Tuple(id) => Value::Tuple(self.tree(*id, depth + 1, placed)?),
             Decoded::Vector(id) => {
                 if std::mem::replace(&mut placed.vectors[*id], true) {
-                    return Err("a vector that appears twice in the tree".into());
+                    return Err(CodecError::SharedVector);
                 }
                 let mut items = Vec::new();
                 for item in &self.vectors[*id] {
@@ -397,7 +438,7 @@ mod tests {
             d.entry(&e).unwrap();
             last = d.dictionary.len() as u64;
         }
-        assert!(d.root().unwrap_err().contains("deep"));
+        assert_eq!(d.root().unwrap_err(), CodecError::TooDeep);
     }
 
     /// The same tuple placed under two names, many times over, would expand exponentially:
@@ -408,7 +449,7 @@ mod tests {
         // Root (1) with `a` (2) -> tuple 3; then root gets `b` (5) -> a reference to tuple 3.
         d.entry(&[0x91, 0x81, b'a', 0x90]).unwrap();
         d.entry(&[0x11, 0x01, 0x81, b'b', 0x10, 0x03]).unwrap();
-        assert!(d.root().unwrap_err().contains("twice"));
+        assert_eq!(d.root().unwrap_err(), CodecError::SharedTuple);
     }
 
     #[test]

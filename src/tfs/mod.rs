@@ -49,8 +49,9 @@ mod write;
 
 use std::collections::BTreeMap;
 
-pub use read::{bad_name, kind, read_volume, walk, Kind, Volume};
-pub use write::{write_volume, FsNode, VolumeSize, Written};
+pub use codec::CodecError;
+pub use read::{bad_name, kind, read_volume, walk, Kind, ReadError, Volume};
+pub use write::{write_volume, FsNode, VolumeSize, WriteError, Written};
 
 pub const SECTOR: u64 = 512;
 pub const MAGIC: &[u8; 6] = b"NVMTFS";

@@ -4,10 +4,10 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
-use super::codec::{Cursor, Decoder};
+use super::codec::{CodecError, Cursor, Decoder};
 use super::{
     Tuple, Value, END_OF_LOG, END_OF_SEGMENT, LABEL_MAX, LOG_EXTENSION_LINK, MAGIC, SECTOR, TUPLE_AVAILABLE,
     TUPLE_EXTENDED, VERSION,
@@ -17,6 +17,59 @@ use super::{
 const MAX_EXTENSION_BYTES: u64 = 64 << 20;
 /// All of a log's extensions together; a real log is a few MiB even for 100,000 files.
 const MAX_LOG_BYTES: u64 = 1 << 30;
+
+/// Why a volume could not be read: its log is damaged or hostile, or the image could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read {len} bytes at byte {at}: {source}")]
+    ReadAt { len: u64, at: u64, source: io::Error },
+    #[error("no TFS here: the magic `NVMTFS` is missing")]
+    NoMagic,
+    #[error("TFS version {version}; gvbuild reads version {}, which Nanos 0.1.51 and later write", VERSION)]
+    Version { version: u64 },
+    #[error("the volume label is unterminated")]
+    UnterminatedLabel,
+    #[error("a log extension ends without END_OF_LOG")]
+    NoEndOfLog,
+    #[error("a log link to {len} sectors at sector {start}")]
+    BadLink { len: u64, start: u64 },
+    #[error("a log link to sector {start} points outside the volume")]
+    LinkOutside { start: u64 },
+    #[error("the log links back to sector {start}: a loop")]
+    LinkLoop { start: u64 },
+    #[error("a log of more than 1 GiB, far more than any tree needs")]
+    LogTooBig,
+    #[error("a new log entry starts before the last one ended")]
+    EntryOverlap,
+    #[error("a log record of {part} bytes in an entry of {total}")]
+    RecordTooLong { part: u64, total: u64 },
+    #[error("a continued log record of {part} bytes, {remaining} expected")]
+    ContinuedTooLong { part: u64, remaining: u64 },
+    #[error("an unknown log record type {0}")]
+    UnknownRecord(u8),
+    #[error("the log ends inside an entry")]
+    EndsInsideEntry,
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("an extent that is not a tuple")]
+    ExtentNotATuple,
+    #[error("an extent without `{0}`")]
+    ExtentField(&'static str),
+    #[error("an extent at `{0}`, not a sector number")]
+    ExtentKey(String),
+    #[error("a file of {len} bytes, longer than its volume ({limit} bytes)")]
+    FileTooLong { len: u64, limit: u64 },
+    #[error("an extent out of range")]
+    ExtentOutOfRange,
+    #[error("overlapping extents")]
+    OverlappingExtents,
+    #[error("an extent at sector {0} lies outside the volume")]
+    ExtentOutside(u64),
+    #[error("cannot read the image: {0}")]
+    ReadImage(#[source] io::Error),
+    #[error("cannot write: {0}")]
+    Write(#[source] io::Error),
+}
 
 /// A volume as read.
 #[derive(Debug, Clone)]
@@ -30,24 +83,22 @@ pub struct Volume {
     pub limit: u64,
 }
 
-fn read_at(file: &File, at: u64, len: u64) -> Result<Vec<u8>, String> {
+fn read_at(file: &File, at: u64, len: u64) -> Result<Vec<u8>, ReadError> {
     let mut buf = vec![0u8; len as usize];
-    file.read_exact_at(&mut buf, at).map_err(|e| format!("cannot read {len} bytes at byte {at}: {e}"))?;
+    file.read_exact_at(&mut buf, at).map_err(|source| ReadError::ReadAt { len, at, source })?;
     Ok(buf)
 }
 
 /// Parse an extension's header; returns the cursor after it, the length in sectors, and for
 /// the first extension the UUID and label.
-fn header(bytes: &[u8], first: bool) -> Result<(Cursor<'_>, u64, u64, [u8; 16], String), String> {
+fn header(bytes: &[u8], first: bool) -> Result<(Cursor<'_>, u64, u64, [u8; 16], String), ReadError> {
     if bytes.get(..6) != Some(&MAGIC[..]) {
-        return Err("no TFS here: the magic `NVMTFS` is missing".into());
+        return Err(ReadError::NoMagic);
     }
     let mut cur = Cursor { bytes, pos: 6 };
     let version = cur.varint()?;
     if version != VERSION {
-        return Err(format!(
-            "TFS version {version}; gvbuild reads version {VERSION}, which Nanos 0.1.51 and later write"
-        ));
+        return Err(ReadError::Version { version });
     }
     let length = cur.varint()?;
     let mut uuid = [0u8; 16];
@@ -55,11 +106,8 @@ fn header(bytes: &[u8], first: bool) -> Result<(Cursor<'_>, u64, u64, [u8; 16], 
     if first {
         uuid.copy_from_slice(cur.take(16)?);
         let rest = &bytes[cur.pos..];
-        let end = rest
-            .iter()
-            .take(LABEL_MAX + 1)
-            .position(|&b| b == 0)
-            .ok_or("the volume label is unterminated")?;
+        let end =
+            rest.iter().take(LABEL_MAX + 1).position(|&b| b == 0).ok_or(ReadError::UnterminatedLabel)?;
         label = String::from_utf8_lossy(&rest[..end]).into_owned();
         cur.pos += end + 1;
     }
@@ -67,7 +115,7 @@ fn header(bytes: &[u8], first: bool) -> Result<(Cursor<'_>, u64, u64, [u8; 16], 
 }
 
 /// Read the TFS volume at byte `base` of `file`, at most `limit` bytes long.
-pub fn read_volume(file: &File, base: u64, limit: u64) -> Result<Volume, String> {
+pub fn read_volume(file: &File, base: u64, limit: u64) -> Result<Volume, ReadError> {
     let sector0 = read_at(file, base, SECTOR)?;
     let (_, version, _, uuid, label) = header(&sector0, true)?;
     let mut decoder = Decoder::default();
@@ -81,7 +129,7 @@ pub fn read_volume(file: &File, base: u64, limit: u64) -> Result<Volume, String>
         let (mut cur, ..) = header(&bytes, first)?;
         first = false;
         loop {
-            let frame = cur.u8().map_err(|_| "a log extension ends without END_OF_LOG".to_string())?;
+            let frame = cur.u8().map_err(|_| ReadError::NoEndOfLog)?;
             match frame {
                 END_OF_LOG => break 'extensions,
                 END_OF_SEGMENT => {}
@@ -91,29 +139,29 @@ pub fn read_volume(file: &File, base: u64, limit: u64) -> Result<Volume, String>
                     let at = start.checked_mul(SECTOR);
                     let size = len.checked_mul(SECTOR).filter(|&s| s > 0 && s <= MAX_EXTENSION_BYTES);
                     let (Some(at), Some(size)) = (at, size) else {
-                        return Err(format!("a log link to {len} sectors at sector {start}"));
+                        return Err(ReadError::BadLink { len, start });
                     };
                     if at.checked_add(size).is_none_or(|end| end > limit) {
-                        return Err(format!("a log link to sector {start} points outside the volume"));
+                        return Err(ReadError::LinkOutside { start });
                     }
                     if !seen.insert(start) {
-                        return Err(format!("the log links back to sector {start}: a loop"));
+                        return Err(ReadError::LinkLoop { start });
                     }
                     log_bytes += size;
                     if log_bytes > MAX_LOG_BYTES {
-                        return Err("a log of more than 1 GiB, far more than any tree needs".into());
+                        return Err(ReadError::LogTooBig);
                     }
                     bytes = read_at(file, base + at, size)?;
                     continue 'extensions;
                 }
                 TUPLE_AVAILABLE => {
                     if remaining > 0 {
-                        return Err("a new log entry starts before the last one ended".into());
+                        return Err(ReadError::EntryOverlap);
                     }
                     let total = cur.varint()?;
                     let part = cur.varint()?;
                     if part > total {
-                        return Err(format!("a log record of {part} bytes in an entry of {total}"));
+                        return Err(ReadError::RecordTooLong { part, total });
                     }
                     let data = cur.take(part)?;
                     if part == total {
@@ -126,7 +174,7 @@ pub fn read_volume(file: &File, base: u64, limit: u64) -> Result<Volume, String>
                 TUPLE_EXTENDED => {
                     let part = cur.varint()?;
                     if part > remaining {
-                        return Err(format!("a continued log record of {part} bytes, {remaining} expected"));
+                        return Err(ReadError::ContinuedTooLong { part, remaining });
                     }
                     staging.extend_from_slice(cur.take(part)?);
                     remaining -= part;
@@ -135,12 +183,12 @@ pub fn read_volume(file: &File, base: u64, limit: u64) -> Result<Volume, String>
                         staging.clear();
                     }
                 }
-                other => return Err(format!("an unknown log record type {other}")),
+                other => return Err(ReadError::UnknownRecord(other)),
             }
         }
     }
     if remaining > 0 {
-        return Err("the log ends inside an entry".into());
+        return Err(ReadError::EndsInsideEntry);
     }
     Ok(Volume { version, uuid, label, root: decoder.root()?, base, limit })
 }
@@ -211,16 +259,15 @@ pub fn walk(t: &Tuple) -> Vec<(String, &Tuple)> {
 impl Volume {
     /// Copy a file node's content to `to`, cut at its `filelength`; ranges no extent covers
     /// read as zeros, as in Nanos.
-    pub fn copy_file(&self, file: &File, node: &Tuple, to: &mut dyn Write) -> Result<u64, String> {
+    pub fn copy_file(&self, file: &File, node: &Tuple, to: &mut dyn Write) -> Result<u64, ReadError> {
         let len = node.get("filelength").and_then(Value::as_u64).unwrap_or(0);
         let mut extents: Vec<(u64, u64, u64)> = Vec::new();
         if let Some(ext) = node.get("extents").and_then(Value::as_tuple) {
             for (key, v) in ext {
-                let e = v.as_tuple().ok_or("an extent that is not a tuple")?;
+                let e = v.as_tuple().ok_or(ReadError::ExtentNotATuple)?;
                 let field =
-                    |f: &str| e.get(f).and_then(Value::as_u64).ok_or(format!("an extent without `{f}`"));
-                let at: u64 =
-                    key.parse().map_err(|_| format!("an extent at `{key}`, not a sector number"))?;
+                    |f: &'static str| e.get(f).and_then(Value::as_u64).ok_or(ReadError::ExtentField(f));
+                let at: u64 = key.parse().map_err(|_| ReadError::ExtentKey(key.clone()))?;
                 extents.push((at, field("offset")?, field("length")?));
             }
         }
@@ -229,31 +276,30 @@ impl Volume {
         // extent's place in the file is not bounded by anything, so the volume's size is the
         // bound: no file gvbuild or mkfs writes holds more than its volume.
         if len > self.limit {
-            return Err(format!("a file of {len} bytes, longer than its volume ({} bytes)", self.limit));
+            return Err(ReadError::FileTooLong { len, limit: self.limit });
         }
         let mut pos = 0u64;
         let mut buf = vec![0u8; 1 << 20];
         for (at, offset, sectors) in extents {
-            let start = at.checked_mul(SECTOR).ok_or("an extent out of range")?;
+            let start = at.checked_mul(SECTOR).ok_or(ReadError::ExtentOutOfRange)?;
             if start >= len {
                 continue;
             }
             if start < pos {
-                return Err("overlapping extents".into());
+                return Err(ReadError::OverlappingExtents);
             }
             write_zeros(to, start - pos)?;
             pos = start;
-            let bytes = sectors.checked_mul(SECTOR).ok_or("an extent out of range")?.min(len - start);
-            let from = offset.checked_mul(SECTOR).ok_or("an extent out of range")?;
+            let bytes = sectors.checked_mul(SECTOR).ok_or(ReadError::ExtentOutOfRange)?.min(len - start);
+            let from = offset.checked_mul(SECTOR).ok_or(ReadError::ExtentOutOfRange)?;
             if from.checked_add(bytes).is_none_or(|end| end > self.limit) {
-                return Err(format!("an extent at sector {offset} lies outside the volume"));
+                return Err(ReadError::ExtentOutside(offset));
             }
             let mut done = 0;
             while done < bytes {
                 let n = (bytes - done).min(buf.len() as u64) as usize;
-                file.read_exact_at(&mut buf[..n], self.base + from + done)
-                    .map_err(|e| format!("cannot read the image: {e}"))?;
-                to.write_all(&buf[..n]).map_err(|e| format!("cannot write: {e}"))?;
+                file.read_exact_at(&mut buf[..n], self.base + from + done).map_err(ReadError::ReadImage)?;
+                to.write_all(&buf[..n]).map_err(ReadError::Write)?;
                 done += n as u64;
             }
             pos += bytes;
@@ -263,11 +309,11 @@ impl Volume {
     }
 }
 
-fn write_zeros(to: &mut dyn Write, mut n: u64) -> Result<(), String> {
+fn write_zeros(to: &mut dyn Write, mut n: u64) -> Result<(), ReadError> {
     let zeros = [0u8; 8192];
     while n > 0 {
         let k = n.min(zeros.len() as u64) as usize;
-        to.write_all(&zeros[..k]).map_err(|e| format!("cannot write: {e}"))?;
+        to.write_all(&zeros[..k]).map_err(ReadError::Write)?;
         n -= k as u64;
     }
     Ok(())
@@ -326,7 +372,7 @@ mod tests {
         let vol = read_volume(&file, 0, 3 * SECTOR).unwrap();
         let (_, node) = walk(&vol.root).into_iter().next().unwrap();
         let err = vol.copy_file(&file, node, &mut std::io::sink()).unwrap_err();
-        assert!(err.contains("longer than its volume"), "{err}");
+        assert!(matches!(err, ReadError::FileTooLong { .. }), "{err}");
     }
 
     /// Files of holes, each as long as the volume: each file is within bounds, but an
@@ -346,6 +392,7 @@ mod tests {
         let path = dir.path().join("holes.img");
         std::fs::write(&path, volume_of(&root)).unwrap();
         let err = crate::inspect::extract(&path, &dir.path().join("out")).unwrap_err();
+        let err = err.to_string();
         assert!(err.contains("add up to 6144 bytes, more than its filesystem's 1536"), "{err}");
     }
 

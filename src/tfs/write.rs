@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
@@ -14,6 +14,39 @@ use super::{
     push_varint, Tuple, Value, END_OF_LOG, LABEL_MAX, LOG_EXTENSION_LINK, LOG_EXTENSION_SECTORS, MAGIC,
     MAX_EXTENT_SECTORS, SECTOR, TUPLE_AVAILABLE, TUPLE_EXTENDED, VERSION,
 };
+
+/// Why a volume could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("`{shown}`: `{name}` cannot be a file name in the image")]
+    ReservedName { shown: String, name: String },
+    #[error("`{shown}`: a name cannot contain '/'")]
+    NameWithSlash { shown: String },
+    #[error("`{}`: a name cannot contain NUL", shown.replace('\0', "\\0"))]
+    NameWithNul { shown: String },
+    #[error("`{path}`: a symlink target must be non-empty, without NUL")]
+    BadSymlink { path: String },
+    #[error("cannot write the image: {0}")]
+    WriteImage(#[source] io::Error),
+    #[error("cannot read {}: {source}", path.display())]
+    ReadSource { path: PathBuf, source: io::Error },
+    #[error("cannot copy {}: {source}", path.display())]
+    CopySource { path: PathBuf, source: io::Error },
+    #[error("{} changed size while the image was written", path.display())]
+    SourceChanged { path: PathBuf },
+    #[error("{} {how} while the image was written (expected {len} bytes)", path.display())]
+    SourceResized { path: PathBuf, how: &'static str, len: u64 },
+    #[error("the volume label `{label}` is longer than {} bytes or holds NUL", LABEL_MAX)]
+    BadLabel { label: String },
+    #[error(
+        "the requested size {} is smaller than the contents, which need {}",
+        crate::fsutil::human_size(*asked),
+        crate::fsutil::human_size(*needed)
+    )]
+    TooSmall { asked: u64, needed: u64 },
+    #[error("a volume of {} is more than an MBR partition can hold (2 TiB)", crate::fsutil::human_size(*size))]
+    TooBig { size: u64 },
+}
 
 /// A node of the tree a volume holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,16 +107,16 @@ struct Placed<'a> {
 }
 
 /// Check a name as TFS and Nanos's path lookup need it.
-fn check_name(name: &str, parent: &str) -> Result<(), String> {
+fn check_name(name: &str, parent: &str) -> Result<(), WriteError> {
     let shown = if parent.is_empty() { format!("/{name}") } else { format!("{parent}/{name}") };
     if name.is_empty() || name == "." || name == ".." {
-        return Err(format!("`{shown}`: `{name}` cannot be a file name in the image"));
+        return Err(WriteError::ReservedName { shown, name: name.to_string() });
     }
     if name.contains('/') {
-        return Err(format!("`{shown}`: a name cannot contain '/'"));
+        return Err(WriteError::NameWithSlash { shown });
     }
     if name.contains('\0') {
-        return Err(format!("`{}`: a name cannot contain NUL", shown.replace('\0', "\\0")));
+        return Err(WriteError::NameWithNul { shown });
     }
     Ok(())
 }
@@ -93,7 +126,7 @@ fn place<'a>(
     parent: &str,
     next: &mut u64,
     out: &mut Vec<Placed<'a>>,
-) -> Result<(), String> {
+) -> Result<(), WriteError> {
     for (name, node) in dir {
         check_name(name, parent)?;
         let path = format!("{parent}/{name}");
@@ -110,7 +143,7 @@ fn place<'a>(
             }
             FsNode::Symlink(target) => {
                 if target.is_empty() || target.contains('\0') {
-                    return Err(format!("`{path}`: a symlink target must be non-empty, without NUL"));
+                    return Err(WriteError::BadSymlink { path });
                 }
             }
         }
@@ -208,24 +241,25 @@ fn pad_to_sector(buf: &mut Vec<u8>) {
 
 /// Copy (or write) one file's bytes to `out` at `at`, zero-padded to whole sectors; returns
 /// the blake3 hash of its content.
-fn copy_file(out: &File, at: u64, p: &Placed) -> Result<blake3::Hash, String> {
+fn copy_file(out: &File, at: u64, p: &Placed) -> Result<blake3::Hash, WriteError> {
     let mut hasher = blake3::Hasher::new();
     match p.node {
         FsNode::Bytes { data, .. } => {
             hasher.update(data);
             let mut padded = data.clone();
             pad_to_sector(&mut padded);
-            out.write_all_at(&padded, at).map_err(|e| format!("cannot write the image: {e}"))?;
+            out.write_all_at(&padded, at).map_err(WriteError::WriteImage)?;
         }
         FsNode::File { source, len, digest, .. } => {
-            let mut f = File::open(source).map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+            let mut f =
+                File::open(source).map_err(|e| WriteError::ReadSource { path: source.clone(), source: e })?;
             if let Some(digest) = digest {
                 // In the kernel; the rest of the last sector stays zeros, as the image is new.
                 let copied = crate::fsutil::copy_range(&f, out, 0, at, *len)
-                    .map_err(|e| format!("cannot copy {}: {e}", source.display()))?;
+                    .map_err(|e| WriteError::CopySource { path: source.clone(), source: e })?;
                 if copied {
                     if f.metadata().map(|m| m.len()).ok() != Some(*len) {
-                        return Err(format!("{} changed size while the image was written", source.display()));
+                        return Err(WriteError::SourceChanged { path: source.clone() });
                     }
                     return Ok(blake3::Hash::from_bytes(*digest));
                 }
@@ -238,28 +272,24 @@ fn copy_file(out: &File, at: u64, p: &Placed) -> Result<blake3::Hash, String> {
                 while filled < want {
                     let n = f
                         .read(&mut buf[filled..want])
-                        .map_err(|e| format!("cannot read {}: {e}", source.display()))?;
+                        .map_err(|e| WriteError::ReadSource { path: source.clone(), source: e })?;
                     if n == 0 {
-                        return Err(format!(
-                            "{} shrank while the image was written (expected {len} bytes)",
-                            source.display()
-                        ));
+                        let path = source.clone();
+                        return Err(WriteError::SourceResized { path, how: "shrank", len: *len });
                     }
                     filled += n;
                 }
                 hasher.update(&buf[..filled]);
                 let padded = (filled as u64).div_ceil(SECTOR) * SECTOR;
                 buf[filled..padded as usize].fill(0);
-                out.write_all_at(&buf[..padded as usize], at + done)
-                    .map_err(|e| format!("cannot write the image: {e}"))?;
+                out.write_all_at(&buf[..padded as usize], at + done).map_err(WriteError::WriteImage)?;
                 done += filled as u64;
             }
             let mut probe = [0u8; 1];
-            if f.read(&mut probe).map_err(|e| format!("cannot read {}: {e}", source.display()))? != 0 {
-                return Err(format!(
-                    "{} grew while the image was written (expected {len} bytes)",
-                    source.display()
-                ));
+            if f.read(&mut probe).map_err(|e| WriteError::ReadSource { path: source.clone(), source: e })?
+                != 0
+            {
+                return Err(WriteError::SourceResized { path: source.clone(), how: "grew", len: *len });
             }
         }
         _ => {}
@@ -276,9 +306,9 @@ pub fn write_volume(
     attrs: &Tuple,
     label: &str,
     size: VolumeSize,
-) -> Result<Written, String> {
+) -> Result<Written, WriteError> {
     if label.len() > LABEL_MAX || label.contains('\0') {
-        return Err(format!("the volume label `{label}` is longer than {LABEL_MAX} bytes or holds NUL"));
+        return Err(WriteError::BadLabel { label: label.to_string() });
     }
     let mut files = Vec::new();
     let mut data_sectors = 0;
@@ -304,13 +334,7 @@ pub fn write_volume(
     let needed = (data_start + data_sectors) * SECTOR;
     let auto = (needed + SIZE_STEP).div_ceil(SIZE_STEP) * SIZE_STEP;
     let size = match size {
-        VolumeSize::Requested(asked) if asked < needed => {
-            return Err(format!(
-                "the requested size {} is smaller than the contents, which need {}",
-                crate::fsutil::human_size(asked),
-                crate::fsutil::human_size(needed)
-            ))
-        }
+        VolumeSize::Requested(asked) if asked < needed => return Err(WriteError::TooSmall { asked, needed }),
         VolumeSize::Requested(asked) => asked.div_ceil(SIZE_STEP) * SIZE_STEP,
         VolumeSize::AtLeast(floor) => auto.max(floor.div_ceil(SIZE_STEP) * SIZE_STEP),
         VolumeSize::Fill(room) if room >= needed => room / SECTOR * SECTOR,
@@ -318,10 +342,7 @@ pub fn write_volume(
         VolumeSize::Auto => auto,
     };
     if size > crate::disk::MAX_SIZE {
-        return Err(format!(
-            "a volume of {} is more than an MBR partition can hold (2 TiB)",
-            crate::fsutil::human_size(size)
-        ));
+        return Err(WriteError::TooBig { size });
     }
 
     // Files whose digest is known are copied in the kernel, one after the other: writers of one
@@ -332,7 +353,7 @@ pub fn write_volume(
     let mut hashes: Vec<Option<blake3::Hash>> = files
         .par_iter()
         .map(|p| if known(p) { Ok(None) } else { copy_file(out, at(p), p).map(Some) })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, WriteError>>()?;
     for (p, h) in files.iter().zip(hashes.iter_mut()) {
         if h.is_none() {
             *h = Some(copy_file(out, at(p), p)?);
@@ -348,7 +369,7 @@ pub fn write_volume(
         id.update(&ext);
         pad_to_sector(&mut ext);
         let at = base + (1 + LOG_EXTENSION_SECTORS * i as u64) * SECTOR;
-        out.write_all_at(&ext, at).map_err(|e| format!("cannot write the image: {e}"))?;
+        out.write_all_at(&ext, at).map_err(WriteError::WriteImage)?;
     }
     for h in &hashes {
         id.update(h.as_bytes());
@@ -371,7 +392,7 @@ pub fn write_volume(
     push_varint(&mut first, LOG_EXTENSION_SECTORS);
     first.push(END_OF_LOG);
     pad_to_sector(&mut first);
-    out.write_all_at(&first, base).map_err(|e| format!("cannot write the image: {e}"))?;
+    out.write_all_at(&first, base).map_err(WriteError::WriteImage)?;
 
     Ok(Written { size, uuid, files: files.len() as u64, data_bytes: files.iter().map(|p| p.len).sum() })
 }
@@ -389,6 +410,7 @@ mod tests {
             let mut tree = BTreeMap::new();
             tree.insert(bad.to_string(), FsNode::Bytes { data: vec![1], exec: false });
             let err = write_volume(&out, 0, &tree, &Tuple::new(), "", VolumeSize::Auto).unwrap_err();
+            let err = err.to_string();
             assert!(err.contains("name") || err.contains("cannot be"), "{bad:?}: {err}");
         }
     }

@@ -18,9 +18,11 @@
 //! `accel=tcg` when that fails, saying so.
 
 use std::ffi::OsString;
+use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The program the node runs (`--qemu-path`, default `qemu-system-x86_64`).
@@ -54,16 +56,44 @@ pub enum AccelChoice {
     Tcg,
 }
 
+/// Why KVM cannot be used: the KVM probe's failure, or `--accel kvm` where KVM cannot run a guest.
+/// Clone, as each QEMU binary's probe result is kept for the process.
+#[derive(Debug, Clone, thiserror::Error, miette::Diagnostic)]
+pub enum QemuError {
+    #[error("cannot make a folder for the KVM probe: {0}")]
+    #[diagnostic(code(gvbuild::vm::kvm_probe_folder))]
+    ProbeFolder(#[source] Arc<io::Error>),
+    #[error("cannot write {}: {source}", path.display())]
+    #[diagnostic(code(gvbuild::vm::kvm_probe_write))]
+    ProbeWrite { path: PathBuf, source: Arc<io::Error> },
+    #[error("cannot start {}: {source}", qemu.display())]
+    #[diagnostic(code(gvbuild::vm::qemu_start))]
+    Start { qemu: PathBuf, source: Arc<io::Error> },
+    /// QEMU's own words (the first line it printed) when the probe guest failed under KVM.
+    #[error("{0}")]
+    #[diagnostic(code(gvbuild::vm::kvm_failed))]
+    KvmFailed(String),
+    #[error("a one-sector guest did not finish under KVM within 10 s")]
+    #[diagnostic(code(gvbuild::vm::kvm_timeout))]
+    KvmTimeout,
+    #[error("--accel kvm: /dev/kvm cannot be opened here")]
+    #[diagnostic(code(gvbuild::vm::no_kvm))]
+    NoKvmDevice,
+    #[error("--accel kvm: KVM cannot run a guest here ({0})")]
+    #[diagnostic(code(gvbuild::vm::kvm_unusable))]
+    KvmUnusable(#[source] Box<QemuError>),
+}
+
 /// The accelerator to pass for `choice`, and a note for the user when it is not the node's.
 /// `Err` only for `kvm` where KVM cannot run a guest. The probe is made once per QEMU binary
 /// per process.
-pub fn choose_accel(qemu: &Path, choice: AccelChoice) -> Result<(Accel, Option<String>), String> {
+pub fn choose_accel(qemu: &Path, choice: AccelChoice) -> Result<(Accel, Option<String>), QemuError> {
     if choice == AccelChoice::Tcg {
         return Ok((Accel::Tcg, None));
     }
     if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
         return match choice {
-            AccelChoice::Kvm => Err("--accel kvm: /dev/kvm cannot be opened here".into()),
+            AccelChoice::Kvm => Err(QemuError::NoKvmDevice),
             // QEMU's own kvm:tcg falls back to TCG when there is no KVM device.
             _ => Ok((
                 Accel::KvmOrTcg,
@@ -71,14 +101,15 @@ pub fn choose_accel(qemu: &Path, choice: AccelChoice) -> Result<(Accel, Option<S
             )),
         };
     }
-    static PROBED: std::sync::Mutex<Vec<(PathBuf, Result<(), String>)>> = std::sync::Mutex::new(Vec::new());
+    static PROBED: std::sync::Mutex<Vec<(PathBuf, Result<(), QemuError>)>> =
+        std::sync::Mutex::new(Vec::new());
     let mut probed = PROBED.lock().unwrap_or_else(|e| e.into_inner());
     let result = match probed.iter().find(|(p, _)| p == qemu) {
         Some((_, r)) => r.clone(),
         None => {
             let r = match tempfile::tempdir() {
                 Ok(dir) => probe_kvm(qemu, dir.path()),
-                Err(e) => Err(format!("cannot make a folder for the KVM probe: {e}")),
+                Err(e) => Err(QemuError::ProbeFolder(Arc::new(e))),
             };
             probed.push((qemu.to_path_buf(), r.clone()));
             r
@@ -86,7 +117,7 @@ pub fn choose_accel(qemu: &Path, choice: AccelChoice) -> Result<(Accel, Option<S
     };
     match (result, choice) {
         (Ok(()), _) => Ok((Accel::KvmOrTcg, None)),
-        (Err(why), AccelChoice::Kvm) => Err(format!("--accel kvm: KVM cannot run a guest here ({why})")),
+        (Err(why), AccelChoice::Kvm) => Err(QemuError::KvmUnusable(Box::new(why))),
         (Err(why), _) => Ok((
             Accel::Tcg,
             Some(format!("/dev/kvm opens but KVM cannot run a guest here ({why}); the node's accel=kvm:tcg would fail the same way, so gvbuild runs with accel=tcg (slower; the guest sees the same machine)")),
@@ -199,12 +230,13 @@ const PROBE_STATUS: i32 = (0x21 << 1) | 1;
 /// Whether KVM can run a guest here: `Ok(())`, or why not (QEMU's words). Only asked when
 /// `/dev/kvm` opens; the probe boots [`PROBE_SECTOR`] with `accel=kvm` and takes well under a
 /// second where KVM works.
-pub fn probe_kvm(qemu: &Path, scratch: &Path) -> Result<(), String> {
+pub fn probe_kvm(qemu: &Path, scratch: &Path) -> Result<(), QemuError> {
     let disk = scratch.join("kvm-probe.img");
     let mut sector = PROBE_SECTOR.to_vec();
     sector.resize(510, 0);
     sector.extend_from_slice(&[0x55, 0xaa]);
-    std::fs::write(&disk, &sector).map_err(|e| format!("cannot write {}: {e}", disk.display()))?;
+    std::fs::write(&disk, &sector)
+        .map_err(|e| QemuError::ProbeWrite { path: disk.clone(), source: Arc::new(e) })?;
     // A group of its own, so that a probe that hangs is killed whole.
     let mut child = Command::new(qemu)
         .process_group(0)
@@ -216,7 +248,7 @@ pub fn probe_kvm(qemu: &Path, scratch: &Path) -> Result<(), String> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", qemu.display()))?;
+        .map_err(|e| QemuError::Start { qemu: qemu.to_path_buf(), source: Arc::new(e) })?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         match child.try_wait() {
@@ -237,10 +269,10 @@ pub fn probe_kvm(qemu: &Path, scratch: &Path) -> Result<(), String> {
     }
     match status {
         Some(s) if s.code() == Some(PROBE_STATUS) => Ok(()),
-        Some(_) => {
-            Err(err.lines().find(|l| !l.trim().is_empty()).unwrap_or("QEMU failed under KVM").to_string())
-        }
-        None => Err("a one-sector guest did not finish under KVM within 10 s".into()),
+        Some(_) => Err(QemuError::KvmFailed(
+            err.lines().find(|l| !l.trim().is_empty()).unwrap_or("QEMU failed under KVM").to_string(),
+        )),
+        None => Err(QemuError::KvmTimeout),
     }
 }
 

@@ -51,8 +51,8 @@ use tonic::Code;
 
 use crate::cache::remote::grpc::{GrpcOptions, GrpcStore};
 use crate::cache::remote::reapi::{Action, ActionResult, Any, RpcStatus};
-use crate::cache::remote::RemoteError;
-use crate::fingerprint::tools::{tool_property, ToolCache};
+use crate::cache::remote::{RemoteError, RemoteSetupError};
+use crate::fingerprint::tools::{tool_property, ToolCache, ToolError};
 use crate::fingerprint::StatCache;
 use crate::jobs::Jobs;
 use lease::{Control, Shared};
@@ -83,6 +83,21 @@ pub struct Options {
     pub bot_id: Option<String>,
 }
 
+/// Why the worker cannot start: a usage error (a bad URL, a missing tool).
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum WorkerError {
+    #[error("--tool {name}: {source}")]
+    #[diagnostic(code(gvbuild::worker::tool))]
+    Tool { name: String, source: ToolError },
+    #[error("--work-dir: cannot create {}: {source}", dir.display())]
+    #[diagnostic(code(gvbuild::worker::work_dir))]
+    WorkDir { dir: PathBuf, source: std::io::Error },
+    /// The server's URL or its answer, said of `--server`, the worker's flag for it.
+    #[error("{}", .0.to_string().replacen("--remote-cache", "--server", 1))]
+    #[diagnostic(code(gvbuild::worker::server))]
+    Server(#[source] RemoteSetupError),
+}
+
 /// Where the worker's words go: `out` for what a user copies (the tool properties), `note` for
 /// its log.
 #[derive(Clone, Copy)]
@@ -92,7 +107,7 @@ pub struct Report {
 }
 
 /// A tool's identity as a client keys it: NAME found on this process's PATH (or a path).
-pub fn identify(name: &str) -> Result<String, String> {
+pub fn identify(name: &str) -> Result<String, ToolError> {
     let root = std::env::current_dir().unwrap_or_default();
     ToolCache::default().identify(name, &root, &StatCache::default()).map(|id| id.identity())
 }
@@ -116,7 +131,7 @@ struct Finished {
 }
 
 /// Run the worker until SIGINT or SIGTERM. `Err` is a usage error (a bad URL, a missing tool).
-pub fn run(o: Options, report: Report) -> Result<u8, String> {
+pub fn run(o: Options, report: Report) -> Result<u8, WorkerError> {
     let bot_id = o.bot_id.clone().unwrap_or_else(|| {
         let host =
             fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
@@ -125,7 +140,7 @@ pub fn run(o: Options, report: Report) -> Result<u8, String> {
     });
     let mut tools = BTreeMap::new();
     for name in &o.tools {
-        let id = identify(name).map_err(|e| format!("--tool {name}: {e}"))?;
+        let id = identify(name).map_err(|source| WorkerError::Tool { name: name.clone(), source })?;
         (report.out)(&format!("{}={id}\n", tool_property(name)));
         tools.insert(tool_property(name), (name.clone(), id));
     }
@@ -136,7 +151,7 @@ pub fn run(o: Options, report: Report) -> Result<u8, String> {
         .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
         .collect();
     let dir = o.work_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("gvbuild-worker")).join(safe);
-    fs::create_dir_all(&dir).map_err(|e| format!("--work-dir: cannot create {}: {e}", dir.display()))?;
+    fs::create_dir_all(&dir).map_err(|source| WorkerError::WorkDir { dir: dir.clone(), source })?;
     let jobs = Jobs::new(&dir);
     jobs.kill_leftovers();
     if let Ok(entries) = fs::read_dir(&dir) {
@@ -153,14 +168,14 @@ pub fn run(o: Options, report: Report) -> Result<u8, String> {
         client_key: o.client_key.as_deref(),
         timeout: o.timeout,
     })
-    .map_err(|e| e.replacen("--remote-cache", "--server", 1))?;
+    .map_err(WorkerError::Server)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register(sig, stop.clone());
     }
     let shown = crate::cache::remote::shown_url(&o.server);
     loop {
-        match store.check(&shown).map_err(|e| e.replacen("--remote-cache", "--server", 1))? {
+        match store.check(&shown).map_err(WorkerError::Server)? {
             Ok(()) => break,
             Err(e) => (report.note)(&format!("worker: {shown} does not answer ({e}); trying again")),
         }

@@ -38,7 +38,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Code, Request, Status};
 
 use super::backoff::{self, Permit, Window};
-use super::{http, reapi, BlobReader, Body, RemoteError, Store};
+use super::{http, reapi, BlobReader, Body, RemoteError, RemoteSetupError, Store};
 
 /// The batch limit when the server names none (0 means "no limit" in REAPI, but gRPC's
 /// default message limit of 4 MiB still holds): 4 MiB less room for the message's framing.
@@ -99,13 +99,9 @@ pub struct GrpcUrl {
 }
 
 /// Parse `grpc[s]://HOST:PORT[/INSTANCE]`; `Err` says what is wrong, for a usage error.
-pub fn parse_url(url: &str) -> Result<GrpcUrl, String> {
+pub fn parse_url(url: &str) -> Result<GrpcUrl, RemoteSetupError> {
     let shown = super::shown_url(url);
-    let bad = |why: &str| {
-        format!(
-            "--remote-cache {shown}: {why}; a gRPC cache's URL is grpc://HOST:PORT[/INSTANCE] (or grpcs://)"
-        )
-    };
+    let bad = |why: &str| RemoteSetupError::GrpcUrl { shown: shown.clone(), why: why.to_string() };
     let (tls, rest) = if let Some(r) = url.strip_prefix("grpcs://") {
         (true, r)
     } else if let Some(r) = url.strip_prefix("grpc://") {
@@ -148,7 +144,7 @@ pub fn parse_url(url: &str) -> Result<GrpcUrl, String> {
 
 impl GrpcStore {
     /// The store for the URL; nothing is sent yet. `Err` is a usage error.
-    pub fn new(o: GrpcOptions<'_>) -> Result<GrpcStore, String> {
+    pub fn new(o: GrpcOptions<'_>) -> Result<GrpcStore, RemoteSetupError> {
         let url = parse_url(o.url)?;
         let shown = super::shown_url(o.url);
         let mut metadata = Vec::new();
@@ -164,15 +160,10 @@ impl GrpcStore {
         let secrets = Secrets(blank.into());
         for (name, value) in o.headers {
             // Names are shown, values never.
-            let key = AsciiMetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
-                format!("the header `{name}` from GVBUILD_REMOTE_HEADER cannot be sent as gRPC metadata")
-            })?;
-            let value = AsciiMetadataValue::try_from(value.as_str()).map_err(|_| {
-                format!(
-                    "the value of the header `{name}` from GVBUILD_REMOTE_HEADER cannot be sent as gRPC \
-                     metadata (printable ASCII only)"
-                )
-            })?;
+            let key = AsciiMetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
+                .map_err(|_| RemoteSetupError::HeaderName { name: name.clone() })?;
+            let value = AsciiMetadataValue::try_from(value.as_str())
+                .map_err(|_| RemoteSetupError::HeaderValue { name: name.clone() })?;
             metadata.push((key, value));
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -180,9 +171,9 @@ impl GrpcStore {
             .thread_name("gvbuild-grpc")
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the gRPC client for {shown}: {e}"))?;
+            .map_err(|source| RemoteSetupError::Runtime { shown: shown.clone(), source })?;
         let mut endpoint = Endpoint::from_shared(url.endpoint.clone())
-            .map_err(|e| format!("--remote-cache {shown}: {e}"))?
+            .map_err(|source| RemoteSetupError::Endpoint { shown: shown.clone(), source })?
             .connect_timeout(o.timeout)
             .tcp_nodelay(true)
             // A server that vanishes while an execution streams nothing for minutes is found
@@ -199,7 +190,9 @@ impl GrpcStore {
             if let Some(pems) = http::client_pems(o.client_cert, o.client_key)? {
                 tls = tls.identity(Identity::from_pem(pems.cert, pems.key));
             }
-            endpoint = endpoint.tls_config(tls).map_err(|e| format!("--remote-cache {shown}: TLS: {e}"))?;
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|source| RemoteSetupError::Tls { shown: shown.clone(), source })?;
         }
         let channel = {
             let _entered = runtime.enter();
@@ -223,16 +216,13 @@ impl GrpcStore {
     /// Ask the server's capabilities, first of all. The outer `Err` is a usage error (a server
     /// gvbuild cannot use: no cache, or no SHA-256); the inner one, the server failing to
     /// answer, which the build survives.
-    pub fn check(&mut self, shown: &str) -> Result<Result<(), RemoteError>, String> {
+    pub fn check(&mut self, shown: &str) -> Result<Result<(), RemoteError>, RemoteSetupError> {
         let caps = match self.capabilities() {
             Ok(caps) => caps,
             Err(e) => return Ok(Err(e)),
         };
         let Some(cache) = caps.cache_capabilities else {
-            return Err(format!(
-                "--remote-cache {shown}: the server offers no cache (its capabilities have no \
-                 cache_capabilities); gvbuild needs a REAPI action cache and CAS"
-            ));
+            return Err(RemoteSetupError::NoCache { shown: shown.to_string() });
         };
         let sha256 = reapi::digest_function::Value::Sha256 as i32;
         if !cache.digest_functions.contains(&sha256) {
@@ -242,10 +232,7 @@ impl GrpcStore {
                 .map(|f| reapi::digest_function::Value::try_from(*f).map_or("UNKNOWN", |v| v.as_str_name()))
                 .collect();
             let offered = if offered.is_empty() { "none".to_string() } else { offered.join(", ") };
-            return Err(format!(
-                "--remote-cache {shown}: the server's cache offers the digest functions {offered}, not \
-                 SHA256, the only one gvbuild speaks; point it at a server or instance that uses SHA-256"
-            ));
+            return Err(RemoteSetupError::NoSha256 { shown: shown.to_string(), offered });
         }
         self.batch_limit = match cache.max_batch_total_size_bytes {
             n if n <= 0 => DEFAULT_BATCH,
@@ -1021,7 +1008,7 @@ mod tests {
             ("grpc://host:80/?x=1", "query"),
             ("grpc://::1:80", "brackets"),
         ] {
-            let e = parse_url(url).unwrap_err();
+            let e = parse_url(url).unwrap_err().to_string();
             assert!(e.contains(why) && e.contains("grpc://HOST:PORT[/INSTANCE]"), "{url}: {e}");
             assert!(!e.contains("s3cr3t"), "{e}");
         }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
 use super::backoff::{self, Window};
-use super::{reapi, BlobReader, Body, RemoteError, Store};
+use super::{reapi, BlobReader, Body, RemoteError, RemoteSetupError, Store};
 
 /// Action entries are small; a bigger one is the server's mistake.
 const MAX_ACTION_BYTES: u64 = 64 << 20;
@@ -47,7 +47,7 @@ pub struct HttpOptions<'a> {
 }
 
 impl HttpStore {
-    pub fn new(o: HttpOptions<'_>) -> Result<HttpStore, String> {
+    pub fn new(o: HttpOptions<'_>) -> Result<HttpStore, RemoteSetupError> {
         let tls = TlsConfig::builder()
             .root_certs(root_certs(o.ca_file)?)
             .client_cert(client_cert(o.client_cert, o.client_key)?)
@@ -194,7 +194,7 @@ impl Store for HttpStore {
 }
 
 /// The CA file's certificates, else the system's bundle, else Mozilla's roots (webpki-roots).
-fn root_certs(ca_file: Option<&Path>) -> Result<RootCerts, String> {
+fn root_certs(ca_file: Option<&Path>) -> Result<RootCerts, RemoteSetupError> {
     Ok(match ca_pem(ca_file)? {
         Some(pem) => RootCerts::new_with_certs(&pem_certs(&pem)),
         None => RootCerts::WebPki,
@@ -203,12 +203,12 @@ fn root_certs(ca_file: Option<&Path>) -> Result<RootCerts, String> {
 
 /// The PEM of the CAs to trust: `--remote-ca FILE`'s, else the system's bundle (`SSL_CERT_FILE`,
 /// else the usual places); `None` for Mozilla's roots. Shared with the gRPC client.
-pub(super) fn ca_pem(ca_file: Option<&Path>) -> Result<Option<Vec<u8>>, String> {
+pub(super) fn ca_pem(ca_file: Option<&Path>) -> Result<Option<Vec<u8>>, RemoteSetupError> {
     if let Some(path) = ca_file {
-        let pem =
-            std::fs::read(path).map_err(|e| format!("cannot read --remote-ca {}: {e}", path.display()))?;
+        let pem = std::fs::read(path)
+            .map_err(|source| RemoteSetupError::ReadCa { path: path.to_path_buf(), source })?;
         if pem_certs(&pem).is_empty() {
-            return Err(format!("--remote-ca {} holds no PEM certificate", path.display()));
+            return Err(RemoteSetupError::NoCaCertificate { path: path.to_path_buf() });
         }
         return Ok(Some(pem));
     }
@@ -235,14 +235,13 @@ fn pem_certs(pem: &[u8]) -> Vec<Certificate<'static>> {
         .collect()
 }
 
-fn client_cert(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<ClientCert>, String> {
+fn client_cert(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<ClientCert>, RemoteSetupError> {
     let Some(ClientPems { cert: pem, key: key_pem }) = client_pems(cert, key)? else { return Ok(None) };
     let key = ureq::tls::parse_pem(&key_pem).find_map(|item| match item {
         Ok(PemItem::PrivateKey(k)) => Some(k),
         _ => None,
     });
-    let key: PrivateKey<'static> =
-        key.ok_or_else(|| "no PEM private key for --remote-client-cert".to_string())?;
+    let key: PrivateKey<'static> = key.ok_or(RemoteSetupError::NoClientKey)?;
     Ok(Some(ClientCert::new_with_certs(&pem_certs(&pem), key)))
 }
 
@@ -254,24 +253,29 @@ pub(super) struct ClientPems {
 
 /// The client certificate's PEM and its key's PEM (the same file unless `--remote-client-key`),
 /// both checked to hold what they should. Shared with the gRPC client.
-pub(super) fn client_pems(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<ClientPems>, String> {
+pub(super) fn client_pems(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<ClientPems>, RemoteSetupError> {
     let Some(cert_path) = cert else {
         return match key {
-            Some(_) => Err("--remote-client-key needs --remote-client-cert".into()),
+            Some(_) => Err(RemoteSetupError::KeyWithoutCert),
             None => Ok(None),
         };
     };
-    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| RemoteSetupError::ReadClientPem { path: p.to_path_buf(), source })
+    };
     let pem = read(cert_path)?;
     if pem_certs(&pem).is_empty() {
-        return Err(format!("--remote-client-cert {} holds no PEM certificate", cert_path.display()));
+        return Err(RemoteSetupError::NoClientCertificate { path: cert_path.to_path_buf() });
     }
     let key_pem = match key {
         Some(k) => read(k)?,
         None => pem.clone(),
     };
     if !ureq::tls::parse_pem(&key_pem).any(|item| matches!(item, Ok(PemItem::PrivateKey(_)))) {
-        return Err("no PEM private key for --remote-client-cert (give --remote-client-key FILE)".into());
+        return Err(RemoteSetupError::NoClientKey);
     }
     Ok(Some(ClientPems { cert: pem, key: key_pem }))
 }

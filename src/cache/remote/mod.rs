@@ -349,6 +349,79 @@ pub enum Fetched {
     Refused(String),
 }
 
+/// Why a remote cache or engine cannot be used as given: a usage error, which says what to fix.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum RemoteSetupError {
+    #[error("--remote-cache takes an http:// or https:// URL (a Bazel HTTP remote cache) or a grpc:// or grpcs:// URL (a REAPI server), got `{shown}`")]
+    #[diagnostic(code(gvbuild::remote::scheme))]
+    Scheme { shown: String },
+    #[error(
+        "--remote-cache {shown}: {why}; a gRPC cache's URL is grpc://HOST:PORT[/INSTANCE] (or grpcs://)"
+    )]
+    #[diagnostic(code(gvbuild::remote::grpc_url))]
+    GrpcUrl { shown: String, why: String },
+    #[error("the header `{name}` from GVBUILD_REMOTE_HEADER cannot be sent as gRPC metadata")]
+    #[diagnostic(code(gvbuild::remote::header_name))]
+    HeaderName { name: String },
+    #[error(
+        "the value of the header `{name}` from GVBUILD_REMOTE_HEADER cannot be sent as gRPC metadata (printable ASCII only)"
+    )]
+    #[diagnostic(code(gvbuild::remote::header_value))]
+    HeaderValue { name: String },
+    #[error("cannot start the gRPC client for {shown}: {source}")]
+    #[diagnostic(code(gvbuild::remote::runtime))]
+    Runtime { shown: String, source: std::io::Error },
+    #[error("--remote-cache {shown}: {source}")]
+    #[diagnostic(code(gvbuild::remote::endpoint))]
+    Endpoint { shown: String, source: tonic::transport::Error },
+    #[error("--remote-cache {shown}: TLS: {source}")]
+    #[diagnostic(code(gvbuild::remote::tls))]
+    Tls { shown: String, source: tonic::transport::Error },
+    #[error(
+        "--remote-cache {shown}: the server offers no cache (its capabilities have no cache_capabilities); gvbuild needs a REAPI action cache and CAS"
+    )]
+    #[diagnostic(code(gvbuild::remote::no_cache))]
+    NoCache { shown: String },
+    #[error(
+        "--remote-cache {shown}: the server's cache offers the digest functions {offered}, not SHA256, the only one gvbuild speaks; point it at a server or instance that uses SHA-256"
+    )]
+    #[diagnostic(code(gvbuild::remote::no_sha256))]
+    NoSha256 { shown: String, offered: String },
+    #[error("cannot read --remote-ca {}: {source}", path.display())]
+    #[diagnostic(code(gvbuild::remote::read_ca))]
+    ReadCa { path: PathBuf, source: std::io::Error },
+    #[error("--remote-ca {} holds no PEM certificate", path.display())]
+    #[diagnostic(code(gvbuild::remote::no_ca_certificate))]
+    NoCaCertificate { path: PathBuf },
+    #[error("--remote-client-key needs --remote-client-cert")]
+    #[diagnostic(code(gvbuild::remote::key_without_cert))]
+    KeyWithoutCert,
+    #[error("cannot read {}: {source}", path.display())]
+    #[diagnostic(code(gvbuild::remote::read_client_pem))]
+    ReadClientPem { path: PathBuf, source: std::io::Error },
+    #[error("--remote-client-cert {} holds no PEM certificate", path.display())]
+    #[diagnostic(code(gvbuild::remote::no_client_certificate))]
+    NoClientCertificate { path: PathBuf },
+    #[error("no PEM private key for --remote-client-cert (give --remote-client-key FILE)")]
+    #[diagnostic(code(gvbuild::remote::no_client_key))]
+    NoClientKey,
+}
+
+/// Why the outputs or a log of an engine's result could not be downloaded.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("a blob the result names is not in the engine's CAS")]
+    MissingBlob,
+    #[error("the log blob {hash} is not in the engine's CAS")]
+    MissingLog { hash: String },
+    #[error("{0}")]
+    Server(RemoteError),
+    /// The server sent bytes that are not what their name says, or the local cache could not
+    /// take them.
+    #[error("{0}")]
+    Unusable(String),
+}
+
 /// Why a download gave nothing.
 enum Failed {
     /// 404: evicted, or never there.
@@ -402,7 +475,7 @@ pub struct Remote {
 impl Remote {
     /// Connect to the cache the URL names (by its scheme) and start the uploaders, which read
     /// blobs from `cache`. `Err` is a usage error, and says what to fix.
-    pub fn open(o: RemoteOptions, cache: &Cache) -> Result<Remote, String> {
+    pub fn open(o: RemoteOptions, cache: &Cache) -> Result<Remote, RemoteSetupError> {
         let shown = shown_url(&o.url);
         // A server that could not be asked at all when opened: the build goes on without it.
         let mut unreachable = None;
@@ -427,10 +500,7 @@ impl Remote {
             unreachable = store.check(&shown)?.err();
             Box::new(store)
         } else {
-            return Err(format!(
-                "--remote-cache takes an http:// or https:// URL (a Bazel HTTP remote cache) or a grpc:// or \
-                 grpcs:// URL (a REAPI server), got `{shown}`"
-            ));
+            return Err(RemoteSetupError::Scheme { shown });
         };
         let backlog = (!o.read_only).then(|| backlog::Backlog::of(cache.root(), &shown));
         let remote = Remote::build(store, shown, o.read_only, cache, backlog);
@@ -620,11 +690,11 @@ impl Remote {
         cache: &Cache,
         result: &reapi::ActionResult,
         outputs: &[String],
-    ) -> Result<OutputTree, String> {
+    ) -> Result<OutputTree, DownloadError> {
         self.inner.tree_of(cache, result, outputs).map_err(|e| match e {
-            Failed::Missing => "a blob the result names is not in the engine's CAS".to_string(),
-            Failed::Server(e) => e.to_string(),
-            Failed::Bad(what) | Failed::Local(what) => what,
+            Failed::Missing => DownloadError::MissingBlob,
+            Failed::Server(e) => DownloadError::Server(e),
+            Failed::Bad(what) | Failed::Local(what) => DownloadError::Unusable(what),
         })
     }
 
@@ -636,13 +706,13 @@ impl Remote {
         cache: &Cache,
         digest: Option<&reapi::Digest>,
         raw: &[u8],
-    ) -> Result<Option<Digest>, String> {
+    ) -> Result<Option<Digest>, DownloadError> {
         self.inner.log_blob(cache, digest, raw).map_err(|e| match e {
             Failed::Missing => {
-                format!("the log blob {} is not in the engine's CAS", digest.map_or("", |d| d.hash.as_str()))
+                DownloadError::MissingLog { hash: digest.map_or("", |d| d.hash.as_str()).to_string() }
             }
-            Failed::Server(e) => e.to_string(),
-            Failed::Bad(what) | Failed::Local(what) => what,
+            Failed::Server(e) => DownloadError::Server(e),
+            Failed::Bad(what) | Failed::Local(what) => DownloadError::Unusable(what),
         })
     }
 

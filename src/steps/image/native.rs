@@ -35,12 +35,175 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{Builder, Extra, ImageSpec};
+use crate::disk::DiskError;
 use crate::steps::manifest::Manifest;
 use crate::tfs::{FsNode, Tuple, Value};
+
+/// Why a native image could not be built. Most say which manifest key ops would read otherwise,
+/// and what to write instead.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum NativeImageError {
+    /// Any of the others, after the gevulot.yaml line of the field it is about.
+    #[error("{at}{source}")]
+    #[diagnostic(code(gvbuild::image::native))]
+    At { at: String, source: Box<NativeImageError> },
+    #[error("not a native image")]
+    NotNative,
+    #[error("{what} `{path}` climbs out of the image root with `..`")]
+    ClimbsOut { what: &'static str, path: String },
+    #[error("{what} `{path}` contains NUL")]
+    Nul { what: &'static str, path: String },
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot create {}: {source}", path.display())]
+    Create { path: PathBuf, source: io::Error },
+    #[error(
+        "the symlink {} leads nowhere; ops would leave it out of the image with a warning (fs/manifest.go, AddDirectory), and gvbuild does not leave entries out: remove it or point it at something",
+        path.display()
+    )]
+    DanglingSymlink { path: PathBuf },
+    #[error("the symlink {} points to a name that is not UTF-8", path.display())]
+    SymlinkNotUtf8 { path: PathBuf },
+    #[error("{} has a name that is not UTF-8, which TFS cannot hold", path.display())]
+    NameNotUtf8 { path: PathBuf },
+    #[error("{} is {kind}, not a file, folder or symlink; an image cannot hold it", path.display())]
+    Unsupported { path: PathBuf, kind: &'static str },
+    #[error("{} is in a symlink loop", path.display())]
+    SymlinkLoop { path: PathBuf },
+    #[error("{} is {kind}, not a file", path.display())]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error("{} is not a file", path.display())]
+    BootNotAFile { path: PathBuf },
+    #[error(
+        "the manifest's {key} entry `{path}` has a `{component}` component: ops would put it in the image under a folder named `{component}`; write the path without it"
+    )]
+    DotComponent { key: &'static str, path: String, component: String },
+    #[error("the manifest's {key} entry `{path}` contains NUL")]
+    EntryNul { key: &'static str, path: String },
+    #[error(
+        "the manifest's {key} entry `{path}` goes through the symlink `{link}` in the stage root; name a path without symlinks on the way"
+    )]
+    ThroughSymlink { key: &'static str, path: String, link: String },
+    #[error("{} `{path}` is not in the stage root {root}", entry_name(key))]
+    NotInStageRoot { key: &'static str, path: String, root: String },
+    #[error("the manifest's {key} entry `{path}`: {source}")]
+    Entry { key: &'static str, path: String, source: Box<NativeImageError> },
+    #[error(
+        "the manifest's first argument `{first}` names {}, which ops would copy into the image (lepton/image.go); gvbuild copies only plain paths inside the stage root: stage it and name it without `.` or `..`",
+        host.display()
+    )]
+    ArgsCopy { first: String, host: PathBuf },
+    #[error(
+        "the manifest's MapDirs entry `{host}` maps to `{guest}`, named like the argument `{arg}`; ops refuses this (\"can't have directory with same name as binary\", lepton/image.go)"
+    )]
+    MapDirsLikeArgument { host: String, guest: String, arg: String },
+    #[error(
+        "the manifest's MapDirs entry `{host}` is absolute: ops would read it from the build machine's own `/` (lepton/image.go); name a folder of the stage root, relative to the manifest's folder"
+    )]
+    MapDirsAbsolute { host: String },
+    #[error(
+        "the manifest's MapDirs entry `{host}` resolves against the folder of the manifest {manifest} (as ops resolves MapDirs, cmd/flags_config.go) to `{joined}`, whose folder is outside the stage root {root}; gvbuild reads the image only from the stage root: write it as `{hint}`"
+    )]
+    MapDirsOutside { host: String, manifest: String, joined: String, root: String, hint: String },
+    #[error("the manifest's MapDirs entry `{host}`: `{folder}` is not a folder in the stage root {root}")]
+    MapDirsNotAFolder { host: String, folder: String, root: String },
+    #[error("the manifest's MapDirs entry `{host}`: `{pattern}` is not a pattern ops can match: {source}")]
+    MapDirsPattern { host: String, pattern: String, source: globset::Error },
+    #[error("the manifest's MapDirs entry `{host}`: cannot read {}: {source}", path.display())]
+    MapDirsRead { host: String, path: PathBuf, source: walkdir::Error },
+    #[error("the manifest's MapDirs entry `{host}`: {} is outside its folder", path.display())]
+    MapDirsOutsideFolder { host: String, path: PathBuf },
+    #[error(
+        "the manifest's MapDirs entry `{host}`: the symlink {} leads nowhere; ops stops on it (\"file is missing\", fs/manifest.go AddLink)",
+        path.display()
+    )]
+    MapDirsDangling { host: String, path: PathBuf },
+    #[error("`{shown}` would replace the image root")]
+    ReplacesRoot { shown: String },
+    #[error("`{shown}` needs `{parent}` to be a folder, but the image has a file there")]
+    NeedsFolder { shown: String, parent: String },
+    #[error("`{shown}` is put into the image twice, differently")]
+    Twice { shown: String },
+    #[error("`{shown}` is in a symlink loop (more than {} links)", MAX_HOPS)]
+    ImageSymlinkLoop { shown: String },
+    #[error(
+        "the manifest's Mounts mixes absolute and relative keys: ops numbers its shares in the sorted order of their host paths, relative keys joined onto the manifest's absolute folder, so the numbers would depend on where the project lives; write all keys one way"
+    )]
+    MountsMixed,
+    #[error(
+        "`{key}` in the manifest's Mounts climbs out of the project (ops reads it as the host folder `{joined}`, relative to the manifest)"
+    )]
+    MountClimbsOut { key: String, joined: String },
+    #[error("{what} is empty; TFS cannot store an empty string (Nanos would read it as absent)")]
+    Empty { what: String },
+    #[error(
+        "the manifest's Env sets RADAR_KEY: ops would then add the `tls` and `radar` klibs and RADAR_IMAGE_NAME, so that the VM reports to NanoVMs's Radar service (lepton/image.go); gvbuild adds nothing that reaches out of the VM: remove RADAR_KEY"
+    )]
+    RadarKey,
+    #[error(
+        "the manifest's ManifestPassthrough sets `{key}`, which the image builder writes itself; ops would replace what it built with it (lepton/image.go), and gvbuild will not"
+    )]
+    StructuralPassthrough { key: String },
+    #[error("cannot read the manifest {shown}: {source}")]
+    ReadManifest { shown: String, source: io::Error },
+    #[error("the manifest {shown} is not one gvbuild understands: {source}")]
+    ParseManifest { shown: String, source: serde_json::Error },
+    #[error(
+        "the manifest's BaseVolumeSz `{value}` is not a size up to 2 TiB as ops reads it: whole digits, then nothing, k, m or g (fs/mkfs.go, SetFileSystemSize)"
+    )]
+    BaseVolumeSz { value: String },
+    #[error(
+        "the manifest's Program `{program}` is absolute: ops reads an absolute Program from the build machine's own `/` (fs/manifest.go, AddUserProgram), not from the stage root; write it relative to the stage root"
+    )]
+    AbsoluteProgram { program: String },
+    #[error("the manifest's Program is empty")]
+    EmptyProgram,
+    #[error(
+        "the manifest's Dirs entry `{dir}` is absolute: ops would copy `{dir}` from the build machine's own `/` (fs/manifest.go, AddDirectory); name a folder of the stage root"
+    )]
+    AbsoluteDir { dir: String },
+    #[error("the mount point `{path}` is a file in the image, not a folder")]
+    MountPointIsFile { path: String },
+    #[error("the program `{program}` is not a file in the image")]
+    ProgramNotAFile { program: String },
+    #[error("cannot read the stage root {root}: {source}")]
+    ReadStageRoot { root: String, source: io::Error },
+    #[error(
+        "the Nanos release folder {release} has no {file}; `release:` must be the folder the release tarball (nanos-release-linux-<version>.tar.gz) was extracted into"
+    )]
+    ReleaseMissing { release: String, file: &'static str },
+    #[error("{release}/kernel.img is not an ELF file, so not a Nanos kernel")]
+    KernelNotElf { release: String },
+    #[error("the manifest's {why}; gvbuild adds no klib on its own: list `{klib}` in Klibs")]
+    ImpliedKlib { why: &'static str, klib: &'static str },
+    #[error("the manifest's KlibDir `{dir}` is outside the project; name a project folder")]
+    KlibDirOutside { dir: String },
+    #[error(
+        "klib `{klib}` is not in {}; ops would print a note and build the image without it (fs/manifest.go, AddKlibs), and gvbuild will not",
+        dir.display()
+    )]
+    KlibMissing { klib: String, dir: PathBuf },
+    #[error("cannot read {release}/boot.img: {source}")]
+    ReadBootImg { release: String, source: io::Error },
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error("cannot write {into}: {source}")]
+    WriteImage { into: String, source: io::Error },
+}
+
+/// How an error names a manifest entry of `key`.
+fn entry_name(key: &str) -> String {
+    if key == "Program" {
+        "the program".to_string()
+    } else {
+        format!("the manifest's {key} entry")
+    }
+}
 
 /// What a native build made.
 #[derive(Debug)]
@@ -72,13 +235,13 @@ struct Sources<'a> {
 const MAX_HOPS: usize = 40;
 
 /// A path of the image, as its components; `what` names it in errors.
-fn components(path: &str, what: &str) -> Result<Vec<String>, String> {
+fn components(path: &str, what: &'static str) -> Result<Vec<String>, NativeImageError> {
     let mut out = Vec::new();
     for c in path.split('/') {
         match c {
             "" | "." => {}
-            ".." => return Err(format!("{what} `{path}` climbs out of the image root with `..`")),
-            c if c.contains('\0') => return Err(format!("{what} `{path}` contains NUL")),
+            ".." => return Err(NativeImageError::ClimbsOut { what, path: path.to_string() }),
+            c if c.contains('\0') => return Err(NativeImageError::Nul { what, path: path.to_string() }),
             c => out.push(c.to_string()),
         }
     }
@@ -94,26 +257,21 @@ pub type DigestOf<'a> = &'a (dyn Fn(&Path) -> Option<[u8; 32]> + Sync);
 /// and gvbuild refuses such a link instead of leaving an entry out. An absolute target names a
 /// path of the image, which ops looks up on the build machine instead; gvbuild keeps the link
 /// whatever the build machine holds, so that the image does not depend on it.
-fn host_node(path: &Path, digest_of: DigestOf) -> Result<FsNode, String> {
-    let meta = fs::symlink_metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn host_node(path: &Path, digest_of: DigestOf) -> Result<FsNode, NativeImageError> {
+    let read = |source| NativeImageError::Read { path: path.to_path_buf(), source };
+    let meta = fs::symlink_metadata(path).map_err(read)?;
     let ft = meta.file_type();
     if ft.is_symlink() {
         let relative = fs::read_link(path).is_ok_and(|t| t.is_relative());
         match fs::metadata(path) {
             // A loop: the image's own check names it.
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {}
-            Err(_) if relative => {
-                return Err(format!(
-                    "the symlink {} leads nowhere; ops would leave it out of the image with a warning (fs/manifest.go, AddDirectory), and gvbuild does not leave entries out: remove it or point it at something",
-                    path.display()
-                ))
-            }
+            Err(_) if relative => return Err(NativeImageError::DanglingSymlink { path: path.to_path_buf() }),
             _ => {}
         }
-        let target = fs::read_link(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let target = target
-            .to_str()
-            .ok_or_else(|| format!("the symlink {} points to a name that is not UTF-8", path.display()))?;
+        let target = fs::read_link(path).map_err(read)?;
+        let target =
+            target.to_str().ok_or_else(|| NativeImageError::SymlinkNotUtf8 { path: path.to_path_buf() })?;
         return Ok(FsNode::Symlink(target.to_string()));
     }
     if ft.is_file() {
@@ -126,44 +284,38 @@ fn host_node(path: &Path, digest_of: DigestOf) -> Result<FsNode, String> {
     }
     if ft.is_dir() {
         let mut children = Tree::new();
-        let entries = fs::read_dir(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let entries = fs::read_dir(path).map_err(read)?;
         for e in entries {
-            let e = e.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let e = e.map_err(read)?;
             let name = e.file_name();
             if e.file_type().is_ok_and(|t| t.is_dir()) && crate::paths::is_skipped_dir(&name) {
                 // Left out of every step's key, so left out of the image too.
                 continue;
             }
             let Some(name) = name.to_str() else {
-                return Err(format!(
-                    "{} has a name that is not UTF-8, which TFS cannot hold",
-                    e.path().display()
-                ));
+                return Err(NativeImageError::NameNotUtf8 { path: e.path() });
             };
             children.insert(name.to_string(), host_node(&e.path(), digest_of)?);
         }
         return Ok(FsNode::Dir(children));
     }
-    Err(format!(
-        "{} is {}, not a file, folder or symlink; an image cannot hold it",
-        path.display(),
-        crate::steps::stage::kind_of(&ft)
-    ))
+    Err(NativeImageError::Unsupported { path: path.to_path_buf(), kind: crate::steps::stage::kind_of(&ft) })
 }
 
 /// A file's content at `path`, following symlinks as ops's `AddFile` does (it records the host
 /// path, and mkfs reads what is there).
-fn content_node(path: &Path, digest_of: DigestOf) -> Result<FsNode, String> {
-    let meta = fs::metadata(path).map_err(|e| {
-        if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
-            format!("{} is in a symlink loop", path.display())
+fn content_node(path: &Path, digest_of: DigestOf) -> Result<FsNode, NativeImageError> {
+    let meta = fs::metadata(path).map_err(|source| {
+        let path = path.to_path_buf();
+        if source.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+            NativeImageError::SymlinkLoop { path }
         } else {
-            format!("cannot read {}: {e}", path.display())
+            NativeImageError::Read { path, source }
         }
     })?;
     if !meta.is_file() {
         let kind = if meta.is_dir() { "a folder" } else { crate::steps::stage::kind_of(&meta.file_type()) };
-        return Err(format!("{} is {kind}, not a file", path.display()));
+        return Err(NativeImageError::NotAFile { path: path.to_path_buf(), kind });
     }
     Ok(FsNode::File {
         source: path.to_path_buf(),
@@ -175,10 +327,11 @@ fn content_node(path: &Path, digest_of: DigestOf) -> Result<FsNode, String> {
 
 /// A regular file of the release or a klib folder, following symlinks: stage2 and the kernel
 /// load these by name, and a symlink in the boot filesystem would leave them nothing to load.
-fn boot_file(path: &Path, digest_of: DigestOf) -> Result<FsNode, String> {
-    let meta = fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn boot_file(path: &Path, digest_of: DigestOf) -> Result<FsNode, NativeImageError> {
+    let meta =
+        fs::metadata(path).map_err(|source| NativeImageError::Read { path: path.to_path_buf(), source })?;
     if !meta.is_file() {
-        return Err(format!("{} is not a file", path.display()));
+        return Err(NativeImageError::BootNotAFile { path: path.to_path_buf() });
     }
     Ok(FsNode::File { source: path.to_path_buf(), len: meta.len(), exec: false, digest: digest_of(path) })
 }
@@ -186,18 +339,20 @@ fn boot_file(path: &Path, digest_of: DigestOf) -> Result<FsNode, String> {
 /// The components of a manifest path as ops places it. `.` and `..` are refused: ops keeps them
 /// in image paths (a folder named `.` in the image), except a leading `./` of the Program,
 /// which ops drops (`program_form`).
-fn plain(path: &str, key: &str, program_form: bool) -> Result<Vec<String>, String> {
+fn plain(path: &str, key: &'static str, program_form: bool) -> Result<Vec<String>, NativeImageError> {
     let mut out = Vec::new();
     for (i, c) in path.split('/').enumerate() {
         match c {
             "" => {}
             "." if i == 0 && program_form => {}
             "." | ".." => {
-                return Err(format!(
-                    "the manifest's {key} entry `{path}` has a `{c}` component: ops would put it in the image under a folder named `{c}`; write the path without it"
-                ))
+                return Err(NativeImageError::DotComponent {
+                    key,
+                    path: path.to_string(),
+                    component: c.to_string(),
+                })
             }
-            c if c.contains('\0') => return Err(format!("the manifest's {key} entry `{path}` contains NUL")),
+            c if c.contains('\0') => return Err(NativeImageError::EntryNul { key, path: path.to_string() }),
             c => out.push(c.to_string()),
         }
     }
@@ -207,38 +362,37 @@ fn plain(path: &str, key: &str, program_form: bool) -> Result<Vec<String>, Strin
 impl Sources<'_> {
     /// The host path of `c` in the stage root, refused when a folder on the way is a symlink
     /// (it would read from outside the stage root) or when nothing is there.
-    fn host(&self, c: &[String], key: &str) -> Result<PathBuf, String> {
+    fn host(&self, c: &[String], key: &'static str) -> Result<PathBuf, NativeImageError> {
         let shown = c.join("/");
         for i in 1..c.len() {
             let parent = self.root.join(c[..i].join("/"));
             if fs::symlink_metadata(&parent).is_ok_and(|m| m.file_type().is_symlink()) {
-                return Err(format!(
-                    "the manifest's {key} entry `{shown}` goes through the symlink `{}` in the stage root; name a path without symlinks on the way",
-                    c[..i].join("/")
-                ));
+                return Err(NativeImageError::ThroughSymlink { key, path: shown, link: c[..i].join("/") });
             }
         }
         let host = self.root.join(&shown);
         if fs::symlink_metadata(&host).is_err() {
-            let what = if key == "Program" {
-                "the program".to_string()
-            } else {
-                format!("the manifest's {key} entry")
-            };
-            return Err(format!("{what} `{shown}` is not in the stage root {}", self.root_shown));
+            return Err(NativeImageError::NotInStageRoot {
+                key,
+                path: shown,
+                root: self.root_shown.to_string(),
+            });
         }
         Ok(host)
     }
 
     /// A file's content (ops's `AddFile`: Program, Files).
-    fn content(&self, c: &[String], key: &str) -> Result<FsNode, String> {
+    fn content(&self, c: &[String], key: &'static str) -> Result<FsNode, NativeImageError> {
         let host = self.host(c, key)?;
-        content_node(&host, self.digest_of)
-            .map_err(|e| format!("the manifest's {key} entry `{}`: {e}", c.join("/")))
+        content_node(&host, self.digest_of).map_err(|e| NativeImageError::Entry {
+            key,
+            path: c.join("/"),
+            source: Box::new(e),
+        })
     }
 
     /// A walked folder, file or symlink (ops's `AddDirectory`: Dirs).
-    fn walked(&self, c: &[String], key: &str) -> Result<FsNode, String> {
+    fn walked(&self, c: &[String], key: &'static str) -> Result<FsNode, NativeImageError> {
         let host = self.host(c, key)?;
         host_node(&host, self.digest_of)
     }
@@ -246,7 +400,7 @@ impl Sources<'_> {
 
 /// ops's args copy (lepton/image.go): when argv[1] names an entry of the working directory (the
 /// stage root), ops puts that entry into the image at that path, a folder walked as Dirs is.
-fn args_copy(src: &Sources, tree: &mut Tree, first: &str) -> Result<(), String> {
+fn args_copy(src: &Sources, tree: &mut Tree, first: &str) -> Result<(), NativeImageError> {
     let joined = format!("{}/{first}", src.root_shown);
     let host = src.root.join(first.trim_start_matches('/'));
     if fs::metadata(&host).is_err() {
@@ -256,12 +410,7 @@ fn args_copy(src: &Sources, tree: &mut Tree, first: &str) -> Result<(), String> 
         .is_some_and(|n| n.starts_with(&format!("{}/", src.root_shown.trim_end_matches('/'))));
     let c = match plain(first, "Args", false) {
         Ok(c) if inside && !c.is_empty() => c,
-        _ => {
-            return Err(format!(
-                "the manifest's first argument `{first}` names {}, which ops would copy into the image (lepton/image.go); gvbuild copies only plain paths inside the stage root: stage it and name it without `.` or `..`",
-                host.display()
-            ))
-        }
+        _ => return Err(NativeImageError::ArgsCopy { first: first.to_string(), host }),
     };
     let node = if fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
         src.walked(&c, "Args")?
@@ -284,26 +433,25 @@ fn map_dir(
     host: &str,
     guest: &str,
     argv: &[&str],
-) -> Result<Option<String>, String> {
-    let at = format!("the manifest's MapDirs entry `{host}`");
+) -> Result<Option<String>, NativeImageError> {
     if let Some(a) = argv.iter().find(|a| Some(**a) == guest.trim_end_matches('/').rsplit('/').next()) {
-        return Err(format!(
-            "{at} maps to `{guest}`, named like the argument `{a}`; ops refuses this (\"can't have directory with same name as binary\", lepton/image.go)"
-        ));
+        return Err(NativeImageError::MapDirsLikeArgument {
+            host: host.to_string(),
+            guest: guest.to_string(),
+            arg: a.to_string(),
+        });
     }
     if host.starts_with('/') {
-        return Err(format!(
-            "{at} is absolute: ops would read it from the build machine's own `/` (lepton/image.go); name a folder of the stage root, relative to the manifest's folder"
-        ));
+        return Err(NativeImageError::MapDirsAbsolute { host: host.to_string() });
     }
     let joined = if manifest_dir.is_empty() { host.to_string() } else { format!("{manifest_dir}/{host}") };
     let root_prefix = format!("{}/", src.root_shown.trim_end_matches('/'));
-    let outside = || {
-        format!(
-            "{at} resolves against the folder of the manifest {manifest} (as ops resolves MapDirs, cmd/flags_config.go) to `{joined}`, whose folder is outside the stage root {}; gvbuild reads the image only from the stage root: write it as `{}`",
-            src.root_shown,
-            relative_hint(manifest_dir, &root_prefix, host)
-        )
+    let outside = || NativeImageError::MapDirsOutside {
+        host: host.to_string(),
+        manifest: manifest.to_string(),
+        joined: joined.clone(),
+        root: src.root_shown.to_string(),
+        hint: relative_hint(manifest_dir, &root_prefix, host),
     };
     let cleaned = crate::paths::normalize_rel(&joined).ok_or_else(outside)?;
     let (dir, pattern) = match cleaned.rsplit_once('/') {
@@ -318,12 +466,17 @@ fn map_dir(
     let dir_c: Vec<String> = in_root.split('/').filter(|c| !c.is_empty()).map(String::from).collect();
     let walk_root = if dir_c.is_empty() { src.root.to_path_buf() } else { src.host(&dir_c, "MapDirs")? };
     if !walk_root.is_dir() {
-        return Err(format!("{at}: `{in_root}` is not a folder in the stage root {}", src.root_shown));
+        let root = src.root_shown.to_string();
+        return Err(NativeImageError::MapDirsNotAFolder { host: host.to_string(), folder: in_root, root });
     }
     let matcher = globset::GlobBuilder::new(&go_pattern(&pattern))
         .literal_separator(true)
         .build()
-        .map_err(|e| format!("{at}: `{pattern}` is not a pattern ops can match: {e}"))?
+        .map_err(|source| NativeImageError::MapDirsPattern {
+            host: host.to_string(),
+            pattern: pattern.clone(),
+            source,
+        })?
         .compile_matcher();
     let guest_c = components(guest, "the MapDirs target")?;
     // The walked folder itself has the empty name (Go's filepath.Split of "dir/").
@@ -336,32 +489,31 @@ fn map_dir(
         .into_iter()
         .filter_entry(|e| !(e.file_type().is_dir() && crate::paths::is_skipped_dir(e.file_name())));
     for e in walker {
-        let e = e.map_err(|err| {
-            format!("{at}: cannot read {}: {err}", err.path().unwrap_or(&walk_root).display())
+        let e = e.map_err(|source| NativeImageError::MapDirsRead {
+            host: host.to_string(),
+            path: source.path().unwrap_or(&walk_root).to_path_buf(),
+            source,
         })?;
         let Some(name) = e.file_name().to_str() else {
-            return Err(format!(
-                "{} has a name that is not UTF-8, which TFS cannot hold",
-                e.path().display()
-            ));
+            return Err(NativeImageError::NameNotUtf8 { path: e.path().to_path_buf() });
         };
         if !matcher.is_match(name) {
             continue;
         }
-        let rel = e
-            .path()
-            .strip_prefix(&walk_root)
-            .map_err(|_| format!("{at}: {} is outside its folder", e.path().display()))?;
+        let rel = e.path().strip_prefix(&walk_root).map_err(|_| NativeImageError::MapDirsOutsideFolder {
+            host: host.to_string(),
+            path: e.path().to_path_buf(),
+        })?;
         let mut to = guest_c.clone();
         to.extend(rel.iter().map(|c| c.to_string_lossy().into_owned()));
         let node = if e.file_type().is_dir() {
             FsNode::Dir(Tree::new())
         } else if e.file_type().is_symlink() {
             if fs::metadata(e.path()).is_err() {
-                return Err(format!(
-                    "{at}: the symlink {} leads nowhere; ops stops on it (\"file is missing\", fs/manifest.go AddLink)",
-                    e.path().display()
-                ));
+                return Err(NativeImageError::MapDirsDangling {
+                    host: host.to_string(),
+                    path: e.path().to_path_buf(),
+                });
             }
             host_node(e.path(), src.digest_of)?
         } else {
@@ -389,7 +541,7 @@ fn relative_hint(manifest_dir: &str, root_prefix: &str, host: &str) -> String {
 }
 
 /// Put `node` at `path` in `tree`, merging folders; a file where a folder must go is an error.
-fn insert(tree: &mut Tree, path: &[String], node: FsNode, shown: &str) -> Result<(), String> {
+fn insert(tree: &mut Tree, path: &[String], node: FsNode, shown: &str) -> Result<(), NativeImageError> {
     let Some((last, parents)) = path.split_last() else {
         return match node {
             FsNode::Dir(children) => {
@@ -398,7 +550,7 @@ fn insert(tree: &mut Tree, path: &[String], node: FsNode, shown: &str) -> Result
                 }
                 Ok(())
             }
-            _ => Err(format!("`{shown}` would replace the image root")),
+            _ => Err(NativeImageError::ReplacesRoot { shown: shown.to_string() }),
         };
     };
     let mut dir = tree;
@@ -406,7 +558,7 @@ fn insert(tree: &mut Tree, path: &[String], node: FsNode, shown: &str) -> Result
         let entry = dir.entry(p.clone()).or_insert_with(|| FsNode::Dir(Tree::new()));
         match entry {
             FsNode::Dir(children) => dir = children,
-            _ => return Err(format!("`{shown}` needs `{p}` to be a folder, but the image has a file there")),
+            _ => return Err(NativeImageError::NeedsFolder { shown: shown.to_string(), parent: p.clone() }),
         }
     }
     match (dir.get_mut(last), node) {
@@ -417,7 +569,7 @@ fn insert(tree: &mut Tree, path: &[String], node: FsNode, shown: &str) -> Result
             Ok(())
         }
         (Some(existing), node) if *existing == node => Ok(()),
-        (Some(_), _) => Err(format!("`{shown}` is put into the image twice, differently")),
+        (Some(_), _) => Err(NativeImageError::Twice { shown: shown.to_string() }),
         (None, node) => {
             dir.insert(last.clone(), node);
             Ok(())
@@ -439,7 +591,7 @@ fn lookup<'a>(tree: &'a Tree, path: &[String]) -> Option<&'a FsNode> {
 
 /// Follow symlinks inside the image from `path`; `Ok(None)` for a dangling link, `Err` for a
 /// loop. Returns the final path.
-fn resolve(tree: &Tree, path: &[String], shown: &str) -> Result<Option<Vec<String>>, String> {
+fn resolve(tree: &Tree, path: &[String], shown: &str) -> Result<Option<Vec<String>>, NativeImageError> {
     let mut current: Vec<String> = Vec::new();
     let mut pending: Vec<String> = path.iter().rev().cloned().collect();
     let mut hops = 0;
@@ -454,7 +606,7 @@ fn resolve(tree: &Tree, path: &[String], shown: &str) -> Result<Option<Vec<Strin
             Some(FsNode::Symlink(target)) => {
                 hops += 1;
                 if hops > MAX_HOPS {
-                    return Err(format!("`{shown}` is in a symlink loop (more than {MAX_HOPS} links)"));
+                    return Err(NativeImageError::ImageSymlinkLoop { shown: shown.to_string() });
                 }
                 current.pop();
                 if target.starts_with('/') {
@@ -504,10 +656,10 @@ fn symlinks(tree: &Tree, prefix: &[String], out: &mut Vec<Vec<String>>) {
 pub fn ops_mounts(
     mounts: &BTreeMap<String, String>,
     manifest_dir: &str,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, NativeImageError> {
     let absolute = mounts.keys().filter(|k| k.starts_with('/')).count();
     if absolute > 0 && absolute < mounts.len() {
-        return Err("the manifest's Mounts mixes absolute and relative keys: ops numbers its shares in the sorted order of their host paths, relative keys joined onto the manifest's absolute folder, so the numbers would depend on where the project lives; write all keys one way".into());
+        return Err(NativeImageError::MountsMixed);
     }
     let mut shares: Vec<(String, &String)> = Vec::new();
     for (key, mount_point) in mounts {
@@ -515,8 +667,9 @@ pub fn ops_mounts(
             crate::paths::normalize_abs(key)
         } else {
             let joined = if manifest_dir.is_empty() { key.clone() } else { format!("{manifest_dir}/{key}") };
-            crate::paths::normalize_rel(&joined).ok_or_else(|| {
-                format!("`{key}` in the manifest's Mounts climbs out of the project (ops reads it as the host folder `{joined}`, relative to the manifest)")
+            crate::paths::normalize_rel(&joined).ok_or_else(|| NativeImageError::MountClimbsOut {
+                key: key.clone(),
+                joined: joined.clone(),
             })?
         };
         shares.push((host, mount_point));
@@ -532,11 +685,9 @@ fn root_tuple(
     klibs: bool,
     extras: &[Extra],
     ids: (&str, Option<&str>),
-) -> Result<Tuple, String> {
+) -> Result<Tuple, NativeImageError> {
     // TFS has no empty string: a zero-length value reads back as "no such attribute".
-    let empty = |what: String| {
-        Err(format!("{what} is empty; TFS cannot store an empty string (Nanos would read it as absent)"))
-    };
+    let empty = |what: String| Err(NativeImageError::Empty { what });
     if let Some(i) = m.args.iter().position(String::is_empty) {
         return empty(format!("argument {i} in the manifest's Args"));
     }
@@ -546,7 +697,7 @@ fn root_tuple(
         }
     }
     if m.env.contains_key("RADAR_KEY") {
-        return Err("the manifest's Env sets RADAR_KEY: ops would then add the `tls` and `radar` klibs and RADAR_IMAGE_NAME, so that the VM reports to NanoVMs's Radar service (lepton/image.go); gvbuild adds nothing that reaches out of the VM: remove RADAR_KEY".into());
+        return Err(NativeImageError::RadarKey);
     }
     let mut t = Tuple::new();
     t.insert("program".into(), Value::str(program));
@@ -584,9 +735,7 @@ fn root_tuple(
     }
     for (k, v) in &m.passthrough {
         if STRUCTURAL.contains(&k.as_str()) {
-            return Err(format!(
-                "the manifest's ManifestPassthrough sets `{k}`, which the image builder writes itself; ops would replace what it built with it (lepton/image.go), and gvbuild will not"
-            ));
+            return Err(NativeImageError::StructuralPassthrough { key: k.clone() });
         }
         t.insert(k.clone(), Value::str(v));
     }
@@ -610,14 +759,14 @@ fn ops_size(s: &str) -> Option<u64> {
 }
 
 /// The release's files are at the top of the extracted tarball, or in its one subfolder.
-fn release_folder(dir: &Path) -> Result<PathBuf, String> {
+fn release_folder(dir: &Path) -> Result<PathBuf, NativeImageError> {
     if dir.join("kernel.img").exists() {
         return Ok(dir.to_path_buf());
     }
     let mut subs = Vec::new();
     if let Ok(entries) = fs::read_dir(dir) {
         for e in entries {
-            let e = e.map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+            let e = e.map_err(|source| NativeImageError::Read { path: dir.to_path_buf(), source })?;
             if e.path().is_dir() {
                 subs.push(e.path());
             }
@@ -629,17 +778,24 @@ fn release_folder(dir: &Path) -> Result<PathBuf, String> {
     })
 }
 
-fn read_manifest(path: &Path, shown: &str) -> Result<Manifest, String> {
-    let text = fs::read_to_string(path).map_err(|e| format!("cannot read the manifest {shown}: {e}"))?;
+fn read_manifest(path: &Path, shown: &str) -> Result<Manifest, NativeImageError> {
+    let text = fs::read_to_string(path)
+        .map_err(|source| NativeImageError::ReadManifest { shown: shown.to_string(), source })?;
     serde_json::from_str(&text)
-        .map_err(|e| format!("the manifest {shown} is not one gvbuild understands: {e}"))
+        .map_err(|source| NativeImageError::ParseManifest { shown: shown.to_string(), source })
 }
 
 /// Build the image of `spec` into `into` (project-relative). An error starts with the
 /// gevulot.yaml line of the field it is about: the manifest, the release, or the size.
-pub fn build(project: &Path, spec: &ImageSpec, into: &str, digest_of: DigestOf) -> Result<Built, String> {
+pub fn build(
+    project: &Path,
+    spec: &ImageSpec,
+    into: &str,
+    digest_of: DigestOf,
+) -> Result<Built, NativeImageError> {
     let mut field = "manifest";
-    build_in(project, spec, into, digest_of, &mut field).map_err(|e| format!("{}{e}", spec.at.prefix(field)))
+    build_in(project, spec, into, digest_of, &mut field)
+        .map_err(|e| NativeImageError::At { at: spec.at.prefix(field), source: Box::new(e) })
 }
 
 /// `field` follows the build from section to section, naming what an error is about.
@@ -649,16 +805,16 @@ fn build_in(
     into: &str,
     digest_of: DigestOf,
     field: &mut &'static str,
-) -> Result<Built, String> {
+) -> Result<Built, NativeImageError> {
     let Builder::Native { release, size, extras } = &spec.builder else {
-        return Err("not a native image".into());
+        return Err(NativeImageError::NotNative);
     };
     let mut m = read_manifest(&project.join(&spec.manifest), &spec.manifest)?;
     let base_volume = match m.base_volume_sz.as_deref() {
         None => None,
         Some(b) => match ops_size(b) {
             Some(n) if n <= crate::disk::MAX_SIZE => Some(n),
-            _ => return Err(format!("the manifest's BaseVolumeSz `{b}` is not a size up to 2 TiB as ops reads it: whole digits, then nothing, k, m or g (fs/mkfs.go, SetFileSystemSize)")),
+            _ => return Err(NativeImageError::BaseVolumeSz { value: b.to_string() }),
         },
     };
     let root_dir = project.join(&spec.root);
@@ -669,23 +825,18 @@ fn build_in(
     // The root filesystem: what the manifest names from the stage root.
     let mut tree = Tree::new();
     if m.program.starts_with('/') {
-        return Err(format!(
-            "the manifest's Program `{}` is absolute: ops reads an absolute Program from the build machine's own `/` (fs/manifest.go, AddUserProgram), not from the stage root; write it relative to the stage root",
-            m.program
-        ));
+        return Err(NativeImageError::AbsoluteProgram { program: m.program.clone() });
     }
     let program = plain(&m.program, "Program", true)?;
     if program.is_empty() {
-        return Err("the manifest's Program is empty".into());
+        return Err(NativeImageError::EmptyProgram);
     }
     let program_shown = format!("/{}", program.join("/"));
     let node = src.content(&program, "Program")?;
     insert(&mut tree, &program, node, &program_shown)?;
     for d in &m.dirs {
         if d.starts_with('/') {
-            return Err(format!(
-                "the manifest's Dirs entry `{d}` is absolute: ops would copy `{d}` from the build machine's own `/` (fs/manifest.go, AddDirectory); name a folder of the stage root"
-            ));
+            return Err(NativeImageError::AbsoluteDir { dir: d.clone() });
         }
         let c = plain(d, "Dirs", false)?;
         let node = src.walked(&c, "Dirs")?;
@@ -716,7 +867,7 @@ fn build_in(
         match lookup(&tree, &c) {
             Some(FsNode::Dir(_)) => {}
             None => insert(&mut tree, &c, FsNode::Dir(Tree::new()), path)?,
-            Some(_) => return Err(format!("the mount point `{path}` is a file in the image, not a folder")),
+            Some(_) => return Err(NativeImageError::MountPointIsFile { path: path.to_string() }),
         }
     }
     let text = |s: &str| FsNode::Bytes { data: s.as_bytes().to_vec(), exec: false };
@@ -734,7 +885,7 @@ fn build_in(
     }
     match resolve(&tree, &program, &program_shown)? {
         Some(p) if matches!(lookup(&tree, &p), Some(FsNode::File { .. } | FsNode::Bytes { .. })) => {}
-        _ => return Err(format!("the program `{program_shown}` is not a file in the image")),
+        _ => return Err(NativeImageError::ProgramNotAFile { program: program_shown }),
     }
     let mut links = Vec::new();
     symlinks(&tree, &[], &mut links);
@@ -742,8 +893,9 @@ fn build_in(
         resolve(&tree, l, &format!("/{}", l.join("/")))?;
     }
     let mut left: Vec<String> = Vec::new();
-    for e in fs::read_dir(&root_dir).map_err(|e| format!("cannot read the stage root {}: {e}", spec.root))? {
-        let e = e.map_err(|e| format!("cannot read the stage root {}: {e}", spec.root))?;
+    let read_root = |source| NativeImageError::ReadStageRoot { root: spec.root.clone(), source };
+    for e in fs::read_dir(&root_dir).map_err(read_root)? {
+        let e = e.map_err(read_root)?;
         let n = e.file_name().to_string_lossy().into_owned();
         if !tree.contains_key(&n) && !map_from.contains(&n) {
             left.push(n);
@@ -768,11 +920,9 @@ fn build_in(
     *field = "release";
     let kernel = release_dir.join("kernel.img");
     let boot_img = release_dir.join("boot.img");
-    for (f, what) in [(&kernel, "kernel.img"), (&boot_img, "boot.img")] {
+    for (f, file) in [(&kernel, "kernel.img"), (&boot_img, "boot.img")] {
         if !f.is_file() {
-            return Err(format!(
-                "the Nanos release folder {release} has no {what}; `release:` must be the folder the release tarball (nanos-release-linux-<version>.tar.gz) was extracted into"
-            ));
+            return Err(NativeImageError::ReleaseMissing { release: release.clone(), file });
         }
     }
     let mut head = [0u8; 4];
@@ -780,7 +930,7 @@ fn build_in(
         fs::File::open(&kernel).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head)).is_ok()
             && head == *b"\x7fELF";
     if !is_elf {
-        return Err(format!("{release}/kernel.img is not an ELF file, so not a Nanos kernel"));
+        return Err(NativeImageError::KernelNotElf { release: release.clone() });
     }
     let mut boot_tree = Tree::new();
     boot_tree.insert("kernel".into(), boot_file(&kernel, digest_of)?);
@@ -795,18 +945,14 @@ fn build_in(
     ];
     for (when, klib, why) in implied {
         if when && !m.klibs.iter().any(|k| k == klib) {
-            return Err(format!(
-                "the manifest's {why}; gvbuild adds no klib on its own: list `{klib}` in Klibs"
-            ));
+            return Err(NativeImageError::ImpliedKlib { why, klib });
         }
     }
     if !m.klibs.is_empty() {
         let mut klibs = Tree::new();
         if let Some(d) = &m.klib_dir {
             if crate::paths::normalize_rel(&format!("{}/{d}", spec.root)).is_none() || d.starts_with('/') {
-                return Err(format!(
-                    "the manifest's KlibDir `{d}` is outside the project; name a project folder"
-                ));
+                return Err(NativeImageError::KlibDirOutside { dir: d.clone() });
             }
         }
         // ops looks in KlibDir when it is set, else in the release's klibs/ (lepton/image.go).
@@ -818,16 +964,15 @@ fn build_in(
             components(k, "the klib")?;
             let found = klib_dir.join(k);
             if !found.is_file() {
-                return Err(format!(
-                    "klib `{k}` is not in {}; ops would print a note and build the image without it (fs/manifest.go, AddKlibs), and gvbuild will not",
-                    found.parent().unwrap_or(&klib_dir).display()
-                ));
+                let dir = found.parent().unwrap_or(&klib_dir).to_path_buf();
+                return Err(NativeImageError::KlibMissing { klib: k.clone(), dir });
             }
             klibs.insert(k.clone(), boot_file(&found, digest_of)?);
         }
         boot_tree.insert("klib".into(), FsNode::Dir(klibs));
     }
-    let boot = fs::read(&boot_img).map_err(|e| format!("cannot read {release}/boot.img: {e}"))?;
+    let boot = fs::read(&boot_img)
+        .map_err(|source| NativeImageError::ReadBootImg { release: release.clone(), source })?;
     let root_size = match (size, base_volume) {
         (Some(n), _) => crate::disk::RootSize::Exactly(*n),
         (None, Some(n)) => {
@@ -839,7 +984,8 @@ fn build_in(
     *field = if size.is_some() { "size" } else { "into" };
     let dest = project.join(into);
     if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        fs::create_dir_all(parent)
+            .map_err(|source| NativeImageError::Create { path: parent.to_path_buf(), source })?;
     }
     let tmp = crate::fsutil::temp_beside(&dest);
     let written = (|| {
@@ -848,10 +994,11 @@ fn build_in(
             .write(true)
             .create_new(true)
             .open(&tmp)
-            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+            .map_err(|source| NativeImageError::Create { path: tmp.clone(), source })?;
         let w = crate::disk::write_disk(&out, &boot, &boot_tree, &tree, &attrs, root_size)?;
-        fs::rename(&tmp, &dest).map_err(|e| format!("cannot write {into}: {e}"))?;
-        Ok::<_, String>(w)
+        fs::rename(&tmp, &dest)
+            .map_err(|source| NativeImageError::WriteImage { into: into.to_string(), source })?;
+        Ok::<_, NativeImageError>(w)
     })();
     let written = match written {
         Ok(w) => w,
@@ -876,7 +1023,7 @@ mod tests {
         t.insert("d".into(), FsNode::Symlink("nowhere".into()));
         t.insert("f".into(), FsNode::Bytes { data: vec![], exec: true });
         t.insert("g".into(), FsNode::Symlink("./f".into()));
-        assert!(resolve(&t, &["a".into()], "/a").unwrap_err().contains("loop"));
+        assert!(resolve(&t, &["a".into()], "/a").unwrap_err().to_string().contains("loop"));
         assert_eq!(resolve(&t, &["d".into()], "/d").unwrap(), None);
         assert_eq!(resolve(&t, &["g".into()], "/g").unwrap(), Some(vec!["f".to_string()]));
     }
@@ -896,7 +1043,8 @@ mod tests {
         assert_eq!(got, m(&[("%0", "/a"), ("%1", "/b")]));
         assert!(ops_mounts(&m(&[("/srv/a", "/a"), ("%1", "/w")]), "")
             .unwrap_err()
+            .to_string()
             .contains("mixes absolute"));
-        assert!(ops_mounts(&m(&[("../%1", "/w")]), "").unwrap_err().contains("climbs out"));
+        assert!(ops_mounts(&m(&[("../%1", "/w")]), "").unwrap_err().to_string().contains("climbs out"));
     }
 }

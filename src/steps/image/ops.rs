@@ -15,17 +15,27 @@ use super::ImageSpec;
 pub const OPS_MISSING: &str = "`ops` was not found on PATH. Install it (https://ops.city: \
 `curl https://ops.city/get.sh -sSfL | sh`), or use `builder: native`, which needs no ops";
 
+/// Why the managed OPS_HOME could not be prepared.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum OpsHomeError {
+    #[error("cannot create {}: {source}", path.display())]
+    #[diagnostic(code(gvbuild::image::ops::create))]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("cannot copy {} into the managed OPS_HOME: {source}", from.display())]
+    #[diagnostic(code(gvbuild::image::ops::copy))]
+    Copy { from: PathBuf, source: std::io::Error },
+}
+
 /// Prepare the managed OPS_HOME for `version`: copy what the user's `~/.ops` has of it.
-pub fn prepare_ops_home(ops_home: &Path, version: &str) -> Result<(), String> {
+pub fn prepare_ops_home(ops_home: &Path, version: &str) -> Result<(), OpsHomeError> {
     fs::create_dir_all(ops_home.join("images"))
-        .map_err(|e| format!("cannot create {}: {e}", ops_home.display()))?;
+        .map_err(|source| OpsHomeError::Create { path: ops_home.to_path_buf(), source })?;
     let Some(home) = std::env::var_os("HOME") else { return Ok(()) };
     let user = PathBuf::from(home).join(".ops");
     for part in [version, "common"] {
         let (from, to) = (user.join(part), ops_home.join(part));
         if from.is_dir() && !to.exists() {
-            copy_tree(&from, &to)
-                .map_err(|e| format!("cannot copy {} into the managed OPS_HOME: {e}", from.display()))?;
+            copy_tree(&from, &to).map_err(|source| OpsHomeError::Copy { from: from.clone(), source })?;
         }
     }
     Ok(())
