@@ -24,7 +24,7 @@ use crate::tfs::{self, FsNode, Tuple, VolumeSize};
 pub const SECTOR: u64 = 512;
 pub const KLOG_SIZE: u64 = 4096;
 /// The most an MBR partition table can describe: 2^32 sectors.
-pub const MAX_SIZE: u64 = (1 << 32) * SECTOR;
+pub use crate::tfs::MAX_SIZE;
 /// The boot partition's size unless its contents need more.
 pub const BOOTFS_SIZE: u64 = 12 << 20;
 const REGION_AT: usize = 0x1aa;

@@ -54,6 +54,9 @@ pub use read::{bad_name, kind, read_volume, walk, Kind, ReadError, Volume};
 pub use write::{write_volume, FsNode, VolumeSize, WriteError, Written};
 
 pub const SECTOR: u64 = 512;
+/// The largest volume written: every volume goes into one partition, and an MBR partition
+/// table describes at most 2^32 sectors.
+pub const MAX_SIZE: u64 = (1 << 32) * SECTOR;
 pub const MAGIC: &[u8; 6] = b"NVMTFS";
 pub const VERSION: u64 = 5;
 /// One log extension: 512 KiB.

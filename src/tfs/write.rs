@@ -341,7 +341,7 @@ pub fn write_volume(
         VolumeSize::Fill(_) => auto,
         VolumeSize::Auto => auto,
     };
-    if size > crate::disk::MAX_SIZE {
+    if size > super::MAX_SIZE {
         return Err(WriteError::TooBig { size });
     }
 

@@ -17,7 +17,7 @@ use std::path::{Component, Path, PathBuf};
 use prost::Message;
 use sha2::Digest as _;
 
-use super::lease::Failure;
+use super::failure::Failure;
 use crate::cache::remote::grpc::GrpcStore;
 use crate::cache::remote::reapi::{Digest, Directory};
 use crate::cache::remote::Store;

@@ -35,73 +35,19 @@ use std::time::{Duration, SystemTime};
 use prost::Message;
 use tonic::Code;
 
+pub use super::failure::Failure;
 use super::inputs::{self, check_relative, create_dirs};
 use super::outputs::{self, Blobs};
 use crate::cache::remote::grpc::GrpcStore;
 use crate::cache::remote::reapi::{
-    Action, ActionResult, Any, Command, Digest, ExecutedActionMetadata, Platform, RpcStatus, Timestamp,
+    Action, ActionResult, Command, ExecutedActionMetadata, Platform, RpcStatus, Timestamp,
 };
-use crate::cache::remote::reapi::{PreconditionFailure, Violation, PRECONDITION_FAILURE_TYPE};
-use crate::cache::remote::RemoteError;
 use crate::fingerprint::tools::tool_property;
 use crate::jobs::Jobs;
 use crate::sys;
 
 /// Variables the worker supplies from its own environment when the Command does not set them.
 pub const SUPPLIED: [&str; 3] = ["PATH", "HOME", "TMPDIR"];
-
-/// Why a lease ends without its command's result, as the status the engine gets.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: Code,
-    pub message: String,
-    pub details: Vec<Any>,
-}
-
-impl Failure {
-    pub fn invalid(message: String) -> Failure {
-        Failure { code: Code::InvalidArgument, message, details: Vec::new() }
-    }
-
-    /// A fault of this machine (a full disk): another worker may do better.
-    pub fn local(what: String, e: io::Error) -> Failure {
-        Failure { code: Code::Internal, message: format!("{what}: {e}"), details: Vec::new() }
-    }
-
-    pub fn unavailable(message: String) -> Failure {
-        Failure { code: Code::Unavailable, message, details: Vec::new() }
-    }
-
-    /// The CAS failing a call: retried.
-    pub fn cas(e: RemoteError) -> Failure {
-        Failure::unavailable(format!("the CAS failed: {e}"))
-    }
-
-    /// Blobs the CAS lacks, in REAPI's form.
-    pub fn missing(blobs: &[Digest]) -> Failure {
-        let violations: Vec<Violation> = blobs
-            .iter()
-            .map(|d| Violation {
-                r#type: "MISSING".into(),
-                subject: format!("blobs/{}/{}", d.hash, d.size_bytes),
-                description: String::new(),
-            })
-            .collect();
-        let names: Vec<&str> = violations.iter().map(|v| v.subject.as_str()).collect();
-        Failure {
-            code: Code::FailedPrecondition,
-            message: format!("the CAS lacks {} input blob(s): {}", names.len(), names.join(", ")),
-            details: vec![Any {
-                type_url: PRECONDITION_FAILURE_TYPE.into(),
-                value: PreconditionFailure { violations }.encode_to_vec(),
-            }],
-        }
-    }
-
-    pub fn status(&self) -> RpcStatus {
-        RpcStatus { code: self.code as i32, message: self.message.clone(), details: self.details.clone() }
-    }
-}
 
 /// What every lease of this worker shares.
 pub struct Shared {

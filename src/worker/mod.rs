@@ -34,6 +34,7 @@
 //! is outlived by [`crate::steps::run`]'s reaper, which kills its commands; the next worker of
 //! the same bot id and work folder removes what they left on disk.
 
+mod failure;
 mod inputs;
 mod lease;
 mod outputs;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use sha2::Digest as _;
 
-use super::lease::Failure;
+use super::failure::Failure;
 use crate::cache::remote::grpc::GrpcStore;
 use crate::cache::remote::reapi::{
     ActionResult, Command, Digest, Directory, DirectoryNode, FileNode, OutputDirectory, OutputFile,
