@@ -31,7 +31,7 @@ use crate::paths::PathSpec;
 use crate::steps::Step;
 pub use crate::yaml::error::{ConfigError, ConfigErrors};
 use crate::yaml::expand::{self, expand, VarProblem, Vars};
-use crate::yaml::read::{self, At, FromNode, Reader};
+use crate::yaml::read::{self, At, FromNode, Reader, Strings};
 use crate::yaml::Validator;
 
 /// A validated gevulot.yaml.
@@ -458,55 +458,8 @@ impl Validator<'_> {
             })
             .collect::<Vec<_>>();
 
-        // At most one built-in kind; `builtin_alone` reports any other step keys beside it. One
-        // in which reading reported something is checked only for its vars (see `read.rs`).
-        let unset = &mut unset_vars;
-        let builtin = if let Some(tk) = &raw.task {
-            Some(match tk.damaged {
-                true => self.vars_only(tk, unset),
-                false => {
-                    let alone = self.builtin_alone("task", n, raw);
-                    crate::steps::task::validate(self, n, tk, unset).filter(|_| alone)
-                }
-                .map(|(s, i, o)| (Step::Task(s), i, o)),
-            })
-        } else if let Some(im) = &raw.image {
-            Some(match im.damaged {
-                true => self.vars_only(im, unset),
-                false => {
-                    let alone = self.builtin_alone("image", n, raw);
-                    crate::steps::image::validate(self, n, im, unset).filter(|_| alone)
-                }
-                .map(|(s, i, o)| (Step::Image(s), i, o)),
-            })
-        } else if let Some(st) = &raw.stage {
-            Some(match st.damaged {
-                true => self.vars_only(st, unset),
-                false => {
-                    let alone = self.builtin_alone("stage", n, raw);
-                    crate::steps::stage::validate(self, n, st, unset).filter(|_| alone)
-                }
-                .map(|(s, i, o)| (Step::Stage(s), i, o)),
-            })
-        } else if let Some(m) = &raw.manifest {
-            Some(match m.damaged {
-                true => self.vars_only(m, unset),
-                false => {
-                    let alone = self.builtin_alone("manifest", n, raw);
-                    crate::steps::manifest::validate(self, n, m, unset).filter(|_| alone)
-                }
-                .map(|(s, i, o)| (Step::Manifest(s), i, o)),
-            })
-        } else {
-            raw.fetch.as_ref().map(|f| match f.damaged {
-                true => self.vars_only(f, unset),
-                false => {
-                    let alone = self.builtin_alone("fetch", n, raw);
-                    crate::steps::fetch::validate(self, n, f, unset).filter(|_| alone)
-                }
-                .map(|(s, o)| (Step::Fetch(s), Vec::new(), o)),
-            })
-        };
+        // At most one built-in kind; `builtin_alone` reports any other step keys beside it.
+        let builtin = self.builtin_step(n, raw, &mut unset_vars);
         if let Some(built) = builtin {
             let (step, inputs, outputs) = match built {
                 Some((step, inputs, into)) => (Some(step), inputs, vec![into]),
@@ -528,63 +481,9 @@ impl Validator<'_> {
         }
 
         let step = match &raw.run {
-            Some(run) => {
-                let command = self.expand(run, n, &mut unset_vars);
-                let depfile = raw.depfile.as_ref();
-                let env = raw
-                    .env
-                    .iter()
-                    .flatten()
-                    .map(|(k, v)| (k.value.clone(), self.expand(v, n, &mut unset_vars)))
-                    .collect();
-                // gvbuild's own credentials never reach a step, whatever the file says.
-                for p in raw.pass_env.iter().flatten().filter(|p| is_credential(&p.value)) {
-                    self.invalid(
-                        format!(
-                            "`{}` holds gvbuild's credentials for the remote cache; no step may read it",
-                            p.value
-                        ),
-                        &p.referenced,
-                        "a credential of gvbuild's",
-                        "gvbuild never hands its GVBUILD_REMOTE_HEADER* values to a step; give the step a \
-                         credential of its own under another name",
-                    );
-                }
-                let pass_env = raw.pass_env.iter().flatten().map(|p| p.value.clone()).collect();
-                let tools = raw.tools.iter().flatten().map(|t| self.expand(t, n, &mut unset_vars)).collect();
-                Some((crate::steps::run::RunStep { command, depfile: None, env, pass_env, tools }, depfile))
-            }
+            Some(run) => Some(self.run_step(n, raw, run, &mut unset_vars)),
             None => {
-                let group_fields: [(&str, Option<&serde_saphyr::Location>); 10] = [
-                    ("inputs", raw.inputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
-                    ("outputs", raw.outputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
-                    ("depfile", raw.depfile.as_ref().map(|s| &s.referenced)),
-                    ("env", raw.env.as_ref().and_then(|m| m.keys().next()).map(|s| &s.referenced)),
-                    ("pass_env", raw.pass_env.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
-                    ("tools", raw.tools.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
-                    ("cache", raw.cache.as_ref().map(|s| &s.referenced)),
-                    ("restore", raw.restore.as_ref().map(|s| &s.referenced)),
-                    ("platform", raw.platform.as_ref().and_then(|m| m.keys().next()).map(|s| &s.referenced)),
-                    ("deps", None),
-                ];
-                // In a damaged target the step may be what was written wrongly (`runn:`).
-                for (field, loc) in group_fields.into_iter().filter(|_| !raw.damaged) {
-                    if let Some(loc) = loc {
-                        self.errors.push(ConfigError::GroupField {
-                            target: n.into(),
-                            field: field.into(),
-                            src: self.src.named(),
-                            span: Span::of(loc).into(),
-                        });
-                    }
-                }
-                if deps.is_empty() && !raw.damaged {
-                    self.errors.push(ConfigError::EmptyTarget {
-                        target: n.into(),
-                        src: self.src.named(),
-                        span: span.into(),
-                    });
-                }
+                self.group(n, raw, span, deps.is_empty());
                 None
             }
         };
@@ -629,6 +528,122 @@ impl Validator<'_> {
             restore: raw.restore.as_ref().map(|r| r.value).unwrap_or_default(),
             platform,
             unset_vars,
+        }
+    }
+
+    /// A target's built-in step, dispatched to its kind: `None` when it has none (a `run:`
+    /// step or a group), `Some(None)` when the step is wrong (reported).
+    #[allow(clippy::type_complexity)]
+    fn builtin_step(
+        &mut self,
+        n: &str,
+        raw: &RawTarget,
+        unset: &mut Vec<(String, Span)>,
+    ) -> Option<Option<(Step, Vec<PathSpec>, PathSpec)>> {
+        use crate::steps::{fetch, image, manifest, stage, task};
+        Some(if let Some(k) = &raw.task {
+            self.kind(n, raw, "task", k, k.damaged, unset, |v, k, u| task::validate(v, n, k, u))
+                .map(|(s, i, o)| (Step::Task(s), i, o))
+        } else if let Some(k) = &raw.image {
+            self.kind(n, raw, "image", k, k.damaged, unset, |v, k, u| image::validate(v, n, k, u))
+                .map(|(s, i, o)| (Step::Image(s), i, o))
+        } else if let Some(k) = &raw.stage {
+            self.kind(n, raw, "stage", k, k.damaged, unset, |v, k, u| stage::validate(v, n, k, u))
+                .map(|(s, i, o)| (Step::Stage(s), i, o))
+        } else if let Some(k) = &raw.manifest {
+            self.kind(n, raw, "manifest", k, k.damaged, unset, |v, k, u| manifest::validate(v, n, k, u))
+                .map(|(s, i, o)| (Step::Manifest(s), i, o))
+        } else if let Some(k) = &raw.fetch {
+            self.kind(n, raw, "fetch", k, k.damaged, unset, |v, k, u| fetch::validate(v, n, k, u))
+                .map(|(s, o)| (Step::Fetch(s), Vec::new(), o))
+        } else {
+            return None;
+        })
+    }
+
+    /// One kind's step: a damaged one (reading reported something in it, see
+    /// [`crate::yaml::read`]) is checked only for its vars; else it must stand alone, and its
+    /// kind's `validate` checks its fields.
+    #[allow(clippy::too_many_arguments)]
+    fn kind<R: Strings, S>(
+        &mut self,
+        n: &str,
+        raw: &RawTarget,
+        kind: &str,
+        fields: &R,
+        damaged: bool,
+        unset: &mut Vec<(String, Span)>,
+        validate: impl FnOnce(&mut Validator, &R, &mut Vec<(String, Span)>) -> Option<S>,
+    ) -> Option<S> {
+        if damaged {
+            return self.vars_only(fields, unset);
+        }
+        let alone = self.builtin_alone(kind, n, raw);
+        validate(self, fields, unset).filter(|_| alone)
+    }
+
+    /// A `run:` step's fields (its inputs, outputs and depfile are read by the caller), and the
+    /// depfile as written.
+    fn run_step<'r>(
+        &mut self,
+        n: &str,
+        raw: &'r RawTarget,
+        run: &Spanned<String>,
+        unset: &mut Vec<(String, Span)>,
+    ) -> (crate::steps::run::RunStep, Option<&'r Spanned<String>>) {
+        let command = self.expand(run, n, unset);
+        let depfile = raw.depfile.as_ref();
+        let env =
+            raw.env.iter().flatten().map(|(k, v)| (k.value.clone(), self.expand(v, n, unset))).collect();
+        // gvbuild's own credentials never reach a step, whatever the file says.
+        for p in raw.pass_env.iter().flatten().filter(|p| is_credential(&p.value)) {
+            self.invalid(
+                format!(
+                    "`{}` holds gvbuild's credentials for the remote cache; no step may read it",
+                    p.value
+                ),
+                &p.referenced,
+                "a credential of gvbuild's",
+                "gvbuild never hands its GVBUILD_REMOTE_HEADER* values to a step; give the step a \
+                 credential of its own under another name",
+            );
+        }
+        let pass_env = raw.pass_env.iter().flatten().map(|p| p.value.clone()).collect();
+        let tools = raw.tools.iter().flatten().map(|t| self.expand(t, n, unset)).collect();
+        (crate::steps::run::RunStep { command, depfile: None, env, pass_env, tools }, depfile)
+    }
+
+    /// A group (no step): it has deps and none of a step's fields.
+    fn group(&mut self, n: &str, raw: &RawTarget, span: Span, no_deps: bool) {
+        let group_fields: [(&str, Option<&serde_saphyr::Location>); 10] = [
+            ("inputs", raw.inputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+            ("outputs", raw.outputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+            ("depfile", raw.depfile.as_ref().map(|s| &s.referenced)),
+            ("env", raw.env.as_ref().and_then(|m| m.keys().next()).map(|s| &s.referenced)),
+            ("pass_env", raw.pass_env.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+            ("tools", raw.tools.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+            ("cache", raw.cache.as_ref().map(|s| &s.referenced)),
+            ("restore", raw.restore.as_ref().map(|s| &s.referenced)),
+            ("platform", raw.platform.as_ref().and_then(|m| m.keys().next()).map(|s| &s.referenced)),
+            ("deps", None),
+        ];
+        // In a damaged target the step may be what was written wrongly (`runn:`).
+        for (field, loc) in group_fields.into_iter().filter(|_| !raw.damaged) {
+            if let Some(loc) = loc {
+                self.errors.push(ConfigError::GroupField {
+                    target: n.into(),
+                    field: field.into(),
+                    src: self.src.named(),
+                    span: Span::of(loc).into(),
+                });
+            }
+        }
+        if no_deps && !raw.damaged {
+            self.errors.push(ConfigError::EmptyTarget {
+                target: n.into(),
+                src: self.src.named(),
+                span: span.into(),
+            });
         }
     }
 
