@@ -136,15 +136,23 @@ struct RemoteArgs {
     remote_exec_fallback: bool,
 }
 
+/// A command-line value clap's parsers refuse, with what to write instead.
+#[derive(Debug, thiserror::Error)]
+enum ArgError {
+    #[error("`{0}` is not a platform property name (printable ASCII without spaces or `=`)")]
+    PlatformName(String),
+    #[error("write NAME=VALUE, for example `os=debian-12`")]
+    PlatformForm,
+    #[error("-j takes the number of commands to run at once: 1 or more, or 0 for no limit (got `{0}`)")]
+    Jobs(String),
+}
+
 /// `--platform NAME=VALUE`.
-fn parse_platform(s: &str) -> Result<(String, String), String> {
+fn parse_platform(s: &str) -> Result<(String, String), ArgError> {
     match s.split_once('=') {
         Some((k, v)) if crate::config::is_platform_name(k) => Ok((k.to_string(), v.to_string())),
-        Some((k, _)) => Err(format!(
-            "`{}` is not a platform property name (printable ASCII without spaces or `=`)",
-            k.escape_debug()
-        )),
-        None => Err("write NAME=VALUE, for example `os=debian-12`".into()),
+        Some((k, _)) => Err(ArgError::PlatformName(k.escape_debug().to_string())),
+        None => Err(ArgError::PlatformForm),
     }
 }
 
@@ -303,10 +311,8 @@ impl BuildArgs {
 }
 
 /// `-j N`: a count of commands, 0 for no limit.
-fn parse_jobs(s: &str) -> Result<usize, String> {
-    s.parse::<usize>().map_err(|_| {
-        format!("-j takes the number of commands to run at once: 1 or more, or 0 for no limit (got `{s}`)")
-    })
+fn parse_jobs(s: &str) -> Result<usize, ArgError> {
+    s.parse::<usize>().map_err(|_| ArgError::Jobs(s.to_string()))
 }
 
 impl BuildArgs {
@@ -1380,7 +1386,7 @@ fn open_servers(
                     fallback: remote_args.remote_exec_fallback,
                 },
             )
-            .map_err(Error::Usage)?;
+            .map_err(|e| Error::Usage(e.to_string()))?;
             (exec.active().then_some(exec), warning)
         }
         None => (None, None),

@@ -22,6 +22,7 @@
 //! SIGINT and SIGTERM kill the process groups of running steps; the scheduler then stops
 //! starting steps, folds what finished into the state and exits with status 130.
 
+pub mod error;
 pub mod explain;
 pub mod remote_exec;
 pub mod report;

@@ -45,6 +45,7 @@ use std::time::Duration;
 use prost::Message;
 use sha2::Digest as _;
 
+use super::error::{EngineError, InputRootError, StepError};
 use super::Ctx;
 use crate::cache::remote::grpc::{BlobSource, ExecFailure, GrpcOptions, GrpcStore};
 use crate::cache::remote::{reapi, shown_url, Platform, Remote, RemoteError};
@@ -89,7 +90,7 @@ pub struct RemoteExec {
 /// Why a remote run gave no result.
 pub enum RemoteRunError {
     /// The step failed (its command, or the engine refused it): as a local failure.
-    Step(String),
+    Step(StepError),
     /// The engine failed; with the fallback the step runs locally.
     Engine(String),
 }
@@ -103,7 +104,7 @@ impl RemoteExec {
     /// Connect and ask the engine's capabilities. `Err` is a usage error, or an engine that
     /// cannot be reached without `--remote-exec-fallback`; with it, an unreachable engine
     /// gives a warning (the second value) and every step runs locally.
-    pub fn open(cache: &Cache, o: ExecOptions) -> Result<(RemoteExec, Option<String>), String> {
+    pub fn open(cache: &Cache, o: ExecOptions) -> Result<(RemoteExec, Option<String>), EngineError> {
         let shown = shown_url(&o.url);
         let mut engine = GrpcStore::new(GrpcOptions {
             url: &o.url,
@@ -112,12 +113,8 @@ impl RemoteExec {
             client_cert: o.client_cert.as_deref(),
             client_key: o.client_key.as_deref(),
             timeout: o.timeout,
-        })
-        .map_err(|e| e.to_string().replace("--remote-cache", "--remote-exec"))?;
-        let reached = match engine
-            .check(&shown)
-            .map_err(|e| e.to_string().replace("--remote-cache", "--remote-exec"))?
-        {
+        })?;
+        let reached = match engine.check(&shown)? {
             Ok(()) => engine.exec_enabled(),
             Err(e) => Err(e),
         };
@@ -136,10 +133,7 @@ impl RemoteExec {
         };
         match reached {
             Ok(true) => Ok((exec(false), None)),
-            Ok(false) => Err(format!(
-                "--remote-exec {shown}: the server does not execute (its capabilities have no enabled \
-                 execution with SHA-256); use --remote-cache for a cache-only server"
-            )),
+            Ok(false) => Err(EngineError::NoExecution(shown)),
             Err(e) if o.fallback => Ok((
                 exec(true),
                 Some(format!(
@@ -147,10 +141,7 @@ impl RemoteExec {
                      locally (--remote-exec-fallback)"
                 )),
             )),
-            Err(e) => Err(format!(
-                "cannot reach the remote-execution engine {shown}: {e}; check the URL, or add \
-                 --remote-exec-fallback to build locally while it is down"
-            )),
+            Err(cause) => Err(EngineError::Unreachable { engine: shown, cause }),
         }
     }
 
@@ -214,7 +205,8 @@ impl RemoteExec {
         log: &Path,
     ) -> Result<Shipped, RemoteRunError> {
         let step_err = RemoteRunError::Step;
-        let (root_digest, mut blobs, shipped) = self.input_root(ctx, t, run, parts).map_err(step_err)?;
+        let (root_digest, mut blobs, shipped) =
+            self.input_root(ctx, t, run, parts).map_err(|e| step_err(e.into()))?;
         let platform = action_platform(ctx, t, run).map_err(RemoteRunError::Step)?;
         let properties: Vec<reapi::platform::Property> = platform
             .iter()
@@ -285,7 +277,7 @@ impl RemoteExec {
         let response = loop {
             match self.engine.upload_missing(&blobs, &lost) {
                 Ok(_) => {}
-                Err(RemoteError::Changed(e)) => return Err(RemoteRunError::Step(e)),
+                Err(RemoteError::Changed(e)) => return Err(RemoteRunError::Step(StepError::Changed(e))),
                 Err(e) => {
                     return Err(self.engine_failed(&format!("uploading the inputs of `{}`: {e}", t.name)))
                 }
@@ -295,10 +287,11 @@ impl RemoteExec {
                 Err(ExecFailure::Interrupted) => return Ok(Shipped { files: shipped }),
                 Err(ExecFailure::Engine(e)) => return Err(self.engine_failed(&e.to_string())),
                 Err(ExecFailure::Refused { code, message }) => {
-                    return Err(RemoteRunError::Step(format!(
-                        "the remote-execution engine {} refused the action ({code}): {message}",
-                        self.shown
-                    )))
+                    return Err(RemoteRunError::Step(StepError::Refused {
+                        engine: self.shown.clone(),
+                        code: code.to_string(),
+                        message,
+                    }))
                 }
                 Err(ExecFailure::Missing(gone)) if tries < RESENDS => {
                     tries += 1;
@@ -332,10 +325,11 @@ impl RemoteExec {
         let stderr = remote
             .log_blob(&ctx.cache, result.stderr_digest.as_ref(), &result.stderr_raw)
             .map_err(|e| self.engine_failed(&format!("the stderr of `{}`: {e}", t.name)))?;
-        write_log(&ctx.cache, log, [stdout, stderr].iter().flatten())
-            .map_err(|e| RemoteRunError::Step(format!("cannot write {}: {e}", log.display())))?;
+        write_log(&ctx.cache, log, [stdout, stderr].iter().flatten()).map_err(|source| {
+            RemoteRunError::Step(StepError::WriteLog { path: log.display().to_string(), source })
+        })?;
         if result.exit_code != 0 {
-            return Err(RemoteRunError::Step(format!("the command exited with status {}", result.exit_code)));
+            return Err(RemoteRunError::Step(StepError::Exit(result.exit_code)));
         }
         // As a local run says it: an output the command did not write.
         for o in &parts.step.outputs {
@@ -343,7 +337,7 @@ impl RemoteExec {
                 || result.output_symlinks.iter().any(|l| &l.path == o)
                 || result.output_directories.iter().any(|d| &d.path == o);
             if !named {
-                return Err(RemoteRunError::Step(format!("declared output `{o}` was not created")));
+                return Err(RemoteRunError::Step(StepError::OutputMissing(o.to_string())));
             }
         }
         let outputs = parts.output_paths();
@@ -351,8 +345,9 @@ impl RemoteExec {
             .outputs_of(&ctx.cache, &result, &outputs)
             .map_err(|e| self.engine_failed(&format!("the outputs of `{}`: {e}", t.name)))?;
         let entry = crate::cache::ActionEntry::new(tree, None);
-        super::restore::restore(ctx, t, &outputs, &entry)
-            .map_err(|e| RemoteRunError::Step(format!("cannot write the outputs of `{}`: {e}", t.name)))?;
+        super::restore::restore(ctx, t, &outputs, &entry).map_err(|source| {
+            RemoteRunError::Step(StepError::WriteOutputs { target: t.name.clone(), source })
+        })?;
         Ok(Shipped { files: shipped })
     }
 
@@ -365,7 +360,7 @@ impl RemoteExec {
         t: &Target,
         run: &RunStep,
         parts: &KeyParts,
-    ) -> Result<(reapi::Digest, Vec<(reapi::Digest, BlobSource)>, BTreeSet<String>), String> {
+    ) -> Result<(reapi::Digest, Vec<(reapi::Digest, BlobSource)>, BTreeSet<String>), InputRootError> {
         let root = ctx.root.as_path();
         let me = ctx.graph.lookup(&t.name);
         // Every step this one depends on, directly or not: a local step sees all their outputs.
@@ -394,7 +389,7 @@ impl RemoteExec {
                         exec: bool,
                         b3: Digest,
                         size: u64|
-         -> Result<(), String> {
+         -> Result<(), InputRootError> {
             let sha = self.sha256_of(ctx, &root.join(p), &b3)?;
             tree.insert(p, Node::File { sha, size, exec, path: root.join(p) })?;
             shipped.insert(p.to_string());
@@ -451,8 +446,9 @@ impl RemoteExec {
         for &d in &deps {
             let dep = ctx.graph.target(d);
             let outputs: Vec<String> = dep.outputs.iter().map(|o| o.path.clone()).collect();
-            let got = OutputTree::collect(root, &outputs, &ctx.stat)
-                .map_err(|e| format!("the outputs of `{}`, an input of `{}`: {e}", dep.name, t.name))?;
+            let got = OutputTree::collect(root, &outputs, &ctx.stat).map_err(|source| {
+                InputRootError::DepOutputs { dep: dep.name.clone(), target: t.name.clone(), source }
+            })?;
             for f in &got.files {
                 add_file(&mut tree, &mut shipped, &f.path, f.exec, f.digest, f.size)?;
             }
@@ -494,12 +490,7 @@ impl RemoteExec {
                         extra.insert(rel.to_string());
                     }
                     if extra.len() > MAX_DISCOVERABLE {
-                        return Err(format!(
-                            "the folders `{}` may read from (its inputs' and its include folders) hold more \
-                             than {MAX_DISCOVERABLE} files, too many to ship to a worker; declare its \
-                             inputs file by file, or narrow its `-I` folders",
-                            t.name
-                        ));
+                        return Err(InputRootError::TooManyDiscoverable(t.name.clone()));
                     }
                 }
             }
@@ -529,7 +520,7 @@ impl RemoteExec {
     }
 
     /// A file's SHA-256: beside its blob in the local cache, else read once per build.
-    fn sha256_of(&self, ctx: &Ctx, path: &Path, b3: &Digest) -> Result<[u8; 32], String> {
+    fn sha256_of(&self, ctx: &Ctx, path: &Path, b3: &Digest) -> Result<[u8; 32], InputRootError> {
         let b3_want = b3;
         if let Some(sha) = self.sha.lock().ok().and_then(|m| m.get(b3).copied()) {
             return Ok(sha);
@@ -538,13 +529,15 @@ impl RemoteExec {
             Some(sha) => sha,
             None => {
                 // Read once for both digests: the bytes hashed here must be those keyed.
-                let mut f =
-                    std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let mut f = std::fs::File::open(path)
+                    .map_err(|source| InputRootError::Read { path: path.display().to_string(), source })?;
                 let (mut sha, mut b3) = (sha2::Sha256::new(), blake3::Hasher::new());
                 let mut buf = vec![0u8; 1 << 16];
                 loop {
-                    let n = std::io::Read::read(&mut f, &mut buf)
-                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    let n = std::io::Read::read(&mut f, &mut buf).map_err(|source| InputRootError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
                     if n == 0 {
                         break;
                     }
@@ -552,11 +545,7 @@ impl RemoteExec {
                     b3.update(&buf[..n]);
                 }
                 if b3.finalize().as_bytes() != b3_want {
-                    return Err(format!(
-                        "{} changed while the build ran (it no longer has the digest it was keyed with); \
-                         build again",
-                        path.display()
-                    ));
+                    return Err(InputRootError::FileChanged(path.display().to_string()));
                 }
                 sha.finalize().into()
             }
@@ -593,16 +582,14 @@ fn write_log<'a>(cache: &Cache, log: &Path, blobs: impl Iterator<Item = &'a Dige
 
 /// The text of the symlink `link` (a project path), checked against the identity its key
 /// holds: a link changed since keying is an error, never shipped under the old key.
-fn link_text(root: &Path, link: &str, id: &FileId) -> Result<String, String> {
+fn link_text(root: &Path, link: &str, id: &FileId) -> Result<String, InputRootError> {
     let abs = root.join(link);
-    let target = std::fs::read_link(&abs).map_err(|e| format!("cannot read the symlink {link}: {e}"))?;
+    let target = std::fs::read_link(&abs)
+        .map_err(|source| InputRootError::ReadLink { link: link.to_string(), source })?;
     if crate::fingerprint::inputs::link_id(&abs).ok().as_ref() != Some(id) {
-        return Err(format!("the symlink {link} changed while the build ran; build again"));
+        return Err(InputRootError::LinkChanged(link.to_string()));
     }
-    target
-        .to_str()
-        .map(str::to_string)
-        .ok_or_else(|| format!("the symlink {link} leads to a name that is not UTF-8"))
+    target.to_str().map(str::to_string).ok_or_else(|| InputRootError::LinkName(link.to_string()))
 }
 
 /// Times the inputs an engine lost are uploaded again before the step counts as the engine's
@@ -610,7 +597,7 @@ fn link_text(root: &Path, link: &str, id: &FileId) -> Result<String, String> {
 const RESENDS: usize = 3;
 
 /// Files a depfile step's first remote run may ship beyond what it declares.
-const MAX_DISCOVERABLE: usize = 50_000;
+pub(super) const MAX_DISCOVERABLE: usize = 50_000;
 
 /// A command's include folder as a project folder (`""` for the project folder itself), or
 /// `None` when it is absolute (the worker's) or climbs out with `..`.
@@ -638,7 +625,7 @@ pub fn remote_kind(platform: &Platform) -> String {
 
 /// A remote step's tools, keyed: the identity its platform gives (`tool:NAME`), else the
 /// client's own tool's. `Err` says how to name a tool the client lacks.
-pub fn remote_tools(ctx: &Ctx, t: &Target, run: &RunStep) -> Result<BTreeMap<String, ToolId>, String> {
+pub fn remote_tools(ctx: &Ctx, t: &Target, run: &RunStep) -> Result<BTreeMap<String, ToolId>, StepError> {
     let platform = ctx.platform_of(t);
     let mut tools = BTreeMap::new();
     for name in &run.tools {
@@ -648,12 +635,10 @@ pub fn remote_tools(ctx: &Ctx, t: &Target, run: &RunStep) -> Result<BTreeMap<Str
                 digest: *blake3::hash(identity.as_bytes()).as_bytes(),
                 version: format!("{identity} (the workers', from the platform)"),
             },
-            None => ctx.tools.identify(name, &ctx.root, &ctx.stat).map_err(|e| {
-                format!(
-                    "{e}. With --remote-exec, a tool this machine lacks is named by the identity the \
-                     workers have: --platform {prop}=IDENTITY (`gvbuild worker --tool` prints it)"
-                )
-            })?,
+            None => ctx
+                .tools
+                .identify(name, &ctx.root, &ctx.stat)
+                .map_err(|source| StepError::RemoteTool { source, property: prop.clone() })?,
         };
         tools.insert(name.clone(), id);
     }
@@ -661,12 +646,12 @@ pub fn remote_tools(ctx: &Ctx, t: &Target, run: &RunStep) -> Result<BTreeMap<Str
 }
 
 /// The action's platform: the step's properties and a `tool:NAME` identity per tool.
-fn action_platform(ctx: &Ctx, t: &Target, run: &RunStep) -> Result<Platform, String> {
+fn action_platform(ctx: &Ctx, t: &Target, run: &RunStep) -> Result<Platform, StepError> {
     let mut platform = ctx.platform_of(t);
     for name in &run.tools {
         let prop = tool_property(name);
         if let std::collections::btree_map::Entry::Vacant(e) = platform.entry(prop) {
-            e.insert(ctx.tools.identify(name, &ctx.root, &ctx.stat).map_err(|e| e.to_string())?.identity());
+            e.insert(ctx.tools.identify(name, &ctx.root, &ctx.stat)?.identity());
         }
     }
     Ok(platform)
@@ -701,29 +686,27 @@ struct Folder {
 
 impl Folder {
     /// The folder at project path `dir`, made as needed.
-    fn folder(&mut self, dir: &str) -> Result<&mut Folder, String> {
+    fn folder(&mut self, dir: &str) -> Result<&mut Folder, InputRootError> {
         let mut here = self;
         for name in dir.split('/').filter(|n| !n.is_empty()) {
             let node =
                 here.entries.entry(name.to_string()).or_insert_with(|| Node::Folder(Folder::default()));
             here = match node {
                 Node::Folder(f) => f,
-                _ => return Err(format!("`{dir}` is both a file and a folder among the step's inputs")),
+                _ => return Err(InputRootError::FileAndFolder(dir.to_string())),
             };
         }
         Ok(here)
     }
 
-    fn insert(&mut self, path: &str, node: Node) -> Result<(), String> {
+    fn insert(&mut self, path: &str, node: Node) -> Result<(), InputRootError> {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
         if name.is_empty() || name == "." || name == ".." {
-            return Err(format!("`{path}` cannot be part of an input root"));
+            return Err(InputRootError::BadName(path.to_string()));
         }
         let folder = self.folder(dir)?;
         match folder.entries.get(name) {
-            Some(Node::Folder(_)) => {
-                Err(format!("`{path}` is both a file and a folder among the step's inputs"))
-            }
+            Some(Node::Folder(_)) => Err(InputRootError::FileAndFolder(path.to_string())),
             _ => {
                 folder.entries.insert(name.to_string(), node);
                 Ok(())

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
+use super::error::StepError;
 use super::explain::{self, Reason};
 use super::restore::{clear_outputs, restore};
 use super::{remote_exec, Ctx, Outcome};
@@ -92,9 +93,9 @@ impl Done {
         Done::new(Outcome::Ran)
     }
 
-    fn failed(msg: String) -> Done {
+    fn failed(e: StepError) -> Done {
         let mut d = Done::new(Outcome::Failed);
-        d.error = Some(msg);
+        d.error = Some(e.to_string());
         d
     }
 }
@@ -177,12 +178,12 @@ fn fingerprint<'a>(
     t: &'a Target,
     step: &'a Step,
     deps: BTreeMap<Cow<'a, str>, Digest>,
-) -> Result<KeyParts<'a>, String> {
+) -> Result<KeyParts<'a>, StepError> {
     let root = ctx.root.as_path();
     let outputs: Vec<Cow<'a, str>> = t.outputs.iter().map(|o| Cow::Borrowed(o.path.as_str())).collect();
     let Some(run) = step.as_run() else {
         // A built-in kind keys itself: what it does, the files and tools it reads.
-        let k = with_env(ctx, t, Path::new(""), None, |env| step.kind_key(env))?;
+        let k = with_env(ctx, t, Path::new(""), None, |env| step.kind_key(env)).map_err(StepError::Kind)?;
         return Ok(KeyParts {
             version: KEY_VERSION,
             step: StepDef { kind: k.kind.into(), command: k.command.into(), outputs, depfile: None },
@@ -194,8 +195,7 @@ fn fingerprint<'a>(
         });
     };
     let mut empty = Vec::new();
-    let inputs = inputs::resolve_noting_empty_globs(root, &t.inputs, &ctx.stat, &mut empty)
-        .map_err(|e| e.to_string())?;
+    let inputs = inputs::resolve_noting_empty_globs(root, &t.inputs, &ctx.stat, &mut empty)?;
     if !empty.is_empty() {
         if let Ok(mut w) = ctx.glob_warnings.lock() {
             w.extend(empty.into_iter().map(|g| (t.name.clone(), g)));
@@ -214,7 +214,7 @@ fn fingerprint<'a>(
     } else {
         let mut tools = BTreeMap::new();
         for name in &run.tools {
-            let id = ctx.tools.identify(name, root, &ctx.stat).map_err(|e| e.to_string())?;
+            let id = ctx.tools.identify(name, root, &ctx.stat)?;
             tools.insert(name.clone(), id);
         }
         tools
@@ -247,7 +247,7 @@ fn full_for(
     step: &Step,
     first: Digest,
     list: &[String],
-) -> Result<(Digest, BTreeMap<String, FileId>), String> {
+) -> Result<(Digest, BTreeMap<String, FileId>), StepError> {
     if !step.discovers() {
         return Ok((first, BTreeMap::new()));
     }
@@ -256,8 +256,7 @@ fn full_for(
         // A worker's own folders are not the client's to key.
         dirs.retain(|d| !d.starts_with('/'));
     }
-    let ids = discovered::identities(&ctx.root, list, &dirs, &ctx.stat)
-        .map_err(|e| format!("cannot read a discovered input: {e}"))?;
+    let ids = discovered::identities(&ctx.root, list, &dirs, &ctx.stat).map_err(StepError::DiscoveredRead)?;
     Ok((full_key(&first, &ids), ids))
 }
 
@@ -276,18 +275,18 @@ fn runs_remotely(ctx: &Ctx, step: &Step) -> bool {
 
 /// A discovered file that another target declares as its output, read without a dependency
 /// path to that target: its content depended on the order the steps happened to run in.
-fn unordered_read(ctx: &Ctx, t: &Target, list: &[String], how: &str) -> Result<(), String> {
+fn unordered_read(ctx: &Ctx, t: &Target, list: &[String], how: &str) -> Result<(), StepError> {
     let Some(me) = ctx.graph.lookup(&t.name) else { return Ok(()) };
     for p in discovered::files(list).filter(|p| !p.starts_with('/')) {
         let Some(producer) = ctx.producer_of(p) else { continue };
         if producer != me && !ctx.graph.depends_on(me, producer) {
             let other = &ctx.graph.target(producer).name;
-            return Err(format!(
-                "`{}` read `{p}` ({how}), which target `{other}` writes, but `{}` does not depend on \
-                 `{other}`: the file it read depended on the order the steps ran in. Add `{other}` to \
-                 its `deps` (or `{p}` to its `inputs`, which infers the dependency)",
-                t.name, t.name
-            ));
+            return Err(StepError::UnorderedRead {
+                target: t.name.clone(),
+                path: p.to_string(),
+                how: how.to_string(),
+                other: other.clone(),
+            });
         }
     }
     Ok(())
@@ -416,7 +415,7 @@ fn find_cached(
     parts: &KeyParts,
     first: Digest,
     record: Option<&Record>,
-) -> Result<Found, String> {
+) -> Result<Found, StepError> {
     let mut lists: Vec<Vec<String>> = Vec::new();
     if step.discovers() {
         lists.extend(record.map(|r| r.discovered.clone()));
@@ -505,7 +504,7 @@ fn restore_hit(
         Err(e) if !e.is_damaged_entry() => {
             // The entry is fine; the project could not take the files (a full disk).
             clear_outputs(&ctx.root, &outputs);
-            let why = format!("cannot restore `{}` from the cache: {e}", t.name);
+            let why = StepError::Restore { target: t.name.clone(), source: e };
             return Restored::Done(Box::new(Done::failed(why)));
         }
         Err(e) => {
@@ -566,13 +565,13 @@ fn finish_run(
     let ran = match execute(ctx, t, step, &parts, &log, &mut done) {
         Ok(ran) => ran,
         Err(e) => {
-            done.error = Some(e);
+            done.error = Some(e.to_string());
             return done;
         }
     };
     warnings.extend(ran.warnings);
     if ctx.interrupted.load(Ordering::SeqCst) {
-        done.error = Some("interrupted".into());
+        done.error = Some(StepError::Interrupted.to_string());
         clear_outputs(root, outputs);
         return done;
     }
@@ -613,7 +612,7 @@ fn finish_run(
         }
         Err(e) => {
             done.outcome = Outcome::Failed;
-            done.error = Some(e);
+            done.error = Some(e.to_string());
             return done;
         }
     };
@@ -648,7 +647,7 @@ fn execute(
     parts: &KeyParts,
     log: &Path,
     done: &mut Done,
-) -> Result<Execution, String> {
+) -> Result<Execution, StepError> {
     let mut ran = Execution {
         warnings: Vec::new(),
         found: Vec::new(),
@@ -682,7 +681,7 @@ fn execute(
         Err(failed) => {
             done.command = failed.command;
             clear_outputs(&ctx.root, &parts.output_paths());
-            Err(failed.message)
+            Err(StepError::Kind(failed.message))
         }
     }
 }
@@ -767,7 +766,7 @@ fn discovered_after_run(
     outputs: &[String],
     started: SystemTime,
     shipped: Option<&std::collections::BTreeSet<String>>,
-) -> Result<AfterRun, String> {
+) -> Result<AfterRun, StepError> {
     let root = ctx.root.as_path();
     // (name, where it was named) for each discovered file.
     let raw: Vec<(String, String)> = match step.depfile() {
@@ -775,23 +774,20 @@ fn discovered_after_run(
             .iter()
             .map(|p| match p.to_str() {
                 Some(s) => Ok((s.to_string(), "a library of `libs_for`".to_string())),
-                None => Err(format!("library {} has a name that is not UTF-8", p.display())),
+                None => Err(StepError::LibraryName(p.display().to_string())),
             })
             .collect::<Result<_, _>>()?,
         Some(dep) => {
             let bytes = fs::read(root.join(dep))
-                .map_err(|e| format!("the step did not write its depfile {dep}: {e}"))?;
-            let parsed = depfile::parse(&bytes).map_err(|e| format!("cannot read depfile {dep}: {e}"))?;
+                .map_err(|source| StepError::NoDepfile { depfile: dep.clone(), source })?;
+            let parsed = depfile::parse(&bytes)
+                .map_err(|source| StepError::BadDepfile { depfile: dep.clone(), source })?;
             parsed
                 .inputs
                 .into_iter()
                 .map(|i| match String::from_utf8(i.path) {
                     Ok(s) => Ok((s, format!("depfile {dep} line {}", i.line))),
-                    Err(_) => Err(format!(
-                        "depfile {dep} line {} names a file whose name is not UTF-8; gvbuild keys only \
-                         UTF-8 paths",
-                        i.line
-                    )),
+                    Err(_) => Err(StepError::DepfileName { depfile: dep.clone(), line: i.line }),
                 })
                 .collect::<Result<_, _>>()?
         }
@@ -820,30 +816,21 @@ fn discovered_after_run(
             match inside {
                 None if named.starts_with('/') => continue,
                 Some(p) if outputs.iter().any(|o| &p == o || p.starts_with(&format!("{o}/"))) => continue,
-                Some(p) if !shipped.contains(&p) => {
-                    return Err(format!(
-                        "{whence} names `{named}`, which the remote step's input root did not hold; \
-                         declare it in `inputs` so that it is shipped and keyed"
-                    ))
-                }
+                Some(p) if !shipped.contains(&p) => return Err(StepError::NotShipped { whence, named }),
                 _ => {}
             }
         }
         let Some(p) = project_path(root, &named) else {
-            return Err(format!(
-                "{whence} names `{named}`, which does not exist; depfile paths are read relative to the \
-                 project folder, so write them relative to it or absolute"
-            ));
+            return Err(StepError::DiscoveredMissing { whence, named });
         };
         if outputs.iter().any(|o| &p == o || p.starts_with(&format!("{o}/"))) || !seen.insert(p.clone()) {
             continue;
         }
         let abs = abs_path(root, &p);
-        let meta = fs::metadata(&abs).map_err(|e| {
-            format!(
-                "{whence} names `{named}`, which cannot be read ({e}); a file the command read must \
-                 exist after it ran (depfile paths are relative to the project folder)"
-            )
+        let meta = fs::metadata(&abs).map_err(|source| StepError::DiscoveredUnreadable {
+            whence: whence.clone(),
+            named: named.clone(),
+            source,
         })?;
         // ctime too: `cp -p`, `rsync -a` and `tar x` set an old mtime, but no one sets ctime.
         if meta.modified().is_ok_and(|m| m >= started) || changed_since(&meta, started) {
@@ -919,7 +906,7 @@ enum Ran {
 }
 
 /// Run the step on the remote-execution engine when there is one, else here.
-fn execute_any(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, log: &Path) -> Result<Ran, String> {
+fn execute_any(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, log: &Path) -> Result<Ran, StepError> {
     let Some(rx) = ctx.remote_exec.as_ref() else {
         return execute_run(ctx, t, run, parts, log).map(|()| Ran::Local);
     };
@@ -927,14 +914,16 @@ fn execute_any(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, log: &Pat
         match rx.run(ctx, t, run, parts, log) {
             Ok(s) => return Ok(Ran::Remote(s)),
             Err(remote_exec::RemoteRunError::Step(e)) => return Err(e),
-            Err(remote_exec::RemoteRunError::Engine(e)) if !rx.falls_back() => return Err(e),
+            Err(remote_exec::RemoteRunError::Engine(e)) if !rx.falls_back() => {
+                return Err(StepError::Engine(e))
+            }
             Err(remote_exec::RemoteRunError::Engine(_)) => {}
         }
     }
     execute_run(ctx, t, run, parts, log).map(|()| Ran::FellBack)
 }
 
-fn execute_run(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, log: &Path) -> Result<(), String> {
+fn execute_run(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, log: &Path) -> Result<(), StepError> {
     let live = ctx.opts.verbose.then(|| format!("[{}] ", t.name));
     let spec = RunSpec {
         command: &run.command,
@@ -946,13 +935,13 @@ fn execute_run(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, log: &Pat
     let slot = ctx.slots.acquire();
     let status = run_step::run(&spec, &ctx.jobs);
     drop(slot);
-    let status = status.map_err(|e| format!("could not start /bin/sh: {e}"))?;
+    let status = status.map_err(StepError::Shell)?;
     if ctx.interrupted.load(Ordering::SeqCst) || status.success() {
         return Ok(());
     }
     Err(match status.code() {
-        Some(c) => format!("the command exited with status {c}"),
-        None => "the command was killed by a signal".into(),
+        Some(c) => StepError::Exit(c),
+        None => StepError::Signal,
     })
 }
 
@@ -968,7 +957,7 @@ fn store(
     list: &[String],
     log: &Path,
     has_depfile: bool,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let entry = store_local(ctx, key, first, tree, list, log, has_depfile)?;
     if let Some(remote) = ctx.remote.as_ref().filter(|r| r.writes()) {
         let deps = has_depfile.then(|| (first, ctx.cache.get_dep_lists(&first)));
@@ -985,20 +974,20 @@ fn store_local(
     list: &[String],
     log: &Path,
     has_depfile: bool,
-) -> Result<ActionEntry, String> {
+) -> Result<ActionEntry, StepError> {
     for f in &tree.files {
         match ctx.cache.put_file(&ctx.root.join(&f.path), &f.digest) {
             Ok(true) => {}
-            Ok(false) => return Err(format!("output {} changed while it was being stored", f.path)),
-            Err(e) => return Err(e.to_string()),
+            Ok(false) => return Err(StepError::OutputChanged(f.path.clone())),
+            Err(e) => return Err(e.into()),
         }
     }
     // Most steps print nothing: an empty log is not worth a blob.
     let log_digest = fs::read(log).ok().filter(|b| !b.is_empty()).and_then(|b| ctx.cache.put_bytes(&b).ok());
     let entry = ActionEntry::new(tree.clone(), log_digest);
-    ctx.cache.put_entry(&key, &entry).map_err(|e| e.to_string())?;
+    ctx.cache.put_entry(&key, &entry)?;
     if has_depfile {
-        ctx.cache.add_dep_list(&first, list).map_err(|e| e.to_string())?;
+        ctx.cache.add_dep_list(&first, list)?;
     }
     Ok(entry)
 }
