@@ -714,17 +714,7 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
         }
         Some(Cmd::Libs { elfs, search }) => {
             takes(false, false, "libs")?;
-            let base = std::env::current_dir().unwrap_or_default();
-            match crate::steps::elf::closure(&elfs, &search, &base) {
-                Ok(c) => {
-                    out(&c.to_string());
-                    Ok(0)
-                }
-                Err(e) => {
-                    note(&format!("error: {e}"));
-                    Ok(1)
-                }
-            }
+            libs(&elfs, &search)
         }
         Some(Cmd::Inspect { image, extract, json }) => {
             takes(false, false, "inspect")?;
@@ -754,14 +744,34 @@ pub fn run(args: Vec<OsString>) -> Result<u8, Error> {
         }
         Some(Cmd::Man) => {
             takes(false, false, "man")?;
-            let mut buf = Vec::new();
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-                .render(&mut buf)
-                .map_err(|e| Error::Io(format!("cannot render the man page: {e}")))?;
-            out(&String::from_utf8_lossy(&buf));
-            Ok(0)
+            man()
         }
     }
+}
+
+/// `gvbuild libs`: the shared-library closure of ELF files, one line per library.
+fn libs(elfs: &[PathBuf], search: &[PathBuf]) -> Result<u8, Error> {
+    let base = std::env::current_dir().unwrap_or_default();
+    match crate::steps::elf::closure(elfs, search, &base) {
+        Ok(c) => {
+            out(&c.to_string());
+            Ok(0)
+        }
+        Err(e) => {
+            note(&format!("error: {e}"));
+            Ok(1)
+        }
+    }
+}
+
+/// `gvbuild man`: the man page, rendered from the command line's definition.
+fn man() -> Result<u8, Error> {
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+        .render(&mut buf)
+        .map_err(|e| Error::Io(format!("cannot render the man page: {e}")))?;
+    out(&String::from_utf8_lossy(&buf));
+    Ok(0)
 }
 
 fn inspect(image: &Path, extract: Option<&Path>, json: bool) -> Result<u8, Error> {
@@ -926,39 +936,10 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
         std::env::current_dir().map_err(|e| Error::Io(format!("cannot read the current folder: {e}")))?;
     let base = g.dir.as_ref().map_or_else(|| cwd.clone(), |d| cwd.join(d));
     let here = |p: &Path| base.join(p);
-    // What to boot: an existing file is an image; anything else names a target.
-    let is_file = r.what.as_deref().is_some_and(|w| here(Path::new(w)).is_file());
-    let (image, run_config) = if is_file {
-        (here(Path::new(r.what.as_deref().unwrap_or_default())), None)
-    } else {
-        let p = open_project(g)?;
-        let graph = load_graph(g, &p)?;
-        let name = match (&r.what, &graph.project.default) {
-            (Some(n), _) | (None, Some(n)) => n.clone(),
-            (None, None) => return Err(Error::Usage(
-                "name an image target or an image file: `gvbuild run TARGET` (this project has no `default`)"
-                    .into(),
-            )),
-        };
-        let Some(t) = graph.project.find(&name) else {
-            return Err(match r.what.as_deref().filter(|w| w.contains('/') || w.ends_with(".img")) {
-                Some(w) => Error::Usage(format!("no image file {w} (and no target of that name)")),
-                None => unknown_target(&graph, &name),
-            });
-        };
-        let Some(crate::steps::Step::Image(spec)) = &t.step else {
-            return Err(Error::Usage(format!(
-                "target `{name}` is not an `image:` step; `gvbuild run` boots an image target or an image file"
-            )));
-        };
-        let image = p.root.join(&t.outputs[0].path);
-        let manifest = p.root.join(&spec.manifest);
-        let args = BuildArgs { targets: vec![name.clone()], human_to_stderr: true, ..BuildArgs::default() };
-        let code = build(g, args, remote, true)?;
-        if code != 0 {
-            return Ok(code);
-        }
-        (image, crate::steps::manifest::RunConfig::of_manifest(&manifest))
+    let (image, run_config) = match image_to_run(g, &r, remote, &here)? {
+        Ok(found) => found,
+        // The image target's build failed: its status is the run's.
+        Err(code) => return Ok(code),
     };
     let qemu_path = qemu::find(r.qemu.as_deref()).ok_or_else(|| {
         vm::VmError::QemuMissing(r.qemu.as_ref().map_or(qemu::QEMU.into(), |q| q.display().to_string()))
@@ -983,23 +964,7 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
     let into = r.into.as_deref().map_or_else(|| image.with_file_name(format!("{stem}.run")), here);
     let workspace_given = r.workspace.as_deref().map(here);
     check_run_folders(&into, workspace_given.as_deref())?;
-    let mut inputs: Vec<(String, PathBuf)> = Vec::new();
-    for f in r.inputs.iter().map(|f| here(f)) {
-        let Some(name) = f.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-            return Err(Error::Usage(format!("--input {} names no file", f.display())));
-        };
-        if !f.is_file() {
-            return Err(Error::Usage(format!("--input {}: no such file", f.display())));
-        }
-        if let Some((_, first)) = inputs.iter().find(|(n, _)| *n == name) {
-            return Err(Error::Usage(format!(
-                "--input {} and --input {} would both be /workspace/{name}: rename one",
-                first.display(),
-                f.display()
-            )));
-        }
-        inputs.push((name, f));
-    }
+    let inputs = run_inputs(&r, &here)?;
     let (accel, accel_note) =
         qemu::choose_accel(&qemu_path, choice).map_err(|e| Error::Usage(e.to_string()))?;
     if stop.load(Ordering::SeqCst) {
@@ -1057,6 +1022,81 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
     };
     let finished = vm::run_task(&run, &into, &jobs, &stop);
     jobs.finish();
+    report_run(finished, &into)
+}
+
+/// What `gvbuild run` boots: an image file, or an `image:` target (the default one if none is
+/// named), built first, with the RunConfig of its manifest. `Ok(Err(code))` when that build
+/// failed.
+#[allow(clippy::type_complexity)]
+fn image_to_run(
+    g: &GlobalArgs,
+    r: &RunArgs,
+    remote: RemoteArgs,
+    here: &dyn Fn(&Path) -> PathBuf,
+) -> Result<Result<(PathBuf, Option<crate::steps::manifest::RunConfig>), u8>, Error> {
+    // An existing file is an image; anything else names a target.
+    if let Some(w) = r.what.as_deref().filter(|w| here(Path::new(w)).is_file()) {
+        return Ok(Ok((here(Path::new(w)), None)));
+    }
+    let p = open_project(g)?;
+    let graph = load_graph(g, &p)?;
+    let name =
+        match (&r.what, &graph.project.default) {
+            (Some(n), _) | (None, Some(n)) => n.clone(),
+            (None, None) => return Err(Error::Usage(
+                "name an image target or an image file: `gvbuild run TARGET` (this project has no `default`)"
+                    .into(),
+            )),
+        };
+    let Some(t) = graph.project.find(&name) else {
+        return Err(match r.what.as_deref().filter(|w| w.contains('/') || w.ends_with(".img")) {
+            Some(w) => Error::Usage(format!("no image file {w} (and no target of that name)")),
+            None => unknown_target(&graph, &name),
+        });
+    };
+    let Some(crate::steps::Step::Image(spec)) = &t.step else {
+        return Err(Error::Usage(format!(
+            "target `{name}` is not an `image:` step; `gvbuild run` boots an image target or an image file"
+        )));
+    };
+    let image = p.root.join(&t.outputs[0].path);
+    let manifest = p.root.join(&spec.manifest);
+    let args = BuildArgs { targets: vec![name.clone()], human_to_stderr: true, ..BuildArgs::default() };
+    let code = build(g, args, remote, true)?;
+    if code != 0 {
+        return Ok(Err(code));
+    }
+    Ok(Ok((image, crate::steps::manifest::RunConfig::of_manifest(&manifest))))
+}
+
+/// `--input` files, by the name each has in the workspace: each must exist, and no two may
+/// share a name.
+fn run_inputs(r: &RunArgs, here: &dyn Fn(&Path) -> PathBuf) -> Result<Vec<(String, PathBuf)>, Error> {
+    let mut inputs: Vec<(String, PathBuf)> = Vec::new();
+    for f in r.inputs.iter().map(|f| here(f)) {
+        let Some(name) = f.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            return Err(Error::Usage(format!("--input {} names no file", f.display())));
+        };
+        if !f.is_file() {
+            return Err(Error::Usage(format!("--input {}: no such file", f.display())));
+        }
+        if let Some((_, first)) = inputs.iter().find(|(n, _)| *n == name) {
+            return Err(Error::Usage(format!(
+                "--input {} and --input {} would both be /workspace/{name}: rename one",
+                first.display(),
+                f.display()
+            )));
+        }
+        inputs.push((name, f));
+    }
+    Ok(inputs)
+}
+
+/// Say how a run ended: the result's data on stdout, and where the result, its files and the
+/// console are; a failure is the VM's diagnosis, with the console's path.
+fn report_run(finished: Result<crate::vm::Finished, crate::vm::VmError>, into: &Path) -> Result<u8, Error> {
+    use crate::vm;
     let console = into.join(vm::CONSOLE_LOG);
     match finished {
         Ok(f) => {
@@ -1217,6 +1257,29 @@ fn build(
         save_after_build(&ctx, &mut reporter, &p.state_dir);
     }
     timings.mark("save state");
+    warn_empty_globs(&ctx, &mut reporter);
+    reporter.finish(&summary, was_interrupted);
+    timings.report();
+    // The graph, the state and the stat cache are saved: freeing their many small allocations
+    // one by one would cost a no-op build an eighth of its time, for a process about to exit.
+    std::mem::forget(ctx);
+    Ok(exit_code(&summary, was_interrupted))
+}
+
+/// A build's exit status: 130 after Ctrl-C or SIGTERM, 1 when a step failed, was skipped or
+/// was interrupted, else 0.
+fn exit_code(summary: &exec::Summary, interrupted: bool) -> u8 {
+    if interrupted {
+        130
+    } else if summary.failed > 0 || summary.skipped > 0 || summary.interrupted > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+/// One warning per input glob that matched no file, each once.
+fn warn_empty_globs(ctx: &Ctx, reporter: &mut Reporter) {
     if let Ok(mut empty) = ctx.glob_warnings.lock() {
         empty.sort();
         empty.dedup();
@@ -1224,18 +1287,6 @@ fn build(
             reporter.warn(&format!("input glob `{glob}` of target `{target}` matches no file"));
         }
     }
-    reporter.finish(&summary, was_interrupted);
-    timings.report();
-    // The graph, the state and the stat cache are saved: freeing their many small allocations
-    // one by one would cost a no-op build an eighth of its time, for a process about to exit.
-    std::mem::forget(ctx);
-    Ok(if was_interrupted {
-        130
-    } else if summary.failed > 0 || summary.skipped > 0 || summary.interrupted > 0 {
-        1
-    } else {
-        0
-    })
 }
 
 /// Find the project and, unless this is a dry run (which writes nothing at all: no state

@@ -204,50 +204,36 @@ impl RemoteExec {
         parts: &KeyParts,
         log: &Path,
     ) -> Result<Shipped, RemoteRunError> {
-        let step_err = RemoteRunError::Step;
         let (root_digest, mut blobs, shipped) =
-            self.input_root(ctx, t, run, parts).map_err(|e| step_err(e.into()))?;
+            self.input_root(ctx, t, run, parts).map_err(|e| RemoteRunError::Step(e.into()))?;
         let platform = action_platform(ctx, t, run).map_err(RemoteRunError::Step)?;
-        let properties: Vec<reapi::platform::Property> = platform
-            .iter()
-            .map(|(name, value)| reapi::platform::Property { name: name.clone(), value: value.clone() })
-            .collect();
-        let command = reapi::Command {
-            arguments: vec!["/bin/sh".into(), "-ec".into(), run.command.clone()],
-            environment_variables: run
-                .env_with(&parts.pass_env)
-                .into_iter()
-                .map(|(name, value)| reapi::EnvironmentVariable { name, value })
-                .collect(),
-            output_paths: {
-                let mut o: Vec<String> = parts.output_paths();
-                o.sort();
-                o.dedup();
-                o
-            },
-            // Deprecated since REAPI v2.2 (the Action carries it), still read by older engines.
-            #[allow(deprecated)]
-            platform: Some(reapi::Platform { properties: properties.clone() }),
-            ..Default::default()
-        };
-        let command_bytes = command.encode_to_vec();
-        let command_digest = sha_digest(&command_bytes);
-        // A `cache: false` step is never answered from, nor stored in, the engine's action
-        // cache; a forced one (`--rebuild`, `-B`) runs again whatever the engine remembers.
-        let action = reapi::Action {
-            command_digest: Some(command_digest.clone()),
-            input_root_digest: Some(root_digest),
-            platform: Some(reapi::Platform { properties }),
-            do_not_cache: !t.cache,
-            ..Default::default()
-        };
+        let action_digest = encode_action(t, run, parts, root_digest, &platform, &mut blobs);
+        // A `cache: false` step is never answered from the engine's action cache; a forced one
+        // (`--rebuild`, `-B`) runs again whatever the engine remembers.
         let skip_cache_lookup = !t.cache || ctx.opts.forced(&t.name);
-        let action_bytes = action.encode_to_vec();
-        let action_digest = sha_digest(&action_bytes);
-        blobs.push((command_digest, BlobSource::Bytes(command_bytes)));
-        blobs.push((action_digest.clone(), BlobSource::Bytes(action_bytes)));
-
         let _slot = self.slots.acquire();
+        let Some(response) = self.execute(ctx, t, &action_digest, skip_cache_lookup, &blobs, &platform)?
+        else {
+            // Interrupted: the build stops, and says so.
+            return Ok(Shipped { files: shipped });
+        };
+        self.take_result(ctx, t, parts, log, response)?;
+        Ok(Shipped { files: shipped })
+    }
+
+    /// Upload what the engine lacks and execute the action, saying every 30 s what it waits
+    /// for. Inputs the engine lost after they were uploaded (evicted from its CAS) are uploaded
+    /// again and the action sent again, [`RESENDS`] times at most (bazelbuild/bazel#7014).
+    /// `None` when the build was interrupted.
+    fn execute(
+        &self,
+        ctx: &Ctx,
+        t: &Target,
+        action_digest: &reapi::Digest,
+        skip_cache_lookup: bool,
+        blobs: &[(reapi::Digest, BlobSource)],
+        platform: &Platform,
+    ) -> Result<Option<reapi::ExecuteResponse>, RemoteRunError> {
         let waiting = |waited: Duration, queued: bool| {
             let why = if queued {
                 let props: Vec<String> = platform.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -270,21 +256,19 @@ impl RemoteExec {
                 self.shown
             ));
         };
-        // Inputs the engine lost after they were uploaded (evicted from its CAS) are uploaded
-        // again and the action sent again, a bounded number of times (bazelbuild/bazel#7014).
         let mut lost: Vec<reapi::Digest> = Vec::new();
         let mut tries = 0;
-        let response = loop {
-            match self.engine.upload_missing(&blobs, &lost) {
+        loop {
+            match self.engine.upload_missing(blobs, &lost) {
                 Ok(_) => {}
                 Err(RemoteError::Changed(e)) => return Err(RemoteRunError::Step(StepError::Changed(e))),
                 Err(e) => {
                     return Err(self.engine_failed(&format!("uploading the inputs of `{}`: {e}", t.name)))
                 }
             }
-            match self.engine.execute(&action_digest, skip_cache_lookup, &ctx.interrupted, &waiting) {
-                Ok(r) => break r,
-                Err(ExecFailure::Interrupted) => return Ok(Shipped { files: shipped }),
+            match self.engine.execute(action_digest, skip_cache_lookup, &ctx.interrupted, &waiting) {
+                Ok(r) => return Ok(Some(r)),
+                Err(ExecFailure::Interrupted) => return Ok(None),
                 Err(ExecFailure::Engine(e)) => return Err(self.engine_failed(&e.to_string())),
                 Err(ExecFailure::Refused { code, message }) => {
                     return Err(RemoteRunError::Step(StepError::Refused {
@@ -314,7 +298,20 @@ impl RemoteExec {
                     )));
                 }
             }
-        };
+        }
+    }
+
+    /// Take a finished action's result as a local run's: its stdout and stderr into `log`, a
+    /// failed exit as the step's failure, each declared output present, and the outputs written
+    /// into the project.
+    fn take_result(
+        &self,
+        ctx: &Ctx,
+        t: &Target,
+        parts: &KeyParts,
+        log: &Path,
+        response: reapi::ExecuteResponse,
+    ) -> Result<(), RemoteRunError> {
         let Some(result) = response.result else {
             return Err(self.engine_failed("an ExecuteResponse without a result"));
         };
@@ -348,7 +345,7 @@ impl RemoteExec {
         super::restore::restore(ctx, t, &outputs, &entry).map_err(|source| {
             RemoteRunError::Step(StepError::WriteOutputs { target: t.name.clone(), source })
         })?;
-        Ok(Shipped { files: shipped })
+        Ok(())
     }
 
     /// The input root's digest, every blob it needs (folders and files), and the project
@@ -362,15 +359,7 @@ impl RemoteExec {
         parts: &KeyParts,
     ) -> Result<(reapi::Digest, Vec<(reapi::Digest, BlobSource)>, BTreeSet<String>), InputRootError> {
         let root = ctx.root.as_path();
-        let me = ctx.graph.lookup(&t.name);
-        // Every step this one depends on, directly or not: a local step sees all their outputs.
-        let mut deps: BTreeSet<usize> = BTreeSet::new();
-        let mut todo: Vec<usize> = me.map(|i| ctx.graph.step_deps[i].clone()).unwrap_or_default();
-        while let Some(d) = todo.pop() {
-            if deps.insert(d) {
-                todo.extend(ctx.graph.step_deps[d].iter().copied());
-            }
-        }
+        let deps = dep_closure(ctx, t);
         // A file another target writes is shipped only from a dependency.
         let shippable = |p: &str| -> bool {
             if p.starts_with('/') || p.starts_with(".gvbuild/") || p.starts_with(".git/") {
@@ -395,38 +384,7 @@ impl RemoteExec {
             shipped.insert(p.to_string());
             Ok(())
         };
-        // The key's facts about a path, shipped as what a local step finds there. A symlink
-        // in an input folder is shipped as a symlink when it leads nowhere, or to something
-        // the input root holds; one that leads elsewhere (out of the project) as what it
-        // leads to, which is keyed under its own name.
-        let keyed = |p: &str| {
-            parts.inputs.contains_key(p)
-                || parts.inputs.contains_key(&format!("{p} (folder)"))
-                || parts.inputs.contains_key(&format!("{p} (link)"))
-        };
-        let mut links: BTreeMap<&str, String> = BTreeMap::new();
-        for (p, id) in &parts.inputs {
-            let Some(link) = p.strip_suffix(" (link)") else { continue };
-            if !shippable(link) {
-                continue;
-            }
-            let text = link_text(root, link, id)?;
-            let dangling =
-                !parts.inputs.contains_key(link) && !parts.inputs.contains_key(&format!("{link} (folder)"));
-            let inside = !text.starts_with('/')
-                && crate::paths::normalize_rel(&format!("{}/{text}", parent_of(link))).is_some_and(|to| {
-                    to != "." && to != link && !to.starts_with(&format!("{link}/")) && keyed(&to)
-                });
-            if dangling || inside {
-                links.insert(link, text);
-            }
-        }
-        // A link below a link shipped as one travels inside what that one leads to.
-        let nested: Vec<&str> =
-            links.keys().filter(|l| and_above(l).skip(1).any(|a| links.contains_key(a))).copied().collect();
-        for l in nested {
-            links.remove(l);
-        }
+        let links = shipped_links(root, parts, &shippable)?;
         // Whether `p` is, or is below, a path shipped as a symlink.
         let through_link = |p: &str| !links.is_empty() && and_above(p).any(|a| links.contains_key(a));
         for (p, id) in &parts.inputs {
@@ -459,42 +417,7 @@ impl RemoteExec {
                 tree.folder(dir)?;
             }
         }
-        // What the step may discover.
-        let mut extra: BTreeSet<String> = BTreeSet::new();
-        if run.depfile.is_some() {
-            if let Ok(state) = ctx.state.read() {
-                if let Some(rec) = state.get(&t.name) {
-                    extra.extend(discovered::files(&rec.discovered).map(|f| f.to_string()));
-                }
-            }
-            let mut folders: BTreeSet<String> = discovered::command_search_dirs(&run.command)
-                .into_iter()
-                .filter_map(|d| project_folder(&d))
-                .collect();
-            for p in parts.inputs.keys().filter(|p| !p.starts_with('/')) {
-                folders.insert(p.rsplit_once('/').map_or(String::new(), |(dir, _)| dir.to_string()));
-            }
-            for dir in folders {
-                let abs = if dir.is_empty() { root.to_path_buf() } else { root.join(&dir) };
-                // The project folder's own files only; any other folder with all below it,
-                // except what git would ignore (build trees such as cargo's `target/`).
-                let walker = ignore::WalkBuilder::new(&abs)
-                    .max_depth(Some(if dir.is_empty() { 1 } else { usize::MAX }))
-                    .hidden(false)
-                    .git_global(false)
-                    .require_git(false)
-                    .follow_links(false)
-                    .build();
-                for e in walker.flatten().filter(|e| e.file_type().is_some_and(|t| t.is_file())) {
-                    if let Some(rel) = e.path().strip_prefix(root).ok().and_then(|r| r.to_str()) {
-                        extra.insert(rel.to_string());
-                    }
-                    if extra.len() > MAX_DISCOVERABLE {
-                        return Err(InputRootError::TooManyDiscoverable(t.name.clone()));
-                    }
-                }
-            }
-        }
+        let extra = discoverable(ctx, t, run, parts)?;
         for p in extra {
             // Another step's write in flight (a restore's or a download's staged file) is no
             // file the step could read: it is renamed or gone in a moment.
@@ -578,6 +501,159 @@ fn write_log<'a>(cache: &Cache, log: &Path, blobs: impl Iterator<Item = &'a Dige
         std::io::copy(&mut std::fs::File::open(cache.blob_file(d))?, &mut out)?;
     }
     Ok(())
+}
+
+/// The step's REAPI Command and Action, encoded into `blobs` for upload: the command run by
+/// `/bin/sh -ec` with the step's env, its outputs, and the platform (in the Action, and in the
+/// Command for older engines). Returns the Action's digest. A `cache: false` step's action is
+/// `do_not_cache`.
+fn encode_action(
+    t: &Target,
+    run: &RunStep,
+    parts: &KeyParts,
+    root_digest: reapi::Digest,
+    platform: &Platform,
+    blobs: &mut Vec<(reapi::Digest, BlobSource)>,
+) -> reapi::Digest {
+    let properties: Vec<reapi::platform::Property> = platform
+        .iter()
+        .map(|(name, value)| reapi::platform::Property { name: name.clone(), value: value.clone() })
+        .collect();
+    let command = reapi::Command {
+        arguments: vec!["/bin/sh".into(), "-ec".into(), run.command.clone()],
+        environment_variables: run
+            .env_with(&parts.pass_env)
+            .into_iter()
+            .map(|(name, value)| reapi::EnvironmentVariable { name, value })
+            .collect(),
+        output_paths: {
+            let mut o: Vec<String> = parts.output_paths();
+            o.sort();
+            o.dedup();
+            o
+        },
+        // Deprecated since REAPI v2.2 (the Action carries it), still read by older engines.
+        #[allow(deprecated)]
+        platform: Some(reapi::Platform { properties: properties.clone() }),
+        ..Default::default()
+    };
+    let command_bytes = command.encode_to_vec();
+    let command_digest = sha_digest(&command_bytes);
+    // A `cache: false` step is never stored in the engine's action cache.
+    let action = reapi::Action {
+        command_digest: Some(command_digest.clone()),
+        input_root_digest: Some(root_digest),
+        platform: Some(reapi::Platform { properties }),
+        do_not_cache: !t.cache,
+        ..Default::default()
+    };
+    let action_bytes = action.encode_to_vec();
+    let action_digest = sha_digest(&action_bytes);
+    blobs.push((command_digest, BlobSource::Bytes(command_bytes)));
+    blobs.push((action_digest.clone(), BlobSource::Bytes(action_bytes)));
+    action_digest
+}
+
+/// Every step `t` depends on, directly or not: a local step sees all their outputs.
+fn dep_closure(ctx: &Ctx, t: &Target) -> BTreeSet<usize> {
+    let me = ctx.graph.lookup(&t.name);
+    let mut deps: BTreeSet<usize> = BTreeSet::new();
+    let mut todo: Vec<usize> = me.map(|i| ctx.graph.step_deps[i].clone()).unwrap_or_default();
+    while let Some(d) = todo.pop() {
+        if deps.insert(d) {
+            todo.extend(ctx.graph.step_deps[d].iter().copied());
+        }
+    }
+    deps
+}
+
+/// The symlinks among `parts`' inputs shipped as symlinks, with their text: the key's facts
+/// about a path are shipped as what a local step finds there. A symlink in an input folder is
+/// shipped as a symlink when it leads nowhere, or to something the input root holds; one that
+/// leads elsewhere (out of the project) as what it leads to, which is keyed under its own name.
+fn shipped_links<'p>(
+    root: &Path,
+    parts: &'p KeyParts,
+    shippable: &dyn Fn(&str) -> bool,
+) -> Result<BTreeMap<&'p str, String>, InputRootError> {
+    let keyed = |p: &str| {
+        parts.inputs.contains_key(p)
+            || parts.inputs.contains_key(&format!("{p} (folder)"))
+            || parts.inputs.contains_key(&format!("{p} (link)"))
+    };
+    let mut links: BTreeMap<&str, String> = BTreeMap::new();
+    for (p, id) in &parts.inputs {
+        let Some(link) = p.strip_suffix(" (link)") else { continue };
+        if !shippable(link) {
+            continue;
+        }
+        let text = link_text(root, link, id)?;
+        let dangling =
+            !parts.inputs.contains_key(link) && !parts.inputs.contains_key(&format!("{link} (folder)"));
+        let inside = !text.starts_with('/')
+            && crate::paths::normalize_rel(&format!("{}/{text}", parent_of(link))).is_some_and(|to| {
+                to != "." && to != link && !to.starts_with(&format!("{link}/")) && keyed(&to)
+            });
+        if dangling || inside {
+            links.insert(link, text);
+        }
+    }
+    // A link below a link shipped as one travels inside what that one leads to.
+    let nested: Vec<&str> =
+        links.keys().filter(|l| and_above(l).skip(1).any(|a| links.contains_key(a))).copied().collect();
+    for l in nested {
+        links.remove(l);
+    }
+    Ok(links)
+}
+
+/// What a depfile step may discover, to ship besides its declared inputs: what it read last
+/// time, and the files of its inputs' folders and its in-project include folders (the project
+/// folder's own files only; any other folder with all below it, except what git would ignore,
+/// such as cargo's `target/`). At most [`MAX_DISCOVERABLE`] files.
+fn discoverable(
+    ctx: &Ctx,
+    t: &Target,
+    run: &RunStep,
+    parts: &KeyParts,
+) -> Result<BTreeSet<String>, InputRootError> {
+    let root = ctx.root.as_path();
+    let mut extra: BTreeSet<String> = BTreeSet::new();
+    if run.depfile.is_some() {
+        if let Ok(state) = ctx.state.read() {
+            if let Some(rec) = state.get(&t.name) {
+                extra.extend(discovered::files(&rec.discovered).map(|f| f.to_string()));
+            }
+        }
+        let mut folders: BTreeSet<String> = discovered::command_search_dirs(&run.command)
+            .into_iter()
+            .filter_map(|d| project_folder(&d))
+            .collect();
+        for p in parts.inputs.keys().filter(|p| !p.starts_with('/')) {
+            folders.insert(p.rsplit_once('/').map_or(String::new(), |(dir, _)| dir.to_string()));
+        }
+        for dir in folders {
+            let abs = if dir.is_empty() { root.to_path_buf() } else { root.join(&dir) };
+            // The project folder's own files only; any other folder with all below it,
+            // except what git would ignore (build trees such as cargo's `target/`).
+            let walker = ignore::WalkBuilder::new(&abs)
+                .max_depth(Some(if dir.is_empty() { 1 } else { usize::MAX }))
+                .hidden(false)
+                .git_global(false)
+                .require_git(false)
+                .follow_links(false)
+                .build();
+            for e in walker.flatten().filter(|e| e.file_type().is_some_and(|t| t.is_file())) {
+                if let Some(rel) = e.path().strip_prefix(root).ok().and_then(|r| r.to_str()) {
+                    extra.insert(rel.to_string());
+                }
+                if extra.len() > MAX_DISCOVERABLE {
+                    return Err(InputRootError::TooManyDiscoverable(t.name.clone()));
+                }
+            }
+        }
+    }
+    Ok(extra)
 }
 
 /// The text of the symlink `link` (a project path), checked against the identity its key
