@@ -488,30 +488,13 @@ impl Validator<'_> {
             }
         };
 
-        let mut inputs = Vec::new();
-        let mut outputs = Vec::new();
-        let mut step_out = None;
-        if let Some((mut run, depfile)) = step {
-            for i in raw.inputs.iter().flatten() {
-                if let Some(p) = self.input(i, n, &mut unset_vars) {
-                    inputs.push(p);
-                }
+        let (inputs, outputs, step_out) = match step {
+            Some((run, depfile)) => {
+                let (inputs, outputs, run) = self.run_paths(n, raw, run, depfile, &mut unset_vars);
+                (inputs, outputs, Some(Step::Run(run)))
             }
-            for o in raw.outputs.iter().flatten() {
-                if let Some(p) = self.output(o, n, &mut unset_vars) {
-                    outputs.push(p);
-                }
-            }
-            if let Some(depfile) = depfile {
-                if let Some(p) = self.output(depfile, n, &mut unset_vars) {
-                    run.depfile = Some(p.path.clone());
-                    if !outputs.iter().any(|o| o.path == p.path) {
-                        outputs.push(p);
-                    }
-                }
-            }
-            step_out = Some(Step::Run(run));
-        }
+            None => (Vec::new(), Vec::new(), None),
+        };
         let platform = match step_out {
             Some(_) => self.platform(raw.platform.as_ref(), top_platform, &mut unset_vars),
             None => BTreeMap::new(),
@@ -611,6 +594,27 @@ impl Validator<'_> {
         let pass_env = raw.pass_env.iter().flatten().map(|p| p.value.clone()).collect();
         let tools = raw.tools.iter().flatten().map(|t| self.expand(t, n, unset)).collect();
         (crate::steps::run::RunStep { command, depfile: None, env, pass_env, tools }, depfile)
+    }
+
+    /// A `run:` step's inputs and outputs, its depfile among the outputs.
+    fn run_paths(
+        &mut self,
+        n: &str,
+        raw: &RawTarget,
+        mut run: crate::steps::run::RunStep,
+        depfile: Option<&Spanned<String>>,
+        unset: &mut Vec<(String, Span)>,
+    ) -> (Vec<PathSpec>, Vec<PathSpec>, crate::steps::run::RunStep) {
+        let inputs = raw.inputs.iter().flatten().filter_map(|i| self.input(i, n, unset)).collect();
+        let mut outputs: Vec<PathSpec> =
+            raw.outputs.iter().flatten().filter_map(|o| self.output(o, n, unset)).collect();
+        if let Some(p) = depfile.and_then(|d| self.output(d, n, unset)) {
+            run.depfile = Some(p.path.clone());
+            if !outputs.iter().any(|o| o.path == p.path) {
+                outputs.push(p);
+            }
+        }
+        (inputs, outputs, run)
     }
 
     /// A group (no step): it has deps and none of a step's fields.

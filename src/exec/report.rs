@@ -145,40 +145,7 @@ impl Reporter {
             self.write_line(&fresh_line(name, key, ms));
         } else if self.json {
             self.flush_pending();
-            let mut ev = json!({
-                "event": "step",
-                "target": name,
-                "outcome": outcome.as_str(),
-                "key": key.map(|k| hex(&k)),
-                "ms": ms,
-            });
-            match (outcome, done.map(|d| d.from)) {
-                // Where the result came from: the local or the remote cache.
-                (Outcome::Restored, Some(Some(from))) => ev["where"] = from.into(),
-                // Where the step ran: here, or on the remote-execution engine.
-                (Outcome::Ran, Some(from)) => ev["where"] = from.unwrap_or("local").into(),
-                _ => {}
-            }
-            if let Some((path, id)) = done.and_then(|d| d.image_id.as_ref()) {
-                ev["image"] = json!({ "path": path, "blake3": hex(id) });
-            }
-            if let (true, Some(d)) = (self.explain || self.dry_run, done) {
-                ev["reasons"] = d.reasons.iter().map(|r| r.to_string()).collect();
-            }
-            if self.dry_run {
-                ev["dry_run"] = true.into();
-            }
-            if let Some(d) = done {
-                if matches!(outcome, Outcome::Failed | Outcome::Interrupted) || self.dry_run {
-                    ev["command"] = d.command.clone().into();
-                }
-                if matches!(outcome, Outcome::Failed | Outcome::Interrupted) {
-                    ev["error"] = d.error.clone().into();
-                    if let Some(log) = d.log.as_ref().filter(|l| l.exists()) {
-                        ev["log"] = log.strip_prefix(&ctx.root).unwrap_or(log).display().to_string().into();
-                    }
-                }
-            }
+            let ev = self.json_event(ctx, name, outcome, done, ms, key);
             let mut out = io::stdout().lock();
             let _ = writeln!(out, "{ev}");
         }
@@ -199,41 +166,9 @@ impl Reporter {
             .map(|d| d.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "))
             .unwrap_or_default();
         if self.dry_run {
-            let verb = match outcome {
-                Outcome::Ran => "would run",
-                Outcome::Restored => "would restore",
-                Outcome::Failed => "cannot check",
-                _ => return,
-            };
-            let why = match done.and_then(|d| d.error.clone()) {
-                Some(e) => e,
-                None => reasons,
-            };
-            if !self.json && !self.quiet {
-                self.line(format!("{verb:<13} {name}: {why}").trim_end_matches([':', ' ']));
-                if let Some(cmd) = done.and_then(|d| d.command.as_deref()).filter(|_| outcome == Outcome::Ran)
-                {
-                    for (i, l) in cmd.lines().enumerate() {
-                        self.line(&format!("{}{l}", if i == 0 { "  $ " } else { "    " }));
-                    }
-                }
-            }
-            return;
+            return self.dry_run_line(name, outcome, done, reasons);
         }
-        let human = match outcome {
-            Outcome::Fresh => None,
-            Outcome::Ran => match done.and_then(|d| d.from) {
-                Some("remote") => Some(format!("ran       {name} ({ms} ms, remotely)")),
-                _ => Some(format!("ran       {name} ({ms} ms)")),
-            },
-            Outcome::Restored => match done.and_then(|d| d.from) {
-                Some("remote") => Some(format!("restored  {name} ({ms} ms, from the remote cache)")),
-                _ => Some(format!("restored  {name} ({ms} ms)")),
-            },
-            Outcome::Skipped => Some(format!("skipped   {name} (a dependency failed or the build stopped)")),
-            Outcome::Failed => Some(format!("FAILED    {name}")),
-            Outcome::Interrupted => Some(format!("INTERRUPTED {name}")),
-        };
+        let human = human_line(name, outcome, done, ms);
         let failed = matches!(outcome, Outcome::Failed | Outcome::Interrupted);
         if self.quiet && !failed {
             if let Some(d) = done {
@@ -257,6 +192,76 @@ impl Reporter {
         if outcome == Outcome::Failed {
             if let Some(d) = done {
                 self.failure(ctx, name, d);
+            }
+        }
+    }
+
+    /// A step's `--json` event: its outcome, key and time, where its result came from or where
+    /// it ran, its image, and (failed, or in a dry run) its command, error and log.
+    fn json_event(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        outcome: Outcome,
+        done: Option<&Done>,
+        ms: u64,
+        key: Option<Digest>,
+    ) -> serde_json::Value {
+        let mut ev = json!({
+            "event": "step",
+            "target": name,
+            "outcome": outcome.as_str(),
+            "key": key.map(|k| hex(&k)),
+            "ms": ms,
+        });
+        match (outcome, done.map(|d| d.from)) {
+            // Where the result came from: the local or the remote cache.
+            (Outcome::Restored, Some(Some(from))) => ev["where"] = from.into(),
+            // Where the step ran: here, or on the remote-execution engine.
+            (Outcome::Ran, Some(from)) => ev["where"] = from.unwrap_or("local").into(),
+            _ => {}
+        }
+        if let Some((path, id)) = done.and_then(|d| d.image_id.as_ref()) {
+            ev["image"] = json!({ "path": path, "blake3": hex(id) });
+        }
+        if let (true, Some(d)) = (self.explain || self.dry_run, done) {
+            ev["reasons"] = d.reasons.iter().map(|r| r.to_string()).collect();
+        }
+        if self.dry_run {
+            ev["dry_run"] = true.into();
+        }
+        if let Some(d) = done {
+            if matches!(outcome, Outcome::Failed | Outcome::Interrupted) || self.dry_run {
+                ev["command"] = d.command.clone().into();
+            }
+            if matches!(outcome, Outcome::Failed | Outcome::Interrupted) {
+                ev["error"] = d.error.clone().into();
+                if let Some(log) = d.log.as_ref().filter(|l| l.exists()) {
+                    ev["log"] = log.strip_prefix(&ctx.root).unwrap_or(log).display().to_string().into();
+                }
+            }
+        }
+        ev
+    }
+
+    /// A dry run's line for a step: what would happen and why, and the command it would run.
+    fn dry_run_line(&mut self, name: &str, outcome: Outcome, done: Option<&Done>, reasons: String) {
+        let verb = match outcome {
+            Outcome::Ran => "would run",
+            Outcome::Restored => "would restore",
+            Outcome::Failed => "cannot check",
+            _ => return,
+        };
+        let why = match done.and_then(|d| d.error.clone()) {
+            Some(e) => e,
+            None => reasons,
+        };
+        if !self.json && !self.quiet {
+            self.line(format!("{verb:<13} {name}: {why}").trim_end_matches([':', ' ']));
+            if let Some(cmd) = done.and_then(|d| d.command.as_deref()).filter(|_| outcome == Outcome::Ran) {
+                for (i, l) in cmd.lines().enumerate() {
+                    self.line(&format!("{}{l}", if i == 0 { "  $ " } else { "    " }));
+                }
             }
         }
     }
@@ -398,6 +403,24 @@ pub fn fresh_line(name: &str, key: Option<Digest>, ms: u64) -> String {
     }
     let _ = std::fmt::Write::write_fmt(&mut line, format_args!(",\"ms\":{ms}}}\n"));
     line
+}
+
+/// The human line for a step's outcome (none for a fresh step).
+fn human_line(name: &str, outcome: Outcome, done: Option<&Done>, ms: u64) -> Option<String> {
+    match outcome {
+        Outcome::Fresh => None,
+        Outcome::Ran => match done.and_then(|d| d.from) {
+            Some("remote") => Some(format!("ran       {name} ({ms} ms, remotely)")),
+            _ => Some(format!("ran       {name} ({ms} ms)")),
+        },
+        Outcome::Restored => match done.and_then(|d| d.from) {
+            Some("remote") => Some(format!("restored  {name} ({ms} ms, from the remote cache)")),
+            _ => Some(format!("restored  {name} ({ms} ms)")),
+        },
+        Outcome::Skipped => Some(format!("skipped   {name} (a dependency failed or the build stopped)")),
+        Outcome::Failed => Some(format!("FAILED    {name}")),
+        Outcome::Interrupted => Some(format!("INTERRUPTED {name}")),
+    }
 }
 
 #[cfg(test)]

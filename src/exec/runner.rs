@@ -753,23 +753,14 @@ struct AfterRun {
     changed_while_running: Option<String>,
 }
 
-/// Read what a step discovered: its depfile (read as ninja does) or the stage step's libraries.
-/// Every named file must exist and be named in UTF-8; one that another target writes needs a
-/// dependency path to that target. `Err` names the depfile line.
-#[allow(clippy::too_many_arguments)]
-fn discovered_after_run(
-    ctx: &Ctx,
-    t: &Target,
+/// What a step discovered, each with where it was named: its depfile's inputs (`depfile F
+/// line N`) or the libraries a stage resolved. `None` when the step discovers nothing.
+fn named_discoveries(
+    root: &Path,
     step: &Step,
     found: &[PathBuf],
-    searched: &[PathBuf],
-    outputs: &[String],
-    started: SystemTime,
-    shipped: Option<&std::collections::BTreeSet<String>>,
-) -> Result<AfterRun, StepError> {
-    let root = ctx.root.as_path();
-    // (name, where it was named) for each discovered file.
-    let raw: Vec<(String, String)> = match step.depfile() {
+) -> Result<Option<Vec<(String, String)>>, StepError> {
+    Ok(Some(match step.depfile() {
         None if step.discovers() => found
             .iter()
             .map(|p| match p.to_str() {
@@ -791,7 +782,28 @@ fn discovered_after_run(
                 })
                 .collect::<Result<_, _>>()?
         }
-        None => return Ok(AfterRun { list: Vec::new(), changed_while_running: None }),
+        None => return Ok(None),
+    }))
+}
+
+/// Read what a step discovered: its depfile (read as ninja does) or the stage step's libraries.
+/// Every named file must exist and be named in UTF-8; one that another target writes needs a
+/// dependency path to that target. `Err` names the depfile line.
+#[allow(clippy::too_many_arguments)]
+fn discovered_after_run(
+    ctx: &Ctx,
+    t: &Target,
+    step: &Step,
+    found: &[PathBuf],
+    searched: &[PathBuf],
+    outputs: &[String],
+    started: SystemTime,
+    shipped: Option<&std::collections::BTreeSet<String>>,
+) -> Result<AfterRun, StepError> {
+    let root = ctx.root.as_path();
+    // (name, where it was named) for each discovered file.
+    let Some(raw) = named_discoveries(root, step, found)? else {
+        return Ok(AfterRun { list: Vec::new(), changed_while_running: None });
     };
     let mut list: Vec<String> = Vec::new();
     let mut seen = std::collections::HashSet::new();
