@@ -52,7 +52,7 @@ fn main() {
     if std::env::var_os("GVBUILD_TEST_BUILDGRID09_PYTHON").is_none_or(|v| v.is_empty()) {
         println!("cargo::rustc-cfg=gvbuild_no_buildgrid09");
     }
-    // README's PostgreSQL set-up runs as root (it hands the cluster to the `postgres` user); CI
+    // docs/remote-execution.md's PostgreSQL set-up runs as root (it hands the cluster to the `postgres` user); CI
     // runs as root. Elsewhere the tests that run it are listed as ignored.
     let root =
         std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));

@@ -1325,7 +1325,7 @@ fn extraction_equals_gnu_tar_s_on_a_corpus_of_archives_made_by_the_usual_tools()
         );
     }
 
-    // GNU's PAX sparse format is refused on purpose (README's list), the file named: read as a
+    // GNU's PAX sparse format is refused on purpose (docs/gevulot-yaml.md's list), the file named: read as a
     // plain entry it would give the sparse map and the pieces under a stand-in name.
     run("tar --format=posix --sparse -cf pax-sparse.tar pkg");
     let bytes = fs::read(work.path().join("pax-sparse.tar")).unwrap();

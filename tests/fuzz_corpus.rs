@@ -85,7 +85,7 @@ fn image_corpus() {
 
 /// Writes the seeds of the `state`, `sealed` and `image` corpora from files gvbuild itself writes
 /// and from the Nanos vectors (the `config` and `depfile` seeds are the examples' build files,
-/// the tests' YAML and `tests/data/depfiles`). Run once, then minimise (README, "Fuzzing"):
+/// the tests' YAML and `tests/data/depfiles`). Run once, then minimise (docs/fuzzing.md):
 /// `cargo test --test integration fuzz_corpus::write_seeds -- --ignored`.
 #[test]
 #[ignore]

@@ -95,7 +95,7 @@ fn generated_graph_runs_on_buildgrid_0_9_with_its_defaults_and_equals_a_local_bu
     generated_graph_equals_a_local_build(Version::V0_9);
 }
 
-/// The generated 200-step graph on `version` with the example's config, as README starts it.
+/// The generated 200-step graph on `version` with the example's config, as docs/remote-execution.md starts it.
 fn generated_graph_equals_a_local_build(version: Version) {
     let (grid, a, b) = engine_on(version, &[], &[]);
     let shape = ["--layers", "10", "--width", "20", "--depfile-every", "4"];

@@ -249,7 +249,7 @@ fn a_symlink_loop_or_dangling_symlink_in_a_copied_folder_is_an_error_naming_it()
     assert!(err.contains("535/gone.bin is a symlink to nothing"), "{err}");
 }
 
-/// What every folder copy leaves out is what README lists: `.git` and `.gvbuild`; any other
+/// What every folder copy leaves out is what docs/cache.md lists: `.git` and `.gvbuild`; any other
 /// name is staged, and one that is not UTF-8 (which neither a key nor an image can hold) stops
 /// the step, naming it.
 #[test]

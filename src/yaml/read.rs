@@ -273,7 +273,7 @@ impl<'a> Reader<'a> {
             At::Top => format!("unknown top-level key `{}`", key.value),
             at => format!("unknown key `{}` in {}", key.value, at.subject()),
         };
-        let reference = "(the gevulot.yaml reference is in README.md and schema/gevulot.schema.json)";
+        let reference = "(the gevulot.yaml reference is in docs/gevulot-yaml.md and schema/gevulot.schema.json)";
         let help = match suggest(&key.value, allowed.iter().copied()) {
             Some(dym) => format!("{dym} {reference}"),
             None => format!("the keys allowed here: {} {reference}", allowed.join(", ")),

@@ -331,8 +331,8 @@ instances:
 
 /// The execution server's config (see [`BuildGrid::start_exec`]); the keys and their meaning
 /// are in BuildGrid 0.4.4's `!sql-scheduler` and `!priority-age-assigner`.
-/// The execution server's config: `examples/remote-exec/buildgrid.yml`, the one README tells
-/// users to start, as it is; the port, database and instance go in through the environment
+/// The execution server's config: `examples/remote-exec/buildgrid.yml`, the one
+/// docs/remote-execution.md tells users to start, as it is; the port, database and instance go in through the environment
 /// (see [`exec_env`]). Platform keys a test needs beyond the file's are added to its list.
 fn exec_config(keys: &[&str]) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/remote-exec/buildgrid.yml");
