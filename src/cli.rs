@@ -1057,19 +1057,19 @@ fn image_to_run(
             None => unknown_target(&graph, &name),
         });
     };
-    let Some(crate::steps::Step::Image(spec)) = &t.step else {
+    let Some(step) = t.step.as_ref().filter(|s| s.makes_image()) else {
         return Err(Error::Usage(format!(
             "target `{name}` is not an `image:` step; `gvbuild run` boots an image target or an image file"
         )));
     };
     let image = p.root.join(&t.outputs[0].path);
-    let manifest = p.root.join(&spec.manifest);
     let args = BuildArgs { targets: vec![name.clone()], human_to_stderr: true, ..BuildArgs::default() };
     let code = build(g, args, remote, true)?;
     if code != 0 {
         return Ok(Err(code));
     }
-    Ok(Ok((image, crate::steps::manifest::RunConfig::of_manifest(&manifest))))
+    // Read after the build, which may have just written the manifest.
+    Ok(Ok((image, step.image_run_config(&p.root))))
 }
 
 /// `--input` files, by the name each has in the workspace: each must exist, and no two may
@@ -1168,6 +1168,10 @@ fn subcommand_hint(names: &[String]) -> Option<String> {
     })
 }
 
+/// `gvbuild build` (and `gvbuild` with targets, or with none): load the graph, select the
+/// targets, open the cache and the servers, run the build, then wait for uploads and save the
+/// state. `explicit_build` is whether `build` was written, after which a word is always a
+/// target (without it, an unknown word may be a mistyped subcommand). Returns the exit status.
 fn build(
     g: &GlobalArgs,
     args: BuildArgs,

@@ -226,7 +226,7 @@ impl Slots {
     }
 
     /// Hold a slot while the returned guard lives. The time spent waiting for it is added to
-    /// this thread's [`slot_wait`], so that a step's reported time is its own.
+    /// this thread's [`take_slot_wait`], so that a step's reported time is its own.
     pub fn acquire(&self) -> SlotGuard<'_> {
         let start = std::time::Instant::now();
         let guard = self.acquire_inner();

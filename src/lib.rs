@@ -7,8 +7,8 @@
 //!
 //! 1. [`cli`]: the command line; each subcommand is a thin function over the modules below.
 //! 2. [`worker`] (`gvbuild worker`), beside the build: runs other machines' actions for a REAPI
-//!    engine, over the Remote Workers API, with the shared cache's gRPC client and the `run`
-//!    step's process handling.
+//!    engine, over the Remote Workers API, with the shared cache's gRPC client; [`jobs`]' reaper
+//!    kills what a killed worker left running.
 //! 3. [`exec`]: the scheduler feeding a rayon pool, the per-step runner (fingerprint -> fresh? ->
 //!    restore (local, then remote)? -> run (here, or on a REAPI engine: `exec::remote_exec`)
 //!    -> store (local, then upload)), reporting and `--explain`.
@@ -17,8 +17,11 @@
 //!    keeps YAML parsing off the no-op path.
 //! 5. [`config`]: loading gevulot.yaml, the top level and each target's shape, and the dispatch
 //!    of each target's step to its kind.
-//! 6. [`steps`]: one module per built-in step kind, owning its YAML, validation, spec and
-//!    execution; [`steps::Step`] is the one `match` on the kind. The native image builder
+//! 6. [`steps`]: one module per built-in kind (fetch, stage, manifest, image, task), owning its
+//!    YAML, validation, spec, key, summary and execution; [`steps::Step`] is where the runner
+//!    asks the kind. `run:` is the general kind: its fields are the target's own, so `config`
+//!    validates them, `steps::run` holds its spec and process handling, and the runner keys and
+//!    runs it (here, or remotely). The native image builder
 //!    writes [`disk`] images (boot loader, MBR, boot and root partitions) whose filesystems are
 //!    [`tfs`] volumes; [`inspect`] reads any of them back.
 //! 7. [`vm`]: running an image as a Gevulot node does, below the `task` step and `gvbuild run`,
@@ -28,7 +31,8 @@
 //! 9. [`fingerprint`]: what goes into a step's key (start reading here: its module docs), file
 //!    hashing and the stat cache, the project's state of the last build.
 //! 10. [`inspect`], [`disk`], [`tfs`]: reading images, writing partitioned disks, TFS volumes.
-//! 11. [`jobs`]: the process groups of steps and VMs, killed however gvbuild ends.
+//! 11. [`jobs`]: the process groups of steps and VMs, killed however gvbuild ends, and the
+//!     `-j` slots that bound how many commands run at once.
 //! 12. [`yaml`]: gevulot.yaml's values with their spans, vars, the errors validation raises and
 //!     the validator every kind reports through.
 //! 13. [`paths`]: project paths' rules (normalising, globs, the folders no walk enters);

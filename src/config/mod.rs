@@ -525,19 +525,19 @@ impl Validator<'_> {
     ) -> Option<Option<(Step, Vec<PathSpec>, PathSpec)>> {
         use crate::steps::{fetch, image, manifest, stage, task};
         Some(if let Some(k) = &raw.task {
-            self.kind(n, raw, "task", k, k.damaged, unset, |v, k, u| task::validate(v, n, k, u))
+            self.kind_step(n, raw, "task", k, k.damaged, unset, |v, k, u| task::validate(v, n, k, u))
                 .map(|(s, i, o)| (Step::Task(s), i, o))
         } else if let Some(k) = &raw.image {
-            self.kind(n, raw, "image", k, k.damaged, unset, |v, k, u| image::validate(v, n, k, u))
+            self.kind_step(n, raw, "image", k, k.damaged, unset, |v, k, u| image::validate(v, n, k, u))
                 .map(|(s, i, o)| (Step::Image(s), i, o))
         } else if let Some(k) = &raw.stage {
-            self.kind(n, raw, "stage", k, k.damaged, unset, |v, k, u| stage::validate(v, n, k, u))
+            self.kind_step(n, raw, "stage", k, k.damaged, unset, |v, k, u| stage::validate(v, n, k, u))
                 .map(|(s, i, o)| (Step::Stage(s), i, o))
         } else if let Some(k) = &raw.manifest {
-            self.kind(n, raw, "manifest", k, k.damaged, unset, |v, k, u| manifest::validate(v, n, k, u))
+            self.kind_step(n, raw, "manifest", k, k.damaged, unset, |v, k, u| manifest::validate(v, n, k, u))
                 .map(|(s, i, o)| (Step::Manifest(s), i, o))
         } else if let Some(k) = &raw.fetch {
-            self.kind(n, raw, "fetch", k, k.damaged, unset, |v, k, u| fetch::validate(v, n, k, u))
+            self.kind_step(n, raw, "fetch", k, k.damaged, unset, |v, k, u| fetch::validate(v, n, k, u))
                 .map(|(s, o)| (Step::Fetch(s), Vec::new(), o))
         } else {
             return None;
@@ -548,7 +548,7 @@ impl Validator<'_> {
     /// [`crate::yaml::read`]) is checked only for its vars; else it must stand alone, and its
     /// kind's `validate` checks its fields.
     #[allow(clippy::too_many_arguments)]
-    fn kind<R: Strings, S>(
+    fn kind_step<R: Strings, S>(
         &mut self,
         n: &str,
         raw: &RawTarget,

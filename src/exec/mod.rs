@@ -186,7 +186,6 @@ impl Summary {
     }
 }
 
-/// Build the step targets among `selected` (which is closed under deps).
 /// A line for the user on stderr while the build goes on (not a warning, not a step's event).
 pub fn note(text: &str) {
     use std::io::Write;
@@ -196,7 +195,7 @@ pub fn note(text: &str) {
 /// Steps in flight beyond `2 x -j` when a remote cache is configured.
 const REMOTE_IO_IN_FLIGHT: usize = 16;
 
-/// Build the selected targets: phase one finds the fresh steps (in parallel, see
+/// Build the step targets among `selected` (which is closed under deps): phase one finds the fresh steps (in parallel, see
 /// [`Schedule::find_fresh`]); the rest go through [`runner::process`] on a pool, each once its
 /// deps have finished ([`Schedule::run_the_rest`]).
 pub fn build(ctx: Arc<Ctx>, selected: &[usize], reporter: &mut Reporter) -> Summary {
@@ -446,7 +445,7 @@ impl Schedule {
             // A dependency that would run has no outputs yet: so this step would run too.
             if let Some(&d) = g.step_deps[i].iter().find(|&&d| self.out_digest[d].is_none()) {
                 let mut done = runner::Done::would_run();
-                done.command = Some(summary_of(g.target(i)));
+                done.command = Some(runner::summary_of(g.target(i)));
                 done.reasons.push(explain::Reason::DepWouldRun(g.target(d).name.clone()));
                 let _ = tx.send((i, done));
                 return;
@@ -576,11 +575,6 @@ fn in_flight_max(ctx: &Ctx) -> usize {
     jobs.saturating_mul(2).saturating_add(remote_jobs).saturating_add(remote_io).min(1024)
 }
 
-/// A target's step in one line, naming its declared outputs.
-fn summary_of(t: &crate::config::Target) -> String {
-    runner::summary_of(t, t.outputs.iter().map(|o| o.path.clone()).collect())
-}
-
 /// A dry run's result for step `i`, corrected: a dependency that would be restored has not
 /// written its outputs yet, so a step that reads them cannot be checked now, and may then run
 /// or be restored.
@@ -595,7 +589,7 @@ fn dry_run_reasons(g: &Graph, i: usize, done: &mut runner::Done, dry_restored: &
         let t = g.target(i);
         done.outcome = Outcome::Ran;
         done.error = None;
-        done.command = Some(summary_of(t));
+        done.command = Some(runner::summary_of(t));
         done.reasons = vec![explain::Reason::DepWouldRestore(g.target(d).name.clone())];
     }
 }

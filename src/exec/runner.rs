@@ -89,6 +89,7 @@ impl Done {
         }
     }
 
+    /// In a dry run: a step that would run (a dependency of it would).
     pub fn would_run() -> Done {
         Done::new(Outcome::Ran)
     }
@@ -100,6 +101,9 @@ impl Done {
     }
 }
 
+/// Take one step target through its phases (see [`process_step`]), given its deps' outputs
+/// digests by name; the time spent waiting for a command slot is not counted in its time. A
+/// group is fresh at once.
 pub fn process(ctx: &Ctx, target: &Target, deps: BTreeMap<String, Digest>) -> Done {
     let start = Instant::now();
     crate::jobs::take_slot_wait();
@@ -114,18 +118,15 @@ pub fn process(ctx: &Ctx, target: &Target, deps: BTreeMap<String, Digest>) -> Do
     }
     // A dry run shows what would run; a failure names a command only if one ran.
     if done.command.is_none() && ctx.opts.dry_run {
-        done.command = Some(summary_of(target, step_outputs(target)));
+        done.command = Some(summary_of(target));
     }
     done
 }
 
-fn step_outputs(t: &Target) -> Vec<String> {
-    t.outputs.iter().map(|o| o.path.clone()).collect()
-}
-
-/// What a step does, in one line (see [`Step::summary`]). Shown by `-n` and in failures.
-pub fn summary_of(t: &Target, outputs: Vec<String>) -> String {
-    let first = outputs.first().map_or("", String::as_str);
+/// What a target's step does, in one line (see [`Step::summary`]), naming its first declared
+/// output; empty for a group. Shown by `-n` and in failures.
+pub fn summary_of(t: &Target) -> String {
+    let first = t.outputs.first().map_or("", |o| o.path.as_str());
     t.step.as_ref().map_or(String::new(), |s| s.summary(first))
 }
 
@@ -172,7 +173,9 @@ pub fn check_fresh(ctx: &Ctx, t: &Target, deps: BTreeMap<Cow<'_, str>, Digest>) 
     Some(d)
 }
 
-/// Step 1: everything the first-level key is made of.
+/// Everything the first-level key is made of. A built-in kind keys itself
+/// ([`Step::kind_key`]); a `run:` step's key is made here, since it depends on where the step
+/// runs: its env and tools here, or the platform it runs on remotely (see `remote_exec`).
 fn fingerprint<'a>(
     ctx: &Ctx,
     t: &'a Target,
@@ -242,7 +245,7 @@ fn fingerprint<'a>(
 
 /// The full key for a list of discovered inputs: absent files are keyed as absent, and the
 /// search folders' lookups are keyed too. `Err` says which read failed.
-fn full_for(
+fn full_key_for(
     ctx: &Ctx,
     step: &Step,
     first: Digest,
@@ -292,13 +295,13 @@ fn unordered_read(ctx: &Ctx, t: &Target, list: &[String], how: &str) -> Result<(
     Ok(())
 }
 
-/// Step 2: fresh when the key equals the one recorded for this target and the outputs on disk
+/// Fresh when the key equals the one recorded for this target and the outputs on disk
 /// still match their digests.
 fn fresh(ctx: &Ctx, t: &Target, step: &Step, parts: &KeyParts, first: Digest, rec: &Record) -> Option<Done> {
     if !t.cache || ctx.opts.forced(&t.name) {
         return None;
     }
-    let (key, _) = full_for(ctx, step, first, &rec.discovered).ok()?;
+    let (key, _) = full_key_for(ctx, step, first, &rec.discovered).ok()?;
     if key != rec.key {
         return None;
     }
@@ -367,7 +370,7 @@ fn process_step(ctx: &Ctx, t: &Target, step: &Step, deps: BTreeMap<String, Diges
         return d;
     }
     // 4. Run, then 5. store.
-    finish_run(ctx, t, step, parts, first, reasons, warnings)
+    run_and_store(ctx, t, step, parts, first, reasons, warnings)
 }
 
 /// Why a step that is not fresh runs, for `--explain` and `-n`: forced, uncached, or the key
@@ -389,7 +392,7 @@ fn why_it_runs(
     if !t.cache {
         return vec![Reason::Uncached];
     }
-    let recorded = record.and_then(|r| full_for(ctx, step, first, &r.discovered).ok());
+    let recorded = record.and_then(|r| full_key_for(ctx, step, first, &r.discovered).ok());
     let now_discovered = recorded.map(|(_, ids)| ids).unwrap_or_default();
     explain::diff(ctx.explain.as_ref().and_then(|e| e.map.get(&t.name)), parts, &now_discovered)
 }
@@ -425,7 +428,7 @@ fn find_cached(
     }
     let mut found = Found { hits: Vec::new(), from: "local", warnings: Vec::new(), phases: Vec::new() };
     for list in &lists {
-        let Ok((key, ids)) = full_for(ctx, step, first, list) else { continue };
+        let Ok((key, ids)) = full_key_for(ctx, step, first, list) else { continue };
         if found.hits.iter().any(|h| h.0 == key) {
             continue;
         }
@@ -446,7 +449,7 @@ fn find_cached(
         let outputs = parts.output_paths();
         let mut tried = Vec::new();
         for list in &lists {
-            let Ok((key, ids)) = full_for(ctx, step, first, list) else { continue };
+            let Ok((key, ids)) = full_key_for(ctx, step, first, list) else { continue };
             if tried.contains(&key) {
                 continue;
             }
@@ -538,7 +541,7 @@ fn restore_hit(
 /// Run, then store: the step runs from no outputs; its outputs are hashed and its
 /// discovered inputs keyed, and the result is stored and recorded unless an input changed
 /// while it ran (or it ran locally under a remote step's key).
-fn finish_run(
+fn run_and_store(
     ctx: &Ctx,
     t: &Target,
     step: &Step,
@@ -600,7 +603,7 @@ fn finish_run(
     let shipped = ran.shipped.as_ref().map(|s| &s.files);
     let after = discovered_after_run(ctx, t, step, &ran.found, &ran.searched, outputs, started, shipped);
     let (list, key, ids) = match after.and_then(|d| {
-        let (key, ids) = full_for(ctx, step, first, &d.list)?;
+        let (key, ids) = full_key_for(ctx, step, first, &d.list)?;
         Ok((d, key, ids))
     }) {
         Ok((d, key, ids)) => {
@@ -657,7 +660,7 @@ fn execute(
     };
     if let Some(run) = step.as_run() {
         done.command = Some(run.command.clone());
-        match execute_any(ctx, t, run, parts, log)? {
+        match run_here_or_remote(ctx, t, run, parts, log)? {
             Ran::Local => {}
             Ran::Remote(s) => {
                 done.from = Some("remote");
@@ -908,7 +911,6 @@ fn changed_since(meta: &fs::Metadata, since: SystemTime) -> bool {
     ctime >= since
 }
 
-/// Run a shell step in its command slot; `Err` says why it failed.
 /// Where a `run:` step ran.
 enum Ran {
     Local,
@@ -918,7 +920,13 @@ enum Ran {
 }
 
 /// Run the step on the remote-execution engine when there is one, else here.
-fn execute_any(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, log: &Path) -> Result<Ran, StepError> {
+fn run_here_or_remote(
+    ctx: &Ctx,
+    t: &Target,
+    run: &RunStep,
+    parts: &KeyParts,
+    log: &Path,
+) -> Result<Ran, StepError> {
     let Some(rx) = ctx.remote_exec.as_ref() else {
         return execute_run(ctx, t, run, parts, log).map(|()| Ran::Local);
     };
@@ -935,6 +943,8 @@ fn execute_any(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, log: &Pat
     execute_run(ctx, t, run, parts, log).map(|()| Ran::FellBack)
 }
 
+/// Run a shell step here, holding a command slot; `Err` says why it failed (an interrupted
+/// command is not a failure of its own: the build reports the interruption).
 fn execute_run(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, log: &Path) -> Result<(), StepError> {
     let live = ctx.opts.verbose.then(|| format!("[{}] ", t.name));
     let spec = RunSpec {

@@ -37,7 +37,8 @@ pub enum Step {
 }
 
 /// What a kind needs from the runner to key and execute its step: the project, the caches that
-/// identify files and tools, and the machinery that runs commands. Built once per step.
+/// identify files and tools, and the machinery that runs commands. Built by the runner for each
+/// question it asks of the kind (it borrows everything, so it costs nothing).
 pub struct StepEnv<'a> {
     /// The project root (absolute).
     pub root: &'a Path,
@@ -143,8 +144,9 @@ impl Step {
         }
     }
 
-    /// The input files a built-in kind's key covers (for a manifest written from its fields:
-    /// the facts it checks), read again after it ran to see whether any changed meanwhile.
+    /// The input files a step's key covers (for a manifest written from its fields: the facts
+    /// it checks), read again after it ran to see whether any changed meanwhile. They must be
+    /// exactly the inputs the kind's key holds, or no result would ever be stored.
     pub fn key_inputs(&self, env: &StepEnv) -> Result<BTreeMap<String, FileId>, String> {
         match self {
             Step::Manifest(m) if m.manifest.is_some() => Ok(manifest::presence(env.root, m)),

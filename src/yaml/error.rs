@@ -7,6 +7,8 @@ use thiserror::Error;
 
 type Src = NamedSource<Arc<String>>;
 
+// The codes stay `gvbuild::config::*` though the enum lives in `yaml`: users and tools match
+// on them (`--json` errors carry them), and they name what the user wrote, the config.
 #[derive(Debug, Error, Diagnostic)]
 pub enum ConfigError {
     #[error("{message}")]

@@ -1,5 +1,5 @@
 //! gevulot.yaml below the step kinds: reading its values with their spans ([`read`]),
-//! expanding vars ([`expand`]), the errors validation raises ([`error`]) and the
+//! expanding vars ([`mod@expand`]), the errors validation raises ([`error`]) and the
 //! [`Validator`] that `config` and every step kind's `validate` report through. It knows
 //! values, paths and vars, not targets or kinds.
 

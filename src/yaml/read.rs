@@ -2,7 +2,7 @@
 //!
 //! serde stops at the first error, and a type error is phrased in the parser's terms ("expected
 //! sequence start"). So the YAML is first read into [`Node`]s, each with its span: this fails
-//! only on YAML syntax. Then [`FromNode`] turns the nodes into the raw types of `raw.rs`, one
+//! only on YAML syntax. Then [`FromNode`] turns the nodes into the raw types (`crate::config::raw`'s, and each step kind's `Raw*`), one
 //! field at a time. A field of the wrong type, an unknown key or a missing one is reported in
 //! gevulot.yaml's terms ("`outputs` of target `c` is a list of paths", with "write `[out/c]`"),
 //! the field is left out, and reading goes on with the next one.
@@ -14,7 +14,7 @@
 //! broken `fetch.extract` damages the `fetch` and its target, never the whole file.
 //!
 //! A valid file never comes here: serde's derive on the same raw types reads it (the fast path,
-//! in `mod.rs`), and only a file it fails on is read again as nodes. A test checks that both
+//! in `crate::config`), and only a file it fails on is read again as nodes. A test checks that both
 //! readings of a valid file agree.
 
 use std::borrow::Cow;
@@ -273,7 +273,8 @@ impl<'a> Reader<'a> {
             At::Top => format!("unknown top-level key `{}`", key.value),
             at => format!("unknown key `{}` in {}", key.value, at.subject()),
         };
-        let reference = "(the gevulot.yaml reference is in docs/gevulot-yaml.md and schema/gevulot.schema.json)";
+        let reference =
+            "(the gevulot.yaml reference is in docs/gevulot-yaml.md and schema/gevulot.schema.json)";
         let help = match suggest(&key.value, allowed.iter().copied()) {
             Some(dym) => format!("{dym} {reference}"),
             None => format!("the keys allowed here: {} {reference}", allowed.join(", ")),
