@@ -36,6 +36,18 @@ use crate::config::{self, ConfigError, ConfigErrors, Project, Target};
 use crate::diag::{suggest, Source};
 use crate::fingerprint::encode;
 
+/// Why [`Graph::select`] could not select what to build.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum SelectError {
+    /// A name given is no target's; `suggestion` is the closest name's `did you mean ...?`.
+    #[error(
+        "no target named `{name}` in this project; {}",
+        suggestion.as_deref().unwrap_or("`gvbuild list` shows the targets")
+    )]
+    #[diagnostic(code(gvbuild::graph::unknown_target))]
+    UnknownTarget { name: String, suggestion: Option<String> },
+}
+
 pub struct Graph {
     pub project: Project,
     /// Node `i` is `project.targets[i]`; edges are the declared deps and the inferred ones.
@@ -517,7 +529,7 @@ impl Graph {
 
     /// The targets to build for the names given (or the default, or everything), and every step
     /// target they need, in a deterministic order. Unknown names are an error with a suggestion.
-    pub fn select(&self, names: &[String]) -> Result<Vec<usize>, String> {
+    pub fn select(&self, names: &[String]) -> Result<Vec<usize>, SelectError> {
         let roots: Vec<usize> = if names.is_empty() {
             match &self.project.default {
                 Some(d) => self.lookup(d).into_iter().collect(),
@@ -529,10 +541,8 @@ impl Graph {
                 match self.lookup(n) {
                     Some(i) => roots.push(i),
                     None => {
-                        let hint = suggest(n, self.project.targets.iter().map(|t| t.name.as_str()))
-                            .map(|h| format!("; {h}"))
-                            .unwrap_or_else(|| "; `gvbuild list` shows the targets".to_string());
-                        return Err(format!("no target named `{n}` in this project{hint}"));
+                        let suggestion = suggest(n, self.project.targets.iter().map(|t| t.name.as_str()));
+                        return Err(SelectError::UnknownTarget { name: n.clone(), suggestion });
                     }
                 }
             }

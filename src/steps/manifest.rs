@@ -6,7 +6,8 @@
 //! BaseVolumeSz. `schema/nanos-manifest.schema.json` describes what is written.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -18,6 +19,44 @@ use crate::paths::{relative_to, PathSpec};
 use crate::yaml::error::ConfigError;
 use crate::yaml::read::raw_struct;
 use crate::yaml::Validator;
+
+/// Why a manifest could not be written, or a machine size not read from one.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ManifestError {
+    /// Any of the others, after the gevulot.yaml line of the field it is about.
+    #[error("{at}{source}")]
+    #[diagnostic(code(gvbuild::manifest))]
+    At { at: String, source: Box<ManifestError> },
+    #[error("the image's manifest gives RunConfig.Memory `{memory}`, which is not a size of 1 MiB or more")]
+    RunConfigMemory { memory: String },
+    #[error("cannot read {from}: {source}")]
+    ReadFrom { from: String, source: io::Error },
+    #[error("{from} is not a manifest gvbuild understands: {source}")]
+    ParseFrom { from: String, source: serde_json::Error },
+    #[error("{from} has no workspace mount: add \"Mounts\": {{\"%1\": \"/workspace\"}}")]
+    NoWorkspace { from: String },
+    #[error(
+        "{from} loads the GPU klib with a read-only root filesystem; the klib creates /dev/nvidiactl at boot, which that prevents"
+    )]
+    GpuReadOnly { from: String },
+    #[error("a manifest step with neither fields nor `from`")]
+    NoContent,
+    /// What is wrong against the stage root: one line each, after the gevulot.yaml line of the
+    /// field it is about.
+    #[error("{}", .0.join("\n"))]
+    Problems(Vec<String>),
+    #[error("cannot create {}: {source}", path.display())]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cannot write {into}: {source}")]
+    Write { into: String, source: io::Error },
+}
+
+impl ManifestError {
+    /// This error after `at`, the gevulot.yaml line of the field it is about.
+    fn at(self, at: String) -> ManifestError {
+        ManifestError::At { at, source: Box::new(self) }
+    }
+}
 
 /// The JSON written for ops (and, later, read by the native image builder). Field order is the
 /// serialization order: alphabetical, so the bytes are canonical.
@@ -92,14 +131,14 @@ pub fn machine_size(
     cpus: Option<u32>,
     memory_mb: Option<u64>,
     run_config: Option<&RunConfig>,
-) -> Result<(u32, u64), String> {
+) -> Result<(u32, u64), ManifestError> {
     use crate::vm::qemu;
     let cpus = cpus.or(run_config.and_then(|c| c.cpus)).unwrap_or(qemu::DEFAULT_CPUS);
     let memory_mb = match (memory_mb, run_config.and_then(|c| c.memory.as_deref())) {
         (Some(mb), _) => mb,
-        (None, Some(m)) => qemu::memory_mb(m).ok_or_else(|| {
-            format!("the image's manifest gives RunConfig.Memory `{m}`, which is not a size of 1 MiB or more")
-        })?,
+        (None, Some(m)) => {
+            qemu::memory_mb(m).ok_or_else(|| ManifestError::RunConfigMemory { memory: m.to_string() })?
+        }
         (None, None) => qemu::DEFAULT_MEMORY_MB,
     };
     Ok((cpus.max(1), memory_mb))
@@ -218,31 +257,12 @@ fn ops_meaning(m: &Manifest, root: &str, into: &str) -> Vec<(&'static str, Strin
 
 /// Write the manifest of step `m` to `into` (project-relative), after checking it against the
 /// stage root. `Err` says what is wrong, pointing into gevulot.yaml.
-pub fn write(root: &Path, m: &ManifestStep, into: &str) -> Result<(), String> {
+pub fn write(root: &Path, m: &ManifestStep, into: &str) -> Result<(), ManifestError> {
     let at = |field: &str| m.at.prefix(field);
     let manifest = match (&m.manifest, &m.from) {
         (Some(json), _) => (**json).clone(),
-        (None, Some(from)) => {
-            let text = std::fs::read_to_string(root.join(from))
-                .map_err(|e| format!("{}cannot read {from}: {e}", at("from")))?;
-            let parsed: Manifest = serde_json::from_str(&text)
-                .map_err(|e| format!("{}{from} is not a manifest gvbuild understands: {e}", at("from")))?;
-            if !parsed.mounts.values().any(|p| p == "/workspace") {
-                return Err(format!(
-                    "{}{from} has no workspace mount: add \"Mounts\": {{\"%1\": \"/workspace\"}}",
-                    at("from")
-                ));
-            }
-            let gpu = parsed.klibs.iter().any(|k| k == GPU_KLIB);
-            if gpu && parsed.passthrough.get("readonly_rootfs").is_some_and(|v| v == "true") {
-                return Err(format!(
-                    "{}{from} loads the GPU klib with a read-only root filesystem; the klib creates /dev/nvidiactl at boot, which that prevents",
-                    at("from")
-                ));
-            }
-            parsed
-        }
-        (None, None) => return Err("a manifest step with neither fields nor `from`".into()),
+        (None, Some(from)) => read_from(root, from).map_err(|e| e.at(at("from")))?,
+        (None, None) => return Err(ManifestError::NoContent),
     };
     let klib_dir = m.klib_dir.as_ref().map(|k| (root.join(k), k.as_str()));
     let mut problems = ops_meaning(&manifest, &m.root, into);
@@ -253,14 +273,32 @@ pub fn write(root: &Path, m: &ManifestStep, into: &str) -> Result<(), String> {
     ));
     if !problems.is_empty() {
         let lines: Vec<String> = problems.iter().map(|(field, msg)| format!("{}{msg}", at(field))).collect();
-        return Err(lines.join("\n"));
+        return Err(ManifestError::Problems(lines));
     }
     let dest = root.join(into);
     if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|source| ManifestError::Create { path: parent.to_path_buf(), source })?;
     }
     crate::fsutil::write_atomic(&dest, manifest.to_canonical().as_bytes())
-        .map_err(|e| format!("cannot write {into}: {e}"))
+        .map_err(|source| ManifestError::Write { into: into.to_string(), source })
+}
+
+/// The hand-written manifest `from` (project-relative), refused without a workspace mount or
+/// with the GPU klib on a read-only root.
+fn read_from(root: &Path, from: &str) -> Result<Manifest, ManifestError> {
+    let text = std::fs::read_to_string(root.join(from))
+        .map_err(|source| ManifestError::ReadFrom { from: from.to_string(), source })?;
+    let parsed: Manifest = serde_json::from_str(&text)
+        .map_err(|source| ManifestError::ParseFrom { from: from.to_string(), source })?;
+    if !parsed.mounts.values().any(|p| p == "/workspace") {
+        return Err(ManifestError::NoWorkspace { from: from.to_string() });
+    }
+    let gpu = parsed.klibs.iter().any(|k| k == GPU_KLIB);
+    if gpu && parsed.passthrough.get("readonly_rootfs").is_some_and(|v| v == "true") {
+        return Err(ManifestError::GpuReadOnly { from: from.to_string() });
+    }
+    Ok(parsed)
 }
 
 /// `manifest:` after validation: the JSON to write (or the file to canonicalise), and where it
@@ -544,12 +582,12 @@ pub(crate) fn validate(
 /// A manifest's key: its JSON (or the `from` file it canonicalises, an input), and, written
 /// from its fields, what it checks in the stage root ([`presence`]) instead of the stage
 /// root's contents, so that it stays fresh when a staged file's content changes.
-pub fn key(m: &ManifestStep, env: &super::StepEnv) -> Result<super::KindKey, String> {
+pub fn key(m: &ManifestStep, env: &super::StepEnv) -> Result<super::KindKey, super::KeyError> {
     let (command, inputs) = match (&m.manifest, &m.from) {
         (Some(json), _) => (json.to_canonical(), presence(env.root, m)),
         (None, from) => (
             format!("from {}", from.as_deref().unwrap_or("")),
-            crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat).map_err(|e| e.to_string())?,
+            crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat)?,
         ),
     };
     Ok(super::KindKey {

@@ -14,7 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use super::{Executed, KindFailed, KindKey, StepEnv};
+use super::{Executed, KeyError, KindFailed, KindKey, StepEnv};
 use crate::diag::Span;
 use crate::fingerprint::FileId;
 use crate::paths::PathSpec;
@@ -298,13 +298,13 @@ pub fn summary(im: &ImageSpec, into: &str) -> String {
 
 /// An image's key: its spec without source positions and the native format's version, its
 /// inputs ([`key_inputs`]), and for `builder: ops` the identity of ops (`ops version`).
-pub fn key(im: &ImageSpec, env: &StepEnv) -> Result<KindKey, String> {
+pub fn key(im: &ImageSpec, env: &StepEnv) -> Result<KindKey, KeyError> {
     let mut tools = BTreeMap::new();
     if let Builder::Ops { .. } = im.builder {
         let id = env
             .tools
             .identify_with("ops", env.root, env.stat, &["version"])
-            .map_err(|_| ops::OPS_MISSING.to_string())?;
+            .map_err(|_| KeyError::OpsMissing)?;
         tools.insert("ops".to_string(), id);
     }
     Ok(KindKey {
@@ -318,9 +318,8 @@ pub fn key(im: &ImageSpec, env: &StepEnv) -> Result<KindKey, String> {
 
 /// An image's input files, and for the native builder what the image holds beyond their
 /// contents (see `native_image_facts`).
-pub fn key_inputs(im: &ImageSpec, env: &StepEnv) -> Result<BTreeMap<String, FileId>, String> {
-    let mut ids =
-        crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat).map_err(|e| e.to_string())?;
+pub fn key_inputs(im: &ImageSpec, env: &StepEnv) -> Result<BTreeMap<String, FileId>, KeyError> {
+    let mut ids = crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat)?;
     if let Builder::Native { .. } = im.builder {
         native_image_facts(im, env, &mut ids)?;
     }
@@ -334,7 +333,7 @@ fn native_image_facts(
     im: &ImageSpec,
     env: &StepEnv,
     ids: &mut BTreeMap<String, FileId>,
-) -> Result<(), String> {
+) -> Result<(), KeyError> {
     let fact = |what: &[u8]| FileId { digest: *blake3::hash(what).as_bytes(), exec: false, size: 0 };
     let root = env.root.join(&im.root);
     let walker = walkdir::WalkDir::new(&root)
@@ -343,16 +342,14 @@ fn native_image_facts(
         .into_iter()
         .filter_entry(|e| !(e.file_type().is_dir() && crate::paths::is_skipped_dir(e.file_name())));
     for e in walker {
-        let e = e.map_err(|e| format!("cannot read the image root {}: {e}", im.root))?;
+        let e = e.map_err(|source| KeyError::ImageRoot { root: im.root.clone(), source })?;
         let Ok(rel) = e.path().strip_prefix(env.root) else { continue };
-        let rel = rel
-            .to_str()
-            .ok_or_else(|| format!("{} in the image root has a name that is not UTF-8", rel.display()))?;
+        let rel = rel.to_str().ok_or_else(|| KeyError::ImageRootName { path: rel.to_path_buf() })?;
         if e.file_type().is_dir() {
             ids.insert(format!("{rel} (folder)"), crate::fingerprint::inputs::folder_id());
         } else if e.file_type().is_symlink() {
-            let target =
-                std::fs::read_link(e.path()).map_err(|err| format!("cannot read symlink {rel}: {err}"))?;
+            let target = std::fs::read_link(e.path())
+                .map_err(|source| KeyError::ImageRootSymlink { path: rel.to_string(), source })?;
             ids.insert(format!("{rel} (link)"), fact(target.as_os_str().as_encoded_bytes()));
         }
     }
