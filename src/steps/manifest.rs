@@ -16,7 +16,6 @@ use serde_saphyr::Spanned;
 
 use crate::diag::Span;
 use crate::paths::{relative_to, PathSpec};
-use crate::yaml::error::ConfigError;
 use crate::yaml::read::raw_struct;
 use crate::yaml::Validator;
 
@@ -415,132 +414,113 @@ raw_struct! {
 }
 
 /// Validate a `manifest:` step. Returns the step, its inputs (stage root, klib folder,
-/// `from` file) and its output.
+/// `from` file) and its output. Errors are reported in file order.
 pub(crate) fn validate(
     v: &mut Validator,
     n: &str,
     m: &RawManifest,
     unset: &mut Vec<(String, Span)>,
 ) -> Option<(ManifestStep, Vec<PathSpec>, PathSpec)> {
-    use crate::steps::manifest::{valid_memory, Manifest, RunConfig, GPU_KLIB};
-    let mut ok = true;
-    let err = |v: &mut Validator, loc: &serde_saphyr::Location, message: String, label: &str, help: &str| {
-        v.errors.push(ConfigError::Invalid {
-            message,
-            src: v.src.named(),
-            span: Span::of(loc).into(),
-            label: label.into(),
-            help: Some(help.into()),
-        });
-    };
     let root = v.input(&m.root, n, unset)?;
     let into = v.output(&m.into, n, unset)?;
     let mut inputs = vec![root.clone()];
     let mut at = crate::diag::Positions::new(v.src);
-    let mut locate = |v: &Validator, field: &str, loc: &serde_saphyr::Location| {
-        at.mark(v.src, field, Span::of(loc).offset);
+    locate(&mut at, v, "root", &m.root.referenced);
+    let step = match &m.from {
+        Some(from) => validate_from(v, n, m, from, (root, at), &mut inputs, unset)?,
+        None => {
+            let (manifest, klib_dir) = validate_fields(v, n, m, &root, &mut inputs, &mut at, unset)?;
+            ManifestStep { manifest: Some(Box::new(manifest)), from: None, root: root.path, klib_dir, at }
+        }
     };
-    locate(v, "root", &m.root.referenced);
+    Some((step, inputs, into))
+}
 
-    if let Some(from) = &m.from {
-        let content = [
-            ("program", m.program.as_ref().map(|s| &s.referenced)),
-            ("args", m.args.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
-            ("env", m.env.as_ref().and_then(|e| e.keys().next()).map(|s| &s.referenced)),
-            ("dirs", m.dirs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
-            ("files", m.files.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
-            ("workspace", m.workspace.as_ref().map(|w| &w.mount.referenced)),
-            ("gpu", m.gpu.as_ref().map(|s| &s.referenced)),
-            ("memory", m.memory.as_ref().map(|s| &s.referenced)),
-        ];
-        for (field, loc) in content {
-            if let Some(loc) = loc {
-                ok = false;
-                err(
-                    v,
-                    loc,
-                    format!("`{field}` next to `from` in manifest `{n}`"),
-                    "from the file, or from here?",
-                    "`from` takes the whole manifest from the file: put this setting there",
-                );
-            }
+/// Record where `field` is in the build file, for errors found while building.
+fn locate(at: &mut crate::diag::Positions, v: &Validator, field: &str, loc: &serde_saphyr::Location) {
+    at.mark(v.src, field, Span::of(loc).offset);
+}
+
+/// A manifest step with `from:`: the hand-written file is the whole manifest, so no content
+/// field may stand beside it. `root` is the stage root and where fields are; the file and the
+/// klib folder join `inputs`.
+fn validate_from(
+    v: &mut Validator,
+    n: &str,
+    m: &RawManifest,
+    from: &Spanned<String>,
+    (root, mut at): (PathSpec, crate::diag::Positions),
+    inputs: &mut Vec<PathSpec>,
+    unset: &mut Vec<(String, Span)>,
+) -> Option<ManifestStep> {
+    let content = [
+        ("program", m.program.as_ref().map(|s| &s.referenced)),
+        ("args", m.args.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+        ("env", m.env.as_ref().and_then(|e| e.keys().next()).map(|s| &s.referenced)),
+        ("dirs", m.dirs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+        ("files", m.files.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+        ("workspace", m.workspace.as_ref().map(|w| &w.mount.referenced)),
+        ("gpu", m.gpu.as_ref().map(|s| &s.referenced)),
+        ("memory", m.memory.as_ref().map(|s| &s.referenced)),
+    ];
+    let mut ok = true;
+    for (field, loc) in content {
+        if let Some(loc) = loc {
+            ok = false;
+            v.invalid(
+                format!("`{field}` next to `from` in manifest `{n}`"),
+                loc,
+                "from the file, or from here?",
+                "`from` takes the whole manifest from the file: put this setting there",
+            );
         }
-        let from_spec = v.input(from, n, unset)?;
-        locate(v, "from", &from.referenced);
-        inputs.push(from_spec.clone());
-        let klib_dir = m.klib_dir.as_ref().map(|k| v.expand(k, n, unset));
-        if let (Some(k), Some(loc)) = (&klib_dir, m.klib_dir.as_ref()) {
-            if let Some(p) = v.input_path(k, Span::of(&loc.referenced), n) {
-                inputs.push(p);
-            }
-        }
-        let step = ManifestStep { manifest: None, from: Some(from_spec.path), root: root.path, klib_dir, at };
-        return ok.then_some((step, inputs, into));
     }
+    let from_spec = v.input(from, n, unset)?;
+    locate(&mut at, v, "from", &from.referenced);
+    inputs.push(from_spec.clone());
+    let klib_dir = m.klib_dir.as_ref().map(|k| v.expand(k, n, unset));
+    if let (Some(k), Some(loc)) = (&klib_dir, m.klib_dir.as_ref()) {
+        if let Some(p) = v.input_path(k, Span::of(&loc.referenced), n) {
+            inputs.push(p);
+        }
+    }
+    let step = ManifestStep { manifest: None, from: Some(from_spec.path), root: root.path, klib_dir, at };
+    ok.then_some(step)
+}
 
+/// A manifest step written from its fields: the manifest, and its klib folder (which joins
+/// `inputs`). Every field is checked before `None` is returned, except where a missing one
+/// (program, workspace, klib folder) leaves nothing to check against.
+fn validate_fields(
+    v: &mut Validator,
+    n: &str,
+    m: &RawManifest,
+    root: &PathSpec,
+    inputs: &mut Vec<PathSpec>,
+    at: &mut crate::diag::Positions,
+    unset: &mut Vec<(String, Span)>,
+) -> Option<(Manifest, Option<String>)> {
     let Some(program) = &m.program else {
-        err(
-            v,
-            &m.root.referenced,
+        v.invalid(
             format!("manifest `{n}` names no program"),
+            &m.root.referenced,
             "which program?",
             "add `program:`, the program's path in the stage root",
         );
         return None;
     };
-    locate(v, "program", &program.referenced);
+    locate(at, v, "program", &program.referenced);
     let gpu = m.gpu.as_ref().is_some_and(|g| g.value);
-    if let (true, Some(ro)) = (gpu, m.readonly_rootfs.as_ref().filter(|r| r.value)) {
-        ok = false;
-        err(v, &ro.referenced, format!("manifest `{n}` asks for a GPU and a read-only root filesystem"), "cannot be read-only with `gpu: true`", "the GPU klib creates /dev/nvidiactl at boot, which a read-only root prevents: remove `readonly_rootfs`");
-    }
-    if let Some(mem) = &m.memory {
-        if !valid_memory(&mem.value) {
-            ok = false;
-            err(
-                v,
-                &mem.referenced,
-                format!("`memory` of manifest `{n}` is not a size ops understands"),
-                "not a size",
-                "write a number with an optional k, m or g, e.g. `2g` or `512m`",
-            );
-        }
-    }
+    let ok = check_machine(v, n, m, gpu);
     let Some(ws) = &m.workspace else {
-        err(v, &m.root.referenced, format!("manifest `{n}` has no workspace mount"), "no `workspace:` in this manifest", "a Gevulot program reads its tasks from the workspace: add `workspace: { mount: \"%1\", path: /workspace }`");
+        v.invalid(format!("manifest `{n}` has no workspace mount"), &m.root.referenced, "no `workspace:` in this manifest", "a Gevulot program reads its tasks from the workspace: add `workspace: { mount: \"%1\", path: /workspace }`");
         return None;
     };
-    let mut klibs: Vec<String> = m.klibs.iter().flatten().map(|k| v.expand(k, n, unset)).collect();
-    if gpu && !klibs.iter().any(|k| k == GPU_KLIB) {
-        klibs.insert(0, GPU_KLIB.to_string());
-    }
-    if let Some(k) = m.klibs.as_ref().and_then(|v| v.first()) {
-        locate(v, "klibs", &k.referenced);
-    } else if let Some(g) = &m.gpu {
-        locate(v, "klibs", &g.referenced);
-    }
-    let klib_dir = match &m.klib_dir {
-        Some(k) => {
-            let spec = v.input(k, n, unset)?;
-            inputs.push(spec.clone());
-            Some(spec.path)
-        }
-        None if !klibs.is_empty() => {
-            let loc = m.gpu.as_ref().map(|g| &g.referenced).unwrap_or(&m.root.referenced);
-            err(
-                v,
-                loc,
-                format!("manifest `{n}` loads klibs but has no `klib_dir`"),
-                "klibs from where?",
-                "add `klib_dir:`, the project folder holding the klibs (the GPU assets' klib folder)",
-            );
-            return None;
-        }
-        None => None,
-    };
+    let klibs = klibs(v, n, m, gpu, at, unset);
+    let klib_dir = klib_dir(v, n, m, !klibs.is_empty(), inputs, unset)?;
     for (field, list) in [("dirs", &m.dirs), ("files", &m.files)] {
         if let Some(first) = list.as_ref().and_then(|v| v.first()) {
-            locate(v, field, &first.referenced);
+            locate(at, v, field, &first.referenced);
         }
     }
     let mut passthrough: BTreeMap<String, String> =
@@ -575,8 +555,81 @@ pub(crate) fn validate(
             memory: m.memory.as_ref().map(|m| m.value.clone()),
         },
     };
-    let step = ManifestStep { manifest: Some(Box::new(manifest)), from: None, root: root.path, klib_dir, at };
-    ok.then_some((step, inputs, into))
+    ok.then_some((manifest, klib_dir))
+}
+
+/// Whether the machine a manifest asks for can be: no read-only root with a GPU, a memory ops
+/// understands. Reports what is wrong.
+fn check_machine(v: &mut Validator, n: &str, m: &RawManifest, gpu: bool) -> bool {
+    let mut ok = true;
+    if let (true, Some(ro)) = (gpu, m.readonly_rootfs.as_ref().filter(|r| r.value)) {
+        ok = false;
+        v.invalid(format!("manifest `{n}` asks for a GPU and a read-only root filesystem"), &ro.referenced, "cannot be read-only with `gpu: true`", "the GPU klib creates /dev/nvidiactl at boot, which a read-only root prevents: remove `readonly_rootfs`");
+    }
+    if let Some(mem) = &m.memory {
+        if !valid_memory(&mem.value) {
+            ok = false;
+            v.invalid(
+                format!("`memory` of manifest `{n}` is not a size ops understands"),
+                &mem.referenced,
+                "not a size",
+                "write a number with an optional k, m or g, e.g. `2g` or `512m`",
+            );
+        }
+    }
+    ok
+}
+
+/// The klibs to load: those listed, with the GPU klib first when `gpu` asks for it and they do
+/// not list it.
+fn klibs(
+    v: &mut Validator,
+    n: &str,
+    m: &RawManifest,
+    gpu: bool,
+    at: &mut crate::diag::Positions,
+    unset: &mut Vec<(String, Span)>,
+) -> Vec<String> {
+    let mut klibs: Vec<String> = m.klibs.iter().flatten().map(|k| v.expand(k, n, unset)).collect();
+    if gpu && !klibs.iter().any(|k| k == GPU_KLIB) {
+        klibs.insert(0, GPU_KLIB.to_string());
+    }
+    if let Some(k) = m.klibs.as_ref().and_then(|v| v.first()) {
+        locate(at, v, "klibs", &k.referenced);
+    } else if let Some(g) = &m.gpu {
+        locate(at, v, "klibs", &g.referenced);
+    }
+    klibs
+}
+
+/// The klib folder (an input), required when the manifest `loads_klibs`. `None` when it is
+/// missing but needed (reported) or cannot be read as an input; `Some(None)` when there is none.
+fn klib_dir(
+    v: &mut Validator,
+    n: &str,
+    m: &RawManifest,
+    loads_klibs: bool,
+    inputs: &mut Vec<PathSpec>,
+    unset: &mut Vec<(String, Span)>,
+) -> Option<Option<String>> {
+    match &m.klib_dir {
+        Some(k) => {
+            let spec = v.input(k, n, unset)?;
+            inputs.push(spec.clone());
+            Some(Some(spec.path))
+        }
+        None if loads_klibs => {
+            let loc = m.gpu.as_ref().map(|g| &g.referenced).unwrap_or(&m.root.referenced);
+            v.invalid(
+                format!("manifest `{n}` loads klibs but has no `klib_dir`"),
+                loc,
+                "klibs from where?",
+                "add `klib_dir:`, the project folder holding the klibs (the GPU assets' klib folder)",
+            );
+            None
+        }
+        None => Some(None),
+    }
 }
 
 /// A manifest's key: its JSON (or the `from` file it canonicalises, an input), and, written
