@@ -24,6 +24,29 @@ use crate::fingerprint::{FileId, StatCache};
 use crate::jobs::{Jobs, Slots};
 use crate::paths::PathSpec;
 
+/// A size field of a step (`s`): its value as `parse` reads it. `None` while a variable in it is
+/// unset, or when `parse` cannot read it, which is reported (`message`, labelled "not a size",
+/// with `help`) and clears `ok`.
+pub(crate) fn size_field(
+    v: &mut crate::yaml::Validator,
+    s: &serde_saphyr::Spanned<String>,
+    parse: impl Fn(&str) -> Option<u64>,
+    (message, help): (String, &str),
+    ok: &mut bool,
+    unset: &mut Vec<(String, crate::diag::Span)>,
+) -> Option<u64> {
+    let (text, whole) = v.expand_checked(s, unset);
+    match parse(&text) {
+        Some(size) => Some(size),
+        None if !whole => None,
+        None => {
+            v.invalid(message, &s.referenced, "not a size", help);
+            *ok = false;
+            None
+        }
+    }
+}
+
 /// What a target does: one variant per step kind, each holding its module's spec. Everything
 /// kind-specific is asked of the kind through the methods below, one `match` each.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -151,42 +151,7 @@ pub(crate) fn validate(
         ok = false;
     }
     let mut inputs: Vec<PathSpec> = image.iter().cloned().collect();
-    let mut files = Vec::new();
-    let mut names: Vec<String> = Vec::new();
-    for f in t.files.iter().flatten() {
-        let Some(p) = v.input(f, n, unset) else { continue };
-        if p.glob {
-            v.invalid(
-                format!("file `{}` of task `{n}` is a glob", p.path),
-                &f.referenced,
-                "one file",
-                "list each input file",
-            );
-            ok = false;
-            continue;
-        }
-        let name = vm::task::workspace_name(&p.path).to_string();
-        if name == vm::task::TASK_FILE || name == vm::task::RESULT_FILE {
-            v.invalid(
-                format!("file `{}` of task `{n}` is named like the task protocol's own `{name}`", p.path),
-                &f.referenced,
-                "reserved name",
-                "rename the file",
-            );
-            ok = false;
-        } else if names.contains(&name) {
-            v.invalid(
-                format!("two files of task `{n}` are named `{name}` in the workspace"),
-                &f.referenced,
-                "same name as an earlier file",
-                "each file is copied in under its name: rename one",
-            );
-            ok = false;
-        }
-        names.push(name);
-        files.push(p.path.clone());
-        inputs.push(p);
-    }
+    let files = workspace_files(v, n, t, &mut inputs, &mut ok, unset);
     let args = t.args.iter().flatten().map(|a| v.expand(a, n, unset)).collect();
     let id = t.id.as_ref().map_or_else(|| vm::task::DEFAULT_ID.to_string(), |i| v.expand(i, n, unset));
     let gpus = t.gpus.iter().flatten().map(|g| v.expand(g, n, unset)).collect();
@@ -207,30 +172,65 @@ pub(crate) fn validate(
         v.invalid(format!("`cpus` of task `{n}` is 0"), &c.referenced, "no CPU", "give 1 or more");
         ok = false;
     }
-    let memory_mb = match &t.memory {
-        None => None,
-        Some(m) => {
-            let (text, whole) = v.expand_checked(m, unset);
-            match qemu::memory_mb(&text) {
-                Some(mb) => Some(mb),
-                None if !whole => None,
-                _ => {
-                    v.invalid(
-                        format!("`memory` of task `{n}` is not a size of 1 MiB or more"),
-                        &m.referenced,
-                        "not a size",
-                        "write a size such as `2048m` or `4g`",
-                    );
-                    ok = false;
-                    None
-                }
-            }
-        }
-    };
+    let memory_mb = t.memory.as_ref().and_then(|m| {
+        let message = format!("`memory` of task `{n}` is not a size of 1 MiB or more");
+        let help = "write a size such as `2048m` or `4g`";
+        super::size_field(v, m, qemu::memory_mb, (message, help), &mut ok, unset)
+    });
     let into = v.output(&t.into, n, unset);
     let (Some(image), Some(into)) = (image, into) else { return None };
     let spec = TaskSpec { image: image.path, id, args, files, timeout_s, cpus, memory_mb, gpus };
     ok.then_some((spec, inputs, into))
+}
+
+/// The task's input files (each joins `inputs`), in the order written: one file each, named
+/// apart from each other and from the task protocol's own files in the workspace. Clears `ok`
+/// for one that is not.
+fn workspace_files(
+    v: &mut Validator,
+    n: &str,
+    t: &RawTask,
+    inputs: &mut Vec<PathSpec>,
+    ok: &mut bool,
+    unset: &mut Vec<(String, Span)>,
+) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for f in t.files.iter().flatten() {
+        let Some(p) = v.input(f, n, unset) else { continue };
+        if p.glob {
+            v.invalid(
+                format!("file `{}` of task `{n}` is a glob", p.path),
+                &f.referenced,
+                "one file",
+                "list each input file",
+            );
+            *ok = false;
+            continue;
+        }
+        let name = vm::task::workspace_name(&p.path).to_string();
+        if name == vm::task::TASK_FILE || name == vm::task::RESULT_FILE {
+            v.invalid(
+                format!("file `{}` of task `{n}` is named like the task protocol's own `{name}`", p.path),
+                &f.referenced,
+                "reserved name",
+                "rename the file",
+            );
+            *ok = false;
+        } else if names.contains(&name) {
+            v.invalid(
+                format!("two files of task `{n}` are named `{name}` in the workspace"),
+                &f.referenced,
+                "same name as an earlier file",
+                "each file is copied in under its name: rename one",
+            );
+            *ok = false;
+        }
+        names.push(name);
+        files.push(p.path.clone());
+        inputs.push(p);
+    }
+    files
 }
 
 /// What the key holds of the spec besides its input files and QEMU: the task as the program
