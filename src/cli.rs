@@ -960,8 +960,8 @@ fn run_image(g: &GlobalArgs, r: RunArgs, remote: RemoteArgs) -> Result<u8, Error
     if r.cpus == Some(0) {
         return Err(Error::Usage("--cpus must be 1 or more".into()));
     }
-    let (cpus, memory_mb) =
-        crate::steps::manifest::machine_size(r.cpus, memory, run_config.as_ref()).map_err(Error::Usage)?;
+    let (cpus, memory_mb) = crate::steps::manifest::machine_size(r.cpus, memory, run_config.as_ref())
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let stem = image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
     let into = r.into.as_deref().map_or_else(|| image.with_file_name(format!("{stem}.run")), here);
     let workspace_given = r.workspace.as_deref().map(here);
@@ -1342,6 +1342,7 @@ fn select_for_build(
     let mut names = args.targets.clone();
     names.extend(args.target.iter().cloned());
     let selected = graph.select(&names).map_err(|e| {
+        let e = e.to_string();
         let unknown: Vec<String> =
             args.targets.iter().filter(|n| graph.lookup(n).is_none()).cloned().collect();
         match subcommand_hint(&unknown).filter(|_| !explicit_build) {

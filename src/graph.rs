@@ -36,6 +36,18 @@ use crate::config::{self, ConfigError, ConfigErrors, Project, Target};
 use crate::diag::{suggest, Source};
 use crate::fingerprint::encode;
 
+/// Why [`Graph::select`] could not select what to build.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum SelectError {
+    /// A name given is no target's; `suggestion` is the closest name's `did you mean ...?`.
+    #[error(
+        "no target named `{name}` in this project; {}",
+        suggestion.as_deref().unwrap_or("`gvbuild list` shows the targets")
+    )]
+    #[diagnostic(code(gvbuild::graph::unknown_target))]
+    UnknownTarget { name: String, suggestion: Option<String> },
+}
+
 pub struct Graph {
     pub project: Project,
     /// Node `i` is `project.targets[i]`; edges are the declared deps and the inferred ones.
@@ -50,6 +62,10 @@ pub struct Graph {
     /// The parse key (YAML bytes and `--set` vars) this graph was loaded for.
     pub key: [u8; 32],
 }
+
+/// What a target's inputs read of other targets' outputs: dep -> (input, output), the first
+/// input that reads each other target.
+type Reads = BTreeMap<usize, (usize, usize)>;
 
 /// A dependency gvbuild added because an input of `target` may read an output of `dep`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -414,6 +430,29 @@ impl Graph {
     /// Output conflicts and nesting, inputs that read their own target's outputs, and the
     /// dependencies to infer from inputs that read other targets' outputs.
     fn check_outputs(&self, source: &Source, errors: &mut Vec<ConfigError>) -> Vec<Inferred> {
+        let owners = self.output_owners(source, errors);
+        self.check_nesting(&owners, source, errors);
+        let found = self.reads_of_outputs(&owners, source);
+        let mut level = None;
+        let mut inferred = Vec::new();
+        for (ti, (found_errors, reads)) in found.into_iter().enumerate() {
+            errors.extend(found_errors);
+            for (dep, (input, output)) in reads {
+                if self.step_deps[ti].binary_search(&dep).is_ok() {
+                    continue;
+                }
+                let level = level.get_or_insert_with(|| self.levels());
+                if !self.reaches(ti, dep, level) {
+                    inferred.push(Inferred { target: ti, dep, input, output });
+                }
+            }
+        }
+        inferred
+    }
+
+    /// Each output path's owner (target, output), the first to declare it; a second target
+    /// declaring the same path is an error.
+    fn output_owners(&self, source: &Source, errors: &mut Vec<ConfigError>) -> infer::Owners<'_> {
         let mut owners: infer::Owners = BTreeMap::new();
         for (ti, t) in self.project.targets.iter().enumerate() {
             for (oi, o) in t.outputs.iter().enumerate() {
@@ -434,6 +473,11 @@ impl Graph {
                 owners.insert(&o.path, (ti, oi));
             }
         }
+        owners
+    }
+
+    /// An output inside another output (its folder) is an error.
+    fn check_nesting(&self, owners: &infer::Owners, source: &Source, errors: &mut Vec<ConfigError>) {
         for t in &self.project.targets {
             for o in &t.outputs {
                 for anc in infer::ancestors(&o.path) {
@@ -452,12 +496,14 @@ impl Graph {
                 }
             }
         }
-        // What each target's inputs read of the others' outputs: independent per target, so
-        // found on every core (a big generated graph has tens of thousands of inputs).
-        /// dep -> (input, output): the first input that reads each other target.
-        type Reads = BTreeMap<usize, (usize, usize)>;
-        let found: Vec<(Vec<ConfigError>, Reads)> = self
-            .project
+    }
+
+    /// What each target's inputs read of the outputs: per target, its errors (an invalid glob,
+    /// an input reading its own target's output) and, for each other target read, the first
+    /// (input, output) that reads it. Independent per target, so found on every core (a big
+    /// generated graph has tens of thousands of inputs).
+    fn reads_of_outputs(&self, owners: &infer::Owners, source: &Source) -> Vec<(Vec<ConfigError>, Reads)> {
+        self.project
             .targets
             .par_iter()
             .with_min_len(256)
@@ -468,7 +514,7 @@ impl Graph {
                 let mut hits = Vec::new();
                 for (ii, input) in t.inputs.iter().enumerate() {
                     hits.clear();
-                    if infer::hits(&owners, &input.path, input.glob, &mut hits).is_err() {
+                    if infer::hits(owners, &input.path, input.glob, &mut hits).is_err() {
                         errors.push(ConfigError::Invalid {
                             message: format!(
                                 "input `{}` of target `{}` is not a valid glob",
@@ -497,27 +543,12 @@ impl Graph {
                 }
                 (errors, reads)
             })
-            .collect();
-        let mut level = None;
-        let mut inferred = Vec::new();
-        for (ti, (found_errors, reads)) in found.into_iter().enumerate() {
-            errors.extend(found_errors);
-            for (dep, (input, output)) in reads {
-                if self.step_deps[ti].binary_search(&dep).is_ok() {
-                    continue;
-                }
-                let level = level.get_or_insert_with(|| self.levels());
-                if !self.reaches(ti, dep, level) {
-                    inferred.push(Inferred { target: ti, dep, input, output });
-                }
-            }
-        }
-        inferred
+            .collect()
     }
 
     /// The targets to build for the names given (or the default, or everything), and every step
     /// target they need, in a deterministic order. Unknown names are an error with a suggestion.
-    pub fn select(&self, names: &[String]) -> Result<Vec<usize>, String> {
+    pub fn select(&self, names: &[String]) -> Result<Vec<usize>, SelectError> {
         let roots: Vec<usize> = if names.is_empty() {
             match &self.project.default {
                 Some(d) => self.lookup(d).into_iter().collect(),
@@ -529,10 +560,8 @@ impl Graph {
                 match self.lookup(n) {
                     Some(i) => roots.push(i),
                     None => {
-                        let hint = suggest(n, self.project.targets.iter().map(|t| t.name.as_str()))
-                            .map(|h| format!("; {h}"))
-                            .unwrap_or_else(|| "; `gvbuild list` shows the targets".to_string());
-                        return Err(format!("no target named `{n}` in this project{hint}"));
+                        let suggestion = suggest(n, self.project.targets.iter().map(|t| t.name.as_str()));
+                        return Err(SelectError::UnknownTarget { name: n.clone(), suggestion });
                     }
                 }
             }

@@ -26,7 +26,10 @@ pub enum StepError {
          workers have: --platform {property}=IDENTITY (`gvbuild worker --tool` prints it)"
     )]
     RemoteTool { source: ToolError, property: String },
-    /// A built-in kind's keying or execution failed (its module's message).
+    /// A built-in kind's key could not be made.
+    #[error(transparent)]
+    Key(#[from] crate::steps::KeyError),
+    /// A built-in kind's execution failed (its module's message).
     #[error("{0}")]
     Kind(String),
     /// A discovered input could not be read for the full key.

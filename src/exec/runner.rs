@@ -186,7 +186,7 @@ fn fingerprint<'a>(
     let outputs: Vec<Cow<'a, str>> = t.outputs.iter().map(|o| Cow::Borrowed(o.path.as_str())).collect();
     let Some(run) = step.as_run() else {
         // A built-in kind keys itself: what it does, the files and tools it reads.
-        let k = with_env(ctx, t, Path::new(""), None, |env| step.kind_key(env)).map_err(StepError::Kind)?;
+        let k = with_env(ctx, t, Path::new(""), None, |env| step.kind_key(env))?;
         return Ok(KeyParts {
             version: KEY_VERSION,
             step: StepDef { kind: k.kind.into(), command: k.command.into(), outputs, depfile: None },

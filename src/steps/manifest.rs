@@ -6,7 +6,8 @@
 //! BaseVolumeSz. `schema/nanos-manifest.schema.json` describes what is written.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -15,9 +16,46 @@ use serde_saphyr::Spanned;
 
 use crate::diag::Span;
 use crate::paths::{relative_to, PathSpec};
-use crate::yaml::error::ConfigError;
 use crate::yaml::read::raw_struct;
 use crate::yaml::Validator;
+
+/// Why a manifest could not be written, or a machine size not read from one.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ManifestError {
+    /// Any of the others, after the gevulot.yaml line of the field it is about.
+    #[error("{at}{source}")]
+    #[diagnostic(code(gvbuild::manifest))]
+    At { at: String, source: Box<ManifestError> },
+    #[error("the image's manifest gives RunConfig.Memory `{memory}`, which is not a size of 1 MiB or more")]
+    RunConfigMemory { memory: String },
+    #[error("cannot read {from}: {source}")]
+    ReadFrom { from: String, source: io::Error },
+    #[error("{from} is not a manifest gvbuild understands: {source}")]
+    ParseFrom { from: String, source: serde_json::Error },
+    #[error("{from} has no workspace mount: add \"Mounts\": {{\"%1\": \"/workspace\"}}")]
+    NoWorkspace { from: String },
+    #[error(
+        "{from} loads the GPU klib with a read-only root filesystem; the klib creates /dev/nvidiactl at boot, which that prevents"
+    )]
+    GpuReadOnly { from: String },
+    #[error("a manifest step with neither fields nor `from`")]
+    NoContent,
+    /// What is wrong against the stage root: one line each, after the gevulot.yaml line of the
+    /// field it is about.
+    #[error("{}", .0.join("\n"))]
+    Problems(Vec<String>),
+    #[error("cannot create {}: {source}", path.display())]
+    Create { path: PathBuf, source: io::Error },
+    #[error("cannot write {into}: {source}")]
+    Write { into: String, source: io::Error },
+}
+
+impl ManifestError {
+    /// This error after `at`, the gevulot.yaml line of the field it is about.
+    fn at(self, at: String) -> ManifestError {
+        ManifestError::At { at, source: Box::new(self) }
+    }
+}
 
 /// The JSON written for ops (and, later, read by the native image builder). Field order is the
 /// serialization order: alphabetical, so the bytes are canonical.
@@ -92,14 +130,14 @@ pub fn machine_size(
     cpus: Option<u32>,
     memory_mb: Option<u64>,
     run_config: Option<&RunConfig>,
-) -> Result<(u32, u64), String> {
+) -> Result<(u32, u64), ManifestError> {
     use crate::vm::qemu;
     let cpus = cpus.or(run_config.and_then(|c| c.cpus)).unwrap_or(qemu::DEFAULT_CPUS);
     let memory_mb = match (memory_mb, run_config.and_then(|c| c.memory.as_deref())) {
         (Some(mb), _) => mb,
-        (None, Some(m)) => qemu::memory_mb(m).ok_or_else(|| {
-            format!("the image's manifest gives RunConfig.Memory `{m}`, which is not a size of 1 MiB or more")
-        })?,
+        (None, Some(m)) => {
+            qemu::memory_mb(m).ok_or_else(|| ManifestError::RunConfigMemory { memory: m.to_string() })?
+        }
         (None, None) => qemu::DEFAULT_MEMORY_MB,
     };
     Ok((cpus.max(1), memory_mb))
@@ -218,31 +256,12 @@ fn ops_meaning(m: &Manifest, root: &str, into: &str) -> Vec<(&'static str, Strin
 
 /// Write the manifest of step `m` to `into` (project-relative), after checking it against the
 /// stage root. `Err` says what is wrong, pointing into gevulot.yaml.
-pub fn write(root: &Path, m: &ManifestStep, into: &str) -> Result<(), String> {
+pub fn write(root: &Path, m: &ManifestStep, into: &str) -> Result<(), ManifestError> {
     let at = |field: &str| m.at.prefix(field);
     let manifest = match (&m.manifest, &m.from) {
         (Some(json), _) => (**json).clone(),
-        (None, Some(from)) => {
-            let text = std::fs::read_to_string(root.join(from))
-                .map_err(|e| format!("{}cannot read {from}: {e}", at("from")))?;
-            let parsed: Manifest = serde_json::from_str(&text)
-                .map_err(|e| format!("{}{from} is not a manifest gvbuild understands: {e}", at("from")))?;
-            if !parsed.mounts.values().any(|p| p == "/workspace") {
-                return Err(format!(
-                    "{}{from} has no workspace mount: add \"Mounts\": {{\"%1\": \"/workspace\"}}",
-                    at("from")
-                ));
-            }
-            let gpu = parsed.klibs.iter().any(|k| k == GPU_KLIB);
-            if gpu && parsed.passthrough.get("readonly_rootfs").is_some_and(|v| v == "true") {
-                return Err(format!(
-                    "{}{from} loads the GPU klib with a read-only root filesystem; the klib creates /dev/nvidiactl at boot, which that prevents",
-                    at("from")
-                ));
-            }
-            parsed
-        }
-        (None, None) => return Err("a manifest step with neither fields nor `from`".into()),
+        (None, Some(from)) => read_from(root, from).map_err(|e| e.at(at("from")))?,
+        (None, None) => return Err(ManifestError::NoContent),
     };
     let klib_dir = m.klib_dir.as_ref().map(|k| (root.join(k), k.as_str()));
     let mut problems = ops_meaning(&manifest, &m.root, into);
@@ -253,14 +272,32 @@ pub fn write(root: &Path, m: &ManifestStep, into: &str) -> Result<(), String> {
     ));
     if !problems.is_empty() {
         let lines: Vec<String> = problems.iter().map(|(field, msg)| format!("{}{msg}", at(field))).collect();
-        return Err(lines.join("\n"));
+        return Err(ManifestError::Problems(lines));
     }
     let dest = root.join(into);
     if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|source| ManifestError::Create { path: parent.to_path_buf(), source })?;
     }
     crate::fsutil::write_atomic(&dest, manifest.to_canonical().as_bytes())
-        .map_err(|e| format!("cannot write {into}: {e}"))
+        .map_err(|source| ManifestError::Write { into: into.to_string(), source })
+}
+
+/// The hand-written manifest `from` (project-relative), refused without a workspace mount or
+/// with the GPU klib on a read-only root.
+fn read_from(root: &Path, from: &str) -> Result<Manifest, ManifestError> {
+    let text = std::fs::read_to_string(root.join(from))
+        .map_err(|source| ManifestError::ReadFrom { from: from.to_string(), source })?;
+    let parsed: Manifest = serde_json::from_str(&text)
+        .map_err(|source| ManifestError::ParseFrom { from: from.to_string(), source })?;
+    if !parsed.mounts.values().any(|p| p == "/workspace") {
+        return Err(ManifestError::NoWorkspace { from: from.to_string() });
+    }
+    let gpu = parsed.klibs.iter().any(|k| k == GPU_KLIB);
+    if gpu && parsed.passthrough.get("readonly_rootfs").is_some_and(|v| v == "true") {
+        return Err(ManifestError::GpuReadOnly { from: from.to_string() });
+    }
+    Ok(parsed)
 }
 
 /// `manifest:` after validation: the JSON to write (or the file to canonicalise), and where it
@@ -377,132 +414,113 @@ raw_struct! {
 }
 
 /// Validate a `manifest:` step. Returns the step, its inputs (stage root, klib folder,
-/// `from` file) and its output.
+/// `from` file) and its output. Errors are reported in file order.
 pub(crate) fn validate(
     v: &mut Validator,
     n: &str,
     m: &RawManifest,
     unset: &mut Vec<(String, Span)>,
 ) -> Option<(ManifestStep, Vec<PathSpec>, PathSpec)> {
-    use crate::steps::manifest::{valid_memory, Manifest, RunConfig, GPU_KLIB};
-    let mut ok = true;
-    let err = |v: &mut Validator, loc: &serde_saphyr::Location, message: String, label: &str, help: &str| {
-        v.errors.push(ConfigError::Invalid {
-            message,
-            src: v.src.named(),
-            span: Span::of(loc).into(),
-            label: label.into(),
-            help: Some(help.into()),
-        });
-    };
     let root = v.input(&m.root, n, unset)?;
     let into = v.output(&m.into, n, unset)?;
     let mut inputs = vec![root.clone()];
     let mut at = crate::diag::Positions::new(v.src);
-    let mut locate = |v: &Validator, field: &str, loc: &serde_saphyr::Location| {
-        at.mark(v.src, field, Span::of(loc).offset);
+    locate(&mut at, v, "root", &m.root.referenced);
+    let step = match &m.from {
+        Some(from) => validate_from(v, n, m, from, (root, at), &mut inputs, unset)?,
+        None => {
+            let (manifest, klib_dir) = validate_fields(v, n, m, &root, &mut inputs, &mut at, unset)?;
+            ManifestStep { manifest: Some(Box::new(manifest)), from: None, root: root.path, klib_dir, at }
+        }
     };
-    locate(v, "root", &m.root.referenced);
+    Some((step, inputs, into))
+}
 
-    if let Some(from) = &m.from {
-        let content = [
-            ("program", m.program.as_ref().map(|s| &s.referenced)),
-            ("args", m.args.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
-            ("env", m.env.as_ref().and_then(|e| e.keys().next()).map(|s| &s.referenced)),
-            ("dirs", m.dirs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
-            ("files", m.files.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
-            ("workspace", m.workspace.as_ref().map(|w| &w.mount.referenced)),
-            ("gpu", m.gpu.as_ref().map(|s| &s.referenced)),
-            ("memory", m.memory.as_ref().map(|s| &s.referenced)),
-        ];
-        for (field, loc) in content {
-            if let Some(loc) = loc {
-                ok = false;
-                err(
-                    v,
-                    loc,
-                    format!("`{field}` next to `from` in manifest `{n}`"),
-                    "from the file, or from here?",
-                    "`from` takes the whole manifest from the file: put this setting there",
-                );
-            }
+/// Record where `field` is in the build file, for errors found while building.
+fn locate(at: &mut crate::diag::Positions, v: &Validator, field: &str, loc: &serde_saphyr::Location) {
+    at.mark(v.src, field, Span::of(loc).offset);
+}
+
+/// A manifest step with `from:`: the hand-written file is the whole manifest, so no content
+/// field may stand beside it. `root` is the stage root and where fields are; the file and the
+/// klib folder join `inputs`.
+fn validate_from(
+    v: &mut Validator,
+    n: &str,
+    m: &RawManifest,
+    from: &Spanned<String>,
+    (root, mut at): (PathSpec, crate::diag::Positions),
+    inputs: &mut Vec<PathSpec>,
+    unset: &mut Vec<(String, Span)>,
+) -> Option<ManifestStep> {
+    let content = [
+        ("program", m.program.as_ref().map(|s| &s.referenced)),
+        ("args", m.args.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+        ("env", m.env.as_ref().and_then(|e| e.keys().next()).map(|s| &s.referenced)),
+        ("dirs", m.dirs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+        ("files", m.files.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
+        ("workspace", m.workspace.as_ref().map(|w| &w.mount.referenced)),
+        ("gpu", m.gpu.as_ref().map(|s| &s.referenced)),
+        ("memory", m.memory.as_ref().map(|s| &s.referenced)),
+    ];
+    let mut ok = true;
+    for (field, loc) in content {
+        if let Some(loc) = loc {
+            ok = false;
+            v.invalid(
+                format!("`{field}` next to `from` in manifest `{n}`"),
+                loc,
+                "from the file, or from here?",
+                "`from` takes the whole manifest from the file: put this setting there",
+            );
         }
-        let from_spec = v.input(from, n, unset)?;
-        locate(v, "from", &from.referenced);
-        inputs.push(from_spec.clone());
-        let klib_dir = m.klib_dir.as_ref().map(|k| v.expand(k, n, unset));
-        if let (Some(k), Some(loc)) = (&klib_dir, m.klib_dir.as_ref()) {
-            if let Some(p) = v.input_path(k, Span::of(&loc.referenced), n) {
-                inputs.push(p);
-            }
-        }
-        let step = ManifestStep { manifest: None, from: Some(from_spec.path), root: root.path, klib_dir, at };
-        return ok.then_some((step, inputs, into));
     }
+    let from_spec = v.input(from, n, unset)?;
+    locate(&mut at, v, "from", &from.referenced);
+    inputs.push(from_spec.clone());
+    let klib_dir = m.klib_dir.as_ref().map(|k| v.expand(k, n, unset));
+    if let (Some(k), Some(loc)) = (&klib_dir, m.klib_dir.as_ref()) {
+        if let Some(p) = v.input_path(k, Span::of(&loc.referenced), n) {
+            inputs.push(p);
+        }
+    }
+    let step = ManifestStep { manifest: None, from: Some(from_spec.path), root: root.path, klib_dir, at };
+    ok.then_some(step)
+}
 
+/// A manifest step written from its fields: the manifest, and its klib folder (which joins
+/// `inputs`). Every field is checked before `None` is returned, except where a missing one
+/// (program, workspace, klib folder) leaves nothing to check against.
+fn validate_fields(
+    v: &mut Validator,
+    n: &str,
+    m: &RawManifest,
+    root: &PathSpec,
+    inputs: &mut Vec<PathSpec>,
+    at: &mut crate::diag::Positions,
+    unset: &mut Vec<(String, Span)>,
+) -> Option<(Manifest, Option<String>)> {
     let Some(program) = &m.program else {
-        err(
-            v,
-            &m.root.referenced,
+        v.invalid(
             format!("manifest `{n}` names no program"),
+            &m.root.referenced,
             "which program?",
             "add `program:`, the program's path in the stage root",
         );
         return None;
     };
-    locate(v, "program", &program.referenced);
+    locate(at, v, "program", &program.referenced);
     let gpu = m.gpu.as_ref().is_some_and(|g| g.value);
-    if let (true, Some(ro)) = (gpu, m.readonly_rootfs.as_ref().filter(|r| r.value)) {
-        ok = false;
-        err(v, &ro.referenced, format!("manifest `{n}` asks for a GPU and a read-only root filesystem"), "cannot be read-only with `gpu: true`", "the GPU klib creates /dev/nvidiactl at boot, which a read-only root prevents: remove `readonly_rootfs`");
-    }
-    if let Some(mem) = &m.memory {
-        if !valid_memory(&mem.value) {
-            ok = false;
-            err(
-                v,
-                &mem.referenced,
-                format!("`memory` of manifest `{n}` is not a size ops understands"),
-                "not a size",
-                "write a number with an optional k, m or g, e.g. `2g` or `512m`",
-            );
-        }
-    }
+    let ok = check_machine(v, n, m, gpu);
     let Some(ws) = &m.workspace else {
-        err(v, &m.root.referenced, format!("manifest `{n}` has no workspace mount"), "no `workspace:` in this manifest", "a Gevulot program reads its tasks from the workspace: add `workspace: { mount: \"%1\", path: /workspace }`");
+        v.invalid(format!("manifest `{n}` has no workspace mount"), &m.root.referenced, "no `workspace:` in this manifest", "a Gevulot program reads its tasks from the workspace: add `workspace: { mount: \"%1\", path: /workspace }`");
         return None;
     };
-    let mut klibs: Vec<String> = m.klibs.iter().flatten().map(|k| v.expand(k, n, unset)).collect();
-    if gpu && !klibs.iter().any(|k| k == GPU_KLIB) {
-        klibs.insert(0, GPU_KLIB.to_string());
-    }
-    if let Some(k) = m.klibs.as_ref().and_then(|v| v.first()) {
-        locate(v, "klibs", &k.referenced);
-    } else if let Some(g) = &m.gpu {
-        locate(v, "klibs", &g.referenced);
-    }
-    let klib_dir = match &m.klib_dir {
-        Some(k) => {
-            let spec = v.input(k, n, unset)?;
-            inputs.push(spec.clone());
-            Some(spec.path)
-        }
-        None if !klibs.is_empty() => {
-            let loc = m.gpu.as_ref().map(|g| &g.referenced).unwrap_or(&m.root.referenced);
-            err(
-                v,
-                loc,
-                format!("manifest `{n}` loads klibs but has no `klib_dir`"),
-                "klibs from where?",
-                "add `klib_dir:`, the project folder holding the klibs (the GPU assets' klib folder)",
-            );
-            return None;
-        }
-        None => None,
-    };
+    let klibs = klibs(v, n, m, gpu, at, unset);
+    let klib_dir = klib_dir(v, n, m, !klibs.is_empty(), inputs, unset)?;
     for (field, list) in [("dirs", &m.dirs), ("files", &m.files)] {
         if let Some(first) = list.as_ref().and_then(|v| v.first()) {
-            locate(v, field, &first.referenced);
+            locate(at, v, field, &first.referenced);
         }
     }
     let mut passthrough: BTreeMap<String, String> =
@@ -537,19 +555,92 @@ pub(crate) fn validate(
             memory: m.memory.as_ref().map(|m| m.value.clone()),
         },
     };
-    let step = ManifestStep { manifest: Some(Box::new(manifest)), from: None, root: root.path, klib_dir, at };
-    ok.then_some((step, inputs, into))
+    ok.then_some((manifest, klib_dir))
+}
+
+/// Whether the machine a manifest asks for can be: no read-only root with a GPU, a memory ops
+/// understands. Reports what is wrong.
+fn check_machine(v: &mut Validator, n: &str, m: &RawManifest, gpu: bool) -> bool {
+    let mut ok = true;
+    if let (true, Some(ro)) = (gpu, m.readonly_rootfs.as_ref().filter(|r| r.value)) {
+        ok = false;
+        v.invalid(format!("manifest `{n}` asks for a GPU and a read-only root filesystem"), &ro.referenced, "cannot be read-only with `gpu: true`", "the GPU klib creates /dev/nvidiactl at boot, which a read-only root prevents: remove `readonly_rootfs`");
+    }
+    if let Some(mem) = &m.memory {
+        if !valid_memory(&mem.value) {
+            ok = false;
+            v.invalid(
+                format!("`memory` of manifest `{n}` is not a size ops understands"),
+                &mem.referenced,
+                "not a size",
+                "write a number with an optional k, m or g, e.g. `2g` or `512m`",
+            );
+        }
+    }
+    ok
+}
+
+/// The klibs to load: those listed, with the GPU klib first when `gpu` asks for it and they do
+/// not list it.
+fn klibs(
+    v: &mut Validator,
+    n: &str,
+    m: &RawManifest,
+    gpu: bool,
+    at: &mut crate::diag::Positions,
+    unset: &mut Vec<(String, Span)>,
+) -> Vec<String> {
+    let mut klibs: Vec<String> = m.klibs.iter().flatten().map(|k| v.expand(k, n, unset)).collect();
+    if gpu && !klibs.iter().any(|k| k == GPU_KLIB) {
+        klibs.insert(0, GPU_KLIB.to_string());
+    }
+    if let Some(k) = m.klibs.as_ref().and_then(|v| v.first()) {
+        locate(at, v, "klibs", &k.referenced);
+    } else if let Some(g) = &m.gpu {
+        locate(at, v, "klibs", &g.referenced);
+    }
+    klibs
+}
+
+/// The klib folder (an input), required when the manifest `loads_klibs`. `None` when it is
+/// missing but needed (reported) or cannot be read as an input; `Some(None)` when there is none.
+fn klib_dir(
+    v: &mut Validator,
+    n: &str,
+    m: &RawManifest,
+    loads_klibs: bool,
+    inputs: &mut Vec<PathSpec>,
+    unset: &mut Vec<(String, Span)>,
+) -> Option<Option<String>> {
+    match &m.klib_dir {
+        Some(k) => {
+            let spec = v.input(k, n, unset)?;
+            inputs.push(spec.clone());
+            Some(Some(spec.path))
+        }
+        None if loads_klibs => {
+            let loc = m.gpu.as_ref().map(|g| &g.referenced).unwrap_or(&m.root.referenced);
+            v.invalid(
+                format!("manifest `{n}` loads klibs but has no `klib_dir`"),
+                loc,
+                "klibs from where?",
+                "add `klib_dir:`, the project folder holding the klibs (the GPU assets' klib folder)",
+            );
+            None
+        }
+        None => Some(None),
+    }
 }
 
 /// A manifest's key: its JSON (or the `from` file it canonicalises, an input), and, written
 /// from its fields, what it checks in the stage root ([`presence`]) instead of the stage
 /// root's contents, so that it stays fresh when a staged file's content changes.
-pub fn key(m: &ManifestStep, env: &super::StepEnv) -> Result<super::KindKey, String> {
+pub fn key(m: &ManifestStep, env: &super::StepEnv) -> Result<super::KindKey, super::KeyError> {
     let (command, inputs) = match (&m.manifest, &m.from) {
         (Some(json), _) => (json.to_canonical(), presence(env.root, m)),
         (None, from) => (
             format!("from {}", from.as_deref().unwrap_or("")),
-            crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat).map_err(|e| e.to_string())?,
+            crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat)?,
         ),
     };
     Ok(super::KindKey {

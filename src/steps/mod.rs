@@ -24,6 +24,29 @@ use crate::fingerprint::{FileId, StatCache};
 use crate::jobs::{Jobs, Slots};
 use crate::paths::PathSpec;
 
+/// A size field of a step (`s`): its value as `parse` reads it. `None` while a variable in it is
+/// unset, or when `parse` cannot read it, which is reported (`message`, labelled "not a size",
+/// with `help`) and clears `ok`.
+pub(crate) fn size_field(
+    v: &mut crate::yaml::Validator,
+    s: &serde_saphyr::Spanned<String>,
+    parse: impl Fn(&str) -> Option<u64>,
+    (message, help): (String, &str),
+    ok: &mut bool,
+    unset: &mut Vec<(String, crate::diag::Span)>,
+) -> Option<u64> {
+    let (text, whole) = v.expand_checked(s, unset);
+    match parse(&text) {
+        Some(size) => Some(size),
+        None if !whole => None,
+        None => {
+            v.invalid(message, &s.referenced, "not a size", help);
+            *ok = false;
+            None
+        }
+    }
+}
+
 /// What a target does: one variant per step kind, each holding its module's spec. Everything
 /// kind-specific is asked of the kind through the methods below, one `match` each.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -82,6 +105,29 @@ pub struct KindKey {
     pub keys_deps: bool,
 }
 
+/// Why a built-in kind's step could not be keyed: an input that cannot be read, a tool the key
+/// names that is missing, a fact of the image root that cannot be read.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum KeyError {
+    /// A `run:` step is keyed by the runner, never by [`Step::kind_key`].
+    #[error("a `run:` step is keyed by the runner")]
+    RunStep,
+    #[error(transparent)]
+    Inputs(#[from] crate::fingerprint::inputs::InputError),
+    /// A task's machine size or QEMU.
+    #[error(transparent)]
+    Task(#[from] task::TaskError),
+    /// `builder: ops` without ops (whatever identifying it failed on, it is not usable).
+    #[error("{}", image::ops::OPS_MISSING)]
+    OpsMissing,
+    #[error("cannot read the image root {root}: {source}")]
+    ImageRoot { root: String, source: walkdir::Error },
+    #[error("{} in the image root has a name that is not UTF-8", path.display())]
+    ImageRootName { path: PathBuf },
+    #[error("cannot read symlink {path}: {source}")]
+    ImageRootSymlink { path: String, source: std::io::Error },
+}
+
 /// What a built-in kind's execution gives back besides its outputs.
 #[derive(Default)]
 pub struct Executed {
@@ -96,6 +142,7 @@ pub struct Executed {
 }
 
 /// A built-in kind's failed execution: the message, and the command line when one was made.
+/// The message stays text: it is what a failed step shows, made from each kind's own error.
 pub struct KindFailed {
     pub command: Option<String>,
     pub message: String,
@@ -133,9 +180,9 @@ impl Step {
     /// A built-in kind's part of the key. Errors: an input that cannot be read, a tool the key
     /// names that is missing. A `run:` step is keyed by the runner (its env, its tools, or the
     /// platform it runs on remotely): asked here, it is an error.
-    pub fn kind_key(&self, env: &StepEnv) -> Result<KindKey, String> {
+    pub fn kind_key(&self, env: &StepEnv) -> Result<KindKey, KeyError> {
         match self {
-            Step::Run(_) => Err("a `run:` step is keyed by the runner".into()),
+            Step::Run(_) => Err(KeyError::RunStep),
             Step::Fetch(f) => Ok(fetch::key(f)),
             Step::Stage(st) => stage::key(st, env),
             Step::Manifest(m) => manifest::key(m, env),
@@ -147,14 +194,12 @@ impl Step {
     /// The input files a step's key covers (for a manifest written from its fields: the facts
     /// it checks), read again after it ran to see whether any changed meanwhile. They must be
     /// exactly the inputs the kind's key holds, or no result would ever be stored.
-    pub fn key_inputs(&self, env: &StepEnv) -> Result<BTreeMap<String, FileId>, String> {
+    pub fn key_inputs(&self, env: &StepEnv) -> Result<BTreeMap<String, FileId>, KeyError> {
         match self {
             Step::Manifest(m) if m.manifest.is_some() => Ok(manifest::presence(env.root, m)),
             Step::Fetch(_) => Ok(BTreeMap::new()),
             Step::Image(im) => image::key_inputs(im, env),
-            _ => {
-                crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat).map_err(|e| e.to_string())
-            }
+            _ => Ok(crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat)?),
         }
     }
 

@@ -26,7 +26,7 @@
 //! workers run commands, not VMs); its result is shared through the remote cache like any
 //! step's.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -79,6 +79,27 @@ raw_struct! {
     }
 }
 
+/// Why a task could not be keyed or gave no result.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum TaskError {
+    /// The machine size: the image's manifest's RunConfig.
+    #[error(transparent)]
+    MachineSize(#[from] crate::steps::manifest::ManifestError),
+    /// QEMU is missing.
+    #[error(transparent)]
+    Vm(#[from] vm::VmError),
+    #[error(transparent)]
+    Accel(#[from] qemu::QemuError),
+    #[error("cannot create a workspace folder: {0}")]
+    Workspace(#[source] std::io::Error),
+    /// The task gave no `Ok` result; its console is in the step's log when it could be kept.
+    #[error(
+        "{source}{}",
+        log.as_ref().map(|l| format!("\nthe whole console is in {}", l.display())).unwrap_or_default()
+    )]
+    Failed { source: vm::VmError, log: Option<PathBuf> },
+}
+
 /// `task:` after validation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
@@ -102,8 +123,8 @@ pub struct TaskSpec {
 pub fn machine_size(
     spec: &TaskSpec,
     run_config: Option<&crate::steps::manifest::RunConfig>,
-) -> Result<(u32, u64), String> {
-    crate::steps::manifest::machine_size(spec.cpus, spec.memory_mb, run_config)
+) -> Result<(u32, u64), TaskError> {
+    Ok(crate::steps::manifest::machine_size(spec.cpus, spec.memory_mb, run_config)?)
 }
 
 /// The tool whose identity is in every task's key.
@@ -130,42 +151,7 @@ pub(crate) fn validate(
         ok = false;
     }
     let mut inputs: Vec<PathSpec> = image.iter().cloned().collect();
-    let mut files = Vec::new();
-    let mut names: Vec<String> = Vec::new();
-    for f in t.files.iter().flatten() {
-        let Some(p) = v.input(f, n, unset) else { continue };
-        if p.glob {
-            v.invalid(
-                format!("file `{}` of task `{n}` is a glob", p.path),
-                &f.referenced,
-                "one file",
-                "list each input file",
-            );
-            ok = false;
-            continue;
-        }
-        let name = vm::task::workspace_name(&p.path).to_string();
-        if name == vm::task::TASK_FILE || name == vm::task::RESULT_FILE {
-            v.invalid(
-                format!("file `{}` of task `{n}` is named like the task protocol's own `{name}`", p.path),
-                &f.referenced,
-                "reserved name",
-                "rename the file",
-            );
-            ok = false;
-        } else if names.contains(&name) {
-            v.invalid(
-                format!("two files of task `{n}` are named `{name}` in the workspace"),
-                &f.referenced,
-                "same name as an earlier file",
-                "each file is copied in under its name: rename one",
-            );
-            ok = false;
-        }
-        names.push(name);
-        files.push(p.path.clone());
-        inputs.push(p);
-    }
+    let files = workspace_files(v, n, t, &mut inputs, &mut ok, unset);
     let args = t.args.iter().flatten().map(|a| v.expand(a, n, unset)).collect();
     let id = t.id.as_ref().map_or_else(|| vm::task::DEFAULT_ID.to_string(), |i| v.expand(i, n, unset));
     let gpus = t.gpus.iter().flatten().map(|g| v.expand(g, n, unset)).collect();
@@ -186,30 +172,65 @@ pub(crate) fn validate(
         v.invalid(format!("`cpus` of task `{n}` is 0"), &c.referenced, "no CPU", "give 1 or more");
         ok = false;
     }
-    let memory_mb = match &t.memory {
-        None => None,
-        Some(m) => {
-            let (text, whole) = v.expand_checked(m, unset);
-            match qemu::memory_mb(&text) {
-                Some(mb) => Some(mb),
-                None if !whole => None,
-                _ => {
-                    v.invalid(
-                        format!("`memory` of task `{n}` is not a size of 1 MiB or more"),
-                        &m.referenced,
-                        "not a size",
-                        "write a size such as `2048m` or `4g`",
-                    );
-                    ok = false;
-                    None
-                }
-            }
-        }
-    };
+    let memory_mb = t.memory.as_ref().and_then(|m| {
+        let message = format!("`memory` of task `{n}` is not a size of 1 MiB or more");
+        let help = "write a size such as `2048m` or `4g`";
+        super::size_field(v, m, qemu::memory_mb, (message, help), &mut ok, unset)
+    });
     let into = v.output(&t.into, n, unset);
     let (Some(image), Some(into)) = (image, into) else { return None };
     let spec = TaskSpec { image: image.path, id, args, files, timeout_s, cpus, memory_mb, gpus };
     ok.then_some((spec, inputs, into))
+}
+
+/// The task's input files (each joins `inputs`), in the order written: one file each, named
+/// apart from each other and from the task protocol's own files in the workspace. Clears `ok`
+/// for one that is not.
+fn workspace_files(
+    v: &mut Validator,
+    n: &str,
+    t: &RawTask,
+    inputs: &mut Vec<PathSpec>,
+    ok: &mut bool,
+    unset: &mut Vec<(String, Span)>,
+) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for f in t.files.iter().flatten() {
+        let Some(p) = v.input(f, n, unset) else { continue };
+        if p.glob {
+            v.invalid(
+                format!("file `{}` of task `{n}` is a glob", p.path),
+                &f.referenced,
+                "one file",
+                "list each input file",
+            );
+            *ok = false;
+            continue;
+        }
+        let name = vm::task::workspace_name(&p.path).to_string();
+        if name == vm::task::TASK_FILE || name == vm::task::RESULT_FILE {
+            v.invalid(
+                format!("file `{}` of task `{n}` is named like the task protocol's own `{name}`", p.path),
+                &f.referenced,
+                "reserved name",
+                "rename the file",
+            );
+            *ok = false;
+        } else if names.contains(&name) {
+            v.invalid(
+                format!("two files of task `{n}` are named `{name}` in the workspace"),
+                &f.referenced,
+                "same name as an earlier file",
+                "each file is copied in under its name: rename one",
+            );
+            *ok = false;
+        }
+        names.push(name);
+        files.push(p.path.clone());
+        inputs.push(p);
+    }
+    files
 }
 
 /// What the key holds of the spec besides its input files and QEMU: the task as the program
@@ -243,10 +264,8 @@ pub fn key_tools(
     tools: &crate::fingerprint::tools::ToolCache,
     root: &Path,
     stat: &crate::fingerprint::StatCache,
-) -> Result<std::collections::BTreeMap<String, crate::fingerprint::tools::ToolId>, String> {
-    let id = tools
-        .identify(QEMU_TOOL, root, stat)
-        .map_err(|_| vm::VmError::QemuMissing(QEMU_TOOL.into()).to_string())?;
+) -> Result<std::collections::BTreeMap<String, crate::fingerprint::tools::ToolId>, TaskError> {
+    let id = tools.identify(QEMU_TOOL, root, stat).map_err(|_| vm::VmError::QemuMissing(QEMU_TOOL.into()))?;
     Ok([(QEMU_TOOL.to_string(), id)].into_iter().collect())
 }
 
@@ -269,15 +288,13 @@ pub fn run(
     jobs: &Jobs,
     stop: &AtomicBool,
     live: Option<&(dyn Fn(&str) + Sync)>,
-) -> Result<Vec<String>, String> {
-    let qemu_path = qemu::find(None).ok_or_else(|| vm::VmError::QemuMissing(QEMU_TOOL.into()).to_string())?;
+) -> Result<Vec<String>, TaskError> {
+    let qemu_path = qemu::find(None).ok_or_else(|| vm::VmError::QemuMissing(QEMU_TOOL.into()))?;
     let mut notes = Vec::new();
-    let (accel, note) = qemu::choose_accel(&qemu_path, qemu::AccelChoice::Auto).map_err(|e| e.to_string())?;
+    let (accel, note) = qemu::choose_accel(&qemu_path, qemu::AccelChoice::Auto)?;
     notes.extend(note);
-    let workspace = tempfile::Builder::new()
-        .prefix("gvbuild-workspace-")
-        .tempdir()
-        .map_err(|e| format!("cannot create a workspace folder: {e}"))?;
+    let workspace =
+        tempfile::Builder::new().prefix("gvbuild-workspace-").tempdir().map_err(TaskError::Workspace)?;
     let abs = |p: &str| if p.starts_with('/') { Path::new(p).to_path_buf() } else { at.root.join(p) };
     let names = || spec.files.iter().map(|f| vm::task::workspace_name(f).to_string());
     let into_abs = at.root.join(at.into);
@@ -299,25 +316,22 @@ pub fn run(
     };
     match vm::run_task(&run, &into_abs, jobs, stop) {
         Ok(_) => Ok(notes),
-        Err(e) => {
+        Err(source) => {
             // The output folder goes with the failure; the console stays in the step's log.
             let kept = at.log.parent().map(std::fs::create_dir_all).is_some_and(|r| r.is_ok())
                 && std::fs::copy(&run.console, at.log).is_ok();
-            let log =
-                if kept { format!("\nthe whole console is in {}", at.log.display()) } else { String::new() };
-            Err(format!("{e}{log}"))
+            Err(TaskError::Failed { source, log: kept.then(|| at.log.to_path_buf()) })
         }
     }
 }
 
 /// A task's key: its image and files (inputs), the task and the machine's size
 /// ([`key_command`]), and QEMU ([`key_tools`]).
-pub fn key(spec: &TaskSpec, env: &super::StepEnv) -> Result<super::KindKey, String> {
+pub fn key(spec: &TaskSpec, env: &super::StepEnv) -> Result<super::KindKey, super::KeyError> {
     Ok(super::KindKey {
         kind: "task",
         command: key_command(spec, size(spec, env)?),
-        inputs: crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat)
-            .map_err(|e| e.to_string())?,
+        inputs: crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat)?,
         tools: key_tools(env.tools, env.root, env.stat)?,
         keys_deps: true,
     })
@@ -325,7 +339,7 @@ pub fn key(spec: &TaskSpec, env: &super::StepEnv) -> Result<super::KindKey, Stri
 
 /// A task's CPUs and memory: its fields, else the RunConfig of the manifest that the `image:`
 /// target making its image was built from (a dependency's output, built by now).
-fn size(spec: &TaskSpec, env: &super::StepEnv) -> Result<(u32, u64), String> {
+fn size(spec: &TaskSpec, env: &super::StepEnv) -> Result<(u32, u64), TaskError> {
     machine_size(spec, (env.run_config_of_image)(&spec.image).as_ref())
 }
 
@@ -398,6 +412,9 @@ mod tests {
         let own = TaskSpec { cpus: Some(3), memory_mb: Some(1024), ..spec() };
         assert_eq!(machine_size(&own, Some(&rc)).unwrap(), (3, 1024));
         let bad = RunConfig { memory: Some("lots".into()), ..rc };
-        assert!(machine_size(&spec(), Some(&bad)).unwrap_err().contains("RunConfig.Memory `lots`"));
+        assert!(machine_size(&spec(), Some(&bad))
+            .unwrap_err()
+            .to_string()
+            .contains("RunConfig.Memory `lots`"));
     }
 }

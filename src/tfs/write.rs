@@ -331,19 +331,7 @@ pub fn write_volume(
         extensions = log.len() as u64;
     };
 
-    let needed = (data_start + data_sectors) * SECTOR;
-    let auto = (needed + SIZE_STEP).div_ceil(SIZE_STEP) * SIZE_STEP;
-    let size = match size {
-        VolumeSize::Requested(asked) if asked < needed => return Err(WriteError::TooSmall { asked, needed }),
-        VolumeSize::Requested(asked) => asked.div_ceil(SIZE_STEP) * SIZE_STEP,
-        VolumeSize::AtLeast(floor) => auto.max(floor.div_ceil(SIZE_STEP) * SIZE_STEP),
-        VolumeSize::Fill(room) if room >= needed => room / SECTOR * SECTOR,
-        VolumeSize::Fill(_) => auto,
-        VolumeSize::Auto => auto,
-    };
-    if size > super::MAX_SIZE {
-        return Err(WriteError::TooBig { size });
-    }
+    let size = volume_size(size, (data_start + data_sectors) * SECTOR)?;
 
     // Files whose digest is known are copied in the kernel, one after the other: writers of one
     // file take its inode lock in turn, so more threads would only spin. The others are read,
@@ -380,11 +368,36 @@ pub fn write_volume(
     uuid[6] = (uuid[6] & 0x0f) | 0x80;
     uuid[8] = (uuid[8] & 0x3f) | 0x80;
 
+    out.write_all_at(&first_sector(&uuid, label), base).map_err(WriteError::WriteImage)?;
+
+    Ok(Written { size, uuid, files: files.len() as u64, data_bytes: files.iter().map(|p| p.len).sum() })
+}
+
+/// The volume's size in bytes for what was asked, given the bytes its log and data need.
+fn volume_size(size: VolumeSize, needed: u64) -> Result<u64, WriteError> {
+    let auto = (needed + SIZE_STEP).div_ceil(SIZE_STEP) * SIZE_STEP;
+    let size = match size {
+        VolumeSize::Requested(asked) if asked < needed => return Err(WriteError::TooSmall { asked, needed }),
+        VolumeSize::Requested(asked) => asked.div_ceil(SIZE_STEP) * SIZE_STEP,
+        VolumeSize::AtLeast(floor) => auto.max(floor.div_ceil(SIZE_STEP) * SIZE_STEP),
+        VolumeSize::Fill(room) if room >= needed => room / SECTOR * SECTOR,
+        VolumeSize::Fill(_) => auto,
+        VolumeSize::Auto => auto,
+    };
+    if size > super::MAX_SIZE {
+        return Err(WriteError::TooBig { size });
+    }
+    Ok(size)
+}
+
+/// The volume's first sector: magic, version, UUID, label, and the link to the first log
+/// extension.
+fn first_sector(uuid: &[u8; 16], label: &str) -> Vec<u8> {
     let mut first = Vec::with_capacity(SECTOR as usize);
     first.extend_from_slice(MAGIC);
     push_varint(&mut first, VERSION);
     push_varint(&mut first, 1);
-    first.extend_from_slice(&uuid);
+    first.extend_from_slice(uuid);
     first.extend_from_slice(label.as_bytes());
     first.push(0);
     first.push(LOG_EXTENSION_LINK);
@@ -392,9 +405,7 @@ pub fn write_volume(
     push_varint(&mut first, LOG_EXTENSION_SECTORS);
     first.push(END_OF_LOG);
     pad_to_sector(&mut first);
-    out.write_all_at(&first, base).map_err(WriteError::WriteImage)?;
-
-    Ok(Written { size, uuid, files: files.len() as u64, data_bytes: files.iter().map(|p| p.len).sum() })
+    first
 }
 
 #[cfg(test)]

@@ -265,12 +265,12 @@ impl Session {
         }
     }
 
+    /// Serve leases until stopped: keep a bot session, report to the server every heartbeat (at
+    /// once when a lease finishes), run what it gives; on the way out, kill what still runs.
     fn serve(&mut self) {
         let (tx, rx) = mpsc::channel::<Finished>();
-        let never = AtomicBool::new(false);
         let mut session: Option<BotSession> = None;
-        let mut terminated = false;
-        while !terminated {
+        loop {
             while let Ok(f) = rx.try_recv() {
                 self.finished(f);
             }
@@ -288,38 +288,20 @@ impl Session {
                 }
                 continue;
             };
-            let mut send = current.clone();
-            send.status = if stopping { BotStatus::BotTerminating } else { BotStatus::Ok } as i32;
-            send.worker = Some(self.worker());
-            send.leases =
-                self.slots.values().map(|s| s.done.clone().unwrap_or_else(|| s.lease.clone())).collect();
-            let completing = self.slots.values().any(|s| s.done.is_some());
-            let busy = !self.slots.is_empty() || stopping;
-            let deadline = if busy { SHORT_CALL } else { LONG_POLL };
-            // A call that reports results is not dropped halfway: they would be sent twice.
-            let interrupt = if completing { &never } else { &*self.stop };
             let started = Instant::now();
-            let req = UpdateBotSessionRequest {
-                name: send.name.clone(),
-                bot_session: Some(send),
-                update_mask: None,
-            };
-            match self.shared.store.unary::<_, BotSession>(
-                rwapi::UPDATE_BOT_SESSION,
-                req,
-                deadline,
-                interrupt,
-            ) {
+            match self.update(current, stopping) {
                 Ok(Some(back)) => {
                     self.synchronize(&back, &tx);
                     session = Some(back);
-                    terminated = stopping;
                     if self.slots.is_empty() && self.shared.tools_changed.swap(false, Ordering::SeqCst) {
                         // Same bot id: the server replaces the old session with the new one.
                         self.note(
                             "a tool changed since the session began; starting a new session to advertise it",
                         );
                         session = None;
+                    }
+                    if stopping {
+                        break;
                     }
                 }
                 Ok(None) => {}
@@ -341,33 +323,53 @@ impl Session {
                     continue;
                 }
             }
-            if terminated {
-                break;
-            }
-            if !self.slots.is_empty() {
-                // Heartbeat: again after a while, or as soon as a lease finishes.
-                let until = Instant::now() + self.heartbeat;
-                while let Some(left) = until.checked_duration_since(Instant::now()) {
-                    match rx.recv_timeout(left.min(Duration::from_millis(100))) {
-                        Ok(f) => {
-                            self.finished(f);
-                            break;
-                        }
-                        Err(mpsc::RecvTimeoutError::Timeout) if self.stop.load(Ordering::SeqCst) => break,
-                        Err(_) => {}
-                    }
-                }
-            } else if started.elapsed() < Duration::from_millis(200)
-                && pause(&self.stop, Duration::from_millis(200))
-            {
-                // A server that answers an idle bot at once is not asked in a tight loop.
-                continue;
-            }
+            self.wait_between_calls(&rx, started);
         }
         for s in self.slots.values() {
             s.control.cancel();
         }
         self.shared.jobs.kill_all();
+    }
+
+    /// One UpdateBotSession call from `current`: the worker, each lease's state or result, and
+    /// whether the bot is `stopping`. A call that reports results is never interrupted.
+    fn update(&self, current: &BotSession, stopping: bool) -> Result<Option<BotSession>, RemoteError> {
+        let never = AtomicBool::new(false);
+        let mut send = current.clone();
+        send.status = if stopping { BotStatus::BotTerminating } else { BotStatus::Ok } as i32;
+        send.worker = Some(self.worker());
+        send.leases =
+            self.slots.values().map(|s| s.done.clone().unwrap_or_else(|| s.lease.clone())).collect();
+        let completing = self.slots.values().any(|s| s.done.is_some());
+        let busy = !self.slots.is_empty() || stopping;
+        let deadline = if busy { SHORT_CALL } else { LONG_POLL };
+        // A call that reports results is not dropped halfway: they would be sent twice.
+        let interrupt = if completing { &never } else { &*self.stop };
+        let req =
+            UpdateBotSessionRequest { name: send.name.clone(), bot_session: Some(send), update_mask: None };
+        self.shared.store.unary::<_, BotSession>(rwapi::UPDATE_BOT_SESSION, req, deadline, interrupt)
+    }
+
+    /// Between two calls begun at `started`: with leases running, a heartbeat or until one
+    /// finishes (or the bot stops); idle, a moment when the server answered at once.
+    fn wait_between_calls(&mut self, rx: &mpsc::Receiver<Finished>, started: Instant) {
+        if !self.slots.is_empty() {
+            // Heartbeat: again after a while, or as soon as a lease finishes.
+            let until = Instant::now() + self.heartbeat;
+            while let Some(left) = until.checked_duration_since(Instant::now()) {
+                match rx.recv_timeout(left.min(Duration::from_millis(100))) {
+                    Ok(f) => {
+                        self.finished(f);
+                        break;
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) if self.stop.load(Ordering::SeqCst) => break,
+                    Err(_) => {}
+                }
+            }
+        } else if started.elapsed() < Duration::from_millis(200) {
+            // A server that answers an idle bot at once is not asked in a tight loop.
+            pause(&self.stop, Duration::from_millis(200));
+        }
     }
 
     fn create(&mut self) -> Option<BotSession> {

@@ -14,11 +14,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use super::{Executed, KindFailed, KindKey, StepEnv};
+use super::{Executed, KeyError, KindFailed, KindKey, StepEnv};
 use crate::diag::Span;
 use crate::fingerprint::FileId;
 use crate::paths::PathSpec;
-use crate::yaml::error::ConfigError;
 use crate::yaml::read::raw_struct;
 use crate::yaml::Validator;
 
@@ -134,142 +133,154 @@ raw_struct! {
 }
 
 /// Validate an `image:` step. Returns the spec, its inputs (manifest, stage root, and the
-/// release or program) and its output.
+/// release or program) and its output. Errors are reported in file order.
 pub(crate) fn validate(
     v: &mut Validator,
     n: &str,
     im: &RawImage,
     unset: &mut Vec<(String, Span)>,
-) -> Option<(crate::steps::image::ImageSpec, Vec<PathSpec>, PathSpec)> {
-    use crate::steps::image::{Builder, Extra, ImageSpec};
+) -> Option<(ImageSpec, Vec<PathSpec>, PathSpec)> {
     let mut ok = true;
-    let path = |v: &mut Validator, s: &Spanned<String>, unset: &mut Vec<(String, Span)>| v.input(s, n, unset);
-    let manifest = path(v, &im.manifest, unset)?;
-    let root = path(v, &im.root, unset)?;
+    let manifest = v.input(&im.manifest, n, unset)?;
+    let root = v.input(&im.root, n, unset)?;
     let mut inputs = vec![manifest.clone(), root.clone()];
-    let missing = |v: &mut Validator, field: &str, builder: &str, example: &str| {
-        v.errors.push(ConfigError::Invalid {
-            message: format!("image `{n}` with `builder: {builder}` needs `{field}`"),
-            src: v.src.named(),
-            span: Span::of(&im.builder.referenced).into(),
-            label: format!("`builder: {builder}` here"),
-            help: Some(format!("add `{field}: {example}`")),
-        });
-    };
-    let only = |v: &mut Validator, field: &str, loc: Option<&serde_saphyr::Location>, builder: &str| {
-        if let Some(loc) = loc {
-            v.errors.push(ConfigError::Invalid {
-                message: format!("`{field}` of image `{n}` applies only to `builder: {builder}`"),
-                src: v.src.named(),
-                span: Span::of(loc).into(),
-                label: "not used by this builder".into(),
-                help: Some(format!("remove `{field}`, or use `builder: {builder}`")),
-            });
-            false
-        } else {
-            true
-        }
-    };
     let nanos_version = im.nanos_version.as_ref().map(|s| v.expand(s, n, unset));
     let builder = match im.builder.value.as_str() {
-        "native" => {
-            ok &= only(v, "program", im.program.as_ref().map(|p| &p.referenced), "ops");
-            let Some(rel) = &im.release else {
-                missing(v, "release", "native", "build/nanos  # a fetch of the Nanos release");
-                return None;
-            };
-            let release = path(v, rel, unset)?;
-            inputs.push(release.clone());
-            let size = match &im.size {
-                None => None,
-                Some(s) => {
-                    let (text, whole) = v.expand_checked(s, unset);
-                    match crate::fsutil::parse_size(&text) {
-                        Some(b) if b <= crate::disk::MAX_SIZE => Some(b),
-                        _ if !whole => None,
-                        _ => {
-                            ok = false;
-                            v.errors.push(ConfigError::Invalid {
-                                message: format!("`size` of image `{n}` is not a size up to 2 TiB"),
-                                src: v.src.named(),
-                                span: Span::of(&s.referenced).into(),
-                                label: "not a size".into(),
-                                help: Some("write a number with an optional k, m or g, e.g. `256m`".into()),
-                            });
-                            None
-                        }
-                    }
-                }
-            };
-            let mut extras = Vec::new();
-            for e in im.ops_extras.iter().flatten() {
-                match Extra::parse(&e.value) {
-                    Some(x) => extras.push(x),
-                    None => {
-                        ok = false;
-                        let names = Extra::NAMES.join(", ");
-                        v.errors.push(ConfigError::Invalid {
-                            message: format!("image `{n}` asks for an unknown ops extra `{}`", e.value),
-                            src: v.src.named(),
-                            span: Span::of(&e.referenced).into(),
-                            label: "unknown extra".into(),
-                            help: Some(format!("the extras are: {names}")),
-                        });
-                    }
-                }
-            }
-            extras.sort();
-            extras.dedup();
-            Builder::Native { release: release.path, size, extras }
-        }
-        "ops" => {
-            ok &= only(v, "release", im.release.as_ref().map(|p| &p.referenced), "native");
-            ok &= only(v, "size", im.size.as_ref().map(|p| &p.referenced), "native");
-            ok &= only(
-                v,
-                "ops_extras",
-                im.ops_extras.as_ref().and_then(|v| v.first()).map(|p| &p.referenced),
-                "native",
-            );
-            let Some(program) = &im.program else {
-                missing(v, "program", "ops", &format!("{}/prover", root.path));
-                return None;
-            };
-            let Some(version) = nanos_version.clone() else {
-                missing(v, "nanos_version", "ops", "0.1.51");
-                return None;
-            };
-            let program_spec = path(v, program, unset)?;
-            if !program_spec.path.starts_with(&format!("{}/", root.path)) {
-                ok = false;
-                v.errors.push(ConfigError::Invalid {
-                    message: format!("the program of image `{n}` is not inside its root `{}`", root.path),
-                    src: v.src.named(),
-                    span: Span::of(&program.referenced).into(),
-                    label: "outside the stage root".into(),
-                    help: Some(format!(
-                        "name the program inside the stage root, e.g. `{}/prover`",
-                        root.path
-                    )),
-                });
-            }
-            inputs.push(program_spec.clone());
-            Builder::Ops { program: program_spec.path, nanos_version: version }
-        }
+        "native" => native_builder(v, n, im, &mut inputs, &mut ok, unset)?,
+        "ops" => ops_builder(v, n, im, (&root, nanos_version.as_deref()), &mut inputs, &mut ok, unset)?,
         other => {
-            v.errors.push(ConfigError::Invalid {
-                message: format!("image `{n}` asks for builder `{other}`, which gvbuild does not have"),
-                src: v.src.named(),
-                span: Span::of(&im.builder.referenced).into(),
-                label: "unknown builder".into(),
-                help: Some(
-                    "`builder: native` writes the image itself; `builder: ops` runs `ops build`".into(),
-                ),
-            });
+            v.invalid(
+                format!("image `{n}` asks for builder `{other}`, which gvbuild does not have"),
+                &im.builder.referenced,
+                "unknown builder",
+                "`builder: native` writes the image itself; `builder: ops` runs `ops build`",
+            );
             return None;
         }
     };
     let into = v.output(&im.into, n, unset)?;
+    let at = positions(v, im);
+    let spec = ImageSpec { builder, manifest: manifest.path, root: root.path, nanos_version, at };
+    ok.then_some((spec, inputs, into))
+}
+
+/// Report that image `n`'s builder needs `field` (e.g. `add `field: example``).
+fn builder_needs(v: &mut Validator, n: &str, im: &RawImage, field: &str, builder: &str, example: &str) {
+    v.invalid(
+        format!("image `{n}` with `builder: {builder}` needs `{field}`"),
+        &im.builder.referenced,
+        &format!("`builder: {builder}` here"),
+        &format!("add `{field}: {example}`"),
+    );
+}
+
+/// Whether `field` (at `loc`, if given) is absent, as it must be unless the builder is
+/// `builder`; reports it when it is there.
+fn only_for(
+    v: &mut Validator,
+    n: &str,
+    field: &str,
+    loc: Option<&serde_saphyr::Location>,
+    builder: &str,
+) -> bool {
+    let Some(loc) = loc else { return true };
+    v.invalid(
+        format!("`{field}` of image `{n}` applies only to `builder: {builder}`"),
+        loc,
+        "not used by this builder",
+        &format!("remove `{field}`, or use `builder: {builder}`"),
+    );
+    false
+}
+
+/// `builder: native`: the release (an input), the root filesystem's size and the ops extras.
+/// Clears `ok` for a field that is wrong; `None` when the release is missing or unreadable.
+fn native_builder(
+    v: &mut Validator,
+    n: &str,
+    im: &RawImage,
+    inputs: &mut Vec<PathSpec>,
+    ok: &mut bool,
+    unset: &mut Vec<(String, Span)>,
+) -> Option<Builder> {
+    *ok &= only_for(v, n, "program", im.program.as_ref().map(|p| &p.referenced), "ops");
+    let Some(rel) = &im.release else {
+        builder_needs(v, n, im, "release", "native", "build/nanos  # a fetch of the Nanos release");
+        return None;
+    };
+    let release = v.input(rel, n, unset)?;
+    inputs.push(release.clone());
+    let size = im.size.as_ref().and_then(|s| {
+        let parse = |t: &str| crate::fsutil::parse_size(t).filter(|b| *b <= crate::disk::MAX_SIZE);
+        let message = format!("`size` of image `{n}` is not a size up to 2 TiB");
+        let help = "write a number with an optional k, m or g, e.g. `256m`";
+        super::size_field(v, s, parse, (message, help), ok, unset)
+    });
+    let mut extras = Vec::new();
+    for e in im.ops_extras.iter().flatten() {
+        match Extra::parse(&e.value) {
+            Some(x) => extras.push(x),
+            None => {
+                *ok = false;
+                let names = Extra::NAMES.join(", ");
+                v.invalid(
+                    format!("image `{n}` asks for an unknown ops extra `{}`", e.value),
+                    &e.referenced,
+                    "unknown extra",
+                    &format!("the extras are: {names}"),
+                );
+            }
+        }
+    }
+    extras.sort();
+    extras.dedup();
+    Some(Builder::Native { release: release.path, size, extras })
+}
+
+/// `builder: ops`: the program (an input inside the stage `root`) and the Nanos version.
+/// Clears `ok` for a field that is wrong; `None` when one is missing or unreadable.
+fn ops_builder(
+    v: &mut Validator,
+    n: &str,
+    im: &RawImage,
+    (root, nanos_version): (&PathSpec, Option<&str>),
+    inputs: &mut Vec<PathSpec>,
+    ok: &mut bool,
+    unset: &mut Vec<(String, Span)>,
+) -> Option<Builder> {
+    *ok &= only_for(v, n, "release", im.release.as_ref().map(|p| &p.referenced), "native");
+    *ok &= only_for(v, n, "size", im.size.as_ref().map(|p| &p.referenced), "native");
+    *ok &= only_for(
+        v,
+        n,
+        "ops_extras",
+        im.ops_extras.as_ref().and_then(|v| v.first()).map(|p| &p.referenced),
+        "native",
+    );
+    let Some(program) = &im.program else {
+        builder_needs(v, n, im, "program", "ops", &format!("{}/prover", root.path));
+        return None;
+    };
+    let Some(version) = nanos_version else {
+        builder_needs(v, n, im, "nanos_version", "ops", "0.1.51");
+        return None;
+    };
+    let program_spec = v.input(program, n, unset)?;
+    if !program_spec.path.starts_with(&format!("{}/", root.path)) {
+        *ok = false;
+        v.invalid(
+            format!("the program of image `{n}` is not inside its root `{}`", root.path),
+            &program.referenced,
+            "outside the stage root",
+            &format!("name the program inside the stage root, e.g. `{}/prover`", root.path),
+        );
+    }
+    inputs.push(program_spec.clone());
+    Some(Builder::Ops { program: program_spec.path, nanos_version: version.to_string() })
+}
+
+/// Where each field of the image is in the build file, for errors found while building.
+fn positions(v: &Validator, im: &RawImage) -> crate::diag::Positions {
     let mut at = crate::diag::Positions::new(v.src);
     let fields = [
         ("manifest", Some(&im.manifest)),
@@ -283,8 +294,7 @@ pub(crate) fn validate(
             at.mark(v.src, field, Span::of(&x.referenced).offset);
         }
     }
-    let spec = ImageSpec { builder, manifest: manifest.path, root: root.path, nanos_version, at };
-    ok.then_some((spec, inputs, into))
+    at
 }
 
 /// `image (native|ops build) ROOT + MANIFEST -> into`: the step in one line.
@@ -298,13 +308,13 @@ pub fn summary(im: &ImageSpec, into: &str) -> String {
 
 /// An image's key: its spec without source positions and the native format's version, its
 /// inputs ([`key_inputs`]), and for `builder: ops` the identity of ops (`ops version`).
-pub fn key(im: &ImageSpec, env: &StepEnv) -> Result<KindKey, String> {
+pub fn key(im: &ImageSpec, env: &StepEnv) -> Result<KindKey, KeyError> {
     let mut tools = BTreeMap::new();
     if let Builder::Ops { .. } = im.builder {
         let id = env
             .tools
             .identify_with("ops", env.root, env.stat, &["version"])
-            .map_err(|_| ops::OPS_MISSING.to_string())?;
+            .map_err(|_| KeyError::OpsMissing)?;
         tools.insert("ops".to_string(), id);
     }
     Ok(KindKey {
@@ -318,9 +328,8 @@ pub fn key(im: &ImageSpec, env: &StepEnv) -> Result<KindKey, String> {
 
 /// An image's input files, and for the native builder what the image holds beyond their
 /// contents (see `native_image_facts`).
-pub fn key_inputs(im: &ImageSpec, env: &StepEnv) -> Result<BTreeMap<String, FileId>, String> {
-    let mut ids =
-        crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat).map_err(|e| e.to_string())?;
+pub fn key_inputs(im: &ImageSpec, env: &StepEnv) -> Result<BTreeMap<String, FileId>, KeyError> {
+    let mut ids = crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat)?;
     if let Builder::Native { .. } = im.builder {
         native_image_facts(im, env, &mut ids)?;
     }
@@ -334,7 +343,7 @@ fn native_image_facts(
     im: &ImageSpec,
     env: &StepEnv,
     ids: &mut BTreeMap<String, FileId>,
-) -> Result<(), String> {
+) -> Result<(), KeyError> {
     let fact = |what: &[u8]| FileId { digest: *blake3::hash(what).as_bytes(), exec: false, size: 0 };
     let root = env.root.join(&im.root);
     let walker = walkdir::WalkDir::new(&root)
@@ -343,16 +352,14 @@ fn native_image_facts(
         .into_iter()
         .filter_entry(|e| !(e.file_type().is_dir() && crate::paths::is_skipped_dir(e.file_name())));
     for e in walker {
-        let e = e.map_err(|e| format!("cannot read the image root {}: {e}", im.root))?;
+        let e = e.map_err(|source| KeyError::ImageRoot { root: im.root.clone(), source })?;
         let Ok(rel) = e.path().strip_prefix(env.root) else { continue };
-        let rel = rel
-            .to_str()
-            .ok_or_else(|| format!("{} in the image root has a name that is not UTF-8", rel.display()))?;
+        let rel = rel.to_str().ok_or_else(|| KeyError::ImageRootName { path: rel.to_path_buf() })?;
         if e.file_type().is_dir() {
             ids.insert(format!("{rel} (folder)"), crate::fingerprint::inputs::folder_id());
         } else if e.file_type().is_symlink() {
-            let target =
-                std::fs::read_link(e.path()).map_err(|err| format!("cannot read symlink {rel}: {err}"))?;
+            let target = std::fs::read_link(e.path())
+                .map_err(|source| KeyError::ImageRootSymlink { path: rel.to_string(), source })?;
             ids.insert(format!("{rel} (link)"), fact(target.as_os_str().as_encoded_bytes()));
         }
     }

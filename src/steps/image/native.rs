@@ -798,7 +798,9 @@ pub fn build(
         .map_err(|e| NativeImageError::At { at: spec.at.prefix(field), source: Box::new(e) })
 }
 
-/// `field` follows the build from section to section, naming what an error is about.
+/// `field` follows the build from section to section, naming what an error is about: the
+/// root filesystem (`manifest`), the boot filesystem (`release`), then the writing (`size` or
+/// `into`).
 fn build_in(
     project: &Path,
     spec: &ImageSpec,
@@ -810,79 +812,87 @@ fn build_in(
         return Err(NativeImageError::NotNative);
     };
     let mut m = read_manifest(&project.join(&spec.manifest), &spec.manifest)?;
-    let base_volume = match m.base_volume_sz.as_deref() {
-        None => None,
-        Some(b) => match ops_size(b) {
-            Some(n) if n <= crate::disk::MAX_SIZE => Some(n),
-            _ => return Err(NativeImageError::BaseVolumeSz { value: b.to_string() }),
-        },
-    };
+    let base_volume = base_volume(&m)?;
     let root_dir = project.join(&spec.root);
     let release_dir = release_folder(&project.join(release))?;
-    let mut warnings = Vec::new();
     let src = Sources { root: &root_dir, root_shown: &spec.root, digest_of };
 
     // The root filesystem: what the manifest names from the stage root.
-    let mut tree = Tree::new();
-    if m.program.starts_with('/') {
-        return Err(NativeImageError::AbsoluteProgram { program: m.program.clone() });
-    }
-    let program = plain(&m.program, "Program", true)?;
-    if program.is_empty() {
-        return Err(NativeImageError::EmptyProgram);
-    }
-    let program_shown = format!("/{}", program.join("/"));
-    let node = src.content(&program, "Program")?;
-    insert(&mut tree, &program, node, &program_shown)?;
-    for d in &m.dirs {
-        if d.starts_with('/') {
-            return Err(NativeImageError::AbsoluteDir { dir: d.clone() });
+    let manifest_dir =
+        Path::new(&spec.manifest).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let root = root_tree(&src, &m, (&spec.manifest, &manifest_dir), extras)?;
+    let warnings = left_out(&root_dir, &spec.root, &root)?.into_iter().collect();
+    let name = super::image_name(into);
+    m.mounts = ops_mounts(&m.mounts, &manifest_dir)?;
+    let attrs = root_tuple(
+        &m,
+        &root.program_shown,
+        !m.klibs.is_empty(),
+        extras,
+        (&name, spec.nanos_version.as_deref()),
+    )?;
+
+    // The boot filesystem: the kernel and the klibs.
+    *field = "release";
+    let release_at = (release.as_str(), release_dir.as_path());
+    let (boot, boot_tree) = boot_partition(&m, release_at, (&root_dir, &spec.root), digest_of)?;
+    let root_size = match (size, base_volume) {
+        (Some(n), _) => crate::disk::RootSize::Exactly(*n),
+        (None, Some(n)) => {
+            crate::disk::RootSize::ImageAtLeast(n.div_ceil(crate::disk::SECTOR) * crate::disk::SECTOR)
         }
-        let c = plain(d, "Dirs", false)?;
-        let node = src.walked(&c, "Dirs")?;
-        insert(&mut tree, &c, node, d)?;
+        (None, None) => crate::disk::RootSize::Auto,
+    };
+
+    *field = if size.is_some() { "size" } else { "into" };
+    let written = write_image(&project.join(into), into, &boot, &boot_tree, (&root.tree, &attrs), root_size)?;
+    Ok(Built { warnings, size: written.size })
+}
+
+/// The manifest's BaseVolumeSz in bytes, if it gives one: a size as ops reads it, up to the
+/// largest volume.
+fn base_volume(m: &Manifest) -> Result<Option<u64>, NativeImageError> {
+    match m.base_volume_sz.as_deref() {
+        None => Ok(None),
+        Some(b) => match ops_size(b) {
+            Some(n) if n <= crate::disk::MAX_SIZE => Ok(Some(n)),
+            _ => Err(NativeImageError::BaseVolumeSz { value: b.to_string() }),
+        },
     }
-    for f in &m.files {
-        // ops joins even an absolute Files entry to its working directory (lepton/image.go).
-        let c = plain(f, "Files", false)?;
-        let node = src.content(&c, "Files")?;
-        insert(&mut tree, &c, node, f)?;
-    }
+}
+
+/// The root filesystem as [`root_tree`] builds it.
+struct RootTree {
+    tree: Tree,
+    /// The program's path in the image, `/`-led.
+    program_shown: String,
+    /// The stage root's top-level entries MapDirs read from.
+    map_from: Vec<String>,
+}
+
+/// The root filesystem the manifest names, in ops's order: Program, Dirs, Files, MapDirs, the
+/// first argument's entry, the mount points, the extras asked for. Checked: the program is a
+/// file, and no symlink loops. `manifest` is (the manifest's path, its folder).
+fn root_tree(
+    src: &Sources,
+    m: &Manifest,
+    manifest: (&str, &str),
+    extras: &[Extra],
+) -> Result<RootTree, NativeImageError> {
+    let mut tree = Tree::new();
+    let (program, program_shown) = named_entries(src, m, &mut tree)?;
     // ops's argv: the program as written, then Args (cmd/flags_build_image.go).
     let argv: Vec<&str> =
         std::iter::once(m.program.as_str()).chain(m.args.iter().map(String::as_str)).collect();
-    let manifest_dir =
-        Path::new(&spec.manifest).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     let mut map_from = Vec::new();
     for (host, guest) in &m.map_dirs {
-        map_from.extend(map_dir(&src, &mut tree, (&spec.manifest, &manifest_dir), host, guest, &argv)?);
+        map_from.extend(map_dir(src, &mut tree, manifest, host, guest, &argv)?);
     }
     if let Some(first) = m.args.first() {
-        args_copy(&src, &mut tree, first)?;
+        args_copy(src, &mut tree, first)?;
     }
-    for value in m.mounts.values() {
-        // `/data:ro`: the mount point is the part before the options (fs/manifest.go, AddMount).
-        let path = value.trim_start_matches('/').split(':').next().unwrap_or_default();
-        let c = components(path, "the mount point")?;
-        match lookup(&tree, &c) {
-            Some(FsNode::Dir(_)) => {}
-            None => insert(&mut tree, &c, FsNode::Dir(Tree::new()), path)?,
-            Some(_) => return Err(NativeImageError::MountPointIsFile { path: path.to_string() }),
-        }
-    }
-    let text = |s: &str| FsNode::Bytes { data: s.as_bytes().to_vec(), exec: false };
-    for x in extras {
-        let (path, content) = match x {
-            Extra::Env => continue,
-            Extra::Passwd => ("etc/passwd", "root:x:0:0:root:/root:/bin/nobash"),
-            Extra::ResolvConf => ("etc/resolv.conf", "nameserver 8.8.8.8\n"),
-            Extra::Hostname => ("proc/sys/kernel/hostname", "uniboot"),
-        };
-        let c = components(path, "an extra")?;
-        if lookup(&tree, &c).is_none() {
-            insert(&mut tree, &c, text(content), path)?;
-        }
-    }
+    mount_points(m, &mut tree)?;
+    add_extras(extras, &mut tree)?;
     match resolve(&tree, &program, &program_shown)? {
         Some(p) if matches!(lookup(&tree, &p), Some(FsNode::File { .. } | FsNode::Bytes { .. })) => {}
         _ => return Err(NativeImageError::ProgramNotAFile { program: program_shown }),
@@ -892,37 +902,114 @@ fn build_in(
     for l in &links {
         resolve(&tree, l, &format!("/{}", l.join("/")))?;
     }
+    Ok(RootTree { tree, program_shown, map_from })
+}
+
+/// Put the manifest's Program, Dirs and Files into `tree`. Returns the program's path in the
+/// image, as components and as shown (`/`-led).
+fn named_entries(
+    src: &Sources,
+    m: &Manifest,
+    tree: &mut Tree,
+) -> Result<(Vec<String>, String), NativeImageError> {
+    if m.program.starts_with('/') {
+        return Err(NativeImageError::AbsoluteProgram { program: m.program.clone() });
+    }
+    let program = plain(&m.program, "Program", true)?;
+    if program.is_empty() {
+        return Err(NativeImageError::EmptyProgram);
+    }
+    let program_shown = format!("/{}", program.join("/"));
+    let node = src.content(&program, "Program")?;
+    insert(tree, &program, node, &program_shown)?;
+    for d in &m.dirs {
+        if d.starts_with('/') {
+            return Err(NativeImageError::AbsoluteDir { dir: d.clone() });
+        }
+        let c = plain(d, "Dirs", false)?;
+        let node = src.walked(&c, "Dirs")?;
+        insert(tree, &c, node, d)?;
+    }
+    for f in &m.files {
+        // ops joins even an absolute Files entry to its working directory (lepton/image.go).
+        let c = plain(f, "Files", false)?;
+        let node = src.content(&c, "Files")?;
+        insert(tree, &c, node, f)?;
+    }
+    Ok((program, program_shown))
+}
+
+/// Create each mount point folder of the manifest's Mounts in `tree`.
+fn mount_points(m: &Manifest, tree: &mut Tree) -> Result<(), NativeImageError> {
+    for value in m.mounts.values() {
+        // `/data:ro`: the mount point is the part before the options (fs/manifest.go, AddMount).
+        let path = value.trim_start_matches('/').split(':').next().unwrap_or_default();
+        let c = components(path, "the mount point")?;
+        match lookup(tree, &c) {
+            Some(FsNode::Dir(_)) => {}
+            None => insert(tree, &c, FsNode::Dir(Tree::new()), path)?,
+            Some(_) => return Err(NativeImageError::MountPointIsFile { path: path.to_string() }),
+        }
+    }
+    Ok(())
+}
+
+/// Add the files of the ops extras asked for, where the tree has nothing yet.
+fn add_extras(extras: &[Extra], tree: &mut Tree) -> Result<(), NativeImageError> {
+    let text = |s: &str| FsNode::Bytes { data: s.as_bytes().to_vec(), exec: false };
+    for x in extras {
+        let (path, content) = match x {
+            Extra::Env => continue,
+            Extra::Passwd => ("etc/passwd", "root:x:0:0:root:/root:/bin/nobash"),
+            Extra::ResolvConf => ("etc/resolv.conf", "nameserver 8.8.8.8\n"),
+            Extra::Hostname => ("proc/sys/kernel/hostname", "uniboot"),
+        };
+        let c = components(path, "an extra")?;
+        if lookup(tree, &c).is_none() {
+            insert(tree, &c, text(content), path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The warning for the top-level entries of the stage root (`root_dir`, named `root_shown`)
+/// that the image leaves out, if any.
+fn left_out(root_dir: &Path, root_shown: &str, root: &RootTree) -> Result<Option<String>, NativeImageError> {
     let mut left: Vec<String> = Vec::new();
-    let read_root = |source| NativeImageError::ReadStageRoot { root: spec.root.clone(), source };
-    for e in fs::read_dir(&root_dir).map_err(read_root)? {
+    let read_root = |source| NativeImageError::ReadStageRoot { root: root_shown.to_string(), source };
+    for e in fs::read_dir(root_dir).map_err(read_root)? {
         let e = e.map_err(read_root)?;
         let n = e.file_name().to_string_lossy().into_owned();
-        if !tree.contains_key(&n) && !map_from.contains(&n) {
+        if !root.tree.contains_key(&n) && !root.map_from.contains(&n) {
             left.push(n);
         }
     }
     left.sort();
-    if !left.is_empty() {
-        warnings.push(format!(
-            "the stage root {} has {} that the manifest leaves out of the image (add them to dirs or files): {}",
-            spec.root,
-            if left.len() == 1 { "an entry" } else { "entries" },
-            left.join(", ")
-        ));
+    if left.is_empty() {
+        return Ok(None);
     }
+    Ok(Some(format!(
+        "the stage root {} has {} that the manifest leaves out of the image (add them to dirs or files): {}",
+        root_shown,
+        if left.len() == 1 { "an entry" } else { "entries" },
+        left.join(", ")
+    )))
+}
 
-    let name = super::image_name(into);
-    m.mounts = ops_mounts(&m.mounts, &manifest_dir)?;
-    let attrs =
-        root_tuple(&m, &program_shown, !m.klibs.is_empty(), extras, (&name, spec.nanos_version.as_deref()))?;
-
-    // The boot filesystem: the kernel and the klibs.
-    *field = "release";
+/// The boot partition: the release's boot.img, and the boot filesystem with its kernel and the
+/// manifest's klibs. `release` is (as gevulot.yaml names it, its files' folder); `root` is (the
+/// stage root, as gevulot.yaml names it).
+fn boot_partition(
+    m: &Manifest,
+    (release, release_dir): (&str, &Path),
+    (root_dir, root_shown): (&Path, &str),
+    digest_of: DigestOf,
+) -> Result<(Vec<u8>, Tree), NativeImageError> {
     let kernel = release_dir.join("kernel.img");
     let boot_img = release_dir.join("boot.img");
     for (f, file) in [(&kernel, "kernel.img"), (&boot_img, "boot.img")] {
         if !f.is_file() {
-            return Err(NativeImageError::ReleaseMissing { release: release.clone(), file });
+            return Err(NativeImageError::ReleaseMissing { release: release.to_string(), file });
         }
     }
     let mut head = [0u8; 4];
@@ -930,10 +1017,27 @@ fn build_in(
         fs::File::open(&kernel).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head)).is_ok()
             && head == *b"\x7fELF";
     if !is_elf {
-        return Err(NativeImageError::KernelNotElf { release: release.clone() });
+        return Err(NativeImageError::KernelNotElf { release: release.to_string() });
     }
     let mut boot_tree = Tree::new();
     boot_tree.insert("kernel".into(), boot_file(&kernel, digest_of)?);
+    if let Some(klibs) = klibs(m, (root_dir, root_shown), release_dir, digest_of)? {
+        boot_tree.insert("klib".into(), FsNode::Dir(klibs));
+    }
+    let boot = fs::read(&boot_img)
+        .map_err(|source| NativeImageError::ReadBootImg { release: release.to_string(), source })?;
+    Ok((boot, boot_tree))
+}
+
+/// The klibs of the boot filesystem, `None` when the manifest loads none: each from KlibDir
+/// (in the stage root) when set, else from the release's `klibs/`, as ops looks. Klibs that
+/// ops would add on its own must be listed.
+fn klibs(
+    m: &Manifest,
+    (root_dir, root_shown): (&Path, &str),
+    release_dir: &Path,
+    digest_of: DigestOf,
+) -> Result<Option<Tree>, NativeImageError> {
     // Klibs ops adds on its own (lepton/image.go, fs/manifest.go AddKlibs) must be listed.
     let implied = [
         (m.klibs.iter().any(|k| k == "cloud_init"), "tls", "Klibs has `cloud_init`, to which ops adds `tls`"),
@@ -948,46 +1052,48 @@ fn build_in(
             return Err(NativeImageError::ImpliedKlib { why, klib });
         }
     }
-    if !m.klibs.is_empty() {
-        let mut klibs = Tree::new();
-        if let Some(d) = &m.klib_dir {
-            if crate::paths::normalize_rel(&format!("{}/{d}", spec.root)).is_none() || d.starts_with('/') {
-                return Err(NativeImageError::KlibDirOutside { dir: d.clone() });
-            }
-        }
-        // ops looks in KlibDir when it is set, else in the release's klibs/ (lepton/image.go).
-        let klib_dir = match &m.klib_dir {
-            Some(d) => root_dir.join(d),
-            None => release_dir.join("klibs"),
-        };
-        for k in &m.klibs {
-            components(k, "the klib")?;
-            let found = klib_dir.join(k);
-            if !found.is_file() {
-                let dir = found.parent().unwrap_or(&klib_dir).to_path_buf();
-                return Err(NativeImageError::KlibMissing { klib: k.clone(), dir });
-            }
-            klibs.insert(k.clone(), boot_file(&found, digest_of)?);
-        }
-        boot_tree.insert("klib".into(), FsNode::Dir(klibs));
+    if m.klibs.is_empty() {
+        return Ok(None);
     }
-    let boot = fs::read(&boot_img)
-        .map_err(|source| NativeImageError::ReadBootImg { release: release.clone(), source })?;
-    let root_size = match (size, base_volume) {
-        (Some(n), _) => crate::disk::RootSize::Exactly(*n),
-        (None, Some(n)) => {
-            crate::disk::RootSize::ImageAtLeast(n.div_ceil(crate::disk::SECTOR) * crate::disk::SECTOR)
+    let mut klibs = Tree::new();
+    if let Some(d) = &m.klib_dir {
+        if crate::paths::normalize_rel(&format!("{root_shown}/{d}")).is_none() || d.starts_with('/') {
+            return Err(NativeImageError::KlibDirOutside { dir: d.clone() });
         }
-        (None, None) => crate::disk::RootSize::Auto,
+    }
+    // ops looks in KlibDir when it is set, else in the release's klibs/ (lepton/image.go).
+    let klib_dir = match &m.klib_dir {
+        Some(d) => root_dir.join(d),
+        None => release_dir.join("klibs"),
     };
+    for k in &m.klibs {
+        components(k, "the klib")?;
+        let found = klib_dir.join(k);
+        if !found.is_file() {
+            let dir = found.parent().unwrap_or(&klib_dir).to_path_buf();
+            return Err(NativeImageError::KlibMissing { klib: k.clone(), dir });
+        }
+        klibs.insert(k.clone(), boot_file(&found, digest_of)?);
+    }
+    Ok(Some(klibs))
+}
 
-    *field = if size.is_some() { "size" } else { "into" };
-    let dest = project.join(into);
+/// Write the disk image to `dest` (`into`, as gevulot.yaml names it) through a temp file
+/// beside it, renamed into place; the temp file goes on failure. `root` is the root
+/// filesystem's tree and root tuple.
+fn write_image(
+    dest: &Path,
+    into: &str,
+    boot: &[u8],
+    boot_tree: &Tree,
+    (tree, attrs): (&Tree, &Tuple),
+    root_size: crate::disk::RootSize,
+) -> Result<crate::disk::DiskWritten, NativeImageError> {
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent)
             .map_err(|source| NativeImageError::Create { path: parent.to_path_buf(), source })?;
     }
-    let tmp = crate::fsutil::temp_beside(&dest);
+    let tmp = crate::fsutil::temp_beside(dest);
     let written = (|| {
         let out = fs::File::options()
             .read(true)
@@ -995,19 +1101,15 @@ fn build_in(
             .create_new(true)
             .open(&tmp)
             .map_err(|source| NativeImageError::Create { path: tmp.clone(), source })?;
-        let w = crate::disk::write_disk(&out, &boot, &boot_tree, &tree, &attrs, root_size)?;
-        fs::rename(&tmp, &dest)
+        let w = crate::disk::write_disk(&out, boot, boot_tree, tree, attrs, root_size)?;
+        fs::rename(&tmp, dest)
             .map_err(|source| NativeImageError::WriteImage { into: into.to_string(), source })?;
         Ok::<_, NativeImageError>(w)
     })();
-    let written = match written {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    Ok(Built { warnings, size: written.size })
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
