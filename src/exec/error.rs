@@ -118,12 +118,11 @@ pub enum InputRootError {
     #[error("the outputs of `{dep}`, an input of `{target}`: {source}")]
     DepOutputs { dep: String, target: String, source: OutputError },
     #[error(
-        "the folders `{0}` may read from (its inputs' and its include folders) hold more than \
-         {max} files, too many to ship to a worker; declare its inputs file by file, or narrow \
-         its `-I` folders",
-        max = super::remote_exec::MAX_DISCOVERABLE
+        "the folders `{target}` may read from (its inputs' and its include folders) hold more \
+         than {max} files, too many to ship to a worker; declare its inputs file by file, or \
+         narrow its `-I` folders"
     )]
-    TooManyDiscoverable(String),
+    TooManyDiscoverable { target: String, max: usize },
     #[error("cannot read {path}: {source}")]
     Read { path: String, source: io::Error },
     #[error("{0} changed while the build ran (it no longer has the digest it was keyed with); build again")]

@@ -648,7 +648,7 @@ fn discoverable(
                     extra.insert(rel.to_string());
                 }
                 if extra.len() > MAX_DISCOVERABLE {
-                    return Err(InputRootError::TooManyDiscoverable(t.name.clone()));
+                    return Err(InputRootError::TooManyDiscoverable { target: t.name.clone(), max: MAX_DISCOVERABLE });
                 }
             }
         }
@@ -673,7 +673,7 @@ fn link_text(root: &Path, link: &str, id: &FileId) -> Result<String, InputRootEr
 const RESENDS: usize = 3;
 
 /// Files a depfile step's first remote run may ship beyond what it declares.
-pub(super) const MAX_DISCOVERABLE: usize = 50_000;
+const MAX_DISCOVERABLE: usize = 50_000;
 
 /// A command's include folder as a project folder (`""` for the project folder itself), or
 /// `None` when it is absolute (the worker's) or climbs out with `..`.

@@ -186,11 +186,11 @@ fn fingerprint<'a>(
     let outputs: Vec<Cow<'a, str>> = t.outputs.iter().map(|o| Cow::Borrowed(o.path.as_str())).collect();
     let Some(run) = step.as_run() else {
         // A built-in kind keys itself: what it does, the files and tools it reads.
-        let k = with_env(ctx, t, Path::new(""), None, |env| step.kind_key(env))?;
+        let (k, inputs) = with_env(ctx, t, Path::new(""), None, |env| step.kind_key(env))?;
         return Ok(KeyParts {
             version: KEY_VERSION,
             step: StepDef { kind: k.kind.into(), command: k.command.into(), outputs, depfile: None },
-            inputs: k.inputs,
+            inputs,
             deps: if k.keys_deps { deps } else { BTreeMap::new() },
             env: Cow::Owned(BTreeMap::new()),
             pass_env: BTreeMap::new(),
@@ -1034,18 +1034,5 @@ fn project_path(root: &Path, p: &str) -> Option<String> {
                 Err(_) => canon.to_str().map(str::to_string),
             }
         }
-    }
-}
-
-impl RunStep {
-    /// The step's own environment: `env`, then the `pass_env` values that are set.
-    pub(super) fn env_with(&self, pass: &BTreeMap<String, Option<String>>) -> BTreeMap<String, String> {
-        let mut env = self.env.clone();
-        for (k, v) in pass {
-            if let Some(v) = v {
-                env.insert(k.clone(), v.clone());
-            }
-        }
-        env
     }
 }

@@ -945,8 +945,8 @@ fn safe_mode(mode: u32) -> u32 {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FetchStep {
     pub url: String,
-    pub pin: crate::steps::fetch::Pin,
-    pub extract: Option<crate::steps::fetch::Extract>,
+    pub pin: Pin,
+    pub extract: Option<Extract>,
 }
 
 raw_struct! {
@@ -994,14 +994,14 @@ raw_struct! {
     }
 }
 
-/// Validate a `fetch:` step: no `run`, no run-only fields, a well-formed pin, a valid `into`.
+/// Validate a `fetch:` step: a URL or a git repository, a well-formed pin, a valid `into`
+/// (`config` checks that it stands alone). Returns the spec and its output.
 pub(crate) fn validate(
     v: &mut Validator,
     n: &str,
     f: &RawFetch,
     unset: &mut Vec<(String, Span)>,
 ) -> Option<(FetchStep, PathSpec)> {
-    let ok = true;
     let (url, pin) = match (&f.url, &f.git) {
         (Some(url), None) => {
             let url_span = Span::of(&url.referenced);
@@ -1041,7 +1041,7 @@ pub(crate) fn validate(
     };
     let extract = f.extract.as_ref().map(|x| {
         let max_size = match &x.max_size {
-            None => crate::steps::fetch::DEFAULT_MAX_SIZE,
+            None => DEFAULT_MAX_SIZE,
             Some(m) => crate::fsutil::parse_size(&m.value).unwrap_or_else(|| {
                 v.errors.push(ConfigError::Invalid {
                     message: format!("`max_size` of fetch `{n}` is not a size"),
@@ -1053,15 +1053,15 @@ pub(crate) fn validate(
                 0
             }),
         };
-        crate::steps::fetch::Extract {
+        Extract {
             strip_components: x.strip_components.as_ref().map_or(0, |s| s.value),
             max_size,
-            max_entries: x.max_entries.as_ref().map_or(crate::steps::fetch::DEFAULT_MAX_ENTRIES, |m| m.value),
+            max_entries: x.max_entries.as_ref().map_or(DEFAULT_MAX_ENTRIES, |m| m.value),
         }
     });
     let into = v.output(&f.into, n, unset)?;
     let pin = pin?;
-    ok.then_some((FetchStep { url, pin, extract }, into))
+    Some((FetchStep { url, pin, extract }, into))
 }
 
 /// The `sha256:` or `blake3:` pin of a download.
@@ -1072,7 +1072,7 @@ fn download_pin(
     url: Option<&str>,
     url_span: Span,
     unset: &mut Vec<(String, Span)>,
-) -> Option<crate::steps::fetch::Pin> {
+) -> Option<Pin> {
     // A URL with an undefined var in it is reported on its own; the hints name no URL then.
     let url = url.unwrap_or("URL");
     match (&f.sha256, &f.blake3) {
@@ -1099,11 +1099,7 @@ fn download_pin(
             None
         }
         (Some(h), None) | (None, Some(h)) => {
-            let algo = if f.sha256.is_some() {
-                crate::steps::fetch::Algo::Sha256
-            } else {
-                crate::steps::fetch::Algo::Blake3
-            };
+            let algo = if f.sha256.is_some() { Algo::Sha256 } else { Algo::Blake3 };
             let before = unset.len();
             let (hex, whole) = v.expand_checked(h, unset);
             let hex = hex.trim().to_ascii_lowercase();
@@ -1121,7 +1117,7 @@ fn download_pin(
                 });
                 None
             } else {
-                Some(crate::steps::fetch::Pin { algo, hex })
+                Some(Pin { algo, hex })
             }
         }
     }
@@ -1134,7 +1130,7 @@ fn git_pin(
     f: &RawFetch,
     git_span: Span,
     unset: &mut Vec<(String, Span)>,
-) -> Option<crate::steps::fetch::Pin> {
+) -> Option<Pin> {
     for (field, loc) in [
         ("sha256", f.sha256.as_ref().map(|s| &s.referenced)),
         ("blake3", f.blake3.as_ref().map(|s| &s.referenced)),
@@ -1187,7 +1183,7 @@ fn git_pin(
         });
         return None;
     }
-    Some(crate::steps::fetch::Pin { algo: crate::steps::fetch::Algo::GitCommit, hex })
+    Some(Pin { algo: Algo::GitCommit, hex })
 }
 
 /// `fetch URL -> into`: the step in one line.
@@ -1208,9 +1204,27 @@ pub fn key(f: &FetchStep) -> super::KindKey {
     super::KindKey {
         kind: "fetch",
         command: format!("{}:{} {extract}", f.pin.algo.name(), f.pin.hex),
-        inputs: std::collections::BTreeMap::new(),
         tools: std::collections::BTreeMap::new(),
         keys_deps: true,
+    }
+}
+
+impl super::Kind for FetchStep {
+    fn summary(&self, into: &str) -> String {
+        summary(self, into)
+    }
+    fn key(&self, _env: &super::StepEnv) -> Result<super::KindKey, super::KeyError> {
+        Ok(key(self))
+    }
+    /// None: a fetch reads nothing of the project.
+    fn key_inputs(
+        &self,
+        _env: &super::StepEnv,
+    ) -> Result<std::collections::BTreeMap<String, crate::fingerprint::FileId>, super::KeyError> {
+        Ok(std::collections::BTreeMap::new())
+    }
+    fn execute(&self, env: &super::StepEnv) -> Result<super::Executed, super::KindFailed> {
+        execute(self, env)
     }
 }
 

@@ -307,7 +307,7 @@ pub struct ManifestStep {
     /// In the parse cache as its JSON text: its serde form skips empty fields, which postcard
     /// cannot read back.
     #[serde(with = "manifest_as_json")]
-    pub manifest: Option<Box<crate::steps::manifest::Manifest>>,
+    pub manifest: Option<Box<Manifest>>,
     /// A hand-written manifest to validate and canonicalise instead.
     pub from: Option<String>,
     pub root: String,
@@ -635,21 +635,35 @@ fn klib_dir(
 /// A manifest's key: its JSON (or the `from` file it canonicalises, an input), and, written
 /// from its fields, what it checks in the stage root ([`presence`]) instead of the stage
 /// root's contents, so that it stays fresh when a staged file's content changes.
-pub fn key(m: &ManifestStep, env: &super::StepEnv) -> Result<super::KindKey, super::KeyError> {
-    let (command, inputs) = match (&m.manifest, &m.from) {
-        (Some(json), _) => (json.to_canonical(), presence(env.root, m)),
-        (None, from) => (
-            format!("from {}", from.as_deref().unwrap_or("")),
-            crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat)?,
-        ),
+pub fn key(m: &ManifestStep) -> super::KindKey {
+    let command = match (&m.manifest, &m.from) {
+        (Some(json), _) => json.to_canonical(),
+        (None, from) => format!("from {}", from.as_deref().unwrap_or("")),
     };
-    Ok(super::KindKey {
-        kind: "manifest",
-        command,
-        inputs,
-        tools: BTreeMap::new(),
-        keys_deps: m.manifest.is_none(),
-    })
+    super::KindKey { kind: "manifest", command, tools: BTreeMap::new(), keys_deps: m.manifest.is_none() }
+}
+
+impl super::Kind for ManifestStep {
+    fn summary(&self, into: &str) -> String {
+        format!("manifest -> {into}")
+    }
+    fn key(&self, _env: &super::StepEnv) -> Result<super::KindKey, super::KeyError> {
+        Ok(key(self))
+    }
+    /// Written from its fields: what it checks in the stage root ([`presence`]); else the
+    /// `from` file.
+    fn key_inputs(
+        &self,
+        env: &super::StepEnv,
+    ) -> Result<BTreeMap<String, crate::fingerprint::FileId>, super::KeyError> {
+        match self.manifest {
+            Some(_) => Ok(presence(env.root, self)),
+            None => Ok(crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat)?),
+        }
+    }
+    fn execute(&self, env: &super::StepEnv) -> Result<super::Executed, super::KindFailed> {
+        execute(self, env)
+    }
 }
 
 /// Write the manifest to `env.into`.

@@ -89,15 +89,14 @@ pub struct StepEnv<'a> {
     pub run_config_of_image: &'a dyn Fn(&str) -> Option<manifest::RunConfig>,
 }
 
-/// A built-in kind's part of its step's first-level key (the run kind's is the runner's: its
-/// command, env and tools, or the platform it runs on remotely).
+/// A built-in kind's part of its step's first-level key besides its input files (which
+/// [`Kind::key_inputs`] gives): the run kind's is the runner's (its command, env and tools, or
+/// the platform it runs on remotely).
 pub struct KindKey {
     /// The kind's name in the key (`fetch`, `stage`, ...).
     pub kind: &'static str,
     /// What the kind does, as canonical text: a fetch's pin, a stage's rules, a manifest's JSON.
     pub command: String,
-    /// The input files (and facts) the key covers, by project path.
-    pub inputs: BTreeMap<String, FileId>,
     /// Tools whose identity is in the key (ops, QEMU).
     pub tools: BTreeMap<String, ToolId>,
     /// Whether the deps' output digests are in the key: not for a manifest written from its
@@ -154,18 +153,47 @@ impl KindFailed {
     }
 }
 
+/// What every built-in kind answers. Each kind's module implements it on its spec; [`Step`]
+/// hands each question to the kind through [`Step::kind`], its one `match`.
+pub trait Kind {
+    /// The step in one line, naming `into`, its first output (`fetch URL -> into`, ...).
+    fn summary(&self, into: &str) -> String;
+    /// What the key holds besides the input files: the kind's name, what it does as canonical
+    /// text, the tools it runs. Errors: a tool that is missing, a machine size that is wrong.
+    fn key(&self, env: &StepEnv) -> Result<KindKey, KeyError>;
+    /// The input files (and facts) the key covers, by project path: by default the declared
+    /// inputs. Read for the key, and again after the step ran to see whether any changed.
+    fn key_inputs(&self, env: &StepEnv) -> Result<BTreeMap<String, FileId>, KeyError> {
+        Ok(crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat)?)
+    }
+    /// Run the step, writing `env.into`. The runner cleared the outputs first and clears them
+    /// again on failure.
+    fn execute(&self, env: &StepEnv) -> Result<Executed, KindFailed>;
+    /// Whether the step discovers inputs while running, which makes its key two-level.
+    fn discovers(&self) -> bool {
+        false
+    }
+    /// The search folders whose lookups its discovered inputs are keyed with.
+    fn search_dirs(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The RunConfig of the manifest its output (an image) is built from, read from `root`.
+    fn image_run_config(&self, _root: &Path) -> Option<manifest::RunConfig> {
+        None
+    }
+}
+
 impl Step {
-    /// What the step does, in one line: its expanded command, or for a built-in kind a summary
-    /// (`fetch URL -> into`, `stage N rules -> into`, ...) naming `into`, its first output.
-    /// Shown by `-n` and in failures.
-    pub fn summary(&self, into: &str) -> String {
+    /// The built-in kind, asked through [`Kind`]; `None` for `run:`, which the runner keys and
+    /// runs itself. The one `match` on the kind.
+    pub fn kind(&self) -> Option<&dyn Kind> {
         match self {
-            Step::Run(run) => run.command.clone(),
-            Step::Fetch(f) => fetch::summary(f, into),
-            Step::Stage(st) => stage::summary(st, into),
-            Step::Manifest(_) => format!("manifest -> {into}"),
-            Step::Image(im) => image::summary(im, into),
-            Step::Task(tk) => task::summary(tk, into),
+            Step::Run(_) => None,
+            Step::Fetch(k) => Some(k),
+            Step::Stage(k) => Some(k),
+            Step::Manifest(k) => Some(k),
+            Step::Image(k) => Some(k),
+            Step::Task(k) => Some(k),
         }
     }
 
@@ -177,29 +205,31 @@ impl Step {
         }
     }
 
-    /// A built-in kind's part of the key. Errors: an input that cannot be read, a tool the key
-    /// names that is missing. A `run:` step is keyed by the runner (its env, its tools, or the
-    /// platform it runs on remotely): asked here, it is an error.
-    pub fn kind_key(&self, env: &StepEnv) -> Result<KindKey, KeyError> {
-        match self {
-            Step::Run(_) => Err(KeyError::RunStep),
-            Step::Fetch(f) => Ok(fetch::key(f)),
-            Step::Stage(st) => stage::key(st, env),
-            Step::Manifest(m) => manifest::key(m, env),
-            Step::Image(im) => image::key(im, env),
-            Step::Task(tk) => task::key(tk, env),
+    /// What the step does, in one line: its expanded command, or a built-in kind's summary
+    /// naming `into`, its first output. Shown by `-n` and in failures.
+    pub fn summary(&self, into: &str) -> String {
+        match (self.kind(), self.as_run()) {
+            (Some(k), _) => k.summary(into),
+            (None, Some(run)) => run.command.clone(),
+            (None, None) => String::new(),
         }
     }
 
-    /// The input files a step's key covers (for a manifest written from its fields: the facts
-    /// it checks), read again after it ran to see whether any changed meanwhile. They must be
-    /// exactly the inputs the kind's key holds, or no result would ever be stored.
+    /// A built-in kind's part of the key and its input files, in that order of asking: the
+    /// inputs first, so that an unreadable input is the error a user sees first. A `run:` step
+    /// is keyed by the runner: asked here, it is an error.
+    pub fn kind_key(&self, env: &StepEnv) -> Result<(KindKey, BTreeMap<String, FileId>), KeyError> {
+        let kind = self.kind().ok_or(KeyError::RunStep)?;
+        let inputs = kind.key_inputs(env)?;
+        Ok((kind.key(env)?, inputs))
+    }
+
+    /// The input files a step's key covers (see [`Kind::key_inputs`]; a `run:` step's are its
+    /// declared inputs).
     pub fn key_inputs(&self, env: &StepEnv) -> Result<BTreeMap<String, FileId>, KeyError> {
-        match self {
-            Step::Manifest(m) if m.manifest.is_some() => Ok(manifest::presence(env.root, m)),
-            Step::Fetch(_) => Ok(BTreeMap::new()),
-            Step::Image(im) => image::key_inputs(im, env),
-            _ => Ok(crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat)?),
+        match self.kind() {
+            Some(k) => k.key_inputs(env),
+            None => Ok(crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat)?),
         }
     }
 
@@ -211,30 +241,24 @@ impl Step {
     /// Whether the step discovers inputs while running (a depfile, or the libraries `libs_for`
     /// resolves), which makes its key two-level.
     pub fn discovers(&self) -> bool {
-        match self {
-            Step::Stage(s) => !s.libs_for.is_empty(),
-            _ => self.depfile().is_some(),
-        }
+        self.kind().map_or(self.depfile().is_some(), |k| k.discovers())
     }
 
     /// The search folders whose lookups a step's discovered inputs are keyed with (see
     /// [`crate::fingerprint::discovered`]): the command's include folders, or the stage
     /// step's `search` folders.
     pub fn search_dirs(&self) -> Vec<String> {
-        match self {
-            Step::Run(run) => crate::fingerprint::discovered::command_search_dirs(&run.command),
-            Step::Stage(st) => st.search.clone(),
-            _ => Vec::new(),
+        match (self.kind(), self.as_run()) {
+            (Some(k), _) => k.search_dirs(),
+            (None, Some(run)) => crate::fingerprint::discovered::command_search_dirs(&run.command),
+            (None, None) => Vec::new(),
         }
     }
 
     /// For an `image:` step: the RunConfig of the manifest it is built from, read from
     /// `root` (where a task booting the image takes its machine size).
     pub fn image_run_config(&self, root: &Path) -> Option<manifest::RunConfig> {
-        match self {
-            Step::Image(im) => manifest::RunConfig::of_manifest(&root.join(&im.manifest)),
-            _ => None,
-        }
+        self.kind()?.image_run_config(root)
     }
 
     /// Whether the step's one output is a VM image (whose path and blake3 a build reports).
@@ -242,19 +266,12 @@ impl Step {
         matches!(self, Step::Image(_))
     }
 
-    /// Run a built-in kind's step, writing `env.into`. The runner cleared the outputs first and
-    /// clears them again on failure. A `run:` step is the runner's to execute (here or on a
-    /// remote engine): asked here, it fails.
+    /// Run a built-in kind's step (see [`Kind::execute`]). A `run:` step is the runner's to
+    /// execute (here or on a remote engine): asked here, it fails.
     pub fn execute(&self, env: &StepEnv) -> Result<Executed, KindFailed> {
-        match self {
-            Step::Run(_) => {
-                Err(KindFailed { command: None, message: "a `run:` step is the runner's".into() })
-            }
-            Step::Fetch(f) => fetch::execute(f, env),
-            Step::Stage(st) => stage::execute(st, env),
-            Step::Manifest(m) => manifest::execute(m, env),
-            Step::Image(im) => image::execute(im, env),
-            Step::Task(tk) => task::execute(tk, env),
+        match self.kind() {
+            Some(k) => k.execute(env),
+            None => Err(KindFailed { command: None, message: "a `run:` step is the runner's".into() }),
         }
     }
 }

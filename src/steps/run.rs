@@ -247,6 +247,19 @@ pub struct RunStep {
     pub tools: Vec<String>,
 }
 
+impl RunStep {
+    /// The step's own environment: `env`, then the `pass_env` values that are set.
+    pub fn env_with(&self, pass: &BTreeMap<String, Option<String>>) -> BTreeMap<String, String> {
+        let mut env = self.env.clone();
+        for (k, v) in pass {
+            if let Some(v) = v {
+                env.insert(k.clone(), v.clone());
+            }
+        }
+        env
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

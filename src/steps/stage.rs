@@ -281,7 +281,7 @@ fn matches(root: &Path, from: &str) -> Result<Vec<PathBuf>, StageError> {
 }
 
 /// The entries below `dir` in name order, never `dir` itself. `.git` and `.gvbuild` folders are
-/// left out, as they are of every step's key (README lists them). An entry that cannot be read
+/// left out, as they are of every step's key (docs/cache.md lists them). An entry that cannot be read
 /// is an error naming it, never skipped. With `follow`, symlinks are followed (a loop or a
 /// symlink to nothing is an error naming it).
 fn walk(dir: &Path, follow: bool) -> impl Iterator<Item = Result<walkdir::DirEntry, StageError>> {
@@ -455,7 +455,7 @@ pub(crate) fn validate(
     n: &str,
     st: &RawStage,
     unset: &mut Vec<(String, Span)>,
-) -> Option<(crate::steps::stage::StageSpec, Vec<PathSpec>, PathSpec)> {
+) -> Option<(StageSpec, Vec<PathSpec>, PathSpec)> {
     let mut ok = true;
     let into = v.output(&st.into, n, unset)?;
     let mut inputs = Vec::new();
@@ -466,7 +466,7 @@ pub(crate) fn validate(
         at.mark(v.src, &format!("copy{i}"), Span::of(&rule.from.referenced).offset);
         if let Some(p) = v.input(&rule.from, n, unset) {
             inputs.push(p.clone());
-            copy.push(crate::steps::stage::CopyRule { from: p.path, to: to.clone() });
+            copy.push(CopyRule { from: p.path, to: to.clone() });
         }
         if to_whole && to.split('/').any(|c| c == "..") {
             ok = false;
@@ -490,7 +490,7 @@ pub(crate) fn validate(
     let search = st.search.iter().flatten().map(|s| v.expand(s, n, unset)).collect();
     let lib_dir =
         st.lib_dir.as_ref().map_or_else(|| "lib/x86_64-linux-gnu".to_string(), |l| v.expand(l, n, unset));
-    let spec = crate::steps::stage::StageSpec { copy, libs_for, lib_dir, search, at };
+    let spec = StageSpec { copy, libs_for, lib_dir, search, at };
     ok.then_some((spec, inputs, into))
 }
 
@@ -504,19 +504,32 @@ pub fn summary(st: &StageSpec, into: &str) -> String {
     format!("stage {} rule(s){libs} -> {into}", st.copy.len())
 }
 
-/// A stage's key: its rules, and what they copy (the libraries `libs_for` resolves are
+/// A stage's key: its rules (its inputs are what they copy; the libraries `libs_for` resolves are
 /// discovered inputs, keyed at the second level).
-pub fn key(st: &StageSpec, env: &super::StepEnv) -> Result<super::KindKey, super::KeyError> {
+pub fn key(st: &StageSpec) -> super::KindKey {
     let rules = serde_json::json!({
         "copy": st.copy, "libs_for": st.libs_for, "lib_dir": st.lib_dir, "search": st.search,
     });
-    Ok(super::KindKey {
-        kind: "stage",
-        command: rules.to_string(),
-        inputs: crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat)?,
-        tools: BTreeMap::new(),
-        keys_deps: true,
-    })
+    super::KindKey { kind: "stage", command: rules.to_string(), tools: BTreeMap::new(), keys_deps: true }
+}
+
+impl super::Kind for StageSpec {
+    fn summary(&self, into: &str) -> String {
+        summary(self, into)
+    }
+    fn key(&self, _env: &super::StepEnv) -> Result<super::KindKey, super::KeyError> {
+        Ok(key(self))
+    }
+    fn execute(&self, env: &super::StepEnv) -> Result<super::Executed, super::KindFailed> {
+        execute(self, env)
+    }
+    /// The libraries `libs_for` resolves.
+    fn discovers(&self) -> bool {
+        !self.libs_for.is_empty()
+    }
+    fn search_dirs(&self) -> Vec<String> {
+        self.search.clone()
+    }
 }
 
 /// Fill the stage root `env.into`; the libraries found are the step's discovered inputs.

@@ -328,13 +328,26 @@ pub fn run(
 /// A task's key: its image and files (inputs), the task and the machine's size
 /// ([`key_command`]), and QEMU ([`key_tools`]).
 pub fn key(spec: &TaskSpec, env: &super::StepEnv) -> Result<super::KindKey, super::KeyError> {
+    // After the inputs (see `Step::kind_key`): the machine size, then QEMU.
+    let command = key_command(spec, size(spec, env)?);
     Ok(super::KindKey {
         kind: "task",
-        command: key_command(spec, size(spec, env)?),
-        inputs: crate::fingerprint::inputs::resolve(env.root, env.inputs, env.stat)?,
+        command,
         tools: key_tools(env.tools, env.root, env.stat)?,
         keys_deps: true,
     })
+}
+
+impl super::Kind for TaskSpec {
+    fn summary(&self, into: &str) -> String {
+        summary(self, into)
+    }
+    fn key(&self, env: &super::StepEnv) -> Result<super::KindKey, super::KeyError> {
+        key(self, env)
+    }
+    fn execute(&self, env: &super::StepEnv) -> Result<super::Executed, super::KindFailed> {
+        execute(self, env)
+    }
 }
 
 /// A task's CPUs and memory: its fields, else the RunConfig of the manifest that the `image:`

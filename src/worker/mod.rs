@@ -1,8 +1,8 @@
 //! `gvbuild worker`: a bot of the Remote Workers API (`google.devtools.remoteworkers.v1test2`,
 //! bots.proto and worker.proto), the protocol by which REAPI engines such as BuildGrid hand
 //! actions to the machines that run them. A program of its own inside the binary: it speaks to
-//! the engine's `Bots` service and CAS, and runs commands with `steps::run`'s process-group
-//! handling; it never touches the scheduler, the local cache or a project.
+//! the engine's `Bots` service and CAS, and runs commands in process groups of their own that
+//! [`crate::jobs`] records (as a build's steps are); it never touches the scheduler, the local cache or a project.
 //!
 //! # A worker's life
 //! At start it finds each `--tool NAME` on its PATH and prints its identity
@@ -31,7 +31,7 @@
 //! SIGINT or SIGTERM kill the running commands, report their leases `COMPLETED` with
 //! `UNAVAILABLE` (which an engine retries on another bot at once, rather than after the
 //! keepalive) and the session `BOT_TERMINATING`, and end the worker. A worker killed outright
-//! is outlived by [`crate::steps::run`]'s reaper, which kills its commands; the next worker of
+//! is outlived by [`crate::jobs`]' reaper, which kills its commands; the next worker of
 //! the same bot id and work folder removes what they left on disk.
 
 mod failure;

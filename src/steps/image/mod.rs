@@ -306,8 +306,8 @@ pub fn summary(im: &ImageSpec, into: &str) -> String {
     format!("image ({how}) {} + {} -> {into}", im.root, im.manifest)
 }
 
-/// An image's key: its spec without source positions and the native format's version, its
-/// inputs ([`key_inputs`]), and for `builder: ops` the identity of ops (`ops version`).
+/// An image's key: its spec without source positions and the native format's version (its
+/// inputs are [`key_inputs`]), and for `builder: ops` the identity of ops (`ops version`).
 pub fn key(im: &ImageSpec, env: &StepEnv) -> Result<KindKey, KeyError> {
     let mut tools = BTreeMap::new();
     if let Builder::Ops { .. } = im.builder {
@@ -320,10 +320,27 @@ pub fn key(im: &ImageSpec, env: &StepEnv) -> Result<KindKey, KeyError> {
     Ok(KindKey {
         kind: "image",
         command: format!("{} format {}", serde_json::json!(im.keyed()), native::FORMAT),
-        inputs: key_inputs(im, env)?,
         tools,
         keys_deps: true,
     })
+}
+
+impl super::Kind for ImageSpec {
+    fn summary(&self, into: &str) -> String {
+        summary(self, into)
+    }
+    fn key(&self, env: &StepEnv) -> Result<KindKey, KeyError> {
+        key(self, env)
+    }
+    fn key_inputs(&self, env: &StepEnv) -> Result<BTreeMap<String, FileId>, KeyError> {
+        key_inputs(self, env)
+    }
+    fn execute(&self, env: &StepEnv) -> Result<Executed, KindFailed> {
+        execute(self, env)
+    }
+    fn image_run_config(&self, root: &Path) -> Option<super::manifest::RunConfig> {
+        super::manifest::RunConfig::of_manifest(&root.join(&self.manifest))
+    }
 }
 
 /// An image's input files, and for the native builder what the image holds beyond their
