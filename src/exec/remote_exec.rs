@@ -648,7 +648,10 @@ fn discoverable(
                     extra.insert(rel.to_string());
                 }
                 if extra.len() > MAX_DISCOVERABLE {
-                    return Err(InputRootError::TooManyDiscoverable { target: t.name.clone(), max: MAX_DISCOVERABLE });
+                    return Err(InputRootError::TooManyDiscoverable {
+                        target: t.name.clone(),
+                        max: MAX_DISCOVERABLE,
+                    });
                 }
             }
         }
