@@ -201,6 +201,9 @@ fn short_label(message: &str) -> String {
     }
 }
 
+/// A built-in step after its kind's validation: the step, its inputs and its one output.
+type Validated = (Step, Vec<PathSpec>, PathSpec);
+
 impl Validator<'_> {
     fn project(&mut self, raw: RawFile, overrides: &[(String, String)]) -> Project {
         for (name, value) in &raw.vars {
@@ -459,45 +462,26 @@ impl Validator<'_> {
             .collect::<Vec<_>>();
 
         // At most one built-in kind; `builtin_alone` reports any other step keys beside it.
-        let builtin = self.builtin_step(n, raw, &mut unset_vars);
-        if let Some(built) = builtin {
-            let (step, inputs, outputs) = match built {
-                Some((step, inputs, into)) => (Some(step), inputs, vec![into]),
-                None => (None, Vec::new(), Vec::new()),
-            };
-            return Target {
-                name: n.into(),
-                span,
-                description: raw.description.as_ref().map(|d| d.value.clone()),
-                deps,
-                inputs,
-                outputs,
-                step,
-                cache: raw.cache.as_ref().is_none_or(|c| c.value),
-                restore: raw.restore.as_ref().map(|r| r.value).unwrap_or_default(),
-                platform: self.platform(raw.platform.as_ref(), top_platform, &mut unset_vars),
-                unset_vars,
-            };
-        }
-
-        let step = match &raw.run {
-            Some(run) => Some(self.run_step(n, raw, run, &mut unset_vars)),
-            None => {
-                self.group(n, raw, span, deps.is_empty());
-                None
-            }
+        // A built-in kind, else `run:`, else a group. A step (even a wrong one) has platform
+        // properties; a group has none.
+        let (step, inputs, outputs, has_step) = match self.builtin_step(n, raw, &mut unset_vars) {
+            Some(Some((step, inputs, into))) => (Some(step), inputs, vec![into], true),
+            Some(None) => (None, Vec::new(), Vec::new(), true),
+            None => match &raw.run {
+                Some(run) => {
+                    let (run, depfile) = self.run_step(raw, run, &mut unset_vars);
+                    let (inputs, outputs, run) = self.run_paths(n, raw, run, depfile, &mut unset_vars);
+                    (Some(Step::Run(run)), inputs, outputs, true)
+                }
+                None => {
+                    self.group(n, raw, span, deps.is_empty());
+                    (None, Vec::new(), Vec::new(), false)
+                }
+            },
         };
-
-        let (inputs, outputs, step_out) = match step {
-            Some((run, depfile)) => {
-                let (inputs, outputs, run) = self.run_paths(n, raw, run, depfile, &mut unset_vars);
-                (inputs, outputs, Some(Step::Run(run)))
-            }
-            None => (Vec::new(), Vec::new(), None),
-        };
-        let platform = match step_out {
-            Some(_) => self.platform(raw.platform.as_ref(), top_platform, &mut unset_vars),
-            None => BTreeMap::new(),
+        let platform = match has_step {
+            true => self.platform(raw.platform.as_ref(), top_platform, &mut unset_vars),
+            false => BTreeMap::new(),
         };
         Target {
             name: n.into(),
@@ -506,7 +490,7 @@ impl Validator<'_> {
             deps,
             inputs,
             outputs,
-            step: step_out,
+            step,
             cache: raw.cache.as_ref().is_none_or(|c| c.value),
             restore: raw.restore.as_ref().map(|r| r.value).unwrap_or_default(),
             platform,
@@ -516,13 +500,12 @@ impl Validator<'_> {
 
     /// A target's built-in step, dispatched to its kind: `None` when it has none (a `run:`
     /// step or a group), `Some(None)` when the step is wrong (reported).
-    #[allow(clippy::type_complexity)]
     fn builtin_step(
         &mut self,
         n: &str,
         raw: &RawTarget,
         unset: &mut Vec<(String, Span)>,
-    ) -> Option<Option<(Step, Vec<PathSpec>, PathSpec)>> {
+    ) -> Option<Option<Validated>> {
         use crate::steps::{fetch, image, manifest, stage, task};
         Some(if let Some(k) = &raw.task {
             self.kind_step(n, raw, "task", k, k.damaged, unset, |v, k, u| task::validate(v, n, k, u))
@@ -569,15 +552,13 @@ impl Validator<'_> {
     /// depfile as written.
     fn run_step<'r>(
         &mut self,
-        n: &str,
         raw: &'r RawTarget,
         run: &Spanned<String>,
         unset: &mut Vec<(String, Span)>,
-    ) -> (crate::steps::run::RunStep, Option<&'r Spanned<String>>) {
-        let command = self.expand(run, n, unset);
+    ) -> (crate::steps::run::RunSpec, Option<&'r Spanned<String>>) {
+        let command = self.expand(run, unset);
         let depfile = raw.depfile.as_ref();
-        let env =
-            raw.env.iter().flatten().map(|(k, v)| (k.value.clone(), self.expand(v, n, unset))).collect();
+        let env = raw.env.iter().flatten().map(|(k, v)| (k.value.clone(), self.expand(v, unset))).collect();
         // gvbuild's own credentials never reach a step, whatever the file says.
         for p in raw.pass_env.iter().flatten().filter(|p| is_credential(&p.value)) {
             self.invalid(
@@ -592,8 +573,8 @@ impl Validator<'_> {
             );
         }
         let pass_env = raw.pass_env.iter().flatten().map(|p| p.value.clone()).collect();
-        let tools = raw.tools.iter().flatten().map(|t| self.expand(t, n, unset)).collect();
-        (crate::steps::run::RunStep { command, depfile: None, env, pass_env, tools }, depfile)
+        let tools = raw.tools.iter().flatten().map(|t| self.expand(t, unset)).collect();
+        (crate::steps::run::RunSpec { command, depfile: None, env, pass_env, tools }, depfile)
     }
 
     /// A `run:` step's inputs and outputs, its depfile among the outputs.
@@ -601,10 +582,10 @@ impl Validator<'_> {
         &mut self,
         n: &str,
         raw: &RawTarget,
-        mut run: crate::steps::run::RunStep,
+        mut run: crate::steps::run::RunSpec,
         depfile: Option<&Spanned<String>>,
         unset: &mut Vec<(String, Span)>,
-    ) -> (Vec<PathSpec>, Vec<PathSpec>, crate::steps::run::RunStep) {
+    ) -> (Vec<PathSpec>, Vec<PathSpec>, crate::steps::run::RunSpec) {
         let inputs = raw.inputs.iter().flatten().filter_map(|i| self.input(i, n, unset)).collect();
         let mut outputs: Vec<PathSpec> =
             raw.outputs.iter().flatten().filter_map(|o| self.output(o, n, unset)).collect();

@@ -55,7 +55,7 @@ use crate::fingerprint::outputs::OutputTree;
 use crate::fingerprint::tools::{tool_property, ToolId};
 use crate::fingerprint::{discovered, Digest, FileId, KeyParts};
 use crate::jobs::Slots;
-use crate::steps::run::RunStep;
+use crate::steps::run::RunSpec;
 
 /// How the build was told to execute remotely.
 pub struct ExecOptions {
@@ -200,7 +200,7 @@ impl RemoteExec {
         &self,
         ctx: &Ctx,
         t: &Target,
-        run: &RunStep,
+        run: &RunSpec,
         parts: &KeyParts,
         log: &Path,
     ) -> Result<Shipped, RemoteRunError> {
@@ -355,7 +355,7 @@ impl RemoteExec {
         &self,
         ctx: &Ctx,
         t: &Target,
-        run: &RunStep,
+        run: &RunSpec,
         parts: &KeyParts,
     ) -> Result<(reapi::Digest, Vec<(reapi::Digest, BlobSource)>, BTreeSet<String>), InputRootError> {
         let root = ctx.root.as_path();
@@ -509,7 +509,7 @@ fn write_log<'a>(cache: &Cache, log: &Path, blobs: impl Iterator<Item = &'a Dige
 /// `do_not_cache`.
 fn encode_action(
     t: &Target,
-    run: &RunStep,
+    run: &RunSpec,
     parts: &KeyParts,
     root_digest: reapi::Digest,
     platform: &Platform,
@@ -614,7 +614,7 @@ fn shipped_links<'p>(
 fn discoverable(
     ctx: &Ctx,
     t: &Target,
-    run: &RunStep,
+    run: &RunSpec,
     parts: &KeyParts,
 ) -> Result<BTreeSet<String>, InputRootError> {
     let root = ctx.root.as_path();
@@ -704,7 +704,7 @@ pub fn remote_kind(platform: &Platform) -> String {
 
 /// A remote step's tools, keyed: the identity its platform gives (`tool:NAME`), else the
 /// client's own tool's. `Err` says how to name a tool the client lacks.
-pub fn remote_tools(ctx: &Ctx, t: &Target, run: &RunStep) -> Result<BTreeMap<String, ToolId>, StepError> {
+pub fn remote_tools(ctx: &Ctx, t: &Target, run: &RunSpec) -> Result<BTreeMap<String, ToolId>, StepError> {
     let platform = ctx.platform_of(t);
     let mut tools = BTreeMap::new();
     for name in &run.tools {
@@ -725,7 +725,7 @@ pub fn remote_tools(ctx: &Ctx, t: &Target, run: &RunStep) -> Result<BTreeMap<Str
 }
 
 /// The action's platform: the step's properties and a `tool:NAME` identity per tool.
-fn action_platform(ctx: &Ctx, t: &Target, run: &RunStep) -> Result<Platform, StepError> {
+fn action_platform(ctx: &Ctx, t: &Target, run: &RunSpec) -> Result<Platform, StepError> {
     let mut platform = ctx.platform_of(t);
     for name in &run.tools {
         let prop = tool_property(name);

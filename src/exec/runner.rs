@@ -23,8 +23,8 @@ use crate::fingerprint::state::{Explained, Record};
 use crate::fingerprint::{
     depfile, discovered, full_key, inputs, Digest, FileId, KeyParts, StepDef, KEY_VERSION,
 };
-use crate::steps::run::RunStep;
-use crate::steps::run::{self as run_step, RunSpec};
+use crate::steps::run::RunSpec;
+use crate::steps::run::{self as run_step, Invocation};
 use crate::steps::Step;
 use crate::steps::StepEnv;
 
@@ -923,7 +923,7 @@ enum Ran {
 fn run_here_or_remote(
     ctx: &Ctx,
     t: &Target,
-    run: &RunStep,
+    run: &RunSpec,
     parts: &KeyParts,
     log: &Path,
 ) -> Result<Ran, StepError> {
@@ -945,9 +945,9 @@ fn run_here_or_remote(
 
 /// Run a shell step here, holding a command slot; `Err` says why it failed (an interrupted
 /// command is not a failure of its own: the build reports the interruption).
-fn execute_run(ctx: &Ctx, t: &Target, run: &RunStep, parts: &KeyParts, log: &Path) -> Result<(), StepError> {
+fn execute_run(ctx: &Ctx, t: &Target, run: &RunSpec, parts: &KeyParts, log: &Path) -> Result<(), StepError> {
     let live = ctx.opts.verbose.then(|| format!("[{}] ", t.name));
-    let spec = RunSpec {
+    let spec = Invocation {
         command: &run.command,
         root: &ctx.root,
         env: &run.env_with(&parts.pass_env),

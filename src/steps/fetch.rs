@@ -943,7 +943,7 @@ fn safe_mode(mode: u32) -> u32 {
 
 /// `fetch:` after var expansion; its output is the target's one output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct FetchStep {
+pub struct FetchSpec {
     pub url: String,
     pub pin: Pin,
     pub extract: Option<Extract>,
@@ -1001,7 +1001,7 @@ pub(crate) fn validate(
     n: &str,
     f: &RawFetch,
     unset: &mut Vec<(String, Span)>,
-) -> Option<(FetchStep, PathSpec)> {
+) -> Option<(FetchSpec, PathSpec)> {
     let (url, pin) = match (&f.url, &f.git) {
         (Some(url), None) => {
             let url_span = Span::of(&url.referenced);
@@ -1011,7 +1011,7 @@ pub(crate) fn validate(
         }
         (None, Some(git)) => {
             let git_span = Span::of(&git.referenced);
-            let url = v.expand(git, n, unset);
+            let url = v.expand(git, unset);
             let pin = git_pin(v, n, f, git_span, unset);
             (url, pin)
         }
@@ -1061,7 +1061,7 @@ pub(crate) fn validate(
     });
     let into = v.output(&f.into, n, unset)?;
     let pin = pin?;
-    Some((FetchStep { url, pin, extract }, into))
+    Some((FetchSpec { url, pin, extract }, into))
 }
 
 /// The `sha256:` or `blake3:` pin of a download.
@@ -1187,13 +1187,13 @@ fn git_pin(
 }
 
 /// `fetch URL -> into`: the step in one line.
-pub fn summary(f: &FetchStep, into: &str) -> String {
+pub fn summary(f: &FetchSpec, into: &str) -> String {
     format!("fetch {} -> {into}", f.url)
 }
 
 /// A fetch's key is what its pin says it is, and how it is unpacked: the URL is not part of it
 /// (a mirror gives the same bytes).
-pub fn key(f: &FetchStep) -> super::KindKey {
+pub fn key(f: &FetchSpec) -> super::KindKey {
     let extract = match &f.extract {
         None => "save".to_string(),
         Some(x) => format!(
@@ -1209,7 +1209,7 @@ pub fn key(f: &FetchStep) -> super::KindKey {
     }
 }
 
-impl super::Kind for FetchStep {
+impl super::Kind for FetchSpec {
     fn summary(&self, into: &str) -> String {
         summary(self, into)
     }
@@ -1229,7 +1229,7 @@ impl super::Kind for FetchStep {
 }
 
 /// Download (or reuse from the cache's `downloads/`), check the pin, and write `env.into`.
-pub fn execute(f: &FetchStep, env: &super::StepEnv) -> Result<super::Executed, super::KindFailed> {
+pub fn execute(f: &FetchSpec, env: &super::StepEnv) -> Result<super::Executed, super::KindFailed> {
     let command = format!("fetch {}", f.url);
     let into = env.root.join(env.into);
     let downloads = env.cache_dir.join("downloads");

@@ -256,7 +256,7 @@ fn ops_meaning(m: &Manifest, root: &str, into: &str) -> Vec<(&'static str, Strin
 
 /// Write the manifest of step `m` to `into` (project-relative), after checking it against the
 /// stage root. `Err` says what is wrong, pointing into gevulot.yaml.
-pub fn write(root: &Path, m: &ManifestStep, into: &str) -> Result<(), ManifestError> {
+pub fn write(root: &Path, m: &ManifestSpec, into: &str) -> Result<(), ManifestError> {
     let at = |field: &str| m.at.prefix(field);
     let manifest = match (&m.manifest, &m.from) {
         (Some(json), _) => (**json).clone(),
@@ -303,7 +303,7 @@ fn read_from(root: &Path, from: &str) -> Result<Manifest, ManifestError> {
 /// `manifest:` after validation: the JSON to write (or the file to canonicalise), and where it
 /// will be checked against the stage root.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ManifestStep {
+pub struct ManifestSpec {
     /// In the parse cache as its JSON text: its serde form skips empty fields, which postcard
     /// cannot read back.
     #[serde(with = "manifest_as_json")]
@@ -316,7 +316,7 @@ pub struct ManifestStep {
     pub at: crate::diag::Positions,
 }
 
-/// Serde for [`ManifestStep::manifest`]: the manifest as its JSON text.
+/// Serde for [`ManifestSpec::manifest`]: the manifest as its JSON text.
 mod manifest_as_json {
     use serde::de::Error as _;
     use serde::ser::Error as _;
@@ -420,7 +420,7 @@ pub(crate) fn validate(
     n: &str,
     m: &RawManifest,
     unset: &mut Vec<(String, Span)>,
-) -> Option<(ManifestStep, Vec<PathSpec>, PathSpec)> {
+) -> Option<(ManifestSpec, Vec<PathSpec>, PathSpec)> {
     let root = v.input(&m.root, n, unset)?;
     let into = v.output(&m.into, n, unset)?;
     let mut inputs = vec![root.clone()];
@@ -430,7 +430,7 @@ pub(crate) fn validate(
         Some(from) => validate_from(v, n, m, from, (root, at), &mut inputs, unset)?,
         None => {
             let (manifest, klib_dir) = validate_fields(v, n, m, &root, &mut inputs, &mut at, unset)?;
-            ManifestStep { manifest: Some(Box::new(manifest)), from: None, root: root.path, klib_dir, at }
+            ManifestSpec { manifest: Some(Box::new(manifest)), from: None, root: root.path, klib_dir, at }
         }
     };
     Some((step, inputs, into))
@@ -452,7 +452,7 @@ fn validate_from(
     (root, mut at): (PathSpec, crate::diag::Positions),
     inputs: &mut Vec<PathSpec>,
     unset: &mut Vec<(String, Span)>,
-) -> Option<ManifestStep> {
+) -> Option<ManifestSpec> {
     let content = [
         ("program", m.program.as_ref().map(|s| &s.referenced)),
         ("args", m.args.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
@@ -478,13 +478,13 @@ fn validate_from(
     let from_spec = v.input(from, n, unset)?;
     locate(&mut at, v, "from", &from.referenced);
     inputs.push(from_spec.clone());
-    let klib_dir = m.klib_dir.as_ref().map(|k| v.expand(k, n, unset));
+    let klib_dir = m.klib_dir.as_ref().map(|k| v.expand(k, unset));
     if let (Some(k), Some(loc)) = (&klib_dir, m.klib_dir.as_ref()) {
         if let Some(p) = v.input_path(k, Span::of(&loc.referenced), n) {
             inputs.push(p);
         }
     }
-    let step = ManifestStep { manifest: None, from: Some(from_spec.path), root: root.path, klib_dir, at };
+    let step = ManifestSpec { manifest: None, from: Some(from_spec.path), root: root.path, klib_dir, at };
     ok.then_some(step)
 }
 
@@ -516,7 +516,7 @@ fn validate_fields(
         v.invalid(format!("manifest `{n}` has no workspace mount"), &m.root.referenced, "no `workspace:` in this manifest", "a Gevulot program reads its tasks from the workspace: add `workspace: { mount: \"%1\", path: /workspace }`");
         return None;
     };
-    let klibs = klibs(v, n, m, gpu, at, unset);
+    let klibs = klibs(v, m, gpu, at, unset);
     let klib_dir = klib_dir(v, n, m, !klibs.is_empty(), inputs, unset)?;
     for (field, list) in [("dirs", &m.dirs), ("files", &m.files)] {
         if let Some(first) = list.as_ref().and_then(|v| v.first()) {
@@ -524,29 +524,24 @@ fn validate_fields(
         }
     }
     let mut passthrough: BTreeMap<String, String> =
-        m.passthrough.iter().flatten().map(|(k, x)| (k.value.clone(), v.expand(x, n, unset))).collect();
+        m.passthrough.iter().flatten().map(|(k, x)| (k.value.clone(), v.expand(x, unset))).collect();
     let readonly = m.readonly_rootfs.as_ref().map_or(!gpu, |r| r.value);
     if readonly {
         passthrough.insert("readonly_rootfs".into(), "true".into());
     }
-    let program_s = v.expand(program, n, unset);
+    let program_s = v.expand(program, unset);
     let manifest = Manifest {
-        args: m.args.iter().flatten().map(|a| v.expand(a, n, unset)).collect(),
-        base_volume_sz: m.base_volume_size.as_ref().map(|b| v.expand(b, n, unset)),
-        dirs: m.dirs.iter().flatten().map(|d| v.expand(d, n, unset)).collect(),
-        env: m.env.iter().flatten().map(|(k, x)| (k.value.clone(), v.expand(x, n, unset))).collect(),
-        files: m.files.iter().flatten().map(|f| v.expand(f, n, unset)).collect(),
+        args: m.args.iter().flatten().map(|a| v.expand(a, unset)).collect(),
+        base_volume_sz: m.base_volume_size.as_ref().map(|b| v.expand(b, unset)),
+        dirs: m.dirs.iter().flatten().map(|d| v.expand(d, unset)).collect(),
+        env: m.env.iter().flatten().map(|(k, x)| (k.value.clone(), v.expand(x, unset))).collect(),
+        files: m.files.iter().flatten().map(|f| v.expand(f, unset)).collect(),
         // ops runs in the stage root, so the klib folder is named relative to it.
         klib_dir: klib_dir.as_ref().map(|k| relative_to(k, &root.path)),
         klibs,
         passthrough,
-        map_dirs: m
-            .map_dirs
-            .iter()
-            .flatten()
-            .map(|(k, x)| (k.value.clone(), v.expand(x, n, unset)))
-            .collect(),
-        mounts: [(v.expand(&ws.mount, n, unset), v.expand(&ws.path, n, unset))].into_iter().collect(),
+        map_dirs: m.map_dirs.iter().flatten().map(|(k, x)| (k.value.clone(), v.expand(x, unset))).collect(),
+        mounts: [(v.expand(&ws.mount, unset), v.expand(&ws.path, unset))].into_iter().collect(),
         program: program_s,
         reboot_on_exit: m.reboot_on_exit.as_ref().is_some_and(|r| r.value),
         run_config: RunConfig {
@@ -584,13 +579,12 @@ fn check_machine(v: &mut Validator, n: &str, m: &RawManifest, gpu: bool) -> bool
 /// not list it.
 fn klibs(
     v: &mut Validator,
-    n: &str,
     m: &RawManifest,
     gpu: bool,
     at: &mut crate::diag::Positions,
     unset: &mut Vec<(String, Span)>,
 ) -> Vec<String> {
-    let mut klibs: Vec<String> = m.klibs.iter().flatten().map(|k| v.expand(k, n, unset)).collect();
+    let mut klibs: Vec<String> = m.klibs.iter().flatten().map(|k| v.expand(k, unset)).collect();
     if gpu && !klibs.iter().any(|k| k == GPU_KLIB) {
         klibs.insert(0, GPU_KLIB.to_string());
     }
@@ -635,7 +629,7 @@ fn klib_dir(
 /// A manifest's key: its JSON (or the `from` file it canonicalises, an input), and, written
 /// from its fields, what it checks in the stage root ([`presence`]) instead of the stage
 /// root's contents, so that it stays fresh when a staged file's content changes.
-pub fn key(m: &ManifestStep) -> super::KindKey {
+pub fn key(m: &ManifestSpec) -> super::KindKey {
     let command = match (&m.manifest, &m.from) {
         (Some(json), _) => json.to_canonical(),
         (None, from) => format!("from {}", from.as_deref().unwrap_or("")),
@@ -643,7 +637,7 @@ pub fn key(m: &ManifestStep) -> super::KindKey {
     super::KindKey { kind: "manifest", command, tools: BTreeMap::new(), keys_deps: m.manifest.is_none() }
 }
 
-impl super::Kind for ManifestStep {
+impl super::Kind for ManifestSpec {
     fn summary(&self, into: &str) -> String {
         format!("manifest -> {into}")
     }
@@ -667,7 +661,7 @@ impl super::Kind for ManifestStep {
 }
 
 /// Write the manifest to `env.into`.
-pub fn execute(m: &ManifestStep, env: &super::StepEnv) -> Result<super::Executed, super::KindFailed> {
+pub fn execute(m: &ManifestSpec, env: &super::StepEnv) -> Result<super::Executed, super::KindFailed> {
     let command = format!("manifest {}", env.into);
     write(env.root, m, env.into).map_err(|e| super::KindFailed::new(&command, e))?;
     Ok(super::Executed { command, ..Default::default() })
@@ -675,7 +669,7 @@ pub fn execute(m: &ManifestStep, env: &super::StepEnv) -> Result<super::Executed
 
 /// What a manifest checks in the stage root, as keyable facts: each checked path and whether
 /// it is a file, a folder or absent.
-pub fn presence(root: &Path, m: &ManifestStep) -> BTreeMap<String, crate::fingerprint::FileId> {
+pub fn presence(root: &Path, m: &ManifestSpec) -> BTreeMap<String, crate::fingerprint::FileId> {
     let mut out = BTreeMap::new();
     let Some(json) = &m.manifest else { return out };
     let mut check = |path: String| {

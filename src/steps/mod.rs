@@ -1,8 +1,11 @@
-//! Built-in step kinds, one module each: `run` (a shell command), and the Gevulot kinds `fetch`,
-//! `stage`, `manifest`, `image` and `task` (boot an image on a task). A kind's module owns the
-//! YAML it reads (its `Raw*` types), its validation (`validate`, reporting through
-//! [`crate::yaml::Validator`]), its spec and its execution; [`Step`] is the one place that
-//! matches on the kind, and the runner asks it.
+//! The step kinds. The built-in Gevulot kinds `fetch`, `stage`, `manifest`, `image` and `task`
+//! (boot an image on a task) are one module each, owning the YAML it reads (its `Raw*` types),
+//! its validation (`validate`, reporting through [`crate::yaml::Validator`]), its spec, and
+//! its key, summary and execution (its [`Kind`] impl); [`Step::kind`] is the one `match` on
+//! the kind, and the runner asks [`Step`]. `run:` is the general kind: its fields are the
+//! target's own, so `config` validates them; [`run`] holds its spec ([`run::RunSpec`]) and the
+//! process handling every command uses, and the runner keys and runs it, here or remotely.
+//! [`elf`] is the ELF closure the stage kind and `gvbuild libs` use.
 
 pub mod elf;
 pub mod fetch;
@@ -51,9 +54,9 @@ pub(crate) fn size_field(
 /// kind-specific is asked of the kind through the methods below, one `match` each.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Step {
-    Run(run::RunStep),
-    Fetch(fetch::FetchStep),
-    Manifest(manifest::ManifestStep),
+    Run(run::RunSpec),
+    Fetch(fetch::FetchSpec),
+    Manifest(manifest::ManifestSpec),
     Stage(stage::StageSpec),
     Image(image::ImageSpec),
     Task(task::TaskSpec),
@@ -110,7 +113,7 @@ pub struct KindKey {
 pub enum KeyError {
     /// A `run:` step is keyed by the runner, never by [`Step::kind_key`].
     #[error("a `run:` step is keyed by the runner")]
-    RunStep,
+    RunSpec,
     #[error(transparent)]
     Inputs(#[from] crate::fingerprint::inputs::InputError),
     /// A task's machine size or QEMU.
@@ -198,7 +201,7 @@ impl Step {
     }
 
     /// The `run:` step's spec; `None` for a built-in kind.
-    pub fn as_run(&self) -> Option<&run::RunStep> {
+    pub fn as_run(&self) -> Option<&run::RunSpec> {
         match self {
             Step::Run(run) => Some(run),
             _ => None,
@@ -219,7 +222,7 @@ impl Step {
     /// inputs first, so that an unreadable input is the error a user sees first. A `run:` step
     /// is keyed by the runner: asked here, it is an error.
     pub fn kind_key(&self, env: &StepEnv) -> Result<(KindKey, BTreeMap<String, FileId>), KeyError> {
-        let kind = self.kind().ok_or(KeyError::RunStep)?;
+        let kind = self.kind().ok_or(KeyError::RunSpec)?;
         let inputs = kind.key_inputs(env)?;
         Ok((kind.key(env)?, inputs))
     }

@@ -25,7 +25,9 @@ use crate::jobs::JOB_VAR;
 
 /// Passed through from the caller, never keyed.
 pub const PASS_THROUGH: &[&str] = &["PATH", "HOME", "USER", "TERM", "LANG", "TMPDIR"];
-pub struct RunSpec<'a> {
+/// One shell command to run (a `run:` step's, or `ops build` for an image): `/bin/sh -c
+/// command` in `root`, with exactly `env` (and the [`PASS_THROUGH`] variables).
+pub struct Invocation<'a> {
     pub command: &'a str,
     pub root: &'a Path,
     pub env: &'a BTreeMap<String, String>,
@@ -117,7 +119,7 @@ impl Pump<'_> {
 }
 
 /// Run a step's command; its stdout and stderr go to the log (and live to our stderr).
-pub fn run(spec: &RunSpec, jobs: &Jobs) -> io::Result<ExitStatus> {
+pub fn run(spec: &Invocation, jobs: &Jobs) -> io::Result<ExitStatus> {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-ec").arg(spec.command).current_dir(spec.root).stdin(Stdio::null()).env_clear();
     for var in PASS_THROUGH {
@@ -238,7 +240,7 @@ fn pump_threaded(
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RunStep {
+pub struct RunSpec {
     pub command: String,
     /// Project-relative path of the Makefile-style depfile, if any.
     pub depfile: Option<String>,
@@ -247,7 +249,7 @@ pub struct RunStep {
     pub tools: Vec<String>,
 }
 
-impl RunStep {
+impl RunSpec {
     /// The step's own environment: `env`, then the `pass_env` values that are set.
     pub fn env_with(&self, pass: &BTreeMap<String, Option<String>>) -> BTreeMap<String, String> {
         let mut env = self.env.clone();

@@ -487,9 +487,9 @@ pub(crate) fn validate(
             inputs.push(p);
         }
     }
-    let search = st.search.iter().flatten().map(|s| v.expand(s, n, unset)).collect();
+    let search = st.search.iter().flatten().map(|s| v.expand(s, unset)).collect();
     let lib_dir =
-        st.lib_dir.as_ref().map_or_else(|| "lib/x86_64-linux-gnu".to_string(), |l| v.expand(l, n, unset));
+        st.lib_dir.as_ref().map_or_else(|| "lib/x86_64-linux-gnu".to_string(), |l| v.expand(l, unset));
     let spec = StageSpec { copy, libs_for, lib_dir, search, at };
     ok.then_some((spec, inputs, into))
 }

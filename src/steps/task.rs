@@ -152,9 +152,9 @@ pub(crate) fn validate(
     }
     let mut inputs: Vec<PathSpec> = image.iter().cloned().collect();
     let files = workspace_files(v, n, t, &mut inputs, &mut ok, unset);
-    let args = t.args.iter().flatten().map(|a| v.expand(a, n, unset)).collect();
-    let id = t.id.as_ref().map_or_else(|| vm::task::DEFAULT_ID.to_string(), |i| v.expand(i, n, unset));
-    let gpus = t.gpus.iter().flatten().map(|g| v.expand(g, n, unset)).collect();
+    let args = t.args.iter().flatten().map(|a| v.expand(a, unset)).collect();
+    let id = t.id.as_ref().map_or_else(|| vm::task::DEFAULT_ID.to_string(), |i| v.expand(i, unset));
+    let gpus = t.gpus.iter().flatten().map(|g| v.expand(g, unset)).collect();
     let timeout_s = t.timeout.as_ref().map_or(vm::NODE_TASK_LIMIT.as_secs(), |s| s.value);
     if timeout_s == 0 {
         if let Some(s) = &t.timeout {

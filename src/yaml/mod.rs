@@ -55,13 +55,7 @@ impl Validator<'_> {
     }
 
     /// Expand vars in one YAML string, reporting problems at the exact `${...}` where possible.
-    pub(crate) fn expand(
-        &mut self,
-        s: &Spanned<String>,
-        target: &str,
-        unset: &mut Vec<(String, Span)>,
-    ) -> String {
-        let _ = target;
+    pub(crate) fn expand(&mut self, s: &Spanned<String>, unset: &mut Vec<(String, Span)>) -> String {
         self.expand_checked(s, unset).0
     }
 

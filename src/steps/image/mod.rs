@@ -144,7 +144,7 @@ pub(crate) fn validate(
     let manifest = v.input(&im.manifest, n, unset)?;
     let root = v.input(&im.root, n, unset)?;
     let mut inputs = vec![manifest.clone(), root.clone()];
-    let nanos_version = im.nanos_version.as_ref().map(|s| v.expand(s, n, unset));
+    let nanos_version = im.nanos_version.as_ref().map(|s| v.expand(s, unset));
     let builder = match im.builder.value.as_str() {
         "native" => native_builder(v, n, im, &mut inputs, &mut ok, unset)?,
         "ops" => ops_builder(v, n, im, (&root, nanos_version.as_deref()), &mut inputs, &mut ok, unset)?,
@@ -433,7 +433,7 @@ pub fn execute(im: &ImageSpec, env: &StepEnv) -> Result<Executed, KindFailed> {
     let ops_env: BTreeMap<String, String> =
         [("OPS_HOME".to_string(), ops_home.to_string_lossy().into_owned())].into_iter().collect();
     let spec =
-        crate::steps::run::RunSpec { command: &command, root, env: &ops_env, log: env.log, live: None };
+        crate::steps::run::Invocation { command: &command, root, env: &ops_env, log: env.log, live: None };
     let slot = env.slots.acquire();
     let status = crate::steps::run::run(&spec, env.jobs);
     drop(slot);
