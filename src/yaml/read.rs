@@ -273,8 +273,10 @@ impl<'a> Reader<'a> {
             At::Top => format!("unknown top-level key `{}`", key.value),
             at => format!("unknown key `{}` in {}", key.value, at.subject()),
         };
+        // Named so that it helps a user who installed the binary too, away from the repository.
         let reference =
-            "(the gevulot.yaml reference is in docs/gevulot-yaml.md and schema/gevulot.schema.json)";
+            "(`gvbuild schema` prints gevulot.yaml's JSON Schema; the reference is docs/gevulot-yaml.md \
+             in gvbuild's repository)";
         let help = match suggest(&key.value, allowed.iter().copied()) {
             Some(dym) => format!("{dym} {reference}"),
             None => format!("the keys allowed here: {} {reference}", allowed.join(", ")),
