@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use miette::{Diagnostic, NamedSource, ReportHandler, SourceSpan};
 use serde::{Deserialize, Serialize};
-use serde_saphyr::Location;
 
 /// A diagnostic as the user reads it: its code and message (once), the labelled snippet, the
 /// help. `color` also means unicode; without it the width is fixed, so output is stable.
@@ -58,15 +57,6 @@ pub struct Span {
 impl Span {
     pub fn new(offset: usize, len: usize) -> Self {
         Span { offset, len }
-    }
-
-    /// The span of a YAML node. Byte offsets are always known for string sources.
-    pub fn of(loc: &Location) -> Self {
-        let span = loc.span();
-        Span {
-            offset: span.byte_offset().unwrap_or(span.offset()) as usize,
-            len: span.byte_len().unwrap_or(span.len()) as usize,
-        }
     }
 }
 

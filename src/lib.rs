@@ -33,7 +33,8 @@
 //! 10. [`inspect`], [`disk`], [`tfs`]: reading images, writing partitioned disks, TFS volumes.
 //! 11. [`jobs`]: the process groups of steps and VMs, killed however gvbuild ends, and the
 //!     `-j` slots that bound how many commands run at once.
-//! 12. [`yaml`]: gevulot.yaml's values with their spans, vars, the errors validation raises and
+//! 12. [`yaml`]: reading gevulot.yaml (YAML events straight into the raw types, every error with
+//!     its span, in one pass), vars, the errors validation raises and
 //!     the validator every kind reports through.
 //! 13. [`paths`]: project paths' rules (normalising, globs, the folders no walk enters);
 //!     [`diag`] turns spans into miette labels; [`fsutil`] and [`sys`] are small helpers.

@@ -1129,7 +1129,7 @@ fn a_declared_cycle_beside_an_inferred_read_is_reported() {
     assert!(err.contains("cycle"), "{err}");
 }
 
-/// A big generated file loads (serde-saphyr's default budget of 250,000 nodes would refuse a
+/// A big generated file loads (a fixed budget of 250,000 nodes, serde-saphyr's, would refuse a
 /// 100,000-target file); the budget still stops what only aliases can do (a "billion laughs"
 /// in a few hundred bytes) and absurd nesting, with an error in gevulot.yaml's terms.
 #[test]
@@ -1162,7 +1162,7 @@ fn big_files_load_and_alias_bombs_and_deep_nesting_are_refused() {
     assert!(err.contains("gevulot.yaml"), "{err}");
 }
 
-/// A big file is read in pieces on every core (`config/parallel.rs`): what the checks after the
+/// A big file is read in parts on every core (`config/pieces.rs`): what the checks after the
 /// reading find is still reported at its line and column, as is a YAML error in the second
 /// half (which sends the file back to the sequential reader).
 #[test]

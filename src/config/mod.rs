@@ -12,17 +12,17 @@
 //! the checks that need the whole graph (cycles, outputs, the dependencies inferred from inputs
 //! that read other targets' outputs), in `graph.rs`, run on it too.
 
-mod parallel;
+mod pieces;
 pub mod raw;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::yaml::Spanned;
 use indexmap::IndexMap;
 use rayon::prelude::*;
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
-use serde_saphyr::Spanned;
 
 pub use self::raw::RestoreMode;
 use self::raw::{RawFile, RawTarget};
@@ -31,7 +31,7 @@ use crate::paths::PathSpec;
 use crate::steps::Step;
 pub use crate::yaml::error::{ConfigError, ConfigErrors};
 use crate::yaml::expand::{self, expand, VarProblem, Vars};
-use crate::yaml::read::{self, At, FromNode, Reader, Strings};
+use crate::yaml::read::{self, Strings};
 use crate::yaml::Validator;
 
 /// A validated gevulot.yaml.
@@ -125,80 +125,12 @@ fn read_raw(source: &Source) -> Result<(RawFile, Vec<ConfigError>), Vec<ConfigEr
             help: Some("a gevulot.yaml needs at least `targets:`, for example:\ntargets:\n  hello:\n    outputs: [hello.txt]\n    run: echo hello > hello.txt".into()),
         }]);
     }
-    // Fast path: a valid file is read by serde's derive, as quickly as YAML can be read (a big
-    // one in pieces on every core: `parallel.rs`). Only when that fails is it read again, node
-    // by node, to find every error (`read.rs`).
-    if let Some(raw) = parallel::read(&source.text) {
+    // A big file is read on every core where its layout allows (`pieces.rs`), with the same
+    // result; else, and to report its errors, whole.
+    if let Some(raw) = pieces::read(source) {
         return Ok((raw, Vec::new()));
     }
-    if let Ok(raw) =
-        serde_saphyr::from_str_with_options::<RawFile>(&source.text, read::yaml_options(&source.text))
-    {
-        return Ok((raw, Vec::new()));
-    }
-    let root = read::parse_nodes(&source.text).map_err(|e| vec![yaml_error(source, &e)])?;
-    let mut reader = Reader::new(source);
-    let what = "a map of `vars`, `default` and `targets`";
-    match RawFile::from_node(root, &mut reader, At::Top, what) {
-        Some(raw) => Ok((raw, reader.errors)),
-        None => Err(reader.errors),
-    }
-}
-
-/// A YAML syntax error, which stops the reading.
-fn yaml_error(source: &Source, err: &serde_saphyr::Error) -> ConfigError {
-    let plain = err.without_snippet().render_with_options(serde_saphyr::render_options! {
-        snippets: serde_saphyr::SnippetMode::Off,
-    });
-    // The plain rendering repeats the position ("... at line 3 column 5"); miette shows it.
-    let message = match plain.find(" at line ") {
-        Some(i) => plain[..i].to_string(),
-        None => plain,
-    };
-    let message = message.strip_prefix("error: ").unwrap_or(&message).to_string();
-    let message = strip_position_prefix(&message);
-    // serde-saphyr's `budget breached: Nodes { nodes: N }`, in this file's terms.
-    if let Some(breach) = message.strip_prefix("budget breached: ") {
-        let span = err.location().map(|l| Span::of(&l)).unwrap_or_default();
-        return ConfigError::Yaml {
-            label: "read up to here".into(),
-            message: format!(
-                "gevulot.yaml costs far more to read than its size ({breach}): YAML aliases that \
-                 expand into huge trees, or nesting deeper than 64 levels, are refused"
-            ),
-            src: source.named(),
-            span: span.into(),
-            help: Some(
-                "an alias (`*name`) copies its anchor's whole tree each time it is used; use `<<: *name` \
-                 merges of small maps, or write the values out"
-                    .into(),
-            ),
-        };
-    }
-    let span = err.location().map(|l| Span::of(&l)).unwrap_or_default();
-    let help = if message.contains("while parsing a flow sequence") || message.contains("flow mapping") {
-        Some("a `${var}` or `{` inside `[...]` or `{...}` must be quoted: `[\"src/${name}.c\"]`".into())
-    } else {
-        None
-    };
-    ConfigError::Yaml { label: short_label(&message), message, src: source.named(), span: span.into(), help }
-}
-
-fn strip_position_prefix(message: &str) -> String {
-    // "line 3 column 5: unknown field ..." -> "unknown field ..."
-    if let Some(rest) = message.strip_prefix("line ") {
-        if let Some(i) = rest.find(": ") {
-            return rest[i + 2..].to_string();
-        }
-    }
-    message.to_string()
-}
-
-fn short_label(message: &str) -> String {
-    match message.find(", expected") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
-    }
+    read::read::<RawFile>(source, "a map of `vars`, `default` and `targets`")
 }
 
 /// A built-in step after its kind's validation: the step, its inputs and its one output.
@@ -257,7 +189,7 @@ impl Validator<'_> {
                 self.errors.push(ConfigError::UnknownDefault {
                     name: d.value.clone(),
                     src: self.src.named(),
-                    span: Span::of(&d.referenced).into(),
+                    span: d.referenced.into(),
                     help: suggest(&d.value, names.iter().copied()),
                 });
             }
@@ -285,7 +217,7 @@ impl Validator<'_> {
                 self.errors.push(ConfigError::Invalid {
                     message: format!("`{}` is not a platform property name", k.value.escape_debug()),
                     src: self.src.named(),
-                    span: Span::of(&k.referenced).into(),
+                    span: k.referenced.into(),
                     label: "not a property name".into(),
                     help: Some(
                         "a name is printable ASCII without spaces or `=`, for example `OSFamily` or `cuda`"
@@ -309,7 +241,7 @@ impl Validator<'_> {
             self.errors.push(ConfigError::Invalid {
                 message: format!("`{}` is not a remote cache URL", u.value.escape_debug()),
                 src: self.src.named(),
-                span: Span::of(&u.referenced).into(),
+                span: u.referenced.into(),
                 label: "not an http(s):// or grpc(s):// URL".into(),
                 help: Some(
                     "for example `https://cache.example.com/team` or `grpc://cache.example.com:8980`".into(),
@@ -360,9 +292,10 @@ impl Validator<'_> {
                         given.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
                     ),
                 };
-                let in_file = cycle.iter().filter(|n| !overridden.contains(n.as_str())).find_map(|n| {
-                    raw.vars.iter().find(|(k, _)| &k.value == n).map(|(_, v)| Span::of(&v.referenced))
-                });
+                let in_file = cycle
+                    .iter()
+                    .filter(|n| !overridden.contains(n.as_str()))
+                    .find_map(|n| raw.vars.iter().find(|(k, _)| &k.value == n).map(|(_, v)| v.referenced));
                 self.errors.push(match in_file {
                     Some(span) => ConfigError::VarCycle {
                         cycle: format!("{}{note}", cycle.join(" -> ")),
@@ -433,7 +366,7 @@ impl Validator<'_> {
         names: &FxHashSet<&str>,
         top_platform: &BTreeMap<String, String>,
     ) -> Target {
-        let span = Span::of(&name.referenced);
+        let span = name.referenced;
         let n = name.value.as_str();
         if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
             self.errors.push(ConfigError::BadName {
@@ -453,11 +386,11 @@ impl Validator<'_> {
                         target: n.into(),
                         dep: d.value.clone(),
                         src: self.src.named(),
-                        span: Span::of(&d.referenced).into(),
+                        span: d.referenced.into(),
                         help: suggest(&d.value, names.iter().copied().filter(|c| *c != n)),
                     });
                 }
-                DepRef { name: d.value.clone(), span: Span::of(&d.referenced) }
+                DepRef { name: d.value.clone(), span: d.referenced }
             })
             .collect::<Vec<_>>();
 
@@ -600,7 +533,7 @@ impl Validator<'_> {
 
     /// A group (no step): it has deps and none of a step's fields.
     fn group(&mut self, n: &str, raw: &RawTarget, span: Span, no_deps: bool) {
-        let group_fields: [(&str, Option<&serde_saphyr::Location>); 10] = [
+        let group_fields: [(&str, Option<&crate::diag::Span>); 10] = [
             ("inputs", raw.inputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
             ("outputs", raw.outputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
             ("depfile", raw.depfile.as_ref().map(|s| &s.referenced)),
@@ -619,7 +552,7 @@ impl Validator<'_> {
                     target: n.into(),
                     field: field.into(),
                     src: self.src.named(),
-                    span: Span::of(loc).into(),
+                    span: (*loc).into(),
                 });
             }
         }
@@ -639,7 +572,7 @@ impl Validator<'_> {
             // What stands beside the step may be what was written wrongly: no follow-on errors.
             return true;
         }
-        let not_here: [(&str, Option<&serde_saphyr::Location>); 12] = [
+        let not_here: [(&str, Option<&crate::diag::Span>); 12] = [
             ("task", if kind == "task" { None } else { raw.task.as_ref().map(|s| &s.into.referenced) }),
             ("image", if kind == "image" { None } else { raw.image.as_ref().map(|s| &s.into.referenced) }),
             ("stage", if kind == "stage" { None } else { raw.stage.as_ref().map(|s| &s.into.referenced) }),
@@ -668,7 +601,7 @@ impl Validator<'_> {
                 self.errors.push(ConfigError::Invalid {
                     message: format!("`{field}` is not allowed next to `{kind}` in target `{n}`"),
                     src: self.src.named(),
-                    span: Span::of(loc).into(),
+                    span: (*loc).into(),
                     label: format!("`{field}` here"),
                     help: Some(help),
                 });

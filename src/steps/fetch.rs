@@ -23,8 +23,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+use crate::yaml::Spanned;
 use schemars::JsonSchema;
-use serde_saphyr::Spanned;
 
 use crate::diag::Span;
 use crate::fsutil;
@@ -951,7 +951,7 @@ pub struct FetchSpec {
 
 raw_struct! {
     /// `fetch:` a file pinned by its hash, from http(s) or file:// URLs.
-    #[derive(Debug, Deserialize, JsonSchema)]
+    #[derive(Debug, JsonSchema)]
     #[serde(deny_unknown_fields)]
     pub struct RawFetch {
         /// http://, https:// or file:///absolute/path. Not part of the key: the hash is.
@@ -979,7 +979,7 @@ raw_struct! {
 }
 
 raw_struct! {
-    #[derive(Debug, Default, Deserialize, JsonSchema)]
+    #[derive(Debug, Default, JsonSchema)]
     #[serde(deny_unknown_fields)]
     pub struct RawExtract {
         /// Leading path components dropped from every entry (like tar's --strip-components).
@@ -1004,13 +1004,13 @@ pub(crate) fn validate(
 ) -> Option<(FetchSpec, PathSpec)> {
     let (url, pin) = match (&f.url, &f.git) {
         (Some(url), None) => {
-            let url_span = Span::of(&url.referenced);
+            let url_span = url.referenced;
             let (url, whole) = v.expand_checked(url, unset);
             let pin = download_pin(v, n, f, whole.then_some(url.as_str()), url_span, unset);
             (url, pin)
         }
         (None, Some(git)) => {
-            let git_span = Span::of(&git.referenced);
+            let git_span = git.referenced;
             let url = v.expand(git, unset);
             let pin = git_pin(v, n, f, git_span, unset);
             (url, pin)
@@ -1019,7 +1019,7 @@ pub(crate) fn validate(
             v.errors.push(ConfigError::Invalid {
                 message: format!("fetch `{n}` has both `url` and `git`"),
                 src: v.src.named(),
-                span: Span::of(&git.referenced).into(),
+                span: git.referenced.into(),
                 label: "one source per fetch".into(),
                 help: Some("keep `url` for a download, or `git` with `rev` for a repository".into()),
             });
@@ -1029,7 +1029,7 @@ pub(crate) fn validate(
             v.errors.push(ConfigError::Invalid {
                 message: format!("fetch `{n}` names nothing to fetch"),
                 src: v.src.named(),
-                span: Span::of(&f.into.referenced).into(),
+                span: f.into.referenced.into(),
                 label: "fetched from where?".into(),
                 help: Some(
                     "add `url:` (with `sha256:`) for a download, or `git:` with `rev:` for a repository"
@@ -1046,7 +1046,7 @@ pub(crate) fn validate(
                 v.errors.push(ConfigError::Invalid {
                     message: format!("`max_size` of fetch `{n}` is not a size"),
                     src: v.src.named(),
-                    span: Span::of(&m.referenced).into(),
+                    span: m.referenced.into(),
                     label: "not a size".into(),
                     help: Some("write a size such as 512M or 4G".into()),
                 });
@@ -1080,7 +1080,7 @@ fn download_pin(
             v.errors.push(ConfigError::Invalid {
                 message: format!("fetch `{n}` pins both `sha256` and `blake3`"),
                 src: v.src.named(),
-                span: Span::of(&b.referenced).into(),
+                span: b.referenced.into(),
                 label: "one pin is enough".into(),
                 help: Some("keep one of them".into()),
             });
@@ -1111,7 +1111,7 @@ fn download_pin(
                 v.errors.push(ConfigError::Invalid {
                     message: format!("the {} of fetch `{n}` is not 64 hex digits", algo.name()),
                     src: v.src.named(),
-                    span: Span::of(&h.referenced).into(),
+                    span: h.referenced.into(),
                     label: "not a hash".into(),
                     help: Some(format!("`gvbuild hash {url}` prints the line to paste")),
                 });
@@ -1139,7 +1139,7 @@ fn git_pin(
             v.errors.push(ConfigError::Invalid {
                 message: format!("`{field}` does not apply to a git fetch (`{n}`)"),
                 src: v.src.named(),
-                span: Span::of(loc).into(),
+                span: (*loc).into(),
                 label: "not for git".into(),
                 help: Some("a git fetch is pinned by `rev:`, a full commit id".into()),
             });
@@ -1175,7 +1175,7 @@ fn git_pin(
         v.errors.push(ConfigError::Invalid {
             message: format!("`rev` of git fetch `{n}` is not a full commit id"),
             src: v.src.named(),
-            span: Span::of(&rev.referenced).into(),
+            span: rev.referenced.into(),
             label: "a branch, tag or short id is not a pin".into(),
             help: Some(
                 "a branch or tag can move: pin the full commit id (`git rev-parse REF` prints it)".into(),

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::yaml::Spanned;
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_saphyr::Spanned;
 
 use crate::diag::Span;
 use crate::paths::{relative_to, PathSpec};
@@ -337,7 +337,7 @@ mod manifest_as_json {
 
 raw_struct! {
     /// `manifest:` the program's Nanos configuration, checked against the stage root.
-    #[derive(Debug, Deserialize, JsonSchema)]
+    #[derive(Debug, JsonSchema)]
     #[serde(deny_unknown_fields)]
     pub struct RawManifest {
         /// The program to run, a path inside the stage root (e.g. `prover`).
@@ -401,7 +401,7 @@ raw_struct! {
 }
 
 raw_struct! {
-    #[derive(Debug, Deserialize, JsonSchema)]
+    #[derive(Debug, JsonSchema)]
     #[serde(deny_unknown_fields)]
     pub struct RawWorkspace {
         /// The volume label, e.g. `%1`.
@@ -437,8 +437,8 @@ pub(crate) fn validate(
 }
 
 /// Record where `field` is in the build file, for errors found while building.
-fn locate(at: &mut crate::diag::Positions, v: &Validator, field: &str, loc: &serde_saphyr::Location) {
-    at.mark(v.src, field, Span::of(loc).offset);
+fn locate(at: &mut crate::diag::Positions, v: &Validator, field: &str, loc: &crate::diag::Span) {
+    at.mark(v.src, field, loc.offset);
 }
 
 /// A manifest step with `from:`: the hand-written file is the whole manifest, so no content
@@ -480,7 +480,7 @@ fn validate_from(
     inputs.push(from_spec.clone());
     let klib_dir = m.klib_dir.as_ref().map(|k| v.expand(k, unset));
     if let (Some(k), Some(loc)) = (&klib_dir, m.klib_dir.as_ref()) {
-        if let Some(p) = v.input_path(k, Span::of(&loc.referenced), n) {
+        if let Some(p) = v.input_path(k, loc.referenced, n) {
             inputs.push(p);
         }
     }

@@ -32,7 +32,7 @@ use crate::paths::PathSpec;
 /// with `help`) and clears `ok`.
 pub(crate) fn size_field(
     v: &mut crate::yaml::Validator,
-    s: &serde_saphyr::Spanned<String>,
+    s: &crate::yaml::Spanned<String>,
     parse: impl Fn(&str) -> Option<u64>,
     (message, help): (String, &str),
     ok: &mut bool,

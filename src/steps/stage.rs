@@ -14,8 +14,8 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::elf;
+use crate::yaml::Spanned;
 use schemars::JsonSchema;
-use serde_saphyr::Spanned;
 
 use crate::diag::Span;
 use crate::fsutil;
@@ -415,7 +415,7 @@ pub fn kind_of(ft: &fs::FileType) -> &'static str {
 
 raw_struct! {
     /// `stage:` the tree the image will contain.
-    #[derive(Debug, Deserialize, JsonSchema)]
+    #[derive(Debug, JsonSchema)]
     #[serde(deny_unknown_fields)]
     pub struct RawStage {
         /// The stage root (the step's one output).
@@ -438,7 +438,7 @@ raw_struct! {
 }
 
 raw_struct! {
-    #[derive(Debug, Deserialize, JsonSchema)]
+    #[derive(Debug, JsonSchema)]
     #[serde(deny_unknown_fields)]
     pub struct RawCopy {
         #[schemars(with = "String")]
@@ -463,7 +463,7 @@ pub(crate) fn validate(
     let mut at = crate::diag::Positions::new(v.src);
     for (i, rule) in st.copy.iter().flatten().enumerate() {
         let (to, to_whole) = v.expand_checked(&rule.to, unset);
-        at.mark(v.src, &format!("copy{i}"), Span::of(&rule.from.referenced).offset);
+        at.mark(v.src, &format!("copy{i}"), rule.from.referenced.offset);
         if let Some(p) = v.input(&rule.from, n, unset) {
             inputs.push(p.clone());
             copy.push(CopyRule { from: p.path, to: to.clone() });
@@ -473,7 +473,7 @@ pub(crate) fn validate(
             v.errors.push(ConfigError::Invalid {
                 message: format!("`to` of a copy rule of stage `{n}` climbs out of the stage root"),
                 src: v.src.named(),
-                span: Span::of(&rule.to.referenced).into(),
+                span: rule.to.referenced.into(),
                 label: "`..` leaves the stage root".into(),
                 help: Some("name a path inside the stage root, e.g. `lib/x86_64-linux-gnu/`".into()),
             });
@@ -481,7 +481,7 @@ pub(crate) fn validate(
     }
     let mut libs_for = Vec::new();
     for e in st.libs_for.iter().flatten() {
-        at.mark(v.src, "libs_for", Span::of(&e.referenced).offset);
+        at.mark(v.src, "libs_for", e.referenced.offset);
         if let Some(p) = v.input(e, n, unset) {
             libs_for.push(p.path.clone());
             inputs.push(p);

@@ -30,9 +30,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use crate::yaml::Spanned;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_saphyr::Spanned;
 
 use crate::diag::Span;
 use crate::jobs::Jobs;
@@ -43,7 +43,7 @@ use crate::yaml::Validator;
 
 raw_struct! {
     /// `task:` boot an image on a task (Gevulot's file protocol) and keep the result.
-    #[derive(Debug, Deserialize, JsonSchema)]
+    #[derive(Debug, JsonSchema)]
     #[serde(deny_unknown_fields)]
     pub struct RawTask {
         /// The image to boot: usually an `image` step's `into`.

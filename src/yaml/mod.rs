@@ -4,18 +4,34 @@
 //! values, paths and vars, not targets or kinds.
 
 pub mod error;
+pub mod events;
 pub mod expand;
 pub mod read;
 
 use std::borrow::Cow;
-
-use serde_saphyr::Spanned;
 
 use self::error::ConfigError;
 use self::expand::{expand, VarProblem, Vars};
 use self::read::Strings;
 use crate::diag::{suggest, Source, Span};
 use crate::paths::{is_glob, normalize_abs, normalize_rel, PathSpec};
+
+/// A value read from gevulot.yaml and where it is. `referenced` is where the value is used: the
+/// alias (`*name`) for a value an alias copies, else the value itself; `defined` is where it is
+/// written (the anchored node). Both are byte ranges of the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub referenced: Span,
+    pub defined: Span,
+}
+
+/// As its value alone: what the JSON Schema shows as a field's default.
+impl<T: serde::Serialize> serde::Serialize for Spanned<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
+}
 
 /// The validation of one gevulot.yaml: its source, the errors found so far (every one is
 /// collected, so that one run reports them all) and the vars. `config` checks the file's
@@ -34,11 +50,11 @@ pub(crate) struct Validator<'a> {
 
 impl Validator<'_> {
     /// Report an invalid field at `loc`.
-    pub(crate) fn invalid(&mut self, message: String, loc: &serde_saphyr::Location, label: &str, help: &str) {
+    pub(crate) fn invalid(&mut self, message: String, loc: &Span, label: &str, help: &str) {
         self.errors.push(ConfigError::Invalid {
             message,
             src: self.src.named(),
-            span: Span::of(loc).into(),
+            span: (*loc).into(),
             label: label.into(),
             help: Some(help.into()),
         });
@@ -86,7 +102,7 @@ impl Validator<'_> {
         if !whole {
             return None;
         }
-        self.input_path(&path, Span::of(&s.referenced), target)
+        self.input_path(&path, s.referenced, target)
     }
 
     /// An output path field: expanded and checked, or `None` (reported, or not whole).
@@ -100,7 +116,7 @@ impl Validator<'_> {
         if !whole {
             return None;
         }
-        self.output_path(&path, Span::of(&s.referenced), target)
+        self.output_path(&path, s.referenced, target)
     }
 
     pub(crate) fn report_var_problem(
@@ -144,7 +160,7 @@ impl Validator<'_> {
     /// The span of `at` (a byte range in the value) inside the source, when the value is written
     /// literally there (plain or quoted without escapes); else the whole value.
     fn inner_span(&self, s: &Spanned<String>, at: (usize, usize)) -> Span {
-        let whole = Span::of(&s.referenced);
+        let whole = s.referenced;
         let written = self.src.text.get(whole.offset..whole.offset + whole.len).unwrap_or("");
         if written == s.value {
             return Span::new(whole.offset + at.0, at.1);

@@ -1,32 +1,39 @@
-//! Reading gevulot.yaml leniently, so that one run reports every mistake in it.
+//! Reading gevulot.yaml: YAML events straight into the raw types, every mistake in one pass.
 //!
-//! serde stops at the first error, and a type error is phrased in the parser's terms ("expected
-//! sequence start"). So the YAML is first read into [`Node`]s, each with its span: this fails
-//! only on YAML syntax. Then [`FromNode`] turns the nodes into the raw types (`crate::config::raw`'s, and each step kind's `Raw*`), one
-//! field at a time. A field of the wrong type, an unknown key or a missing one is reported in
-//! gevulot.yaml's terms ("`outputs` of target `c` is a list of paths", with "write `[out/c]`"),
-//! the field is left out, and reading goes on with the next one.
+//! [`super::events`] turns the text into YAML events (granit-parser's grammar, aliases
+//! replayed, a budget kept). [`FromYaml`] reads them into the raw types (`crate::config::raw`'s,
+//! and each step kind's `Raw*`), one field at a time, each value with its span. A field of the
+//! wrong type, an unknown key or a missing one is reported in gevulot.yaml's terms ("`outputs`
+//! of target `c` is a list of paths", with "write `[out/c]`"), the field is left out, and
+//! reading goes on with the next one; only a YAML syntax error or a breach of the budget stops
+//! it. A valid file and a broken one are read by the same code, in one pass.
 //!
-//! A struct in which something was reported is marked `damaged`. What it lacks may be exactly
-//! what the user wrote wrongly, so the validator skips the checks that look at such a struct as
-//! a whole ("no step and no deps", "no pinned hash"): they would be follow-on errors. Damage
-//! rises through struct fields and lists to the nearest map entry that is itself a struct: a
-//! broken `fetch.extract` damages the `fetch` and its target, never the whole file.
+//! A value of the wrong type is the one thing read twice: its events are gathered into a
+//! [`Node`] tree, so that the message can say what it is and the help can quote it.
 //!
-//! A valid file never comes here: serde's derive on the same raw types reads it (the fast path,
-//! in `crate::config`), and only a file it fails on is read again as nodes. A test checks that both
-//! readings of a valid file agree.
+//! **Merge keys.** `<<: *base` (or `<<: [*a, *b]`, or an inline map) merges maps into the map
+//! it is written in, as YAML 1.1's merge key says: a key the map gives itself wins, then the
+//! merged maps in the order written. The merged entries are read after the map's own, so a map
+//! read into an [`IndexMap`] holds its own keys first.
+//!
+//! **Damage.** A struct in which something was reported is marked `damaged`. What it lacks may
+//! be exactly what the user wrote wrongly, so the validator skips the checks that look at such
+//! a struct as a whole ("no step and no deps", "no pinned hash"): they would be follow-on
+//! errors. Damage rises through struct fields and lists to the nearest map entry that is itself
+//! a struct: a broken `fetch.extract` damages the `fetch` and its target, never the whole file.
 
 use std::borrow::Cow;
+use std::rc::Rc;
 
 use indexmap::IndexMap;
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::{Location, Spanned};
+use rustc_hash::FxHashSet;
 
 use super::error::ConfigError;
+use super::events::{Ev, Events, Located, Stop, MAX_DEPTH};
+use super::Spanned;
 use crate::diag::{suggest, Source, Span};
 
-/// One YAML node, as written, before it is given a meaning.
+/// One YAML value, gathered only to describe a value of the wrong type.
 #[derive(Debug)]
 pub enum Node {
     Null,
@@ -35,89 +42,80 @@ pub enum Node {
     Float,
     Str(String),
     Seq(Vec<Spanned<Node>>),
-    /// Entries in the order written, duplicate keys included (they are reported when read).
+    /// Entries in the order written.
     Map(Vec<(Spanned<String>, Spanned<Node>)>),
 }
 
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Node, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Node;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any YAML node")
-            }
-            fn visit_unit<E>(self) -> Result<Node, E> {
-                Ok(Node::Null)
-            }
-            fn visit_none<E>(self) -> Result<Node, E> {
-                Ok(Node::Null)
-            }
-            fn visit_bool<E>(self, b: bool) -> Result<Node, E> {
-                Ok(Node::Bool(b))
-            }
-            fn visit_u64<E>(self, n: u64) -> Result<Node, E> {
-                Ok(Node::Int(n.into()))
-            }
-            fn visit_i64<E>(self, n: i64) -> Result<Node, E> {
-                Ok(Node::Int(n.into()))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
-                Ok(Node::Float)
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Node, E> {
-                Ok(Node::Str(s.to_string()))
-            }
-            fn visit_string<E>(self, s: String) -> Result<Node, E> {
-                Ok(Node::Str(s))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Node, A::Error> {
-                let mut items = Vec::with_capacity(a.size_hint().unwrap_or(0));
-                while let Some(item) = a.next_element()? {
-                    items.push(item);
-                }
-                Ok(Node::Seq(items))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Node, A::Error> {
-                let mut entries = Vec::with_capacity(a.size_hint().unwrap_or(0));
-                while let Some(key) = a.next_key()? {
-                    entries.push((key, a.next_value()?));
-                }
-                Ok(Node::Map(entries))
-            }
+impl Node {
+    /// A scalar given its type as YAML's core schema does for plain text (booleans also as
+    /// YAML 1.1 spells them, `yes` and `off`, as serde-saphyr read them before): null, boolean,
+    /// whole number, other number, else a string.
+    fn scalar(text: &str, plain: bool) -> Node {
+        if !plain {
+            return Node::Str(text.to_string());
         }
-        d.deserialize_any(V)
+        if is_null(text) {
+            return Node::Null;
+        }
+        if let Some(b) = parse_bool(text) {
+            return Node::Bool(b);
+        }
+        if let Some(n) = parse_int(text) {
+            return Node::Int(n);
+        }
+        if is_float(text) {
+            return Node::Float;
+        }
+        Node::Str(text.to_string())
     }
 }
 
-/// Parse the YAML into nodes. Duplicate keys are kept, to be reported with the rest.
-pub fn parse_nodes(text: &str) -> Result<Spanned<Node>, serde_saphyr::Error> {
-    let mut options = yaml_options(text);
-    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
-    serde_saphyr::from_str_with_options(text, options)
+/// `~`, `null` (in three spellings) or nothing: YAML's null, for a plain scalar.
+fn is_null(text: &str) -> bool {
+    matches!(text, "" | "~" | "null" | "Null" | "NULL")
 }
 
-/// serde-saphyr's options for a gevulot.yaml of `text`: its budget scaled to the file.
-///
-/// The budget stands against YAML that costs far more to read than its size (alias bombs,
-/// absurd nesting). Its default caps (250,000 nodes, 1,000,000 events, 10,000 merge keys) also
-/// refuse a big generated file that is nothing of the kind (100,000 targets). A file cannot
-/// hold more nodes than bytes without aliases, so the counts scale with the file's length and
-/// never drop below the defaults, while what only aliases can do (anchors, aliases, the events
-/// an alias replays, the alias/anchor ratio) and the nesting depth keep serde-saphyr's caps.
-pub fn yaml_options(text: &str) -> serde_saphyr::Options {
-    let budget = yaml_budget(text.len());
-    serde_saphyr::options! { budget: Some(budget) }
+/// A plain scalar's boolean: `true`/`false`, and YAML 1.1's `yes`/`no`, `on`/`off`, `y`/`n`,
+/// in any case.
+fn parse_bool(text: &str) -> Option<bool> {
+    const TRUE: [&str; 4] = ["true", "yes", "y", "on"];
+    const FALSE: [&str; 4] = ["false", "no", "n", "off"];
+    if TRUE.iter().any(|t| text.eq_ignore_ascii_case(t)) {
+        Some(true)
+    } else if FALSE.iter().any(|t| text.eq_ignore_ascii_case(t)) {
+        Some(false)
+    } else {
+        None
+    }
 }
 
-/// The budget of [`yaml_options`] for a file of `len` bytes.
-pub fn yaml_budget(len: usize) -> serde_saphyr::Budget {
-    let mut budget = serde_saphyr::Budget::default();
-    budget.max_nodes = budget.max_nodes.max(len);
-    budget.max_events = budget.max_events.max(2 * len);
-    budget.max_merge_keys = budget.max_merge_keys.max(len / 16);
-    budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(len);
-    budget
+/// A plain scalar's whole number: decimal with an optional sign, or `0x`, `0o`, `0b`.
+fn parse_int(text: &str) -> Option<i128> {
+    let (negative, digits) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (radix, digits) = match digits.get(..2) {
+        Some("0x") => (16, &digits[2..]),
+        Some("0o") => (8, &digits[2..]),
+        Some("0b") => (2, &digits[2..]),
+        _ => (10, digits),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let n = i128::from_str_radix(digits, radix).ok()?;
+    Some(if negative { -n } else { n })
+}
+
+/// A plain scalar YAML reads as a number that is not whole: `1.5`, `1e3`, `.inf`, `.nan`.
+fn is_float(text: &str) -> bool {
+    let t = text.strip_prefix(['+', '-']).unwrap_or(text);
+    matches!(t, ".inf" | ".Inf" | ".INF" | ".nan" | ".NaN" | ".NAN")
+        || (t.bytes().any(|b| b.is_ascii_digit())
+            && t.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+            && t.parse::<f64>().is_ok())
 }
 
 /// Where a node is, for messages; built on the stack as the reader descends, and put into
@@ -179,19 +177,311 @@ impl At<'_> {
     }
 }
 
-/// Turns nodes into the raw types, collecting errors.
+/// Reads YAML events into the raw types, collecting errors.
 pub struct Reader<'a> {
     pub src: &'a Source,
     pub errors: Vec<ConfigError>,
+    events: Events<'a>,
     /// Something was reported since the enclosing struct began reading its current field.
     failed: bool,
     /// The key whose value is read next, where a struct points when a key is missing in it.
-    pub key: Option<Location>,
+    pub key: Option<Span>,
+}
+
+/// Read a whole gevulot.yaml into `T` (the file's raw type): the value and every error found,
+/// or, when a YAML syntax error or a breach of the budget stops the reading, that one error.
+pub fn read<T: FromYaml>(src: &Source, what: &str) -> Result<(T, Vec<ConfigError>), Vec<ConfigError>> {
+    read_at(src, &src.text, 0, At::Top, what)
+}
+
+/// Read `text`, the part of `src` that starts at byte `base`, as one YAML document holding the
+/// value at `at`: `Some` only when it reads without a single error. For a big file read in
+/// parts on several cores, where a part that does not read cleanly sends the whole file back
+/// to [`read`].
+pub fn read_part<T: FromYaml>(src: &Source, text: &str, base: usize, at: At<'_>, what: &str) -> Option<T> {
+    match read_at(src, text, base, at, what) {
+        Ok((value, errors)) if errors.is_empty() => Some(value),
+        _ => None,
+    }
+}
+
+fn read_at<T: FromYaml>(
+    src: &Source,
+    text: &str,
+    base: usize,
+    at: At<'_>,
+    what: &str,
+) -> Result<(T, Vec<ConfigError>), Vec<ConfigError>> {
+    let mut r = Reader { src, errors: Vec::new(), events: Events::new(text, base), failed: false, key: None };
+    let value = T::read(&mut r, at, what);
+    if r.events.stop.is_none() {
+        let rest = r.events.take();
+        debug_assert!(matches!(rest.ev, Ev::End), "one value per document");
+        r.events.finish();
+    }
+    if let Some(stop) = r.events.stop.take() {
+        return Err(vec![stop_error(src, stop)]);
+    }
+    match value {
+        Some(value) => Ok((value, r.errors)),
+        None => Err(r.errors),
+    }
+}
+
+/// What stopped the reading, as an error in gevulot.yaml's terms.
+fn stop_error(src: &Source, stop: Stop) -> ConfigError {
+    match stop {
+        Stop::Syntax { message, offset } => {
+            let help = (message.contains("while parsing a flow sequence")
+                || message.contains("flow mapping"))
+            .then(|| {
+                "a `${var}` or `{` inside `[...]` or `{...}` must be quoted: `[\"src/${name}.c\"]`".into()
+            });
+            let label = match message.find(", expected") {
+                Some(i) => message[..i].to_string(),
+                None => message.clone(),
+            };
+            // One character wide, as a caret under it; none at the end of the text.
+            let width = usize::from(offset < src.text.len());
+            ConfigError::Yaml {
+                message,
+                src: src.named(),
+                span: Span::new(offset, width).into(),
+                label,
+                help,
+            }
+        }
+        Stop::Budget { breach, at } => ConfigError::Yaml {
+            message: format!(
+                "gevulot.yaml costs far more to read than its size ({breach}): YAML aliases that expand into \
+                 huge trees, or nesting deeper than {MAX_DEPTH} levels, are refused"
+            ),
+            src: src.named(),
+            span: at.into(),
+            label: "read up to here".into(),
+            help: Some(
+                "an alias (`*name`) copies its anchor's whole tree each time it is used; use `<<: *name` \
+                 merges of small maps, or write the values out"
+                    .into(),
+            ),
+        },
+        Stop::SecondDocument { at } => ConfigError::Yaml {
+            message: "gevulot.yaml holds a second YAML document".into(),
+            src: src.named(),
+            span: at.into(),
+            label: "a second document starts here".into(),
+            help: Some(
+                "a gevulot.yaml is one document: remove this `---` and what follows, or merge them".into(),
+            ),
+        },
+    }
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(src: &'a Source) -> Self {
-        Reader { src, errors: Vec::new(), failed: false, key: None }
+    /// The next event, without taking it.
+    pub fn peek(&mut self) -> &Located<'a> {
+        self.events.peek()
+    }
+
+    /// Where the next value is used.
+    pub fn peek_referenced(&mut self) -> Span {
+        self.events.peek().referenced
+    }
+
+    /// The next value's text if it is a scalar, without taking it.
+    pub fn peek_text(&mut self) -> Option<&str> {
+        match &self.events.peek().ev {
+            Ev::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
+    /// Whether the next value is a map.
+    pub fn at_map(&mut self) -> bool {
+        matches!(self.events.peek().ev, Ev::MapStart)
+    }
+
+    /// Whether the stream has stopped (or the document ended): nothing is left to read or report.
+    pub fn at_end(&mut self) -> bool {
+        matches!(self.events.peek().ev, Ev::End)
+    }
+
+    /// The next value if it is a scalar: its text and whether it is plain, taken. Anything else
+    /// stays.
+    pub fn scalar(&mut self) -> Option<(Cow<'a, str>, bool)> {
+        if !matches!(self.events.peek().ev, Ev::Scalar { .. }) {
+            return None;
+        }
+        match self.events.take().ev {
+            Ev::Scalar { text, plain } => Some((text, plain)),
+            _ => None,
+        }
+    }
+
+    /// Take the next value whole, as a [`Node`] (to describe it in a message).
+    pub fn node(&mut self) -> Spanned<Node> {
+        let first = self.events.take();
+        self.node_from(first)
+    }
+
+    fn node_from(&mut self, first: Located<'a>) -> Spanned<Node> {
+        let value = match first.ev {
+            Ev::Scalar { text, plain } => Node::scalar(&text, plain),
+            Ev::SeqStart => {
+                let mut items = Vec::new();
+                loop {
+                    let e = self.events.take();
+                    match e.ev {
+                        Ev::SeqEnd | Ev::End => break,
+                        _ => items.push(self.node_from(e)),
+                    }
+                }
+                Node::Seq(items)
+            }
+            Ev::MapStart => {
+                let mut entries = Vec::new();
+                loop {
+                    let e = self.events.take();
+                    let (referenced, defined) = (e.referenced, e.defined);
+                    let key = match e.ev {
+                        Ev::MapEnd | Ev::End => break,
+                        Ev::Scalar { text, .. } => text.into_owned(),
+                        _ => {
+                            self.node_from(e);
+                            String::new()
+                        }
+                    };
+                    let value = self.node();
+                    entries.push((Spanned { value: key, referenced, defined }, value));
+                }
+                Node::Map(entries)
+            }
+            Ev::SeqEnd | Ev::MapEnd | Ev::End | Ev::Alias(_) => Node::Null,
+        };
+        Spanned { value, referenced: first.referenced, defined: first.defined }
+    }
+
+    /// Take the next value whole, unread (the value of a key given twice, or ignored), without
+    /// replaying the aliases in it.
+    pub fn skip(&mut self) {
+        self.events.shallow = true;
+        let mut open = 0usize;
+        loop {
+            match self.events.take().ev {
+                Ev::SeqStart | Ev::MapStart => open += 1,
+                Ev::SeqEnd | Ev::MapEnd => open = open.saturating_sub(1),
+                Ev::End => break,
+                _ => {}
+            }
+            if open == 0 {
+                break;
+            }
+        }
+        self.events.shallow = false;
+    }
+
+    /// The next value's events, taken, to be replayed.
+    fn gather(&mut self) -> Rc<[Located<'a>]> {
+        let mut out = Vec::new();
+        let mut open = 0usize;
+        loop {
+            let e = self.events.take();
+            match e.ev {
+                Ev::SeqStart | Ev::MapStart => open += 1,
+                Ev::SeqEnd | Ev::MapEnd => open = open.saturating_sub(1),
+                Ev::End => return out.into(),
+                _ => {}
+            }
+            out.push(e);
+            if open == 0 {
+                return out.into();
+            }
+        }
+    }
+
+    /// Read the map that comes next (the caller has seen its start), calling `entry` with each
+    /// key and whether it was merged, with the key's value next; `entry` takes the value. The
+    /// map's own entries come first, then those `<<` merges in (see the module docs).
+    pub fn entries(&mut self, entry: &mut dyn FnMut(&mut Self, Spanned<String>, bool)) {
+        self.entries_of(entry, false);
+    }
+
+    fn entries_of(&mut self, entry: &mut dyn FnMut(&mut Self, Spanned<String>, bool), merged: bool) {
+        // A map, unless the stream stopped while a merged map was gathered.
+        if !matches!(self.events.take().ev, Ev::MapStart) {
+            return;
+        }
+        let mut merges = Vec::new();
+        loop {
+            let key = self.events.take();
+            let (text, plain) = match key.ev {
+                Ev::MapEnd | Ev::End => break,
+                Ev::Scalar { text, plain } => (text, plain),
+                _ => {
+                    let node = self.node_from(key);
+                    self.report(ConfigError::WrongType {
+                        message: "a key is a name".into(),
+                        src: self.src.named(),
+                        span: node.referenced.into(),
+                        label: format!("this key is {}", self.kind(&node)),
+                        help: Some("write a name before the `:`".into()),
+                    });
+                    self.skip();
+                    continue;
+                }
+            };
+            if plain && text == "<<" {
+                self.merge_sources(&mut merges);
+                continue;
+            }
+            let key = Spanned { value: text.into_owned(), referenced: key.referenced, defined: key.defined };
+            entry(self, key, merged);
+        }
+        for map in merges {
+            self.events.replay(map);
+            self.entries_of(entry, true);
+        }
+    }
+
+    /// The maps a `<<` merges in: one map, or a list of maps.
+    fn merge_sources(&mut self, out: &mut Vec<Rc<[Located<'a>]>>) {
+        match self.events.peek().ev {
+            Ev::MapStart => out.push(self.gather()),
+            Ev::SeqStart => {
+                self.events.take();
+                loop {
+                    match self.events.peek().ev {
+                        Ev::SeqEnd | Ev::End => {
+                            self.events.take();
+                            break;
+                        }
+                        Ev::MapStart => out.push(self.gather()),
+                        _ => {
+                            let node = self.node();
+                            self.not_a_merge(&node);
+                        }
+                    }
+                }
+            }
+            Ev::End => {}
+            // `<<:` with nothing merges nothing.
+            Ev::Scalar { ref text, plain } if text.is_empty() || (plain && is_null(text)) => self.skip(),
+            _ => {
+                let node = self.node();
+                self.not_a_merge(&node);
+            }
+        }
+    }
+
+    fn not_a_merge(&mut self, node: &Spanned<Node>) {
+        let found = self.kind(node);
+        self.report(ConfigError::WrongType {
+            message: "`<<` merges a map, or a list of maps, into this map".into(),
+            src: self.src.named(),
+            span: node.referenced.into(),
+            label: format!("this is {found}"),
+            help: Some("write `<<: *name`, where `&name: { ... }` is a map, or `<<: [*a, *b]`".into()),
+        });
     }
 
     fn report(&mut self, e: ConfigError) {
@@ -200,8 +490,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The text of a scalar as written (for a number or `true`, which YAML gave a type).
-    fn written(&self, loc: &Location) -> &str {
-        let s = Span::of(loc);
+    fn written(&self, s: &Span) -> &str {
         self.src.text.get(s.offset..s.offset + s.len).unwrap_or("")
     }
 
@@ -215,7 +504,7 @@ impl<'a> Reader<'a> {
         let e = ConfigError::WrongType {
             message: format!("{} is {what}", at.subject()),
             src: self.src.named(),
-            span: Span::of(&node.referenced).into(),
+            span: node.referenced.into(),
             label,
             help,
         };
@@ -230,7 +519,7 @@ impl<'a> Reader<'a> {
         let e = ConfigError::WrongType {
             message: format!("{} is {what}", at.subject()),
             src: self.src.named(),
-            span: Span::of(&node.referenced).into(),
+            span: node.referenced.into(),
             label: "not one of these".into(),
             help: Some(help),
         };
@@ -246,15 +535,6 @@ impl<'a> Reader<'a> {
             Node::Str(_) => "a string".into(),
             Node::Seq(_) => "a list".into(),
             Node::Map(_) => "a map".into(),
-        }
-    }
-
-    /// A scalar's text: the string, or a number or boolean as written.
-    pub(crate) fn scalar_text<'n>(&'n self, node: &'n Spanned<Node>) -> Option<Cow<'n, str>> {
-        match &node.value {
-            Node::Str(s) => Some(Cow::Borrowed(s)),
-            Node::Bool(_) | Node::Int(_) | Node::Float => Some(Cow::Borrowed(self.written(&node.defined))),
-            _ => None,
         }
     }
 
@@ -290,7 +570,7 @@ impl<'a> Reader<'a> {
         self.report(ConfigError::UnknownKey {
             message,
             src: self.src.named(),
-            span: Span::of(&key.referenced).into(),
+            span: key.referenced.into(),
             help,
         });
     }
@@ -299,12 +579,12 @@ impl<'a> Reader<'a> {
         self.report(ConfigError::DuplicateKey {
             message: format!("`{}` is given twice in {}", key.value, at.subject()),
             src: self.src.named(),
-            span: Span::of(&key.referenced).into(),
+            span: key.referenced.into(),
             help: format!("each key appears once: remove or merge the two `{}` entries", key.value),
         });
     }
 
-    pub fn missing_key(&mut self, node: &Location, at: At<'_>, key: &str, what: &str) {
+    pub fn missing_key(&mut self, node: &Span, at: At<'_>, key: &str, what: &str) {
         let message = match at {
             At::Top => format!("the build file has no `{key}`"),
             at => format!("{} needs `{key}`", at.subject()),
@@ -316,18 +596,18 @@ impl<'a> Reader<'a> {
         self.report(ConfigError::MissingKey {
             message,
             src: self.src.named(),
-            span: Span::of(node).into(),
+            span: (*node).into(),
             label: format!("no `{key}` in here"),
             help,
         });
     }
 }
 
-/// A raw type that can be read from a node, reporting what is wrong with it.
-pub trait FromNode: Sized {
-    /// Convert `node`, or report why not and return `None`. `what` says what the field holds,
-    /// in gevulot.yaml's terms ("a list of paths").
-    fn from_node(node: Spanned<Node>, r: &mut Reader, at: At<'_>, what: &str) -> Option<Self>;
+/// A raw type that can be read from gevulot.yaml's events, reporting what is wrong with it.
+pub trait FromYaml: Sized {
+    /// Read the next value, or report why it is not one and return `None`; either way the value
+    /// is taken. `what` says what the field holds, in gevulot.yaml's terms ("a list of paths").
+    fn read(r: &mut Reader<'_>, at: At<'_>, what: &str) -> Option<Self>;
 
     /// The value of a field that is not written: `Some` for optional fields.
     fn absent() -> Option<Self> {
@@ -340,8 +620,8 @@ pub trait FromNode: Sized {
         Self::absent()
     }
 
-    /// [`FromNode::placeholder`] for a node at this place.
-    fn placeholder_at(_referenced: Location, _defined: Location) -> Option<Self> {
+    /// [`FromYaml::placeholder`] for a value at this place.
+    fn placeholder_at(_referenced: Span, _defined: Span) -> Option<Self> {
         Self::placeholder()
     }
 
@@ -349,14 +629,17 @@ pub trait FromNode: Sized {
     const KEEPS_ITS_DAMAGE: bool = false;
 }
 
-impl FromNode for String {
-    fn from_node(node: Spanned<Node>, r: &mut Reader, at: At<'_>, what: &str) -> Option<Self> {
-        if let Node::Str(s) = node.value {
-            return Some(s);
+impl FromYaml for String {
+    fn read(r: &mut Reader<'_>, at: At<'_>, what: &str) -> Option<Self> {
+        if let Ev::Scalar { text, plain } = &r.peek().ev {
+            if !(*plain && is_null(text)) {
+                return r.scalar().map(|(text, _)| text.into_owned());
+            }
         }
-        if let Some(text) = r.scalar_text(&node) {
-            return Some(text.into_owned());
+        if r.at_end() {
+            return None;
         }
+        let node = r.node();
         let help = match &node.value {
             Node::Seq(items) if items.len() == 1 => {
                 r.quotable(&items[0]).map(|t| format!("write `{t}`, without the brackets"))
@@ -376,11 +659,18 @@ impl FromNode for String {
     }
 }
 
-impl FromNode for bool {
-    fn from_node(node: Spanned<Node>, r: &mut Reader, at: At<'_>, what: &str) -> Option<Self> {
-        if let Node::Bool(b) = node.value {
-            return Some(b);
+impl FromYaml for bool {
+    fn read(r: &mut Reader<'_>, at: At<'_>, what: &str) -> Option<Self> {
+        if let Ev::Scalar { text, plain: true } = &r.peek().ev {
+            if let Some(b) = parse_bool(text) {
+                r.scalar();
+                return Some(b);
+            }
         }
+        if r.at_end() {
+            return None;
+        }
+        let node = r.node();
         r.wrong_type(&node, at, what, Some("write `true` or `false`".into()));
         None
     }
@@ -388,13 +678,18 @@ impl FromNode for bool {
 
 macro_rules! whole_number {
     ($($t:ty),*) => {$(
-        impl FromNode for $t {
-            fn from_node(node: Spanned<Node>, r: &mut Reader, at: At<'_>, what: &str) -> Option<Self> {
-                if let Node::Int(n) = node.value {
-                    if let Ok(n) = <$t>::try_from(n) {
+        impl FromYaml for $t {
+            fn read(r: &mut Reader<'_>, at: At<'_>, what: &str) -> Option<Self> {
+                if let Ev::Scalar { text, plain: true } = &r.peek().ev {
+                    if let Some(n) = parse_int(text).and_then(|n| <$t>::try_from(n).ok()) {
+                        r.scalar();
                         return Some(n);
                     }
                 }
+                if r.at_end() {
+                    return None;
+                }
+                let node = r.node();
                 let help = match &node.value {
                     Node::Str(s) if s.trim().parse::<$t>().is_ok() => {
                         format!("write `{}` without quotes", s.trim())
@@ -409,17 +704,18 @@ macro_rules! whole_number {
 }
 whole_number!(u32, u64);
 
-impl<T: FromNode> FromNode for Spanned<T> {
-    fn from_node(node: Spanned<Node>, r: &mut Reader, at: At<'_>, what: &str) -> Option<Self> {
-        let (referenced, defined) = (node.referenced, node.defined);
-        T::from_node(node, r, at, what).map(|value| Spanned { value, referenced, defined })
+impl<T: FromYaml> FromYaml for Spanned<T> {
+    fn read(r: &mut Reader<'_>, at: At<'_>, what: &str) -> Option<Self> {
+        let next = r.peek();
+        let (referenced, defined) = (next.referenced, next.defined);
+        T::read(r, at, what).map(|value| Spanned { value, referenced, defined })
     }
 
     fn placeholder() -> Option<Self> {
-        Self::placeholder_at(Location::UNKNOWN, Location::UNKNOWN)
+        Self::placeholder_at(Span::default(), Span::default())
     }
 
-    fn placeholder_at(referenced: Location, defined: Location) -> Option<Self> {
+    fn placeholder_at(referenced: Span, defined: Span) -> Option<Self> {
         T::placeholder().map(|value| Spanned { value, referenced, defined })
     }
 
@@ -428,12 +724,15 @@ impl<T: FromNode> FromNode for Spanned<T> {
 
 /// `key: ~` (or `key:` with nothing) is the same as leaving the key out. A value of the wrong
 /// type is reported and read as absent, so a var whose value is wrong is still declared.
-impl<T: FromNode> FromNode for Option<T> {
-    fn from_node(node: Spanned<Node>, r: &mut Reader, at: At<'_>, what: &str) -> Option<Self> {
-        match node.value {
-            Node::Null => Some(None),
-            _ => Some(T::from_node(node, r, at, what)),
+impl<T: FromYaml> FromYaml for Option<T> {
+    fn read(r: &mut Reader<'_>, at: At<'_>, what: &str) -> Option<Self> {
+        if let Ev::Scalar { text, plain: true } = &r.peek().ev {
+            if is_null(text) {
+                r.scalar();
+                return Some(None);
+            }
         }
+        Some(T::read(r, at, what))
     }
 
     fn absent() -> Option<Self> {
@@ -442,25 +741,39 @@ impl<T: FromNode> FromNode for Option<T> {
 }
 
 /// A list: a wrong entry is reported and left out, the others are kept.
-impl<T: FromNode> FromNode for Vec<T> {
-    fn from_node(node: Spanned<Node>, r: &mut Reader, at: At<'_>, what: &str) -> Option<Self> {
-        let Node::Seq(items) = node.value else {
-            let help = match &node.value {
-                Node::Map(_) => "write a list: `[a, b]`, or one `- entry` per line".to_string(),
-                _ => match r.quotable(&node) {
-                    Some(t) => format!("write `[{t}]`"),
-                    None => "write a list: `[a, b]`, or one `- entry` per line".to_string(),
-                },
-            };
-            r.wrong_type(&node, at, what, Some(help));
-            return None;
-        };
+impl<T: FromYaml> FromYaml for Vec<T> {
+    fn read(r: &mut Reader<'_>, at: At<'_>, what: &str) -> Option<Self> {
+        match r.peek().ev {
+            Ev::SeqStart => {}
+            Ev::End => return None,
+            _ => {
+                let node = r.node();
+                let help = match &node.value {
+                    Node::Map(_) => "write a list: `[a, b]`, or one `- entry` per line".to_string(),
+                    _ => match r.quotable(&node) {
+                        Some(t) => format!("write `[{t}]`"),
+                        None => "write a list: `[a, b]`, or one `- entry` per line".to_string(),
+                    },
+                };
+                r.wrong_type(&node, at, what, Some(help));
+                return None;
+            }
+        }
+        r.events.take();
         let entry = At::Entry(&at);
-        // An entry has no key of its own: a struct in it points at itself.
-        r.key = None;
-        let mut out = Vec::with_capacity(items.len());
-        for item in items {
-            if let Some(v) = T::from_node(item, r, entry, what) {
+        let mut out = Vec::new();
+        loop {
+            match r.peek().ev {
+                Ev::SeqEnd => {
+                    r.events.take();
+                    break;
+                }
+                Ev::End => break,
+                _ => {}
+            }
+            // An entry has no key of its own: a struct in it points at itself.
+            r.key = None;
+            if let Some(v) = T::read(r, entry, what) {
                 out.push(v);
             }
         }
@@ -472,45 +785,54 @@ impl<T: FromNode> FromNode for Vec<T> {
     }
 }
 
-/// A map by name. A key given twice is reported (the first is kept); a value of the wrong type
-/// is left out, unless it is a struct, which stands in damaged so that its name still exists
-/// (a dep on a target whose body is wrong is not a dep on an unknown target).
-impl<T: FromNode> FromNode for IndexMap<Spanned<String>, T> {
-    fn from_node(node: Spanned<Node>, r: &mut Reader, at: At<'_>, what: &str) -> Option<Self> {
-        let Node::Map(entries) = node.value else {
-            let help = match &node.value {
-                Node::Seq(items) => {
-                    let pairs: Vec<String> = items
-                        .iter()
-                        .filter_map(|i| r.quotable(i))
-                        .map(|t| match t.split_once('=') {
-                            Some((k, v)) => format!("{k}: {v}"),
-                            None => format!("{t}: VALUE"),
-                        })
-                        .collect();
-                    if pairs.is_empty() || pairs.len() != items.len() {
-                        "write a map: `{ NAME: VALUE }`, or one `NAME: VALUE` per line".to_string()
-                    } else {
-                        format!("write `{{ {} }}`", pairs.join(", "))
+/// A map by name. A key given twice is reported (the first is kept; a merged key the map
+/// already has is not a duplicate, it is overridden); a value of the wrong type is left out,
+/// unless it is a struct, which stands in damaged so that its name still exists (a dep on a
+/// target whose body is wrong is not a dep on an unknown target).
+impl<T: FromYaml> FromYaml for IndexMap<Spanned<String>, T> {
+    fn read(r: &mut Reader<'_>, at: At<'_>, what: &str) -> Option<Self> {
+        match r.peek().ev {
+            Ev::MapStart => {}
+            Ev::End => return None,
+            _ => {
+                let node = r.node();
+                let help = match &node.value {
+                    Node::Seq(items) => {
+                        let pairs: Vec<String> = items
+                            .iter()
+                            .filter_map(|i| r.quotable(i))
+                            .map(|t| match t.split_once('=') {
+                                Some((k, v)) => format!("{k}: {v}"),
+                                None => format!("{t}: VALUE"),
+                            })
+                            .collect();
+                        if pairs.is_empty() || pairs.len() != items.len() {
+                            "write a map: `{ NAME: VALUE }`, or one `NAME: VALUE` per line".to_string()
+                        } else {
+                            format!("write `{{ {} }}`", pairs.join(", "))
+                        }
                     }
-                }
-                _ => "write a map: `{ NAME: VALUE }`, or one `NAME: VALUE` per line".to_string(),
-            };
-            r.wrong_type(&node, at, what, Some(help));
-            return None;
-        };
-        let mut out: IndexMap<Spanned<String>, T> = IndexMap::with_capacity(entries.len());
+                    _ => "write a map: `{ NAME: VALUE }`, or one `NAME: VALUE` per line".to_string(),
+                };
+                r.wrong_type(&node, at, what, Some(help));
+                return None;
+            }
+        }
+        let mut out: IndexMap<Spanned<String>, T> = IndexMap::new();
         // Spanned keys compare by place too, so names are compared here.
-        let mut seen = std::collections::HashSet::with_capacity(entries.len());
-        for (key, value) in entries {
+        let mut seen = FxHashSet::default();
+        r.entries(&mut |r, key, merged| {
             if !seen.insert(key.value.clone()) {
-                r.duplicate_key(&key, at);
-                continue;
+                if !merged {
+                    r.duplicate_key(&key, at);
+                }
+                return r.skip();
             }
             let failed = r.failed;
-            let (referenced, defined) = (value.referenced, value.defined);
+            let next = r.peek();
+            let (referenced, defined) = (next.referenced, next.defined);
             r.key = Some(key.referenced);
-            let v = T::from_node(value, r, At::Key(&at, &key.value), what);
+            let v = T::read(r, At::Key(&at, &key.value), what);
             let v = match v {
                 Some(v) => Some(v),
                 None if T::KEEPS_ITS_DAMAGE => T::placeholder_at(referenced, defined),
@@ -522,7 +844,7 @@ impl<T: FromNode> FromNode for IndexMap<Spanned<String>, T> {
             if let Some(v) = v {
                 out.insert(key, v);
             }
-        }
+        });
         Some(out)
     }
 
@@ -591,7 +913,7 @@ pub enum Slot<T> {
 }
 
 /// A raw struct of gevulot.yaml: its fields (each with what it holds, in gevulot.yaml's terms)
-/// are read from a map by [`FromNode`]; unknown keys are errors, except those starting with `x-`
+/// are read from a map by [`FromYaml`]; unknown keys are errors, except those starting with `x-`
 /// in a struct marked `@x_keys` (which gets that field, for the schema). The struct gets a
 /// `damaged` field (see the module docs). `= default` makes an absent field its type's default.
 macro_rules! raw_struct {
@@ -624,43 +946,48 @@ macro_rules! raw_struct {
             pub const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
         }
 
-        impl $crate::yaml::read::FromNode for $name {
+        impl $crate::yaml::read::FromYaml for $name {
             const KEEPS_ITS_DAMAGE: bool = true;
 
-            fn from_node(
-                node: serde_saphyr::Spanned<$crate::yaml::read::Node>,
-                r: &mut $crate::yaml::read::Reader,
+            fn read(
+                r: &mut $crate::yaml::read::Reader<'_>,
                 at: $crate::yaml::read::At<'_>,
                 what: &str,
             ) -> Option<Self> {
-                use $crate::yaml::read::{At, FromNode, Node, Slot};
+                use $crate::yaml::read::{At, FromYaml, Slot};
                 // A missing key is reported at the key this struct is the value of, if any.
-                let loc = r.key.take().unwrap_or(node.referenced);
-                let entries = match node.value {
-                    Node::Map(entries) => entries,
-                    value => {
-                        let node = serde_saphyr::Spanned { value, referenced: node.referenced, defined: node.defined };
-                        let keys = Self::KEYS.join(", ");
-                        r.wrong_type(&node, at, what, Some(format!("write a map of its keys: {keys}")));
+                let loc = match r.key.take() {
+                    Some(key) => key,
+                    None => r.peek_referenced(),
+                };
+                if !r.at_map() {
+                    if r.at_end() {
                         return None;
                     }
-                };
+                    let node = r.node();
+                    let keys = Self::KEYS.join(", ");
+                    r.wrong_type(&node, at, what, Some(format!("write a map of its keys: {keys}")));
+                    return None;
+                }
                 let outer = r.take_failed();
                 let mut damaged = false;
                 let mut unknown = false;
                 $( let mut $field: Slot<$ty> = Slot::Absent; )*
-                for (key, value) in entries {
+                r.entries(&mut |r, key, merged| {
                     match key.value.as_str() {
                         $(
                             stringify!($field) => {
                                 if !matches!($field, Slot::Absent) {
-                                    r.duplicate_key(&key, at);
-                                    damaged = true;
-                                    continue;
+                                    // A merged key the struct has is overridden, not given twice.
+                                    if !merged {
+                                        r.duplicate_key(&key, at);
+                                        damaged = true;
+                                    }
+                                    return r.skip();
                                 }
                                 r.take_failed();
                                 r.key = Some(key.referenced);
-                                let v = <$ty as FromNode>::from_node(value, r, At::Field(&at, stringify!($field)), $what);
+                                let v = <$ty as FromYaml>::read(r, At::Field(&at, stringify!($field)), $what);
                                 damaged |= r.take_failed() || v.is_none();
                                 $field = match v {
                                     Some(v) => Slot::Given(v),
@@ -670,18 +997,20 @@ macro_rules! raw_struct {
                         )*
                         $( _ if key.value.starts_with($crate::yaml::read::XKeys::PREFIX) => {
                             let _ = stringify!($x);
+                            r.skip();
                         } )?
                         _ => {
                             r.unknown_key(&key, at, Self::KEYS);
                             unknown = true;
                             damaged = true;
+                            r.skip();
                         }
                     }
-                }
+                });
                 $(
                     let $field: $ty = match $field {
                         Slot::Given(v) => v,
-                        Slot::Broken => <$ty as FromNode>::placeholder()?,
+                        Slot::Broken => <$ty as FromYaml>::placeholder()?,
                         Slot::Absent => match raw_struct!(@absent $ty $(, $dflt)?) {
                             Some(v) => v,
                             None => {
@@ -690,7 +1019,7 @@ macro_rules! raw_struct {
                                     r.missing_key(&loc, at, stringify!($field), $what);
                                 }
                                 damaged = true;
-                                <$ty as FromNode>::placeholder()?
+                                <$ty as FromYaml>::placeholder()?
                             }
                         },
                     };
@@ -701,7 +1030,7 @@ macro_rules! raw_struct {
 
             fn placeholder() -> Option<Self> {
                 Some($name {
-                    $( $field: <$ty as $crate::yaml::read::FromNode>::placeholder()?, )*
+                    $( $field: <$ty as $crate::yaml::read::FromYaml>::placeholder()?, )*
                     $( $x: $crate::yaml::read::XKeys, )?
                     damaged: true,
                 })
@@ -709,13 +1038,13 @@ macro_rules! raw_struct {
         }
 
         impl $crate::yaml::read::Strings for $name {
-            fn strings<'s>(&'s self, out: &mut Vec<&'s serde_saphyr::Spanned<String>>) {
+            fn strings<'s>(&'s self, out: &mut Vec<&'s $crate::yaml::Spanned<String>>) {
                 $( $crate::yaml::read::Strings::strings(&self.$field, out); )*
             }
         }
     };
     (@absent $ty:ty, default) => { Some(<$ty>::default()) };
-    (@absent $ty:ty) => { <$ty as $crate::yaml::read::FromNode>::absent() };
+    (@absent $ty:ty) => { <$ty as $crate::yaml::read::FromYaml>::absent() };
 }
 pub(crate) use raw_struct;
 
@@ -758,76 +1087,149 @@ impl schemars::JsonSchema for XKeys {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::config::raw::RawFile;
+    use crate::config::raw::{RawFile, RawTarget};
 
-    /// The fast path (serde's derive) and this reader read a valid file the same, every field
-    /// and place, through anchors, aliases and merges.
+    fn read_file(yaml: &str) -> Result<(RawFile, Vec<ConfigError>), Vec<ConfigError>> {
+        read::<RawFile>(&Source::new("gevulot.yaml", yaml), "a map")
+    }
+
+    fn target<'f>(file: &'f RawFile, name: &str) -> &'f RawTarget {
+        &file.targets.iter().find(|(k, _)| k.value == name).unwrap().1.value
+    }
+
+    fn messages(errors: &[ConfigError]) -> Vec<String> {
+        errors.iter().map(|e| e.to_string()).collect()
+    }
+
+    /// Every field of a valid file, with its place, through anchors, aliases and merges.
     #[test]
-    fn both_readings_of_a_valid_file_agree() {
-        let yaml = r#"
+    fn reads_a_valid_file_with_its_places() {
+        let yaml = "\
 vars: { cc: gcc, pin: ~, n: 3 }
-default: all
+x-base: &base
+  env: { LC_ALL: C }
+  tools: [gcc]
 targets:
   gen:
+    <<: *base
     description: 1.10
-    inputs: [VERSION, "src/**/*.c"]
     outputs: [build/v.h]
     run: &cmd |
       ${cc} -o x
-      echo yes
-    depfile: build/v.d
-    env: { LC_ALL: C, N: 7 }
-    pass_env: [HOME]
-    tools: [gcc]
-    cache: false
-    restore: hardlink
+    cache: no
   other:
     run: *cmd
-  nanos:
-    fetch:
-      url: https://example.com/x.tgz
-      sha256: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
-      extract: { strip_components: 1, max_size: 1G, max_entries: 10 }
-      into: build/nanos
-  root:
-    stage:
-      into: build/root
-      copy: [{ from: build/x, to: x }]
-      libs_for: [build/x]
-      lib_dir: lib
-      search: [vendor]
-  manifest:
-    manifest:
-      program: x
-      args: [-v]
-      env: { A: b }
-      dirs: [lib]
-      files: [etc/x]
-      map_dirs: { "a/*": /a }
-      workspace: { mount: "%1", path: /workspace }
-      gpu: true
-      cpus: 2
-      memory: 2g
-      readonly_rootfs: false
-      reboot_on_exit: true
-      klibs: [k]
-      klib_dir: build/k
-      passthrough: { p: q }
-      base_volume_size: 500m
-      root: build/root
-      into: build/m.json
-  image:
-    deps: [root, manifest, nanos]
-    image: { builder: native, manifest: build/m.json, root: build/root, into: build/i.img, release: build/nanos, size: 256m, ops_extras: [env], nanos_version: 0.1.51 }
-  all:
-    deps: [gen, other, image]
-"#;
-        let fast: RawFile = serde_saphyr::from_str(yaml).unwrap();
-        let source = Source::new("gevulot.yaml", yaml);
-        let mut reader = Reader::new(&source);
-        let node = parse_nodes(yaml).unwrap();
-        let slow = RawFile::from_node(node, &mut reader, At::Top, "a map").unwrap();
-        assert!(reader.errors.is_empty(), "{:?}", reader.errors);
-        assert_eq!(format!("{fast:#?}"), format!("{slow:#?}"));
+";
+        let (file, errors) = read_file(yaml).unwrap();
+        assert!(errors.is_empty(), "{:?}", messages(&errors));
+        assert_eq!(file.vars.len(), 3);
+        let pin = &file.vars[1];
+        assert_eq!(pin.value, None);
+        assert_eq!(file.vars[2].value.as_deref(), Some("3"));
+        let gen = target(&file, "gen");
+        assert_eq!(gen.description.as_ref().unwrap().value, "1.10");
+        assert!(!gen.cache.as_ref().unwrap().value);
+        assert_eq!(gen.tools.as_ref().unwrap()[0].value, "gcc");
+        assert_eq!(gen.env.as_ref().unwrap().keys().next().unwrap().value, "LC_ALL");
+        let out = &gen.outputs.as_ref().unwrap()[0];
+        assert_eq!(&yaml[out.referenced.offset..out.referenced.offset + out.referenced.len], "build/v.h");
+        // The alias is used at `*cmd` and written at the block scalar.
+        let other = target(&file, "other").run.as_ref().unwrap();
+        assert_eq!(other.value, "${cc} -o x\n");
+        assert_eq!(&yaml[other.referenced.offset..other.referenced.offset + 4], "*cmd");
+        let defined = &yaml[other.defined.offset..other.defined.offset + other.defined.len];
+        assert!(defined.contains("${cc} -o x"), "{defined:?}");
+    }
+
+    /// YAML's merge key: the map's own keys win wherever they are written, then earlier merged
+    /// maps over later ones; merged keys come after the map's own; a merged key the map has is
+    /// not "given twice".
+    #[test]
+    fn merge_keys_follow_yaml_s_rule() {
+        let yaml = "\
+x-a: &a { A: from-a, B: from-a }
+x-b: &b { B: from-b, C: from-b, D: from-b }
+targets:
+  t:
+    env:
+      <<: [*a, *b]
+      D: own
+    run: echo
+    <<: { run: merged, outputs: [o] }
+";
+        let (file, errors) = read_file(yaml).unwrap();
+        assert!(errors.is_empty(), "{:?}", messages(&errors));
+        let t = target(&file, "t");
+        let env: Vec<(&str, &str)> =
+            t.env.as_ref().unwrap().iter().map(|(k, v)| (k.value.as_str(), v.value.as_str())).collect();
+        assert_eq!(env, [("D", "own"), ("A", "from-a"), ("B", "from-a"), ("C", "from-b")]);
+        assert_eq!(t.run.as_ref().unwrap().value, "echo");
+        assert_eq!(t.outputs.as_ref().unwrap()[0].value, "o");
+    }
+
+    #[test]
+    fn a_merge_of_something_not_a_map_is_reported_and_reading_goes_on() {
+        let yaml = "targets:\n  t:\n    <<: [1, 2]\n    run: echo\n    deps: oops\n";
+        let (_, errors) = read_file(yaml).unwrap();
+        let m = messages(&errors);
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert!(m[0].contains("`<<` merges a map"), "{m:?}");
+        assert!(m[2].contains("`deps` of target `t` is a list of target names"), "{m:?}");
+    }
+
+    /// A "billion laughs" is refused where it is written, though nothing uses it; so is an
+    /// alias that would replay too much, and nesting past the limit.
+    #[test]
+    fn the_budget_refuses_alias_bombs_and_deep_nesting() {
+        let mut bomb = String::from("x-a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..9 {
+            let prev = format!("*a{}", i - 1);
+            bomb.push_str(&format!("x-a{i}: &a{i} [{}]\n", [prev.as_str(); 10].join(", ")));
+        }
+        bomb.push_str("targets: {}\n");
+        let errors = read_file(&bomb).err().unwrap();
+        let m = messages(&errors);
+        assert!(m[0].contains("costs far more to read than its size"), "{m:?}");
+        assert!(m[0].contains("anchor that expands to more than"), "{m:?}");
+
+        let deep = format!("x-deep: {}{}\ntargets: {{}}\n", "[".repeat(70), "]".repeat(70));
+        let m = messages(&read_file(&deep).err().unwrap());
+        assert!(m[0].contains("nesting deeper than 64 levels"), "{m:?}");
+
+        let fine = format!("x-deep: {}{}\ntargets: {{}}\n", "[".repeat(60), "]".repeat(60));
+        assert!(read_file(&fine).is_ok());
+    }
+
+    #[test]
+    fn an_alias_inside_its_own_anchor_is_refused() {
+        let m = messages(&read_file("x-a: &a [1, *a]\ntargets: {}\n").err().unwrap());
+        assert_eq!(m.len(), 1, "{m:?}");
+    }
+
+    #[test]
+    fn a_second_document_is_refused() {
+        let m = messages(&read_file("targets: {}\n---\ntargets: {}\n").err().unwrap());
+        assert_eq!(m, ["gevulot.yaml holds a second YAML document"]);
+    }
+
+    #[test]
+    fn scalars_get_yaml_s_types() {
+        for (text, node) in [
+            ("~", "Null"),
+            ("", "Null"),
+            ("yes", "Bool(true)"),
+            ("Off", "Bool(false)"),
+            ("0x1f", "Int(31)"),
+            ("-7", "Int(-7)"),
+            ("1.10", "Float"),
+            ("1e3", "Float"),
+            (".inf", "Float"),
+            ("1.2.3", "Str(\"1.2.3\")"),
+            ("e", "Str(\"e\")"),
+            ("0xg", "Str(\"0xg\")"),
+        ] {
+            assert_eq!(format!("{:?}", Node::scalar(text, true)), node, "{text}");
+        }
+        assert_eq!(format!("{:?}", Node::scalar("yes", false)), "Str(\"yes\")");
     }
 }

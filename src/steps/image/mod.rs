@@ -10,9 +10,9 @@ pub mod ops;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::yaml::Spanned;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_saphyr::Spanned;
 
 use super::{Executed, KeyError, KindFailed, KindKey, StepEnv};
 use crate::diag::Span;
@@ -94,7 +94,7 @@ pub fn image_name(into: &str) -> String {
 
 raw_struct! {
     /// `image:` the bootable Nanos image.
-    #[derive(Debug, Deserialize, JsonSchema)]
+    #[derive(Debug, JsonSchema)]
     #[serde(deny_unknown_fields)]
     pub struct RawImage {
         /// `native` (gvbuild writes the disk image itself: offline and reproducible) or `ops`
@@ -176,13 +176,7 @@ fn builder_needs(v: &mut Validator, n: &str, im: &RawImage, field: &str, builder
 
 /// Whether `field` (at `loc`, if given) is absent, as it must be unless the builder is
 /// `builder`; reports it when it is there.
-fn only_for(
-    v: &mut Validator,
-    n: &str,
-    field: &str,
-    loc: Option<&serde_saphyr::Location>,
-    builder: &str,
-) -> bool {
+fn only_for(v: &mut Validator, n: &str, field: &str, loc: Option<&crate::diag::Span>, builder: &str) -> bool {
     let Some(loc) = loc else { return true };
     v.invalid(
         format!("`{field}` of image `{n}` applies only to `builder: {builder}`"),
@@ -291,7 +285,7 @@ fn positions(v: &Validator, im: &RawImage) -> crate::diag::Positions {
     ];
     for (field, value) in fields {
         if let Some(x) = value {
-            at.mark(v.src, field, Span::of(&x.referenced).offset);
+            at.mark(v.src, field, x.referenced.offset);
         }
     }
     at
