@@ -114,7 +114,7 @@ pub fn load(source: &Source, overrides: &[(String, String)]) -> (Option<Project>
 fn read_raw(source: &Source) -> Result<(RawFile, Vec<ConfigError>), Vec<ConfigError>> {
     let has_content = source.text.lines().any(|l| {
         let l = l.trim();
-        !l.is_empty() && !l.starts_with('#') && l != "---"
+        !l.is_empty() && !l.starts_with('#') && l != "---" && l != "..."
     });
     if !has_content {
         return Err(vec![ConfigError::Invalid {

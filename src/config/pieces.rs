@@ -17,15 +17,18 @@
 //!
 //! Anything else is read whole, which is also what reports errors: a small file; a file not in
 //! that layout; any part that does not read cleanly (a syntax error, a wrong value, an alias
-//! whose anchor is in another part, a budget breached: each part has a budget of its own as
-//! if it were a file, and a whole file's events are what its parts' are); or a target name in
-//! two parts. So what this returns is exactly what reading the whole file returns.
+//! whose anchor is in another part, a budget breached); parts whose events add up to more than
+//! the whole file's limit; or a target name in two parts. A part's depths are counted from
+//! the targets map's (one below the top), its places are the file's, and its anchors and
+//! aliases are its own, as in the whole file; so what this returns is what reading the whole
+//! file returns, and a file this reads, the whole read would accept too.
 
 use rayon::prelude::*;
 use rustc_hash::FxHashSet;
 
 use super::raw::{RawFile, RawTarget};
 use crate::diag::Source;
+use crate::yaml::events::Events;
 use crate::yaml::read::{self, At};
 use crate::yaml::Spanned;
 
@@ -50,19 +53,25 @@ pub(super) fn read(source: &Source) -> Option<RawFile> {
     let head = format!("{}targets: {{}}\n", &text[..layout.targets_line]);
     let targets_at = At::Field(&At::Top, "targets");
     let what = "a map of target names to targets";
+    // The targets map is a map inside the top-level one: its parts start 1 deep.
     let (head, parts) = rayon::join(
-        || read::read_part::<RawFile>(source, &head, 0, At::Top, "a map"),
+        || read::read_part::<RawFile>(source, &head, (0, 0), At::Top, "a map"),
         || {
             ranges
                 .par_iter()
-                .map(|r| read::read_part::<Targets>(source, &text[r.clone()], r.start, targets_at, what))
+                .map(|r| read::read_part::<Targets>(source, &text[r.clone()], (r.start, 1), targets_at, what))
                 .collect::<Option<Vec<_>>>()
         },
     );
-    let (mut file, parts) = (head?, parts?);
+    let ((mut file, head_events), parts) = (head?, parts?);
+    // Each part had a budget of its own: together they keep the whole file's.
+    let events: usize = head_events + parts.iter().map(|(_, n)| n).sum::<usize>();
+    if events > Events::limit(text.len()) {
+        return None;
+    }
     let mut names = FxHashSet::default();
-    file.targets.reserve(parts.iter().map(|p| p.len()).sum());
-    for part in parts {
+    file.targets.reserve(parts.iter().map(|(p, _)| p.len()).sum());
+    for (part, _) in parts {
         for (name, target) in part {
             if !names.insert(name.value.clone()) {
                 return None;
@@ -220,5 +229,17 @@ mod tests {
             assert!(pool.install(|| read(&source(text))).is_none(), "{why}");
         }
         assert!(pool.install(|| read(&source(format!("{yaml}# a comment\n")))).is_some());
+
+        // Nesting is counted from the file's top, as in the whole read: both accept the same
+        // depths of merged maps in a target, and refuse the same.
+        let deep = |n: usize| {
+            let merges = format!("{}{{description: deep}}{}", "{<<: ".repeat(n), "}".repeat(n));
+            yaml.replace("    deps: [t3000]\n", &format!("    deps: [t3000]\n    <<: {merges}\n"))
+        };
+        let whole = |text: &str| matches!(read::read::<RawFile>(&source(text.to_string()), "a map"), Ok((_, e)) if e.is_empty());
+        let verdicts: Vec<(bool, bool)> =
+            (55..65).map(|n| (whole(&deep(n)), pool.install(|| read(&source(deep(n)))).is_some())).collect();
+        assert!(verdicts.iter().all(|(w, p)| w == p), "{verdicts:?}");
+        assert!(verdicts.contains(&(true, true)) && verdicts.contains(&(false, false)), "{verdicts:?}");
     }
 }

@@ -8,11 +8,12 @@
 //!   it stay aliases), and an alias `*name` replays its anchor's events, so the reader never
 //!   sees an alias. A replayed event is [`Located::referenced`] at the alias (where the value is
 //!   used) and [`Located::defined`] at the anchored node.
-//! - **A budget**, against YAML that costs far more to read than its size: at most
-//!   `max(1,000,000, 2 × bytes)` events delivered (replays included; a file without aliases
-//!   has fewer events than bytes), nesting at most [`MAX_DEPTH`] deep, and no anchor whose
-//!   full expansion would alone exceed the event budget: a "billion laughs" is refused where
-//!   it is written, used or not, after reading a few hundred bytes.
+//! - **A budget**, against YAML that costs far more to read than its size. With `max(1,000,000,
+//!   2 × bytes)` as the limit (a file without aliases has fewer events than bytes): at most
+//!   that many events delivered (replays included), at most that many recorded for anchors in
+//!   all (an event inside nested anchors is recorded once for each), no anchor whose full
+//!   expansion would alone exceed it (a "billion laughs" is refused where it is written, used
+//!   or not, after a few hundred bytes), and nesting at most [`MAX_DEPTH`] deep.
 //! - **One stop.** A YAML syntax error or a breach of the budget ends the stream: from then on
 //!   every event is [`Ev::End`], and [`Events::stop`] says why.
 //!
@@ -26,7 +27,7 @@ use rustc_hash::FxHashMap;
 
 use crate::diag::Span;
 
-/// The deepest nesting of lists and maps read (the top-level map is depth 1).
+/// The deepest nesting of lists and maps read (the file's top-level map is depth 1).
 pub const MAX_DEPTH: usize = 64;
 
 /// One YAML event, as the reader sees it: no aliases, no documents, no anchors.
@@ -100,9 +101,11 @@ pub struct Events<'t> {
     replays: Vec<Replay<'t>>,
     anchors: FxHashMap<usize, Anchor<'t>>,
     recording: Vec<Recording<'t>>,
-    /// Open lists and maps among the events delivered.
+    /// Open lists and maps among the events delivered, counting those the text is inside of.
     depth: usize,
     delivered: usize,
+    /// Events copied into anchors' recordings.
+    recorded: usize,
     max_events: usize,
     /// Whether the document has begun, and ended.
     begun: bool,
@@ -117,9 +120,10 @@ pub struct Events<'t> {
 }
 
 impl<'t> Events<'t> {
-    /// The events of `text`, a part of the file that starts at byte `base` of it (0 for the
-    /// whole file): places are the file's.
-    pub fn new(text: &'t str, base: usize) -> Self {
+    /// The events of `text`, a part of the file that starts at byte `base` of it and lies
+    /// `depth` lists and maps deep in it (0 and 0 for the whole file): places and depths are
+    /// the file's.
+    pub fn new(text: &'t str, base: usize, depth: usize) -> Self {
         let options = granit_parser::Options::default();
         Events {
             parser: Parser::new_from_str_with_options(text, options),
@@ -127,9 +131,10 @@ impl<'t> Events<'t> {
             replays: Vec::new(),
             anchors: FxHashMap::default(),
             recording: Vec::new(),
-            depth: 0,
+            depth,
             delivered: 0,
-            max_events: 1_000_000usize.max(2 * text.len()),
+            recorded: 0,
+            max_events: Self::limit(text.len()),
             begun: false,
             ended: false,
             base,
@@ -235,6 +240,17 @@ impl<'t> Events<'t> {
         e
     }
 
+    /// How many events were delivered (replays included), for a caller that adds up the parts
+    /// of one file against the file's limit.
+    pub fn delivered(&self) -> usize {
+        self.delivered
+    }
+
+    /// The event limit of a file of `len` bytes (see the module docs).
+    pub fn limit(len: usize) -> usize {
+        1_000_000usize.max(2 * len)
+    }
+
     /// Start replaying the anchor `id`, used at `at`.
     fn alias(&mut self, id: usize, at: Span) {
         match self.anchors.get(&id) {
@@ -330,6 +346,11 @@ impl<'t> Events<'t> {
             _ => 0,
         };
         let mut too_big = None;
+        self.recorded = self.recorded.saturating_add(self.recording.len());
+        if self.recorded > self.max_events {
+            let breach = format!("anchors that hold more than {} YAML events in all", self.max_events);
+            self.breach(breach, e.defined);
+        }
         for r in &mut self.recording {
             r.events.push(e.clone());
             r.size = r.size.saturating_add(size);

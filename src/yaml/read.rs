@@ -8,8 +8,8 @@
 //! reading goes on with the next one; only a YAML syntax error or a breach of the budget stops
 //! it. A valid file and a broken one are read by the same code, in one pass.
 //!
-//! A value of the wrong type is the one thing read twice: its events are gathered into a
-//! [`Node`] tree, so that the message can say what it is and the help can quote it.
+//! A value of the wrong type is gathered into a [`Node`] tree, so that the message can say what
+//! it is and the help can quote it; nothing else builds a tree.
 //!
 //! **Merge keys.** `<<: *base` (or `<<: [*a, *b]`, or an inline map) merges maps into the map
 //! it is written in, as YAML 1.1's merge key says: a key the map gives itself wins, then the
@@ -89,8 +89,16 @@ fn parse_bool(text: &str) -> Option<bool> {
     }
 }
 
-/// A plain scalar's whole number: decimal with an optional sign, or `0x`, `0o`, `0b`.
+/// A scalar's whole number: decimal with an optional sign, or `0x`, `0o`, `0b`, digits
+/// perhaps grouped by `_` (`1_000`, as YAML 1.1 writes them).
 fn parse_int(text: &str) -> Option<i128> {
+    match text.contains('_') {
+        true => parse_digits(&text.replace('_', "")),
+        false => parse_digits(text),
+    }
+}
+
+fn parse_digits(text: &str) -> Option<i128> {
     let (negative, digits) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),
@@ -191,46 +199,77 @@ pub struct Reader<'a> {
 /// Read a whole gevulot.yaml into `T` (the file's raw type): the value and every error found,
 /// or, when a YAML syntax error or a breach of the budget stops the reading, that one error.
 pub fn read<T: FromYaml>(src: &Source, what: &str) -> Result<(T, Vec<ConfigError>), Vec<ConfigError>> {
-    read_at(src, &src.text, 0, At::Top, what)
+    read_at(src, &src.text, (0, 0), At::Top, what).0
 }
 
-/// Read `text`, the part of `src` that starts at byte `base`, as one YAML document holding the
-/// value at `at`: `Some` only when it reads without a single error. For a big file read in
-/// parts on several cores, where a part that does not read cleanly sends the whole file back
-/// to [`read`].
-pub fn read_part<T: FromYaml>(src: &Source, text: &str, base: usize, at: At<'_>, what: &str) -> Option<T> {
-    match read_at(src, text, base, at, what) {
-        Ok((value, errors)) if errors.is_empty() => Some(value),
+/// Read `text`, the part of `src` that starts at byte `base` of it and lies `depth` lists and
+/// maps deep in it, as one YAML document holding the value at `at`: the value only when it
+/// reads without a single error, and the events it took (which the caller adds up against
+/// the whole file's limit). For a big file read in parts on several cores, where a part that
+/// does not read cleanly sends the whole file back to [`read`].
+pub fn read_part<T: FromYaml>(
+    src: &Source,
+    text: &str,
+    (base, depth): (usize, usize),
+    at: At<'_>,
+    what: &str,
+) -> Option<(T, usize)> {
+    match read_at(src, text, (base, depth), at, what) {
+        (Ok((value, errors)), events) if errors.is_empty() => Some((value, events)),
         _ => None,
     }
 }
 
+type Read<T> = Result<(T, Vec<ConfigError>), Vec<ConfigError>>;
+
 fn read_at<T: FromYaml>(
     src: &Source,
     text: &str,
-    base: usize,
+    (base, depth): (usize, usize),
     at: At<'_>,
     what: &str,
-) -> Result<(T, Vec<ConfigError>), Vec<ConfigError>> {
-    let mut r = Reader { src, errors: Vec::new(), events: Events::new(text, base), failed: false, key: None };
-    let value = T::read(&mut r, at, what);
+) -> (Read<T>, usize) {
+    let events = Events::new(text, base, depth);
+    let mut r = Reader { src, errors: Vec::new(), events, failed: false, key: None };
+    let read = read_with(&mut r, at, what);
+    (read, r.events.delivered())
+}
+
+fn read_with<T: FromYaml>(r: &mut Reader<'_>, at: At<'_>, what: &str) -> Read<T> {
+    let value = T::read(r, at, what);
     if r.events.stop.is_none() {
         let rest = r.events.take();
         debug_assert!(matches!(rest.ev, Ev::End), "one value per document");
         r.events.finish();
     }
     if let Some(stop) = r.events.stop.take() {
-        return Err(vec![stop_error(src, stop)]);
+        return Err(vec![stop_error(r.src, stop)]);
     }
     match value {
-        Some(value) => Ok((value, r.errors)),
-        None => Err(r.errors),
+        Some(value) => Ok((value, std::mem::take(&mut r.errors))),
+        None if r.errors.is_empty() => Err(vec![ConfigError::Invalid {
+            message: "the build file holds no YAML value".into(),
+            src: r.src.named(),
+            span: Span::new(0, 0).into(),
+            label: "nothing here".into(),
+            help: Some(format!("write {what}")),
+        }]),
+        None => Err(std::mem::take(&mut r.errors)),
     }
 }
 
 /// What stopped the reading, as an error in gevulot.yaml's terms.
 fn stop_error(src: &Source, stop: Stop) -> ConfigError {
     match stop {
+        Stop::Syntax { message, offset } if message.contains("unknown anchor") => ConfigError::Yaml {
+            message: "an alias names no anchor defined before it".into(),
+            src: src.named(),
+            span: Span::new(offset, usize::from(offset < src.text.len())).into(),
+            label: "no `&name` above this `*name`".into(),
+            help: Some(
+                "mark the node it copies with `&name` earlier in the file (anchors are read in order)".into(),
+            ),
+        },
         Stop::Syntax { message, offset } => {
             let help = (message.contains("while parsing a flow sequence")
                 || message.contains("flow mapping"))
@@ -464,8 +503,8 @@ impl<'a> Reader<'a> {
                 }
             }
             Ev::End => {}
-            // `<<:` with nothing merges nothing.
-            Ev::Scalar { ref text, plain } if text.is_empty() || (plain && is_null(text)) => self.skip(),
+            // `<<:` with nothing (or `~`) merges nothing.
+            Ev::Scalar { ref text, plain: true } if is_null(text) => self.skip(),
             _ => {
                 let node = self.node();
                 self.not_a_merge(&node);
@@ -540,7 +579,8 @@ impl<'a> Reader<'a> {
 
     /// The text of a short single-line scalar as written, to quote it in a hint.
     fn quotable(&self, node: &Spanned<Node>) -> Option<String> {
-        let text = self.written(&node.referenced);
+        // Where it is written: an alias's place holds `*name`.
+        let text = self.written(&node.defined);
         (matches!(node.value, Node::Str(_) | Node::Bool(_) | Node::Int(_) | Node::Float)
             && !text.is_empty()
             && text.len() <= 60
@@ -659,9 +699,10 @@ impl FromYaml for String {
     }
 }
 
+/// A boolean, written plain or quoted (`"true"`, as serde-saphyr took a valid file's before).
 impl FromYaml for bool {
     fn read(r: &mut Reader<'_>, at: At<'_>, what: &str) -> Option<Self> {
-        if let Ev::Scalar { text, plain: true } = &r.peek().ev {
+        if let Ev::Scalar { text, .. } = &r.peek().ev {
             if let Some(b) = parse_bool(text) {
                 r.scalar();
                 return Some(b);
@@ -676,11 +717,13 @@ impl FromYaml for bool {
     }
 }
 
+/// A whole number, written plain, quoted or tagged (`"3"`, `!!int "3"`, as serde-saphyr took a
+/// valid file's before).
 macro_rules! whole_number {
     ($($t:ty),*) => {$(
         impl FromYaml for $t {
             fn read(r: &mut Reader<'_>, at: At<'_>, what: &str) -> Option<Self> {
-                if let Ev::Scalar { text, plain: true } = &r.peek().ev {
+                if let Ev::Scalar { text, .. } = &r.peek().ev {
                     if let Some(n) = parse_int(text).and_then(|n| <$t>::try_from(n).ok()) {
                         r.scalar();
                         return Some(n);
@@ -1198,12 +1241,25 @@ targets:
 
         let fine = format!("x-deep: {}{}\ntargets: {{}}\n", "[".repeat(60), "]".repeat(60));
         assert!(read_file(&fine).is_ok());
+
+        // Nested anchors record each event once per anchor it is inside: 40 of them around
+        // 30,000 scalars would hold 1.2 M events, used or not.
+        let open: String = (0..40).map(|i| format!("&n{i} [")).collect();
+        let nested = format!("x-n: {open}{}{}\ntargets: {{}}\n", "a, ".repeat(30_000), "]".repeat(40));
+        let m = messages(&read_file(&nested).err().unwrap());
+        assert!(m[0].contains("anchors that hold more than"), "{m:?}");
     }
 
     #[test]
     fn an_alias_inside_its_own_anchor_is_refused() {
         let m = messages(&read_file("x-a: &a [1, *a]\ntargets: {}\n").err().unwrap());
         assert_eq!(m.len(), 1, "{m:?}");
+    }
+
+    #[test]
+    fn a_file_with_no_value_says_so() {
+        let m = messages(&read_file("...\n").err().unwrap());
+        assert_eq!(m, ["the build file holds no YAML value"]);
     }
 
     #[test]
@@ -1227,6 +1283,7 @@ targets:
             ("1.2.3", "Str(\"1.2.3\")"),
             ("e", "Str(\"e\")"),
             ("0xg", "Str(\"0xg\")"),
+            ("1_000", "Int(1000)"),
         ] {
             assert_eq!(format!("{:?}", Node::scalar(text, true)), node, "{text}");
         }
