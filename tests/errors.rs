@@ -871,7 +871,8 @@ fn a_target_that_is_not_a_map_still_exists() {
     let yaml = "targets:\n  gen: echo hi\n  app:\n    deps: [gen]\n    run: echo\n";
     let err = rejected(yaml, &[]);
     assert_errors_at(&err, &["2:8"]);
-    assert!(err.contains("target `gen` is a map of target names to targets"), "{err}");
+    assert!(err.contains("target `gen` is a map\n"), "{err}");
+    assert!(err.contains("write a map of its keys: description, deps"), "{err}");
 }
 
 /// A key given twice in a target is reported with the rest; the first one is kept.

@@ -267,15 +267,19 @@ fn stop_error(src: &Source, stop: Stop) -> ConfigError {
             span: Span::new(offset, usize::from(offset < src.text.len())).into(),
             label: "no `&name` above this `*name`".into(),
             help: Some(
-                "mark the node it copies with `&name` earlier in the file (anchors are read in order)".into(),
+                "mark the node it copies with `&name` earlier in the file (anchors are read in order); a glob or \
+                 other text that starts with `*` must be quoted: `[\"*.c\"]`"
+                    .into(),
             ),
         },
         Stop::Syntax { message, offset } => {
-            let help = (message.contains("while parsing a flow sequence")
-                || message.contains("flow mapping"))
-            .then(|| {
-                "a `${var}` or `{` inside `[...]` or `{...}` must be quoted: `[\"src/${name}.c\"]`".into()
-            });
+            let help = if message.contains("while parsing a flow sequence") || message.contains("flow mapping") {
+                Some("a `${var}` or `{` inside `[...]` or `{...}` must be quoted: `[\"src/${name}.c\"]`".into())
+            } else if message.contains("mapping values are not allowed") {
+                Some("a `: ` inside a plain value makes YAML read a map: quote the value, `run: \"echo a: b\"`".into())
+            } else {
+                None
+            };
             let label = match message.find(", expected") {
                 Some(i) => message[..i].to_string(),
                 None => message.clone(),
@@ -519,7 +523,7 @@ impl<'a> Reader<'a> {
             src: self.src.named(),
             span: node.referenced.into(),
             label: format!("this is {found}"),
-            help: Some("write `<<: *name`, where `&name: { ... }` is a map, or `<<: [*a, *b]`".into()),
+            help: Some("write `<<: *name`, where a map is marked `&name` (say `x-name: &name { ... }`), or `<<: [*a, *b]`".into()),
         });
     }
 
@@ -875,7 +879,8 @@ impl<T: FromYaml> FromYaml for IndexMap<Spanned<String>, T> {
             let next = r.peek();
             let (referenced, defined) = (next.referenced, next.defined);
             r.key = Some(key.referenced);
-            let v = T::read(r, At::Key(&at, &key.value), what);
+            // A struct (a target) is "a map", and its wrong-type help lists its keys.
+            let v = T::read(r, At::Key(&at, &key.value), if T::KEEPS_ITS_DAMAGE { "a map" } else { what });
             let v = match v {
                 Some(v) => Some(v),
                 None if T::KEEPS_ITS_DAMAGE => T::placeholder_at(referenced, defined),
