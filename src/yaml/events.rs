@@ -22,7 +22,7 @@
 use std::borrow::Cow;
 use std::rc::Rc;
 
-use granit_parser::{Event, Parser, ScalarStyle, ScanError, StrInput};
+use granit_parser::{ErrorKind, Event, Parser, ScalarStyle, ScanError, StrInput};
 use rustc_hash::FxHashMap;
 
 use crate::diag::Span;
@@ -63,12 +63,23 @@ pub struct Located<'t> {
 /// Why the stream ended before the document did.
 #[derive(Debug)]
 pub enum Stop {
-    /// A YAML syntax error, as granit-parser words it, and its byte offset.
-    Syntax { message: String, offset: usize },
+    /// A YAML syntax error, as granit-parser words it, its byte offset, and the kinds the
+    /// reader has a help for.
+    Syntax { message: String, offset: usize, kind: SyntaxKind },
     /// The budget was breached (what, in words) at this place.
     Budget { breach: String, at: Span },
     /// A second document (`---` after the first): gevulot.yaml is one.
     SecondDocument { at: Span },
+}
+
+/// The syntax errors [`super::read`] adds a help to, from granit-parser's `ErrorKind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyntaxKind {
+    /// An alias names no anchor defined before it (often an unquoted glob: `[*.c]`).
+    UnknownAnchor,
+    /// `: ` inside a plain value (`run: echo a: b`).
+    MappingValue,
+    Other,
 }
 
 /// An anchored node's events and how many events it expands to, aliases in it replayed.
@@ -146,11 +157,11 @@ impl<'t> Events<'t> {
 
     /// The next event, without taking it.
     pub fn peek(&mut self) -> &Located<'t> {
-        if self.peeked.is_none() {
-            let next = self.deliver();
-            self.peeked = Some(next);
-        }
-        self.peeked.as_ref().unwrap_or_else(|| unreachable!("just peeked"))
+        let next = match self.peeked.take() {
+            Some(e) => e,
+            None => self.deliver(),
+        };
+        self.peeked.insert(next)
     }
 
     /// The next event.
@@ -272,7 +283,12 @@ impl<'t> Events<'t> {
     fn syntax(&mut self, e: &ScanError) {
         let mark = e.marker();
         let offset = (self.base + mark.byte_offset().unwrap_or(mark.index())).min(self.len);
-        self.stop = Some(Stop::Syntax { message: e.info(), offset });
+        let kind = match e.kind() {
+            ErrorKind::UnknownAnchor => SyntaxKind::UnknownAnchor,
+            ErrorKind::MappingValueNotAllowed => SyntaxKind::MappingValue,
+            _ => SyntaxKind::Other,
+        };
+        self.stop = Some(Stop::Syntax { message: e.info(), offset, kind });
     }
 
     /// The next event from the parser, recorded into the anchors being parsed.

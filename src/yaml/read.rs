@@ -29,7 +29,7 @@ use indexmap::IndexMap;
 use rustc_hash::FxHashSet;
 
 use super::error::ConfigError;
-use super::events::{Ev, Events, Located, Stop, MAX_DEPTH};
+use super::events::{Ev, Events, Located, Stop, SyntaxKind, MAX_DEPTH};
 use super::Spanned;
 use crate::diag::{suggest, Source, Span};
 
@@ -261,7 +261,7 @@ fn read_with<T: FromYaml>(r: &mut Reader<'_>, at: At<'_>, what: &str) -> Read<T>
 /// What stopped the reading, as an error in gevulot.yaml's terms.
 fn stop_error(src: &Source, stop: Stop) -> ConfigError {
     match stop {
-        Stop::Syntax { message, offset } if message.contains("unknown anchor") => ConfigError::Yaml {
+        Stop::Syntax { offset, kind: SyntaxKind::UnknownAnchor, .. } => ConfigError::Yaml {
             message: "an alias names no anchor defined before it".into(),
             src: src.named(),
             span: Span::new(offset, usize::from(offset < src.text.len())).into(),
@@ -272,10 +272,10 @@ fn stop_error(src: &Source, stop: Stop) -> ConfigError {
                     .into(),
             ),
         },
-        Stop::Syntax { message, offset } => {
+        Stop::Syntax { message, offset, kind } => {
             let help = if message.contains("while parsing a flow sequence") || message.contains("flow mapping") {
                 Some("a `${var}` or `{` inside `[...]` or `{...}` must be quoted: `[\"src/${name}.c\"]`".into())
-            } else if message.contains("mapping values are not allowed") {
+            } else if kind == SyntaxKind::MappingValue {
                 Some("a `: ` inside a plain value makes YAML read a map: quote the value, `run: \"echo a: b\"`".into())
             } else {
                 None
