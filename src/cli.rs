@@ -282,6 +282,10 @@ struct BuildArgs {
     /// Print only failures (and warnings).
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Run `run:` steps unsandboxed: each sees and may write the whole project, and a step that
+    /// reads a file it did not declare is not caught (docs/sandbox.md).
+    #[arg(long = "no-sandbox", env = "GVBUILD_NO_SANDBOX", value_parser = clap::builder::FalseyValueParser::new())]
+    no_sandbox: bool,
     /// Human output on stderr: `gvbuild run` builds with stdout kept for the task's result.
     #[arg(skip)]
     human_to_stderr: bool,
@@ -303,6 +307,7 @@ impl BuildArgs {
             (self.dry_run, "-n"),
             (self.rebuild_all, "-B"),
             (self.quiet, "-q"),
+            (self.no_sandbox, "--no-sandbox"),
         ];
         out.extend(flags.iter().filter(|(on, _)| *on).map(|(_, f)| f.to_string()));
         out.extend(self.rebuild.iter().map(|r| format!("--rebuild {r}")));
@@ -336,6 +341,7 @@ impl BuildArgs {
             rebuild,
             rebuild_all: self.rebuild_all || after.rebuild_all,
             quiet: self.quiet || after.quiet,
+            no_sandbox: self.no_sandbox || after.no_sandbox,
             human_to_stderr: self.human_to_stderr || after.human_to_stderr,
         }
     }
@@ -1240,11 +1246,14 @@ fn build(
         opts: opts.clone(),
         interrupted: interrupted.clone(),
         producers: Default::default(),
+        producers_sorted: Default::default(),
+        walks: Default::default(),
         glob_warnings: Default::default(),
         remote: servers.remote,
         remote_steps: servers.remote_steps,
         remote_exec: servers.remote_exec,
         platform: remote_args.platform.iter().cloned().collect(),
+        sandbox: crate::sandbox::Sandboxing::new(!opts.no_sandbox, &p.root),
     });
     timings.mark("load state");
     let summary = exec::build(ctx.clone(), &selected, &mut reporter);
@@ -1471,6 +1480,7 @@ fn build_opts(args: &BuildArgs, selected: usize, rebuild: HashSet<String>) -> Op
         rebuild,
         rebuild_all: args.rebuild_all,
         quiet: args.quiet,
+        no_sandbox: args.no_sandbox,
     }
 }
 

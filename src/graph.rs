@@ -88,7 +88,7 @@ struct Cached {
 }
 
 /// Bump when the cached form changes (a sealed file: see [`encode`]).
-const PARSE_CACHE_VERSION: u32 = 6;
+const PARSE_CACHE_VERSION: u32 = 7;
 const GRAPH_MAGIC: &[u8; 8] = b"GVGRAPH\0";
 
 impl Graph {
@@ -432,6 +432,7 @@ impl Graph {
     fn check_outputs(&self, source: &Source, errors: &mut Vec<ConfigError>) -> Vec<Inferred> {
         let owners = self.output_owners(source, errors);
         self.check_nesting(&owners, source, errors);
+        self.check_scratch(&owners, source, errors);
         let found = self.reads_of_outputs(&owners, source);
         let mut level = None;
         let mut inferred = Vec::new();
@@ -494,6 +495,68 @@ impl Graph {
                         });
                     }
                 }
+            }
+        }
+    }
+
+    /// A `scratch:` folder is its step's own: no other target's output may lie in it (or hold
+    /// it), no other target's scratch folder may overlap it, and none of its own step's inputs
+    /// may lie in it (the step writes there; inputs are read-only).
+    fn check_scratch(&self, owners: &infer::Owners, source: &Source, errors: &mut Vec<ConfigError>) {
+        let inside = |p: &str, dir: &str| {
+            p == dir || (p.len() > dir.len() && p.starts_with(dir) && p.as_bytes()[dir.len()] == b'/')
+        };
+        let scratch = |t: &Target| {
+            t.step.as_ref().and_then(|s| s.as_run()).map(|r| r.scratch.clone()).unwrap_or_default()
+        };
+        let mut all: Vec<(usize, String)> = Vec::new();
+        for (ti, t) in self.project.targets.iter().enumerate() {
+            all.extend(scratch(t).into_iter().map(|s| (ti, s)));
+        }
+        let mut invalid = |t: &Target, message: String, help: &str| {
+            errors.push(ConfigError::Invalid {
+                message,
+                src: source.named(),
+                span: t.span.into(),
+                label: "this target".into(),
+                help: Some(help.into()),
+            })
+        };
+        for (i, (ti, dir)) in all.iter().enumerate() {
+            let t = &self.project.targets[*ti];
+            let (from, to) = (format!("{dir}/"), format!("{dir}0"));
+            let below = owners.range(from.as_str()..to.as_str()).map(|(p, o)| (*p, *o));
+            let above = infer::ancestors(dir)
+                .chain(std::iter::once(dir.as_str()))
+                .filter_map(|a| owners.get(a).map(|o| (a, *o)));
+            for (out, (oti, _)) in below.chain(above).filter(|(_, (oti, _))| oti != ti) {
+                invalid(
+                    t,
+                    format!(
+                        "scratch folder `{dir}` of target `{}` and output `{out}` of target `{}` overlap",
+                        t.name, self.project.targets[oti].name
+                    ),
+                    "a scratch folder is its step's own, unkeyed and writable: keep other targets' outputs out of it",
+                );
+            }
+            for (oti, other) in all.iter().skip(i + 1) {
+                if inside(other, dir) || inside(dir, other) {
+                    invalid(
+                        t,
+                        format!(
+                            "scratch folder `{dir}` of target `{}` and scratch folder `{other}` of target `{}` overlap",
+                            t.name, self.project.targets[*oti].name
+                        ),
+                        "two steps that write one folder at once would mix their files: give each its own",
+                    );
+                }
+            }
+            for input in t.inputs.iter().filter(|i| !i.path.starts_with('/') && inside(&i.path, dir)) {
+                invalid(
+                    t,
+                    format!("input `{}` of target `{}` lies in its scratch folder `{dir}`", input.path, t.name),
+                    "the step writes its scratch folder and may not write its inputs: keep the input out of it",
+                );
             }
         }
     }

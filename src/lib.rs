@@ -24,19 +24,22 @@
 //!    runs it (here, or remotely). The native image builder
 //!    writes [`disk`] images (boot loader, MBR, boot and root partitions) whose filesystems are
 //!    [`tfs`] volumes; [`inspect`] reads any of them back.
-//! 7. [`vm`]: running an image as a Gevulot node does, below the `task` step and `gvbuild run`,
+//! 7. [`sandbox`]: the sandbox a `run:` step runs in (a mount namespace showing the project as
+//!    the step's visible set, which `exec::visible` computes once for it and for the remote
+//!    input root), what it wrote, and what a failed one touched undeclared.
+//! 8. [`vm`]: running an image as a Gevulot node does, below the `task` step and `gvbuild run`,
 //!    which both use it.
-//! 8. [`cache`]: the content-addressed store of blobs and action entries, locks, gc, verify; and
+//! 9. [`cache`]: the content-addressed store of blobs and action entries, locks, gc, verify; and
 //!    behind it the shared cache ([`cache::remote`], one module per protocol).
-//! 9. [`fingerprint`]: what goes into a step's key (start reading here: its module docs), file
-//!    hashing and the stat cache, the project's state of the last build.
-//! 10. [`inspect`], [`disk`], [`tfs`]: reading images, writing partitioned disks, TFS volumes.
-//! 11. [`jobs`]: the process groups of steps and VMs, killed however gvbuild ends, and the
+//! 10. [`fingerprint`]: what goes into a step's key (start reading here: its module docs), file
+//!     hashing and the stat cache, the project's state of the last build.
+//! 11. [`inspect`], [`disk`], [`tfs`]: reading images, writing partitioned disks, TFS volumes.
+//! 12. [`jobs`]: the process groups of steps and VMs, killed however gvbuild ends, and the
 //!     `-j` slots that bound how many commands run at once.
-//! 12. [`yaml`]: reading gevulot.yaml (YAML events straight into the raw types, every error with
+//! 13. [`yaml`]: reading gevulot.yaml (YAML events straight into the raw types, every error with
 //!     its span, in one pass), vars, the errors validation raises and
 //!     the validator every kind reports through.
-//! 13. [`paths`]: project paths' rules (normalising, globs, the folders no walk enters);
+//! 14. [`paths`]: project paths' rules (normalising, globs, the folders no walk enters);
 //!     [`diag`] turns spans into miette labels; [`fsutil`] and [`sys`] are small helpers.
 
 pub mod cache;
@@ -51,6 +54,7 @@ pub mod graph;
 pub mod inspect;
 pub mod jobs;
 pub mod paths;
+pub mod sandbox;
 pub mod steps;
 mod sys;
 pub mod tfs;

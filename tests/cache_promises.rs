@@ -92,7 +92,8 @@ fn finish(mut child: Child, what: &str) -> Run {
 }
 
 /// A shell loop that waits (bounded, about 15 s) for `release` to exist.
-const WAIT_RELEASE: &str = "i=0; while [ ! -e release ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done";
+const WAIT_RELEASE: &str =
+    "i=0; while [ ! -e ctl/release ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done";
 
 const PRECIOUS: &str = "precious content\n";
 
@@ -423,19 +424,20 @@ fn a_sigkilled_build_leaves_no_step_behind_and_the_next_build_is_correct() {
                 deps: [quick]
                 inputs: [a.txt]
                 outputs: [out/slow]
-                run: if [ -e hold ]; then sleep 120 & echo $! > sleeper.pid; wait; fi; cat out/quick a.txt > out/slow
+                run: if [ -e ctl/hold ]; then sleep 120 & echo $! > ctl/sleeper.pid; wait; fi; cat out/quick a.txt > out/slow
+                scratch: [ctl]
             "#),
         )
         .file("a.txt", "a\n")
-        .file("hold", "");
+        .file("ctl/hold", "");
     let mut child = spawn(&p, &[]);
-    wait_until("the step to start its sleeper", || read_pid(&p, "sleeper.pid").is_some());
-    let sleeper = read_pid(&p, "sleeper.pid").unwrap();
+    wait_until("the step to start its sleeper", || read_pid(&p, "ctl/sleeper.pid").is_some());
+    let sleeper = read_pid(&p, "ctl/sleeper.pid").unwrap();
     signal("KILL", child.id());
     wait_child(&mut child, "the killed gvbuild");
     assert!(!p.exists("out/slow"));
 
-    fs::remove_file(p.path("hold")).unwrap();
+    fs::remove_file(p.path("ctl/hold")).unwrap();
     let b = p.build(&[]);
     // What finished before the kill is kept; the killed step runs again.
     assert_eq!(b.fresh(), names(&["quick"]), "{b:?}");
@@ -451,8 +453,8 @@ fn sigkill_leftovers_are_killed_when_the_next_gvbuild_starts() {
     // that gvbuild has no step to run).
     let p = sigkill_project();
     let mut child = spawn(&p, &["slow"]);
-    wait_until("the step to start its sleeper", || read_pid(&p, "sleeper.pid").is_some());
-    let sleeper = read_pid(&p, "sleeper.pid").unwrap();
+    wait_until("the step to start its sleeper", || read_pid(&p, "ctl/sleeper.pid").is_some());
+    let sleeper = read_pid(&p, "ctl/sleeper.pid").unwrap();
     let reapers = reapers_of(&p);
     assert_eq!(reapers.len(), 1, "one reaper per build: {reapers:?}");
     signal("KILL", reapers[0]);
@@ -472,14 +474,14 @@ fn sigkill_leftovers_are_killed_when_the_next_gvbuild_starts() {
 fn sigkill_takes_the_running_steps_down_at_once() {
     let p = sigkill_project();
     let mut child = spawn(&p, &["slow"]);
-    wait_until("the step to start its sleeper", || read_pid(&p, "sleeper.pid").is_some());
-    let sleeper = read_pid(&p, "sleeper.pid").unwrap();
+    wait_until("the step to start its sleeper", || read_pid(&p, "ctl/sleeper.pid").is_some());
+    let sleeper = read_pid(&p, "ctl/sleeper.pid").unwrap();
     signal("KILL", child.id());
     wait_child(&mut child, "the killed gvbuild");
     wait_until("the step's sleeper to be gone", || !alive(sleeper));
     wait_until("the reaper to exit", || reapers_of(&p).is_empty());
     // And the next build is correct.
-    fs::remove_file(p.path("hold")).unwrap();
+    fs::remove_file(p.path("ctl/hold")).unwrap();
     let b = p.build(&["slow"]);
     assert_eq!(b.ran(), names(&["slow"]));
     assert_eq!(p.read("out/slow"), "done\n");
@@ -493,13 +495,14 @@ fn sigkill_project() -> Project {
             targets:
               slow:
                 outputs: [out/slow]
-                run: if [ -e hold ]; then sleep 120 & echo $! > sleeper.pid; wait; fi; echo done > out/slow
+                run: if [ -e ctl/hold ]; then sleep 120 & echo $! > ctl/sleeper.pid; wait; fi; echo done > out/slow
+                scratch: [ctl]
               other:
                 outputs: [out/other]
                 run: echo other > out/other
             "#),
         )
-        .file("hold", "")
+        .file("ctl/hold", "")
 }
 
 /// The pids of reaper processes watching this project's jobs log.
@@ -526,7 +529,8 @@ fn interrupt_kills_the_running_step_and_the_next_build_reruns_it(sig: &str) {
               slow:
                 inputs: [a.txt]
                 outputs: [out/slow]
-                run: if [ -e hold ]; then sleep 120 & echo $! > sleeper.pid; echo $$$$ > shell.pid; wait; fi; cat a.txt > out/slow
+                run: if [ -e ctl/hold ]; then sleep 120 & echo $! > ctl/sleeper.pid; echo $$$$ > ctl/shell.pid; wait; fi; cat a.txt > out/slow
+                scratch: [ctl]
               after:
                 deps: [slow]
                 outputs: [out/after]
@@ -534,13 +538,13 @@ fn interrupt_kills_the_running_step_and_the_next_build_reruns_it(sig: &str) {
             "#),
         )
         .file("a.txt", "a\n")
-        .file("hold", "");
+        .file("ctl/hold", "");
     let child = spawn(&p, &[]);
     wait_until("the step to start", || {
-        read_pid(&p, "sleeper.pid").is_some() && read_pid(&p, "shell.pid").is_some()
+        read_pid(&p, "ctl/sleeper.pid").is_some() && read_pid(&p, "ctl/shell.pid").is_some()
     });
-    let sleeper = read_pid(&p, "sleeper.pid").unwrap();
-    let shell = read_pid(&p, "shell.pid").unwrap();
+    let sleeper = read_pid(&p, "ctl/sleeper.pid").unwrap();
+    let shell = read_pid(&p, "ctl/shell.pid").unwrap();
     signal(sig, child.id());
     // Bounded by PATIENCE, far below the step's 120 s: the step must have been killed.
     let r = finish(child, "the interrupted gvbuild");
@@ -554,7 +558,7 @@ fn interrupt_kills_the_running_step_and_the_next_build_reruns_it(sig: &str) {
     assert_eq!(cache_entries(&p.cache), 0, "an interrupted step stores nothing");
     assert!(!p.exists("out/slow"));
 
-    fs::remove_file(p.path("hold")).unwrap();
+    fs::remove_file(p.path("ctl/hold")).unwrap();
     let b = p.build(&[]);
     assert_eq!(b.ran(), names(&["after", "slow"]));
     assert_eq!(p.read("out/after"), "a\n");
@@ -581,7 +585,8 @@ fn two_builds_of_one_project_wait_for_each_other() {
                   slow:
                     inputs: [a.txt]
                     outputs: [out/slow]
-                    run: touch started; {WAIT_RELEASE}; cat a.txt > out/slow
+                    run: touch ctl/started; {WAIT_RELEASE}; cat a.txt > out/slow
+                    scratch: [ctl]
                 "#
             )),
         )
@@ -590,7 +595,7 @@ fn two_builds_of_one_project_wait_for_each_other() {
         .file(".gvbuild/lock", "pid 1234567890123456789012345678901234567890, an older writer\n");
     let first = spawn(&p, &[]);
     let first_pid = first.id();
-    wait_until("the first build's step to start", || p.exists("started"));
+    wait_until("the first build's step to start", || p.exists("ctl/started"));
     assert_eq!(p.read(".gvbuild/lock").trim(), format!("pid {first_pid}"));
 
     let mut second = spawn(&p, &[]);
@@ -613,7 +618,7 @@ fn two_builds_of_one_project_wait_for_each_other() {
         }
     }
     // The second build is blocked on the lock, not running the step.
-    fs::write(p.path("release"), "").unwrap();
+    fs::write(p.path("ctl/release"), "").unwrap();
     let r1 = finish(first, "the first build").success();
     let status = wait_child(&mut second, "the second build");
     reader.join().unwrap();
@@ -641,7 +646,8 @@ fn projects_sharing_a_cache_build_concurrently_without_waiting() {
                 targets:
                   slow:
                     outputs: [out/slow]
-                    run: touch started; {WAIT_RELEASE}; echo slow > out/slow
+                    run: touch ctl/started; {WAIT_RELEASE}; echo slow > out/slow
+                    scratch: [ctl]
                 "#
         )),
     );
@@ -650,7 +656,7 @@ fn projects_sharing_a_cache_build_concurrently_without_waiting() {
         "targets:\n  quick:\n    outputs: [out/quick]\n    run: echo quick > out/quick\n",
     );
     let mut first = spawn(&p1, &[]);
-    wait_until("the first project's step to start", || p1.exists("started"));
+    wait_until("the first project's step to start", || p1.exists("ctl/started"));
 
     let r = p2.gvbuild(&["--json"]).success();
     assert!(!r.stderr().contains("waiting"), "{}", r.stderr());
@@ -660,7 +666,7 @@ fn projects_sharing_a_cache_build_concurrently_without_waiting() {
         "the other project's build is still running: neither waited for the other"
     );
 
-    fs::write(p1.path("release"), "").unwrap();
+    fs::write(p1.path("ctl/release"), "").unwrap();
     let r = finish(first, "the first project's build").success();
     assert_eq!(Build::parse(&r).ran(), names(&["slow"]));
 }
@@ -782,19 +788,20 @@ fn an_input_edited_while_its_step_runs_is_not_cached() {
                   slow:
                     inputs: [a.txt]
                     outputs: [out/slow]
-                    run: cat a.txt > out/slow; touch started; {WAIT_RELEASE}
+                    run: cat a.txt > out/slow; touch ctl/started; {WAIT_RELEASE}
+                    scratch: [ctl]
                 "#
             )),
         )
         .file("a.txt", "before\n");
     let child = spawn(&p, &[]);
-    wait_until("the step to start", || p.exists("started"));
+    wait_until("the step to start", || p.exists("ctl/started"));
     p.write("a.txt", "after!\n");
-    fs::write(p.path("release"), "").unwrap();
+    fs::write(p.path("ctl/release"), "").unwrap();
     let r = finish(child, "the build").success();
     assert!(r.stderr().contains("changed while it ran"), "{}", r.stderr());
     assert_eq!(cache_entries(&p.cache), 0, "nothing stored");
-    fs::remove_file(p.path("started")).unwrap();
+    fs::remove_file(p.path("ctl/started")).unwrap();
 
     let b = p.build(&[]);
     assert_eq!(b.ran(), names(&["slow"]), "not fresh, not restored: {b:?}");
@@ -804,7 +811,7 @@ fn an_input_edited_while_its_step_runs_is_not_cached() {
     // A checkout with the old input content does not find the mixed result either.
     let c = checkout(&p);
     c.write("a.txt", "before\n");
-    fs::write(c.path("release"), "").unwrap();
+    fs::write(c.path("ctl/release"), "").unwrap();
     let b = c.build(&[]);
     assert_eq!(b.ran(), names(&["slow"]));
     assert_eq!(c.read("out/slow"), "before\n");

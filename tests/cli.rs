@@ -69,7 +69,7 @@ fn a_step_that_leaves_a_process_holding_its_output_ends_with_its_shell() {
     // build must end when the shell does and stop the sleeper, with both steps' output logged.
     let p = Project::new().file(
         "gevulot.yaml",
-        "targets:\n  t:\n    outputs: [o]\n    run: echo before; sleep 300 & echo $! > sleeper.pid; echo after; echo > o\n  u:\n    deps: [t]\n    outputs: [u]\n    run: printf 'no newline at the end'; echo > u\n",
+        "targets:\n  t:\n    outputs: [o]\n    run: echo before; sleep 300 & echo $! > ctl/sleeper.pid; echo after; echo > o\n    scratch: [ctl]\n  u:\n    deps: [t]\n    outputs: [u]\n    run: printf 'no newline at the end'; echo > u\n",
     );
     let (code, text) = gvbuild_in_time(&p, &["-v", "u"]);
     assert_eq!(code, 0, "{text}");
@@ -78,7 +78,7 @@ fn a_step_that_leaves_a_process_holding_its_output_ends_with_its_shell() {
     // Live output ends an unfinished last line; the log keeps the bytes as printed.
     assert!(text.contains("[u] no newline at the end\n"), "{text}");
     assert_eq!(p.read(".gvbuild/logs/u.log"), "no newline at the end");
-    let pid = p.read("sleeper.pid").trim().to_string();
+    let pid = p.read("ctl/sleeper.pid").trim().to_string();
     wait_until("the step's leftover sleep to be killed", || {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map_or(true, |s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
@@ -270,10 +270,10 @@ fn json_failure_events_carry_the_error_and_the_log() {
 fn interrupted_steps_are_reported_as_interrupted() {
     let p = Project::new().file(
         "gevulot.yaml",
-        "targets:\n  slow:\n    outputs: [o]\n    run: touch started; sleep 30; echo > o\n",
+        "targets:\n  slow:\n    outputs: [o]\n    run: touch ctl/started; sleep 30; echo > o\n    scratch: [ctl]\n",
     );
     for json in [false, true] {
-        let _ = std::fs::remove_file(p.path("started"));
+        let _ = std::fs::remove_file(p.path("ctl/started"));
         let mut args = vec![];
         if json {
             args.push("--json");
@@ -285,7 +285,7 @@ fn interrupted_steps_are_reported_as_interrupted() {
             .spawn()
             .unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !p.exists("started") {
+        while !p.exists("ctl/started") {
             assert!(std::time::Instant::now() < deadline, "the step never started");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }

@@ -736,7 +736,8 @@ fn rebuild_forces_a_target_and_cache_false_runs_every_build() {
                 inputs: [a.txt]
                 outputs: [out/stamp]
                 cache: false
-                run: cat a.txt > out/stamp && echo run >> runs.log
+                run: cat a.txt > out/stamp && echo run >> ctl/runs.log
+                scratch: [ctl]
               use:
                 deps: [stamp]
                 outputs: [out/use]
@@ -749,7 +750,7 @@ fn rebuild_forces_a_target_and_cache_false_runs_every_build() {
     assert_eq!(b.ran(), names(&["stamp"]));
     assert_eq!(b.fresh(), names(&["use"]));
     assert_eq!(q.build(&[]).ran(), names(&["stamp"]));
-    assert_eq!(q.read("runs.log"), "run\nrun\nrun\n");
+    assert_eq!(q.read("ctl/runs.log"), "run\nrun\nrun\n");
     // Nor is it restored in a clone.
     let c = q.clone_to_new_folder();
     fs::remove_dir_all(c.path("out")).unwrap();

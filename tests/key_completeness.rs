@@ -67,6 +67,8 @@ targets:
     env: { E: "${envval}" }
     pass_env: [P]
     tools: [tools/mytool]
+    # Unsandboxed: it writes out/u and out/t2.d, which only the edits below declare.
+    sandbox: false
 "#;
 
 /// Every component of a `run:` step's key, changed on disk, in the YAML or in the environment.

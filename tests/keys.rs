@@ -161,7 +161,7 @@ fn gcc10_escaped_colon_header_is_keyed() {
         targets:
           app:
             outputs: [out.txt]
-            run: "cat 'inc/co:lon.h' > out.txt && printf 'out.txt: inc/co\\\\:lon.h\\n' > out.d"
+            run: "true -Iinc && cat 'inc/co:lon.h' > out.txt && printf 'out.txt: inc/co\\\\:lon.h\\n' > out.d"
             depfile: out.d
         "#),
     );
@@ -306,6 +306,8 @@ fn several_matching_discovered_lists_run() {
             outputs: [out.txt]
             run: 'if [ -e flag/on ]; then h=a.h; else h=b.h; fi; cat $$h > out.txt; echo "out.txt: $$h" > out.d'
             depfile: out.d
+            # Unsandboxed: this step must read a file it does not declare (the sandbox hides it).
+            sandbox: false
         "#),
     );
     p.write("a.h", "a\n");
@@ -450,7 +452,18 @@ fn generated_header_read_without_dependency_is_an_error() {
         .file("ver.txt", "#define V 1\n")
         .file("app.c", "#include \"ver.h\"\nint main(void) { return V; }\n");
     p.build(&["gen"]);
+    // Sandboxed, the header is not there for `app`: the compile fails, and the failure names
+    // the header and the key that would declare it.
     let run = p.gvbuild(&["all"]).failure();
+    let err = run.stderr();
+    assert!(
+        err.contains(
+            "read  gen (hidden by the sandbox; a folder target `gen` writes into: add `gen` to `deps:`)"
+        ),
+        "{err}"
+    );
+    // Unsandboxed the compile finds it, and the depfile check refuses the result.
+    let run = p.gvbuild(&["--no-sandbox", "all"]).failure();
     let err = run.stderr();
     assert!(
         err.contains("`app` read `gen/ver.h` (found through its depfile), which target `gen` writes, but `app` does not depend on `gen`"),
@@ -458,7 +471,7 @@ fn generated_header_read_without_dependency_is_an_error() {
     );
     // Nothing stored or recorded: the next build fails the same way instead of passing.
     p.write("ver.txt", "#define V 2\n");
-    p.gvbuild(&["all"]).failure().stderr_has("does not depend on `gen`");
+    p.gvbuild(&["--no-sandbox", "all"]).failure().stderr_has("does not depend on `gen`");
 }
 
 /// Regression: entries written by the landed gvbuild of key version 1 were recorded with the old
@@ -523,7 +536,7 @@ fn library_appearing_in_an_rpath_folder_restages() {
 /// Start `gvbuild --json` and wait until its step has touched `started`.
 fn build_until_started(p: &Project) -> std::process::Child {
     let child = p.command(&["--json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    wait_until("the step to start", || p.exists("started"));
+    wait_until("the step to start", || p.exists("ctl/started"));
     child
 }
 
@@ -534,7 +547,7 @@ fn input_changed_and_back_while_running_is_not_stored() {
     let p = Project::new()
         .file(
             "gevulot.yaml",
-            "targets:\n  t:\n    inputs: [in.txt]\n    outputs: [out.txt]\n    run: touch started; sleep 1; cp in.txt out.txt; sleep 1\n",
+            "targets:\n  t:\n    inputs: [in.txt]\n    outputs: [out.txt]\n    run: touch ctl/started; sleep 1; cp in.txt out.txt; sleep 1\n    scratch: [ctl]\n",
         )
         .file("in.txt", "A\n");
     let child = build_until_started(&p);
@@ -549,13 +562,14 @@ fn input_changed_and_back_while_running_is_not_stored() {
 }
 
 /// Regression: a discovered header replaced during the compile by a copy that keeps an old
-/// mtime (`cp -p`) was stored under the new header's key. Its ctime tells.
+/// mtime (`cp -p`) was stored under the new header's key. Its ctime tells. (`true -Iinc` names
+/// the folder the step reads from, as a compiler's `-I` would: the sandbox shows it.)
 #[test]
 fn discovered_header_replaced_with_an_old_mtime_is_not_stored() {
     let p = Project::new()
         .file(
             "gevulot.yaml",
-            "targets:\n  t:\n    outputs: [out.txt]\n    run: \"touch started; cat inc/x.h > out.txt; sleep 2; echo 'out.txt: inc/x.h' > out.d\"\n    depfile: out.d\n",
+            "targets:\n  t:\n    outputs: [out.txt]\n    run: \"true -Iinc && touch ctl/started; cat inc/x.h > out.txt; sleep 2; echo 'out.txt: inc/x.h' > out.d\"\n    depfile: out.d\n    scratch: [ctl]\n",
         )
         .file("inc/x.h", "v1\n")
         .file("v2.h", "v2\n");

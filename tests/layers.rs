@@ -14,6 +14,7 @@ const LAYERS: &[&str] = &[
     "graph",
     "config",
     "steps",
+    "sandbox",
     "vm",
     "cache",
     "fingerprint",

@@ -25,6 +25,7 @@ mod readme_servers;
 mod remote;
 mod remote_exec;
 mod roundtrip;
+mod sandbox;
 mod schema;
 mod smoke;
 mod stage;

@@ -136,6 +136,49 @@ fn generated_graph_equals_a_local_build(version: Version) {
     assert_eq!(where_of(&one, "ran"), ["remote"]);
 }
 
+/// What a sandboxed step sees of the project is its remote input root, file by file: each step
+/// of the generated 200-step graph lists every file it can see (`find`), once in the local
+/// sandbox and once on a worker, and the two listings are the same for every step.
+#[test]
+#[cfg_attr(
+    any(gvbuild_no_reapi_python, gvbuild_no_postgres),
+    ignore = "needs GVBUILD_TEST_REAPI_PYTHON and PostgreSQL (CI sets them up)"
+)]
+fn a_sandboxed_step_sees_exactly_its_remote_input_root() {
+    let (grid, _a, _b) = engine(&[], &[]);
+    let shape = ["--layers", "10", "--width", "20", "--depfile-every", "4"];
+    let listed = |p: &Project| {
+        let yaml =
+            p.read("gevulot.yaml").replace("run: \"", "run: \"find . -type f -o -type l | LC_ALL=C sort; ");
+        assert_eq!(yaml.matches("find . ").count(), 200);
+        p.write("gevulot.yaml", &yaml);
+    };
+    let there = generated(&shape);
+    let here = generated(&shape);
+    listed(&there);
+    listed(&here);
+    let (run, built) = remote(&there, &grid, &[]);
+    run.success();
+    assert!(where_of(&built, "ran").iter().all(|w| w == "remote"), "{:?}", built.events);
+    let local = here.build(&[]);
+    assert_eq!(local.ran().len(), 200);
+    let mut compared = 0;
+    let mut biggest = 0;
+    for t in local.ran() {
+        let log = format!(".gvbuild/logs/{t}.log");
+        let (mine, theirs) = (here.read(&log), there.read(&log));
+        assert_eq!(
+            mine, theirs,
+            "step {t} sees in its sandbox what its input root does not hold, or the other way"
+        );
+        assert!(mine.contains(&format!("./src/{t}.txt\n")), "{t}: {mine}");
+        biggest = biggest.max(mine.lines().count());
+        compared += 1;
+    }
+    assert_eq!(compared, 200);
+    assert!(biggest > 20, "the deepest steps see many files ({biggest})");
+}
+
 /// A remote step's failure reads as a local one: the exit status, and its stderr in the log.
 #[test]
 #[cfg_attr(

@@ -89,13 +89,14 @@ fn damaged_journal_records_are_dropped() {
               b:
                 deps: [a]
                 outputs: [out/b]
-                run: if [ -e hold ]; then touch started; sleep 60; fi; cat out/a > out/b
+                run: if [ -e ctl/hold ]; then touch ctl/started; sleep 60; fi; cat out/a > out/b
+                scratch: [ctl]
             "#),
         )
         .file("a.txt", "one\n")
-        .file("hold", "");
+        .file("ctl/hold", "");
     let mut child = p.command(&[]).stdout(std::process::Stdio::null()).spawn().unwrap();
-    wait_until("step b to start", || p.exists("started"));
+    wait_until("step b to start", || p.exists("ctl/started"));
     let st = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
     assert!(st.success());
     wait_child(&mut child, "the killed gvbuild");
@@ -105,7 +106,7 @@ fn damaged_journal_records_are_dropped() {
     assert!(!bytes.is_empty());
     bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     fs::write(&journal, bytes).unwrap();
-    fs::remove_file(p.path("hold")).unwrap();
+    fs::remove_file(p.path("ctl/hold")).unwrap();
     let b = p.build(&[]);
     assert_eq!(b.fresh(), names(&["a"]), "the record before the torn one is kept: {:?}", b.outcomes());
     assert_eq!(b.ran(), names(&["b"]));

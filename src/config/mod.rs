@@ -133,6 +133,14 @@ fn read_raw(source: &Source) -> Result<(RawFile, Vec<ConfigError>), Vec<ConfigEr
     read::read::<RawFile>(source, "a map of `vars`, `default` and `targets`")
 }
 
+/// What the top level gives every target: its `platform:`, and the `sandbox:` and `network:`
+/// defaults of `run:` steps.
+struct TopRun {
+    platform: BTreeMap<String, String>,
+    sandbox: bool,
+    network: bool,
+}
+
 /// A built-in step after its kind's validation: the step, its inputs and its one output.
 type Validated = (Step, Vec<PathSpec>, PathSpec);
 
@@ -162,6 +170,11 @@ impl Validator<'_> {
         let names: FxHashSet<&str> = raw.targets.keys().map(|k| k.value.as_str()).collect();
         let mut top_unset = Vec::new();
         let platform = self.platform(raw.platform.as_ref(), &BTreeMap::new(), &mut top_unset);
+        let top = TopRun {
+            platform,
+            sandbox: raw.sandbox.as_ref().is_none_or(|s| s.value),
+            network: raw.network.as_ref().is_none_or(|n| n.value),
+        };
         // Each target is checked on its own (the vars are only read), so on every core; its
         // errors keep their order, as if checked one after the other.
         let entries: Vec<_> = raw.targets.iter().collect();
@@ -171,7 +184,7 @@ impl Validator<'_> {
             .with_min_len(256)
             .map(|(name, body)| {
                 let mut v = Validator { src, errors: Vec::new(), vars: Cow::Borrowed(vars), top_ok };
-                let mut t = v.target(name, &body.value, &names, &platform);
+                let mut t = v.target(name, &body.value, &names, &top);
                 if t.step.is_some() {
                     t.unset_vars.extend(top_unset.iter().cloned());
                 }
@@ -364,7 +377,7 @@ impl Validator<'_> {
         name: &Spanned<String>,
         raw: &RawTarget,
         names: &FxHashSet<&str>,
-        top_platform: &BTreeMap<String, String>,
+        top: &TopRun,
     ) -> Target {
         let span = name.referenced;
         let n = name.value.as_str();
@@ -402,7 +415,7 @@ impl Validator<'_> {
             Some(None) => (None, Vec::new(), Vec::new(), true),
             None => match &raw.run {
                 Some(run) => {
-                    let (run, depfile) = self.run_step(raw, run, &mut unset_vars);
+                    let (run, depfile) = self.run_step(n, raw, run, top, &mut unset_vars);
                     let (inputs, outputs, run) = self.run_paths(n, raw, run, depfile, &mut unset_vars);
                     (Some(Step::Run(run)), inputs, outputs, true)
                 }
@@ -413,7 +426,7 @@ impl Validator<'_> {
             },
         };
         let platform = match has_step {
-            true => self.platform(raw.platform.as_ref(), top_platform, &mut unset_vars),
+            true => self.platform(raw.platform.as_ref(), &top.platform, &mut unset_vars),
             false => BTreeMap::new(),
         };
         Target {
@@ -485,8 +498,10 @@ impl Validator<'_> {
     /// depfile as written.
     fn run_step<'r>(
         &mut self,
+        n: &str,
         raw: &'r RawTarget,
         run: &Spanned<String>,
+        top: &TopRun,
         unset: &mut Vec<(String, Span)>,
     ) -> (crate::steps::run::RunSpec, Option<&'r Spanned<String>>) {
         let command = self.expand(run, unset);
@@ -507,7 +522,48 @@ impl Validator<'_> {
         }
         let pass_env = raw.pass_env.iter().flatten().map(|p| p.value.clone()).collect();
         let tools = raw.tools.iter().flatten().map(|t| self.expand(t, unset)).collect();
-        (crate::steps::run::RunSpec { command, depfile: None, env, pass_env, tools }, depfile)
+        let sandbox = raw.sandbox.as_ref().map_or(top.sandbox, |s| s.value);
+        let network = raw.network.as_ref().map_or(top.network, |s| s.value);
+        let scratch = raw.scratch.iter().flatten().filter_map(|s| self.scratch(s, n, unset)).collect();
+        let spec = crate::steps::run::RunSpec {
+            command,
+            depfile: None,
+            env,
+            pass_env,
+            tools,
+            sandbox,
+            network,
+            scratch,
+        };
+        (spec, depfile)
+    }
+
+    /// A `scratch:` folder: expanded, inside the project, not a glob, not the project folder
+    /// itself nor gvbuild's own `.gvbuild/`; `None` when reported.
+    fn scratch(&mut self, s: &Spanned<String>, n: &str, unset: &mut Vec<(String, Span)>) -> Option<String> {
+        let (path, whole) = self.expand_checked(s, unset);
+        if !whole {
+            return None;
+        }
+        let normal = crate::paths::normalize_rel(&path).filter(|p| !path.starts_with('/') && p != ".");
+        let problem = match &normal {
+            _ if crate::paths::is_glob(&path) => Some("a scratch folder is an exact path, not a glob"),
+            None => Some("a scratch folder is a folder inside the project"),
+            Some(p) if p == ".gvbuild" || p.starts_with(".gvbuild/") => {
+                Some("`.gvbuild/` is gvbuild's own: no step sees it")
+            }
+            Some(_) => None,
+        };
+        if let Some(label) = problem {
+            self.invalid(
+                format!("scratch folder `{path}` of target `{n}` cannot be used"),
+                &s.referenced,
+                label,
+                "name a folder of the project, e.g. `scratch: [my_prover/target]`",
+            );
+            return None;
+        }
+        normal
     }
 
     /// A `run:` step's inputs and outputs, its depfile among the outputs.
@@ -533,7 +589,10 @@ impl Validator<'_> {
 
     /// A group (no step): it has deps and none of a step's fields.
     fn group(&mut self, n: &str, raw: &RawTarget, span: Span, no_deps: bool) {
-        let group_fields: [(&str, Option<&crate::diag::Span>); 10] = [
+        let group_fields: [(&str, Option<&crate::diag::Span>); 13] = [
+            ("sandbox", raw.sandbox.as_ref().map(|s| &s.referenced)),
+            ("network", raw.network.as_ref().map(|s| &s.referenced)),
+            ("scratch", raw.scratch.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
             ("inputs", raw.inputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
             ("outputs", raw.outputs.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
             ("depfile", raw.depfile.as_ref().map(|s| &s.referenced)),
@@ -572,7 +631,10 @@ impl Validator<'_> {
             // What stands beside the step may be what was written wrongly: no follow-on errors.
             return true;
         }
-        let not_here: [(&str, Option<&crate::diag::Span>); 12] = [
+        let not_here: [(&str, Option<&crate::diag::Span>); 15] = [
+            ("sandbox", raw.sandbox.as_ref().map(|s| &s.referenced)),
+            ("network", raw.network.as_ref().map(|s| &s.referenced)),
+            ("scratch", raw.scratch.as_ref().and_then(|v| v.first()).map(|s| &s.referenced)),
             ("task", if kind == "task" { None } else { raw.task.as_ref().map(|s| &s.into.referenced) }),
             ("image", if kind == "image" { None } else { raw.image.as_ref().map(|s| &s.into.referenced) }),
             ("stage", if kind == "stage" { None } else { raw.stage.as_ref().map(|s| &s.into.referenced) }),
@@ -595,6 +657,8 @@ impl Validator<'_> {
                 ok = false;
                 let help = if matches!(field, "run" | "fetch" | "manifest" | "stage" | "image" | "task") {
                     "a target has at most one step: split it into two targets".to_string()
+                } else if matches!(field, "sandbox" | "network" | "scratch") {
+                    format!("only a `run:` step runs in the sandbox; a `{kind}` step is gvbuild's own code")
                 } else {
                     format!("a `{kind}` step's inputs and outputs follow from its own fields")
                 };

@@ -50,6 +50,14 @@ raw_struct! {
         /// a target's own `platform:` and `--platform NAME=VALUE` override a name.
         #[schemars(with = "Option<std::collections::BTreeMap<String, String>>")]
         pub platform: Option<IndexMap<Spanned<String>, Spanned<String>>> => "a map of property names to values",
+        /// `false`: run every `run:` step unsandboxed (write the reason in a comment beside it).
+        /// A target's own `sandbox:` goes over it. See docs/sandbox.md.
+        #[schemars(with = "Option<bool>")]
+        pub sandbox: Option<Spanned<bool>> => "`true` or `false`",
+        /// `false`: every sandboxed `run:` step runs with no network. A target's own `network:`
+        /// goes over it.
+        #[schemars(with = "Option<bool>")]
+        pub network: Option<Spanned<bool>> => "`true` or `false`",
     }
 }
 
@@ -97,6 +105,18 @@ raw_struct! {
         /// the blob re-verified on every restore).
         #[schemars(with = "Option<RestoreMode>")]
         pub restore: Option<Spanned<RestoreMode>> => "`copy` or `hardlink`",
+        /// `false`: this `run:` step runs unsandboxed, seeing and writing the whole project
+        /// (write the reason in a comment beside it).
+        #[schemars(with = "Option<bool>")]
+        pub sandbox: Option<Spanned<bool>> => "`true` or `false`",
+        /// `false`: this sandboxed `run:` step runs with no network (no interface but a down
+        /// loopback).
+        #[schemars(with = "Option<bool>")]
+        pub network: Option<Spanned<bool>> => "`true` or `false`",
+        /// Project folders the sandboxed step may write and finds again on its next run (cargo's
+        /// `target/`, a compiler cache): never keyed, never cached, never removed by gvbuild.
+        #[schemars(with = "Option<Vec<String>>")]
+        pub scratch: Option<Vec<Spanned<String>>> => "a list of folders",
         /// A built-in step: download a pinned file and save or extract it. Its one output is `into`.
         pub fetch: Option<crate::steps::fetch::RawFetch> => "a map of the download's settings",
         /// A built-in step: write the Nanos manifest (ops's JSON configuration) of a stage root.

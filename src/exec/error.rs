@@ -74,6 +74,15 @@ pub enum StepError {
     Exit(i32),
     #[error("the command was killed by a signal")]
     Signal,
+    /// A sandboxed step failed, and strace is missing to say what it touched undeclared.
+    #[error("{0} (in the sandbox; install strace for gvbuild to name the undeclared files it touched)")]
+    ExitUntraced(String),
+    /// A sandboxed step wrote, read or wrote outside what it declared.
+    #[error("{how}, but in the sandbox it touched what it did not declare:\n  {}", lines.join("\n  "))]
+    Undeclared { how: String, lines: Vec<String> },
+    /// The sandbox could not be set up for the step.
+    #[error("cannot run the step in its sandbox: {0}")]
+    Sandbox(crate::sandbox::SetupError),
     #[error("interrupted")]
     Interrupted,
     /// The outputs could not be hashed after the step ran.

@@ -28,6 +28,7 @@ pub mod remote_exec;
 pub mod report;
 mod restore;
 pub mod runner;
+pub mod visible;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -83,6 +84,8 @@ pub struct Opts {
     pub rebuild_all: bool,
     /// `-q`: print only failures.
     pub quiet: bool,
+    /// `--no-sandbox`: run `run:` steps unsandboxed.
+    pub no_sandbox: bool,
 }
 
 impl Opts {
@@ -113,6 +116,11 @@ pub struct Ctx {
     pub glob_warnings: std::sync::Mutex<Vec<(String, String)>>,
     /// Declared output path -> the step target that writes it, built on first use.
     pub producers: std::sync::OnceLock<HashMap<String, usize>>,
+    /// The same, in path order, built on first use.
+    pub producers_sorted: std::sync::OnceLock<BTreeMap<String, usize>>,
+    /// The files of the project folders depfile steps may discover from, walked once per
+    /// build where no target writes into them (see `visible`).
+    pub walks: std::sync::Mutex<HashMap<String, Arc<Vec<String>>>>,
     /// The shared cache, looked up after the local one and written after it.
     pub remote: Option<crate::cache::remote::Remote>,
     /// `--remote-exec`: the engine `run:` steps execute on.
@@ -122,6 +130,8 @@ pub struct Ctx {
     pub remote_steps: bool,
     /// `--platform NAME=VALUE`, over every step's `platform:`.
     pub platform: crate::cache::remote::Platform,
+    /// The sandbox of `run:` steps.
+    pub sandbox: crate::sandbox::Sandboxing,
 }
 
 impl Ctx {
@@ -135,6 +145,21 @@ impl Ctx {
 
     /// The step target whose declared outputs hold project path `path` (the output itself or
     /// a file inside an output folder).
+    /// The step targets with a declared output below project folder `dir`.
+    pub fn outputs_below<'a>(&'a self, dir: &str) -> impl Iterator<Item = usize> + 'a {
+        let sorted = self.producers_sorted.get_or_init(|| {
+            let mut m = BTreeMap::new();
+            for (i, t) in self.graph.project.targets.iter().enumerate() {
+                for o in &t.outputs {
+                    m.insert(o.path.clone(), i);
+                }
+            }
+            m
+        });
+        // '0' is the byte after '/': the range holds exactly the paths starting with `dir/`.
+        sorted.range(format!("{dir}/")..format!("{dir}0")).map(|(_, &i)| i)
+    }
+
     pub fn producer_of(&self, path: &str) -> Option<usize> {
         let map = self.producers.get_or_init(|| {
             let mut m = HashMap::new();

@@ -11,7 +11,7 @@
 //!   it may discover: the files its last depfile listed, and every file below its command's
 //!   include folders (`-I` and kin) inside the project and below the folder of each of its
 //!   input files (for an input in the project folder itself, that folder's own files only),
-//!   except what the project's `.gitignore` files ignore, at most [`MAX_DISCOVERABLE`] files.
+//!   except what the project's `.gitignore` files ignore, at most [`super::visible::MAX_DISCOVERABLE`] files.
 //!   Files that another target writes and this one does not depend on are never shipped, nor
 //!   `.git` and `.gvbuild`. After the run, every project file the depfile names must be one
 //!   that was shipped: a remote step never reads a project file the local step would not
@@ -46,14 +46,14 @@ use prost::Message;
 use sha2::Digest as _;
 
 use super::error::{EngineError, InputRootError, StepError};
+use super::visible::Entry;
 use super::Ctx;
 use crate::cache::remote::grpc::{BlobSource, ExecFailure, GrpcOptions, GrpcStore};
 use crate::cache::remote::{reapi, shown_url, Platform, Remote, RemoteError};
 use crate::cache::Cache;
 use crate::config::Target;
-use crate::fingerprint::outputs::OutputTree;
 use crate::fingerprint::tools::{tool_property, ToolId};
-use crate::fingerprint::{discovered, Digest, FileId, KeyParts};
+use crate::fingerprint::{Digest, KeyParts};
 use crate::jobs::Slots;
 use crate::steps::run::RunSpec;
 
@@ -349,7 +349,8 @@ impl RemoteExec {
     }
 
     /// The input root's digest, every blob it needs (folders and files), and the project
-    /// paths of the files shipped.
+    /// paths of the files shipped: the step's [`Visible`] set, which the sandbox shows a local
+    /// step.
     #[allow(clippy::type_complexity)]
     fn input_root(
         &self,
@@ -359,81 +360,31 @@ impl RemoteExec {
         parts: &KeyParts,
     ) -> Result<(reapi::Digest, Vec<(reapi::Digest, BlobSource)>, BTreeSet<String>), InputRootError> {
         let root = ctx.root.as_path();
-        let deps = dep_closure(ctx, t);
-        // A file another target writes is shipped only from a dependency.
-        let shippable = |p: &str| -> bool {
-            if p.starts_with('/') || p.starts_with(".gvbuild/") || p.starts_with(".git/") {
-                return false;
-            }
-            match ctx.producer_of(p) {
-                Some(producer) => deps.contains(&producer),
-                None => true,
-            }
-        };
+        let visible = super::visible::of(ctx, t, run, parts)?;
         let mut tree = Folder::default();
-        let mut shipped = BTreeSet::new();
-        let add_file = |tree: &mut Folder,
-                        shipped: &mut BTreeSet<String>,
-                        p: &str,
-                        exec: bool,
-                        b3: Digest,
-                        size: u64|
-         -> Result<(), InputRootError> {
-            let sha = self.sha256_of(ctx, &root.join(p), &b3)?;
-            tree.insert(p, Node::File { sha, size, exec, path: root.join(p) })?;
-            shipped.insert(p.to_string());
-            Ok(())
-        };
-        let links = shipped_links(root, parts, &shippable)?;
-        // Whether `p` is, or is below, a path shipped as a symlink.
-        let through_link = |p: &str| !links.is_empty() && and_above(p).any(|a| links.contains_key(a));
-        for (p, id) in &parts.inputs {
-            if p.ends_with(" (link)") {
-                continue;
-            } else if let Some(dir) = p.strip_suffix(" (folder)") {
-                if shippable(dir) && !through_link(dir) {
-                    tree.folder(dir)?;
+        let mut shipped = visible.files;
+        for (p, entry) in &visible.entries {
+            match entry {
+                Entry::File { exec, digest, size } => {
+                    let sha = match self.sha256_of(ctx, &root.join(p), digest) {
+                        Ok(sha) => sha,
+                        // A file the step may discover, removed since the set was made, is not
+                        // shipped; a declared input or a dependency's output must be.
+                        Err(_)
+                            if !root.join(p).exists()
+                                && !parts.inputs.contains_key(p)
+                                && ctx.producer_of(p).is_none() =>
+                        {
+                            shipped.remove(p);
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    tree.insert(p, Node::File { sha, size: *size, exec: *exec, path: root.join(p) })?;
                 }
-            } else if shippable(p) && !through_link(p) {
-                add_file(&mut tree, &mut shipped, p, id.exec, id.digest, id.size)?;
-            }
-        }
-        for (link, text) in links {
-            tree.insert(link, Node::Link(text))?;
-        }
-        for &d in &deps {
-            let dep = ctx.graph.target(d);
-            let outputs: Vec<String> = dep.outputs.iter().map(|o| o.path.clone()).collect();
-            let got = OutputTree::collect(root, &outputs, &ctx.stat).map_err(|source| {
-                InputRootError::DepOutputs { dep: dep.name.clone(), target: t.name.clone(), source }
-            })?;
-            for f in &got.files {
-                add_file(&mut tree, &mut shipped, &f.path, f.exec, f.digest, f.size)?;
-            }
-            for l in &got.symlinks {
-                tree.insert(&l.path, Node::Link(l.target.clone()))?;
-            }
-            for dir in &got.dirs {
-                tree.folder(dir)?;
-            }
-        }
-        let extra = discoverable(ctx, t, run, parts)?;
-        for p in extra {
-            // Another step's write in flight (a restore's or a download's staged file) is no
-            // file the step could read: it is renamed or gone in a moment.
-            if shipped.contains(&p)
-                || crate::fsutil::is_temp(Path::new(&p))
-                || !shippable(&p)
-                || parts.step.outputs.iter().any(|o| p == *o || p.starts_with(&format!("{o}/")))
-            {
-                continue;
-            }
-            let abs = root.join(&p);
-            let Ok(id) = ctx.stat.file_id(&p, &abs) else { continue };
-            // A file that may be read but is gone by now (removed while the walk ran) is not shipped.
-            if let Err(e) = add_file(&mut tree, &mut shipped, &p, id.exec, id.digest, id.size) {
-                if abs.exists() {
-                    return Err(e);
+                Entry::Link(text) => tree.insert(p, Node::Link(text.clone()))?,
+                Entry::Folder => {
+                    tree.folder(p)?;
                 }
             }
         }
@@ -478,16 +429,6 @@ impl RemoteExec {
         }
         Ok(sha)
     }
-}
-
-/// Project path `p`, then each folder above it (`a/b/c`, `a/b`, `a`).
-fn and_above(p: &str) -> impl Iterator<Item = &str> {
-    std::iter::successors(Some(p), |p| p.rsplit_once('/').map(|(dir, _)| dir))
-}
-
-/// The folder part of project path `p` (`.` for a name at the top).
-fn parent_of(p: &str) -> &str {
-    p.rsplit_once('/').map_or(".", |(dir, _)| dir)
 }
 
 /// A step's log: its stdout then its stderr, each a blob of the local cache, copied (not read
@@ -554,146 +495,9 @@ fn encode_action(
     action_digest
 }
 
-/// Every step `t` depends on, directly or not: a local step sees all their outputs.
-fn dep_closure(ctx: &Ctx, t: &Target) -> BTreeSet<usize> {
-    let me = ctx.graph.lookup(&t.name);
-    let mut deps: BTreeSet<usize> = BTreeSet::new();
-    let mut todo: Vec<usize> = me.map(|i| ctx.graph.step_deps[i].clone()).unwrap_or_default();
-    while let Some(d) = todo.pop() {
-        if deps.insert(d) {
-            todo.extend(ctx.graph.step_deps[d].iter().copied());
-        }
-    }
-    deps
-}
-
-/// The symlinks among `parts`' inputs shipped as symlinks, with their text: the key's facts
-/// about a path are shipped as what a local step finds there. A symlink in an input folder is
-/// shipped as a symlink when it leads nowhere, or to something the input root holds; one that
-/// leads elsewhere (out of the project) as what it leads to, which is keyed under its own name.
-fn shipped_links<'p>(
-    root: &Path,
-    parts: &'p KeyParts,
-    shippable: &dyn Fn(&str) -> bool,
-) -> Result<BTreeMap<&'p str, String>, InputRootError> {
-    let keyed = |p: &str| {
-        parts.inputs.contains_key(p)
-            || parts.inputs.contains_key(&format!("{p} (folder)"))
-            || parts.inputs.contains_key(&format!("{p} (link)"))
-    };
-    let mut links: BTreeMap<&str, String> = BTreeMap::new();
-    for (p, id) in &parts.inputs {
-        let Some(link) = p.strip_suffix(" (link)") else { continue };
-        if !shippable(link) {
-            continue;
-        }
-        let text = link_text(root, link, id)?;
-        let dangling =
-            !parts.inputs.contains_key(link) && !parts.inputs.contains_key(&format!("{link} (folder)"));
-        let inside = !text.starts_with('/')
-            && crate::paths::normalize_rel(&format!("{}/{text}", parent_of(link))).is_some_and(|to| {
-                to != "." && to != link && !to.starts_with(&format!("{link}/")) && keyed(&to)
-            });
-        if dangling || inside {
-            links.insert(link, text);
-        }
-    }
-    // A link below a link shipped as one travels inside what that one leads to.
-    let nested: Vec<&str> =
-        links.keys().filter(|l| and_above(l).skip(1).any(|a| links.contains_key(a))).copied().collect();
-    for l in nested {
-        links.remove(l);
-    }
-    Ok(links)
-}
-
-/// What a depfile step may discover, to ship besides its declared inputs: what it read last
-/// time, and the files of its inputs' folders and its in-project include folders (the project
-/// folder's own files only; any other folder with all below it, except what git would ignore,
-/// such as cargo's `target/`). At most [`MAX_DISCOVERABLE`] files.
-fn discoverable(
-    ctx: &Ctx,
-    t: &Target,
-    run: &RunSpec,
-    parts: &KeyParts,
-) -> Result<BTreeSet<String>, InputRootError> {
-    let root = ctx.root.as_path();
-    let mut extra: BTreeSet<String> = BTreeSet::new();
-    if run.depfile.is_some() {
-        if let Ok(state) = ctx.state.read() {
-            if let Some(rec) = state.get(&t.name) {
-                extra.extend(discovered::files(&rec.discovered).map(|f| f.to_string()));
-            }
-        }
-        let mut folders: BTreeSet<String> = discovered::command_search_dirs(&run.command)
-            .into_iter()
-            .filter_map(|d| project_folder(&d))
-            .collect();
-        for p in parts.inputs.keys().filter(|p| !p.starts_with('/')) {
-            folders.insert(p.rsplit_once('/').map_or(String::new(), |(dir, _)| dir.to_string()));
-        }
-        for dir in folders {
-            let abs = if dir.is_empty() { root.to_path_buf() } else { root.join(&dir) };
-            // The project folder's own files only; any other folder with all below it,
-            // except what git would ignore (build trees such as cargo's `target/`).
-            let walker = ignore::WalkBuilder::new(&abs)
-                .max_depth(Some(if dir.is_empty() { 1 } else { usize::MAX }))
-                .hidden(false)
-                .git_global(false)
-                .require_git(false)
-                .follow_links(false)
-                .build();
-            for e in walker.flatten().filter(|e| e.file_type().is_some_and(|t| t.is_file())) {
-                if let Some(rel) = e.path().strip_prefix(root).ok().and_then(|r| r.to_str()) {
-                    extra.insert(rel.to_string());
-                }
-                if extra.len() > MAX_DISCOVERABLE {
-                    return Err(InputRootError::TooManyDiscoverable {
-                        target: t.name.clone(),
-                        max: MAX_DISCOVERABLE,
-                    });
-                }
-            }
-        }
-    }
-    Ok(extra)
-}
-
-/// The text of the symlink `link` (a project path), checked against the identity its key
-/// holds: a link changed since keying is an error, never shipped under the old key.
-fn link_text(root: &Path, link: &str, id: &FileId) -> Result<String, InputRootError> {
-    let abs = root.join(link);
-    let target = std::fs::read_link(&abs)
-        .map_err(|source| InputRootError::ReadLink { link: link.to_string(), source })?;
-    if crate::fingerprint::inputs::link_id(&abs).ok().as_ref() != Some(id) {
-        return Err(InputRootError::LinkChanged(link.to_string()));
-    }
-    target.to_str().map(str::to_string).ok_or_else(|| InputRootError::LinkName(link.to_string()))
-}
-
 /// Times the inputs an engine lost are uploaded again before the step counts as the engine's
 /// failure.
 const RESENDS: usize = 3;
-
-/// Files a depfile step's first remote run may ship beyond what it declares.
-const MAX_DISCOVERABLE: usize = 50_000;
-
-/// A command's include folder as a project folder (`""` for the project folder itself), or
-/// `None` when it is absolute (the worker's) or climbs out with `..`.
-fn project_folder(dir: &str) -> Option<String> {
-    if dir.starts_with('/') {
-        return None;
-    }
-    let mut parts = Vec::new();
-    for c in dir.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => return None,
-            c => parts.push(c),
-        }
-    }
-    Some(parts.join("/"))
-}
 
 /// The `kind` a remote step's key holds instead of `run`: the step runs on a worker of these
 /// platform properties (its tools' identities among them), whose system files are its own.

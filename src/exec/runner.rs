@@ -5,7 +5,7 @@
 //! updates the project state from it.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -660,6 +660,10 @@ fn execute(
     };
     if let Some(run) = step.as_run() {
         done.command = Some(run.command.clone());
+        let wants_namespaces = (run.sandbox && ctx.sandbox.wanted) || !run.network;
+        if wants_namespaces && ctx.remote_exec.as_ref().is_none_or(|rx| !rx.active()) {
+            ran.warnings.extend(ctx.sandbox.take_warning());
+        }
         match run_here_or_remote(ctx, t, run, parts, log)? {
             Ran::Local => {}
             Ran::Remote(s) => {
@@ -943,8 +947,11 @@ fn run_here_or_remote(
     execute_run(ctx, t, run, parts, log).map(|()| Ran::FellBack)
 }
 
-/// Run a shell step here, holding a command slot; `Err` says why it failed (an interrupted
-/// command is not a failure of its own: the build reports the interruption).
+/// Run a shell step here, holding a command slot, in the sandbox unless it is off (for the
+/// step, the build, or this machine); `Err` says why it failed (an interrupted command is not
+/// a failure of its own: the build reports the interruption). A sandboxed step fails when it
+/// wrote in the project anything but its outputs; one that failed is run again traced to
+/// name what it touched undeclared ([`crate::sandbox::diagnose`]).
 fn execute_run(ctx: &Ctx, t: &Target, run: &RunSpec, parts: &KeyParts, log: &Path) -> Result<(), StepError> {
     let live = ctx.opts.verbose.then(|| format!("[{}] ", t.name));
     let spec = Invocation {
@@ -954,17 +961,215 @@ fn execute_run(ctx: &Ctx, t: &Target, run: &RunSpec, parts: &KeyParts, log: &Pat
         log,
         live: live.as_deref(),
     };
+    for s in &run.scratch {
+        fs::create_dir_all(ctx.root.join(s)).map_err(StepError::Shell)?;
+    }
+    let sandboxed = sandboxed(ctx, run);
+    let plan = match &sandboxed {
+        Some(support) => Some(sandbox_plan(ctx, t, run, parts, support.clone())?),
+        // `network: false` holds for an unsandboxed step too, where the machine allows it.
+        None => match ctx.sandbox.support() {
+            s @ crate::sandbox::Support::Yes { .. } if !run.network => {
+                Some(crate::sandbox::Plan::network_only(&ctx.root, s.clone()).map_err(|source| {
+                    StepError::Sandbox(crate::sandbox::SetupError {
+                        phase: crate::sandbox::Phase::Unshare,
+                        path: None,
+                        source,
+                    })
+                })?)
+            }
+            _ => None,
+        },
+    };
     let slot = ctx.slots.acquire();
-    let status = run_step::run(&spec, &ctx.jobs);
+    let ran = run_step::run_in(&spec, &ctx.jobs, plan);
     drop(slot);
-    let status = status.map_err(StepError::Shell)?;
-    if ctx.interrupted.load(Ordering::SeqCst) || status.success() {
+    let (status, harvest) = match ran {
+        Ok(r) => r,
+        Err(run_step::Failure::Io(e)) => return Err(StepError::Shell(e)),
+        Err(run_step::Failure::Setup(e)) => return Err(StepError::Sandbox(e)),
+    };
+    if ctx.interrupted.load(Ordering::SeqCst) {
         return Ok(());
     }
-    Err(match status.code() {
-        Some(c) => StepError::Exit(c),
-        None => StepError::Signal,
+    let mut touched = crate::sandbox::diagnose::Touched::default();
+    touched.writes.extend(harvest.map(|h| h.undeclared).unwrap_or_default());
+    if status.success() && touched.writes.is_empty() {
+        return Ok(());
+    }
+    let mut traced = false;
+    if let (false, Some(support)) = (status.success(), &sandboxed) {
+        if let Some(found) = trace_failed(ctx, t, run, parts, &spec, support.clone()) {
+            traced = true;
+            touched.reads.extend(found.reads);
+            touched.writes.extend(found.writes);
+            touched.outside.extend(found.outside);
+        }
+    }
+    let how = if status.success() {
+        "the command succeeded".to_string()
+    } else {
+        match status.code() {
+            Some(c) => format!("the command exited with status {c}"),
+            None => "the command was killed by a signal".to_string(),
+        }
+    };
+    if touched.reads.is_empty() && touched.writes.is_empty() && touched.outside.is_empty() {
+        let untraced = sandboxed.is_some() && !traced && !status.success();
+        return Err(match status.code() {
+            _ if untraced && crate::fingerprint::tools::resolve("strace", &ctx.root).is_none() => {
+                StepError::ExitUntraced(how)
+            }
+            Some(c) => StepError::Exit(c),
+            None => StepError::Signal,
+        });
+    }
+    let mut lines = undeclared_lines(ctx, t, parts, &touched);
+    if sandboxed.is_some() && !traced && !status.success() {
+        lines.push("(install strace for gvbuild to name the undeclared files it read as well)".into());
+    }
+    Err(StepError::Undeclared { how, lines })
+}
+
+/// Whether `run` runs sandboxed here: `Some(what the machine gives)` when it does.
+fn sandboxed(ctx: &Ctx, run: &RunSpec) -> Option<crate::sandbox::Support> {
+    if !run.sandbox || !ctx.sandbox.wanted {
+        return None;
+    }
+    match ctx.sandbox.support() {
+        s @ crate::sandbox::Support::Yes { .. } => Some(s.clone()),
+        crate::sandbox::Support::No(_) => None,
+    }
+}
+
+/// The sandbox of `t`'s step: its visible set (the remote input root's), its outputs and
+/// scratch folders.
+fn sandbox_plan(
+    ctx: &Ctx,
+    t: &Target,
+    run: &RunSpec,
+    parts: &KeyParts,
+    support: crate::sandbox::Support,
+) -> Result<crate::sandbox::Plan, StepError> {
+    let visible = super::visible::of_with(ctx, t, run, parts, false)?;
+    let outputs = parts.output_paths();
+    let me = ctx.graph.lookup(&t.name);
+    let cache = ctx.cache.root().to_path_buf();
+    let shared = |dir: &str| ctx.outputs_below(dir).any(|i| Some(i) != me && !visible.deps.contains(&i));
+    let spec = crate::sandbox::Spec {
+        project: &ctx.root,
+        visible: &visible,
+        outputs: &outputs,
+        scratch: &run.scratch,
+        network: run.network,
+        tmp: ctx.sandbox.tmp(),
+        hide: std::slice::from_ref(&cache),
+        shared: &shared,
+    };
+    crate::sandbox::Plan::new(&spec, support).map_err(|source| {
+        StepError::Sandbox(crate::sandbox::SetupError {
+            phase: crate::sandbox::Phase::View,
+            path: None,
+            source,
+        })
     })
+}
+
+/// Name of the trace a failed step's traced run leaves in its view.
+const TRACE: &str = ".gvbuild-trace";
+
+/// Run a failed sandboxed step again under strace in the same sandbox (nothing it writes is
+/// kept), and read what it touched undeclared; `None` without strace.
+fn trace_failed(
+    ctx: &Ctx,
+    t: &Target,
+    run: &RunSpec,
+    parts: &KeyParts,
+    spec: &Invocation,
+    support: crate::sandbox::Support,
+) -> Option<crate::sandbox::diagnose::Touched> {
+    let strace = crate::fingerprint::tools::resolve("strace", &ctx.root)?;
+    let quoted = run.command.replace('\'', "'\\''");
+    let args = crate::sandbox::diagnose::STRACE_ARGS.join(" ");
+    let command = format!("exec {} {args} -o {TRACE} /bin/sh -ec '{quoted}'", strace.display());
+    let trace_log = spec.log.with_extension("trace");
+    let again = Invocation { command: &command, root: spec.root, env: spec.env, log: &trace_log, live: None };
+    let plan = sandbox_plan(ctx, t, run, parts, support).ok()?;
+    let mut pending = None;
+    let ran = run_step::run_traced(&again, &ctx.jobs, plan, &mut pending);
+    let _ = fs::remove_file(&trace_log);
+    ran.ok()?;
+    let (harvest, text) = pending?.finish_traced(TRACE).ok()?;
+    let root = ctx.root.as_path();
+    let exists = |p: &str| fs::symlink_metadata(root.join(p)).is_ok();
+    let ignore = |p: &str| p == TRACE;
+    let mut found = crate::sandbox::diagnose::from_strace(&text, root, &exists, &ignore);
+    found.writes.extend(harvest.undeclared);
+    Some(found)
+}
+
+/// One line per undeclared path: what the step did, and the key that would declare it.
+fn undeclared_lines(
+    ctx: &Ctx,
+    t: &Target,
+    parts: &KeyParts,
+    touched: &crate::sandbox::diagnose::Touched,
+) -> Vec<String> {
+    const MAX: usize = 20;
+    let mut lines = Vec::new();
+    for p in &touched.reads {
+        let hint = if p == ".gvbuild" || p.starts_with(".gvbuild/") {
+            "gvbuild's own state and cache: no step may read them".to_string()
+        } else {
+            match ctx.producer_of(p).map(|i| ctx.graph.target(i)) {
+                Some(other) if other.name != t.name => {
+                    format!("written by target `{0}`: add `{0}` to `deps:`", other.name)
+                }
+                _ if fs::metadata(ctx.root.join(p)).is_ok_and(|m| m.is_dir()) => {
+                    let me = ctx.graph.lookup(&t.name);
+                    let writers: BTreeSet<&str> = ctx
+                        .outputs_below(p)
+                        .filter(|&i| Some(i) != me)
+                        .map(|i| ctx.graph.target(i).name.as_str())
+                        .collect();
+                    match writers.iter().next() {
+                        Some(w) if writers.len() == 1 => {
+                            format!("a folder target `{w}` writes into: add `{w}` to `deps:`")
+                        }
+                        Some(_) => format!(
+                            "a folder that targets {} write into: add those it reads to `deps:`",
+                            writers.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(", ")
+                        ),
+                        None => "a folder: add it (or the files it needs from it) to `inputs:`".to_string(),
+                    }
+                }
+                _ => "add it to `inputs:`".to_string(),
+            }
+        };
+        lines.push(format!("read  {p} (hidden by the sandbox; {hint})"));
+    }
+    for p in &touched.writes {
+        if parts.inputs.contains_key(p)
+            || ctx.producer_of(p).is_some_and(|i| Some(i) != ctx.graph.lookup(&t.name))
+        {
+            lines.push(format!("wrote {p} (something it reads, which is read-only for it: write a new file among its outputs instead)"));
+        } else {
+            lines.push(format!(
+                "wrote {p} (none of its outputs; add it to `outputs:`, or its folder to `scratch:` if the tool keeps it between runs)"
+            ));
+        }
+    }
+    for p in &touched.outside {
+        lines.push(format!(
+            "wrote {p} (outside the project, which the sandbox keeps read-only; point the tool at a `scratch:` folder, or set `sandbox: false` with the reason beside it)"
+        ));
+    }
+    if lines.len() > MAX {
+        let more = lines.len() - MAX;
+        lines.truncate(MAX);
+        lines.push(format!("... and {more} more"));
+    }
+    lines
 }
 
 /// Store locally, then queue the upload.

@@ -120,6 +120,56 @@ impl Pump<'_> {
 
 /// Run a step's command; its stdout and stderr go to the log (and live to our stderr).
 pub fn run(spec: &Invocation, jobs: &Jobs) -> io::Result<ExitStatus> {
+    match run_in(spec, jobs, None) {
+        Ok((status, _)) => Ok(status),
+        Err(Failure::Io(e)) => Err(e),
+        Err(Failure::Setup(e)) => Err(io::Error::other(e)),
+    }
+}
+
+/// Why a command could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The sandbox could not be set up; the command did not start.
+    #[error("the sandbox: {0}")]
+    Setup(crate::sandbox::SetupError),
+}
+
+/// [`run`], in the sandbox `plan` when one is given: then also what the step wrote in its view
+/// (its outputs are copied into the project by then).
+pub fn run_in(
+    spec: &Invocation,
+    jobs: &Jobs,
+    plan: Option<crate::sandbox::Plan>,
+) -> Result<(ExitStatus, Option<crate::sandbox::Harvest>), Failure> {
+    let mut pending = None;
+    let status = run_keeping(spec, jobs, plan, &mut pending)?;
+    let harvest = match pending {
+        Some(p) => Some(p.finish(spec.root, status.success())?),
+        None => None,
+    };
+    Ok((status, harvest))
+}
+
+/// [`run_in`] for a failed step's traced run: the view is left in `pending` for the caller to
+/// read, nothing copied out of it.
+pub fn run_traced(
+    spec: &Invocation,
+    jobs: &Jobs,
+    plan: crate::sandbox::Plan,
+    pending: &mut Option<crate::sandbox::Pending>,
+) -> Result<ExitStatus, Failure> {
+    run_keeping(spec, jobs, Some(plan), pending)
+}
+
+fn run_keeping(
+    spec: &Invocation,
+    jobs: &Jobs,
+    plan: Option<crate::sandbox::Plan>,
+    pending: &mut Option<crate::sandbox::Pending>,
+) -> Result<ExitStatus, Failure> {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-ec").arg(spec.command).current_dir(spec.root).stdin(Stdio::null()).env_clear();
     for var in PASS_THROUGH {
@@ -129,10 +179,30 @@ pub fn run(spec: &Invocation, jobs: &Jobs) -> io::Result<ExitStatus> {
     }
     cmd.envs(spec.env).env(JOB_VAR, &jobs.token);
     cmd.process_group(0);
+    *pending = match plan {
+        Some(plan) => Some(plan.install(&mut cmd)?.0),
+        None => None,
+    };
     let (reader, writer) = io::pipe()?;
     cmd.stdout(writer.try_clone()?).stderr(writer);
-    let mut child = cmd.spawn()?;
+    let spawned = cmd.spawn();
     drop(cmd);
+    if let Some(p) = pending.as_mut() {
+        if let Some(e) = p.setup_error() {
+            if let Ok(mut child) = spawned {
+                let _ = child.wait();
+            }
+            return Err(Failure::Setup(e));
+        }
+    }
+    let mut child = spawned?;
+    if let Some(p) = pending.as_mut() {
+        if let Err(e) = p.spawned() {
+            let _ = sys::killpg(child.id(), sys::SIGKILL);
+            let _ = child.wait();
+            return Err(e.into());
+        }
+    }
     let pgid = child.id();
     jobs.add(pgid);
 
@@ -247,6 +317,14 @@ pub struct RunSpec {
     pub env: BTreeMap<String, String>,
     pub pass_env: Vec<String>,
     pub tools: Vec<String>,
+    /// `sandbox:` (default `true`): run in the sandbox ([`crate::sandbox`]). Not keyed: a step
+    /// that builds sandboxed gives the same result unsandboxed.
+    pub sandbox: bool,
+    /// `network:` (default `true`): `false` runs a sandboxed step with no network. Not keyed.
+    pub network: bool,
+    /// `scratch:` project folders (normalized, relative) the sandboxed step may write and keep
+    /// between runs. Never keyed, cached or removed.
+    pub scratch: Vec<String>,
 }
 
 impl RunSpec {

@@ -1,0 +1,292 @@
+//! What a `run:` step sees of the project: one set, computed once per run, that is both the
+//! remote action's input root ([`super::remote_exec`]) and what the sandbox shows a local
+//! step ([`crate::sandbox`]), so that a step that builds sandboxed builds remotely.
+//!
+//! The set holds, in this order (a later entry for the same path replaces an earlier one, as
+//! a Merkle tree's insert does):
+//! - the declared inputs inside the project: files, folders (each file below them is an input
+//!   of its own), and symlinks, which stay symlinks when they lead nowhere or to something the
+//!   set holds;
+//! - the outputs of every target the step depends on, directly or not;
+//! - for a step with a depfile, what it may discover: the files its last depfile listed, and
+//!   every file below its command's include folders (`-I` and kin) inside the project and
+//!   below the folder of each of its input files (for an input in the project folder itself,
+//!   that folder's own files only), except what the project's `.gitignore` files ignore, at
+//!   most [`MAX_DISCOVERABLE`] files.
+//!
+//! Never in it: a file that another target writes and this one does not depend on, `.git/`,
+//! `.gvbuild/` (the state and the cache), and the step's own outputs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use super::error::InputRootError;
+use super::Ctx;
+use crate::config::Target;
+use crate::fingerprint::outputs::OutputTree;
+use crate::fingerprint::{discovered, FileId, KeyParts};
+pub use crate::sandbox::{Entry, Visible};
+use crate::steps::run::RunSpec;
+
+/// The set of `t`'s `run:` step, whose key parts are `parts`. `Err` when a symlink or a
+/// dependency's output cannot be read as it was keyed, or a depfile step may discover too
+/// many files.
+pub fn of(ctx: &Ctx, t: &Target, run: &RunSpec, parts: &KeyParts) -> Result<Visible, InputRootError> {
+    of_with(ctx, t, run, parts, true)
+}
+
+/// [`of`]; with `digests` false, the files a depfile step may discover are listed without
+/// their digests (zero, size 0: the sandbox needs only their paths), which saves a stat of
+/// each.
+pub fn of_with(
+    ctx: &Ctx,
+    t: &Target,
+    run: &RunSpec,
+    parts: &KeyParts,
+    digests: bool,
+) -> Result<Visible, InputRootError> {
+    let root = ctx.root.as_path();
+    let deps = dep_closure(ctx, t);
+    // A file another target writes is seen only from a dependency.
+    let shippable = |p: &str| -> bool {
+        if p.starts_with('/') || p.starts_with(".gvbuild/") || p.starts_with(".git/") {
+            return false;
+        }
+        match ctx.producer_of(p) {
+            Some(producer) => deps.contains(&producer),
+            None => true,
+        }
+    };
+    let mut v = Visible::default();
+    let links = shipped_links(root, parts, &shippable)?;
+    // Whether `p` is, or is below, a path shipped as a symlink.
+    let through_link = |p: &str| !links.is_empty() && and_above(p).any(|a| links.contains_key(a));
+    for (p, id) in &parts.inputs {
+        if p.ends_with(" (link)") {
+            continue;
+        } else if let Some(dir) = p.strip_suffix(" (folder)") {
+            if shippable(dir) && !through_link(dir) {
+                v.entries.push((dir.to_string(), Entry::Folder));
+            }
+        } else if shippable(p) && !through_link(p) {
+            v.file(p, id.exec, id.digest, id.size);
+        }
+    }
+    for (link, text) in links {
+        v.entries.push((link.to_string(), Entry::Link(text)));
+    }
+    for &d in &deps {
+        let dep = ctx.graph.target(d);
+        let outputs: Vec<String> = dep.outputs.iter().map(|o| o.path.clone()).collect();
+        let got = OutputTree::collect(root, &outputs, &ctx.stat).map_err(|source| {
+            InputRootError::DepOutputs { dep: dep.name.clone(), target: t.name.clone(), source }
+        })?;
+        for f in &got.files {
+            v.file(&f.path, f.exec, f.digest, f.size);
+        }
+        for l in &got.symlinks {
+            v.entries.push((l.path.clone(), Entry::Link(l.target.clone())));
+        }
+        for dir in &got.dirs {
+            v.entries.push((dir.clone(), Entry::Folder));
+        }
+    }
+    let (recorded, extra) = discoverable(ctx, t, run, parts)?;
+    for p in extra {
+        // Another step's write in flight (a restore's or a download's staged file) is no
+        // file the step could read: it is renamed or gone in a moment.
+        if v.files.contains(&p)
+            || crate::fsutil::is_temp(Path::new(&p))
+            || !shippable(&p)
+            || parts.step.outputs.iter().any(|o| p == *o || p.starts_with(&format!("{o}/")))
+        {
+            continue;
+        }
+        // A file the walk found is there; one the last depfile listed may be gone since.
+        let walked = !recorded.contains(&p);
+        if !digests && (walked || std::fs::symlink_metadata(root.join(&p)).is_ok_and(|m| m.is_file())) {
+            v.file(&p, false, [0; 32], 0);
+            continue;
+        } else if !digests {
+            continue;
+        }
+        let abs = root.join(&p);
+        // A file that may be read but is gone by now (removed while the walk ran) is not in it.
+        let Ok(id) = ctx.stat.file_id(&p, &abs) else { continue };
+        v.file(&p, id.exec, id.digest, id.size);
+    }
+    v.deps = deps;
+    Ok(v)
+}
+
+/// Project path `p`, then each folder above it (`a/b/c`, `a/b`, `a`).
+fn and_above(p: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(p), |p| p.rsplit_once('/').map(|(dir, _)| dir))
+}
+
+/// The folder part of project path `p` (`.` for a name at the top).
+fn parent_of(p: &str) -> &str {
+    p.rsplit_once('/').map_or(".", |(dir, _)| dir)
+}
+
+/// Every step `t` depends on, directly or not: a local step sees all their outputs.
+pub fn dep_closure(ctx: &Ctx, t: &Target) -> BTreeSet<usize> {
+    let me = ctx.graph.lookup(&t.name);
+    let mut deps: BTreeSet<usize> = BTreeSet::new();
+    let mut todo: Vec<usize> = me.map(|i| ctx.graph.step_deps[i].clone()).unwrap_or_default();
+    while let Some(d) = todo.pop() {
+        if deps.insert(d) {
+            todo.extend(ctx.graph.step_deps[d].iter().copied());
+        }
+    }
+    deps
+}
+
+/// The symlinks among `parts`' inputs shipped as symlinks, with their text: the key's facts
+/// about a path are shipped as what a local step finds there. A symlink in an input folder is
+/// shipped as a symlink when it leads nowhere, or to something the input root holds; one that
+/// leads elsewhere (out of the project) as what it leads to, which is keyed under its own name.
+fn shipped_links<'p>(
+    root: &Path,
+    parts: &'p KeyParts,
+    shippable: &dyn Fn(&str) -> bool,
+) -> Result<BTreeMap<&'p str, String>, InputRootError> {
+    let keyed = |p: &str| {
+        parts.inputs.contains_key(p)
+            || parts.inputs.contains_key(&format!("{p} (folder)"))
+            || parts.inputs.contains_key(&format!("{p} (link)"))
+    };
+    let mut links: BTreeMap<&str, String> = BTreeMap::new();
+    for (p, id) in &parts.inputs {
+        let Some(link) = p.strip_suffix(" (link)") else { continue };
+        if !shippable(link) {
+            continue;
+        }
+        let text = link_text(root, link, id)?;
+        let dangling =
+            !parts.inputs.contains_key(link) && !parts.inputs.contains_key(&format!("{link} (folder)"));
+        let inside = !text.starts_with('/')
+            && crate::paths::normalize_rel(&format!("{}/{text}", parent_of(link))).is_some_and(|to| {
+                to != "." && to != link && !to.starts_with(&format!("{link}/")) && keyed(&to)
+            });
+        if dangling || inside {
+            links.insert(link, text);
+        }
+    }
+    // A link below a link shipped as one travels inside what that one leads to.
+    let nested: Vec<&str> =
+        links.keys().filter(|l| and_above(l).skip(1).any(|a| links.contains_key(a))).copied().collect();
+    for l in nested {
+        links.remove(l);
+    }
+    Ok(links)
+}
+
+/// What a depfile step may discover, to ship besides its declared inputs (returned second;
+/// first, those of them its last depfile listed, which may be gone since): what it read last
+/// time, and the files of its inputs' folders and its in-project include folders (the project
+/// folder's own files only; any other folder with all below it, except what git would ignore,
+/// such as cargo's `target/`). At most [`MAX_DISCOVERABLE`] files.
+fn discoverable(
+    ctx: &Ctx,
+    t: &Target,
+    run: &RunSpec,
+    parts: &KeyParts,
+) -> Result<(BTreeSet<String>, BTreeSet<String>), InputRootError> {
+    let mut extra: BTreeSet<String> = BTreeSet::new();
+    let mut recorded: BTreeSet<String> = BTreeSet::new();
+    if run.depfile.is_some() {
+        if let Ok(state) = ctx.state.read() {
+            if let Some(rec) = state.get(&t.name) {
+                recorded.extend(discovered::files(&rec.discovered).map(|f| f.to_string()));
+                extra.extend(recorded.iter().cloned());
+            }
+        }
+        let mut folders: BTreeSet<String> = discovered::command_search_dirs(&run.command)
+            .into_iter()
+            .filter_map(|d| project_folder(&d))
+            .collect();
+        for p in parts.inputs.keys().filter(|p| !p.starts_with('/')) {
+            folders.insert(p.rsplit_once('/').map_or(String::new(), |(dir, _)| dir.to_string()));
+        }
+        for dir in folders {
+            for rel in walk(ctx, &dir).iter() {
+                extra.insert(rel.clone());
+                if extra.len() > MAX_DISCOVERABLE {
+                    return Err(InputRootError::TooManyDiscoverable {
+                        target: t.name.clone(),
+                        max: MAX_DISCOVERABLE,
+                    });
+                }
+            }
+        }
+    }
+    Ok((recorded, extra))
+}
+
+/// The files of project folder `dir` a depfile step may discover: the project folder's own
+/// files only; any other folder with all below it, except what git would ignore (build trees
+/// such as cargo's `target/`). A folder no target writes into is walked once per build (no
+/// step can change it meanwhile); others on every call.
+fn walk(ctx: &Ctx, dir: &str) -> std::sync::Arc<Vec<String>> {
+    let steady = !dir.is_empty() && ctx.outputs_below(dir).next().is_none() && ctx.producer_of(dir).is_none();
+    if steady {
+        if let Some(w) = ctx.walks.lock().ok().and_then(|m| m.get(dir).cloned()) {
+            return w;
+        }
+    }
+    let root = ctx.root.as_path();
+    let abs = if dir.is_empty() { root.to_path_buf() } else { root.join(dir) };
+    let walker = ignore::WalkBuilder::new(&abs)
+        .max_depth(Some(if dir.is_empty() { 1 } else { usize::MAX }))
+        .hidden(false)
+        .git_global(false)
+        .require_git(false)
+        .follow_links(false)
+        .build();
+    let files: Vec<String> = walker
+        .flatten()
+        .filter(|e| e.file_type().is_some_and(|t| t.is_file()))
+        .filter_map(|e| e.path().strip_prefix(root).ok().and_then(|r| r.to_str()).map(str::to_string))
+        .take(MAX_DISCOVERABLE + 1)
+        .collect();
+    let files = std::sync::Arc::new(files);
+    if steady {
+        if let Ok(mut m) = ctx.walks.lock() {
+            m.insert(dir.to_string(), files.clone());
+        }
+    }
+    files
+}
+
+/// The text of the symlink `link` (a project path), checked against the identity its key
+/// holds: a link changed since keying is an error, never shipped under the old key.
+fn link_text(root: &Path, link: &str, id: &FileId) -> Result<String, InputRootError> {
+    let abs = root.join(link);
+    let target = std::fs::read_link(&abs)
+        .map_err(|source| InputRootError::ReadLink { link: link.to_string(), source })?;
+    if crate::fingerprint::inputs::link_id(&abs).ok().as_ref() != Some(id) {
+        return Err(InputRootError::LinkChanged(link.to_string()));
+    }
+    target.to_str().map(str::to_string).ok_or_else(|| InputRootError::LinkName(link.to_string()))
+}
+
+/// Files a depfile step's first remote run may ship beyond what it declares.
+pub const MAX_DISCOVERABLE: usize = 50_000;
+
+/// A command's include folder as a project folder (`""` for the project folder itself), or
+/// `None` when it is absolute (the worker's) or climbs out with `..`.
+fn project_folder(dir: &str) -> Option<String> {
+    if dir.starts_with('/') {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for c in dir.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return None,
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join("/"))
+}

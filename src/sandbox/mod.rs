@@ -1,0 +1,688 @@
+//! The sandbox of `run:` steps: a step sees of the project only its [`Visible`] set (what the
+//! remote input root holds), can write only its declared outputs, its `scratch:` folders and
+//! a private TMPDIR, and sees the rest of the machine read-only. docs/sandbox.md is the
+//! user's account, with the reasons for this mechanism.
+//!
+//! # Mechanism
+//! Each sandboxed step runs in a new mount namespace (with a user namespace when gvbuild is
+//! not root, or root without `CAP_SYS_ADMIN`), set up in the forked child ([`child`]):
+//! 1. `/` is made private, then read-only recursively (one `mount_setattr`, Linux 5.12).
+//! 2. A fresh tmpfs covers the build's TMPDIR folder (an empty folder in the system's temp
+//!    folder, [`Sandboxing::tmp`]).
+//! 3. The project folder is covered by a tmpfs, the *view*: every folder of the visible set is
+//!    made in it, every visible file is bound over an empty file read-only (a clone of its
+//!    mount, `open_tree` and `move_mount`), a folder that holds exactly its visible files and
+//!    that no other running step writes into is bound whole, symlinks are made as symlinks,
+//!    and each scratch folder is bound writable from disk.
+//! 4. The view's root goes back to the parent (`SCM_RIGHTS`), which keeps the tmpfs alive
+//!    past the step: after the step, each declared output found in it is copied into the
+//!    project, and anything else written there is an undeclared write and fails the step.
+//!
+//! A path that is not in the view does not exist for the step (ENOENT), so an include search
+//! goes on past it as on a remote worker; a write outside the project fails with EROFS.
+//! `network: false` adds a network namespace (no interface but a down loopback).
+//!
+//! # When the machine has no sandbox
+//! The first sandboxed step probes the machine (`:` run the same way, one file shown). A kernel or a
+//! container without the namespaces makes one warning for the build, naming the cause and
+//! the fix, and every step runs unsandboxed; never silently.
+
+mod child;
+pub mod diagnose;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustix::net::{
+    recvmsg, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SocketFlags, SocketType,
+};
+
+pub use self::child::Phase;
+use self::child::{cstr, Op, Setup};
+use crate::fingerprint::Digest;
+
+/// One path of a step's visible set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A file, with what its key says of it: executable, blake3 digest, size in bytes.
+    File { exec: bool, digest: Digest, size: u64 },
+    /// A symlink, with its text.
+    Link(String),
+    /// A folder (it may be empty).
+    Folder,
+}
+
+/// A step's visible set, made by `exec::visible` (which says what it holds).
+#[derive(Debug, Default)]
+pub struct Visible {
+    /// Project paths (relative, `/`-separated) in the order they were found; a later entry for
+    /// a path replaces an earlier one.
+    pub entries: Vec<(String, Entry)>,
+    /// The project paths of the files among `entries`.
+    pub files: BTreeSet<String>,
+    /// The targets (graph indexes) whose outputs are in the set: every target the step
+    /// depends on, directly or not.
+    pub deps: BTreeSet<usize>,
+}
+
+impl Visible {
+    /// Add a file with what its key says of it.
+    pub fn file(&mut self, p: &str, exec: bool, digest: Digest, size: u64) {
+        self.entries.push((p.to_string(), Entry::File { exec, digest, size }));
+        self.files.insert(p.to_string());
+    }
+}
+
+/// What the machine gives, found by the first sandboxed step of a build.
+#[derive(Debug, Clone)]
+pub enum Support {
+    /// Namespaces work: `user` says whether a user namespace is needed, `detached` whether
+    /// binds can come from a detached clone of the project's mount.
+    Yes { user: bool, detached: bool },
+    /// No sandbox here: the reason, said once as a warning.
+    No(String),
+}
+
+/// The build's sandbox: whether it is wanted (`--no-sandbox` says no), what the machine
+/// gives, and the warning said once.
+pub struct Sandboxing {
+    pub wanted: bool,
+    support: OnceLock<Support>,
+    warned: Mutex<bool>,
+    /// The empty folder each sandbox covers with its private TMPDIR (made with the probe).
+    tmp: PathBuf,
+}
+
+impl Sandboxing {
+    /// The sandbox of a build of the project in `root`.
+    pub fn new(wanted: bool, root: &Path) -> Sandboxing {
+        // One folder per user, kept: every sandbox covers it with a tmpfs of its own (in its own
+        // mount namespace), so builds share it without seeing each other's files, and a killed
+        // build leaves nothing new behind. Never in the project (a TMPDIR there).
+        let uid = rustix::process::geteuid().as_raw();
+        let base = std::env::temp_dir();
+        let base = if base.starts_with(root) || !base.is_absolute() { PathBuf::from("/tmp") } else { base };
+        let tmp = base.join(format!("gvbuild-sandbox-{uid}"));
+        Sandboxing { wanted, support: OnceLock::new(), warned: Mutex::new(false), tmp }
+    }
+
+    /// What the machine gives (probed once, on first use).
+    pub fn support(&self) -> &Support {
+        self.support.get_or_init(|| match own_folder(&self.tmp) {
+            Ok(()) => probe(&self.tmp),
+            Err(e) => {
+                Support::No(format!("cannot make the sandboxes' temp folder {}: {e}", self.tmp.display()))
+            }
+        })
+    }
+
+    /// The folder each sandbox's TMPDIR covers.
+    pub fn tmp(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The warning to say for a build whose sandboxed step ran unsandboxed: `Some` once.
+    pub fn take_warning(&self) -> Option<String> {
+        let Support::No(why) = self.support() else { return None };
+        let mut warned = self.warned.lock().ok()?;
+        if *warned {
+            return None;
+        }
+        *warned = true;
+        Some(format!(
+            "the sandbox is not available here, so `run:` steps run unsandboxed (they see and may write \
+             the whole project; a step that reads an undeclared file is not caught; `network: false` \
+             is not honoured): {why}"
+        ))
+    }
+}
+
+/// Make `dir` a folder of ours (mode 0700), or check that it is one: a folder another user made
+/// (or a symlink) in the shared temp folder is refused.
+fn own_folder(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        Err(_) => {}
+    }
+    let meta = fs::symlink_metadata(dir)?;
+    if meta.is_dir() && meta.uid() == rustix::process::geteuid().as_raw() {
+        Ok(())
+    } else {
+        Err(io::Error::other("it exists and is not a folder of this user's"))
+    }
+}
+
+/// Try the sandbox once: an empty view of a folder of its own, `:` run in it.
+fn probe(tmp: &Path) -> Support {
+    let euid = rustix::process::geteuid().as_raw();
+    let dir = std::env::temp_dir().join(format!("gvbuild-probe-{}", std::process::id()));
+    let _ = fs::create_dir_all(&dir);
+    let mut visible = Visible::default();
+    if fs::write(dir.join("f"), "").is_ok() {
+        visible.file("f", false, [0; 32], 0);
+    }
+    let try_one = |user: bool, detached: bool| -> Result<(), SetupError> {
+        let spec = Spec {
+            project: &dir,
+            visible: &visible,
+            outputs: &[],
+            scratch: &[],
+            network: true,
+            tmp,
+            hide: &[],
+            shared: &|_| false,
+        };
+        let plan = Plan::new(&spec, Support::Yes { user, detached }).map_err(|e| SetupError {
+            phase: Phase::View,
+            path: None,
+            source: e,
+        })?;
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(":").env_clear();
+        let (pending, _) =
+            plan.install(&mut cmd).map_err(|e| SetupError { phase: Phase::View, path: None, source: e })?;
+        let status = cmd.status();
+        match (status, pending.setup_error()) {
+            (_, Some(e)) => Err(e),
+            (Ok(s), None) if s.success() => Ok(()),
+            (Ok(s), None) => Err(SetupError {
+                phase: Phase::Chdir,
+                path: None,
+                source: io::Error::other(format!("the probe exited with {s}")),
+            }),
+            (Err(e), None) => Err(SetupError { phase: Phase::Unshare, path: None, source: e }),
+        }
+    };
+    let try_both = |user: bool| match try_one(user, true) {
+        Ok(()) => Ok(Support::Yes { user, detached: true }),
+        // A kernel that cannot clone from a detached mount: binds come from the folder.
+        Err(e) if e.phase == Phase::Op => {
+            try_one(user, false).map(|()| Support::Yes { user, detached: false })
+        }
+        Err(e) => Err(e),
+    };
+    let result = match try_both(euid != 0) {
+        Ok(s) => s,
+        // Root without CAP_SYS_ADMIN (a container) may still have user namespaces.
+        Err(e) if euid == 0 && e.source.raw_os_error() == Some(libc::EPERM) => match try_both(true) {
+            Ok(s) => s,
+            Err(e) => Support::No(unavailable(&e)),
+        },
+        Err(e) => Support::No(unavailable(&e)),
+    };
+    let _ = fs::remove_dir_all(&dir);
+    result
+}
+
+/// Why the sandbox cannot be had, and what would give it.
+fn unavailable(e: &SetupError) -> String {
+    let fix = match (e.phase, e.source.raw_os_error()) {
+        (_, Some(libc::ENOSPC)) => "user namespaces are disabled (`user.max_user_namespaces` is 0); raise it with `sysctl -w user.max_user_namespaces=15000`",
+        (_, Some(libc::ENOSYS)) => "the kernel is older than 5.12 (no `mount_setattr`); a newer kernel gives the sandbox",
+        (Phase::Unshare, Some(libc::EPERM)) => "namespaces are forbidden here (a container's seccomp profile, or unprivileged user namespaces turned off); run gvbuild as root, allow `unshare` (Docker: `--security-opt seccomp=unconfined`), or set `kernel.unprivileged_userns_clone=1`",
+        (_, Some(libc::EPERM | libc::EACCES)) => "mounting in a user namespace is forbidden here (e.g. AppArmor's `kernel.apparmor_restrict_unprivileged_userns`); allow it, or run gvbuild as root",
+        _ => "",
+    };
+    if fix.is_empty() {
+        e.to_string()
+    } else {
+        format!("{e}; {fix}")
+    }
+}
+
+/// A step's sandbox, as asked for.
+pub struct Spec<'a> {
+    /// The project folder, canonical.
+    pub project: &'a Path,
+    pub visible: &'a Visible,
+    /// Declared outputs (the depfile among them), project paths.
+    pub outputs: &'a [String],
+    /// `scratch:` folders, project paths.
+    pub scratch: &'a [String],
+    pub network: bool,
+    /// The step's TMPDIR: an empty folder outside the project, covered by a fresh tmpfs.
+    pub tmp: &'a Path,
+    /// Folders outside the project the step must not see (the cache folder): each is covered
+    /// by an empty read-only tmpfs.
+    pub hide: &'a [PathBuf],
+    /// Whether a step that may run meanwhile (not a dependency) may write below this project
+    /// folder: such a folder is never bound whole, since a bind shows what is written later.
+    pub shared: &'a dyn Fn(&str) -> bool,
+}
+
+/// A folder holding at least this many visible paths is bound whole when it holds nothing else
+/// (checked by reading it): one mount instead of one per file.
+const WHOLE_FROM: usize = 8;
+
+/// Whether project folder `dir` of `disk` (the project) holds exactly what `view` has below
+/// it, kind for kind, and nothing more: then it can be bound whole.
+fn holds_exactly(disk: &Path, view: &BTreeMap<String, Node>, dir: &str, below: usize) -> bool {
+    let mut seen = 0usize;
+    let mut todo = vec![dir.to_string()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = fs::read_dir(disk.join(&d)) else { return false };
+        for e in rd {
+            let Ok(e) = e else { return false };
+            let Some(name) = e.file_name().to_str().map(str::to_string) else { return false };
+            let p = format!("{d}/{name}");
+            let Ok(ft) = e.file_type() else { return false };
+            match view.get(&p) {
+                Some(Node::File) if ft.is_file() => {}
+                Some(Node::Link) if ft.is_symlink() => {}
+                Some(Node::Folder) if ft.is_dir() => todo.push(p),
+                _ => return false,
+            }
+            seen += 1;
+            if seen > below {
+                return false;
+            }
+        }
+    }
+    seen == below
+}
+
+/// How many paths `view` has strictly below folder `dir`.
+fn count_below(view: &BTreeMap<String, Node>, dir: &str) -> usize {
+    let from = format!("{dir}/");
+    // '0' is the byte after '/': the range holds exactly the paths starting with `dir/`.
+    let to = format!("{dir}0");
+    view.range(from..to).count()
+}
+
+/// What is at a project path of the view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Folder,
+    /// A visible file, bound read-only.
+    File,
+    Link,
+    /// A scratch folder, bound writable.
+    Scratch,
+}
+
+/// A step's sandbox, made in the parent: the setup the child runs, and the view's map to
+/// tell outputs and undeclared writes apart afterwards.
+pub struct Plan {
+    setup: Setup,
+    project: PathBuf,
+    tmp: PathBuf,
+    view: BTreeMap<String, Node>,
+    outputs: Vec<String>,
+    /// The parent's ends of the report pipe and the socket.
+    report: OwnedFd,
+    receive: OwnedFd,
+}
+
+/// Why a sandbox could not be set up for a step.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}: {source}", phase_text(*.phase), .path.as_ref().map(|p| format!(" `{p}`")).unwrap_or_default())]
+pub struct SetupError {
+    pub phase: Phase,
+    /// The project path the failing operation was for.
+    pub path: Option<String>,
+    pub source: io::Error,
+}
+
+fn phase_text(p: Phase) -> &'static str {
+    match p {
+        Phase::Unshare => "cannot make the namespaces (unshare)",
+        Phase::IdMap => "cannot map the user namespace's ids",
+        Phase::Private => "cannot make the mounts private",
+        Phase::ReadOnly => "cannot make the machine read-only (mount_setattr)",
+        Phase::OpenProject => "cannot open the project folder",
+        Phase::Tmp => "cannot mount a private /tmp",
+        Phase::View => "cannot mount the project's view (tmpfs)",
+        Phase::Op => "cannot show",
+        Phase::Send => "cannot hand the view back",
+        Phase::Chdir => "cannot enter the project folder",
+    }
+}
+
+impl Plan {
+    /// Plan the view of `spec` for a machine that gives `support` (`Support::Yes`). `Err` only
+    /// for a path that cannot be a C string or a scratch folder that cannot be made.
+    pub fn new(spec: &Spec, support: Support) -> io::Result<Plan> {
+        let Support::Yes { user, detached } = support else {
+            return Err(io::Error::other("no sandbox on this machine"));
+        };
+        let mut view: BTreeMap<String, Node> = BTreeMap::new();
+        let add_folders = |view: &mut BTreeMap<String, Node>, p: &str| {
+            let mut end = 0;
+            while let Some(i) = p[end..].find('/') {
+                end += i;
+                view.entry(p[..end].to_string()).or_insert(Node::Folder);
+                end += 1;
+            }
+        };
+        for (p, entry) in &spec.visible.entries {
+            add_folders(&mut view, p);
+            let node = match entry {
+                Entry::File { .. } => Node::File,
+                Entry::Link(_) => Node::Link,
+                Entry::Folder => Node::Folder,
+            };
+            // A file or link listed again replaces what was there; below a path that became a
+            // file nothing can stay (the input root refuses that set before a remote run).
+            view.insert(p.clone(), node);
+        }
+        let links: BTreeMap<&str, &str> = spec
+            .visible
+            .entries
+            .iter()
+            .filter_map(|(p, e)| match e {
+                Entry::Link(t) => Some((p.as_str(), t.as_str())),
+                _ => None,
+            })
+            .collect();
+        for o in spec.outputs {
+            add_folders(&mut view, o);
+        }
+        for s in spec.scratch {
+            add_folders(&mut view, s);
+            view.insert(s.clone(), Node::Scratch);
+            fs::create_dir_all(spec.project.join(s))?;
+        }
+        let abs = |p: &str| cstr(spec.project.join(p));
+        let mut ops = Vec::with_capacity(view.len() * 2);
+        // A folder bound whole: what is below it needs nothing more.
+        let mut whole: Option<String> = None;
+        for (p, node) in &view {
+            if let Some(w) = &whole {
+                if p.len() > w.len() && p.starts_with(w.as_str()) && p.as_bytes()[w.len()] == b'/' {
+                    continue;
+                }
+                whole = None;
+            }
+            match node {
+                Node::Folder => {
+                    ops.push(Op::Mkdir(abs(p)?));
+                    let below = count_below(&view, p);
+                    let writes_below = |o: &String| {
+                        o.len() > p.len() && o.starts_with(p.as_str()) && o.as_bytes()[p.len()] == b'/'
+                    };
+                    if below >= WHOLE_FROM
+                        && !spec.outputs.iter().any(writes_below)
+                        && !spec.scratch.iter().any(writes_below)
+                        && !(spec.shared)(p)
+                        && holds_exactly(spec.project, &view, p, below)
+                    {
+                        ops.push(Op::Bind { rel: cstr(p)?, at: abs(p)?, folder: true, writable: false });
+                        whole = Some(p.clone());
+                    }
+                }
+                Node::File => {
+                    ops.push(Op::Touch(abs(p)?));
+                    ops.push(Op::Bind { rel: cstr(p)?, at: abs(p)?, folder: false, writable: false });
+                }
+                Node::Link => {
+                    let text = links.get(p.as_str()).copied().unwrap_or_default();
+                    ops.push(Op::Link { text: cstr(text)?, at: abs(p)? });
+                }
+                Node::Scratch => {
+                    ops.push(Op::Mkdir(abs(p)?));
+                    ops.push(Op::Bind { rel: cstr(p)?, at: abs(p)?, folder: true, writable: true });
+                }
+            }
+        }
+        let euid = rustix::process::geteuid().as_raw();
+        let egid = rustix::process::getegid().as_raw();
+        let mut flags = libc::CLONE_NEWNS;
+        if user {
+            flags |= libc::CLONE_NEWUSER;
+        }
+        if !spec.network {
+            flags |= libc::CLONE_NEWNET;
+        }
+        let id_maps = user
+            .then(|| (format!("{euid} {euid} 1\n").into_bytes(), format!("{egid} {egid} 1\n").into_bytes()));
+        let (report, report_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (receive, send) =
+            rustix::net::socketpair(AddressFamily::UNIX, SocketType::DGRAM, SocketFlags::CLOEXEC, None)?;
+        Ok(Plan {
+            setup: Setup {
+                flags,
+                id_maps,
+                project: cstr(spec.project)?,
+                detached,
+                view: true,
+                hide: spec
+                    .hide
+                    .iter()
+                    .filter(|h| !h.starts_with(spec.project) && h.is_dir())
+                    .map(cstr)
+                    .collect::<io::Result<_>>()?,
+                tmp: cstr(spec.tmp)?,
+                ops,
+                report: report_w,
+                send,
+            },
+            project: spec.project.to_path_buf(),
+            tmp: spec.tmp.to_path_buf(),
+            view,
+            outputs: spec.outputs.to_vec(),
+            report,
+            receive,
+        })
+    }
+
+    /// A step run unsandboxed but with `network: false`: a network namespace (and a user
+    /// namespace where `support` needs one) and nothing else; the project is as it is.
+    pub fn network_only(project: &Path, support: Support) -> io::Result<Plan> {
+        let Support::Yes { user, .. } = support else {
+            return Err(io::Error::other("no namespaces on this machine"));
+        };
+        let spec = Spec {
+            project,
+            visible: &Visible::default(),
+            outputs: &[],
+            scratch: &[],
+            network: false,
+            tmp: project,
+            hide: &[],
+            shared: &|_| false,
+        };
+        let mut plan = Plan::new(&spec, Support::Yes { user, detached: false })?;
+        plan.setup.view = false;
+        plan.setup.ops.clear();
+        Ok(plan)
+    }
+
+    /// Make `cmd` set the sandbox up before it runs its program (and set TMPDIR).
+    /// Returns what the parent keeps, and the number of mounts.
+    pub fn install(self, cmd: &mut Command) -> io::Result<(Pending, usize)> {
+        let binds = self.setup.ops.iter().filter(|o| matches!(o, Op::Bind { .. })).count();
+        let paths: Vec<String> = self
+            .setup
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Mkdir(at) | Op::Touch(at) | Op::Link { at, .. } | Op::Bind { at, .. } => {
+                    at.to_string_lossy().into_owned()
+                }
+            })
+            .collect();
+        let project = self.project;
+        let view = self.setup.view;
+        if view {
+            cmd.env("TMPDIR", &self.tmp);
+        }
+        let setup = Arc::new(self.setup);
+        let in_child = Arc::clone(&setup);
+        child::install(cmd, in_child);
+        Ok((
+            Pending {
+                setup,
+                view: self.view,
+                outputs: self.outputs,
+                report: self.report,
+                receive: self.receive,
+                paths,
+                project,
+                root: None,
+            },
+            binds,
+        ))
+    }
+}
+
+/// A sandboxed step in flight: the parent's ends, and after the spawn the view's root.
+pub struct Pending {
+    /// Held so that the child's ends stay open until the spawn is done; dropped after it.
+    setup: Arc<Setup>,
+    view: BTreeMap<String, Node>,
+    outputs: Vec<String>,
+    report: OwnedFd,
+    receive: OwnedFd,
+    /// The absolute path each setup operation is for, to name it in an error.
+    paths: Vec<String>,
+    project: PathBuf,
+    root: Option<OwnedFd>,
+}
+
+/// What a sandboxed step left: its outputs (copied into the project) and its undeclared
+/// writes.
+#[derive(Debug, Default)]
+pub struct Harvest {
+    /// Project paths written in the view that are no declared output.
+    pub undeclared: Vec<String>,
+}
+
+impl Pending {
+    /// After the spawn: the setup's failure, if the child reported one.
+    pub fn setup_error(&self) -> Option<SetupError> {
+        let mut buf = [0u8; 12];
+        let mut f = fs::File::from(self.report.try_clone().ok()?);
+        // The child's write end is still ours (in `setup`): read what is there without waiting.
+        rustix::io::ioctl_fionbio(&f, true).ok()?;
+        let n = f.read(&mut buf).ok()?;
+        if n != 12 {
+            return None;
+        }
+        let word = |i: usize| u32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+        let phase = Phase::from_u32(word(0))?;
+        let index = word(4) as usize;
+        let errno = word(8) as i32;
+        let path = (phase == Phase::Op).then(|| self.paths.get(index)).flatten().map(|p| {
+            Path::new(p)
+                .strip_prefix(&self.project)
+                .map(|r| r.display().to_string())
+                .unwrap_or_else(|_| p.clone())
+        });
+        Some(SetupError { phase, path, source: io::Error::from_raw_os_error(errno) })
+    }
+
+    /// After a successful spawn: take the view's root that the child sent.
+    pub fn spawned(&mut self) -> io::Result<()> {
+        if !self.setup.view {
+            return Ok(());
+        }
+        let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut anc = RecvAncillaryBuffer::new(&mut space);
+        let mut byte = [0u8; 1];
+        recvmsg(self.receive.as_fd(), &mut [io::IoSliceMut::new(&mut byte)], &mut anc, RecvFlags::DONTWAIT)?;
+        for msg in anc.drain() {
+            if let RecvAncillaryMessage::ScmRights(mut fds) = msg {
+                self.root = fds.next();
+            }
+        }
+        if self.root.is_none() {
+            return Err(io::Error::other("the sandboxed step did not hand back its view"));
+        }
+        Ok(())
+    }
+
+    /// After the step: list what it wrote in the view beyond its outputs, and when `succeeded`,
+    /// copy each declared output it wrote there into the project (`root`); a failed step's
+    /// outputs stay out of the project.
+    pub fn finish(self, root: &Path, succeeded: bool) -> io::Result<Harvest> {
+        self.walk(succeeded.then_some(root), None)
+    }
+
+    /// After a traced run again of a failed step: what it wrote, and the trace it left at
+    /// project path `trace` in its view; nothing is copied out.
+    pub fn finish_traced(self, trace: &str) -> io::Result<(Harvest, String)> {
+        let mut text = String::new();
+        if let Some(fd) = &self.root {
+            let at =
+                PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd))).join(trace);
+            text = String::from_utf8_lossy(&fs::read(at).unwrap_or_default()).into_owned();
+        }
+        Ok((self.walk(None, Some(trace))?, text))
+    }
+
+    fn walk(self, copy_to: Option<&Path>, skip: Option<&str>) -> io::Result<Harvest> {
+        let Some(fd) = self.root else { return Ok(Harvest::default()) };
+        let view_root = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)));
+        let outputs: BTreeSet<&str> = self.outputs.iter().map(String::as_str).collect();
+        let mut harvest = Harvest::default();
+        let mut todo = vec![String::new()];
+        while let Some(dir) = todo.pop() {
+            let here = if dir.is_empty() { view_root.clone() } else { view_root.join(&dir) };
+            for e in fs::read_dir(&here)? {
+                let e = e?;
+                let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                    harvest.undeclared.push(format!("{dir}/{}", e.file_name().to_string_lossy()));
+                    continue;
+                };
+                let p = if dir.is_empty() { name } else { format!("{dir}/{name}") };
+                if outputs.contains(p.as_str()) {
+                    if let Some(root) = copy_to {
+                        copy_out(&e.path(), &root.join(&p))?;
+                    }
+                    continue;
+                }
+                match self.view.get(&p) {
+                    Some(Node::Folder) => todo.push(p),
+                    Some(_) => {}
+                    None if Some(p.as_str()) == skip => {}
+                    None => harvest.undeclared.push(p),
+                }
+            }
+        }
+        harvest.undeclared.sort();
+        Ok(harvest)
+    }
+}
+
+/// Copy a file, symlink or folder written in the view to its place in the project.
+fn copy_out(from: &Path, to: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(from)?;
+    if let Ok(m) = fs::symlink_metadata(to) {
+        if m.is_dir() {
+            fs::remove_dir_all(to)?;
+        } else {
+            fs::remove_file(to)?;
+        }
+    }
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(from)?, to)
+    } else if meta.is_dir() {
+        fs::create_dir(to)?;
+        fs::set_permissions(to, meta.permissions())?;
+        for e in fs::read_dir(from)? {
+            let e = e?;
+            copy_out(&e.path(), &to.join(e.file_name()))?;
+        }
+        Ok(())
+    } else if meta.is_file() {
+        fs::copy(from, to).map(|_| ())
+    } else {
+        // A FIFO or a socket: made again as what it is (never opened: a FIFO would block), for
+        // the output check to refuse as it refuses one made in place.
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let kind = if meta.file_type().is_fifo() {
+            rustix::fs::FileType::Fifo
+        } else {
+            rustix::fs::FileType::Socket
+        };
+        let mode = rustix::fs::Mode::from_raw_mode(meta.permissions().mode() & 0o7777);
+        rustix::fs::mknodat(rustix::fs::CWD, to, kind, mode, 0).map_err(io::Error::from)
+    }
+}

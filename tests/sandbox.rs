@@ -1,0 +1,427 @@
+//! The sandbox of `run:` steps (docs/sandbox.md), through the real binary: what a step sees and
+//! may write, the diagnosis of a step that touched what it did not declare, scratch folders,
+//! `network: false`, the fallback where the machine has no namespaces, and the visible set
+//! against what a remote worker receives.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::{bin, names, wait_until, y, Project};
+
+/// Entries in the cache's action cache: what a build stored.
+fn stored(p: &Project) -> usize {
+    walkdir::WalkDir::new(p.cache.path().join("ac"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .count()
+}
+
+#[test]
+fn a_step_that_cats_an_undeclared_file_fails_naming_it_and_stores_nothing() {
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            &y(r#"
+            targets:
+              t:
+                inputs: [a.txt]
+                outputs: [out/t.txt]
+                run: cat a.txt secret.txt > out/t.txt
+            "#),
+        )
+        .file("a.txt", "a\n")
+        .file("secret.txt", "s\n");
+    let run = p.gvbuild(&[]).failure();
+    let err = run.stderr();
+    assert!(err.contains("read  secret.txt (hidden by the sandbox; add it to `inputs:`)"), "{err}");
+    assert!(err.contains("No such file or directory"), "the step saw no such file: {err}");
+    assert_eq!(stored(&p), 0, "nothing stored");
+    // Declared, it builds, and is stored.
+    p.write(
+        "gevulot.yaml",
+        &y(r#"
+        targets:
+          t:
+            inputs: [a.txt, secret.txt]
+            outputs: [out/t.txt]
+            run: cat a.txt secret.txt > out/t.txt
+        "#),
+    );
+    assert_eq!(p.build(&[]).ran(), names(&["t"]));
+    assert_eq!(p.read("out/t.txt"), "a\ns\n");
+    assert_eq!(stored(&p), 1);
+}
+
+#[test]
+fn the_step_sees_its_inputs_and_dependencies_outputs_and_nothing_else_of_the_project() {
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            &y(r#"
+            targets:
+              a:
+                inputs: [src/a.txt]
+                outputs: [out/a.txt]
+                run: cp src/a.txt out/a.txt
+              b:
+                deps: [a]
+                outputs: [out/b.txt]
+                run: cp out/a.txt out/b.txt
+              c:
+                deps: [b]
+                inputs: [src/c/]
+                outputs: [out/seen.txt]
+                run: find . -type f -o -type l | LC_ALL=C sort > "$TMPDIR/seen"; cp "$TMPDIR/seen" out/seen.txt
+              other:
+                outputs: [out/other.txt]
+                run: echo other > out/other.txt
+            "#),
+        )
+        .file("src/a.txt", "a\n")
+        .file("src/c/one.txt", "1\n")
+        .file("src/c/deep/two.txt", "2\n")
+        .file("src/unrelated.txt", "u\n")
+        .file(".git/config", "");
+    p.build(&["other"]);
+    p.build(&["c"]);
+    // Its declared folder with all below it, what it depends on (directly or not); not the other
+    // target's output, not the undeclared source, not gevulot.yaml, .git or .gvbuild.
+    assert_eq!(p.read("out/seen.txt"), "./out/a.txt\n./out/b.txt\n./src/c/deep/two.txt\n./src/c/one.txt\n");
+}
+
+/// gcc finds `x.h` through an include folder that reaches it by an environment variable, which
+/// neither the key nor a depfile parse sees: sandboxed the folder is not there, and the failure
+/// names it.
+#[test]
+fn an_undeclared_header_found_through_an_include_folder_the_depfile_does_not_record_fails() {
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            &y(r#"
+            targets:
+              app:
+                inputs: [main.c]
+                outputs: [build/app]
+                run: cc -MD -MF build/app.d -o build/app main.c
+                depfile: build/app.d
+                env: { CPATH: hidden }
+            "#),
+        )
+        .file("main.c", "#include \"x.h\"\nint main(void) { return X; }\n")
+        .file("hidden/x.h", "#define X 0\n");
+    let run = p.gvbuild(&[]).failure();
+    let err = run.stderr();
+    assert!(err.contains("x.h: No such file or directory"), "{err}");
+    assert!(err.contains("read  hidden"), "the diagnosis names the folder: {err}");
+    assert!(err.contains("`inputs:`"), "{err}");
+    assert_eq!(stored(&p), 0);
+    // Unsandboxed it compiles: the header was read through a lookup no key covers.
+    p.build(&["--no-sandbox"]);
+    assert!(p.exists("build/app"));
+}
+
+#[test]
+fn writing_outside_the_outputs_fails_and_the_write_never_reaches_the_project() {
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            &y(r#"
+        targets:
+          stray:
+            outputs: [out/t.txt]
+            run: echo t > out/t.txt; echo s > stray.txt; mkdir -p more && echo m > more/x
+          outside:
+            outputs: [out/o.txt]
+            run: echo o > out/o.txt; echo x > /usr/gvbuild-sandbox-test
+          input:
+            inputs: [in.txt]
+            outputs: [out/i.txt]
+            run: echo changed > in.txt; echo i > out/i.txt
+        "#),
+        )
+        .file("in.txt", "original\n");
+    let run = p.gvbuild(&["-k"]).failure();
+    let err = run.stderr();
+    assert!(
+        err.contains("the command succeeded, but in the sandbox it touched what it did not declare"),
+        "{err}"
+    );
+    assert!(err.contains("wrote stray.txt (none of its outputs"), "{err}");
+    assert!(err.contains("wrote more (none of its outputs"), "{err}");
+    assert!(!p.exists("stray.txt") && !p.exists("more"), "an undeclared write never reaches the project");
+    assert!(err.contains("wrote /usr/gvbuild-sandbox-test (outside the project"), "{err}");
+    assert!(!Path::new("/usr/gvbuild-sandbox-test").exists());
+    assert!(err.contains("wrote in.txt (something it reads, which is read-only for it"), "{err}");
+    assert_eq!(p.read("in.txt"), "original\n", "an input is read-only");
+    assert_eq!(stored(&p), 0);
+}
+
+#[test]
+fn a_scratch_folder_persists_between_runs_and_is_not_keyed() {
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            &y(r#"
+            targets:
+              t:
+                inputs: [a.txt]
+                outputs: [out/t.txt]
+                run: echo run >> state/runs; cat a.txt state/runs > out/t.txt
+                scratch: [state]
+            "#),
+        )
+        .file("a.txt", "one\n");
+    assert_eq!(p.build(&[]).ran(), names(&["t"]));
+    assert_eq!(p.read("state/runs"), "run\n");
+    // Editing the scratch folder changes no key: the step stays fresh.
+    p.write("state/runs", "edited\n");
+    assert_eq!(p.build(&[]).fresh(), names(&["t"]));
+    // The next run finds it as it was left.
+    p.write("a.txt", "two\n");
+    assert_eq!(p.build(&[]).ran(), names(&["t"]));
+    assert_eq!(p.read("state/runs"), "edited\nrun\n");
+    assert_eq!(p.read("out/t.txt"), "two\nedited\nrun\n");
+    // Never removed by gvbuild, not even by `clean`.
+    p.gvbuild(&["clean"]).success();
+    assert!(p.exists("state/runs"));
+}
+
+#[test]
+fn network_false_refuses_a_connection_that_the_default_allows() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || for _ in listener.incoming() {});
+    let connect = format!(
+        "python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=10); print('connected')\""
+    );
+    let yaml = |network: &str| {
+        format!(
+            "{network}targets:\n  t:\n    outputs: [out/t.txt]\n    run: {connect} > out/t.txt\n    cache: false\n"
+        )
+    };
+    let p = Project::new().file("gevulot.yaml", &yaml(""));
+    p.build(&[]);
+    assert_eq!(p.read("out/t.txt"), "connected\n");
+    p.write("gevulot.yaml", &yaml("network: false\n"));
+    let run = p.gvbuild(&[]).failure();
+    assert!(run.stderr().contains("Network is unreachable"), "{}", run.stderr());
+    // A target's own `network:` goes over the top level's.
+    p.write(
+        "gevulot.yaml",
+        &yaml("network: false\n").replace("    cache: false\n", "    cache: false\n    network: true\n"),
+    );
+    p.build(&[]);
+    // Unsandboxed, `network: false` still holds.
+    p.write("gevulot.yaml", &yaml("network: false\n"));
+    let run = p.gvbuild(&["--no-sandbox"]).failure();
+    assert!(run.stderr().contains("Network is unreachable"), "{}", run.stderr());
+}
+
+#[test]
+fn sandbox_false_and_no_sandbox_run_a_step_unsandboxed() {
+    let yaml = |top: &str, own: &str| {
+        format!("{top}targets:\n  t:\n    outputs: [out/t.txt]\n    run: cat secret.txt > out/t.txt\n{own}")
+    };
+    let p = Project::new().file("gevulot.yaml", &yaml("", "")).file("secret.txt", "s\n");
+    p.gvbuild(&[]).failure();
+    p.build(&["--no-sandbox"]);
+    p.write("gevulot.yaml", &yaml("", "    sandbox: false  # reads secret.txt on purpose\n"));
+    p.build(&["-B"]);
+    p.write("gevulot.yaml", &yaml("sandbox: false\n", ""));
+    p.build(&["-B"]);
+    // A target's `true` goes over the top level's `false`.
+    p.write("gevulot.yaml", &yaml("sandbox: false\n", "    sandbox: true\n"));
+    p.gvbuild(&["-B"]).failure();
+}
+
+#[test]
+fn sandbox_keys_are_checked_where_they_are_written() {
+    let p = Project::new().file(
+        "gevulot.yaml",
+        &y(r#"
+        targets:
+          g:
+            deps: [t]
+            scratch: [x]
+          t:
+            outputs: [out/t]
+            run: echo > out/t
+            scratch: [../up, "*.o", .gvbuild/x]
+        "#),
+    );
+    let err = p.gvbuild(&["list"]).exit(2).stderr();
+    assert!(err.contains("scratch folder `../up` of target `t` cannot be used"), "{err}");
+    assert!(err.contains("scratch folder `*.o` of target `t` cannot be used"), "{err}");
+    assert!(err.contains("`.gvbuild/` is gvbuild's own"), "{err}");
+    assert!(err.contains("`scratch` needs a step, but target `g` has none"), "{err}");
+    assert!(err.contains("[gevulot.yaml:4:15]"), "the group's `scratch` is reported where it is: {err}");
+}
+
+/// Where the machine has no namespaces (here: root without CAP_SYS_ADMIN, and user namespaces
+/// limited to none), the build warns once, naming the cause, and runs its steps unsandboxed.
+#[test]
+fn without_namespaces_the_build_warns_once_and_runs_unsandboxed() {
+    let can = Command::new("unshare").args(["--user", "--map-root-user", "setpriv", "--version"]).output();
+    if !can.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: unshare or setpriv (util-linux) cannot make the test's user namespace here");
+        return;
+    }
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            &y(r#"
+            targets:
+              a:
+                outputs: [out/a.txt]
+                run: cat secret.txt > out/a.txt
+              b:
+                outputs: [out/b.txt]
+                run: cat secret.txt > out/b.txt
+            "#),
+        )
+        .file("secret.txt", "s\n");
+    // In a user namespace of its own, where user namespaces are then limited to none, and
+    // without CAP_SYS_ADMIN: gvbuild can make neither kind of namespace.
+    let script = format!(
+        "echo 0 > /proc/sys/user/max_user_namespaces && exec setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin {} -C {} --cache-dir {} build",
+        bin(),
+        p.root().display(),
+        p.cache.path().display()
+    );
+    let out =
+        Command::new("unshare").args(["--user", "--map-root-user", "sh", "-c", &script]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warnings: Vec<&str> =
+        err.lines().filter(|l| l.contains("the sandbox is not available here")).collect();
+    assert_eq!(warnings.len(), 1, "one warning for the build: {err}");
+    assert!(warnings[0].contains("max_user_namespaces"), "it names the cause and the fix: {err}");
+    assert_eq!(p.read("out/a.txt"), "s\n");
+}
+
+/// A sandboxed step that is killed with its build leaves nothing behind: the next build runs it
+/// again, in a sandbox as before.
+#[test]
+fn a_step_left_running_in_its_sandbox_is_killed_with_its_group() {
+    let p = Project::new().file(
+        "gevulot.yaml",
+        &y(r#"
+        targets:
+          slow:
+            outputs: [out/slow]
+            run: touch ctl/started; sleep 60; echo > out/slow
+            scratch: [ctl]
+        "#),
+    );
+    let mut child = p.command(&[]).spawn().unwrap();
+    wait_until("the step to start", || p.exists("ctl/started"));
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    fs::remove_file(p.path("ctl/started")).unwrap();
+    p.write("gevulot.yaml", &p.read("gevulot.yaml").replace("sleep 60", "true"));
+    assert_eq!(p.build(&[]).ran(), names(&["slow"]));
+}
+
+/// Each sandbox's TMPDIR is empty when its step starts, and what the step writes there goes
+/// with it.
+#[test]
+fn tmpdir_is_private_and_empty() {
+    let p = Project::new().file(
+        "gevulot.yaml",
+        &y(r#"
+        targets:
+          a:
+            outputs: [out/a.txt]
+            run: ls -A "$TMPDIR" > out/a.txt; echo a > "$TMPDIR/x"
+          b:
+            outputs: [out/b.txt]
+            run: ls -A "$TMPDIR" > out/b.txt; echo b > "$TMPDIR/x"
+        "#),
+    );
+    p.build(&["-j1"]);
+    assert_eq!(p.read("out/a.txt"), "");
+    assert_eq!(p.read("out/b.txt"), "");
+    // What the steps wrote there went with their sandboxes.
+    for e in fs::read_dir(std::env::temp_dir()).unwrap().filter_map(Result::ok) {
+        if e.file_name().to_string_lossy().starts_with("gvbuild-sandbox-") {
+            assert!(!e.path().join("x").exists(), "{}", e.path().display());
+        }
+    }
+}
+
+/// The diagnosis places paths where the step's processes are: after a `cd`, and in a folder
+/// `mkdir -p` walks through.
+#[test]
+fn the_diagnosis_follows_the_step_into_other_folders() {
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            &y(r#"
+            targets:
+              up:
+                inputs: [sub/in.txt]
+                outputs: [out/up.txt]
+                run: cd sub && cat in.txt ../secret.txt > ../out/up.txt
+              deep:
+                outputs: [out/deep.txt]
+                run: mkdir -p "$HOME/.gvbuild-sandbox-test/a/b" && echo > out/deep.txt
+            "#),
+        )
+        .file("sub/in.txt", "in\n")
+        .file("secret.txt", "s\n");
+    let err = p.gvbuild(&["-k"]).failure().stderr();
+    assert!(err.contains("read  secret.txt (hidden by the sandbox; add it to `inputs:`)"), "{err}");
+    assert!(!err.contains("read  sub/secret.txt"), "{err}");
+    let home = std::env::var("HOME").unwrap();
+    assert!(err.contains(&format!("wrote {home}/.gvbuild-sandbox-test (outside the project")), "{err}");
+    assert!(!p.exists("out/up.txt"), "a failed step's outputs stay out of the project");
+}
+
+#[test]
+fn a_scratch_folder_is_its_steps_own() {
+    let p = Project::new().file(
+        "gevulot.yaml",
+        &y(r#"
+        targets:
+          a:
+            inputs: [work/in.txt]
+            outputs: [o/a.txt]
+            run: echo > o/a.txt
+            scratch: [work]
+          b:
+            outputs: [work/b.txt]
+            run: echo > work/b.txt
+            scratch: [work/sub]
+        "#),
+    );
+    let err = p.gvbuild(&["list"]).exit(2).stderr();
+    assert!(
+        err.contains("scratch folder `work` of target `a` and output `work/b.txt` of target `b` overlap"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "scratch folder `work` of target `a` and scratch folder `work/sub` of target `b` overlap"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("input `work/in.txt` of target `a` lies in its scratch folder `work`"), "{err}");
+}
+
+/// The cache folder, outside the project here, is not there for a step.
+#[test]
+fn the_cache_folder_is_hidden_wherever_it_is() {
+    let p = Project::new();
+    p.write(
+        "gevulot.yaml",
+        &format!(
+            "targets:\n  t:\n    outputs: [out/t.txt]\n    run: ls -A {} > out/t.txt\n",
+            p.cache.path().display()
+        ),
+    );
+    p.build(&[]);
+    assert_eq!(p.read("out/t.txt"), "", "the step saw an empty folder where the cache is");
+    assert!(p.cache.path().join("ac").exists(), "the cache itself is there for gvbuild");
+}
