@@ -1247,6 +1247,7 @@ fn build(
         interrupted: interrupted.clone(),
         producers: Default::default(),
         producers_sorted: Default::default(),
+        scratch_folders: Default::default(),
         walks: Default::default(),
         glob_warnings: Default::default(),
         remote: servers.remote,

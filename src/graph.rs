@@ -529,6 +529,16 @@ impl Graph {
             let above = infer::ancestors(dir)
                 .chain(std::iter::once(dir.as_str()))
                 .filter_map(|a| owners.get(a).map(|o| (a, *o)));
+            // Its own outputs may lie in it, never hold it: a folder output is replaced whole
+            // after the step, which would take the scratch folder with it.
+            let above: Vec<_> = above.collect();
+            for (out, _) in above.iter().copied().filter(|(_, (oti, _))| oti == ti) {
+                invalid(
+                    t,
+                    format!("scratch folder `{dir}` of target `{}` lies in its own output `{out}`", t.name),
+                    "an output is replaced whole after its step: keep the scratch folder out of it",
+                );
+            }
             for (out, (oti, _)) in below.chain(above).filter(|(_, (oti, _))| oti != ti) {
                 invalid(
                     t,

@@ -1,9 +1,12 @@
 //! The process groups a gvbuild starts (steps, VMs), and what kills them however gvbuild ends.
 //!
 //! Each group's leader is recorded in a jobs log (`+ PGID TOKEN` when it starts, `- PGID` when it
-//! ends) and carries `GVBUILD_JOB=TOKEN` in its environment. An interrupted gvbuild kills the
-//! groups itself; a killed one is outlived by its reaper (see [`reaper_main`]), which kills
-//! them; and the next start in the same place kills anything still left. Below the steps and
+//! ends) and carries `GVBUILD_JOB=TOKEN` in its environment; the log names the build's token
+//! (`t TOKEN`) before its first step starts. An interrupted gvbuild kills the groups itself; a
+//! killed one is outlived by its reaper (see [`reaper_main`]), which kills them; and the next
+//! start in the same place kills anything still left. Both also kill the group of every process
+//! that carries a logged token, recorded or not: a gvbuild killed between starting a step and
+//! recording its group leaves no step behind either. Below the steps and
 //! the VM runner, which both use it.
 
 use std::collections::HashMap;
@@ -24,6 +27,8 @@ pub struct Jobs {
     file: PathBuf,
     pub(crate) token: String,
     running: Mutex<HashMap<u32, ()>>,
+    /// Whether the log names the token yet ([`Jobs::arm`]).
+    armed: Mutex<bool>,
     /// `jobs` is append-only: `+ PGID TOKEN` when a step starts, `- PGID` when it ends. Cheap
     /// enough to keep on disk for every step; replayed by the reaper and by the next start.
     log: Mutex<Option<File>>,
@@ -42,6 +47,7 @@ impl Jobs {
             file: state_dir.join("jobs"),
             token: token[..24.min(token.len())].to_string(),
             running: Mutex::new(HashMap::new()),
+            armed: Mutex::new(false),
             log: Mutex::new(None),
             reaper: Mutex::new(None),
         }
@@ -79,6 +85,18 @@ impl Jobs {
             }
             if let Some(f) = log.as_mut() {
                 let _ = f.write_all(line.as_bytes());
+            }
+        }
+    }
+
+    /// Before a step starts: the reaper runs and the log names this build's token, so that the
+    /// step is found by its token should gvbuild die before [`Jobs::add`] records it.
+    pub fn arm(&self) {
+        self.ensure_reaper();
+        if let Ok(mut armed) = self.armed.lock() {
+            if !*armed {
+                *armed = true;
+                self.append(&format!("t {}\n", self.token));
             }
         }
     }
@@ -139,24 +157,37 @@ fn kill_recorded(file: &Path, only: Option<&str>) -> usize {
             return 0;
         };
         let mut open: HashMap<u32, String> = HashMap::new();
+        let mut tokens: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         for line in text.lines() {
             let mut parts = line.split(' ');
-            match (parts.next(), parts.next().and_then(|p| p.parse::<u32>().ok()), parts.next()) {
+            let (kind, second, third) = (parts.next(), parts.next(), parts.next());
+            match (kind, second.and_then(|p| p.parse::<u32>().ok()), third) {
                 (Some("+"), Some(pgid), Some(token)) => {
                     open.insert(pgid, token.to_string());
+                    tokens.insert(token.to_string());
                 }
                 (Some("-"), Some(pgid), _) => {
                     open.remove(&pgid);
                 }
+                (Some("t"), _, _) => {
+                    tokens.extend(second.map(str::to_string));
+                }
                 _ => {}
             }
         }
+        tokens.retain(|t| only.is_none_or(|o| o == t));
         let mut killed = 0;
         for (pgid, token) in open {
             if only.is_some_and(|t| t != token) {
                 continue;
             }
             if group_has_token(pgid, &token) && sys::killpg(pgid, sys::SIGKILL).is_ok() {
+                killed += 1;
+            }
+        }
+        // Steps started but not yet recorded when gvbuild died: found by their token alone.
+        for pgid in groups_with_tokens(&tokens) {
+            if sys::killpg(pgid, sys::SIGKILL).is_ok() {
                 killed += 1;
             }
         }
@@ -182,6 +213,36 @@ pub fn reaper_main(args: &[std::ffi::OsString]) -> u8 {
     while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
     kill_recorded(Path::new(file), Some(token));
     0
+}
+
+/// The process groups of every live process that has `GVBUILD_JOB=T` in its environment, for a
+/// token `T` of `tokens`.
+fn groups_with_tokens(tokens: &std::collections::BTreeSet<String>) -> std::collections::BTreeSet<u32> {
+    let mut groups = std::collections::BTreeSet::new();
+    if tokens.is_empty() {
+        return groups;
+    }
+    let needles: Vec<String> = tokens.iter().map(|t| format!("{JOB_VAR}={t}")).collect();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return groups;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if !env.split(|&b| b == 0).any(|kv| needles.iter().any(|n| kv == n.as_bytes())) {
+            continue;
+        }
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let pgrp = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(2)?.parse::<u32>().ok());
+        groups.extend(pgrp.filter(|&g| g > 1));
+    }
+    groups
 }
 
 /// Whether any live process in group `pgid` has `GVBUILD_JOB=token` in its environment.

@@ -394,6 +394,10 @@ fn a_scratch_folder_is_its_steps_own() {
             outputs: [work/b.txt]
             run: echo > work/b.txt
             scratch: [work/sub]
+          c:
+            outputs: [bo/]
+            run: mkdir -p bo && echo > bo/x
+            scratch: [bo/cache]
         "#),
     );
     let err = p.gvbuild(&["list"]).exit(2).stderr();
@@ -408,6 +412,7 @@ fn a_scratch_folder_is_its_steps_own() {
         "{err}"
     );
     assert!(err.contains("input `work/in.txt` of target `a` lies in its scratch folder `work`"), "{err}");
+    assert!(err.contains("scratch folder `bo/cache` of target `c` lies in its own output `bo`"), "{err}");
 }
 
 /// The cache folder, outside the project here, is not there for a step.
@@ -424,4 +429,60 @@ fn the_cache_folder_is_hidden_wherever_it_is() {
     p.build(&[]);
     assert_eq!(p.read("out/t.txt"), "", "the step saw an empty folder where the cache is");
     assert!(p.cache.path().join("ac").exists(), "the cache itself is there for gvbuild");
+}
+
+/// Regression: a folder bound whole (`src/parser/`, all of it visible) was followed, in path
+/// order, by `src/parser.rs`, after which the files below the folder were bound again, into a
+/// read-only folder: the step could not start.
+#[test]
+fn a_folder_bound_whole_beside_a_file_of_its_name() {
+    let mut p = Project::new().file(
+        "gevulot.yaml",
+        &y(r#"
+        targets:
+          t:
+            inputs: [src/parser/, src/parser.rs]
+            outputs: [out/t.txt]
+            run: cat src/parser.rs src/parser/*.rs > out/t.txt
+        "#),
+    );
+    for i in 0..10 {
+        p = p.file(&format!("src/parser/f{i}.rs"), &format!("{i}\n"));
+    }
+    let p = p.file("src/parser.rs", "top\n").file("src/other.txt", "not visible\n");
+    p.build(&[]);
+    assert_eq!(p.read("out/t.txt"), "top\n0\n1\n2\n3\n4\n5\n6\n7\n8\n9\n");
+}
+
+/// A step that wrote beyond its outputs fails, and its outputs stay out of the project.
+#[test]
+fn outputs_of_a_step_that_wrote_more_stay_out() {
+    let p = Project::new().file(
+        "gevulot.yaml",
+        "targets:\n  t:\n    outputs: [out/t.txt]\n    run: echo t > out/t.txt; echo s > stray.txt\n",
+    );
+    p.gvbuild(&[]).failure().stderr_has("wrote stray.txt");
+    assert!(!p.exists("out/t.txt"));
+}
+
+/// Regression: the view's root, received from one step, leaked into the steps started while
+/// it ran (the descriptor was not close-on-exec), which could see and write that view.
+#[test]
+fn no_step_inherits_another_steps_view() {
+    let p = Project::new().file(
+        "gevulot.yaml",
+        &y(r#"
+        targets:
+          a:
+            outputs: [out/a.txt]
+            run: sleep 1; echo a > out/a.txt
+          b:
+            outputs: [out/fds.txt]
+            run: sleep 0.3; for f in /proc/$$$$/fd/*; do readlink "$$f" || true; done > "$$TMPDIR/fds"; cp "$$TMPDIR/fds" out/fds.txt
+        "#),
+    );
+    p.build(&["-j2"]);
+    let root = fs::canonicalize(p.root()).unwrap();
+    let fds = p.read("out/fds.txt");
+    assert!(!fds.lines().any(|l| Path::new(l) == root), "{fds}");
 }

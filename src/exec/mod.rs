@@ -118,6 +118,8 @@ pub struct Ctx {
     pub producers: std::sync::OnceLock<HashMap<String, usize>>,
     /// The same, in path order, built on first use.
     pub producers_sorted: std::sync::OnceLock<BTreeMap<String, usize>>,
+    /// Every `scratch:` folder and its target, built on first use.
+    pub scratch_folders: std::sync::OnceLock<Vec<(String, usize)>>,
     /// The files of the project folders depfile steps may discover from, walked once per
     /// build where no target writes into them (see `visible`).
     pub walks: std::sync::Mutex<HashMap<String, Arc<Vec<String>>>>,
@@ -158,6 +160,23 @@ impl Ctx {
         });
         // '0' is the byte after '/': the range holds exactly the paths starting with `dir/`.
         sorted.range(format!("{dir}/")..format!("{dir}0")).map(|(_, &i)| i)
+    }
+
+    /// The step targets with a `scratch:` folder at, below or above project folder `dir`.
+    pub fn scratch_near<'a>(&'a self, dir: &'a str) -> impl Iterator<Item = usize> + 'a {
+        let all = self.scratch_folders.get_or_init(|| {
+            let mut v = Vec::new();
+            for (i, t) in self.graph.project.targets.iter().enumerate() {
+                if let Some(run) = t.step.as_ref().and_then(|s| s.as_run()) {
+                    v.extend(run.scratch.iter().map(|s| (s.clone(), i)));
+                }
+            }
+            v
+        });
+        let inside = |p: &str, d: &str| {
+            p == d || (p.len() > d.len() && p.starts_with(d) && p.as_bytes()[d.len()] == b'/')
+        };
+        all.iter().filter(move |(s, _)| inside(s, dir) || inside(dir, s)).map(|(_, i)| *i)
     }
 
     pub fn producer_of(&self, path: &str) -> Option<usize> {

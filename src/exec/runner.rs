@@ -1055,7 +1055,11 @@ fn sandbox_plan(
     let outputs = parts.output_paths();
     let me = ctx.graph.lookup(&t.name);
     let cache = ctx.cache.root().to_path_buf();
-    let shared = |dir: &str| ctx.outputs_below(dir).any(|i| Some(i) != me && !visible.deps.contains(&i));
+    // Another step may write below `dir` meanwhile: through an output, or a scratch folder.
+    let shared = |dir: &str| {
+        ctx.outputs_below(dir).any(|i| Some(i) != me && !visible.deps.contains(&i))
+            || ctx.scratch_near(dir).any(|i| Some(i) != me)
+    };
     let spec = crate::sandbox::Spec {
         project: &ctx.root,
         visible: &visible,

@@ -43,12 +43,13 @@ pub enum Phase {
     Op = 8,
     Send = 9,
     Chdir = 10,
+    Hide = 11,
 }
 
 impl Phase {
     pub fn from_u32(n: u32) -> Option<Phase> {
         use Phase::*;
-        [Unshare, IdMap, Private, ReadOnly, OpenProject, Tmp, View, Op, Send, Chdir]
+        [Unshare, IdMap, Private, ReadOnly, OpenProject, Tmp, View, Op, Send, Chdir, Hide]
             .into_iter()
             .find(|p| *p as u32 == n)
     }
@@ -118,6 +119,12 @@ fn mount_setattr(
             std::mem::size_of::<MountAttr>(),
         )
     }
+}
+
+/// Set this thread's errno (for a failure found without a libc call).
+fn set_errno(e: i32) {
+    // SAFETY: the errno location is this thread's own.
+    unsafe { *libc::__errno_location() = e };
 }
 
 fn errno() -> i32 {
@@ -199,7 +206,7 @@ pub fn enter(s: &Setup) -> io::Result<()> {
     for (i, h) in s.hide.iter().enumerate() {
         let ro = flags | libc::MS_RDONLY;
         if unsafe { libc::mount(tmpfs, h.as_ptr(), tmpfs, ro, c"mode=0755".as_ptr().cast()) } != 0 {
-            return Err(fail(s, Phase::Tmp, i + 1));
+            return Err(fail(s, Phase::Hide, i));
         }
     }
     if unsafe { libc::mount(tmpfs, s.project.as_ptr(), tmpfs, flags, c"mode=0755".as_ptr().cast()) } != 0 {
@@ -234,10 +241,13 @@ pub fn enter(s: &Setup) -> io::Result<()> {
     let mut anc = SendAncillaryBuffer::new(&mut space);
     let fds = [view_fd];
     if !anc.push(SendAncillaryMessage::ScmRights(&fds)) {
+        set_errno(libc::ENOBUFS);
         return Err(fail(s, Phase::Send, 1));
     }
     let byte = [1u8];
-    if sendmsg(s.send.as_fd(), &[io::IoSlice::new(&byte)], &mut anc, SendFlags::empty()).is_err() {
+    if let Err(e) = sendmsg(s.send.as_fd(), &[io::IoSlice::new(&byte)], &mut anc, SendFlags::empty()) {
+        // rustix makes the call itself: errno is not set by it.
+        set_errno(e.raw_os_error());
         return Err(fail(s, Phase::Send, 2));
     }
     unsafe { libc::close(view) };
@@ -283,8 +293,7 @@ fn bind(project: RawFd, rel: &std::ffi::CStr, at: &std::ffi::CStr, folder: bool,
     unsafe { libc::close(tree) };
     if !ok {
         // Keep the failing call's errno for the report, not close's.
-        // SAFETY: the errno location is this thread's.
-        unsafe { *libc::__errno_location() = e };
+        set_errno(e);
     }
     ok
 }

@@ -144,6 +144,22 @@ fn quoted(line: &str) -> Vec<(Option<PathBuf>, String)> {
         if c == ',' || c == '(' || c == ' ' {
             continue;
         }
+        if c == '[' {
+            // An array (`execve`'s argv and envp): its strings are no paths the call used.
+            let mut quote = false;
+            let mut escaped = false;
+            for (_, c) in chars.by_ref() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => quote = !quote,
+                    ']' if !quote => break,
+                    _ => {}
+                }
+            }
+            base = None;
+            continue;
+        }
         if c != '"' {
             base = None;
             continue;
@@ -232,7 +248,10 @@ mod tests {
             strings(r#"1 openat(AT_FDCWD, "a\"b", O_RDONLY) = -1 ENOENT (x)"#),
             vec!["a\"b".to_string()]
         );
-        assert_eq!(strings(r#"1 execve("/bin/sh", ["sh", "-ec", "aaaa"...]) = 0"#).len(), 3);
+        assert_eq!(
+            strings(r#"1 execve("/bin/sh", ["sh", "-ec", "a]a"...], 0x7f /* 3 vars */) = 0"#),
+            ["/bin/sh"]
+        );
         assert_eq!(strings(r#"1 write(1, "abcd"..., 9) = 9"#), Vec::<String>::new());
         assert_eq!(
             quoted(r#"1 mkdirat(3</var/tmp/a>, "b", 0777) = -1 EROFS (Read-only file system)"#),

@@ -342,6 +342,7 @@ fn phase_text(p: Phase) -> &'static str {
         Phase::Op => "cannot show",
         Phase::Send => "cannot hand the view back",
         Phase::Chdir => "cannot enter the project folder",
+        Phase::Hide => "cannot hide the cache folder",
     }
 }
 
@@ -392,13 +393,13 @@ impl Plan {
         let abs = |p: &str| cstr(spec.project.join(p));
         let mut ops = Vec::with_capacity(view.len() * 2);
         // A folder bound whole: what is below it needs nothing more.
-        let mut whole: Option<String> = None;
+        // (Path order does not keep a folder's paths together: `src/parser.rs` sorts between
+        // `src/parser` and `src/parser/a.rs`.)
+        let mut whole: BTreeSet<&str> = BTreeSet::new();
         for (p, node) in &view {
-            if let Some(w) = &whole {
-                if p.len() > w.len() && p.starts_with(w.as_str()) && p.as_bytes()[w.len()] == b'/' {
-                    continue;
-                }
-                whole = None;
+            let mut above = p.match_indices('/').map(|(i, _)| &p[..i]);
+            if !whole.is_empty() && above.any(|a| whole.contains(a)) {
+                continue;
             }
             match node {
                 Node::Folder => {
@@ -414,7 +415,7 @@ impl Plan {
                         && holds_exactly(spec.project, &view, p, below)
                     {
                         ops.push(Op::Bind { rel: cstr(p)?, at: abs(p)?, folder: true, writable: false });
-                        whole = Some(p.clone());
+                        whole.insert(p);
                     }
                 }
                 Node::File => {
@@ -569,12 +570,16 @@ impl Pending {
         let phase = Phase::from_u32(word(0))?;
         let index = word(4) as usize;
         let errno = word(8) as i32;
-        let path = (phase == Phase::Op).then(|| self.paths.get(index)).flatten().map(|p| {
-            Path::new(p)
-                .strip_prefix(&self.project)
-                .map(|r| r.display().to_string())
-                .unwrap_or_else(|_| p.clone())
-        });
+        let path = match phase {
+            Phase::Op => self.paths.get(index).map(|p| {
+                Path::new(p)
+                    .strip_prefix(&self.project)
+                    .map(|r| r.display().to_string())
+                    .unwrap_or_else(|_| p.clone())
+            }),
+            Phase::Hide => self.setup.hide.get(index).map(|h| h.to_string_lossy().into_owned()),
+            _ => None,
+        };
         Some(SetupError { phase, path, source: io::Error::from_raw_os_error(errno) })
     }
 
@@ -586,7 +591,12 @@ impl Pending {
         let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut anc = RecvAncillaryBuffer::new(&mut space);
         let mut byte = [0u8; 1];
-        recvmsg(self.receive.as_fd(), &mut [io::IoSliceMut::new(&mut byte)], &mut anc, RecvFlags::DONTWAIT)?;
+        recvmsg(
+            self.receive.as_fd(),
+            &mut [io::IoSliceMut::new(&mut byte)],
+            &mut anc,
+            RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+        )?;
         for msg in anc.drain() {
             if let RecvAncillaryMessage::ScmRights(mut fds) = msg {
                 self.root = fds.next();
@@ -622,6 +632,7 @@ impl Pending {
         let view_root = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)));
         let outputs: BTreeSet<&str> = self.outputs.iter().map(String::as_str).collect();
         let mut harvest = Harvest::default();
+        let mut written: Vec<String> = Vec::new();
         let mut todo = vec![String::new()];
         while let Some(dir) = todo.pop() {
             let here = if dir.is_empty() { view_root.clone() } else { view_root.join(&dir) };
@@ -633,9 +644,7 @@ impl Pending {
                 };
                 let p = if dir.is_empty() { name } else { format!("{dir}/{name}") };
                 if outputs.contains(p.as_str()) {
-                    if let Some(root) = copy_to {
-                        copy_out(&e.path(), &root.join(&p))?;
-                    }
+                    written.push(p);
                     continue;
                 }
                 match self.view.get(&p) {
@@ -647,6 +656,12 @@ impl Pending {
             }
         }
         harvest.undeclared.sort();
+        // Only a step that succeeded, and wrote nothing but its outputs, has outputs to keep.
+        if let Some(root) = copy_to.filter(|_| harvest.undeclared.is_empty()) {
+            for p in written {
+                copy_out(&view_root.join(&p), &root.join(&p))?;
+            }
+        }
         Ok(harvest)
     }
 }
@@ -665,12 +680,12 @@ fn copy_out(from: &Path, to: &Path) -> io::Result<()> {
         std::os::unix::fs::symlink(fs::read_link(from)?, to)
     } else if meta.is_dir() {
         fs::create_dir(to)?;
-        fs::set_permissions(to, meta.permissions())?;
         for e in fs::read_dir(from)? {
             let e = e?;
             copy_out(&e.path(), &to.join(e.file_name()))?;
         }
-        Ok(())
+        // Its mode last: a folder without the write bit is filled first.
+        fs::set_permissions(to, meta.permissions())
     } else if meta.is_file() {
         fs::copy(from, to).map(|_| ())
     } else {

@@ -185,26 +185,32 @@ fn run_keeping(
     };
     let (reader, writer) = io::pipe()?;
     cmd.stdout(writer.try_clone()?).stderr(writer);
+    jobs.arm();
     let spawned = cmd.spawn();
     drop(cmd);
+    // Recorded at once, so that a gvbuild killed from here on leaves no step behind.
+    if let Ok(child) = &spawned {
+        jobs.add(child.id());
+    }
     if let Some(p) = pending.as_mut() {
         if let Some(e) = p.setup_error() {
             if let Ok(mut child) = spawned {
                 let _ = child.wait();
+                jobs.remove(child.id());
             }
             return Err(Failure::Setup(e));
         }
     }
     let mut child = spawned?;
+    let pgid = child.id();
     if let Some(p) = pending.as_mut() {
         if let Err(e) = p.spawned() {
-            let _ = sys::killpg(child.id(), sys::SIGKILL);
+            let _ = sys::killpg(pgid, sys::SIGKILL);
             let _ = child.wait();
+            jobs.remove(pgid);
             return Err(e.into());
         }
     }
-    let pgid = child.id();
-    jobs.add(pgid);
 
     let mut pump = Pump {
         sink: LogSink { path: spec.log, buf: Vec::new(), file: None },
