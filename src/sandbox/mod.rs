@@ -103,10 +103,12 @@ impl Sandboxing {
     pub fn new(wanted: bool, root: &Path) -> Sandboxing {
         // One folder per user, kept: every sandbox covers it with a tmpfs of its own (in its own
         // mount namespace), so builds share it without seeing each other's files, and a killed
-        // build leaves nothing new behind. Never in the project (a TMPDIR there).
+        // build leaves nothing new behind. Never in the project (a TMPDIR there), and in `/tmp`
+        // when the caller's TMPDIR is missing.
         let uid = rustix::process::geteuid().as_raw();
         let base = std::env::temp_dir();
-        let base = if base.starts_with(root) || !base.is_absolute() { PathBuf::from("/tmp") } else { base };
+        let usable = base.is_absolute() && base.is_dir() && !base.starts_with(root);
+        let base = if usable { base } else { PathBuf::from("/tmp") };
         let tmp = base.join(format!("gvbuild-sandbox-{uid}"));
         Sandboxing { wanted, support: OnceLock::new(), warned: Mutex::new(false), tmp }
     }
