@@ -503,9 +503,7 @@ impl Graph {
     /// it), no other target's scratch folder may overlap it, and none of its own step's inputs
     /// may lie in it (the step writes there; inputs are read-only).
     fn check_scratch(&self, owners: &infer::Owners, source: &Source, errors: &mut Vec<ConfigError>) {
-        let inside = |p: &str, dir: &str| {
-            p == dir || (p.len() > dir.len() && p.starts_with(dir) && p.as_bytes()[dir.len()] == b'/')
-        };
+        let inside = crate::paths::is_within;
         let scratch = |t: &Target| {
             t.step.as_ref().and_then(|s| s.as_run()).map(|r| r.scratch.clone()).unwrap_or_default()
         };

@@ -173,10 +173,8 @@ impl Ctx {
             }
             v
         });
-        let inside = |p: &str, d: &str| {
-            p == d || (p.len() > d.len() && p.starts_with(d) && p.as_bytes()[d.len()] == b'/')
-        };
-        all.iter().filter(move |(s, _)| inside(s, dir) || inside(dir, s)).map(|(_, i)| *i)
+        use crate::paths::is_within;
+        all.iter().filter(move |(s, _)| is_within(s, dir) || is_within(dir, s)).map(|(_, i)| *i)
     }
 
     pub fn producer_of(&self, path: &str) -> Option<usize> {

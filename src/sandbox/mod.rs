@@ -407,9 +407,7 @@ impl Plan {
                 Node::Folder => {
                     ops.push(Op::Mkdir(abs(p)?));
                     let below = count_below(&view, p);
-                    let writes_below = |o: &String| {
-                        o.len() > p.len() && o.starts_with(p.as_str()) && o.as_bytes()[p.len()] == b'/'
-                    };
+                    let writes_below = |o: &String| o != p && crate::paths::is_within(o, p);
                     if below >= WHOLE_FROM
                         && !spec.outputs.iter().any(writes_below)
                         && !spec.scratch.iter().any(writes_below)
