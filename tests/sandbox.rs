@@ -311,16 +311,25 @@ fn a_step_left_running_in_its_sandbox_is_killed_with_its_group() {
         targets:
           slow:
             outputs: [out/slow]
-            run: touch ctl/started; sleep 60; echo > out/slow
+            run: sleep 60 & echo $$! > ctl/started; wait; echo > out/slow
             scratch: [ctl]
         "#),
     );
     let mut child = p.command(&[]).spawn().unwrap();
-    wait_until("the step to start", || p.exists("ctl/started"));
+    wait_until("the step to start", || {
+        fs::read_to_string(p.path("ctl/started")).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let sleeper = p.read("ctl/started").trim().to_string();
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
+    // The step's group went with its build (SIGTERM: gvbuild kills it), namespace and all.
+    let gone = || {
+        fs::read_to_string(format!("/proc/{sleeper}/stat"))
+            .map_or(true, |s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+    };
+    wait_until("the step's process to be gone", gone);
     fs::remove_file(p.path("ctl/started")).unwrap();
-    p.write("gevulot.yaml", &p.read("gevulot.yaml").replace("sleep 60", "true"));
+    p.write("gevulot.yaml", &p.read("gevulot.yaml").replace("sleep 60 &", "true &"));
     assert_eq!(p.build(&[]).ran(), names(&["slow"]));
 }
 

@@ -53,15 +53,6 @@ impl Phase {
             .into_iter()
             .find(|p| *p as u32 == n)
     }
-
-    /// Whether a failure here means the machine has no sandbox to give (not that one path
-    /// of this step could not be shown).
-    pub fn is_namespace(self) -> bool {
-        matches!(
-            self,
-            Phase::Unshare | Phase::IdMap | Phase::Private | Phase::ReadOnly | Phase::Tmp | Phase::View
-        )
-    }
 }
 
 /// Everything the child needs, made by the parent.

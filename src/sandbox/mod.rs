@@ -188,7 +188,7 @@ fn probe(tmp: &Path) -> Support {
         })?;
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg(":").env_clear();
-        let (pending, _) =
+        let pending =
             plan.install(&mut cmd).map_err(|e| SetupError { phase: Phase::View, path: None, source: e })?;
         let status = cmd.status();
         match (status, pending.setup_error()) {
@@ -495,10 +495,9 @@ impl Plan {
         Ok(plan)
     }
 
-    /// Make `cmd` set the sandbox up before it runs its program (and set TMPDIR).
-    /// Returns what the parent keeps, and the number of mounts.
-    pub fn install(self, cmd: &mut Command) -> io::Result<(Pending, usize)> {
-        let binds = self.setup.ops.iter().filter(|o| matches!(o, Op::Bind { .. })).count();
+    /// Make `cmd` set the sandbox up before it runs its program (and set TMPDIR). Returns
+    /// what the parent keeps.
+    pub fn install(self, cmd: &mut Command) -> io::Result<Pending> {
         let paths: Vec<String> = self
             .setup
             .ops
@@ -517,19 +516,16 @@ impl Plan {
         let setup = Arc::new(self.setup);
         let in_child = Arc::clone(&setup);
         child::install(cmd, in_child);
-        Ok((
-            Pending {
-                setup,
-                view: self.view,
-                outputs: self.outputs,
-                report: self.report,
-                receive: self.receive,
-                paths,
-                project,
-                root: None,
-            },
-            binds,
-        ))
+        Ok(Pending {
+            setup,
+            view: self.view,
+            outputs: self.outputs,
+            report: self.report,
+            receive: self.receive,
+            paths,
+            project,
+            root: None,
+        })
     }
 }
 

@@ -180,7 +180,7 @@ fn run_keeping(
     cmd.envs(spec.env).env(JOB_VAR, &jobs.token);
     cmd.process_group(0);
     *pending = match plan {
-        Some(plan) => Some(plan.install(&mut cmd)?.0),
+        Some(plan) => Some(plan.install(&mut cmd)?),
         None => None,
     };
     let (reader, writer) = io::pipe()?;
