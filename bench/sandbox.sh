@@ -14,7 +14,7 @@
 # Target: (a) and (b) at most 1.10x unsandboxed.
 #
 # Environment (all optional): GVBUILD (default: cargo build --release), RUNS (default 3), LEAF_RUNS
-# (runs of (b), default 1: a sandboxed run takes minutes), JOBS (default 2), BENCH_DIR (parent of
+# (runs of (b), default 1), JOBS (default 2), BENCH_DIR (parent of
 # the scratch folder; default $TMPDIR or /tmp). Writes bench/sandbox-results.md.
 set -euo pipefail
 RUNS=${RUNS:-3}

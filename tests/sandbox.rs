@@ -495,3 +495,72 @@ fn no_step_inherits_another_steps_view() {
     let fds = p.read("out/fds.txt");
     assert!(!fds.lines().any(|l| Path::new(l) == root), "{fds}");
 }
+
+/// The lazy view (FUSE under an overlay, `GVBUILD_SANDBOX_VIEW=lazy`) and the bound one
+/// (`bind`, what a machine without FUSE gets, and by default a step that sees a handful of
+/// paths) show a step the same files, folders and symlinks, and catch the same writes. As root
+/// where `/dev/fuse` exists (CI), `lazy` must give the lazy view.
+#[test]
+fn the_lazy_and_the_bound_view_show_the_same_and_catch_the_same() {
+    let yaml = y(r#"
+        targets:
+          gen:
+            inputs: [src/a.txt]
+            outputs: [out/a.txt, out/tree/]
+            run: cp src/a.txt out/a.txt; mkdir -p out/tree/deep; echo x > out/tree/deep/x; ln -s deep/x out/tree/link
+          other:
+            outputs: [out/other.txt]
+            run: echo other > out/other.txt
+          look:
+            deps: [gen]
+            inputs: [src/c/]
+            outputs: [out/seen.txt]
+            run: |
+              find . \( -type f -o -type l \) -printf '%y %p\n' | LC_ALL=C sort > "$TMPDIR/seen"
+              readlink out/tree/link >> "$TMPDIR/seen"
+              cat out/tree/link >> "$TMPDIR/seen"
+              cat /proc/self/mountinfo > "$TMPDIR/mounts"
+              grep -c ' - fuse ' "$TMPDIR/mounts" >> "$TMPDIR/seen" || true
+              cp "$TMPDIR/seen" out/seen.txt
+          poke:
+            deps: [gen]
+            inputs: [src/c/one.txt]
+            outputs: [out/poke.txt]
+            run: echo p > out/poke.txt; echo y > out/tree/deep/x; rm src/c/one.txt
+        "#);
+    let expected =
+        "f ./out/a.txt\nf ./out/tree/deep/x\nf ./src/c/deep/two.txt\nf ./src/c/one.txt\nl ./out/tree/link\n\
+                    deep/x\nx\n";
+    let lazy_here = rustix::process::geteuid().is_root() && Path::new("/dev/fuse").exists();
+    for view in ["lazy", "bind"] {
+        let p = Project::new()
+            .file("gevulot.yaml", &yaml)
+            .file("src/a.txt", "a\n")
+            .file("src/c/one.txt", "1\n")
+            .file("src/c/deep/two.txt", "2\n")
+            .file("src/hidden.txt", "h\n");
+        let mut cmd = p.command(&["other", "look"]);
+        cmd.env("GVBUILD_SANDBOX_VIEW", view);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{view}: {}", String::from_utf8_lossy(&out.stderr));
+        let seen = p.read("out/seen.txt");
+        let (listing, fuse) = seen.rsplit_once("x\n").unwrap_or_else(|| panic!("{view}: {seen}"));
+        assert_eq!(format!("{listing}x\n"), expected, "{view}");
+        match view {
+            "bind" => assert_eq!(fuse, "0\n", "GVBUILD_SANDBOX_VIEW=bind binds"),
+            _ if lazy_here => assert_eq!(fuse, "1\n", "as root with /dev/fuse, the view can be lazy"),
+            _ => {}
+        }
+        let mut cmd = p.command(&["poke"]);
+        cmd.env("GVBUILD_SANDBOX_VIEW", view);
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{view}: {err}");
+        assert!(err.contains("out/tree"), "{view}: a write into a dependency's output is caught: {err}");
+        assert!(
+            p.exists("src/c/one.txt") && p.read("out/tree/deep/x") == "x\n",
+            "{view}: the project is untouched"
+        );
+        assert!(!p.exists("out/poke.txt"), "{view}");
+    }
+}

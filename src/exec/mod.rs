@@ -117,12 +117,12 @@ pub struct Ctx {
     /// Declared output path -> the step target that writes it, built on first use.
     pub producers: std::sync::OnceLock<HashMap<String, usize>>,
     /// The same, in path order, built on first use.
-    pub producers_sorted: std::sync::OnceLock<BTreeMap<String, usize>>,
+    pub producers_sorted: std::sync::OnceLock<Arc<BTreeMap<String, usize>>>,
     /// Every `scratch:` folder and its target, built on first use.
     pub scratch_folders: std::sync::OnceLock<Vec<(String, usize)>>,
     /// The files of the project folders depfile steps may discover from, walked once per
     /// build where no target writes into them (see `visible`).
-    pub walks: std::sync::Mutex<HashMap<String, Arc<Vec<String>>>>,
+    pub walks: std::sync::Mutex<HashMap<String, Arc<crate::sandbox::Discoverable>>>,
     /// The shared cache, looked up after the local one and written after it.
     pub remote: Option<crate::cache::remote::Remote>,
     /// `--remote-exec`: the engine `run:` steps execute on.
@@ -149,17 +149,22 @@ impl Ctx {
     /// a file inside an output folder).
     /// The step targets with a declared output below project folder `dir`.
     pub fn outputs_below<'a>(&'a self, dir: &str) -> impl Iterator<Item = usize> + 'a {
-        let sorted = self.producers_sorted.get_or_init(|| {
+        let sorted = self.outputs_sorted();
+        // '0' is the byte after '/': the range holds exactly the paths starting with `dir/`.
+        sorted.range(format!("{dir}/")..format!("{dir}0")).map(|(_, &i)| i)
+    }
+
+    /// Every target's declared outputs (project paths), sorted, with their target's index.
+    pub fn outputs_sorted(&self) -> &Arc<BTreeMap<String, usize>> {
+        self.producers_sorted.get_or_init(|| {
             let mut m = BTreeMap::new();
             for (i, t) in self.graph.project.targets.iter().enumerate() {
                 for o in &t.outputs {
                     m.insert(o.path.clone(), i);
                 }
             }
-            m
-        });
-        // '0' is the byte after '/': the range holds exactly the paths starting with `dir/`.
-        sorted.range(format!("{dir}/")..format!("{dir}0")).map(|(_, &i)| i)
+            Arc::new(m)
+        })
     }
 
     /// The step targets with a `scratch:` folder at, below or above project folder `dir`.

@@ -383,6 +383,8 @@ impl RemoteExec {
                     tree.insert(p, Node::File { sha, size: *size, exec: *exec, path: root.join(p) })?;
                 }
                 Entry::Link(text) => tree.insert(p, Node::Link(text.clone()))?,
+                // Only in a set worked out for a lazy view, never in one with digests.
+                Entry::Output => {}
                 Entry::Folder => {
                     tree.folder(p)?;
                 }

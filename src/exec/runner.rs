@@ -1051,7 +1051,11 @@ fn sandbox_plan(
     parts: &KeyParts,
     support: crate::sandbox::Support,
 ) -> Result<crate::sandbox::Plan, StepError> {
-    let visible = super::visible::of_with(ctx, t, run, parts, false)?;
+    let detail = match support {
+        crate::sandbox::Support::Yes { lazy: true, .. } => super::visible::Detail::Lazy,
+        _ => super::visible::Detail::Paths,
+    };
+    let visible = super::visible::of_with(ctx, t, run, parts, detail)?;
     let outputs = parts.output_paths();
     let me = ctx.graph.lookup(&t.name);
     let cache = ctx.cache.root().to_path_buf();
@@ -1069,6 +1073,7 @@ fn sandbox_plan(
         tmp: ctx.sandbox.tmp(),
         hide: std::slice::from_ref(&cache),
         shared: &shared,
+        produced: visible.unlisted.then(|| std::sync::Arc::clone(ctx.outputs_sorted())),
     };
     crate::sandbox::Plan::new(&spec, support).map_err(|source| {
         StepError::Sandbox(crate::sandbox::SetupError {

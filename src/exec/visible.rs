@@ -11,8 +11,9 @@
 //! - for a step with a depfile, what it may discover: the files its last depfile listed, and
 //!   every file below its command's include folders (`-I` and kin) inside the project and
 //!   below the folder of each of its input files (for an input in the project folder itself,
-//!   that folder's own files only), except what the project's `.gitignore` files ignore, at
-//!   most [`MAX_DISCOVERABLE`] files.
+//!   that folder's own files only), except what the project's `.gitignore` files ignore and
+//!   what a target writes (a dependency's outputs are in the set already), at most
+//!   [`MAX_DISCOVERABLE`] files.
 //!
 //! Never in it: a file that another target writes and this one does not depend on, `.git/`,
 //! `.gvbuild/` (the state and the cache), and the step's own outputs.
@@ -25,26 +26,41 @@ use super::Ctx;
 use crate::config::Target;
 use crate::fingerprint::outputs::OutputTree;
 use crate::fingerprint::{discovered, FileId, KeyParts};
-pub use crate::sandbox::{Entry, Visible};
+pub use crate::sandbox::{Discoverable, Entry, Visible};
 use crate::steps::run::RunSpec;
+use std::sync::Arc;
 
 /// The set of `t`'s `run:` step, whose key parts are `parts`. `Err` when a symlink or a
 /// dependency's output cannot be read as it was keyed, or a depfile step may discover too
 /// many files.
 pub fn of(ctx: &Ctx, t: &Target, run: &RunSpec, parts: &KeyParts) -> Result<Visible, InputRootError> {
-    of_with(ctx, t, run, parts, true)
+    of_with(ctx, t, run, parts, Detail::Digests)
 }
 
-/// [`of`]; with `digests` false, the files a depfile step may discover are listed without
-/// their digests (zero, size 0: the sandbox needs only their paths), which saves a stat of
-/// each.
+/// How much of the set [`of_with`] works out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Every file with its digest: the remote input root.
+    Digests,
+    /// The files a depfile step may discover without their digests (zero, size 0: a bound
+    /// view needs only their paths), which saves a stat of each.
+    Paths,
+    /// Also each dependency's outputs as declared ([`Entry::Output`]), not read at all: a
+    /// lazy view looks at what is on disk below them only when the step asks. Beyond a few
+    /// ([`crate::sandbox::BIND_UP_TO`] entries in all) they are not listed either
+    /// ([`Visible::unlisted`]): the lazy view finds them among all targets' outputs.
+    Lazy,
+}
+
+/// [`of`], worked out to `detail`: the same paths, the same set.
 pub fn of_with(
     ctx: &Ctx,
     t: &Target,
     run: &RunSpec,
     parts: &KeyParts,
-    digests: bool,
+    detail: Detail,
 ) -> Result<Visible, InputRootError> {
+    let digests = detail == Detail::Digests;
     let root = ctx.root.as_path();
     let deps = dep_closure(ctx, t);
     // A file another target writes is seen only from a dependency.
@@ -77,6 +93,16 @@ pub fn of_with(
     }
     for &d in &deps {
         let dep = ctx.graph.target(d);
+        if detail == Detail::Lazy {
+            v.entries.extend(dep.outputs.iter().map(|o| (o.path.clone(), Entry::Output)));
+            if v.entries.len() > crate::sandbox::BIND_UP_TO {
+                // Too many for a bound view: the lazy one looks them up itself.
+                v.entries.retain(|(_, e)| *e != Entry::Output);
+                v.unlisted = true;
+                break;
+            }
+            continue;
+        }
         let outputs: Vec<String> = dep.outputs.iter().map(|o| o.path.clone()).collect();
         let got = OutputTree::collect(root, &outputs, &ctx.stat).map_err(|source| {
             InputRootError::DepOutputs { dep: dep.name.clone(), target: t.name.clone(), source }
@@ -91,7 +117,17 @@ pub fn of_with(
             v.entries.push((dir.clone(), Entry::Folder));
         }
     }
-    let (recorded, extra) = discoverable(ctx, t, run, parts)?;
+    let (recorded, mut extra, walked) = discoverable(ctx, t, run, parts)?;
+    let walked_files: usize = walked.iter().map(|w| w.files.len()).sum();
+    if detail == Detail::Lazy && v.entries.len() + walked_files > crate::sandbox::BIND_UP_TO {
+        // A lazy view answers from the walks themselves.
+        v.discover = walked;
+        v.unlisted = true;
+    } else {
+        for w in &walked {
+            extra.extend(w.files.iter().cloned());
+        }
+    }
     for p in extra {
         // Another step's write in flight (a restore's or a download's staged file) is no
         // file the step could read: it is renamed or gone in a moment.
@@ -182,24 +218,26 @@ fn shipped_links<'p>(
     Ok(links)
 }
 
-/// What a depfile step may discover, to ship besides its declared inputs (returned second;
-/// first, those of them its last depfile listed, which may be gone since): what it read last
-/// time, and the files of its inputs' folders and its in-project include folders (the project
-/// folder's own files only; any other folder with all below it, except what git would ignore,
-/// such as cargo's `target/`). At most [`MAX_DISCOVERABLE`] files.
+/// [`discoverable`]'s answer: the files the last depfile listed, the paths to ship (those
+/// first), and the walks.
+type Discovered = (BTreeSet<String>, BTreeSet<String>, Vec<Arc<Discoverable>>);
+
+/// What a depfile step may discover, to ship besides its declared inputs: the files its last
+/// depfile listed, which may be gone since (returned first, and again second, as the start of
+/// the paths to ship), and the walks of its inputs' folders and its in-project include folders
+/// (third; see [`walk`]). At most [`MAX_DISCOVERABLE`] files in all.
 fn discoverable(
     ctx: &Ctx,
     t: &Target,
     run: &RunSpec,
     parts: &KeyParts,
-) -> Result<(BTreeSet<String>, BTreeSet<String>), InputRootError> {
-    let mut extra: BTreeSet<String> = BTreeSet::new();
+) -> Result<Discovered, InputRootError> {
     let mut recorded: BTreeSet<String> = BTreeSet::new();
+    let mut walked = Vec::new();
     if run.depfile.is_some() {
         if let Ok(state) = ctx.state.read() {
             if let Some(rec) = state.get(&t.name) {
                 recorded.extend(discovered::files(&rec.discovered).map(|f| f.to_string()));
-                extra.extend(recorded.iter().cloned());
             }
         }
         let mut folders: BTreeSet<String> = discovered::command_search_dirs(&run.command)
@@ -209,27 +247,30 @@ fn discoverable(
         for p in parts.inputs.keys().filter(|p| !p.starts_with('/')) {
             folders.insert(p.rsplit_once('/').map_or(String::new(), |(dir, _)| dir.to_string()));
         }
+        let mut count = recorded.len();
         for dir in folders {
-            for rel in walk(ctx, &dir).iter() {
-                extra.insert(rel.clone());
-                if extra.len() > MAX_DISCOVERABLE {
-                    return Err(InputRootError::TooManyDiscoverable {
-                        target: t.name.clone(),
-                        max: MAX_DISCOVERABLE,
-                    });
-                }
+            let w = walk(ctx, &dir);
+            count += w.files.len();
+            if count > MAX_DISCOVERABLE {
+                return Err(InputRootError::TooManyDiscoverable {
+                    target: t.name.clone(),
+                    max: MAX_DISCOVERABLE,
+                });
             }
+            walked.push(w);
         }
     }
-    Ok((recorded, extra))
+    Ok((recorded.clone(), recorded, walked))
 }
 
 /// The files of project folder `dir` a depfile step may discover: the project folder's own
 /// files only; any other folder with all below it, except what git would ignore (build trees
-/// such as cargo's `target/`). A folder no target writes into is walked once per build (no
-/// step can change it meanwhile); others on every call.
-fn walk(ctx: &Ctx, dir: &str) -> std::sync::Arc<Vec<String>> {
-    let steady = !dir.is_empty() && ctx.outputs_below(dir).next().is_none() && ctx.producer_of(dir).is_none();
+/// such as cargo's `target/`), and except the files a target writes: a dependency's are in the
+/// set through it, another's never are. What is left cannot change while the build runs, so a
+/// folder is walked once per build; one with a scratch folder at, above or below it (which
+/// its tool writes meanwhile) on every call.
+fn walk(ctx: &Ctx, dir: &str) -> Arc<Discoverable> {
+    let steady = ctx.scratch_near(dir).next().is_none();
     if steady {
         if let Some(w) = ctx.walks.lock().ok().and_then(|m| m.get(dir).cloned()) {
             return w;
@@ -248,9 +289,10 @@ fn walk(ctx: &Ctx, dir: &str) -> std::sync::Arc<Vec<String>> {
         .flatten()
         .filter(|e| e.file_type().is_some_and(|t| t.is_file()))
         .filter_map(|e| e.path().strip_prefix(root).ok().and_then(|r| r.to_str()).map(str::to_string))
+        .filter(|p| ctx.producer_of(p).is_none())
         .take(MAX_DISCOVERABLE + 1)
         .collect();
-    let files = std::sync::Arc::new(files);
+    let files = Arc::new(Discoverable::new(files));
     if steady {
         if let Ok(mut m) = ctx.walks.lock() {
             m.insert(dir.to_string(), files.clone());

@@ -1,15 +1,16 @@
-//! The sandbox's setup, run in the forked child between `fork` and `exec` (std's
-//! `CommandExt::pre_exec`): new namespaces, the machine read-only, a private TMPDIR, and the
-//! project folder replaced by the step's view.
+//! The sandbox's setup, run in the step's new process before `execve`: new namespaces, the
+//! machine read-only, a private TMPDIR, and the project folder replaced by the step's view.
 //!
-//! Between `fork` and `exec` of a multithreaded program only async-signal-safe calls are
-//! sound: nothing here allocates, locks or panics. Every path and buffer was made by the
-//! parent ([`Setup`]); the code makes system calls on them and nothing else. A failure is
-//! written to the report pipe as `(phase, index, errno)` (three native-endian `u32`s) before
-//! the child gives up, since std hands back only an errno.
+//! The process is made as `posix_spawn` makes one ([`spawn`]: `clone` with `CLONE_VM |
+//! CLONE_VFORK`): it runs in gvbuild's memory while the spawning thread waits, so only
+//! async-signal-safe calls are sound: nothing here allocates, locks or panics. Every path and
+//! buffer was made by the parent ([`Setup`], [`Exec`]); the code makes system calls on them and
+//! nothing else. A failure is written to the report pipe as `(phase, index, errno)` (three
+//! native-endian `u32`s) before the child exits with 127.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
+use std::fs;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
@@ -44,14 +45,35 @@ pub enum Phase {
     Send = 9,
     Chdir = 10,
     Hide = 11,
+    /// Starting the program: its process group, stdio, `execve`.
+    Exec = 12,
+    /// The lazy view's FUSE file system.
+    Fuse = 13,
+    /// The lazy view's overlay.
+    Overlay = 14,
 }
 
 impl Phase {
     pub fn from_u32(n: u32) -> Option<Phase> {
         use Phase::*;
-        [Unshare, IdMap, Private, ReadOnly, OpenProject, Tmp, View, Op, Send, Chdir, Hide]
-            .into_iter()
-            .find(|p| *p as u32 == n)
+        [
+            Unshare,
+            IdMap,
+            Private,
+            ReadOnly,
+            OpenProject,
+            Tmp,
+            View,
+            Op,
+            Send,
+            Chdir,
+            Hide,
+            Exec,
+            Fuse,
+            Overlay,
+        ]
+        .into_iter()
+        .find(|p| *p as u32 == n)
     }
 }
 
@@ -79,6 +101,21 @@ pub struct Setup {
     pub report: OwnedFd,
     /// The socket the view's root goes back to the parent through.
     pub send: OwnedFd,
+    /// A lazy view ([`super::fuse`]) instead of one bind per visible file.
+    pub lazy: Option<Lazy>,
+}
+
+/// A lazy view's setup: the FUSE connection's registration and the mounts' options.
+#[derive(Debug)]
+pub struct Lazy {
+    /// The id the view is registered under with the server.
+    pub id: u64,
+    /// The server's socket (close-on-exec).
+    pub socket: RawFd,
+    /// The FUSE mount's options, up to `fd=`, which the child completes.
+    pub fuse_opts: Vec<u8>,
+    /// The overlay's options (its layers relative to the view's tmpfs).
+    pub overlay_opts: CString,
 }
 
 #[repr(C)]
@@ -179,13 +216,16 @@ pub fn enter(s: &Setup) -> io::Result<()> {
     // of its mount, so that a symlink in it that climbs to the project folder (`../x`) climbs
     // to the folder on disk, not to the view that will cover it.
     // (A kernel that cannot clone from a detached mount gets the folder itself: `detached`.)
-    let project = if s.detached {
+    // (Not needed by a lazy view without scratch folders: nothing is bound from it.)
+    let project = if s.lazy.is_some() && s.ops.is_empty() {
+        -1
+    } else if s.detached {
         let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as libc::c_uint;
         unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, s.project.as_ptr(), flags) }
     } else {
         unsafe { libc::open(s.project.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) }.into()
     };
-    if project < 0 {
+    if project < 0 && !(s.lazy.is_some() && s.ops.is_empty()) {
         return Err(fail(s, Phase::OpenProject, 0));
     }
     let project = project as RawFd;
@@ -203,6 +243,11 @@ pub fn enter(s: &Setup) -> io::Result<()> {
     if unsafe { libc::mount(tmpfs, s.project.as_ptr(), tmpfs, flags, c"mode=0755".as_ptr().cast()) } != 0 {
         return Err(fail(s, Phase::View, 0));
     }
+    // With a lazy view, what is sent back is the overlay's upper layer: what the step wrote.
+    let mut upper: RawFd = -1;
+    if let Some(l) = &s.lazy {
+        upper = lazy_view(s, l)?;
+    }
     for (i, op) in s.ops.iter().enumerate() {
         let ok = match op {
             Op::Mkdir(at) => (unsafe { libc::mkdir(at.as_ptr(), 0o755) }) == 0 || errno() == libc::EEXIST,
@@ -219,26 +264,22 @@ pub fn enter(s: &Setup) -> io::Result<()> {
             return Err(fail(s, Phase::Op, i));
         }
     }
-    unsafe { libc::close(project) };
+    if project >= 0 {
+        unsafe { libc::close(project) };
+    }
     // The view's root (the tmpfs), for the parent to take the outputs from after the step.
-    let view = unsafe { libc::open(s.project.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let view = if upper >= 0 {
+        upper
+    } else {
+        unsafe { libc::open(s.project.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) }
+    };
     if view < 0 {
         return Err(fail(s, Phase::Send, 0));
     }
-    // SAFETY: `view` was just opened by this child and is closed only through this borrow's
-    // owner below.
+    // SAFETY: `view` was just opened by this child and is closed only after this borrow.
     let view_fd = unsafe { BorrowedFd::borrow_raw(view) };
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut anc = SendAncillaryBuffer::new(&mut space);
-    let fds = [view_fd];
-    if !anc.push(SendAncillaryMessage::ScmRights(&fds)) {
-        set_errno(libc::ENOBUFS);
-        return Err(fail(s, Phase::Send, 1));
-    }
-    let byte = [1u8];
-    if let Err(e) = sendmsg(s.send.as_fd(), &[io::IoSlice::new(&byte)], &mut anc, SendFlags::empty()) {
-        // rustix makes the call itself: errno is not set by it.
-        set_errno(e.raw_os_error());
+    if let Err(e) = send_fd(s.send.as_fd(), view_fd, &[1u8]) {
+        set_errno(e);
         return Err(fail(s, Phase::Send, 2));
     }
     unsafe { libc::close(view) };
@@ -246,6 +287,91 @@ pub fn enter(s: &Setup) -> io::Result<()> {
         return Err(fail(s, Phase::Chdir, 0));
     }
     Ok(())
+}
+
+/// Mount the lazy view over the project folder, which the view's tmpfs covers now: in that
+/// tmpfs, `l` (the FUSE file system, connected to the server), `u` and `w` (the overlay's upper
+/// layer and work folder); then the overlay of `u` on `l` over it all. Returns `u` (`O_PATH`).
+fn lazy_view(s: &Setup, l: &Lazy) -> io::Result<RawFd> {
+    // SAFETY (every block): as in `enter`.
+    if unsafe { libc::chdir(s.project.as_ptr()) } != 0 {
+        return Err(fail(s, Phase::View, 1));
+    }
+    // The upper layer's root is the view's root: a project folder's usual mode.
+    for (i, (d, mode)) in [(c"l", 0o700), (c"u", 0o755), (c"w", 0o700)].iter().enumerate() {
+        if unsafe { libc::mkdir(d.as_ptr(), *mode) } != 0 {
+            return Err(fail(s, Phase::View, 2 + i));
+        }
+    }
+    let fuse = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fuse < 0 {
+        return Err(fail(s, Phase::Fuse, 0));
+    }
+    // The options with the descriptor's number written out: `...fd=N`.
+    let mut opts = [0u8; 256];
+    let n = l.fuse_opts.len();
+    if n + 12 > opts.len() {
+        set_errno(libc::ENAMETOOLONG);
+        return Err(fail(s, Phase::Fuse, 2));
+    }
+    opts[..n].copy_from_slice(&l.fuse_opts);
+    let mut digits = [0u8; 10];
+    let mut k = 0;
+    let mut v = fuse as u32;
+    loop {
+        digits[k] = b'0' + (v % 10) as u8;
+        k += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for i in 0..k {
+        opts[n + i] = digits[k - 1 - i];
+    }
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_RDONLY;
+    if unsafe {
+        libc::mount(c"gvbuild".as_ptr(), c"l".as_ptr(), c"fuse".as_ptr(), flags, opts.as_ptr().cast())
+    } != 0
+    {
+        return Err(fail(s, Phase::Fuse, 3));
+    }
+    // To the server only now: a descriptor polled before its mount never wakes its poller.
+    // SAFETY: `fuse` was opened above; the borrow ends before it is closed.
+    let fuse_fd = unsafe { BorrowedFd::borrow_raw(fuse) };
+    let server = unsafe { BorrowedFd::borrow_raw(l.socket) };
+    let sent = send_fd(server, fuse_fd, &l.id.to_ne_bytes());
+    unsafe { libc::close(fuse) };
+    if let Err(e) = sent {
+        set_errno(e);
+        return Err(fail(s, Phase::Fuse, 1));
+    }
+    let upper = unsafe { libc::open(c"u".as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if upper < 0 {
+        return Err(fail(s, Phase::Overlay, 0));
+    }
+    let overlay = c"overlay".as_ptr();
+    let flags = libc::MS_NOSUID | libc::MS_NODEV;
+    if unsafe { libc::mount(overlay, s.project.as_ptr(), overlay, flags, l.overlay_opts.as_ptr().cast()) }
+        != 0
+    {
+        return Err(fail(s, Phase::Overlay, 1));
+    }
+    Ok(upper)
+}
+
+/// Send `fd` with `payload` on datagram socket `sock`; `Err(errno)`.
+fn send_fd(sock: BorrowedFd, fd: BorrowedFd, payload: &[u8]) -> Result<(), i32> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut anc = SendAncillaryBuffer::new(&mut space);
+    let fds = [fd];
+    if !anc.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(libc::ENOBUFS);
+    }
+    // rustix makes the call itself: errno is not set by it.
+    sendmsg(sock, &[io::IoSlice::new(payload)], &mut anc, SendFlags::empty())
+        .map(|_| ())
+        .map_err(|e| e.raw_os_error())
 }
 
 /// Bind the project's `rel` at `at`: a clone of its mount (read-only, as `/` now is), made
@@ -289,14 +415,216 @@ fn bind(project: RawFd, rel: &std::ffi::CStr, at: &std::ffi::CStr, folder: bool,
     ok
 }
 
-/// Make `cmd` run [`enter`] with `setup` in its child, before it runs its program.
-pub fn install(cmd: &mut std::process::Command, setup: std::sync::Arc<Setup>) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec; `enter` makes system calls on
-    // data prepared by the parent and nothing else (no allocation, no locks), as this module
-    // explains.
+/// The program a sandboxed step runs, made by the parent: `execve(argv[0], argv, envp)` in
+/// `cwd` (where there is no view; the view's setup enters the project itself), with stdin
+/// from `stdin` and stdout and stderr to `out`, as the leader of a new process group.
+pub struct Exec {
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: CString,
+    stdin: OwnedFd,
+    out: OwnedFd,
+}
+
+impl Exec {
+    /// `Err` for a string with a NUL byte, or when `/dev/null` cannot be opened.
+    pub fn new(
+        argv: &[&std::ffi::OsStr],
+        env: &[(std::ffi::OsString, std::ffi::OsString)],
+        cwd: &std::path::Path,
+        out: OwnedFd,
+    ) -> io::Result<Exec> {
+        use std::os::unix::ffi::OsStrExt;
+        let argv = argv.iter().map(cstr).collect::<io::Result<Vec<_>>>()?;
+        let envp = env
+            .iter()
+            .map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                cstr(std::ffi::OsStr::from_bytes(&kv))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let stdin = fs::File::open("/dev/null")?.into();
+        Ok(Exec { argv, envp, cwd: cstr(cwd)?, stdin, out })
+    }
+}
+
+/// What the child's entry point reads, all prepared by the parent.
+struct Start<'a> {
+    setup: &'a Setup,
+    /// The signals to reset to their default action ([`handled`]).
+    handled: &'a [libc::c_int],
+    exec: &'a Exec,
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+}
+
+/// The child's stack: 256 KiB with a guard page below, one per thread, kept (a `vfork`-style
+/// child runs on it while its parent thread waits, so one thread never needs two).
+struct Stack {
+    base: *mut libc::c_void,
+}
+
+const STACK_SIZE: usize = 256 * 1024;
+const GUARD: usize = 4096;
+
+impl Stack {
+    fn new() -> io::Result<Stack> {
+        // SAFETY: a fresh anonymous mapping; nothing else refers to it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                STACK_SIZE + GUARD,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the lowest page of the mapping just made.
+        if unsafe { libc::mprotect(base, GUARD, libc::PROT_NONE) } != 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: the mapping made above, unused.
+            unsafe { libc::munmap(base, STACK_SIZE + GUARD) };
+            return Err(e);
+        }
+        Ok(Stack { base })
+    }
+
+    /// The stack's top (it grows down), 16-byte aligned.
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the mapping's end, which the stack pointer starts at.
+        unsafe { self.base.cast::<u8>().add(STACK_SIZE + GUARD).cast() }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made by `new`, no longer used (its thread is ending).
+        unsafe { libc::munmap(self.base, STACK_SIZE + GUARD) };
+    }
+}
+
+thread_local! {
+    static STACK: std::cell::RefCell<Option<Stack>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Start `exec` in a new process that first runs [`enter`] with `setup`. Returns its pid.
+///
+/// The child is made as `posix_spawn` makes one (`clone` with `CLONE_VM | CLONE_VFORK`): it
+/// shares gvbuild's memory and this thread waits until it has called `execve` or exited, so
+/// no page table is copied, however large gvbuild is (a `fork` of a busy gvbuild cost more
+/// than the step). Signals are blocked around the `clone`; the child resets every handler to
+/// its default (and SIGPIPE, which Rust ignores) and unblocks them just before `execve`. A
+/// failure in the child (setup or `execve`) is written to the report pipe; the pid is still
+/// returned, for the caller to reap.
+pub fn spawn(setup: &Setup, exec: &Exec) -> io::Result<u32> {
+    let mut argv: Vec<*const libc::c_char> = exec.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = exec.envp.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // Asked once: gvbuild's handlers are in place before its first step.
+    static HANDLED: std::sync::OnceLock<Vec<libc::c_int>> = std::sync::OnceLock::new();
+    let handled = HANDLED.get_or_init(handled);
+    let start = Start { setup, handled, argv: &argv, envp: &envp, exec };
+    STACK.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Stack::new()?);
+        }
+        let Some(stack) = slot.as_ref() else { return Err(io::Error::other("no stack")) };
+        // SAFETY: `all` and `old` are plain sigset_t values on this stack.
+        let mut all = MaybeUninit::<libc::sigset_t>::uninit();
+        let mut old = MaybeUninit::<libc::sigset_t>::uninit();
+        unsafe {
+            libc::sigfillset(all.as_mut_ptr());
+            libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr());
+        }
+        let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+        // SAFETY: `child_main` gets a pointer to `start`, which outlives the child's use of it
+        // (this thread is suspended until the child has exec'd or exited); the stack is ours
+        // and unused by anything else meanwhile.
+        let pid = unsafe {
+            libc::clone(child_main, stack.top(), flags, (&start as *const Start).cast_mut().cast())
+        };
+        let e = io::Error::last_os_error();
+        // SAFETY: restores this thread's mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut()) };
+        if pid < 0 {
+            return Err(e);
+        }
+        Ok(pid as u32)
+    })
+}
+
+/// The signals whose action is neither the default nor ignored (gvbuild's handlers), and
+/// SIGPIPE, which Rust ignores: the child resets them, as `posix_spawn` does.
+fn handled() -> Vec<libc::c_int> {
+    let mut out = vec![libc::SIGPIPE];
+    for sig in 1..libc::SIGRTMAX() {
+        let mut old = MaybeUninit::<libc::sigaction>::zeroed();
+        // SAFETY: a query (no new action) into a zeroed struct on this stack.
+        if unsafe { libc::sigaction(sig, std::ptr::null(), old.as_mut_ptr()) } != 0 {
+            continue;
+        }
+        // SAFETY: filled by the call above, or still zeroed.
+        let h = unsafe { (*old.as_ptr()).sa_sigaction };
+        if h != libc::SIG_DFL && h != libc::SIG_IGN && sig != libc::SIGPIPE {
+            out.push(sig);
+        }
+    }
+    out
+}
+
+/// The child's entry point: runs on [`Stack`] in gvbuild's memory, with every signal blocked.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Start` that `spawn` passed, alive until this child execs or exits.
+    let start = unsafe { &*(arg as *const Start) };
+    let s = start.setup;
+    let x = start.exec;
+    // SAFETY (every block below): system calls on file descriptors and NUL-terminated strings
+    // the parent prepared, or on plain values on this stack; none allocates or locks.
     unsafe {
-        cmd.pre_exec(move || enter(&setup));
+        // Handlers are gvbuild's (its memory is shared until exec): back to the defaults.
+        let mut dfl = MaybeUninit::<libc::sigaction>::zeroed();
+        (*dfl.as_mut_ptr()).sa_sigaction = libc::SIG_DFL;
+        for &sig in start.handled {
+            libc::sigaction(sig, dfl.as_ptr(), std::ptr::null_mut());
+        }
+        if libc::setpgid(0, 0) != 0 {
+            let _ = fail(s, Phase::Exec, 0);
+            libc::_exit(127);
+        }
+        use std::os::fd::AsRawFd;
+        for (from, to) in [(x.stdin.as_raw_fd(), 0), (x.out.as_raw_fd(), 1), (x.out.as_raw_fd(), 2)] {
+            let ok =
+                if from == to { libc::fcntl(to, libc::F_SETFD, 0) == 0 } else { libc::dup2(from, to) == to };
+            if !ok {
+                let _ = fail(s, Phase::Exec, 1);
+                libc::_exit(127);
+            }
+        }
+    }
+    if enter(s).is_err() {
+        // SAFETY: ends this child; the failure is on the report pipe.
+        unsafe { libc::_exit(127) };
+    }
+    // SAFETY: as above.
+    unsafe {
+        if !s.view && libc::chdir(x.cwd.as_ptr()) != 0 {
+            let _ = fail(s, Phase::Chdir, 0);
+            libc::_exit(127);
+        }
+        let mut none = MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(none.as_mut_ptr());
+        libc::pthread_sigmask(libc::SIG_SETMASK, none.as_ptr(), std::ptr::null_mut());
+        libc::execve(start.argv[0], start.argv.as_ptr(), start.envp.as_ptr());
+        let _ = fail(s, Phase::Exec, 2);
+        libc::_exit(127)
     }
 }
 

@@ -170,47 +170,41 @@ fn run_keeping(
     plan: Option<crate::sandbox::Plan>,
     pending: &mut Option<crate::sandbox::Pending>,
 ) -> Result<ExitStatus, Failure> {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-ec").arg(spec.command).current_dir(spec.root).stdin(Stdio::null()).env_clear();
-    for var in PASS_THROUGH {
-        if let Some(v) = std::env::var_os(var) {
-            cmd.env(var, v);
-        }
-    }
-    cmd.envs(spec.env).env(JOB_VAR, &jobs.token);
-    cmd.process_group(0);
-    *pending = match plan {
-        Some(plan) => Some(plan.install(&mut cmd)?),
-        None => None,
-    };
     let (reader, writer) = io::pipe()?;
-    cmd.stdout(writer.try_clone()?).stderr(writer);
-    jobs.arm();
-    let spawned = cmd.spawn();
-    drop(cmd);
-    // Recorded at once, so that a gvbuild killed from here on leaves no step behind.
-    if let Ok(child) = &spawned {
-        jobs.add(child.id());
-    }
-    if let Some(p) = pending.as_mut() {
-        if let Some(e) = p.setup_error() {
-            if let Ok(mut child) = spawned {
+    let mut child = match plan {
+        None => {
+            let mut cmd = Command::new("/bin/sh");
+            cmd.arg("-ec").arg(spec.command).current_dir(spec.root).stdin(Stdio::null()).env_clear();
+            cmd.envs(environment(spec, jobs));
+            cmd.process_group(0);
+            cmd.stdout(writer.try_clone()?).stderr(writer);
+            jobs.arm();
+            let child = cmd.spawn()?;
+            // Recorded at once, so that a gvbuild killed from here on leaves no step behind.
+            jobs.add(child.id());
+            Child::Std(child)
+        }
+        Some(plan) => {
+            let argv = ["/bin/sh".as_ref(), "-ec".as_ref(), spec.command.as_ref()];
+            jobs.arm();
+            let (p, mut child) = plan.spawn(&argv, environment(spec, jobs), spec.root, writer.into())?;
+            jobs.add(child.id());
+            let p = pending.insert(p);
+            if let Some(e) = p.setup_error() {
                 let _ = child.wait();
                 jobs.remove(child.id());
+                return Err(Failure::Setup(e));
             }
-            return Err(Failure::Setup(e));
+            if let Err(e) = p.spawned() {
+                let _ = sys::killpg(child.id(), sys::SIGKILL);
+                let _ = child.wait();
+                jobs.remove(child.id());
+                return Err(e.into());
+            }
+            Child::Sandboxed(child)
         }
-    }
-    let mut child = spawned?;
+    };
     let pgid = child.id();
-    if let Some(p) = pending.as_mut() {
-        if let Err(e) = p.spawned() {
-            let _ = sys::killpg(pgid, sys::SIGKILL);
-            let _ = child.wait();
-            jobs.remove(pgid);
-            return Err(e.into());
-        }
-    }
 
     let mut pump = Pump {
         sink: LogSink { path: spec.log, buf: Vec::new(), file: None },
@@ -219,7 +213,8 @@ fn run_keeping(
     };
     // A pidfd lets this thread wait for the output and the exit together (Linux 5.3 and later);
     // without one, a second thread reads the output.
-    let status = match pidfd_open(Pid::from_child(&child), PidfdFlags::empty()) {
+    let pid = Pid::from_raw(pgid as i32).ok_or_else(|| io::Error::other("pid 0"))?;
+    let status = match pidfd_open(pid, PidfdFlags::empty()) {
         Ok(pidfd) => pump_polling(&mut child, &pidfd, reader, &mut pump),
         Err(_) => pump_threaded(&mut child, reader, &mut pump),
     };
@@ -229,9 +224,47 @@ fn run_keeping(
     Ok(status)
 }
 
+/// A step's environment: exactly [`PASS_THROUGH`] (where set), its `env`, and the build's job
+/// token.
+fn environment(spec: &Invocation, jobs: &Jobs) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut env: BTreeMap<std::ffi::OsString, std::ffi::OsString> = BTreeMap::new();
+    for var in PASS_THROUGH {
+        if let Some(v) = std::env::var_os(var) {
+            env.insert(var.into(), v);
+        }
+    }
+    for (k, v) in spec.env {
+        env.insert(k.into(), v.into());
+    }
+    env.insert(JOB_VAR.into(), jobs.token.clone().into());
+    env.into_iter().collect()
+}
+
+/// A step's shell: started by std, or in the sandbox.
+enum Child {
+    Std(std::process::Child),
+    Sandboxed(crate::sandbox::Child),
+}
+
+impl Child {
+    fn id(&self) -> u32 {
+        match self {
+            Child::Std(c) => c.id(),
+            Child::Sandboxed(c) => c.id(),
+        }
+    }
+
+    fn wait(&mut self) -> io::Result<ExitStatus> {
+        match self {
+            Child::Std(c) => c.wait(),
+            Child::Sandboxed(c) => c.wait(),
+        }
+    }
+}
+
 /// Wait for the shell to exit, then stop whatever it left running in its group: that would
 /// write behind our back, and would hold the output pipe open.
-fn reap(child: &mut std::process::Child) -> io::Result<ExitStatus> {
+fn reap(child: &mut Child) -> io::Result<ExitStatus> {
     let status = child.wait();
     let _ = sys::killpg(child.id(), sys::SIGKILL);
     status
@@ -253,7 +286,7 @@ fn drain(reader: &mut io::PipeReader, pump: &mut Pump) -> io::Result<()> {
 /// Read the output on this thread, polling the pipe and the shell's pidfd together: the exit is
 /// seen even while something the step left running holds the pipe open.
 fn pump_polling(
-    child: &mut std::process::Child,
+    child: &mut Child,
     pidfd: &OwnedFd,
     mut reader: io::PipeReader,
     pump: &mut Pump,
@@ -302,11 +335,7 @@ fn pump_polling(
 
 /// Read the output on a second thread, so that the wait cannot be blocked by a pipe held open
 /// by something the step left running (used where there is no pidfd).
-fn pump_threaded(
-    child: &mut std::process::Child,
-    mut reader: io::PipeReader,
-    pump: &mut Pump,
-) -> io::Result<ExitStatus> {
+fn pump_threaded(child: &mut Child, mut reader: io::PipeReader, pump: &mut Pump) -> io::Result<ExitStatus> {
     std::thread::scope(|scope| {
         let reading = scope.spawn(move || drain(&mut reader, pump));
         let status = reap(child);
@@ -358,7 +387,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("logs/t.log");
         let (reader, writer) = io::pipe().unwrap();
-        let mut child = Command::new("/bin/sh")
+        let child = Command::new("/bin/sh")
             .arg("-c")
             .arg("echo one; sleep 300 & echo two")
             .stdout(writer.try_clone().unwrap())
@@ -371,7 +400,7 @@ mod tests {
             live: None,
             partial: Vec::new(),
         };
-        let status = pump_threaded(&mut child, reader, &mut pump).unwrap();
+        let status = pump_threaded(&mut Child::Std(child), reader, &mut pump).unwrap();
         assert!(status.success());
         pump.finish().unwrap();
         assert_eq!(fs::read_to_string(&log).unwrap(), "one\ntwo\n");

@@ -1,0 +1,864 @@
+//! The lazy view: a read-only FUSE file system that shows a step its visible set, served by
+//! one thread of gvbuild for every running sandbox.
+//!
+//! Each sandbox mounts a FUSE file system of its own (its child opens `/dev/fuse`, sends the
+//! descriptor here over [`Server`]'s socket with the id its [`Index`] was registered under,
+//! and mounts it) as the lower layer of an overlay whose upper layer is a tmpfs: the step
+//! reads through it and writes into the tmpfs. A path is looked up only when the step asks
+//! for it, so a view costs what the step opens, not what it may see (binding every visible
+//! file cost about 45 µs a file).
+//!
+//! The protocol is the kernel's (`include/uapi/linux/fuse.h`, version 7), of which this
+//! serves the read-only part: `INIT`, `LOOKUP`, `GETATTR`, `READLINK`, `OPEN`, `READ`,
+//! `RELEASE`, `OPENDIR`, `READDIR`, `RELEASEDIR`, `STATFS` and the `FORGET`s. Anything that
+//! would write answers `EROFS` (the overlay never writes its lower layer); the rest `ENOSYS`,
+//! which the kernel takes as "not supported". Every answer is valid for a day: a view does not
+//! change while its step runs, and the kernel then caches lookups, misses included.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustix::event::epoll;
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+
+use super::Node;
+
+/// Every target's outputs (sorted, with their target's index) and the targets a step depends
+/// on: where a view finds its dependencies' outputs when its set does not list them.
+pub type Produced = (Arc<BTreeMap<String, usize>>, Arc<BTreeSet<usize>>);
+
+/// A step's view as the server answers for it: the project folder on disk and what of it the
+/// step sees.
+pub struct Index {
+    /// The project folder (`O_PATH`), which files are read from.
+    root: OwnedFd,
+    /// The project folder's path.
+    project: std::path::PathBuf,
+    /// Every path of the view (project paths; the folders above each are in it too).
+    view: Arc<BTreeMap<String, Node>>,
+    /// The text of each symlink of the view.
+    links: HashMap<String, String>,
+    /// Where the view does not list its dependencies' outputs: every target's outputs (sorted,
+    /// with their target) and the targets depended on, to find them at lookup.
+    produced: Option<Produced>,
+    /// Where the view does not list them: the files a depfile step may discover.
+    discover: Vec<Arc<super::Discoverable>>,
+}
+
+impl Index {
+    /// Whether `path` is an output of a target depended on (where they are not listed).
+    fn dep_output(&self, path: &str) -> bool {
+        self.produced.as_ref().is_some_and(|(all, deps)| all.get(path).is_some_and(|i| deps.contains(i)))
+    }
+
+    /// The outputs of targets depended on strictly below folder `dir` (where they are not
+    /// listed), in path order.
+    fn dep_outputs_below<'a>(&'a self, dir: &str) -> impl Iterator<Item = &'a str> + 'a {
+        let from = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        // '0' is the byte after '/': the range holds exactly the paths starting with `dir/`.
+        let to = if dir.is_empty() { None } else { Some(format!("{dir}0")) };
+        self.produced.iter().flat_map(move |(all, deps)| {
+            let range = match &to {
+                Some(to) => all.range(from.clone()..to.clone()),
+                None => all.range(from.clone()..),
+            };
+            range.filter(|(_, i)| deps.contains(i)).map(|(p, _)| p.as_str())
+        })
+    }
+}
+
+impl Index {
+    /// The view `view` (with `links`' texts) of the project folder `project`.
+    pub fn new(
+        project: &Path,
+        view: Arc<BTreeMap<String, Node>>,
+        links: HashMap<String, String>,
+        produced: Option<Produced>,
+        discover: Vec<Arc<super::Discoverable>>,
+    ) -> io::Result<Index> {
+        let root =
+            rustix::fs::open(project, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(Index { root, project: project.to_path_buf(), view, links, produced, discover })
+    }
+}
+
+/// The server: one thread, started by the first lazy view of the process, serving every
+/// sandbox's FUSE connection.
+pub struct Server {
+    /// The end children send their `/dev/fuse` descriptor to (`SOCK_DGRAM`, close-on-exec).
+    send: OwnedFd,
+    /// Views registered and not yet connected, by id.
+    waiting: Mutex<HashMap<u64, Arc<Index>>>,
+    next: AtomicU64,
+}
+
+static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+
+/// The process's server, started on first use. `Err` says why it cannot run.
+pub fn server() -> Result<&'static Server, String> {
+    SERVER
+        .get_or_init(|| {
+            let (recv, send) = rustix::net::socketpair(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::DGRAM,
+                rustix::net::SocketFlags::CLOEXEC,
+                None,
+            )
+            .map_err(|e| format!("cannot make the view server's socket: {e}"))?;
+            std::thread::Builder::new()
+                .name("gvbuild-view".into())
+                .spawn(move || serve(recv))
+                .map_err(|e| format!("cannot start the view server: {e}"))?;
+            Ok(Server { send, waiting: Mutex::new(HashMap::new()), next: AtomicU64::new(1) })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+impl Server {
+    /// Register `index` for a sandbox about to start: the id its child sends with its FUSE
+    /// descriptor. [`Server::forget`] it if the child never connects.
+    pub fn register(&self, index: Arc<Index>) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut w) = self.waiting.lock() {
+            w.insert(id, index);
+        }
+        id
+    }
+
+    /// Drop registration `id` if it is still waiting.
+    pub fn forget(&self, id: u64) {
+        if let Ok(mut w) = self.waiting.lock() {
+            w.remove(&id);
+        }
+    }
+
+    /// The socket a child sends its descriptor on (close-on-exec, so never the step's).
+    pub fn socket(&self) -> RawFd {
+        self.send.as_raw_fd()
+    }
+
+    fn take(&self, id: u64) -> Option<Arc<Index>> {
+        self.waiting.lock().ok()?.remove(&id)
+    }
+}
+
+/// The server's loop: new connections on `recv`, requests on each connection.
+fn serve(recv: OwnedFd) {
+    let Ok(ep) = epoll::create(epoll::CreateFlags::CLOEXEC) else { return };
+    if epoll::add(&ep, &recv, epoll::EventData::new_u64(0), epoll::EventFlags::IN).is_err() {
+        return;
+    }
+    let mut conns: HashMap<u64, Conn> = HashMap::new();
+    let mut next_token = 1u64;
+    // Large enough for any request the kernel may send with `max_write` at its minimum.
+    let mut buf = vec![0u8; 132 * 1024];
+    let mut events = Vec::with_capacity(64);
+    loop {
+        events.clear();
+        match epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), None) {
+            Ok(_) => {}
+            Err(Errno::INTR) => continue,
+            Err(_) => return,
+        }
+        for ev in &events {
+            let token = ev.data.u64();
+            if token == 0 {
+                let Some((id, fd)) = receive(&recv) else { continue };
+                let Some(server) = SERVER.get().and_then(|s| s.as_ref().ok()) else { continue };
+                let Some(index) = server.take(id) else { continue };
+                if rustix::io::ioctl_fionbio(&fd, true).is_err() {
+                    continue;
+                }
+                if epoll::add(&ep, &fd, epoll::EventData::new_u64(next_token), epoll::EventFlags::IN).is_ok()
+                {
+                    conns.insert(next_token, Conn::new(fd, index));
+                    next_token += 1;
+                }
+                continue;
+            }
+            let Some(conn) = conns.get_mut(&token) else { continue };
+            match rustix::io::read(&conn.fd, &mut buf[..]) {
+                Ok(n) => conn.request(&buf[..n]),
+                // Nothing after all, or a request taken back meanwhile.
+                Err(Errno::AGAIN | Errno::INTR | Errno::NOENT) => {}
+                // ENODEV: unmounted (the sandbox is gone); EPERM: never mounted.
+                Err(_) => {
+                    let _ = epoll::delete(&ep, &conn.fd);
+                    conns.remove(&token);
+                }
+            }
+        }
+    }
+}
+
+/// One datagram of a child: the id (8 bytes) and its `/dev/fuse` descriptor.
+fn receive(recv: &OwnedFd) -> Option<(u64, OwnedFd)> {
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut anc = RecvAncillaryBuffer::new(&mut space);
+    let mut id = [0u8; 8];
+    let got = recvmsg(recv, &mut [io::IoSliceMut::new(&mut id)], &mut anc, RecvFlags::CMSG_CLOEXEC).ok()?;
+    let mut fd = None;
+    for msg in anc.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = msg {
+            fd = fds.next();
+        }
+    }
+    (got.bytes == 8).then_some(())?;
+    Some((u64::from_ne_bytes(id), fd?))
+}
+
+// Opcodes (fuse.h, `enum fuse_opcode`).
+const LOOKUP: u32 = 1;
+const FORGET: u32 = 2;
+const GETATTR: u32 = 3;
+const SETATTR: u32 = 4;
+const READLINK: u32 = 5;
+const SYMLINK: u32 = 6;
+const MKNOD: u32 = 8;
+const MKDIR: u32 = 9;
+const UNLINK: u32 = 10;
+const RMDIR: u32 = 11;
+const RENAME: u32 = 12;
+const LINK: u32 = 13;
+const OPEN: u32 = 14;
+const READ: u32 = 15;
+const WRITE: u32 = 16;
+const STATFS: u32 = 17;
+const RELEASE: u32 = 18;
+const SETXATTR: u32 = 21;
+const REMOVEXATTR: u32 = 24;
+const INIT: u32 = 26;
+const OPENDIR: u32 = 27;
+const READDIR: u32 = 28;
+const RELEASEDIR: u32 = 29;
+const CREATE: u32 = 35;
+const INTERRUPT: u32 = 36;
+const DESTROY: u32 = 38;
+const BATCH_FORGET: u32 = 42;
+const FALLOCATE: u32 = 43;
+const RENAME2: u32 = 45;
+const COPY_FILE_RANGE: u32 = 47;
+
+// `fuse_init_out` flags asked for, where the kernel offers them.
+const FUSE_ASYNC_READ: u32 = 1 << 0;
+const FUSE_NO_OPEN_SUPPORT: u32 = 1 << 17;
+const FUSE_NO_OPENDIR_SUPPORT: u32 = 1 << 24;
+const FUSE_PARALLEL_DIROPS: u32 = 1 << 18;
+const FUSE_MAX_PAGES: u32 = 1 << 22;
+const FUSE_CACHE_SYMLINKS: u32 = 1 << 23;
+
+/// How long the kernel may keep an answer, in seconds: the view's life.
+const VALID: u64 = 86_400;
+const IN_HEADER: usize = 40;
+const ROOT: u64 = 1;
+
+/// One sandbox's connection.
+struct Conn {
+    fd: OwnedFd,
+    index: Arc<Index>,
+    /// Node ids handed out (id `i + 1` is `nodes[i]`; the root, id 1, is `""`).
+    nodes: Vec<String>,
+    ids: HashMap<String, u64>,
+    /// Files read, by node id (opened at the first `READ`).
+    files: HashMap<u64, File>,
+    /// Whether the kernel sends no `OPEN` (it offered `FUSE_NO_OPEN_SUPPORT`), no `OPENDIR`
+    /// (`FUSE_NO_OPENDIR_SUPPORT`).
+    no_open: bool,
+    no_opendir: bool,
+    /// A folder's listing, made at its first `READDIR`, by node id.
+    listings: HashMap<u64, Vec<(String, u64, u32)>>,
+}
+
+/// An answer: nothing (a `FORGET`), an errno, or the reply's body.
+enum Reply {
+    None,
+    Err(Errno),
+    Body(Vec<u8>),
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4).map_or(0, |s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8).map_or(0, |s| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        u64::from_ne_bytes(a)
+    })
+}
+
+/// The attributes of a path, as `struct fuse_attr` wants them.
+struct Attr {
+    ino: u64,
+    size: u64,
+    blocks: u64,
+    times: [(u64, u32); 3],
+    mode: u32,
+    nlink: u32,
+    uid: u32,
+    gid: u32,
+    rdev: u32,
+}
+
+impl Attr {
+    fn of(ino: u64, st: &rustix::fs::Stat) -> Attr {
+        let t = |s: i64, ns: u64| (s.max(0) as u64, ns.min(999_999_999) as u32);
+        Attr {
+            ino,
+            size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
+            times: [
+                t(st.st_atime, st.st_atime_nsec),
+                t(st.st_mtime, st.st_mtime_nsec),
+                t(st.st_ctime, st.st_ctime_nsec),
+            ],
+            mode: st.st_mode,
+            nlink: st.st_nlink as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev as u32,
+        }
+    }
+
+    /// A folder the view has and the disk does not (yet): the folder of an output.
+    fn folder(ino: u64) -> Attr {
+        Attr {
+            ino,
+            size: 0,
+            blocks: 0,
+            times: [(0, 0); 3],
+            mode: libc::S_IFDIR | 0o755,
+            nlink: 2,
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+            rdev: 0,
+        }
+    }
+
+    /// `struct fuse_attr` (88 bytes).
+    fn put(&self, out: &mut Vec<u8>) {
+        for v in [self.ino, self.size, self.blocks, self.times[0].0, self.times[1].0, self.times[2].0] {
+            out.extend_from_slice(&v.to_ne_bytes());
+        }
+        let blksize = 4096u32;
+        for v in [
+            self.times[0].1,
+            self.times[1].1,
+            self.times[2].1,
+            self.mode,
+            self.nlink,
+            self.uid,
+            self.gid,
+            self.rdev,
+            blksize,
+            0,
+        ] {
+            out.extend_from_slice(&v.to_ne_bytes());
+        }
+    }
+}
+
+impl Conn {
+    fn new(fd: OwnedFd, index: Arc<Index>) -> Conn {
+        let mut ids = HashMap::new();
+        ids.insert(String::new(), ROOT);
+        Conn {
+            fd,
+            index,
+            nodes: vec![String::new()],
+            ids,
+            files: HashMap::new(),
+            no_open: false,
+            no_opendir: false,
+            listings: HashMap::new(),
+        }
+    }
+
+    /// Answer one request (`buf`: header and body).
+    fn request(&mut self, buf: &[u8]) {
+        if buf.len() < IN_HEADER {
+            return;
+        }
+        let opcode = u32_at(buf, 4);
+        let unique = u64_at(buf, 8);
+        let nodeid = u64_at(buf, 16);
+        let body = &buf[IN_HEADER..];
+        let reply = self.answer(opcode, nodeid, body);
+        let (error, payload) = match reply {
+            Reply::None => return,
+            Reply::Err(e) => (-e.raw_os_error(), Vec::new()),
+            Reply::Body(b) => (0, b),
+        };
+        let mut out = Vec::with_capacity(16 + payload.len());
+        out.extend_from_slice(&((16 + payload.len()) as u32).to_ne_bytes());
+        out.extend_from_slice(&error.to_ne_bytes());
+        out.extend_from_slice(&unique.to_ne_bytes());
+        out.extend_from_slice(&payload);
+        // A request taken back meanwhile (ENOENT) needs no answer.
+        let _ = rustix::io::write(&self.fd, &out);
+    }
+
+    fn path(&self, nodeid: u64) -> Option<&str> {
+        self.nodes.get((nodeid as usize).checked_sub(1)?).map(String::as_str)
+    }
+
+    fn id_of(&mut self, path: &str) -> u64 {
+        if let Some(&id) = self.ids.get(path) {
+            return id;
+        }
+        self.nodes.push(path.to_string());
+        let id = self.nodes.len() as u64;
+        self.ids.insert(path.to_string(), id);
+        id
+    }
+
+    /// What view path `path` is, looked up: the view's own paths, and what is on disk at and
+    /// below a dependency's output.
+    fn seen(&self, path: &str) -> Option<Seen> {
+        if path.is_empty() {
+            return Some(Seen::Folder);
+        }
+        let view = &self.index.view;
+        let index = &self.index;
+        // At or below a dependency's output: what is on disk there.
+        let mut here_and_above = std::iter::successors(Some(path), |d| d.rsplit_once('/').map(|(d, _)| d));
+        let in_output = here_and_above.any(|a| view.get(a) == Some(&Node::Output) || index.dep_output(a));
+        let node = match view.get(path) {
+            _ if in_output => &Node::Output,
+            Some(n) => n,
+            // A folder holding an output of a target depended on.
+            None if index.dep_outputs_below(path).next().is_some() => &Node::Folder,
+            // A file the step may discover, or a folder holding one.
+            None if index.discover.iter().any(|d| d.holds(path)) => &Node::File,
+            None if index.discover.iter().any(|d| d.holds_below(path)) => &Node::Folder,
+            None => return None,
+        };
+        Some(match node {
+            Node::Folder | Node::Scratch => Seen::Folder,
+            Node::File => Seen::File,
+            Node::Link => Seen::Link,
+            Node::Output => {
+                let st = rustix::fs::statat(&self.index.root, path, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+                match st.st_mode & libc::S_IFMT {
+                    libc::S_IFDIR => Seen::DiskFolder,
+                    libc::S_IFLNK => Seen::DiskLink,
+                    _ => Seen::File,
+                }
+            }
+        })
+    }
+
+    /// The attributes of view path `path` (node `ino`), from the disk where it is there.
+    fn attr(&self, path: &str, ino: u64) -> Result<Attr, Errno> {
+        let disk = if path.is_empty() { "." } else { path };
+        let root = &self.index.root;
+        match self.seen(path) {
+            None => Err(Errno::NOENT),
+            Some(Seen::Folder) => match rustix::fs::statat(root, disk, AtFlags::empty()) {
+                Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => Ok(Attr::of(ino, &st)),
+                _ => Ok(Attr::folder(ino)),
+            },
+            // A file is what it is on disk, through a symlink that leads out of the project too
+            // (its key is what it leads to).
+            Some(Seen::File) => rustix::fs::statat(root, disk, AtFlags::empty()).map(|st| Attr::of(ino, &st)),
+            Some(Seen::DiskFolder | Seen::DiskLink) => {
+                rustix::fs::statat(root, disk, AtFlags::SYMLINK_NOFOLLOW).map(|st| Attr::of(ino, &st))
+            }
+            Some(Seen::Link) => {
+                let len = self.index.links.get(path).map_or(0, String::len) as u64;
+                let mut a = Attr::folder(ino);
+                a.mode = libc::S_IFLNK | 0o777;
+                a.size = len;
+                a.nlink = 1;
+                Ok(a)
+            }
+        }
+    }
+
+    fn entry(&mut self, path: String) -> Reply {
+        let mut out = Vec::with_capacity(128);
+        if self.seen(&path).is_none() {
+            // A negative entry, cached like the others: an include search asks again and again.
+            out.extend_from_slice(&0u64.to_ne_bytes());
+            out.extend_from_slice(&0u64.to_ne_bytes());
+            out.extend_from_slice(&VALID.to_ne_bytes());
+            out.extend_from_slice(&VALID.to_ne_bytes());
+            out.extend_from_slice(&[0u8; 8]);
+            Attr::folder(0).put(&mut out);
+            return Reply::Body(out);
+        }
+        let id = self.id_of(&path);
+        let attr = match self.attr(&path, id) {
+            Ok(a) => a,
+            Err(e) => return Reply::Err(e),
+        };
+        out.extend_from_slice(&id.to_ne_bytes());
+        out.extend_from_slice(&0u64.to_ne_bytes());
+        out.extend_from_slice(&VALID.to_ne_bytes());
+        out.extend_from_slice(&VALID.to_ne_bytes());
+        out.extend_from_slice(&[0u8; 8]);
+        attr.put(&mut out);
+        Reply::Body(out)
+    }
+
+    fn answer(&mut self, opcode: u32, nodeid: u64, body: &[u8]) -> Reply {
+        match opcode {
+            INIT => {
+                let out = init(body);
+                self.no_open = u32_at(&out, 12) & FUSE_NO_OPEN_SUPPORT != 0;
+                self.no_opendir = u32_at(&out, 12) & FUSE_NO_OPENDIR_SUPPORT != 0;
+                Reply::Body(out)
+            }
+            FORGET | BATCH_FORGET | INTERRUPT => Reply::None,
+            DESTROY => Reply::Body(Vec::new()),
+            LOOKUP => {
+                let name = body.split(|b| *b == 0).next().unwrap_or_default();
+                let (Some(dir), Ok(name)) = (self.path(nodeid), std::str::from_utf8(name)) else {
+                    return Reply::Err(Errno::NOENT);
+                };
+                let path = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+                self.entry(path)
+            }
+            GETATTR => {
+                let Some(path) = self.path(nodeid).map(str::to_string) else {
+                    return Reply::Err(Errno::NOENT);
+                };
+                match self.attr(&path, nodeid) {
+                    Ok(a) => {
+                        let mut out = Vec::with_capacity(104);
+                        out.extend_from_slice(&VALID.to_ne_bytes());
+                        out.extend_from_slice(&[0u8; 8]);
+                        a.put(&mut out);
+                        Reply::Body(out)
+                    }
+                    Err(e) => Reply::Err(e),
+                }
+            }
+            READLINK => {
+                let Some(path) = self.path(nodeid) else { return Reply::Err(Errno::NOENT) };
+                match self.seen(path) {
+                    Some(Seen::Link) => match self.index.links.get(path) {
+                        Some(text) => Reply::Body(text.as_bytes().to_vec()),
+                        None => Reply::Err(Errno::INVAL),
+                    },
+                    Some(Seen::DiskLink) => {
+                        match rustix::fs::readlinkat(&self.index.root, path, Vec::new()) {
+                            Ok(text) => Reply::Body(text.into_bytes()),
+                            Err(e) => Reply::Err(e),
+                        }
+                    }
+                    _ => Reply::Err(Errno::INVAL),
+                }
+            }
+            // No `OPEN` (`FUSE_NO_OPEN_SUPPORT`): a round trip saved on every file the step
+            // opens, and the `RELEASE` after it; the file is opened at its first `READ` and kept
+            // for the view's life. (Only the overlay opens the lower layer, and only to read.)
+            OPEN if self.no_open => Reply::Err(Errno::NOSYS),
+            OPEN => match self.path(nodeid).map(|p| self.seen(p)) {
+                Some(Some(Seen::File)) => Reply::Body(open_out(nodeid, 0)),
+                Some(_) => Reply::Err(Errno::ISDIR),
+                None => Reply::Err(Errno::NOENT),
+            },
+            READ => {
+                let (offset, size) = (u64_at(body, 8), u32_at(body, 16));
+                if !self.files.contains_key(&nodeid) {
+                    let Some(path) = self.path(nodeid) else { return Reply::Err(Errno::NOENT) };
+                    if !matches!(self.seen(path), Some(Seen::File)) {
+                        return Reply::Err(Errno::ISDIR);
+                    }
+                    match rustix::fs::openat(
+                        &self.index.root,
+                        path,
+                        OFlags::RDONLY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    ) {
+                        Ok(fd) => {
+                            self.files.insert(nodeid, File::from(fd));
+                        }
+                        Err(e) => return Reply::Err(e),
+                    }
+                }
+                let Some(f) = self.files.get(&nodeid) else { return Reply::Err(Errno::BADF) };
+                let mut data = vec![0u8; size as usize];
+                let mut got = 0;
+                while got < data.len() {
+                    match f.read_at(&mut data[got..], offset + got as u64) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Reply::Err(Errno::from_io_error(&e).unwrap_or(Errno::IO)),
+                    }
+                }
+                data.truncate(got);
+                Reply::Body(data)
+            }
+            RELEASE => Reply::Body(Vec::new()),
+            // A folder's listing is made at its first `READDIR`: the overlay opens folders it
+            // never reads (`FUSE_NO_OPENDIR_SUPPORT` spares the round trip where offered).
+            OPENDIR if self.no_opendir => Reply::Err(Errno::NOSYS),
+            OPENDIR => match self.path(nodeid).map(|p| self.seen(p)) {
+                Some(Some(Seen::Folder | Seen::DiskFolder)) => Reply::Body(open_out(nodeid, 0)),
+                Some(_) => Reply::Err(Errno::NOTDIR),
+                None => Reply::Err(Errno::NOENT),
+            },
+            READDIR => {
+                let (offset, size) = (u64_at(body, 8), u32_at(body, 16) as usize);
+                if offset == 0 || !self.listings.contains_key(&nodeid) {
+                    let Some(dir) = self.path(nodeid).map(str::to_string) else {
+                        return Reply::Err(Errno::NOENT);
+                    };
+                    let listing = match self.seen(&dir) {
+                        Some(Seen::Folder) => self.listing(&dir, nodeid),
+                        Some(Seen::DiskFolder) => self.disk_listing(&dir, nodeid),
+                        _ => return Reply::Err(Errno::NOTDIR),
+                    };
+                    self.listings.insert(nodeid, listing);
+                }
+                let Some(listing) = self.listings.get(&nodeid) else { return Reply::Err(Errno::BADF) };
+                let mut out = Vec::with_capacity(size.min(64 * 1024));
+                for (i, (name, ino, kind)) in listing.iter().enumerate().skip(offset as usize) {
+                    let len = 24 + name.len();
+                    let padded = (len + 7) & !7;
+                    if out.len() + padded > size {
+                        break;
+                    }
+                    out.extend_from_slice(&ino.to_ne_bytes());
+                    out.extend_from_slice(&(i as u64 + 1).to_ne_bytes());
+                    out.extend_from_slice(&(name.len() as u32).to_ne_bytes());
+                    out.extend_from_slice(&kind.to_ne_bytes());
+                    out.extend_from_slice(name.as_bytes());
+                    out.resize(out.len() + padded - len, 0);
+                }
+                Reply::Body(out)
+            }
+            RELEASEDIR => Reply::Body(Vec::new()),
+            STATFS => {
+                // `struct fuse_kstatfs`: no blocks or inodes to spare (read-only), 4 KiB blocks.
+                let mut out = vec![0u8; 80];
+                out[40..44].copy_from_slice(&4096u32.to_ne_bytes());
+                out[44..48].copy_from_slice(&255u32.to_ne_bytes());
+                out[48..52].copy_from_slice(&4096u32.to_ne_bytes());
+                Reply::Body(out)
+            }
+            SETATTR | SYMLINK | MKNOD | MKDIR | UNLINK | RMDIR | RENAME | LINK | WRITE | SETXATTR
+            | REMOVEXATTR | CREATE | FALLOCATE | RENAME2 | COPY_FILE_RANGE => Reply::Err(Errno::ROFS),
+            _ => Reply::Err(Errno::NOSYS),
+        }
+    }
+
+    /// The entries of view folder `dir` (node `me`): `.`, `..`, then its children in name
+    /// order, each with its node id and `d_type`.
+    fn listing(&mut self, dir: &str, me: u64) -> Vec<(String, u64, u32)> {
+        let mut out = vec![
+            (".".to_string(), me, u32::from(libc::DT_DIR)),
+            ("..".to_string(), ROOT, u32::from(libc::DT_DIR)),
+        ];
+        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let mut children: BTreeMap<String, u32> = self
+            .index
+            .view
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .filter(|(p, _)| !p[prefix.len()..].contains('/'))
+            .map(|(p, n)| {
+                let t = match n {
+                    Node::Folder | Node::Scratch => libc::DT_DIR,
+                    Node::File => libc::DT_REG,
+                    Node::Link => libc::DT_LNK,
+                    Node::Output => libc::DT_UNKNOWN,
+                };
+                (p.clone(), u32::from(t))
+            })
+            .collect();
+        // The unlisted files it may discover, and outputs of targets depended on: the next
+        // name down to each.
+        for d in &self.index.discover {
+            for f in d.files.iter().filter(|f| f.starts_with(&prefix) && d.holds(f)) {
+                let rest = &f[prefix.len()..];
+                let (name, t) = match rest.split_once('/') {
+                    Some((name, _)) => (name, libc::DT_DIR),
+                    None => (rest, libc::DT_REG),
+                };
+                children.entry(format!("{prefix}{name}")).or_insert(u32::from(t));
+            }
+        }
+        for o in self.index.dep_outputs_below(dir) {
+            let rest = &o[prefix.len()..];
+            let (name, t) = match rest.split_once('/') {
+                Some((name, _)) => (name, libc::DT_DIR),
+                None => (rest, libc::DT_UNKNOWN),
+            };
+            children.entry(format!("{prefix}{name}")).or_insert(u32::from(t));
+        }
+        for (p, t) in children {
+            let id = self.id_of(&p);
+            out.push((p[prefix.len()..].to_string(), id, t));
+        }
+        out
+    }
+}
+
+impl Conn {
+    /// The entries of folder `dir` on disk (at or below a dependency's output, node `me`).
+    fn disk_listing(&mut self, dir: &str, me: u64) -> Vec<(String, u64, u32)> {
+        let mut out = vec![
+            (".".to_string(), me, u32::from(libc::DT_DIR)),
+            ("..".to_string(), ROOT, u32::from(libc::DT_DIR)),
+        ];
+        let Ok(rd) = std::fs::read_dir(self.index.project.join(dir)) else { return out };
+        let mut names: Vec<(String, u32)> = rd
+            .flatten()
+            .filter_map(|e| {
+                let t = e.file_type().ok()?;
+                let t = if t.is_dir() {
+                    libc::DT_DIR
+                } else if t.is_symlink() {
+                    libc::DT_LNK
+                } else {
+                    libc::DT_REG
+                };
+                Some((e.file_name().to_str()?.to_string(), u32::from(t)))
+            })
+            .collect();
+        names.sort();
+        for (name, t) in names {
+            let id = self.id_of(&format!("{dir}/{name}"));
+            out.push((name, id, t));
+        }
+        out
+    }
+}
+
+/// What a view path is, looked up ([`Conn::seen`]).
+enum Seen {
+    Folder,
+    File,
+    Link,
+    /// A folder on disk at or below a dependency's output: all below it is seen.
+    DiskFolder,
+    /// A symlink on disk at or below a dependency's output.
+    DiskLink,
+}
+
+/// `struct fuse_open_out`.
+fn open_out(fh: u64, flags: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.extend_from_slice(&fh.to_ne_bytes());
+    out.extend_from_slice(&flags.to_ne_bytes());
+    out.extend_from_slice(&0u32.to_ne_bytes());
+    out
+}
+
+/// The answer to `INIT` (`struct fuse_init_out`, 64 bytes): protocol 7, at most minor 36.
+fn init(body: &[u8]) -> Vec<u8> {
+    let minor = u32_at(body, 4).min(36);
+    let readahead = u32_at(body, 8).min(128 * 1024);
+    let offered = u32_at(body, 12);
+    let flags = offered
+        & (FUSE_ASYNC_READ
+            | FUSE_NO_OPEN_SUPPORT
+            | FUSE_NO_OPENDIR_SUPPORT
+            | FUSE_PARALLEL_DIROPS
+            | FUSE_MAX_PAGES
+            | FUSE_CACHE_SYMLINKS);
+    let mut out = Vec::with_capacity(64);
+    for v in [7u32, minor, readahead, flags] {
+        out.extend_from_slice(&v.to_ne_bytes());
+    }
+    out.extend_from_slice(&16u16.to_ne_bytes()); // max_background
+    out.extend_from_slice(&12u16.to_ne_bytes()); // congestion_threshold
+    out.extend_from_slice(&4096u32.to_ne_bytes()); // max_write: nothing is written
+    out.extend_from_slice(&1u32.to_ne_bytes()); // time_gran, ns
+    out.extend_from_slice(&32u16.to_ne_bytes()); // max_pages: 128 KiB reads
+    out.resize(64, 0);
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn body(r: Reply) -> Vec<u8> {
+        match r {
+            Reply::Body(b) => b,
+            Reply::Err(e) => panic!("error {e}"),
+            Reply::None => panic!("no reply"),
+        }
+    }
+
+    fn lookup(c: &mut Conn, parent: u64, name: &str) -> u64 {
+        let mut b = name.as_bytes().to_vec();
+        b.push(0);
+        u64_at(&body(c.answer(LOOKUP, parent, &b)), 0)
+    }
+
+    /// The view answers from its set: a visible file, a hidden one (a cached miss: node 0), a
+    /// folder the view makes, and what is on disk below a dependency's output folder; a read
+    /// gives the file's bytes, a listing the view's children only.
+    #[test]
+    fn lookups_reads_and_listings_follow_the_visible_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(root.join("src/a.txt"), "hello").unwrap();
+        std::fs::write(root.join("src/hidden.txt"), "no").unwrap();
+        std::fs::create_dir_all(root.join("out/tree/deep")).unwrap();
+        std::fs::write(root.join("out/tree/deep/x"), "x").unwrap();
+        let mut view = BTreeMap::new();
+        view.insert("src".to_string(), Node::Folder);
+        view.insert("src/a.txt".to_string(), Node::File);
+        view.insert("out".to_string(), Node::Folder);
+        view.insert("out/tree".to_string(), Node::Output);
+        view.insert("made".to_string(), Node::Folder);
+        let index = Index::new(root, Arc::new(view), HashMap::new(), None, Vec::new()).unwrap();
+        let null: OwnedFd = File::open("/dev/null").unwrap().into();
+        let mut c = Conn::new(null, Arc::new(index));
+
+        let init = body(c.answer(INIT, 0, &[7, 0, 0, 0, 40, 0, 0, 0, 0, 0, 2, 0, 255, 255, 255, 255]));
+        assert_eq!(init.len(), 64);
+        assert_eq!(u32_at(&init, 0), 7);
+        assert_eq!(u32_at(&init, 4), 36, "at most minor 36");
+
+        let src = lookup(&mut c, ROOT, "src");
+        assert!(src > ROOT);
+        let a = lookup(&mut c, src, "a.txt");
+        assert!(a > ROOT);
+        assert_eq!(lookup(&mut c, src, "hidden.txt"), 0, "a hidden file is a cached miss");
+        assert_eq!(lookup(&mut c, ROOT, ".gvbuild"), 0);
+        assert!(lookup(&mut c, ROOT, "made") > ROOT, "a folder only the view has");
+
+        // READ: fh (unused), offset, size.
+        let mut read = vec![0u8; 40];
+        read[16..20].copy_from_slice(&4096u32.to_ne_bytes());
+        assert_eq!(body(c.answer(READ, a, &read)), b"hello");
+
+        let out = lookup(&mut c, ROOT, "out");
+        let tree = lookup(&mut c, out, "tree");
+        let deep = lookup(&mut c, tree, "deep");
+        assert!(lookup(&mut c, deep, "x") > ROOT, "all below a dependency's output folder");
+
+        let mut rd = vec![0u8; 40];
+        rd[16..20].copy_from_slice(&4096u32.to_ne_bytes());
+        let listing = body(c.answer(READDIR, src, &rd));
+        let mut names = Vec::new();
+        let mut at = 0;
+        while at + 24 <= listing.len() {
+            let len = u32_at(&listing, at + 16) as usize;
+            names.push(String::from_utf8(listing[at + 24..at + 24 + len].to_vec()).unwrap());
+            at += (24 + len + 7) & !7;
+        }
+        assert_eq!(names, [".", "..", "a.txt"], "the view's children only");
+        assert!(matches!(c.answer(WRITE, a, &[]), Reply::Err(Errno::ROFS)));
+    }
+}
