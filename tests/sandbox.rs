@@ -564,3 +564,65 @@ fn the_lazy_and_the_bound_view_show_the_same_and_catch_the_same() {
         assert!(!p.exists("out/poke.txt"), "{view}");
     }
 }
+
+/// Where FUSE cannot be had (here `/dev/fuse` is `/dev/null` in gvbuild's mount namespace, as in
+/// a container without it), the probe finds out, and a step that sees many paths (a lazy view
+/// where FUSE works) is bound instead and builds; a step that reads what it did not declare
+/// still fails.
+#[test]
+fn without_fuse_a_step_that_sees_many_paths_is_bound_and_builds() {
+    if !rustix::process::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
+        eprintln!("skipped: needs root (to hide /dev/fuse in a mount namespace)");
+        return;
+    }
+    let outs: Vec<String> = (0..20).map(|i| format!("out/g{i}.txt")).collect();
+    let yaml = y(&format!(
+        r#"
+        targets:
+          gen:
+            outputs: [{}]
+            run: for i in $(seq 0 19); do echo $i > out/g$i.txt; done
+          sum:
+            deps: [gen]
+            outputs: [out/sum.txt]
+            run: cat out/g*.txt | wc -l > out/sum.txt; grep -c ' - fuse ' /proc/self/mountinfo >> out/sum.txt || true
+          peek:
+            deps: [gen]
+            outputs: [out/peek.txt]
+            run: cat secret.txt > out/peek.txt
+        "#,
+        outs.join(", ")
+    ));
+    let p = Project::new().file("gevulot.yaml", &yaml).file("secret.txt", "s\n");
+    let hidden = |args: &[&str]| {
+        let inner = p.command(args);
+        let mut c = Command::new("unshare");
+        c.args([
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount --bind /dev/null /dev/fuse && exec \"$@\"",
+            "sh",
+        ])
+        .arg(bin())
+        .args(args)
+        .current_dir(p.root())
+        .envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))));
+        c.output().unwrap()
+    };
+    let out = hidden(&["sum"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(p.read("out/sum.txt"), "20\n0\n", "all 20 seen, through binds");
+    let out = hidden(&["peek"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("secret.txt"), "{err}");
+    // With FUSE, the same step gets the lazy view.
+    p.write("out/sum.txt", "");
+    let _ = fs::remove_file(p.path("out/sum.txt"));
+    let mut c = p.command(&["-B", "sum"]);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(p.read("out/sum.txt"), "20\n1\n", "as root with FUSE, a step that sees 21 paths is lazy");
+}

@@ -1074,6 +1074,7 @@ fn sandbox_plan(
         hide: std::slice::from_ref(&cache),
         shared: &shared,
         produced: visible.unlisted.then(|| std::sync::Arc::clone(ctx.outputs_sorted())),
+        force_lazy: false,
     };
     crate::sandbox::Plan::new(&spec, support).map_err(|source| {
         StepError::Sandbox(crate::sandbox::SetupError {

@@ -247,9 +247,15 @@ fn discoverable(
         for p in parts.inputs.keys().filter(|p| !p.starts_with('/')) {
             folders.insert(p.rsplit_once('/').map_or(String::new(), |(dir, _)| dir.to_string()));
         }
-        let mut count = recorded.len();
+        let mut count = 0;
+        let mut done: Vec<String> = Vec::new();
         for dir in folders {
+            // A folder inside one walked already (all below it) has nothing more.
+            if done.iter().any(|d| !d.is_empty() && crate::paths::is_within(&dir, d)) {
+                continue;
+            }
             let w = walk(ctx, &dir);
+            done.push(dir);
             count += w.files.len();
             if count > MAX_DISCOVERABLE {
                 return Err(InputRootError::TooManyDiscoverable {
@@ -258,6 +264,13 @@ fn discoverable(
                 });
             }
             walked.push(w);
+        }
+        count += recorded.iter().filter(|r| !walked.iter().any(|w| w.holds(r))).count();
+        if count > MAX_DISCOVERABLE {
+            return Err(InputRootError::TooManyDiscoverable {
+                target: t.name.clone(),
+                max: MAX_DISCOVERABLE,
+            });
         }
     }
     Ok((recorded.clone(), recorded, walked))
@@ -289,7 +302,7 @@ fn walk(ctx: &Ctx, dir: &str) -> Arc<Discoverable> {
         .flatten()
         .filter(|e| e.file_type().is_some_and(|t| t.is_file()))
         .filter_map(|e| e.path().strip_prefix(root).ok().and_then(|r| r.to_str()).map(str::to_string))
-        .filter(|p| ctx.producer_of(p).is_none())
+        .filter(|p| ctx.producer_of(p).is_none() && !p.starts_with(".git/") && !p.starts_with(".gvbuild/"))
         .take(MAX_DISCOVERABLE + 1)
         .collect();
     let files = Arc::new(Discoverable::new(files));

@@ -13,7 +13,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 
@@ -445,8 +445,16 @@ impl Exec {
                 cstr(std::ffi::OsStr::from_bytes(&kv))
             })
             .collect::<io::Result<Vec<_>>>()?;
-        let stdin = fs::File::open("/dev/null")?.into();
-        Ok(Exec { argv, envp, cwd: cstr(cwd)?, stdin, out })
+        let stdin: OwnedFd = fs::File::open("/dev/null")?.into();
+        // Above the three stdio numbers (which a gvbuild started with them closed could hand
+        // out), so that moving one into place never overwrites the other.
+        let high = |fd: OwnedFd| -> io::Result<OwnedFd> {
+            if fd.as_raw_fd() > 2 {
+                return Ok(fd);
+            }
+            Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 3)?)
+        };
+        Ok(Exec { argv, envp, cwd: cstr(cwd)?, stdin: high(stdin)?, out: high(out)? })
     }
 }
 
@@ -565,7 +573,7 @@ pub fn spawn(setup: &Setup, exec: &Exec) -> io::Result<u32> {
 /// SIGPIPE, which Rust ignores: the child resets them, as `posix_spawn` does.
 fn handled() -> Vec<libc::c_int> {
     let mut out = vec![libc::SIGPIPE];
-    for sig in 1..libc::SIGRTMAX() {
+    for sig in 1..=libc::SIGRTMAX() {
         let mut old = MaybeUninit::<libc::sigaction>::zeroed();
         // SAFETY: a query (no new action) into a zeroed struct on this stack.
         if unsafe { libc::sigaction(sig, std::ptr::null(), old.as_mut_ptr()) } != 0 {

@@ -54,6 +54,12 @@ pub struct Index {
 }
 
 impl Index {
+    /// Whether the set has a file or an output of a target depended on below project folder
+    /// `dir` among what it does not list.
+    pub fn shows_below(&self, dir: &str) -> bool {
+        self.dep_outputs_below(dir).next().is_some() || self.discover.iter().any(|d| d.holds_below(dir))
+    }
+
     /// Whether `path` is an output of a target depended on (where they are not listed).
     fn dep_output(&self, path: &str) -> bool {
         self.produced.as_ref().is_some_and(|(all, deps)| all.get(path).is_some_and(|i| deps.contains(i)))
@@ -101,6 +107,13 @@ pub struct Server {
 }
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+/// Cleared if the server's loop ever ends: no lazy view can be served any more.
+static ALIVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether lazy views can still be served (the server has not stopped).
+pub fn alive() -> bool {
+    ALIVE.load(Ordering::SeqCst)
+}
 
 /// The process's server, started on first use. `Err` says why it cannot run.
 pub fn server() -> Result<&'static Server, String> {
@@ -115,7 +128,10 @@ pub fn server() -> Result<&'static Server, String> {
             .map_err(|e| format!("cannot make the view server's socket: {e}"))?;
             std::thread::Builder::new()
                 .name("gvbuild-view".into())
-                .spawn(move || serve(recv))
+                .spawn(move || {
+                    serve(recv);
+                    ALIVE.store(false, Ordering::SeqCst);
+                })
                 .map_err(|e| format!("cannot start the view server: {e}"))?;
             Ok(Server { send, waiting: Mutex::new(HashMap::new()), next: AtomicU64::new(1) })
         })
@@ -187,7 +203,16 @@ fn serve(recv: OwnedFd) {
             }
             let Some(conn) = conns.get_mut(&token) else { continue };
             match rustix::io::read(&conn.fd, &mut buf[..]) {
-                Ok(n) => conn.request(&buf[..n]),
+                Ok(n) => {
+                    // A bug in one answer must not stop every sandbox's server: that step's
+                    // connection goes (its lookups fail), the others go on.
+                    let served =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conn.request(&buf[..n])));
+                    if served.is_err() {
+                        let _ = epoll::delete(&ep, &conn.fd);
+                        conns.remove(&token);
+                    }
+                }
                 // Nothing after all, or a request taken back meanwhile.
                 Err(Errno::AGAIN | Errno::INTR | Errno::NOENT) => {}
                 // ENODEV: unmounted (the sandbox is gone); EPERM: never mounted.
@@ -259,6 +284,8 @@ const FUSE_CACHE_SYMLINKS: u32 = 1 << 23;
 /// How long the kernel may keep an answer, in seconds: the view's life.
 const VALID: u64 = 86_400;
 const IN_HEADER: usize = 40;
+/// Files a connection keeps open between `READ`s.
+const OPEN_FILES: usize = 32;
 const ROOT: u64 = 1;
 
 /// One sandbox's connection.
@@ -572,6 +599,11 @@ impl Conn {
             READ => {
                 let (offset, size) = (u64_at(body, 8), u32_at(body, 16));
                 if !self.files.contains_key(&nodeid) {
+                    // Kept open while the step reads, up to a few: a compile reads hundreds of
+                    // headers, each once.
+                    if self.files.len() >= OPEN_FILES {
+                        self.files.clear();
+                    }
                     let Some(path) = self.path(nodeid) else { return Reply::Err(Errno::NOENT) };
                     if !matches!(self.seen(path), Some(Seen::File)) {
                         return Reply::Err(Errno::ISDIR);

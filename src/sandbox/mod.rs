@@ -240,6 +240,8 @@ fn probe(tmp: &Path) -> Support {
             hide: &[],
             shared: &|_| false,
             produced: None,
+            // The probe of the lazy view must try it, however few paths it shows.
+            force_lazy: lazy,
         };
         let plan = Plan::new(&spec, Support::Yes { user, detached, lazy }).map_err(|e| SetupError {
             phase: Phase::View,
@@ -333,6 +335,8 @@ pub struct Spec<'a> {
     /// Every target's declared outputs, sorted, with their target's index: where a lazy view
     /// finds the outputs of `visible.deps` when the set does not list them.
     pub produced: Option<Arc<BTreeMap<String, usize>>>,
+    /// A lazy view however few paths the step sees (the probe's, which must try one).
+    pub force_lazy: bool,
 }
 
 /// The view `GVBUILD_SANDBOX_VIEW` asks for: `lazy` for every step where the machine allows
@@ -417,6 +421,8 @@ pub struct Plan {
     view: Arc<BTreeMap<String, Node>>,
     /// A lazy view's registration with the server, dropped with the step.
     registration: Option<Registration>,
+    /// A lazy view's index, to tell a write from a folder made anew afterwards.
+    index: Option<Arc<fuse::Index>>,
     outputs: Vec<String>,
     /// The parent's ends of the report pipe and the socket.
     report: OwnedFd,
@@ -475,11 +481,17 @@ impl Plan {
         // mounts and handshake.
         let lazy = lazy
             && (spec.visible.unlisted
+                || spec.force_lazy
                 || spec.visible.entries.len() > BIND_UP_TO
                 || view_asked() == Some(ViewAsked::Lazy));
         if spec.visible.unlisted && !lazy {
             return Err(io::Error::other(
                 "a visible set without its dependencies' outputs needs a lazy view",
+            ));
+        }
+        if lazy && !fuse::alive() {
+            return Err(io::Error::other(
+                "the lazy view's server has stopped: run the build again, or set GVBUILD_SANDBOX_VIEW=bind",
             ));
         }
         let mut view: BTreeMap<String, Node> = BTreeMap::new();
@@ -542,7 +554,9 @@ impl Plan {
             let index =
                 Arc::new(fuse::Index::new(spec.project, Arc::clone(&view), links, produced, discover)?);
             let server = fuse::server().map_err(io::Error::other)?;
-            let id = server.register(index);
+            let id = server.register(Arc::clone(&index));
+            // Forgotten with the plan from here on, whatever fails below.
+            let registration = Registration(id);
             let fuse_opts =
                 format!("rootmode=40000,user_id={euid},group_id={egid},allow_other,default_permissions,fd=")
                     .into_bytes();
@@ -551,7 +565,10 @@ impl Plan {
                 overlay.push_str(",userxattr");
             }
             let lazy = child::Lazy { id, socket: server.socket(), fuse_opts, overlay_opts: cstr(overlay)? };
-            return Plan::assemble(spec, user, detached, ops, Some(lazy), view);
+            let mut plan = Plan::assemble(spec, user, detached, ops, Some(lazy), view)?;
+            plan.registration = Some(registration);
+            plan.index = Some(index);
+            return Ok(plan);
         }
         let mut ops = Vec::with_capacity(view.len() * 2);
         // A folder bound whole: what is below it needs nothing more.
@@ -582,6 +599,8 @@ impl Plan {
                 Node::Output if fs::symlink_metadata(spec.project.join(p)).is_ok_and(|m| m.is_dir()) => {
                     ops.push(Op::Mkdir(abs(p)?));
                     ops.push(Op::Bind { rel: cstr(p)?, at: abs(p)?, folder: true, writable: false });
+                    // All below it is shown by this bind.
+                    whole.insert(p);
                 }
                 Node::Output if fs::symlink_metadata(spec.project.join(p)).is_ok_and(|m| m.is_symlink()) => {
                     let text = fs::read_link(spec.project.join(p))?;
@@ -627,7 +646,6 @@ impl Plan {
         let (report, report_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         let (receive, send) =
             rustix::net::socketpair(AddressFamily::UNIX, SocketType::DGRAM, SocketFlags::CLOEXEC, None)?;
-        let registration = lazy.as_ref().map(|l| Registration(l.id));
         Ok(Plan {
             setup: Setup {
                 flags,
@@ -653,7 +671,8 @@ impl Plan {
             outputs: spec.outputs.to_vec(),
             report,
             receive,
-            registration,
+            registration: None,
+            index: None,
         })
     }
 
@@ -673,6 +692,7 @@ impl Plan {
             hide: &[],
             shared: &|_| false,
             produced: None,
+            force_lazy: false,
         };
         let mut plan = Plan::new(&spec, Support::Yes { user, detached: false, lazy: false })?;
         plan.setup.view = false;
@@ -726,6 +746,7 @@ impl Plan {
             has_view,
             lazy,
             registration: self.registration,
+            index: self.index,
             view: self.view,
             outputs: self.outputs,
             report: self.report,
@@ -785,6 +806,7 @@ pub struct Pending {
     lazy: bool,
     #[allow(dead_code)] // held for its drop
     registration: Option<Registration>,
+    index: Option<Arc<fuse::Index>>,
     view: Arc<BTreeMap<String, Node>>,
     outputs: Vec<String>,
     report: OwnedFd,
@@ -900,9 +922,17 @@ impl Pending {
         Ok((self.walk(None, Some(trace))?, text))
     }
 
+    /// Whether the lazy view shows anything but folders below project folder `dir`: a folder
+    /// made anew over it (opaque) then hides what the step removed.
+    fn shows_below(&self, dir: &str) -> bool {
+        let listed =
+            self.view.range(format!("{dir}/")..format!("{dir}0")).any(|(_, n)| !matches!(n, Node::Folder));
+        listed || self.index.as_ref().is_some_and(|i| i.shows_below(dir))
+    }
+
     fn walk(self, copy_to: Option<&Path>, skip: Option<&str>) -> io::Result<Harvest> {
-        let Some(fd) = self.root else { return Ok(Harvest::default()) };
-        let view_root = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)));
+        let Some(fd) = self.root.as_ref() else { return Ok(Harvest::default()) };
+        let view_root = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd)));
         let outputs: BTreeSet<&str> = self.outputs.iter().map(String::as_str).collect();
         let mut harvest = Harvest::default();
         let mut written: Vec<String> = Vec::new();
@@ -925,7 +955,9 @@ impl Pending {
                     // written below it; one made anew over the folder (opaque) hides what
                     // the step removed from it: a write.
                     Some(Node::Folder)
-                        if !self.lazy || (e.file_type()?.is_dir() && !opaque(&here.join(e.file_name()))) =>
+                        if !self.lazy
+                            || (e.file_type()?.is_dir()
+                                && !(opaque(&here.join(e.file_name())) && self.shows_below(&p))) =>
                     {
                         todo.push(p)
                     }
