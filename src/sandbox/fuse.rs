@@ -691,10 +691,7 @@ impl Conn {
     /// The entries of view folder `dir` (node `me`): `.`, `..`, then its children in name
     /// order, each with its node id and `d_type`.
     fn listing(&mut self, dir: &str, me: u64) -> Vec<(String, u64, u32)> {
-        let mut out = vec![
-            (".".to_string(), me, u32::from(libc::DT_DIR)),
-            ("..".to_string(), ROOT, u32::from(libc::DT_DIR)),
-        ];
+        let mut out = dots(me);
         let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
         let mut children: BTreeMap<String, u32> = self
             .index
@@ -743,10 +740,7 @@ impl Conn {
 impl Conn {
     /// The entries of folder `dir` on disk (at or below a dependency's output, node `me`).
     fn disk_listing(&mut self, dir: &str, me: u64) -> Vec<(String, u64, u32)> {
-        let mut out = vec![
-            (".".to_string(), me, u32::from(libc::DT_DIR)),
-            ("..".to_string(), ROOT, u32::from(libc::DT_DIR)),
-        ];
+        let mut out = dots(me);
         let Ok(rd) = std::fs::read_dir(self.index.project.join(dir)) else { return out };
         let mut names: Vec<(String, u32)> = rd
             .flatten()
@@ -769,6 +763,11 @@ impl Conn {
         }
         out
     }
+}
+
+/// A listing's first two entries, `.` (node `me`) and `..`.
+fn dots(me: u64) -> Vec<(String, u64, u32)> {
+    vec![(".".to_string(), me, u32::from(libc::DT_DIR)), ("..".to_string(), ROOT, u32::from(libc::DT_DIR))]
 }
 
 /// What a view path is, looked up ([`Conn::seen`]).

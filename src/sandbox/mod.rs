@@ -740,11 +740,9 @@ impl Plan {
         let child::Setup { hide, view: has_view, .. } = self.setup;
         // The child has exec'd or exited by now: its ends of the pipe and socket (in the
         // setup) are closed with it.
-        let lazy = self.registration.is_some();
         let pending = Pending {
             hide,
             has_view,
-            lazy,
             registration: self.registration,
             index: self.index,
             view: self.view,
@@ -801,11 +799,10 @@ pub struct Pending {
     hide: Vec<std::ffi::CString>,
     /// Whether the step has a view (not only namespaces).
     has_view: bool,
-    /// Whether the view is lazy: what comes back is the overlay's upper layer, which holds
-    /// only what the step wrote.
-    lazy: bool,
     #[allow(dead_code)] // held for its drop
     registration: Option<Registration>,
+    /// A lazy view's index. With one, what comes back is the overlay's upper layer, which
+    /// holds only what the step wrote.
     index: Option<Arc<fuse::Index>>,
     view: Arc<BTreeMap<String, Node>>,
     outputs: Vec<String>,
@@ -955,7 +952,7 @@ impl Pending {
                     // written below it; one made anew over the folder (opaque) hides what
                     // the step removed from it: a write.
                     Some(Node::Folder)
-                        if !self.lazy
+                        if self.index.is_none()
                             || (e.file_type()?.is_dir()
                                 && !(opaque(&here.join(e.file_name())) && self.shows_below(&p))) =>
                     {
@@ -963,7 +960,7 @@ impl Pending {
                     }
                     // A bound file or link of the view (the tmpfs holds its mount point); a
                     // scratch folder is its own.
-                    Some(Node::File | Node::Link | Node::Output) if !self.lazy => {}
+                    Some(Node::File | Node::Link | Node::Output) if self.index.is_none() => {}
                     Some(Node::Scratch) => {}
                     None if Some(p.as_str()) == skip => {}
                     // In a lazy view's upper layer, a visible file or link is one the step
