@@ -438,6 +438,29 @@ fn the_cache_folder_is_hidden_wherever_it_is() {
     p.build(&[]);
     assert_eq!(p.read("out/t.txt"), "", "the step saw an empty folder where the cache is");
     assert!(p.cache.path().join("ac").exists(), "the cache itself is there for gvbuild");
+
+    // Named relative to where gvbuild runs (a sandbox started from the shared view's
+    // namespace starts at its root), with either view.
+    let cache = p.cache.path();
+    let (parent, name) = (cache.parent().unwrap(), cache.file_name().unwrap().to_str().unwrap());
+    for view in ["lazy", "bind"] {
+        p.write("gevulot.yaml", &format!("targets:\n  t:\n    outputs: [out/t.txt]\n    run: ls -A {} > out/t.txt; echo {view} >> out/t.txt\n", cache.display()));
+        let root = p.root().to_str().unwrap().to_string();
+        let out = p
+            .command(&["-C", &root, "--cache-dir", name, "build"])
+            .current_dir(parent)
+            .env("GVBUILD_SANDBOX_VIEW", view)
+            .env_remove("GVBUILD_CACHE_DIR")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{view}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            p.read("out/t.txt"),
+            format!("{view}\n"),
+            "with --cache-dir {name} from {}",
+            parent.display()
+        );
+    }
 }
 
 /// Regression: a folder bound whole (`src/parser/`, all of it visible) was followed, in path

@@ -1061,7 +1061,7 @@ fn sandbox_plan(
     let cache = ctx.cache.root().to_path_buf();
     // Another step may write below `dir` meanwhile: through an output, or a scratch folder.
     let shared = |dir: &str| {
-        ctx.outputs_below(dir).any(|i| Some(i) != me && !visible.deps.contains(&i))
+        ctx.outputs_below(dir).any(|i| Some(i) != me && !visible.deps.contains(i))
             || ctx.scratch_near(dir).any(|i| Some(i) != me)
     };
     let spec = crate::sandbox::Spec {

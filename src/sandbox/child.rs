@@ -6,7 +6,8 @@
 //! async-signal-safe calls are sound: nothing here allocates, locks or panics. Every path and
 //! buffer was made by the parent ([`Setup`], [`Exec`]); the code makes system calls on them and
 //! nothing else. A failure is written to the report pipe as `(phase, index, errno)` (three
-//! native-endian `u32`s) before the child exits with 127.
+//! native-endian `u32`s) before the child exits with 127. ([`mount_shared`] is the exception:
+//! it runs on a thread of gvbuild's own, not in a child.)
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -51,6 +52,8 @@ pub enum Phase {
     Fuse = 13,
     /// The lazy view's overlay.
     Overlay = 14,
+    /// Entering the shared view's mount namespace.
+    Setns = 15,
 }
 
 impl Phase {
@@ -71,6 +74,7 @@ impl Phase {
             Exec,
             Fuse,
             Overlay,
+            Setns,
         ]
         .into_iter()
         .find(|p| *p as u32 == n)
@@ -114,8 +118,12 @@ pub struct Lazy {
     pub socket: RawFd,
     /// The FUSE mount's options, up to `fd=`, which the child completes.
     pub fuse_opts: Vec<u8>,
-    /// The overlay's options (its layers relative to the view's tmpfs).
+    /// The overlay's options (its layers relative to the view's tmpfs, its lower layer in
+    /// the shared mount where there is one).
     pub overlay_opts: CString,
+    /// The shared mount's namespace ([`super::fuse::Shared`]), or -1: the sandbox starts from
+    /// it, and mounts no FUSE file system of its own.
+    pub shared_ns: RawFd,
 }
 
 #[repr(C)]
@@ -188,6 +196,12 @@ pub fn enter(s: &Setup) -> io::Result<()> {
     // SAFETY (for every `unsafe` block below): the arguments are NUL-terminated strings owned
     // by `s`, null pointers where the call allows them, or file descriptors this child owns;
     // no call allocates or takes a lock of ours, so each is sound between fork and exec.
+    let shared = s.lazy.as_ref().is_some_and(|l| l.shared_ns >= 0);
+    if let Some(l) = s.lazy.as_ref().filter(|_| shared) {
+        if unsafe { libc::setns(l.shared_ns, libc::CLONE_NEWNS) } != 0 {
+            return Err(fail(s, Phase::Setns, 0));
+        }
+    }
     if unsafe { libc::unshare(s.flags) } != 0 {
         return Err(fail(s, Phase::Unshare, 0));
     }
@@ -231,8 +245,15 @@ pub fn enter(s: &Setup) -> io::Result<()> {
     let project = project as RawFd;
     let tmpfs = c"tmpfs".as_ptr();
     let flags = libc::MS_NOSUID | libc::MS_NODEV;
-    if unsafe { libc::mount(tmpfs, s.tmp.as_ptr(), tmpfs, flags, c"mode=1777".as_ptr().cast()) } != 0 {
-        return Err(fail(s, Phase::Tmp, 0));
+    // (On the shared mount, which is at the temp folder, once the overlay holds the view.)
+    let private_tmp = || {
+        if unsafe { libc::mount(tmpfs, s.tmp.as_ptr(), tmpfs, flags, c"mode=1777".as_ptr().cast()) } != 0 {
+            return Err(fail(s, Phase::Tmp, 0));
+        }
+        Ok(())
+    };
+    if !shared {
+        private_tmp()?;
     }
     for (i, h) in s.hide.iter().enumerate() {
         let ro = flags | libc::MS_RDONLY;
@@ -247,6 +268,9 @@ pub fn enter(s: &Setup) -> io::Result<()> {
     let mut upper: RawFd = -1;
     if let Some(l) = &s.lazy {
         upper = lazy_view(s, l)?;
+    }
+    if shared {
+        private_tmp()?;
     }
     for (i, op) in s.ops.iter().enumerate() {
         let ok = match op {
@@ -298,11 +322,23 @@ fn lazy_view(s: &Setup, l: &Lazy) -> io::Result<RawFd> {
         return Err(fail(s, Phase::View, 1));
     }
     // The upper layer's root is the view's root: a project folder's usual mode.
-    for (i, (d, mode)) in [(c"l", 0o700), (c"u", 0o755), (c"w", 0o700)].iter().enumerate() {
+    for (i, (d, mode)) in [(c"u", 0o755), (c"w", 0o700), (c"l", 0o700)].iter().enumerate() {
+        // (The shared mount is the lower layer: no `l`.)
+        if i == 2 && l.shared_ns >= 0 {
+            break;
+        }
         if unsafe { libc::mkdir(d.as_ptr(), *mode) } != 0 {
             return Err(fail(s, Phase::View, 2 + i));
         }
     }
+    if l.shared_ns < 0 {
+        own_fuse(s, l)?;
+    }
+    overlay(s, l)
+}
+
+/// Mount a FUSE file system of the sandbox's own at `l` and send its connection to the server.
+fn own_fuse(s: &Setup, l: &Lazy) -> io::Result<()> {
     let fuse = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if fuse < 0 {
         return Err(fail(s, Phase::Fuse, 0));
@@ -346,6 +382,12 @@ fn lazy_view(s: &Setup, l: &Lazy) -> io::Result<RawFd> {
         set_errno(e);
         return Err(fail(s, Phase::Fuse, 1));
     }
+    Ok(())
+}
+
+/// Mount the overlay of `u` on the lower layer over the project folder. Returns `u` (`O_PATH`).
+fn overlay(s: &Setup, l: &Lazy) -> io::Result<RawFd> {
+    // SAFETY (every block): as in `enter`.
     let upper = unsafe { libc::open(c"u".as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
     if upper < 0 {
         return Err(fail(s, Phase::Overlay, 0));
@@ -360,8 +402,45 @@ fn lazy_view(s: &Setup, l: &Lazy) -> io::Result<RawFd> {
     Ok(upper)
 }
 
+/// For [`super::fuse::Shared`], on a thread of its own: unshare the thread's mount namespace
+/// (a thread may; only a user namespace needs a single-threaded process), make every mount
+/// private (nothing propagates to the machine), open `/dev/fuse` and mount it read-only at
+/// `at` with options `opts` completed by `fd=N`. Returns the connection and the namespace
+/// (`/proc/thread-self/ns/mnt`), which outlives the thread.
+pub fn mount_shared(at: &std::ffi::CStr, opts: &[u8]) -> io::Result<(OwnedFd, OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let none = std::ptr::null::<libc::c_char>();
+    // SAFETY (every block): this thread's own fs context and namespace; NUL-terminated strings
+    // and null pointers as mount(2) allows; descriptors opened here and owned once opened.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let private = libc::MS_REC | libc::MS_PRIVATE;
+    if unsafe { libc::mount(none, c"/".as_ptr(), none, private, std::ptr::null()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fuse = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut full = opts.to_vec();
+    full.extend_from_slice(fd.to_string().as_bytes());
+    let full = CString::new(full).map_err(|_| io::Error::other("mount options with a NUL byte"))?;
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_RDONLY;
+    let fstype = c"fuse".as_ptr();
+    if unsafe { libc::mount(c"gvbuild".as_ptr(), at.as_ptr(), fstype, flags, full.as_ptr().cast()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let ns = unsafe { libc::open(c"/proc/thread-self/ns/mnt".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if ns < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((fuse, unsafe { OwnedFd::from_raw_fd(ns) }))
+}
+
 /// Send `fd` with `payload` on datagram socket `sock`; `Err(errno)`.
-fn send_fd(sock: BorrowedFd, fd: BorrowedFd, payload: &[u8]) -> Result<(), i32> {
+pub(super) fn send_fd(sock: BorrowedFd, fd: BorrowedFd, payload: &[u8]) -> Result<(), i32> {
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut anc = SendAncillaryBuffer::new(&mut space);
     let fds = [fd];

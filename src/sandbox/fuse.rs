@@ -1,10 +1,11 @@
 //! The lazy view: a read-only FUSE file system that shows a step its visible set, served by
 //! one thread of gvbuild for every running sandbox.
 //!
-//! Each sandbox mounts a FUSE file system of its own (its child opens `/dev/fuse`, sends the
-//! descriptor here over [`Server`]'s socket with the id its [`Index`] was registered under,
-//! and mounts it) as the lower layer of an overlay whose upper layer is a tmpfs: the step
-//! reads through it and writes into the tmpfs. A path is looked up only when the step asks
+//! A step's view is the lower layer of an overlay whose upper layer is a tmpfs: the step reads
+//! through it and writes into the tmpfs. As root the views are entries of one FUSE file system,
+//! the [`Shared`] mount, named by the id their [`Index`] was registered under. Elsewhere (under
+//! a user namespace) each sandbox mounts a file system of its own: its child opens
+//! `/dev/fuse`, mounts it, and sends the descriptor here over [`Server`]'s socket with that id. A path is looked up only when the step asks
 //! for it, so a view costs what the step opens, not what it may see (binding every visible
 //! file cost about 45 µs a file).
 //!
@@ -15,10 +16,10 @@
 //! which the kernel takes as "not supported". Every answer is valid for a day: a view does not
 //! change while its step runs, and the kernel then caches lookups, misses included.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +34,7 @@ use super::Node;
 
 /// Every target's outputs (sorted, with their target's index) and the targets a step depends
 /// on: where a view finds its dependencies' outputs when its set does not list them.
-pub type Produced = (Arc<BTreeMap<String, usize>>, Arc<BTreeSet<usize>>);
+pub type Produced = (Arc<BTreeMap<String, usize>>, Arc<fixedbitset::FixedBitSet>);
 
 /// A step's view as the server answers for it: the project folder on disk and what of it the
 /// step sees.
@@ -62,7 +63,7 @@ impl Index {
 
     /// Whether `path` is an output of a target depended on (where they are not listed).
     fn dep_output(&self, path: &str) -> bool {
-        self.produced.as_ref().is_some_and(|(all, deps)| all.get(path).is_some_and(|i| deps.contains(i)))
+        self.produced.as_ref().is_some_and(|(all, deps)| all.get(path).is_some_and(|&i| deps.contains(i)))
     }
 
     /// The outputs of targets depended on strictly below folder `dir` (where they are not
@@ -76,7 +77,7 @@ impl Index {
                 Some(to) => all.range(from.clone()..to.clone()),
                 None => all.range(from.clone()..),
             };
-            range.filter(|(_, i)| deps.contains(i)).map(|(p, _)| p.as_str())
+            range.filter(|(_, &i)| deps.contains(i)).map(|(p, _)| p.as_str())
         })
     }
 }
@@ -101,10 +102,18 @@ impl Index {
 pub struct Server {
     /// The end children send their `/dev/fuse` descriptor to (`SOCK_DGRAM`, close-on-exec).
     send: OwnedFd,
-    /// Views registered and not yet connected, by id.
+    /// Views registered and not yet finished, by id (a sandbox's own mount takes its view
+    /// when it connects).
     waiting: Mutex<HashMap<u64, Arc<Index>>>,
+    /// Views finished, for the shared connection to drop.
+    retired: Mutex<Vec<u64>>,
     next: AtomicU64,
+    /// The shared mount, made at the first lazy view of a sandbox without a user namespace.
+    shared: OnceLock<Option<Shared>>,
 }
+
+/// The id the shared mount's connection is sent under (views are numbered from 1).
+const SHARED_ID: u64 = 0;
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
 /// Cleared if the server's loop ever ends: no lazy view can be served any more.
@@ -113,6 +122,60 @@ static ALIVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new
 /// Whether lazy views can still be served (the server has not stopped).
 pub fn alive() -> bool {
     ALIVE.load(Ordering::SeqCst)
+}
+
+/// The shared mount: one FUSE file system for every lazy view of the process, where no user
+/// namespace is needed (gvbuild runs as root). It is mounted at the sandboxes' temp folder in a
+/// mount namespace of its own, which each sandbox starts from (`setns`, then `unshare`), and a
+/// view is its entry named by the view's id there; each sandbox covers that folder with its
+/// own TMPDIR once its overlay holds the view. This saves each step a FUSE mount (a superblock
+/// and a backing device, made and torn down), its `INIT` round trip, and the round trips in
+/// which the kernel learns what the server does not support.
+pub struct Shared {
+    /// The mount namespace (`/proc/thread-self/ns/mnt` of the thread that made it).
+    ns: OwnedFd,
+    /// The connection, to tell the kernel to forget a finished view.
+    fuse: OwnedFd,
+    /// Where it is mounted in that namespace.
+    at: std::path::PathBuf,
+}
+
+impl Shared {
+    /// Mount it on a thread of its own, which unshares its mount namespace (a thread may: only
+    /// a user namespace needs a single-threaded process), makes every mount private (nothing
+    /// propagates to the machine), mounts, and leaves the namespace to `ns`.
+    fn make(server: &Server, tmp: &Path) -> io::Result<Shared> {
+        let at = tmp.to_path_buf();
+        let c_at = super::child::cstr(&at)?;
+        let euid = rustix::process::geteuid().as_raw();
+        let egid = rustix::process::getegid().as_raw();
+        let made = std::thread::Builder::new()
+            .name("gvbuild-view-ns".into())
+            .spawn(move || {
+                let prefix = format!(
+                    "rootmode=40000,user_id={euid},group_id={egid},allow_other,default_permissions,fd="
+                );
+                super::child::mount_shared(&c_at, prefix.as_bytes())
+            })?
+            .join()
+            .map_err(|_| io::Error::other("the shared view's thread panicked"))?;
+        let (fuse, ns) = made?;
+        let notify = fuse.try_clone()?;
+        // To the server only now that it is mounted (see `lazy_view` in `child`).
+        super::child::send_fd(server.send.as_fd(), fuse.as_fd(), &SHARED_ID.to_ne_bytes())
+            .map_err(io::Error::from_raw_os_error)?;
+        Ok(Shared { ns, fuse: notify, at })
+    }
+
+    /// The mount namespace to start a sandbox from.
+    pub fn ns(&self) -> RawFd {
+        self.ns.as_raw_fd()
+    }
+
+    /// The lower layer of view `id`'s overlay: its entry in the shared mount.
+    pub fn view_path(&self, id: u64) -> std::path::PathBuf {
+        self.at.join(id.to_string())
+    }
 }
 
 /// The process's server, started on first use. `Err` says why it cannot run.
@@ -133,7 +196,13 @@ pub fn server() -> Result<&'static Server, String> {
                     ALIVE.store(false, Ordering::SeqCst);
                 })
                 .map_err(|e| format!("cannot start the view server: {e}"))?;
-            Ok(Server { send, waiting: Mutex::new(HashMap::new()), next: AtomicU64::new(1) })
+            Ok(Server {
+                send,
+                waiting: Mutex::new(HashMap::new()),
+                retired: Mutex::new(Vec::new()),
+                next: AtomicU64::new(1),
+                shared: OnceLock::new(),
+            })
         })
         .as_ref()
         .map_err(Clone::clone)
@@ -150,11 +219,37 @@ impl Server {
         id
     }
 
-    /// Drop registration `id` if it is still waiting.
+    /// Drop registration `id`: its step is done. On the shared mount the kernel is told to
+    /// forget the view's entries (`FUSE_NOTIFY_INVAL_ENTRY`), and the server drops it.
     pub fn forget(&self, id: u64) {
-        if let Ok(mut w) = self.waiting.lock() {
-            w.remove(&id);
+        let was = self.waiting.lock().ok().and_then(|mut w| w.remove(&id)).is_some();
+        let Some(Some(shared)) = self.shared.get() else { return };
+        if was {
+            // `struct fuse_out_header` (error: the notification's code, unique 0), then
+            // `struct fuse_notify_inval_entry_out` and the name with its NUL. Not from the
+            // server's thread, which the kernel may wait on meanwhile. ENOENT: never looked up.
+            let name = id.to_string();
+            let len = 16 + 16 + name.len() + 1;
+            let mut msg = Vec::with_capacity(len);
+            msg.extend_from_slice(&(len as u32).to_ne_bytes());
+            msg.extend_from_slice(&NOTIFY_INVAL_ENTRY.to_ne_bytes());
+            msg.extend_from_slice(&0u64.to_ne_bytes());
+            msg.extend_from_slice(&ROOT.to_ne_bytes());
+            msg.extend_from_slice(&(name.len() as u32).to_ne_bytes());
+            msg.extend_from_slice(&0u32.to_ne_bytes());
+            msg.extend_from_slice(name.as_bytes());
+            msg.push(0);
+            let _ = rustix::io::write(&shared.fuse, &msg);
         }
+        if let Ok(mut r) = self.retired.lock() {
+            r.push(id);
+        }
+    }
+
+    /// The shared mount of sandboxes whose temp folder is `tmp`, made on first use (see
+    /// [`Shared`]); `None` where it cannot be made (then each sandbox mounts its own).
+    pub fn shared(&self, tmp: &Path) -> Option<&Shared> {
+        self.shared.get_or_init(|| Shared::make(self, tmp).ok()).as_ref().filter(|s| s.at == tmp)
     }
 
     /// The socket a child sends its descriptor on (close-on-exec, so never the step's).
@@ -179,6 +274,17 @@ fn serve(recv: OwnedFd) {
     let mut buf = vec![0u8; 132 * 1024];
     let mut events = Vec::with_capacity(64);
     loop {
+        // Finished steps' views go, with the files they hold open.
+        let retired = SERVER
+            .get()
+            .and_then(|s| s.as_ref().ok())
+            .and_then(|s| s.retired.lock().ok().map(|mut r| std::mem::take(&mut *r)))
+            .unwrap_or_default();
+        for id in retired {
+            for c in conns.values_mut() {
+                c.views.remove(&id);
+            }
+        }
         events.clear();
         match epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), None) {
             Ok(_) => {}
@@ -190,13 +296,19 @@ fn serve(recv: OwnedFd) {
             if token == 0 {
                 let Some((id, fd)) = receive(&recv) else { continue };
                 let Some(server) = SERVER.get().and_then(|s| s.as_ref().ok()) else { continue };
-                let Some(index) = server.take(id) else { continue };
+                let single = match id {
+                    SHARED_ID => None,
+                    id => match server.take(id) {
+                        Some(index) => Some((id, index)),
+                        None => continue,
+                    },
+                };
                 if rustix::io::ioctl_fionbio(&fd, true).is_err() {
                     continue;
                 }
                 if epoll::add(&ep, &fd, epoll::EventData::new_u64(next_token), epoll::EventFlags::IN).is_ok()
                 {
-                    conns.insert(next_token, Conn::new(fd, index));
+                    conns.insert(next_token, Conn::new(fd, single));
                     next_token += 1;
                 }
                 continue;
@@ -287,20 +399,38 @@ const IN_HEADER: usize = 40;
 /// Files a connection keeps open between `READ`s.
 const OPEN_FILES: usize = 32;
 const ROOT: u64 = 1;
+/// `enum fuse_notify_code`: `FUSE_NOTIFY_INVAL_ENTRY`.
+const NOTIFY_INVAL_ENTRY: i32 = 3;
 
-/// One sandbox's connection.
+/// One FUSE connection: a sandbox's own mount (one view, whose root is node 1) or the
+/// shared mount (node 1 is a folder whose entries are the views, by id).
 struct Conn {
     fd: OwnedFd,
-    index: Arc<Index>,
-    /// Node ids handed out (id `i + 1` is `nodes[i]`; the root, id 1, is `""`).
-    nodes: Vec<String>,
-    ids: HashMap<String, u64>,
-    /// Files read, by node id (opened at the first `READ`).
-    files: HashMap<u64, File>,
+    /// The view of a sandbox's own mount; `None` on the shared mount.
+    single: Option<u64>,
+    /// The views served, by id.
+    views: HashMap<u64, View>,
     /// Whether the kernel sends no `OPEN` (it offered `FUSE_NO_OPEN_SUPPORT`), no `OPENDIR`
     /// (`FUSE_NO_OPENDIR_SUPPORT`).
     no_open: bool,
     no_opendir: bool,
+}
+
+/// Node ids: node `local` of view `v` (its root is local 1) is `v << LOCAL_BITS | local`, so
+/// that views on one connection never share a node; node 1 ([`ROOT`]) is the mount's root.
+const LOCAL_BITS: u32 = 24;
+
+/// One step's view on a connection.
+struct View {
+    index: Arc<Index>,
+    /// The view's id: the high bits of its node ids.
+    id: u64,
+    /// Paths by local node id (local `i + 1` is `nodes[i]`; the root, local 1, is `""`).
+    nodes: Vec<String>,
+    /// Local node ids by path.
+    ids: HashMap<String, u64>,
+    /// Files read, by node id (opened at the first `READ`).
+    files: HashMap<u64, File>,
     /// A folder's listing, made at its first `READDIR`, by node id.
     listings: HashMap<u64, Vec<(String, u64, u32)>>,
 }
@@ -396,19 +526,14 @@ impl Attr {
 }
 
 impl Conn {
-    fn new(fd: OwnedFd, index: Arc<Index>) -> Conn {
-        let mut ids = HashMap::new();
-        ids.insert(String::new(), ROOT);
-        Conn {
-            fd,
-            index,
-            nodes: vec![String::new()],
-            ids,
-            files: HashMap::new(),
-            no_open: false,
-            no_opendir: false,
-            listings: HashMap::new(),
-        }
+    /// A connection: a sandbox's own mount showing `single`'s view, or (`None`) the shared one.
+    fn new(fd: OwnedFd, single: Option<(u64, Arc<Index>)>) -> Conn {
+        let mut views = HashMap::new();
+        let id = single.map(|(id, index)| {
+            views.insert(id, View::new(id, index));
+            id
+        });
+        Conn { fd, single: id, views, no_open: false, no_opendir: false }
     }
 
     /// Answer one request (`buf`: header and body).
@@ -435,18 +560,151 @@ impl Conn {
         let _ = rustix::io::write(&self.fd, &out);
     }
 
-    fn path(&self, nodeid: u64) -> Option<&str> {
-        self.nodes.get((nodeid as usize).checked_sub(1)?).map(String::as_str)
+    /// The answer to request `opcode` on node `nodeid` (`body`: what follows the header).
+    fn answer(&mut self, opcode: u32, nodeid: u64, body: &[u8]) -> Reply {
+        match opcode {
+            INIT => {
+                let out = init(body);
+                self.no_open = u32_at(&out, 12) & FUSE_NO_OPEN_SUPPORT != 0;
+                self.no_opendir = u32_at(&out, 12) & FUSE_NO_OPENDIR_SUPPORT != 0;
+                return Reply::Body(out);
+            }
+            FORGET | BATCH_FORGET | INTERRUPT => return Reply::None,
+            DESTROY => return Reply::Body(Vec::new()),
+            STATFS => {
+                // `struct fuse_kstatfs`: no blocks or inodes to spare (read-only), 4 KiB blocks.
+                let mut out = vec![0u8; 80];
+                out[40..44].copy_from_slice(&4096u32.to_ne_bytes());
+                out[44..48].copy_from_slice(&255u32.to_ne_bytes());
+                out[48..52].copy_from_slice(&4096u32.to_ne_bytes());
+                return Reply::Body(out);
+            }
+            _ => {}
+        }
+        let learned = Learned { no_open: self.no_open, no_opendir: self.no_opendir };
+        let (view, local) = match (nodeid, self.single) {
+            (ROOT, Some(v)) => (v, 1),
+            (ROOT, None) => return self.top(opcode, body),
+            _ => (nodeid >> LOCAL_BITS, nodeid & ((1 << LOCAL_BITS) - 1)),
+        };
+        match self.views.get_mut(&view) {
+            Some(v) => v.answer(opcode, nodeid, local, body, learned),
+            // A finished step's view, which the kernel may still ask about.
+            None => match read_only(opcode) {
+                Reply::Err(Errno::NOSYS) => Reply::Err(Errno::NOENT),
+                r => r,
+            },
+        }
     }
 
-    fn id_of(&mut self, path: &str) -> u64 {
-        if let Some(&id) = self.ids.get(path) {
-            return id;
+    /// The shared mount's root: a folder whose entries are the views registered, named by
+    /// id; it lists none of them.
+    fn top(&mut self, opcode: u32, body: &[u8]) -> Reply {
+        match opcode {
+            LOOKUP => {
+                let name = body.split(|b| *b == 0).next().unwrap_or_default();
+                let id = std::str::from_utf8(name)
+                    .ok()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .filter(|&id| id > 0 && id < 1 << (64 - LOCAL_BITS));
+                // Not cached (an error, not a negative entry): no name is asked for before
+                // its view is registered, and a finished view is never asked for again.
+                let Some(id) = id else { return Reply::Err(Errno::NOENT) };
+                let view = match self.views.entry(id) {
+                    std::collections::hash_map::Entry::Occupied(v) => v.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(slot) => match registered(id) {
+                        Some(index) => slot.insert(View::new(id, index)),
+                        None => return Reply::Err(Errno::NOENT),
+                    },
+                };
+                view.entry(String::new())
+            }
+            GETATTR => Reply::Body(attr_out(&Attr::folder(ROOT))),
+            OPENDIR if self.no_opendir => Reply::Err(Errno::NOSYS),
+            OPENDIR => Reply::Body(open_out(ROOT, 0)),
+            READDIR => Reply::Body(dirents(&dots(ROOT), u64_at(body, 8), u32_at(body, 16) as usize)),
+            RELEASEDIR => Reply::Body(Vec::new()),
+            _ => read_only(opcode),
         }
-        self.nodes.push(path.to_string());
-        let id = self.nodes.len() as u64;
-        self.ids.insert(path.to_string(), id);
-        id
+    }
+}
+
+/// What the kernel told a connection at `INIT`, for its views' answers.
+#[derive(Clone, Copy)]
+struct Learned {
+    no_open: bool,
+    no_opendir: bool,
+}
+
+/// The view registered under `id`, if it still is.
+fn registered(id: u64) -> Option<Arc<Index>> {
+    let server = SERVER.get()?.as_ref().ok()?;
+    server.waiting.lock().ok()?.get(&id).cloned()
+}
+
+/// The answer to a request no view takes: `EROFS` for one that would write, else `ENOSYS`.
+fn read_only(opcode: u32) -> Reply {
+    match opcode {
+        SETATTR | SYMLINK | MKNOD | MKDIR | UNLINK | RMDIR | RENAME | LINK | WRITE | SETXATTR
+        | REMOVEXATTR | CREATE | FALLOCATE | RENAME2 | COPY_FILE_RANGE => Reply::Err(Errno::ROFS),
+        _ => Reply::Err(Errno::NOSYS),
+    }
+}
+
+/// `struct fuse_attr_out`: `a`, valid for a day.
+fn attr_out(a: &Attr) -> Vec<u8> {
+    let mut out = Vec::with_capacity(104);
+    out.extend_from_slice(&VALID.to_ne_bytes());
+    out.extend_from_slice(&[0u8; 8]);
+    a.put(&mut out);
+    out
+}
+
+/// `struct fuse_dirent`s of `listing` from entry `offset` on, as many as fit in `size` bytes.
+fn dirents(listing: &[(String, u64, u32)], offset: u64, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size.min(64 * 1024));
+    for (i, (name, ino, kind)) in listing.iter().enumerate().skip(offset as usize) {
+        let len = 24 + name.len();
+        let padded = (len + 7) & !7;
+        if out.len() + padded > size {
+            break;
+        }
+        out.extend_from_slice(&ino.to_ne_bytes());
+        out.extend_from_slice(&(i as u64 + 1).to_ne_bytes());
+        out.extend_from_slice(&(name.len() as u32).to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.resize(out.len() + padded - len, 0);
+    }
+    out
+}
+
+impl View {
+    fn new(id: u64, index: Arc<Index>) -> View {
+        let mut ids = HashMap::new();
+        ids.insert(String::new(), 1);
+        View { index, id, nodes: vec![String::new()], ids, files: HashMap::new(), listings: HashMap::new() }
+    }
+
+    /// The path of local node `local`.
+    fn path(&self, local: u64) -> Option<&str> {
+        self.nodes.get((local as usize).checked_sub(1)?).map(String::as_str)
+    }
+
+    /// The node id of view path `path`, given one if it has none; `None` once the view has
+    /// as many as its share of node ids holds (16 million).
+    fn id_of(&mut self, path: &str) -> Option<u64> {
+        let local = match self.ids.get(path) {
+            Some(&local) => local,
+            None if self.nodes.len() + 1 >= 1 << LOCAL_BITS => return None,
+            None => {
+                self.nodes.push(path.to_string());
+                let local = self.nodes.len() as u64;
+                self.ids.insert(path.to_string(), local);
+                local
+            }
+        };
+        Some(self.id << LOCAL_BITS | local)
     }
 
     /// What view path `path` is, looked up: the view's own paths, and what is on disk at and
@@ -524,7 +782,7 @@ impl Conn {
             Attr::folder(0).put(&mut out);
             return Reply::Body(out);
         }
-        let id = self.id_of(&path);
+        let Some(id) = self.id_of(&path) else { return Reply::Err(Errno::NFILE) };
         let attr = match self.attr(&path, id) {
             Ok(a) => a,
             Err(e) => return Reply::Err(e),
@@ -538,41 +796,28 @@ impl Conn {
         Reply::Body(out)
     }
 
-    fn answer(&mut self, opcode: u32, nodeid: u64, body: &[u8]) -> Reply {
+    /// The answer to request `opcode` on node `nodeid` of this view (local node `local`).
+    fn answer(&mut self, opcode: u32, nodeid: u64, local: u64, body: &[u8], conn: Learned) -> Reply {
         match opcode {
-            INIT => {
-                let out = init(body);
-                self.no_open = u32_at(&out, 12) & FUSE_NO_OPEN_SUPPORT != 0;
-                self.no_opendir = u32_at(&out, 12) & FUSE_NO_OPENDIR_SUPPORT != 0;
-                Reply::Body(out)
-            }
-            FORGET | BATCH_FORGET | INTERRUPT => Reply::None,
-            DESTROY => Reply::Body(Vec::new()),
             LOOKUP => {
                 let name = body.split(|b| *b == 0).next().unwrap_or_default();
-                let (Some(dir), Ok(name)) = (self.path(nodeid), std::str::from_utf8(name)) else {
+                let (Some(dir), Ok(name)) = (self.path(local), std::str::from_utf8(name)) else {
                     return Reply::Err(Errno::NOENT);
                 };
                 let path = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
                 self.entry(path)
             }
             GETATTR => {
-                let Some(path) = self.path(nodeid).map(str::to_string) else {
+                let Some(path) = self.path(local).map(str::to_string) else {
                     return Reply::Err(Errno::NOENT);
                 };
                 match self.attr(&path, nodeid) {
-                    Ok(a) => {
-                        let mut out = Vec::with_capacity(104);
-                        out.extend_from_slice(&VALID.to_ne_bytes());
-                        out.extend_from_slice(&[0u8; 8]);
-                        a.put(&mut out);
-                        Reply::Body(out)
-                    }
+                    Ok(a) => Reply::Body(attr_out(&a)),
                     Err(e) => Reply::Err(e),
                 }
             }
             READLINK => {
-                let Some(path) = self.path(nodeid) else { return Reply::Err(Errno::NOENT) };
+                let Some(path) = self.path(local) else { return Reply::Err(Errno::NOENT) };
                 match self.seen(path) {
                     Some(Seen::Link) => match self.index.links.get(path) {
                         Some(text) => Reply::Body(text.as_bytes().to_vec()),
@@ -590,8 +835,8 @@ impl Conn {
             // No `OPEN` (`FUSE_NO_OPEN_SUPPORT`): a round trip saved on every file the step
             // opens, and the `RELEASE` after it; the file is opened at its first `READ` and kept
             // for the view's life. (Only the overlay opens the lower layer, and only to read.)
-            OPEN if self.no_open => Reply::Err(Errno::NOSYS),
-            OPEN => match self.path(nodeid).map(|p| self.seen(p)) {
+            OPEN if conn.no_open => Reply::Err(Errno::NOSYS),
+            OPEN => match self.path(local).map(|p| self.seen(p)) {
                 Some(Some(Seen::File)) => Reply::Body(open_out(nodeid, 0)),
                 Some(_) => Reply::Err(Errno::ISDIR),
                 None => Reply::Err(Errno::NOENT),
@@ -604,7 +849,7 @@ impl Conn {
                     if self.files.len() >= OPEN_FILES {
                         self.files.clear();
                     }
-                    let Some(path) = self.path(nodeid) else { return Reply::Err(Errno::NOENT) };
+                    let Some(path) = self.path(local) else { return Reply::Err(Errno::NOENT) };
                     if !matches!(self.seen(path), Some(Seen::File)) {
                         return Reply::Err(Errno::ISDIR);
                     }
@@ -637,8 +882,8 @@ impl Conn {
             RELEASE => Reply::Body(Vec::new()),
             // A folder's listing is made at its first `READDIR`: the overlay opens folders it
             // never reads (`FUSE_NO_OPENDIR_SUPPORT` spares the round trip where offered).
-            OPENDIR if self.no_opendir => Reply::Err(Errno::NOSYS),
-            OPENDIR => match self.path(nodeid).map(|p| self.seen(p)) {
+            OPENDIR if conn.no_opendir => Reply::Err(Errno::NOSYS),
+            OPENDIR => match self.path(local).map(|p| self.seen(p)) {
                 Some(Some(Seen::Folder | Seen::DiskFolder)) => Reply::Body(open_out(nodeid, 0)),
                 Some(_) => Reply::Err(Errno::NOTDIR),
                 None => Reply::Err(Errno::NOENT),
@@ -646,7 +891,7 @@ impl Conn {
             READDIR => {
                 let (offset, size) = (u64_at(body, 8), u32_at(body, 16) as usize);
                 if offset == 0 || !self.listings.contains_key(&nodeid) {
-                    let Some(dir) = self.path(nodeid).map(str::to_string) else {
+                    let Some(dir) = self.path(local).map(str::to_string) else {
                         return Reply::Err(Errno::NOENT);
                     };
                     let listing = match self.seen(&dir) {
@@ -657,34 +902,10 @@ impl Conn {
                     self.listings.insert(nodeid, listing);
                 }
                 let Some(listing) = self.listings.get(&nodeid) else { return Reply::Err(Errno::BADF) };
-                let mut out = Vec::with_capacity(size.min(64 * 1024));
-                for (i, (name, ino, kind)) in listing.iter().enumerate().skip(offset as usize) {
-                    let len = 24 + name.len();
-                    let padded = (len + 7) & !7;
-                    if out.len() + padded > size {
-                        break;
-                    }
-                    out.extend_from_slice(&ino.to_ne_bytes());
-                    out.extend_from_slice(&(i as u64 + 1).to_ne_bytes());
-                    out.extend_from_slice(&(name.len() as u32).to_ne_bytes());
-                    out.extend_from_slice(&kind.to_ne_bytes());
-                    out.extend_from_slice(name.as_bytes());
-                    out.resize(out.len() + padded - len, 0);
-                }
-                Reply::Body(out)
+                Reply::Body(dirents(listing, offset, size))
             }
             RELEASEDIR => Reply::Body(Vec::new()),
-            STATFS => {
-                // `struct fuse_kstatfs`: no blocks or inodes to spare (read-only), 4 KiB blocks.
-                let mut out = vec![0u8; 80];
-                out[40..44].copy_from_slice(&4096u32.to_ne_bytes());
-                out[44..48].copy_from_slice(&255u32.to_ne_bytes());
-                out[48..52].copy_from_slice(&4096u32.to_ne_bytes());
-                Reply::Body(out)
-            }
-            SETATTR | SYMLINK | MKNOD | MKDIR | UNLINK | RMDIR | RENAME | LINK | WRITE | SETXATTR
-            | REMOVEXATTR | CREATE | FALLOCATE | RENAME2 | COPY_FILE_RANGE => Reply::Err(Errno::ROFS),
-            _ => Reply::Err(Errno::NOSYS),
+            _ => read_only(opcode),
         }
     }
 
@@ -730,14 +951,14 @@ impl Conn {
             children.entry(format!("{prefix}{name}")).or_insert(u32::from(t));
         }
         for (p, t) in children {
-            let id = self.id_of(&p);
+            let Some(id) = self.id_of(&p) else { break };
             out.push((p[prefix.len()..].to_string(), id, t));
         }
         out
     }
 }
 
-impl Conn {
+impl View {
     /// The entries of folder `dir` on disk (at or below a dependency's output, node `me`).
     fn disk_listing(&mut self, dir: &str, me: u64) -> Vec<(String, u64, u32)> {
         let mut out = dots(me);
@@ -758,7 +979,7 @@ impl Conn {
             .collect();
         names.sort();
         for (name, t) in names {
-            let id = self.id_of(&format!("{dir}/{name}"));
+            let Some(id) = self.id_of(&format!("{dir}/{name}")) else { break };
             out.push((name, id, t));
         }
         out
@@ -854,7 +1075,7 @@ mod tests {
         view.insert("made".to_string(), Node::Folder);
         let index = Index::new(root, Arc::new(view), HashMap::new(), None, Vec::new()).unwrap();
         let null: OwnedFd = File::open("/dev/null").unwrap().into();
-        let mut c = Conn::new(null, Arc::new(index));
+        let mut c = Conn::new(null, Some((1, Arc::new(index))));
 
         let init = body(c.answer(INIT, 0, &[7, 0, 0, 0, 40, 0, 0, 0, 0, 0, 2, 0, 255, 255, 255, 255]));
         assert_eq!(init.len(), 64);
@@ -891,5 +1112,47 @@ mod tests {
         }
         assert_eq!(names, [".", "..", "a.txt"], "the view's children only");
         assert!(matches!(c.answer(WRITE, a, &[]), Reply::Err(Errno::ROFS)));
+    }
+    /// On the shared mount each view is the root's entry named by its id: two views of one
+    /// project on one connection answer each from its own set, with node ids of their own; a
+    /// name no view is registered under is not there.
+    #[test]
+    fn the_shared_mount_keeps_each_view_to_its_own_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(root.join("src/a.txt"), "a").unwrap();
+        std::fs::write(root.join("src/b.txt"), "b").unwrap();
+        let set = |f: &str| {
+            let mut view = BTreeMap::new();
+            view.insert("src".to_string(), Node::Folder);
+            view.insert(format!("src/{f}"), Node::File);
+            Arc::new(Index::new(root, Arc::new(view), HashMap::new(), None, Vec::new()).unwrap())
+        };
+        let server = server().unwrap();
+        let (a, b) = (server.register(set("a.txt")), server.register(set("b.txt")));
+        let null: OwnedFd = File::open("/dev/null").unwrap().into();
+        let mut c = Conn::new(null, None);
+        body(c.answer(INIT, 0, &[7, 0, 0, 0, 40, 0, 0, 0, 0, 0, 2, 0, 255, 255, 255, 255]));
+
+        let view_a = lookup(&mut c, ROOT, &a.to_string());
+        let view_b = lookup(&mut c, ROOT, &b.to_string());
+        assert!(view_a > ROOT && view_b > ROOT && view_a != view_b);
+        let (src_a, src_b) = (lookup(&mut c, view_a, "src"), lookup(&mut c, view_b, "src"));
+        assert_ne!(src_a, src_b, "each view has node ids of its own");
+        assert!(lookup(&mut c, src_a, "a.txt") > ROOT);
+        assert_eq!(lookup(&mut c, src_a, "b.txt"), 0, "b.txt is not in a's set");
+        assert!(lookup(&mut c, src_b, "b.txt") > ROOT);
+        assert_eq!(lookup(&mut c, src_b, "a.txt"), 0, "a.txt is not in b's set");
+        let unknown = format!("{}\0", b + 1000);
+        assert!(matches!(c.answer(LOOKUP, ROOT, unknown.as_bytes()), Reply::Err(Errno::NOENT)));
+        assert!(matches!(c.answer(LOOKUP, ROOT, b"..\0"), Reply::Err(Errno::NOENT)));
+
+        // Once a view is forgotten, a late question about its nodes finds nothing.
+        server.forget(a);
+        c.views.remove(&a);
+        assert!(matches!(c.answer(GETATTR, src_a, &[0u8; 16]), Reply::Err(Errno::NOENT)));
+        assert!(lookup(&mut c, src_b, "b.txt") > ROOT);
+        server.forget(b);
     }
 }

@@ -82,7 +82,7 @@ pub struct Visible {
     pub files: BTreeSet<String>,
     /// The targets (graph indexes) whose outputs are in the set: every target the step
     /// depends on, directly or not.
-    pub deps: BTreeSet<usize>,
+    pub deps: fixedbitset::FixedBitSet,
     /// Not all of the set is in `entries` ([`crate::exec::visible::Detail::Lazy`]): the
     /// outputs of `deps`, and the files in `discover`. Only a lazy view, told every target's
     /// outputs ([`Spec::produced`]), can show them.
@@ -467,6 +467,7 @@ fn phase_text(p: Phase) -> &'static str {
         Phase::Exec => "cannot start the step's shell",
         Phase::Fuse => "cannot mount the project's view (FUSE)",
         Phase::Overlay => "cannot mount the project's view (overlayfs)",
+        Phase::Setns => "cannot enter the shared view's mount namespace",
     }
 }
 
@@ -560,11 +561,25 @@ impl Plan {
             let fuse_opts =
                 format!("rootmode=40000,user_id={euid},group_id={egid},allow_other,default_permissions,fd=")
                     .into_bytes();
-            let mut overlay = "lowerdir=l,upperdir=u,workdir=w".to_string();
+            // Without a user namespace, the shared mount's entry for this view (a temp folder
+            // whose name an overlay option could not hold is not shared).
+            let plain = |p: &Path| p.to_str().is_some_and(|p| !p.contains([',', ':', '\\', '=']));
+            let shared = (!user && plain(spec.tmp)).then(|| server.shared(spec.tmp)).flatten();
+            let lower = match shared {
+                Some(sh) => sh.view_path(id).to_string_lossy().into_owned(),
+                None => "l".to_string(),
+            };
+            let mut overlay = format!("lowerdir={lower},upperdir=u,workdir=w");
             if user {
                 overlay.push_str(",userxattr");
             }
-            let lazy = child::Lazy { id, socket: server.socket(), fuse_opts, overlay_opts: cstr(overlay)? };
+            let lazy = child::Lazy {
+                id,
+                socket: server.socket(),
+                fuse_opts,
+                overlay_opts: cstr(overlay)?,
+                shared_ns: shared.map_or(-1, |sh| sh.ns()),
+            };
             let mut plan = Plan::assemble(spec, user, detached, ops, Some(lazy), view)?;
             plan.registration = Some(registration);
             plan.index = Some(index);
@@ -653,8 +668,13 @@ impl Plan {
                 project: cstr(spec.project)?,
                 detached,
                 view: true,
+                // Absolute: a sandbox that starts from the shared view's namespace starts at its
+                // root, not in gvbuild's folder (`--cache-dir` may be relative).
                 hide: spec
                     .hide
+                    .iter()
+                    .map(std::path::absolute)
+                    .collect::<io::Result<Vec<_>>>()?
                     .iter()
                     .filter(|h| !h.starts_with(spec.project) && h.is_dir())
                     .map(cstr)
