@@ -314,8 +314,10 @@ pub fn enter(s: &Setup) -> io::Result<()> {
 }
 
 /// Mount the lazy view over the project folder, which the view's tmpfs covers now: in that
-/// tmpfs, `l` (the FUSE file system, connected to the server), `u` and `w` (the overlay's upper
-/// layer and work folder); then the overlay of `u` on `l` over it all. Returns `u` (`O_PATH`).
+/// tmpfs, `u` and `w` (the overlay's upper layer and work folder) and, without the shared
+/// mount, `l` (a FUSE file system of the sandbox's own, connected to the server); then the
+/// overlay of `u` on the lower layer (`l`, or the view's entry in the shared mount) over it
+/// all. Returns `u` (`O_PATH`).
 fn lazy_view(s: &Setup, l: &Lazy) -> io::Result<RawFd> {
     // SAFETY (every block): as in `enter`.
     if unsafe { libc::chdir(s.project.as_ptr()) } != 0 {

@@ -5,9 +5,9 @@
 //! through it and writes into the tmpfs. As root the views are entries of one FUSE file system,
 //! the [`Shared`] mount, named by the id their [`Index`] was registered under. Elsewhere (under
 //! a user namespace) each sandbox mounts a file system of its own: its child opens
-//! `/dev/fuse`, mounts it, and sends the descriptor here over [`Server`]'s socket with that id. A path is looked up only when the step asks
-//! for it, so a view costs what the step opens, not what it may see (binding every visible
-//! file cost about 45 µs a file).
+//! `/dev/fuse`, mounts it, and sends the descriptor here over [`Server`]'s socket with that id.
+//! A path is looked up only when the step asks for it, so a view costs what the step opens,
+//! not what it may see (binding every visible file cost about 45 µs a file).
 //!
 //! The protocol is the kernel's (`include/uapi/linux/fuse.h`, version 7), of which this
 //! serves the read-only part: `INIT`, `LOOKUP`, `GETATTR`, `READLINK`, `OPEN`, `READ`,
@@ -100,7 +100,8 @@ impl Index {
 /// The server: one thread, started by the first lazy view of the process, serving every
 /// sandbox's FUSE connection.
 pub struct Server {
-    /// The end children send their `/dev/fuse` descriptor to (`SOCK_DGRAM`, close-on-exec).
+    /// The end a `/dev/fuse` descriptor is sent to with its view's id (a sandbox's own mount)
+    /// or [`SHARED_ID`] (`SOCK_DGRAM`, close-on-exec).
     send: OwnedFd,
     /// Views registered and not yet finished, by id (a sandbox's own mount takes its view
     /// when it connects).
@@ -134,8 +135,10 @@ pub fn alive() -> bool {
 pub struct Shared {
     /// The mount namespace (`/proc/thread-self/ns/mnt` of the thread that made it).
     ns: OwnedFd,
-    /// The connection, to tell the kernel to forget a finished view.
-    fuse: OwnedFd,
+    /// The connection, to tell the kernel to forget a finished view; let go of when the server
+    /// stops serving it ([`drop_shared`]), so that the kernel then fails what waits on it
+    /// instead of leaving it waiting.
+    fuse: Mutex<Option<Arc<OwnedFd>>>,
     /// Where it is mounted in that namespace.
     at: std::path::PathBuf,
 }
@@ -161,10 +164,10 @@ impl Shared {
             .map_err(|_| io::Error::other("the shared view's thread panicked"))?;
         let (fuse, ns) = made?;
         let notify = fuse.try_clone()?;
-        // To the server only now that it is mounted (see `lazy_view` in `child`).
+        // To the server only now that it is mounted (see `own_fuse` in `child`).
         super::child::send_fd(server.send.as_fd(), fuse.as_fd(), &SHARED_ID.to_ne_bytes())
             .map_err(io::Error::from_raw_os_error)?;
-        Ok(Shared { ns, fuse: notify, at })
+        Ok(Shared { ns, fuse: Mutex::new(Some(Arc::new(notify))), at })
     }
 
     /// The mount namespace to start a sandbox from.
@@ -194,6 +197,7 @@ pub fn server() -> Result<&'static Server, String> {
                 .spawn(move || {
                     serve(recv);
                     ALIVE.store(false, Ordering::SeqCst);
+                    drop_shared();
                 })
                 .map_err(|e| format!("cannot start the view server: {e}"))?;
             Ok(Server {
@@ -210,7 +214,8 @@ pub fn server() -> Result<&'static Server, String> {
 
 impl Server {
     /// Register `index` for a sandbox about to start: the id its child sends with its FUSE
-    /// descriptor. [`Server::forget`] it if the child never connects.
+    /// descriptor, or the name of its entry in the shared mount. [`Server::forget`] it when the
+    /// step is done (always: the shared mount keeps a view until then).
     pub fn register(&self, index: Arc<Index>) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut w) = self.waiting.lock() {
@@ -239,7 +244,10 @@ impl Server {
             msg.extend_from_slice(&0u32.to_ne_bytes());
             msg.extend_from_slice(name.as_bytes());
             msg.push(0);
-            let _ = rustix::io::write(&shared.fuse, &msg);
+            let fuse = shared.fuse.lock().ok().and_then(|f| f.clone());
+            if let Some(fuse) = fuse.filter(|_| alive()) {
+                let _ = rustix::io::write(&*fuse, &msg);
+            }
         }
         if let Ok(mut r) = self.retired.lock() {
             r.push(id);
@@ -316,23 +324,46 @@ fn serve(recv: OwnedFd) {
             let Some(conn) = conns.get_mut(&token) else { continue };
             match rustix::io::read(&conn.fd, &mut buf[..]) {
                 Ok(n) => {
-                    // A bug in one answer must not stop every sandbox's server: that step's
-                    // connection goes (its lookups fail), the others go on.
+                    // A bug in one answer must not stop every sandbox's server: the request gets
+                    // EIO and its view goes (its step's lookups fail), the others go on. (A
+                    // sandbox's own connection is closed, which fails what is still waiting.)
                     let served =
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conn.request(&buf[..n])));
-                    if served.is_err() {
-                        let _ = epoll::delete(&ep, &conn.fd);
-                        conns.remove(&token);
+                    if served.is_err() && n >= IN_HEADER {
+                        conn.reply(u64_at(&buf, 8), -Errno::IO.raw_os_error(), &[]);
+                        let view = conn.single.unwrap_or(u64_at(&buf, 16) >> LOCAL_BITS);
+                        conn.views.remove(&view);
+                        if conn.single.is_some() {
+                            let _ = epoll::delete(&ep, &conn.fd);
+                            conns.remove(&token);
+                        }
                     }
                 }
                 // Nothing after all, or a request taken back meanwhile.
                 Err(Errno::AGAIN | Errno::INTR | Errno::NOENT) => {}
-                // ENODEV: unmounted (the sandbox is gone); EPERM: never mounted.
+                // ENODEV: unmounted (the sandbox is gone, or the connection aborted); EPERM:
+                // never mounted.
                 Err(_) => {
                     let _ = epoll::delete(&ep, &conn.fd);
+                    if conn.single.is_none() {
+                        // No lazy view can be served any more; none may wait on it either.
+                        ALIVE.store(false, Ordering::SeqCst);
+                        drop_shared();
+                    }
                     conns.remove(&token);
                 }
             }
+        }
+    }
+}
+
+/// Let go of gvbuild's other descriptor of the shared connection (the server's thread has
+/// dropped its own): the connection closes, and every request still waiting on it fails.
+fn drop_shared() {
+    let shared = SERVER.get().and_then(|s| s.as_ref().ok()).and_then(|s| s.shared.get());
+    if let Some(Some(shared)) = shared {
+        if let Ok(mut f) = shared.fuse.lock() {
+            f.take();
         }
     }
 }
@@ -396,7 +427,7 @@ const FUSE_CACHE_SYMLINKS: u32 = 1 << 23;
 /// How long the kernel may keep an answer, in seconds: the view's life.
 const VALID: u64 = 86_400;
 const IN_HEADER: usize = 40;
-/// Files a connection keeps open between `READ`s.
+/// Files a view keeps open between `READ`s.
 const OPEN_FILES: usize = 32;
 const ROOT: u64 = 1;
 /// `enum fuse_notify_code`: `FUSE_NOTIFY_INVAL_ENTRY`.
@@ -418,7 +449,10 @@ struct Conn {
 
 /// Node ids: node `local` of view `v` (its root is local 1) is `v << LOCAL_BITS | local`, so
 /// that views on one connection never share a node; node 1 ([`ROOT`]) is the mount's root.
+/// The inode number a step sees is `local` (small: a 32-bit `stat` can hold it), unique
+/// within its view, which is all one step sees.
 const LOCAL_BITS: u32 = 24;
+const LOCAL_MASK: u64 = (1 << LOCAL_BITS) - 1;
 
 /// One step's view on a connection.
 struct View {
@@ -546,16 +580,20 @@ impl Conn {
         let nodeid = u64_at(buf, 16);
         let body = &buf[IN_HEADER..];
         let reply = self.answer(opcode, nodeid, body);
-        let (error, payload) = match reply {
-            Reply::None => return,
-            Reply::Err(e) => (-e.raw_os_error(), Vec::new()),
-            Reply::Body(b) => (0, b),
-        };
+        match reply {
+            Reply::None => {}
+            Reply::Err(e) => self.reply(unique, -e.raw_os_error(), &[]),
+            Reply::Body(b) => self.reply(unique, 0, &b),
+        }
+    }
+
+    /// Write the reply to request `unique`: `error` (0 or a negated errno) and `payload`.
+    fn reply(&self, unique: u64, error: i32, payload: &[u8]) {
         let mut out = Vec::with_capacity(16 + payload.len());
         out.extend_from_slice(&((16 + payload.len()) as u32).to_ne_bytes());
         out.extend_from_slice(&error.to_ne_bytes());
         out.extend_from_slice(&unique.to_ne_bytes());
-        out.extend_from_slice(&payload);
+        out.extend_from_slice(payload);
         // A request taken back meanwhile (ENOENT) needs no answer.
         let _ = rustix::io::write(&self.fd, &out);
     }
@@ -585,7 +623,7 @@ impl Conn {
         let (view, local) = match (nodeid, self.single) {
             (ROOT, Some(v)) => (v, 1),
             (ROOT, None) => return self.top(opcode, body),
-            _ => (nodeid >> LOCAL_BITS, nodeid & ((1 << LOCAL_BITS) - 1)),
+            _ => (nodeid >> LOCAL_BITS, nodeid & LOCAL_MASK),
         };
         match self.views.get_mut(&view) {
             Some(v) => v.answer(opcode, nodeid, local, body, learned),
@@ -605,7 +643,7 @@ impl Conn {
                 let name = body.split(|b| *b == 0).next().unwrap_or_default();
                 let id = std::str::from_utf8(name)
                     .ok()
-                    .and_then(|n| n.parse::<u64>().ok())
+                    .and_then(|n| n.parse::<u64>().ok().filter(|id| id.to_string() == n))
                     .filter(|&id| id > 0 && id < 1 << (64 - LOCAL_BITS));
                 // Not cached (an error, not a negative entry): no name is asked for before
                 // its view is registered, and a finished view is never asked for again.
@@ -783,7 +821,7 @@ impl View {
             return Reply::Body(out);
         }
         let Some(id) = self.id_of(&path) else { return Reply::Err(Errno::NFILE) };
-        let attr = match self.attr(&path, id) {
+        let attr = match self.attr(&path, id & LOCAL_MASK) {
             Ok(a) => a,
             Err(e) => return Reply::Err(e),
         };
@@ -811,7 +849,7 @@ impl View {
                 let Some(path) = self.path(local).map(str::to_string) else {
                     return Reply::Err(Errno::NOENT);
                 };
-                match self.attr(&path, nodeid) {
+                match self.attr(&path, local) {
                     Ok(a) => Reply::Body(attr_out(&a)),
                     Err(e) => Reply::Err(e),
                 }
@@ -895,8 +933,8 @@ impl View {
                         return Reply::Err(Errno::NOENT);
                     };
                     let listing = match self.seen(&dir) {
-                        Some(Seen::Folder) => self.listing(&dir, nodeid),
-                        Some(Seen::DiskFolder) => self.disk_listing(&dir, nodeid),
+                        Some(Seen::Folder) => self.listing(&dir, local),
+                        Some(Seen::DiskFolder) => self.disk_listing(&dir, local),
                         _ => return Reply::Err(Errno::NOTDIR),
                     };
                     self.listings.insert(nodeid, listing);
@@ -909,8 +947,8 @@ impl View {
         }
     }
 
-    /// The entries of view folder `dir` (node `me`): `.`, `..`, then its children in name
-    /// order, each with its node id and `d_type`.
+    /// The entries of view folder `dir` (local node `me`): `.`, `..`, then its children in name
+    /// order, each with its inode number (local node id) and `d_type`.
     fn listing(&mut self, dir: &str, me: u64) -> Vec<(String, u64, u32)> {
         let mut out = dots(me);
         let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
@@ -952,14 +990,14 @@ impl View {
         }
         for (p, t) in children {
             let Some(id) = self.id_of(&p) else { break };
-            out.push((p[prefix.len()..].to_string(), id, t));
+            out.push((p[prefix.len()..].to_string(), id & LOCAL_MASK, t));
         }
         out
     }
 }
 
 impl View {
-    /// The entries of folder `dir` on disk (at or below a dependency's output, node `me`).
+    /// The entries of folder `dir` on disk (at or below a dependency's output, local node `me`).
     fn disk_listing(&mut self, dir: &str, me: u64) -> Vec<(String, u64, u32)> {
         let mut out = dots(me);
         let Ok(rd) = std::fs::read_dir(self.index.project.join(dir)) else { return out };
@@ -980,7 +1018,7 @@ impl View {
         names.sort();
         for (name, t) in names {
             let Some(id) = self.id_of(&format!("{dir}/{name}")) else { break };
-            out.push((name, id, t));
+            out.push((name, id & LOCAL_MASK, t));
         }
         out
     }
@@ -991,7 +1029,7 @@ fn dots(me: u64) -> Vec<(String, u64, u32)> {
     vec![(".".to_string(), me, u32::from(libc::DT_DIR)), ("..".to_string(), ROOT, u32::from(libc::DT_DIR))]
 }
 
-/// What a view path is, looked up ([`Conn::seen`]).
+/// What a view path is, looked up ([`View::seen`]).
 enum Seen {
     Folder,
     File,
@@ -1147,6 +1185,14 @@ mod tests {
         let unknown = format!("{}\0", b + 1000);
         assert!(matches!(c.answer(LOOKUP, ROOT, unknown.as_bytes()), Reply::Err(Errno::NOENT)));
         assert!(matches!(c.answer(LOOKUP, ROOT, b"..\0"), Reply::Err(Errno::NOENT)));
+        let padded = format!("0{a}\0");
+        assert!(
+            matches!(c.answer(LOOKUP, ROOT, padded.as_bytes()), Reply::Err(Errno::NOENT)),
+            "one name a view"
+        );
+        // What a step's `stat` sees: a small inode number, whatever the view's id.
+        let attr = body(c.answer(GETATTR, src_b, &[0u8; 16]));
+        assert!(u64_at(&attr, 16) < 1 << 24, "inode {}", u64_at(&attr, 16));
 
         // Once a view is forgotten, a late question about its nodes finds nothing.
         server.forget(a);

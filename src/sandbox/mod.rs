@@ -15,7 +15,10 @@
 //!      system gvbuild serves ([`fuse`]), answering each lookup from the visible set (a
 //!      dependency's output with what is on disk at and below it), and whose upper layer is a
 //!      tmpfs folder that takes every write. It costs what the step looks up, not what it may
-//!      see.
+//!      see. As root one FUSE file system serves every step ([`fuse::Shared`]): it is mounted
+//!      at the TMPDIR folder in a mount namespace of its own, which the sandbox starts from
+//!      (`setns` before step 1), and the step's TMPDIR (step 2) covers it only once the
+//!      overlay holds the view.
 //!    - **bound** (elsewhere, or `GVBUILD_SANDBOX_VIEW=bind`): every folder of the visible set
 //!      is made in the tmpfs, every visible file is bound over an empty file read-only (a
 //!      clone of its mount, `open_tree` and `move_mount`), a folder that holds exactly its
@@ -763,7 +766,6 @@ impl Plan {
         let pending = Pending {
             hide,
             has_view,
-            registration: self.registration,
             index: self.index,
             view: self.view,
             outputs: self.outputs,
@@ -772,7 +774,7 @@ impl Plan {
             paths,
             project: self.project,
             root: None,
-            namespace: Namespace(namespace),
+            namespace: Namespace { fd: namespace, registration: self.registration },
         };
         Ok((pending, Child { pid, status: None }))
     }
@@ -819,8 +821,6 @@ pub struct Pending {
     hide: Vec<std::ffi::CString>,
     /// Whether the step has a view (not only namespaces).
     has_view: bool,
-    #[allow(dead_code)] // held for its drop
-    registration: Option<Registration>,
     /// A lazy view's index. With one, what comes back is the overlay's upper layer, which
     /// holds only what the step wrote.
     index: Option<Arc<fuse::Index>>,
@@ -836,16 +836,24 @@ pub struct Pending {
     namespace: Namespace,
 }
 
-/// A sandbox's mount namespace, held past its step's exit; dropped on the reaper thread, which
-/// undoes its mounts off the step's path.
-struct Namespace(Option<OwnedFd>);
+/// A sandbox's mount namespace, held past its step's exit, with its lazy view's registration;
+/// dropped on the reaper thread, which undoes its mounts off the step's path and only then
+/// forgets the view, so that the kernel can drop all of the view's entries (the overlay holds
+/// them until its namespace goes). Without a namespace the registration goes with the plan.
+struct Namespace {
+    fd: Option<OwnedFd>,
+    registration: Option<Registration>,
+}
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        static REAPER: OnceLock<Option<Mutex<std::sync::mpsc::Sender<OwnedFd>>>> = OnceLock::new();
-        let Some(fd) = self.0.take() else { return };
+        type Held = (OwnedFd, Option<Registration>);
+        static REAPER: OnceLock<Option<Mutex<std::sync::mpsc::Sender<Held>>>> = OnceLock::new();
+        // (A tuple drops in order: the namespace, then the registration.)
+        let Some(fd) = self.fd.take() else { return };
+        let held = (fd, self.registration.take());
         let reaper = REAPER.get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<OwnedFd>();
+            let (tx, rx) = std::sync::mpsc::channel::<Held>();
             std::thread::Builder::new()
                 .name("gvbuild-reaper".into())
                 .spawn(move || rx.into_iter().for_each(drop))
@@ -854,7 +862,7 @@ impl Drop for Namespace {
         });
         if let Some(tx) = reaper.as_ref().and_then(|m| m.lock().ok()) {
             // A closed channel hands the fd back, dropped here.
-            let _ = tx.send(fd);
+            let _ = tx.send(held);
         }
     }
 }
