@@ -916,8 +916,14 @@ fn project_lock(p: &Project) -> Result<lock::Lock, Error> {
     .map_err(io_error("cannot lock", &path))
 }
 
+/// The cache folder: `--cache-dir` or `GVBUILD_CACHE_DIR`, a relative one taken from `-C DIR`
+/// as every other path is ("run as if started in DIR"), else [`cache::default_dir`].
 fn cache_dir(g: &GlobalArgs) -> PathBuf {
-    g.cache_dir.clone().filter(|d| !d.as_os_str().is_empty()).unwrap_or_else(cache::default_dir)
+    match g.cache_dir.clone().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) if d.is_relative() => g.dir.as_ref().map_or(d.clone(), |base| base.join(&d)),
+        Some(d) => d,
+        None => cache::default_dir(),
+    }
 }
 
 fn open_cache(g: &GlobalArgs, mode: lock::Mode) -> Result<(Cache, lock::Lock), Error> {

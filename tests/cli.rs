@@ -164,6 +164,26 @@ fn the_build_file_is_found_in_a_parent_folder() {
     assert!(!p.exists("deep/er/out"), "outputs are relative to the project folder");
 }
 
+/// `-C DIR` runs as if started in DIR: a relative `--cache-dir` (or `GVBUILD_CACHE_DIR`) is
+/// taken from DIR too, as `-f` is.
+#[test]
+fn a_relative_cache_dir_is_taken_from_dash_c() {
+    let p = project();
+    let outside = tempfile::tempdir().unwrap();
+    let root = p.root().to_str().unwrap().to_string();
+    let mut c = p.command(&["-C", &root, "--cache-dir", "relcache", "gen"]);
+    c.current_dir(outside.path()).env_remove("GVBUILD_CACHE_DIR");
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(p.exists("relcache/ac"), "the cache is in the project folder given by -C");
+    assert!(!outside.path().join("relcache").exists(), "not where gvbuild was started");
+    let mut c = p.command(&["-C", &root, "gen", "-B"]);
+    c.current_dir(outside.path()).env("GVBUILD_CACHE_DIR", "envcache");
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(p.exists("envcache/ac"));
+}
+
 /// `-j0` means no limit, as in ninja; a negative or non-numeric `-j` says what it takes.
 #[test]
 fn jobs_zero_is_no_limit_and_bad_jobs_say_what_j_takes() {

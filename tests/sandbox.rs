@@ -249,9 +249,15 @@ fn sandbox_keys_are_checked_where_they_are_written() {
             outputs: [out/t]
             run: echo > out/t
             scratch: [../up, "*.o", .gvbuild/x]
+          i:
+            inputs: [.gvbuild/, ./.gvbuild/cache/x]
+            outputs: [out/i]
+            run: echo > out/i
         "#),
     );
     let err = p.gvbuild(&["list"]).exit(2).stderr();
+    assert!(err.contains("input `.gvbuild/` of target `i` cannot be used"), "{err}");
+    assert!(err.contains("input `./.gvbuild/cache/x` of target `i` cannot be used"), "{err}");
     assert!(err.contains("scratch folder `../up` of target `t` cannot be used"), "{err}");
     assert!(err.contains("scratch folder `*.o` of target `t` cannot be used"), "{err}");
     assert!(err.contains("`.gvbuild/` is gvbuild's own"), "{err}");
@@ -439,10 +445,14 @@ fn the_cache_folder_is_hidden_wherever_it_is() {
     assert_eq!(p.read("out/t.txt"), "", "the step saw an empty folder where the cache is");
     assert!(p.cache.path().join("ac").exists(), "the cache itself is there for gvbuild");
 
-    // Named relative to where gvbuild runs (a sandbox started from the shared view's
-    // namespace starts at its root), with either view.
+    // Named relative to `-C DIR` (a sandbox started from the shared view's namespace starts at
+    // its root, not in gvbuild's folder), with either view; gvbuild itself runs elsewhere.
     let cache = p.cache.path();
-    let (parent, name) = (cache.parent().unwrap(), cache.file_name().unwrap().to_str().unwrap());
+    let up = "../".repeat(p.root().components().count() - 1);
+    let name = format!("{up}{}", cache.strip_prefix("/").unwrap().display());
+    let name = name.as_str();
+    let parent = std::env::temp_dir();
+    let parent = parent.as_path();
     for view in ["lazy", "bind"] {
         p.write("gevulot.yaml", &format!("targets:\n  t:\n    outputs: [out/t.txt]\n    run: ls -A {} > out/t.txt; echo {view} >> out/t.txt\n", cache.display()));
         let root = p.root().to_str().unwrap().to_string();
@@ -648,4 +658,17 @@ fn without_fuse_a_step_that_sees_many_paths_is_bound_and_builds() {
     let out = c.output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(p.read("out/sum.txt"), "20\n1\n", "as root with FUSE, a step that sees 21 paths is lazy");
+}
+
+/// A value of GVBUILD_SANDBOX_VIEW that is neither `lazy` nor `bind` is said, not silently
+/// taken as the default; the build goes on.
+#[test]
+fn an_unknown_sandbox_view_is_said_and_ignored() {
+    let p = Project::new()
+        .file("gevulot.yaml", "targets:\n  t:\n    outputs: [out/t.txt]\n    run: echo t > out/t.txt\n");
+    let out = p.command(&["build"]).env("GVBUILD_SANDBOX_VIEW", "LAZY").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("GVBUILD_SANDBOX_VIEW=LAZY is neither `lazy` nor `bind`; ignored"), "{err}");
+    assert_eq!(p.read("out/t.txt"), "t\n");
 }

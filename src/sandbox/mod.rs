@@ -355,7 +355,17 @@ fn view_asked() -> Option<ViewAsked> {
     *ASKED.get_or_init(|| match std::env::var("GVBUILD_SANDBOX_VIEW").as_deref() {
         Ok("lazy") => Some(ViewAsked::Lazy),
         Ok("bind") => Some(ViewAsked::Bind),
-        _ => None,
+        Ok("") | Err(std::env::VarError::NotPresent) => None,
+        Ok(other) => {
+            crate::exec::note(&format!(
+                "warning: GVBUILD_SANDBOX_VIEW={other} is neither `lazy` nor `bind`; ignored"
+            ));
+            None
+        }
+        Err(std::env::VarError::NotUnicode(_)) => {
+            crate::exec::note("warning: GVBUILD_SANDBOX_VIEW is neither `lazy` nor `bind`; ignored");
+            None
+        }
     })
 }
 
@@ -671,14 +681,13 @@ impl Plan {
                 project: cstr(spec.project)?,
                 detached,
                 view: true,
-                // Absolute: a sandbox that starts from the shared view's namespace starts at its
-                // root, not in gvbuild's folder (`--cache-dir` may be relative).
+                // Canonical, as the project folder is: a sandbox that starts from the shared
+                // view's namespace starts at its root, not in gvbuild's folder, and a path that
+                // climbs through the project (`proj/../cache`) is not inside it.
                 hide: spec
                     .hide
                     .iter()
-                    .map(std::path::absolute)
-                    .collect::<io::Result<Vec<_>>>()?
-                    .iter()
+                    .filter_map(|h| fs::canonicalize(h).ok())
                     .filter(|h| !h.starts_with(spec.project) && h.is_dir())
                     .map(cstr)
                     .collect::<io::Result<_>>()?,

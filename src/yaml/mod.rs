@@ -181,6 +181,18 @@ impl Validator<'_> {
             return Some(PathSpec { path: normalize_abs(path), glob, span });
         }
         match normalize_rel(path) {
+            Some(p) if p == ".gvbuild" || p.starts_with(".gvbuild/") => {
+                self.errors.push(ConfigError::Invalid {
+                    message: format!("input `{path}` of target `{target}` cannot be used"),
+                    src: self.src.named(),
+                    span: span.into(),
+                    label: "`.gvbuild/` is gvbuild's own: no step sees it".into(),
+                    help: Some(
+                        "name the files the step reads; gvbuild's state and cache are never inputs".into(),
+                    ),
+                });
+                None
+            }
             Some(p) => Some(PathSpec { path: p, glob, span }),
             None => {
                 self.errors.push(ConfigError::InputOutside {
