@@ -916,6 +916,36 @@ fn project_lock(p: &Project) -> Result<lock::Lock, Error> {
     .map_err(io_error("cannot lock", &path))
 }
 
+/// A cache folder inside the project must not be, hold or be held by a declared input of a step
+/// to build: its files change while the build runs, so they would key the step, be shipped to
+/// remote workers, and be shown to sandboxed steps. (A glob input is not checked.)
+fn refuse_cache_as_input(graph: &Graph, selected: &[usize], root: &Path, cache: &Path) -> Result<(), Error> {
+    let (Ok(cache), Ok(root)) = (std::fs::canonicalize(cache), std::fs::canonicalize(root)) else {
+        return Ok(());
+    };
+    let Some(rel) = cache.strip_prefix(&root).ok().and_then(|r| r.to_str()).filter(|r| !r.is_empty()) else {
+        return Ok(());
+    };
+    for &i in selected {
+        let t = graph.target(i);
+        let holder = t.inputs.iter().find(|input| {
+            !input.glob
+                && !input.path.starts_with('/')
+                && (input.path == "."
+                    || crate::paths::is_within(rel, &input.path)
+                    || crate::paths::is_within(&input.path, rel))
+        });
+        if let Some(input) = holder {
+            return Err(Error::Usage(format!(
+                "input `{}` of target `{}` holds or is in the cache folder `{rel}`, whose files change \
+                 while the build runs; name the files the step reads, or move the cache (`--cache-dir`)",
+                input.path, t.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The cache folder: `--cache-dir` or `GVBUILD_CACHE_DIR`, a relative one taken from `-C DIR`
 /// as every other path is ("run as if started in DIR"), else [`cache::default_dir`].
 fn cache_dir(g: &GlobalArgs) -> PathBuf {
@@ -1215,6 +1245,7 @@ fn build(
         let (c, l) = open_cache(g, lock::Mode::Shared)?;
         (c, Some(l))
     };
+    refuse_cache_as_input(&graph, &selected, &p.root, cache.root())?;
     let servers = open_servers(&remote_args, dry, &graph, &mut cache)?;
     let opts = build_opts(&args, selected.len(), rebuild);
     let explain = (opts.explain || opts.dry_run).then(|| ExplainStore::load(&p.state_dir));

@@ -672,3 +672,25 @@ fn an_unknown_sandbox_view_is_said_and_ignored() {
     assert!(err.contains("GVBUILD_SANDBOX_VIEW=LAZY is neither `lazy` nor `bind`; ignored"), "{err}");
     assert_eq!(p.read("out/t.txt"), "t\n");
 }
+
+/// A cache folder inside the project cannot be a step's input (its files change while the
+/// build runs): the build says which input holds it, and builds once it does not.
+#[test]
+fn an_input_that_holds_the_cache_folder_is_refused() {
+    let yaml = |input: &str| {
+        format!("targets:\n  t:\n    inputs: [{input}]\n    outputs: [out/t.txt]\n    run: ls > out/t.txt\n")
+    };
+    let p = Project::new().file("gevulot.yaml", &yaml("mycache/")).file("src/a.txt", "a\n");
+    for input in ["mycache/", "mycache/ac"] {
+        p.write("gevulot.yaml", &yaml(input));
+        let out =
+            p.command(&["--cache-dir", "mycache", "build"]).env_remove("GVBUILD_CACHE_DIR").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{input}: {err}");
+        assert!(err.contains("of target `t` holds or is in the cache folder `mycache`"), "{input}: {err}");
+    }
+    p.write("gevulot.yaml", &yaml("src/"));
+    let out =
+        p.command(&["--cache-dir", "mycache", "build"]).env_remove("GVBUILD_CACHE_DIR").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
