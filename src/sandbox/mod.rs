@@ -350,6 +350,12 @@ enum ViewAsked {
     Bind,
 }
 
+/// One line to stderr (said once, when the variable is first read).
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(io::stderr().lock(), "{text}");
+}
+
 fn view_asked() -> Option<ViewAsked> {
     static ASKED: OnceLock<Option<ViewAsked>> = OnceLock::new();
     *ASKED.get_or_init(|| match std::env::var("GVBUILD_SANDBOX_VIEW").as_deref() {
@@ -357,13 +363,11 @@ fn view_asked() -> Option<ViewAsked> {
         Ok("bind") => Some(ViewAsked::Bind),
         Ok("") | Err(std::env::VarError::NotPresent) => None,
         Ok(other) => {
-            crate::exec::note(&format!(
-                "warning: GVBUILD_SANDBOX_VIEW={other} is neither `lazy` nor `bind`; ignored"
-            ));
+            say(&format!("warning: GVBUILD_SANDBOX_VIEW={other} is neither `lazy` nor `bind`; ignored"));
             None
         }
         Err(std::env::VarError::NotUnicode(_)) => {
-            crate::exec::note("warning: GVBUILD_SANDBOX_VIEW is neither `lazy` nor `bind`; ignored");
+            say("warning: GVBUILD_SANDBOX_VIEW is neither `lazy` nor `bind`; ignored");
             None
         }
     })
