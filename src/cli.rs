@@ -950,8 +950,10 @@ fn refuse_cache_as_input(graph: &Graph, selected: &[usize], root: &Path, cache: 
 /// as every other path is ("run as if started in DIR"), else [`cache::default_dir`].
 fn cache_dir(g: &GlobalArgs) -> PathBuf {
     match g.cache_dir.clone().filter(|d| !d.as_os_str().is_empty()) {
-        Some(d) if d.is_relative() => g.dir.as_ref().map_or(d.clone(), |base| base.join(&d)),
-        Some(d) => d,
+        Some(d) => match &g.dir {
+            Some(base) if d.is_relative() => base.join(d),
+            _ => d,
+        },
         None => cache::default_dir(),
     }
 }

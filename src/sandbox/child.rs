@@ -324,11 +324,10 @@ fn lazy_view(s: &Setup, l: &Lazy) -> io::Result<RawFd> {
         return Err(fail(s, Phase::View, 1));
     }
     // The upper layer's root is the view's root: a project folder's usual mode.
-    for (i, (d, mode)) in [(c"u", 0o755), (c"w", 0o700), (c"l", 0o700)].iter().enumerate() {
-        // (The shared mount is the lower layer: no `l`.)
-        if i == 2 && l.shared_ns >= 0 {
-            break;
-        }
+    let folders = [(c"u", 0o755), (c"w", 0o700), (c"l", 0o700)];
+    // (The shared mount is the lower layer: no `l`.)
+    let folders = if l.shared_ns >= 0 { &folders[..2] } else { &folders[..] };
+    for (i, (d, mode)) in folders.iter().enumerate() {
         if unsafe { libc::mkdir(d.as_ptr(), *mode) } != 0 {
             return Err(fail(s, Phase::View, 2 + i));
         }

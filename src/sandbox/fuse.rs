@@ -150,16 +150,9 @@ impl Shared {
     fn make(server: &Server, tmp: &Path) -> io::Result<Shared> {
         let at = tmp.to_path_buf();
         let c_at = super::child::cstr(&at)?;
-        let euid = rustix::process::geteuid().as_raw();
-        let egid = rustix::process::getegid().as_raw();
         let made = std::thread::Builder::new()
             .name("gvbuild-view-ns".into())
-            .spawn(move || {
-                let prefix = format!(
-                    "rootmode=40000,user_id={euid},group_id={egid},allow_other,default_permissions,fd="
-                );
-                super::child::mount_shared(&c_at, prefix.as_bytes())
-            })?
+            .spawn(move || super::child::mount_shared(&c_at, &mount_options()))?
             .join()
             .map_err(|_| io::Error::other("the shared view's thread panicked"))?;
         let (fuse, ns) = made?;
@@ -179,6 +172,15 @@ impl Shared {
     pub fn view_path(&self, id: u64) -> std::path::PathBuf {
         self.at.join(id.to_string())
     }
+}
+
+/// A FUSE mount's options up to `fd=`, which the mounting code completes: the root a folder,
+/// owned by gvbuild's user, open to every process (a step may run as another), permissions
+/// checked by the kernel from the modes answered.
+pub fn mount_options() -> Vec<u8> {
+    let euid = rustix::process::geteuid().as_raw();
+    let egid = rustix::process::getegid().as_raw();
+    format!("rootmode=40000,user_id={euid},group_id={egid},allow_other,default_permissions,fd=").into_bytes()
 }
 
 /// The process's server, started on first use. `Err` says why it cannot run.
@@ -1151,6 +1153,7 @@ mod tests {
         assert_eq!(names, [".", "..", "a.txt"], "the view's children only");
         assert!(matches!(c.answer(WRITE, a, &[]), Reply::Err(Errno::ROFS)));
     }
+
     /// On the shared mount each view is the root's entry named by its id: two views of one
     /// project on one connection answer each from its own set, with node ids of their own; a
     /// name no view is registered under is not there.

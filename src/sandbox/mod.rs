@@ -551,8 +551,6 @@ impl Plan {
             fs::create_dir_all(spec.project.join(s))?;
         }
         let abs = |p: &str| cstr(spec.project.join(p));
-        let euid = rustix::process::geteuid().as_raw();
-        let egid = rustix::process::getegid().as_raw();
         if lazy {
             // Only the scratch folders are bound; the rest is looked up when asked for.
             let mut ops = Vec::new();
@@ -575,9 +573,7 @@ impl Plan {
             let id = server.register(Arc::clone(&index));
             // Forgotten with the plan from here on, whatever fails below.
             let registration = Registration(id);
-            let fuse_opts =
-                format!("rootmode=40000,user_id={euid},group_id={egid},allow_other,default_permissions,fd=")
-                    .into_bytes();
+            let fuse_opts = fuse::mount_options();
             // Without a user namespace, the shared mount's entry for this view (a temp folder
             // whose name an overlay option could not hold is not shared).
             let plain = |p: &Path| p.to_str().is_some_and(|p| !p.contains([',', ':', '\\', '=']));
