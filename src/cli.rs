@@ -1288,6 +1288,7 @@ fn build(
         producers_sorted: Default::default(),
         scratch_folders: Default::default(),
         walks: Default::default(),
+        closures: Default::default(),
         glob_warnings: Default::default(),
         remote: servers.remote,
         remote_steps: servers.remote_steps,

@@ -694,3 +694,46 @@ fn an_input_that_holds_the_cache_folder_is_refused() {
         p.command(&["--cache-dir", "mycache", "build"]).env_remove("GVBUILD_CACHE_DIR").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The folders above a step's outputs (which a lazy view makes in its upper layer before the
+/// step starts, instead of copying each up at the step's first write) look to the step as they
+/// are on disk: mode (setgid bit included), owner and modification time, as unsandboxed. (The
+/// bound view makes them anew in its tmpfs: docs/sandbox.md says so.)
+#[test]
+fn the_folders_above_an_output_look_as_they_are_on_disk() {
+    use std::os::unix::fs::PermissionsExt;
+    let yaml = y(r#"
+        targets:
+          look:
+            outputs: [out/sub/seen.txt]
+            run: stat -c '%a %u %g %Y' out out/sub > "$TMPDIR/seen"; cp "$TMPDIR/seen" out/sub/seen.txt
+        "#);
+    let mut seen = Vec::new();
+    for view in ["lazy", "off"] {
+        let p = Project::new().file("gevulot.yaml", &yaml).file("out/sub/old.txt", "old\n");
+        fs::set_permissions(p.path("out"), fs::Permissions::from_mode(0o2750)).unwrap();
+        fs::set_permissions(p.path("out/sub"), fs::Permissions::from_mode(0o700)).unwrap();
+        for (dir, mtime) in [("out", 1_500_000_000), ("out/sub", 1_500_000_001)] {
+            let at = rustix::fs::Timespec { tv_sec: mtime, tv_nsec: 0 };
+            let times = rustix::fs::Timestamps { last_access: at, last_modification: at };
+            rustix::fs::utimensat(rustix::fs::CWD, p.path(dir), &times, rustix::fs::AtFlags::empty())
+                .unwrap();
+        }
+        let mut cmd = p.command(&["look"]);
+        cmd.env("GVBUILD_SANDBOX_VIEW", view);
+        if view == "off" {
+            cmd.arg("--no-sandbox");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{view}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = p.read("out/sub/seen.txt");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{view}: {text}");
+        assert!(lines[0].starts_with("2750 ") && lines[0].ends_with(" 1500000000"), "{view}: {text}");
+        assert!(lines[1].starts_with("700 "), "{view}: {text}");
+        seen.push(text);
+    }
+    // `out/sub` is written in, so its times are the step's own; `out`'s are the disk's.
+    let first = |t: &String| t.lines().next().unwrap_or_default().to_string();
+    assert_eq!(first(&seen[0]), first(&seen[1]), "lazy view against unsandboxed");
+}

@@ -123,6 +123,9 @@ pub struct Ctx {
     /// The files of the project folders depfile steps may discover from, walked once per
     /// build where no target writes into them (see `visible`).
     pub walks: std::sync::Mutex<HashMap<String, Arc<crate::sandbox::Discoverable>>>,
+    /// Each step's dependency closure, kept once made (see `visible::dep_closure`); empty
+    /// for a graph too large to keep one per step.
+    pub closures: std::sync::OnceLock<Vec<std::sync::OnceLock<Arc<fixedbitset::FixedBitSet>>>>,
     /// The shared cache, looked up after the local one and written after it.
     pub remote: Option<crate::cache::remote::Remote>,
     /// `--remote-exec`: the engine `run:` steps execute on.

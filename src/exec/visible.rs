@@ -167,12 +167,58 @@ fn parent_of(p: &str) -> &str {
 }
 
 /// Every step `t` depends on, directly or not: a local step sees all their outputs.
-/// A bit per graph index: at 10,000 targets a closure of thousands is a few hundred words
-/// to make, test and drop, where a tree set cost more than the sandbox's mounts.
+/// A bit per graph index. Each step's closure is kept once made, as its dependencies' closures
+/// and themselves, so that a step's costs a few hundred words' `or` per dependency, not a walk
+/// of thousands (at 10,000 targets the walk cost more than the sandbox's mounts); a graph of
+/// more than [`KEEP_CLOSURES_UP_TO`] steps, whose closures would take too much memory, walks.
 pub fn dep_closure(ctx: &Ctx, t: &Target) -> FixedBitSet {
-    let me = ctx.graph.lookup(&t.name);
+    let Some(me) = ctx.graph.lookup(&t.name) else { return FixedBitSet::new() };
+    let n = ctx.graph.step_deps.len();
+    let kept = ctx.closures.get_or_init(|| {
+        if n <= KEEP_CLOSURES_UP_TO {
+            (0..n).map(|_| std::sync::OnceLock::new()).collect()
+        } else {
+            Vec::new()
+        }
+    });
+    if kept.len() != n {
+        return walk_closure(ctx, me);
+    }
+    // Depth first, each step after its dependencies (the graph has no cycle).
+    let mut todo = vec![(me, false)];
+    while let Some((i, ready)) = todo.pop() {
+        if kept[i].get().is_some() {
+            continue;
+        }
+        let deps = &ctx.graph.step_deps[i];
+        if !ready {
+            todo.push((i, true));
+            todo.extend(deps.iter().filter(|&&d| kept[d].get().is_none()).map(|&d| (d, false)));
+            continue;
+        }
+        let mut set = FixedBitSet::with_capacity(n);
+        for &d in deps {
+            set.insert(d);
+            match kept[d].get() {
+                Some(c) => set.union_with(c),
+                None => return walk_closure(ctx, me),
+            }
+        }
+        let _ = kept[i].set(Arc::new(set));
+    }
+    match kept[me].get() {
+        Some(c) => FixedBitSet::clone(c),
+        None => walk_closure(ctx, me),
+    }
+}
+
+/// Steps up to which each step's dependency closure is kept: at most 32 MiB of them.
+const KEEP_CLOSURES_UP_TO: usize = 16_384;
+
+/// [`dep_closure`] of graph index `me`, walked.
+fn walk_closure(ctx: &Ctx, me: usize) -> FixedBitSet {
     let mut deps = FixedBitSet::with_capacity(ctx.graph.step_deps.len());
-    let mut todo: Vec<usize> = me.map(|i| ctx.graph.step_deps[i].clone()).unwrap_or_default();
+    let mut todo: Vec<usize> = ctx.graph.step_deps[me].clone();
     while let Some(d) = todo.pop() {
         if !deps.put(d) {
             todo.extend(ctx.graph.step_deps[d].iter().copied().filter(|&e| !deps.contains(e)));

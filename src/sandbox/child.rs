@@ -124,6 +124,34 @@ pub struct Lazy {
     /// The shared mount's namespace ([`super::fuse::Shared`]), or -1: the sandbox starts from
     /// it, and mounts no FUSE file system of its own.
     pub shared_ns: RawFd,
+    /// `shared_ns` is one made by [`prepare_base`] for this sandbox's hidden folders: every
+    /// mount in it private and read-only, the hidden folders covered; the child does none of
+    /// that again.
+    pub prepared: bool,
+    /// With `prepared`: the step's folders in the sandboxes' area, which gvbuild made and owns
+    /// (the overlay's layers are in `overlay_opts`): the child mounts the overlay and binds this
+    /// folder (absolute) over the temp folder as TMPDIR, and mounts no tmpfs at all.
+    pub area: Option<CString>,
+    /// The folders above the step's outputs, made in the upper layer before the overlay is
+    /// mounted, parents first, with the attributes the view answers for them: the step's first
+    /// write in each then copies nothing up (a copy-up asks the view for the folder's file
+    /// attributes, a round trip, and goes through the work folder).
+    pub folders: Vec<Folder>,
+}
+
+/// A folder made in the upper layer ([`Lazy::folders`]).
+#[derive(Debug)]
+pub struct Folder {
+    /// Its project path.
+    pub rel: String,
+    /// Its path from the view's tmpfs: `u/` and the project path.
+    pub at: CString,
+    /// Its permission bits (`st_mode & 0o7777`).
+    pub mode: libc::mode_t,
+    /// Its owner, where it is not gvbuild's user.
+    pub owner: Option<(libc::uid_t, libc::gid_t)>,
+    /// Its access and modification times.
+    pub times: [libc::timespec; 2],
 }
 
 #[repr(C)]
@@ -216,14 +244,17 @@ pub fn enter(s: &Setup) -> io::Result<()> {
     if !s.view {
         return Ok(());
     }
+    let prepared = shared && s.lazy.as_ref().is_some_and(|l| l.prepared);
     let none = std::ptr::null::<libc::c_char>();
-    if unsafe { libc::mount(none, c"/".as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) }
-        != 0
+    if !prepared
+        && unsafe {
+            libc::mount(none, c"/".as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null())
+        } != 0
     {
         return Err(fail(s, Phase::Private, 0));
     }
     let recursive = libc::AT_RECURSIVE as libc::c_uint;
-    if mount_setattr(libc::AT_FDCWD, c"/", recursive, libc::MOUNT_ATTR_RDONLY, 0) != 0 {
+    if !prepared && mount_setattr(libc::AT_FDCWD, c"/", recursive, libc::MOUNT_ATTR_RDONLY, 0) != 0 {
         return Err(fail(s, Phase::ReadOnly, 0));
     }
     // The project as it is on disk (read-only now), the source of every bind: a detached clone
@@ -255,22 +286,37 @@ pub fn enter(s: &Setup) -> io::Result<()> {
     if !shared {
         private_tmp()?;
     }
-    for (i, h) in s.hide.iter().enumerate() {
+    for (i, h) in s.hide.iter().enumerate().filter(|_| !prepared) {
         let ro = flags | libc::MS_RDONLY;
         if unsafe { libc::mount(tmpfs, h.as_ptr(), tmpfs, ro, c"mode=0755".as_ptr().cast()) } != 0 {
             return Err(fail(s, Phase::Hide, i));
         }
     }
-    if unsafe { libc::mount(tmpfs, s.project.as_ptr(), tmpfs, flags, c"mode=0755".as_ptr().cast()) } != 0 {
-        return Err(fail(s, Phase::View, 0));
-    }
+    let area = s.lazy.as_ref().filter(|_| prepared).and_then(|l| l.area.as_ref().map(|a| (l, a)));
     // With a lazy view, what is sent back is the overlay's upper layer: what the step wrote.
     let mut upper: RawFd = -1;
-    if let Some(l) = &s.lazy {
-        upper = lazy_view(s, l)?;
-    }
-    if shared {
-        private_tmp()?;
+    if let Some((l, tmp)) = area {
+        // Its layers are the area's: the overlay, then its folder of the area as TMPDIR.
+        let overlay = c"overlay".as_ptr();
+        if unsafe { libc::mount(overlay, s.project.as_ptr(), overlay, flags, l.overlay_opts.as_ptr().cast()) }
+            != 0
+        {
+            return Err(fail(s, Phase::Overlay, 1));
+        }
+        if unsafe { libc::mount(tmp.as_ptr(), s.tmp.as_ptr(), none, libc::MS_BIND, std::ptr::null()) } != 0 {
+            return Err(fail(s, Phase::Tmp, 1));
+        }
+    } else {
+        if unsafe { libc::mount(tmpfs, s.project.as_ptr(), tmpfs, flags, c"mode=0755".as_ptr().cast()) } != 0
+        {
+            return Err(fail(s, Phase::View, 0));
+        }
+        if let Some(l) = &s.lazy {
+            upper = lazy_view(s, l)?;
+        }
+        if shared {
+            private_tmp()?;
+        }
     }
     for (i, op) in s.ops.iter().enumerate() {
         let ok = match op {
@@ -290,6 +336,13 @@ pub fn enter(s: &Setup) -> io::Result<()> {
     }
     if project >= 0 {
         unsafe { libc::close(project) };
+    }
+    if area.is_some() {
+        // The parent holds the upper layer already.
+        if unsafe { libc::chdir(s.project.as_ptr()) } != 0 {
+            return Err(fail(s, Phase::Chdir, 0));
+        }
+        return Ok(());
     }
     // The view's root (the tmpfs), for the parent to take the outputs from after the step.
     let view = if upper >= 0 {
@@ -334,6 +387,24 @@ fn lazy_view(s: &Setup, l: &Lazy) -> io::Result<RawFd> {
     }
     if l.shared_ns < 0 {
         own_fuse(s, l)?;
+    }
+    // Every folder first, then their attributes: making a folder changes its parent's times.
+    for f in &l.folders {
+        if unsafe { libc::mkdir(f.at.as_ptr(), 0o700) } != 0 {
+            return Err(fail(s, Phase::Overlay, 2));
+        }
+    }
+    for f in &l.folders {
+        let owned = match f.owner {
+            Some((uid, gid)) => (unsafe { libc::lchown(f.at.as_ptr(), uid, gid) }) == 0,
+            None => true,
+        };
+        if !owned
+            || unsafe { libc::chmod(f.at.as_ptr(), f.mode) } != 0
+            || unsafe { libc::utimensat(libc::AT_FDCWD, f.at.as_ptr(), f.times.as_ptr(), 0) } != 0
+        {
+            return Err(fail(s, Phase::Overlay, 3));
+        }
     }
     overlay(s, l)
 }
@@ -405,10 +476,11 @@ fn overlay(s: &Setup, l: &Lazy) -> io::Result<RawFd> {
 
 /// For [`super::fuse::Shared`], on a thread of its own: unshare the thread's mount namespace
 /// (a thread may; only a user namespace needs a single-threaded process), make every mount
-/// private (nothing propagates to the machine), open `/dev/fuse` and mount it read-only at
-/// `at` with options `opts` completed by `fd=N`. Returns the connection and the namespace
-/// (`/proc/thread-self/ns/mnt`), which outlives the thread.
-pub fn mount_shared(at: &std::ffi::CStr, opts: &[u8]) -> io::Result<(OwnedFd, OwnedFd)> {
+/// private (nothing propagates to the machine), cover `at` with a tmpfs (the sandboxes' area:
+/// folders `v`, `u`, `w` and `t`), open `/dev/fuse` and mount it read-only at `at/v` with
+/// options `opts` completed by `fd=N`. Returns the connection, the namespace
+/// (`/proc/thread-self/ns/mnt`, which outlives the thread) and the area's root (`O_PATH`).
+pub fn mount_shared(at: &std::ffi::CStr, opts: &[u8]) -> io::Result<(OwnedFd, OwnedFd, OwnedFd)> {
     use std::os::fd::FromRawFd;
     let none = std::ptr::null::<libc::c_char>();
     // SAFETY (every block): this thread's own fs context and namespace; NUL-terminated strings
@@ -420,6 +492,21 @@ pub fn mount_shared(at: &std::ffi::CStr, opts: &[u8]) -> io::Result<(OwnedFd, Ow
     if unsafe { libc::mount(none, c"/".as_ptr(), none, private, std::ptr::null()) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    let tmpfs = c"tmpfs".as_ptr();
+    let flags = libc::MS_NOSUID | libc::MS_NODEV;
+    if unsafe { libc::mount(tmpfs, at.as_ptr(), tmpfs, flags, c"mode=0700".as_ptr().cast()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let area = unsafe { libc::open(at.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if area < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let area = unsafe { OwnedFd::from_raw_fd(area) };
+    for d in [c"v", c"u", c"w", c"t"] {
+        if unsafe { libc::mkdirat(area.as_raw_fd(), d.as_ptr(), 0o700) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
     let fd = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
@@ -428,16 +515,56 @@ pub fn mount_shared(at: &std::ffi::CStr, opts: &[u8]) -> io::Result<(OwnedFd, Ow
     let mut full = opts.to_vec();
     full.extend_from_slice(fd.to_string().as_bytes());
     let full = CString::new(full).map_err(|_| io::Error::other("mount options with a NUL byte"))?;
+    let mut v = at.to_bytes().to_vec();
+    v.extend_from_slice(b"/v");
+    let v = CString::new(v).map_err(|_| io::Error::other("a path with a NUL byte"))?;
     let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_RDONLY;
     let fstype = c"fuse".as_ptr();
-    if unsafe { libc::mount(c"gvbuild".as_ptr(), at.as_ptr(), fstype, flags, full.as_ptr().cast()) } != 0 {
+    if unsafe { libc::mount(c"gvbuild".as_ptr(), v.as_ptr(), fstype, flags, full.as_ptr().cast()) } != 0 {
         return Err(io::Error::last_os_error());
     }
     let ns = unsafe { libc::open(c"/proc/thread-self/ns/mnt".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if ns < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((fuse, unsafe { OwnedFd::from_raw_fd(ns) }))
+    Ok((fuse, unsafe { OwnedFd::from_raw_fd(ns) }, area))
+}
+
+/// For [`super::fuse::Shared::base`], on a thread of its own: a mount namespace made from
+/// `from` (the shared mount's) in which every mount is read-only but the sandboxes' area (the
+/// tmpfs at `at`), and each folder of `hide` (absolute, canonical) is covered by an empty
+/// read-only tmpfs, as a sandbox's own setup would make them; every mount in `from` is
+/// private already. Returns the namespace (`/proc/thread-self/ns/mnt`), which outlives the
+/// thread.
+pub fn prepare_base(from: BorrowedFd, hide: &[CString], at: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY (every block): this thread's own fs context and namespace; NUL-terminated strings
+    // as mount(2) allows; a descriptor opened here and owned once opened.
+    // (A thread that shares its folders with the process may not enter a mount namespace.)
+    if unsafe { libc::unshare(libc::CLONE_FS) } != 0
+        || unsafe { libc::setns(from.as_raw_fd(), libc::CLONE_NEWNS) } != 0
+        || unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    let tmpfs = c"tmpfs".as_ptr();
+    let ro = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_RDONLY;
+    for h in hide {
+        if unsafe { libc::mount(tmpfs, h.as_ptr(), tmpfs, ro, c"mode=0755".as_ptr().cast()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let recursive = libc::AT_RECURSIVE as libc::c_uint;
+    if mount_setattr(libc::AT_FDCWD, c"/", recursive, libc::MOUNT_ATTR_RDONLY, 0) != 0
+        || mount_setattr(libc::AT_FDCWD, at, 0, 0, libc::MOUNT_ATTR_RDONLY) != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    let ns = unsafe { libc::open(c"/proc/thread-self/ns/mnt".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if ns < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(ns) })
 }
 
 /// Send `fd` with `payload` on datagram socket `sock`; `Err(errno)`.

@@ -83,6 +83,67 @@ impl Index {
 }
 
 impl Index {
+    /// What view path `path` is, looked up: the view's own paths, and what is on disk at and
+    /// below a dependency's output.
+    fn seen(&self, path: &str) -> Option<Seen> {
+        if path.is_empty() {
+            return Some(Seen::Folder);
+        }
+        let view = &self.view;
+        let index = self;
+        // At or below a dependency's output: what is on disk there.
+        let mut here_and_above = std::iter::successors(Some(path), |d| d.rsplit_once('/').map(|(d, _)| d));
+        let in_output = here_and_above.any(|a| view.get(a) == Some(&Node::Output) || index.dep_output(a));
+        let node = match view.get(path) {
+            _ if in_output => &Node::Output,
+            Some(n) => n,
+            // A folder holding an output of a target depended on.
+            None if index.dep_outputs_below(path).next().is_some() => &Node::Folder,
+            // A file the step may discover, or a folder holding one.
+            None if index.discover.iter().any(|d| d.holds(path)) => &Node::File,
+            None if index.discover.iter().any(|d| d.holds_below(path)) => &Node::Folder,
+            None => return None,
+        };
+        Some(match node {
+            Node::Folder | Node::Scratch => Seen::Folder,
+            Node::File => Seen::File,
+            Node::Link => Seen::Link,
+            Node::Output => {
+                let st = rustix::fs::statat(&self.root, path, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+                match st.st_mode & libc::S_IFMT {
+                    libc::S_IFDIR => Seen::DiskFolder,
+                    libc::S_IFLNK => Seen::DiskLink,
+                    _ => Seen::File,
+                }
+            }
+        })
+    }
+
+    /// The attributes the view answers for `path` where it is a folder of the view's own
+    /// (not one on disk at or below a dependency's output); `None` for anything else.
+    pub fn folder_attr(&self, path: &str) -> Option<FolderAttr> {
+        if path.is_empty() || self.seen(path)? != Seen::Folder {
+            return None;
+        }
+        let a = match rustix::fs::statat(&self.root, path, AtFlags::empty()) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => Attr::of(0, &st),
+            _ => Attr::folder(0),
+        };
+        Some(FolderAttr { mode: a.mode, uid: a.uid, gid: a.gid, times: [a.times[0], a.times[1]] })
+    }
+}
+
+/// A folder's attributes as a view answers them ([`Index::folder_attr`]).
+pub struct FolderAttr {
+    /// `st_mode`, the file type included.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Access and modification times: (seconds, nanoseconds) since the epoch.
+    pub times: [(u64, u32); 2],
+}
+
+impl Index {
     /// The view `view` (with `links`' texts) of the project folder `project`.
     pub fn new(
         project: &Path,
@@ -141,6 +202,15 @@ pub struct Shared {
     fuse: Mutex<Option<Arc<OwnedFd>>>,
     /// Where it is mounted in that namespace.
     at: std::path::PathBuf,
+    /// The sandboxes' area (`O_PATH`): the tmpfs at `at` in that namespace, which holds the
+    /// mount (`v/`) and each prepared sandbox's folders (`u/ID`, `w/ID`, `t/ID`: its overlay's
+    /// upper layer and work folder, and its TMPDIR; [`Shared::area_for`]).
+    area: OwnedFd,
+    /// Views forgotten whose entries the kernel has not been told to drop yet.
+    stale: Mutex<Vec<u64>>,
+    /// The namespaces made from `ns` for each set of hidden folders asked for ([`Shared::base`]),
+    /// `None` where one could not be made (not tried again).
+    bases: Mutex<Vec<(Vec<std::ffi::CString>, Option<OwnedFd>)>>,
 }
 
 impl Shared {
@@ -155,12 +225,19 @@ impl Shared {
             .spawn(move || super::child::mount_shared(&c_at, &mount_options()))?
             .join()
             .map_err(|_| io::Error::other("the shared view's thread panicked"))?;
-        let (fuse, ns) = made?;
+        let (fuse, ns, area) = made?;
         let notify = fuse.try_clone()?;
         // To the server only now that it is mounted (see `own_fuse` in `child`).
         super::child::send_fd(server.send.as_fd(), fuse.as_fd(), &SHARED_ID.to_ne_bytes())
             .map_err(io::Error::from_raw_os_error)?;
-        Ok(Shared { ns, fuse: Mutex::new(Some(Arc::new(notify))), at })
+        Ok(Shared {
+            ns,
+            fuse: Mutex::new(Some(Arc::new(notify))),
+            area,
+            at,
+            stale: Mutex::new(Vec::new()),
+            bases: Mutex::new(Vec::new()),
+        })
     }
 
     /// The mount namespace to start a sandbox from.
@@ -168,10 +245,112 @@ impl Shared {
         self.ns.as_raw_fd()
     }
 
+    /// The namespace for a sandbox that hides `hide` (absolute, canonical folders) to start
+    /// from: the shared mount's, with every mount read-only and `hide` covered, made on first
+    /// use for each set ([`super::child::prepare_base`]), which saves each sandbox three mount
+    /// operations and a tmpfs. `None` where it cannot be made (the sandbox then does it itself,
+    /// and says what failed).
+    pub fn base(&self, hide: &[std::ffi::CString]) -> Option<RawFd> {
+        let mut bases = self.bases.lock().ok()?;
+        if let Some((_, ns)) = bases.iter().find(|(h, _)| h.as_slice() == hide) {
+            return ns.as_ref().map(|ns| ns.as_raw_fd());
+        }
+        let make = || -> Option<OwnedFd> {
+            let from = self.ns.try_clone().ok()?;
+            let wanted = hide.to_vec();
+            let at = super::child::cstr(&self.at).ok()?;
+            std::thread::Builder::new()
+                .name("gvbuild-view-ns".into())
+                .spawn(move || super::child::prepare_base(from.as_fd(), &wanted, &at))
+                .ok()?
+                .join()
+                .ok()?
+                .ok()
+        };
+        let ns = make();
+        let raw = ns.as_ref().map(|ns| ns.as_raw_fd());
+        // Kept with the mount: the descriptor stays open while a sandbox may use it.
+        bases.push((hide.to_vec(), ns));
+        raw
+    }
+
     /// The lower layer of view `id`'s overlay: its entry in the shared mount.
     pub fn view_path(&self, id: u64) -> std::path::PathBuf {
-        self.at.join(id.to_string())
+        self.at.join("v").join(id.to_string())
     }
+
+    /// Make view `id`'s folders in the area: `u/ID` (the overlay's upper layer, a project
+    /// folder's usual mode, holding `folders` with their attributes), `w/ID` (its work folder)
+    /// and `t/ID` (its TMPDIR, mode 1777), for a sandbox started from a [`Shared::base`]
+    /// namespace. Returns the upper layer (`O_PATH`), what the step wrote, and the [`Area`] that
+    /// removes them all when dropped. `Err` where a folder cannot be made (a full area).
+    pub fn area_for(&self, id: u64, folders: &[super::child::Folder]) -> io::Result<(OwnedFd, Area)> {
+        use rustix::fs::{mkdirat, Timespec, Timestamps};
+        let area = Area { id };
+        let a = &self.area;
+        mkdirat(a, format!("u/{id}"), Mode::from_raw_mode(0o755))?;
+        mkdirat(a, format!("w/{id}"), Mode::from_raw_mode(0o700))?;
+        mkdirat(a, format!("t/{id}"), Mode::from_raw_mode(0o700))?;
+        rustix::fs::chmodat(a, format!("t/{id}"), Mode::from_raw_mode(0o1777), AtFlags::empty())?;
+        rustix::fs::chmodat(a, format!("u/{id}"), Mode::from_raw_mode(0o755), AtFlags::empty())?;
+        // Every folder first, then their attributes: making a folder changes its parent's times.
+        for f in folders {
+            mkdirat(a, format!("u/{id}/{}", f.rel), Mode::from_raw_mode(0o700))?;
+        }
+        for f in folders {
+            let at = format!("u/{id}/{}", f.rel);
+            if let Some((uid, gid)) = f.owner {
+                rustix::fs::chownat(
+                    a,
+                    &at,
+                    Some(rustix::fs::Uid::from_raw(uid)),
+                    Some(rustix::fs::Gid::from_raw(gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )?;
+            }
+            rustix::fs::chmodat(a, &at, Mode::from_raw_mode(f.mode), AtFlags::empty())?;
+            let ts = |t: &libc::timespec| Timespec { tv_sec: t.tv_sec, tv_nsec: t.tv_nsec };
+            let times = Timestamps { last_access: ts(&f.times[0]), last_modification: ts(&f.times[1]) };
+            rustix::fs::utimensat(a, &at, &times, AtFlags::empty())?;
+        }
+        let upper = rustix::fs::openat(
+            a,
+            format!("u/{id}"),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok((upper, area))
+    }
+
+    /// The absolute path of view `id`'s folder `kind` (`u`, `w` or `t`) in the area, as the
+    /// sandbox's namespace has it.
+    pub fn area_path(&self, kind: &str, id: u64) -> std::path::PathBuf {
+        self.at.join(kind).join(id.to_string())
+    }
+}
+
+/// A prepared sandbox's folders in the area ([`Shared::area_for`]); dropped (on the reaper
+/// thread, after its namespace), removes them with all the step left in them.
+#[derive(Debug)]
+pub struct Area {
+    id: u64,
+}
+
+impl Drop for Area {
+    fn drop(&mut self) {
+        let shared = SERVER.get().and_then(|s| s.as_ref().ok()).and_then(|s| s.shared.get());
+        let Some(Some(shared)) = shared else { return };
+        let root = std::path::PathBuf::from(format!("/proc/self/fd/{}", shared.area.as_raw_fd()));
+        for kind in ["u", "w", "t"] {
+            let _ = std::fs::remove_dir_all(root.join(kind).join(self.id.to_string()));
+        }
+    }
+}
+
+/// gvbuild's effective uid and gid, asked once (a folder the disk does not have is theirs).
+fn owner() -> (u32, u32) {
+    static OWNER: OnceLock<(u32, u32)> = OnceLock::new();
+    *OWNER.get_or_init(|| (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw()))
 }
 
 /// A FUSE mount's options up to `fd=`, which the mounting code completes: the root a folder,
@@ -227,28 +406,37 @@ impl Server {
     }
 
     /// Drop registration `id`: its step is done. On the shared mount the kernel is told to
-    /// forget the view's entries (`FUSE_NOTIFY_INVAL_ENTRY`), and the server drops it.
+    /// forget the view's entries (`FUSE_NOTIFY_INVAL_ENTRY`), [`INVAL_BATCH`] views at a time,
+    /// and the server drops it.
     pub fn forget(&self, id: u64) {
         let was = self.waiting.lock().ok().and_then(|mut w| w.remove(&id)).is_some();
-        let Some(Some(shared)) = self.shared.get() else { return };
-        if was {
-            // `struct fuse_out_header` (error: the notification's code, unique 0), then
-            // `struct fuse_notify_inval_entry_out` and the name with its NUL. Not from the
-            // server's thread, which the kernel may wait on meanwhile. ENOENT: never looked up.
-            let name = id.to_string();
-            let len = 16 + 16 + name.len() + 1;
-            let mut msg = Vec::with_capacity(len);
-            msg.extend_from_slice(&(len as u32).to_ne_bytes());
-            msg.extend_from_slice(&NOTIFY_INVAL_ENTRY.to_ne_bytes());
-            msg.extend_from_slice(&0u64.to_ne_bytes());
-            msg.extend_from_slice(&ROOT.to_ne_bytes());
-            msg.extend_from_slice(&(name.len() as u32).to_ne_bytes());
-            msg.extend_from_slice(&0u32.to_ne_bytes());
-            msg.extend_from_slice(name.as_bytes());
-            msg.push(0);
+        if let (true, Some(Some(shared))) = (was, self.shared.get()) {
+            // Each notification makes the kernel ask for the root's attributes again at the
+            // next sandbox's lookup (a round trip): a batch of them costs one.
+            let batch = shared.stale.lock().ok().and_then(|mut stale| {
+                stale.push(id);
+                (stale.len() >= INVAL_BATCH).then(|| std::mem::take(&mut *stale))
+            });
             let fuse = shared.fuse.lock().ok().and_then(|f| f.clone());
-            if let Some(fuse) = fuse.filter(|_| alive()) {
-                let _ = rustix::io::write(&*fuse, &msg);
+            for id in batch.unwrap_or_default() {
+                // `struct fuse_out_header` (error: the notification's code, unique 0), then
+                // `struct fuse_notify_inval_entry_out` and the name with its NUL. Not from the
+                // server's thread, which the kernel may wait on meanwhile. ENOENT: never
+                // looked up.
+                let name = id.to_string();
+                let len = 16 + 16 + name.len() + 1;
+                let mut msg = Vec::with_capacity(len);
+                msg.extend_from_slice(&(len as u32).to_ne_bytes());
+                msg.extend_from_slice(&NOTIFY_INVAL_ENTRY.to_ne_bytes());
+                msg.extend_from_slice(&0u64.to_ne_bytes());
+                msg.extend_from_slice(&ROOT.to_ne_bytes());
+                msg.extend_from_slice(&(name.len() as u32).to_ne_bytes());
+                msg.extend_from_slice(&0u32.to_ne_bytes());
+                msg.extend_from_slice(name.as_bytes());
+                msg.push(0);
+                if let Some(fuse) = fuse.as_ref().filter(|_| alive()) {
+                    let _ = rustix::io::write(&**fuse, &msg);
+                }
             }
         }
         if let Ok(mut r) = self.retired.lock() {
@@ -432,6 +620,9 @@ const IN_HEADER: usize = 40;
 /// Files a view keeps open between `READ`s.
 const OPEN_FILES: usize = 32;
 const ROOT: u64 = 1;
+/// Finished views whose entries the kernel is told to drop together (the rest of a build's
+/// last batch go with the mount when gvbuild exits).
+const INVAL_BATCH: usize = 16;
 /// `enum fuse_notify_code`: `FUSE_NOTIFY_INVAL_ENTRY`.
 const NOTIFY_INVAL_ENTRY: i32 = 3;
 
@@ -532,8 +723,8 @@ impl Attr {
             times: [(0, 0); 3],
             mode: libc::S_IFDIR | 0o755,
             nlink: 2,
-            uid: rustix::process::geteuid().as_raw(),
-            gid: rustix::process::getegid().as_raw(),
+            uid: owner().0,
+            gid: owner().1,
             rdev: 0,
         }
     }
@@ -747,40 +938,9 @@ impl View {
         Some(self.id << LOCAL_BITS | local)
     }
 
-    /// What view path `path` is, looked up: the view's own paths, and what is on disk at and
-    /// below a dependency's output.
+    /// What view path `path` is (see [`Index::seen`]).
     fn seen(&self, path: &str) -> Option<Seen> {
-        if path.is_empty() {
-            return Some(Seen::Folder);
-        }
-        let view = &self.index.view;
-        let index = &self.index;
-        // At or below a dependency's output: what is on disk there.
-        let mut here_and_above = std::iter::successors(Some(path), |d| d.rsplit_once('/').map(|(d, _)| d));
-        let in_output = here_and_above.any(|a| view.get(a) == Some(&Node::Output) || index.dep_output(a));
-        let node = match view.get(path) {
-            _ if in_output => &Node::Output,
-            Some(n) => n,
-            // A folder holding an output of a target depended on.
-            None if index.dep_outputs_below(path).next().is_some() => &Node::Folder,
-            // A file the step may discover, or a folder holding one.
-            None if index.discover.iter().any(|d| d.holds(path)) => &Node::File,
-            None if index.discover.iter().any(|d| d.holds_below(path)) => &Node::Folder,
-            None => return None,
-        };
-        Some(match node {
-            Node::Folder | Node::Scratch => Seen::Folder,
-            Node::File => Seen::File,
-            Node::Link => Seen::Link,
-            Node::Output => {
-                let st = rustix::fs::statat(&self.index.root, path, AtFlags::SYMLINK_NOFOLLOW).ok()?;
-                match st.st_mode & libc::S_IFMT {
-                    libc::S_IFDIR => Seen::DiskFolder,
-                    libc::S_IFLNK => Seen::DiskLink,
-                    _ => Seen::File,
-                }
-            }
-        })
+        self.index.seen(path)
     }
 
     /// The attributes of view path `path` (node `ino`), from the disk where it is there.
@@ -1031,7 +1191,8 @@ fn dots(me: u64) -> Vec<(String, u64, u32)> {
     vec![(".".to_string(), me, u32::from(libc::DT_DIR)), ("..".to_string(), ROOT, u32::from(libc::DT_DIR))]
 }
 
-/// What a view path is, looked up ([`View::seen`]).
+/// What a view path is, looked up ([`Index::seen`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Seen {
     Folder,
     File,

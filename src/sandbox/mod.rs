@@ -444,6 +444,9 @@ pub struct Plan {
     /// The parent's ends of the report pipe and the socket.
     report: OwnedFd,
     receive: OwnedFd,
+    /// A prepared lazy view's folders in the shared area, and its upper layer (which the child
+    /// then does not send).
+    area: Option<(fuse::Area, OwnedFd)>,
 }
 
 /// A lazy view registered with the server ([`fuse::Server::register`]): forgotten when the
@@ -586,14 +589,34 @@ impl Plan {
             if user {
                 overlay.push_str(",userxattr");
             }
+            // (As root only: a user namespace could not give a folder another owner.)
+            let folders = if shared.is_some() { upper_folders(&index, spec.outputs)? } else { Vec::new() };
             let lazy = child::Lazy {
                 id,
                 socket: server.socket(),
                 fuse_opts,
                 overlay_opts: cstr(overlay)?,
                 shared_ns: shared.map_or(-1, |sh| sh.ns()),
+                prepared: false,
+                area: None,
+                folders,
             };
             let mut plan = Plan::assemble(spec, user, detached, ops, Some(lazy), view)?;
+            // Made read-only with the cache hidden once, not by every sandbox; its layers and
+            // TMPDIR made by gvbuild in the shared area, not on tmpfs mounts of its own.
+            if let (Some(sh), Some(lazy)) = (shared, plan.setup.lazy.as_mut()) {
+                if let Some(base) = sh.base(&plan.setup.hide) {
+                    lazy.shared_ns = base;
+                    lazy.prepared = true;
+                    if let Ok((upper, area)) = sh.area_for(id, &lazy.folders) {
+                        let path = |kind| sh.area_path(kind, id).to_string_lossy().into_owned();
+                        let opts = format!("lowerdir={lower},upperdir={},workdir={}", path("u"), path("w"));
+                        lazy.overlay_opts = cstr(opts)?;
+                        lazy.area = Some(cstr(path("t"))?);
+                        plan.area = Some((area, upper));
+                    }
+                }
+            }
             plan.registration = Some(registration);
             plan.index = Some(index);
             return Ok(plan);
@@ -705,6 +728,7 @@ impl Plan {
             receive,
             registration: None,
             index: None,
+            area: None,
         })
     }
 
@@ -770,6 +794,7 @@ impl Plan {
             .then(|| fs::File::open(format!("/proc/{pid}/ns/mnt")).ok().map(OwnedFd::from))
             .flatten();
         let child::Setup { hide, view: has_view, .. } = self.setup;
+        let (area, upper) = self.area.map_or((None, None), |(a, u)| (Some(a), Some(u)));
         // The child has exec'd or exited by now: its ends of the pipe and socket (in the
         // setup) are closed with it.
         let pending = Pending {
@@ -782,8 +807,8 @@ impl Plan {
             receive: self.receive,
             paths,
             project: self.project,
-            root: None,
-            namespace: Namespace { fd: namespace, registration: self.registration },
+            root: upper,
+            namespace: Namespace { fd: namespace, registration: self.registration, area },
         };
         Ok((pending, Child { pid, status: None }))
     }
@@ -852,15 +877,17 @@ pub struct Pending {
 struct Namespace {
     fd: Option<OwnedFd>,
     registration: Option<Registration>,
+    /// A prepared view's folders in the shared area, removed last.
+    area: Option<fuse::Area>,
 }
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        type Held = (OwnedFd, Option<Registration>);
+        type Held = (OwnedFd, Option<Registration>, Option<fuse::Area>);
         static REAPER: OnceLock<Option<Mutex<std::sync::mpsc::Sender<Held>>>> = OnceLock::new();
-        // (A tuple drops in order: the namespace, then the registration.)
+        // (A tuple drops in order: the namespace, then the registration, then the folders.)
         let Some(fd) = self.fd.take() else { return };
-        let held = (fd, self.registration.take());
+        let held = (fd, self.registration.take(), self.area.take());
         let reaper = REAPER.get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::channel::<Held>();
             std::thread::Builder::new()
@@ -914,7 +941,8 @@ impl Pending {
 
     /// After a successful spawn: take the view's root that the child sent.
     pub fn spawned(&mut self) -> io::Result<()> {
-        if !self.has_view {
+        // (A prepared lazy view's upper layer is gvbuild's own from the start.)
+        if !self.has_view || self.root.is_some() {
             return Ok(());
         }
         let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -1017,6 +1045,45 @@ impl Pending {
     }
 }
 
+/// The folders above `outputs` that the lazy view `index` shows as folders of its own, parents
+/// first, each once, with the attributes the view answers for it: made in the upper layer, they
+/// spare the step's first write below each a copy-up ([`child::Lazy::folders`]).
+fn upper_folders(index: &fuse::Index, outputs: &[String]) -> io::Result<Vec<child::Folder>> {
+    let me = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+    // Folders made, and folders the view does not answer for itself (nothing below one is made:
+    // its parent would be missing).
+    let mut made: BTreeSet<&str> = BTreeSet::new();
+    let mut refused: BTreeSet<&str> = BTreeSet::new();
+    let mut folders = Vec::new();
+    for o in outputs {
+        for (i, _) in o.match_indices('/') {
+            let dir = &o[..i];
+            if made.contains(dir) {
+                continue;
+            }
+            if refused.contains(dir) {
+                break;
+            }
+            // Below a folder the view does not answer for itself (one of a dependency's
+            // outputs, on disk, or a symlink), the overlay copies up as it would.
+            let Some(fuse::FolderAttr { mode, uid, gid, times }) = index.folder_attr(dir) else {
+                refused.insert(dir);
+                break;
+            };
+            let ts = |(s, ns): (u64, u32)| libc::timespec { tv_sec: s as libc::time_t, tv_nsec: ns as _ };
+            folders.push(child::Folder {
+                rel: dir.to_string(),
+                at: cstr(format!("u/{dir}"))?,
+                mode: mode & 0o7777,
+                owner: ((uid, gid) != me).then_some((uid, gid)),
+                times: [ts(times[0]), ts(times[1])],
+            });
+            made.insert(dir);
+        }
+    }
+    Ok(folders)
+}
+
 /// Whether folder `dir` of an overlay's upper layer is opaque (it hides the lower folder's
 /// entries: made anew over it), as overlayfs marks one (`trusted.` or, in a user namespace,
 /// `user.overlay.opaque` = `y`).
@@ -1060,5 +1127,42 @@ fn copy_out(from: &Path, to: &Path) -> io::Result<()> {
         };
         let mode = rustix::fs::Mode::from_raw_mode(meta.permissions().mode() & 0o7777);
         rustix::fs::mknodat(rustix::fs::CWD, to, kind, mode, 0).map_err(io::Error::from)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// The folders made in a lazy view's upper layer: each parent before its children, each
+    /// once, and nothing at or below a folder the view does not answer for itself (a symlink, a
+    /// dependency's output), however many outputs lie below it.
+    #[test]
+    fn upper_folders_come_parents_first_and_never_below_what_the_view_does_not_make() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("out/sub")).unwrap();
+        fs::create_dir_all(root.join("dep/z")).unwrap();
+        fs::create_dir_all(root.join("real/d")).unwrap();
+        std::os::unix::fs::symlink("real", root.join("lnk")).unwrap();
+        let mut view = BTreeMap::new();
+        for (p, n) in [
+            ("lnk", Node::Link),
+            ("lnk/d", Node::Folder),
+            ("out", Node::Folder),
+            ("out/sub", Node::Folder),
+            ("dep", Node::Output),
+        ] {
+            view.insert(p.to_string(), n);
+        }
+        let links = HashMap::from([("lnk".to_string(), "real".to_string())]);
+        let index = fuse::Index::new(root, Arc::new(view), links, None, Vec::new()).unwrap();
+        let outputs: Vec<String> =
+            ["lnk/d/x", "lnk/d/y", "out/sub/a", "out/b", "dep/z/q"].iter().map(|s| s.to_string()).collect();
+        let folders = upper_folders(&index, &outputs).unwrap();
+        let made: Vec<&str> = folders.iter().map(|f| f.rel.as_str()).collect();
+        assert_eq!(made, ["out", "out/sub"]);
+        assert_eq!(folders[0].at.to_str().unwrap(), "u/out");
     }
 }
