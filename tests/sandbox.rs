@@ -737,3 +737,38 @@ fn the_folders_above_an_output_look_as_they_are_on_disk() {
     let first = |t: &String| t.lines().next().unwrap_or_default().to_string();
     assert_eq!(first(&seen[0]), first(&seen[1]), "lazy view against unsandboxed");
 }
+
+/// A step sees the outputs of every step it depends on, directly or not, so its key covers them
+/// all: when a step two links down changes its outputs and the one between reruns to the same
+/// bytes, the step that reads both runs again, and the cache never hands back its old result.
+#[test]
+fn a_change_two_steps_down_reaches_a_step_that_sees_it() {
+    let p = Project::new().file(
+        "gevulot.yaml",
+        &y(r#"
+        vars: {v: one}
+        targets:
+          a:
+            outputs: [a.txt]
+            run: echo ${v} > a.txt
+          b:
+            deps: [a]
+            outputs: [b.txt]
+            run: echo fixed > b.txt
+          c:
+            deps: [b]
+            outputs: [c.txt]
+            run: cat a.txt b.txt > c.txt
+        "#),
+    );
+    p.gvbuild(&["c"]).success();
+    assert_eq!(p.read("c.txt"), "one\nfixed\n");
+    let run = p.gvbuild(&["--set", "v=two", "c"]).success();
+    assert!(run.stdout().contains("ran       c"), "{}", run.stdout());
+    assert_eq!(p.read("c.txt"), "two\nfixed\n");
+    // From the cache, with no state: the result of the same inputs, never the older one.
+    fs::remove_dir_all(p.path(".gvbuild")).unwrap();
+    fs::remove_file(p.path("c.txt")).unwrap();
+    p.gvbuild(&["--set", "v=two", "c"]).success();
+    assert_eq!(p.read("c.txt"), "two\nfixed\n");
+}

@@ -66,7 +66,9 @@ impl fmt::Display for Reason {
                 }
                 None => write!(f, "discovered input {p} changed"),
             },
-            Reason::DepOutputsChanged(d) => write!(f, "dependency {d} produced new outputs"),
+            Reason::DepOutputsChanged(d) => {
+                write!(f, "dependency {d} produced new outputs (its own, or those of a step it depends on)")
+            }
             Reason::InferredDepOutputsChanged { dep, input } => {
                 write!(f, "dependency {dep} (inferred from input {input}) produced new outputs")
             }

@@ -270,8 +270,11 @@ struct Schedule {
     dependents: Vec<Vec<usize>>,
     /// Per step: a dep failed or was skipped, so it is skipped too.
     blocked: Vec<bool>,
-    /// Per step: its outputs digest once done (what dependents key on).
+    /// Per step: its outputs digest once done.
     out_digest: Vec<Option<Digest>>,
+    /// Per step: once done, the digest of its outputs and of everything its dependencies show
+    /// (what dependents key on: [`visible_digest`]).
+    vis_digest: Vec<Option<Digest>>,
     summary: Summary,
     remaining: usize,
 }
@@ -298,6 +301,7 @@ impl Schedule {
             dependents,
             blocked: vec![false; n],
             out_digest: vec![None; n],
+            vis_digest: vec![None; n],
             summary: Summary::default(),
             remaining,
         }
@@ -332,11 +336,17 @@ impl Schedule {
         let is_candidate: Vec<bool> = (0..n)
             .map(|i| recorded[i].is_some() && self.deps_of(g, i).all(|d| recorded[d].is_some()))
             .collect();
+        // What dependents of each step key on, from the records.
+        let levels = self.levels(g);
+        let mut recorded_vis: Vec<Option<Digest>> = vec![None; n];
+        for &i in levels.iter().flatten() {
+            recorded_vis[i] = recorded[i].map(|own| visible_digest(g, i, own, &recorded_vis));
+        }
         ctx.stat.set_frozen(true);
-        let mut found = self.check_candidates(ctx, reporter, &recorded, &is_candidate);
+        let mut found = self.check_candidates(ctx, reporter, &recorded_vis, &is_candidate);
         let mut fresh_done = vec![false; n];
         let plain_lines = reporter.plain_fresh_lines();
-        for level in self.levels(g) {
+        for level in levels {
             for i in level {
                 // Kept only if every dep is fresh with the outputs this check was given.
                 let deps_fresh =
@@ -347,6 +357,8 @@ impl Schedule {
                 let Some(fresh) = found[i].take() else { continue };
                 fresh_done[i] = true;
                 self.out_digest[i] = fresh.outputs_digest;
+                self.vis_digest[i] =
+                    fresh.outputs_digest.map(|own| visible_digest(g, i, own, &self.vis_digest));
                 self.waiting[i] = usize::MAX;
                 self.remaining -= 1;
                 self.summary.add(Outcome::Fresh);
@@ -503,7 +515,7 @@ impl Schedule {
         }
         // Owned: the step runs on the pool, which may outlive this borrow of the graph.
         let deps: BTreeMap<String, Digest> =
-            dep_digests(g, i, &self.out_digest).into_iter().map(|(k, v)| (k.into_owned(), v)).collect();
+            dep_digests(g, i, &self.vis_digest).into_iter().map(|(k, v)| (k.into_owned(), v)).collect();
         let ctx2 = ctx.clone();
         let tx = tx.clone();
         reporter.started(&g.target(i).name);
@@ -542,6 +554,7 @@ impl Schedule {
         reporter.step(ctx, &name, done.outcome, Some(&done), done.ms, done.key);
         let failed = done.outcome == Outcome::Failed;
         self.out_digest[i] = done.outputs_digest;
+        self.vis_digest[i] = done.outputs_digest.map(|own| visible_digest(g, i, own, &self.vis_digest));
         if let Some(e) = done.explained {
             reporter.explained.push((name, e));
         }
@@ -785,6 +798,25 @@ impl Drop for Watcher {
 }
 
 /// Step `i`'s deps that have outputs, by name (borrowed from the graph), with their digests.
+/// What a dependent of step `i` keys it on: the digest of `i`'s outputs (`own`) and of what
+/// each of `i`'s dependencies shows (`vis`, by graph index), so of every output a step that
+/// depends on `i` sees, directly or not (a sandboxed step, like a remote one, sees all of
+/// them: docs/sandbox.md). A step whose dependency reran to the same outputs stays fresh
+/// only if nothing further down changed either.
+fn visible_digest(g: &Graph, i: usize, own: Digest, vis: &[Option<Digest>]) -> Digest {
+    let mut h = blake3::Hasher::new();
+    h.update(b"gvbuild visible outputs v1\0");
+    h.update(&own);
+    for &d in &g.step_deps[i] {
+        if let Some(v) = vis[d] {
+            h.update(g.target(d).name.as_bytes());
+            h.update(b"\0");
+            h.update(&v);
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
 fn dep_digests<'g>(
     g: &'g Graph,
     i: usize,

@@ -16,8 +16,11 @@
 //!   link's text is keyed too (`NAME (link)`), and so is every folder, empty ones included
 //!   (`NAME (folder)`). A FIFO, socket or device, a name that is not
 //!   UTF-8 or a symlink loop is an error, never skipped; only `.git` and `.gvbuild` are;
-//! - **the digests of the dependencies' outputs**, not their keys: a dependency that reruns and
-//!   writes identical bytes leaves its dependents' keys unchanged (early cutoff);
+//! - **the digests of the dependencies' outputs**, not their keys, each folded with what that
+//!   dependency's own dependencies show, down the graph (a step may read the outputs of every
+//!   step it depends on, directly or not: the sandbox and a remote worker show them all): a
+//!   dependency that reruns and writes identical bytes, with nothing below it changed, leaves
+//!   its dependents' keys unchanged (early cutoff);
 //! - **`env` and `pass_env` values** (an unset pass-through var is keyed as unset);
 //! - **each tool's identity**: the content digest of the executable it resolves to plus its
 //!   `--version` output, since rustup-style proxies share one binary for many toolchains. The
@@ -89,7 +92,8 @@ pub struct KeyParts<'a> {
     pub version: u32,
     pub step: StepDef<'a>,
     pub inputs: BTreeMap<String, FileId>,
-    /// Dependency target name -> digest of its outputs.
+    /// Direct dependency's target name -> digest of its outputs folded with what its own
+    /// dependencies show, down the graph (`exec`'s `visible_digest`).
     pub deps: BTreeMap<Cow<'a, str>, Digest>,
     pub env: Cow<'a, BTreeMap<String, String>>,
     pub pass_env: BTreeMap<String, Option<String>>,
