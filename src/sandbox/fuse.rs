@@ -347,8 +347,9 @@ impl Drop for Area {
     }
 }
 
-/// gvbuild's effective uid and gid, asked once (a folder the disk does not have is theirs).
-fn owner() -> (u32, u32) {
+/// gvbuild's effective uid and gid, asked once: a folder the disk does not have is theirs, and a
+/// sandbox maps and compares them for every step.
+pub fn owner() -> (u32, u32) {
     static OWNER: OnceLock<(u32, u32)> = OnceLock::new();
     *OWNER.get_or_init(|| (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw()))
 }
@@ -357,8 +358,7 @@ fn owner() -> (u32, u32) {
 /// owned by gvbuild's user, open to every process (a step may run as another), permissions
 /// checked by the kernel from the modes answered.
 pub fn mount_options() -> Vec<u8> {
-    let euid = rustix::process::geteuid().as_raw();
-    let egid = rustix::process::getegid().as_raw();
+    let (euid, egid) = owner();
     format!("rootmode=40000,user_id={euid},group_id={egid},allow_other,default_permissions,fd=").into_bytes()
 }
 

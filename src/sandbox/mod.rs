@@ -683,8 +683,7 @@ impl Plan {
         lazy: Option<child::Lazy>,
         view: Arc<BTreeMap<String, Node>>,
     ) -> io::Result<Plan> {
-        let euid = rustix::process::geteuid().as_raw();
-        let egid = rustix::process::getegid().as_raw();
+        let (euid, egid) = fuse::owner();
         let mut flags = libc::CLONE_NEWNS;
         if user {
             flags |= libc::CLONE_NEWUSER;
@@ -1049,7 +1048,7 @@ impl Pending {
 /// first, each once, with the attributes the view answers for it: made in the upper layer, they
 /// spare the step's first write below each a copy-up ([`child::Lazy::folders`]).
 fn upper_folders(index: &fuse::Index, outputs: &[String]) -> io::Result<Vec<child::Folder>> {
-    let me = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+    let me = fuse::owner();
     // Folders made, and folders the view does not answer for itself (nothing below one is made:
     // its parent would be missing).
     let mut made: BTreeSet<&str> = BTreeSet::new();
