@@ -772,3 +772,95 @@ fn a_change_two_steps_down_reaches_a_step_that_sees_it() {
     p.gvbuild(&["--set", "v=two", "c"]).success();
     assert_eq!(p.read("c.txt"), "two\nfixed\n");
 }
+
+/// A lazy step reads its small input files and its direct dependencies' outputs from a copy
+/// (its view's near layer) and the rest from the view: both look as they are on disk (mode,
+/// size, modification time, content), a folder whose every file is copied lists what the view
+/// lists, and an output folder does not list the marks that keep the overlay from asking the view
+/// for the step's outputs. (A copied folder's size is the tmpfs's: not compared.) The copy is really used: its files show another device than a file
+/// the view serves.
+#[test]
+fn a_lazy_steps_copied_files_look_as_they_are_on_disk() {
+    use std::os::unix::fs::PermissionsExt;
+    let yaml = y(r#"
+        targets:
+          dep:
+            outputs: [gen/d.txt]
+            run: printf 'from dep\n' > gen/d.txt
+          look:
+            deps: [dep]
+            inputs: [src/]
+            outputs: [out/seen.txt, out/dev.txt]
+            run: |
+              stat -c '%n %a %Y' src src/more > "$TMPDIR/s"
+              stat -c '%n %a %s %Y' src/tool.sh src/data.txt src/big.bin src/more/a.txt >> "$TMPDIR/s"
+              stat -c '%n %s' gen/d.txt >> "$TMPDIR/s"
+              ls -a src src/more out >> "$TMPDIR/s"
+              src/tool.sh >> "$TMPDIR/s"
+              cat gen/d.txt src/more/a.txt >> "$TMPDIR/s"
+              cksum < src/big.bin >> "$TMPDIR/s"
+              cp "$TMPDIR/s" out/seen.txt
+              stat -c %d src/data.txt src/big.bin > out/dev.txt
+        "#);
+    let mut seen = Vec::new();
+    for view in ["lazy", "off"] {
+        let big: String = (0..40_000).map(|i| format!("{i:07}\n")).collect();
+        let p = Project::new()
+            .file("gevulot.yaml", &yaml)
+            .file("src/tool.sh", "#!/bin/sh\necho tool ran\n")
+            .file("src/data.txt", "data\n")
+            .file("src/big.bin", &big)
+            .file("src/more/a.txt", "more\n");
+        for (f, mode, mtime) in [
+            ("src/tool.sh", 0o751, 1_500_000_000),
+            ("src/data.txt", 0o640, 1_500_000_001),
+            ("src/more/a.txt", 0o604, 1_500_000_002),
+            ("src/more", 0o750, 1_500_000_003),
+            ("src", 0o2755, 1_500_000_004),
+        ] {
+            fs::set_permissions(p.path(f), fs::Permissions::from_mode(mode)).unwrap();
+            let at = rustix::fs::Timespec { tv_sec: mtime, tv_nsec: 0 };
+            let times = rustix::fs::Timestamps { last_access: at, last_modification: at };
+            rustix::fs::utimensat(rustix::fs::CWD, p.path(f), &times, rustix::fs::AtFlags::empty()).unwrap();
+        }
+        let mut cmd = p.command(&["look"]);
+        cmd.env("GVBUILD_SANDBOX_VIEW", view);
+        if view == "off" {
+            cmd.arg("--no-sandbox");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{view}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = p.read("out/seen.txt");
+        assert!(text.contains("src/tool.sh 751 24 1500000000\n"), "{view}: {text}");
+        assert!(text.contains("tool ran\nfrom dep\nmore\n"), "{view}: {text}");
+        if view == "lazy" {
+            let devs: Vec<String> = p.read("out/dev.txt").lines().map(str::to_string).collect();
+            assert_eq!(devs.len(), 2, "{devs:?}");
+            assert_ne!(devs[0], devs[1], "a small input is read from the copy, a big one from the view");
+        }
+        seen.push(text);
+    }
+    assert_eq!(seen[0], seen[1], "lazy view against unsandboxed");
+}
+
+/// In a lazy view the overlay is told up front that a step's outputs are not in the view (a
+/// whiteout in its upper layer): an output the step did not write is still reported as not
+/// created, and nothing of the mark reaches the project.
+#[test]
+fn an_output_a_lazy_step_did_not_write_is_missing_not_a_mark() {
+    let p = Project::new().file(
+        "gevulot.yaml",
+        &y(r#"
+        targets:
+          half:
+            outputs: [out/a.txt, out/b.txt, top.txt]
+            run: echo a > out/a.txt
+        "#),
+    );
+    let out = p.command(&["half"]).env("GVBUILD_SANDBOX_VIEW", "lazy").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`out/b.txt` was not created"), "{err}");
+    assert!(fs::symlink_metadata(p.path("out/b.txt")).is_err(), "{err}");
+    assert!(fs::symlink_metadata(p.path("top.txt")).is_err(), "{err}");
+}

@@ -1059,6 +1059,12 @@ fn sandbox_plan(
     let outputs = parts.output_paths();
     let me = ctx.graph.lookup(&t.name);
     let cache = ctx.cache.root().to_path_buf();
+    // What the step most likely reads besides its inputs: its direct dependencies' outputs.
+    let near: Vec<String> = me
+        .iter()
+        .flat_map(|&i| &ctx.graph.step_deps[i])
+        .flat_map(|&d| ctx.graph.target(d).outputs.iter().map(|o| o.path.clone()))
+        .collect();
     // Another step may write below `dir` meanwhile: through an output, or a scratch folder.
     let shared = |dir: &str| {
         ctx.outputs_below(dir).any(|i| Some(i) != me && !visible.deps.contains(i))
@@ -1075,6 +1081,7 @@ fn sandbox_plan(
         shared: &shared,
         produced: visible.unlisted.then(|| std::sync::Arc::clone(ctx.outputs_sorted())),
         force_lazy: false,
+        near: &near,
     };
     crate::sandbox::Plan::new(&spec, support).map_err(|source| {
         StepError::Sandbox(crate::sandbox::SetupError {

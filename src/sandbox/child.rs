@@ -477,7 +477,7 @@ fn overlay(s: &Setup, l: &Lazy) -> io::Result<RawFd> {
 /// For [`super::fuse::Shared`], on a thread of its own: unshare the thread's mount namespace
 /// (a thread may; only a user namespace needs a single-threaded process), make every mount
 /// private (nothing propagates to the machine), cover `at` with a tmpfs (the sandboxes' area:
-/// folders `v`, `u`, `w` and `t`), open `/dev/fuse` and mount it read-only at `at/v` with
+/// folders `v`, `u`, `w`, `t` and `e`), open `/dev/fuse` and mount it read-only at `at/v` with
 /// options `opts` completed by `fd=N`. Returns the connection, the namespace
 /// (`/proc/thread-self/ns/mnt`, which outlives the thread) and the area's root (`O_PATH`).
 pub fn mount_shared(at: &std::ffi::CStr, opts: &[u8]) -> io::Result<(OwnedFd, OwnedFd, OwnedFd)> {
@@ -502,7 +502,7 @@ pub fn mount_shared(at: &std::ffi::CStr, opts: &[u8]) -> io::Result<(OwnedFd, Ow
         return Err(io::Error::last_os_error());
     }
     let area = unsafe { OwnedFd::from_raw_fd(area) };
-    for d in [c"v", c"u", c"w", c"t"] {
+    for d in [c"v", c"u", c"w", c"t", c"e"] {
         if unsafe { libc::mkdirat(area.as_raw_fd(), d.as_ptr(), 0o700) } != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -528,6 +528,32 @@ pub fn mount_shared(at: &std::ffi::CStr, opts: &[u8]) -> io::Result<(OwnedFd, Ow
         return Err(io::Error::last_os_error());
     }
     Ok((fuse, unsafe { OwnedFd::from_raw_fd(ns) }, area))
+}
+
+/// For the thread that lets go of finished sandboxes' namespaces: give it folders of its own
+/// (a thread that shares them with the process may not enter a mount namespace) and return its
+/// mount namespace (`/proc/thread-self/ns/mnt`), to come back to with [`enter_ns`].
+pub fn own_folders() -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: this thread's own fs context; a NUL-terminated path; a descriptor owned once
+    // opened.
+    if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let ns = unsafe { libc::open(c"/proc/thread-self/ns/mnt".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if ns < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(ns) })
+}
+
+/// Move this thread (one of [`own_folders`]) into mount namespace `ns`.
+pub fn enter_ns(ns: BorrowedFd) -> io::Result<()> {
+    // SAFETY: a descriptor borrowed for the call; only this thread's namespace changes.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// For [`super::fuse::Shared::base`], on a thread of its own: a mount namespace made from

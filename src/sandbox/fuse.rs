@@ -61,6 +61,16 @@ impl Index {
         self.dep_outputs_below(dir).next().is_some() || self.discover.iter().any(|d| d.holds_below(dir))
     }
 
+    /// Whether the view shows project path `path` (as anything).
+    pub fn shows(&self, path: &str) -> bool {
+        self.seen(path).is_some()
+    }
+
+    /// The files the view lists (declared inputs, and a listed set's files), in path order.
+    pub fn files(&self) -> impl Iterator<Item = &str> + '_ {
+        self.view.iter().filter(|(_, n)| **n == Node::File).map(|(p, _)| p.as_str())
+    }
+
     /// Whether `path` is an output of a target depended on (where they are not listed).
     fn dep_output(&self, path: &str) -> bool {
         self.produced.as_ref().is_some_and(|(all, deps)| all.get(path).is_some_and(|&i| deps.contains(i)))
@@ -133,7 +143,92 @@ impl Index {
     }
 }
 
+/// At most this many files are copied into a lazy view's near layer ([`Index::near`]).
+pub const NEAR_FILES: usize = 64;
+/// A file larger than this (bytes) is never copied into the near layer: the view serves it.
+pub const NEAR_FILE_BYTES: u64 = 256 * 1024;
+/// The near layer holds at most this many bytes of files in all.
+pub const NEAR_BYTES: u64 = 1024 * 1024;
+
+/// The files a lazy step is most likely to read (its declared input files, its direct
+/// dependencies' outputs), copied into a layer of the overlay above the view
+/// ([`Shared::near_layer`]): a step reads them from the area's tmpfs, with no round trip to
+/// the server for their lookups and reads. Only regular files the view shows, each at most
+/// [`NEAR_FILE_BYTES`], [`NEAR_FILES`] and [`NEAR_BYTES`] in all.
+#[derive(Default)]
+pub struct Near {
+    /// Project paths of the files copied.
+    files: Vec<String>,
+    /// The folders above them, parents first, with the attributes the view answers for each,
+    /// and whether the view shows nothing else below it: such a folder is marked opaque, and
+    /// the overlay does not look below it in the view at all.
+    folders: Vec<(String, FolderAttr, bool)>,
+}
+
+impl Near {
+    /// Whether it holds no file (no layer is made).
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+impl Index {
+    /// The near layer of this view for `candidates` (project paths, most wanted first, of
+    /// which the first `4 × NEAR_FILES` are looked at; one that is not a regular file the view
+    /// shows, or that lies below a folder the view does not answer for itself, is left to the
+    /// view).
+    pub fn near<'a>(&self, candidates: impl IntoIterator<Item = &'a str>) -> Near {
+        let mut files: BTreeMap<&str, ()> = BTreeMap::new();
+        let mut folders: BTreeMap<String, FolderAttr> = BTreeMap::new();
+        let mut bytes = 0u64;
+        // Each candidate costs a `stat` or two: a step with thousands of input files looks at
+        // the first few only.
+        for p in candidates.into_iter().take(4 * NEAR_FILES) {
+            if files.len() >= NEAR_FILES {
+                break;
+            }
+            if files.contains_key(p) || self.seen(p) != Some(Seen::File) {
+                continue;
+            }
+            let Ok(st) = rustix::fs::statat(&self.root, p, AtFlags::SYMLINK_NOFOLLOW) else { continue };
+            let size = st.st_size as u64;
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG
+                || size > NEAR_FILE_BYTES
+                || bytes + size > NEAR_BYTES
+            {
+                continue;
+            }
+            let mut above = Vec::new();
+            let answered = p.match_indices('/').all(|(i, _)| {
+                let dir = &p[..i];
+                if folders.contains_key(dir) {
+                    return true;
+                }
+                self.folder_attr(dir).map(|a| above.push((dir.to_string(), a))).is_some()
+            });
+            if answered {
+                folders.extend(above);
+                files.insert(p, ());
+                bytes += size;
+            }
+        }
+        // A folder the view shows nothing else below: every path it lists there is copied (or
+        // a folder made for one), and nothing unlisted (an output, a file to discover) is there.
+        let alone = |dir: &str| {
+            !self.shows_below(dir)
+                && self.view.range(format!("{dir}/")..format!("{dir}0")).all(|(q, n)| match n {
+                    Node::File | Node::Output => files.contains_key(q.as_str()),
+                    Node::Folder => folders.contains_key(q),
+                    Node::Link | Node::Scratch => false,
+                })
+        };
+        let folders = folders.iter().map(|(d, a)| (d.clone(), a.clone(), alone(d))).collect();
+        Near { files: files.into_keys().map(str::to_string).collect(), folders }
+    }
+}
+
 /// A folder's attributes as a view answers them ([`Index::folder_attr`]).
+#[derive(Clone)]
 pub struct FolderAttr {
     /// `st_mode`, the file type included.
     pub mode: u32,
@@ -204,7 +299,8 @@ pub struct Shared {
     at: std::path::PathBuf,
     /// The sandboxes' area (`O_PATH`): the tmpfs at `at` in that namespace, which holds the
     /// mount (`v/`) and each prepared sandbox's folders (`u/ID`, `w/ID`, `t/ID`: its overlay's
-    /// upper layer and work folder, and its TMPDIR; [`Shared::area_for`]).
+    /// upper layer and work folder, and its TMPDIR; [`Shared::area_for`]; `e/ID`: its near
+    /// layer, [`Shared::near_layer`]).
     area: OwnedFd,
     /// Views forgotten whose entries the kernel has not been told to drop yet.
     stale: Mutex<Vec<u64>>,
@@ -282,9 +378,16 @@ impl Shared {
     /// Make view `id`'s folders in the area: `u/ID` (the overlay's upper layer, a project
     /// folder's usual mode, holding `folders` with their attributes), `w/ID` (its work folder)
     /// and `t/ID` (its TMPDIR, mode 1777), for a sandbox started from a [`Shared::base`]
-    /// namespace. Returns the upper layer (`O_PATH`), what the step wrote, and the [`Area`] that
-    /// removes them all when dropped. `Err` where a folder cannot be made (a full area).
-    pub fn area_for(&self, id: u64, folders: &[super::child::Folder]) -> io::Result<(OwnedFd, Area)> {
+    /// namespace, and a whiteout in the upper layer at each of `absent` (project paths the view
+    /// does not show, in the root or a folder of `folders`: the step's outputs). Returns the
+    /// upper layer (`O_PATH`), what the step wrote, and the [`Area`] that removes them all when
+    /// dropped. `Err` where a folder cannot be made (a full area).
+    pub fn area_for(
+        &self,
+        id: u64,
+        folders: &[super::child::Folder],
+        absent: &[&str],
+    ) -> io::Result<(OwnedFd, Area)> {
         use rustix::fs::{mkdirat, Timespec, Timestamps};
         let area = Area { id };
         let a = &self.area;
@@ -313,6 +416,17 @@ impl Shared {
             let times = Timestamps { last_access: ts(&f.times[0]), last_modification: ts(&f.times[1]) };
             rustix::fs::utimensat(a, &at, &times, AtFlags::empty())?;
         }
+        // A whiteout hides what the lower layers have there: the overlay looks no further, and
+        // the step's first write there asks the view nothing.
+        for p in absent {
+            rustix::fs::mknodat(
+                a,
+                format!("u/{id}/{p}"),
+                rustix::fs::FileType::CharacterDevice,
+                Mode::empty(),
+                0,
+            )?;
+        }
         let upper = rustix::fs::openat(
             a,
             format!("u/{id}"),
@@ -322,7 +436,80 @@ impl Shared {
         Ok((upper, area))
     }
 
-    /// The absolute path of view `id`'s folder `kind` (`u`, `w` or `t`) in the area, as the
+    /// Make view `id`'s near layer, `e/ID` in the area: `near`'s folders, with the view's
+    /// attributes (an opaque one marked `trusted.overlay.opaque`), and a copy of each of its
+    /// files with the mode, owner and times it has on disk (its change time is the copy's).
+    /// What was made is removed with the [`Area`] of the same id. `Err` where the area is full
+    /// or a file cannot be read (the overlay then goes without the layer).
+    pub fn near_layer(&self, id: u64, index: &Index, near: &Near) -> io::Result<()> {
+        use rustix::fs::{mkdirat, Timespec, Timestamps};
+        let a = &self.area;
+        let me = owner();
+        let ts = |s: i64, ns: u64| Timespec { tv_sec: s, tv_nsec: ns as _ };
+        mkdirat(a, format!("e/{id}"), Mode::from_raw_mode(0o755))?;
+        for (dir, _, _) in &near.folders {
+            mkdirat(a, format!("e/{id}/{dir}"), Mode::from_raw_mode(0o700))?;
+        }
+        for p in &near.files {
+            let from = rustix::fs::openat(
+                &index.root,
+                p.as_str(),
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let st = rustix::fs::fstat(&from)?;
+            let to = rustix::fs::openat(
+                a,
+                format!("e/{id}/{p}"),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )?;
+            let (mut from, mut to) = (File::from(from), File::from(to));
+            io::copy(&mut from, &mut to)?;
+            if (st.st_uid, st.st_gid) != me {
+                rustix::fs::fchown(
+                    &to,
+                    Some(rustix::fs::Uid::from_raw(st.st_uid)),
+                    Some(rustix::fs::Gid::from_raw(st.st_gid)),
+                )?;
+            }
+            rustix::fs::fchmod(&to, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+            let times = Timestamps {
+                last_access: ts(st.st_atime, st.st_atime_nsec as u64),
+                last_modification: ts(st.st_mtime, st.st_mtime_nsec as u64),
+            };
+            rustix::fs::futimens(&to, &times)?;
+        }
+        // The folders' attributes last: making an entry changes its folder's times.
+        for (dir, attr, opaque) in &near.folders {
+            let at = format!("e/{id}/{dir}");
+            if *opaque {
+                let fd = rustix::fs::openat(
+                    a,
+                    &at,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                rustix::fs::fsetxattr(&fd, "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())?;
+            }
+            if (attr.uid, attr.gid) != me {
+                rustix::fs::chownat(
+                    a,
+                    &at,
+                    Some(rustix::fs::Uid::from_raw(attr.uid)),
+                    Some(rustix::fs::Gid::from_raw(attr.gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )?;
+            }
+            rustix::fs::chmodat(a, &at, Mode::from_raw_mode(attr.mode & 0o7777), AtFlags::empty())?;
+            let t = |(s, ns): (u64, u32)| Timespec { tv_sec: s as i64, tv_nsec: ns as _ };
+            let times = Timestamps { last_access: t(attr.times[0]), last_modification: t(attr.times[1]) };
+            rustix::fs::utimensat(a, &at, &times, AtFlags::empty())?;
+        }
+        Ok(())
+    }
+
+    /// The absolute path of view `id`'s folder `kind` (`u`, `w`, `t` or `e`) in the area, as the
     /// sandbox's namespace has it.
     pub fn area_path(&self, kind: &str, id: u64) -> std::path::PathBuf {
         self.at.join(kind).join(id.to_string())
@@ -341,7 +528,7 @@ impl Drop for Area {
         let shared = SERVER.get().and_then(|s| s.as_ref().ok()).and_then(|s| s.shared.get());
         let Some(Some(shared)) = shared else { return };
         let root = std::path::PathBuf::from(format!("/proc/self/fd/{}", shared.area.as_raw_fd()));
-        for kind in ["u", "w", "t"] {
+        for kind in ["u", "w", "t", "e"] {
             let _ = std::fs::remove_dir_all(root.join(kind).join(self.id.to_string()));
         }
     }

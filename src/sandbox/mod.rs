@@ -245,6 +245,7 @@ fn probe(tmp: &Path) -> Support {
             produced: None,
             // The probe of the lazy view must try it, however few paths it shows.
             force_lazy: lazy,
+            near: &[],
         };
         let plan = Plan::new(&spec, Support::Yes { user, detached, lazy }).map_err(|e| SetupError {
             phase: Phase::View,
@@ -340,6 +341,9 @@ pub struct Spec<'a> {
     pub produced: Option<Arc<BTreeMap<String, usize>>>,
     /// A lazy view however few paths the step sees (the probe's, which must try one).
     pub force_lazy: bool,
+    /// The outputs of the targets the step depends on directly, project paths: with its
+    /// declared input files, what a lazy view copies into its near layer ([`fuse::Near`]).
+    pub near: &'a [String],
 }
 
 /// The view `GVBUILD_SANDBOX_VIEW` asks for: `lazy` for every step where the machine allows
@@ -608,8 +612,16 @@ impl Plan {
                 if let Some(base) = sh.base(&plan.setup.hide) {
                     lazy.shared_ns = base;
                     lazy.prepared = true;
-                    if let Ok((upper, area)) = sh.area_for(id, &lazy.folders) {
+                    let absent = absent_outputs(&index, spec, &lazy.folders);
+                    if let Ok((upper, area)) = sh.area_for(id, &lazy.folders, &absent) {
                         let path = |kind| sh.area_path(kind, id).to_string_lossy().into_owned();
+                        // The files the step most likely reads, copied above the view.
+                        let inputs = index.files();
+                        let near = index.near(inputs.chain(spec.near.iter().map(String::as_str)));
+                        let lower = match near.is_empty() || sh.near_layer(id, &index, &near).is_err() {
+                            true => lower,
+                            false => format!("{}:{lower}", path("e")),
+                        };
                         let opts = format!("lowerdir={lower},upperdir={},workdir={}", path("u"), path("w"));
                         lazy.overlay_opts = cstr(opts)?;
                         lazy.area = Some(cstr(path("t"))?);
@@ -748,6 +760,7 @@ impl Plan {
             shared: &|_| false,
             produced: None,
             force_lazy: false,
+            near: &[],
         };
         let mut plan = Plan::new(&spec, Support::Yes { user, detached: false, lazy: false })?;
         plan.setup.view = false;
@@ -782,7 +795,10 @@ impl Plan {
             env.push(("TMPDIR".into(), self.tmp.clone().into_os_string()));
         }
         let exec = child::Exec::new(argv, &env, cwd, out)?;
-        let pid = child::spawn(&self.setup, &exec)?;
+        let pid = {
+            let _spawning = SPAWNING.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            child::spawn(&self.setup, &exec)?
+        };
         drop(exec);
         // Held until the step is done, then let go of on another thread: the namespace's
         // teardown (every mount undone, a wait for RCU) is then neither the step's exit nor
@@ -880,18 +896,53 @@ struct Namespace {
     area: Option<fuse::Area>,
 }
 
+/// Held (shared) by each sandbox's spawn from its clone to its exec, while the child holds a
+/// copy of every descriptor gvbuild had open; held alone by the reaper to close a namespace's
+/// descriptor ([`let_go`]).
+static SPAWNING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// A finished sandbox's namespace, its view's registration and its folders of the area.
+type Held = (OwnedFd, Option<Registration>, Option<fuse::Area>);
+
+/// Let go of `held` on the reaper thread, in order: the namespace, the registration, the
+/// folders. A sandbox spawned meanwhile holds a copy of the namespace's descriptor until its
+/// exec; were that copy the last, the namespace's teardown (every mount undone, two waits for
+/// RCU) would fall on that step's start. So where it can (as root), the reaper enters the
+/// namespace first, closes the descriptor while no sandbox is being spawned, and tears it down
+/// by leaving it for `home`, its own.
+fn let_go(held: Held, home: Option<&OwnedFd>) {
+    let (fd, registration, area) = held;
+    if let Some(home) = home {
+        if child::enter_ns(fd.as_fd()).is_ok() {
+            {
+                let _alone = SPAWNING.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                drop(fd);
+            }
+            // (Should it fail, the thread stays there until it enters the next one.)
+            let _ = child::enter_ns(home.as_fd());
+            drop(registration);
+            drop(area);
+            return;
+        }
+    }
+    drop(fd);
+    drop(registration);
+    drop(area);
+}
+
 impl Drop for Namespace {
     fn drop(&mut self) {
-        type Held = (OwnedFd, Option<Registration>, Option<fuse::Area>);
         static REAPER: OnceLock<Option<Mutex<std::sync::mpsc::Sender<Held>>>> = OnceLock::new();
-        // (A tuple drops in order: the namespace, then the registration, then the folders.)
         let Some(fd) = self.fd.take() else { return };
         let held = (fd, self.registration.take(), self.area.take());
         let reaper = REAPER.get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::channel::<Held>();
             std::thread::Builder::new()
                 .name("gvbuild-reaper".into())
-                .spawn(move || rx.into_iter().for_each(drop))
+                .spawn(move || {
+                    let home = child::own_folders().ok();
+                    rx.into_iter().for_each(|held| let_go(held, home.as_ref()))
+                })
                 .ok()
                 .map(|_| Mutex::new(tx))
         });
@@ -1008,7 +1059,10 @@ impl Pending {
                 };
                 let p = if dir.is_empty() { name } else { format!("{dir}/{name}") };
                 if outputs.contains(p.as_str()) {
-                    written.push(p);
+                    // Unless it is still the whiteout made for it (`absent_outputs`): not written.
+                    if !(self.index.is_some() && whiteout(&e)?) {
+                        written.push(p);
+                    }
                     continue;
                 }
                 match self.view.get(&p) {
@@ -1081,6 +1135,26 @@ fn upper_folders(index: &fuse::Index, outputs: &[String]) -> io::Result<Vec<chil
         }
     }
     Ok(folders)
+}
+
+/// The outputs of `spec` to mark absent in a prepared lazy view's upper layer (a whiteout, so
+/// that the overlay does not ask the view for them): each in the project folder itself or in a
+/// folder of `folders` (made in the upper layer), not in a scratch folder, and not in the view.
+fn absent_outputs<'a>(index: &fuse::Index, spec: &Spec<'a>, folders: &[child::Folder]) -> Vec<&'a str> {
+    let made: BTreeSet<&str> = folders.iter().map(|f| f.rel.as_str()).collect();
+    spec.outputs
+        .iter()
+        .map(String::as_str)
+        .filter(|o| !made.contains(o) && o.rsplit_once('/').is_none_or(|(dir, _)| made.contains(dir)))
+        .filter(|o| !spec.scratch.iter().any(|s| crate::paths::is_within(o, s)))
+        .filter(|o| !index.shows(o))
+        .collect()
+}
+
+/// Whether `e`, an entry of an overlay's upper layer, is a whiteout (a character device 0/0).
+fn whiteout(e: &fs::DirEntry) -> io::Result<bool> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    Ok(e.file_type()?.is_char_device() && e.metadata()?.rdev() == 0)
 }
 
 /// Whether folder `dir` of an overlay's upper layer is opaque (it hides the lower folder's
