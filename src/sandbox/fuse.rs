@@ -71,6 +71,29 @@ impl Index {
         self.view.iter().filter(|(_, n)| **n == Node::File).map(|(p, _)| p.as_str())
     }
 
+    /// [`Index::shows_below`], answered `true` without looking further where more than
+    /// [`NEAR_FILES`] targets' outputs lie below `dir` (each target's, depended on or not): the
+    /// near layer's check of each of its folders stays cheap in a folder every target writes in.
+    fn may_show_below(&self, dir: &str) -> bool {
+        if self.discover.iter().any(|d| d.holds_below(dir)) {
+            return true;
+        }
+        let Some((all, deps)) = &self.produced else { return false };
+        let from = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let range = match dir.is_empty() {
+            true => all.range(from..),
+            false => all.range(from..format!("{dir}0")),
+        };
+        let mut looked = 0;
+        for (_, &i) in range {
+            looked += 1;
+            if looked > NEAR_FILES || deps.contains(i) {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Whether `path` is an output of a target depended on (where they are not listed).
     fn dep_output(&self, path: &str) -> bool {
         self.produced.as_ref().is_some_and(|(all, deps)| all.get(path).is_some_and(|&i| deps.contains(i)))
@@ -215,7 +238,7 @@ impl Index {
         // A folder the view shows nothing else below: every path it lists there is copied (or
         // a folder made for one), and nothing unlisted (an output, a file to discover) is there.
         let alone = |dir: &str| {
-            !self.shows_below(dir)
+            !self.may_show_below(dir)
                 && self.view.range(format!("{dir}/")..format!("{dir}0")).all(|(q, n)| match n {
                     Node::File | Node::Output => files.contains_key(q.as_str()),
                     Node::Folder => folders.contains_key(q),
@@ -381,7 +404,8 @@ impl Shared {
     /// namespace, and a whiteout in the upper layer at each of `absent` (project paths the view
     /// does not show, in the root or a folder of `folders`: the step's outputs). Returns the
     /// upper layer (`O_PATH`), what the step wrote, and the [`Area`] that removes them all when
-    /// dropped. `Err` where a folder cannot be made (a full area).
+    /// dropped. `Err` where a folder or whiteout cannot be made (a full area, a path given
+    /// twice).
     pub fn area_for(
         &self,
         id: u64,
@@ -396,9 +420,21 @@ impl Shared {
         mkdirat(a, format!("t/{id}"), Mode::from_raw_mode(0o700))?;
         rustix::fs::chmodat(a, format!("t/{id}"), Mode::from_raw_mode(0o1777), AtFlags::empty())?;
         rustix::fs::chmodat(a, format!("u/{id}"), Mode::from_raw_mode(0o755), AtFlags::empty())?;
-        // Every folder first, then their attributes: making a folder changes its parent's times.
+        // Every folder and whiteout first, then the folders' attributes: making an entry changes
+        // its folder's times.
         for f in folders {
             mkdirat(a, format!("u/{id}/{}", f.rel), Mode::from_raw_mode(0o700))?;
+        }
+        // A whiteout hides what the lower layers have there: the overlay looks no further, and
+        // the step's first write there asks the view nothing.
+        for p in absent {
+            rustix::fs::mknodat(
+                a,
+                format!("u/{id}/{p}"),
+                rustix::fs::FileType::CharacterDevice,
+                Mode::empty(),
+                0,
+            )?;
         }
         for f in folders {
             let at = format!("u/{id}/{}", f.rel);
@@ -415,17 +451,6 @@ impl Shared {
             let ts = |t: &libc::timespec| Timespec { tv_sec: t.tv_sec, tv_nsec: t.tv_nsec };
             let times = Timestamps { last_access: ts(&f.times[0]), last_modification: ts(&f.times[1]) };
             rustix::fs::utimensat(a, &at, &times, AtFlags::empty())?;
-        }
-        // A whiteout hides what the lower layers have there: the overlay looks no further, and
-        // the step's first write there asks the view nothing.
-        for p in absent {
-            rustix::fs::mknodat(
-                a,
-                format!("u/{id}/{p}"),
-                rustix::fs::FileType::CharacterDevice,
-                Mode::empty(),
-                0,
-            )?;
         }
         let upper = rustix::fs::openat(
             a,
@@ -451,21 +476,28 @@ impl Shared {
             mkdirat(a, format!("e/{id}/{dir}"), Mode::from_raw_mode(0o700))?;
         }
         for p in &near.files {
+            // (Not blocking on a FIFO that took the file's place since it was looked at.)
             let from = rustix::fs::openat(
                 &index.root,
                 p.as_str(),
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
             let st = rustix::fs::fstat(&from)?;
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size as u64 > NEAR_FILE_BYTES {
+                return Err(io::Error::other(format!("`{p}` changed since it was looked at")));
+            }
             let to = rustix::fs::openat(
                 a,
                 format!("e/{id}/{p}"),
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o600),
             )?;
-            let (mut from, mut to) = (File::from(from), File::from(to));
-            io::copy(&mut from, &mut to)?;
+            let (from, mut to) = (File::from(from), File::from(to));
+            let copied = io::copy(&mut io::Read::take(from, st.st_size as u64), &mut to)?;
+            if copied != st.st_size as u64 {
+                return Err(io::Error::other(format!("`{p}` changed while it was copied")));
+            }
             if (st.st_uid, st.st_gid) != me {
                 rustix::fs::fchown(
                     &to,

@@ -909,15 +909,33 @@ type Held = (OwnedFd, Option<Registration>, Option<fuse::Area>);
 /// exec; were that copy the last, the namespace's teardown (every mount undone, two waits for
 /// RCU) would fall on that step's start. So where it can (as root), the reaper enters the
 /// namespace first, closes the descriptor while no sandbox is being spawned, and tears it down
-/// by leaving it for `home`, its own.
+/// by leaving it for `home`, its own. (Other processes gvbuild starts, an unsandboxed step or a
+/// tool's version probe, are not waited for: one of them may still end a namespace.)
 fn let_go(held: Held, home: Option<&OwnedFd>) {
     let (fd, registration, area) = held;
     if let Some(home) = home {
         if child::enter_ns(fd.as_fd()).is_ok() {
-            {
-                let _alone = SPAWNING.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-                drop(fd);
+            // Tried, not waited for: a waiting writer would hold back every spawn behind one
+            // that hangs. After about 100 ms it closes anyway (the teardown may then be a
+            // spawned step's, as before).
+            let mut alone = None;
+            for _ in 0..1000 {
+                match SPAWNING.try_write() {
+                    Ok(guard) => {
+                        alone = Some(guard);
+                        break;
+                    }
+                    Err(std::sync::TryLockError::Poisoned(e)) => {
+                        alone = Some(e.into_inner());
+                        break;
+                    }
+                    Err(std::sync::TryLockError::WouldBlock) => {
+                        std::thread::sleep(std::time::Duration::from_micros(100))
+                    }
+                }
             }
+            drop(fd);
+            drop(alone);
             // (Should it fail, the thread stays there until it enters the next one.)
             let _ = child::enter_ns(home.as_fd());
             drop(registration);
@@ -1139,7 +1157,8 @@ fn upper_folders(index: &fuse::Index, outputs: &[String]) -> io::Result<Vec<chil
 
 /// The outputs of `spec` to mark absent in a prepared lazy view's upper layer (a whiteout, so
 /// that the overlay does not ask the view for them): each in the project folder itself or in a
-/// folder of `folders` (made in the upper layer), not in a scratch folder, and not in the view.
+/// folder of `folders` (made in the upper layer), not in a scratch folder, and not in the view;
+/// sorted, each once.
 fn absent_outputs<'a>(index: &fuse::Index, spec: &Spec<'a>, folders: &[child::Folder]) -> Vec<&'a str> {
     let made: BTreeSet<&str> = folders.iter().map(|f| f.rel.as_str()).collect();
     spec.outputs
@@ -1148,6 +1167,8 @@ fn absent_outputs<'a>(index: &fuse::Index, spec: &Spec<'a>, folders: &[child::Fo
         .filter(|o| !made.contains(o) && o.rsplit_once('/').is_none_or(|(dir, _)| made.contains(dir)))
         .filter(|o| !spec.scratch.iter().any(|s| crate::paths::is_within(o, s)))
         .filter(|o| !index.shows(o))
+        .collect::<BTreeSet<&str>>()
+        .into_iter()
         .collect()
 }
 
