@@ -796,7 +796,7 @@ impl Plan {
         }
         let exec = child::Exec::new(argv, &env, cwd, out)?;
         let pid = {
-            let _spawning = SPAWNING.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _spawning = Spawning::start();
             child::spawn(&self.setup, &exec)?
         };
         drop(exec);
@@ -896,10 +896,32 @@ struct Namespace {
     area: Option<fuse::Area>,
 }
 
-/// Held (shared) by each sandbox's spawn from its clone to its exec, while the child holds a
-/// copy of every descriptor gvbuild had open; held alone by the reaper to close a namespace's
-/// descriptor ([`let_go`]).
-static SPAWNING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+/// How many sandboxes are between their clone and their exec, each child holding a copy of
+/// every descriptor gvbuild had open; the reaper closes a namespace's descriptor while it holds
+/// this at zero ([`let_go`]), told by [`SPAWNED`].
+static SPAWNING: Mutex<usize> = Mutex::new(0);
+/// Signalled when [`SPAWNING`] falls to zero.
+static SPAWNED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// A sandbox being spawned, counted in [`SPAWNING`] while it lives.
+struct Spawning;
+
+impl Spawning {
+    fn start() -> Spawning {
+        *SPAWNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+        Spawning
+    }
+}
+
+impl Drop for Spawning {
+    fn drop(&mut self) {
+        let mut n = SPAWNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            SPAWNED.notify_all();
+        }
+    }
+}
 
 /// A finished sandbox's namespace, its view's registration and its folders of the area.
 type Held = (OwnedFd, Option<Registration>, Option<fuse::Area>);
@@ -915,27 +937,17 @@ fn let_go(held: Held, home: Option<&OwnedFd>) {
     let (fd, registration, area) = held;
     if let Some(home) = home {
         if child::enter_ns(fd.as_fd()).is_ok() {
-            // Tried, not waited for: a waiting writer would hold back every spawn behind one
-            // that hangs. After about 100 ms it closes anyway (the teardown may then be a
-            // spawned step's, as before).
-            let mut alone = None;
-            for _ in 0..1000 {
-                match SPAWNING.try_write() {
-                    Ok(guard) => {
-                        alone = Some(guard);
-                        break;
-                    }
-                    Err(std::sync::TryLockError::Poisoned(e)) => {
-                        alone = Some(e.into_inner());
-                        break;
-                    }
-                    Err(std::sync::TryLockError::WouldBlock) => {
-                        std::thread::sleep(std::time::Duration::from_micros(100))
-                    }
-                }
-            }
+            // Waited for without holding back a spawn; after 100 ms it closes anyway (the
+            // teardown may then be a spawned step's, as before).
+            let n = SPAWNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let wait = std::time::Duration::from_millis(100);
+            let (n, _) = SPAWNED
+                .wait_timeout_while(n, wait, |n| *n > 0)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // (A spawn now waits for this close, a few microseconds: the namespace is held by
+            // this thread, so the close tears nothing down.)
             drop(fd);
-            drop(alone);
+            drop(n);
             // (Should it fail, the thread stays there until it enters the next one.)
             let _ = child::enter_ns(home.as_fd());
             drop(registration);
