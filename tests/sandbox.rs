@@ -863,3 +863,28 @@ fn an_output_a_lazy_step_did_not_write_is_missing_not_a_mark() {
     assert!(fs::symlink_metadata(p.path("out/b.txt")).is_err(), "{err}");
     assert!(fs::symlink_metadata(p.path("top.txt")).is_err(), "{err}");
 }
+
+/// A step whose command succeeds but leaves one of its declared outputs unwritten has failed:
+/// none of the outputs it did write reaches the project, in either view.
+#[test]
+fn a_step_that_left_an_output_unwritten_keeps_none_of_them() {
+    for view in ["lazy", "bind"] {
+        let p = Project::new()
+            .file(
+                "gevulot.yaml",
+                &y(r#"
+                targets:
+                  t:
+                    outputs: [out.txt, od/]
+                    run: echo NEW > out.txt
+                "#),
+            )
+            .file("out.txt", "OLD\n");
+        let out = p.command(&["t"]).env("GVBUILD_SANDBOX_VIEW", view).output().unwrap();
+        assert!(!out.status.success(), "{view}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("`od` was not created"), "{view}: {err}");
+        // (The old one was removed before the step, as for any step that runs.)
+        assert!(fs::symlink_metadata(p.path("out.txt")).is_err(), "{view}: {err}");
+    }
+}

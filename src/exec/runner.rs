@@ -993,9 +993,15 @@ fn execute_run(ctx: &Ctx, t: &Target, run: &RunSpec, parts: &KeyParts, log: &Pat
         return Ok(());
     }
     let mut touched = crate::sandbox::diagnose::Touched::default();
-    touched.writes.extend(harvest.map(|h| h.undeclared).unwrap_or_default());
+    let (undeclared, missing) = harvest.map(|h| (h.undeclared, h.missing)).unwrap_or_default();
+    touched.writes.extend(undeclared);
     if status.success() && touched.writes.is_empty() {
-        return Ok(());
+        // A sandboxed step that left an output unwritten kept none of them (the output check
+        // would find the project without the ones it did write, and name those).
+        return match missing.into_iter().next() {
+            Some(o) => Err(StepError::OutputMissing(o)),
+            None => Ok(()),
+        };
     }
     let mut traced = false;
     if let (false, Some(support)) = (status.success(), &sandboxed) {

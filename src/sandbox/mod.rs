@@ -989,6 +989,9 @@ impl Drop for Namespace {
 pub struct Harvest {
     /// Project paths written in the view that are no declared output.
     pub undeclared: Vec<String>,
+    /// Declared outputs the step did not write (outside its scratch folders), in declared
+    /// order: then none of its outputs was copied into the project.
+    pub missing: Vec<String>,
 }
 
 impl Pending {
@@ -1118,8 +1121,18 @@ impl Pending {
             }
         }
         harvest.undeclared.sort();
-        // Only a step that succeeded, and wrote nothing but its outputs, has outputs to keep.
-        if let Some(root) = copy_to.filter(|_| harvest.undeclared.is_empty()) {
+        // Only a step that succeeded, wrote nothing but its outputs and left none of them
+        // unwritten (the output check then names it) has outputs to keep. (One in a scratch
+        // folder is written in place.)
+        let in_scratch = |o: &str| {
+            o.match_indices('/')
+                .map(|(i, _)| &o[..i])
+                .chain([o])
+                .any(|a| self.view.get(a) == Some(&Node::Scratch))
+        };
+        harvest.missing =
+            self.outputs.iter().filter(|o| !written.contains(o) && !in_scratch(o)).cloned().collect();
+        if let Some(root) = copy_to.filter(|_| harvest.undeclared.is_empty() && harvest.missing.is_empty()) {
             for p in written {
                 copy_out(&view_root.join(&p), &root.join(&p))?;
             }
