@@ -814,6 +814,7 @@ fn a_lazy_steps_copied_files_look_as_they_are_on_disk() {
             ("src/tool.sh", 0o751, 1_500_000_000),
             ("src/data.txt", 0o640, 1_500_000_001),
             ("src/more/a.txt", 0o604, 1_500_000_002),
+            ("src/big.bin", 0o644, 1_500_000_005),
             ("src/more", 0o750, 1_500_000_003),
             ("src", 0o2755, 1_500_000_004),
         ] {
@@ -886,5 +887,57 @@ fn a_step_that_left_an_output_unwritten_keeps_none_of_them() {
         assert!(err.contains("`od` was not created"), "{view}: {err}");
         // (The old one was removed before the step, as for any step that runs.)
         assert!(fs::symlink_metadata(p.path("out.txt")).is_err(), "{view}: {err}");
+    }
+}
+
+/// `GVBUILD_SANDBOX_VIEW=lazy` where the lazy view cannot be had says so once, naming why, and
+/// the build goes on with bound views; without the variable nothing is said. Run as root, the
+/// build runs as `nobody`, to whom `/dev/fuse` is closed on this project's machines (mode
+/// 0600); where it is open, or `setpriv` is missing, there is nothing to check.
+#[test]
+fn an_asked_lazy_view_that_cannot_be_had_is_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let fuse_closed = fs::metadata("/dev/fuse").is_ok_and(|m| m.permissions().mode() & 0o006 == 0);
+    if !rustix::process::geteuid().is_root() || !fuse_closed || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipped: needs root, setpriv, and /dev/fuse closed to other users");
+        return;
+    }
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            &y(r#"
+            targets:
+              t:
+                inputs: [in.txt]
+                outputs: [out.txt]
+                run: cat in.txt > out.txt
+            "#),
+        )
+        .file("in.txt", "one\n");
+    for dir in [p.root(), p.cache.path()] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    fs::set_permissions(p.path("in.txt"), fs::Permissions::from_mode(0o666)).unwrap();
+    fs::set_permissions(p.path("gevulot.yaml"), fs::Permissions::from_mode(0o666)).unwrap();
+    let warning = "GVBUILD_SANDBOX_VIEW=lazy asks for the lazy view, which this machine cannot give";
+    for (asked, content) in [(false, "one\n"), (true, "two\n")] {
+        fs::write(p.path("in.txt"), content).unwrap();
+        let mut c = Command::new("/usr/bin/setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin(), "t"])
+            .current_dir(p.root())
+            .env("GVBUILD_CACHE_DIR", p.cache.path())
+            .env("HOME", p.cache.path())
+            .env("NO_COLOR", "1");
+        if asked {
+            c.env("GVBUILD_SANDBOX_VIEW", "lazy");
+        } else {
+            c.env_remove("GVBUILD_SANDBOX_VIEW");
+        }
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "asked {asked}: {err}");
+        assert_eq!(p.read("out.txt"), content, "asked {asked}: {err}");
+        assert_eq!(err.matches(warning).count(), usize::from(asked), "asked {asked}: {err}");
+        assert!(!err.contains("the sandbox is not available"), "{err}");
     }
 }

@@ -190,21 +190,34 @@ impl Sandboxing {
         &self.tmp
     }
 
-    /// The warning to say for a build whose sandboxed step ran unsandboxed: `Some` once.
+    /// The warning to say for a build whose sandboxed step ran unsandboxed, or whose
+    /// `GVBUILD_SANDBOX_VIEW=lazy` this machine cannot give: `Some` once.
     pub fn take_warning(&self) -> Option<String> {
-        let Support::No(why) = self.support() else { return None };
+        let text = match self.support() {
+            Support::No(why) => format!(
+                "the sandbox is not available here, so `run:` steps run unsandboxed (they see and may \
+                 write the whole project; a step that reads an undeclared file is not caught; \
+                 `network: false` is not honoured): {why}"
+            ),
+            Support::Yes { lazy: false, .. } => format!(
+                "GVBUILD_SANDBOX_VIEW=lazy asks for the lazy view, which this machine cannot give, so \
+                 every step's view is bound (about 45 µs a visible file; see docs/sandbox.md): {}",
+                LAZY_REFUSED.get()?
+            ),
+            Support::Yes { .. } => return None,
+        };
         let mut warned = self.warned.lock().ok()?;
         if *warned {
             return None;
         }
         *warned = true;
-        Some(format!(
-            "the sandbox is not available here, so `run:` steps run unsandboxed (they see and may write \
-             the whole project; a step that reads an undeclared file is not caught; `network: false` \
-             is not honoured): {why}"
-        ))
+        Some(text)
     }
 }
+
+/// Why the lazy view that `GVBUILD_SANDBOX_VIEW=lazy` asked for could not be had (the probe's
+/// error), for [`Sandboxing::take_warning`].
+static LAZY_REFUSED: OnceLock<String> = OnceLock::new();
 
 /// Make `dir` a folder of ours (mode 0700), or check that it is one: a folder another user made
 /// (or a symlink) in the shared temp folder is refused.
@@ -277,8 +290,14 @@ fn probe(tmp: &Path) -> Support {
         // A lazy view first; where FUSE or overlayfs are missing (a container without
         // /dev/fuse, an older kernel), or GVBUILD_SANDBOX_VIEW=bind asks, one bind per visible
         // file.
-        if view_asked() != Some(ViewAsked::Bind) && try_one(user, true, true).is_ok() {
-            return Ok(Support::Yes { user, detached: true, lazy: true });
+        if view_asked() != Some(ViewAsked::Bind) {
+            match try_one(user, true, true) {
+                Ok(()) => return Ok(Support::Yes { user, detached: true, lazy: true }),
+                Err(e) if view_asked() == Some(ViewAsked::Lazy) => {
+                    let _ = LAZY_REFUSED.set(e.to_string());
+                }
+                Err(_) => {}
+            }
         }
         match try_one(user, true, false) {
             Ok(()) => Ok(Support::Yes { user, detached: true, lazy: false }),
