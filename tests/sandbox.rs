@@ -701,7 +701,6 @@ fn an_input_that_holds_the_cache_folder_is_refused() {
 /// bound view makes them anew in its tmpfs: docs/sandbox.md says so.)
 #[test]
 fn the_folders_above_an_output_look_as_they_are_on_disk() {
-    use std::os::unix::fs::PermissionsExt;
     let yaml = y(r#"
         targets:
           look:
@@ -711,21 +710,9 @@ fn the_folders_above_an_output_look_as_they_are_on_disk() {
     let mut seen = Vec::new();
     for view in ["lazy", "off"] {
         let p = Project::new().file("gevulot.yaml", &yaml).file("out/sub/old.txt", "old\n");
-        fs::set_permissions(p.path("out"), fs::Permissions::from_mode(0o2750)).unwrap();
-        fs::set_permissions(p.path("out/sub"), fs::Permissions::from_mode(0o700)).unwrap();
-        for (dir, mtime) in [("out", 1_500_000_000), ("out/sub", 1_500_000_001)] {
-            let at = rustix::fs::Timespec { tv_sec: mtime, tv_nsec: 0 };
-            let times = rustix::fs::Timestamps { last_access: at, last_modification: at };
-            rustix::fs::utimensat(rustix::fs::CWD, p.path(dir), &times, rustix::fs::AtFlags::empty())
-                .unwrap();
-        }
-        let mut cmd = p.command(&["look"]);
-        cmd.env("GVBUILD_SANDBOX_VIEW", view);
-        if view == "off" {
-            cmd.arg("--no-sandbox");
-        }
-        let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{view}: {}", String::from_utf8_lossy(&out.stderr));
+        mode_and_time(&p, "out", 0o2750, 1_500_000_000);
+        mode_and_time(&p, "out/sub", 0o700, 1_500_000_001);
+        build_in_view(&p, "look", view);
         let text = p.read("out/sub/seen.txt");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{view}: {text}");
@@ -735,6 +722,28 @@ fn the_folders_above_an_output_look_as_they_are_on_disk() {
         seen.push(text);
     }
     assert_eq!(seen[0], seen[1], "lazy view against unsandboxed");
+}
+
+/// Give project path `rel` of `p` permission bits `mode` and modification (and access) time
+/// `mtime` (seconds since the epoch).
+fn mode_and_time(p: &Project, rel: &str, mode: u32, mtime: i64) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p.path(rel), fs::Permissions::from_mode(mode)).unwrap();
+    let at = rustix::fs::Timespec { tv_sec: mtime, tv_nsec: 0 };
+    let times = rustix::fs::Timestamps { last_access: at, last_modification: at };
+    rustix::fs::utimensat(rustix::fs::CWD, p.path(rel), &times, rustix::fs::AtFlags::empty()).unwrap();
+}
+
+/// Build `target` of `p` with every view `view` (`lazy`, `bind`), or unsandboxed (`off`); it
+/// must succeed.
+fn build_in_view(p: &Project, target: &str, view: &str) {
+    let mut cmd = p.command(&[target]);
+    cmd.env("GVBUILD_SANDBOX_VIEW", view);
+    if view == "off" {
+        cmd.arg("--no-sandbox");
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{view}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A step sees the outputs of every step it depends on, directly or not, so its key covers them
@@ -780,7 +789,6 @@ fn a_change_two_steps_down_reaches_a_step_that_sees_it() {
 /// is really used: its files show another device than a file the view serves.
 #[test]
 fn a_lazy_steps_copied_files_look_as_they_are_on_disk() {
-    use std::os::unix::fs::PermissionsExt;
     let yaml = y(r#"
         targets:
           dep:
@@ -818,18 +826,9 @@ fn a_lazy_steps_copied_files_look_as_they_are_on_disk() {
             ("src/more", 0o750, 1_500_000_003),
             ("src", 0o2755, 1_500_000_004),
         ] {
-            fs::set_permissions(p.path(f), fs::Permissions::from_mode(mode)).unwrap();
-            let at = rustix::fs::Timespec { tv_sec: mtime, tv_nsec: 0 };
-            let times = rustix::fs::Timestamps { last_access: at, last_modification: at };
-            rustix::fs::utimensat(rustix::fs::CWD, p.path(f), &times, rustix::fs::AtFlags::empty()).unwrap();
+            mode_and_time(&p, f, mode, mtime);
         }
-        let mut cmd = p.command(&["look"]);
-        cmd.env("GVBUILD_SANDBOX_VIEW", view);
-        if view == "off" {
-            cmd.arg("--no-sandbox");
-        }
-        let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{view}: {}", String::from_utf8_lossy(&out.stderr));
+        build_in_view(&p, "look", view);
         let text = p.read("out/seen.txt");
         assert!(text.contains("src/tool.sh 751 24 1500000000\n"), "{view}: {text}");
         assert!(text.contains("tool ran\nfrom dep\nmore\n"), "{view}: {text}");

@@ -78,20 +78,9 @@ impl Index {
         if self.discover.iter().any(|d| d.holds_below(dir)) {
             return true;
         }
-        let Some((all, deps)) = &self.produced else { return false };
-        let from = if dir.is_empty() { String::new() } else { format!("{dir}/") };
-        let range = match dir.is_empty() {
-            true => all.range(from..),
-            false => all.range(from..format!("{dir}0")),
-        };
-        let mut looked = 0;
-        for (_, &i) in range {
-            looked += 1;
-            if looked > NEAR_FILES || deps.contains(i) {
-                return true;
-            }
-        }
-        false
+        let Some((_, deps)) = &self.produced else { return false };
+        let mut below = self.outputs_below(dir).take(NEAR_FILES + 1).peekable();
+        below.by_ref().take(NEAR_FILES).any(|(_, i)| deps.contains(i)) || below.peek().is_some()
     }
 
     /// Whether `path` is an output of a target depended on (where they are not listed).
@@ -102,15 +91,22 @@ impl Index {
     /// The outputs of targets depended on strictly below folder `dir` (where they are not
     /// listed), in path order.
     fn dep_outputs_below<'a>(&'a self, dir: &str) -> impl Iterator<Item = &'a str> + 'a {
+        let deps = self.produced.as_ref().map(|(_, deps)| deps);
+        self.outputs_below(dir).filter(move |(_, i)| deps.is_some_and(|d| d.contains(*i))).map(|(p, _)| p)
+    }
+
+    /// Every target's outputs strictly below folder `dir`, with their target (where the set does
+    /// not list its dependencies' outputs; none otherwise), in path order.
+    fn outputs_below<'a>(&'a self, dir: &str) -> impl Iterator<Item = (&'a str, usize)> + 'a {
         let from = if dir.is_empty() { String::new() } else { format!("{dir}/") };
         // '0' is the byte after '/': the range holds exactly the paths starting with `dir/`.
         let to = if dir.is_empty() { None } else { Some(format!("{dir}0")) };
-        self.produced.iter().flat_map(move |(all, deps)| {
+        self.produced.iter().flat_map(move |(all, _)| {
             let range = match &to {
                 Some(to) => all.range(from.clone()..to.clone()),
                 None => all.range(from.clone()..),
             };
-            range.filter(|(_, &i)| deps.contains(i)).map(|(p, _)| p.as_str())
+            range.map(|(p, &i)| (p.as_str(), i))
         })
     }
 }
@@ -437,20 +433,9 @@ impl Shared {
             )?;
         }
         for f in folders {
-            let at = format!("u/{id}/{}", f.rel);
-            if let Some((uid, gid)) = f.owner {
-                rustix::fs::chownat(
-                    a,
-                    &at,
-                    Some(rustix::fs::Uid::from_raw(uid)),
-                    Some(rustix::fs::Gid::from_raw(gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )?;
-            }
-            rustix::fs::chmodat(a, &at, Mode::from_raw_mode(f.mode), AtFlags::empty())?;
             let ts = |t: &libc::timespec| Timespec { tv_sec: t.tv_sec, tv_nsec: t.tv_nsec };
             let times = Timestamps { last_access: ts(&f.times[0]), last_modification: ts(&f.times[1]) };
-            rustix::fs::utimensat(a, &at, &times, AtFlags::empty())?;
+            folder_attrs(a, &format!("u/{id}/{}", f.rel), f.mode, f.owner, &times)?;
         }
         let upper = rustix::fs::openat(
             a,
@@ -524,19 +509,10 @@ impl Shared {
                 )?;
                 rustix::fs::fsetxattr(&fd, "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())?;
             }
-            if (attr.uid, attr.gid) != me {
-                rustix::fs::chownat(
-                    a,
-                    &at,
-                    Some(rustix::fs::Uid::from_raw(attr.uid)),
-                    Some(rustix::fs::Gid::from_raw(attr.gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )?;
-            }
-            rustix::fs::chmodat(a, &at, Mode::from_raw_mode(attr.mode & 0o7777), AtFlags::empty())?;
+            let owner = ((attr.uid, attr.gid) != me).then_some((attr.uid, attr.gid));
             let t = |(s, ns): (u64, u32)| Timespec { tv_sec: s as i64, tv_nsec: ns as _ };
             let times = Timestamps { last_access: t(attr.times[0]), last_modification: t(attr.times[1]) };
-            rustix::fs::utimensat(a, &at, &times, AtFlags::empty())?;
+            folder_attrs(a, &at, attr.mode & 0o7777, owner, &times)?;
         }
         Ok(())
     }
@@ -546,6 +522,24 @@ impl Shared {
     pub fn area_path(&self, kind: &str, id: u64) -> std::path::PathBuf {
         self.at.join(kind).join(id.to_string())
     }
+}
+
+/// Give folder `at` of the area `a` its `owner` (where it is not gvbuild's), permission bits
+/// `mode` and `times`, in that order (a change of owner clears the set-id bits).
+fn folder_attrs(
+    a: &OwnedFd,
+    at: &str,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    times: &rustix::fs::Timestamps,
+) -> io::Result<()> {
+    if let Some((uid, gid)) = owner {
+        let (uid, gid) = (rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid));
+        rustix::fs::chownat(a, at, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
+    }
+    rustix::fs::chmodat(a, at, Mode::from_raw_mode(mode), AtFlags::empty())?;
+    rustix::fs::utimensat(a, at, times, AtFlags::empty())?;
+    Ok(())
 }
 
 /// A prepared sandbox's folders in the area ([`Shared::area_for`]); dropped (on the reaper
