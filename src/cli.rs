@@ -286,6 +286,11 @@ struct BuildArgs {
     /// reads a file it did not declare is not caught (docs/sandbox.md).
     #[arg(long = "no-sandbox", env = "GVBUILD_NO_SANDBOX", value_parser = clap::builder::FalseyValueParser::new())]
     no_sandbox: bool,
+    /// Run every selected `run:` step, unsandboxed, under strace, and list each project path it
+    /// read or wrote that it did not declare (as ninja's `-t missingdeps`, for every read). Such
+    /// a step's result is not cached, and the build exits 1 (docs/sandbox.md).
+    #[arg(long = "trace-undeclared", conflicts_with = "dry_run")]
+    trace_undeclared: bool,
     /// Human output on stderr: `gvbuild run` builds with stdout kept for the task's result.
     #[arg(skip)]
     human_to_stderr: bool,
@@ -308,6 +313,7 @@ impl BuildArgs {
             (self.rebuild_all, "-B"),
             (self.quiet, "-q"),
             (self.no_sandbox, "--no-sandbox"),
+            (self.trace_undeclared, "--trace-undeclared"),
         ];
         out.extend(flags.iter().filter(|(on, _)| *on).map(|(_, f)| f.to_string()));
         out.extend(self.rebuild.iter().map(|r| format!("--rebuild {r}")));
@@ -342,6 +348,7 @@ impl BuildArgs {
             rebuild_all: self.rebuild_all || after.rebuild_all,
             quiet: self.quiet || after.quiet,
             no_sandbox: self.no_sandbox || after.no_sandbox,
+            trace_undeclared: self.trace_undeclared || after.trace_undeclared,
             human_to_stderr: self.human_to_stderr || after.human_to_stderr,
         }
     }
@@ -1236,7 +1243,20 @@ fn build(
     };
     let graph = Graph::load_with(&p.source, &overrides(g)?, &p.state_dir, !dry)?;
     timings.mark("load graph");
-    let (selected, rebuild) = select_for_build(&graph, &args, explicit_build)?;
+    let (selected, mut rebuild) = select_for_build(&graph, &args, explicit_build)?;
+    if args.trace_undeclared {
+        if crate::fingerprint::tools::resolve("strace", &p.root).is_none() {
+            return Err(Error::Usage(
+                "--trace-undeclared runs each step under strace, which is not on PATH".into(),
+            ));
+        }
+        // Every `run:` step runs, to be traced, whatever the cache holds.
+        let runs = selected
+            .iter()
+            .map(|&i| graph.target(i))
+            .filter(|t| t.step.as_ref().is_some_and(|s| s.as_run().is_some()));
+        rebuild.extend(runs.map(|t| t.name.clone()));
+    }
     check_unset_vars(&graph, &selected, &p.source)?;
     // Nothing below points into the build file: its text (a byte per byte of gevulot.yaml, the
     // largest single block of a no-op build's memory after the graph) goes now.
@@ -1294,7 +1314,8 @@ fn build(
         remote_steps: servers.remote_steps,
         remote_exec: servers.remote_exec,
         platform: remote_args.platform.iter().cloned().collect(),
-        sandbox: crate::sandbox::Sandboxing::new(!opts.no_sandbox, &p.root),
+        sandbox: crate::sandbox::Sandboxing::new(!opts.no_sandbox && !opts.trace_undeclared, &p.root),
+        undeclared_steps: Default::default(),
     });
     timings.mark("load state");
     let summary = exec::build(ctx.clone(), &selected, &mut reporter);
@@ -1314,12 +1335,22 @@ fn build(
     }
     timings.mark("save state");
     warn_empty_globs(&ctx, &mut reporter);
+    let undeclared = ctx.undeclared_steps.load(Ordering::SeqCst);
+    if undeclared > 0 {
+        let steps = if undeclared == 1 { "1 step" } else { &format!("{undeclared} steps") };
+        reporter.warn(&format!(
+            "--trace-undeclared: {steps} touched undeclared project paths (listed above): declare them, or the sandbox hides them"
+        ));
+    }
     reporter.finish(&summary, was_interrupted);
     timings.report();
     // The graph, the state and the stat cache are saved: freeing their many small allocations
     // one by one would cost a no-op build an eighth of its time, for a process about to exit.
     std::mem::forget(ctx);
-    Ok(exit_code(&summary, was_interrupted))
+    Ok(match exit_code(&summary, was_interrupted) {
+        0 if undeclared > 0 => 1,
+        code => code,
+    })
 }
 
 /// A build's exit status: 130 after Ctrl-C or SIGTERM, 1 when a step failed, was skipped or
@@ -1522,6 +1553,7 @@ fn build_opts(args: &BuildArgs, selected: usize, rebuild: HashSet<String>) -> Op
         rebuild_all: args.rebuild_all,
         quiet: args.quiet,
         no_sandbox: args.no_sandbox,
+        trace_undeclared: args.trace_undeclared,
     }
 }
 

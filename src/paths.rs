@@ -40,13 +40,13 @@ pub fn relative_to(to: &str, from: &str) -> String {
     }
 }
 
-/// Whether `path` holds glob characters (`*?[{`), as gevulot.yaml's globs are written.
 /// Whether project path `path` is `dir` or lies below it (whole components: `a/bc` is not
 /// below `a/b`).
 pub fn is_within(path: &str, dir: &str) -> bool {
     path == dir || (path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/')
 }
 
+/// Whether `path` holds glob characters (`*?[{`), as gevulot.yaml's globs are written.
 pub fn is_glob(path: &str) -> bool {
     path.contains(['*', '?', '[', '{'])
 }

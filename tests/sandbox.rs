@@ -940,3 +940,76 @@ fn an_asked_lazy_view_that_cannot_be_had_is_a_warning() {
         assert!(!err.contains("the sandbox is not available"), "{err}");
     }
 }
+
+/// `--trace-undeclared` runs every `run:` step unsandboxed under strace and lists, for each,
+/// the project paths it read or wrote undeclared, with the key that would declare them; a
+/// step that did is not cached (the sandbox would have refused it), and the build exits 1.
+/// What it calls undeclared is what the sandbox hides: the same step fails there.
+#[test]
+fn trace_undeclared_lists_what_each_step_touched_undeclared_and_caches_none_of_those() {
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            &y(r#"
+            targets:
+              a:
+                inputs: [declared.txt]
+                outputs: [out/a.txt]
+                run: cat declared.txt secret.txt > out/a.txt
+              b:
+                deps: [a]
+                outputs: [out/b.txt]
+                run: cat out/a.txt other.txt > out/b.txt && echo x > stray.txt
+              c:
+                deps: [a]
+                inputs: [src/x.c]
+                outputs: [out/c.txt]
+                depfile: out/c.d
+                run: "cat src/x.c src/x.h out/a.txt > out/c.txt && printf 'out/c.txt: src/x.h\\n' > out/c.d"
+              app:
+                inputs: [main.c]
+                outputs: [build/app]
+                run: cc -MD -MF build/app.d -o build/app main.c
+                depfile: build/app.d
+                env: { CPATH: hidden }
+              d:
+                inputs: [declared.txt]
+                outputs: [out/d.txt]
+                run: cat declared.txt > out/d.txt
+            "#),
+        )
+        .file("declared.txt", "d\n")
+        .file("secret.txt", "s\n")
+        .file("other.txt", "o\n")
+        .file("src/x.c", "c\n")
+        .file("src/x.h", "h\n")
+        .file("main.c", "#include \"x.h\"\nint main(void) { return X; }\n")
+        .file("hidden/x.h", "#define X 0\n");
+    let run = p.gvbuild(&["--trace-undeclared"]).failure();
+    let err = run.stderr();
+    assert!(err.contains("`a` touched what it did not declare"), "{err}");
+    assert!(
+        err.contains("read  secret.txt (undeclared: the sandbox hides it; add it to `inputs:`)"),
+        "{err}"
+    );
+    // `b` ran although `a` read undeclared: every step is traced.
+    assert!(err.contains("read  other.txt (undeclared"), "{err}");
+    assert!(err.contains("wrote stray.txt (none of its outputs"), "{err}");
+    // A header found through CPATH, which no include folder of the command names.
+    assert!(err.contains("read  hidden/x.h (undeclared"), "{err}");
+    // Its inputs, its dependency's output and a header in its input's folder are declared.
+    assert!(!err.contains("`c` touched") && !err.contains("`d` touched"), "{err}");
+    assert!(err.contains("3 steps touched undeclared project paths"), "{err}");
+    // Its outputs are what an unsandboxed build gives, kept.
+    assert_eq!(p.read("out/b.txt"), "d\ns\no\n");
+    // Only the steps that kept to their set were recorded and cached: built again, the others
+    // run, and fail, since the sandbox hides what the trace named.
+    let (again, build) = p.build_any(&["-k"]);
+    let err = again.failure().stderr();
+    assert_eq!(build.fresh(), names(&["d"]), "{err}");
+    assert_eq!(build.with("failed"), names(&["a", "app"]), "{err}");
+    assert!(err.contains("read  secret.txt (hidden by the sandbox"), "{err}");
+    assert!(err.contains("x.h: No such file or directory"), "{err}");
+    // Traced again, a step runs, fresh or not.
+    assert_eq!(p.build(&["--trace-undeclared", "d"]).ran(), names(&["d"]));
+}

@@ -86,6 +86,9 @@ pub struct Opts {
     pub quiet: bool,
     /// `--no-sandbox`: run `run:` steps unsandboxed.
     pub no_sandbox: bool,
+    /// `--trace-undeclared`: run `run:` steps unsandboxed under strace, and list what each
+    /// touched in the project that it did not declare.
+    pub trace_undeclared: bool,
 }
 
 impl Opts {
@@ -137,6 +140,8 @@ pub struct Ctx {
     pub platform: crate::cache::remote::Platform,
     /// The sandbox of `run:` steps.
     pub sandbox: crate::sandbox::Sandboxing,
+    /// With `--trace-undeclared`: the steps found touching what they did not declare.
+    pub undeclared_steps: std::sync::atomic::AtomicUsize,
 }
 
 impl Ctx {

@@ -595,7 +595,7 @@ fn run_and_store(
     // Inputs edited while the step ran make its result unrepeatable, and a result run locally
     // under a remote step's key is not that key's: keep it, but store and record nothing, so
     // that the next build runs it again.
-    let mut storable = !ran.fell_back;
+    let mut storable = !ran.fell_back && !ran.untrusted;
     if !inputs_unchanged(ctx, t, step, &parts, &inputs_before) {
         storable = false;
         warnings.push(format!("an input of `{}` changed while it ran; its result is not cached", t.name));
@@ -638,6 +638,8 @@ struct Execution {
     shipped: Option<remote_exec::Shipped>,
     /// Run locally after the engine failed (`--remote-exec-fallback`).
     fell_back: bool,
+    /// Traced touching what it did not declare (`--trace-undeclared`): not to be cached.
+    untrusted: bool,
 }
 
 /// Run the step: a `run:` command here or on the engine, a built-in kind through its module. Sets
@@ -657,6 +659,7 @@ fn execute(
         searched: Vec::new(),
         shipped: None,
         fell_back: false,
+        untrusted: false,
     };
     if let Some(run) = step.as_run() {
         done.command = Some(run.command.clone());
@@ -671,6 +674,19 @@ fn execute(
                 ran.shipped = Some(s);
             }
             Ran::FellBack => ran.fell_back = true,
+            Ran::Traced(lines) => {
+                // Run here, though with `--remote-exec` its key is a remote step's.
+                ran.fell_back = ctx.remote_steps;
+                if !lines.is_empty() {
+                    ctx.undeclared_steps.fetch_add(1, Ordering::SeqCst);
+                    ran.untrusted = true;
+                    ran.warnings.push(format!(
+                        "`{}` touched what it did not declare (its result is not cached):\n  {}",
+                        t.name,
+                        lines.join("\n  ")
+                    ));
+                }
+            }
         }
         return Ok(ran);
     }
@@ -918,6 +934,9 @@ fn changed_since(meta: &fs::Metadata, since: SystemTime) -> bool {
 /// Where a `run:` step ran.
 enum Ran {
     Local,
+    /// Here, unsandboxed under strace (`--trace-undeclared`): what it touched undeclared, a
+    /// line for each path.
+    Traced(Vec<String>),
     Remote(remote_exec::Shipped),
     /// Locally, though its key is a remote step's: the engine was lost (`--remote-exec-fallback`).
     FellBack,
@@ -931,6 +950,9 @@ fn run_here_or_remote(
     parts: &KeyParts,
     log: &Path,
 ) -> Result<Ran, StepError> {
+    if ctx.opts.trace_undeclared {
+        return execute_traced(ctx, t, run, parts, log).map(Ran::Traced);
+    }
     let Some(rx) = ctx.remote_exec.as_ref() else {
         return execute_run(ctx, t, run, parts, log).map(|()| Ran::Local);
     };
@@ -953,42 +975,16 @@ fn run_here_or_remote(
 /// wrote in the project anything but its outputs; one that failed is run again traced to
 /// name what it touched undeclared ([`crate::sandbox::diagnose`]).
 fn execute_run(ctx: &Ctx, t: &Target, run: &RunSpec, parts: &KeyParts, log: &Path) -> Result<(), StepError> {
-    let live = ctx.opts.verbose.then(|| format!("[{}] ", t.name));
-    let spec = Invocation {
-        command: &run.command,
-        root: &ctx.root,
-        env: &run.env_with(&parts.pass_env),
-        log,
-        live: live.as_deref(),
-    };
-    for s in &run.scratch {
-        fs::create_dir_all(ctx.root.join(s)).map_err(StepError::Shell)?;
-    }
+    make_scratch(ctx, run)?;
     let sandboxed = sandboxed(ctx, run);
     let plan = match &sandboxed {
         Some(support) => Some(sandbox_plan(ctx, t, run, parts, support.clone())?),
-        // `network: false` holds for an unsandboxed step too, where the machine allows it.
-        None => match ctx.sandbox.support() {
-            s @ crate::sandbox::Support::Yes { .. } if !run.network => {
-                Some(crate::sandbox::Plan::network_only(&ctx.root, s.clone()).map_err(|source| {
-                    StepError::Sandbox(crate::sandbox::SetupError {
-                        phase: crate::sandbox::Phase::Unshare,
-                        path: None,
-                        source,
-                    })
-                })?)
-            }
-            _ => None,
-        },
+        None => network_only(ctx, run)?,
     };
-    let slot = ctx.slots.acquire();
-    let ran = run_step::run_in(&spec, &ctx.jobs, plan);
-    drop(slot);
-    let (status, harvest) = match ran {
-        Ok(r) => r,
-        Err(run_step::Failure::Io(e)) => return Err(StepError::Shell(e)),
-        Err(run_step::Failure::Setup(e)) => return Err(StepError::Sandbox(e)),
-    };
+    let live = ctx.opts.verbose.then(|| format!("[{}] ", t.name));
+    let env = run.env_with(&parts.pass_env);
+    let spec = Invocation { command: &run.command, root: &ctx.root, env: &env, log, live: live.as_deref() };
+    let (status, harvest) = run_here(ctx, &spec, plan)?;
     if ctx.interrupted.load(Ordering::SeqCst) {
         return Ok(());
     }
@@ -1030,11 +1026,53 @@ fn execute_run(ctx: &Ctx, t: &Target, run: &RunSpec, parts: &KeyParts, log: &Pat
             None => StepError::Signal,
         });
     }
-    let mut lines = undeclared_lines(ctx, t, parts, &touched);
+    let mut lines = undeclared_lines(ctx, t, parts, &touched, false);
     if sandboxed.is_some() && !traced && !status.success() {
         lines.push("(install strace for gvbuild to name the undeclared files it read as well)".into());
     }
     Err(StepError::Undeclared { how, lines })
+}
+
+/// Make `run`'s scratch folders (each step's own: it may have been removed since).
+fn make_scratch(ctx: &Ctx, run: &RunSpec) -> Result<(), StepError> {
+    for s in &run.scratch {
+        fs::create_dir_all(ctx.root.join(s)).map_err(StepError::Shell)?;
+    }
+    Ok(())
+}
+
+/// Run `spec` with `plan`, holding a command slot: its exit status, and what its sandbox saw
+/// written.
+fn run_here(
+    ctx: &Ctx,
+    spec: &Invocation,
+    plan: Option<crate::sandbox::Plan>,
+) -> Result<(std::process::ExitStatus, Option<crate::sandbox::Harvest>), StepError> {
+    let slot = ctx.slots.acquire();
+    let ran = run_step::run_in(spec, &ctx.jobs, plan);
+    drop(slot);
+    match ran {
+        Ok(r) => Ok(r),
+        Err(run_step::Failure::Io(e)) => Err(StepError::Shell(e)),
+        Err(run_step::Failure::Setup(e)) => Err(StepError::Sandbox(e)),
+    }
+}
+
+/// An unsandboxed step's plan: none, or only a network namespace where it has `network: false`
+/// and the machine allows one.
+fn network_only(ctx: &Ctx, run: &RunSpec) -> Result<Option<crate::sandbox::Plan>, StepError> {
+    match ctx.sandbox.support() {
+        s @ crate::sandbox::Support::Yes { .. } if !run.network => {
+            crate::sandbox::Plan::network_only(&ctx.root, s.clone()).map(Some).map_err(|source| {
+                StepError::Sandbox(crate::sandbox::SetupError {
+                    phase: crate::sandbox::Phase::Unshare,
+                    path: None,
+                    source,
+                })
+            })
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Whether `run` runs sandboxed here: `Some(what the machine gives)` when it does.
@@ -1131,12 +1169,99 @@ fn trace_failed(
     Some(found)
 }
 
+/// Run a shell step here, unsandboxed, under strace (`--trace-undeclared`), holding a command
+/// slot; then check every project path it touched against what the sandbox would have let it
+/// touch ([`crate::sandbox::Declared`]). `Ok` with a line for each path it did not declare
+/// ([`undeclared_lines`]; none for a step that kept to its set); `Err` when the command failed,
+/// naming those paths too.
+fn execute_traced(
+    ctx: &Ctx,
+    t: &Target,
+    run: &RunSpec,
+    parts: &KeyParts,
+    log: &Path,
+) -> Result<Vec<String>, StepError> {
+    let Some(strace) = crate::fingerprint::tools::resolve("strace", &ctx.root) else {
+        return Err(StepError::Shell(std::io::Error::other(
+            "--trace-undeclared needs strace, which is not on PATH",
+        )));
+    };
+    let trace = tempfile::Builder::new().prefix("gvbuild-trace-").tempfile().map_err(StepError::Shell)?;
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let args = crate::sandbox::diagnose::STRACE_ARGS.join(" ");
+    let command = format!(
+        "exec {} {args} -o {} /bin/sh -ec {}",
+        quote(&strace.to_string_lossy()),
+        quote(&trace.path().to_string_lossy()),
+        quote(&run.command)
+    );
+    make_scratch(ctx, run)?;
+    let plan = network_only(ctx, run)?;
+    let live = ctx.opts.verbose.then(|| format!("[{}] ", t.name));
+    let env = run.env_with(&parts.pass_env);
+    let spec = Invocation { command: &command, root: &ctx.root, env: &env, log, live: live.as_deref() };
+    let (status, _) = run_here(ctx, &spec, plan)?;
+    if ctx.interrupted.load(Ordering::SeqCst) {
+        return Ok(Vec::new());
+    }
+    let text = fs::read_to_string(trace.path()).map_err(StepError::Shell)?;
+    let root = ctx.root.as_path();
+    let trace_path = trace.path().strip_prefix(root).ok().and_then(|p| p.to_str()).map(str::to_string);
+    let ignore = |p: &str| trace_path.as_deref() == Some(p);
+    let accessed = crate::sandbox::diagnose::accessed(&text, root, &ignore);
+    let visible = super::visible::of_with(ctx, t, run, parts, super::visible::Detail::Lazy)?;
+    let outputs = parts.output_paths();
+    let spec = crate::sandbox::Spec {
+        project: root,
+        visible: &visible,
+        outputs: &outputs,
+        scratch: &run.scratch,
+        network: run.network,
+        tmp: ctx.sandbox.tmp(),
+        hide: &[],
+        shared: &|_| false,
+        produced: visible.unlisted.then(|| std::sync::Arc::clone(ctx.outputs_sorted())),
+        force_lazy: false,
+        near: &[],
+    };
+    let declared = crate::sandbox::Declared::new(&spec).map_err(StepError::Shell)?;
+    let tmp = ctx.sandbox.tmp().strip_prefix(root).ok().and_then(|p| p.to_str()).map(str::to_string);
+    // Its own TMPDIR, where that is in the project, is the sandbox's too.
+    let in_tmp = |p: &str| tmp.as_deref().is_some_and(|d| crate::paths::is_within(p, d));
+    let mut touched = crate::sandbox::diagnose::Touched::default();
+    for p in &accessed.writes {
+        if !declared.writes(p) && !in_tmp(p) {
+            touched.writes.insert(p.clone());
+        }
+    }
+    for p in &accessed.reads {
+        // A file it made itself is named once, where it wrote it.
+        if !declared.reads(p) && !in_tmp(p) && !accessed.writes.contains(p) {
+            touched.reads.insert(p.clone());
+        }
+    }
+    let lines = undeclared_lines(ctx, t, parts, &touched, true);
+    if status.success() {
+        return Ok(lines);
+    }
+    let how = match status.code() {
+        Some(c) => format!("the command exited with status {c}"),
+        None => "the command was killed by a signal".to_string(),
+    };
+    Err(match (status.code(), lines.is_empty()) {
+        (_, false) => StepError::Undeclared { how, lines },
+        (Some(c), true) => StepError::Exit(c),
+        (None, true) => StepError::Signal,
+    })
+}
+
 /// One line per undeclared path: what the step did, and the key that would declare it.
 fn undeclared_lines(
     ctx: &Ctx,
     t: &Target,
     parts: &KeyParts,
     touched: &crate::sandbox::diagnose::Touched,
+    traced: bool,
 ) -> Vec<String> {
     const MAX: usize = 20;
     let mut lines = Vec::new();
@@ -1169,7 +1294,8 @@ fn undeclared_lines(
                 _ => "add it to `inputs:`".to_string(),
             }
         };
-        lines.push(format!("read  {p} (hidden by the sandbox; {hint})"));
+        let how = if traced { "undeclared: the sandbox hides it" } else { "hidden by the sandbox" };
+        lines.push(format!("read  {p} ({how}; {hint})"));
     }
     for p in &touched.writes {
         if parts.inputs.contains_key(p)

@@ -38,6 +38,113 @@ pub fn from_strace(
     ignore: &dyn Fn(&str) -> bool,
 ) -> Touched {
     let mut t = Touched::default();
+    each_path(log, project, |_, result, _, placed| {
+        let erofs = result.starts_with("-1 EROFS") || result.starts_with("-1 EBUSY");
+        if !erofs && !result.starts_with("-1 ENOENT") {
+            return;
+        }
+        match placed {
+            Placed::Outside(abs) if erofs => {
+                t.outside.insert(abs.display().to_string());
+            }
+            Placed::Outside(_) => {}
+            Placed::Project(rel) if rel.is_empty() || ignore(rel) => {}
+            Placed::Project(rel) if erofs => {
+                t.writes.insert(rel.to_string());
+            }
+            Placed::Project(rel) if exists(rel) => {
+                t.reads.insert(rel.to_string());
+            }
+            Placed::Project(_) => {}
+        }
+    });
+    t
+}
+
+/// What a step run unsandboxed did in its project, from an strace log of it (as
+/// [`from_strace`] reads one): the project paths that calls which succeeded read and wrote.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Accessed {
+    /// Opened for reading, `stat`ed, `access`ed, listed, run or read as a symlink.
+    pub reads: BTreeSet<String>,
+    /// Opened for writing (`O_WRONLY`, `O_RDWR`, `O_CREAT`, `O_TRUNC`), made, removed, renamed
+    /// (both names), linked to, or had their mode, owner or times changed.
+    pub writes: BTreeSet<String>,
+}
+
+/// The calls that change the path they name (for `link`, the new name; for `symlink`, its
+/// first string is the link's text, no path).
+const WRITING: &[&str] = &[
+    "creat",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "rmdir",
+    "unlink",
+    "unlinkat",
+    "rename",
+    "renameat",
+    "renameat2",
+    "truncate",
+    "chmod",
+    "fchmodat",
+    "fchmodat2",
+    "chown",
+    "lchown",
+    "fchownat",
+    "utime",
+    "utimes",
+    "utimensat",
+    "futimesat",
+    "setxattr",
+    "lsetxattr",
+    "removexattr",
+    "lremovexattr",
+];
+
+/// The project paths (relative; the project folder itself is `""`) that the calls of `log`
+/// which succeeded touched, in a step run unsandboxed in `project` (canonical); `ignore`
+/// leaves out the trace's own file.
+pub fn accessed(log: &str, project: &Path, ignore: &dyn Fn(&str) -> bool) -> Accessed {
+    let mut a = Accessed::default();
+    each_path(log, project, |call, result, nth, placed| {
+        let Placed::Project(rel) = placed else { return };
+        if result.starts_with('-') || result.starts_with('?') || ignore(rel) {
+            return;
+        }
+        let name = call.split_once('(').map_or(call, |(n, _)| n);
+        let flags = call.rsplit_once(" = ").map_or(call, |(a, _)| a);
+        let opens_for_writing = matches!(name, "open" | "openat" | "openat2")
+            && ["O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC"].iter().any(|f| flags.contains(f));
+        let writes = match name {
+            // `link(old, new)`: the old name is read, the new one made.
+            "link" | "linkat" => nth > 0,
+            // `symlink(text, new)`: only the new name is a path.
+            "symlink" | "symlinkat" if nth == 0 => return,
+            "symlink" | "symlinkat" => true,
+            _ => opens_for_writing || WRITING.contains(&name),
+        };
+        if writes {
+            a.writes.insert(rel.to_string());
+        } else {
+            a.reads.insert(rel.to_string());
+        }
+    });
+    a
+}
+
+/// Where a path a call named lies: in the project (relative, `""` for the project folder),
+/// or outside it (absolute).
+enum Placed<'a> {
+    Project(&'a str),
+    Outside(&'a Path),
+}
+
+/// Call `f(call, result, n, placed)` for the `n`th path string of each call of `log` (`call`:
+/// the whole call as strace printed it, its halves joined; `result`: what follows ` = `),
+/// placed where the process was.
+fn each_path(log: &str, project: &Path, mut f: impl FnMut(&str, &str, usize, Placed)) {
     let mut cwd: HashMap<String, PathBuf> = HashMap::new();
     let mut pending: HashMap<String, String> = HashMap::new();
     for line in log.lines() {
@@ -75,29 +182,14 @@ pub fn from_strace(
                 cwd.insert(child.to_string(), here.clone());
             }
         }
-        let erofs = result.starts_with("-1 EROFS") || result.starts_with("-1 EBUSY");
-        if !erofs && !result.starts_with("-1 ENOENT") {
-            continue;
-        }
-        for (base, raw) in args {
+        for (n, (base, raw)) in args.into_iter().enumerate() {
             let abs = resolve(&here, base.as_deref(), &raw);
-            let Some(rel) = abs.strip_prefix(project).ok().and_then(|r| r.to_str()) else {
-                if erofs {
-                    t.outside.insert(abs.display().to_string());
-                }
-                continue;
-            };
-            if rel.is_empty() || ignore(rel) {
-                continue;
-            }
-            if erofs {
-                t.writes.insert(rel.to_string());
-            } else if exists(rel) {
-                t.reads.insert(rel.to_string());
+            match abs.strip_prefix(project).ok().and_then(|r| r.to_str()) {
+                Some(rel) => f(&call, result, n, Placed::Project(rel)),
+                None => f(&call, result, n, Placed::Outside(&abs)),
             }
         }
     }
-    t
 }
 
 /// `p` placed in a folder: absolute as it is, else below `base` (the call's folder argument)
@@ -268,5 +360,27 @@ mod tests {
 ";
         let t = from_strace(log, Path::new("/p"), &|_| false, &|_| false);
         assert_eq!(t.outside.iter().map(String::as_str).collect::<Vec<_>>(), ["/root/.gvx"]);
+    }
+
+    /// What a step run unsandboxed touched: calls that succeeded, split by whether they change
+    /// the path; failures and paths outside the project are left out.
+    #[test]
+    fn accessed_splits_reads_from_writes() {
+        let log = r#"20 execve("/p/tools/gen.sh", ["gen.sh"], 0x7ffe /* 3 vars */) = 0
+20 openat(AT_FDCWD</p>, "src/a.txt", O_RDONLY) = 3</p/src/a.txt>
+20 newfstatat(AT_FDCWD</p>, "config.toml", {st_mode=S_IFREG|0644, st_size=3, ...}, 0) = 0
+20 access("missing.txt", R_OK) = -1 ENOENT (No such file or directory)
+20 openat(AT_FDCWD</p>, "out/a.txt", O_WRONLY|O_CREAT|O_TRUNC, 0666) = 4</p/out/a.txt>
+20 openat(AT_FDCWD</p>, "/etc/passwd", O_RDONLY|O_CLOEXEC) = 5</etc/passwd>
+20 rename("out/a.tmp", "out/b.txt") = 0
+20 symlink("../src/a.txt", "out/link") = 0
+20 linkat(AT_FDCWD</p>, "src/a.txt", AT_FDCWD</p>, "copy.txt", 0) = 0
+20 readlink("out/link", "../src/a.txt", 4095) = 12
+20 openat(AT_FDCWD</p>, "/tmp/trace", O_WRONLY|O_CREAT, 0666) = 6</tmp/trace>
+"#;
+        let a = accessed(log, Path::new("/p"), &|_| false);
+        let list = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>();
+        assert_eq!(list(&a.reads), ["config.toml", "out/link", "src/a.txt", "tools/gen.sh"]);
+        assert_eq!(list(&a.writes), ["copy.txt", "out/a.tmp", "out/a.txt", "out/b.txt", "out/link"]);
     }
 }

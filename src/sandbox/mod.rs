@@ -514,6 +514,99 @@ fn phase_text(p: Phase) -> &'static str {
     }
 }
 
+/// Each symlink of a view and its text.
+type Links<'a> = BTreeMap<&'a str, &'a str>;
+
+/// The paths of `spec`'s view (the folders above each, and above its outputs and scratch
+/// folders, included), and the text of each symlink among them. Makes the scratch folders.
+fn view_of<'a>(spec: &Spec<'a>) -> io::Result<(BTreeMap<String, Node>, Links<'a>)> {
+    let mut view: BTreeMap<String, Node> = BTreeMap::new();
+    let add_folders = |view: &mut BTreeMap<String, Node>, p: &str| {
+        let mut end = 0;
+        while let Some(i) = p[end..].find('/') {
+            end += i;
+            view.entry(p[..end].to_string()).or_insert(Node::Folder);
+            end += 1;
+        }
+    };
+    for (p, entry) in &spec.visible.entries {
+        add_folders(&mut view, p);
+        let node = match entry {
+            Entry::File { .. } => Node::File,
+            Entry::Link(_) => Node::Link,
+            Entry::Folder => Node::Folder,
+            Entry::Output => Node::Output,
+        };
+        // A file or link listed again replaces what was there; below a path that became a
+        // file nothing can stay (the input root refuses that set before a remote run).
+        view.insert(p.clone(), node);
+    }
+    let links: Links = spec
+        .visible
+        .entries
+        .iter()
+        .filter_map(|(p, e)| match e {
+            Entry::Link(t) => Some((p.as_str(), t.as_str())),
+            _ => None,
+        })
+        .collect();
+    for o in spec.outputs {
+        add_folders(&mut view, o);
+    }
+    for s in spec.scratch {
+        add_folders(&mut view, s);
+        view.insert(s.clone(), Node::Scratch);
+        fs::create_dir_all(spec.project.join(s))?;
+    }
+    Ok((view, links))
+}
+
+/// The lazy view's answers for `spec`, whose paths are `view` (from [`view_of`]).
+fn index_of(
+    spec: &Spec,
+    view: Arc<BTreeMap<String, Node>>,
+    links: &BTreeMap<&str, &str>,
+) -> io::Result<fuse::Index> {
+    let links: HashMap<String, String> = links.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect();
+    let produced = match (&spec.produced, spec.visible.unlisted) {
+        (Some(all), true) => Some((Arc::clone(all), Arc::new(spec.visible.deps.clone()))),
+        _ => None,
+    };
+    let discover = if spec.visible.unlisted { spec.visible.discover.clone() } else { Vec::new() };
+    fuse::Index::new(spec.project, view, links, produced, discover)
+}
+
+/// What a step may touch in its project, as its sandbox would let it: read what its view
+/// shows, read and write at and below its outputs and scratch folders. `gvbuild
+/// --trace-undeclared` checks a step run unsandboxed under strace against it.
+pub struct Declared {
+    index: fuse::Index,
+    writable: Vec<String>,
+}
+
+impl Declared {
+    /// The set of `spec` (a visible set made for a lazy view, or a listed one). `Err` when the
+    /// project folder cannot be opened or a scratch folder made.
+    pub fn new(spec: &Spec) -> io::Result<Declared> {
+        let (view, links) = view_of(spec)?;
+        let index = index_of(spec, Arc::new(view), &links)?;
+        let writable = spec.outputs.iter().chain(spec.scratch).cloned().collect();
+        Ok(Declared { index, writable })
+    }
+
+    /// Whether the step may write project path `p` (relative, `/`-separated): it is at or
+    /// below one of its outputs or scratch folders.
+    pub fn writes(&self, p: &str) -> bool {
+        self.writable.iter().any(|w| crate::paths::is_within(p, w))
+    }
+
+    /// Whether the step may read `p`: its view shows it (the project folder and the folders
+    /// above what it shows included), or it may write it.
+    pub fn reads(&self, p: &str) -> bool {
+        self.writes(p) || self.index.shows(p)
+    }
+}
+
 impl Plan {
     /// Plan the view of `spec` for a machine that gives `support` (`Support::Yes`). `Err` only
     /// for a path that cannot be a C string or a scratch folder that cannot be made.
@@ -538,44 +631,7 @@ impl Plan {
                 "the lazy view's server has stopped: run the build again, or set GVBUILD_SANDBOX_VIEW=bind",
             ));
         }
-        let mut view: BTreeMap<String, Node> = BTreeMap::new();
-        let add_folders = |view: &mut BTreeMap<String, Node>, p: &str| {
-            let mut end = 0;
-            while let Some(i) = p[end..].find('/') {
-                end += i;
-                view.entry(p[..end].to_string()).or_insert(Node::Folder);
-                end += 1;
-            }
-        };
-        for (p, entry) in &spec.visible.entries {
-            add_folders(&mut view, p);
-            let node = match entry {
-                Entry::File { .. } => Node::File,
-                Entry::Link(_) => Node::Link,
-                Entry::Folder => Node::Folder,
-                Entry::Output => Node::Output,
-            };
-            // A file or link listed again replaces what was there; below a path that became a
-            // file nothing can stay (the input root refuses that set before a remote run).
-            view.insert(p.clone(), node);
-        }
-        let links: BTreeMap<&str, &str> = spec
-            .visible
-            .entries
-            .iter()
-            .filter_map(|(p, e)| match e {
-                Entry::Link(t) => Some((p.as_str(), t.as_str())),
-                _ => None,
-            })
-            .collect();
-        for o in spec.outputs {
-            add_folders(&mut view, o);
-        }
-        for s in spec.scratch {
-            add_folders(&mut view, s);
-            view.insert(s.clone(), Node::Scratch);
-            fs::create_dir_all(spec.project.join(s))?;
-        }
+        let (view, links) = view_of(spec)?;
         let abs = |p: &str| cstr(spec.project.join(p));
         if lazy {
             // Only the scratch folders are bound; the rest is looked up when asked for.
@@ -585,16 +641,8 @@ impl Plan {
                     ops.push(Op::Bind { rel: cstr(p)?, at: abs(p)?, folder: true, writable: true });
                 }
             }
-            let links: HashMap<String, String> =
-                links.into_iter().map(|(p, t)| (p.to_string(), t.to_string())).collect();
             let view = Arc::new(view);
-            let produced = match (&spec.produced, spec.visible.unlisted) {
-                (Some(all), true) => Some((Arc::clone(all), Arc::new(spec.visible.deps.clone()))),
-                _ => None,
-            };
-            let discover = if spec.visible.unlisted { spec.visible.discover.clone() } else { Vec::new() };
-            let index =
-                Arc::new(fuse::Index::new(spec.project, Arc::clone(&view), links, produced, discover)?);
+            let index = Arc::new(index_of(spec, Arc::clone(&view), &links)?);
             let server = fuse::server().map_err(io::Error::other)?;
             let id = server.register(Arc::clone(&index));
             // Forgotten with the plan from here on, whatever fails below.
