@@ -13,6 +13,10 @@
 #     -j1, cold; (sandboxed - unsandboxed) / 500 is what the sandbox adds to a step's wall time.
 #     Such a step sees a handful of paths, so its view is bound; (d) is the same with every view
 #     lazy (GVBUILD_SANDBOX_VIEW=lazy), the fixed cost of a step that sees many.
+# (e) The mechanism's floor (bench/sandbox-floor.c, where cc is on PATH and this runs as root):
+#     the same one-command step plainly and in the least a per-step sandbox with an overlay can
+#     be (its namespace, an overlay of a plain folder, TMPDIR bound, the output copied out, the
+#     folders removed; no view), 500 of each, interleaved. What gvbuild adds beyond it is its view.
 # Target: (a) and (b) at most 1.10x unsandboxed.
 #
 # Environment (all optional): GVBUILD (default: cargo build --release), RUNS (default 3), LEAF_RUNS
@@ -96,6 +100,25 @@ flat_on=$(median ${flat[on]}); flat_lazy=$(median ${flat[lazy]}); flat_off=$(med
 per_step=$(python3 -c "print(f'{($flat_on - $flat_off) / 500:.2f}')")
 per_lazy=$(python3 -c "print(f'{($flat_lazy - $flat_off) / 500:.2f}')")
 
+# ---------------------------------------------------------------- (e) the mechanism's floor
+floor_row=""
+if command -v cc >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && cc -O2 -o "$WORK/floor" "$REPO/bench/sandbox-floor.c"; then
+  plain=() boxed=()
+  for ((i = 1; i <= RUNS; i++)); do
+    mkdir "$WORK/floor-$i"
+    read -r a b < <("$WORK/floor" "$WORK/floor-$i" 500)
+    plain+=("$a") boxed+=("$b")
+    rm -rf "$WORK/floor-$i"
+  done
+  floor_plain=$(median "${plain[@]}"); floor_boxed=$(median "${boxed[@]}")
+  floor_ms=$(python3 -c "print(f'{($floor_boxed - $floor_plain) / 1000:.2f}')")
+  floor_share=$(python3 -c "print(f'{1 + ($floor_boxed - $floor_plain) / 1000 / ($flat_off / 500):.2f}')")
+  floor_row="| the mechanism's floor (bench/sandbox-floor.c: namespace, overlay of a plain folder, no view), µs a step | $floor_boxed | $floor_plain | $(ratio "$floor_boxed" "$floor_plain")× | |"
+  log "floor: plain ${plain[*]} us, sandboxed ${boxed[*]} us"
+else
+  log "no floor: needs cc and root"
+fi
+
 out=$REPO/bench/sandbox-results.md
 {
   echo "# Sandbox cost ($(date -u +%Y-%m-%d), \`bash bench/sandbox.sh\`, RUNS=$RUNS, LEAF_RUNS=$LEAF_RUNS, -j$JOBS, $(nproc) cores)"
@@ -106,8 +129,12 @@ out=$REPO/bench/sandbox-results.md
   echo "| one-leaf rebuild at 10,000 targets ($steps steps run) | $leaf_on | $leaf_off | $(ratio "$leaf_on" "$leaf_off")× | ≤ 1.10× |"
   echo "| 500 independent one-input steps, -j1 (bound view) | $flat_on | $flat_off | $(ratio "$flat_on" "$flat_off")× | |"
   echo "| the same, every view lazy | $flat_lazy | $flat_off | $(ratio "$flat_lazy" "$flat_off")× | |"
+  [[ -n $floor_row ]] && echo "$floor_row"
   echo
-  echo "Sandbox setup per step (from the last two rows): $per_step ms bound, $per_lazy ms lazy."
+  echo "Sandbox setup per step (from rows 3 and 4): $per_step ms bound, $per_lazy ms lazy."
+  if [[ -n $floor_row ]]; then
+    echo "The mechanism's floor: $floor_ms ms a step, which would make a -j1 step of row 3 ${floor_share}× unsandboxed; the rest of gvbuild's setup is its view."
+  fi
   echo
   echo "Runs (ms): cold on: ${cold[on]}; off: ${cold[off]}. Leaf on: ${leaf[on]}; off: ${leaf[off]}. Flat on: ${flat[on]}; lazy: ${flat[lazy]}; off: ${flat[off]}."
 } >"$out"

@@ -1318,7 +1318,7 @@ fn build(
         undeclared_steps: Default::default(),
     });
     timings.mark("load state");
-    let summary = exec::build(ctx.clone(), &selected, &mut reporter);
+    let mut summary = exec::build(ctx.clone(), &selected, &mut reporter);
     timings.mark("build");
     if let Some(w) = ctx.remote_exec.as_ref().and_then(|r| r.warning()) {
         engine_warned |= servers.cache_is_engine;
@@ -1336,10 +1336,11 @@ fn build(
     timings.mark("save state");
     warn_empty_globs(&ctx, &mut reporter);
     let undeclared = ctx.undeclared_steps.load(Ordering::SeqCst);
+    summary.undeclared = undeclared;
     if undeclared > 0 {
         let steps = if undeclared == 1 { "1 step" } else { &format!("{undeclared} steps") };
         reporter.warn(&format!(
-            "--trace-undeclared: {steps} touched undeclared project paths (listed above): declare them, or the sandbox hides them"
+            "--trace-undeclared: {steps} touched paths they did not declare (listed above): declare them, or the sandbox hides or refuses them"
         ));
     }
     reporter.finish(&summary, was_interrupted);

@@ -976,8 +976,19 @@ fn trace_undeclared_lists_what_each_step_touched_undeclared_and_caches_none_of_t
                 inputs: [declared.txt]
                 outputs: [out/d.txt]
                 run: cat declared.txt > out/d.txt
+              lib:
+                inputs: [f.c]
+                outputs: [out/libf.a, out/v.txt]
+                run: "cc -c f.c -o $TMPDIR/f.o && ar rcs out/libf.a $TMPDIR/f.o && echo 1 > v.tmp && mv v.tmp out/v.txt"
+              gen:
+                outputs: [gen.txt]
+                run: echo g > gen.txt
+              late:
+                outputs: [out/late.txt]
+                run: cat gen.txt > out/late.txt
             "#),
         )
+        .file("f.c", "int f(void) { return 1; }\n")
         .file("declared.txt", "d\n")
         .file("secret.txt", "s\n")
         .file("other.txt", "o\n")
@@ -985,7 +996,7 @@ fn trace_undeclared_lists_what_each_step_touched_undeclared_and_caches_none_of_t
         .file("src/x.h", "h\n")
         .file("main.c", "#include \"x.h\"\nint main(void) { return X; }\n")
         .file("hidden/x.h", "#define X 0\n");
-    let run = p.gvbuild(&["--trace-undeclared"]).failure();
+    let run = p.gvbuild(&["--trace-undeclared", "a", "b", "c", "app", "d", "lib"]).failure();
     let err = run.stderr();
     assert!(err.contains("`a` touched what it did not declare"), "{err}");
     assert!(
@@ -997,19 +1008,32 @@ fn trace_undeclared_lists_what_each_step_touched_undeclared_and_caches_none_of_t
     assert!(err.contains("wrote stray.txt (none of its outputs"), "{err}");
     // A header found through CPATH, which no include folder of the command names.
     assert!(err.contains("read  hidden/x.h (undeclared"), "{err}");
-    // Its inputs, its dependency's output and a header in its input's folder are declared.
-    assert!(!err.contains("`c` touched") && !err.contains("`d` touched"), "{err}");
-    assert!(err.contains("3 steps touched undeclared project paths"), "{err}");
+    // Its inputs, its dependency's output and a header in its input's folder are declared;
+    // the compiler's own files, its TMPDIR, a file made and renamed over an output are not
+    // the project's.
+    for clean in ["`c`", "`d`", "`lib`"] {
+        assert!(!err.contains(&format!("{clean} touched")), "{err}");
+    }
+    assert!(err.contains("3 steps touched paths they did not declare"), "{err}");
     // Its outputs are what an unsandboxed build gives, kept.
     assert_eq!(p.read("out/b.txt"), "d\ns\no\n");
     // Only the steps that kept to their set were recorded and cached: built again, the others
     // run, and fail, since the sandbox hides what the trace named.
-    let (again, build) = p.build_any(&["-k"]);
+    let (again, build) = p.build_any(&["-k", "a", "b", "c", "app", "d", "lib"]);
     let err = again.failure().stderr();
-    assert_eq!(build.fresh(), names(&["d"]), "{err}");
+    assert_eq!(build.fresh(), names(&["d", "lib"]), "{err}");
     assert_eq!(build.with("failed"), names(&["a", "app"]), "{err}");
     assert!(err.contains("read  secret.txt (hidden by the sandbox"), "{err}");
     assert!(err.contains("x.h: No such file or directory"), "{err}");
     // Traced again, a step runs, fresh or not.
     assert_eq!(p.build(&["--trace-undeclared", "d"]).ran(), names(&["d"]));
+    // A file another target writes, read before it was there: a missing dependency.
+    let run = p.gvbuild(&["--trace-undeclared", "late"]).failure();
+    let err = run.stderr();
+    assert!(
+        err.contains(
+            "read  gen.txt (undeclared: the sandbox hides it; written by target `gen`: add `gen` to `deps:`)"
+        ),
+        "{err}"
+    );
 }

@@ -80,6 +80,9 @@ pub enum StepError {
     /// A sandboxed step wrote, read or wrote outside what it declared.
     #[error("{how}, but in the sandbox it touched what it did not declare:\n  {}", lines.join("\n  "))]
     Undeclared { how: String, lines: Vec<String> },
+    /// A step run under `--trace-undeclared` failed, and touched what it did not declare.
+    #[error("{how}, and it touched what it did not declare:\n  {}", lines.join("\n  "))]
+    TracedUndeclared { how: String, lines: Vec<String> },
     /// The sandbox could not be set up for the step.
     #[error("cannot run the step in its sandbox: {0}")]
     Sandbox(crate::sandbox::SetupError),

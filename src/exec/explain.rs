@@ -52,7 +52,7 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::NoRecord => write!(f, "no previous build of this target is recorded in this project"),
-            Reason::Forced => write!(f, "forced by --rebuild or --rebuild-all"),
+            Reason::Forced => write!(f, "forced by --rebuild, --rebuild-all or --trace-undeclared"),
             Reason::Uncached => write!(f, "`cache: false`: runs on every build"),
             Reason::CommandChanged => write!(f, "the command changed"),
             Reason::OutputsDeclChanged => write!(f, "the declared outputs changed"),

@@ -226,6 +226,8 @@ pub struct Summary {
     pub interrupted: usize,
     /// Of the restored steps, those that came from the remote cache.
     pub restored_remote: usize,
+    /// With `--trace-undeclared`: the steps that touched what they did not declare.
+    pub undeclared: usize,
 }
 
 impl Summary {

@@ -342,6 +342,7 @@ impl Reporter {
                 "skipped": summary.skipped,
                 "interrupted": summary.interrupted,
                 "restored_remote": summary.restored_remote,
+                "undeclared": summary.undeclared,
                 "dry_run": self.dry_run,
             });
             let _ = writeln!(io::stdout().lock(), "{ev}");

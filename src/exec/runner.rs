@@ -674,16 +674,22 @@ fn execute(
                 ran.shipped = Some(s);
             }
             Ran::FellBack => ran.fell_back = true,
-            Ran::Traced(lines) => {
+            Ran::Traced(found) => {
                 // Run here, though with `--remote-exec` its key is a remote step's.
                 ran.fell_back = ctx.remote_steps;
-                if !lines.is_empty() {
+                if found.counts {
                     ctx.undeclared_steps.fetch_add(1, Ordering::SeqCst);
                     ran.untrusted = true;
                     ran.warnings.push(format!(
                         "`{}` touched what it did not declare (its result is not cached):\n  {}",
                         t.name,
-                        lines.join("\n  ")
+                        found.lines.join("\n  ")
+                    ));
+                } else if !found.lines.is_empty() {
+                    ran.warnings.push(format!(
+                        "`{}` (`sandbox: false`, so nothing is hidden from it) touched what it did not declare:\n  {}",
+                        t.name,
+                        found.lines.join("\n  ")
                     ));
                 }
             }
@@ -934,9 +940,8 @@ fn changed_since(meta: &fs::Metadata, since: SystemTime) -> bool {
 /// Where a `run:` step ran.
 enum Ran {
     Local,
-    /// Here, unsandboxed under strace (`--trace-undeclared`): what it touched undeclared, a
-    /// line for each path.
-    Traced(Vec<String>),
+    /// Here, unsandboxed under strace (`--trace-undeclared`): what it touched undeclared.
+    Traced(TraceFound),
     Remote(remote_exec::Shipped),
     /// Locally, though its key is a remote step's: the engine was lost (`--remote-exec-fallback`).
     FellBack,
@@ -1166,27 +1171,41 @@ fn trace_failed(
     let ignore = |p: &str| p == TRACE;
     let mut found = crate::sandbox::diagnose::from_strace(&text, root, &exists, &ignore);
     found.writes.extend(harvest.undeclared);
+    // A declared file not found was reached through a hidden folder (`sub/../in.txt`), which
+    // is named on its own.
+    if let Ok(declared) = declared_set(ctx, t, run, parts) {
+        found.reads.retain(|p| !declared.reads(p));
+    }
     Some(found)
 }
 
+/// What `--trace-undeclared` found of one step: a line for each project path it touched
+/// undeclared ([`undeclared_lines`]), and whether that counts (not for a `sandbox: false` step,
+/// which is never hidden anything).
+struct TraceFound {
+    lines: Vec<String>,
+    counts: bool,
+}
+
 /// Run a shell step here, unsandboxed, under strace (`--trace-undeclared`), holding a command
-/// slot; then check every project path it touched against what the sandbox would have let it
-/// touch ([`crate::sandbox::Declared`]). `Ok` with a line for each path it did not declare
-/// ([`undeclared_lines`]; none for a step that kept to its set); `Err` when the command failed,
-/// naming those paths too.
+/// slot, with a TMPDIR of its own (as its sandbox gives it); then check every path it touched
+/// against what the sandbox would have let it touch ([`crate::sandbox::Declared`]). `Ok` with a
+/// line for each path it did not declare (none for a step that kept to its set); `Err` when the
+/// command failed, naming those paths too.
 fn execute_traced(
     ctx: &Ctx,
     t: &Target,
     run: &RunSpec,
     parts: &KeyParts,
     log: &Path,
-) -> Result<Vec<String>, StepError> {
+) -> Result<TraceFound, StepError> {
     let Some(strace) = crate::fingerprint::tools::resolve("strace", &ctx.root) else {
         return Err(StepError::Shell(std::io::Error::other(
             "--trace-undeclared needs strace, which is not on PATH",
         )));
     };
     let trace = tempfile::Builder::new().prefix("gvbuild-trace-").tempfile().map_err(StepError::Shell)?;
+    let tmpdir = tempfile::Builder::new().prefix("gvbuild-trace-tmp-").tempdir().map_err(StepError::Shell)?;
     let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
     let args = crate::sandbox::diagnose::STRACE_ARGS.join(" ");
     let command = format!(
@@ -1198,21 +1217,66 @@ fn execute_traced(
     make_scratch(ctx, run)?;
     let plan = network_only(ctx, run)?;
     let live = ctx.opts.verbose.then(|| format!("[{}] ", t.name));
-    let env = run.env_with(&parts.pass_env);
+    let mut env = run.env_with(&parts.pass_env);
+    env.insert("TMPDIR".into(), tmpdir.path().to_string_lossy().into_owned());
     let spec = Invocation { command: &command, root: &ctx.root, env: &env, log, live: live.as_deref() };
     let (status, _) = run_here(ctx, &spec, plan)?;
     if ctx.interrupted.load(Ordering::SeqCst) {
-        return Ok(Vec::new());
+        return Ok(TraceFound { lines: Vec::new(), counts: false });
     }
-    let text = fs::read_to_string(trace.path()).map_err(StepError::Shell)?;
+    let text = fs::read(trace.path()).map_err(StepError::Shell)?;
+    let text = String::from_utf8_lossy(&text);
     let root = ctx.root.as_path();
-    let trace_path = trace.path().strip_prefix(root).ok().and_then(|p| p.to_str()).map(str::to_string);
-    let ignore = |p: &str| trace_path.as_deref() == Some(p);
+    // (Where the system temp folder is in the project.)
+    let own = |p: &Path| p.starts_with(trace.path()) || p.starts_with(tmpdir.path());
+    let ignore = |p: &str| own(&root.join(p));
     let accessed = crate::sandbox::diagnose::accessed(&text, root, &ignore);
+    let declared = declared_set(ctx, t, run, parts)?;
+    let mut touched = crate::sandbox::diagnose::Touched::default();
+    touched.writes.extend(accessed.writes.iter().filter(|p| !declared.writes(p)).cloned());
+    touched.reads.extend(accessed.reads.iter().filter(|p| !declared.reads(p)).cloned());
+    // A file found missing that another target writes (its step had not run yet: a missing
+    // dependency), or that is there now.
+    let me = ctx.graph.lookup(&t.name);
+    let made_elsewhere = |p: &str| ctx.producer_of(p).is_some_and(|i| Some(i) != me);
+    let missing = accessed.missing.iter().filter(|p| !declared.reads(p));
+    touched.reads.extend(missing.filter(|p| made_elsewhere(p) || root.join(p).exists()).cloned());
+    // Outside the project the sandbox lets a step write its TMPDIR and devices (`/dev/null`);
+    // `/proc` and `/sys` are the kernel's.
+    let kernel = |p: &Path| ["/dev", "/proc", "/sys"].iter().any(|k| p.starts_with(k));
+    let outside = accessed.outside.iter().filter(|p| !own(p) && !kernel(p));
+    touched.outside.extend(outside.map(|p| p.display().to_string()));
+    let lines = undeclared_lines(ctx, t, parts, &touched, true);
+    let counts = !lines.is_empty() && run.sandbox;
+    if status.success() {
+        return Ok(TraceFound { lines, counts });
+    }
+    if counts {
+        ctx.undeclared_steps.fetch_add(1, Ordering::SeqCst);
+    }
+    let how = match status.code() {
+        Some(c) => format!("the command exited with status {c}"),
+        None => "the command was killed by a signal".to_string(),
+    };
+    Err(match (status.code(), lines.is_empty()) {
+        (_, false) => StepError::TracedUndeclared { how, lines },
+        (Some(c), true) => StepError::Exit(c),
+        (None, true) => StepError::Signal,
+    })
+}
+
+/// What `t`'s sandbox would let it touch: its view (the remote input root's set), its outputs
+/// and scratch folders.
+fn declared_set(
+    ctx: &Ctx,
+    t: &Target,
+    run: &RunSpec,
+    parts: &KeyParts,
+) -> Result<crate::sandbox::Declared, StepError> {
     let visible = super::visible::of_with(ctx, t, run, parts, super::visible::Detail::Lazy)?;
     let outputs = parts.output_paths();
     let spec = crate::sandbox::Spec {
-        project: root,
+        project: &ctx.root,
         visible: &visible,
         outputs: &outputs,
         scratch: &run.scratch,
@@ -1224,35 +1288,7 @@ fn execute_traced(
         force_lazy: false,
         near: &[],
     };
-    let declared = crate::sandbox::Declared::new(&spec).map_err(StepError::Shell)?;
-    let tmp = ctx.sandbox.tmp().strip_prefix(root).ok().and_then(|p| p.to_str()).map(str::to_string);
-    // Its own TMPDIR, where that is in the project, is the sandbox's too.
-    let in_tmp = |p: &str| tmp.as_deref().is_some_and(|d| crate::paths::is_within(p, d));
-    let mut touched = crate::sandbox::diagnose::Touched::default();
-    for p in &accessed.writes {
-        if !declared.writes(p) && !in_tmp(p) {
-            touched.writes.insert(p.clone());
-        }
-    }
-    for p in &accessed.reads {
-        // A file it made itself is named once, where it wrote it.
-        if !declared.reads(p) && !in_tmp(p) && !accessed.writes.contains(p) {
-            touched.reads.insert(p.clone());
-        }
-    }
-    let lines = undeclared_lines(ctx, t, parts, &touched, true);
-    if status.success() {
-        return Ok(lines);
-    }
-    let how = match status.code() {
-        Some(c) => format!("the command exited with status {c}"),
-        None => "the command was killed by a signal".to_string(),
-    };
-    Err(match (status.code(), lines.is_empty()) {
-        (_, false) => StepError::Undeclared { how, lines },
-        (Some(c), true) => StepError::Exit(c),
-        (None, true) => StepError::Signal,
-    })
+    crate::sandbox::Declared::new(&spec).map_err(StepError::Shell)
 }
 
 /// One line per undeclared path: what the step did, and the key that would declare it.

@@ -595,9 +595,12 @@ impl Declared {
     }
 
     /// Whether the step may write project path `p` (relative, `/`-separated): it is at or
-    /// below one of its outputs or scratch folders.
+    /// below one of its outputs or scratch folders, or a folder above one (whose mode and
+    /// times the step may change in its view).
     pub fn writes(&self, p: &str) -> bool {
-        self.writable.iter().any(|w| crate::paths::is_within(p, w))
+        self.writable
+            .iter()
+            .any(|w| crate::paths::is_within(p, w) || p.is_empty() || crate::paths::is_within(w, p))
     }
 
     /// Whether the step may read `p`: its view shows it (the project folder and the folders
