@@ -1037,3 +1037,36 @@ fn trace_undeclared_lists_what_each_step_touched_undeclared_and_caches_none_of_t
         "{err}"
     );
 }
+
+/// A step that removes a file it reads is told it removed it, in either view (bound: the
+/// removal is refused; lazy: the overlay records it), and under `--trace-undeclared`; the input
+/// stays.
+#[test]
+fn a_step_that_removes_an_input_is_said_to_remove_it() {
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            &y(r#"
+            targets:
+              r:
+                inputs: [in.txt]
+                outputs: [o.txt]
+                run: cat in.txt > o.txt && rm -f in.txt
+            "#),
+        )
+        .file("in.txt", "a\n");
+    for view in ["bind", "lazy"] {
+        let mut cmd = p.command(&["r"]);
+        cmd.env("GVBUILD_SANDBOX_VIEW", view);
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{view}: {err}");
+        assert!(
+            err.contains("removed in.txt (something it reads, which is read-only for it"),
+            "{view}: {err}"
+        );
+        assert_eq!(p.read("in.txt"), "a\n", "{view}");
+    }
+    let err = p.gvbuild(&["--trace-undeclared", "r"]).failure().stderr();
+    assert!(err.contains("removed in.txt (something it reads"), "{err}");
+}

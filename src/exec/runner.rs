@@ -994,8 +994,10 @@ fn execute_run(ctx: &Ctx, t: &Target, run: &RunSpec, parts: &KeyParts, log: &Pat
         return Ok(());
     }
     let mut touched = crate::sandbox::diagnose::Touched::default();
-    let (undeclared, missing) = harvest.map(|h| (h.undeclared, h.missing)).unwrap_or_default();
+    let (undeclared, removed, missing) =
+        harvest.map(|h| (h.undeclared, h.removed, h.missing)).unwrap_or_default();
     touched.writes.extend(undeclared);
+    touched.removed.extend(removed);
     if status.success() && touched.writes.is_empty() {
         // A sandboxed step that left an output unwritten kept none of them (the output check
         // would find the project without the ones it did write, and name those).
@@ -1011,6 +1013,7 @@ fn execute_run(ctx: &Ctx, t: &Target, run: &RunSpec, parts: &KeyParts, log: &Pat
             touched.reads.extend(found.reads);
             touched.writes.extend(found.writes);
             touched.outside.extend(found.outside);
+            touched.removed.extend(found.removed);
         }
     }
     let how = if status.success() {
@@ -1171,6 +1174,7 @@ fn trace_failed(
     let ignore = |p: &str| p == TRACE;
     let mut found = crate::sandbox::diagnose::from_strace(&text, root, &exists, &ignore);
     found.writes.extend(harvest.undeclared);
+    found.removed.extend(harvest.removed);
     // A declared file not found was reached through a hidden folder (`sub/../in.txt`), which
     // is named on its own.
     if let Ok(declared) = declared_set(ctx, t, run, parts) {
@@ -1234,6 +1238,7 @@ fn execute_traced(
     let declared = declared_set(ctx, t, run, parts)?;
     let mut touched = crate::sandbox::diagnose::Touched::default();
     touched.writes.extend(accessed.writes.iter().filter(|p| !declared.writes(p)).cloned());
+    touched.removed.extend(accessed.removed.iter().filter(|p| touched.writes.contains(*p)).cloned());
     touched.reads.extend(accessed.reads.iter().filter(|p| !declared.reads(p)).cloned());
     // A file found missing that another target writes (its step had not run yet: a missing
     // dependency), or that is there now.
@@ -1334,10 +1339,13 @@ fn undeclared_lines(
         lines.push(format!("read  {p} ({how}; {hint})"));
     }
     for p in &touched.writes {
+        let verb = if touched.removed.contains(p) { "removed" } else { "wrote" };
         if parts.inputs.contains_key(p)
             || ctx.producer_of(p).is_some_and(|i| Some(i) != ctx.graph.lookup(&t.name))
         {
-            lines.push(format!("wrote {p} (something it reads, which is read-only for it: write a new file among its outputs instead)"));
+            lines.push(format!("{verb} {p} (something it reads, which is read-only for it: write a new file among its outputs instead)"));
+        } else if touched.removed.contains(p) {
+            lines.push(format!("removed {p} (none of its outputs, and visible to it: only its outputs and `scratch:` folders are its to remove)"));
         } else {
             lines.push(format!(
                 "wrote {p} (none of its outputs; add it to `outputs:`, or its folder to `scratch:` if the tool keeps it between runs)"

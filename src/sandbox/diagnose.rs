@@ -26,6 +26,8 @@ pub struct Touched {
     pub writes: BTreeSet<String>,
     /// Absolute paths outside the project it tried to write (EROFS).
     pub outside: BTreeSet<String>,
+    /// Of `writes`, those it removed or tried to remove (or rename away).
+    pub removed: BTreeSet<String>,
 }
 
 /// The paths of an strace log `log` of a step run in `project` (canonical). `exists` says
@@ -50,6 +52,11 @@ pub fn from_strace(
             Placed::Outside(_) => {}
             Placed::Project(rel) if rel.is_empty() || ignore(rel) => {}
             Placed::Project(rel) if erofs && !e.traversed => {
+                let removes = matches!(e.name, "unlink" | "unlinkat" | "rmdir")
+                    || (e.name.starts_with("rename") && e.nth == 0);
+                if removes {
+                    t.removed.insert(rel.to_string());
+                }
                 t.writes.insert(rel.to_string());
             }
             Placed::Project(rel) if exists(rel) => {
@@ -76,6 +83,8 @@ pub struct Accessed {
     pub missing: BTreeSet<String>,
     /// Absolute paths outside the project written, as `writes`.
     pub outside: BTreeSet<PathBuf>,
+    /// Of `writes`, the project paths it removed (or renamed away) that it had not made.
+    pub removed: BTreeSet<String>,
 }
 
 /// The calls that change the path they name, besides an open for writing, and whether each
@@ -181,6 +190,9 @@ pub fn accessed(log: &str, project: &Path, ignore: &dyn Fn(&str) -> bool) -> Acc
                 writes.retain(|p| !p.starts_with(&abs));
             }
             Some(Change::Remove) => {
+                if let Placed::Project(rel) = e.placed {
+                    a.removed.insert(rel.to_string());
+                }
                 writes.insert(abs);
             }
         }
@@ -573,6 +585,7 @@ mod tests {
         );
         assert_eq!(list(&a.writes), ["copy.txt", "old.txt", "out/a.txt", "out/b.txt", "out/link"]);
         assert_eq!(list(&a.missing), ["missing.txt"]);
+        assert_eq!(list(&a.removed), ["old.txt"]);
         assert_eq!(a.outside.iter().collect::<Vec<_>>(), [Path::new("/tmp/left")]);
     }
 

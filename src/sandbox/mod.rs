@@ -1059,6 +1059,8 @@ impl Drop for Namespace {
 pub struct Harvest {
     /// Project paths written in the view that are no declared output.
     pub undeclared: Vec<String>,
+    /// Of those, the ones the step removed (a whiteout in a lazy view's upper layer).
+    pub removed: Vec<String>,
     /// Declared outputs the step did not write (outside its scratch folders), in declared
     /// order: then none of its outputs was copied into the project.
     pub missing: Vec<String>,
@@ -1186,7 +1188,12 @@ impl Pending {
                     None if Some(p.as_str()) == skip => {}
                     // In a lazy view's upper layer, a visible file or link is one the step
                     // changed or removed (a whiteout).
-                    _ => harvest.undeclared.push(p),
+                    _ => {
+                        if self.index.is_some() && whiteout(&e)? {
+                            harvest.removed.push(p.clone());
+                        }
+                        harvest.undeclared.push(p)
+                    }
                 }
             }
         }
