@@ -980,6 +980,15 @@ fn trace_undeclared_lists_what_each_step_touched_undeclared_and_caches_none_of_t
                 inputs: [f.c]
                 outputs: [out/libf.a, out/v.txt]
                 run: "cc -c f.c -o $TMPDIR/f.o && ar rcs out/libf.a $TMPDIR/f.o && echo 1 > v.tmp && mv v.tmp out/v.txt"
+              ver:
+                inputs: [src/x.c]
+                outputs: [out/ver.txt, out/ver.d]
+                depfile: out/ver.d
+                run: "cat src/x.c src/version.txt > out/ver.txt && printf 'out/ver.txt: src/x.c\\n' > out/ver.d"
+              rw:
+                inputs: [data.db]
+                outputs: [out/rw.txt]
+                run: "python3 -c \"open('data.db', 'r+').read()\" && echo ok > out/rw.txt"
               gen:
                 outputs: [gen.txt]
                 run: echo g > gen.txt
@@ -989,6 +998,8 @@ fn trace_undeclared_lists_what_each_step_touched_undeclared_and_caches_none_of_t
             "#),
         )
         .file("f.c", "int f(void) { return 1; }\n")
+        .file("src/version.txt", "v1\n")
+        .file("data.db", "db\n")
         .file("declared.txt", "d\n")
         .file("secret.txt", "s\n")
         .file("other.txt", "o\n")
@@ -996,7 +1007,7 @@ fn trace_undeclared_lists_what_each_step_touched_undeclared_and_caches_none_of_t
         .file("src/x.h", "h\n")
         .file("main.c", "#include \"x.h\"\nint main(void) { return X; }\n")
         .file("hidden/x.h", "#define X 0\n");
-    let run = p.gvbuild(&["--trace-undeclared", "a", "b", "c", "app", "d", "lib"]).failure();
+    let run = p.gvbuild(&["--trace-undeclared", "a", "b", "c", "app", "d", "lib", "ver", "rw"]).failure();
     let err = run.stderr();
     assert!(err.contains("`a` touched what it did not declare"), "{err}");
     assert!(
@@ -1011,10 +1022,14 @@ fn trace_undeclared_lists_what_each_step_touched_undeclared_and_caches_none_of_t
     // Its inputs, its dependency's output and a header in its input's folder are declared;
     // the compiler's own files, its TMPDIR, a file made and renamed over an output are not
     // the project's.
-    for clean in ["`c`", "`d`", "`lib`"] {
+    // A file beside a depfile step's input, which the sandbox shows it, that its depfile does
+    // not list: the key does not cover it.
+    assert!(err.contains("read  src/version.txt (a file its depfile step may discover, which the sandbox shows, but its depfile does not list it"), "{err}");
+    // Opened for reading and writing, only read: no change.
+    for clean in ["`c`", "`d`", "`lib`", "`rw`"] {
         assert!(!err.contains(&format!("{clean} touched")), "{err}");
     }
-    assert!(err.contains("3 steps touched paths they did not declare"), "{err}");
+    assert!(err.contains("4 steps touched paths they did not declare"), "{err}");
     // Its outputs are what an unsandboxed build gives, kept.
     assert_eq!(p.read("out/b.txt"), "d\ns\no\n");
     // Only the steps that kept to their set were recorded and cached: built again, the others

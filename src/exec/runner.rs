@@ -1177,7 +1177,7 @@ fn trace_failed(
     found.removed.extend(harvest.removed);
     // A declared file not found was reached through a hidden folder (`sub/../in.txt`), which
     // is named on its own.
-    if let Ok(declared) = declared_set(ctx, t, run, parts) {
+    if let Ok(declared) = declared_set(ctx, t, run, parts, true) {
         found.reads.retain(|p| !declared.reads(p));
     }
     Some(found)
@@ -1224,6 +1224,7 @@ fn execute_traced(
     let mut env = run.env_with(&parts.pass_env);
     env.insert("TMPDIR".into(), tmpdir.path().to_string_lossy().into_owned());
     let spec = Invocation { command: &command, root: &ctx.root, env: &env, log, live: live.as_deref() };
+    let started = SystemTime::now();
     let (status, _) = run_here(ctx, &spec, plan)?;
     if ctx.interrupted.load(Ordering::SeqCst) {
         return Ok(TraceFound { lines: Vec::new(), counts: false });
@@ -1234,8 +1235,23 @@ fn execute_traced(
     // (Where the system temp folder is in the project.)
     let own = |p: &Path| p.starts_with(trace.path()) || p.starts_with(tmpdir.path());
     let ignore = |p: &str| own(&root.join(p));
-    let accessed = crate::sandbox::diagnose::accessed(&text, root, &ignore);
-    let declared = declared_set(ctx, t, run, parts)?;
+    let mut accessed = crate::sandbox::diagnose::accessed(&text, root, &ignore);
+    // A path outside the project that leads into it through a symlink is the project's.
+    for p in std::mem::take(&mut accessed.outside_reads) {
+        let inside = fs::canonicalize(&p).ok().and_then(|c| c.strip_prefix(root).ok().map(Path::to_path_buf));
+        accessed.reads.extend(inside.and_then(|r| r.to_str().map(str::to_string)));
+    }
+    let declared = declared_set(ctx, t, run, parts, true)?;
+    // A write that changed nothing (an input opened for reading and writing, and only read):
+    // its inode's change time is older than the step.
+    let changed = |p: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        let before = started.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let before = (i64::try_from(before.as_secs()).unwrap_or(i64::MAX), i64::from(before.subsec_nanos()));
+        fs::symlink_metadata(p).map_or(true, |m| (m.ctime(), m.ctime_nsec()) >= before)
+    };
+    accessed.writes.retain(|p| changed(&root.join(p)));
+    accessed.outside.retain(|p| changed(p));
     let mut touched = crate::sandbox::diagnose::Touched::default();
     touched.writes.extend(accessed.writes.iter().filter(|p| !declared.writes(p)).cloned());
     touched.removed.extend(accessed.removed.iter().filter(|p| touched.writes.contains(*p)).cloned());
@@ -1246,6 +1262,18 @@ fn execute_traced(
     let made_elsewhere = |p: &str| ctx.producer_of(p).is_some_and(|i| Some(i) != me);
     let missing = accessed.missing.iter().filter(|p| !declared.reads(p));
     touched.reads.extend(missing.filter(|p| made_elsewhere(p) || root.join(p).exists()).cloned());
+    // A depfile step's read of a file it may discover that its depfile does not list: the
+    // sandbox shows it, but the key does not cover it.
+    if let Some(listed) = run.depfile.as_ref().and_then(|d| fs::read(root.join(d)).ok()) {
+        let listed: BTreeSet<String> = crate::fingerprint::depfile::parse(&listed)
+            .map(|d| d.inputs.into_iter().filter_map(|i| String::from_utf8(i.path).ok()).collect())
+            .unwrap_or_default();
+        let keyed = declared_set(ctx, t, run, parts, false)?;
+        let unrecorded = accessed.reads.iter().filter(|p| {
+            declared.reads(p) && !keyed.reads(p) && !listed.contains(*p) && root.join(p).is_file()
+        });
+        touched.unrecorded.extend(unrecorded.cloned());
+    }
     // Outside the project the sandbox lets a step write its TMPDIR and devices (`/dev/null`);
     // `/proc` and `/sys` are the kernel's.
     let kernel = |p: &Path| ["/dev", "/proc", "/sys"].iter().any(|k| p.starts_with(k));
@@ -1271,14 +1299,17 @@ fn execute_traced(
 }
 
 /// What `t`'s sandbox would let it touch: its view (the remote input root's set), its outputs
-/// and scratch folders.
+/// and scratch folders; without `discover`, less the files a depfile step may discover but did
+/// not list (what its key covers).
 fn declared_set(
     ctx: &Ctx,
     t: &Target,
     run: &RunSpec,
     parts: &KeyParts,
+    discover: bool,
 ) -> Result<crate::sandbox::Declared, StepError> {
-    let visible = super::visible::of_with(ctx, t, run, parts, super::visible::Detail::Lazy)?;
+    let detail = if discover { super::visible::Detail::Lazy } else { super::visible::Detail::Keyed };
+    let visible = super::visible::of_with(ctx, t, run, parts, detail)?;
     let outputs = parts.output_paths();
     let spec = crate::sandbox::Spec {
         project: &ctx.root,
@@ -1304,8 +1335,29 @@ fn undeclared_lines(
     touched: &crate::sandbox::diagnose::Touched,
     traced: bool,
 ) -> Vec<String> {
-    const MAX: usize = 20;
+    // A sandbox's error shows the first few; the trace is asked for all of them.
+    let max = if traced { usize::MAX } else { 20 };
     let mut lines = Vec::new();
+    // Writes first: a step rarely makes many, and each is a change to the project.
+    for p in &touched.writes {
+        let verb = if touched.removed.contains(p) { "removed" } else { "wrote" };
+        if parts.inputs.contains_key(p)
+            || ctx.producer_of(p).is_some_and(|i| Some(i) != ctx.graph.lookup(&t.name))
+        {
+            lines.push(format!("{verb} {p} (something it reads, which is read-only for it: write a new file among its outputs instead)"));
+        } else if touched.removed.contains(p) {
+            lines.push(format!("removed {p} (none of its outputs, and visible to it: only its outputs and `scratch:` folders are its to remove)"));
+        } else {
+            lines.push(format!(
+                "wrote {p} (none of its outputs; add it to `outputs:`, or its folder to `scratch:` if the tool keeps it between runs)"
+            ));
+        }
+    }
+    for p in &touched.outside {
+        lines.push(format!(
+            "wrote {p} (outside the project, which the sandbox keeps read-only; point the tool at a `scratch:` folder, or set `sandbox: false` with the reason beside it)"
+        ));
+    }
     for p in &touched.reads {
         let hint = if p == ".gvbuild" || p.starts_with(".gvbuild/") {
             "gvbuild's own state and cache: no step may read them".to_string()
@@ -1338,28 +1390,14 @@ fn undeclared_lines(
         let how = if traced { "undeclared: the sandbox hides it" } else { "hidden by the sandbox" };
         lines.push(format!("read  {p} ({how}; {hint})"));
     }
-    for p in &touched.writes {
-        let verb = if touched.removed.contains(p) { "removed" } else { "wrote" };
-        if parts.inputs.contains_key(p)
-            || ctx.producer_of(p).is_some_and(|i| Some(i) != ctx.graph.lookup(&t.name))
-        {
-            lines.push(format!("{verb} {p} (something it reads, which is read-only for it: write a new file among its outputs instead)"));
-        } else if touched.removed.contains(p) {
-            lines.push(format!("removed {p} (none of its outputs, and visible to it: only its outputs and `scratch:` folders are its to remove)"));
-        } else {
-            lines.push(format!(
-                "wrote {p} (none of its outputs; add it to `outputs:`, or its folder to `scratch:` if the tool keeps it between runs)"
-            ));
-        }
-    }
-    for p in &touched.outside {
+    for p in &touched.unrecorded {
         lines.push(format!(
-            "wrote {p} (outside the project, which the sandbox keeps read-only; point the tool at a `scratch:` folder, or set `sandbox: false` with the reason beside it)"
+            "read  {p} (a file its depfile step may discover, which the sandbox shows, but its depfile does not list it, so its key does not cover it: add it to `inputs:`)"
         ));
     }
-    if lines.len() > MAX {
-        let more = lines.len() - MAX;
-        lines.truncate(MAX);
+    if lines.len() > max {
+        let more = lines.len() - max;
+        lines.truncate(max);
         lines.push(format!("... and {more} more"));
     }
     lines

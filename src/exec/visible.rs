@@ -51,6 +51,9 @@ pub enum Detail {
     /// ([`crate::sandbox::BIND_UP_TO`] entries in all) they are not listed either
     /// ([`Visible::unlisted`]): the lazy view finds them among all targets' outputs.
     Lazy,
+    /// As `Lazy`, less the files a depfile step may discover that its last depfile did not
+    /// list: what its key covers (`--trace-undeclared` checks reads against it).
+    Keyed,
 }
 
 /// [`of`], worked out to `detail`: the same paths, the same set.
@@ -94,7 +97,7 @@ pub fn of_with(
     }
     for d in deps.ones() {
         let dep = ctx.graph.target(d);
-        if detail == Detail::Lazy {
+        if matches!(detail, Detail::Lazy | Detail::Keyed) {
             v.entries.extend(dep.outputs.iter().map(|o| (o.path.clone(), Entry::Output)));
             if v.entries.len() > crate::sandbox::BIND_UP_TO {
                 // Too many for a bound view: the lazy one looks them up itself.
@@ -120,7 +123,9 @@ pub fn of_with(
     }
     let (recorded, mut extra, walked) = discoverable(ctx, t, run, parts)?;
     let walked_files: usize = walked.iter().map(|w| w.files.len()).sum();
-    if detail == Detail::Lazy && v.entries.len() + walked_files > crate::sandbox::BIND_UP_TO {
+    if detail == Detail::Keyed {
+        extra.retain(|p| recorded.contains(p));
+    } else if detail == Detail::Lazy && v.entries.len() + walked_files > crate::sandbox::BIND_UP_TO {
         // A lazy view answers from the walks themselves.
         v.discover = walked;
         v.unlisted = true;

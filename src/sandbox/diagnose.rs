@@ -28,6 +28,8 @@ pub struct Touched {
     pub outside: BTreeSet<String>,
     /// Of `writes`, those it removed or tried to remove (or rename away).
     pub removed: BTreeSet<String>,
+    /// Files a depfile step read that it may discover but its depfile does not list.
+    pub unrecorded: BTreeSet<String>,
 }
 
 /// The paths of an strace log `log` of a step run in `project` (canonical). `exists` says
@@ -85,6 +87,8 @@ pub struct Accessed {
     pub outside: BTreeSet<PathBuf>,
     /// Of `writes`, the project paths it removed (or renamed away) that it had not made.
     pub removed: BTreeSet<String>,
+    /// Absolute paths outside the project read (a symlink may lead one into it).
+    pub outside_reads: BTreeSet<PathBuf>,
 }
 
 /// The calls that change the path they name, besides an open for writing, and whether each
@@ -210,8 +214,13 @@ pub fn accessed(log: &str, project: &Path, ignore: &dyn Fn(&str) -> bool) -> Acc
     }
     // A file it made itself is named once, where it was written.
     for p in reads.into_iter().filter(|p| !ever_made.contains(p)) {
-        if let Some(r) = rel(&p) {
-            a.reads.insert(r);
+        match rel(&p) {
+            Some(r) => {
+                a.reads.insert(r);
+            }
+            None => {
+                a.outside_reads.insert(p);
+            }
         }
     }
     for m in &a.missing.clone() {
@@ -324,6 +333,14 @@ fn each_path(log: &str, project: &Path, mut f: impl FnMut(&Event)) {
             if raw.as_os_str().is_empty() || !is_path(name, nth) {
                 continue;
             }
+            // The process's own folder through `/proc` is where it is.
+            let raw = match ["/proc/self/cwd", "/proc/thread-self/cwd"]
+                .iter()
+                .find_map(|c| raw.strip_prefix(c).ok())
+            {
+                Some(rest) => here.join(rest),
+                None => raw,
+            };
             let (abs, climbed) = resolve(&here, base.as_deref(), &raw);
             let paths = climbed.iter().map(|c| (c, true)).chain(std::iter::once((&abs, false)));
             for (p, traversed) in paths {
