@@ -185,13 +185,8 @@ pub fn accessed(log: &str, project: &Path, ignore: &dyn Fn(&str) -> bool) -> Acc
             }
             Some(Change::Remove) if made.contains(&abs) => {
                 // Made and removed again (with all it held): a temporary file or folder.
-                let below: Vec<PathBuf> =
-                    made.range(abs.clone()..).take_while(|p| p.starts_with(&abs)).cloned().collect();
-                for p in below {
-                    made.remove(&p);
-                    writes.remove(&p);
-                }
-                writes.retain(|p| !p.starts_with(&abs));
+                remove_below(&mut made, &abs);
+                remove_below(&mut writes, &abs);
             }
             Some(Change::Remove) => {
                 if let Placed::Project(rel) = e.placed {
@@ -223,12 +218,17 @@ pub fn accessed(log: &str, project: &Path, ignore: &dyn Fn(&str) -> bool) -> Acc
             }
         }
     }
-    for m in &a.missing.clone() {
-        if ever_made.contains(&project.join(m)) {
-            a.missing.remove(m);
-        }
-    }
+    a.missing.retain(|m| !ever_made.contains(&project.join(m)));
     a
+}
+
+/// Remove `dir` and every path below it from `set` (a range of it: paths sort by component).
+fn remove_below(set: &mut BTreeSet<PathBuf>, dir: &Path) {
+    let below: Vec<PathBuf> =
+        set.range(dir.to_path_buf()..).take_while(|p| p.starts_with(dir)).cloned().collect();
+    for p in below {
+        set.remove(&p);
+    }
 }
 
 /// Where a path a call named lies: in the project (relative, `""` for the project folder),
