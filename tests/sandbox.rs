@@ -122,6 +122,85 @@ fn an_undeclared_header_found_through_an_include_folder_the_depfile_does_not_rec
     assert!(p.exists("build/app"));
 }
 
+/// A depfile step sees the files it may discover, but its key covers one's content only where
+/// its depfile lists it: a read of one the depfile does not list (a `cat` beside the compile,
+/// an empty file, a header of an `-isystem` folder that `-MMD` leaves out) fails the step,
+/// naming the file, with nothing stored or recorded and no output kept. A header the depfile
+/// lists is read as before, and declared (or listed) the same reads build and are keyed.
+#[test]
+fn a_depfile_steps_read_that_its_depfile_does_not_list_fails_and_stores_nothing() {
+    let yaml = |ver_inputs: &str, dep_flag: &str| {
+        y(&format!(
+            r#"
+            targets:
+              app:
+                inputs: [main.c]
+                outputs: [build/app.o, build/app.d]
+                run: cc -MMD -MF build/app.d -Iinc -c main.c -o build/app.o
+                depfile: build/app.d
+              ver:
+                inputs: [{ver_inputs}]
+                outputs: [build/ver.o, build/ver.d, build/ver.txt]
+                run: cc -MMD -MF build/ver.d -c ver.c -o build/ver.o && cat version.txt empty.txt > build/ver.txt
+                depfile: build/ver.d
+              sys:
+                inputs: [sys.c]
+                outputs: [build/sys.o, build/sys.d]
+                run: cc {dep_flag} -MF build/sys.d -isystem vendor -c sys.c -o build/sys.o
+                depfile: build/sys.d
+            "#
+        ))
+    };
+    let p = Project::new()
+        .file("gevulot.yaml", &yaml("ver.c", "-MMD"))
+        .file("main.c", "#include \"a.h\"\nint main(void) { return A; }\n")
+        .file("inc/a.h", "#define A 0\n")
+        .file("ver.c", "int ver;\n")
+        .file("version.txt", "v1\n")
+        .file("empty.txt", "")
+        .file("sys.c", "#include <v.h>\nint sys = V;\n")
+        .file("vendor/v.h", "#define V 1\n");
+    let (run, build) = p.build_any(&["-k"]);
+    let err = run.failure().stderr();
+    assert_eq!(build.ran(), names(&["app"]), "a header its depfile lists is keyed: {err}");
+    assert_eq!(build.with("failed"), names(&["sys", "ver"]), "{err}");
+    let unlisted = "(a file its depfile step may discover, which the sandbox shows, but its depfile does not list it, so its key does not cover it: add it to `inputs:`";
+    assert!(
+        err.contains("the command succeeded, but in the sandbox it touched what it did not declare"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("read  version.txt {unlisted})")), "{err}");
+    assert!(
+        err.contains(&format!("read  empty.txt {unlisted})")),
+        "an empty file is read without a READ: {err}"
+    );
+    assert!(
+        err.contains(&format!("read  vendor/v.h {unlisted}, or have the depfile list it: `-MMD` leaves out headers of `-isystem` folders, `-MD` does not)")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("read  ver.c") && !err.contains("read  sys.c") && !err.contains("read  inc/a.h"),
+        "{err}"
+    );
+    assert_eq!(stored(&p), 1, "only `app` is stored");
+    assert!(!p.exists("build/ver.txt") && !p.exists("build/ver.o") && !p.exists("build/sys.o"));
+    // Nothing was recorded: built again, they run again and fail again.
+    let (again, build) = p.build_any(&["-k"]);
+    assert_eq!(build.with("failed"), names(&["sys", "ver"]), "{}", again.stderr());
+    // Unsandboxed nothing sees the reads: the hole the sandbox closes.
+    p.build(&["--no-sandbox", "ver"]);
+    assert_eq!(p.read("build/ver.txt"), "v1\n");
+
+    // Declared, the files are keyed; listed (`-MD`), the header is.
+    p.write("gevulot.yaml", &yaml("ver.c, version.txt, empty.txt", "-MD"));
+    assert_eq!(p.build(&[]).ran(), names(&["sys", "ver"]));
+    p.write("version.txt", "v2\n");
+    p.write("vendor/v.h", "#define V 2\n");
+    assert_eq!(p.build(&[]).ran(), names(&["sys", "ver"]));
+    assert_eq!(p.read("build/ver.txt"), "v2\n");
+    assert_eq!(p.build(&[]).fresh(), names(&["app", "sys", "ver"]));
+}
+
 #[test]
 fn writing_outside_the_outputs_fails_and_the_write_never_reaches_the_project() {
     let p = Project::new()

@@ -619,6 +619,19 @@ fn run_and_store(
             return done;
         }
     };
+    // A file it may discover, read but not on its depfile's list, is in neither key: a later
+    // change to it would find this result fresh. (Bazel's "undeclared inclusion".)
+    let listed: std::collections::HashSet<&str> = discovered::files(&list).map(String::as_str).collect();
+    let unlisted: std::collections::BTreeSet<String> =
+        ran.discover_reads.into_iter().filter(|p| !listed.contains(p.as_str())).collect();
+    if !unlisted.is_empty() {
+        clear_outputs(root, outputs);
+        let touched = crate::sandbox::diagnose::Touched { unrecorded: unlisted, ..Default::default() };
+        let lines = undeclared_lines(ctx, t, &parts, &touched, false);
+        done.outcome = Outcome::Failed;
+        done.error = Some(StepError::Undeclared { how: "the command succeeded".into(), lines }.to_string());
+        return done;
+    }
     done.key = Some(key);
     done.warnings = warnings;
     done.update_record = true;
@@ -640,6 +653,9 @@ struct Execution {
     fell_back: bool,
     /// Traced touching what it did not declare (`--trace-undeclared`): not to be cached.
     untrusted: bool,
+    /// Files a sandboxed depfile step read that it may discover but did not declare: each must
+    /// be on its depfile's list, or its key would not cover it.
+    discover_reads: Vec<String>,
 }
 
 /// Run the step: a `run:` command here or on the engine, a built-in kind through its module. Sets
@@ -660,6 +676,7 @@ fn execute(
         shipped: None,
         fell_back: false,
         untrusted: false,
+        discover_reads: Vec::new(),
     };
     if let Some(run) = step.as_run() {
         done.command = Some(run.command.clone());
@@ -668,12 +685,15 @@ fn execute(
             ran.warnings.extend(ctx.sandbox.take_warning());
         }
         match run_here_or_remote(ctx, t, run, parts, log)? {
-            Ran::Local => {}
+            Ran::Local(reads) => ran.discover_reads = reads,
             Ran::Remote(s) => {
                 done.from = Some("remote");
                 ran.shipped = Some(s);
             }
-            Ran::FellBack => ran.fell_back = true,
+            Ran::FellBack(reads) => {
+                ran.fell_back = true;
+                ran.discover_reads = reads;
+            }
             Ran::Traced(found) => {
                 // Run here, though with `--remote-exec` its key is a remote step's.
                 ran.fell_back = ctx.remote_steps;
@@ -939,12 +959,14 @@ fn changed_since(meta: &fs::Metadata, since: SystemTime) -> bool {
 
 /// Where a `run:` step ran.
 enum Ran {
-    Local,
+    /// Here: with the files a sandboxed depfile step read that it may discover but did not
+    /// declare ([`crate::sandbox::Harvest::discover_reads`]).
+    Local(Vec<String>),
     /// Here, unsandboxed under strace (`--trace-undeclared`): what it touched undeclared.
     Traced(TraceFound),
     Remote(remote_exec::Shipped),
     /// Locally, though its key is a remote step's: the engine was lost (`--remote-exec-fallback`).
-    FellBack,
+    FellBack(Vec<String>),
 }
 
 /// Run the step on the remote-execution engine when there is one, else here.
@@ -959,7 +981,7 @@ fn run_here_or_remote(
         return execute_traced(ctx, t, run, parts, log).map(Ran::Traced);
     }
     let Some(rx) = ctx.remote_exec.as_ref() else {
-        return execute_run(ctx, t, run, parts, log).map(|()| Ran::Local);
+        return execute_run(ctx, t, run, parts, log).map(Ran::Local);
     };
     if rx.active() {
         match rx.run(ctx, t, run, parts, log) {
@@ -971,15 +993,22 @@ fn run_here_or_remote(
             Err(remote_exec::RemoteRunError::Engine(_)) => {}
         }
     }
-    execute_run(ctx, t, run, parts, log).map(|()| Ran::FellBack)
+    execute_run(ctx, t, run, parts, log).map(Ran::FellBack)
 }
 
 /// Run a shell step here, holding a command slot, in the sandbox unless it is off (for the
 /// step, the build, or this machine); `Err` says why it failed (an interrupted command is not
 /// a failure of its own: the build reports the interruption). A sandboxed step fails when it
 /// wrote in the project anything but its outputs; one that failed is run again traced to
-/// name what it touched undeclared ([`crate::sandbox::diagnose`]).
-fn execute_run(ctx: &Ctx, t: &Target, run: &RunSpec, parts: &KeyParts, log: &Path) -> Result<(), StepError> {
+/// name what it touched undeclared ([`crate::sandbox::diagnose`]). `Ok` holds the files a
+/// depfile step read that it may discover but did not declare (a lazy view's only).
+fn execute_run(
+    ctx: &Ctx,
+    t: &Target,
+    run: &RunSpec,
+    parts: &KeyParts,
+    log: &Path,
+) -> Result<Vec<String>, StepError> {
     make_scratch(ctx, run)?;
     let sandboxed = sandboxed(ctx, run);
     let plan = match &sandboxed {
@@ -991,11 +1020,11 @@ fn execute_run(ctx: &Ctx, t: &Target, run: &RunSpec, parts: &KeyParts, log: &Pat
     let spec = Invocation { command: &run.command, root: &ctx.root, env: &env, log, live: live.as_deref() };
     let (status, harvest) = run_here(ctx, &spec, plan)?;
     if ctx.interrupted.load(Ordering::SeqCst) {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut touched = crate::sandbox::diagnose::Touched::default();
-    let (undeclared, removed, missing) =
-        harvest.map(|h| (h.undeclared, h.removed, h.missing)).unwrap_or_default();
+    let (undeclared, removed, missing, discover_reads) =
+        harvest.map(|h| (h.undeclared, h.removed, h.missing, h.discover_reads)).unwrap_or_default();
     touched.writes.extend(undeclared);
     touched.removed.extend(removed);
     if status.success() && touched.writes.is_empty() {
@@ -1003,7 +1032,7 @@ fn execute_run(ctx: &Ctx, t: &Target, run: &RunSpec, parts: &KeyParts, log: &Pat
         // would find the project without the ones it did write, and name those).
         return match missing.into_iter().next() {
             Some(o) => Err(StepError::OutputMissing(o)),
-            None => Ok(()),
+            None => Ok(discover_reads),
         };
     }
     let mut traced = false;
@@ -1390,9 +1419,20 @@ fn undeclared_lines(
         let how = if traced { "undeclared: the sandbox hides it" } else { "hidden by the sandbox" };
         lines.push(format!("read  {p} ({how}; {hint})"));
     }
+    // `-MMD` and `-MM` leave out the headers found in system folders, `-isystem` ones included.
+    let command = t.step.as_ref().and_then(|s| s.as_run()).map_or("", |r| r.command.as_str());
+    let words = || command.split_whitespace();
+    let user_only = words().any(|w| w == "-MMD" || w == "-MM");
+    let system = words().any(|w| w.starts_with("-isystem") || w.starts_with("-idirafter"));
+    let also = match user_only && system {
+        true => {
+            ", or have the depfile list it: `-MMD` leaves out headers of `-isystem` folders, `-MD` does not"
+        }
+        false => "",
+    };
     for p in &touched.unrecorded {
         lines.push(format!(
-            "read  {p} (a file its depfile step may discover, which the sandbox shows, but its depfile does not list it, so its key does not cover it: add it to `inputs:`)"
+            "read  {p} (a file its depfile step may discover, which the sandbox shows, but its depfile does not list it, so its key does not cover it: add it to `inputs:`{also})"
         ));
     }
     if lines.len() > max {

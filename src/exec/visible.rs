@@ -49,7 +49,9 @@ pub enum Detail {
     /// Also each dependency's outputs as declared ([`Entry::Output`]), not read at all: a
     /// lazy view looks at what is on disk below them only when the step asks. Beyond a few
     /// ([`crate::sandbox::BIND_UP_TO`] entries in all) they are not listed either
-    /// ([`Visible::unlisted`]): the lazy view finds them among all targets' outputs.
+    /// ([`Visible::unlisted`]): the lazy view finds them among all targets' outputs. A depfile
+    /// step's files to discover are never listed ([`Visible::discover`]), so that its view
+    /// notes which it reads.
     Lazy,
     /// As `Lazy`, less the files a depfile step may discover that its last depfile did not
     /// list: what its key covers (`--trace-undeclared` checks reads against it).
@@ -125,8 +127,12 @@ pub fn of_with(
     let walked_files: usize = walked.iter().map(|w| w.files.len()).sum();
     if detail == Detail::Keyed {
         extra.retain(|p| recorded.contains(p));
-    } else if detail == Detail::Lazy && v.entries.len() + walked_files > crate::sandbox::BIND_UP_TO {
-        // A lazy view answers from the walks themselves.
+    } else if detail == Detail::Lazy
+        && (run.depfile.is_some() || v.entries.len() + walked_files > crate::sandbox::BIND_UP_TO)
+    {
+        // A lazy view answers from the walks themselves, and for a depfile step notes each of
+        // these files it reads: none is keyed unless its depfile lists it
+        // (`runner::run_and_store`), so none may be bound unseen.
         v.discover = walked;
         v.unlisted = true;
     } else {
@@ -134,6 +140,7 @@ pub fn of_with(
             extra.extend(w.files.iter().cloned());
         }
     }
+    let mut more = Vec::new();
     for p in extra {
         // Another step's write in flight (a restore's or a download's staged file) is no
         // file the step could read: it is renamed or gone in a moment.
@@ -147,7 +154,11 @@ pub fn of_with(
         // A file the walk found is there; one the last depfile listed may be gone since.
         let walked = !recorded.contains(&p);
         if !digests && (walked || std::fs::symlink_metadata(root.join(&p)).is_ok_and(|m| m.is_file())) {
-            v.file(&p, false, [0; 32], 0);
+            match v.unlisted && run.depfile.is_some() {
+                // Only the last depfile's list: as unkeyed as the walks' files.
+                true => more.push(p),
+                false => v.file(&p, false, [0; 32], 0),
+            }
             continue;
         } else if !digests {
             continue;
@@ -156,6 +167,9 @@ pub fn of_with(
         // A file that may be read but is gone by now (removed while the walk ran) is not in it.
         let Ok(id) = ctx.stat.file_id(&p, &abs) else { continue };
         v.file(&p, id.exec, id.digest, id.size);
+    }
+    if !more.is_empty() {
+        v.discover.push(Arc::new(crate::sandbox::Discoverable::new(more)));
     }
     v.deps = deps;
     Ok(v)

@@ -52,6 +52,9 @@ pub struct Index {
     produced: Option<Produced>,
     /// Where the view does not list them: the files a depfile step may discover.
     discover: Vec<Arc<super::Discoverable>>,
+    /// The files of `discover` (none of them declared) the step read, each once: its first
+    /// `READ`, or for an empty file (which the kernel reads without asking) its lookup.
+    discover_reads: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Index {
@@ -268,7 +271,28 @@ impl Index {
     ) -> io::Result<Index> {
         let root =
             rustix::fs::open(project, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-        Ok(Index { root, project: project.to_path_buf(), view, links, produced, discover })
+        let discover_reads = Mutex::default();
+        Ok(Index { root, project: project.to_path_buf(), view, links, produced, discover, discover_reads })
+    }
+
+    /// The files the step read that it may discover but did not declare (an input, a
+    /// dependency's output), in path order: the key covers one only where the step's depfile
+    /// lists it.
+    pub fn discover_reads(&self) -> Vec<String> {
+        let reads = self.discover_reads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        reads.iter().cloned().collect()
+    }
+
+    /// Note a read of view file `path` where it is only a file the step may discover.
+    fn note_read(&self, path: &str) {
+        // (No target writes a file to discover: none is at or below a dependency's output.)
+        if self.view.contains_key(path) || !self.discover.iter().any(|d| d.holds(path)) {
+            return;
+        }
+        let mut reads = self.discover_reads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !reads.contains(path) {
+            reads.insert(path.to_string());
+        }
     }
 }
 
@@ -1200,6 +1224,10 @@ impl View {
             Ok(a) => a,
             Err(e) => return Reply::Err(e),
         };
+        // An empty file is read without a `READ`: looking it up counts.
+        if attr.size == 0 && attr.mode & libc::S_IFMT == libc::S_IFREG {
+            self.index.note_read(&path);
+        }
         out.extend_from_slice(&id.to_ne_bytes());
         out.extend_from_slice(&0u64.to_ne_bytes());
         out.extend_from_slice(&VALID.to_ne_bytes());
@@ -1266,6 +1294,7 @@ impl View {
                     if !matches!(self.seen(path), Some(Seen::File)) {
                         return Reply::Err(Errno::ISDIR);
                     }
+                    self.index.note_read(path);
                     match rustix::fs::openat(
                         &self.index.root,
                         path,
@@ -1526,6 +1555,43 @@ mod tests {
         }
         assert_eq!(names, [".", "..", "a.txt"], "the view's children only");
         assert!(matches!(c.answer(WRITE, a, &[]), Reply::Err(Errno::ROFS)));
+    }
+
+    /// A file the step may discover but did not declare is noted when it is read (an empty one
+    /// when it is looked up, since the kernel reads it without asking); a declared input, a
+    /// file only looked up and a hidden one are not.
+    #[test]
+    fn the_files_a_step_may_discover_are_noted_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        for (f, text) in [("main.c", "int x;"), ("a.h", "#define A"), ("ver.txt", "v1"), ("empty.txt", "")] {
+            std::fs::write(root.join("src").join(f), text).unwrap();
+        }
+        std::fs::write(root.join("hidden.txt"), "no").unwrap();
+        let mut view = BTreeMap::new();
+        view.insert("src".to_string(), Node::Folder);
+        view.insert("src/main.c".to_string(), Node::File);
+        let files = ["src/main.c", "src/a.h", "src/ver.txt", "src/empty.txt"].map(String::from).to_vec();
+        let discover = vec![Arc::new(super::super::Discoverable::new(files))];
+        let index = Arc::new(Index::new(root, Arc::new(view), HashMap::new(), None, discover).unwrap());
+        let null: OwnedFd = File::open("/dev/null").unwrap().into();
+        let mut c = Conn::new(null, Some((1, Arc::clone(&index))));
+        body(c.answer(INIT, 0, &[7, 0, 0, 0, 40, 0, 0, 0, 0, 0, 2, 0, 255, 255, 255, 255]));
+        let src = lookup(&mut c, ROOT, "src");
+        let mut read = vec![0u8; 40];
+        read[16..20].copy_from_slice(&4096u32.to_ne_bytes());
+        let main = lookup(&mut c, src, "main.c");
+        assert_eq!(body(c.answer(READ, main, &read)), b"int x;");
+        let ver = lookup(&mut c, src, "ver.txt");
+        let a = lookup(&mut c, src, "a.h");
+        assert!(a > ROOT);
+        assert!(index.discover_reads().is_empty(), "looked up, not read: {:?}", index.discover_reads());
+        assert_eq!(body(c.answer(READ, ver, &read)), b"v1");
+        assert_eq!(body(c.answer(READ, ver, &read)), b"v1");
+        assert!(lookup(&mut c, src, "empty.txt") > ROOT);
+        assert_eq!(lookup(&mut c, ROOT, "hidden.txt"), 0);
+        assert_eq!(index.discover_reads(), ["src/empty.txt", "src/ver.txt"]);
     }
 
     /// On the shared mount each view is the root's entry named by its id: two views of one

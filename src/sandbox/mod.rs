@@ -1064,6 +1064,10 @@ pub struct Harvest {
     /// Declared outputs the step did not write (outside its scratch folders), in declared
     /// order: then none of its outputs was copied into the project.
     pub missing: Vec<String>,
+    /// Project paths of the files a depfile step read that it may discover but did not declare,
+    /// in path order ([`fuse::Index::discover_reads`]; a lazy view's only): each is keyed only
+    /// where its depfile lists it.
+    pub discover_reads: Vec<String>,
 }
 
 impl Pending {
@@ -1148,10 +1152,13 @@ impl Pending {
     }
 
     fn walk(self, copy_to: Option<&Path>, skip: Option<&str>) -> io::Result<Harvest> {
-        let Some(fd) = self.root.as_ref() else { return Ok(Harvest::default()) };
+        let discover_reads = self.index.as_ref().map(|i| i.discover_reads()).unwrap_or_default();
+        let Some(fd) = self.root.as_ref() else {
+            return Ok(Harvest { discover_reads, ..Harvest::default() });
+        };
         let view_root = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd)));
         let outputs: BTreeSet<&str> = self.outputs.iter().map(String::as_str).collect();
-        let mut harvest = Harvest::default();
+        let mut harvest = Harvest { discover_reads, ..Harvest::default() };
         let mut written: Vec<String> = Vec::new();
         let mut todo = vec![String::new()];
         while let Some(dir) = todo.pop() {
