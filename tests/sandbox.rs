@@ -175,7 +175,7 @@ fn a_depfile_steps_read_that_its_depfile_does_not_list_fails_and_stores_nothing(
         "an empty file is read without a READ: {err}"
     );
     assert!(
-        err.contains(&format!("read  vendor/v.h {unlisted}, or have the depfile list it: `-MMD` leaves out headers of `-isystem` folders, `-MD` does not)")),
+        err.contains(&format!("read  vendor/v.h {unlisted}, or have the depfile list it: `-MMD` leaves out headers of `-isystem` and `-idirafter` folders, `-MD` does not)")),
         "{err}"
     );
     assert!(
@@ -199,6 +199,43 @@ fn a_depfile_steps_read_that_its_depfile_does_not_list_fails_and_stores_nothing(
     assert_eq!(p.build(&[]).ran(), names(&["sys", "ver"]));
     assert_eq!(p.read("build/ver.txt"), "v2\n");
     assert_eq!(p.build(&[]).fresh(), names(&["app", "sys", "ver"]));
+}
+
+/// What a depfile step may discover, as a user's command names it: an include folder given as
+/// an absolute path in the project (as CMake writes them) or through `..`, a header that is a
+/// symlink; an empty file it only looks at (cargo `stat`s a package's README) is no read. It
+/// builds traced and sandboxed, and a change to the header a symlink leads to reruns it.
+#[test]
+fn a_depfile_steps_include_folders_symlinks_and_looks_are_as_unsandboxed() {
+    let p = Project::new()
+        .file("src/m.c", "#include \"l.h\"\n#include \"o.h\"\nint m = L + O;\n")
+        .file("inc/real.h", "#define L 1\n")
+        .file("other/o.h", "#define O 1\n")
+        .file("src/README.md", "");
+    std::os::unix::fs::symlink("real.h", p.path("inc/l.h")).unwrap();
+    let inc = p.path("inc");
+    p.write(
+        "gevulot.yaml",
+        &y(&format!(
+            r#"
+            targets:
+              m:
+                inputs: [src/m.c]
+                outputs: [build/m.o, build/m.d]
+                run: cc -MMD -MF build/m.d -I{} -Isrc/../other -c src/m.c -o build/m.o && test -e src/README.md && stat src/README.md
+                depfile: build/m.d
+            "#,
+            inc.display()
+        )),
+    );
+    // Traced first (the depfile names `src/../other/o.h`; a `stat` reads a name): nothing named.
+    let run = p.gvbuild(&["--trace-undeclared"]).success();
+    assert!(!run.stderr().contains("did not declare"), "{}", run.stderr());
+    assert_eq!(p.build(&[]).fresh(), names(&["m"]));
+    assert_eq!(stored(&p), 1);
+    p.write("inc/real.h", "#define L 2\n");
+    assert_eq!(p.build(&[]).ran(), names(&["m"]));
+    assert_eq!(p.build(&[]).fresh(), names(&["m"]));
 }
 
 #[test]

@@ -1265,8 +1265,10 @@ fn execute_traced(
     let own = |p: &Path| p.starts_with(trace.path()) || p.starts_with(tmpdir.path());
     let ignore = |p: &str| own(&root.join(p));
     let mut accessed = crate::sandbox::diagnose::accessed(&text, root, &ignore);
-    // A path outside the project that leads into it through a symlink is the project's.
-    for p in std::mem::take(&mut accessed.outside_reads) {
+    // A path outside the project that leads into it through a symlink is the project's. (Not
+    // one of `/proc`'s, which would be gvbuild's own here: its `/proc/self/fd/3`, its lock.)
+    let procs = |p: &PathBuf| !p.starts_with("/proc") && !p.starts_with("/dev/fd");
+    for p in std::mem::take(&mut accessed.outside_reads).into_iter().filter(procs) {
         let inside = fs::canonicalize(&p).ok().and_then(|c| c.strip_prefix(root).ok().map(Path::to_path_buf));
         accessed.reads.extend(inside.and_then(|r| r.to_str().map(str::to_string)));
     }
@@ -1294,11 +1296,16 @@ fn execute_traced(
     // A depfile step's read of a file it may discover that its depfile does not list: the
     // sandbox shows it, but the key does not cover it.
     if let Some(listed) = run.depfile.as_ref().and_then(|d| fs::read(root.join(d)).ok()) {
+        // As the key takes them: `src/../other/o.h` is `other/o.h`.
         let listed: BTreeSet<String> = crate::fingerprint::depfile::parse(&listed)
-            .map(|d| d.inputs.into_iter().filter_map(|i| String::from_utf8(i.path).ok()).collect())
-            .unwrap_or_default();
+            .map(|d| d.inputs.into_iter().filter_map(|i| String::from_utf8(i.path).ok()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| project_path(root, p))
+            .collect();
         let keyed = declared_set(ctx, t, run, parts, false)?;
-        let unrecorded = accessed.reads.iter().filter(|p| {
+        // Opened or run: a `stat` or an `access` reads a name, which the key covers.
+        let unrecorded = accessed.opened.iter().filter(|p| {
             declared.reads(p) && !keyed.reads(p) && !listed.contains(*p) && root.join(p).is_file()
         });
         touched.unrecorded.extend(unrecorded.cloned());
@@ -1426,7 +1433,7 @@ fn undeclared_lines(
     let system = words().any(|w| w.starts_with("-isystem") || w.starts_with("-idirafter"));
     let also = match user_only && system {
         true => {
-            ", or have the depfile list it: `-MMD` leaves out headers of `-isystem` folders, `-MD` does not"
+            ", or have the depfile list it: `-MMD` leaves out headers of `-isystem` and `-idirafter` folders, `-MD` does not"
         }
         false => "",
     };

@@ -310,7 +310,7 @@ fn discoverable(
         }
         let mut folders: BTreeSet<String> = discovered::command_search_dirs(&run.command)
             .into_iter()
-            .filter_map(|d| project_folder(&d))
+            .filter_map(|d| project_folder(&ctx.root, &d))
             .collect();
         for p in parts.inputs.keys().filter(|p| !p.starts_with('/')) {
             folders.insert(p.rsplit_once('/').map_or(String::new(), |(dir, _)| dir.to_string()));
@@ -366,11 +366,21 @@ fn walk(ctx: &Ctx, dir: &str) -> Arc<Discoverable> {
         .require_git(false)
         .follow_links(false)
         .build();
+    // Not written by a target, nor gvbuild's or git's own.
+    let steady_file =
+        |p: &str| ctx.producer_of(p).is_none() && !p.starts_with(".git/") && !p.starts_with(".gvbuild/");
+    // A symlink to such a file, or to one outside the project, is shown as the file it leads to
+    // (and keyed so where a depfile lists it).
+    let link_to_file = |e: &ignore::DirEntry| {
+        let Ok(to) = std::fs::canonicalize(e.path()) else { return false };
+        let inside = to.strip_prefix(root).ok().map(|r| r.to_str().map(str::to_string));
+        to.is_file() && inside.is_none_or(|r| r.is_some_and(|r| steady_file(&r)))
+    };
     let files: Vec<String> = walker
         .flatten()
-        .filter(|e| e.file_type().is_some_and(|t| t.is_file()))
+        .filter(|e| e.file_type().is_some_and(|t| t.is_file() || (t.is_symlink() && link_to_file(e))))
         .filter_map(|e| e.path().strip_prefix(root).ok().and_then(|r| r.to_str()).map(str::to_string))
-        .filter(|p| ctx.producer_of(p).is_none() && !p.starts_with(".git/") && !p.starts_with(".gvbuild/"))
+        .filter(|p| steady_file(p))
         .take(MAX_DISCOVERABLE + 1)
         .collect();
     let files = Arc::new(Discoverable::new(files));
@@ -397,19 +407,13 @@ fn link_text(root: &Path, link: &str, id: &FileId) -> Result<String, InputRootEr
 /// Files a depfile step's first remote run may ship beyond what it declares.
 pub const MAX_DISCOVERABLE: usize = 50_000;
 
-/// A command's include folder as a project folder (`""` for the project folder itself), or
-/// `None` when it is absolute (the worker's) or climbs out with `..`.
-fn project_folder(dir: &str) -> Option<String> {
-    if dir.starts_with('/') {
-        return None;
-    }
-    let mut parts = Vec::new();
-    for c in dir.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => return None,
-            c => parts.push(c),
-        }
-    }
-    Some(parts.join("/"))
+/// A command's include folder as a project folder (`""` for the project folder itself):
+/// relative (`src/../inc` is `inc`), or absolute below the project folder `root` (as CMake
+/// writes them); `None` for any other (the machine's own) or one that climbs out with `..`.
+fn project_folder(root: &Path, dir: &str) -> Option<String> {
+    let rel = match dir.strip_prefix('/') {
+        Some(_) => Path::new(dir).strip_prefix(root).ok()?.to_str()?,
+        None => dir,
+    };
+    crate::paths::normalize_rel(rel).map(|p| if p == "." { String::new() } else { p })
 }

@@ -89,6 +89,9 @@ pub struct Accessed {
     pub removed: BTreeSet<String>,
     /// Absolute paths outside the project read (a symlink may lead one into it).
     pub outside_reads: BTreeSet<PathBuf>,
+    /// Of `reads`, the files opened for reading (not `O_PATH`) or run: what may have read
+    /// their content, not only their name.
+    pub opened: BTreeSet<String>,
 }
 
 /// The calls that change the path they name, besides an open for writing, and whether each
@@ -140,6 +143,7 @@ pub fn accessed(log: &str, project: &Path, ignore: &dyn Fn(&str) -> bool) -> Acc
     let mut ever_made: BTreeSet<PathBuf> = BTreeSet::new();
     let mut writes: BTreeSet<PathBuf> = BTreeSet::new();
     let mut reads: Vec<PathBuf> = Vec::new();
+    let mut opened: Vec<PathBuf> = Vec::new();
     each_path(log, project, |e| {
         let abs = match e.placed {
             Placed::Project(rel) if ignore(rel) => return,
@@ -174,6 +178,12 @@ pub fn accessed(log: &str, project: &Path, ignore: &dyn Fn(&str) -> bool) -> Acc
             return;
         }
         match change {
+            None if (opens && !flags.contains("O_PATH") && !flags.contains("O_DIRECTORY"))
+                || e.name == "execve" =>
+            {
+                opened.push(abs.clone());
+                reads.push(abs);
+            }
             None => reads.push(abs),
             Some(Change::Make) => {
                 made.insert(abs.clone());
@@ -218,6 +228,8 @@ pub fn accessed(log: &str, project: &Path, ignore: &dyn Fn(&str) -> bool) -> Acc
             }
         }
     }
+    let opened = opened.iter().filter(|p| !ever_made.contains(*p)).filter_map(|p| rel(p));
+    a.opened.extend(opened);
     a.missing.retain(|m| !ever_made.contains(&project.join(m)));
     a
 }

@@ -52,8 +52,9 @@ pub struct Index {
     produced: Option<Produced>,
     /// Where the view does not list them: the files a depfile step may discover.
     discover: Vec<Arc<super::Discoverable>>,
-    /// The files of `discover` (none of them declared) the step read, each once: its first
-    /// `READ`, or for an empty file (which the kernel reads without asking) its lookup.
+    /// The files of `discover` (none of them declared) the step read, each once: at its first
+    /// `READ`, or for an empty file (which the kernel reads without a `READ`) at a `GETATTR`
+    /// through an open file ([`View::attr_valid`]).
     discover_reads: Mutex<std::collections::BTreeSet<String>>,
 }
 
@@ -283,10 +284,17 @@ impl Index {
         reads.iter().cloned().collect()
     }
 
+    /// Whether view path `path` is only a file the step may discover (not declared).
+    fn discover_only(&self, path: &str) -> bool {
+        // (No target writes a file to discover: none is at or below a dependency's output.)
+        !self.discover.is_empty()
+            && !self.view.contains_key(path)
+            && self.discover.iter().any(|d| d.holds(path))
+    }
+
     /// Note a read of view file `path` where it is only a file the step may discover.
     fn note_read(&self, path: &str) {
-        // (No target writes a file to discover: none is at or below a dependency's output.)
-        if self.view.contains_key(path) || !self.discover.iter().any(|d| d.holds(path)) {
+        if !self.discover_only(path) {
             return;
         }
         let mut reads = self.discover_reads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -845,6 +853,8 @@ const COPY_FILE_RANGE: u32 = 47;
 
 // `fuse_init_out` flags asked for, where the kernel offers them.
 const FUSE_ASYNC_READ: u32 = 1 << 0;
+/// `fuse_getattr_in.getattr_flags`: the request comes through an open file.
+const FUSE_GETATTR_FH: u32 = 1 << 0;
 const FUSE_NO_OPEN_SUPPORT: u32 = 1 << 17;
 const FUSE_NO_OPENDIR_SUPPORT: u32 = 1 << 24;
 const FUSE_PARALLEL_DIROPS: u32 = 1 << 18;
@@ -1087,7 +1097,7 @@ impl Conn {
                 };
                 view.entry(String::new())
             }
-            GETATTR => Reply::Body(attr_out(&Attr::folder(ROOT))),
+            GETATTR => Reply::Body(attr_out(&Attr::folder(ROOT), VALID)),
             OPENDIR if self.no_opendir => Reply::Err(Errno::NOSYS),
             OPENDIR => Reply::Body(open_out(ROOT, 0)),
             READDIR => Reply::Body(dirents(&dots(ROOT), u64_at(body, 8), u32_at(body, 16) as usize)),
@@ -1120,9 +1130,10 @@ fn read_only(opcode: u32) -> Reply {
 }
 
 /// `struct fuse_attr_out`: `a`, valid for a day.
-fn attr_out(a: &Attr) -> Vec<u8> {
+/// `struct fuse_attr_out` of `a`, valid for `valid` seconds.
+fn attr_out(a: &Attr, valid: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(104);
-    out.extend_from_slice(&VALID.to_ne_bytes());
+    out.extend_from_slice(&valid.to_ne_bytes());
     out.extend_from_slice(&[0u8; 8]);
     a.put(&mut out);
     out
@@ -1207,6 +1218,17 @@ impl View {
         }
     }
 
+    /// How long the kernel may keep view file `path`'s attributes `a`: a day, but not at all
+    /// for an empty file the step may discover. The kernel reads an empty file without a
+    /// `READ`, but asks for its attributes first, through the open file, when they are stale:
+    /// that `GETATTR` is the read [`Index::note_read`] notes (a `stat` asks without one).
+    fn attr_valid(&self, path: &str, a: &Attr) -> u64 {
+        match a.size == 0 && a.mode & libc::S_IFMT == libc::S_IFREG && self.index.discover_only(path) {
+            true => 0,
+            false => VALID,
+        }
+    }
+
     fn entry(&mut self, path: String) -> Reply {
         let mut out = Vec::with_capacity(128);
         if self.seen(&path).is_none() {
@@ -1224,14 +1246,10 @@ impl View {
             Ok(a) => a,
             Err(e) => return Reply::Err(e),
         };
-        // An empty file is read without a `READ`: looking it up counts.
-        if attr.size == 0 && attr.mode & libc::S_IFMT == libc::S_IFREG {
-            self.index.note_read(&path);
-        }
         out.extend_from_slice(&id.to_ne_bytes());
         out.extend_from_slice(&0u64.to_ne_bytes());
         out.extend_from_slice(&VALID.to_ne_bytes());
-        out.extend_from_slice(&VALID.to_ne_bytes());
+        out.extend_from_slice(&self.attr_valid(&path, &attr).to_ne_bytes());
         out.extend_from_slice(&[0u8; 8]);
         attr.put(&mut out);
         Reply::Body(out)
@@ -1252,10 +1270,16 @@ impl View {
                 let Some(path) = self.path(local).map(str::to_string) else {
                     return Reply::Err(Errno::NOENT);
                 };
-                match self.attr(&path, local) {
-                    Ok(a) => Reply::Body(attr_out(&a)),
-                    Err(e) => Reply::Err(e),
+                let a = match self.attr(&path, local) {
+                    Ok(a) => a,
+                    Err(e) => return Reply::Err(e),
+                };
+                let valid = self.attr_valid(&path, &a);
+                // Asked for through an open file (`FUSE_GETATTR_FH`): a read of an empty file.
+                if valid == 0 && body.len() >= 4 && u32_at(body, 0) & FUSE_GETATTR_FH != 0 {
+                    self.index.note_read(&path);
                 }
+                Reply::Body(attr_out(&a, valid))
             }
             READLINK => {
                 let Some(path) = self.path(local) else { return Reply::Err(Errno::NOENT) };
@@ -1557,9 +1581,9 @@ mod tests {
         assert!(matches!(c.answer(WRITE, a, &[]), Reply::Err(Errno::ROFS)));
     }
 
-    /// A file the step may discover but did not declare is noted when it is read (an empty one
-    /// when it is looked up, since the kernel reads it without asking); a declared input, a
-    /// file only looked up and a hidden one are not.
+    /// A file the step may discover but did not declare is noted when it is read: at its first
+    /// `READ`, or for an empty one (whose attributes are never kept) at a `GETATTR` through an
+    /// open file; a declared input, a file only looked up or stat'ed and a hidden one are not.
     #[test]
     fn the_files_a_step_may_discover_are_noted_when_read() {
         let dir = tempfile::tempdir().unwrap();
@@ -1589,7 +1613,17 @@ mod tests {
         assert!(index.discover_reads().is_empty(), "looked up, not read: {:?}", index.discover_reads());
         assert_eq!(body(c.answer(READ, ver, &read)), b"v1");
         assert_eq!(body(c.answer(READ, ver, &read)), b"v1");
-        assert!(lookup(&mut c, src, "empty.txt") > ROOT);
+        let empty = lookup(&mut c, src, "empty.txt");
+        let entry = body(c.answer(LOOKUP, src, b"empty.txt\0"));
+        assert_eq!(u64_at(&entry, 24), 0, "an empty file's attributes are not kept");
+        assert_eq!(u64_at(&body(c.answer(LOOKUP, src, b"ver.txt\0")), 24), VALID);
+        // fuse_getattr_in: getattr_flags, dummy, fh.
+        let stat = body(c.answer(GETATTR, empty, &[0u8; 16]));
+        assert_eq!(u64_at(&stat, 0), 0);
+        assert_eq!(index.discover_reads(), ["src/ver.txt"], "a stat is no read");
+        let mut through_file = [0u8; 16];
+        through_file[0] = 1;
+        body(c.answer(GETATTR, empty, &through_file));
         assert_eq!(lookup(&mut c, ROOT, "hidden.txt"), 0);
         assert_eq!(index.discover_reads(), ["src/empty.txt", "src/ver.txt"]);
     }
