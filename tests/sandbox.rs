@@ -169,11 +169,12 @@ fn a_depfile_steps_read_that_its_depfile_does_not_list_fails_and_stores_nothing(
         err.contains("the command succeeded, but in the sandbox it touched what it did not declare"),
         "{err}"
     );
-    assert!(err.contains(&format!("read  version.txt {unlisted})")), "{err}");
+    // Said in full once a step.
     assert!(
         err.contains(&format!("read  empty.txt {unlisted})")),
         "an empty file is read without a READ: {err}"
     );
+    assert!(err.contains("read  version.txt (the same: its depfile does not list it)"), "{err}");
     assert!(
         err.contains(&format!("read  vendor/v.h {unlisted}, or have the depfile list it: `-MMD` leaves out headers of `-isystem` and `-idirafter` folders, `-MD` does not)")),
         "{err}"
@@ -236,6 +237,55 @@ fn a_depfile_steps_include_folders_symlinks_and_looks_are_as_unsandboxed() {
     p.write("inc/real.h", "#define L 2\n");
     assert_eq!(p.build(&[]).ran(), names(&["m"]));
     assert_eq!(p.build(&[]).fresh(), names(&["m"]));
+}
+
+/// What a depfile step looks up among the files it may discover is keyed, found or not: a file
+/// that appears (`test -e`), one a `__has_include` no longer finds, an empty header that gcc
+/// reads without a `READ` (its later content is then a read its `-MMD` depfile does not list).
+#[test]
+fn what_a_depfile_step_looks_up_among_the_files_it_may_discover_is_keyed() {
+    let p = Project::new()
+        .file(
+            "gevulot.yaml",
+            &y(r#"
+            targets:
+              probe:
+                inputs: [src/main.c]
+                outputs: [out.txt, dep.d]
+                run: |
+                  printf 'out.txt: src/main.c\n' > dep.d
+                  if [ -e src/extra.txt ]; then echo found; else echo none; fi > out.txt
+                depfile: dep.d
+              m:
+                inputs: [m.c]
+                outputs: [build/m.o, build/m.d]
+                run: cc -isystem sys -Iinc -MMD -MF build/m.d -c m.c -o build/m.o
+                depfile: build/m.d
+            "#),
+        )
+        .file("src/main.c", "int x;\n")
+        .file("m.c", "#include <config.h>\n#if __has_include(\"cfg.h\")\nint has_cfg;\n#endif\nint m;\n")
+        .file("sys/config.h", "")
+        .file("inc/cfg.h", "#define C\n");
+    assert_eq!(p.build(&[]).ran(), names(&["m", "probe"]));
+    assert_eq!(p.read("out.txt"), "none\n");
+    p.write("src/extra.txt", "x\n");
+    assert_eq!(p.build(&[]).ran(), names(&["probe"]));
+    assert_eq!(p.read("out.txt"), "found\n");
+    // Another clone with the file, sharing the cache: the result made with it.
+    let other = p.clone_to_new_folder();
+    assert_eq!(other.build(&["probe"]).restored(), names(&["probe"]));
+    assert_eq!(other.read("out.txt"), "found\n");
+    std::fs::remove_file(p.path("src/extra.txt")).unwrap();
+    assert_eq!(p.build(&[]).restored(), names(&["probe"]));
+    assert_eq!(p.read("out.txt"), "none\n");
+    // Looked for and gone: `has_cfg` must go with it.
+    std::fs::rename(p.path("inc/cfg.h"), p.path("cfg.h.away")).unwrap();
+    assert_eq!(p.build(&["m"]).ran(), names(&["m"]));
+    // Filled, the empty header is a read its depfile does not list.
+    p.write("sys/config.h", "#define V 1\n");
+    let err = p.gvbuild(&["m"]).failure().stderr();
+    assert!(err.contains("read  sys/config.h (a file its depfile step may discover"), "{err}");
 }
 
 #[test]

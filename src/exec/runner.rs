@@ -602,16 +602,13 @@ fn run_and_store(
     }
     let shipped = ran.shipped.as_ref().map(|s| &s.files);
     let after = discovered_after_run(ctx, t, step, &ran.found, &ran.searched, outputs, started, shipped);
-    let (list, key, ids) = match after.and_then(|d| {
-        let (key, ids) = full_key_for(ctx, step, first, &d.list)?;
-        Ok((d, key, ids))
-    }) {
-        Ok((d, key, ids)) => {
+    let mut list = match after {
+        Ok(d) => {
             if let Some(w) = d.changed_while_running {
                 storable = false;
                 warnings.push(w);
             }
-            (d.list, key, ids)
+            d.list
         }
         Err(e) => {
             done.outcome = Outcome::Failed;
@@ -623,7 +620,7 @@ fn run_and_store(
     // change to it would find this result fresh. (Bazel's "undeclared inclusion".)
     let listed: std::collections::HashSet<&str> = discovered::files(&list).map(String::as_str).collect();
     let unlisted: std::collections::BTreeSet<String> =
-        ran.discover_reads.into_iter().filter(|p| !listed.contains(p.as_str())).collect();
+        ran.discovering.reads.into_iter().filter(|p| !listed.contains(p.as_str())).collect();
     if !unlisted.is_empty() {
         clear_outputs(root, outputs);
         let touched = crate::sandbox::diagnose::Touched { unrecorded: unlisted, ..Default::default() };
@@ -632,6 +629,20 @@ fn run_and_store(
         done.error = Some(StepError::Undeclared { how: "the command succeeded".into(), lines }.to_string());
         return done;
     }
+    // What it looked up among them, found or not (`test -e`, `__has_include`, a tool's config
+    // file it goes without), is keyed too: as present with its content, or as absent. (Not a
+    // target's output: such a file, another's, is never shown to it.)
+    let looks = ran.discovering.looks.into_iter().filter(|p| !listed.contains(p.as_str()));
+    let looks: Vec<String> = looks.filter(|p| ctx.producer_of(p).is_none()).collect();
+    list.extend(looks);
+    let (key, ids) = match full_key_for(ctx, step, first, &list) {
+        Ok(k) => k,
+        Err(e) => {
+            done.outcome = Outcome::Failed;
+            done.error = Some(e.to_string());
+            return done;
+        }
+    };
     done.key = Some(key);
     done.warnings = warnings;
     done.update_record = true;
@@ -653,9 +664,18 @@ struct Execution {
     fell_back: bool,
     /// Traced touching what it did not declare (`--trace-undeclared`): not to be cached.
     untrusted: bool,
-    /// Files a sandboxed depfile step read that it may discover but did not declare: each must
-    /// be on its depfile's list, or its key would not cover it.
-    discover_reads: Vec<String>,
+    /// What a sandboxed depfile step's view saw it do with the files it may discover.
+    discovering: Discovering,
+}
+
+/// What a sandboxed depfile step did with the files it may discover but did not declare, as its
+/// lazy view saw it ([`crate::sandbox::Harvest`]).
+#[derive(Debug, Default)]
+struct Discovering {
+    /// Those it read: each must be on its depfile's list, or its key would not cover it.
+    reads: Vec<String>,
+    /// The paths it looked up among them, found or not: each is keyed.
+    looks: Vec<String>,
 }
 
 /// Run the step: a `run:` command here or on the engine, a built-in kind through its module. Sets
@@ -676,7 +696,7 @@ fn execute(
         shipped: None,
         fell_back: false,
         untrusted: false,
-        discover_reads: Vec::new(),
+        discovering: Discovering::default(),
     };
     if let Some(run) = step.as_run() {
         done.command = Some(run.command.clone());
@@ -685,14 +705,14 @@ fn execute(
             ran.warnings.extend(ctx.sandbox.take_warning());
         }
         match run_here_or_remote(ctx, t, run, parts, log)? {
-            Ran::Local(reads) => ran.discover_reads = reads,
+            Ran::Local(seen) => ran.discovering = seen,
             Ran::Remote(s) => {
                 done.from = Some("remote");
                 ran.shipped = Some(s);
             }
-            Ran::FellBack(reads) => {
+            Ran::FellBack(seen) => {
                 ran.fell_back = true;
-                ran.discover_reads = reads;
+                ran.discovering = seen;
             }
             Ran::Traced(found) => {
                 // Run here, though with `--remote-exec` its key is a remote step's.
@@ -960,13 +980,13 @@ fn changed_since(meta: &fs::Metadata, since: SystemTime) -> bool {
 /// Where a `run:` step ran.
 enum Ran {
     /// Here: with the files a sandboxed depfile step read that it may discover but did not
-    /// declare ([`crate::sandbox::Harvest::discover_reads`]).
-    Local(Vec<String>),
+    /// declare, as its view saw it.
+    Local(Discovering),
     /// Here, unsandboxed under strace (`--trace-undeclared`): what it touched undeclared.
     Traced(TraceFound),
     Remote(remote_exec::Shipped),
     /// Locally, though its key is a remote step's: the engine was lost (`--remote-exec-fallback`).
-    FellBack(Vec<String>),
+    FellBack(Discovering),
 }
 
 /// Run the step on the remote-execution engine when there is one, else here.
@@ -1000,15 +1020,15 @@ fn run_here_or_remote(
 /// step, the build, or this machine); `Err` says why it failed (an interrupted command is not
 /// a failure of its own: the build reports the interruption). A sandboxed step fails when it
 /// wrote in the project anything but its outputs; one that failed is run again traced to
-/// name what it touched undeclared ([`crate::sandbox::diagnose`]). `Ok` holds the files a
-/// depfile step read that it may discover but did not declare (a lazy view's only).
+/// name what it touched undeclared ([`crate::sandbox::diagnose`]). `Ok` holds what a
+/// depfile step did with the files it may discover but did not declare (a lazy view's only).
 fn execute_run(
     ctx: &Ctx,
     t: &Target,
     run: &RunSpec,
     parts: &KeyParts,
     log: &Path,
-) -> Result<Vec<String>, StepError> {
+) -> Result<Discovering, StepError> {
     make_scratch(ctx, run)?;
     let sandboxed = sandboxed(ctx, run);
     let plan = match &sandboxed {
@@ -1020,11 +1040,19 @@ fn execute_run(
     let spec = Invocation { command: &run.command, root: &ctx.root, env: &env, log, live: live.as_deref() };
     let (status, harvest) = run_here(ctx, &spec, plan)?;
     if ctx.interrupted.load(Ordering::SeqCst) {
-        return Ok(Vec::new());
+        return Ok(Discovering::default());
     }
     let mut touched = crate::sandbox::diagnose::Touched::default();
-    let (undeclared, removed, missing, discover_reads) =
-        harvest.map(|h| (h.undeclared, h.removed, h.missing, h.discover_reads)).unwrap_or_default();
+    let (undeclared, removed, missing, seen) = harvest
+        .map(|h| {
+            (
+                h.undeclared,
+                h.removed,
+                h.missing,
+                Discovering { reads: h.discover_reads, looks: h.discover_looks },
+            )
+        })
+        .unwrap_or_default();
     touched.writes.extend(undeclared);
     touched.removed.extend(removed);
     if status.success() && touched.writes.is_empty() {
@@ -1032,7 +1060,7 @@ fn execute_run(
         // would find the project without the ones it did write, and name those).
         return match missing.into_iter().next() {
             Some(o) => Err(StepError::OutputMissing(o)),
-            None => Ok(discover_reads),
+            None => Ok(seen),
         };
     }
     let mut traced = false;
@@ -1437,10 +1465,14 @@ fn undeclared_lines(
         }
         false => "",
     };
-    for p in &touched.unrecorded {
-        lines.push(format!(
-            "read  {p} (a file its depfile step may discover, which the sandbox shows, but its depfile does not list it, so its key does not cover it: add it to `inputs:`{also})"
-        ));
+    // Said in full once.
+    for (i, p) in touched.unrecorded.iter().enumerate() {
+        lines.push(match i {
+            0 => format!(
+                "read  {p} (a file its depfile step may discover, which the sandbox shows, but its depfile does not list it, so its key does not cover it: add it to `inputs:`{also})"
+            ),
+            _ => format!("read  {p} (the same: its depfile does not list it)"),
+        });
     }
     if lines.len() > max {
         let more = lines.len() - max;

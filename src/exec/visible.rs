@@ -383,7 +383,7 @@ fn walk(ctx: &Ctx, dir: &str) -> Arc<Discoverable> {
         .filter(|p| steady_file(p))
         .take(MAX_DISCOVERABLE + 1)
         .collect();
-    let files = Arc::new(Discoverable::new(files));
+    let files = Arc::new(Discoverable::walked(dir, files));
     if steady {
         if let Ok(mut m) = ctx.walks.lock() {
             m.insert(dir.to_string(), files.clone());

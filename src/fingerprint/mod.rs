@@ -78,8 +78,10 @@ pub use self::hash::{Digest, FileId, StatCache};
 /// Bump to invalidate every cache entry ever written. 2: the key bytes moved from bincode to
 /// [`encode`]; depfiles read as ninja does; absent discovered inputs and search-folder lookups
 /// keyed; symlinked folders followed. 3: every folder an input walk finds is keyed (`NAME
-/// (folder)`), so an empty folder added to an input folder reruns the step (issue 20).
-pub const KEY_VERSION: u32 = 3;
+/// (folder)`), so an empty folder added to an input folder reruns the step (issue 20). 4: a
+/// sandboxed depfile step's discovered list holds what it looked up among the files it may
+/// discover (found or not), so a list recorded without them is never trusted again.
+pub const KEY_VERSION: u32 = 4;
 
 /// Everything a step's first-level key is made of.
 ///

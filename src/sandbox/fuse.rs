@@ -56,6 +56,9 @@ pub struct Index {
     /// `READ`, or for an empty file (which the kernel reads without a `READ`) at a `GETATTR`
     /// through an open file ([`View::attr_valid`]).
     discover_reads: Mutex<std::collections::BTreeSet<String>>,
+    /// The paths the step looked up among the files of `discover`, found (not declared) or not
+    /// (where a file would be one to discover), each once.
+    discover_looks: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Index {
@@ -272,8 +275,9 @@ impl Index {
     ) -> io::Result<Index> {
         let root =
             rustix::fs::open(project, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-        let discover_reads = Mutex::default();
-        Ok(Index { root, project: project.to_path_buf(), view, links, produced, discover, discover_reads })
+        let (discover_reads, discover_looks) = (Mutex::default(), Mutex::default());
+        let project = project.to_path_buf();
+        Ok(Index { root, project, view, links, produced, discover, discover_reads, discover_looks })
     }
 
     /// The files the step read that it may discover but did not declare (an input, a
@@ -282,6 +286,29 @@ impl Index {
     pub fn discover_reads(&self) -> Vec<String> {
         let reads = self.discover_reads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         reads.iter().cloned().collect()
+    }
+
+    /// The paths the step looked up among the files it may discover but did not declare,
+    /// whether it found one there or not, in path order: its key covers each as it is then
+    /// (`stat`, `test -e`, `__has_include` and a read all look a file up first).
+    pub fn discover_looks(&self) -> Vec<String> {
+        let looks = self.discover_looks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        looks.iter().cloned().collect()
+    }
+
+    /// Note a lookup of view path `path` (`found` or not) where it is, or would be, only a file
+    /// the step may discover.
+    fn note_look(&self, path: &str, found: bool) {
+        let noted = match found {
+            true => self.discover_only(path),
+            false => self.discover.iter().any(|d| d.would_hold(path)),
+        };
+        if noted {
+            let mut looks = self.discover_looks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !looks.contains(path) {
+                looks.insert(path.to_string());
+            }
+        }
     }
 
     /// Whether view path `path` is only a file the step may discover (not declared).
@@ -1231,7 +1258,9 @@ impl View {
 
     fn entry(&mut self, path: String) -> Reply {
         let mut out = Vec::with_capacity(128);
-        if self.seen(&path).is_none() {
+        let seen = self.seen(&path);
+        self.index.note_look(&path, seen.is_some());
+        if seen.is_none() {
             // A negative entry, cached like the others: an include search asks again and again.
             out.extend_from_slice(&0u64.to_ne_bytes());
             out.extend_from_slice(&0u64.to_ne_bytes());
@@ -1584,6 +1613,7 @@ mod tests {
     /// A file the step may discover but did not declare is noted when it is read: at its first
     /// `READ`, or for an empty one (whose attributes are never kept) at a `GETATTR` through an
     /// open file; a declared input, a file only looked up or stat'ed and a hidden one are not.
+    /// Every lookup among those files is noted too, and of a missing one in the folder walked.
     #[test]
     fn the_files_a_step_may_discover_are_noted_when_read() {
         let dir = tempfile::tempdir().unwrap();
@@ -1597,7 +1627,7 @@ mod tests {
         view.insert("src".to_string(), Node::Folder);
         view.insert("src/main.c".to_string(), Node::File);
         let files = ["src/main.c", "src/a.h", "src/ver.txt", "src/empty.txt"].map(String::from).to_vec();
-        let discover = vec![Arc::new(super::super::Discoverable::new(files))];
+        let discover = vec![Arc::new(super::super::Discoverable::walked("src", files))];
         let index = Arc::new(Index::new(root, Arc::new(view), HashMap::new(), None, discover).unwrap());
         let null: OwnedFd = File::open("/dev/null").unwrap().into();
         let mut c = Conn::new(null, Some((1, Arc::clone(&index))));
@@ -1625,7 +1655,10 @@ mod tests {
         through_file[0] = 1;
         body(c.answer(GETATTR, empty, &through_file));
         assert_eq!(lookup(&mut c, ROOT, "hidden.txt"), 0);
+        assert_eq!(lookup(&mut c, src, "gone.h"), 0);
         assert_eq!(index.discover_reads(), ["src/empty.txt", "src/ver.txt"]);
+        // Looked up: found and not declared, or missing where it would be one to discover.
+        assert_eq!(index.discover_looks(), ["src/a.h", "src/empty.txt", "src/gone.h", "src/ver.txt"]);
     }
 
     /// On the shared mount each view is the root's entry named by its id: two views of one

@@ -102,6 +102,9 @@ pub struct Discoverable {
     pub files: Vec<String>,
     set: std::collections::HashSet<String>,
     folders: std::collections::HashSet<String>,
+    /// The folder walked: a file that appears below it would be one more to discover (`""`:
+    /// the project folder, its own files only). `None` for a list not walked.
+    walked: Option<String>,
 }
 
 impl Discoverable {
@@ -117,7 +120,23 @@ impl Discoverable {
                 p = dir;
             }
         }
-        Discoverable { files, set, folders }
+        Discoverable { files, set, folders, walked: None }
+    }
+
+    /// The files walked below project folder `dir` (`""`: the project folder's own).
+    pub fn walked(dir: &str, files: Vec<String>) -> Discoverable {
+        Discoverable { walked: Some(dir.to_string()), ..Discoverable::new(files) }
+    }
+
+    /// Whether a file at project path `p` would be one of the files, were it there (and not
+    /// ignored by git or written by a target).
+    pub fn would_hold(&self, p: &str) -> bool {
+        let dir = p.rsplit_once('/').map_or("", |(d, _)| d);
+        match self.walked.as_deref() {
+            Some("") => dir.is_empty(),
+            Some(w) => crate::paths::is_within(dir, w),
+            None => false,
+        }
     }
 
     /// Whether project path `p` is one of the files (and not another step's write in flight).
@@ -1068,6 +1087,10 @@ pub struct Harvest {
     /// in path order ([`fuse::Index::discover_reads`]; a lazy view's only): each is keyed only
     /// where its depfile lists it.
     pub discover_reads: Vec<String>,
+    /// Project paths a depfile step looked up among the files it may discover, found or not
+    /// ([`fuse::Index::discover_looks`]; a lazy view's only): the key covers each, as present
+    /// with its content or as absent.
+    pub discover_looks: Vec<String>,
 }
 
 impl Pending {
@@ -1153,12 +1176,13 @@ impl Pending {
 
     fn walk(self, copy_to: Option<&Path>, skip: Option<&str>) -> io::Result<Harvest> {
         let discover_reads = self.index.as_ref().map(|i| i.discover_reads()).unwrap_or_default();
+        let discover_looks = self.index.as_ref().map(|i| i.discover_looks()).unwrap_or_default();
         let Some(fd) = self.root.as_ref() else {
-            return Ok(Harvest { discover_reads, ..Harvest::default() });
+            return Ok(Harvest { discover_reads, discover_looks, ..Harvest::default() });
         };
         let view_root = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd)));
         let outputs: BTreeSet<&str> = self.outputs.iter().map(String::as_str).collect();
-        let mut harvest = Harvest { discover_reads, ..Harvest::default() };
+        let mut harvest = Harvest { discover_reads, discover_looks, ..Harvest::default() };
         let mut written: Vec<String> = Vec::new();
         let mut todo = vec![String::new()];
         while let Some(dir) = todo.pop() {
