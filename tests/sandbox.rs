@@ -279,6 +279,15 @@ fn what_a_depfile_step_looks_up_among_the_files_it_may_discover_is_keyed() {
     std::fs::remove_file(p.path("src/extra.txt")).unwrap();
     assert_eq!(p.build(&[]).restored(), names(&["probe"]));
     assert_eq!(p.read("out.txt"), "none\n");
+    // Another target comes to write a path it looked up: a lookup is no read to order after
+    // that target, and the path stays hidden from it.
+    let yaml =
+        p.read("gevulot.yaml") + "  gen:\n    outputs: [src/extra.txt]\n    run: echo gen > src/extra.txt\n";
+    p.write("gevulot.yaml", &yaml);
+    p.build(&["probe", "gen"]);
+    p.build(&["probe", "gen"]);
+    assert_eq!(p.build(&["probe", "gen"]).fresh(), names(&["gen", "probe"]));
+    assert_eq!(p.read("out.txt"), "none\n");
     // Looked for and gone: `has_cfg` must go with it.
     std::fs::rename(p.path("inc/cfg.h"), p.path("cfg.h.away")).unwrap();
     assert_eq!(p.build(&["m"]).ran(), names(&["m"]));

@@ -632,8 +632,9 @@ fn run_and_store(
     // What it looked up among them, found or not (`test -e`, `__has_include`, a tool's config
     // file it goes without), is keyed too: as present with its content, or as absent. (Not a
     // target's output: such a file, another's, is never shown to it.)
-    let looks = ran.discovering.looks.into_iter().filter(|p| !listed.contains(p.as_str()));
-    let looks: Vec<String> = looks.filter(|p| ctx.producer_of(p).is_none()).collect();
+    let looks = ran.discovering.looks.iter().filter(|p| !listed.contains(p.as_str()));
+    let looks: Vec<String> =
+        looks.filter(|p| ctx.producer_of(p).is_none()).map(|p| discovered::looked_entry(p)).collect();
     list.extend(looks);
     let (key, ids) = match full_key_for(ctx, step, first, &list) {
         Ok(k) => k,

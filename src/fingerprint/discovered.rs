@@ -21,8 +21,10 @@
 //!
 //! A header added to, removed from, or moved between any of those folders therefore changes the
 //! full key, as does an edited one. Lookups that no depfile records (a failed
-//! `__has_include` of a name no other include shares, an include spelled with `..`) are not
-//! covered; for those, name the folder under `inputs:`.
+//! `__has_include` of a name no other include shares, `test -e` of a file beside the input)
+//! are covered only where a sandboxed step's lazy view saw them: it adds each path it looked up
+//! among the files it may discover as a [`LOOKED`] entry, keyed as a file is (present, with
+//! its content, or absent). Elsewhere, name the folder under `inputs:`.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,9 +45,24 @@ pub fn searched_entry(dir: &str) -> String {
     format!("{SEARCHED}{dir}")
 }
 
-/// The files of a discovered list: its entries other than search folders.
+/// A list entry that names a path a sandboxed step looked up among the files it may discover
+/// (found or not) rather than one its depfile lists: keyed as a file is, but no read of it
+/// (so no other target's output it must be ordered after, and nothing to show it next time).
+pub const LOOKED: &str = "\0looked up ";
+
+/// The list entry for project path `p`, looked up.
+pub fn looked_entry(p: &str) -> String {
+    format!("{LOOKED}{p}")
+}
+
+/// The files of a discovered list: its entries other than search folders and lookups.
 pub fn files(list: &[String]) -> impl Iterator<Item = &String> {
-    list.iter().filter(|p| !p.starts_with(SEARCHED))
+    list.iter().filter(|p| !p.starts_with(SEARCHED) && !p.starts_with(LOOKED))
+}
+
+/// The paths a discovered list's lookup entries name ([`LOOKED`]).
+pub fn looked(list: &[String]) -> impl Iterator<Item = &str> {
+    list.iter().filter_map(|p| p.strip_prefix(LOOKED))
 }
 
 /// The identity of a discovered file that does not exist. No real file has this size.
@@ -163,7 +180,8 @@ pub fn identities(
     stat: &StatCache,
 ) -> io::Result<BTreeMap<String, FileId>> {
     let mut ids = BTreeMap::new();
-    for p in files(list) {
+    // (A path both listed and looked up has one identity.)
+    for p in files(list).map(String::as_str).chain(looked(list)) {
         let id = match stat.meta(root, p, true) {
             Ok(meta) if meta.is_file() => stat.file_id_in(root, p, &meta)?,
             Ok(meta) if meta.is_dir() => {
@@ -175,7 +193,7 @@ pub fn identities(
             }
             Err(e) => return Err(e),
         };
-        ids.insert(p.clone(), id);
+        ids.insert(p.to_string(), id);
     }
     if ids.is_empty() {
         return Ok(ids);

@@ -222,7 +222,7 @@ mod tests {
     fn key_format_is_pinned() {
         assert_eq!(
             hash::hex(&sample().key()),
-            "7ee0e72193dd8d476f4142e4e4dffb359f92bb81cbb5f1a23ba58e7a9c507696"
+            "6b26abb8c10a7a9b57a74fb6d60a7f0e4d1d38fb3528b7880fe1e5230da98bc5"
         );
     }
 
