@@ -261,13 +261,27 @@ fn what_a_depfile_step_looks_up_among_the_files_it_may_discover_is_keyed() {
                 outputs: [build/m.o, build/m.d]
                 run: cc -isystem sys -Iinc -MMD -MF build/m.d -c m.c -o build/m.o
                 depfile: build/m.d
+              feat:
+                inputs: [f.c]
+                outputs: [build/f.o, build/f.d]
+                run: cc -Inewinc -MD -MF build/f.d -c f.c -o build/f.o && { test -e fifo || true; }
+                depfile: build/f.d
             "#),
         )
+        .file("f.c", "#if __has_include(<feature.h>)\nint has_feature;\n#endif\nint f;\n")
         .file("src/main.c", "int x;\n")
         .file("m.c", "#include <config.h>\n#if __has_include(\"cfg.h\")\nint has_cfg;\n#endif\nint m;\n")
         .file("sys/config.h", "")
         .file("inc/cfg.h", "#define C\n");
-    assert_eq!(p.build(&[]).ran(), names(&["m", "probe"]));
+    // A FIFO it looks for (hidden: no file to discover) is keyed, not an error.
+    assert!(std::process::Command::new("mkfifo").arg(p.path("fifo")).status().unwrap().success());
+    assert_eq!(p.build(&[]).ran(), names(&["feat", "m", "probe"]));
+    assert_eq!(p.build(&[]).fresh(), names(&["feat", "m", "probe"]));
+    // (Gone before the copy below, which would block reading it.)
+    std::fs::remove_file(p.path("fifo")).unwrap();
+    // An include folder that was not there: made with the header the step looked for.
+    p.write("newinc/feature.h", "\n");
+    assert_eq!(p.build(&["feat"]).ran(), names(&["feat"]));
     assert_eq!(p.read("out.txt"), "none\n");
     p.write("src/extra.txt", "x\n");
     assert_eq!(p.build(&[]).ran(), names(&["probe"]));

@@ -633,8 +633,20 @@ fn run_and_store(
     // file it goes without), is keyed too: as present with its content, or as absent. (Not a
     // target's output: such a file, another's, is never shown to it.)
     let looks = ran.discovering.looks.iter().filter(|p| !listed.contains(p.as_str()));
-    let looks: Vec<String> =
-        looks.filter(|p| ctx.producer_of(p).is_none()).map(|p| discovered::looked_entry(p)).collect();
+    let looks: Vec<&String> = looks.filter(|p| ctx.producer_of(p).is_none()).collect();
+    // One made or changed since the step started may not be what it looked at.
+    let changed = looks.iter().find(|p| {
+        fs::symlink_metadata(root.join(p))
+            .is_ok_and(|m| m.modified().is_ok_and(|t| t >= started) || changed_since(&m, started))
+    });
+    if let Some(p) = changed.filter(|_| storable) {
+        storable = false;
+        warnings.push(format!(
+            "{p}, which `{}` looked up, changed while it ran; its result is not cached",
+            t.name
+        ));
+    }
+    let looks: Vec<String> = looks.into_iter().map(|p| discovered::looked_entry(p)).collect();
     list.extend(looks);
     let (key, ids) = match full_key_for(ctx, step, first, &list) {
         Ok(k) => k,
@@ -1296,8 +1308,8 @@ fn execute_traced(
     let mut accessed = crate::sandbox::diagnose::accessed(&text, root, &ignore);
     // A path outside the project that leads into it through a symlink is the project's. (Not
     // one of `/proc`'s, which would be gvbuild's own here: its `/proc/self/fd/3`, its lock.)
-    let procs = |p: &PathBuf| !p.starts_with("/proc") && !p.starts_with("/dev/fd");
-    for p in std::mem::take(&mut accessed.outside_reads).into_iter().filter(procs) {
+    let not_procs = |p: &PathBuf| !p.starts_with("/proc") && !p.starts_with("/dev/fd");
+    for p in std::mem::take(&mut accessed.outside_reads).into_iter().filter(not_procs) {
         let inside = fs::canonicalize(&p).ok().and_then(|c| c.strip_prefix(root).ok().map(Path::to_path_buf));
         accessed.reads.extend(inside.and_then(|r| r.to_str().map(str::to_string)));
     }

@@ -180,17 +180,21 @@ pub fn identities(
     stat: &StatCache,
 ) -> io::Result<BTreeMap<String, FileId>> {
     let mut ids = BTreeMap::new();
+    let constant = |what: &[u8]| FileId { digest: *blake3::hash(what).as_bytes(), exec: false, size: 0 };
     // (A path both listed and looked up has one identity.)
-    for p in files(list).map(String::as_str).chain(looked(list)) {
+    let looked = looked(list).map(|p| (p, true));
+    for (p, only_looked) in files(list).map(|p| (p.as_str(), false)).chain(looked) {
         let id = match stat.meta(root, p, true) {
             Ok(meta) if meta.is_file() => stat.file_id_in(root, p, &meta)?,
-            Ok(meta) if meta.is_dir() => {
-                FileId { digest: *blake3::hash(b"folder").as_bytes(), exec: false, size: 0 }
-            }
+            Ok(meta) if meta.is_dir() => constant(b"folder"),
+            // Only looked up (a FIFO `test -e` found): no content was read.
+            Ok(_) if only_looked => constant(b"other"),
             Ok(_) => return Err(io::Error::other(format!("discovered input {p} is not a regular file"))),
             Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
                 ABSENT
             }
+            // A symlink loop, say.
+            Err(e) if only_looked => constant(format!("unreadable {:?}", e.kind()).as_bytes()),
             Err(e) => return Err(e),
         };
         ids.insert(p.to_string(), id);

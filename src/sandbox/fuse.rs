@@ -14,7 +14,8 @@
 //! `RELEASE`, `OPENDIR`, `READDIR`, `RELEASEDIR`, `STATFS` and the `FORGET`s. Anything that
 //! would write answers `EROFS` (the overlay never writes its lower layer); the rest `ENOSYS`,
 //! which the kernel takes as "not supported". Every answer is valid for a day: a view does not
-//! change while its step runs, and the kernel then caches lookups, misses included.
+//! change while its step runs, and the kernel then caches lookups, misses included. (Not the
+//! attributes of an empty file a depfile step may discover: see [`View::attr_valid`].)
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -82,7 +83,8 @@ impl Index {
     /// [`NEAR_FILES`] targets' outputs lie below `dir` (each target's, depended on or not): the
     /// near layer's check of each of its folders stays cheap in a folder every target writes in.
     fn may_show_below(&self, dir: &str) -> bool {
-        if self.discover.iter().any(|d| d.holds_below(dir)) {
+        // (Where a file would be one to discover, the step's lookups must reach the view.)
+        if self.discover.iter().any(|d| d.holds_below(dir) || d.would_hold(&format!("{dir}/x"))) {
             return true;
         }
         let Some((_, deps)) = &self.produced else { return false };
@@ -1156,7 +1158,6 @@ fn read_only(opcode: u32) -> Reply {
     }
 }
 
-/// `struct fuse_attr_out`: `a`, valid for a day.
 /// `struct fuse_attr_out` of `a`, valid for `valid` seconds.
 fn attr_out(a: &Attr, valid: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(104);

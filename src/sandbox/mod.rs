@@ -128,13 +128,14 @@ impl Discoverable {
         Discoverable { walked: Some(dir.to_string()), ..Discoverable::new(files) }
     }
 
-    /// Whether a file at project path `p` would be one of the files, were it there (and not
-    /// ignored by git or written by a target).
+    /// Whether something at project path `p` would show files to discover, were it there: a
+    /// file in the folder walked (git and the targets' outputs aside), or that folder, a folder
+    /// below it or above it.
     pub fn would_hold(&self, p: &str) -> bool {
         let dir = p.rsplit_once('/').map_or("", |(d, _)| d);
         match self.walked.as_deref() {
             Some("") => dir.is_empty(),
-            Some(w) => crate::paths::is_within(dir, w),
+            Some(w) => crate::paths::is_within(dir, w) || crate::paths::is_within(w, p),
             None => false,
         }
     }
