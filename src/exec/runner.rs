@@ -259,8 +259,23 @@ fn full_key_for(
         // A worker's own folders are not the client's to key.
         dirs.retain(|d| !d.starts_with('/'));
     }
-    let ids = discovered::identities(&ctx.root, list, &dirs, &ctx.stat).map_err(StepError::DiscoveredRead)?;
+    let shown = |walked: &str, p: &str| shown(ctx, walked, p);
+    let ids = discovered::identities(&ctx.root, list, &dirs, &ctx.stat, &shown)
+        .map_err(StepError::DiscoveredRead)?;
     Ok((full_key(&first, &ids), ids))
+}
+
+/// What a sandboxed step's view would show at project path `p` now, by the walk of project
+/// folder `walked` (made once a build, as the views' own).
+fn shown(ctx: &Ctx, walked: &str, p: &str) -> discovered::Shown {
+    let files = super::visible::walk(ctx, walked);
+    if files.holds(p) {
+        discovered::Shown::File
+    } else if files.holds_below(p) {
+        discovered::Shown::Folder
+    } else {
+        discovered::Shown::Nothing
+    }
 }
 
 /// An image's path and blake3 (its one output file).
@@ -632,22 +647,28 @@ fn run_and_store(
     // What it looked up among them, found or not (`test -e`, `__has_include`, a tool's config
     // file it goes without), is keyed too: as present with its content, or as absent. (Not a
     // target's output: such a file, another's, is never shown to it.)
-    let looks = ran.discovering.looks.iter().filter(|p| !listed.contains(p.as_str()));
-    let looks: Vec<&String> = looks.filter(|p| ctx.producer_of(p).is_none()).collect();
-    // One made or changed since the step started may not be what it looked at.
-    let changed = looks.iter().find(|p| {
-        fs::symlink_metadata(root.join(p))
-            .is_ok_and(|m| m.modified().is_ok_and(|t| t >= started) || changed_since(&m, started))
+    let looks = ran.discovering.looks.iter().filter(|l| !listed.contains(l.path.as_str()));
+    let looks: Vec<&crate::sandbox::Look> = looks.filter(|l| ctx.producer_of(&l.path).is_none()).collect();
+    // One made, changed or gone since the step started may not be what it looked at.
+    let changed = looks.iter().find(|l| {
+        // (A walk is made once a build: what was made since is told by its time below.)
+        let there = root.join(&l.path).exists();
+        let now = match &l.walked {
+            Some(w) => there && shown(ctx, w, &l.path) != discovered::Shown::Nothing,
+            None => there,
+        };
+        now != l.found
+            || fs::symlink_metadata(root.join(&l.path))
+                .is_ok_and(|m| m.modified().is_ok_and(|t| t >= started) || changed_since(&m, started))
     });
-    if let Some(p) = changed.filter(|_| storable) {
+    if let Some(l) = changed.filter(|_| storable) {
         storable = false;
         warnings.push(format!(
-            "{p}, which `{}` looked up, changed while it ran; its result is not cached",
-            t.name
+            "{}, which `{}` looked up, changed while it ran; its result is not cached",
+            l.path, t.name
         ));
     }
-    let looks: Vec<String> = looks.into_iter().map(|p| discovered::looked_entry(p)).collect();
-    list.extend(looks);
+    list.extend(looks.into_iter().map(|l| discovered::looked_entry(&l.path, l.walked.as_deref())));
     let (key, ids) = match full_key_for(ctx, step, first, &list) {
         Ok(k) => k,
         Err(e) => {
@@ -688,7 +709,7 @@ struct Discovering {
     /// Those it read: each must be on its depfile's list, or its key would not cover it.
     reads: Vec<String>,
     /// The paths it looked up among them, found or not: each is keyed.
-    looks: Vec<String>,
+    looks: Vec<crate::sandbox::Look>,
 }
 
 /// Run the step: a `run:` command here or on the engine, a built-in kind through its module. Sets
@@ -1548,6 +1569,11 @@ fn project_path(root: &Path, p: &str) -> Option<String> {
     if p.starts_with('/') {
         if let Ok(rel) = Path::new(p).strip_prefix(root) {
             return crate::paths::normalize_rel(rel.to_str()?);
+        }
+        // Through a symlink to the project folder (`/tmp/link/inc/x.h`): the project's file.
+        let real = fs::canonicalize(p).ok().filter(|c| c.starts_with(root));
+        if let Some(rel) = real.as_deref().and_then(|c| c.strip_prefix(root).ok()).and_then(Path::to_str) {
+            return crate::paths::normalize_rel(rel);
         }
         return Some(p.to_string());
     }

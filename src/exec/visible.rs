@@ -350,7 +350,7 @@ fn discoverable(
 /// set through it, another's never are. What is left cannot change while the build runs, so a
 /// folder is walked once per build; one with a scratch folder at, above or below it (which
 /// its tool writes meanwhile) on every call.
-fn walk(ctx: &Ctx, dir: &str) -> Arc<Discoverable> {
+pub(super) fn walk(ctx: &Ctx, dir: &str) -> Arc<Discoverable> {
     let steady = ctx.scratch_near(dir).next().is_none();
     if steady {
         if let Some(w) = ctx.walks.lock().ok().and_then(|m| m.get(dir).cloned()) {
@@ -407,13 +407,21 @@ fn link_text(root: &Path, link: &str, id: &FileId) -> Result<String, InputRootEr
 /// Files a depfile step's first remote run may ship beyond what it declares.
 pub const MAX_DISCOVERABLE: usize = 50_000;
 
-/// A command's include folder as a project folder (`""` for the project folder itself):
-/// relative (`src/../inc` is `inc`), or absolute below the project folder `root` (as CMake
-/// writes them); `None` for any other (the machine's own) or one that climbs out with `..`.
+/// A command's include folder as a project folder (`""` for the project folder itself, which
+/// `root` names, canonical): relative (`src/../inc` is `inc`), or absolute below the project
+/// folder (as CMake writes them), or either through a symlink or a climb out and back in
+/// (`../project/inc`); `None` for any other (the machine's own).
 fn project_folder(root: &Path, dir: &str) -> Option<String> {
-    let rel = match dir.strip_prefix('/') {
-        Some(_) => Path::new(dir).strip_prefix(root).ok()?.to_str()?,
-        None => dir,
+    let plain = match dir.strip_prefix('/') {
+        Some(_) => Path::new(dir).strip_prefix(root).ok().and_then(Path::to_str),
+        None => Some(dir),
     };
-    crate::paths::normalize_rel(rel).map(|p| if p == "." { String::new() } else { p })
+    let rel = match plain.and_then(crate::paths::normalize_rel) {
+        Some(rel) => rel,
+        None => {
+            let real = std::fs::canonicalize(root.join(dir)).ok()?;
+            crate::paths::normalize_rel(real.strip_prefix(root).ok()?.to_str()?)?
+        }
+    };
+    Some(if rel == "." { String::new() } else { rel })
 }

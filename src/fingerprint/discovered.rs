@@ -23,8 +23,9 @@
 //! full key, as does an edited one. Lookups that no depfile records (a failed
 //! `__has_include` of a name no other include shares, `test -e` of a file beside the input)
 //! are covered only where a sandboxed step's lazy view saw them: it adds each path it looked up
-//! among the files it may discover as a [`LOOKED`] entry, keyed as a file is (present, with
-//! its content, or absent). Elsewhere, name the folder under `inputs:`.
+//! among the files it may discover as a [`LOOKED`] entry, keyed as the view would show it
+//! ([`Shown`]: a file with its content, a folder, or nothing). Elsewhere, name the folder under
+//! `inputs:`.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,9 +51,26 @@ pub fn searched_entry(dir: &str) -> String {
 /// (so no other target's output it must be ordered after, and nothing to show it next time).
 pub const LOOKED: &str = "\0looked up ";
 
-/// The list entry for project path `p`, looked up.
-pub fn looked_entry(p: &str) -> String {
-    format!("{LOOKED}{p}")
+/// The list entry for project path `p`, looked up, with the folder walked for files to
+/// discover that it lies in, at or above (`None`: a file only the last depfile listed).
+pub fn looked_entry(p: &str, walked: Option<&str>) -> String {
+    match walked {
+        Some(w) => format!("{LOOKED}{p}\0{w}"),
+        None => format!("{LOOKED}{p}"),
+    }
+}
+
+/// What a sandboxed step's view shows at a looked-up path now, by the walk of the folder its
+/// [`LOOKED`] entry names ([`identities`]' `shown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    /// A file to discover.
+    File,
+    /// A folder that holds one.
+    Folder,
+    /// Nothing (what is on disk there, if anything, is ignored by git, written by a target, or
+    /// holds no file to discover).
+    Nothing,
 }
 
 /// The files of a discovered list: its entries other than search folders and lookups.
@@ -60,9 +78,12 @@ pub fn files(list: &[String]) -> impl Iterator<Item = &String> {
     list.iter().filter(|p| !p.starts_with(SEARCHED) && !p.starts_with(LOOKED))
 }
 
-/// The paths a discovered list's lookup entries name ([`LOOKED`]).
-pub fn looked(list: &[String]) -> impl Iterator<Item = &str> {
-    list.iter().filter_map(|p| p.strip_prefix(LOOKED))
+/// The paths a discovered list's lookup entries name ([`LOOKED`]), with their walked folders.
+pub fn looked(list: &[String]) -> impl Iterator<Item = (&str, Option<&str>)> {
+    list.iter().filter_map(|p| p.strip_prefix(LOOKED)).map(|e| match e.split_once('\0') {
+        Some((p, w)) => (p, Some(w)),
+        None => (e, None),
+    })
 }
 
 /// The identity of a discovered file that does not exist. No real file has this size.
@@ -171,19 +192,35 @@ fn shell_words(s: &str) -> Vec<String> {
 /// The identities of a discovered list (see the module docs): one entry per file, then one
 /// `lookups in DIR` fact per search folder.
 ///
-/// `search` holds folders as the command names them (project-relative or absolute). Errors are
+/// `search` holds folders as the command names them (project-relative or absolute). `shown(walked,
+/// path)` says what a sandboxed step's view would show at a [`LOOKED`] path now. Errors are
 /// reads that failed for another reason than absence (permissions, a FIFO).
 pub fn identities(
     root: &Path,
     list: &[String],
     search: &[String],
     stat: &StatCache,
+    shown: &dyn Fn(&str, &str) -> Shown,
 ) -> io::Result<BTreeMap<String, FileId>> {
     let mut ids = BTreeMap::new();
     let constant = |what: &[u8]| FileId { digest: *blake3::hash(what).as_bytes(), exec: false, size: 0 };
     // (A path both listed and looked up has one identity.)
-    let looked = looked(list).map(|p| (p, true));
-    for (p, only_looked) in files(list).map(|p| (p.as_str(), false)).chain(looked) {
+    let looked = looked(list).map(|(p, w)| (p, Some(w)));
+    for (p, only_looked) in files(list).map(|p| (p.as_str(), None)).chain(looked) {
+        // A looked-up path is keyed as the view would show it now: what the view hides there
+        // (a folder of ignored files, say) is nothing, whatever is on disk.
+        match only_looked.flatten().map(|w| shown(w, p)) {
+            Some(Shown::Nothing) => {
+                ids.insert(p.to_string(), ABSENT);
+                continue;
+            }
+            Some(Shown::Folder) => {
+                ids.insert(p.to_string(), constant(b"folder"));
+                continue;
+            }
+            Some(Shown::File) | None => {}
+        }
+        let only_looked = only_looked.is_some();
         let id = match stat.meta(root, p, true) {
             Ok(meta) if meta.is_file() => stat.file_id_in(root, p, &meta)?,
             Ok(meta) if meta.is_dir() => constant(b"folder"),

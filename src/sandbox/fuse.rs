@@ -14,8 +14,7 @@
 //! `RELEASE`, `OPENDIR`, `READDIR`, `RELEASEDIR`, `STATFS` and the `FORGET`s. Anything that
 //! would write answers `EROFS` (the overlay never writes its lower layer); the rest `ENOSYS`,
 //! which the kernel takes as "not supported". Every answer is valid for a day: a view does not
-//! change while its step runs, and the kernel then caches lookups, misses included. (Not the
-//! attributes of an empty file a depfile step may discover: see [`View::attr_valid`].)
+//! change while its step runs, and the kernel then caches lookups, misses included.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -53,13 +52,12 @@ pub struct Index {
     produced: Option<Produced>,
     /// Where the view does not list them: the files a depfile step may discover.
     discover: Vec<Arc<super::Discoverable>>,
-    /// The files of `discover` (none of them declared) the step read, each once: at its first
-    /// `READ`, or for an empty file (which the kernel reads without a `READ`) at a `GETATTR`
-    /// through an open file ([`View::attr_valid`]).
+    /// The files of `discover` (none of them declared) the step read, each once, at its first
+    /// `READ`. (The kernel reads an empty file without one: its lookup, keyed, covers it.)
     discover_reads: Mutex<std::collections::BTreeSet<String>>,
     /// The paths the step looked up among the files of `discover`, found (not declared) or not
     /// (where a file would be one to discover), each once.
-    discover_looks: Mutex<std::collections::BTreeSet<String>>,
+    discover_looks: Mutex<BTreeMap<String, (Option<String>, bool)>>,
 }
 
 impl Index {
@@ -293,22 +291,33 @@ impl Index {
     /// The paths the step looked up among the files it may discover but did not declare,
     /// whether it found one there or not, in path order: its key covers each as it is then
     /// (`stat`, `test -e`, `__has_include` and a read all look a file up first).
-    pub fn discover_looks(&self) -> Vec<String> {
+    pub fn discover_looks(&self) -> Vec<super::Look> {
         let looks = self.discover_looks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        looks.iter().cloned().collect()
+        let look = |(path, (walked, found)): (&String, &(Option<String>, bool))| super::Look {
+            path: path.clone(),
+            walked: walked.clone(),
+            found: *found,
+        };
+        looks.iter().map(look).collect()
     }
 
     /// Note a lookup of view path `path` (`found` or not) where it is, or would be, only a file
-    /// the step may discover.
+    /// the step may discover, with the folder walked for it.
     fn note_look(&self, path: &str, found: bool) {
-        let noted = match found {
-            true => self.discover_only(path),
-            false => self.discover.iter().any(|d| d.would_hold(path)),
+        if found && !self.discover_only(path) {
+            return;
+        }
+        // The folder walked deepest: `inc`'s walk shows a folder `inc`, the project folder's
+        // own files' walk does not.
+        let depth = |d: &&Arc<super::Discoverable>| d.walked_folder().map_or(0, |w| w.len() + 1);
+        let from = match found {
+            true => self.discover.iter().filter(|d| d.holds(path)).max_by_key(depth),
+            false => self.discover.iter().filter(|d| d.would_hold(path)).max_by_key(depth),
         };
-        if noted {
+        if let Some(d) = from {
             let mut looks = self.discover_looks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !looks.contains(path) {
-                looks.insert(path.to_string());
+            if !looks.contains_key(path) {
+                looks.insert(path.to_string(), (d.walked_folder().map(str::to_string), found));
             }
         }
     }
@@ -882,8 +891,6 @@ const COPY_FILE_RANGE: u32 = 47;
 
 // `fuse_init_out` flags asked for, where the kernel offers them.
 const FUSE_ASYNC_READ: u32 = 1 << 0;
-/// `fuse_getattr_in.getattr_flags`: the request comes through an open file.
-const FUSE_GETATTR_FH: u32 = 1 << 0;
 const FUSE_NO_OPEN_SUPPORT: u32 = 1 << 17;
 const FUSE_NO_OPENDIR_SUPPORT: u32 = 1 << 24;
 const FUSE_PARALLEL_DIROPS: u32 = 1 << 18;
@@ -1246,17 +1253,6 @@ impl View {
         }
     }
 
-    /// How long the kernel may keep view file `path`'s attributes `a`: a day, but not at all
-    /// for an empty file the step may discover. The kernel reads an empty file without a
-    /// `READ`, but asks for its attributes first, through the open file, when they are stale:
-    /// that `GETATTR` is the read [`Index::note_read`] notes (a `stat` asks without one).
-    fn attr_valid(&self, path: &str, a: &Attr) -> u64 {
-        match a.size == 0 && a.mode & libc::S_IFMT == libc::S_IFREG && self.index.discover_only(path) {
-            true => 0,
-            false => VALID,
-        }
-    }
-
     fn entry(&mut self, path: String) -> Reply {
         let mut out = Vec::with_capacity(128);
         let seen = self.seen(&path);
@@ -1279,7 +1275,7 @@ impl View {
         out.extend_from_slice(&id.to_ne_bytes());
         out.extend_from_slice(&0u64.to_ne_bytes());
         out.extend_from_slice(&VALID.to_ne_bytes());
-        out.extend_from_slice(&self.attr_valid(&path, &attr).to_ne_bytes());
+        out.extend_from_slice(&VALID.to_ne_bytes());
         out.extend_from_slice(&[0u8; 8]);
         attr.put(&mut out);
         Reply::Body(out)
@@ -1300,16 +1296,10 @@ impl View {
                 let Some(path) = self.path(local).map(str::to_string) else {
                     return Reply::Err(Errno::NOENT);
                 };
-                let a = match self.attr(&path, local) {
-                    Ok(a) => a,
-                    Err(e) => return Reply::Err(e),
-                };
-                let valid = self.attr_valid(&path, &a);
-                // Asked for through an open file (`FUSE_GETATTR_FH`): a read of an empty file.
-                if valid == 0 && body.len() >= 4 && u32_at(body, 0) & FUSE_GETATTR_FH != 0 {
-                    self.index.note_read(&path);
+                match self.attr(&path, local) {
+                    Ok(a) => Reply::Body(attr_out(&a, VALID)),
+                    Err(e) => Reply::Err(e),
                 }
-                Reply::Body(attr_out(&a, valid))
             }
             READLINK => {
                 let Some(path) = self.path(local) else { return Reply::Err(Errno::NOENT) };
@@ -1611,10 +1601,9 @@ mod tests {
         assert!(matches!(c.answer(WRITE, a, &[]), Reply::Err(Errno::ROFS)));
     }
 
-    /// A file the step may discover but did not declare is noted when it is read: at its first
-    /// `READ`, or for an empty one (whose attributes are never kept) at a `GETATTR` through an
-    /// open file; a declared input, a file only looked up or stat'ed and a hidden one are not.
-    /// Every lookup among those files is noted too, and of a missing one in the folder walked.
+    /// A file the step may discover but did not declare is noted when it is read (its first
+    /// `READ`); a declared input, a file only looked up or stat'ed and a hidden one are not.
+    /// Every lookup among those files is noted too, found or not, with the folder walked.
     #[test]
     fn the_files_a_step_may_discover_are_noted_when_read() {
         let dir = tempfile::tempdir().unwrap();
@@ -1644,22 +1633,18 @@ mod tests {
         assert!(index.discover_reads().is_empty(), "looked up, not read: {:?}", index.discover_reads());
         assert_eq!(body(c.answer(READ, ver, &read)), b"v1");
         assert_eq!(body(c.answer(READ, ver, &read)), b"v1");
+        // An empty file is read without a `READ`: its lookup is what is noted of it.
         let empty = lookup(&mut c, src, "empty.txt");
-        let entry = body(c.answer(LOOKUP, src, b"empty.txt\0"));
-        assert_eq!(u64_at(&entry, 24), 0, "an empty file's attributes are not kept");
-        assert_eq!(u64_at(&body(c.answer(LOOKUP, src, b"ver.txt\0")), 24), VALID);
-        // fuse_getattr_in: getattr_flags, dummy, fh.
-        let stat = body(c.answer(GETATTR, empty, &[0u8; 16]));
-        assert_eq!(u64_at(&stat, 0), 0);
-        assert_eq!(index.discover_reads(), ["src/ver.txt"], "a stat is no read");
-        let mut through_file = [0u8; 16];
-        through_file[0] = 1;
-        body(c.answer(GETATTR, empty, &through_file));
+        body(c.answer(GETATTR, empty, &[0u8; 16]));
         assert_eq!(lookup(&mut c, ROOT, "hidden.txt"), 0);
         assert_eq!(lookup(&mut c, src, "gone.h"), 0);
-        assert_eq!(index.discover_reads(), ["src/empty.txt", "src/ver.txt"]);
+        assert_eq!(index.discover_reads(), ["src/ver.txt"]);
         // Looked up: found and not declared, or missing where it would be one to discover.
-        assert_eq!(index.discover_looks(), ["src/a.h", "src/empty.txt", "src/gone.h", "src/ver.txt"]);
+        let looks: Vec<(String, bool)> =
+            index.discover_looks().into_iter().map(|l| (l.path, l.found)).collect();
+        let want = [("src/a.h", true), ("src/empty.txt", true), ("src/gone.h", false), ("src/ver.txt", true)];
+        assert_eq!(looks, want.map(|(p, f)| (p.to_string(), f)));
+        assert!(index.discover_looks().iter().all(|l| l.walked.as_deref() == Some("src")));
     }
 
     /// On the shared mount each view is the root's entry named by its id: two views of one

@@ -128,6 +128,11 @@ impl Discoverable {
         Discoverable { walked: Some(dir.to_string()), ..Discoverable::new(files) }
     }
 
+    /// The folder walked (`""`: the project folder's own files), or `None` for a list not walked.
+    pub fn walked_folder(&self) -> Option<&str> {
+        self.walked.as_deref()
+    }
+
     /// Whether something at project path `p` would show files to discover, were it there: a
     /// file in the folder walked (git and the targets' outputs aside), or that folder, a folder
     /// below it or above it.
@@ -1088,10 +1093,22 @@ pub struct Harvest {
     /// in path order ([`fuse::Index::discover_reads`]; a lazy view's only): each is keyed only
     /// where its depfile lists it.
     pub discover_reads: Vec<String>,
-    /// Project paths a depfile step looked up among the files it may discover, found or not
-    /// ([`fuse::Index::discover_looks`]; a lazy view's only): the key covers each, as present
-    /// with its content or as absent.
-    pub discover_looks: Vec<String>,
+    /// The paths a depfile step looked up among the files it may discover, found or not
+    /// ([`fuse::Index::discover_looks`]; a lazy view's only): the key covers each as the view
+    /// would show it.
+    pub discover_looks: Vec<Look>,
+}
+
+/// A path a depfile step looked up among the files it may discover but did not declare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Look {
+    /// The project path.
+    pub path: String,
+    /// The folder walked for files to discover that the path is in, at or above (`""`: the
+    /// project folder's own files); `None` for one only its last depfile listed.
+    pub walked: Option<String>,
+    /// Whether the view showed something there.
+    pub found: bool,
 }
 
 impl Pending {
