@@ -647,19 +647,25 @@ fn run_and_store(
     // What it looked up among them, found or not (`test -e`, `__has_include`, a tool's config
     // file it goes without), is keyed too: as present with its content, or as absent. (Not a
     // target's output: such a file, another's, is never shown to it.)
-    let looks = ran.discovering.looks.iter().filter(|l| !listed.contains(l.path.as_str()));
-    let looks: Vec<&crate::sandbox::Look> = looks.filter(|l| ctx.producer_of(&l.path).is_none()).collect();
-    // One made, changed or gone since the step started may not be what it looked at.
+    // (Another target's output among them too: hidden now, it shows once no target writes it.)
+    let looks: Vec<&crate::sandbox::Look> =
+        ran.discovering.looks.iter().filter(|l| !listed.contains(l.path.as_str())).collect();
+    // What the view hides whatever its time: a target's output, gvbuild's and git's folders.
+    let hidden = |p: &str| {
+        ctx.producer_of(p).is_some() || [".gvbuild", ".git"].iter().any(|d| crate::paths::is_within(p, d))
+    };
+    // One made, changed or gone since the step started may not be what it looked at. (A walk
+    // is made once a build: what was made since is told by its time.)
     let changed = looks.iter().find(|l| {
-        // (A walk is made once a build: what was made since is told by its time below.)
-        let there = root.join(&l.path).exists();
-        let now = match &l.walked {
-            Some(w) => there && shown(ctx, w, &l.path) != discovered::Shown::Nothing,
-            None => there,
+        let meta = fs::symlink_metadata(root.join(&l.path)).ok();
+        let shows = match &l.walked {
+            Some(w) => shown(ctx, w, &l.path) != discovered::Shown::Nothing,
+            None => true,
         };
-        now != l.found
-            || fs::symlink_metadata(root.join(&l.path))
-                .is_ok_and(|m| m.modified().is_ok_and(|t| t >= started) || changed_since(&m, started))
+        let recent = meta
+            .as_ref()
+            .is_some_and(|m| m.modified().is_ok_and(|t| t >= started) || changed_since(m, started));
+        (meta.is_some() && shows) != l.found || (recent && !hidden(&l.path))
     });
     if let Some(l) = changed.filter(|_| storable) {
         storable = false;
