@@ -645,9 +645,8 @@ fn run_and_store(
         return done;
     }
     // What it looked up among them, found or not (`test -e`, `__has_include`, a tool's config
-    // file it goes without), is keyed too: as present with its content, or as absent. (Not a
-    // target's output: such a file, another's, is never shown to it.)
-    // (Another target's output among them too: hidden now, it shows once no target writes it.)
+    // file it goes without), is keyed too, as the view would show it (`shown`): another target's
+    // output among them is nothing now, and shows once no target writes it.
     let looks: Vec<&crate::sandbox::Look> =
         ran.discovering.looks.iter().filter(|l| !listed.contains(l.path.as_str())).collect();
     // What the view hides whatever its time: a target's output, gvbuild's and git's folders.
