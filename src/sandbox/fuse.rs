@@ -289,8 +289,8 @@ impl Index {
     }
 
     /// The paths the step looked up among the files it may discover but did not declare,
-    /// whether it found one there or not, in path order: its key covers each as it is then
-    /// (`stat`, `test -e`, `__has_include` and a read all look a file up first).
+    /// whether it found one there or not, in path order: its key covers each as the view would
+    /// show it (`stat`, `test -e`, `__has_include` and a read all look a file up first).
     pub fn discover_looks(&self) -> Vec<super::Look> {
         let looks = self.discover_looks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let look = |(path, (walked, found)): (&String, &(Option<String>, bool))| super::Look {
@@ -1133,7 +1133,7 @@ impl Conn {
                 };
                 view.entry(String::new())
             }
-            GETATTR => Reply::Body(attr_out(&Attr::folder(ROOT), VALID)),
+            GETATTR => Reply::Body(attr_out(&Attr::folder(ROOT))),
             OPENDIR if self.no_opendir => Reply::Err(Errno::NOSYS),
             OPENDIR => Reply::Body(open_out(ROOT, 0)),
             READDIR => Reply::Body(dirents(&dots(ROOT), u64_at(body, 8), u32_at(body, 16) as usize)),
@@ -1165,10 +1165,10 @@ fn read_only(opcode: u32) -> Reply {
     }
 }
 
-/// `struct fuse_attr_out` of `a`, valid for `valid` seconds.
-fn attr_out(a: &Attr, valid: u64) -> Vec<u8> {
+/// `struct fuse_attr_out`: `a`, valid for a day.
+fn attr_out(a: &Attr) -> Vec<u8> {
     let mut out = Vec::with_capacity(104);
-    out.extend_from_slice(&valid.to_ne_bytes());
+    out.extend_from_slice(&VALID.to_ne_bytes());
     out.extend_from_slice(&[0u8; 8]);
     a.put(&mut out);
     out
@@ -1297,7 +1297,7 @@ impl View {
                     return Reply::Err(Errno::NOENT);
                 };
                 match self.attr(&path, local) {
-                    Ok(a) => Reply::Body(attr_out(&a, VALID)),
+                    Ok(a) => Reply::Body(attr_out(&a)),
                     Err(e) => Reply::Err(e),
                 }
             }
